@@ -1,0 +1,1 @@
+"""veilpix.adapters: one module per AI image vendor (see docs/vendors.md)."""

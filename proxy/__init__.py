@@ -1,0 +1,1 @@
+"""veilpix.proxy: the local gateway and HTTPS intercept proxy (see docs/proxy.md)."""

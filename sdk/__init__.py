@@ -1,0 +1,89 @@
+"""veilpix: the privacy layer between your application and AI image APIs.
+
+>>> import veilpix
+>>> clean = veilpix.sanitize(open("photo.jpg", "rb").read())
+>>> clean.report.gps          # where the photo was taken, before veilpix removed it
+>>> clean.data                # the same picture, upright, with no metadata left
+
+Public names are re-exported here once; everything else lives in private modules. Heavy parts
+(Pillow's plugins, the pixel pipeline, OpenCV) are imported only when first used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "CorruptImage",
+    "Finding",
+    "GpsPosition",
+    "ImageError",
+    "ImageReport",
+    "ImageTooLarge",
+    "Inspection",
+    "Policy",
+    "PolicyViolation",
+    "Removed",
+    "SanitizedImage",
+    "UnsafeOutput",
+    "UnsupportedImage",
+    "VeilpixError",
+    "__version__",
+    "inspect",
+    "sanitize",
+    "sanitize_file",
+]
+
+_LAZY = {
+    "ConfigError": "veilpix._errors",
+    "CorruptImage": "veilpix._errors",
+    "ImageError": "veilpix._errors",
+    "ImageTooLarge": "veilpix._errors",
+    "PolicyViolation": "veilpix._errors",
+    "UnsafeOutput": "veilpix._errors",
+    "UnsupportedImage": "veilpix._errors",
+    "VeilpixError": "veilpix._errors",
+    "Policy": "veilpix._policy",
+    "Finding": "veilpix._report",
+    "GpsPosition": "veilpix._report",
+    "ImageReport": "veilpix._report",
+    "Removed": "veilpix._report",
+    "SanitizedImage": "veilpix._report",
+    "Inspection": "veilpix._pipeline",
+    "inspect": "veilpix._pipeline",
+    "sanitize": "veilpix._pipeline",
+    "sanitize_file": "veilpix._pipeline",
+}
+
+if TYPE_CHECKING:
+    from veilpix._errors import (
+        ConfigError,
+        CorruptImage,
+        ImageError,
+        ImageTooLarge,
+        PolicyViolation,
+        UnsafeOutput,
+        UnsupportedImage,
+        VeilpixError,
+    )
+    from veilpix._pipeline import Inspection, inspect, sanitize, sanitize_file
+    from veilpix._policy import Policy
+    from veilpix._report import Finding, GpsPosition, ImageReport, Removed, SanitizedImage
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'veilpix' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,74 @@
+"""The veilpix exception tree.
+
+Every error veilpix raises on purpose is a :class:`VeilpixError`. Messages say what went wrong
+and what to do about it; ``hint`` carries the "what to do" part separately for programs that
+show it on its own line. Third-party errors (Pillow, zlib, struct, pillow-heif) are translated
+where they occur with ``raise ... from exc`` so the original cause stays attached.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "CorruptImage",
+    "ImageError",
+    "ImageTooLarge",
+    "PolicyViolation",
+    "UnsafeOutput",
+    "UnsupportedImage",
+    "VeilpixError",
+]
+
+
+class VeilpixError(Exception):
+    """Base class of every error veilpix raises on purpose."""
+
+    default_hint = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = self.default_hint if hint is None else hint
+        super().__init__(f"{message} ({self.hint})" if self.hint else message)
+
+
+class ConfigError(VeilpixError):
+    """A policy, option or configuration value is invalid."""
+
+    default_hint = "check the value against the documentation in docs/"
+
+
+class ImageError(VeilpixError):
+    """An image could not be sanitized; nothing derived from it was produced."""
+
+
+class UnsupportedImage(ImageError):
+    """The bytes are not an image format veilpix can sanitize."""
+
+    default_hint = (
+        "convert it to JPEG, PNG, WebP, GIF, TIFF, BMP, HEIC/HEIF or AVIF first"
+        " (HEIC needs the 'heif' extra: pip install 'veilpix[heif]')"
+    )
+
+
+class CorruptImage(ImageError):
+    """The image is truncated, malformed, or does not decode."""
+
+    default_hint = "the file is damaged; re-export it from the original source"
+
+
+class ImageTooLarge(ImageError):
+    """The image exceeds a byte, pixel or frame limit of the policy."""
+
+    default_hint = "downscale it first, or raise the limit with Policy(max_bytes=..., max_pixels=..., max_frames=...)"
+
+
+class UnsafeOutput(ImageError):
+    """veilpix could not prove its own output free of metadata, so it refuses to hand it out."""
+
+    default_hint = "this is a veilpix bug: please report it with the input file's format"
+
+
+class PolicyViolation(VeilpixError):
+    """The request breaks the destination or privacy policy and was not sent."""
+
+    default_hint = "change the request or the policy; nothing was sent"

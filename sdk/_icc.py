@@ -1,0 +1,120 @@
+"""ICC colour profiles: tell a standard working space from a device profile, and apply a
+device profile to the pixels so it can be dropped.
+
+A standard profile (sRGB, Display P3, Adobe RGB) says nothing about where a picture came
+from and is needed to show it right, so it may stay. Any other profile (a calibrated monitor,
+a camera, a printer, a scanner) can identify its source: its effect is baked into the pixels
+(converted to sRGB) and the profile itself is dropped.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+
+from PIL import Image
+
+__all__ = ["STANDARD_PROFILES", "colour_space", "describe", "is_standard", "to_srgb"]
+
+STANDARD_PROFILES = frozenset(
+    {
+        "sRGB IEC61966-2.1",
+        "sRGB IEC61966-2-1 black scaled",
+        "sRGB IEC61966-2-1",
+        "sRGB",
+        "sRGB built-in",
+        "sRGB2014",
+        "sRGB v4 ICC preference perceptual intent beta",
+        "GIMP built-in sRGB",
+        "c2",
+        "c2ci",
+        "Display P3",
+        "Adobe RGB (1998)",
+        "Compatible with Adobe RGB (1998)",
+    }
+)
+_MAX_STANDARD_SIZE = 128 * 1024  # the standard profiles are 0.5-61 KB
+
+
+def describe(icc: bytes) -> str | None:
+    """The profile description ('desc' tag, v2 text or v4 multi-localized), or None."""
+    if len(icc) < 132:
+        return None
+    try:
+        (count,) = struct.unpack_from(">I", icc, 128)
+        for i in range(min(count, 256)):
+            sig, off, size = struct.unpack_from(">4sII", icc, 132 + 12 * i)
+            if sig != b"desc" or off + size > len(icc) or size < 12:
+                continue
+            body = icc[off : off + size]
+            if body[:4] == b"desc":
+                (n,) = struct.unpack_from(">I", body, 8)
+                return body[12 : 12 + n].split(b"\x00")[0].decode("latin-1").strip() or None
+            if body[:4] == b"mluc":
+                records, rec_size = struct.unpack_from(">II", body, 8)
+                if records and rec_size >= 12:
+                    length, offset = struct.unpack_from(">II", body, 16 + 4)
+                    text = body[offset : offset + length].decode("utf-16-be", "replace")
+                    return text.split("\x00")[0].strip() or None
+            return None
+    except struct.error:
+        return None
+    return None
+
+
+def colour_space(icc: bytes) -> str:
+    """The profile's data colour space ('RGB', 'GRAY', 'CMYK', ...)."""
+    return icc[16:20].decode("latin-1", "replace").strip() if len(icc) >= 20 else ""
+
+
+def is_standard(icc: bytes) -> bool:
+    """True for a well-known RGB working-space profile that may stay in the output."""
+    return (
+        len(icc) <= _MAX_STANDARD_SIZE
+        and colour_space(icc) == "RGB"
+        and describe(icc) in STANDARD_PROFILES
+    )
+
+
+def to_srgb(im: Image.Image, icc: bytes) -> tuple[Image.Image, bool]:
+    """Convert ``im`` from the colour space ``icc`` describes to sRGB.
+
+    Returns the converted image and whether a real colour conversion took place (False when
+    LittleCMS rejects the profile: the pixels are then interpreted as sRGB, which is what
+    every viewer does once the profile is gone).
+    """
+    from PIL import ImageCms
+
+    alpha = None
+    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        alpha = im.getchannel("A")
+    space = colour_space(icc)
+    source_mode = {"RGB": "RGB", "GRAY": "L", "CMYK": "CMYK"}.get(space)
+    if source_mode is None:
+        return _fallback(im, alpha), False
+    base = im.convert(source_mode) if im.mode != source_mode else im
+    try:
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        dst = ImageCms.createProfile("sRGB")
+        out = ImageCms.profileToProfile(
+            base, src, dst, outputMode="RGB", renderingIntent=ImageCms.Intent.PERCEPTUAL
+        )
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return _fallback(im, alpha), False
+    if out is None:  # profileToProfile returns None only when inPlace=True
+        return _fallback(im, alpha), False
+    if source_mode == "L" and alpha is None:
+        out = out.convert("L")
+    if alpha is not None:
+        out = out.convert("RGBA")
+        out.putalpha(alpha)
+    return out, True
+
+
+def _fallback(im: Image.Image, alpha: Image.Image | None) -> Image.Image:
+    out = im.convert("RGB") if im.mode not in ("RGB", "L") else im
+    if alpha is not None:
+        out = out.convert("RGBA")
+        out.putalpha(alpha)
+    return out

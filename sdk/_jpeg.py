@@ -1,0 +1,240 @@
+"""JPEG (and MPO) at the marker level: scan, and strip losslessly.
+
+The strip keeps only what a decoder needs: SOI, a bare JFIF APP0 (its thumbnail removed), the
+Adobe APP14 colour-transform flag, a standard ICC profile when the policy keeps it, the tables
+(DQT, DHT, DAC, DRI), the frame header, every scan with its entropy-coded data bit for bit,
+and EOI. Everything else goes: EXIF, XMP and extended XMP, IPTC/Photoshop IRB, COM, every
+vendor APPn (APP3-APP15 except the Adobe flag), APP11 JUMBF/C2PA, MPF and all bytes after the
+first image's EOI (MPF secondary images, gain maps, Samsung/Google trailers).
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+
+from veilpix._errors import CorruptImage, UnsupportedImage
+from veilpix._scan import ICC, IMAGE, METADATA, STRUCTURE, TRAILER, UNKNOWN, Scan, need
+
+__all__ = ["icc_segments", "scan_jpeg", "strip_jpeg"]
+
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_TABLES = {0xC4: "DHT", 0xCC: "DAC", 0xDB: "DQT", 0xDD: "DRI", 0xDC: "DNL"}
+# Inside entropy-coded data only 0xFF00 (stuffing) and RST0-7 may follow 0xFF.
+_NEXT_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7]")
+_XMP_ID = b"http://ns.adobe.com/xap/1.0/\x00"
+_XMP_EXT_ID = b"http://ns.adobe.com/xmp/extension/\x00"
+_ICC_ID = b"ICC_PROFILE\x00"
+
+
+def _label(payload: bytes) -> str:
+    text = payload[:24].split(b"\x00")[0].decode("latin-1", "replace")
+    return "".join(c for c in text if c.isprintable()).strip() or "?"
+
+
+def scan_jpeg(data: bytes) -> Scan:
+    """Walk every marker of the first image in ``data``; raise CorruptImage on damage."""
+    if data[:2] != b"\xff\xd8":
+        raise CorruptImage("not a JPEG: no start-of-image marker")
+    scan = Scan("JPEG")
+    icc_chunks: dict[int, bytes] = {}
+    xmp_ext: dict[bytes, dict[int, bytes]] = {}
+    keep: list[tuple[int, int, bytes | None]] = [(0, 2, None)]  # (start, end, replacement)
+    n = len(data)
+    p = 2
+    sof_seen = sos_seen = False
+    eoi: int | None = None
+    while p < n:
+        if data[p] != 0xFF:
+            # libjpeg skips extraneous bytes before a marker; so do we, and drop them.
+            q = data.find(b"\xff", p)
+            if q < 0:
+                break
+            scan.add("garbage", p, q - p, UNKNOWN, "bytes between segments")
+            p = q
+            continue
+        start = p
+        while p < n and data[p] == 0xFF:
+            p += 1
+        if p >= n:
+            break
+        m = data[p]
+        p += 1
+        if m == 0xD9:
+            eoi = p
+            keep.append((start, p, None))
+            break
+        if m == 0xD8:
+            raise CorruptImage("JPEG is malformed: a second start-of-image before end-of-image")
+        if m == 0x01 or 0xD0 <= m <= 0xD7:
+            continue  # standalone markers outside a scan carry nothing
+        need(data, p + 2, f"marker 0x{m:02X} length", "JPEG")
+        (length,) = struct.unpack_from(">H", data, p)
+        if length < 2:
+            raise CorruptImage(f"JPEG is malformed: marker 0x{m:02X} declares length {length}")
+        end = p + length
+        need(data, end, f"marker 0x{m:02X} segment", "JPEG")
+        payload = data[p + 2 : end]
+        seg_len = end - start
+        if m in _SOF:
+            if len(payload) < 6:
+                raise CorruptImage("JPEG is malformed: frame header too short")
+            precision, height, width, ncomp = struct.unpack_from(">BHHB", payload)
+            if sof_seen:
+                raise CorruptImage("JPEG is malformed: more than one frame header")
+            if width == 0 or ncomp not in (1, 3, 4) or len(payload) < 6 + 3 * ncomp:
+                raise UnsupportedImage(
+                    f"JPEG frame {width}x{height} with {ncomp} components is not supported"
+                )
+            sof_seen = True
+            scan.width, scan.height = width, height
+            scan.extra.update(
+                sof=m, precision=precision, components=ncomp, progressive=m in (0xC2, 0xC6)
+            )
+            scan.add(f"SOF{m - 0xC0}", start, seg_len, STRUCTURE)
+            keep.append((start, end, None))
+            p = end
+            continue
+        if m in _TABLES:
+            scan.add(_TABLES[m], start, seg_len, STRUCTURE)
+            keep.append((start, end, None))
+            p = end
+            continue
+        if m == 0xDA:
+            if not sof_seen:
+                raise CorruptImage("JPEG is malformed: scan before frame header")
+            sos_seen = True
+            hit = _NEXT_MARKER.search(data, end)
+            stop = hit.start() if hit else n
+            scan.add("SOS+scan", start, stop - start, STRUCTURE)
+            keep.append((start, stop, None))
+            p = stop
+            continue
+        if 0xE0 <= m <= 0xEF:
+            _app(scan, m - 0xE0, payload, start, seg_len, keep, icc_chunks, xmp_ext, end)
+            p = end
+            continue
+        if m == 0xFE:
+            text = payload.rstrip(b"\x00").decode("utf-8", "replace")
+            scan.comments.append(("JPEG COM", text))
+            scan.add("COM", start, seg_len, METADATA, text[:40])
+            p = end
+            continue
+        scan.add(f"marker 0x{m:02X}", start, seg_len, UNKNOWN)
+        p = end
+    if not sof_seen or not sos_seen:
+        raise CorruptImage("JPEG is malformed: no frame header or no image data")
+    if eoi is None:
+        raise CorruptImage("JPEG is truncated: no end-of-image marker")
+    if eoi < n:
+        tail = data[eoi:]
+        if tail.strip(b"\x00\xff"):
+            images = tail.count(b"\xff\xd8\xff")
+            what = f"{images} embedded JPEG image(s)" if images else "trailer data"
+            scan.add("after EOI", eoi, n - eoi, IMAGE if images else TRAILER, what)
+            if images:
+                scan.thumbnails.append((f"JPEG after end of image ({what})", n - eoi))
+        else:
+            scan.add("padding after EOI", eoi, n - eoi, TRAILER)
+    if icc_chunks:
+        scan.icc = b"".join(icc_chunks[k] for k in sorted(icc_chunks))
+    for guid, pieces in xmp_ext.items():
+        scan.xmp.append(b"".join(pieces[k] for k in sorted(pieces)))
+        scan.extra.setdefault("extended_xmp", []).append(guid.decode("latin-1", "replace"))
+    scan.extra["keep"] = keep
+    return scan
+
+
+def _app(
+    scan: Scan,
+    app: int,
+    payload: bytes,
+    start: int,
+    seg_len: int,
+    keep: list[tuple[int, int, bytes | None]],
+    icc_chunks: dict[int, bytes],
+    xmp_ext: dict[bytes, dict[int, bytes]],
+    end: int,
+) -> None:
+    name = f"APP{app}"
+    if app == 0 and payload.startswith(b"JFIF\x00") and len(payload) >= 14:
+        bare = payload[:12] + b"\x00\x00"
+        thumb = payload[12] * payload[13]
+        if thumb:
+            scan.thumbnails.append(("JFIF thumbnail", len(payload) - 14))
+        scan.add("APP0 JFIF", start, seg_len, STRUCTURE, "thumbnail removed" if thumb else "")
+        keep.append((start, end, b"\xff\xe0" + struct.pack(">H", len(bare) + 2) + bare))
+        return
+    if app == 14 and payload.startswith(b"Adobe") and len(payload) >= 12:
+        scan.extra["adobe_transform"] = payload[11]
+        scan.add("APP14 Adobe", start, seg_len, STRUCTURE)
+        keep.append((start, end, b"\xff\xee\x00\x0e" + payload[:12]))
+        return
+    if app == 2 and payload.startswith(_ICC_ID) and len(payload) >= 14:
+        icc_chunks[payload[12]] = payload[14:]
+        scan.add("APP2 ICC_PROFILE", start, seg_len, ICC)
+        return
+    if app == 1 and payload.startswith(b"Exif\x00"):
+        scan.exif.append(payload[6:])
+        scan.add("APP1 Exif", start, seg_len, METADATA)
+        return
+    if app == 1 and payload.startswith(_XMP_ID):
+        scan.xmp.append(payload[len(_XMP_ID) :])
+        scan.add("APP1 XMP", start, seg_len, METADATA)
+        return
+    if app == 1 and payload.startswith(_XMP_EXT_ID) and len(payload) >= len(_XMP_EXT_ID) + 40:
+        body = payload[len(_XMP_EXT_ID) :]
+        guid, offset = body[:32], struct.unpack_from(">I", body, 36)[0]
+        xmp_ext.setdefault(guid, {})[offset] = body[40:]
+        scan.add("APP1 extended XMP", start, seg_len, METADATA)
+        return
+    if app == 13 and payload.startswith(b"Photoshop 3.0\x00"):
+        scan.irb.append(payload[14:])
+        scan.add("APP13 Photoshop IRB", start, seg_len, METADATA)
+        return
+    if app == 2 and payload.startswith(b"MPF\x00"):
+        scan.add("APP2 MPF", start, seg_len, IMAGE, "multi-picture index")
+        return
+    if app == 11 and payload.startswith(b"JP"):
+        scan.c2pa.append(f"APP11 JUMBF ({seg_len} bytes)")
+        scan.add("APP11 JUMBF", start, seg_len, METADATA, "C2PA / JUMBF")
+        return
+    if app == 0 and payload.startswith(b"JFXX"):
+        scan.thumbnails.append(("JFXX thumbnail", seg_len))
+        scan.add("APP0 JFXX", start, seg_len, IMAGE, "thumbnail")
+        return
+    label = _label(payload)
+    scan.add(f"{name} {label}", start, seg_len, METADATA, "vendor segment")
+
+
+def icc_segments(icc: bytes) -> bytes:
+    """APP2 ICC_PROFILE segments carrying ``icc`` (split into 65519-byte chunks)."""
+    size = 65519
+    chunks = [icc[i : i + size] for i in range(0, len(icc), size)] or [b""]
+    if len(chunks) > 255:
+        raise CorruptImage("ICC profile too large to embed in JPEG")
+    out = bytearray()
+    for i, chunk in enumerate(chunks, 1):
+        body = _ICC_ID + bytes((i, len(chunks))) + chunk
+        out += b"\xff\xe2" + struct.pack(">H", len(body) + 2) + body
+    return bytes(out)
+
+
+def strip_jpeg(data: bytes, scan: Scan, *, icc: bytes | None) -> bytes:
+    """The first image of ``data`` with nothing but structure (and ``icc`` when given)."""
+    keep: list[tuple[int, int, bytes | None]] = scan.extra["keep"]
+    out = bytearray()
+    icc_done = icc is None
+    for start, end, replacement in keep:
+        chunk = data[start:end] if replacement is None else replacement
+        if not icc_done and start > 0 and not _is_app01(chunk):
+            out += icc_segments(icc or b"")
+            icc_done = True
+        out += chunk
+    return bytes(out)
+
+
+def _is_app01(chunk: bytes) -> bool:
+    """JFIF APP0 and Adobe APP14 stay ahead of the ICC segments, as encoders write them."""
+    return chunk[:2] in (b"\xff\xe0", b"\xff\xee")
+

@@ -1,0 +1,390 @@
+"""``sanitize()``: the image pipeline, in its fixed order.
+
+sniff → scan the container (bounded, no pixels) → limits → findings → either a lossless strip
+(the picture needs no change) or decode → orientation → colour → encode → verify the output by
+scanning it again (nothing but structure may remain) and, on the pixel path, decoding it.
+No path returns input bytes: every output is either rebuilt from structure elements or
+re-encoded from pixels, and must pass the verification.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from veilpix._bmff import scan_bmff
+from veilpix._bmp import scan_bmp
+from veilpix._errors import CorruptImage, ImageTooLarge, UnsafeOutput, UnsupportedImage
+from veilpix._findings import Facts, collect, removed_parts
+from veilpix._gif import scan_gif, strip_gif
+from veilpix._icc import describe, is_standard
+from veilpix._jpeg import scan_jpeg, strip_jpeg
+from veilpix._policy import Policy
+from veilpix._png import scan_png, strip_png
+from veilpix._report import Finding, GpsPosition, ImageReport, SanitizedImage
+from veilpix._scan import IMAGE, Part, Scan
+from veilpix._sniff import MEDIA_TYPES, sniff
+from veilpix._tiff import lossless_ok, rewrite_tiff, scan_tiff
+from veilpix._webp import scan_webp, strip_webp
+
+__all__ = ["Inspection", "inspect", "sanitize", "sanitize_file"]
+
+_SCANNERS: dict[str, Callable[[bytes], Scan]] = {
+    "JPEG": scan_jpeg,
+    "PNG": scan_png,
+    "WEBP": scan_webp,
+    "GIF": scan_gif,
+    "TIFF": scan_tiff,
+    "BMP": scan_bmp,
+    "HEIF": lambda data: scan_bmff(data, "HEIF"),
+    "AVIF": lambda data: scan_bmff(data, "AVIF"),
+}
+_BMFF = ("HEIF", "AVIF")
+
+
+def _as_bytes(data: object) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data)
+    raise UnsupportedImage(
+        f"sanitize() takes the image as bytes, not {type(data).__name__}",
+        hint="read the file first, or use veilpix.sanitize_file(path)",
+    )
+
+
+def _scan(data: bytes, fmt: str) -> Scan:
+    try:
+        return _SCANNERS[fmt](data)
+    except (struct.error, IndexError, ValueError, zlib.error) as exc:
+        raise CorruptImage(f"{fmt} is malformed: {exc}") from exc
+
+
+def _display_format(scan: Scan) -> str:
+    if scan.format == "JPEG" and any(p.name == "APP2 MPF" for p in scan.parts):
+        return "MPO"
+    return scan.format
+
+
+@dataclass(frozen=True)
+class Inspection:
+    """What an image carries, read without changing it (``veilpix inspect``)."""
+
+    format: str
+    width: int
+    height: int
+    frames: int
+    bytes: int
+    sha256: str
+    orientation: int
+    findings: tuple[Finding, ...]
+    containers: tuple[Part, ...]
+    gps: GpsPosition | None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def sensitive(self) -> bool:
+        return any(f.sensitive for f in self.findings)
+
+
+def inspect(data: bytes | bytearray | memoryview) -> Inspection:
+    """Report the metadata an image carries, without decoding its pixels where possible."""
+    raw = _as_bytes(data)
+    fmt = sniff(raw)
+    notes: list[str] = []
+    try:
+        scan = _scan(raw, fmt)
+    except CorruptImage:
+        if fmt not in _BMFF:
+            raise
+        scan = Scan(fmt)
+        notes.append("container listing incomplete (malformed boxes)")
+    orientation = None
+    if fmt in _BMFF:
+        orientation = _bmff_metadata(raw, fmt, scan, notes)
+    facts = collect(scan)
+    return Inspection(
+        format=_display_format(scan),
+        width=scan.width,
+        height=scan.height,
+        frames=scan.frames,
+        bytes=len(raw),
+        sha256=hashlib.sha256(raw).hexdigest(),
+        orientation=orientation or facts.orientation or 1,
+        findings=tuple(facts.findings),
+        containers=tuple(scan.parts),
+        gps=facts.gps,
+        notes=tuple(notes),
+    )
+
+
+def _bmff_metadata(data: bytes, fmt: str, scan: Scan, notes: list[str]) -> int | None:
+    """EXIF/XMP/ICC and size of a HEIF/AVIF primary image, read without decoding pixels."""
+    from PIL import Image
+
+    try:
+        if fmt == "HEIF":
+            import pillow_heif
+
+            heif = pillow_heif.open_heif(io.BytesIO(data))
+            img = heif[heif.primary_index]
+            scan.width, scan.height = img.size
+            info = img.info
+            orientation = 1  # libheif applies irot/imir; HEIF ignores EXIF orientation
+        else:
+            with Image.open(io.BytesIO(data), formats=["AVIF"]) as im:
+                scan.width, scan.height = im.size
+                scan.frames = getattr(im, "n_frames", 1)
+                info = dict(im.info)
+                orientation = int(im.getexif().get(274, 1) or 1)
+    except ImportError:
+        notes.append("EXIF/XMP details need the 'heif' extra: pip install 'veilpix[heif]'")
+        return None
+    except Exception as exc:  # noqa: BLE001 - decoder errors of every kind end the same way
+        notes.append(f"metadata not readable: {exc}")
+        return None
+    for key, target in (("exif", scan.exif), ("xmp", scan.xmp)):
+        blob = info.get(key)
+        if isinstance(blob, bytes) and blob:
+            target.append(blob[6:] if blob.startswith(b"Exif\x00") else blob)
+    icc = info.get("icc_profile")
+    if isinstance(icc, bytes) and icc:
+        scan.icc = icc
+    return orientation
+
+
+def sanitize_file(path: str, policy: Policy | None = None) -> SanitizedImage:
+    """Read ``path`` and sanitize it (the file itself is not changed)."""
+    with open(path, "rb") as fh:
+        data = fh.read((policy or Policy()).max_bytes + 1)
+    return sanitize(data, policy)
+
+
+def sanitize(data: bytes | bytearray | memoryview, policy: Policy | None = None) -> SanitizedImage:
+    """Return the image with every piece of metadata removed, upright, and otherwise as it was.
+
+    Raises a :class:`~veilpix.VeilpixError` (``UnsupportedImage``, ``CorruptImage``,
+    ``ImageTooLarge``, ``UnsafeOutput``) when that cannot be done; nothing is returned then.
+    """
+    policy = policy or Policy()
+    raw = _as_bytes(data)
+    if len(raw) > policy.max_bytes:
+        raise ImageTooLarge(f"image is {len(raw):,} bytes, over the limit of {policy.max_bytes:,}")
+    fmt = sniff(raw)
+    if fmt in _BMFF:
+        return _sanitize_pixels(raw, fmt, _bmff_scan(raw, fmt), policy, Facts(), notes=[])
+    scan = _scan(raw, fmt)
+    from veilpix._pixels import check_limits
+
+    check_limits(policy, scan.width, scan.height, scan.frames)
+    facts = collect(scan)
+    orientation = facts.orientation or 1
+    target = fmt if policy.output_format == "auto" else policy.output_format.upper()
+    icc = scan.icc
+    icc_keep = icc is not None and policy.keep_standard_icc and is_standard(icc)
+    notes: list[str] = []
+    out = None
+    if target == fmt and fmt != "BMP":
+        out = _lossless(raw, scan, facts, orientation, icc_keep, notes)
+    if out is None:
+        return _sanitize_pixels(raw, fmt, scan, policy, facts, notes=notes)
+    kept_icc = icc if icc_keep and fmt != "GIF" else None
+    out_scan = _verify(out, fmt, kept_icc, (scan.width, scan.height), decode=policy.verify_decode)
+    return _result(raw, out, fmt, scan, out_scan, facts, orientation, kept_icc, icc, True, notes)
+
+
+def _bmff_scan(raw: bytes, fmt: str) -> Scan:
+    try:
+        return _scan(raw, fmt)
+    except CorruptImage:
+        scan = Scan(fmt)  # the decoder decides; the listing is only for the report
+        scan.extra["listing_incomplete"] = True
+        return scan
+
+
+def _lossless(
+    raw: bytes, scan: Scan, facts: Facts, orientation: int, icc_keep: bool, notes: list[str]
+) -> bytes | None:
+    """The stripped bytes when the picture needs no change, else None."""
+    fmt = scan.format
+    icc = scan.icc
+    if fmt == "TIFF":
+        orientations = scan.extra.get("orientations", {})
+        if any(v != 1 for v in orientations.values()) or not lossless_ok(raw, scan):
+            return None
+        if icc is not None and not icc_keep:
+            return None
+        return rewrite_tiff(raw, scan, icc=icc if icc_keep else None)
+    if orientation != 1:
+        return None
+    if fmt == "GIF":
+        # GIF colours are sRGB by convention: an sRGB profile can go, any other is applied.
+        if icc is not None and not (icc_keep and (describe(icc) or "").startswith("sRGB")):
+            return None
+        return strip_gif(raw, scan)
+    if icc is not None and not icc_keep:
+        return None
+    kept = icc if icc_keep else None
+    if fmt == "JPEG":
+        return strip_jpeg(raw, scan, icc=kept)
+    if fmt == "PNG":
+        return strip_png(raw, scan, icc=kept)
+    if fmt == "WEBP":
+        return strip_webp(raw, scan, icc=kept)
+    return None
+
+
+def _sanitize_pixels(
+    raw: bytes, fmt: str, scan: Scan, policy: Policy, facts: Facts, *, notes: list[str]
+) -> SanitizedImage:
+    from veilpix._pixels import decode, encode, prepare
+
+    pic = decode(raw, fmt, policy)
+    if fmt in _BMFF:
+        scan.exif.extend(pic.exif)
+        scan.xmp.extend(pic.xmp)
+        if pic.icc is not None:
+            scan.icc = pic.icc
+        scan.width, scan.height = pic.frames[0].size
+        scan.frames = len(pic.frames)
+        facts = collect(scan)
+        if scan.extra.get("listing_incomplete"):
+            notes.append("container listing incomplete (malformed boxes); image decoded")
+    else:
+        pic.orientation = facts.orientation or 1
+        if scan.icc is not None:
+            pic.icc = scan.icc  # decoders do not surface every profile (GIF, BMP)
+    orientation = pic.orientation
+    source_icc = pic.icc
+    icc_state, icc_note = prepare(pic, policy, orientation)
+    if icc_note:
+        notes.append(icc_note)
+    target = _pixel_target(fmt, pic, policy)
+    if target != _family(fmt):
+        notes.append(f"{_display_format(scan)} written as {target}")
+    out, enc_notes = encode(pic, target, policy)
+    notes.extend(enc_notes)
+    notes.extend(pic.notes)
+    expect = pic.frames[0].size
+    out_scan = _verify(out, target, pic.icc, expect, decode=True)
+    return _result(raw, out, target, scan, out_scan, facts, orientation, pic.icc, source_icc, False, notes, icc_state)
+
+
+def _family(fmt: str) -> str:
+    return "JPEG" if fmt == "MPO" else fmt
+
+
+def _pixel_target(fmt: str, pic: object, policy: Policy) -> str:
+    from veilpix._pixels import Picture, _has_alpha
+
+    assert isinstance(pic, Picture)
+    if policy.output_format != "auto":
+        return policy.output_format.upper()
+    if fmt in _BMFF:
+        return "PNG" if len(pic.frames) > 1 or _has_alpha(pic.frames[0]) else "JPEG"
+    return fmt
+
+
+def _verify(
+    out: bytes, fmt: str, icc: bytes | None, size: tuple[int, int], *, decode: bool
+) -> Scan:
+    """Prove the output clean: a fresh scan must find nothing but structure (and the standard
+    profile we chose to keep), the size must be right, and, when asked, it must decode."""
+    try:
+        scan = _scan(out, fmt)
+    except CorruptImage as exc:
+        raise UnsafeOutput(f"veilpix's own {fmt} output does not parse: {exc}") from exc
+    icc_ok = icc is not None and is_standard(icc)
+    dirty = scan.dirty_parts(icc_ok=icc_ok)
+    if dirty or scan.exif[1 if fmt == "TIFF" else 0 :] or scan.xmp or scan.irb or scan.iptc:
+        names = ", ".join(p.name for p in dirty) or "metadata payload"
+        raise UnsafeOutput(f"{fmt} output still holds: {names}")
+    if scan.comments or scan.texts or scan.c2pa or scan.thumbnails:
+        raise UnsafeOutput(f"{fmt} output still holds comments, text or embedded images")
+    if fmt == "TIFF":
+        from veilpix._exif import parse_exif
+
+        ex = parse_exif(out)
+        if any(ex.ifds.get(k) for k in ("Exif", "GPS", "Interop")):
+            raise UnsafeOutput("TIFF output still holds EXIF or GPS data")
+    if (scan.width, scan.height) != size:
+        raise UnsafeOutput(
+            f"{fmt} output is {scan.width}x{scan.height}, expected {size[0]}x{size[1]}"
+        )
+    if decode:
+        _decode_check(out, fmt, size)
+    return scan
+
+
+def _decode_check(out: bytes, fmt: str, size: tuple[int, int]) -> None:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(out), formats=[fmt]) as im:
+            for i in range(getattr(im, "n_frames", 1)):
+                im.seek(i)
+                im.load()
+            im.seek(0)
+            if im.size != size:
+                raise UnsafeOutput(f"{fmt} output decodes to {im.size}, expected {size}")
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise UnsafeOutput(f"veilpix's own {fmt} output does not decode: {exc}") from exc
+
+
+def _result(
+    raw: bytes,
+    out: bytes,
+    fmt_out: str,
+    scan: Scan,
+    out_scan: Scan,
+    facts: Facts,
+    orientation: int,
+    kept_icc: bytes | None,
+    source_icc: bytes | None,
+    lossless: bool,
+    notes: list[str],
+    icc_state: str | None = None,
+) -> SanitizedImage:
+    if kept_icc is not None:
+        icc = f"kept: {describe(kept_icc)}"
+    elif source_icc is None:
+        icc = "none"
+    elif icc_state == "dropped":
+        icc = "dropped: unreadable profile"
+    elif scan.format == "GIF" and lossless:
+        icc = f"dropped: {describe(source_icc) or 'unnamed'} (GIF is sRGB)"
+    else:
+        icc = f"converted to sRGB from: {describe(source_icc) or 'unnamed profile'}"
+    if orientation != 1:
+        notes.insert(0, f"orientation {orientation} applied to the pixels")
+    removed = removed_parts(scan, icc_kept=kept_icc is not None)
+    if scan.format == "JPEG" and lossless and any(p.kind == IMAGE for p in scan.parts):
+        notes.append("kept the first image only")
+    media = MEDIA_TYPES[fmt_out]
+    report = ImageReport(
+        format_in=_display_format(scan),
+        format_out=fmt_out,
+        media_type=media,
+        width_in=scan.width,
+        height_in=scan.height,
+        width_out=out_scan.width,
+        height_out=out_scan.height,
+        frames_in=scan.frames,
+        frames_out=out_scan.frames,
+        bytes_in=len(raw),
+        bytes_out=len(out),
+        sha256_in=hashlib.sha256(raw).hexdigest(),
+        sha256_out=hashlib.sha256(out).hexdigest(),
+        lossless=lossless,
+        orientation=orientation,
+        icc=icc,
+        findings=tuple(facts.findings),
+        removed=tuple(removed),
+        gps=facts.gps,
+        notes=tuple(dict.fromkeys(notes)),
+    )
+    return SanitizedImage(out, media, report)

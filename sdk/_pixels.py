@@ -1,0 +1,399 @@
+"""The pixel path: decode (bounded), apply orientation and colour profile, encode from pixels.
+
+Used when the picture must change (orientation other than 1, a device colour profile, a
+format change, HEIC/AVIF input, TIFF/BMP that cannot be rewritten in place). Output images
+are built from pixels only: every Pillow image handed to an encoder has an empty ``info`` and
+only what the picture needs (ICC when standard, transparency, durations, loop) is passed
+explicitly, because Pillow otherwise copies comments, EXIF, XMP and ICC from ``info``.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image, JpegImagePlugin, UnidentifiedImageError
+
+from veilpix._errors import CorruptImage, ImageTooLarge, UnsupportedImage
+from veilpix._icc import is_standard, to_srgb
+from veilpix._policy import Policy
+
+__all__ = ["Picture", "check_limits", "decode", "encode", "estimate_jpeg_quality", "orient"]
+
+_PIL_FORMATS = {
+    "JPEG": ["JPEG", "MPO"],
+    "PNG": ["PNG"],
+    "WEBP": ["WEBP"],
+    "GIF": ["GIF"],
+    "TIFF": ["TIFF"],
+    "BMP": ["BMP"],
+    "AVIF": ["AVIF"],
+}
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+# IJG standard luminance quantization table (natural order), for the quality estimate.
+_STD_LUMA = (
+    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+)  # fmt: skip
+DEFAULT_QUALITY = 90
+
+
+@dataclass
+class Picture:
+    """Decoded frames plus what the encoder needs to keep the picture as it was."""
+
+    frames: list[Image.Image]
+    source: str
+    durations: list[int] = field(default_factory=list)
+    loop: int | None = None
+    icc: bytes | None = None
+    orientation: int = 1
+    jpeg: dict[str, Any] = field(default_factory=dict)
+    lossless_source: bool = False
+    exif: list[bytes] = field(default_factory=list)  # decoder-side metadata (HEIF/AVIF), for the report
+    xmp: list[bytes] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def check_limits(policy: Policy, width: int, height: int, frames: int) -> None:
+    """Raise ImageTooLarge before any big allocation."""
+    if width <= 0 or height <= 0:
+        raise CorruptImage(f"image declares an empty size {width}x{height}")
+    pixels = width * height
+    if pixels > policy.max_pixels:
+        raise ImageTooLarge(
+            f"image is {width}x{height} = {pixels:,} pixels, over the limit of {policy.max_pixels:,}"
+        )
+    if frames > policy.max_frames:
+        raise ImageTooLarge(f"image has {frames} frames, over the limit of {policy.max_frames}")
+    if pixels * frames > policy.max_total_pixels:
+        raise ImageTooLarge(
+            f"image has {frames} frames of {width}x{height}, over the limit of "
+            f"{policy.max_total_pixels:,} pixels in all frames"
+        )
+
+
+def estimate_jpeg_quality(qtables: dict[int, list[int]] | None) -> int | None:
+    """IJG quality (1-100) whose scaled standard luminance table is closest to table 0."""
+    table = (qtables or {}).get(0)
+    if not table or len(table) != 64:
+        return None
+    best, best_err = None, None
+    for q in range(1, 101):
+        scale = 5000 / q if q < 50 else 200 - 2 * q
+        err = sum(
+            abs(t - min(max(int((s * scale + 50) // 100), 1), 255))
+            for t, s in zip(table, _STD_LUMA, strict=True)
+        )
+        if best_err is None or err < best_err:
+            best, best_err = q, err
+    return best
+
+
+def _transpose_table(table: list[int]) -> list[int]:
+    return [table[c * 8 + r] for r in range(8) for c in range(8)]
+
+
+def orient(im: Image.Image, orientation: int) -> Image.Image:
+    """Apply an EXIF orientation (1-8) to the pixels."""
+    op = _TRANSPOSE.get(orientation)
+    return im.transpose(op) if op is not None else im
+
+
+def _open(data: bytes, fmt: str) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(io.BytesIO(data), formats=_PIL_FORMATS[fmt])
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(str(exc)) from exc
+    except UnidentifiedImageError as exc:
+        if fmt == "AVIF":
+            raise UnsupportedImage(
+                "this Pillow build cannot decode AVIF", hint="install Pillow 11.3 or newer"
+            ) from exc
+        raise CorruptImage(f"{fmt} image could not be decoded: {exc}") from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise CorruptImage(f"{fmt} image could not be decoded: {exc}") from exc
+
+
+def _open_heif(data: bytes, policy: Policy) -> Picture:
+    try:
+        import pillow_heif
+    except ImportError as exc:
+        raise UnsupportedImage(
+            "HEIC/HEIF support is not installed", hint="pip install 'veilpix[heif]'"
+        ) from exc
+    try:
+        heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=True)
+        img = heif[heif.primary_index]
+        width, height = img.size
+        check_limits(policy, width, height, 1)
+        im = img.to_pillow()
+        im.load()
+        info = dict(img.info)
+    except (ValueError, RuntimeError, OSError, EOFError) as exc:
+        raise CorruptImage(f"HEIF image could not be decoded: {exc}") from exc
+    pic = Picture([im], "HEIF", icc=_bytes(info.get("icc_profile")))
+    if len(heif) > 1:
+        pic.notes.append(f"kept the primary image of {len(heif)} in the HEIF collection")
+    pic.exif = [_unprefix(b) for b in [_bytes(info.get("exif"))] if b]
+    pic.xmp = [b for b in [_bytes(info.get("xmp"))] if b]
+    return pic
+
+
+def _bytes(value: object) -> bytes | None:
+    return bytes(value) if isinstance(value, bytes | bytearray) and value else None
+
+
+def _unprefix(exif: bytes) -> bytes:
+    return exif[6:] if exif.startswith(b"Exif\x00") else exif
+
+
+def decode(data: bytes, fmt: str, policy: Policy) -> Picture:
+    """Decode every frame that belongs to the picture (the primary image, every animation
+    frame, every TIFF page), composited, with its timing."""
+    if fmt == "HEIF":
+        return _open_heif(data, policy)
+    im = _open(data, fmt)
+    try:
+        n = 1 if fmt == "JPEG" else getattr(im, "n_frames", 1)
+        check_limits(policy, im.width, im.height, n)
+        pic = Picture([], fmt, loop=im.info.get("loop"))
+        if fmt == "JPEG":
+            pic.jpeg = {
+                "qtables": getattr(im, "quantization", None),
+                "subsampling": JpegImagePlugin.get_sampling(im),
+                "progressive": bool(im.info.get("progressive") or im.info.get("progression")),
+            }
+        if fmt == "WEBP":
+            pic.lossless_source = "VP8L" in str(getattr(im, "tile", "")) or bool(im.info.get("lossless"))
+        if fmt == "AVIF":
+            pic.orientation = int(im.getexif().get(274, 1) or 1)
+            pic.exif = [_unprefix(b) for b in [_bytes(im.info.get("exif"))] if b]
+            pic.xmp = [b for b in [_bytes(im.info.get("xmp"))] if b]
+        pic.icc = _bytes(im.info.get("icc_profile"))
+        page_orientations: list[int] = []
+        for i in range(n):
+            if i:
+                im.seek(i)
+            if fmt == "TIFF":
+                tags = getattr(im, "tag_v2", {})
+                if i and int(tags.get(254, 0) or 0) & 1:
+                    continue  # reduced-resolution copy (a thumbnail), not a page
+                page_orientations.append(int(tags.get(274, 1) or 1))
+            im.load()
+            pic.frames.append(im.copy())
+            pic.durations.append(int(im.info.get("duration", 0) or 0))
+        if page_orientations:
+            pic.jpeg["page_orientations"] = page_orientations
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(str(exc)) from exc
+    except (OSError, ValueError, SyntaxError, EOFError, IndexError) as exc:
+        raise CorruptImage(f"{fmt} image could not be decoded: {exc}") from exc
+    finally:
+        im.close()
+    if len(pic.frames) > 1 and fmt in ("GIF", "PNG", "WEBP", "AVIF"):
+        pic.frames = _uniform(pic.frames)
+    return pic
+
+
+def _uniform(frames: list[Image.Image]) -> list[Image.Image]:
+    """Animation frames in one mode (Pillow returns GIF frame 0 as P, later ones as RGB(A))."""
+    has_alpha = any(
+        f.mode in ("RGBA", "LA", "PA") or (f.mode == "P" and "transparency" in f.info) for f in frames
+    )
+    mode = "RGBA" if has_alpha else "RGB"
+    return [f if f.mode == mode else f.convert(mode) for f in frames]
+
+
+def _clean(im: Image.Image) -> tuple[Image.Image, Any]:
+    """A copy with empty info (so no encoder copies metadata from it) and its transparency."""
+    transparency = im.info.get("transparency")
+    fresh = im.copy()
+    fresh.info = {}
+    return fresh, transparency
+
+
+def _has_alpha(im: Image.Image) -> bool:
+    return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        im.mode in ("P", "L", "RGB") and "transparency" in im.info
+    )
+
+
+def _flatten(im: Image.Image) -> Image.Image:
+    rgba = im.convert("RGBA")
+    bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    return Image.alpha_composite(bg, rgba).convert("RGB")
+
+
+def _for_jpeg(im: Image.Image) -> Image.Image:
+    if _has_alpha(im):
+        return _flatten(im)
+    if im.mode in ("L", "RGB", "CMYK"):
+        return im
+    if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        return _to_8bit_gray(im)
+    return im.convert("RGB")
+
+
+def _to_8bit_gray(im: Image.Image) -> Image.Image:
+    import numpy as np
+
+    arr = np.asarray(im.convert("I"), dtype=np.int64)
+    return Image.fromarray((np.clip(arr, 0, 65535) >> 8).astype(np.uint8), "L")
+
+
+def prepare(pic: Picture, policy: Policy, orientation: int) -> tuple[str, str]:
+    """Apply orientation and colour management in place. Returns (icc status, icc note)."""
+    pages = pic.jpeg.get("page_orientations")
+    if pages:
+        pic.frames = [orient(f, o) for f, o in zip(pic.frames, pages, strict=True)]
+    elif orientation != 1:
+        pic.frames = [orient(f, orientation) for f in pic.frames]
+    if pic.icc is None:
+        return "none", ""
+    if policy.keep_standard_icc and is_standard(pic.icc):
+        return "kept", ""
+    converted = []
+    real = True
+    for frame in pic.frames:
+        out, ok = to_srgb(frame, pic.icc)
+        converted.append(out)
+        real = real and ok
+    pic.frames = converted
+    pic.icc = None
+    return ("converted" if real else "dropped"), (
+        "pixels converted to sRGB, profile dropped" if real else "unreadable profile dropped"
+    )
+
+
+def encode(pic: Picture, target: str, policy: Policy) -> tuple[bytes, list[str]]:
+    """Encode ``pic`` as ``target`` (JPEG, PNG, WEBP, GIF, TIFF, BMP) from pixels only."""
+    notes: list[str] = []
+    buf = io.BytesIO()
+    icc = pic.icc
+    frames = pic.frames
+    animated = len(frames) > 1
+    try:
+        if target == "JPEG":
+            im, _ = _clean(_for_jpeg(frames[0]))
+            if animated:
+                notes.append(f"JPEG holds one frame: kept the first of {len(frames)}")
+            if _has_alpha(frames[0]):
+                notes.append("alpha flattened onto white for JPEG")
+            args: dict[str, Any] = {"optimize": False}
+            qtables = pic.jpeg.get("qtables")
+            if policy.quality is None and qtables and im.mode in ("L", "RGB", "CMYK"):
+                tables = {k: list(v) for k, v in qtables.items()}
+                if pic.orientation in (5, 6, 7, 8):
+                    tables = {k: _transpose_table(v) for k, v in tables.items()}
+                args["qtables"] = tables
+                sampling = pic.jpeg.get("subsampling", -1)
+                if sampling == 1 and pic.orientation in (5, 6, 7, 8):
+                    sampling = 0
+                args["subsampling"] = sampling if sampling in (0, 1, 2) else 0
+                est = estimate_jpeg_quality(qtables)
+                notes.append(f"re-encoded with the input's quantization tables (quality ≈{est})")
+            else:
+                args["quality"] = policy.quality or DEFAULT_QUALITY
+            if pic.jpeg.get("progressive"):
+                args["progressive"] = True
+            if icc is not None and im.mode == "RGB":
+                args["icc_profile"] = icc
+            im.save(buf, "JPEG", **args)
+        elif target == "PNG":
+            imgs = [_clean(_for_png(f)) for f in frames]
+            im, transparency = imgs[0]
+            args = {"compress_level": 6}
+            if icc is not None and im.mode in ("RGB", "RGBA"):
+                args["icc_profile"] = icc
+            if transparency is not None and not animated:
+                args["transparency"] = transparency
+            if animated:
+                args.update(
+                    save_all=True,
+                    append_images=[f for f, _ in imgs[1:]],
+                    duration=pic.durations,
+                    loop=pic.loop or 0,
+                    disposal=0,
+                    blend=0,
+                )
+            im.save(buf, "PNG", **args)
+        elif target == "WEBP":
+            imgs = [_clean(_for_webp(f))[0] for f in frames]
+            args = {"method": 4, "exact": True}
+            if pic.lossless_source and policy.quality is None:
+                args["lossless"] = True
+            else:
+                args["quality"] = policy.quality or DEFAULT_QUALITY
+            if icc is not None:
+                args["icc_profile"] = icc
+            if animated:
+                args.update(save_all=True, append_images=imgs[1:], duration=pic.durations, loop=pic.loop or 0)
+            imgs[0].save(buf, "WEBP", **args)
+        elif target == "GIF":
+            imgs = [_clean(f) for f in frames]
+            im, transparency = imgs[0]
+            args = {"optimize": False}
+            if transparency is not None and not animated:
+                args["transparency"] = transparency
+            if animated:
+                args.update(save_all=True, append_images=[f for f, _ in imgs[1:]], duration=pic.durations)
+            if pic.loop is not None:
+                args["loop"] = pic.loop
+            im.save(buf, "GIF", **args)
+        elif target == "TIFF":
+            imgs = [_clean(_for_tiff(f))[0] for f in frames]
+            args = {"compression": "tiff_adobe_deflate"}
+            if icc is not None:
+                args["icc_profile"] = icc
+            if animated:
+                args.update(save_all=True, append_images=imgs[1:])
+            imgs[0].save(buf, "TIFF", **args)
+        elif target == "BMP":
+            im, _ = _clean(_for_bmp(frames[0]))
+            im.save(buf, "BMP")
+        else:  # pragma: no cover - targets come from the pipeline
+            raise UnsupportedImage(f"cannot write {target}")
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise CorruptImage(f"could not encode the image as {target}: {exc}") from exc
+    return buf.getvalue(), notes
+
+
+def _for_png(im: Image.Image) -> Image.Image:
+    if im.mode in ("1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I;16B", "I"):
+        return im
+    if im.mode == "PA":
+        return im.convert("RGBA")
+    return im.convert("RGBA" if _has_alpha(im) else "RGB")
+
+
+def _for_webp(im: Image.Image) -> Image.Image:
+    if im.mode in ("RGB", "RGBA"):
+        return im
+    return im.convert("RGBA" if _has_alpha(im) else "RGB")
+
+
+def _for_tiff(im: Image.Image) -> Image.Image:
+    if im.mode in ("1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16", "I;16B", "I", "F"):
+        return im
+    return im.convert("RGBA" if _has_alpha(im) else "RGB")
+
+
+def _for_bmp(im: Image.Image) -> Image.Image:
+    if im.mode in ("1", "L", "P", "RGB", "RGBA"):
+        return im
+    return im.convert("RGBA" if _has_alpha(im) else "RGB")

@@ -1,0 +1,78 @@
+"""The container summary every format scanner returns.
+
+A scanner walks one container format (JPEG markers, PNG chunks, RIFF chunks, GIF blocks,
+TIFF IFDs, ISO-BMFF boxes) without decoding pixels. It lists every element with a verdict
+(structure that the picture needs, or something to drop) and hands the metadata payloads it
+met to the report builder. The same scanners check veilpix's own output: an output is clean
+when a fresh scan finds nothing but structure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from veilpix._errors import CorruptImage
+
+__all__ = ["Part", "Scan", "need"]
+
+# Part kinds. Only STRUCTURE (and ICC when the profile is a standard one) survives a strip.
+STRUCTURE = "structure"
+METADATA = "metadata"
+IMAGE = "image"
+ICC = "icc"
+TRAILER = "trailer"
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Part:
+    """One element of a container: a JPEG segment, PNG chunk, RIFF chunk, GIF block, ..."""
+
+    name: str
+    offset: int
+    length: int
+    kind: str
+    detail: str = ""
+
+
+@dataclass
+class Scan:
+    """Everything a scanner learned about one file, without decoding its pixels."""
+
+    format: str
+    width: int = 0
+    height: int = 0
+    frames: int = 1
+    parts: list[Part] = field(default_factory=list)
+    exif: list[bytes] = field(default_factory=list)  # TIFF-structured EXIF (no "Exif\0\0")
+    xmp: list[bytes] = field(default_factory=list)
+    irb: list[bytes] = field(default_factory=list)  # Photoshop image resource blocks
+    iptc: list[bytes] = field(default_factory=list)  # bare IPTC-IIM datasets
+    icc: bytes | None = None
+    comments: list[tuple[str, str]] = field(default_factory=list)  # (source, text)
+    texts: list[tuple[str, str, str]] = field(default_factory=list)  # (source, key, text)
+    timestamps: list[tuple[str, str]] = field(default_factory=list)  # (source, value)
+    c2pa: list[str] = field(default_factory=list)
+    thumbnails: list[tuple[str, int]] = field(default_factory=list)  # (what, bytes)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, name: str, offset: int, length: int, kind: str, detail: str = "") -> None:
+        self.parts.append(Part(name, offset, length, kind, detail))
+
+    def dirty_parts(self, *, icc_ok: bool) -> list[Part]:
+        """Parts that must not be in a clean file."""
+        return [
+            p
+            for p in self.parts
+            if p.kind != STRUCTURE and not (p.kind == ICC and icc_ok)
+        ]
+
+
+def need(data: bytes, end: int, what: str, fmt: str) -> None:
+    """Raise CorruptImage when ``end`` runs past the data (a truncated or lying length field)."""
+    if end > len(data):
+        raise CorruptImage(
+            f"{fmt} is truncated or malformed: {what} runs past the end of the file "
+            f"({end} > {len(data)} bytes)"
+        )
