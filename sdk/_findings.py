@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from veilpix._exif import exif_findings, parse_exif
 from veilpix._icc import describe, is_standard
 from veilpix._iptc import iim_findings, irb_findings
-from veilpix._report import Finding, GpsPosition, Removed
+from veilpix._report import CATEGORIES, Finding, GpsPosition, Removed
 from veilpix._scan import STRUCTURE, Scan
 from veilpix._xmp import xmp_findings, xmp_orientation
 
@@ -96,6 +96,8 @@ def collect(scan: Scan) -> Facts:
         facts.findings.append(
             Finding("icc", "ICC profile", f"{desc or 'unnamed'} ({kind}, {len(scan.icc)} bytes)", fmt)
         )
+    order = {c: i for i, c in enumerate(CATEGORIES)}
+    facts.findings.sort(key=lambda f: order.get(f.category, len(order)))
     return facts
 
 

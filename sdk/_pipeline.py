@@ -238,11 +238,32 @@ def _lossless(
     return None
 
 
+def _deep(scan: Scan) -> bool:
+    """A single-frame 16-bit colour PNG or TIFF (Pillow would read it as 8-bit)."""
+    if scan.frames != 1 or scan.extra.get("bit_depth") != 16:
+        return False
+    if scan.format == "PNG":
+        return scan.extra.get("color_type") in (2, 4, 6)
+    return scan.format == "TIFF" and scan.extra.get("samples", 1) >= 3
+
+
 def _sanitize_pixels(
     raw: bytes, fmt: str, scan: Scan, policy: Policy, facts: Facts, *, notes: list[str]
 ) -> SanitizedImage:
-    from veilpix._pixels import decode, encode, prepare
+    from veilpix._pixels import decode, deep_reencode, encode, prepare
 
+    orientation = facts.orientation or 1
+    if fmt == "TIFF":
+        orientation = scan.extra.get("orientations", {}).get(0, 1)
+    icc_fine = scan.icc is None or (policy.keep_standard_icc and is_standard(scan.icc))
+    if _deep(scan) and policy.output_format == "auto" and icc_fine:
+        out = deep_reencode(raw, fmt, orientation)
+        kept = scan.icc if scan.icc is not None else None
+        if kept is not None:
+            out = _attach_icc(out, fmt, kept)
+        notes.append("16-bit depth kept")
+        out_scan = _verify(out, fmt, kept, _turned((scan.width, scan.height), orientation), decode=True)
+        return _result(raw, out, fmt, scan, out_scan, facts, orientation, kept, scan.icc, False, notes)
     pic = decode(raw, fmt, policy)
     if fmt in _BMFF:
         scan.exif.extend(pic.exif)
@@ -272,6 +293,17 @@ def _sanitize_pixels(
     expect = pic.frames[0].size
     out_scan = _verify(out, target, pic.icc, expect, decode=True)
     return _result(raw, out, target, scan, out_scan, facts, orientation, pic.icc, source_icc, False, notes, icc_state)
+
+
+def _turned(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    return (size[1], size[0]) if orientation in (5, 6, 7, 8) else size
+
+
+def _attach_icc(out: bytes, fmt: str, icc: bytes) -> bytes:
+    """Add a (standard) profile to a freshly encoded PNG or TIFF."""
+    if fmt == "PNG":
+        return strip_png(out, scan_png(out), icc=icc)
+    return rewrite_tiff(out, scan_tiff(out), icc=icc)
 
 
 def _family(fmt: str) -> str:

@@ -20,7 +20,15 @@ from veilpix._errors import CorruptImage, ImageTooLarge, UnsupportedImage
 from veilpix._icc import is_standard, to_srgb
 from veilpix._policy import Policy
 
-__all__ = ["Picture", "check_limits", "decode", "encode", "estimate_jpeg_quality", "orient"]
+__all__ = [
+    "Picture",
+    "check_limits",
+    "decode",
+    "deep_reencode",
+    "encode",
+    "estimate_jpeg_quality",
+    "orient",
+]
 
 _PIL_FORMATS = {
     "JPEG": ["JPEG", "MPO"],
@@ -397,3 +405,33 @@ def _for_bmp(im: Image.Image) -> Image.Image:
     if im.mode in ("1", "L", "P", "RGB", "RGBA"):
         return im
     return im.convert("RGBA" if _has_alpha(im) else "RGB")
+
+
+def deep_reencode(data: bytes, fmt: str, orientation: int) -> bytes:
+    """Re-encode a single-frame 16-bit PNG or TIFF with its bit depth intact.
+
+    Pillow reads 16-bit RGB(A) as 8-bit, so this path decodes and encodes with OpenCV, whose
+    PNG and TIFF writers emit structure only, and turns the pixels with numpy.
+    """
+    import cv2
+    import numpy as np
+
+    flags = cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if arr is None:
+        raise CorruptImage(f"16-bit {fmt} image could not be decoded")
+    turn = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1),
+        6: lambda a: np.rot90(a, k=-1),
+        7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+        8: lambda a: np.rot90(a, k=1),
+    }.get(orientation)
+    if turn is not None:
+        arr = np.ascontiguousarray(turn(arr))
+    ok, buf = cv2.imencode(".png" if fmt == "PNG" else ".tiff", arr)
+    if not ok:
+        raise CorruptImage(f"could not encode the 16-bit image as {fmt}")
+    return bytes(buf.tobytes())

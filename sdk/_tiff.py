@@ -98,6 +98,8 @@ def scan_tiff(data: bytes) -> Scan:
             raise CorruptImage("TIFF is malformed: the first page has no width or height")
     scan.width = reader.ints(first[256])[0]
     scan.height = reader.ints(first[257])[0]
+    scan.extra["bit_depth"] = max(reader.ints(first[258]) or (1,)) if 258 in first else 1
+    scan.extra["samples"] = (reader.ints(first[277]) or (1,))[0] if 277 in first else 1
     scan.frames = len(pages)
     scan.exif.append(data)  # the file is a TIFF structure: IFD0 tags read as EXIF
     scan.extra.update(pages=pages, bigtiff=reader.big)
