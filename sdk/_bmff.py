@@ -89,7 +89,11 @@ def _meta(scan: Scan, data: bytes, start: int, end: int) -> None:
                 iid = int.from_bytes(data[b2 + 4 : b2 + 4 + width], "big")
                 itype = data[b2 + 4 + width + 2 : b2 + 4 + width + 6]
                 rest = data[b2 + 4 + width + 6 : e2].split(b"\x00")
-                ctype = rest[1].decode("latin-1", "replace") if itype == b"mime" and len(rest) > 1 else ""
+                ctype = (
+                    rest[1].decode("latin-1", "replace")
+                    if itype == b"mime" and len(rest) > 1
+                    else ""
+                )
                 items[iid] = (itype, ctype)
         elif kind == b"iref":
             width = 2 if data[body] == 0 else 4
@@ -97,7 +101,10 @@ def _meta(scan: Scan, data: bytes, start: int, end: int) -> None:
                 src = int.from_bytes(data[b2 : b2 + width], "big")
                 (n,) = struct.unpack_from(">H", data, b2 + width)
                 at = b2 + width + 2
-                dst = [int.from_bytes(data[at + i * width : at + (i + 1) * width], "big") for i in range(n)]
+                dst = [
+                    int.from_bytes(data[at + i * width : at + (i + 1) * width], "big")
+                    for i in range(n)
+                ]
                 refs.append((k2, src, dst))
         elif kind == b"iprp":
             for k2, _s2, b2, e2 in _boxes(data, body, stop):
@@ -124,15 +131,25 @@ def _meta(scan: Scan, data: bytes, start: int, end: int) -> None:
         elif iid in aux:
             kind_name = _aux_type(iid, props, assoc)
             if kind_name not in _ALPHA:
-                what = "depth map" if b"depth" in kind_name else (
-                    "gain map" if b"hdrgainmap" in kind_name or b"gainmap" in kind_name else "auxiliary image"
+                what = (
+                    "depth map"
+                    if b"depth" in kind_name
+                    else (
+                        "gain map"
+                        if b"hdrgainmap" in kind_name or b"gainmap" in kind_name
+                        else "auxiliary image"
+                    )
                 )
                 scan.thumbnails.append((f"HEIF {what} item {iid}", 0))
                 scan.add(f"item {iid} {what}", 0, 0, IMAGE, kind_name.decode("latin-1", "replace"))
         elif itype == b"tmap":
             scan.thumbnails.append((f"HEIF gain map item {iid}", 0))
             scan.add(f"item {iid} tone map (gain map)", 0, 0, IMAGE)
-        elif iid != primary and iid not in derived and itype in (b"hvc1", b"av01", b"jpeg", b"grid", b"unci"):
+        elif (
+            iid != primary
+            and iid not in derived
+            and itype in (b"hvc1", b"av01", b"jpeg", b"grid", b"unci")
+        ):
             scan.thumbnails.append((f"HEIF secondary image item {iid} ({label})", 0))
             scan.add(f"item {iid} secondary image", 0, 0, IMAGE)
     scan.extra["primary_item"] = primary

@@ -75,8 +75,15 @@ def _add_policy_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also fully decode losslessly stripped files (slower; catches damage already in the input)",
     )
-    g.add_argument("--max-pixels", type=_positive_int, metavar="N", help="refuse images above N pixels per frame")
-    g.add_argument("--max-bytes", type=_positive_int, metavar="N", help="refuse files above N bytes")
+    g.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        metavar="N",
+        help="refuse images above N pixels per frame",
+    )
+    g.add_argument(
+        "--max-bytes", type=_positive_int, metavar="N", help="refuse files above N bytes"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,14 +122,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (recursive)")
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("-o", "--output", metavar="OUTDIR", help="folder for the clean copies (created if missing)")
-    where.add_argument("--in-place", action="store_true", help="replace each original with its clean copy")
+    where.add_argument(
+        "-o", "--output", metavar="OUTDIR", help="folder for the clean copies (created if missing)"
+    )
+    where.add_argument(
+        "--in-place", action="store_true", help="replace each original with its clean copy"
+    )
     p.add_argument(
         "-j", "--jobs", type=_positive_int, metavar="N",
         help=f"parallel workers (default: number of cores, {os.cpu_count() or 1} here)",
     )  # fmt: skip
     p.add_argument("--json", action="store_true", help="print JSON results instead of tables")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary table")
+    p.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar and no summary table"
+    )
     _add_policy_options(p)
 
     p = sub.add_parser(
@@ -132,7 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
         "timestamps, a thumbnail of a different picture, XMP, IPTC and a comment; sanitize "
         "it and show what was found and removed.",
     )
-    p.add_argument("-o", "--output", metavar="DIR", help="also write before.jpg, after.jpg and preview.png here")
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="DIR",
+        help="also write before.jpg, after.jpg and preview.png here",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
@@ -181,7 +199,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_OK
     parser.error(f"unknown command {args.command!r}")
-    return EXIT_USAGE  # pragma: no cover
 
 
 if __name__ == "__main__":  # pragma: no cover

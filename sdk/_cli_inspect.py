@@ -28,6 +28,7 @@ def inspection_dict(path: str, ins: Inspection, *, containers: bool) -> dict[str
         "orientation": ins.orientation,
         "sensitive": ins.sensitive,
         "gps": asdict(ins.gps) if ins.gps else None,
+        "icc": ins.icc,
         "findings": [dict(asdict(f), sensitive=f.category in SENSITIVE) for f in ins.findings],
         "notes": list(ins.notes),
     }
@@ -37,7 +38,9 @@ def inspection_dict(path: str, ins: Inspection, *, containers: bool) -> dict[str
 
 
 def osm_link(lat: float, lon: float) -> str:
-    return f"https://www.openstreetmap.org/?mlat={lat:.6f}&mlon={lon:.6f}#map=15/{lat:.5f}/{lon:.5f}"
+    return (
+        f"https://www.openstreetmap.org/?mlat={lat:.6f}&mlon={lon:.6f}#map=15/{lat:.5f}/{lon:.5f}"
+    )
 
 
 def run_inspect(args: argparse.Namespace) -> int:
@@ -51,7 +54,9 @@ def run_inspect(args: argparse.Namespace) -> int:
             ins = inspect(data)
         except (VeilpixError, OSError) as exc:
             failed += 1
-            results.append({"path": job.path, "error": {"type": type(exc).__name__, "message": str(exc)}})
+            results.append(
+                {"path": job.path, "error": {"type": type(exc).__name__, "message": str(exc)}}
+            )
             continue
         results.append(inspection_dict(job.path, ins, containers=args.containers))
     if args.json:
@@ -69,13 +74,19 @@ def print_tables(results: list[dict[str, Any]], *, containers: bool) -> None:
     console = Console(highlight=False)
     for res in results:
         if "error" in res:
-            console.print(f"[bold]{res['path']}[/]  [red]✗ {res['error']['type']}: {res['error']['message']}[/]")
+            console.print(
+                f"[bold]{res['path']}[/]  [red]✗ {res['error']['type']}: {res['error']['message']}[/]"
+            )
             console.print()
             continue
         n_sensitive = sum(1 for f in res["findings"] if f["sensitive"])
         flag = f"  [bold red]⚠ {n_sensitive} sensitive[/]" if n_sensitive else ""
-        size = f"{res['width']}×{res['height']}" + (f", {res['frames']} frames" if res["frames"] > 1 else "")
-        console.print(f"[bold]{res['path']}[/]  {res['format']} {size}  {res['bytes']:,} bytes{flag}")
+        size = f"{res['width']}×{res['height']}" + (
+            f", {res['frames']} frames" if res["frames"] > 1 else ""
+        )
+        console.print(
+            f"[bold]{res['path']}[/]  {res['format']} {size}  {res['bytes']:,} bytes{flag}"
+        )
         if not res["findings"]:
             console.print("  [green]no metadata found[/]")
         else:
@@ -87,13 +98,26 @@ def print_tables(results: list[dict[str, Any]], *, containers: bool) -> None:
             table.add_column("where", style="dim")
             for f in res["findings"]:
                 style = "red" if f["sensitive"] else ""
-                table.add_row("⚠" if f["sensitive"] else "", f["category"], f["label"], f["value"], f["source"], style=style)
+                table.add_row(
+                    "⚠" if f["sensitive"] else "",
+                    f["category"],
+                    f["label"],
+                    f["value"],
+                    f["source"],
+                    style=style,
+                )
             console.print(table)
         if res["gps"]:
             g = res["gps"]
-            console.print(f"  [red]GPS {g['latitude']:.6f}, {g['longitude']:.6f}[/]  {osm_link(g['latitude'], g['longitude'])}")
+            console.print(
+                f"  [red]GPS {g['latitude']:.6f}, {g['longitude']:.6f}[/]  {osm_link(g['latitude'], g['longitude'])}"
+            )
+        if res["icc"] and not any(f["category"] == "icc" for f in res["findings"]):
+            console.print(f"  colour profile: {res['icc']} (a standard profile; scrub keeps it)")
         if res["orientation"] != 1:
-            console.print(f"  orientation {res['orientation']}: stored sideways or mirrored; scrub turns the pixels upright")
+            console.print(
+                f"  orientation {res['orientation']}: stored rotated or mirrored; scrub turns the pixels upright"
+            )
         for note in res["notes"]:
             console.print(f"  [yellow]note:[/] {note}")
         if containers:

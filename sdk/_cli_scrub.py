@@ -101,7 +101,13 @@ def _process(index: int) -> dict[str, Any]:
     except VeilpixError as exc:
         out.update(ok=False, error={"type": type(exc).__name__, "message": str(exc)})
     except OSError as exc:
-        out.update(ok=False, error={"type": type(exc).__name__, "message": f"{exc.strerror or exc}: {exc.filename or job.path}"})
+        out.update(
+            ok=False,
+            error={
+                "type": type(exc).__name__,
+                "message": f"{exc.strerror or exc}: {exc.filename or job.path}",
+            },
+        )
     return out
 
 
@@ -197,7 +203,10 @@ def run_scrub(args: argparse.Namespace, policy: object) -> int:
         _print_summary(summary, failed)
     elif failed:
         for r in failed:
-            print(f"veilpix: failed: {r['input']}: {r['error']['type']}: {r['error']['message']}", file=sys.stderr)
+            print(
+                f"veilpix: failed: {r['input']}: {r['error']['type']}: {r['error']['message']}",
+                file=sys.stderr,
+            )
     return 1 if failed else 0
 
 
@@ -246,7 +255,9 @@ def _print_summary(summary: dict[str, Any], failed: list[dict[str, Any]]) -> Non
                 table.add_row(cat, str(summary["files_with"][cat]), style=style)
         console.print(table)
     if failed:
-        table = Table(title=f"{len(failed)} failed", title_justify="left", box=None, header_style="bold red")
+        table = Table(
+            title=f"{len(failed)} failed", title_justify="left", box=None, header_style="bold red"
+        )
         table.add_column("file")
         table.add_column("error")
         table.add_column("reason", overflow="fold")

@@ -27,9 +27,25 @@ def _landscape(size: tuple[int, int]) -> Image.Image:
         t = y / h
         draw.line([(0, y), (w, y)], fill=(int(90 + 120 * t), int(150 + 70 * t), 235))
     draw.ellipse([w * 0.72, h * 0.10, w * 0.86, h * 0.29], fill=(255, 214, 90))
-    draw.polygon([(0, h * 0.75), (w * 0.30, h * 0.35), (w * 0.55, h * 0.72), (w * 0.78, h * 0.45), (w, h * 0.70), (w, h), (0, h)], fill=(62, 110, 72))
+    draw.polygon(
+        [
+            (0, h * 0.75),
+            (w * 0.30, h * 0.35),
+            (w * 0.55, h * 0.72),
+            (w * 0.78, h * 0.45),
+            (w, h * 0.70),
+            (w, h),
+            (0, h),
+        ],
+        fill=(62, 110, 72),
+    )
     draw.rectangle([0, h * 0.85, w, h], fill=(48, 86, 160))
-    draw.text((16, 12), "veilpix demo: this side up", fill=(20, 20, 20), font=ImageFont.load_default(size=22))
+    draw.text(
+        (16, 12),
+        "veilpix demo: this side up",
+        fill=(20, 20, 20),
+        font=ImageFont.load_default(size=22),
+    )
     return im
 
 
@@ -51,7 +67,9 @@ def sample_photo() -> bytes:
     upright = _landscape((640, 480))
     stored = upright.transpose(Image.Transpose.ROTATE_90)  # orientation 6 turns it back
     thumb = Image.new("RGB", (160, 120), (200, 30, 30))
-    ImageDraw.Draw(thumb).text((12, 45), "PRIVATE", fill="white", font=ImageFont.load_default(size=24))
+    ImageDraw.Draw(thumb).text(
+        (12, 45), "PRIVATE", fill="white", font=ImageFont.load_default(size=24)
+    )
     tbuf = io.BytesIO()
     thumb.save(tbuf, "JPEG", quality=80)
     lat, lon = 52.516275, 13.377704  # Brandenburger Tor, Berlin
@@ -80,7 +98,10 @@ def sample_photo() -> bytes:
                 piexif.GPSIFD.GPSAltitudeRef: 0,
                 piexif.GPSIFD.GPSAltitude: (34, 1),
             },
-            "1st": {piexif.ImageIFD.JPEGInterchangeFormat: 0, piexif.ImageIFD.JPEGInterchangeFormatLength: 0},
+            "1st": {
+                piexif.ImageIFD.JPEGInterchangeFormat: 0,
+                piexif.ImageIFD.JPEGInterchangeFormatLength: 0,
+            },
             "thumbnail": tbuf.getvalue(),
         }
     )
@@ -95,7 +116,12 @@ def sample_photo() -> bytes:
         b"\x1c\x02" + bytes((ds,)) + struct.pack(">H", len(v)) + v
         for ds, v in ((80, b"Jane Doe"), (90, b"Berlin"), (101, b"Germany"))
     )
-    irb = b"8BIM\x04\x04\x00\x00" + struct.pack(">I", len(iptc)) + iptc + (b"\x00" if len(iptc) & 1 else b"")
+    irb = (
+        b"8BIM\x04\x04\x00\x00"
+        + struct.pack(">I", len(iptc))
+        + iptc
+        + (b"\x00" if len(iptc) & 1 else b"")
+    )
     body = io.BytesIO()
     stored.save(body, "JPEG", quality=88)
     jpeg = body.getvalue()
@@ -104,7 +130,9 @@ def sample_photo() -> bytes:
         return bytes((0xFF, marker)) + struct.pack(">H", len(payload) + 2) + payload
 
     extra = (
-        seg(0xE1, b"Exif\x00\x00" + exif[6:] if exif.startswith(b"Exif") else b"Exif\x00\x00" + exif)
+        seg(
+            0xE1, b"Exif\x00\x00" + exif[6:] if exif.startswith(b"Exif") else b"Exif\x00\x00" + exif
+        )
         + seg(0xE1, b"http://ns.adobe.com/xap/1.0/\x00" + xmp)
         + seg(0xED, b"Photoshop 3.0\x00" + irb)
         + seg(0xFE, b"Holiday with Max - do not share")
@@ -121,7 +149,12 @@ def _preview(before: bytes, after: bytes, n_before: int) -> bytes:
     canvas = Image.new("RGB", (w, h), (245, 245, 245))
     draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default(size=16)
-    draw.text((pad, 10), f"before: stored sideways, {n_before} metadata items", fill=(160, 20, 20), font=font)
+    draw.text(
+        (pad, 10),
+        f"before: stored sideways, {n_before} metadata items",
+        fill=(160, 20, 20),
+        font=font,
+    )
     draw.text((2 * pad + a.width, 10), "after: upright, no metadata", fill=(20, 120, 40), font=font)
     canvas.paste(a.convert("RGB"), (pad, head))
     canvas.paste(b.convert("RGB"), (2 * pad + a.width, head))
@@ -142,11 +175,19 @@ def run_demo(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
     else:
         print("A sample photo, as a phone would send it (built in memory):\n")
-        print_tables([inspection_dict("sample.jpg (before)", inspect(before), containers=False)], containers=False)
+        print_tables(
+            [inspection_dict("sample.jpg (before)", inspect(before), containers=False)],
+            containers=False,
+        )
         print("After veilpix.sanitize():\n")
-        print_tables([inspection_dict("sample.jpg (after)", inspect(clean.data), containers=False)], containers=False)
-        print(f"{len(rep.removed)} container elements removed, {len(rep.findings)} findings, "
-              f"{rep.bytes_in:,} → {rep.bytes_out:,} bytes, {rep.width_out}×{rep.height_out} upright.")
+        print_tables(
+            [inspection_dict("sample.jpg (after)", inspect(clean.data), containers=False)],
+            containers=False,
+        )
+        print(
+            f"{len(rep.removed)} container elements removed, {len(rep.findings)} findings, "
+            f"{rep.bytes_in:,} → {rep.bytes_out:,} bytes, {rep.width_out}×{rep.height_out} upright."
+        )
         for note in rep.notes:
             print(f"  note: {note}")
     if args.output:

@@ -146,7 +146,11 @@ def _parse_own(blob: bytes) -> ExifData:
 
 def text(value: Any, *, ucs2: bool = False) -> str:
     """Render an EXIF value for a report line (bounded, printable)."""
-    if ucs2 and isinstance(value, tuple) and all(isinstance(x, int) and 0 <= x < 256 for x in value):
+    if (
+        ucs2
+        and isinstance(value, tuple)
+        and all(isinstance(x, int) and 0 <= x < 256 for x in value)
+    ):
         value = bytes(value).decode("utf-16-le", "replace")
     elif isinstance(value, bytes):
         raw = value

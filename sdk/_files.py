@@ -46,12 +46,14 @@ def collect(paths: list[str], *, exclude: str | None = None) -> tuple[list[Job],
             dirs[:] = sorted(
                 d
                 for d in dirs
-                if not d.startswith(".")
-                and os.path.realpath(os.path.join(root, d)) != excluded
+                if not d.startswith(".") and os.path.realpath(os.path.join(root, d)) != excluded
             )
             for name in sorted(files):
                 full = os.path.join(root, name)
-                if name.startswith(".") or os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS:
+                if (
+                    name.startswith(".")
+                    or os.path.splitext(name)[1].lower() not in IMAGE_EXTENSIONS
+                ):
                     skipped.append(full)
                     continue
                 real = os.path.realpath(full)

@@ -92,10 +92,15 @@ def collect(scan: Scan) -> Facts:
     if scan.icc is not None:
         desc = describe(scan.icc)
         facts.icc_description = desc
-        kind = "standard" if is_standard(scan.icc) else "device/custom"
-        facts.findings.append(
-            Finding("icc", "ICC profile", f"{desc or 'unnamed'} ({kind}, {len(scan.icc)} bytes)", fmt)
-        )
+        if not is_standard(scan.icc):  # a standard working space says nothing about the source
+            facts.findings.append(
+                Finding(
+                    "icc",
+                    "Device colour profile",
+                    f"{desc or 'unnamed'} ({len(scan.icc)} bytes)",
+                    fmt,
+                )
+            )
     order = {c: i for i, c in enumerate(CATEGORIES)}
     facts.findings.sort(key=lambda f: order.get(f.category, len(order)))
     return facts

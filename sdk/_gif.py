@@ -86,7 +86,7 @@ def scan_gif(data: bytes) -> Scan:
             size = data[p + 2]
             ident = data[p + 3 : p + 3 + size]
             end = _skip_sub_blocks(data, p + 3 + size)
-            _application(scan, data, ident, p, p + 3 + size, end)
+            _application(scan, data, ident, start=p, body=p + 3 + size, end=end)
         elif label == 0xFE:
             end = _skip_sub_blocks(data, p + 2)
             text = _sub_block_data(data, p + 2, end).decode("latin-1", "replace")
@@ -110,7 +110,7 @@ def scan_gif(data: bytes) -> Scan:
     return scan
 
 
-def _application(scan: Scan, data: bytes, ident: bytes, start: int, body: int, end: int) -> None:
+def _application(scan: Scan, data: bytes, ident: bytes, *, start: int, body: int, end: int) -> None:
     label = ident.decode("latin-1", "replace")
     if ident in _LOOP_APPS:
         sub = _sub_block_data(data, body, end)

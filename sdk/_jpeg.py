@@ -111,7 +111,16 @@ def scan_jpeg(data: bytes) -> Scan:
             p = stop
             continue
         if 0xE0 <= m <= 0xEF:
-            _app(scan, m - 0xE0, payload, start, seg_len, keep, icc_chunks, xmp_ext, end)
+            _app(
+                scan,
+                m - 0xE0,
+                payload,
+                start=start,
+                end=end,
+                keep=keep,
+                icc=icc_chunks,
+                xmp_ext=xmp_ext,
+            )
             p = end
             continue
         if m == 0xFE:
@@ -149,13 +158,14 @@ def _app(
     scan: Scan,
     app: int,
     payload: bytes,
+    *,
     start: int,
-    seg_len: int,
-    keep: list[tuple[int, int, bytes | None]],
-    icc_chunks: dict[int, bytes],
-    xmp_ext: dict[bytes, dict[int, bytes]],
     end: int,
+    keep: list[tuple[int, int, bytes | None]],
+    icc: dict[int, bytes],
+    xmp_ext: dict[bytes, dict[int, bytes]],
 ) -> None:
+    seg_len = end - start
     name = f"APP{app}"
     if app == 0 and payload.startswith(b"JFIF\x00") and len(payload) >= 14:
         bare = payload[:12] + b"\x00\x00"
@@ -171,7 +181,7 @@ def _app(
         keep.append((start, end, b"\xff\xee\x00\x0e" + payload[:12]))
         return
     if app == 2 and payload.startswith(_ICC_ID) and len(payload) >= 14:
-        icc_chunks[payload[12]] = payload[14:]
+        icc[payload[12]] = payload[14:]
         scan.add("APP2 ICC_PROFILE", start, seg_len, ICC)
         return
     if app == 1 and payload.startswith(b"Exif\x00"):
@@ -237,4 +247,3 @@ def strip_jpeg(data: bytes, scan: Scan, *, icc: bytes | None) -> bytes:
 def _is_app01(chunk: bytes) -> bool:
     """JFIF APP0 and Adobe APP14 stay ahead of the ICC segments, as encoders write them."""
     return chunk[:2] in (b"\xff\xe0", b"\xff\xee")
-

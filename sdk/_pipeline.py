@@ -15,6 +15,7 @@ import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from veilpix._bmff import scan_bmff
 from veilpix._bmp import scan_bmp
@@ -23,8 +24,8 @@ from veilpix._findings import Facts, collect, removed_parts
 from veilpix._gif import scan_gif, strip_gif
 from veilpix._icc import describe, is_standard
 from veilpix._jpeg import scan_jpeg, strip_jpeg
-from veilpix._policy import Policy
 from veilpix._png import scan_png, strip_png
+from veilpix._policy import Policy
 from veilpix._report import Finding, GpsPosition, ImageReport, SanitizedImage
 from veilpix._scan import IMAGE, Part, Scan
 from veilpix._sniff import MEDIA_TYPES, sniff
@@ -84,6 +85,7 @@ class Inspection:
     findings: tuple[Finding, ...]
     containers: tuple[Part, ...]
     gps: GpsPosition | None
+    icc: str | None = None  # description of the colour profile, if any
     notes: tuple[str, ...] = ()
 
     @property
@@ -118,6 +120,7 @@ def inspect(data: bytes | bytearray | memoryview) -> Inspection:
         findings=tuple(facts.findings),
         containers=tuple(scan.parts),
         gps=facts.gps,
+        icc=None if scan.icc is None else (facts.icc_description or "unnamed profile"),
         notes=tuple(notes),
     )
 
@@ -126,6 +129,7 @@ def _bmff_metadata(data: bytes, fmt: str, scan: Scan, notes: list[str]) -> int |
     """EXIF/XMP/ICC and size of a HEIF/AVIF primary image, read without decoding pixels."""
     from PIL import Image
 
+    info: dict[Any, Any]
     try:
         if fmt == "HEIF":
             import pillow_heif
@@ -133,7 +137,7 @@ def _bmff_metadata(data: bytes, fmt: str, scan: Scan, notes: list[str]) -> int |
             heif = pillow_heif.open_heif(io.BytesIO(data))
             img = heif[heif.primary_index]
             scan.width, scan.height = img.size
-            info = img.info
+            info = dict(img.info)
             orientation = 1  # libheif applies irot/imir; HEIF ignores EXIF orientation
         else:
             with Image.open(io.BytesIO(data), formats=["AVIF"]) as im:
@@ -189,12 +193,15 @@ def sanitize(data: bytes | bytearray | memoryview, policy: Policy | None = None)
     notes: list[str] = []
     out = None
     if target == fmt and fmt != "BMP":
-        out = _lossless(raw, scan, facts, orientation, icc_keep, notes)
+        out = _lossless(raw, scan, orientation=orientation, icc_keep=icc_keep)
     if out is None:
         return _sanitize_pixels(raw, fmt, scan, policy, facts, notes=notes)
     kept_icc = icc if icc_keep and fmt != "GIF" else None
     out_scan = _verify(out, fmt, kept_icc, (scan.width, scan.height), decode=policy.verify_decode)
-    return _result(raw, out, fmt, scan, out_scan, facts, orientation, kept_icc, icc, True, notes)
+    return _result(
+        raw, out, fmt_out=fmt, scan=scan, out_scan=out_scan, facts=facts, orientation=orientation,
+        kept_icc=kept_icc, source_icc=icc, lossless=True, notes=notes,
+    )  # fmt: skip
 
 
 def _bmff_scan(raw: bytes, fmt: str) -> Scan:
@@ -206,9 +213,7 @@ def _bmff_scan(raw: bytes, fmt: str) -> Scan:
         return scan
 
 
-def _lossless(
-    raw: bytes, scan: Scan, facts: Facts, orientation: int, icc_keep: bool, notes: list[str]
-) -> bytes | None:
+def _lossless(raw: bytes, scan: Scan, *, orientation: int, icc_keep: bool) -> bytes | None:
     """The stripped bytes when the picture needs no change, else None."""
     fmt = scan.format
     icc = scan.icc
@@ -262,9 +267,15 @@ def _sanitize_pixels(
         if kept is not None:
             out = _attach_icc(out, fmt, kept)
         notes.append("16-bit depth kept")
-        out_scan = _verify(out, fmt, kept, _turned((scan.width, scan.height), orientation), decode=True)
-        return _result(raw, out, fmt, scan, out_scan, facts, orientation, kept, scan.icc, False, notes)
+        out_scan = _verify(
+            out, fmt, kept, _turned((scan.width, scan.height), orientation), decode=True
+        )
+        return _result(
+            raw, out, fmt_out=fmt, scan=scan, out_scan=out_scan, facts=facts, orientation=orientation,
+            kept_icc=kept, source_icc=scan.icc, lossless=False, notes=notes,
+        )  # fmt: skip
     pic = decode(raw, fmt, policy)
+    pic.lossless_source = bool(scan.extra.get("lossless"))
     if fmt in _BMFF:
         scan.exif.extend(pic.exif)
         scan.xmp.extend(pic.xmp)
@@ -292,7 +303,10 @@ def _sanitize_pixels(
     notes.extend(pic.notes)
     expect = pic.frames[0].size
     out_scan = _verify(out, target, pic.icc, expect, decode=True)
-    return _result(raw, out, target, scan, out_scan, facts, orientation, pic.icc, source_icc, False, notes, icc_state)
+    return _result(
+        raw, out, fmt_out=target, scan=scan, out_scan=out_scan, facts=facts, orientation=orientation,
+        kept_icc=pic.icc, source_icc=source_icc, lossless=False, notes=notes, icc_state=icc_state,
+    )  # fmt: skip
 
 
 def _turned(size: tuple[int, int], orientation: int) -> tuple[int, int]:
@@ -370,6 +384,7 @@ def _decode_check(out: bytes, fmt: str, size: tuple[int, int]) -> None:
 def _result(
     raw: bytes,
     out: bytes,
+    *,
     fmt_out: str,
     scan: Scan,
     out_scan: Scan,

@@ -70,7 +70,9 @@ class Picture:
     orientation: int = 1
     jpeg: dict[str, Any] = field(default_factory=dict)
     lossless_source: bool = False
-    exif: list[bytes] = field(default_factory=list)  # decoder-side metadata (HEIF/AVIF), for the report
+    exif: list[bytes] = field(
+        default_factory=list
+    )  # decoder-side metadata (HEIF/AVIF), for the report
     xmp: list[bytes] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -186,8 +188,6 @@ def decode(data: bytes, fmt: str, policy: Policy) -> Picture:
                 "subsampling": JpegImagePlugin.get_sampling(im),
                 "progressive": bool(im.info.get("progressive") or im.info.get("progression")),
             }
-        if fmt == "WEBP":
-            pic.lossless_source = "VP8L" in str(getattr(im, "tile", "")) or bool(im.info.get("lossless"))
         if fmt == "AVIF":
             pic.orientation = int(im.getexif().get(274, 1) or 1)
             pic.exif = [_unprefix(b) for b in [_bytes(im.info.get("exif"))] if b]
@@ -201,7 +201,10 @@ def decode(data: bytes, fmt: str, policy: Policy) -> Picture:
                 tags = getattr(im, "tag_v2", {})
                 if i and int(tags.get(254, 0) or 0) & 1:
                     continue  # reduced-resolution copy (a thumbnail), not a page
-                page_orientations.append(int(tags.get(274, 1) or 1))
+                page = int(tags.get(274, 1) or 1)
+                im.load()
+                # Pillow's TIFF plugin turns the page itself (and drops the tag) on load
+                page_orientations.append(1 if 274 not in getattr(im, "tag_v2", {}) else page)
             im.load()
             pic.frames.append(im.copy())
             pic.durations.append(int(im.info.get("duration", 0) or 0))
@@ -221,7 +224,8 @@ def decode(data: bytes, fmt: str, policy: Policy) -> Picture:
 def _uniform(frames: list[Image.Image]) -> list[Image.Image]:
     """Animation frames in one mode (Pillow returns GIF frame 0 as P, later ones as RGB(A))."""
     has_alpha = any(
-        f.mode in ("RGBA", "LA", "PA") or (f.mode == "P" and "transparency" in f.info) for f in frames
+        f.mode in ("RGBA", "LA", "PA") or (f.mode == "P" and "transparency" in f.info)
+        for f in frames
     )
     mode = "RGBA" if has_alpha else "RGB"
     return [f if f.mode == mode else f.convert(mode) for f in frames]
@@ -341,7 +345,7 @@ def encode(pic: Picture, target: str, policy: Policy) -> tuple[bytes, list[str]]
                 )
             im.save(buf, "PNG", **args)
         elif target == "WEBP":
-            imgs = [_clean(_for_webp(f))[0] for f in frames]
+            webp = [_clean(_for_webp(f))[0] for f in frames]
             args = {"method": 4, "exact": True}
             if pic.lossless_source and policy.quality is None:
                 args["lossless"] = True
@@ -350,8 +354,13 @@ def encode(pic: Picture, target: str, policy: Policy) -> tuple[bytes, list[str]]
             if icc is not None:
                 args["icc_profile"] = icc
             if animated:
-                args.update(save_all=True, append_images=imgs[1:], duration=pic.durations, loop=pic.loop or 0)
-            imgs[0].save(buf, "WEBP", **args)
+                args.update(
+                    save_all=True,
+                    append_images=webp[1:],
+                    duration=pic.durations,
+                    loop=pic.loop or 0,
+                )
+            webp[0].save(buf, "WEBP", **args)
         elif target == "GIF":
             imgs = [_clean(f) for f in frames]
             im, transparency = imgs[0]
@@ -359,18 +368,20 @@ def encode(pic: Picture, target: str, policy: Policy) -> tuple[bytes, list[str]]
             if transparency is not None and not animated:
                 args["transparency"] = transparency
             if animated:
-                args.update(save_all=True, append_images=[f for f, _ in imgs[1:]], duration=pic.durations)
+                args.update(
+                    save_all=True, append_images=[f for f, _ in imgs[1:]], duration=pic.durations
+                )
             if pic.loop is not None:
                 args["loop"] = pic.loop
             im.save(buf, "GIF", **args)
         elif target == "TIFF":
-            imgs = [_clean(_for_tiff(f))[0] for f in frames]
+            pages = [_clean(_for_tiff(f))[0] for f in frames]
             args = {"compression": "tiff_adobe_deflate"}
             if icc is not None:
                 args["icc_profile"] = icc
             if animated:
-                args.update(save_all=True, append_images=imgs[1:])
-            imgs[0].save(buf, "TIFF", **args)
+                args.update(save_all=True, append_images=pages[1:])
+            pages[0].save(buf, "TIFF", **args)
         elif target == "BMP":
             im, _ = _clean(_for_bmp(frames[0]))
             im.save(buf, "BMP")

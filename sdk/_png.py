@@ -138,7 +138,13 @@ def scan_png(data: bytes) -> Scan:
             prof = inflate_capped(body[sep + 2 :]) if sep > 0 else None
             if prof:
                 scan.icc = prof
-            scan.add(name, p, end - p, ICC if prof else METADATA, body[: max(sep, 0)][:40].decode("latin-1"))
+            scan.add(
+                name,
+                p,
+                end - p,
+                ICC if prof else METADATA,
+                body[: max(sep, 0)][:40].decode("latin-1"),
+            )
         elif kind in (b"tEXt", b"zTXt", b"iTXt"):
             _text_chunk(scan, name, body)
             scan.add(name, p, end - p, METADATA)
@@ -149,7 +155,9 @@ def scan_png(data: bytes) -> Scan:
             scan.add(name, p, end - p, METADATA)
         elif kind == b"tIME" and length == 7:
             y, mo, d, hh, mm, ss = struct.unpack(">HBBBBB", body)
-            scan.timestamps.append(("PNG tIME", f"{y:04d}-{mo:02d}-{d:02d} {hh:02d}:{mm:02d}:{ss:02d}"))
+            scan.timestamps.append(
+                ("PNG tIME", f"{y:04d}-{mo:02d}-{d:02d} {hh:02d}:{mm:02d}:{ss:02d}")
+            )
             scan.add(name, p, end - p, METADATA)
         elif kind == b"caBX":
             scan.c2pa.append(f"PNG caBX chunk ({length} bytes)")

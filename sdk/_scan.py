@@ -62,11 +62,7 @@ class Scan:
 
     def dirty_parts(self, *, icc_ok: bool) -> list[Part]:
         """Parts that must not be in a clean file."""
-        return [
-            p
-            for p in self.parts
-            if p.kind != STRUCTURE and not (p.kind == ICC and icc_ok)
-        ]
+        return [p for p in self.parts if p.kind != STRUCTURE and not (p.kind == ICC and icc_ok)]
 
 
 def need(data: bytes, end: int, what: str, fmt: str) -> None:

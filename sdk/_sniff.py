@@ -65,7 +65,11 @@ def sniff(data: bytes) -> str:
         return "GIF"
     if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
         return "TIFF"
-    if head[:2] == b"BM" and len(data) >= 26 and int.from_bytes(head[14:18], "little") in (12, 40, 52, 56, 64, 108, 124):
+    if (
+        head[:2] == b"BM"
+        and len(data) >= 26
+        and int.from_bytes(head[14:18], "little") in (12, 40, 52, 56, 64, 108, 124)
+    ):
         return "BMP"
     bmff = _bmff_format(data)
     if bmff:

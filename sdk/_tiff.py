@@ -16,7 +16,7 @@ from __future__ import annotations
 import struct
 
 from veilpix._errors import CorruptImage
-from veilpix._scan import ICC, IMAGE, METADATA, STRUCTURE, Scan
+from veilpix._scan import ICC, IMAGE, METADATA, Scan
 from veilpix._tiffio import Entry, TiffReader
 
 __all__ = ["STRUCTURAL_TAGS", "lossless_ok", "rewrite_tiff", "scan_tiff"]
@@ -120,7 +120,9 @@ def lossless_ok(data: bytes, scan: Scan) -> bool:
     return True
 
 
-def _blocks(reader: TiffReader, entries: dict[int, Entry]) -> tuple[int, int, list[tuple[int, int]]]:
+def _blocks(
+    reader: TiffReader, entries: dict[int, Entry]
+) -> tuple[int, int, list[tuple[int, int]]]:
     """(offsets tag, counts tag, [(offset, length), ...]) of a page's strips or tiles."""
     if 324 in entries and 325 in entries:
         off_tag, cnt_tag = 324, 325
@@ -170,7 +172,9 @@ def rewrite_tiff(data: bytes, scan: Scan, *, icc: bytes | None) -> bytes:
         for tag, entry in entries.items():
             if tag in STRUCTURAL_TAGS and tag not in (off_tag, cnt_tag):
                 if not reader.in_bounds(entry):
-                    raise CorruptImage(f"TIFF is truncated: the value of tag {tag} is outside the file")
+                    raise CorruptImage(
+                        f"TIFF is truncated: the value of tag {tag} is outside the file"
+                    )
                 values[tag] = (entry.type, entry.count, reader.raw(entry))
         values[off_tag] = (4, len(new_offsets), _pack_value(e, 4, tuple(new_offsets)))
         values[cnt_tag] = (4, len(new_counts), _pack_value(e, 4, tuple(new_counts)))

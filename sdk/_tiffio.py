@@ -92,7 +92,9 @@ class TiffReader:
             if size <= inline:
                 at = p + (12 if self.big else 8)
             else:
-                at = struct.unpack_from(e + ("Q" if self.big else "I"), data, p + (12 if self.big else 8))[0]
+                at = struct.unpack_from(
+                    e + ("Q" if self.big else "I"), data, p + (12 if self.big else 8)
+                )[0]
             entries[tag] = Entry(tag, typ, n, at, size)
         return entries, nxt
 
@@ -111,7 +113,7 @@ class TiffReader:
         return out
 
     def in_bounds(self, entry: Entry) -> bool:
-        return 0 <= entry.offset and entry.offset + entry.size <= len(self.data)
+        return entry.offset >= 0 and entry.offset + entry.size <= len(self.data)
 
     def raw(self, entry: Entry) -> bytes:
         """The value bytes of ``entry`` (empty when they lie outside the data)."""

@@ -95,7 +95,11 @@ def _coord(value: str) -> float | None:
         parts = [float(x) for x in body.split(",")]
     except ValueError:
         return None
-    deg = parts[0] + (parts[1] / 60 if len(parts) > 1 else 0) + (parts[2] / 3600 if len(parts) > 2 else 0)
+    deg = (
+        parts[0]
+        + (parts[1] / 60 if len(parts) > 1 else 0)
+        + (parts[2] / 3600 if len(parts) > 2 else 0)
+    )
     return sign * deg
 
 
@@ -130,7 +134,12 @@ def xmp_findings(blob: bytes, source: str) -> tuple[list[Finding], GpsPosition |
     found: list[Finding] = []
     prefixes = sorted({m.group(1) for m in _NS.finditer(xmp)} - {"x", "rdf"})
     found.append(
-        Finding("xmp", "XMP packet", f"{len(blob)} bytes; namespaces: {', '.join(prefixes) or '-'}", where)
+        Finding(
+            "xmp",
+            "XMP packet",
+            f"{len(blob)} bytes; namespaces: {', '.join(prefixes) or '-'}",
+            where,
+        )
     )
     gps = None
     lat, lon = _values(xmp, "exif:GPSLatitude"), _values(xmp, "exif:GPSLongitude")

@@ -109,7 +109,10 @@ def exif_tiff(
             piexif.GPSIFD.GPSLongitude: _dms(abs(gps[1])),
         }
     if thumbnail:
-        data["1st"] = {piexif.ImageIFD.JPEGInterchangeFormat: 0, piexif.ImageIFD.JPEGInterchangeFormatLength: 0}
+        data["1st"] = {
+            piexif.ImageIFD.JPEGInterchangeFormat: 0,
+            piexif.ImageIFD.JPEGInterchangeFormatLength: 0,
+        }
         data["thumbnail"] = different_thumbnail()
     raw = piexif.dump(data)
     return raw[6:] if raw.startswith(b"Exif") else raw
@@ -141,9 +144,16 @@ def iptc_iim() -> bytes:
 
 def photoshop_irb() -> bytes:
     iptc = iptc_iim()
-    res = b"8BIM\x04\x04\x00\x00" + struct.pack(">I", len(iptc)) + iptc + (b"\x00" * (len(iptc) & 1))
+    res = (
+        b"8BIM\x04\x04\x00\x00" + struct.pack(">I", len(iptc)) + iptc + (b"\x00" * (len(iptc) & 1))
+    )
     thumb = different_thumbnail()
-    res += b"8BIM\x04\x0c\x00\x00" + struct.pack(">I", len(thumb)) + thumb + (b"\x00" * (len(thumb) & 1))
+    res += (
+        b"8BIM\x04\x0c\x00\x00"
+        + struct.pack(">I", len(thumb))
+        + thumb
+        + (b"\x00" * (len(thumb) & 1))
+    )
     return res
 
 
@@ -167,7 +177,14 @@ def _seg(marker: int, payload: bytes) -> bytes:
     return bytes((0xFF, marker)) + struct.pack(">H", len(payload) + 2) + payload
 
 
-JUMBF_C2PA = b"JP\x00\x01\x00\x00\x00\x01" + struct.pack(">I", 40) + b"jumb" + struct.pack(">I", 24) + b"jumdc2pa" + bytes(12)
+JUMBF_C2PA = (
+    b"JP\x00\x01\x00\x00\x00\x01"
+    + struct.pack(">I", 40)
+    + b"jumb"
+    + struct.pack(">I", 24)
+    + b"jumdc2pa"
+    + bytes(12)
+)
 
 
 def jpeg(
@@ -196,12 +213,22 @@ def jpeg(
     if exif:
         segs += _seg(0xE1, b"Exif\x00\x00" + exif_tiff(orientation=orientation))
     elif orientation is not None:
-        segs += _seg(0xE1, b"Exif\x00\x00" + exif_tiff(orientation=orientation, gps=None, thumbnail=False, makernote=False))
+        segs += _seg(
+            0xE1,
+            b"Exif\x00\x00"
+            + exif_tiff(orientation=orientation, gps=None, thumbnail=False, makernote=False),
+        )
     if xmp:
         segs += _seg(0xE1, b"http://ns.adobe.com/xap/1.0/\x00" + xmp_packet())
         guid = b"0123456789ABCDEF0123456789ABCDEF"
         ext = b"<x:xmpmeta><rdf:RDF><rdf:Description photoshop:Country='Germany'/></rdf:RDF></x:xmpmeta>"
-        segs += _seg(0xE1, b"http://ns.adobe.com/xmp/extension/\x00" + guid + struct.pack(">II", len(ext), 0) + ext)
+        segs += _seg(
+            0xE1,
+            b"http://ns.adobe.com/xmp/extension/\x00"
+            + guid
+            + struct.pack(">II", len(ext), 0)
+            + ext,
+        )
     if iptc:
         segs += _seg(0xED, b"Photoshop 3.0\x00" + photoshop_irb())
     if comment:
@@ -261,10 +288,12 @@ def png(
 ) -> bytes:
     """A PNG with tEXt/zTXt/iTXt (XMP with GPS), eXIf, tIME, caBX, a private chunk, and
     optionally iCCP, APNG frames and data after IEND."""
-    base_im = stored_for(im if im is not None else picture(), orientation or 1)
+    base_im = stored_for(im if im is not None else picture(), orientation or xmp_orientation or 1)
     if apng_frames:
         frames = [base_im] + [base_im.rotate(15 * i) for i in range(1, apng_frames)]
-        data = encode(frames[0], "PNG", save_all=True, append_images=frames[1:], duration=80, loop=0, **save)
+        data = encode(
+            frames[0], "PNG", save_all=True, append_images=frames[1:], duration=80, loop=0, **save
+        )
     else:
         data = encode(base_im, "PNG", **save)
     chunks = _png_chunks(data)
@@ -275,9 +304,20 @@ def png(
         extra.append(png_chunk(b"tEXt", b"Author\x00" + SECRET.encode()))
         extra.append(png_chunk(b"zTXt", b"Comment\x00\x00" + zlib.compress(COMMENT.encode())))
     if xmp_gps or xmp_orientation is not None:
-        extra.append(png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp_packet(gps=xmp_gps, orientation=xmp_orientation)))
+        extra.append(
+            png_chunk(
+                b"iTXt",
+                b"XML:com.adobe.xmp\x00\x00\x00\x00\x00"
+                + xmp_packet(gps=xmp_gps, orientation=xmp_orientation),
+            )
+        )
     if exif or orientation is not None:
-        extra.append(png_chunk(b"eXIf", exif_tiff(orientation=orientation, gps=GPS if exif else None, thumbnail=exif)))
+        extra.append(
+            png_chunk(
+                b"eXIf",
+                exif_tiff(orientation=orientation, gps=GPS if exif else None, thumbnail=exif),
+            )
+        )
     if time:
         extra.append(png_chunk(b"tIME", struct.pack(">HBBBBB", 2024, 5, 6, 7, 8, 9)))
     if private:
@@ -313,9 +353,24 @@ def webp(
     base = stored_for(im if im is not None else picture(), orientation or 1)
     if frames > 1:
         seq = [base] + [base.rotate(20 * i) for i in range(1, frames)]
-        data = encode(seq[0], "WEBP", save_all=True, append_images=seq[1:], duration=70, loop=0, lossless=lossless)
+        data = encode(
+            seq[0],
+            "WEBP",
+            save_all=True,
+            append_images=seq[1:],
+            duration=70,
+            loop=0,
+            lossless=lossless,
+        )
     else:
-        data = encode(base, "WEBP", lossless=lossless, quality=90, exif=b"Exif\x00\x00" + exif_tiff(), icc_profile=b"")
+        data = encode(
+            base,
+            "WEBP",
+            lossless=lossless,
+            quality=90,
+            exif=b"Exif\x00\x00" + exif_tiff(),
+            icc_profile=b"",
+        )
     # rebuild with our own chunks so every kind is present exactly as intended
     p = 12
     chunks = []
@@ -335,22 +390,40 @@ def webp(
     body += b"".join(_riff_chunk(k, b) for k, b in chunks)
     if exif or orientation is not None:
         flags |= 0x08
-        body += _riff_chunk(b"EXIF", exif_tiff(orientation=orientation, gps=GPS if exif else None, thumbnail=exif))
+        body += _riff_chunk(
+            b"EXIF", exif_tiff(orientation=orientation, gps=GPS if exif else None, thumbnail=exif)
+        )
     if xmp:
         flags |= 0x04
         body += _riff_chunk(b"XMP ", xmp_packet())
     if unknown:
         body += _riff_chunk(b"ZZZZ", SERIAL.encode())
-    vp8x = _riff_chunk(b"VP8X", bytes((flags, 0, 0, 0)) + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little"))
+    vp8x = _riff_chunk(
+        b"VP8X",
+        bytes((flags, 0, 0, 0)) + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little"),
+    )
     payload = b"WEBP" + vp8x + body
     return b"RIFF" + struct.pack("<I", len(payload)) + payload
 
 
 # --------------------------------------------------------------------------- GIF
-def gif(*, frames: int = 3, comment: bool = True, xmp: bool = True, plaintext: bool = True, trailer: bytes = b"", loop: int | None = 0) -> bytes:
+def gif(
+    *,
+    frames: int = 3,
+    comment: bool = True,
+    xmp: bool = True,
+    plaintext: bool = True,
+    trailer: bytes = b"",
+    loop: int | None = 0,
+) -> bytes:
     """An (animated) GIF with comment, plain-text and XMP/ICC/unknown application extensions."""
     base = picture().convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
-    seq = [base] + [base.transpose(Image.Transpose.FLIP_LEFT_RIGHT if i % 2 else Image.Transpose.FLIP_TOP_BOTTOM) for i in range(1, frames)]
+    seq = [base] + [
+        base.transpose(
+            Image.Transpose.FLIP_LEFT_RIGHT if i % 2 else Image.Transpose.FLIP_TOP_BOTTOM
+        )
+        for i in range(1, frames)
+    ]
     kwargs: dict[str, object] = {"save_all": frames > 1, "append_images": seq[1:], "duration": 90}
     if loop is not None:
         kwargs["loop"] = loop
@@ -364,18 +437,30 @@ def gif(*, frames: int = 3, comment: bool = True, xmp: bool = True, plaintext: b
         ext += b"\x21\x01\x0c" + bytes(12) + b"\x05" + b"Jane!" + b"\x00"
     if xmp:
         packet = xmp_packet()
-        magic = bytes([1] + list(range(255, -1, -1)))  # the XMP "magic trailer"
+        magic = bytes([1, *range(255, -1, -1)])  # the XMP "magic trailer"
         ext += b"\x21\xff\x0bXMP DataXMP" + packet + magic + b"\x00"
         ext += b"\x21\xff\x0bMYAPP1.0SN1" + bytes((len(SERIAL),)) + SERIAL.encode() + b"\x00"
     return data[:at] + ext + data[at:] + trailer
 
 
 # --------------------------------------------------------------------------- TIFF
-def tiff(*, pages: int = 2, orientation: int | None = None, metadata: bool = True, mode: str = "RGB", compression: str = "tiff_lzw") -> bytes:
+def tiff(
+    *,
+    pages: int = 2,
+    orientation: int | None = None,
+    metadata: bool = True,
+    mode: str = "RGB",
+    compression: str = "tiff_lzw",
+) -> bytes:
     """A (multi-page) TIFF with descriptive tags, XMP, IPTC, a GPS IFD and GeoTIFF tags."""
     from PIL import TiffImagePlugin
 
-    ims = [stored_for(picture(mode=mode) if mode in ("RGB", "RGBA") else picture().convert(mode), orientation or 1)]
+    ims = [
+        stored_for(
+            picture(mode=mode) if mode in ("RGB", "RGBA") else picture().convert(mode),
+            orientation or 1,
+        )
+    ]
     ims += [picture((32, 32)).convert(ims[0].mode).rotate(90 * i) for i in range(1, pages)]
     info = TiffImagePlugin.ImageFileDirectory_v2()
     if metadata:
@@ -445,19 +530,27 @@ def heic(*, orientation: int | None = None, alpha: bool = False) -> bytes:
     im = picture((64, 48), "RGBA" if alpha else "RGB")
     heif = pillow_heif.from_pillow(im)
     buf = io.BytesIO()
-    heif.save(buf, quality=90, exif=b"Exif\x00\x00" + exif_tiff(orientation=orientation), xmp=xmp_packet())
+    heif.save(
+        buf, quality=90, exif=b"Exif\x00\x00" + exif_tiff(orientation=orientation), xmp=xmp_packet()
+    )
     return buf.getvalue()
 
 
 def avif(*, frames: int = 1, alpha: bool = False) -> bytes:
     im = picture((64, 48), "RGBA" if alpha else "RGB")
-    kwargs: dict[str, object] = {"exif": b"Exif\x00\x00" + exif_tiff(), "xmp": xmp_packet(), "quality": 90}
+    kwargs: dict[str, object] = {
+        "exif": b"Exif\x00\x00" + exif_tiff(),
+        "xmp": xmp_packet(),
+        "quality": 90,
+    }
     if frames > 1:
-        kwargs.update(save_all=True, append_images=[im.rotate(30 * i) for i in range(1, frames)], duration=100)
+        kwargs.update(
+            save_all=True, append_images=[im.rotate(30 * i) for i in range(1, frames)], duration=100
+        )
     return encode(im, "AVIF", **kwargs)
 
 
-def png16(*, orientation: int | None = None, alpha: bool = False) -> tuple[bytes, "object"]:
+def png16(*, orientation: int | None = None, alpha: bool = False) -> tuple[bytes, object]:
     """A 16-bit RGB(A) PNG written by hand (Pillow cannot write one), plus its upright pixels
     as a numpy array (height, width, channels) of uint16."""
     import numpy as np
@@ -467,16 +560,24 @@ def png16(*, orientation: int | None = None, alpha: bool = False) -> tuple[bytes
     if alpha:
         up = np.dstack([up, np.full(up.shape[:2], 40000, np.uint16)])
     turn = {
-        2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
-        5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, k=1),
-        7: lambda a: a.swapaxes(0, 1)[::-1, ::-1], 8: lambda a: np.rot90(a, k=-1),
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1),
+        6: lambda a: np.rot90(a, k=1),
+        7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
+        8: lambda a: np.rot90(a, k=-1),
     }  # fmt: skip  (the inverse of each orientation)
     stored = np.ascontiguousarray(turn[orientation](up) if orientation in turn else up)
-    h, w, c = stored.shape
+    h, w = stored.shape[:2]
     rows = b"".join(b"\x00" + stored[y].astype(">u2").tobytes() for y in range(h))
     ihdr = struct.pack(">IIBBBBB", w, h, 16, 6 if alpha else 2, 0, 0, 0)
     chunks = [png_chunk(b"IHDR", ihdr)]
     if orientation is not None:
         chunks.append(png_chunk(b"eXIf", exif_tiff(orientation=orientation, thumbnail=False)))
-    chunks += [png_chunk(b"tEXt", b"Author\x00" + SECRET.encode()), png_chunk(b"IDAT", zlib.compress(rows)), png_chunk(b"IEND", b"")]
+    chunks += [
+        png_chunk(b"tEXt", b"Author\x00" + SECRET.encode()),
+        png_chunk(b"IDAT", zlib.compress(rows)),
+        png_chunk(b"IEND", b""),
+    ]
     return b"\x89PNG\r\n\x1a\n" + b"".join(chunks), up

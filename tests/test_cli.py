@@ -1,0 +1,178 @@
+"""The ``veilpix`` command as a user runs it: a fresh process, real files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import factories as F
+import oracle
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "veilpix", *args],
+        capture_output=True, text=True, cwd=cwd, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("cmd", [[], ["inspect"], ["scrub"], ["demo"]])
+def test_help_is_helpful(cmd: list[str]) -> None:
+    res = run(*cmd, "--help")
+    assert res.returncode == 0
+    assert "usage: veilpix" in res.stdout
+    if cmd != ["demo"]:
+        assert "example" in res.stdout
+
+
+def test_console_script_is_installed() -> None:
+    script = Path(sys.executable).parent / "veilpix"
+    assert script.exists(), "the 'veilpix' console script is missing"
+    res = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=False)
+    assert res.returncode == 0 and res.stdout.startswith("veilpix ")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["scrub", "x.jpg"], "one of the arguments -o/--output --in-place is required"),
+        (["scrub", "does-not-exist", "-o", "out"], "no such file or folder"),
+        (["scrub", ".", "-o", "out", "--quality", "0"], "expected a number above 0"),
+        (["scrub", ".", "-o", "out", "--quality", "101"], "quality runs from 1 to 100"),
+        (["scrub", ".", "-o", "out", "-j", "many"], "expected a whole number"),
+        (["inspect"], "the following arguments are required"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_clear_message(
+    args: list[str], message: str, tmp_path: Path
+) -> None:
+    res = run(*args, cwd=tmp_path)
+    assert res.returncode == 2
+    assert message in res.stderr
+
+
+def test_no_command_prints_help_and_exits_2() -> None:
+    res = run()
+    assert res.returncode == 2 and "COMMAND" in res.stdout
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    src = tmp_path / "photos"
+    (src / "trip" / "day1").mkdir(parents=True)
+    (src / "a.jpg").write_bytes(F.jpeg(orientation=6))
+    (src / "trip" / "b.png").write_bytes(F.png())
+    (src / "trip" / "day1" / "c.webp").write_bytes(F.webp())
+    (src / "trip" / "day1" / "d.gif").write_bytes(F.gif())
+    (src / "broken.jpg").write_bytes(F.jpeg()[:-300])
+    (src / "notes.txt").write_text("not an image")
+    (src / "IMG_1.jpg").write_bytes(F.jpeg())
+    (src / "IMG_1.avif").write_bytes(
+        F.avif()
+    )  # becomes a JPEG: must not overwrite IMG_1.jpg's copy
+    return src
+
+
+def test_scrub_folder_recursively_lists_failures_and_keeps_going(
+    photos: Path, tmp_path: Path
+) -> None:
+    before = {p: sha(p) for p in photos.rglob("*") if p.is_file()}
+    out = tmp_path / "clean"
+    res = run("scrub", str(photos), "-o", str(out), "--json")
+    assert res.returncode == 1, res.stderr  # broken.jpg failed
+    doc = json.loads(res.stdout)
+    summary = doc["summary"]
+    assert (summary["files"], summary["ok"], summary["failed"], summary["skipped"]) == (7, 6, 1, 1)
+    failed = [f for f in doc["files"] if not f["ok"]]
+    assert (
+        failed[0]["input"].endswith("broken.jpg") and failed[0]["error"]["type"] == "CorruptImage"
+    )
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert written == [
+        "IMG_1.avif.jpg",
+        "IMG_1.jpg",
+        "a.jpg",
+        "trip/b.png",
+        "trip/day1/c.webp",
+        "trip/day1/d.gif",
+    ]
+    assert {p: sha(p) for p in photos.rglob("*") if p.is_file()} == before  # originals untouched
+    if oracle.available():
+        assert all(not v for v in oracle.residue(str(out / w) for w in written).values())
+
+
+def test_scrub_table_output_and_exit_code_zero(tmp_path: Path) -> None:
+    (tmp_path / "a.jpg").write_bytes(F.jpeg())
+    res = run("scrub", str(tmp_path / "a.jpg"), "-o", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stderr
+    assert "scrubbed 1 of 1 files" in res.stdout
+    assert "gps" in res.stdout and "serial" in res.stdout
+
+
+def test_scrub_in_place_replaces_and_converts(tmp_path: Path) -> None:
+    (tmp_path / "a.jpg").write_bytes(F.jpeg())
+    (tmp_path / "b.avif").write_bytes(F.avif())
+    res = run("scrub", str(tmp_path), "--in-place", "--json", "-j", "1")
+    assert res.returncode == 0, res.stderr
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["a.jpg", "b.jpg"]
+    assert b"Exif" not in (tmp_path / "a.jpg").read_bytes()
+
+
+def test_scrub_refuses_to_overwrite_originals(tmp_path: Path) -> None:
+    (tmp_path / "a.jpg").write_bytes(F.jpeg())
+    original = sha(tmp_path / "a.jpg")
+    res = run("scrub", str(tmp_path / "a.jpg"), "-o", str(tmp_path), "--json")
+    assert res.returncode == 1
+    assert "overwrite the original" in json.loads(res.stdout)["files"][0]["error"]["message"]
+    assert sha(tmp_path / "a.jpg") == original
+
+
+def test_parallel_and_serial_runs_give_identical_files(photos: Path, tmp_path: Path) -> None:
+    run("scrub", str(photos), "-o", str(tmp_path / "j1"), "-j", "1", "-q")
+    run("scrub", str(photos), "-o", str(tmp_path / "j2"), "-j", "2", "-q")
+    one = {
+        str(p.relative_to(tmp_path / "j1")): sha(p)
+        for p in (tmp_path / "j1").rglob("*")
+        if p.is_file()
+    }
+    two = {
+        str(p.relative_to(tmp_path / "j2")): sha(p)
+        for p in (tmp_path / "j2").rglob("*")
+        if p.is_file()
+    }
+    assert one == two and len(one) == 6
+
+
+def test_inspect_json_and_table(tmp_path: Path) -> None:
+    (tmp_path / "a.jpg").write_bytes(F.jpeg())
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 10)
+    res = run("inspect", str(tmp_path / "a.jpg"), "--json")
+    assert res.returncode == 0
+    (doc,) = json.loads(res.stdout)
+    assert doc["gps"]["latitude"] == pytest.approx(F.GPS[0], abs=1e-5)
+    assert doc["sensitive"] and any(f["value"] == F.SERIAL for f in doc["findings"])
+    table = run("inspect", str(tmp_path))
+    assert table.returncode == 1  # bad.png
+    assert "52.516275" in table.stdout and "openstreetmap.org" in table.stdout
+    assert "CorruptImage" in table.stdout
+
+
+def test_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
+    res = run("demo", "-o", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    assert "no metadata found" in res.stdout and "PX1-4711-0042" in res.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["after.jpg", "before.jpg", "preview.png"]
+    assert (tmp_path / "preview.png").read_bytes().startswith(b"\x89PNG")
+    doc = json.loads(run("demo", "--json").stdout)
+    assert doc["orientation"] == 6 and doc["gps"] is not None

@@ -1,0 +1,90 @@
+"""Every EXIF orientation (1-8), in every container that carries one, comes out upright."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import factories as F
+import veilpix
+
+UPRIGHT = F.picture((64, 48))
+TRANSFORMS = [None, *Image.Transpose]
+
+
+def _diff(a: Image.Image, b: Image.Image) -> float:
+    if a.size != b.size:
+        return float("inf")
+    x = np.asarray(a.convert("RGB"), dtype=np.int16)
+    y = np.asarray(b.convert("RGB"), dtype=np.int16)
+    return float(np.abs(x - y).mean())
+
+
+def assert_upright(data: bytes, tolerance: float) -> None:
+    with Image.open(io.BytesIO(data)) as im:
+        got = im.convert("RGB")
+    as_is = _diff(got, UPRIGHT)
+    assert as_is < tolerance, f"output differs from the upright picture by {as_is:.1f}"
+    for op in Image.Transpose:  # no other flip/rotation may match better
+        assert _diff(got.transpose(op), UPRIGHT) > as_is
+
+
+MAKERS: dict[str, tuple[Callable[[int], bytes], float]] = {
+    "jpeg-exif": (lambda o: F.jpeg(upright=UPRIGHT, orientation=o, quality=95), 6.0),
+    "png-exif": (lambda o: F.png(im=UPRIGHT, orientation=o), 0.01),
+    "png-xmp": (lambda o: F.png(im=UPRIGHT, exif=False, xmp_gps=False, xmp_orientation=o), 0.01),
+    "webp-exif": (lambda o: F.webp(im=UPRIGHT, orientation=o, lossless=True), 0.01),
+    "tiff-tag": (lambda o: F.tiff(orientation=o, pages=1), 0.01),
+}
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("maker", sorted(MAKERS))
+def test_orientation_is_applied_to_the_pixels(maker: str, orientation: int) -> None:
+    make, tolerance = MAKERS[maker]
+    data = make(orientation)
+    out = veilpix.sanitize(data)
+    assert out.report.orientation == orientation
+    assert out.report.lossless == (orientation == 1)
+    assert (out.report.width_out, out.report.height_out) == UPRIGHT.size
+    assert_upright(out.data, tolerance)
+    assert veilpix.inspect(out.data).orientation == 1
+
+
+def test_exif_orientation_wins_over_xmp() -> None:
+    # Pillow's rule: EXIF first, XMP tiff:Orientation only when EXIF has none
+    stored = F.stored_for(UPRIGHT, 6)
+    exif = F.exif_tiff(orientation=6, thumbnail=False)
+    data = F.encode(stored, "PNG", exif=b"Exif\x00\x00" + exif, pnginfo=None)
+    xmp = F.png_chunk(
+        b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + F.xmp_packet(gps=False, orientation=3)
+    )
+    data = data[:-12] + xmp + data[-12:]
+    out = veilpix.sanitize(data)
+    assert out.report.orientation == 6
+    assert_upright(out.data, 0.01)
+
+
+def test_invalid_orientation_values_are_ignored() -> None:
+    for bad in (0, 9, 300):
+        data = F.jpeg(
+            upright=UPRIGHT, exif=False, xmp=False, iptc=False, comment=False, vendor=False
+        )
+        exif = bytearray(F.exif_tiff(orientation=1, gps=None, thumbnail=False, makernote=False))
+        at = bytes(exif).find(b"\x01\x12\x00\x03")  # big-endian Orientation SHORT entry
+        assert at > 0
+        exif[at + 8 : at + 10] = bad.to_bytes(2, "big")
+        data = (
+            data[:2]
+            + b"\xff\xe1"
+            + (len(exif) + 8).to_bytes(2, "big")
+            + b"Exif\x00\x00"
+            + bytes(exif)
+            + data[2:]
+        )
+        out = veilpix.sanitize(data)
+        assert out.report.orientation == 1 and out.report.lossless

@@ -1,0 +1,90 @@
+"""The wheel must hold every source and data folder; the public API is declared once."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import veilpix
+
+ROOT = Path(__file__).resolve().parent.parent
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+SETUPTOOLS = PYPROJECT["tool"]["setuptools"]
+
+
+def _package_folders() -> dict[str, Path]:
+    """Every folder under sdk/, proxy/ and adapters/ that holds files, as a package name."""
+    out = {}
+    for package, folder in SETUPTOOLS["package-dir"].items():
+        base = ROOT / folder
+        for path in [base, *sorted(p for p in base.rglob("*") if p.is_dir())]:
+            if path.name == "__pycache__" or not any(f.is_file() for f in path.iterdir()):
+                continue
+            rel = path.relative_to(base)
+            out[".".join([package, *rel.parts])] = path
+    return out
+
+
+def test_every_source_and_data_folder_is_listed_in_pyproject() -> None:
+    listed = set(SETUPTOOLS["packages"])
+    missing = sorted(set(_package_folders()) - listed)
+    assert not missing, f"add these to [tool.setuptools] packages: {missing}"
+
+
+def test_package_dir_maps_the_three_folders_onto_veilpix() -> None:
+    assert SETUPTOOLS["package-dir"] == {
+        "veilpix": "sdk",
+        "veilpix.proxy": "proxy",
+        "veilpix.adapters": "adapters",
+    }
+
+
+def test_no_top_level_folder_names_are_importable() -> None:
+    for name in ("sdk", "proxy", "adapters"):
+        assert importlib.util.find_spec(name) is None, f"'{name}' must not be an import name"
+
+
+def test_installed_package_has_every_listed_package_and_py_typed() -> None:
+    for package in SETUPTOOLS["packages"]:
+        module = importlib.import_module(package)
+        assert module.__file__ is not None
+        assert (Path(module.__file__).parent / "py.typed").is_file(), f"{package} lacks py.typed"
+
+
+def test_every_source_file_is_in_the_installed_package() -> None:
+    for package, folder in _package_folders().items():
+        installed = Path(importlib.import_module(package).__file__ or "").parent
+        for src in folder.glob("*.py"):
+            assert (installed / src.name).is_file(), f"{src} is not installed"
+
+
+def test_public_names_are_sorted_and_importable() -> None:
+    assert veilpix.__all__ == sorted(veilpix.__all__)
+    for name in veilpix.__all__:
+        assert getattr(veilpix, name) is not None
+    assert sorted(dir(veilpix)) == sorted(veilpix.__all__)
+
+
+def test_console_script_points_at_main() -> None:
+    assert PYPROJECT["project"]["scripts"]["veilpix"] == "veilpix._cli:main"
+
+
+def test_importing_veilpix_stays_light() -> None:
+    # 'import veilpix' must not pull Pillow, numpy, OpenCV or rich: the CLI starts fast
+    heavy = "('PIL', 'numpy', 'cv2', 'rich')"
+    code = f"import sys, veilpix; print(sorted(m for m in {heavy} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_errors_form_one_tree() -> None:
+    for name in ("UnsupportedImage", "CorruptImage", "ImageTooLarge", "UnsafeOutput"):
+        cls = getattr(veilpix, name)
+        assert issubclass(cls, veilpix.ImageError) and issubclass(cls, veilpix.VeilpixError)
+    assert issubclass(veilpix.PolicyViolation, veilpix.VeilpixError)
+    assert issubclass(veilpix.ConfigError, veilpix.VeilpixError)
+    err = veilpix.CorruptImage("broken")
+    assert err.hint and "broken" in str(err) and err.hint in str(err)
