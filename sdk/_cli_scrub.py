@@ -111,6 +111,13 @@ def _process(index: int) -> dict[str, Any]:
     return out
 
 
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
 def _run(state: _State, workers: int, progress: bool) -> list[dict[str, Any]]:
     n = len(state.jobs)
     results: list[dict[str, Any]] = []
@@ -123,10 +130,14 @@ def _run(state: _State, workers: int, progress: bool) -> list[dict[str, Any]]:
                 if bar:
                     bar.advance()
         else:
+            import veilpix._pipeline  # noqa: F401 - imported once here, inherited by forked workers
+
             ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
-            chunk = max(1, min(16, n // (workers * 4)))
+            # biggest files first, so the pool does not end waiting for one large straggler
+            order = sorted(range(n), key=lambda i: -_size(state.jobs[i].path))
+            chunk = 1 if n < 1000 else max(1, min(16, n // (workers * 8)))
             with ctx.Pool(min(workers, n), initializer=_init, initargs=(state,)) as pool:
-                for res in pool.imap_unordered(_process, range(n), chunksize=chunk):
+                for res in pool.imap_unordered(_process, order, chunksize=chunk):
                     results.append(res)
                     if bar:
                         bar.advance()

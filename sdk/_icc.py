@@ -1,8 +1,8 @@
 """ICC colour profiles: tell a standard working space from a device profile, and apply a
 device profile to the pixels so it can be dropped.
 
-A standard profile (sRGB, Display P3, Adobe RGB) says nothing about where a picture came
-from and is needed to show it right, so it may stay. Any other profile (a calibrated monitor,
+A standard profile (sRGB, Display P3, Adobe RGB and a few other shared working spaces) says
+nothing about where a picture came from and is needed to show it right, so it may stay. Any other profile (a calibrated monitor,
 a camera, a printer, a scanner) can identify its source: its effect is baked into the pixels
 (converted to sRGB) and the profile itself is dropped.
 """
@@ -31,6 +31,12 @@ STANDARD_PROFILES = frozenset(
         "Display P3",
         "Adobe RGB (1998)",
         "Compatible with Adobe RGB (1998)",
+        # other shared working spaces, installed identically on every system that has them
+        "ProPhoto RGB",
+        "ROMM RGB",
+        "Generic RGB Profile",
+        "Rec. 2020",
+        "ITU-R BT.2020",
     }
 )
 _MAX_STANDARD_SIZE = 128 * 1024  # the standard profiles are 0.5-61 KB

@@ -197,7 +197,10 @@ def sanitize(data: bytes | bytearray | memoryview, policy: Policy | None = None)
     if out is None:
         return _sanitize_pixels(raw, fmt, scan, policy, facts, notes=notes)
     kept_icc = icc if icc_keep and fmt != "GIF" else None
-    out_scan = _verify(out, fmt, kept_icc, (scan.width, scan.height), decode=policy.verify_decode)
+    size = _turned((scan.width, scan.height), orientation)
+    out_scan = _verify(out, fmt, kept_icc, size, decode=policy.verify_decode)
+    if orientation != 1:
+        notes.append("turned losslessly (DCT coefficients rotated, no re-encoding)")
     return _result(
         raw, out, fmt_out=fmt, scan=scan, out_scan=out_scan, facts=facts, orientation=orientation,
         kept_icc=kept_icc, source_icc=icc, lossless=True, notes=notes,
@@ -225,7 +228,14 @@ def _lossless(raw: bytes, scan: Scan, *, orientation: int, icc_keep: bool) -> by
             return None
         return rewrite_tiff(raw, scan, icc=icc if icc_keep else None)
     if orientation != 1:
-        return None
+        if fmt != "JPEG" or (icc is not None and not icc_keep):
+            return None
+        from veilpix._turbojpeg import transform
+
+        turned = transform(strip_jpeg(raw, scan, icc=None), orientation)
+        if turned is None:
+            return None
+        return strip_jpeg(turned, scan_jpeg(turned), icc=icc if icc_keep else None)
     if fmt == "GIF":
         # GIF colours are sRGB by convention: an sRGB profile can go, any other is applied.
         if icc is not None and not (icc_keep and (describe(icc) or "").startswith("sRGB")):
@@ -367,16 +377,19 @@ def _verify(
 
 
 def _decode_check(out: bytes, fmt: str, size: tuple[int, int]) -> None:
+    """Decode every frame of ``out``. JPEG is decoded with DCT scaling (1/8 size), which
+    still reads every bit of the entropy-coded data but skips most of the inverse DCT."""
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(out), formats=[fmt]) as im:
+            if im.size != size:
+                raise UnsafeOutput(f"{fmt} output decodes to {im.size}, expected {size}")
+            if fmt == "JPEG":
+                im.draft(im.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
             for i in range(getattr(im, "n_frames", 1)):
                 im.seek(i)
                 im.load()
-            im.seek(0)
-            if im.size != size:
-                raise UnsafeOutput(f"{fmt} output decodes to {im.size}, expected {size}")
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise UnsafeOutput(f"veilpix's own {fmt} output does not decode: {exc}") from exc
 

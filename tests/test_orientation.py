@@ -11,6 +11,7 @@ from PIL import Image
 
 import factories as F
 import veilpix
+from veilpix import _turbojpeg
 
 UPRIGHT = F.picture((64, 48))
 TRANSFORMS = [None, *Image.Transpose]
@@ -49,7 +50,8 @@ def test_orientation_is_applied_to_the_pixels(maker: str, orientation: int) -> N
     data = make(orientation)
     out = veilpix.sanitize(data)
     assert out.report.orientation == orientation
-    assert out.report.lossless == (orientation == 1)
+    turned_losslessly = maker == "jpeg-exif" and _turbojpeg.available()
+    assert out.report.lossless == (orientation == 1 or turned_losslessly)
     assert (out.report.width_out, out.report.height_out) == UPRIGHT.size
     assert_upright(out.data, tolerance)
     assert veilpix.inspect(out.data).orientation == 1
@@ -88,3 +90,39 @@ def test_invalid_orientation_values_are_ignored() -> None:
         )
         out = veilpix.sanitize(data)
         assert out.report.orientation == 1 and out.report.lossless
+
+
+@pytest.mark.parametrize("orientation", range(2, 9))
+def test_jpeg_turns_by_reencoding_without_libturbojpeg(
+    orientation: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_turbojpeg, "transform", lambda jpeg, o: None)
+    out = veilpix.sanitize(F.jpeg(upright=UPRIGHT, orientation=orientation, quality=95))
+    assert not out.report.lossless
+    assert any("quantization tables" in n for n in out.report.notes)
+    assert_upright(out.data, 6.0)
+
+
+@pytest.mark.skipif(not _turbojpeg.available(), reason="libturbojpeg is not installed")
+@pytest.mark.parametrize("orientation", range(2, 9))
+def test_lossless_jpeg_turn_matches_the_reencoded_picture(
+    orientation: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = F.jpeg(
+        upright=F.picture((96, 64)), orientation=orientation, quality=95, cmyk=orientation == 6
+    )
+    turned = veilpix.sanitize(data)
+    assert turned.report.lossless and "turned losslessly" in " ".join(turned.report.notes)
+    assert veilpix.inspect(turned.data).findings == ()
+    monkeypatch.setattr(_turbojpeg, "transform", lambda jpeg, o: None)
+    reencoded = veilpix.sanitize(data)
+    with Image.open(io.BytesIO(turned.data)) as a, Image.open(io.BytesIO(reencoded.data)) as b:
+        assert a.size == b.size == (96, 64)
+        assert _diff(a, b) < 2.0
+
+
+def test_jpeg_with_partial_blocks_falls_back_to_reencoding() -> None:
+    # 61x47 is not a whole number of 16x16 blocks: no perfect lossless turn exists
+    out = veilpix.sanitize(F.jpeg(upright=F.picture((61, 47)), orientation=6))
+    assert not out.report.lossless
+    assert (out.report.width_out, out.report.height_out) == (61, 47)
