@@ -24,6 +24,7 @@ Quality columns (from the outputs of the first repetition, same oracle for every
 -------------------------------------------------------------------------------------
 failed    files the tool reported an error for (veilpix: ``ok: false`` in its JSON or no entry;
           exiftool: an ``Error`` line naming the file; mat2: a ``[-]`` line naming the file).
+broken    outputs the tool wrote that Pillow (+ pillow_heif) cannot decode any more.
 dirty     outputs that ``<shared>/tools/residual.py --summary`` calls DIRTY. A file the tool
           failed on counts as dirty (veilpix wrote no copy; a peer left the original untouched).
 sideways  outputs whose pixels are not upright. The reference is the ORIGINAL decoded with
@@ -35,7 +36,7 @@ sideways  outputs whose pixels are not upright. The reference is the ORIGINAL de
           to 48x48 normalised greyscale; the output is sideways when its size only matches
           the reference after a 90 degree turn, or when one of the other 7 flips/rotations
           matches the reference clearly better than the output as it is. Near-uniform
-          references (std < 2) are not judged; failed files are not judged.
+          references (std < 2), failed files and broken outputs are not judged.
 
 How to read the output
 ----------------------
@@ -126,9 +127,16 @@ class Run:
     stderr: str = ""
 
 
+# Measure veilpix as "pip install" leaves it, with compiled bytecode: an environment that sets
+# PYTHONDONTWRITEBYTECODE (some CI images do) would make every run recompile every module.
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def timed(argv: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
     start = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, errors="replace", check=False)
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, errors="replace", check=False, env=ENV
+    )
     return time.perf_counter() - start, proc
 
 
@@ -177,7 +185,7 @@ def run_veilpix(exe: str, in_dir: Path, names: list[str], out_dir: Path, jobs: i
 def run_exiftool(exe: str, in_dir: Path, names: list[str], out_dir: Path, jobs: int | None) -> Run:
     seconds, proc = timed([exe, "-all=", "-overwrite_original", "-q", "-q", str(in_dir)])
     failed: dict[str, str] = {}
-    for line in proc.stderr.splitlines():
+    for line in (proc.stdout + proc.stderr).splitlines():
         if line.startswith("Error") and (name := named_in(line, in_dir, names)):
             failed[name] = line.rsplit(" - ", 1)[0]
     return Run(seconds, proc.returncode, {n: in_dir / n for n in names}, failed, stderr=proc.stderr)
@@ -186,7 +194,7 @@ def run_exiftool(exe: str, in_dir: Path, names: list[str], out_dir: Path, jobs: 
 def run_mat2(exe: str, in_dir: Path, names: list[str], out_dir: Path, jobs: int | None) -> Run:
     seconds, proc = timed([exe, "--inplace", *(str(in_dir / n) for n in names)])
     failed: dict[str, str] = {}
-    for line in proc.stderr.splitlines():
+    for line in (proc.stdout + proc.stderr).splitlines():  # mat2 reports on stdout
         if line.startswith("[-]") and (name := named_in(line, in_dir, names)):
             failed[name] = line.replace(str(in_dir / name), "<file>")
     return Run(seconds, proc.returncode, {n: in_dir / n for n in names}, failed, stderr=proc.stderr)
@@ -208,7 +216,8 @@ def tool_version(argv: list[str]) -> str:
         proc = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return "?"
-    return (proc.stdout or proc.stderr).strip().splitlines()[0] if (proc.stdout or proc.stderr) else "?"
+    text = (proc.stdout or proc.stderr).strip()
+    return text.splitlines()[0] if text else "?"
 
 
 def discover_tools(notes: list[str]) -> list[Tool]:
@@ -450,7 +459,7 @@ def bench_set(
     for rep in range(args.repeat):
         order = tools[rep % len(tools) :] + tools[: rep % len(tools)]  # rotate for fairness
         for tool in order:
-            print(f"  {set_name}: run {rep + 1}/{args.repeat} {tool.name}", file=sys.stderr)
+            progress(f"{set_name}: run {rep + 1}/{args.repeat} {tool.name}")
             root = tmp / set_name / tool.name / f"run{rep + 1}"
             in_dir = stage(root, corpus, names)
             run = tool.runner(tool.exe, in_dir, names, root / "out", args.jobs)
@@ -469,6 +478,11 @@ def bench_set(
     for r in results.values():
         r.veilpix_x = vp / r.files_per_s
     return [results[t.name] for t in tools]
+
+
+def progress(message: str) -> None:
+    if sys.stderr.isatty():
+        print(f"\r\033[K  {message}", end="", file=sys.stderr, flush=True)
 
 
 def warm_up(tools: list[Tool], corpus: Path, names: list[str], tmp: Path) -> None:
@@ -493,7 +507,8 @@ def print_set(set_name: str, results: list[ToolResult], repeat: int) -> None:
     )
     header = (
         f"{'tool':<9} {'files':>5} {'MB':>6} {'median s':>9} {'runs (s)':>20} "
-        f"{'files/s':>8} {'MB/s':>6} {'vp x':>6} {'failed':>6} {'dirty':>7} {'sideways':>9}"
+        f"{'files/s':>8} {'MB/s':>6} {'vp x':>6} {'failed':>6} {'broken':>6} {'dirty':>5} "
+        f"{'sideways':>8}"
     )
     print(header)
     print("-" * len(header))
@@ -503,16 +518,18 @@ def print_set(set_name: str, results: list[ToolResult], repeat: int) -> None:
         print(
             f"{r.tool:<9} {r.files:>5} {r.megabytes:>6.1f} {r.median:>9.3f} {runs:>20} "
             f"{r.files_per_s:>8.1f} {r.mb_per_s:>6.1f} {r.veilpix_x:>5.2f}x {len(r.failed):>6} "
-            f"{dirty:>7} {len(r.sideways):>4}/{r.judged:<4}"
+            f"{len(r.undecodable):>6} {dirty:>5} {f'{len(r.sideways)}/{r.judged}':>8}"
         )
-    print("  vp x = veilpix files/s / tool files/s; sideways = count / outputs judged")
+    print(
+        "  vp x = veilpix files/s / tool files/s; broken = outputs Pillow cannot decode; "
+        "sideways = count / outputs judged"
+    )
     exif = next((r for r in results if r.tool == "exiftool"), None)
     if exif is not None and exif.veilpix_x is not None:
         goal = TARGETS[set_name]
         verdict = "MET" if exif.veilpix_x >= goal else "NOT MET"
         print(
-            f"  target: veilpix >= {goal:g}x exiftool files/s -> "
-            f"{exif.veilpix_x:.2f}x  {verdict}"
+            f"  target: veilpix >= {goal:g}x exiftool files/s -> {exif.veilpix_x:.2f}x  {verdict}"
         )
     for r in results:
         if r.tool == "veilpix":
@@ -539,7 +556,7 @@ def print_set(set_name: str, results: list[ToolResult], repeat: int) -> None:
         if r.sideways:
             details.append("sideways: " + ", ".join(r.sideways))
         if r.undecodable:
-            details.append("output not decodable: " + ", ".join(r.undecodable))
+            details.append("broken (Pillow cannot decode the output): " + ", ".join(r.undecodable))
         if r.tool != "veilpix":
             details.append(f"untouched (byte-identical to the original): {r.untouched}")
         for line in details:
@@ -573,8 +590,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no images in {corpus}: nothing to measure.")
         return 0
     oracle = next(
-        (p for p in (shared / "tools" / "residual.py", corpus.parent / "tools" / "residual.py")
-         if p.is_file()),
+        (
+            p
+            for p in (shared / "tools" / "residual.py", corpus.parent / "tools" / "residual.py")
+            if p.is_file()
+        ),
         None,
     )
 
@@ -600,6 +620,7 @@ def main(argv: list[str] | None = None) -> int:
             if files
         }
         elapsed = time.perf_counter() - started
+        progress("")
     finally:
         if not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)

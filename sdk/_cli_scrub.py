@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import sys
 import time
@@ -130,6 +129,8 @@ def _run(state: _State, workers: int, progress: bool) -> list[dict[str, Any]]:
                 if bar:
                     bar.advance()
         else:
+            import multiprocessing
+
             import veilpix._pipeline  # noqa: F401 - imported once here, inherited by forked workers
 
             ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)

@@ -9,10 +9,13 @@ a camera, a printer, a scanner) can identify its source: its effect is baked int
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
+from typing import TYPE_CHECKING
 
-from PIL import Image
+if TYPE_CHECKING:  # Pillow is imported where pixels are touched, not on the lossless path
+    from PIL import Image, ImageCms
 
 __all__ = ["STANDARD_PROFILES", "colour_space", "describe", "is_standard", "to_srgb"]
 
@@ -89,8 +92,6 @@ def to_srgb(im: Image.Image, icc: bytes) -> tuple[Image.Image, bool]:
     LittleCMS rejects the profile: the pixels are then interpreted as sRGB, which is what
     every viewer does once the profile is gone).
     """
-    from PIL import ImageCms
-
     alpha = None
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         im = im.convert("RGBA")
@@ -100,15 +101,13 @@ def to_srgb(im: Image.Image, icc: bytes) -> tuple[Image.Image, bool]:
     if source_mode is None:
         return _fallback(im, alpha), False
     base = im.convert(source_mode) if im.mode != source_mode else im
+    from PIL import ImageCms
+
     try:
-        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
-        dst = ImageCms.createProfile("sRGB")
-        out = ImageCms.profileToProfile(
-            base, src, dst, outputMode="RGB", renderingIntent=ImageCms.Intent.PERCEPTUAL
-        )
+        out = ImageCms.applyTransform(base, _transform(icc, source_mode))
     except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
         return _fallback(im, alpha), False
-    if out is None:  # profileToProfile returns None only when inPlace=True
+    if out is None:  # applyTransform returns None only when inPlace=True
         return _fallback(im, alpha), False
     if source_mode == "L" and alpha is None:
         out = out.convert("L")
@@ -116,6 +115,23 @@ def to_srgb(im: Image.Image, icc: bytes) -> tuple[Image.Image, bool]:
         out = out.convert("RGBA")
         out.putalpha(alpha)
     return out, True
+
+
+@functools.lru_cache(maxsize=16)
+def _transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform:
+    """A LittleCMS transform from ``icc`` to sRGB, built once per profile: building one can
+    take 100 ms for a LUT profile, and a batch usually shares a handful of profiles.
+    NOCACHE makes the shared transform safe to apply from several threads."""
+    from PIL import ImageCms
+
+    return ImageCms.buildTransform(
+        ImageCms.ImageCmsProfile(io.BytesIO(icc)),
+        ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")),
+        mode,
+        "RGB",
+        renderingIntent=ImageCms.Intent.PERCEPTUAL,
+        flags=ImageCms.Flags.NOCACHE,
+    )
 
 
 def _fallback(im: Image.Image, alpha: Image.Image | None) -> Image.Image:

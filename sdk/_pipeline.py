@@ -27,7 +27,7 @@ from veilpix._jpeg import scan_jpeg, strip_jpeg
 from veilpix._png import scan_png, strip_png
 from veilpix._policy import Policy
 from veilpix._report import Finding, GpsPosition, ImageReport, SanitizedImage
-from veilpix._scan import IMAGE, Part, Scan
+from veilpix._scan import IMAGE, Part, Scan, check_limits
 from veilpix._sniff import MEDIA_TYPES, sniff
 from veilpix._tiff import lossless_ok, rewrite_tiff, scan_tiff
 from veilpix._webp import scan_webp, strip_webp
@@ -182,8 +182,6 @@ def sanitize(data: bytes | bytearray | memoryview, policy: Policy | None = None)
     if fmt in _BMFF:
         return _sanitize_pixels(raw, fmt, _bmff_scan(raw, fmt), policy, Facts(), notes=[])
     scan = _scan(raw, fmt)
-    from veilpix._pixels import check_limits
-
     check_limits(policy, scan.width, scan.height, scan.frames)
     facts = collect(scan)
     orientation = facts.orientation or 1

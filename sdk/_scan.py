@@ -10,11 +10,14 @@ when a fresh scan finds nothing but structure.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from veilpix._errors import CorruptImage
+from veilpix._errors import CorruptImage, ImageTooLarge
 
-__all__ = ["Part", "Scan", "need"]
+if TYPE_CHECKING:
+    from veilpix._policy import Policy
+
+__all__ = ["Part", "Scan", "check_limits", "need"]
 
 # Part kinds. Only STRUCTURE (and ICC when the profile is a standard one) survives a strip.
 STRUCTURE = "structure"
@@ -71,4 +74,22 @@ def need(data: bytes, end: int, what: str, fmt: str) -> None:
         raise CorruptImage(
             f"{fmt} is truncated or malformed: {what} runs past the end of the file "
             f"({end} > {len(data)} bytes)"
+        )
+
+
+def check_limits(policy: Policy, width: int, height: int, frames: int) -> None:
+    """Raise ImageTooLarge before any big allocation."""
+    if width <= 0 or height <= 0:
+        raise CorruptImage(f"image declares an empty size {width}x{height}")
+    pixels = width * height
+    if pixels > policy.max_pixels:
+        raise ImageTooLarge(
+            f"image is {width}x{height} = {pixels:,} pixels, over the limit of {policy.max_pixels:,}"
+        )
+    if frames > policy.max_frames:
+        raise ImageTooLarge(f"image has {frames} frames, over the limit of {policy.max_frames}")
+    if pixels * frames > policy.max_total_pixels:
+        raise ImageTooLarge(
+            f"image has {frames} frames of {width}x{height}, over the limit of "
+            f"{policy.max_total_pixels:,} pixels in all frames"
         )
