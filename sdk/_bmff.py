@@ -97,10 +97,11 @@ def _meta(scan: Scan, data: bytes, start: int, end: int) -> None:
                 items[iid] = (itype, ctype)
         elif kind == b"iref":
             width = 2 if data[body] == 0 else 4
-            for k2, _s2, b2, _e2 in _boxes(data, body + 4, stop):
+            for k2, _s2, b2, e2 in _boxes(data, body + 4, stop):
                 src = int.from_bytes(data[b2 : b2 + width], "big")
                 (n,) = struct.unpack_from(">H", data, b2 + width)
                 at = b2 + width + 2
+                n = min(n, max(0, (e2 - at) // width))  # never more than the box holds
                 dst = [
                     int.from_bytes(data[at + i * width : at + (i + 1) * width], "big")
                     for i in range(n)

@@ -59,7 +59,10 @@ class CorruptImage(ImageError):
 class ImageTooLarge(ImageError):
     """The image exceeds a byte, pixel or frame limit of the policy."""
 
-    default_hint = "downscale it first, or raise the limit with Policy(max_bytes=..., max_pixels=..., max_frames=...)"
+    default_hint = (
+        "downscale it first, or raise the limit with Policy(max_bytes=..., max_pixels=..., "
+        "max_frames=..., max_total_pixels=...)"
+    )
 
 
 class UnsafeOutput(ImageError):

@@ -85,6 +85,8 @@ def parse_exif(blob: bytes) -> ExifData:
     if blob[:2] not in (b"II", b"MM"):
         # piexif.load treats anything else as a *file name*; never hand it such bytes.
         return ExifData(parser="none", damaged=True)
+    if not _piexif_safe(blob):
+        return _parse_own(blob)
     try:
         import piexif
 
@@ -95,6 +97,30 @@ def parse_exif(blob: bytes) -> ExifData:
         return ExifData(ifds, len(thumb), len(note) if isinstance(note, bytes) else 0)
     except Exception:  # noqa: BLE001 - piexif raises anything on malformed input
         return _parse_own(blob)
+
+
+def _piexif_safe(blob: bytes) -> bool:
+    """True when every entry of every IFD piexif would visit lies inside the blob.
+
+    piexif trusts value counts: it builds a struct format of ``count`` items, so a 1 KB blob
+    that declares 2**32 values makes it allocate gigabytes. Such blobs go to the bounded
+    reader instead."""
+    try:
+        reader = TiffReader(blob)
+        if reader.big:
+            return False
+        entries0, next_ifd = reader.ifd(reader.first)
+        todo = [entries0]
+        for tag in (*_IFD_POINTERS.values(), _INTEROP):
+            for entries in list(todo):
+                if tag in entries:
+                    offsets = reader.ints(entries[tag])
+                    todo.append(reader.ifd(offsets[0] if offsets else 0)[0])
+        if next_ifd:
+            todo.append(reader.ifd(next_ifd)[0])
+    except CorruptImage:
+        return False
+    return all(reader.in_bounds(e) for entries in todo for e in entries.values())
 
 
 def _parse_own(blob: bytes) -> ExifData:

@@ -55,6 +55,7 @@ def scan_gif(data: bytes) -> Scan:
     n = len(data)
     frames = 0
     ended = False
+    largest = (scan.width, scan.height)
     while p < n:
         b = data[p]
         if b == 0x3B:
@@ -65,10 +66,14 @@ def scan_gif(data: bytes) -> Scan:
         if b == 0x2C:
             if p + 10 > n:
                 raise CorruptImage("GIF is truncated inside an image descriptor")
-            f = data[p + 9]
+            left, top, fw, fh, f = struct.unpack_from("<HHHHB", data, p + 1)
             q = p + 10 + ((3 << ((f & 7) + 1)) if f & 0x80 else 0)
             end = _skip_sub_blocks(data, q + 1)
             frames += 1
+            # a frame may reach outside the logical screen; decoders then grow the canvas
+            extent = (max(scan.width, left + fw), max(scan.height, top + fh))
+            if extent[0] * extent[1] > largest[0] * largest[1]:
+                largest = extent
             scan.add("image", p, end - p, STRUCTURE)
             p = end
             continue
@@ -81,7 +86,15 @@ def scan_gif(data: bytes) -> Scan:
         label = data[p + 1]
         if label == 0xF9:
             end = _skip_sub_blocks(data, p + 2)
-            scan.add("graphic control", p, end - p, STRUCTURE)
+            fields = _sub_block_data(data, p + 2, end)
+            if len(fields) >= 4:  # rebuilt at its exact size: 4 bytes of timing and flags
+                gce = b"\x21\xf9\x04" + fields[:4] + b"\x00"
+                same = data[p:end] == gce
+                scan.add(
+                    "graphic control", p, end - p, STRUCTURE, replacement=None if same else gce
+                )
+            else:
+                scan.add("graphic control", p, end - p, UNKNOWN, "malformed")
         elif label == 0xFF:
             size = data[p + 2]
             ident = data[p + 3 : p + 3 + size]
@@ -106,7 +119,11 @@ def scan_gif(data: bytes) -> Scan:
     if p < n and (not ended or data[p:].strip(b"\x00")):
         scan.add("after trailer", p, n - p, TRAILER)
     scan.frames = frames
-    scan.extra["has_trailer"] = ended
+    scan.extra.update(
+        has_trailer=ended,
+        largest_frame=largest,
+        total_pixels=frames * largest[0] * largest[1],
+    )
     return scan
 
 
@@ -115,8 +132,19 @@ def _application(scan: Scan, data: bytes, ident: bytes, *, start: int, body: int
     if ident in _LOOP_APPS:
         sub = _sub_block_data(data, body, end)
         if len(sub) >= 3 and sub[0] == 1:
-            scan.extra["loop"] = struct.unpack_from("<H", sub, 1)[0]
-        scan.add(f"application {label}", start, end - start, STRUCTURE)
+            loop = sub[1:3]
+            scan.extra["loop"] = struct.unpack("<H", loop)[0]
+            rebuilt = b"\x21\xff\x0b" + ident + b"\x03\x01" + loop + b"\x00"
+            same = data[start:end] == rebuilt
+            scan.add(
+                f"application {label}",
+                start,
+                end - start,
+                STRUCTURE,
+                replacement=None if same else rebuilt,
+            )
+        else:
+            scan.add(f"application {label}", start, end - start, UNKNOWN, "malformed")
         return
     if ident.startswith(b"XMP Data"):
         raw = data[body:end]
@@ -143,7 +171,7 @@ def strip_gif(data: bytes, scan: Scan) -> bytes:
     out = bytearray()
     for part in scan.parts:
         if part.kind == STRUCTURE:
-            out += data[part.offset : part.offset + part.length]
+            out += part.bytes_in(data)
     if not scan.extra.get("has_trailer"):
         out += b"\x3b"
     return bytes(out)

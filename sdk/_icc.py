@@ -42,7 +42,14 @@ STANDARD_PROFILES = frozenset(
         "ITU-R BT.2020",
     }
 )
-_MAX_STANDARD_SIZE = 128 * 1024  # the standard profiles are 0.5-61 KB
+_MAX_STANDARD_SIZE = 64 * 1024  # the standard profiles are 0.5-61 KB
+_TEXT_TAGS = {b"desc", b"dscm", b"cprt", b"dmnd", b"dmdd", b"vued"}
+_COLORIMETRIC = _TEXT_TAGS | {
+    b"wtpt", b"bkpt", b"rXYZ", b"gXYZ", b"bXYZ", b"rTRC", b"gTRC", b"bTRC", b"kTRC",
+    b"chad", b"chrm", b"lumi", b"meas", b"tech", b"view", b"cicp", b"aarg", b"aagg",
+    b"aabg", b"A2B0", b"A2B1", b"A2B2", b"B2A0", b"B2A1", b"B2A2", b"gamt", b"pre0",
+    b"pre1", b"pre2", b"rig0", b"ciis",
+}  # fmt: skip
 
 
 def describe(icc: bytes) -> str | None:
@@ -77,12 +84,41 @@ def colour_space(icc: bytes) -> str:
 
 
 def is_standard(icc: bytes) -> bool:
-    """True for a well-known RGB working-space profile that may stay in the output."""
+    """True for a well-known RGB working-space profile that may stay in the output.
+
+    The name alone is not enough (any profile can call itself "sRGB"): the profile must
+    also be built like the real ones, holding colorimetric tags only (no calibration, video
+    card gamma or device model tags) and no bytes that no tag points at."""
     return (
         len(icc) <= _MAX_STANDARD_SIZE
         and colour_space(icc) == "RGB"
         and describe(icc) in STANDARD_PROFILES
+        and _only_colorimetry(icc)
     )
+
+
+def _only_colorimetry(icc: bytes) -> bool:
+    try:
+        (declared,) = struct.unpack_from(">I", icc, 0)
+        (count,) = struct.unpack_from(">I", icc, 128)
+        if declared != len(icc) or count > 64:
+            return False
+        spans = [(0, 132 + 12 * count)]
+        for i in range(count):
+            sig, off, size = struct.unpack_from(">4sII", icc, 132 + 12 * i)
+            if sig not in _COLORIMETRIC or off + size > len(icc):
+                return False
+            if sig in _TEXT_TAGS and size > 4096:
+                return False
+            spans.append((off, off + size))
+    except struct.error:
+        return False
+    end = 0
+    for start, stop in sorted(spans):
+        if start - end > 3:  # tags are 4-byte aligned: a wider gap hides data
+            return False
+        end = max(end, stop)
+    return len(icc) - end <= 3
 
 
 def to_srgb(im: Image.Image, icc: bytes) -> tuple[Image.Image, bool]:

@@ -82,7 +82,9 @@ def scan_jpeg(data: bytes) -> Scan:
             precision, height, width, ncomp = struct.unpack_from(">BHHB", payload)
             if sof_seen:
                 raise CorruptImage("JPEG is malformed: more than one frame header")
-            if width == 0 or ncomp not in (1, 3, 4) or len(payload) < 6 + 3 * ncomp:
+            if len(payload) != 6 + 3 * ncomp:
+                raise CorruptImage("JPEG is malformed: frame header length does not match")
+            if width == 0 or ncomp not in (1, 3, 4):
                 raise UnsupportedImage(
                     f"JPEG frame {width}x{height} with {ncomp} components is not supported"
                 )
@@ -96,6 +98,7 @@ def scan_jpeg(data: bytes) -> Scan:
             p = end
             continue
         if m in _TABLES:
+            _check_table(m, payload)
             scan.add(_TABLES[m], start, seg_len, STRUCTURE)
             keep.append((start, end, None))
             p = end
@@ -104,6 +107,8 @@ def scan_jpeg(data: bytes) -> Scan:
             if not sof_seen:
                 raise CorruptImage("JPEG is malformed: scan before frame header")
             sos_seen = True
+            if not payload or len(payload) != 4 + 2 * payload[0]:
+                raise CorruptImage("JPEG is malformed: scan header length does not match")
             hit = _NEXT_MARKER.search(data, end)
             stop = hit.start() if hit else n
             scan.add("SOS+scan", start, stop - start, STRUCTURE)
@@ -152,6 +157,30 @@ def scan_jpeg(data: bytes) -> Scan:
         scan.extra.setdefault("extended_xmp", []).append(guid.decode("latin-1", "replace"))
     scan.extra["keep"] = keep
     return scan
+
+
+def _check_table(marker: int, payload: bytes) -> None:
+    """Tables must fill their segment exactly, as libjpeg requires ("bogus marker length"),
+    so no bytes can ride along inside a segment the strip keeps."""
+    n = len(payload)
+    if marker in (0xDD, 0xDC):  # DRI, DNL: one 16-bit value
+        ok = n == 2
+    elif marker == 0xCC:  # DAC: pairs
+        ok = n > 0 and n % 2 == 0
+    elif marker == 0xDB:  # DQT: precision/id byte + 64 values of 1 or 2 bytes each
+        p = 0
+        while p < n:
+            p += 1 + (128 if payload[p] >> 4 else 64)
+        ok = n > 0 and p == n
+    else:  # DHT: class/id byte, 16 counts, the symbols
+        p = 0
+        while p + 17 <= n:
+            p += 17 + sum(payload[p + 1 : p + 17])
+        ok = n > 0 and p == n
+    if not ok:
+        raise CorruptImage(
+            f"JPEG is malformed: {_TABLES[marker]} segment length does not match its tables"
+        )
 
 
 def _app(

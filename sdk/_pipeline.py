@@ -27,7 +27,7 @@ from veilpix._jpeg import scan_jpeg, strip_jpeg
 from veilpix._png import scan_png, strip_png
 from veilpix._policy import Policy
 from veilpix._report import Finding, GpsPosition, ImageReport, SanitizedImage
-from veilpix._scan import IMAGE, Part, Scan, check_limits
+from veilpix._scan import IMAGE, Part, Scan, check_scan
 from veilpix._sniff import MEDIA_TYPES, sniff
 from veilpix._tiff import lossless_ok, rewrite_tiff, scan_tiff
 from veilpix._webp import scan_webp, strip_webp
@@ -182,7 +182,7 @@ def sanitize(data: bytes | bytearray | memoryview, policy: Policy | None = None)
     if fmt in _BMFF:
         return _sanitize_pixels(raw, fmt, _bmff_scan(raw, fmt), policy, Facts(), notes=[])
     scan = _scan(raw, fmt)
-    check_limits(policy, scan.width, scan.height, scan.frames)
+    check_scan(policy, scan)
     facts = collect(scan)
     orientation = facts.orientation or 1
     target = fmt if policy.output_format == "auto" else policy.output_format.upper()
@@ -196,7 +196,7 @@ def sanitize(data: bytes | bytearray | memoryview, policy: Policy | None = None)
         return _sanitize_pixels(raw, fmt, scan, policy, facts, notes=notes)
     kept_icc = icc if icc_keep and fmt != "GIF" else None
     size = _turned((scan.width, scan.height), orientation)
-    out_scan = _verify(out, fmt, kept_icc, size, decode=policy.verify_decode)
+    out_scan = _verify(out, fmt, kept_icc, size, decode=policy.verify_decode, reencoded=False)
     if orientation != 1:
         notes.append("turned losslessly (DCT coefficients rotated, no re-encoding)")
     return _result(
@@ -344,7 +344,13 @@ def _pixel_target(fmt: str, pic: object, policy: Policy) -> str:
 
 
 def _verify(
-    out: bytes, fmt: str, icc: bytes | None, size: tuple[int, int], *, decode: bool
+    out: bytes,
+    fmt: str,
+    icc: bytes | None,
+    size: tuple[int, int],
+    *,
+    decode: bool,
+    reencoded: bool = True,
 ) -> Scan:
     """Prove the output clean: a fresh scan must find nothing but structure (and the standard
     profile we chose to keep), the size must be right, and, when asked, it must decode."""
@@ -370,26 +376,27 @@ def _verify(
             f"{fmt} output is {scan.width}x{scan.height}, expected {size[0]}x{size[1]}"
         )
     if decode:
-        _decode_check(out, fmt, size)
+        _decode_check(out, fmt, size, reencoded=reencoded)
     return scan
 
 
-def _decode_check(out: bytes, fmt: str, size: tuple[int, int]) -> None:
+def _decode_check(out: bytes, fmt: str, size: tuple[int, int], *, reencoded: bool) -> None:
     """Decode every frame of ``out``. JPEG is decoded with DCT scaling (1/8 size), which
-    still reads every bit of the entropy-coded data but skips most of the inverse DCT."""
+    still reads every bit of the entropy-coded data but skips most of the inverse DCT.
+    A stripped file that fails carries damage from its input (CorruptImage); a re-encoded
+    one that fails is veilpix's fault (UnsafeOutput)."""
     from PIL import Image
 
-    try:
-        with Image.open(io.BytesIO(out), formats=[fmt]) as im:
-            if im.size != size:
-                raise UnsafeOutput(f"{fmt} output decodes to {im.size}, expected {size}")
-            if fmt == "JPEG":
-                im.draft(im.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
-            for i in range(getattr(im, "n_frames", 1)):
-                im.seek(i)
-                im.load()
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise UnsafeOutput(f"veilpix's own {fmt} output does not decode: {exc}") from exc
+    from veilpix._pixels import decoding
+
+    with decoding(fmt, output=reencoded), Image.open(io.BytesIO(out), formats=[fmt]) as im:
+        if im.size != size:
+            raise UnsafeOutput(f"{fmt} output decodes to {im.size}, expected {size}")
+        if fmt == "JPEG":
+            im.draft(im.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
+        for i in range(getattr(im, "n_frames", 1)):
+            im.seek(i)
+            im.load()
 
 
 def _result(

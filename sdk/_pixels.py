@@ -9,14 +9,22 @@ explicitly, because Pillow otherwise copies comments, EXIF, XMP and ICC from ``i
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from PIL import Image, JpegImagePlugin, UnidentifiedImageError
 
-from veilpix._errors import CorruptImage, ImageTooLarge, UnsupportedImage
+from veilpix._errors import (
+    CorruptImage,
+    ImageTooLarge,
+    UnsafeOutput,
+    UnsupportedImage,
+    VeilpixError,
+)
 from veilpix._icc import is_standard, to_srgb
 from veilpix._policy import Policy
 from veilpix._scan import check_limits
@@ -98,21 +106,38 @@ def orient(im: Image.Image, orientation: int) -> Image.Image:
     return im.transpose(op) if op is not None else im
 
 
-def _open(data: bytes, fmt: str) -> Image.Image:
+@contextlib.contextmanager
+def decoding(what: str, *, output: bool = False) -> Iterator[None]:
+    """Translate whatever a decoder raises on hostile input into the VeilpixError tree:
+    too big -> ImageTooLarge; anything else -> CorruptImage (UnsafeOutput for veilpix's own
+    output). Decoders (Pillow, pillow-heif, libavif, libtiff) raise many unrelated types."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    except VeilpixError:
+        raise
+    except (Image.DecompressionBombError, MemoryError) as exc:
+        raise ImageTooLarge(f"{what} is too large to decode: {exc}") from exc
+    except Exception as exc:  # decoders raise anything on hostile input: see above
+        if output:
+            raise UnsafeOutput(f"veilpix's own {what} output does not decode: {exc}") from exc
+        raise CorruptImage(f"{what} image could not be decoded: {exc}") from exc
+
+
+def _open(data: bytes, fmt: str) -> Image.Image:
+    try:
+        with decoding(fmt):
             return Image.open(io.BytesIO(data), formats=_PIL_FORMATS[fmt])
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(str(exc)) from exc
-    except UnidentifiedImageError as exc:
-        if fmt == "AVIF":
-            raise UnsupportedImage(
-                "this Pillow build cannot decode AVIF", hint="install Pillow 11.3 or newer"
-            ) from exc
-        raise CorruptImage(f"{fmt} image could not be decoded: {exc}") from exc
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise CorruptImage(f"{fmt} image could not be decoded: {exc}") from exc
+    except CorruptImage as exc:
+        if fmt == "AVIF" and isinstance(exc.__cause__, UnidentifiedImageError):
+            from PIL import features
+
+            if not features.check("avif"):
+                raise UnsupportedImage(
+                    "this Pillow build cannot decode AVIF", hint="install Pillow 11.3 or newer"
+                ) from exc
+        raise
 
 
 def _open_heif(data: bytes, policy: Policy) -> Picture:
@@ -122,7 +147,7 @@ def _open_heif(data: bytes, policy: Policy) -> Picture:
         raise UnsupportedImage(
             "HEIC/HEIF support is not installed", hint="pip install 'veilpix[heif]'"
         ) from exc
-    try:
+    with decoding("HEIF"):
         heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=True)
         img = heif[heif.primary_index]
         width, height = img.size
@@ -130,11 +155,10 @@ def _open_heif(data: bytes, policy: Policy) -> Picture:
         im = img.to_pillow()
         im.load()
         info = dict(img.info)
-    except (ValueError, RuntimeError, OSError, EOFError) as exc:
-        raise CorruptImage(f"HEIF image could not be decoded: {exc}") from exc
+        count = len(heif)
     pic = Picture([im], "HEIF", icc=_bytes(info.get("icc_profile")))
-    if len(heif) > 1:
-        pic.notes.append(f"kept the primary image of {len(heif)} in the HEIF collection")
+    if count > 1:
+        pic.notes.append(f"kept the primary image of {count} in the HEIF collection")
     pic.exif = [_unprefix(b) for b in [_bytes(info.get("exif"))] if b]
     pic.xmp = [b for b in [_bytes(info.get("xmp"))] if b]
     return pic
@@ -155,45 +179,50 @@ def decode(data: bytes, fmt: str, policy: Policy) -> Picture:
         return _open_heif(data, policy)
     im = _open(data, fmt)
     try:
-        n = 1 if fmt == "JPEG" else getattr(im, "n_frames", 1)
-        check_limits(policy, im.width, im.height, n)
-        pic = Picture([], fmt, loop=im.info.get("loop"))
-        if fmt == "JPEG":
-            pic.jpeg = {
-                "qtables": getattr(im, "quantization", None),
-                "subsampling": JpegImagePlugin.get_sampling(im),
-                "progressive": bool(im.info.get("progressive") or im.info.get("progression")),
-            }
-        if fmt == "AVIF":
-            pic.orientation = int(im.getexif().get(274, 1) or 1)
-            pic.exif = [_unprefix(b) for b in [_bytes(im.info.get("exif"))] if b]
-            pic.xmp = [b for b in [_bytes(im.info.get("xmp"))] if b]
-        pic.icc = _bytes(im.info.get("icc_profile"))
-        page_orientations: list[int] = []
-        for i in range(n):
-            if i:
-                im.seek(i)
-            if fmt == "TIFF":
-                tags = getattr(im, "tag_v2", {})
-                if i and int(tags.get(254, 0) or 0) & 1:
-                    continue  # reduced-resolution copy (a thumbnail), not a page
-                page = int(tags.get(274, 1) or 1)
-                im.load()
-                # Pillow's TIFF plugin turns the page itself (and drops the tag) on load
-                page_orientations.append(1 if 274 not in getattr(im, "tag_v2", {}) else page)
-            im.load()
-            # a single frame is wrapped without copying its pixels; animation frames are
-            # copied because seeking reuses the decoder's buffer
-            pic.frames.append(_detach(im) if n == 1 else im.copy())
-            pic.durations.append(int(im.info.get("duration", 0) or 0))
-        if page_orientations:
-            pic.jpeg["page_orientations"] = page_orientations
-    except Image.DecompressionBombError as exc:
-        raise ImageTooLarge(str(exc)) from exc
-    except (OSError, ValueError, SyntaxError, EOFError, IndexError) as exc:
-        raise CorruptImage(f"{fmt} image could not be decoded: {exc}") from exc
+        with decoding(fmt):
+            return _frames(im, fmt, policy)
     finally:
         im.close()
+
+
+def _frames(im: Image.Image, fmt: str, policy: Policy) -> Picture:
+    """Every frame that belongs to the picture, each checked against the limits."""
+    n = 1 if fmt == "JPEG" else getattr(im, "n_frames", 1)
+    check_limits(policy, im.width, im.height, n)
+    pic = Picture([], fmt, loop=im.info.get("loop"))
+    if fmt == "JPEG":
+        pic.jpeg = {
+            "qtables": getattr(im, "quantization", None),
+            "subsampling": JpegImagePlugin.get_sampling(im),
+            "progressive": bool(im.info.get("progressive") or im.info.get("progression")),
+        }
+    if fmt == "AVIF":
+        pic.orientation = int(im.getexif().get(274, 1) or 1)
+        pic.exif = [_unprefix(b) for b in [_bytes(im.info.get("exif"))] if b]
+        pic.xmp = [b for b in [_bytes(im.info.get("xmp"))] if b]
+    pic.icc = _bytes(im.info.get("icc_profile"))
+    page_orientations: list[int] = []
+    seen = 0
+    for i in range(n):
+        if i:
+            im.seek(i)
+        seen += im.width * im.height  # pages and frames may differ in size
+        check_limits(policy, im.width, im.height, n, total=seen)
+        if fmt == "TIFF":
+            tags = getattr(im, "tag_v2", {})
+            if i and int(tags.get(254, 0) or 0) & 1:
+                continue  # reduced-resolution copy (a thumbnail), not a page
+            page = int(tags.get(274, 1) or 1)
+            im.load()
+            # Pillow's TIFF plugin turns the page itself (and drops the tag) on load
+            page_orientations.append(1 if 274 not in getattr(im, "tag_v2", {}) else page)
+        im.load()
+        # a single frame is wrapped without copying its pixels; animation frames are
+        # copied because seeking reuses the decoder's buffer
+        pic.frames.append(_detach(im) if n == 1 else im.copy())
+        pic.durations.append(int(im.info.get("duration", 0) or 0))
+    if page_orientations:
+        pic.jpeg["page_orientations"] = page_orientations
     if len(pic.frames) > 1 and fmt in ("GIF", "PNG", "WEBP", "AVIF"):
         pic.frames = _uniform(pic.frames)
     return pic

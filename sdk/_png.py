@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import struct
 import zlib
+from typing import Any
 
 from veilpix._errors import CorruptImage
 from veilpix._scan import ICC, METADATA, STRUCTURE, TRAILER, UNKNOWN, Scan, need
@@ -46,6 +47,39 @@ def _chunk(kind: bytes, body: bytes) -> bytes:
 def iccp_chunk(icc: bytes) -> bytes:
     """An iCCP chunk for ``icc`` under a neutral profile name."""
     return _chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(icc))
+
+
+_FIXED = {
+    b"IHDR": 13, b"gAMA": 4, b"cHRM": 32, b"sRGB": 1, b"pHYs": 9, b"acTL": 8, b"fcTL": 26,
+    b"cICP": 4, b"mDCv": 24, b"cLLi": 8, b"IEND": 0,
+}  # fmt: skip
+_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
+
+
+def _expected_size(kind: bytes, info: dict[str, Any], length: int) -> int | None:
+    """The exact size a structure chunk must have (None: malformed), ``length`` when it
+    holds variable data (IDAT, fdAT, PLTE)."""
+    if kind in _FIXED:
+        return _FIXED[kind] if length >= _FIXED[kind] else None
+    ctype: int = info.get("color_type", 0)
+    palette = int(info.get("palette", 0))
+    if kind == b"sBIT":
+        size = 3 if ctype == 3 else _CHANNELS.get(ctype, 4)
+    elif kind == b"bKGD":
+        size = 1 if ctype == 3 else (2 if ctype in (0, 4) else 6)
+    elif kind == b"tRNS":
+        if ctype == 3:
+            return min(length, palette) if palette else None
+        size = 2 if ctype == 0 else (6 if ctype == 2 else 0)
+        if not size:
+            return None  # no tRNS for images that already have alpha
+    elif kind == b"hIST":
+        size = 2 * palette
+        if not size:
+            return None
+    else:
+        return length
+    return size if length >= size else None
 
 
 def _raw_profile(text: str) -> bytes | None:
@@ -121,7 +155,27 @@ def scan_png(data: bytes) -> Scan:
             (crc,) = struct.unpack_from(">I", data, end - 4)
             if zlib.crc32(kind + body) != crc:
                 raise CorruptImage(f"PNG is damaged: CRC mismatch in {name} chunk")
-            scan.add(name, p, end - p, STRUCTURE)
+            size = _expected_size(kind, scan.extra, length)
+            if kind == b"PLTE":
+                if length % 3 or length > 768:
+                    raise CorruptImage("PNG is malformed: bad palette length")
+                scan.extra["palette"] = length // 3
+            if size == length:
+                scan.add(name, p, end - p, STRUCTURE)
+            elif size is not None and size < length:
+                # an oversized ancillary chunk: keep the fields, not what trails them
+                scan.add(
+                    name,
+                    p,
+                    end - p,
+                    STRUCTURE,
+                    "trailing bytes removed",
+                    replacement=_chunk(kind, body[:size]),
+                )
+            else:
+                scan.add(name, p, end - p, UNKNOWN, "malformed chunk")
+                p = end
+                continue
             if kind == b"IDAT" and not seen_idat:
                 seen_idat = True
                 # an APNG default image without its own fcTL is shown as an extra frame
@@ -209,5 +263,5 @@ def strip_png(data: bytes, scan: Scan, *, icc: bytes | None) -> bytes:
         if not icc_done and part.name != "IHDR":
             out += iccp_chunk(icc or b"")
             icc_done = True
-        out += data[part.offset : part.offset + part.length]
+        out += part.bytes_in(data)
     return bytes(out)

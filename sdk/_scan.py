@@ -17,7 +17,7 @@ from veilpix._errors import CorruptImage, ImageTooLarge
 if TYPE_CHECKING:
     from veilpix._policy import Policy
 
-__all__ = ["Part", "Scan", "check_limits", "need"]
+__all__ = ["Part", "Scan", "check_limits", "check_scan", "need"]
 
 # Part kinds. Only STRUCTURE (and ICC when the profile is a standard one) survives a strip.
 STRUCTURE = "structure"
@@ -37,6 +37,13 @@ class Part:
     length: int
     kind: str
     detail: str = ""
+    replacement: bytes | None = None  # a structure element rebuilt at its exact size
+
+    def bytes_in(self, data: bytes) -> bytes:
+        """What a strip writes for this part: the rebuilt element, or the original bytes."""
+        if self.replacement is not None:
+            return self.replacement
+        return data[self.offset : self.offset + self.length]
 
 
 @dataclass
@@ -60,8 +67,17 @@ class Scan:
     thumbnails: list[tuple[str, int]] = field(default_factory=list)  # (what, bytes)
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def add(self, name: str, offset: int, length: int, kind: str, detail: str = "") -> None:
-        self.parts.append(Part(name, offset, length, kind, detail))
+    def add(
+        self,
+        name: str,
+        offset: int,
+        length: int,
+        kind: str,
+        detail: str = "",
+        *,
+        replacement: bytes | None = None,
+    ) -> None:
+        self.parts.append(Part(name, offset, length, kind, detail, replacement))
 
     def dirty_parts(self, *, icc_ok: bool) -> list[Part]:
         """Parts that must not be in a clean file."""
@@ -77,19 +93,47 @@ def need(data: bytes, end: int, what: str, fmt: str) -> None:
         )
 
 
-def check_limits(policy: Policy, width: int, height: int, frames: int) -> None:
-    """Raise ImageTooLarge before any big allocation."""
+def check_limits(
+    policy: Policy,
+    width: int,
+    height: int,
+    frames: int,
+    *,
+    largest: tuple[int, int] | None = None,
+    total: int = 0,
+) -> None:
+    """Raise ImageTooLarge before any big allocation.
+
+    ``largest`` is the biggest single frame or page when it can exceed the canvas (a GIF
+    frame outside its logical screen, a later TIFF page); ``total`` the pixels of all frames
+    when they differ in size."""
     if width <= 0 or height <= 0:
         raise CorruptImage(f"image declares an empty size {width}x{height}")
-    pixels = width * height
+    big_w, big_h = width, height
+    if largest is not None and largest[0] * largest[1] > width * height:
+        big_w, big_h = largest
+    pixels = big_w * big_h
     if pixels > policy.max_pixels:
         raise ImageTooLarge(
-            f"image is {width}x{height} = {pixels:,} pixels, over the limit of {policy.max_pixels:,}"
+            f"image is {big_w}x{big_h} = {pixels:,} pixels, over the limit of {policy.max_pixels:,}"
         )
     if frames > policy.max_frames:
         raise ImageTooLarge(f"image has {frames} frames, over the limit of {policy.max_frames}")
-    if pixels * frames > policy.max_total_pixels:
+    all_pixels = max(total, width * height * frames)
+    if all_pixels > policy.max_total_pixels:
         raise ImageTooLarge(
-            f"image has {frames} frames of {width}x{height}, over the limit of "
-            f"{policy.max_total_pixels:,} pixels in all frames"
+            f"image has {frames} frames with {all_pixels:,} pixels in all frames, over the "
+            f"limit of {policy.max_total_pixels:,}"
         )
+
+
+def check_scan(policy: Policy, scan: Scan) -> None:
+    """check_limits for everything a scan learned about frame and page sizes."""
+    check_limits(
+        policy,
+        scan.width,
+        scan.height,
+        scan.frames,
+        largest=scan.extra.get("largest_frame"),
+        total=scan.extra.get("total_pixels", 0),
+    )

@@ -13,6 +13,7 @@ it goes through the pixel path and comes out losslessly deflate-compressed.
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 from veilpix._errors import CorruptImage
@@ -41,6 +42,7 @@ _NAMES = {
 # Compressions whose strips are opaque pixel data: none, CCITT, LZW, deflate, PackBits.
 _COPYABLE = {1, 2, 3, 4, 5, 8, 32773, 32946}
 _MAX_STRIPS = 1 << 20
+_UNSIGNED = {3, 4, 16}  # SHORT, LONG, LONG8
 
 
 def _tag_name(tag: int) -> str:
@@ -54,7 +56,7 @@ def scan_tiff(data: bytes) -> Scan:
     reader = TiffReader(data)
     scan = Scan("TIFF")
     pages = []
-    for index, (offset, entries) in enumerate(reader.chain()):
+    for index, (offset, entries) in enumerate(reader.chain(strict=True)):
         sub = reader.ints(entries[254])[0] if 254 in entries and reader.ints(entries[254]) else 0
         reduced = bool(sub & 1) and index > 0
         if reduced:
@@ -93,31 +95,39 @@ def scan_tiff(data: bytes) -> Scan:
     if not pages:
         raise CorruptImage("TIFF has no image pages")
     first = pages[0][1]
-    for tag in (256, 257):
-        if tag not in first or not reader.ints(first[tag]):
-            raise CorruptImage("TIFF is malformed: the first page has no width or height")
-    scan.width = reader.ints(first[256])[0]
-    scan.height = reader.ints(first[257])[0]
+    sizes = [_page_size(reader, entries) for _offset, entries in pages]
+    scan.width, scan.height = sizes[0]
     scan.extra["bit_depth"] = max(reader.ints(first[258]) or (1,)) if 258 in first else 1
     scan.extra["samples"] = (reader.ints(first[277]) or (1,))[0] if 277 in first else 1
     scan.frames = len(pages)
+    scan.extra["largest_frame"] = max(sizes, key=lambda wh: wh[0] * wh[1])
+    scan.extra["total_pixels"] = sum(w * h for w, h in sizes)
     scan.exif.append(data)  # the file is a TIFF structure: IFD0 tags read as EXIF
     scan.extra.update(pages=pages, bigtiff=reader.big)
     return scan
 
 
+def _page_size(reader: TiffReader, entries: dict[int, Entry]) -> tuple[int, int]:
+    width = reader.ints(entries[256]) if 256 in entries else ()
+    height = reader.ints(entries[257]) if 257 in entries else ()
+    if not width or not height:
+        raise CorruptImage("TIFF is malformed: a page has no width or height")
+    return width[0], height[0]
+
+
 def lossless_ok(data: bytes, scan: Scan) -> bool:
-    """Can the pages be rewritten without decoding? (classic TIFF, known compressions)."""
+    """Can the pages be rewritten without decoding? Classic TIFF, known compressions, and
+    strips or tiles that do not overlap (so the output can never outgrow the input)."""
     if scan.extra.get("bigtiff"):
         return False
     reader = TiffReader(data)
+    spans: list[tuple[int, int]] = []
     for _offset, entries in scan.extra["pages"]:
-        comp = _compression(reader, entries)
-        if comp not in _COPYABLE:
+        if _compression(reader, entries) not in _COPYABLE:
             return False
-        if not ((273 in entries and 279 in entries) or (324 in entries and 325 in entries)):
-            return False
-    return True
+        spans.extend(_blocks(reader, entries)[2])
+    spans.sort()
+    return all(a[0] + a[1] <= b[0] for a, b in itertools.pairwise(spans))
 
 
 def _blocks(
@@ -130,6 +140,8 @@ def _blocks(
         off_tag, cnt_tag = 273, 279
     else:
         raise CorruptImage("TIFF is malformed: a page has no strip or tile offsets")
+    if not {entries[off_tag].type, entries[cnt_tag].type} <= _UNSIGNED:
+        raise CorruptImage("TIFF is malformed: strip/tile offsets must be unsigned integers")
     offsets = reader.ints(entries[off_tag])
     counts = reader.ints(entries[cnt_tag])
     if not offsets or len(offsets) != len(counts) or len(offsets) > _MAX_STRIPS:
@@ -138,6 +150,35 @@ def _blocks(
         if off + cnt > len(reader.data):
             raise CorruptImage("TIFF is truncated: image data runs past the end of the file")
     return off_tag, cnt_tag, list(zip(offsets, counts, strict=True))
+
+
+def _first(reader: TiffReader, entries: dict[int, Entry], tag: int, default: int) -> int:
+    values = reader.ints(entries[tag]) if tag in entries else ()
+    return values[0] if values else default
+
+
+def _raw_sizes(reader: TiffReader, entries: dict[int, Entry], blocks: int) -> list[int] | None:
+    """Exact byte size of each uncompressed strip or tile (None when it cannot be known)."""
+    width, height = _page_size(reader, entries)
+    bits = reader.ints(entries[258]) if 258 in entries else (1,)
+    samples = _first(reader, entries, 277, 1)
+    planar = _first(reader, entries, 284, 1) == 2
+    if not bits or len(bits) not in (1, samples):
+        return None
+    per_pixel = bits[0] if planar else (sum(bits) if len(bits) == samples else bits[0] * samples)
+    if 322 in entries and 323 in entries:
+        tile_w, tile_h = _first(reader, entries, 322, 0), _first(reader, entries, 323, 0)
+        if tile_w <= 0 or tile_h <= 0:
+            return None
+        return [((tile_w * per_pixel + 7) // 8) * tile_h] * blocks
+    rows = _first(reader, entries, 278, height) or height
+    row_bytes = (width * per_pixel + 7) // 8
+    per_plane = (height + rows - 1) // rows
+    out = []
+    for i in range(blocks):
+        strip = i % per_plane if planar else i
+        out.append(max(0, min(rows, height - strip * rows)) * row_bytes)
+    return out
 
 
 def _compression(reader: TiffReader, entries: dict[int, Entry]) -> int:
@@ -159,10 +200,14 @@ def rewrite_tiff(data: bytes, scan: Scan, *, icc: bytes | None) -> bytes:
     for offset_pair in scan.extra["pages"]:
         entries: dict[int, Entry] = offset_pair[1]
         off_tag, cnt_tag, blocks = _blocks(reader, entries)
+        sizes = (
+            _raw_sizes(reader, entries, len(blocks)) if _compression(reader, entries) == 1 else None
+        )
         new_offsets = []
         new_counts = []
-        for off, cnt in blocks:
-            block = data[off : off + cnt]
+        for i, (off, cnt) in enumerate(blocks):
+            # uncompressed data has a known size: bytes declared beyond it are not copied
+            block = data[off : off + (min(cnt, sizes[i]) if sizes else cnt)]
             if len(out) & 1:
                 out += b"\x00"
             new_offsets.append(len(out))

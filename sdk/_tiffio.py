@@ -61,8 +61,11 @@ class TiffReader:
         else:
             raise CorruptImage(f"TIFF structure has a bad magic number {magic}")
 
-    def ifd(self, offset: int) -> tuple[dict[int, Entry], int]:
-        """Entries of the IFD at ``offset`` and the offset of the next IFD (0 when none)."""
+    def ifd(self, offset: int, *, strict: bool = False) -> tuple[dict[int, Entry], int]:
+        """Entries of the IFD at ``offset`` and the offset of the next IFD (0 when none).
+
+        ``strict``: a missing next-IFD pointer is damage (a cut file) rather than the last IFD
+        of an EXIF block whose writer left it out."""
         data, e = self.data, self.e
         head, item, ptr = (8, 20, 8) if self.big else (2, 12, 4)
         if offset <= 0 or offset + head > len(data):
@@ -74,7 +77,7 @@ class TiffReader:
         end = start + count * item
         if end + ptr > len(data):
             # Many writers omit the next-IFD pointer of the last IFD; entries must be whole.
-            if end > len(data):
+            if end > len(data) or strict:
                 raise CorruptImage("TIFF structure is truncated inside an IFD")
             nxt = 0
         else:
@@ -98,7 +101,9 @@ class TiffReader:
             entries[tag] = Entry(tag, typ, n, at, size)
         return entries, nxt
 
-    def chain(self, offset: int | None = None) -> list[tuple[int, dict[int, Entry]]]:
+    def chain(
+        self, offset: int | None = None, *, strict: bool = False
+    ) -> list[tuple[int, dict[int, Entry]]]:
         """Every IFD in the chain from ``offset`` (default: the first), loop-safe."""
         out: list[tuple[int, dict[int, Entry]]] = []
         seen: set[int] = set()
@@ -107,7 +112,7 @@ class TiffReader:
             if len(out) >= MAX_PAGES:
                 raise CorruptImage(f"TIFF structure has more than {MAX_PAGES} IFDs")
             seen.add(at)
-            entries, nxt = self.ifd(at)
+            entries, nxt = self.ifd(at, strict=strict)
             out.append((at, entries))
             at = nxt
         return out

@@ -83,8 +83,9 @@ def scan_webp(data: bytes) -> Scan:
                     scan.width, scan.height = _vp8l_size(payload)
             scan.add(name, start, length, STRUCTURE)
         elif kind == b"ANIM":
-            if len(payload) >= 6:
-                scan.extra["loop"] = struct.unpack_from("<H", payload, 4)[0]
+            if len(payload) < 6:
+                raise CorruptImage("WebP is malformed: animation header too short")
+            scan.extra["loop"] = struct.unpack_from("<H", payload, 4)[0]
             scan.add(name, start, length, STRUCTURE)
         elif kind == b"ANMF":
             frames += 1
@@ -130,13 +131,16 @@ def strip_webp(data: bytes, scan: Scan, *, icc: bytes | None) -> bytes:
     out = bytearray()
     for kind, _start, body, end in _chunks(data, 12, scan.extra["riff_end"]):
         if kind == b"VP8X":
-            flags = data[body] & ~(_FLAG_EXIF | _FLAG_XMP | _FLAG_ICC)
+            # rebuilt at its exact 10 bytes: known flags, zero reserved bits, the canvas size
+            flags = data[body] & (_FLAG_ALPHA | _FLAG_ANIM)
             if icc is not None:
                 flags |= _FLAG_ICC
-            out += _wrap(kind, bytes((flags,)) + data[body + 1 : end])
+            out += _wrap(kind, bytes((flags, 0, 0, 0)) + data[body + 4 : body + 10])
             if icc is not None:
                 out += _wrap(b"ICCP", icc)
-        elif kind in _IMAGE_CHUNKS or kind == b"ANIM":
+        elif kind == b"ANIM":
+            out += _wrap(kind, data[body : body + 6])  # background colour and loop count
+        elif kind in _IMAGE_CHUNKS:
             out += _wrap(kind, data[body:end])
         elif kind == b"ANMF":
             frame = bytearray(data[body : body + 16])

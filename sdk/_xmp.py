@@ -7,15 +7,20 @@ forms of the properties that matter for privacy; the packet itself is always rem
 
 from __future__ import annotations
 
+import itertools
 import re
 
 from veilpix._report import Finding, GpsPosition
 
 __all__ = ["decode_xmp", "xmp_findings", "xmp_orientation"]
 
-_MAX = 8 * 1024 * 1024
-_NS = re.compile(r'xmlns:([A-Za-z_][\w.-]*)\s*=\s*["\']([^"\']*)["\']')
-_TAG = re.compile(r"<[^>]+>")
+_MAX = 2 * 1024 * 1024  # characters of a packet analysed for the report (all of it is removed)
+_HITS = 64  # occurrences of one property looked at
+_SPAN = 64 * 1024  # characters between an opening and its closing tag
+_NS = re.compile(r'xmlns:([A-Za-z_][\w.-]{0,64}+)\s*+=\s*+["\']([^"\'<>]{0,1024}+)["\']')
+_TAG = re.compile(r"<[^<>]{0,1024}+>")
+_ATTR = re.compile(r'\s*+=\s*+(?:"([^"]{0,4096}+)"|\'([^\']{0,4096}+)\')')
+_OPEN_REST = re.compile(r"(?:\s[^<>]{0,1024}+)?+>")
 
 # property -> (category, label)
 _PROPS: dict[str, tuple[str, str]] = {
@@ -71,15 +76,42 @@ _REGION_MARKERS = {
 }
 
 
+def _occurrences(text: str, needle: str) -> list[int]:
+    """Offsets just after the first ``_HITS`` occurrences of ``needle`` (linear time)."""
+    out: list[int] = []
+    at = text.find(needle)
+    while at >= 0 and len(out) < _HITS:
+        out.append(at + len(needle))
+        at = text.find(needle, at + 1)
+    return out
+
+
+def _elements(text: str, name: str) -> list[str]:
+    """Inner text of up to ``_HITS`` ``<name ...>...</name>`` elements. Every step is bounded
+    (possessive patterns, bounded searches), so broken or hostile packets stay linear."""
+    close = f"</{name}>"
+    found = []
+    for start in _occurrences(text, "<" + name):
+        head = _OPEN_REST.match(text, start)
+        if head is None:
+            continue
+        end = text.find(close, head.end(), head.end() + _SPAN)
+        if end >= 0:
+            found.append(text[head.end() : end])
+    return found
+
+
 def _values(xmp: str, prop: str) -> list[str]:
+    """Values of ``prop`` in attribute form (prop="v") and element form, list items split."""
     if prop not in xmp:
         return []
-    q = re.escape(prop)
-    found = [m.group(2) for m in re.finditer(q + r'\s*=\s*(["\'])(.*?)\1', xmp, re.S)]
-    for m in re.finditer(r"<" + q + r"(?:\s[^>]*)?>(.*?)</" + q + r">", xmp, re.S):
-        inner = m.group(1)
-        items = re.findall(r"<rdf:li[^>]*>(.*?)</rdf:li>", inner, re.S)
-        parts = items or [inner]
+    found = []
+    for at in _occurrences(xmp, prop):
+        m = _ATTR.match(xmp, at)
+        if m is not None:
+            found.append(m.group(1) if m.group(1) is not None else m.group(2))
+    for inner in _elements(xmp, prop):
+        parts = _elements(inner, "rdf:li") or [inner]
         found.extend(" ".join(_TAG.sub(" ", x).split()) for x in parts)
     return [v for v in (x.strip() for x in found) if v]
 
@@ -132,7 +164,8 @@ def xmp_findings(blob: bytes, source: str) -> tuple[list[Finding], GpsPosition |
     where = f"XMP in {source}"
     xmp = decode_xmp(blob)
     found: list[Finding] = []
-    prefixes = sorted({m.group(1) for m in _NS.finditer(xmp)} - {"x", "rdf"})
+    namespaces = itertools.islice(_NS.finditer(xmp), 256)
+    prefixes = sorted({m.group(1) for m in namespaces} - {"x", "rdf"})
     found.append(
         Finding(
             "xmp",
