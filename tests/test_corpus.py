@@ -21,9 +21,11 @@ from PIL import Image, ImageOps
 import veilpix
 from conftest import shared_dir
 
-pytestmark = pytest.mark.corpus
-
 SHARED = shared_dir()
+pytestmark = [
+    pytest.mark.corpus,
+    pytest.mark.skipif(SHARED is None, reason="../shared (the real-image corpus) is not present"),
+]
 ROWS: dict[str, dict[str, str]] = {}
 if SHARED is not None:
     with open(SHARED / "corpus" / "corpus.tsv", newline="") as fh:
