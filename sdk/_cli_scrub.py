@@ -209,7 +209,9 @@ def run_scrub(args: argparse.Namespace, policy: object) -> int:
     failed = [r for r in results if not r["ok"]]
     summary = _summary(results, skipped, elapsed)
     if args.json:
-        json.dump({"summary": summary, "files": results}, sys.stdout, indent=1, ensure_ascii=False)
+        # compact: large batches print megabytes of JSON, and the C encoder only runs without
+        # indentation (pipe through `jq .` to read it)
+        sys.stdout.write(json.dumps({"summary": summary, "files": results}, ensure_ascii=False))
         sys.stdout.write("\n")
     elif not args.quiet:
         _print_summary(summary, failed)

@@ -90,8 +90,13 @@ def scan_jpeg(data: bytes) -> Scan:
                 )
             sof_seen = True
             scan.width, scan.height = width, height
+            factors = payload[7 : 6 + 3 * ncomp : 3]  # H (high nibble) and V sampling per component
             scan.extra.update(
-                sof=m, precision=precision, components=ncomp, progressive=m in (0xC2, 0xC6)
+                sof=m,
+                precision=precision,
+                components=ncomp,
+                progressive=m in (0xC2, 0xC6),
+                mcu=(8 * max(f >> 4 for f in factors), 8 * max(f & 15 for f in factors)),
             )
             scan.add(f"SOF{m - 0xC0}", start, seg_len, STRUCTURE)
             keep.append((start, end, None))

@@ -228,8 +228,10 @@ def _lossless(raw: bytes, scan: Scan, *, orientation: int, icc_keep: bool) -> by
     if orientation != 1:
         if fmt != "JPEG" or (icc is not None and not icc_keep):
             return None
-        from veilpix._turbojpeg import transform
+        from veilpix._turbojpeg import perfect, transform
 
+        if not perfect(orientation, (scan.width, scan.height), scan.extra["mcu"]):
+            return None
         turned = transform(strip_jpeg(raw, scan, icc=None), orientation)
         if turned is None:
             return None

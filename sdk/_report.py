@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 __all__ = ["Finding", "GpsPosition", "ImageReport", "Removed", "SanitizedImage"]
@@ -111,11 +111,18 @@ class ImageReport:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dictionary (used by ``--json`` and the audit log)."""
-        out = asdict(self)
-        out["sensitive"] = self.sensitive
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["findings"] = [
+            {"category": f.category, "label": f.label, "value": f.value, "source": f.source,
+             "sensitive": f.category in SENSITIVE}
+            for f in self.findings
+        ]  # fmt: skip
+        out["removed"] = [
+            {"container": r.container, "detail": r.detail, "size": r.size} for r in self.removed
+        ]
         out["gps"] = None if self.gps is None else asdict(self.gps)
-        for item in out["findings"]:
-            item["sensitive"] = item["category"] in SENSITIVE
+        out["notes"] = list(self.notes)
+        out["sensitive"] = self.sensitive
         return out
 
 

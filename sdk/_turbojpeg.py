@@ -16,7 +16,7 @@ import ctypes.util
 import os
 import threading
 
-__all__ = ["available", "transform"]
+__all__ = ["available", "perfect", "transform"]
 
 # EXIF orientation -> TJXOP_* (the operation that makes the stored image upright)
 _OPS = {2: 1, 3: 6, 4: 2, 5: 3, 6: 5, 7: 4, 8: 7}
@@ -74,6 +74,24 @@ def _load() -> ctypes.CDLL | None:
             _lib = lib
             break
         return _lib
+
+
+def perfect(orientation: int, size: tuple[int, int], mcu: tuple[int, int]) -> bool:
+    """Whether the turn can be exact: the edges it moves to the top or left must be whole
+    MCU blocks (jpegtran's "-perfect" rule). Checked up front: the library would find out
+    only after reading the file."""
+    width_ok = size[0] % mcu[0] == 0
+    height_ok = size[1] % mcu[1] == 0
+    need = {
+        2: width_ok,  # mirror left-right: the right edge becomes the left
+        3: width_ok and height_ok,
+        4: height_ok,
+        5: True,  # transpose keeps the top-left corner in place
+        6: height_ok,  # 90 degrees clockwise: the bottom edge becomes the left
+        7: width_ok and height_ok,
+        8: width_ok,  # 90 degrees counter-clockwise: the right edge becomes the top
+    }
+    return need.get(orientation, False)
 
 
 def available() -> bool:

@@ -126,3 +126,19 @@ def test_jpeg_with_partial_blocks_falls_back_to_reencoding() -> None:
     out = veilpix.sanitize(F.jpeg(upright=F.picture((61, 47)), orientation=6))
     assert not out.report.lossless
     assert (out.report.width_out, out.report.height_out) == (61, 47)
+
+
+@pytest.mark.skipif(not _turbojpeg.available(), reason="libturbojpeg is not installed")
+@pytest.mark.parametrize("size", [(64, 48), (61, 48), (64, 47), (61, 47), (72, 40)])
+@pytest.mark.parametrize("subsampling", [0, 1, 2])  # 4:4:4, 4:2:2, 4:2:0
+def test_perfect_turn_prediction_agrees_with_libjpeg_turbo(
+    size: tuple[int, int], subsampling: int
+) -> None:
+    from veilpix._jpeg import scan_jpeg
+
+    data = F.encode(F.picture(size), "JPEG", subsampling=subsampling)
+    mcu = scan_jpeg(data).extra["mcu"]
+    for orientation in range(2, 9):
+        predicted = _turbojpeg.perfect(orientation, size, mcu)
+        actual = _turbojpeg.transform(data, orientation) is not None
+        assert predicted == actual, (orientation, size, subsampling)
