@@ -215,42 +215,35 @@ def _bmff_scan(raw: bytes, fmt: str) -> Scan:
 
 
 def _lossless(raw: bytes, scan: Scan, *, orientation: int, icc_keep: bool) -> bytes | None:
-    """The stripped bytes when the picture needs no change, else None."""
+    """The stripped bytes when the picture needs no change, else None (re-encode)."""
     fmt = scan.format
     icc = scan.icc
-    if fmt == "TIFF":
-        orientations = scan.extra.get("orientations", {})
-        if any(v != 1 for v in orientations.values()) or not lossless_ok(raw, scan):
-            return None
-        if icc is not None and not icc_keep:
-            return None
-        return rewrite_tiff(raw, scan, icc=icc if icc_keep else None)
-    if orientation != 1:
-        if fmt != "JPEG" or (icc is not None and not icc_keep):
-            return None
-        from veilpix._turbojpeg import perfect, transform
-
-        if not perfect(orientation, (scan.width, scan.height), scan.extra["mcu"]):
-            return None
-        turned = transform(strip_jpeg(raw, scan, icc=None), orientation)
-        if turned is None:
-            return None
-        return strip_jpeg(turned, scan_jpeg(turned), icc=icc if icc_keep else None)
+    kept = icc if icc_keep else None
     if fmt == "GIF":
         # GIF colours are sRGB by convention: an sRGB profile can go, any other is applied.
-        if icc is not None and not (icc_keep and (describe(icc) or "").startswith("sRGB")):
-            return None
-        return strip_gif(raw, scan)
+        srgb = icc is None or (icc_keep and (describe(icc) or "").startswith("sRGB"))
+        return strip_gif(raw, scan) if orientation == 1 and srgb else None
     if icc is not None and not icc_keep:
+        return None  # a device profile has to be applied to the pixels
+    if fmt == "TIFF":
+        turned = any(v != 1 for v in scan.extra.get("orientations", {}).values())
+        return None if turned or not lossless_ok(raw, scan) else rewrite_tiff(raw, scan, icc=kept)
+    if orientation != 1:
+        return _turn_jpeg(raw, scan, orientation, kept) if fmt == "JPEG" else None
+    strip = {"JPEG": strip_jpeg, "PNG": strip_png, "WEBP": strip_webp}.get(fmt)
+    return strip(raw, scan, icc=kept) if strip is not None else None
+
+
+def _turn_jpeg(raw: bytes, scan: Scan, orientation: int, icc: bytes | None) -> bytes | None:
+    """Turn a JPEG in the DCT domain (libjpeg-turbo), when that can be exact."""
+    from veilpix._turbojpeg import perfect, transform
+
+    if not perfect(orientation, (scan.width, scan.height), scan.extra["mcu"]):
         return None
-    kept = icc if icc_keep else None
-    if fmt == "JPEG":
-        return strip_jpeg(raw, scan, icc=kept)
-    if fmt == "PNG":
-        return strip_png(raw, scan, icc=kept)
-    if fmt == "WEBP":
-        return strip_webp(raw, scan, icc=kept)
-    return None
+    turned = transform(strip_jpeg(raw, scan, icc=None), orientation)
+    if turned is None:
+        return None
+    return strip_jpeg(turned, scan_jpeg(turned), icc=icc)
 
 
 def _deep(scan: Scan) -> bool:
@@ -273,7 +266,7 @@ def _sanitize_pixels(
     icc_fine = scan.icc is None or (policy.keep_standard_icc and is_standard(scan.icc))
     if _deep(scan) and policy.output_format == "auto" and icc_fine:
         out = deep_reencode(raw, fmt, orientation)
-        kept = scan.icc if scan.icc is not None else None
+        kept = scan.icc
         if kept is not None:
             out = _attach_icc(out, fmt, kept)
         notes.append("16-bit depth kept")

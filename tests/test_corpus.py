@@ -134,7 +134,7 @@ def test_corpus_file_is_upright_and_keeps_its_frames(name: str, results: dict[st
         frames = getattr(out, "n_frames", 1)
         expected_frames = FRAMES_OUT.get(name, int(ROWS[name]["frames"]))
         assert frames == expected_frames
-        out_rgb = out.convert("RGB")
+        out_rgb = out.convert("RGBA").convert("RGB")
     if np.asarray(ref.convert("RGBA").convert("L")).std() < 2:
         return  # a flat image has no up
     r = _thumb(ref)
