@@ -151,13 +151,7 @@ def _bmff_metadata(data: bytes, fmt: str, scan: Scan, notes: list[str]) -> int |
     except Exception as exc:  # noqa: BLE001 - decoder errors of every kind end the same way
         notes.append(f"metadata not readable: {exc}")
         return None
-    for key, target in (("exif", scan.exif), ("xmp", scan.xmp)):
-        blob = info.get(key)
-        if isinstance(blob, bytes) and blob:
-            target.append(blob[6:] if blob.startswith(b"Exif\x00") else blob)
-    icc = info.get("icc_profile")
-    if isinstance(icc, bytes) and icc:
-        scan.icc = icc
+    scan.add_decoder_metadata(info)
     return orientation
 
 
@@ -280,10 +274,7 @@ def _sanitize_pixels(
     pic = decode(raw, fmt, policy)
     pic.lossless_source = bool(scan.extra.get("lossless"))
     if fmt in _BMFF:
-        scan.exif.extend(pic.exif)
-        scan.xmp.extend(pic.xmp)
-        if pic.icc is not None:
-            scan.icc = pic.icc
+        scan.add_decoder_metadata(pic.meta)
         scan.width, scan.height = pic.frames[0].size
         scan.frames = len(pic.frames)
         facts = collect(scan)

@@ -78,10 +78,7 @@ class Picture:
     orientation: int = 1
     jpeg: dict[str, Any] = field(default_factory=dict)
     lossless_source: bool = False
-    exif: list[bytes] = field(
-        default_factory=list
-    )  # decoder-side metadata (HEIF/AVIF), for the report
-    xmp: list[bytes] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)  # decoder info (HEIF/AVIF), for the report
     notes: list[str] = field(default_factory=list)
 
 
@@ -159,17 +156,12 @@ def _open_heif(data: bytes, policy: Policy) -> Picture:
     pic = Picture([im], "HEIF", icc=_bytes(info.get("icc_profile")))
     if count > 1:
         pic.notes.append(f"kept the primary image of {count} in the HEIF collection")
-    pic.exif = [_unprefix(b) for b in [_bytes(info.get("exif"))] if b]
-    pic.xmp = [b for b in [_bytes(info.get("xmp"))] if b]
+    pic.meta = info
     return pic
 
 
 def _bytes(value: object) -> bytes | None:
     return bytes(value) if isinstance(value, bytes | bytearray) and value else None
-
-
-def _unprefix(exif: bytes) -> bytes:
-    return exif[6:] if exif.startswith(b"Exif\x00") else exif
 
 
 def decode(data: bytes, fmt: str, policy: Policy) -> Picture:
@@ -198,8 +190,7 @@ def _frames(im: Image.Image, fmt: str, policy: Policy) -> Picture:
         }
     if fmt == "AVIF":
         pic.orientation = int(im.getexif().get(274, 1) or 1)
-        pic.exif = [_unprefix(b) for b in [_bytes(im.info.get("exif"))] if b]
-        pic.xmp = [b for b in [_bytes(im.info.get("xmp"))] if b]
+        pic.meta = {k: v for k, v in im.info.items() if isinstance(k, str)}
     pic.icc = _bytes(im.info.get("icc_profile"))
     page_orientations: list[int] = []
     seen = 0

@@ -112,7 +112,7 @@ def _text(scan: Scan, kind: str, key: str, value: str) -> None:
     if k in ("raw profile type exif", "raw profile type app1"):
         blob = _raw_profile(value)
         if blob:
-            scan.exif.append(blob[6:] if blob.startswith(b"Exif\x00") else blob)
+            scan.add_exif(blob)
         return
     if k in ("raw profile type iptc", "raw profile type 8bim"):
         blob = _raw_profile(value)
@@ -205,7 +205,7 @@ def scan_png(data: bytes) -> Scan:
         elif kind in (b"eXIf", b"exIf", b"zxIf"):
             blob = inflate_capped(body) if kind == b"zxIf" else body
             if blob:
-                scan.exif.append(blob[6:] if blob.startswith(b"Exif\x00") else blob)
+                scan.add_exif(blob)
             scan.add(name, p, end - p, METADATA)
         elif kind == b"tIME" and length == 7:
             y, mo, d, hh, mm, ss = struct.unpack(">HBBBBB", body)

@@ -79,6 +79,25 @@ class Scan:
     ) -> None:
         self.parts.append(Part(name, offset, length, kind, detail, replacement))
 
+    def add_exif(self, blob: bytes) -> None:
+        """Keep an EXIF block for the report, without its optional "Exif\\0\\0" header."""
+        if blob:
+            self.exif.append(blob[6:] if blob.startswith(b"Exif\x00") else blob)
+
+    def add_decoder_metadata(self, info: dict[str, Any]) -> None:
+        """EXIF, XMP and colour profile as a decoder (Pillow, pillow-heif) exposes them: the
+        HEIF/AVIF containers are listed by veilpix, their payloads read by the decoder."""
+        for key in ("exif", "xmp", "icc_profile"):
+            blob = info.get(key)
+            if not isinstance(blob, bytes | bytearray) or not blob:
+                continue
+            if key == "exif":
+                self.add_exif(bytes(blob))
+            elif key == "xmp":
+                self.xmp.append(bytes(blob))
+            else:
+                self.icc = bytes(blob)
+
     def dirty_parts(self, *, icc_ok: bool) -> list[Part]:
         """Parts that must not be in a clean file."""
         return [p for p in self.parts if p.kind != STRUCTURE and not (p.kind == ICC and icc_ok)]

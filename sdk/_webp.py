@@ -104,7 +104,7 @@ def scan_webp(data: bytes) -> Scan:
             scan.icc = payload
             scan.add(name, start, length, ICC)
         elif kind == b"EXIF":
-            scan.exif.append(payload[6:] if payload.startswith(b"Exif\x00") else payload)
+            scan.add_exif(payload)
             scan.add(name, start, length, METADATA)
         elif kind == b"XMP ":
             scan.xmp.append(payload)
