@@ -16,8 +16,13 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
+    "CenterFace",
     "ConfigError",
+    "ConsentRequired",
     "CorruptImage",
+    "FaceBox",
+    "FaceDetectionError",
+    "FaceDetector",
     "Finding",
     "GpsPosition",
     "ImageError",
@@ -32,12 +37,20 @@ __all__ = [
     "UnsupportedImage",
     "VeilpixError",
     "__version__",
+    "detect_faces",
     "inspect",
     "sanitize",
     "sanitize_file",
+    "sanitize_mask",
 ]
 
 _LAZY = {
+    "CenterFace": "veilpix._faces",
+    "FaceBox": "veilpix._faces",
+    "FaceDetector": "veilpix._faces",
+    "detect_faces": "veilpix._faces",
+    "ConsentRequired": "veilpix._errors",
+    "FaceDetectionError": "veilpix._errors",
     "ConfigError": "veilpix._errors",
     "CorruptImage": "veilpix._errors",
     "ImageError": "veilpix._errors",
@@ -56,12 +69,15 @@ _LAZY = {
     "inspect": "veilpix._pipeline",
     "sanitize": "veilpix._pipeline",
     "sanitize_file": "veilpix._pipeline",
+    "sanitize_mask": "veilpix._pipeline",
 }
 
 if TYPE_CHECKING:
     from veilpix._errors import (
         ConfigError,
+        ConsentRequired,
         CorruptImage,
+        FaceDetectionError,
         ImageError,
         ImageTooLarge,
         PolicyViolation,
@@ -69,7 +85,8 @@ if TYPE_CHECKING:
         UnsupportedImage,
         VeilpixError,
     )
-    from veilpix._pipeline import Inspection, inspect, sanitize, sanitize_file
+    from veilpix._faces import CenterFace, FaceBox, FaceDetector, detect_faces
+    from veilpix._pipeline import Inspection, inspect, sanitize, sanitize_file, sanitize_mask
     from veilpix._policy import Policy
     from veilpix._report import Finding, GpsPosition, ImageReport, Removed, SanitizedImage
 

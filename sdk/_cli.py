@@ -76,7 +76,7 @@ def _add_policy_options(p: argparse.ArgumentParser) -> None:
         help="also fully decode losslessly stripped files (slower; catches damage already in the input)",
     )
     g.add_argument(
-        "--max-pixels",
+        "--max-input-pixels",
         type=_positive_int,
         metavar="N",
         help="refuse images above N pixels per frame",
@@ -164,8 +164,8 @@ def _policy(args: argparse.Namespace) -> object:
         "keep_standard_icc": not args.no_standard_icc,
         "verify_decode": args.verify_decode,
     }
-    if args.max_pixels:
-        kwargs["max_pixels"] = args.max_pixels
+    if args.max_input_pixels:
+        kwargs["max_input_pixels"] = args.max_input_pixels
     if args.max_bytes:
         kwargs["max_bytes"] = args.max_bytes
     return Policy(**kwargs)  # type: ignore[arg-type]

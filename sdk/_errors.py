@@ -10,7 +10,9 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "ConsentRequired",
     "CorruptImage",
+    "FaceDetectionError",
     "ImageError",
     "ImageTooLarge",
     "PolicyViolation",
@@ -60,7 +62,7 @@ class ImageTooLarge(ImageError):
     """The image exceeds a byte, pixel or frame limit of the policy."""
 
     default_hint = (
-        "downscale it first, or raise the limit with Policy(max_bytes=..., max_pixels=..., "
+        "downscale it first, or raise the limit with Policy(max_bytes=..., max_input_pixels=..., "
         "max_frames=..., max_total_pixels=...)"
     )
 
@@ -71,7 +73,25 @@ class UnsafeOutput(ImageError):
     default_hint = "this is a veilpix bug: please report it with the input file's format"
 
 
+class FaceDetectionError(ImageError):
+    """Faces were to be blurred but detection failed, so the image was not let through."""
+
+    default_hint = (
+        "the image was blocked rather than sent with faces unblurred; check that the face "
+        "model is installed (pip install 'veilpix[faces]') and that the image decodes"
+    )
+
+
 class PolicyViolation(VeilpixError):
     """The request breaks the destination or privacy policy and was not sent."""
 
     default_hint = "change the request or the policy; nothing was sent"
+
+
+class ConsentRequired(PolicyViolation):
+    """Faces would leave unblurred and the call carries no consent reference."""
+
+    default_hint = (
+        "blur them (Policy(faces='blur')) or pass the reference of the consent you hold: "
+        "sanitize(data, policy, consent='...')"
+    )

@@ -1,8 +1,9 @@
 """``sanitize()``: the image pipeline, in its fixed order.
 
 sniff → scan the container (bounded, no pixels) → limits → findings → either a lossless strip
-(the picture needs no change) or decode → orientation → colour → encode → verify the output by
-scanning it again (nothing but structure may remain) and, on the pixel path, decoding it.
+(the picture needs no change) or decode → orientation → colour → [faces → downscale] → encode
+→ verify the output by scanning it again (nothing but structure may remain) and, on the pixel
+path, decoding it.
 No path returns input bytes: every output is either rebuilt from structure elements or
 re-encoded from pixels, and must pass the verification.
 """
@@ -15,11 +16,17 @@ import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from veilpix._bmff import scan_bmff
 from veilpix._bmp import scan_bmp
-from veilpix._errors import CorruptImage, ImageTooLarge, UnsafeOutput, UnsupportedImage
+from veilpix._errors import (
+    ConfigError,
+    CorruptImage,
+    ImageTooLarge,
+    UnsafeOutput,
+    UnsupportedImage,
+)
 from veilpix._findings import Facts, collect, removed_parts
 from veilpix._gif import scan_gif, strip_gif
 from veilpix._icc import describe, is_standard
@@ -32,7 +39,13 @@ from veilpix._sniff import MEDIA_TYPES, sniff
 from veilpix._tiff import lossless_ok, rewrite_tiff, scan_tiff
 from veilpix._webp import scan_webp, strip_webp
 
-__all__ = ["Inspection", "inspect", "sanitize", "sanitize_file"]
+if TYPE_CHECKING:
+    from veilpix._pixels import Picture
+    from veilpix._transform import FaceFacts
+
+__all__ = ["Inspection", "inspect", "sanitize", "sanitize_file", "sanitize_mask"]
+
+Stage = Callable[["Picture"], "FaceFacts | None"]
 
 _SCANNERS: dict[str, Callable[[bytes], Scan]] = {
     "JPEG": scan_jpeg,
@@ -155,39 +168,77 @@ def _bmff_metadata(data: bytes, fmt: str, scan: Scan, notes: list[str]) -> int |
     return orientation
 
 
-def sanitize_file(path: str, policy: Policy | None = None) -> SanitizedImage:
+def sanitize_file(
+    path: str, policy: Policy | None = None, *, consent: str | None = None
+) -> SanitizedImage:
     """Read ``path`` and sanitize it (the file itself is not changed)."""
     with open(path, "rb") as fh:
         data = fh.read((policy or Policy()).max_bytes + 1)
-    return sanitize(data, policy)
+    return sanitize(data, policy, consent=consent)
 
 
-def sanitize(data: bytes | bytearray | memoryview, policy: Policy | None = None) -> SanitizedImage:
-    """Return the image with every piece of metadata removed, upright, and otherwise as it was.
-
-    Raises a :class:`~veilpix.VeilpixError` (``UnsupportedImage``, ``CorruptImage``,
-    ``ImageTooLarge``, ``UnsafeOutput``) when that cannot be done; nothing is returned then.
-    """
-    policy = policy or Policy()
+def _read(data: bytes | bytearray | memoryview, policy: Policy) -> tuple[bytes, str]:
     raw = _as_bytes(data)
     if len(raw) > policy.max_bytes:
         raise ImageTooLarge(f"image is {len(raw):,} bytes, over the limit of {policy.max_bytes:,}")
-    fmt = sniff(raw)
+    return raw, sniff(raw)
+
+
+def _faces_stage(policy: Policy, consent: str | None, orientation_known: bool) -> Stage | None:
+    if not policy.looks_for_faces and not policy.changes_pixels:
+        return None
+
+    def stage(pic: Picture) -> FaceFacts:
+        from veilpix._transform import apply
+
+        return apply(pic, policy, consent=consent, orientation_known=orientation_known)
+
+    return stage
+
+
+def sanitize(
+    data: bytes | bytearray | memoryview,
+    policy: Policy | None = None,
+    *,
+    consent: str | None = None,
+) -> SanitizedImage:
+    """Return the image with every piece of metadata removed, upright, and otherwise as it was
+    (apart from the face blurring and downscaling the policy asks for).
+
+    ``consent`` is the reference of the consent you hold for the people in the picture (an ID
+    in your consent records); it is recorded in the report, and it is what lets an image
+    with unblurred faces through under ``Policy(require_consent_for_faces=True)``.
+
+    Raises a :class:`~veilpix.VeilpixError` (``UnsupportedImage``, ``CorruptImage``,
+    ``ImageTooLarge``, ``UnsafeOutput``, ``FaceDetectionError``, ``ConsentRequired``) when
+    that cannot be done; nothing is returned then.
+    """
+    policy = policy or Policy()
+    if consent is not None and (not isinstance(consent, str) or not consent.strip()):
+        raise ConfigError("consent must be a non-empty reference string, or None")
+    raw, fmt = _read(data, policy)
     if fmt in _BMFF:
-        return _sanitize_pixels(raw, fmt, _bmff_scan(raw, fmt), policy, Facts(), notes=[])
+        stage = _faces_stage(policy, consent, orientation_known=False)
+        return _sanitize_pixels(
+            raw, fmt, _bmff_scan(raw, fmt), policy, Facts(), notes=[], stage=stage
+        )
     scan = _scan(raw, fmt)
     check_scan(policy, scan)
     facts = collect(scan)
+    stage = _faces_stage(policy, consent, orientation_known=facts.orientation is not None)
     orientation = facts.orientation or 1
     target = fmt if policy.output_format == "auto" else policy.output_format.upper()
     icc = scan.icc
     icc_keep = icc is not None and policy.keep_standard_icc and is_standard(icc)
     notes: list[str] = []
     out = None
-    if target == fmt and fmt != "BMP":
+    face_facts = None
+    if target == fmt and fmt != "BMP" and not policy.changes_pixels:
+        if stage is not None:  # consent check only: look, and strip losslessly if allowed
+            face_facts = _look_only(raw, fmt, scan, policy, facts=facts, stage=stage)
         out = _lossless(raw, scan, orientation=orientation, icc_keep=icc_keep)
     if out is None:
-        return _sanitize_pixels(raw, fmt, scan, policy, facts, notes=notes)
+        return _sanitize_pixels(raw, fmt, scan, policy, facts, notes=notes, stage=stage)
     kept_icc = icc if icc_keep and fmt != "GIF" else None
     size = _turned((scan.width, scan.height), orientation)
     out_scan = _verify(out, fmt, kept_icc, size, decode=policy.verify_decode, reencoded=False)
@@ -195,8 +246,68 @@ def sanitize(data: bytes | bytearray | memoryview, policy: Policy | None = None)
         notes.append("turned losslessly (DCT coefficients rotated, no re-encoding)")
     return _result(
         raw, out, fmt_out=fmt, scan=scan, out_scan=out_scan, facts=facts, orientation=orientation,
-        kept_icc=kept_icc, source_icc=icc, lossless=True, notes=notes,
+        kept_icc=kept_icc, source_icc=icc, lossless=True, notes=notes, faces=face_facts,
     )  # fmt: skip
+
+
+def _look_only(
+    raw: bytes, fmt: str, scan: Scan, policy: Policy, facts: Facts, stage: Stage
+) -> FaceFacts | None:
+    """Decode the picture upright and run the face stage on it without keeping the pixels
+    (the consent rule needs to know about faces even when nothing will be changed)."""
+    from veilpix._pixels import decode, prepare
+
+    pic = decode(raw, fmt, policy)
+    if fmt == "TIFF":
+        orientation = scan.extra.get("orientations", {}).get(0, 1)
+    else:
+        orientation = facts.orientation or 1
+    prepare(pic, policy, orientation)
+    return stage(pic)
+
+
+def sanitize_mask(
+    data: bytes | bytearray | memoryview, image: SanitizedImage, policy: Policy | None = None
+) -> SanitizedImage:
+    """Sanitize the mask that goes with ``image`` (an edit endpoint's ``mask``).
+
+    The mask loses its metadata like any image and gets exactly ``image``'s output geometry:
+    the same turn when it was drawn on the unturned picture, the same size, resampled with
+    nearest-neighbour so its alpha keeps the values that were drawn. It is never face-blurred
+    and always comes out as PNG (masks need alpha).
+    """
+    policy = (policy or Policy()).replace(
+        faces="off", require_consent_for_faces=False, max_side=None, max_pixels=None,
+        output_format="png",
+    )  # fmt: skip
+    raw, fmt = _read(data, policy)
+    rep = image.report
+    upright_in = _turned((rep.width_in, rep.height_in), rep.orientation)
+    out_size = (rep.width_out, rep.height_out)
+
+    def stage(pic: Picture) -> None:
+        from veilpix._pixels import orient
+        from veilpix._transform import fit_mask
+
+        size = pic.frames[0].size
+        if size not in (upright_in, out_size):
+            if size == (rep.width_in, rep.height_in) and rep.orientation != 1:
+                pic.frames = [orient(f, rep.orientation) for f in pic.frames]
+            else:
+                raise ConfigError(
+                    f"the mask is {size[0]}x{size[1]} but its image is "
+                    f"{upright_in[0]}x{upright_in[1]}",
+                    hint="a mask must have the same size as the image it goes with",
+                )
+        pic.frames = [fit_mask(f, out_size) for f in pic.frames[:1]]
+
+    scan = _bmff_scan(raw, fmt) if fmt in _BMFF else _scan(raw, fmt)
+    if fmt not in _BMFF:
+        check_scan(policy, scan)
+    facts = Facts() if fmt in _BMFF else collect(scan)
+    return _sanitize_pixels(
+        raw, fmt, scan, policy, facts, notes=["mask: geometry of its image"], stage=stage
+    )
 
 
 def _bmff_scan(raw: bytes, fmt: str) -> Scan:
@@ -250,7 +361,14 @@ def _deep(scan: Scan) -> bool:
 
 
 def _sanitize_pixels(
-    raw: bytes, fmt: str, scan: Scan, policy: Policy, facts: Facts, *, notes: list[str]
+    raw: bytes,
+    fmt: str,
+    scan: Scan,
+    policy: Policy,
+    facts: Facts,
+    *,
+    notes: list[str],
+    stage: Stage | None = None,
 ) -> SanitizedImage:
     from veilpix._pixels import decode, deep_reencode, encode, prepare
 
@@ -258,7 +376,9 @@ def _sanitize_pixels(
     if fmt == "TIFF":
         orientation = scan.extra.get("orientations", {}).get(0, 1)
     icc_fine = scan.icc is None or (policy.keep_standard_icc and is_standard(scan.icc))
-    if _deep(scan) and policy.output_format == "auto" and icc_fine:
+    if _deep(scan) and stage is not None:
+        notes.append("16-bit image processed at 8 bits for face blurring / resizing")
+    elif _deep(scan) and policy.output_format == "auto" and icc_fine:
         out = deep_reencode(raw, fmt, orientation)
         kept = scan.icc
         if kept is not None:
@@ -289,6 +409,9 @@ def _sanitize_pixels(
     icc_state, icc_note = prepare(pic, policy, orientation)
     if icc_note:
         notes.append(icc_note)
+    face_facts = stage(pic) if stage is not None else None
+    if face_facts is not None:
+        notes.extend(face_facts.notes)
     target = _pixel_target(fmt, pic, policy)
     if target != _family(fmt):
         notes.append(f"{_display_format(scan)} written as {target}")
@@ -300,6 +423,7 @@ def _sanitize_pixels(
     return _result(
         raw, out, fmt_out=target, scan=scan, out_scan=out_scan, facts=facts, orientation=orientation,
         kept_icc=pic.icc, source_icc=source_icc, lossless=False, notes=notes, icc_state=icc_state,
+        faces=face_facts,
     )  # fmt: skip
 
 
@@ -399,6 +523,7 @@ def _result(
     lossless: bool,
     notes: list[str],
     icc_state: str | None = None,
+    faces: FaceFacts | None = None,
 ) -> SanitizedImage:
     if kept_icc is not None:
         icc = f"kept: {describe(kept_icc)}"
@@ -437,5 +562,21 @@ def _result(
         removed=tuple(removed),
         gps=facts.gps,
         notes=tuple(dict.fromkeys(notes)),
+        **_face_fields(faces),
     )
     return SanitizedImage(out, media, report)
+
+
+def _face_fields(faces: FaceFacts | None) -> dict[str, Any]:
+    if faces is None:
+        return {}
+    return {
+        "faces_checked": faces.looked,
+        "faces_found": faces.found,
+        "faces_blurred": faces.blurred,
+        "face_mode": faces.mode,
+        "face_boxes": tuple(faces.boxes),
+        "face_detector": faces.detector,
+        "consent": faces.consent,
+        "downscaled": faces.downscaled,
+    }

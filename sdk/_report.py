@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from veilpix._faces import FaceBox
+
 __all__ = ["Finding", "GpsPosition", "ImageReport", "Removed", "SanitizedImage"]
 
 # Categories of findings, in the order reports list them.
@@ -94,6 +96,14 @@ class ImageReport:
     removed: tuple[Removed, ...] = ()
     gps: GpsPosition | None = None
     notes: tuple[str, ...] = ()
+    faces_checked: bool = False
+    faces_found: int = 0
+    faces_blurred: int = 0
+    face_mode: str = "off"
+    face_boxes: tuple[FaceBox, ...] = ()
+    face_detector: str = ""
+    consent: str | None = None
+    downscaled: bool = False
 
     @property
     def sensitive(self) -> bool:
@@ -122,6 +132,7 @@ class ImageReport:
         ]
         out["gps"] = None if self.gps is None else asdict(self.gps)
         out["notes"] = list(self.notes)
+        out["face_boxes"] = [b.to_dict() for b in self.face_boxes]
         out["sensitive"] = self.sensitive
         return out
 

@@ -132,9 +132,9 @@ def check_limits(
     if largest is not None and largest[0] * largest[1] > width * height:
         big_w, big_h = largest
     pixels = big_w * big_h
-    if pixels > policy.max_pixels:
+    if pixels > policy.max_input_pixels:
         raise ImageTooLarge(
-            f"image is {big_w}x{big_h} = {pixels:,} pixels, over the limit of {policy.max_pixels:,}"
+            f"image is {big_w}x{big_h} = {pixels:,} pixels, over the limit of {policy.max_input_pixels:,}"
         )
     if frames > policy.max_frames:
         raise ImageTooLarge(f"image has {frames} frames, over the limit of {policy.max_frames}")

@@ -1117,8 +1117,8 @@ def tiff_with_big_pages(*, pages: int, side: int, orientation: int | None = None
 
 
 def test_tiff_later_pages_are_held_to_the_limits() -> None:
-    """max_pixels is checked on the first page only: a second page of 1e6 x 1e6 (or of
-    12000x12000 > max_pixels) passes, on the lossless path and on the pixel path."""
+    """max_input_pixels is checked on the first page only: a second page of 1e6 x 1e6 (or of
+    12000x12000 > max_input_pixels) passes, on the lossless path and on the pixel path."""
     small = tiff_with_big_pages(pages=1, side=16)
     e, _, _, link = tiff_ifd0(small)
     (page2,) = struct.unpack_from(e + "I", small, link)
@@ -1153,7 +1153,7 @@ def test_bmff_huge_declared_size(fmt: str) -> None:
 
 
 LIMITS = {
-    "max_pixels=1000": veilpix.Policy(max_pixels=1000),
+    "max_input_pixels=1000": veilpix.Policy(max_input_pixels=1000),
     "max_bytes=100": veilpix.Policy(max_bytes=100),
 }
 
@@ -1169,11 +1169,11 @@ def test_policy_limits(fmt: str, limit: str) -> None:
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_policy_limits_are_inclusive(fmt: str) -> None:
     data = sample(fmt)
-    veilpix.sanitize(data, veilpix.Policy(max_bytes=len(data), max_pixels=64 * 48))
+    veilpix.sanitize(data, veilpix.Policy(max_bytes=len(data), max_input_pixels=64 * 48))
     with pytest.raises(veilpix.ImageTooLarge, match=f"{len(data):,}"):
         veilpix.sanitize(data, veilpix.Policy(max_bytes=len(data) - 1))
     with pytest.raises(veilpix.ImageTooLarge, match=f"{64 * 48 - 1:,}"):
-        veilpix.sanitize(data, veilpix.Policy(max_pixels=64 * 48 - 1))
+        veilpix.sanitize(data, veilpix.Policy(max_input_pixels=64 * 48 - 1))
 
 
 def test_policy_frame_limits() -> None:

@@ -21,7 +21,7 @@ def test_defaults_and_frozen() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"max_pixels": 0}, "max_pixels must be a positive whole number"),
+        ({"max_input_pixels": 0}, "max_input_pixels must be a positive whole number"),
         ({"max_bytes": -1}, "max_bytes must be a positive whole number"),
         ({"max_frames": True}, "max_frames must be a positive whole number"),
         ({"output_format": "heic"}, "output_format must be"),
