@@ -175,8 +175,8 @@ def rect_mask(shape: tuple[int, int], boxes: list[FaceBox], grow: float) -> np.n
 
 def covered(mask: np.ndarray, box: tuple[float, float, float, float]) -> bool:
     h, w = mask.shape
-    x0, y0 = max(0, round((box[0]))), max(0, round((box[1])))
-    x1, y1 = min(w, round((box[2]))), min(h, round((box[3])))
+    x0, y0 = max(0, round(box[0])), max(0, round(box[1]))
+    x1, y1 = min(w, round(box[2])), min(h, round(box[3]))
     if x1 <= x0 or y1 <= y0:
         return True
     return float(mask[y0:y1, x0:x1].mean()) >= 0.8

@@ -251,7 +251,7 @@ def sanitize(
 
 
 def _look_only(
-    raw: bytes, fmt: str, scan: Scan, policy: Policy, facts: Facts, stage: Stage
+    raw: bytes, fmt: str, scan: Scan, policy: Policy, *, facts: Facts, stage: Stage
 ) -> FaceFacts | None:
     """Decode the picture upright and run the face stage on it without keeping the pixels
     (the consent rule needs to know about faces even when nothing will be changed)."""
