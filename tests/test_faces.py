@@ -68,11 +68,15 @@ def covered(boxes: list[FaceBox], face: tuple[float, ...], grow: float = 1.3) ->
     mask = np.zeros((y1 + 400, x1 + 400), dtype=bool)
     for b in boxes:
         g = b.grown(grow)
-        mask[max(0, int(g.y0)) : max(0, int(g.y1) + 1), max(0, int(g.x0)) : max(0, int(g.x1) + 1)] = True
+        mask[
+            max(0, int(g.y0)) : max(0, int(g.y1) + 1), max(0, int(g.x0)) : max(0, int(g.x1) + 1)
+        ] = True
     return float(mask[y0:y1, x0:x1].mean()) >= 0.8
 
 
-def crowd(face: np.ndarray, sizes: list[int], *, canvas: tuple[int, int] = (1600, 1000)) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+def crowd(
+    face: np.ndarray, sizes: list[int], *, canvas: tuple[int, int] = (1600, 1000)
+) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
     """The astronaut's head (face plus some context) pasted at several sizes onto a textured
     background; returns the image and the face boxes."""
     rng = np.random.default_rng(7)
@@ -86,7 +90,11 @@ def crowd(face: np.ndarray, sizes: list[int], *, canvas: tuple[int, int] = (1600
     x, y = 40, 40
     for size in sizes:
         k = size / cw
-        tile = np.asarray(Image.fromarray(head).resize((round(head.shape[1] * k), round(head.shape[0] * k)), Image.Resampling.LANCZOS))
+        tile = np.asarray(
+            Image.fromarray(head).resize(
+                (round(head.shape[1] * k), round(head.shape[0] * k)), Image.Resampling.LANCZOS
+            )
+        )
         th, tw = tile.shape[:2]
         if x + tw > w - 20:
             x, y = 40, y + int(th * 1.3)
@@ -116,7 +124,9 @@ def test_small_faces_in_a_crowd_are_covered(detector: CenterFace, astronaut: np.
 
 
 @pytest.mark.parametrize("angle", [90, 180, 270])
-def test_turned_pictures_without_orientation_tag(detector: CenterFace, astronaut: np.ndarray, angle: int) -> None:
+def test_turned_pictures_without_orientation_tag(
+    detector: CenterFace, astronaut: np.ndarray, angle: int
+) -> None:
     """A phone picture that lost its orientation tag: faces lie sideways or upside down.
     The rotation probes find them; the upright-only sweep is the control."""
     sizes = [48, 64, 96]
@@ -136,7 +146,9 @@ def test_turned_pictures_without_orientation_tag(detector: CenterFace, astronaut
     assert all(covered(boxes, turn(f)) for f in faces)
 
 
-def test_orientation_tag_is_applied_before_detection(detector: CenterFace, astronaut: np.ndarray) -> None:
+def test_orientation_tag_is_applied_before_detection(
+    detector: CenterFace, astronaut: np.ndarray
+) -> None:
     """Stored sideways with orientation 6: the face is found and hidden in the upright output."""
     data = factories.jpeg(upright=Image.fromarray(astronaut), orientation=6)
     out = veilpix.sanitize(data, veilpix.Policy(faces="fill"))
@@ -156,7 +168,9 @@ def test_detector_protocol_and_pluggable(astronaut: np.ndarray) -> None:
 
     assert isinstance(Fixed(), veilpix.FaceDetector)
     data = jpeg_bytes(astronaut)
-    out = veilpix.sanitize(data, veilpix.Policy(faces="fill", face_detector=Fixed(), face_rotations=False))
+    out = veilpix.sanitize(
+        data, veilpix.Policy(faces="fill", face_detector=Fixed(), face_rotations=False)
+    )
     assert out.report.face_detector == "fixed"
     assert decode(out.data)[25:45, 25:45].max() < 40
 
@@ -166,7 +180,7 @@ def test_detector_is_thread_safe(detector: CenterFace, astronaut: np.ndarray) ->
 
     small = np.ascontiguousarray(astronaut[::2, ::2])
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda img: detector.detect(img), [astronaut, small] * 4))
+        results = list(pool.map(detector.detect, [astronaut, small] * 4))
     assert [len(r) for r in results] == [len(results[0]), len(results[1])] * 4
     assert all(len(r) == 1 for r in results)
 
@@ -175,7 +189,9 @@ def test_detector_is_thread_safe(detector: CenterFace, astronaut: np.ndarray) ->
 
 
 @pytest.mark.parametrize("mode", ["blur", "pixelate", "fill"])
-def test_blurred_faces_are_not_found_again(detector: CenterFace, astronaut: np.ndarray, mode: str) -> None:
+def test_blurred_faces_are_not_found_again(
+    detector: CenterFace, astronaut: np.ndarray, mode: str
+) -> None:
     """Irreversibility: after hiding, CenterFace below its working threshold (0.1 at 1x, and
     at 2x the face study's re-detection protocol, 0.2) and a second detector
     (libfacedetection, 0.3) find no face inside the hidden regions. Blurred heads can still
@@ -214,11 +230,17 @@ def test_blur_strength_scales_with_face_size(astronaut: np.ndarray) -> None:
     import cv2
 
     for k in (1, 4):
-        img = np.ascontiguousarray(np.kron(astronaut, np.ones((k, k, 1), dtype=np.uint8))) if k > 1 else astronaut
+        img = (
+            np.ascontiguousarray(np.kron(astronaut, np.ones((k, k, 1), dtype=np.uint8)))
+            if k > 1
+            else astronaut
+        )
         box = FaceBox(*(v * k for v in ASTRONAUT_FACE), 1.0)
         out = anonymize(img, [box], mode="blur")
         x0, y0, x1, y1 = (int(v) for v in (box.x0, box.y0, box.x1, box.y1))
-        before = cv2.Laplacian(cv2.cvtColor(img[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY), cv2.CV_64F).var()
+        before = cv2.Laplacian(
+            cv2.cvtColor(img[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY), cv2.CV_64F
+        ).var()
         after = cv2.Laplacian(cv2.cvtColor(out[y0:y1, x0:x1], cv2.COLOR_RGB2GRAY), cv2.CV_64F).var()
         assert after < 0.02 * before, (k, before, after)
 
@@ -240,13 +262,15 @@ def test_alpha_is_kept_and_16_bit_is_blurred(astronaut: np.ndarray) -> None:
     out = anonymize(rgba, [box], mode="fill", alpha=True)
     assert (out[..., 3] == 200).all()
     assert out[120, 220, :3].max() == 0
-    deep = (astronaut[..., 0].astype(np.uint16) * 257)
+    deep = astronaut[..., 0].astype(np.uint16) * 257
     out16 = anonymize(deep, [box], mode="blur")
     assert out16.dtype == np.uint16 and out16[120, 220] != deep[120, 220]
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "WEBP", "GIF"])
-def test_every_frame_of_an_animation_is_blurred(detector: CenterFace, astronaut: np.ndarray, fmt: str) -> None:
+def test_every_frame_of_an_animation_is_blurred(
+    detector: CenterFace, astronaut: np.ndarray, fmt: str
+) -> None:
     frames = [Image.fromarray(astronaut), Image.fromarray(np.ascontiguousarray(astronaut[:, ::-1]))]
     buf = io.BytesIO()
     frames[0].save(buf, fmt, save_all=True, append_images=frames[1:], duration=100, loop=0)
@@ -284,7 +308,9 @@ class Broken:
 @pytest.mark.parametrize("exc", [RuntimeError("boom"), MemoryError(), ValueError("bad")])
 def test_detector_failure_blocks_the_image(astronaut: np.ndarray, exc: Exception) -> None:
     with pytest.raises(veilpix.FaceDetectionError):
-        veilpix.sanitize(jpeg_bytes(astronaut), veilpix.Policy(faces="blur", face_detector=Broken(exc)))
+        veilpix.sanitize(
+            jpeg_bytes(astronaut), veilpix.Policy(faces="blur", face_detector=Broken(exc))
+        )
 
 
 def test_detector_returning_garbage_blocks_the_image(astronaut: np.ndarray) -> None:
@@ -295,10 +321,14 @@ def test_detector_returning_garbage_blocks_the_image(astronaut: np.ndarray) -> N
             return [("not", "a", "box")]
 
     with pytest.raises(veilpix.FaceDetectionError):
-        veilpix.sanitize(jpeg_bytes(astronaut), veilpix.Policy(faces="blur", face_detector=Garbage()))
+        veilpix.sanitize(
+            jpeg_bytes(astronaut), veilpix.Policy(faces="blur", face_detector=Garbage())
+        )
 
 
-def test_missing_or_broken_model_is_a_clear_error(astronaut: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_or_broken_model_is_a_clear_error(
+    astronaut: np.ndarray, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = jpeg_bytes(astronaut)
     missing = CenterFace(model=tmp_path / "nope.onnx")
     with pytest.raises(veilpix.ConfigError, match="cannot read the CenterFace model"):

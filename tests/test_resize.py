@@ -88,7 +88,9 @@ def test_mask_gets_the_image_geometry(drawn_on: str) -> None:
     if drawn_on == "upright":  # the hole covers the upright picture's top-left quarter
         mask = _mask((600, 800), (0, 0, 300, 400))
     else:  # the same region, drawn on the stored (unturned, 800x600) picture
-        stored = factories.stored_for(Image.open(io.BytesIO(_mask((600, 800), (0, 0, 300, 400)))), 6)
+        stored = factories.stored_for(
+            Image.open(io.BytesIO(_mask((600, 800), (0, 0, 300, 400)))), 6
+        )
         buf = io.BytesIO()
         stored.save(buf, "PNG")
         mask = buf.getvalue()
@@ -98,7 +100,9 @@ def test_mask_gets_the_image_geometry(drawn_on: str) -> None:
         assert im.size == (300, 400)
         alpha = np.asarray(im.convert("RGBA"))[..., 3]
     assert set(np.unique(alpha)) <= {0, 255}
-    assert alpha[:200, :150].max() == 0 and alpha[200:, :].min() == 255 and alpha[:, 150:].min() == 255
+    assert (
+        alpha[:200, :150].max() == 0 and alpha[200:, :].min() == 255 and alpha[:, 150:].min() == 255
+    )
 
 
 def test_mask_of_the_wrong_size_is_refused() -> None:
