@@ -270,12 +270,15 @@ def _look_only(
     from veilpix._pixels import decode, prepare
 
     pic = decode(raw, fmt, policy)
-    if fmt == "TIFF":
-        orientation = scan.extra.get("orientations", {}).get(0, 1)
-    else:
-        orientation = facts.orientation or 1
-    prepare(pic, policy, orientation)
+    prepare(pic, policy, _first_orientation(scan, facts))
     return stage(pic)
+
+
+def _first_orientation(scan: Scan, facts: Facts) -> int:
+    """The orientation of the first frame (TIFF: of its first page)."""
+    if scan.format == "TIFF":
+        return int(scan.extra.get("orientations", {}).get(0, 1))
+    return facts.orientation or 1
 
 
 def sanitize_mask(
@@ -384,9 +387,7 @@ def _sanitize_pixels(
 ) -> SanitizedImage:
     from veilpix._pixels import decode, deep_reencode, encode, prepare
 
-    orientation = facts.orientation or 1
-    if fmt == "TIFF":
-        orientation = scan.extra.get("orientations", {}).get(0, 1)
+    orientation = _first_orientation(scan, facts)
     icc_fine = scan.icc is None or (policy.keep_standard_icc and is_standard(scan.icc))
     if _deep(scan) and stage is not None:
         notes.append("16-bit image processed at 8 bits for face blurring / resizing")

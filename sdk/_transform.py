@@ -66,31 +66,29 @@ def target_size(
 
 
 def _detect_rgb(frame: Image.Image) -> Any:
-    """An upright RGB uint8 array of ``frame`` for the detector (alpha over mid grey)."""
+    """An upright RGB uint8 array of ``frame`` for the detector (alpha over white)."""
     import numpy as np
 
+    from veilpix._pixels import _flatten, _has_alpha, _to_8bit_gray
+
     if frame.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(frame.convert("I"), dtype=np.int64)
-        grey = (np.clip(arr, 0, 65535) >> 8).astype(np.uint8)
-        return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
-    if frame.mode in ("RGBA", "LA", "PA", "P") or "transparency" in frame.info:
-        rgba = frame.convert("RGBA")
-        bg = Image.new("RGBA", rgba.size, (128, 128, 128, 255))
-        return np.asarray(Image.alpha_composite(bg, rgba).convert("RGB"))
+        frame = _to_8bit_gray(frame)
+    elif _has_alpha(frame) or frame.mode == "PA":
+        frame = _flatten(frame)
     return np.asarray(frame.convert("RGB"))
 
 
 def _workable(frame: Image.Image) -> Image.Image:
-    """``frame`` in a mode whose pixels can be filtered directly."""
+    """``frame`` in a mode whose pixels can be filtered and resampled directly."""
     if frame.mode in ("L", "LA", "RGB", "RGBA", "I;16"):
         return frame
-    if frame.mode in ("P", "PA") or "transparency" in frame.info:
+    if frame.mode == "PA" or "transparency" in frame.info:
         return frame.convert("RGBA")
     if frame.mode == "1":
         return frame.convert("L")
     if frame.mode in ("I", "I;16B", "I;16L", "I;16N"):
         return frame.convert("I;16")
-    return frame.convert("RGB")
+    return frame.convert("RGB")  # P, CMYK, YCbCr, ...
 
 
 def _hide(frame: Image.Image, boxes: list[FaceBox], policy: Policy) -> Image.Image:
@@ -158,19 +156,8 @@ def apply(
 def fit(frame: Image.Image, size: tuple[int, int]) -> Image.Image:
     """``frame`` resampled to ``size`` with Lanczos (palette and bilevel images first become
     RGB(A) and L, so no colour is picked by nearest neighbour)."""
-    if frame.mode in {"P", "PA"}:
-        frame = frame.convert(
-            "RGBA" if "transparency" in frame.info or frame.mode == "PA" else "RGB"
-        )
-    elif frame.mode == "1":
-        frame = frame.convert("L")
-    elif frame.mode == "CMYK":
-        frame = frame.convert("RGB")
-    gap = (
-        _REDUCING_GAP
-        if frame.width >= 2 * size[0] and frame.mode in ("L", "LA", "RGB", "RGBA")
-        else None
-    )
+    frame = _workable(frame)
+    gap = _REDUCING_GAP if frame.width >= 2 * size[0] and frame.mode != "I;16" else None
     try:
         return frame.resize(size, Image.Resampling.LANCZOS, reducing_gap=gap)
     except (ValueError, OSError) as exc:
