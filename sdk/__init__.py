@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuditLog",
+    "AuditLogError",
     "CenterFace",
     "ConfigError",
     "ConsentRequired",
@@ -29,22 +31,36 @@ __all__ = [
     "ImageReport",
     "ImageTooLarge",
     "Inspection",
+    "OutboundImage",
+    "PendingTransfer",
     "Policy",
     "PolicyViolation",
     "Removed",
     "SanitizedImage",
+    "Transfer",
+    "TransferRecord",
     "UnsafeOutput",
     "UnsupportedImage",
     "VeilpixError",
+    "VerifyResult",
     "__version__",
     "detect_faces",
     "inspect",
     "sanitize",
     "sanitize_file",
     "sanitize_mask",
+    "verify_log",
 ]
 
 _LAZY = {
+    "AuditLog": "veilpix._audit",
+    "AuditLogError": "veilpix._errors",
+    "OutboundImage": "veilpix._audit_record",
+    "PendingTransfer": "veilpix._audit",
+    "Transfer": "veilpix._audit_record",
+    "TransferRecord": "veilpix._audit",
+    "VerifyResult": "veilpix._audit_verify",
+    "verify_log": "veilpix._audit_verify",
     "CenterFace": "veilpix._faces",
     "FaceBox": "veilpix._faces",
     "FaceDetector": "veilpix._faces",
@@ -73,7 +89,11 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
+    from veilpix._audit import AuditLog, PendingTransfer, TransferRecord
+    from veilpix._audit_record import OutboundImage, Transfer
+    from veilpix._audit_verify import VerifyResult, verify_log
     from veilpix._errors import (
+        AuditLogError,
         ConfigError,
         ConsentRequired,
         CorruptImage,

@@ -9,6 +9,7 @@ where they occur with ``raise ... from exc`` so the original cause stays attache
 from __future__ import annotations
 
 __all__ = [
+    "AuditLogError",
     "ConfigError",
     "ConsentRequired",
     "CorruptImage",
@@ -94,4 +95,15 @@ class ConsentRequired(PolicyViolation):
     default_hint = (
         "blur them (Policy(faces='blur')) or pass the reference of the consent you hold: "
         "sanitize(data, policy, consent='...')"
+    )
+
+
+class AuditLogError(VeilpixError):
+    """The transfer log cannot record (or read) a call. A call that cannot be recorded is not
+    sent: veilpix never sends unlogged."""
+
+    default_hint = (
+        "check that the log file and its folder are writable and the disk has space "
+        "(the log is at --log / VEILPIX_LOG, default: the veilpix user data folder); "
+        "nothing was sent"
     )

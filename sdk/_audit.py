@@ -1,0 +1,1140 @@
+"""The transfer log: what was sent where, written before it is sent, tamper-evident.
+
+Storage is one SQLite file in WAL mode (created 0600) plus a key file beside it
+(:mod:`veilpix._audit_keys`). The log is an append-only chain of *entries*:
+
+- ``begin``: written and committed (``synchronous=FULL``) before a byte leaves; a transfer
+  whose ``begin`` has no ``finish`` is shown as "outcome unknown", never lost;
+- ``finish``: outcome (sent / failed / blocked), HTTP status, sizes, latency, reason;
+- ``erase``: tombstone of a subject erasure; ``prune``: the bridge over a retention cut.
+
+Each entry's hash covers the previous entry's hash, its sequence number, kind, record id, time,
+subject key id and canonical JSON body. Checkpoints sign (Ed25519) the head of the chain every
+``checkpoint_every`` entries, every ``checkpoint_seconds`` while a writer is open, on close,
+on open when a crashed writer left an unsigned tail, and after every erasure or prune.
+
+Writers in several threads and several processes append under SQLite's write lock
+(``BEGIN IMMEDIATE``): each append reads the head inside the transaction, so the chain stays
+one line whoever writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from veilpix._audit_keys import KeyFile, SealError, key_id, open_sealed, seal
+from veilpix._audit_record import (
+    Outcome,
+    Transfer,
+    data_categories,
+    image_facts,
+    redact_headers,
+    redact_url,
+    scrub_secrets,
+)
+from veilpix._errors import AuditLogError, ConfigError
+
+if TYPE_CHECKING:
+    from veilpix._audit_verify import VerifyResult
+
+__all__ = [
+    "AuditLog",
+    "Erasure",
+    "PendingTransfer",
+    "Pruned",
+    "StatsRow",
+    "TransferRecord",
+    "canonical",
+    "checkpoint_message",
+    "default_log_path",
+    "entry_hash",
+    "genesis",
+    "key_path_for",
+    "parse_age",
+    "summarize",
+]
+
+SCHEMA_VERSION = 1
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT",
+        "CREATE TABLE entries ("
+        " seq INTEGER PRIMARY KEY, kind TEXT NOT NULL, record TEXT, ts TEXT NOT NULL,"
+        " subject TEXT, body TEXT NOT NULL, prev BLOB NOT NULL, hash BLOB NOT NULL) STRICT",
+        "CREATE INDEX entries_record ON entries(record, kind)",
+        "CREATE INDEX entries_subject ON entries(subject) WHERE subject IS NOT NULL",
+        "CREATE INDEX entries_kind_ts ON entries(kind, ts)",
+        "CREATE TABLE checkpoints ("
+        " id INTEGER PRIMARY KEY, seq INTEGER NOT NULL, hash BLOB NOT NULL, ts TEXT NOT NULL,"
+        " reason TEXT NOT NULL, key_id TEXT NOT NULL, signature BLOB NOT NULL) STRICT",
+        "CREATE TABLE subject_keys ("
+        " kid TEXT PRIMARY KEY, tag TEXT NOT NULL UNIQUE, wrapped BLOB NOT NULL,"
+        " created TEXT NOT NULL) STRICT",
+    ),
+}
+_ENTRY_DOMAIN = b"veilpix-audit-entry/1\0"
+_CHECKPOINT_DOMAIN = b"veilpix-audit-checkpoint/1\0"
+_PERIODIC = ("every", "interval")
+KINDS = ("begin", "finish", "erase", "prune")
+
+
+# -- chain primitives (shared with the verifier) ---------------------------------------------
+
+
+def canonical(obj: Any) -> str:
+    """The one JSON text of ``obj`` that is hashed: sorted keys, no spaces, UTF-8."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False)  # fmt: skip
+
+
+def genesis(log_id: str) -> bytes:
+    """The ``prev`` of the first entry and the ``prev`` signature of the first checkpoint."""
+    return hashlib.sha256(b"veilpix-audit-genesis\0" + log_id.encode()).digest()
+
+
+def entry_hash(  # noqa: PLR0917 - one argument per hashed column
+    prev: bytes, seq: int, kind: str, record: str | None, ts: str, subject: str | None, body: str
+) -> bytes:
+    fields = canonical([seq, kind, record, ts, subject, body]).encode()
+    return hashlib.sha256(_ENTRY_DOMAIN + prev + fields).digest()
+
+
+def checkpoint_message(  # noqa: PLR0917 - one argument per signed field
+    log_id: str, cp_id: int, seq: int, head: bytes, ts: str, reason: str, prev_sig: bytes
+) -> bytes:
+    """What a checkpoint's Ed25519 signature covers. ``prev_sig`` is SHA-256 of the previous
+    checkpoint's signature (genesis for the first), so checkpoints form a chain of their own."""
+    doc = {"log": log_id, "id": cp_id, "seq": seq, "head": head.hex(), "ts": ts,
+           "reason": reason, "prev": prev_sig.hex()}  # fmt: skip
+    return _CHECKPOINT_DOMAIN + canonical(doc).encode()
+
+
+def _now_text(now: datetime) -> str:
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _new_record_id() -> str:
+    """A random UUID: unique without coordination between processes, and any 8 leading
+    characters are as good as the whole for finding it (order comes from the chain)."""
+    return str(uuid.uuid4())
+
+
+_AGE = re.compile(r"^\s*(\d+)\s*(h|d|w|y)\s*$", re.I)
+_AGE_UNIT = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1),
+             "y": timedelta(days=365)}  # fmt: skip
+
+
+def parse_age(text: str) -> timedelta:
+    """``"180d"``, ``"26w"``, ``"12h"`` or ``"1y"`` (365 days) as a timedelta."""
+    m = _AGE.match(text)
+    if not m or int(m.group(1)) <= 0:
+        raise ConfigError(
+            f"cannot read the age {text!r}",
+            hint="write a whole number and a unit: 12h, 180d, 26w or 2y",
+        )
+    return int(m.group(1)) * _AGE_UNIT[m.group(2).lower()]
+
+
+def default_log_path() -> Path:
+    """``$VEILPIX_LOG`` if set, else ``audit.db`` in the user data folder (platformdirs)."""
+    env = os.environ.get("VEILPIX_LOG")
+    if env:
+        return Path(env).expanduser()
+    from platformdirs import user_data_path
+
+    return user_data_path("veilpix", appauthor=False) / "audit.db"
+
+
+def key_path_for(log_path: Path) -> Path:
+    return log_path.with_name(log_path.name + ".key")
+
+
+# -- records as read back ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TransferRecord:
+    """One transfer as read back: the ``begin`` facts and, once known, the ``finish`` facts.
+
+    ``outcome`` is ``sent``, ``failed``, ``blocked`` or ``unknown`` (begun, never finished:
+    the process died or is still waiting for the vendor). ``subject`` is ``none`` (no subject
+    linked), ``open`` (linked; sealed fields decrypted), ``sealed`` (linked; no key file at
+    hand) or ``erased`` (the subject's key was destroyed; those fields are gone).
+    """
+
+    id: str
+    seq: int
+    begun: str
+    begin: Mapping[str, Any]
+    finished: str | None = None
+    finish: Mapping[str, Any] | None = None
+    subject: str = "none"
+    sealed: Mapping[str, Any] | None = None
+
+    @property
+    def outcome(self) -> str:
+        return "unknown" if self.finish is None else str(self.finish.get("outcome", "unknown"))
+
+    @property
+    def where(self) -> Mapping[str, Any]:
+        return self.begin.get("where", {})  # type: ignore[no-any-return]
+
+    @property
+    def what(self) -> Mapping[str, Any]:
+        return self.begin.get("what", {})  # type: ignore[no-any-return]
+
+    @property
+    def who(self) -> Mapping[str, Any]:
+        return self.begin.get("who", {})  # type: ignore[no-any-return]
+
+    @property
+    def why(self) -> Mapping[str, Any]:
+        return self.begin.get("why", {})  # type: ignore[no-any-return]
+
+    @property
+    def month(self) -> str:
+        return self.begun[:7]
+
+    @property
+    def faces_unblurred(self) -> int:
+        return sum(int(i.get("faces_unblurred") or 0) for i in self.what.get("images", ()))
+
+    @property
+    def faces_unchecked(self) -> int:
+        """Images sent without a face check (their faces, if any, are not counted)."""
+        return sum(1 for i in self.what.get("images", ()) if i.get("faces_checked") is False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat JSON shape used by ``--json``, JSON Lines export and the HTML report."""
+        b, f = self.begin, self.finish or {}
+        why = dict(self.why)
+        images = [dict(i) for i in self.what.get("images", ())]
+        if self.sealed is not None:
+            why["subject_ref"] = self.sealed.get("subject_ref")
+            why["consent_ref"] = self.sealed.get("consent_ref")
+            for img, fps in zip(images, self.sealed.get("fingerprints", ()), strict=False):
+                img["fingerprint_before"], img["fingerprint_after"] = fps
+        elif self.subject in ("sealed", "erased"):
+            why["subject_ref"] = why["consent_ref"] = f"[{self.subject}]"
+        what = dict(self.what, images=images)
+        if self.sealed is not None and self.sealed.get("prompt_fingerprint"):
+            what["prompt"] = dict(what.get("prompt") or {},
+                                  fingerprint=self.sealed["prompt_fingerprint"])  # fmt: skip
+        return {
+            "id": self.id,
+            "seq": self.seq,
+            "begun": self.begun,
+            "finished": self.finished,
+            "outcome": self.outcome,
+            "status": f.get("status"),
+            "reason": f.get("reason"),
+            "rule": f.get("rule") or b.get("rule"),
+            "latency_ms": f.get("latency_ms"),
+            "request_bytes": f.get("request_bytes") or self.what.get("request_bytes"),
+            "response_bytes": f.get("response_bytes"),
+            "vendor_request_id": f.get("vendor_request_id"),
+            "who": dict(self.who),
+            "what": what,
+            "where": dict(self.where),
+            "why": why,
+            "subject": self.subject,
+            "controls": dict(b.get("controls", {})),
+            "headers": dict(b.get("headers", {})),
+            "retention": b.get("retention"),
+        }
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """What ``AuditLog.erase`` did: records whose subject-linked fields are now unreadable."""
+
+    records: int
+    tombstone_seq: int | None
+    physically_overwritten: bool
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What ``AuditLog.prune`` removed, and the prune entry that bridges the cut."""
+
+    entries: int
+    records: int
+    through_seq: int | None
+    cutoff: str
+    prune_seq: int | None
+
+
+class PendingTransfer:
+    """A begun transfer. Call :meth:`finish` (or :meth:`fail`) once the call is over."""
+
+    def __init__(self, log: AuditLog, record_id: str) -> None:
+        self.id = record_id
+        self._log = log
+        self._t0 = time.perf_counter()
+        self.finished = False
+
+    def finish(
+        self,
+        *,
+        status: int | None = None,
+        outcome: Outcome = "sent",
+        response_bytes: int | None = None,
+        request_bytes: int | None = None,
+        reason: str | None = None,
+        vendor_request_id: str | None = None,
+    ) -> None:
+        """Record how the call ended. ``outcome="sent"`` means the request left (whatever the
+        HTTP status); ``failed`` means it may not have arrived (connection error, timeout)."""
+        latency = (time.perf_counter() - self._t0) * 1000
+        self._log.finish(
+            self.id,
+            status=status,
+            outcome=outcome,
+            response_bytes=response_bytes,
+            request_bytes=request_bytes,
+            reason=reason,
+            vendor_request_id=vendor_request_id,
+            latency_ms=latency,
+        )
+        self.finished = True
+
+    def fail(self, reason: str) -> None:
+        self.finish(outcome="failed", reason=reason)
+
+
+# -- the log ------------------------------------------------------------------------------------
+
+
+class AuditLog:
+    """The transfer log at ``path`` (default :func:`default_log_path`).
+
+    Opening creates the file (0600), its folder (0700) and the key file beside it when they do
+    not exist. ``readonly=True`` opens an existing log for review and verification without
+    touching it; the key file is then optional (without it, subject-linked fields stay sealed).
+    ``mechanisms`` maps a vendor name to the transfer mechanism recorded when the door does not
+    give one. ``encrypt_prompts=True`` stores each prompt encrypted (under the subject's key
+    when the call names a subject, so erasure covers it) in addition to length and fingerprint.
+    ``clock`` replaces the wall clock (for imports and tests); times are stored in UTC.
+
+    Every write error becomes :class:`~veilpix.AuditLogError`; a door that gets one does not
+    send. Thread-safe; several processes may write the same file.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        key_path: str | os.PathLike[str] | None = None,
+        readonly: bool = False,
+        checkpoint_every: int = 1000,
+        checkpoint_seconds: float = 60.0,
+        mechanisms: Mapping[str, str] | None = None,
+        encrypt_prompts: bool = False,
+        busy_timeout: float = 30.0,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        if checkpoint_every < 1 or checkpoint_seconds <= 0:
+            raise ConfigError("checkpoint_every and checkpoint_seconds must be above 0")
+        self.path = Path(path).expanduser() if path is not None else default_log_path()
+        self.key_path = Path(key_path) if key_path is not None else key_path_for(self.path)
+        self.readonly = readonly
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_seconds = checkpoint_seconds
+        self.mechanisms = dict(mechanisms or {})
+        self.encrypt_prompts = encrypt_prompts
+        self._busy = busy_timeout
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._timer: threading.Thread | None = None
+        self._closed = False
+        self._wrote = False
+        self._pid = os.getpid()
+        self._db: sqlite3.Connection | None = None
+        self.keys: KeyFile | None = None
+        if readonly:
+            self._open_readonly()
+        else:
+            self._open_writable()
+
+    # -- opening ------------------------------------------------------------------------------
+
+    def _connect(self, *, readonly: bool) -> sqlite3.Connection:
+        try:
+            if readonly:
+                uri = f"{self.path.absolute().as_uri()}?mode=ro"
+                db = sqlite3.connect(uri, uri=True, timeout=self._busy,
+                                     isolation_level=None, check_same_thread=False)  # fmt: skip
+            else:
+                db = sqlite3.connect(self.path, timeout=self._busy, isolation_level=None,
+                                     check_same_thread=False)  # fmt: skip
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+                db.execute("PRAGMA secure_delete=ON")
+            db.execute("PRAGMA trusted_schema=OFF")
+            return db
+        except sqlite3.Error as exc:
+            raise self._error("open", exc) from exc
+
+    def _error(self, doing: str, exc: BaseException) -> AuditLogError:
+        return AuditLogError(f"cannot {doing} the transfer log {str(self.path)!r}: {exc}")
+
+    def _open_readonly(self) -> None:
+        if not self.path.is_file():
+            raise AuditLogError(
+                f"there is no transfer log at {str(self.path)!r}",
+                hint="pass --log FILE (or set VEILPIX_LOG) to the log the SDK or proxy writes",
+            )
+        self._db = self._connect(readonly=True)
+        self._check_schema(self._db)
+        self.log_id = self._meta("log_id")
+        self.public_key = bytes.fromhex(self._meta("public_key"))
+        try:
+            keys = KeyFile.read(self.key_path) if self.key_path.is_file() else None
+        except (ConfigError, PermissionError):
+            keys = None
+        if keys is not None and keys.log_id == self.log_id:
+            self.keys = keys
+
+    def _open_writable(self) -> None:
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with suppress(FileExistsError):
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except OSError as exc:
+            raise self._error("create", exc) from exc
+        db = self._db = self._connect(readonly=False)
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version == 0:
+                self._create(db)
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise self._error("initialise", exc) from exc
+        except BaseException:
+            self._rollback()
+            raise
+        self._check_schema(db)
+        self.log_id = self._meta("log_id")
+        self.public_key = bytes.fromhex(self._meta("public_key"))
+        if not self.key_path.is_file():
+            raise AuditLogError(
+                f"the key file of the transfer log {str(self.path)!r} is missing "
+                f"(expected {str(self.key_path)!r})",
+                hint="restore it from a backup, or start a new log with --log; the existing log "
+                "can still be read and verified with --readonly commands",
+            )
+        keys = KeyFile.read(self.key_path)
+        if keys.log_id != self.log_id or keys.public_raw != self.public_key:
+            raise AuditLogError(
+                f"the key file {str(self.key_path)!r} belongs to another log",
+                hint="each log has its own key file, named after the log with .key appended",
+            )
+        self.keys = keys
+        self._recover()
+
+    def _create(self, db: sqlite3.Connection) -> None:
+        # The key file comes first: if we crash before the schema commits, the next opener
+        # adopts it (no entry was ever signed with it).
+        if self.key_path.is_file():
+            keys = KeyFile.read(self.key_path)
+        else:
+            keys = KeyFile.create_or_read(self.key_path, str(uuid.uuid4()))
+        for version in sorted(_MIGRATIONS):
+            for stmt in _MIGRATIONS[version]:
+                db.execute(stmt)
+        now = _now_text(self._clock())
+        db.executemany(
+            "INSERT INTO meta(key, value) VALUES (?, ?)",
+            [
+                ("log_id", keys.log_id),
+                ("public_key", keys.public_raw.hex()),
+                ("key_id", key_id(keys.public_raw)),
+                ("created", now),
+                ("schema", str(SCHEMA_VERSION)),
+            ],
+        )
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _check_schema(self, db: sqlite3.Connection) -> None:
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise AuditLogError(
+                f"{str(self.path)!r} is not a veilpix transfer log: {exc}",
+                hint="pass --log with the path of a log written by veilpix",
+            ) from exc
+        if version > SCHEMA_VERSION:
+            raise AuditLogError(
+                f"the transfer log {str(self.path)!r} was written by a newer veilpix "
+                f"(schema {version}, this version knows {SCHEMA_VERSION})",
+                hint="upgrade veilpix: pip install -U veilpix",
+            )
+        if version == 0:
+            raise AuditLogError(f"{str(self.path)!r} is not a veilpix transfer log (empty)")
+        if version < SCHEMA_VERSION and not self.readonly:
+            self._migrate(db, version)
+
+    def _migrate(self, db: sqlite3.Connection, version: int) -> None:
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            current = db.execute("PRAGMA user_version").fetchone()[0]
+            for v in range(current + 1, SCHEMA_VERSION + 1):
+                for stmt in _MIGRATIONS[v]:
+                    db.execute(stmt)
+                db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(v),))
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:  # pragma: no cover - only one schema so far
+            self._rollback()
+            raise self._error("migrate", exc) from exc
+
+    def _meta(self, key: str) -> str:
+        row = self._conn().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        if row is None:
+            raise AuditLogError(f"the transfer log {str(self.path)!r} lacks its {key!r}")
+        return str(row[0])
+
+    def _recover(self) -> None:
+        """Sign the tail a crashed writer left unsigned, after checking that it chains on."""
+        from veilpix._audit_verify import check_tail
+
+        with self._write() as db:
+            problem = check_tail(db, self.log_id)
+            if problem:
+                raise AuditLogError(
+                    f"the transfer log {str(self.path)!r} is damaged: {problem}",
+                    hint="run: veilpix audit verify --log FILE; nothing is written to a log "
+                    "whose chain is broken",
+                )
+            self._checkpoint(db, "open", only_if_unsigned=True)
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._closed:
+            raise AuditLogError(f"the transfer log {str(self.path)!r} is closed")
+        if self._pid != os.getpid():  # forked: SQLite connections must not cross a fork
+            self._pid = os.getpid()
+            self._db = self._connect(readonly=self.readonly)
+            self._timer = None
+            self._stop = threading.Event()
+            self._lock = threading.RLock()
+        assert self._db is not None
+        return self._db
+
+    def _rollback(self) -> None:
+        try:
+            if self._db is not None and self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        if self.readonly or self.keys is None:
+            raise AuditLogError(f"the transfer log {str(self.path)!r} is open read-only")
+        with self._lock:
+            db = self._conn()
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                yield db
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise self._error("write", exc) from exc
+            except BaseException:
+                self._rollback()
+                raise
+        self._wrote = True
+        self._start_timer()
+
+    def _append(
+        self,
+        db: sqlite3.Connection,
+        kind: str,
+        record: str | None,
+        body: Mapping[str, Any],
+        subject: str | None = None,
+    ) -> int:
+        head = db.execute("SELECT seq, hash, ts FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+        if head is None:
+            seq, prev, last_ts = 1, genesis(self.log_id), ""
+        else:
+            seq, prev, last_ts = head[0] + 1, head[1], head[2]
+        ts = max(_now_text(self._clock()), last_ts)  # never runs backwards along the chain
+        text = canonical(body)
+        digest = entry_hash(prev, seq, kind, record, ts, subject, text)
+        db.execute(
+            "INSERT INTO entries(seq, kind, record, ts, subject, body, prev, hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (seq, kind, record, ts, subject, text, prev, digest),
+        )
+        if seq % self.checkpoint_every == 0:
+            self._checkpoint(db, "every")
+        return seq
+
+    def _checkpoint(
+        self, db: sqlite3.Connection, reason: str, *, only_if_unsigned: bool = True
+    ) -> int | None:
+        assert self.keys is not None
+        head = db.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+        if head is None:
+            return None
+        last = db.execute(
+            "SELECT id, seq, signature FROM checkpoints ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        if last is not None and last[1] == head[0] and only_if_unsigned:
+            return None
+        cp_id = 1 if last is None else last[0] + 1
+        prev_sig = genesis(self.log_id) if last is None else hashlib.sha256(last[2]).digest()
+        ts = _now_text(self._clock())
+        message = checkpoint_message(self.log_id, cp_id, head[0], head[1], ts, reason, prev_sig)
+        db.execute(
+            "INSERT INTO checkpoints(id, seq, hash, ts, reason, key_id, signature)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (cp_id, head[0], head[1], ts, reason, key_id(self.public_key), self.keys.sign(message)),
+        )
+        return cp_id
+
+    def _start_timer(self) -> None:
+        if self._timer is not None or self._closed:
+            return
+        self._timer = threading.Thread(target=self._tick, name="veilpix-audit-checkpoint",
+                                       daemon=True)  # fmt: skip
+        self._timer.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.checkpoint_seconds):
+            try:
+                self.checkpoint("interval")
+            except AuditLogError:  # the next write reports the problem to its caller
+                continue
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def fingerprint(self, data: bytes, *, label: str = "image") -> str:
+        """The keyed fingerprint this log stores for ``data`` (HMAC-SHA256 with the log key)."""
+        if self.keys is None:
+            raise AuditLogError(
+                f"fingerprints need the key file of the log ({str(self.key_path)!r})",
+                hint="run this where the log's .key file is readable",
+            )
+        return self.keys.fingerprint(label.encode(), data)
+
+    def _subject_key(self, db: sqlite3.Connection, subject_ref: str) -> tuple[str, bytes]:
+        assert self.keys is not None
+        tag = self.fingerprint(subject_ref.encode(), label="subject")
+        row = db.execute("SELECT kid, wrapped FROM subject_keys WHERE tag=?", (tag,)).fetchone()
+        if row is not None:
+            return row[0], open_sealed(
+                self.keys.wrap_key, row[1], b"subject-key:" + row[0].encode()
+            )
+        kid = secrets.token_hex(16)
+        key = secrets.token_bytes(32)
+        wrapped = seal(self.keys.wrap_key, key, b"subject-key:" + kid.encode())
+        db.execute(
+            "INSERT INTO subject_keys(kid, tag, wrapped, created) VALUES (?, ?, ?, ?)",
+            (kid, tag, wrapped, _now_text(self._clock())),
+        )
+        return kid, key
+
+    def _begin_body(self, t: Transfer, record_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(clear body, subject-linked fields). Fingerprints are computed here, under the lock
+        of nobody: they depend only on the key file."""
+        images = [image_facts(img) for img in t.images]
+        fps = [
+            [
+                self.fingerprint(img.original),
+                None if img.sanitized is None else self.fingerprint(img.sanitized.data),
+            ]
+            for img in t.images
+        ]
+        prompt: dict[str, Any] | None = None
+        linked: dict[str, Any] = {}
+        if t.prompt is not None:
+            prompt = {"length": len(t.prompt)}
+            linked["prompt_fingerprint"] = self.fingerprint(t.prompt.encode(), label="prompt")
+            if self.encrypt_prompts:
+                linked["prompt_text"] = t.prompt
+        sent = [i.get("bytes_after") for i in images]
+        what = {
+            "categories": data_categories(t, images),
+            "images": images,
+            "image_count": len(images),
+            "bytes_before": sum(i["bytes_before"] for i in images),
+            "bytes_after": sum(int(b or 0) for b in sent),
+            "request_bytes": t.request_bytes,
+            "prompt": prompt,
+        }
+        mechanism = t.transfer_mechanism or self.mechanisms.get(t.vendor)
+        body: dict[str, Any] = {
+            "v": 1,
+            "who": {"app": t.app, "actor": t.actor, "client": t.client, "door": t.door},
+            "what": what,
+            "where": {
+                "vendor": t.vendor,
+                "legal_entity": t.legal_entity,
+                "model": t.model,
+                "operation": t.operation,
+                "method": t.method.upper(),
+                "url": redact_url(t.url),
+                "host": t.host,
+                "region": t.region,
+                "country": t.country.upper() if t.country else None,
+                "transfer_mechanism": mechanism,
+            },
+            "why": {
+                "purpose": t.purpose,
+                "legal_basis": t.legal_basis,
+                "consent": t.consent_ref is not None,
+                "consent_ref": t.consent_ref,
+                "subject_ref": None,
+            },
+            "controls": {
+                "applied": sorted(t.controls_applied),
+                "account_level": sorted(t.controls_account_level),
+                "unavailable": sorted(t.controls_unavailable),
+            },
+            "headers": redact_headers(t.headers or {}),
+            "rule": t.rule,
+            "retention": t.retention,
+        }
+        linked["fingerprints"] = fps
+        return _scrub(body), linked
+
+    def _write_begin(self, db: sqlite3.Connection, t: Transfer, rid: str) -> None:
+        assert self.keys is not None
+        body, linked = self._begin_body(t, rid)
+        subject = None
+        if t.subject_ref is not None:
+            subject, key = self._subject_key(db, t.subject_ref)
+            linked["subject_ref"] = t.subject_ref
+            linked["consent_ref"] = t.consent_ref
+            body["why"]["consent_ref"] = None
+            body["sealed"] = seal(key, canonical(linked).encode(), rid.encode()).hex()
+        else:
+            for img, (before, after) in zip(
+                body["what"]["images"], linked["fingerprints"], strict=True
+            ):
+                img["fingerprint_before"], img["fingerprint_after"] = before, after
+            if body["what"]["prompt"] is not None:
+                body["what"]["prompt"]["fingerprint"] = linked["prompt_fingerprint"]
+            if "prompt_text" in linked:
+                blob = seal(self.keys.wrap_key, linked["prompt_text"].encode(), rid.encode())
+                body["what"]["prompt"]["sealed"] = blob.hex()
+        self._append(db, "begin", rid, body, subject)
+
+    def begin(self, transfer: Transfer) -> PendingTransfer:
+        """Record ``transfer`` as pending and commit it durably. Only after this returns may
+        the door send; if it raises :class:`~veilpix.AuditLogError` the door must not send."""
+        rid = _new_record_id()
+        with self._write() as db:
+            self._write_begin(db, transfer, rid)
+        return PendingTransfer(self, rid)
+
+    def finish(
+        self,
+        record_id: str,
+        *,
+        outcome: Outcome = "sent",
+        status: int | None = None,
+        response_bytes: int | None = None,
+        request_bytes: int | None = None,
+        reason: str | None = None,
+        vendor_request_id: str | None = None,
+        latency_ms: float | None = None,
+    ) -> None:
+        """Complete a begun record. A record is finished once; its begin must exist."""
+        if outcome not in ("sent", "failed", "blocked"):
+            raise ConfigError(f"outcome must be sent, failed or blocked, not {outcome!r}")
+        body = _scrub({
+            "outcome": outcome,
+            "status": status,
+            "response_bytes": response_bytes,
+            "request_bytes": request_bytes,
+            "reason": reason,
+            "vendor_request_id": vendor_request_id,
+            "latency_ms": None if latency_ms is None else round(latency_ms, 3),
+        })  # fmt: skip
+        with self._write() as db:
+            kinds = {
+                r[0] for r in db.execute("SELECT kind FROM entries WHERE record=?", (record_id,))
+            }
+            if "begin" not in kinds:
+                raise AuditLogError(f"no begun transfer {record_id!r} in the log")
+            if "finish" in kinds:
+                raise AuditLogError(f"transfer {record_id!r} is already finished")
+            self._append(db, "finish", record_id, body)
+
+    def block(self, transfer: Transfer, *, reason: str, rule: str) -> str:
+        """Record a call that policy stopped before sending (begin and finish, one commit)."""
+        rid = _new_record_id()
+        with self._write() as db:
+            self._write_begin(db, transfer, rid)
+            body = _scrub({"outcome": "blocked", "reason": reason, "rule": rule, "status": None})
+            self._append(db, "finish", rid, body)
+        return rid
+
+    @contextmanager
+    def record(self, transfer: Transfer) -> Iterator[PendingTransfer]:
+        """``with log.record(t) as pending: send(); pending.finish(status=...)``.
+
+        The body runs only after the begin is durable. An exception escaping the body finishes
+        the record as failed (with the exception's type and message, credentials masked) and
+        propagates; leaving the body without finishing records "no response recorded".
+        """
+        pending = self.begin(transfer)
+        try:
+            yield pending
+        except BaseException as exc:
+            if not pending.finished:
+                pending.fail(f"{type(exc).__name__}: {exc}"[:500])
+            raise
+        if not pending.finished:
+            pending.fail("no response recorded")
+
+    def checkpoint(self, reason: str = "manual") -> int | None:
+        """Sign the current head now (if anything is unsigned); returns the checkpoint id."""
+        with self._write() as db:
+            return self._checkpoint(db, reason)
+
+    def erase(self, subject_ref: str, *, request_ref: str | None = None) -> Erasure:
+        """GDPR Art. 17: destroy the subject's key, so every field linked to them (subject and
+        consent references, image and prompt fingerprints, encrypted prompts) is unreadable
+        for good, and write a signed tombstone. The chain is untouched and still verifies."""
+        if self.keys is None:
+            raise AuditLogError("erasure needs the log's key file")
+        tag = self.fingerprint(subject_ref.encode(), label="subject")
+        with self._write() as db:
+            row = db.execute("SELECT kid FROM subject_keys WHERE tag=?", (tag,)).fetchone()
+            if row is None:
+                return Erasure(records=0, tombstone_seq=None, physically_overwritten=True)
+            kid = row[0]
+            (count,) = db.execute(
+                "SELECT count(*) FROM entries WHERE subject=? AND kind='begin'", (kid,)
+            ).fetchone()
+            db.execute("DELETE FROM subject_keys WHERE kid=?", (kid,))
+            body = {"subject_key": kid, "records": count,
+                    "request_ref": scrub_secrets(request_ref) if request_ref else None}  # fmt: skip
+            seq = self._append(db, "erase", None, body, kid)
+            self._checkpoint(db, "erase")
+        return Erasure(records=count, tombstone_seq=seq, physically_overwritten=self._flush_wal())
+
+    def prune(self, older_than: timedelta | str) -> Pruned:
+        """Remove every entry older than ``older_than`` (e.g. ``"180d"``) and bridge the cut
+        with a signed prune entry, so the rest still verifies. Subject keys no remaining entry
+        uses are destroyed too."""
+        age = parse_age(older_than) if isinstance(older_than, str) else older_than
+        cutoff = _now_text(self._clock() - age)
+        with self._write() as db:
+            row = db.execute("SELECT max(seq) FROM entries WHERE ts < ?", (cutoff,)).fetchone()
+            through = row[0]
+            if through is None:
+                return Pruned(entries=0, records=0, through_seq=None, cutoff=cutoff, prune_seq=None)
+            anchor = db.execute("SELECT hash FROM entries WHERE seq=?", (through,)).fetchone()[0]
+            (entries,) = db.execute(
+                "SELECT count(*) FROM entries WHERE seq<=?", (through,)
+            ).fetchone()
+            (records,) = db.execute(
+                "SELECT count(*) FROM entries WHERE seq<=? AND kind='begin'", (through,)
+            ).fetchone()
+            body = {"through": through, "anchor": anchor.hex(), "entries": entries,
+                    "records": records, "cutoff": cutoff, "older_than": str(age)}  # fmt: skip
+            seq = self._append(db, "prune", None, body)
+            db.execute("DELETE FROM entries WHERE seq<=?", (through,))
+            db.execute(
+                "DELETE FROM subject_keys WHERE kid NOT IN"
+                " (SELECT subject FROM entries WHERE subject IS NOT NULL)"
+            )
+            self._checkpoint(db, "prune")
+        self._flush_wal()
+        return Pruned(entries=entries, records=records, through_seq=through, cutoff=cutoff,
+                      prune_seq=seq)  # fmt: skip
+
+    def _flush_wal(self) -> bool:
+        """Copy the WAL into the database and truncate it, so deleted bytes (zeroed in place by
+        ``secure_delete``) do not survive in old WAL frames. False when a reader held it back."""
+        with self._lock:
+            try:
+                busy, _, _ = self._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.Error:
+                return False
+        return bool(busy == 0)
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _open_subject(
+        self, rid: str, kid: str, body: Mapping[str, Any]
+    ) -> tuple[str, dict[str, Any] | None]:
+        if self.keys is None:
+            return "sealed", None
+        row = (
+            self._conn().execute("SELECT wrapped FROM subject_keys WHERE kid=?", (kid,)).fetchone()
+        )
+        if row is None:
+            return "erased", None
+        try:
+            key = open_sealed(self.keys.wrap_key, row[0], b"subject-key:" + kid.encode())
+            linked = json.loads(open_sealed(key, bytes.fromhex(body["sealed"]), rid.encode()))
+        except (SealError, KeyError, ValueError):
+            return "sealed", None
+        return "open", linked
+
+    def _record(self, row: Sequence[Any]) -> TransferRecord:
+        seq, rid, ts, kid, body_text, fts, fbody = row
+        body = json.loads(body_text)
+        subject, linked = "none", None
+        if kid is not None:
+            subject, linked = self._open_subject(rid, kid, body)
+        return TransferRecord(
+            id=rid,
+            seq=seq,
+            begun=ts,
+            begin=body,
+            finished=fts,
+            finish=None if fbody is None else json.loads(fbody),
+            subject=subject,
+            sealed=linked,
+        )
+
+    def records(
+        self,
+        *,
+        since: str | None = None,
+        until: str | None = None,
+        vendor: str | None = None,
+        host: str | None = None,
+        country: str | None = None,
+        outcome: str | None = None,
+        app: str | None = None,
+        subject: str | None = None,
+        image: bytes | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> Iterator[TransferRecord]:
+        """Transfers in log order (``newest_first`` reverses it), filtered. ``since`` and
+        ``until`` are ISO dates or times (UTC); ``until`` is exclusive. ``subject`` and
+        ``image`` (the bytes of a file, original or as sent) need the key file."""
+        sql = [
+            "SELECT b.seq, b.record, b.ts, b.subject, b.body, f.ts, f.body FROM entries b"
+            " LEFT JOIN entries f ON f.record=b.record AND f.kind='finish' WHERE b.kind='begin'"
+        ]
+        args: list[Any] = []
+        for value, clause in (
+            (since, "b.ts >= ?"),
+            (until, "b.ts < ?"),
+            (vendor, "json_extract(b.body, '$.where.vendor') = ?"),
+            (host, "json_extract(b.body, '$.where.host') = lower(?)"),
+            (country, "json_extract(b.body, '$.where.country') = upper(?)"),
+            (app, "json_extract(b.body, '$.who.app') = ?"),
+        ):
+            if value is not None:
+                sql.append(f"AND {clause}")
+                args.append(value)
+        if outcome is not None:
+            if outcome == "unknown":
+                sql.append("AND f.seq IS NULL")
+            else:
+                sql.append("AND json_extract(f.body, '$.outcome') = ?")
+                args.append(outcome)
+        if subject is not None:
+            tag = self.fingerprint(subject.encode(), label="subject")
+            row = (
+                self._conn().execute("SELECT kid FROM subject_keys WHERE tag=?", (tag,)).fetchone()
+            )
+            if row is None:
+                return
+            sql.append("AND b.subject = ?")
+            args.append(row[0])
+        sql.append("ORDER BY b.seq DESC" if newest_first else "ORDER BY b.seq")
+        wanted = None if image is None else self.fingerprint(image)
+        if limit is not None and wanted is None:
+            sql.append("LIMIT ?")
+            args.append(limit)
+        with self._lock:
+            rows = self._conn().execute(" ".join(sql), args).fetchall()
+        shown = 0
+        for row in rows:
+            rec = self._record(row)
+            if wanted is not None and wanted not in _fingerprints(rec):
+                continue
+            yield rec
+            shown += 1
+            if limit is not None and shown >= limit:
+                return
+
+    def get(self, record_id: str) -> TransferRecord:
+        """One transfer by id (a unique prefix of at least 8 characters is enough)."""
+        if len(record_id) < 8:
+            raise ConfigError("give at least 8 characters of the record id")
+        with self._lock:
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT b.seq, b.record, b.ts, b.subject, b.body, f.ts, f.body FROM entries b"
+                    " LEFT JOIN entries f ON f.record=b.record AND f.kind='finish'"
+                    " WHERE b.kind='begin' AND b.record LIKE ? ESCAPE '\\' LIMIT 2",
+                    (
+                        record_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                        + "%",
+                    ),
+                )
+                .fetchall()
+            )
+        if not rows:
+            raise AuditLogError(f"no transfer {record_id!r} in {str(self.path)!r}",
+                                hint="list them with: veilpix audit list")  # fmt: skip
+        if len(rows) > 1:
+            raise ConfigError(f"{record_id!r} matches several transfers; give more of the id")
+        return self._record(rows[0])
+
+    def prompt(self, record_id: str) -> str | None:
+        """The prompt stored encrypted for ``record_id`` (``encrypt_prompts=True``), or None
+        when it was not stored or was erased."""
+        rec = self.get(record_id)
+        if rec.sealed is not None:
+            return rec.sealed.get("prompt_text")
+        sealed = (rec.what.get("prompt") or {}).get("sealed")
+        if sealed is None or self.keys is None:
+            return None
+        return open_sealed(self.keys.wrap_key, bytes.fromhex(sealed), rec.id.encode()).decode()
+
+    def counts(self) -> dict[str, int]:
+        """Entries, transfers, pending transfers, checkpoints, subject keys, erasures, prunes."""
+        queries = {
+            "entries": "SELECT count(*) FROM entries",
+            "records": "SELECT count(*) FROM entries WHERE kind='begin'",
+            "pending": "SELECT count(*) FROM entries b WHERE b.kind='begin' AND NOT EXISTS"
+            " (SELECT 1 FROM entries f WHERE f.record=b.record AND f.kind='finish')",
+            "checkpoints": "SELECT count(*) FROM checkpoints",
+            "subjects": "SELECT count(*) FROM subject_keys",
+            "erasures": "SELECT count(*) FROM entries WHERE kind='erase'",
+            "prunes": "SELECT count(*) FROM entries WHERE kind='prune'",
+        }
+        with self._lock:
+            db = self._conn()
+            return {name: int(db.execute(sql).fetchone()[0]) for name, sql in queries.items()}
+
+    def verify(self, public_key: bytes | None = None) -> VerifyResult:
+        """Check the chain and every signature; see :func:`veilpix.verify_log`."""
+        from veilpix._audit_verify import verify_connection
+
+        with self._lock:
+            return verify_connection(self._conn(), public_key=public_key, path=str(self.path))
+
+    # -- closing -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Sign the head (when this handle wrote anything) and close. Idempotent."""
+        if self._closed:
+            return
+        self._stop.set()
+        timer = self._timer
+        if timer is not None and timer is not threading.current_thread():
+            timer.join()
+        try:
+            if self._wrote and not self.readonly and self._pid == os.getpid():
+                self.checkpoint("close")
+        finally:
+            with self._lock:
+                self._closed = True
+                if self._db is not None:
+                    self._db.close()
+                    self._db = None
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mode = "readonly" if self.readonly else "writable"
+        return f"AuditLog({str(self.path)!r}, {mode})"
+
+
+@dataclass
+class StatsRow:
+    """Totals for one (vendor, country, month): what ``veilpix audit stats`` prints."""
+
+    vendor: str
+    country: str
+    month: str
+    calls: int = 0
+    sent: int = 0
+    blocked: int = 0
+    failed: int = 0
+    unknown: int = 0
+    images: int = 0
+    bytes_before: int = 0
+    bytes_sent: int = 0
+    faces_blurred: int = 0
+    faces_unblurred: int = 0
+    images_unchecked: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def summarize(records: Iterable[TransferRecord]) -> list[StatsRow]:
+    """Per vendor, destination country and month (of the begin): calls by outcome, images,
+    bytes before and as sent, faces blurred and sent unblurred, images sent unchecked.
+    Blocked calls count as calls but send no images or bytes."""
+    rows: dict[tuple[str, str, str], StatsRow] = {}
+    for rec in records:
+        key = (str(rec.where.get("vendor") or "?"), str(rec.where.get("country") or "?"), rec.month)
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = StatsRow(*key)
+        row.calls += 1
+        outcome = rec.outcome
+        setattr(row, outcome, getattr(row, outcome) + 1)
+        if outcome == "blocked":
+            continue
+        images = rec.what.get("images", ())
+        row.images += len(images)
+        row.bytes_before += int(rec.what.get("bytes_before") or 0)
+        sent = (rec.finish or {}).get("request_bytes") or rec.what.get("request_bytes")
+        row.bytes_sent += int(sent or rec.what.get("bytes_after") or 0)
+        row.faces_blurred += sum(int(i.get("faces_blurred") or 0) for i in images)
+        row.faces_unblurred += rec.faces_unblurred
+        row.images_unchecked += rec.faces_unchecked
+    return [rows[k] for k in sorted(rows, key=lambda k: (k[2], k[0], k[1]))]
+
+
+def _scrub(obj: Any) -> Any:
+    """Mask credential-shaped text in every string of a body about to be stored."""
+    if isinstance(obj, str):
+        return scrub_secrets(obj)
+    if isinstance(obj, dict):
+        return {k: _scrub(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_scrub(v) for v in obj]
+    return obj
+
+
+def _fingerprints(rec: TransferRecord) -> set[str]:
+    out: set[str] = set()
+    for img in rec.what.get("images", ()):
+        out.update(v for k, v in img.items() if k.startswith("fingerprint_") and v)
+    if rec.sealed is not None:
+        for pair in rec.sealed.get("fingerprints", ()):
+            out.update(v for v in pair if v)
+    return out

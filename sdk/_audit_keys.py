@@ -1,0 +1,207 @@
+"""Key material of one transfer log: fingerprint key, wrap key, signing key.
+
+One small JSON file beside the log (``audit.db`` -> ``audit.db.key``), mode 0600, created on
+first use with ``O_EXCL`` (several processes opening a new log agree on one file). It holds:
+
+- ``hmac``: the per-log secret behind every fingerprint. A plain SHA-256 of a photo lets
+  anyone who has the photo confirm it was sent; a keyed HMAC needs this file as well.
+- ``wrap``: AES-256-GCM key that wraps the per-subject keys stored in the log, so the log file
+  alone reveals no subject-linked field.
+- ``signing``: the Ed25519 key that signs checkpoints. Its public half is stored in the log
+  and can be exported; ``veilpix audit verify`` needs nothing else.
+
+The log file can be handed to an auditor without this file: they can verify and read every
+fact, but not decrypt subject-linked fields or recompute fingerprints.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from veilpix._errors import ConfigError
+
+__all__ = [
+    "KeyFile",
+    "SealError",
+    "key_id",
+    "load_public_key",
+    "open_sealed",
+    "public_key_pem",
+    "seal",
+    "verify_signature",
+]
+
+_FORMAT = "veilpix-audit-key/1"
+_NONCE = 12
+
+
+class SealError(Exception):
+    """A sealed field did not open (wrong key or altered ciphertext)."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text.encode("ascii"), validate=True)
+
+
+def key_id(public_raw: bytes) -> str:
+    """Short, stable name of a signing key: the first 16 hex digits of SHA-256 of its raw bytes."""
+    return hashlib.sha256(public_raw).hexdigest()[:16]
+
+
+def seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
+    """AES-256-GCM with a random nonce; the nonce leads the output."""
+    nonce = secrets.token_bytes(_NONCE)
+    return nonce + AESGCM(key).encrypt(nonce, plaintext, aad)
+
+
+def open_sealed(key: bytes, blob: bytes, aad: bytes) -> bytes:
+    try:
+        return AESGCM(key).decrypt(blob[:_NONCE], blob[_NONCE:], aad)
+    except (InvalidTag, ValueError) as exc:
+        raise SealError("sealed field does not open with this key") from exc
+
+
+def verify_signature(public_raw: bytes, signature: bytes, message: bytes) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(public_raw).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def public_key_pem(public_raw: bytes) -> str:
+    key = Ed25519PublicKey.from_public_bytes(public_raw)
+    return key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode("ascii")
+
+
+def load_public_key(path: str | os.PathLike[str]) -> bytes:
+    """Raw Ed25519 public key from a PEM file written by ``veilpix audit key``."""
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        key = load_pem_public_key(Path(path).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot read the public key {os.fspath(path)!r}: {exc}",
+            hint="export it with: veilpix audit key -o audit-public.pem",
+        ) from exc
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigError(f"{os.fspath(path)!r} is not an Ed25519 public key")
+    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+@dataclass(frozen=True)
+class KeyFile:
+    """The secrets of one log. Never logged, never exported by veilpix."""
+
+    log_id: str
+    hmac_key: bytes = field(repr=False)
+    wrap_key: bytes = field(repr=False)
+    signing_seed: bytes = field(repr=False)
+
+    @classmethod
+    def generate(cls, log_id: str) -> KeyFile:
+        return cls(
+            log_id=log_id,
+            hmac_key=secrets.token_bytes(32),
+            wrap_key=AESGCM.generate_key(bit_length=256),
+            signing_seed=secrets.token_bytes(32),
+        )
+
+    @property
+    def public_raw(self) -> bytes:
+        key = Ed25519PrivateKey.from_private_bytes(self.signing_seed).public_key()
+        return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    def sign(self, message: bytes) -> bytes:
+        return Ed25519PrivateKey.from_private_bytes(self.signing_seed).sign(message)
+
+    def fingerprint(self, label: bytes, data: bytes) -> str:
+        """Keyed fingerprint (HMAC-SHA256), hex. ``label`` separates kinds of data."""
+        return hmac.new(self.hmac_key, label + b"\0" + data, hashlib.sha256).hexdigest()
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {
+                "format": _FORMAT,
+                "log_id": self.log_id,
+                "hmac": _b64(self.hmac_key),
+                "wrap": _b64(self.wrap_key),
+                "signing": _b64(self.signing_seed),
+            },
+            indent=1,
+        ).encode()
+
+    @classmethod
+    def read(cls, path: Path) -> KeyFile:
+        try:
+            doc = json.loads(path.read_bytes())
+            if doc.get("format") != _FORMAT:
+                raise ValueError(f"unknown format {doc.get('format')!r}")
+            out = cls(
+                log_id=str(doc["log_id"]),
+                hmac_key=_unb64(doc["hmac"]),
+                wrap_key=_unb64(doc["wrap"]),
+                signing_seed=_unb64(doc["signing"]),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(
+                f"the log key file {str(path)!r} is damaged: {exc}",
+                hint="restore it from a backup; without it the log can be read and verified "
+                "but not written",
+            ) from exc
+        if not (len(out.hmac_key) == len(out.wrap_key) == len(out.signing_seed) == 32):
+            raise ConfigError(f"the log key file {str(path)!r} holds keys of the wrong size")
+        return out
+
+    @classmethod
+    def create_or_read(cls, path: Path, log_id: str) -> KeyFile:
+        """Create ``path`` (0600) holding new keys for ``log_id``; if another process won the
+        race, read theirs. Written to a temporary name and linked into place, so nobody ever
+        reads a half-written key file."""
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        keys = cls.generate(log_id)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(keys.to_json())
+                fh.flush()
+                os.fsync(fh.fileno())
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return cls.read(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        _fsync_dir(path.parent)
+        return keys
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,229 @@
+"""What a door tells the transfer log about one outbound call, and how secrets are kept out.
+
+``Transfer`` is filled in by the door (SDK client, transport, proxy) before it sends anything:
+who asked, what leaves (images as :class:`OutboundImage`, the prompt), where it goes, why, and
+which privacy controls and policy rule applied. The log turns it into stored facts: image bytes
+and prompts become keyed fingerprints and sizes, URLs and headers lose their credentials, and
+any string that still looks like a credential is masked.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from veilpix._report import SanitizedImage
+
+__all__ = [
+    "REDACTED",
+    "OutboundImage",
+    "Outcome",
+    "Transfer",
+    "redact_headers",
+    "redact_url",
+    "scrub_secrets",
+]
+
+REDACTED = "[redacted]"
+Outcome = Literal["sent", "failed", "blocked"]
+
+# Header names that carry credentials at the vendors veilpix knows, plus the generic ones.
+_SECRET_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "api-key",
+        "x-api-key",
+        "x-goog-api-key",
+        "x-key",
+        "cookie",
+        "set-cookie",
+        "x-veilpix-token",
+        "ocp-apim-subscription-key",
+        "x-amz-security-token",
+        "x-goog-user-project",
+    }
+)
+_SECRET_NAME = re.compile(r"key|token|secret|passw|auth|signature|session|credential", re.I)
+# Query parameters that carry credentials (Gemini's ?key=, presigned URLs, OAuth codes).
+_SECRET_PARAM = re.compile(
+    r"^(key|api[-_]?key|apikey|token|access[-_]?token|id[-_]?token|refresh[-_]?token|code|"
+    r"sig|signature|x-amz-signature|x-amz-credential|x-amz-security-token|x-goog-signature|"
+    r"x-goog-credential|se|sp|sv|secret|client[-_]?secret|password|auth|session)$",
+    re.I,
+)
+# Credential shapes, masked wherever they appear in a stored string.
+_SECRET_VALUE = re.compile(
+    r"(?i:\b(?:bearer|basic|key|token)\s+)[A-Za-z0-9._~+/:=-]{8,}"  # Authorization schemes
+    r"|\bsk-[A-Za-z0-9_-]{16,}"  # OpenAI, Anthropic (sk-ant-), DeepSeek
+    r"|\bAIza[0-9A-Za-z_-]{30,}"  # Google API keys
+    r"|\br8_[A-Za-z0-9]{20,}"  # Replicate
+    r"|\b(?:hf|xai|gsk|pk|rk)_[A-Za-z0-9]{20,}"  # Hugging Face, xAI, Groq, Stripe-style
+    r"|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"  # JWT
+    r"|\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}:[0-9a-f]{32,}"  # fal id:secret
+)
+
+
+def scrub_secrets(text: str) -> str:
+    """Mask anything in ``text`` shaped like a credential."""
+    return _SECRET_VALUE.sub(REDACTED, text)
+
+
+def redact_url(url: str) -> str:
+    """``url`` without user info, fragment, or the values of credential-bearing parameters."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return scrub_secrets(url.split("?", 1)[0])
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    query = [
+        (name, REDACTED if _SECRET_PARAM.match(name) else value)
+        for name, value in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    rebuilt = urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="[]"), ""))
+    return scrub_secrets(rebuilt)
+
+
+def redact_headers(headers: Mapping[str, str] | Sequence[tuple[str, str]]) -> dict[str, str]:
+    """Header names in lower case; credential headers' values replaced by ``[redacted]``."""
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    out: dict[str, str] = {}
+    for name, value in items:
+        key = name.lower()
+        secret = key in _SECRET_HEADERS or bool(_SECRET_NAME.search(key))
+        out[key] = REDACTED if secret else scrub_secrets(value)
+    return out
+
+
+@dataclass(frozen=True)
+class OutboundImage:
+    """One image in an outbound request: the bytes the app gave and what veilpix made of them.
+
+    ``sanitized`` is None when the image could not be sanitized (the call is then blocked and
+    ``error`` says why). The log keeps only keyed fingerprints and facts, never the bytes.
+    """
+
+    original: bytes = field(repr=False)
+    sanitized: SanitizedImage | None = None
+    field: str = ""
+    error: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Transfer:
+    """Everything the log records about one outbound call before it is sent.
+
+    Where: ``vendor``, ``url`` (credentials removed before storing), ``method``, ``model``,
+    ``operation``, ``legal_entity``, ``region``, ``country`` (ISO 3166 alpha-2) and
+    ``transfer_mechanism`` (e.g. "adequacy decision (EU-US DPF)", "SCCs"; when None the log's
+    configured mechanism for the vendor is used). Who: ``app``, ``actor``, ``client`` (address
+    of the caller, for the proxy), ``door`` (sdk, transport, gateway, intercept). Why:
+    ``purpose``, ``legal_basis``, ``consent_ref``, ``subject_ref`` (the data subject; every
+    field linked to a subject is stored encrypted under that subject's key and can be erased).
+    What: ``images``, ``prompt`` (stored as length and keyed fingerprint only), extra
+    ``data_categories``, ``request_bytes``, ``headers`` (stored with credentials redacted).
+    ``controls_*``: the privacy controls applied, available only at account level, or not
+    offered by the vendor. ``rule``: the policy rule that decided. ``retention``: a class name
+    the operator's retention schedule understands.
+    """
+
+    vendor: str
+    url: str
+    method: str = "POST"
+    model: str | None = None
+    operation: str | None = None
+    legal_entity: str | None = None
+    region: str | None = None
+    country: str | None = None
+    transfer_mechanism: str | None = None
+    app: str | None = None
+    actor: str | None = None
+    client: str | None = None
+    door: str = "sdk"
+    purpose: str | None = None
+    legal_basis: str | None = None
+    consent_ref: str | None = None
+    subject_ref: str | None = None
+    images: Sequence[OutboundImage] = ()
+    prompt: str | None = field(default=None, repr=False)
+    data_categories: Sequence[str] = ()
+    request_bytes: int | None = None
+    headers: Mapping[str, str] | None = field(default=None, repr=False)
+    controls_applied: Sequence[str] = ()
+    controls_account_level: Sequence[str] = ()
+    controls_unavailable: Sequence[str] = ()
+    rule: str = "allowed"
+    retention: str = "standard"
+
+    @property
+    def host(self) -> str:
+        try:
+            return (urlsplit(self.url).hostname or "").lower()
+        except ValueError:
+            return ""
+
+
+def image_facts(image: OutboundImage) -> dict[str, Any]:
+    """The facts kept about one image: sizes, formats, what was found and done. No values of
+    metadata (a GPS position or serial number is personal data), no plain hashes."""
+    out: dict[str, Any] = {"field": scrub_secrets(image.field), "bytes_before": len(image.original)}
+    s = image.sanitized
+    if s is None:
+        out["error"] = scrub_secrets(image.error or "not sanitized")
+        return out
+    r = s.report
+    removed: dict[str, int] = {}
+    for part in r.removed:
+        # "JPEG APP15 <vendor text>" -> "JPEG APP15": element names only, never the values
+        # (a comment, an owner name or a vendor string can identify someone).
+        kind = " ".join(part.container.split()[:2])
+        removed[kind] = removed.get(kind, 0) + part.size
+    unblurred = max(r.faces_found - r.faces_blurred, 0) if r.faces_checked else None
+    out.update(
+        {
+            "format_before": r.format_in,
+            "format_after": r.format_out,
+            "media_type": s.media_type,
+            "width_before": r.width_in,
+            "height_before": r.height_in,
+            "width_after": r.width_out,
+            "height_after": r.height_out,
+            "frames": r.frames_out,
+            "bytes_after": len(s.data),
+            "lossless": r.lossless,
+            "metadata_found": r.categories(),
+            "gps_removed": r.gps is not None or "gps" in r.categories(),
+            "metadata_removed": dict(sorted(removed.items())),
+            "faces_checked": r.faces_checked,
+            "faces_found": r.faces_found if r.faces_checked else None,
+            "faces_blurred": r.faces_blurred,
+            "faces_unblurred": unblurred,
+            "face_mode": r.face_mode,
+            "downscaled": r.downscaled,
+        }
+    )
+    return out
+
+
+def data_categories(transfer: Transfer, facts: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Categories of personal data in the call, derived from what was found plus the door's."""
+    cats = set(transfer.data_categories)
+    if facts:
+        cats.add("image")
+    if any(f.get("faces_unblurred") for f in facts):
+        cats.add("face image (unblurred)")
+    if any(f.get("faces_blurred") for f in facts):
+        cats.add("face image (blurred)")
+    if any(f.get("faces_checked") is False for f in facts if "error" not in f):
+        cats.add("image (faces not checked)")
+    if transfer.prompt:
+        cats.add("prompt text")
+    return sorted(cats)

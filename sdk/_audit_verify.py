@@ -1,0 +1,287 @@
+"""Offline verification of a transfer log with nothing but its Ed25519 public key.
+
+The verifier recomputes every entry hash and link, checks every checkpoint signature and that
+each checkpoint still matches the entry it signed, and accounts for prune bridges and erasure
+tombstones. It reports every problem it finds, the first one first:
+
+- ``gap``: entries are missing (deleted rows, or a head cut without a prune bridge);
+- ``broken-link``: an entry does not chain onto the one before (inserted or reordered);
+- ``modified``: an entry's content no longer matches its own hash;
+- ``bad-signature`` / ``checkpoint-gap``: a checkpoint was forged, replaced or removed;
+- ``checkpoint-mismatch``: an entry differs from what a checkpoint signed (rebuilt chain);
+- ``truncated``: a checkpoint signs entries that are no longer there;
+- ``unsigned-tail``: entries after the last checkpoint (a live writer between checkpoints,
+  a crash not yet recovered, or rows appended by someone without the signing key);
+- ``key-mismatch``, ``out-of-order``, ``orphan``, ``erasure``: see the messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from veilpix._audit import KINDS, checkpoint_message, entry_hash, genesis
+from veilpix._audit_keys import key_id, verify_signature
+from veilpix._errors import AuditLogError
+
+__all__ = ["Problem", "VerifyResult", "check_tail", "verify_connection", "verify_log"]
+
+_SELECT_ENTRIES = "SELECT seq, kind, record, ts, subject, body, prev, hash FROM entries"
+# At one entry, the problem that explains the others comes first.
+_RANK = {k: i for i, k in enumerate((
+    "key-mismatch", "gap", "broken-link", "modified", "out-of-order", "orphan", "erasure",
+    "checkpoint-gap", "bad-signature", "checkpoint-mismatch", "truncated", "unsigned-tail",
+))}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the log. ``seq`` is the entry (or checkpoint id) concerned."""
+
+    kind: str
+    seq: int | None
+    message: str
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """The outcome of :func:`verify_log`. ``ok`` only when nothing at all is wrong, including an
+    unsigned tail; ``intact`` when no tampering was found (an unsigned tail may remain)."""
+
+    path: str
+    log_id: str
+    key_id: str
+    key_source: str
+    entries: int = 0
+    records: int = 0
+    pending: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    checkpoints: int = 0
+    signed_through: int | None = None
+    unsigned_tail: int = 0
+    pruned_through: int | None = None
+    erasures: int = 0
+    problems: tuple[Problem, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def intact(self) -> bool:
+        return all(p.kind == "unsigned-tail" for p in self.problems)
+
+    @property
+    def first_problem(self) -> Problem | None:
+        return self.problems[0] if self.problems else None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["ok"], out["intact"] = self.ok, self.intact
+        return out
+
+
+def _walk(
+    rows: Iterable[tuple[Any, ...]], seq: int, prev: bytes
+) -> Iterator[tuple[tuple[Any, ...], Problem | None]]:
+    """Check each entry against its predecessor; yield (row, first problem with it)."""
+    last_ts = ""
+    for row in rows:
+        s, kind, record, ts, subject, body, row_prev, row_hash = row
+        problem = None
+        if s != seq:
+            what = f"entry {seq} is" if s == seq + 1 else f"entries {seq}..{s - 1} are"
+            problem = Problem("gap", seq, f"{what} missing before entry {s} (rows deleted)")
+        elif bytes(row_prev) != prev:
+            problem = Problem(
+                "broken-link", s,
+                f"entry {s} does not chain onto entry {s - 1} (a row was inserted, replaced "
+                "or reordered)",
+            )  # fmt: skip
+        elif entry_hash(bytes(row_prev), s, kind, record, ts, subject, body) != bytes(row_hash):
+            problem = Problem("modified", s, f"entry {s} ({kind}) was altered after it was written")
+        elif kind not in KINDS:
+            problem = Problem("modified", s, f"entry {s} has an unknown kind {kind!r}")
+        elif ts < last_ts:
+            problem = Problem("out-of-order", s, f"entry {s} is dated before entry {s - 1}")
+        yield row, problem
+        seq, prev, last_ts = s + 1, bytes(row_hash), max(ts, last_ts)
+
+
+def _start(db: sqlite3.Connection, log_id: str) -> tuple[int, bytes, int | None, bytes | None]:
+    """(expected first seq, its expected prev, pruned-through, prune anchor)."""
+    row = db.execute(
+        "SELECT body FROM entries WHERE kind='prune' ORDER BY seq DESC LIMIT 1"
+    ).fetchone()
+    if row is None:
+        return 1, genesis(log_id), None, None
+    bridge = json.loads(row[0])
+    anchor = bytes.fromhex(bridge["anchor"])
+    return int(bridge["through"]) + 1, anchor, int(bridge["through"]), anchor
+
+
+def check_tail(db: sqlite3.Connection, log_id: str) -> str | None:
+    """Fast check a writer runs on open: does the part after the last checkpoint chain onto
+    what that checkpoint signed? (Signatures are the verifier's job.)"""
+    cp = db.execute("SELECT seq, hash FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
+    seq, prev, through, _anchor = _start(db, log_id)
+    if cp is not None and (through is None or cp[0] > through):
+        row = db.execute("SELECT hash FROM entries WHERE seq=?", (cp[0],)).fetchone()
+        if row is None or bytes(row[0]) != bytes(cp[1]):
+            return f"entry {cp[0]} no longer matches the last checkpoint"
+        seq, prev = cp[0] + 1, bytes(cp[1])
+    rows = db.execute(_SELECT_ENTRIES + " WHERE seq>=? ORDER BY seq", (seq,))
+    for _row, problem in _walk(rows, seq, prev):
+        if problem is not None:
+            return problem.message
+    return None
+
+
+def verify_connection(
+    db: sqlite3.Connection, *, public_key: bytes | None = None, path: str = ""
+) -> VerifyResult:
+    try:
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        log_id, stored = meta["log_id"], bytes.fromhex(meta["public_key"])
+    except (sqlite3.Error, KeyError, ValueError) as exc:
+        raise AuditLogError(f"{path!r} is not a readable veilpix transfer log: {exc}") from exc
+    problems: list[Problem] = []
+    key = stored if public_key is None else public_key
+    if public_key is not None and public_key != stored:
+        problems.append(Problem(
+            "key-mismatch", None,
+            f"the log names signing key {key_id(stored)}, not the given {key_id(public_key)}: "
+            "its checkpoints are checked against the given key",
+        ))  # fmt: skip
+    cps = db.execute(
+        "SELECT id, seq, hash, ts, reason, key_id, signature FROM checkpoints ORDER BY id"
+    ).fetchall()
+    signed_seqs = {int(c[1]) for c in cps}
+    seq0, prev0, through, anchor = _start(db, log_id)
+    hashes: dict[int, bytes] = {}
+    begun: set[str] = set()
+    finished: set[str] = set()
+    erased: list[tuple[int, str]] = []
+    entries = records = 0
+    first = last = None
+    rows = db.execute(_SELECT_ENTRIES + " ORDER BY seq")
+    for row, problem in _walk(rows, seq0, prev0):
+        s, kind, record, _ts, subject = row[:5]
+        entries += 1
+        first = s if first is None else first
+        last = s
+        if problem is not None and problem.kind == "gap" and first == s and through is None:
+            problems.append(Problem(
+                "gap", 1, f"entries 1..{s - 1} are missing and no prune entry accounts for them"
+            ))  # fmt: skip
+        elif problem is not None:
+            problems.append(problem)
+        if s in signed_seqs:
+            hashes[s] = bytes(row[7])
+        if kind == "begin":
+            records += 1
+            begun.add(record)
+        elif kind == "finish":
+            if record in finished:
+                problems.append(Problem("orphan", s, f"transfer {record} is finished twice"))
+            elif record not in begun and through is None:
+                problems.append(Problem("orphan", s, f"entry {s} finishes {record}, never begun"))
+            finished.add(record)
+        elif kind == "erase" and subject:
+            erased.append((s, subject))
+    if first is None and through is None and cps:
+        problems.append(Problem("truncated", None, "the log has checkpoints but no entries"))
+
+    signed_through = None
+    prev_sig = genesis(log_id)
+    last_cp_seq = 0
+    for i, (cid_, cseq_, chash_, cts, reason, _kid, sig_) in enumerate(cps, start=1):
+        cid, cseq, chash, sig = int(cid_), int(cseq_), bytes(chash_), bytes(sig_)
+        if cid != i:
+            problems.append(Problem("checkpoint-gap", cseq, f"checkpoint {i} is missing"))
+        message = checkpoint_message(log_id, cid, cseq, chash, cts, reason, prev_sig)
+        prev_sig = hashlib.sha256(sig).digest()
+        if not verify_signature(key, sig, message):
+            problems.append(Problem(
+                "bad-signature", cseq,
+                f"checkpoint {cid} (entry {cseq}) does not carry a valid signature by key "
+                f"{key_id(key)}: it was forged, altered or replaced",
+            ))  # fmt: skip
+            continue
+        if cseq < last_cp_seq:
+            problems.append(Problem("checkpoint-gap", cseq, f"checkpoint {cid} goes backwards"))
+        last_cp_seq = max(last_cp_seq, cseq)
+        if through is not None and cseq <= through:
+            if cseq == through and chash != anchor:
+                problems.append(Problem(
+                    "checkpoint-mismatch", cseq,
+                    f"the prune bridge does not match what checkpoint {cid} signed for entry {cseq}",
+                ))  # fmt: skip
+            continue
+        if last is None or cseq > last:
+            problems.append(Problem(
+                "truncated", cseq,
+                f"checkpoint {cid} signs entry {cseq} but the log ends at "
+                f"{'nothing' if last is None else f'entry {last}'} (the tail was cut off)",
+            ))  # fmt: skip
+            continue
+        if hashes.get(cseq) != chash:
+            problems.append(Problem(
+                "checkpoint-mismatch", cseq,
+                f"checkpoint {cid} signs entry {cseq}, which is missing" if cseq not in hashes
+                else f"entry {cseq} is not the entry checkpoint {cid} signed (altered or rebuilt)",
+            ))  # fmt: skip
+            continue
+        signed_through = cseq if signed_through is None else max(signed_through, cseq)
+
+    unsigned = 0
+    if last is not None:
+        floor = signed_through if signed_through is not None else (through or 0)
+        unsigned = max(last - floor, 0)
+        if unsigned:
+            problems.append(Problem(
+                "unsigned-tail", floor + 1,
+                f"{unsigned} entr{'y' if unsigned == 1 else 'ies'} after entry {floor} "
+                "carry no signature yet (a writer is running, or one stopped without closing; "
+                "opening the log for writing signs the tail after checking it)",
+            ))  # fmt: skip
+    kept = {r[0] for r in db.execute("SELECT kid FROM subject_keys")}
+    for s, kid in erased:
+        if kid in kept:
+            problems.append(Problem("erasure", s, f"erasure {s}: the subject key still exists"))
+    problems.sort(
+        key=lambda p: (p.kind == "unsigned-tail", -1 if p.seq is None else p.seq, _RANK[p.kind])
+    )
+    return VerifyResult(
+        path=path,
+        log_id=log_id,
+        key_id=key_id(key),
+        key_source="log" if public_key is None else "given",
+        entries=entries,
+        records=records,
+        pending=len(begun - finished),
+        first_seq=first,
+        last_seq=last,
+        checkpoints=len(cps),
+        signed_through=signed_through,
+        unsigned_tail=unsigned,
+        pruned_through=through,
+        erasures=len(erased),
+        problems=tuple(problems),
+    )
+
+
+def verify_log(path: str | Path, *, public_key: bytes | None = None) -> VerifyResult:
+    """Verify the log at ``path`` read-only. ``public_key`` (raw Ed25519, see
+    ``veilpix audit key``) makes the check independent of the key stored in the log."""
+    from veilpix._audit import AuditLog
+
+    with AuditLog(path, readonly=True) as log:
+        result: VerifyResult = log.verify(public_key)
+        return result

@@ -1,0 +1,253 @@
+"""Tamper with a closed, fully signed transfer log through plain sqlite3, every way a person
+with write access to the file could, and check that ``verify`` names what happened."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from auditkit import fill, raw
+
+from veilpix import AuditLog, verify_log
+from veilpix._audit import checkpoint_message, entry_hash, genesis
+from veilpix._audit_keys import KeyFile, key_id
+from veilpix._cli import main
+
+N = 20  # transfers -> 40 entries, checkpoints at 8, 16, 24, 32, 40
+
+
+@pytest.fixture
+def log_path(tmp_path: Path) -> Path:
+    path = tmp_path / "audit.db"
+    with AuditLog(path, checkpoint_every=8) as log:
+        fill(log, N)
+    return path
+
+
+def kinds(path: Path, **kw: object) -> list[tuple[str, int | None]]:
+    result = verify_log(path, **kw)  # type: ignore[arg-type]
+    return [(p.kind, p.seq) for p in result.problems]
+
+
+def rehash_from(db: object, start: int, log_id: str) -> None:
+    """What a careful forger does after an edit: recompute every hash and link onwards."""
+    rows = db.execute(  # type: ignore[attr-defined]
+        "SELECT seq, kind, record, ts, subject, body FROM entries WHERE seq>=? ORDER BY seq",
+        (start,),
+    ).fetchall()
+    prev = db.execute("SELECT hash FROM entries WHERE seq=?", (start - 1,)).fetchone()  # type: ignore[attr-defined]
+    prev = genesis(log_id) if prev is None else prev[0]
+    for seq, kind, record, ts, subject, body in rows:
+        h = entry_hash(prev, seq, kind, record, ts, subject, body)
+        db.execute("UPDATE entries SET prev=?, hash=? WHERE seq=?", (prev, h, seq))  # type: ignore[attr-defined]
+        prev = h
+
+
+def log_id(path: Path) -> str:
+    return str(raw(path).execute("SELECT value FROM meta WHERE key='log_id'").fetchone()[0])
+
+
+def test_untouched_log_verifies(log_path: Path) -> None:
+    result = verify_log(log_path)
+    assert result.ok and result.intact
+    assert (result.entries, result.records, result.pending) == (2 * N, N, 0)
+    assert result.signed_through == 2 * N and result.unsigned_tail == 0
+    assert main(["audit", "verify", "--log", str(log_path)]) == 0
+
+
+def test_edited_field_is_caught(log_path: Path) -> None:
+    db = raw(log_path)
+    body = db.execute("SELECT body FROM entries WHERE seq=5").fetchone()[0]
+    assert '"country":"US"' in body or '"country":"NL"' in body
+    db.execute(
+        "UPDATE entries SET body=replace(replace(body, '\"US\"', '\"CH\"'), '\"NL\"', '\"CH\"')"
+        " WHERE seq=5"
+    )
+    assert kinds(log_path)[0] == ("modified", 5)
+    assert main(["audit", "verify", "--log", str(log_path)]) == 1
+
+
+def test_edit_with_own_hash_recomputed_breaks_the_next_link(log_path: Path) -> None:
+    db = raw(log_path)
+    seq, kind, record, ts, subject, body, prev = db.execute(
+        "SELECT seq, kind, record, ts, subject, body, prev FROM entries WHERE seq=10"
+    ).fetchone()
+    assert kind == "finish" and '"status":200' in body
+    body = body.replace('"status":200', '"status":201')
+    db.execute(
+        "UPDATE entries SET body=?, hash=? WHERE seq=10",
+        (body, entry_hash(prev, seq, kind, record, ts, subject, body)),
+    )
+    assert kinds(log_path)[0] == ("broken-link", 11)
+
+
+def test_rebuilt_chain_is_caught_by_the_checkpoints(log_path: Path) -> None:
+    db = raw(log_path)
+    db.execute("UPDATE entries SET body=replace(body, 'shop', 'shap') WHERE seq=11")
+    rehash_from(db, 11, log_id(log_path))
+    problems = kinds(log_path)
+    assert problems[0] == ("checkpoint-mismatch", 16)  # the first checkpoint after the edit
+    assert ("checkpoint-mismatch", 40) in problems
+
+
+def test_deleted_row_is_a_gap(log_path: Path) -> None:
+    raw(log_path).execute("DELETE FROM entries WHERE seq=13")
+    assert kinds(log_path)[0] == ("gap", 13)
+
+
+def test_deleted_head_is_a_gap_without_a_prune_bridge(log_path: Path) -> None:
+    raw(log_path).execute("DELETE FROM entries WHERE seq<=3")
+    result = verify_log(log_path)
+    assert (result.problems[0].kind, result.problems[0].seq) == ("gap", 1)
+    assert "no prune entry" in result.problems[0].message
+
+
+def test_inserted_row_is_caught(log_path: Path) -> None:
+    db = raw(log_path)
+    # Make room after entry 9 and slide a forged entry in, chained onto entry 9.
+    db.execute("UPDATE entries SET seq=seq+1000 WHERE seq>9")
+    db.execute("UPDATE entries SET seq=seq-999 WHERE seq>1000")
+    prev, ts = db.execute("SELECT hash, ts FROM entries WHERE seq=9").fetchone()
+    body = json.dumps({"where": {"vendor": "openai"}})
+    h = entry_hash(prev, 10, "begin", "forged", ts, None, body)
+    db.execute(
+        "INSERT INTO entries(seq, kind, record, ts, subject, body, prev, hash) VALUES"
+        " (10, 'begin', 'forged', ?, NULL, ?, ?, ?)",
+        (ts, body, prev, h),
+    )
+    assert kinds(log_path)[0] == ("broken-link", 11)
+
+
+def test_forged_append_is_an_unsigned_tail(log_path: Path) -> None:
+    db = raw(log_path)
+    prev, ts = db.execute("SELECT hash, ts FROM entries WHERE seq=40").fetchone()
+    body = json.dumps({"where": {"vendor": "openai"}})
+    db.execute(
+        "INSERT INTO entries(seq, kind, record, ts, subject, body, prev, hash) VALUES"
+        " (41, 'begin', 'x', ?, NULL, ?, ?, ?)",
+        (ts, body, prev, entry_hash(prev, 41, "begin", "x", ts, None, body)),
+    )
+    result = verify_log(log_path)
+    assert result.intact and not result.ok
+    assert (result.problems[0].kind, result.problems[0].seq) == ("unsigned-tail", 41)
+    assert result.unsigned_tail == 1
+    assert main(["audit", "verify", "--log", str(log_path)]) == 3
+
+
+def test_reordered_rows_are_caught(log_path: Path) -> None:
+    db = raw(log_path)
+    a = db.execute("SELECT kind, record, ts, body, prev, hash FROM entries WHERE seq=3").fetchone()
+    b = db.execute("SELECT kind, record, ts, body, prev, hash FROM entries WHERE seq=4").fetchone()
+    sql = "UPDATE entries SET kind=?, record=?, ts=?, body=?, prev=?, hash=? WHERE seq=?"
+    db.execute(sql, (*b, 3))
+    db.execute(sql, (*a, 4))
+    assert kinds(log_path)[0][1] == 3
+    assert kinds(log_path)[0][0] in ("broken-link", "modified")
+
+
+def test_truncated_tail_is_caught(log_path: Path) -> None:
+    raw(log_path).execute("DELETE FROM entries WHERE seq>30")
+    problems = kinds(log_path)
+    assert problems[0] == ("truncated", 32)
+    assert ("truncated", 40) in problems
+
+
+def test_replaced_checkpoint_is_caught(log_path: Path) -> None:
+    db = raw(log_path)
+    # Move checkpoint 2 onto another entry, keeping its signature.
+    h = db.execute("SELECT hash FROM entries WHERE seq=15").fetchone()[0]
+    db.execute("UPDATE checkpoints SET seq=15, hash=? WHERE id=2", (h,))
+    assert kinds(log_path)[0] == ("bad-signature", 15)
+
+
+def test_checkpoint_with_another_signature_is_caught(log_path: Path) -> None:
+    db = raw(log_path)
+    sig = db.execute("SELECT signature FROM checkpoints WHERE id=1").fetchone()[0]
+    db.execute("UPDATE checkpoints SET signature=? WHERE id=3", (sig,))
+    assert ("bad-signature", 24) in kinds(log_path)
+
+
+def test_deleted_checkpoint_is_caught(log_path: Path) -> None:
+    raw(log_path).execute("DELETE FROM checkpoints WHERE id=2")
+    assert ("checkpoint-gap", 24) in kinds(log_path)
+
+
+def test_all_checkpoints_deleted_leaves_everything_unsigned(log_path: Path) -> None:
+    raw(log_path).execute("DELETE FROM checkpoints")
+    result = verify_log(log_path)
+    assert result.intact and not result.ok and result.unsigned_tail == 2 * N
+
+
+def test_re_signed_log_is_caught_with_the_exported_key(log_path: Path, tmp_path: Path) -> None:
+    """Someone with write access but not the key rebuilds the chain and signs it with a key of
+    their own. The key stored in the log then agrees; the exported copy does not."""
+    pem = tmp_path / "pub.pem"
+    assert main(["audit", "key", "--log", str(log_path), "-o", str(pem)]) == 0
+    db = raw(log_path)
+    lid = log_id(log_path)
+    db.execute("UPDATE entries SET body=replace(body, 'shop', 'shap')")
+    rehash_from(db, 1, lid)
+    forger = KeyFile.generate(lid)
+    db.execute("UPDATE meta SET value=? WHERE key='public_key'", (forger.public_raw.hex(),))
+    prev_sig = genesis(lid)
+    for cid, seq, ts, reason in db.execute(
+        "SELECT id, seq, ts, reason FROM checkpoints ORDER BY id"
+    ).fetchall():
+        head = db.execute("SELECT hash FROM entries WHERE seq=?", (seq,)).fetchone()[0]
+        sig = forger.sign(checkpoint_message(lid, cid, seq, head, ts, reason, prev_sig))
+        db.execute(
+            "UPDATE checkpoints SET hash=?, signature=?, key_id=? WHERE id=?",
+            (head, sig, key_id(forger.public_raw), cid),
+        )
+        prev_sig = hashlib.sha256(sig).digest()
+    assert verify_log(log_path).ok  # self-consistent against its own (replaced) key
+    assert main(["audit", "verify", "--log", str(log_path), "--public-key", str(pem)]) == 1
+    from veilpix._audit_keys import load_public_key
+
+    problems = kinds(log_path, public_key=load_public_key(pem))
+    assert problems[0] == ("key-mismatch", None)
+    assert ("bad-signature", 8) in problems
+
+
+def test_deleted_prune_bridge_is_caught(tmp_path: Path) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    path = tmp_path / "audit.db"
+    with AuditLog(path, checkpoint_every=8, clock=lambda: now[0]) as log:
+        fill(log, 5)
+        now[0] += timedelta(days=200)
+        fill(log, 5)
+        pruned = log.prune("180d")
+    assert pruned.records == 5 and verify_log(path).ok
+    raw(path).execute("DELETE FROM entries WHERE kind='prune'")
+    problems = kinds(path)
+    assert problems[0] == ("gap", 1)  # entries 1..10 gone, and nothing accounts for it
+    assert ("truncated", 21) in problems  # the prune entry itself was signed
+
+
+def test_deleted_tombstone_is_caught(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    with AuditLog(path) as log:
+        fill(log, 3, subject_ref="subject-1")
+        log.erase("subject-1")
+        fill(log, 1)
+    assert verify_log(path).ok
+    raw(path).execute("DELETE FROM entries WHERE kind='erase'")
+    assert kinds(path)[0] == ("gap", 7)
+
+
+def test_writer_refuses_a_log_whose_unsigned_tail_is_broken(log_path: Path) -> None:
+    from veilpix import AuditLogError
+
+    db = raw(log_path)
+    prev, ts = db.execute("SELECT hash, ts FROM entries WHERE seq=40").fetchone()
+    db.execute(
+        "INSERT INTO entries(seq, kind, record, ts, subject, body, prev, hash) VALUES"
+        " (41, 'finish', 'x', ?, NULL, '{}', ?, ?)",
+        (ts, prev, b"\0" * 32),
+    )
+    with pytest.raises(AuditLogError, match="damaged"):
+        AuditLog(log_path)
