@@ -19,6 +19,7 @@ __all__ = [
     "AuditLog",
     "AuditLogError",
     "CenterFace",
+    "Config",
     "ConfigError",
     "ConsentRequired",
     "CorruptImage",
@@ -46,6 +47,7 @@ __all__ = [
     "__version__",
     "detect_faces",
     "inspect",
+    "load_config",
     "sanitize",
     "sanitize_file",
     "sanitize_mask",
@@ -53,6 +55,8 @@ __all__ = [
 ]
 
 _LAZY = {
+    "Config": "veilpix._config",
+    "load_config": "veilpix._config",
     "AuditLog": "veilpix._audit",
     "AuditLogError": "veilpix._errors",
     "OutboundImage": "veilpix._audit_record",
@@ -92,6 +96,7 @@ if TYPE_CHECKING:
     from veilpix._audit import AuditLog, PendingTransfer, TransferRecord
     from veilpix._audit_record import OutboundImage, Transfer
     from veilpix._audit_verify import VerifyResult, verify_log
+    from veilpix._config import Config, load_config
     from veilpix._errors import (
         AuditLogError,
         ConfigError,

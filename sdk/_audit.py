@@ -50,6 +50,7 @@ from veilpix._errors import AuditLogError, ConfigError
 
 if TYPE_CHECKING:
     from veilpix._audit_verify import VerifyResult
+    from veilpix._config import Config
 
 __all__ = [
     "AuditLog",
@@ -370,6 +371,29 @@ class AuditLog:
             self._open_readonly()
         else:
             self._open_writable()
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Config | str | os.PathLike[str] | None = None,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        readonly: bool = False,
+    ) -> AuditLog:
+        """The log a ``veilpix.toml`` describes (see :func:`veilpix.load_config`). The path is
+        ``path`` if given, else ``$VEILPIX_LOG``, else ``[log] path``, else the default."""
+        from veilpix._config import Config, load_config
+
+        cfg = config if isinstance(config, Config) else load_config(config)
+        chosen = path or os.environ.get("VEILPIX_LOG") or cfg.log.path
+        return cls(
+            chosen,
+            readonly=readonly,
+            checkpoint_every=cfg.log.checkpoint_every,
+            checkpoint_seconds=cfg.log.checkpoint_seconds,
+            encrypt_prompts=cfg.log.encrypt_prompts,
+            mechanisms=cfg.mechanisms,
+        )
 
     # -- opening ------------------------------------------------------------------------------
 

@@ -33,6 +33,8 @@ examples:
                                         hide faces and downscale before sending
   veilpix preview team.jpg -o p.png --blur-faces
                                         look at what would be sent
+  veilpix audit verify                  check the transfer log's chain and signatures
+  veilpix audit report -o register.html the transfer register for compliance
 
 docs: https://github.com/veilpix/veilpix/tree/main/docs
 """
@@ -215,6 +217,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_policy_options(p)
+
+    from veilpix._cli_audit import add_audit_parser
+
+    add_audit_parser(sub)
     return parser
 
 
@@ -259,6 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from veilpix._preview import run_preview
 
             return run_preview(args, _policy(args))
+        if args.command == "audit":
+            from veilpix._cli_audit import run_audit
+
+            return run_audit(args, parser)
         if args.command == "demo":
             from veilpix._demo import run_demo
 
