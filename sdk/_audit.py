@@ -603,7 +603,9 @@ class AuditLog:
         else:
             seq, prev, last_ts = head[0] + 1, head[1], head[2]
         ts = max(_now_text(self._clock()), last_ts)  # never runs backwards along the chain
-        text = canonical(body)
+        # Mask credential-shaped text anywhere in the body, in one pass over the JSON. Safe on
+        # JSON: the patterns cannot match a quote or backslash, so they stay inside strings.
+        text = scrub_secrets(canonical(body))
         digest = entry_hash(prev, seq, kind, record, ts, subject, text)
         db.execute(
             "INSERT INTO entries(seq, kind, record, ts, subject, body, prev, hash)"
@@ -679,9 +681,9 @@ class AuditLog:
         )
         return kid, key
 
-    def _begin_body(self, t: Transfer, record_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(clear body, subject-linked fields). Fingerprints are computed here, under the lock
-        of nobody: they depend only on the key file."""
+    def _begin_body(self, t: Transfer) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(clear body, subject-linked fields). Computed before the write lock is taken:
+        fingerprinting a large image must not hold up other writers."""
         images = [image_facts(img) for img in t.images]
         fps = [
             [
@@ -741,11 +743,17 @@ class AuditLog:
             "retention": t.retention,
         }
         linked["fingerprints"] = fps
-        return _scrub(body), linked
+        return body, linked
 
-    def _write_begin(self, db: sqlite3.Connection, t: Transfer, rid: str) -> None:
+    def _write_begin(
+        self,
+        db: sqlite3.Connection,
+        t: Transfer,
+        rid: str,
+        prepared: tuple[dict[str, Any], dict[str, Any]],
+    ) -> None:
         assert self.keys is not None
-        body, linked = self._begin_body(t, rid)
+        body, linked = prepared
         subject = None
         if t.subject_ref is not None:
             subject, key = self._subject_key(db, t.subject_ref)
@@ -769,8 +777,9 @@ class AuditLog:
         """Record ``transfer`` as pending and commit it durably. Only after this returns may
         the door send; if it raises :class:`~veilpix.AuditLogError` the door must not send."""
         rid = _new_record_id()
+        prepared = self._begin_body(transfer)
         with self._write() as db:
-            self._write_begin(db, transfer, rid)
+            self._write_begin(db, transfer, rid, prepared)
         return PendingTransfer(self, rid)
 
     def finish(
@@ -788,7 +797,7 @@ class AuditLog:
         """Complete a begun record. A record is finished once; its begin must exist."""
         if outcome not in ("sent", "failed", "blocked"):
             raise ConfigError(f"outcome must be sent, failed or blocked, not {outcome!r}")
-        body = _scrub({
+        body = {
             "outcome": outcome,
             "status": status,
             "response_bytes": response_bytes,
@@ -796,7 +805,7 @@ class AuditLog:
             "reason": reason,
             "vendor_request_id": vendor_request_id,
             "latency_ms": None if latency_ms is None else round(latency_ms, 3),
-        })  # fmt: skip
+        }
         with self._write() as db:
             kinds = {
                 r[0] for r in db.execute("SELECT kind FROM entries WHERE record=?", (record_id,))
@@ -810,9 +819,10 @@ class AuditLog:
     def block(self, transfer: Transfer, *, reason: str, rule: str) -> str:
         """Record a call that policy stopped before sending (begin and finish, one commit)."""
         rid = _new_record_id()
+        prepared = self._begin_body(transfer)
         with self._write() as db:
-            self._write_begin(db, transfer, rid)
-            body = _scrub({"outcome": "blocked", "reason": reason, "rule": rule, "status": None})
+            self._write_begin(db, transfer, rid, prepared)
+            body = {"outcome": "blocked", "reason": reason, "rule": rule, "status": None}
             self._append(db, "finish", rid, body)
         return rid
 
@@ -855,8 +865,7 @@ class AuditLog:
                 "SELECT count(*) FROM entries WHERE subject=? AND kind='begin'", (kid,)
             ).fetchone()
             db.execute("DELETE FROM subject_keys WHERE kid=?", (kid,))
-            body = {"subject_key": kid, "records": count,
-                    "request_ref": scrub_secrets(request_ref) if request_ref else None}  # fmt: skip
+            body = {"subject_key": kid, "records": count, "request_ref": request_ref}
             seq = self._append(db, "erase", None, body, kid)
             self._checkpoint(db, "erase")
         return Erasure(records=count, tombstone_seq=seq, physically_overwritten=self._flush_wal())
@@ -1141,17 +1150,6 @@ def summarize(records: Iterable[TransferRecord]) -> list[StatsRow]:
         row.faces_unblurred += rec.faces_unblurred
         row.images_unchecked += rec.faces_unchecked
     return [rows[k] for k in sorted(rows, key=lambda k: (k[2], k[0], k[1]))]
-
-
-def _scrub(obj: Any) -> Any:
-    """Mask credential-shaped text in every string of a body about to be stored."""
-    if isinstance(obj, str):
-        return scrub_secrets(obj)
-    if isinstance(obj, dict):
-        return {k: _scrub(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_scrub(v) for v in obj]
-    return obj
 
 
 def _fingerprints(rec: TransferRecord) -> set[str]:
