@@ -268,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "audit":
             from veilpix._cli_audit import run_audit
 
-            return run_audit(args, parser)
+            return run_audit(args)
         if args.command == "demo":
             from veilpix._demo import run_demo
 

@@ -112,6 +112,7 @@ def add_audit_parser(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_EPILOG,
     )
+    audit.set_defaults(audit_parser=audit)
     asub = audit.add_subparsers(dest="audit_command", metavar="ACTION")
 
     p = asub.add_parser(
@@ -132,6 +133,11 @@ def add_audit_parser(sub: Any) -> None:
     )
     p = asub.add_parser("show", parents=[common], help="one transfer in full")
     p.add_argument("id", metavar="ID", help="record id (a unique prefix of 8+ characters will do)")
+    p.add_argument(
+        "--prompt", action="store_true",
+        help="also show the prompt, when the log keeps prompts ([log] encrypt_prompts; needs "
+        "the key file; gone once the subject is erased)",
+    )  # fmt: skip
     asub.add_parser(
         "stats", parents=[common, filters],
         help="calls, images, bytes, faces and blocks per vendor, country and month",
@@ -351,7 +357,10 @@ def _list(args: argparse.Namespace) -> int:
 def _show(args: argparse.Namespace) -> int:
     with _open(args) as log:
         rec = log.get(args.id)
+        prompt = log.prompt(rec.id) if args.prompt else None
     d = rec.to_dict()
+    if args.prompt:
+        d["what"]["prompt_text"] = prompt
     if args.json:
         _dump(d)
         return EXIT_OK
@@ -373,6 +382,10 @@ def _show(args: argparse.Namespace) -> int:
     rows += [
         ("what.categories", ", ".join(d["what"].get("categories", []))),
         ("what.prompt", d["what"].get("prompt")),
+        (
+            "what.prompt_text",
+            d["what"].get("prompt_text", "") or ("not kept" if args.prompt else ""),
+        ),
         ("subject", d["subject"]),
         ("controls.applied", ", ".join(d["controls"].get("applied", [])) or "-"),
         ("controls.account_level", ", ".join(d["controls"].get("account_level", [])) or "-"),
@@ -604,8 +617,8 @@ _COMMANDS = {
 }  # fmt: skip
 
 
-def run_audit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def run_audit(args: argparse.Namespace) -> int:
     if args.audit_command is None:
-        parser.parse_args(["audit", "--help"])
-        return EXIT_USAGE  # pragma: no cover - --help exits
+        args.audit_parser.print_help()
+        return EXIT_USAGE
     return _COMMANDS[args.audit_command](args)

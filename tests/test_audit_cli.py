@@ -229,3 +229,23 @@ def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, message: str) ->
 def test_config_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the config file"):
         load_config(tmp_path / "absent.toml")
+
+
+def test_audit_without_action_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit"]) == 2
+    assert "verify" in capsys.readouterr().out
+
+
+def test_show_prompt_when_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from auditkit import PROMPT
+
+    path = tmp_path / "a.db"
+    with AuditLog(path, encrypt_prompts=True) as log:
+        (kept,) = fill(log, 1)
+    with AuditLog(path) as log:
+        (plain,) = fill(log, 1)
+    base = ("audit", "show", "--log", str(path), "--prompt")
+    assert run_json(capsys, *base, kept)["what"]["prompt_text"] == PROMPT  # type: ignore[index]
+    assert run_json(capsys, *base, plain)["what"]["prompt_text"] is None  # type: ignore[index]
+    code, text = run(capsys, *base, plain)
+    assert code == 0 and "not kept" in text
