@@ -239,6 +239,14 @@ def _confirm(question: str, args: argparse.Namespace) -> bool:
     return answer in ("y", "yes")
 
 
+def _esc(value: object) -> str:
+    """Log values are data, not rich markup: "[redacted]" or an app named "[bold]x" must print
+    as written."""
+    from rich.markup import escape
+
+    return escape(str(value))
+
+
 def _short(rid: str) -> str:
     return rid[:8]
 
@@ -276,7 +284,7 @@ def _verify(args: argparse.Namespace) -> int:
         _dump(result.to_dict())
         return code
     con = _console()
-    con.print(f"log      {result.path}")
+    con.print(f"log      {_esc(result.path)}")
     con.print(
         f"key      {result.key_id} ({'given' if result.key_source == 'given' else 'stored in the log'})"
     )
@@ -301,10 +309,10 @@ def _verify(args: argparse.Namespace) -> int:
     first = result.problems[0]
     tone = "yellow" if result.intact else "red"
     con.print(
-        f"[bold {tone}]{'UNSIGNED TAIL' if result.intact else 'TAMPERED'}[/]: {first.message}"
+        f"[bold {tone}]{'UNSIGNED TAIL' if result.intact else 'TAMPERED'}[/]: {_esc(first.message)}"
     )
     for p in result.problems[1:20]:
-        con.print(f"  also: {p.message}")
+        con.print(f"  also: {_esc(p.message)}")
     if len(result.problems) > 20:
         con.print(f"  ... and {len(result.problems) - 20} more")
     return code
@@ -339,10 +347,10 @@ def _list(args: argparse.Namespace) -> int:
         table.add_row(
             _short(r.id),
             r.begun[:16].replace("T", " "),
-            str(r.who.get("app") or "-"),
-            str(r.where.get("vendor") or "-"),
-            str(r.where.get("host") or "-"),
-            str(r.where.get("country") or "?"),
+            _esc(r.who.get("app") or "-"),
+            _esc(r.where.get("vendor") or "-"),
+            _esc(r.where.get("host") or "-"),
+            _esc(r.where.get("country") or "?"),
             str(r.what.get("image_count", 0)),
             "-" if blocked else _size(r.to_dict()["request_bytes"] or r.what.get("bytes_after")),
             "-" if blocked else str(r.faces_unblurred) + ("+?" if r.faces_unchecked else ""),
@@ -397,7 +405,7 @@ def _show(args: argparse.Namespace) -> int:
     facts.add_column()
     for k, v in rows:
         if v not in (None, "", {}):
-            facts.add_row(k, v if isinstance(v, str) else json.dumps(v, ensure_ascii=False))
+            facts.add_row(k, _esc(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)))
     con.print(facts)
     images = d["what"].get("images", [])
     if images:
@@ -414,10 +422,10 @@ def _show(args: argparse.Namespace) -> int:
         for i in images:
             if "error" in i:
                 t.add_row(
-                    i.get("field") or "-",
+                    _esc(i.get("field") or "-"),
                     _size(i["bytes_before"]),
                     "[red]not sent[/]",
-                    i["error"],
+                    _esc(i["error"]),
                     "",
                     "",
                 )
@@ -428,12 +436,12 @@ def _show(args: argparse.Namespace) -> int:
                 else (f"{i.get('faces_found')} found, {i.get('faces_blurred')} blurred")
             )
             t.add_row(
-                i.get("field") or "-",
+                _esc(i.get("field") or "-"),
                 f"{i['format_before']} {i['width_before']}x{i['height_before']} {_size(i['bytes_before'])}",
                 f"{i['format_after']} {i['width_after']}x{i['height_after']} {_size(i['bytes_after'])}",
                 ", ".join(i.get("metadata_found", {})) or "none",
                 faces,
-                str(i.get("fingerprint_before") or f"[{d['subject']}]")[:16],
+                _esc(str(i.get("fingerprint_before") or f"[{d['subject']}]")[:16]),
             )
         con.print(t)
     return EXIT_OK
@@ -460,7 +468,7 @@ def _stats(args: argparse.Namespace) -> int:
         table.add_column(c, justify="left" if c in cols[:3] else "right")
     for r in rows:
         table.add_row(
-            r.month, r.vendor, r.country, str(r.calls), str(r.sent),
+            r.month, _esc(r.vendor), _esc(r.country), str(r.calls), str(r.sent),
             f"[red]{r.blocked}[/]" if r.blocked else "0", str(r.failed),
             f"[magenta]{r.unknown}[/]" if r.unknown else "0", str(r.images),
             _size(r.bytes_sent), str(r.faces_blurred),

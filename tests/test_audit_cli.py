@@ -249,3 +249,15 @@ def test_show_prompt_when_kept(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert run_json(capsys, *base, plain)["what"]["prompt_text"] is None  # type: ignore[index]
     code, text = run(capsys, *base, plain)
     assert code == 0 and "not kept" in text
+
+
+def test_values_print_as_written_not_as_markup(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "a.db"
+    with AuditLog(path) as log:
+        (rid,) = fill(log, 1, app="[bold]crm[/bold]")
+    code, listed = run(capsys, "audit", "list", "--log", str(path))
+    assert code == 0 and "[bold]crm[/bold]" in listed
+    code, shown = run(capsys, "audit", "show", "--log", str(path), rid)
+    assert "key=[redacted]" in shown and "[bold]crm[/bold]" in shown
