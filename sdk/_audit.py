@@ -20,6 +20,7 @@ one line whoever writes.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -29,6 +30,7 @@ import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -645,6 +647,8 @@ class AuditLog:
         self._timer = threading.Thread(target=self._tick, name="veilpix-audit-checkpoint",
                                        daemon=True)  # fmt: skip
         self._timer.start()
+        # A program that never calls close() still signs its tail when the interpreter exits.
+        atexit.register(_close_at_exit, weakref.ref(self))
 
     def _tick(self) -> None:
         while not self._stop.wait(self.checkpoint_seconds):
@@ -1150,6 +1154,13 @@ def summarize(records: Iterable[TransferRecord]) -> list[StatsRow]:
         row.faces_unblurred += rec.faces_unblurred
         row.images_unchecked += rec.faces_unchecked
     return [rows[k] for k in sorted(rows, key=lambda k: (k[2], k[0], k[1]))]
+
+
+def _close_at_exit(ref: weakref.ref[AuditLog]) -> None:
+    log = ref()
+    if log is not None:
+        with suppress(AuditLogError):
+            log.close()
 
 
 def _fingerprints(rec: TransferRecord) -> set[str]:

@@ -507,3 +507,11 @@ def test_a_read_only_log_blocks_the_call(tmp_path: Path) -> None:
         subprocess.run(unlock, check=True)
     assert sent == []
     assert verify_log(path).records == 1
+
+
+def test_a_program_that_forgets_close_still_signs_its_tail(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    code = "import sys, auditkit; from veilpix import AuditLog\nauditkit.fill(AuditLog(sys.argv[1]), 3)\n"
+    subprocess.run([sys.executable, "-c", code, str(path)], env=child_env(), check=True, timeout=60)
+    result = verify_log(path)
+    assert result.ok and result.records == 3
