@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from veilpix._audit_keys import KeyFile, SealError, key_id, open_sealed, seal
 from veilpix._audit_record import (
+    OutboundImage,
     Outcome,
     Transfer,
     data_categories,
@@ -65,6 +66,7 @@ __all__ = [
     "checkpoint_message",
     "default_log_path",
     "entry_hash",
+    "founding_statement",
     "genesis",
     "key_path_for",
     "parse_age",
@@ -91,6 +93,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 _ENTRY_DOMAIN = b"veilpix-audit-entry/1\0"
 _CHECKPOINT_DOMAIN = b"veilpix-audit-checkpoint/1\0"
+_FOUNDING_DOMAIN = b"veilpix-audit-founding/1\0"
 _PERIODIC = ("every", "interval")
 KINDS = ("begin", "finish", "erase", "prune")
 
@@ -114,6 +117,14 @@ def entry_hash(  # noqa: PLR0917 - one argument per hashed column
 ) -> bytes:
     fields = canonical([seq, kind, record, ts, subject, body]).encode()
     return hashlib.sha256(_ENTRY_DOMAIN + prev + fields).digest()
+
+
+def founding_statement(log_id: str, every: int, created: str) -> bytes:
+    """What the signature made when a log is created covers: its id and its checkpoint
+    interval. Verify trusts the interval only through this signature, so nobody can claim a
+    log that "never needed" the checkpoints they deleted."""
+    doc = {"log": log_id, "checkpoint_every": every, "created": created}
+    return _FOUNDING_DOMAIN + canonical(doc).encode()
 
 
 def checkpoint_message(  # noqa: PLR0917 - one argument per signed field
@@ -328,6 +339,8 @@ class AuditLog:
     Opening creates the file (0600), its folder (0700) and the key file beside it when they do
     not exist. ``readonly=True`` opens an existing log for review and verification without
     touching it; the key file is then optional (without it, subject-linked fields stay sealed).
+    ``checkpoint_every`` is fixed when the log is created (and signed, so verify can insist on
+    a checkpoint at every multiple of it); opening an existing log uses the log's own value.
     ``mechanisms`` maps a vendor name to the transfer mechanism recorded when the door does not
     give one. ``encrypt_prompts=True`` stores each prompt encrypted (under the subject's key
     when the call names a subject, so erasure covers it) in addition to length and fingerprint.
@@ -429,6 +442,7 @@ class AuditLog:
         self._check_schema(self._db)
         self.log_id = self._meta("log_id")
         self.public_key = bytes.fromhex(self._meta("public_key"))
+        self.checkpoint_every = int(self._meta("checkpoint_every"))
         try:
             keys = KeyFile.read(self.key_path) if self.key_path.is_file() else None
         except (ConfigError, PermissionError):
@@ -459,6 +473,7 @@ class AuditLog:
         self._check_schema(db)
         self.log_id = self._meta("log_id")
         self.public_key = bytes.fromhex(self._meta("public_key"))
+        self.checkpoint_every = int(self._meta("checkpoint_every"))
         if not self.key_path.is_file():
             raise AuditLogError(
                 f"the key file of the transfer log {str(self.path)!r} is missing "
@@ -486,6 +501,8 @@ class AuditLog:
             for stmt in _MIGRATIONS[version]:
                 db.execute(stmt)
         now = _now_text(self._clock())
+        every = self.checkpoint_every
+        founding = founding_statement(keys.log_id, every, now)
         db.executemany(
             "INSERT INTO meta(key, value) VALUES (?, ?)",
             [
@@ -493,6 +510,8 @@ class AuditLog:
                 ("public_key", keys.public_raw.hex()),
                 ("key_id", key_id(keys.public_raw)),
                 ("created", now),
+                ("checkpoint_every", str(every)),
+                ("founding_signature", keys.sign(founding).hex()),
                 ("schema", str(SCHEMA_VERSION)),
             ],
         )
@@ -542,7 +561,7 @@ class AuditLog:
         from veilpix._audit_verify import check_tail
 
         with self._write() as db:
-            problem = check_tail(db, self.log_id)
+            problem = check_tail(db, self.log_id, self.checkpoint_every, self.public_key)
             if problem:
                 raise AuditLogError(
                     f"the transfer log {str(self.path)!r} is damaged: {problem}",
@@ -660,13 +679,31 @@ class AuditLog:
     # -- writing -------------------------------------------------------------------------------
 
     def fingerprint(self, data: bytes, *, label: str = "image") -> str:
-        """The keyed fingerprint this log stores for ``data`` (HMAC-SHA256 with the log key)."""
+        """The keyed fingerprint this log stores for ``data``: HMAC-SHA256 with the log key
+        over the SHA-256 of the data. Without the key file nobody can confirm a guess."""
+        return self._keyed(hashlib.sha256(data).digest(), label)
+
+    def _keyed(self, digest: bytes, label: str = "image") -> str:
         if self.keys is None:
             raise AuditLogError(
                 f"fingerprints need the key file of the log ({str(self.key_path)!r})",
                 hint="run this where the log's .key file is readable",
             )
-        return self.keys.fingerprint(label.encode(), data)
+        return self.keys.fingerprint(label.encode(), digest)
+
+    def _image_fingerprints(self, img: OutboundImage) -> list[str | None]:
+        """(before, after). The pipeline's report already holds both SHA-256 digests; they are
+        used when the sizes agree with the bytes at hand, so a large photo is hashed once."""
+        s = img.sanitized
+        if s is None:
+            return [self.fingerprint(img.original), None]
+        r = s.report
+        if r.bytes_in == len(img.original) and r.bytes_out == len(s.data):
+            return [
+                self._keyed(bytes.fromhex(r.sha256_in)),
+                self._keyed(bytes.fromhex(r.sha256_out)),
+            ]
+        return [self.fingerprint(img.original), self.fingerprint(s.data)]
 
     def _subject_key(self, db: sqlite3.Connection, subject_ref: str) -> tuple[str, bytes]:
         assert self.keys is not None
@@ -689,13 +726,7 @@ class AuditLog:
         """(clear body, subject-linked fields). Computed before the write lock is taken:
         fingerprinting a large image must not hold up other writers."""
         images = [image_facts(img) for img in t.images]
-        fps = [
-            [
-                self.fingerprint(img.original),
-                None if img.sanitized is None else self.fingerprint(img.sanitized.data),
-            ]
-            for img in t.images
-        ]
+        fps = [self._image_fingerprints(img) for img in t.images]
         prompt: dict[str, Any] | None = None
         linked: dict[str, Any] = {}
         if t.prompt is not None:

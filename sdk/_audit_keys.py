@@ -132,9 +132,11 @@ class KeyFile:
     def sign(self, message: bytes) -> bytes:
         return Ed25519PrivateKey.from_private_bytes(self.signing_seed).sign(message)
 
-    def fingerprint(self, label: bytes, data: bytes) -> str:
-        """Keyed fingerprint (HMAC-SHA256), hex. ``label`` separates kinds of data."""
-        return hmac.new(self.hmac_key, label + b"\0" + data, hashlib.sha256).hexdigest()
+    def fingerprint(self, label: bytes, digest: bytes) -> str:
+        """Keyed fingerprint of data whose SHA-256 is ``digest``: HMAC-SHA256 over the label
+        and the digest, hex. Taking the digest (not the data) lets the log reuse the hashes
+        the image pipeline already computed instead of reading a large image again."""
+        return hmac.new(self.hmac_key, label + b"\0" + digest, hashlib.sha256).hexdigest()
 
     def to_json(self) -> bytes:
         return json.dumps(

@@ -75,15 +75,24 @@ _FAL_SHAPE = re.compile(r":[0-9a-f]{32}")  # starts with a literal: a fast scan
 _FAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}:[0-9a-f]{32,}")
 
 
+def _mask(m: re.Match[str]) -> str:
+    """Mask a match only where a word starts: "Turkey Holdings" and "task-runner" are words,
+    not a "Key ..." scheme or an "sk-" key. (A leading \\b would do the same but makes every
+    pattern scan several times slower.)"""
+    i = m.start()
+    before = m.string[i - 1] if i else " "
+    return m.group(0) if before.isalnum() or before in "_-" else REDACTED
+
+
 def scrub_secrets(text: str) -> str:
     """Mask anything in ``text`` shaped like a credential."""
     low = text.lower()
     for triggers, caseless, pattern in _SHAPES:
         hay = low if caseless else text
         if any(t in hay for t in triggers):
-            text = pattern.sub(REDACTED, text)
+            text = pattern.sub(_mask, text)
     if _FAL_SHAPE.search(text) is not None:
-        text = _FAL.sub(REDACTED, text)
+        text = _FAL.sub(_mask, text)
     return text
 
 

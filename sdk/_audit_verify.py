@@ -9,6 +9,9 @@ tombstones. It reports every problem it finds, the first one first:
 - ``modified``: an entry's content no longer matches its own hash;
 - ``bad-signature`` / ``checkpoint-gap``: a checkpoint was forged, replaced or removed;
 - ``checkpoint-mismatch``: an entry differs from what a checkpoint signed (rebuilt chain);
+- ``missing-checkpoint``: every ``checkpoint_every``-th entry is signed in the transaction that
+  writes it, and the interval itself is signed when the log is created; a multiple without its
+  checkpoint means checkpoints were deleted (and the chain after them possibly rewritten);
 - ``truncated``: a checkpoint signs entries that are no longer there;
 - ``unsigned-tail``: entries after the last checkpoint (a live writer between checkpoints,
   a crash not yet recovered, or rows appended by someone without the signing key);
@@ -25,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from veilpix._audit import KINDS, checkpoint_message, entry_hash, genesis
+from veilpix._audit import KINDS, checkpoint_message, entry_hash, founding_statement, genesis
 from veilpix._audit_keys import key_id, verify_signature
 from veilpix._errors import AuditLogError
 
@@ -35,7 +38,8 @@ _SELECT_ENTRIES = "SELECT seq, kind, record, ts, subject, body, prev, hash FROM 
 # At one entry, the problem that explains the others comes first.
 _RANK = {k: i for i, k in enumerate((
     "key-mismatch", "gap", "broken-link", "modified", "out-of-order", "orphan", "erasure",
-    "checkpoint-gap", "bad-signature", "checkpoint-mismatch", "truncated", "unsigned-tail",
+    "checkpoint-gap", "bad-signature", "checkpoint-mismatch", "missing-checkpoint", "truncated",
+    "unsigned-tail",
 ))}  # fmt: skip
 
 
@@ -126,16 +130,32 @@ def _start(db: sqlite3.Connection, log_id: str) -> tuple[int, bytes, int | None,
     return int(bridge["through"]) + 1, anchor, int(bridge["through"]), anchor
 
 
-def check_tail(db: sqlite3.Connection, log_id: str) -> str | None:
-    """Fast check a writer runs on open: does the part after the last checkpoint chain onto
-    what that checkpoint signed? (Signatures are the verifier's job.)"""
-    cp = db.execute("SELECT seq, hash FROM checkpoints ORDER BY id DESC LIMIT 1").fetchone()
+def check_tail(db: sqlite3.Connection, log_id: str, every: int, public_key: bytes) -> str | None:
+    """The check a writer runs on open before it signs a tail a crashed writer left: the last
+    checkpoint is genuine (signature, link to the one before), the tail chains onto what it
+    signed, and the tail does not run past a multiple of ``every`` (where a checkpoint must
+    be: a longer unsigned tail means checkpoints were removed). The rest is verify's job."""
+    cps = db.execute(
+        "SELECT id, seq, hash, ts, reason, signature FROM checkpoints ORDER BY id DESC LIMIT 2"
+    ).fetchall()
     seq, prev, through, _anchor = _start(db, log_id)
-    if cp is not None and (through is None or cp[0] > through):
-        row = db.execute("SELECT hash FROM entries WHERE seq=?", (cp[0],)).fetchone()
-        if row is None or bytes(row[0]) != bytes(cp[1]):
-            return f"entry {cp[0]} no longer matches the last checkpoint"
-        seq, prev = cp[0] + 1, bytes(cp[1])
+    signed = 0
+    if cps:
+        cid, cseq, chash, cts, reason, sig = cps[0]
+        prev_sig = hashlib.sha256(bytes(cps[1][5])).digest() if len(cps) > 1 else genesis(log_id)
+        message = checkpoint_message(log_id, cid, cseq, bytes(chash), cts, reason, prev_sig)
+        if not verify_signature(public_key, bytes(sig), message):
+            return f"checkpoint {cid} does not carry a valid signature"
+        signed = cseq
+        if through is None or cseq > through:
+            row = db.execute("SELECT hash FROM entries WHERE seq=?", (cseq,)).fetchone()
+            if row is None or bytes(row[0]) != bytes(chash):
+                return f"entry {cseq} no longer matches the last checkpoint"
+            seq, prev = cseq + 1, bytes(chash)
+    head = db.execute("SELECT max(seq) FROM entries").fetchone()[0]
+    if head is not None and head // every > max(signed, through or 0) // every:
+        due = (max(signed, through or 0) // every + 1) * every
+        return f"entry {due} should carry a checkpoint and none is there (checkpoints removed?)"
     rows = db.execute(_SELECT_ENTRIES + " WHERE seq>=? ORDER BY seq", (seq,))
     for _row, problem in _walk(rows, seq, prev):
         if problem is not None:
@@ -153,6 +173,18 @@ def verify_connection(
         raise AuditLogError(f"{path!r} is not a readable veilpix transfer log: {exc}") from exc
     problems: list[Problem] = []
     key = stored if public_key is None else public_key
+    try:
+        every = int(meta["checkpoint_every"])
+        founding = founding_statement(log_id, every, meta["created"])
+        founded = verify_signature(key, bytes.fromhex(meta["founding_signature"]), founding)
+    except (KeyError, ValueError):
+        every, founded = 0, False
+    if not founded:
+        problems.append(Problem(
+            "bad-signature", None,
+            f"the log's founding statement (its id and checkpoint interval) is not signed by "
+            f"key {key_id(key)}: the log was re-created or its settings altered",
+        ))  # fmt: skip
     if public_key is not None and public_key != stored:
         problems.append(Problem(
             "key-mismatch", None,
@@ -199,6 +231,7 @@ def verify_connection(
         problems.append(Problem("truncated", None, "the log has checkpoints but no entries"))
 
     signed_through = None
+    valid_seqs: set[int] = set()
     prev_sig = genesis(log_id)
     last_cp_seq = 0
     for i, (cid_, cseq_, chash_, cts, reason, _kid, sig_) in enumerate(cps, start=1):
@@ -217,6 +250,7 @@ def verify_connection(
         if cseq < last_cp_seq:
             problems.append(Problem("checkpoint-gap", cseq, f"checkpoint {cid} goes backwards"))
         last_cp_seq = max(last_cp_seq, cseq)
+        valid_seqs.add(cseq)
         if through is not None and cseq <= through:
             if cseq == through and chash != anchor:
                 problems.append(Problem(
@@ -240,6 +274,15 @@ def verify_connection(
             continue
         signed_through = cseq if signed_through is None else max(signed_through, cseq)
 
+    if every > 0 and first is not None and last is not None:
+        due = [m for m in range(-(-first // every) * every, last + 1, every) if m not in valid_seqs]
+        if due:
+            more = f" (and {len(due) - 1} more)" if len(due) > 1 else ""
+            problems.append(Problem(
+                "missing-checkpoint", due[0],
+                f"entry {due[0]} should carry a checkpoint (one is signed every {every} "
+                f"entries) and none is there{more}: checkpoints were removed",
+            ))  # fmt: skip
     unsigned = 0
     if last is not None:
         floor = signed_through if signed_through is not None else (through or 0)

@@ -215,9 +215,19 @@ def test_headers_and_text_lose_their_credentials() -> None:
         API_KEY,
         GOOGLE_KEY,
         "r8_" + "a" * 37,
-        "eyJhbGciOi.eyJzdWIiOiIx.SflKxwRJSMeKKF2QT4",
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36P",
     ):
         assert token not in scrub_secrets(f"token {token} end")
+        assert token not in scrub_secrets(f'{{"url":"https://x.test/{token}"}}')
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Turkey Holdings Limited", "monkey business as usual", "/v1/task-orchestration-service/x",
+     "desk-booking-assistant-service", "Basically fine", "tokenizer settings updated"],
+)  # fmt: skip
+def test_ordinary_words_are_not_masked(text: str) -> None:
+    assert scrub_secrets(text) == text
 
 
 # -- keys ------------------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from auditkit import fill, raw
 
-from veilpix import AuditLog, verify_log
-from veilpix._audit import checkpoint_message, entry_hash, genesis
+from veilpix import AuditLog, AuditLogError, verify_log
+from veilpix._audit import checkpoint_message, entry_hash, founding_statement, genesis
 from veilpix._audit_keys import KeyFile, key_id
 from veilpix._cli import main
 
@@ -174,10 +174,38 @@ def test_deleted_checkpoint_is_caught(log_path: Path) -> None:
     assert ("checkpoint-gap", 24) in kinds(log_path)
 
 
-def test_all_checkpoints_deleted_leaves_everything_unsigned(log_path: Path) -> None:
-    raw(log_path).execute("DELETE FROM checkpoints")
+def test_deleted_checkpoints_with_a_rebuilt_chain_are_caught(log_path: Path) -> None:
+    """Without the key nobody can sign, so a forger deletes every checkpoint, rewrites and
+    re-hashes the chain. The interval of forced checkpoints is signed at creation, so the
+    missing ones give it away; and no writer will sign such a tail on open."""
+    db = raw(log_path)
+    db.execute("DELETE FROM checkpoints")
+    db.execute("UPDATE entries SET body=replace(body, 'shop', 'shap')")
+    rehash_from(db, 1, log_id(log_path))
     result = verify_log(log_path)
-    assert result.intact and not result.ok and result.unsigned_tail == 2 * N
+    assert not result.intact and result.unsigned_tail == 2 * N
+    assert (result.problems[0].kind, result.problems[0].seq) == ("missing-checkpoint", 8)
+    assert main(["audit", "verify", "--log", str(log_path)]) == 1
+    with pytest.raises(AuditLogError, match="should carry a checkpoint"):
+        AuditLog(log_path)
+    assert not verify_log(log_path).intact  # still caught: nothing was signed
+
+
+def test_deleted_newest_checkpoints_are_caught(log_path: Path) -> None:
+    raw(log_path).execute("DELETE FROM checkpoints WHERE id >= 4")
+    assert kinds(log_path)[0] == ("missing-checkpoint", 32)
+
+
+def test_a_forged_last_checkpoint_is_not_trusted_on_open(log_path: Path) -> None:
+    db = raw(log_path)
+    db.execute("UPDATE checkpoints SET signature=zeroblob(64) WHERE id=5")
+    with pytest.raises(AuditLogError, match="valid signature"):
+        AuditLog(log_path)
+
+
+def test_a_changed_checkpoint_interval_is_caught(log_path: Path) -> None:
+    raw(log_path).execute("UPDATE meta SET value='1000000' WHERE key='checkpoint_every'")
+    assert kinds(log_path)[0] == ("bad-signature", None)
 
 
 def test_re_signed_log_is_caught_with_the_exported_key(log_path: Path, tmp_path: Path) -> None:
@@ -191,6 +219,11 @@ def test_re_signed_log_is_caught_with_the_exported_key(log_path: Path, tmp_path:
     rehash_from(db, 1, lid)
     forger = KeyFile.generate(lid)
     db.execute("UPDATE meta SET value=? WHERE key='public_key'", (forger.public_raw.hex(),))
+    meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    founding = founding_statement(lid, int(meta["checkpoint_every"]), meta["created"])
+    db.execute(
+        "UPDATE meta SET value=? WHERE key='founding_signature'", (forger.sign(founding).hex(),)
+    )
     prev_sig = genesis(lid)
     for cid, seq, ts, reason in db.execute(
         "SELECT id, seq, ts, reason FROM checkpoints ORDER BY id"
@@ -208,7 +241,7 @@ def test_re_signed_log_is_caught_with_the_exported_key(log_path: Path, tmp_path:
 
     problems = kinds(log_path, public_key=load_public_key(pem))
     assert problems[0] == ("key-mismatch", None)
-    assert ("bad-signature", 8) in problems
+    assert ("bad-signature", None) in problems and ("bad-signature", 8) in problems
 
 
 def test_deleted_prune_bridge_is_caught(tmp_path: Path) -> None:
@@ -240,8 +273,6 @@ def test_deleted_tombstone_is_caught(tmp_path: Path) -> None:
 
 
 def test_writer_refuses_a_log_whose_unsigned_tail_is_broken(log_path: Path) -> None:
-    from veilpix import AuditLogError
-
     db = raw(log_path)
     prev, ts = db.execute("SELECT hash, ts FROM entries WHERE seq=40").fetchone()
     db.execute(
