@@ -366,7 +366,9 @@ class AuditLog:
         if checkpoint_every < 1 or checkpoint_seconds <= 0:
             raise ConfigError("checkpoint_every and checkpoint_seconds must be above 0")
         self.path = Path(path).expanduser() if path is not None else default_log_path()
-        self.key_path = Path(key_path) if key_path is not None else key_path_for(self.path)
+        self.key_path = (
+            Path(key_path).expanduser() if key_path is not None else key_path_for(self.path)
+        )
         self.readonly = readonly
         self.checkpoint_every = checkpoint_every
         self.checkpoint_seconds = checkpoint_seconds
@@ -393,16 +395,21 @@ class AuditLog:
         config: Config | str | os.PathLike[str] | None = None,
         *,
         path: str | os.PathLike[str] | None = None,
+        key_path: str | os.PathLike[str] | None = None,
         readonly: bool = False,
     ) -> AuditLog:
         """The log a ``veilpix.toml`` describes (see :func:`veilpix.load_config`). The path is
-        ``path`` if given, else ``$VEILPIX_LOG``, else ``[log] path``, else the default."""
+        ``path`` if given, else ``$VEILPIX_LOG``, else ``[log] path``, else the default; the
+        key file ``key_path``, else ``$VEILPIX_LOG_KEY``, else ``[log] key``, else beside the
+        log."""
         from veilpix._config import Config, load_config
 
         cfg = config if isinstance(config, Config) else load_config(config)
         chosen = path or os.environ.get("VEILPIX_LOG") or cfg.log.path
+        key = key_path or os.environ.get("VEILPIX_LOG_KEY") or cfg.log.key
         return cls(
             chosen,
+            key_path=key,
             readonly=readonly,
             checkpoint_every=cfg.log.checkpoint_every,
             checkpoint_seconds=cfg.log.checkpoint_seconds,
@@ -951,13 +958,13 @@ class AuditLog:
     def _open_subject(
         self, rid: str, kid: str, body: Mapping[str, Any]
     ) -> tuple[str, dict[str, Any] | None]:
-        if self.keys is None:
-            return "sealed", None
         row = (
             self._conn().execute("SELECT wrapped FROM subject_keys WHERE kid=?", (kid,)).fetchone()
         )
         if row is None:
             return "erased", None
+        if self.keys is None:
+            return "sealed", None
         try:
             key = open_sealed(self.keys.wrap_key, row[0], b"subject-key:" + kid.encode())
             linked = json.loads(open_sealed(key, bytes.fromhex(body["sealed"]), rid.encode()))
@@ -1008,10 +1015,10 @@ class AuditLog:
         for value, clause in (
             (since, "b.ts >= ?"),
             (until, "b.ts < ?"),
-            (vendor, "json_extract(b.body, '$.where.vendor') = ?"),
+            (vendor, "lower(json_extract(b.body, '$.where.vendor')) = lower(?)"),
             (host, "json_extract(b.body, '$.where.host') = lower(?)"),
             (country, "json_extract(b.body, '$.where.country') = upper(?)"),
-            (app, "json_extract(b.body, '$.who.app') = ?"),
+            (app, "json_extract(b.body, '$.who.app') = ?"),  # app names are the operator's own
         ):
             if value is not None:
                 sql.append(f"AND {clause}")

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from veilpix._errors import ConfigError
 
@@ -39,6 +40,7 @@ examples:
   veilpix audit report -o register.html     HTML transfer register (GDPR Art. 30 style)
   veilpix audit erase --subject customer-4711 --request DSR-2026-118
   veilpix audit prune --older-than 180d
+  veilpix audit resolve 7f3a9c2e --outcome failed --reason "vendor shows no request"
 
 the log: --log FILE, else $VEILPIX_LOG, else audit.db in the veilpix user data folder.
 exit codes: 0 fine, 1 problem found, 2 usage error, 3 intact but with an unsigned tail.
@@ -82,6 +84,12 @@ def add_audit_parser(sub: Any) -> None:
     )
     common.add_argument(
         "--config", metavar="TOML", help="veilpix.toml to read (default: $VEILPIX_CONFIG)"
+    )
+    common.add_argument(
+        "--key",
+        metavar="FILE",
+        help="the log's key file, when kept apart from the log (default: $VEILPIX_LOG_KEY, "
+        "[log] key, else the log's path + .key)",
     )
     common.add_argument("--json", action="store_true", help="print JSON instead of tables")
     filters = argparse.ArgumentParser(add_help=False)
@@ -148,6 +156,11 @@ def add_audit_parser(sub: Any) -> None:
         "or a SIEM (ocsf: OCSF API Activity events, class_uid 6003, one per line).",
     )  # fmt: skip
     p.add_argument("--format", required=True, choices=["csv", "jsonl", "ocsf"])
+    p.add_argument(
+        "--include-subjects", action="store_true",
+        help="also export subject and consent references and image fingerprints of transfers "
+        "linked to a data subject (default: left sealed; needs the key file)",
+    )  # fmt: skip
     p.add_argument("-o", "--output", metavar="FILE", help="write here (default: standard output)")
     p = asub.add_parser(
         "report", parents=[common, filters], help="write an HTML transfer register",
@@ -181,6 +194,16 @@ def add_audit_parser(sub: Any) -> None:
     asub.add_parser(
         "checkpoint", parents=[common], help="sign the head of the log now (needs the key file)"
     )
+    p = asub.add_parser(
+        "resolve", parents=[common], help="record the outcome of a transfer left 'outcome unknown'",
+        description="A transfer whose writer died mid-call stays 'outcome unknown'. Once you know "
+        "what happened (the vendor's dashboard, the app's own logs), record it here. The entry "
+        "is appended and signed like any other; the original begin is untouched.",
+    )  # fmt: skip
+    p.add_argument("id", metavar="ID", help="record id (a unique prefix of 8+ characters will do)")
+    p.add_argument("--outcome", required=True, choices=["sent", "failed"])
+    p.add_argument("--reason", required=True, help="how you know (kept in the log)")
+    p.add_argument("--status", type=int, metavar="HTTP", help="the HTTP status, if known")
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -190,11 +213,30 @@ def _open(args: argparse.Namespace, *, write: bool = False) -> AuditLog:
     from veilpix._audit import AuditLog
 
     path = Path(args.log).expanduser() if args.log else None
-    log = AuditLog.from_config(args.config, path=path, readonly=True)
+    log = AuditLog.from_config(args.config, path=path, key_path=args.key, readonly=True)
     if not write:
         return log
     log.close()  # it exists (a read-only open proves it): now open it for writing
-    return AuditLog.from_config(args.config, path=log.path)
+    return AuditLog.from_config(args.config, path=log.path, key_path=log.key_path)
+
+
+def _without_subjects(records: Iterable[TransferRecord]) -> Iterator[TransferRecord]:
+    """Records with their subject-linked fields left sealed: exports travel (to SIEMs,
+    spreadsheets, auditors) and should not carry who the data was about unless asked."""
+    from dataclasses import replace
+
+    for rec in records:
+        if rec.sealed is None:
+            yield rec
+        else:
+            yield replace(rec, sealed=None, subject="sealed")
+
+
+def _private_file(path: str) -> TextIO:
+    """Open ``path`` for writing as 0600: exports and registers describe personal data."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode on O_TRUNC
+    return open(fd, "w", encoding="utf-8", newline="")
 
 
 def _filters(args: argparse.Namespace) -> dict[str, Any]:
@@ -234,7 +276,10 @@ def _confirm(question: str, args: argparse.Namespace) -> bool:
     if args.yes:
         return True
     if not sys.stdin.isatty():
-        raise ConfigError(f"{question} -- refusing without --yes when not run interactively")
+        raise ConfigError(
+            f"{question} -- refusing to go ahead unasked",
+            hint="nobody can be asked here (no terminal): add --yes to confirm",
+        )
     answer = input(f"{question} [y/N] ").strip().lower()
     return answer in ("y", "yes")
 
@@ -245,6 +290,10 @@ def _esc(value: object) -> str:
     from rich.markup import escape
 
     return escape(str(value))
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _short(rid: str) -> str:
@@ -293,11 +342,14 @@ def _verify(args: argparse.Namespace) -> int:
         f"entries  {result.entries} (seq {span}), {result.records} transfers, "
         f"{result.pending} with outcome unknown"
     )
-    con.print(f"signed   {result.checkpoints} checkpoints, through entry {result.signed_through}")
+    through = (
+        "none valid" if result.signed_through is None else f"through entry {result.signed_through}"
+    )
+    con.print(f"signed   {_plural(result.checkpoints, 'checkpoint')}, {through}")
     if result.pruned_through:
         con.print(f"pruned   entries 1..{result.pruned_through}, bridged by a signed prune entry")
     if result.erasures:
-        con.print(f"erased   {result.erasures} subject erasure(s), tombstones signed")
+        con.print(f"erased   {_plural(result.erasures, 'subject erasure')}, tombstones signed")
     if result.ok:
         con.print("[bold green]OK[/]: the chain is unbroken and every entry is signed")
         if result.key_source == "log":
@@ -414,7 +466,7 @@ def _show(args: argparse.Namespace) -> int:
             "field",
             "before",
             "after",
-            "metadata removed",
+            "metadata found (removed)",
             "faces",
             "fingerprint (before)",
         ):
@@ -504,8 +556,10 @@ def _export(args: argparse.Namespace) -> int:
 
     with _open(args) as log:
         records = _progress_records(log, log.records(**_filters(args)), args)
+        if not args.include_subjects:
+            records = _without_subjects(records)
         if args.output:
-            with open(args.output, "w", encoding="utf-8", newline="") as out:
+            with _private_file(args.output) as out:
                 n = export(records, args.format, out, product_version=__version__)
         else:
             n = export(records, args.format, sys.stdout, product_version=__version__)
@@ -522,17 +576,20 @@ def _report(args: argparse.Namespace) -> int:
 
     with _open(args) as log:
         result = log.verify()
-        records = list(log.records(**_filters(args)))
+        records = list(_without_subjects(log.records(**_filters(args))))
         generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         page = render_report(records, result, log_path=str(log.path), generated=generated,
                              title=args.title)  # fmt: skip
-    Path(args.output).write_text(page, encoding="utf-8")
+    with _private_file(args.output) as out:
+        out.write(page)
+    code = EXIT_OK if result.ok else EXIT_UNSIGNED if result.intact else EXIT_PROBLEM
     if args.json:
-        _dump({"output": args.output, "records": len(records), "verified": result.ok})
+        _dump({"output": args.output, "records": len(records), "verified": result.ok,
+               "intact": result.intact})  # fmt: skip
     else:
-        print(f"wrote {args.output}: {len(records)} transfers, integrity "
-              f"{'verified' if result.ok else 'NOT verified'}", file=sys.stderr)  # fmt: skip
-    return EXIT_OK
+        state = "verified" if result.ok else "unsigned tail" if result.intact else "NOT verified"
+        print(f"wrote {args.output}: {len(records)} transfers, integrity {state}", file=sys.stderr)
+    return code
 
 
 def _erase(args: argparse.Namespace) -> int:
@@ -619,7 +676,25 @@ def _checkpoint(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _resolve(args: argparse.Namespace) -> int:
+    with _open(args, write=True) as log:
+        rec = log.get(args.id)
+        if rec.outcome != "unknown":
+            raise ConfigError(
+                f"transfer {rec.id} already has an outcome ({rec.outcome})",
+                hint="only transfers shown as 'outcome unknown' can be resolved",
+            )
+        log.finish(rec.id, outcome=args.outcome, status=args.status,
+                   reason=f"resolved by operator: {args.reason}")  # fmt: skip
+    if args.json:
+        _dump({"id": rec.id, "outcome": args.outcome})
+    else:
+        print(f"transfer {rec.id}: outcome recorded as {args.outcome}")
+    return EXIT_OK
+
+
 _COMMANDS = {
+    "resolve": _resolve,
     "verify": _verify, "list": _list, "show": _show, "stats": _stats, "export": _export,
     "report": _report, "erase": _erase, "prune": _prune, "key": _key, "checkpoint": _checkpoint,
 }  # fmt: skip

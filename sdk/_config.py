@@ -3,7 +3,8 @@
 So far it configures the transfer log and what the log records per vendor::
 
     [log]
-    path = "/var/lib/veilpix/audit.db"   # else $VEILPIX_LOG, else the user data folder
+    path = "/var/lib/veilpix/audit.db"   # --log and $VEILPIX_LOG win; default: user data folder
+    key = "/etc/veilpix/audit.key"       # the key file (default: the log's path + ".key")
     checkpoint_every = 1000              # sign the chain head every N entries ...
     checkpoint_seconds = 60              # ... and every T seconds while writing
     encrypt_prompts = false              # also keep prompts, encrypted (erasable per subject)
@@ -34,6 +35,7 @@ __all__ = ["Config", "LogConfig", "VendorConfig", "load_config"]
 @dataclass(frozen=True, kw_only=True)
 class LogConfig:
     path: Path | None = None
+    key: Path | None = None
     checkpoint_every: int = 1000
     checkpoint_seconds: float = 60.0
     encrypt_prompts: bool = False
@@ -77,16 +79,19 @@ def _check_keys(
 
 def _log(table: Mapping[str, Any], base: Path) -> LogConfig:
     _check_keys("log", table, {
-        "path": str, "checkpoint_every": int, "checkpoint_seconds": (int, float),
+        "path": str, "key": str, "checkpoint_every": int, "checkpoint_seconds": (int, float),
         "encrypt_prompts": bool, "retention": str,
     })  # fmt: skip
-    path = None
-    if "path" in table:
-        path = Path(os.path.expandvars(table["path"])).expanduser()
-        if not path.is_absolute():
-            path = base / path  # relative to the config file, not to wherever veilpix runs
+
+    def where(name: str) -> Path | None:
+        if name not in table:
+            return None
+        path = Path(os.path.expandvars(table[name])).expanduser()
+        return path if path.is_absolute() else base / path  # relative to the config file
+
     out = LogConfig(
-        path=path,
+        path=where("path"),
+        key=where("key"),
         checkpoint_every=table.get("checkpoint_every", 1000),
         checkpoint_seconds=float(table.get("checkpoint_seconds", 60.0)),
         encrypt_prompts=table.get("encrypt_prompts", False),

@@ -261,3 +261,58 @@ def test_values_print_as_written_not_as_markup(
     assert code == 0 and "[bold]crm[/bold]" in listed
     code, shown = run(capsys, "audit", "show", "--log", str(path), rid)
     assert "key=[redacted]" in shown and "[bold]crm[/bold]" in shown
+
+
+def test_resolve_an_unknown_outcome(log_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ("audit", "list", "--log", str(log_path))
+    (pending,) = run_json(capsys, *base, "--outcome", "unknown")  # type: ignore[misc]
+    done = run_json(capsys, "audit", "resolve", "--log", str(log_path), pending["id"][:8],
+                    "--outcome", "failed", "--reason", "vendor dashboard shows nothing")  # fmt: skip
+    assert done == {"id": pending["id"], "outcome": "failed"}
+    assert run_json(capsys, *base, "--outcome", "unknown") == []
+    shown = run_json(capsys, "audit", "show", "--log", str(log_path), pending["id"])
+    assert shown["reason"] == "resolved by operator: vendor dashboard shows nothing"  # type: ignore[index]
+    assert main(["audit", "resolve", "--log", str(log_path), pending["id"], "--outcome", "sent",
+                 "--reason", "x"]) == 2  # fmt: skip
+    assert "already has an outcome" in capsys.readouterr().err
+    assert verify_log(log_path).ok
+
+
+def test_exports_are_private_and_leave_subjects_sealed(
+    log_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "t.jsonl"
+    base = ("audit", "export", "--log", str(log_path), "--format", "jsonl", "-o", str(out))
+    assert main([*base]) == 0
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+    assert "customer-4711" not in out.read_text()
+    assert main([*base, "--include-subjects"]) == 0
+    assert "customer-4711" in out.read_text()
+    page = tmp_path / "r.html"
+    assert main(["audit", "report", "--log", str(log_path), "-o", str(page)]) == 0
+    assert oct(page.stat().st_mode & 0o777) == "0o600" and "customer-4711" not in page.read_text()
+
+
+def test_report_exit_code_follows_integrity(log_path: Path, tmp_path: Path) -> None:
+    from auditkit import raw
+
+    raw(log_path).execute("UPDATE entries SET body=replace(body, 'shop', 'shap') WHERE seq=3")
+    assert main(["audit", "report", "--log", str(log_path), "-o", str(tmp_path / "r.html")]) == 1
+    assert (tmp_path / "r.html").stat().st_size > 1000  # still written, showing the problem
+
+
+def test_key_file_kept_apart(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path, key = tmp_path / "a.db", tmp_path / "vault" / "a.key"
+    with AuditLog(path, key_path=key) as log:
+        fill(log, 1, subject_ref="s-1")
+    assert not (tmp_path / "a.db.key").exists()
+    rows = run_json(capsys, "audit", "list", "--log", str(path), "--key", str(key))
+    assert rows[0]["why"]["subject_ref"] == "s-1"  # type: ignore[index]
+    rows = run_json(capsys, "audit", "list", "--log", str(path))  # no key at hand: sealed
+    assert rows[0]["why"]["subject_ref"] == "[sealed]"  # type: ignore[index]
+    code, said = run(
+        capsys, "audit", "erase", "--log", str(path), "--key", str(key), "--subject", "s-1", "-y"
+    )
+    assert code == 0 and "erased the subject-linked fields of 1 transfer" in said
+    rows = run_json(capsys, "audit", "list", "--log", str(path))  # erased, even without the key
+    assert rows[0]["why"]["subject_ref"] == "[erased]"  # type: ignore[index]
