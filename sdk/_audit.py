@@ -1107,12 +1107,14 @@ class AuditLog:
             db = self._conn()
             return {name: int(db.execute(sql).fetchone()[0]) for name, sql in queries.items()}
 
-    def verify(self, public_key: bytes | None = None) -> VerifyResult:
+    def verify(self, public_key: bytes | None = None, *, expect: str | None = None) -> VerifyResult:
         """Check the chain and every signature; see :func:`veilpix.verify_log`."""
         from veilpix._audit_verify import verify_connection
 
         with self._lock:
-            return verify_connection(self._conn(), public_key=public_key, path=str(self.path))
+            return verify_connection(
+                self._conn(), public_key=public_key, path=str(self.path), expect=expect
+            )
 
     # -- closing -------------------------------------------------------------------------------
 

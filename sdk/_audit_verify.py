@@ -15,7 +15,13 @@ tombstones. It reports every problem it finds, the first one first:
 - ``truncated``: a checkpoint signs entries that are no longer there;
 - ``unsigned-tail``: entries after the last checkpoint (a live writer between checkpoints,
   a crash not yet recovered, or rows appended by someone without the signing key);
+- ``rolled-back``: a head saved earlier (``--expect``) is no longer in the log: the end was
+  cut back past it, checkpoints and all;
 - ``key-mismatch``, ``out-of-order``, ``orphan``, ``erasure``: see the messages.
+
+Every result names its ``head``: a short token for the newest valid checkpoint. Saved outside
+the log (a ticket, the SIEM, a cron job's output) and given back with ``expect=``, it turns the
+one thing a chain cannot show, that nothing was cut off the end, into something it can.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from typing import Any
 
 from veilpix._audit import KINDS, checkpoint_message, entry_hash, founding_statement, genesis
 from veilpix._audit_keys import key_id, verify_signature
-from veilpix._errors import AuditLogError
+from veilpix._errors import AuditLogError, ConfigError
 
 __all__ = ["Problem", "VerifyResult", "check_tail", "verify_connection", "verify_log"]
 
@@ -39,6 +45,7 @@ _SELECT_ENTRIES = "SELECT seq, kind, record, ts, subject, body, prev, hash FROM 
 _RANK = {k: i for i, k in enumerate((
     "key-mismatch", "gap", "broken-link", "modified", "out-of-order", "orphan", "erasure",
     "checkpoint-gap", "bad-signature", "checkpoint-mismatch", "missing-checkpoint", "truncated",
+    "rolled-back",
     "unsigned-tail",
 ))}  # fmt: skip
 
@@ -71,6 +78,7 @@ class VerifyResult:
     unsigned_tail: int = 0
     pruned_through: int | None = None
     erasures: int = 0
+    head: str | None = None
     problems: tuple[Problem, ...] = field(default_factory=tuple)
 
     @property
@@ -163,8 +171,34 @@ def check_tail(db: sqlite3.Connection, log_id: str, every: int, public_key: byte
     return None
 
 
+_HEAD = "vph1"
+
+
+def head_token(log_id: str, cp_id: int, seq: int, signature: bytes) -> str:
+    """``vph1:<log id>:<checkpoint id>:<entry>:<SHA-256 of the signature>``."""
+    return f"{_HEAD}:{log_id}:{cp_id}:{seq}:{hashlib.sha256(signature).hexdigest()}"
+
+
+def parse_head(token: str) -> tuple[str, int, int, str]:
+    parts = token.strip().split(":")
+    try:
+        if len(parts) != 5 or parts[0] != _HEAD or len(parts[4]) != 64:
+            raise ValueError(token)
+        int(parts[4], 16)
+        return parts[1], int(parts[2]), int(parts[3]), parts[4]
+    except ValueError:
+        raise ConfigError(
+            f"{token.strip()[:80]!r} is not a head saved from 'veilpix audit verify'",
+            hint="it looks like vph1:<log id>:<checkpoint>:<entry>:<64 hex digits>",
+        ) from None
+
+
 def verify_connection(
-    db: sqlite3.Connection, *, public_key: bytes | None = None, path: str = ""
+    db: sqlite3.Connection,
+    *,
+    public_key: bytes | None = None,
+    path: str = "",
+    expect: str | None = None,
 ) -> VerifyResult:
     try:
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
@@ -231,6 +265,8 @@ def verify_connection(
         problems.append(Problem("truncated", None, "the log has checkpoints but no entries"))
 
     signed_through = None
+    head = None
+    valid_sigs: dict[int, tuple[int, bytes]] = {}
     valid_seqs: set[int] = set()
     prev_sig = genesis(log_id)
     last_cp_seq = 0
@@ -251,6 +287,7 @@ def verify_connection(
             problems.append(Problem("checkpoint-gap", cseq, f"checkpoint {cid} goes backwards"))
         last_cp_seq = max(last_cp_seq, cseq)
         valid_seqs.add(cseq)
+        valid_sigs[cid] = (cseq, sig)
         if through is not None and cseq <= through:
             if cseq == through and chash != anchor:
                 problems.append(Problem(
@@ -273,6 +310,7 @@ def verify_connection(
             ))  # fmt: skip
             continue
         signed_through = cseq if signed_through is None else max(signed_through, cseq)
+        head = head_token(log_id, cid, cseq, sig)
 
     if every > 0 and first is not None and last is not None:
         due = [m for m in range(-(-first // every) * every, last + 1, every) if m not in valid_seqs]
@@ -282,6 +320,17 @@ def verify_connection(
                 "missing-checkpoint", due[0],
                 f"entry {due[0]} should carry a checkpoint (one is signed every {every} "
                 f"entries) and none is there{more}: checkpoints were removed",
+            ))  # fmt: skip
+    if expect is not None:
+        want_log, want_id, want_seq, want_sig = parse_head(expect)
+        if want_log != log_id:
+            raise ConfigError(f"the saved head belongs to log {want_log}, not to {log_id}")
+        have = valid_sigs.get(want_id)
+        if have is None or have[0] != want_seq or hashlib.sha256(have[1]).hexdigest() != want_sig:
+            problems.append(Problem(
+                "rolled-back", want_seq,
+                f"the saved head (checkpoint {want_id} at entry {want_seq}) is no longer in the "
+                "log: it was cut back, or that checkpoint was replaced",
             ))  # fmt: skip
     unsigned = 0
     if last is not None:
@@ -316,15 +365,18 @@ def verify_connection(
         unsigned_tail=unsigned,
         pruned_through=through,
         erasures=len(erased),
+        head=head,
         problems=tuple(problems),
     )
 
 
-def verify_log(path: str | Path, *, public_key: bytes | None = None) -> VerifyResult:
+def verify_log(
+    path: str | Path, *, public_key: bytes | None = None, expect: str | None = None
+) -> VerifyResult:
     """Verify the log at ``path`` read-only. ``public_key`` (raw Ed25519, see
-    ``veilpix audit key``) makes the check independent of the key stored in the log."""
+    ``veilpix audit key``) makes the check independent of the key stored in the log;
+    ``expect`` (a ``head`` saved from an earlier result) checks nothing was cut off since."""
     from veilpix._audit import AuditLog
 
     with AuditLog(path, readonly=True) as log:
-        result: VerifyResult = log.verify(public_key)
-        return result
+        return log.verify(public_key, expect=expect)

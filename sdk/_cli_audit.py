@@ -33,6 +33,8 @@ _EPILOG = """\
 examples:
   veilpix audit verify                       check the chain and every signature
   veilpix audit verify --public-key pub.pem  ... against a key kept elsewhere
+  veilpix audit verify --json | jq -r .head > head.txt    save today's head, and later:
+  veilpix audit verify --expect head.txt     ... fail if the log was cut back since
   veilpix audit list --since 7d --vendor openai
   veilpix audit show 01a2173f                one transfer in full (id prefix)
   veilpix audit stats --since 2026-01-01     calls, images, bytes, faces per vendor/country/month
@@ -133,6 +135,11 @@ def add_audit_parser(sub: Any) -> None:
         "--public-key", metavar="PEM",
         help="the log's public key kept elsewhere (from 'veilpix audit key'); default: the key "
         "stored in the log itself, which proves integrity only against someone without it",
+    )  # fmt: skip
+    p.add_argument(
+        "--expect", metavar="HEAD",
+        help="a head saved from an earlier verify (the 'head' line, or a file holding it): "
+        "fail if the log was cut back past it since",
     )  # fmt: skip
 
     p = asub.add_parser("list", parents=[common, filters], help="list transfers, newest first")
@@ -326,8 +333,11 @@ def _verify(args: argparse.Namespace) -> int:
     from veilpix._audit_keys import load_public_key
 
     key = load_public_key(args.public_key) if args.public_key else None
+    expect = args.expect
+    if expect is not None and Path(expect).is_file():
+        expect = Path(expect).read_text(encoding="utf-8").strip()
     with _open(args) as log:
-        result: VerifyResult = log.verify(key)
+        result: VerifyResult = log.verify(key, expect=expect)
     code = EXIT_OK if result.ok else EXIT_UNSIGNED if result.intact else EXIT_PROBLEM
     if args.json:
         _dump(result.to_dict())
@@ -346,6 +356,8 @@ def _verify(args: argparse.Namespace) -> int:
         "none valid" if result.signed_through is None else f"through entry {result.signed_through}"
     )
     con.print(f"signed   {_plural(result.checkpoints, 'checkpoint')}, {through}")
+    if result.head:
+        con.print(f"head     {result.head}")
     if result.pruned_through:
         con.print(f"pruned   entries 1..{result.pruned_through}, bridged by a signed prune entry")
     if result.erasures:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from auditkit import fill, raw
 
-from veilpix import AuditLog, AuditLogError, verify_log
+from veilpix import AuditLog, AuditLogError, ConfigError, verify_log
 from veilpix._audit import checkpoint_message, entry_hash, founding_statement, genesis
 from veilpix._audit_keys import KeyFile, key_id
 from veilpix._cli import main
@@ -282,3 +282,22 @@ def test_writer_refuses_a_log_whose_unsigned_tail_is_broken(log_path: Path) -> N
     )
     with pytest.raises(AuditLogError, match="damaged"):
         AuditLog(log_path)
+
+
+def test_a_saved_head_catches_a_rollback(log_path: Path, tmp_path: Path) -> None:
+    """Cutting the newest entries together with the checkpoints that cover them, down to a
+    forced checkpoint, leaves a shorter log that is valid in itself. A head saved earlier
+    shows it."""
+    head = verify_log(log_path).head
+    assert head is not None and head.startswith("vph1:")
+    saved = tmp_path / "head.txt"
+    saved.write_text(head + "\n")
+    assert verify_log(log_path, expect=head).ok
+    db = raw(log_path)
+    db.execute("DELETE FROM checkpoints WHERE id > 3")
+    db.execute("DELETE FROM entries WHERE seq > 24")
+    assert verify_log(log_path).ok  # in itself the shortened log is fine
+    assert kinds(log_path, expect=head)[0] == ("rolled-back", 40)
+    assert main(["audit", "verify", "--log", str(log_path), "--expect", str(saved)]) == 1
+    with pytest.raises(ConfigError):
+        verify_log(log_path, expect="vph1:nonsense")
