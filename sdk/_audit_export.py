@@ -11,6 +11,9 @@ and the log holds no credentials, prompts or image bytes (see :mod:`veilpix._aud
     ``@``, a tab, CR or LF) gets a leading apostrophe, as OWASP advises against CSV injection:
     vendor error messages, app names and reasons can be chosen by someone else. Open the
     output file with ``newline=""`` (the csv module writes ``\\r\\n`` row ends itself).
+    ``faces_found``, ``faces_blurred`` and ``faces_unblurred`` count the images that were
+    checked for faces and are empty when none was (unknown: such an image may hold faces);
+    ``images_faces_unchecked`` and ``bytes_sent`` count what left, so 0 for a blocked call.
 
 ``jsonl``
     One :meth:`TransferRecord.to_dict` per line, compact, keys sorted, UTF-8 (not ASCII-escaped).
@@ -152,21 +155,39 @@ CSV_COLUMNS = (
 # -- the flat view shared by CSV and OCSF ------------------------------------------------------
 
 
-def _sum_known(images: Sequence[Mapping[str, Any]], key: str) -> int | None:
-    """Sum of ``key`` over the images that have it; None when none has (e.g. faces_found of
-    images that were never checked: "not counted" is not "zero")."""
-    known = [int(i[key]) for i in images if i.get(key) is not None]
-    return sum(known) if known else None
+def _face_counts(images: Sequence[Mapping[str, Any]]) -> tuple[int | None, ...]:
+    """(faces found, blurred, left unblurred), summed over the images that were checked for
+    faces; all None when none was: an image never checked may hold faces, so "not counted"
+    is not "zero" (its ``faces_blurred`` of 0 says nothing either)."""
+    checked = [
+        i
+        for i in images
+        if i.get("faces_checked") is not False and i.get("faces_found") is not None
+    ]
+    if not checked:
+        return None, None, None
+    found = sum(int(i["faces_found"]) for i in checked)
+    blurred = sum(int(i.get("faces_blurred") or 0) for i in checked)
+    unblurred = sum(
+        int(i["faces_unblurred"])
+        if i.get("faces_unblurred") is not None
+        else max(int(i["faces_found"]) - int(i.get("faces_blurred") or 0), 0)
+        for i in checked
+    )
+    return found, blurred, unblurred
 
 
 def flat_row(rec: TransferRecord) -> dict[str, Any]:
     """One transfer as a flat dict keyed by :data:`CSV_COLUMNS`, values typed (int, bool, str,
-    list of str or None). Image facts are totals over the call's images; ``bytes_sent`` is what
-    ``summarize`` counts as sent (0 for a blocked call)."""
+    list of str or None). Image facts are totals over the call's images. The face counts cover
+    the images checked for faces and are None when none was (unknown, not 0).
+    ``bytes_sent`` and ``images_faces_unchecked`` are what ``summarize`` counts as sent: 0 for
+    a blocked call, which sent nothing."""
     d = rec.to_dict()
     who, where, why, what, controls = d["who"], d["where"], d["why"], d["what"], d["controls"]
     images: list[dict[str, Any]] = what.get("images") or []
     found: set[str] = set()
+    faces_found, faces_blurred, faces_unblurred = _face_counts(images)
     for img in images:
         found.update(img.get("metadata_found") or {})
     return {
@@ -198,10 +219,10 @@ def flat_row(rec: TransferRecord) -> dict[str, Any]:
         "images": len(images),
         "bytes_before": int(what.get("bytes_before") or 0),
         "bytes_sent": summarize([rec])[0].bytes_sent,
-        "faces_found": _sum_known(images, "faces_found"),
-        "faces_blurred": _sum_known(images, "faces_blurred"),
-        "faces_unblurred": rec.faces_unblurred,
-        "images_faces_unchecked": rec.faces_unchecked,
+        "faces_found": faces_found,
+        "faces_blurred": faces_blurred,
+        "faces_unblurred": faces_unblurred,
+        "images_faces_unchecked": 0 if rec.outcome == "blocked" else rec.faces_unchecked,
         "images_downscaled": sum(1 for i in images if i.get("downscaled")),
         "metadata_found": [c for c in CATEGORIES if c in found] + sorted(found - set(CATEGORIES)),
         "data_categories": list(what.get("categories") or []),

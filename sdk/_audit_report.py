@@ -7,6 +7,11 @@ bytes), what was protected (faces blurred, images sent without a face check, pri
 what was stopped (blocked calls by rule) and what is still open (records whose outcome is
 unknown). On top sits the integrity of the log itself, from :class:`VerifyResult`.
 
+A *recipient* is a vendor that received at least one call that was not blocked (sent, failed or
+outcome unknown: data left, or may have). A blocked call transferred nothing: it makes no
+recipient, no destination country, no transfer-mechanism gap and no category of data sent. It
+is still counted where a table counts calls (as ``summarize`` does) and listed by rule.
+
 The page has no JavaScript and loads nothing: CSS is inline, charts are inline SVG, and a
 Content-Security-Policy forbids anything else, so it can be mailed, archived and opened
 offline. Every value from the log is HTML-escaped: app names, reasons and rule names can be
@@ -118,7 +123,8 @@ def _table(
 
 @dataclass
 class _Recipient:
-    """What the register says about one vendor, beyond the totals of ``summarize``."""
+    """What the register says about one recipient, beyond the totals of ``summarize``: facts
+    of its transfers, the calls that were not blocked."""
 
     legal_entities: Counter[str] = field(default_factory=Counter)
     countries: Counter[str] = field(default_factory=Counter)
@@ -148,8 +154,9 @@ class _Block:
 
 @dataclass
 class _Register:
-    recipients: dict[str, _Recipient]
-    countries: dict[str, Counter[str]]  # country -> mechanisms used to reach it
+    recipients: dict[str, _Recipient]  # vendors with at least one call not blocked
+    countries: dict[str, Counter[str]]  # country transferred to -> mechanisms used to reach it
+    blocked_only: set[str]  # vendors whose every call was blocked (no recipients)
     pending: list[TransferRecord]
     blocks: dict[str, _Block]
     first: str | None
@@ -169,13 +176,29 @@ def _gather(records: Sequence[TransferRecord]) -> _Register:
     countries: dict[str, Counter[str]] = {}
     blocks: dict[str, _Block] = {}
     pending: list[TransferRecord] = []
+    vendors: set[str] = set()
     first = last = None
     for rec in records:
         where, why, who = rec.where, rec.why, rec.who
         vendor, country = _vendor(rec), _country(rec)
-        r = recipients.setdefault(vendor, _Recipient())
+        vendors.add(vendor)
         first = rec.begun if first is None or rec.begun < first else first
         last = rec.begun if last is None or rec.begun > last else last
+        outcome = rec.outcome
+        if outcome == "blocked":  # stopped before a byte left: no transfer, only the rule
+            rule = str((rec.finish or {}).get("rule") or rec.begin.get("rule") or "?")
+            b = blocks.setdefault(rule, _Block())
+            b.calls += 1
+            b.vendors[vendor] += 1
+            if rec.begun >= b.last:
+                b.last, b.reason = rec.begun, (rec.finish or {}).get("reason")
+            continue
+        # sent, failed or unknown: data left, or may have
+        if outcome == "unknown":
+            pending.append(rec)
+        r = recipients.setdefault(vendor, _Recipient())
+        r.first = rec.begun if r.first is None or rec.begun < r.first else r.first
+        r.last = rec.begun if r.last is None or rec.begun > r.last else r.last
         r.countries[country] += 1
         mechanism = where.get("transfer_mechanism")
         countries.setdefault(country, Counter())
@@ -191,7 +214,7 @@ def _gather(records: Sequence[TransferRecord]) -> _Register:
         if mechanism:
             r.mechanisms[str(mechanism)] += 1
             countries[country][str(mechanism)] += 1
-        elif country not in EEA and rec.outcome != "blocked":  # a transfer needing a safeguard
+        elif country not in EEA:  # a transfer needing a safeguard
             r.no_mechanism += 1
         r.apps[str(who.get("app") or "(no app name)")] += 1
         r.categories.update(str(c) for c in rec.what.get("categories") or ())
@@ -199,20 +222,9 @@ def _gather(records: Sequence[TransferRecord]) -> _Register:
         r.applied.update(str(c) for c in controls.get("applied") or ())
         r.account_level.update(str(c) for c in controls.get("account_level") or ())
         r.unavailable.update(str(c) for c in controls.get("unavailable") or ())
-        outcome = rec.outcome
-        if outcome == "unknown":
-            pending.append(rec)
-        if outcome == "blocked":
-            rule = str((rec.finish or {}).get("rule") or rec.begin.get("rule") or "?")
-            b = blocks.setdefault(rule, _Block())
-            b.calls += 1
-            b.vendors[vendor] += 1
-            if rec.begun >= b.last:
-                b.last, b.reason = rec.begun, (rec.finish or {}).get("reason")
-        else:  # sent, failed or unknown: data left, or may have
-            r.first = rec.begun if r.first is None or rec.begun < r.first else r.first
-            r.last = rec.begun if r.last is None or rec.begun > r.last else r.last
-    return _Register(recipients, countries, pending, blocks, first, last)
+    return _Register(
+        recipients, countries, vendors - recipients.keys(), pending, blocks, first, last
+    )
 
 
 def _totals(rows: Iterable[StatsRow], key: Callable[[StatsRow], str]) -> dict[str, StatsRow]:
@@ -271,11 +283,19 @@ def _integrity(verify: VerifyResult) -> str:
     )
 
 
-def _tiles(total: StatsRow, reg: _Register) -> str:
+def _tiles(total: StatsRow, reg: _Register, per_country: Mapping[str, StatsRow]) -> str:
+    """Recipients and countries count transfers only (calls not blocked), like the tables."""
     known = [c for c in reg.countries if c != "?"]
     note = f"{_num(sum(1 for c in known if c not in EEA))} outside the EEA"
     if "?" in reg.countries:
         note += "; some calls name none"
+    blocked_countries = sum(1 for c in per_country if c != "?" and c not in reg.countries)
+    if blocked_countries:
+        note += f"; {_num(blocked_countries)} more only blocked"
+    people = ""
+    if reg.blocked_only:
+        people = f"<small>{_num(len(reg.blocked_only))} more vendor"
+        people += f"{'s' if len(reg.blocked_only) != 1 else ''} only blocked</small>"
     tiles = [
         ("Calls", _num(total.calls)),
         ("Sent", _num(total.sent)),
@@ -284,14 +304,21 @@ def _tiles(total: StatsRow, reg: _Register) -> str:
         ("Outcome unknown", _num(total.unknown)),
         ("Images sent", _num(total.images)),
         ("Data sent", _bytes(total.bytes_sent)),
-        ("Recipients", _num(len(reg.recipients))),
+        ("Recipients", _num(len(reg.recipients)) + people),
         ("Countries", f"{_num(len(known))}<small>{note}</small>"),
     ]
     cells = (f'<div class="tile"><span>{_e(k)}</span><b>{v}</b></div>' for k, v in tiles)
     return f'<div class="tiles">{"".join(cells)}</div>'
 
 
+_NOTHING_SENT = (
+    '<p class="okay">None: every call was blocked, so no personal data was transferred.</p>'
+)
+
+
 def _recipients(reg: _Register, per_vendor: Mapping[str, StatsRow]) -> str:
+    if not reg.recipients:
+        return _NOTHING_SENT
     rows = []
     for vendor in sorted(reg.recipients, key=lambda v: (-per_vendor[v].calls, v)):
         r, t = reg.recipients[vendor], per_vendor[vendor]
@@ -334,28 +361,34 @@ def _recipients(reg: _Register, per_vendor: Mapping[str, StatsRow]) -> str:
     return _table(headers, rows, numeric=(6, 7, 8))
 
 
-def _countries(
-    reg: _Register, per_country: Mapping[str, StatsRow], rows: Sequence[StatsRow]
-) -> str:
+def _countries(reg: _Register, per_country: Mapping[str, StatsRow]) -> str:
+    """Every destination country of a call, with the recipients (calls not blocked) it had;
+    a country whose every call was blocked received nothing and needs no mechanism."""
     vendors: dict[str, Counter[str]] = {}
-    for row in rows:
-        vendors.setdefault(row.country, Counter())[row.vendor] += row.calls
+    for vendor, r in reg.recipients.items():
+        for country, n in r.countries.items():
+            vendors.setdefault(country, Counter())[vendor] += n
     out = []
-    for country in sorted(reg.countries, key=lambda c: (-per_country[c].calls, c)):
+    for country in sorted(per_country, key=lambda c: (-per_country[c].calls, c)):
         t = per_country[country]
         if country == "?":
             name, area = _missing(warn=True), _missing("unknown", warn=True)
         else:
             name = f"<b>{_e(country)}</b>"
             area = "EEA" if country in EEA else '<span class="third">third country</span>'
-        mechanisms = _lines(reg.countries[country]) or (
-            _missing("—") if country in EEA else _missing("none recorded", warn=True)
-        )
+        if country not in reg.countries:
+            recipients = _missing("none")
+            mechanisms = _missing("not needed (every call blocked)")
+        else:
+            recipients = _chips(vendors.get(country, Counter()))
+            mechanisms = _lines(reg.countries[country]) or (
+                _missing("—") if country in EEA else _missing("none recorded", warn=True)
+            )
         out.append(
             [
                 name,
                 area,
-                _chips(vendors.get(country, Counter())),
+                recipients,
                 mechanisms,
                 _num(t.calls),
                 _num(t.sent),
@@ -510,6 +543,8 @@ def _faces(total: StatsRow, per_vendor: Mapping[str, StatsRow]) -> str:
 
 
 def _controls(reg: _Register) -> str:
+    if not reg.recipients:
+        return _NOTHING_SENT
     rows = [
         [
             f"<b>{_e(v)}</b>",
@@ -531,6 +566,8 @@ def _controls(reg: _Register) -> str:
 
 
 def _data(reg: _Register) -> str:
+    if not reg.recipients:
+        return _NOTHING_SENT
     rows = [
         [f"<b>{_e(v)}</b>", _chips(r.categories) or _missing("none"), _chips(r.apps)]
         for v, r in sorted(reg.recipients.items())
@@ -688,18 +725,26 @@ def render_report(
         per_vendor = _totals(stats, lambda r: r.vendor)
         per_country = _totals(stats, lambda r: r.country)
         per_month = _totals(stats, lambda r: r.month)
-        images = sorted(((v, t.images) for v, t in per_vendor.items()), key=lambda x: (-x[1], x[0]))
+        images = sorted(
+            ((v, per_vendor[v].images) for v in reg.recipients), key=lambda x: (-x[1], x[0])
+        )
         body += [
-            _tiles(grand, reg),
+            _tiles(grand, reg, per_country),
             "<h2>Recipients</h2>",
             '<p class="note">Who received data, where, under which safeguard, why and on which '
-            "basis. Transfers are calls that were not blocked (sent, failed or outcome unknown: "
-            "data left, or may have).</p>",
+            "basis. A recipient is a vendor that received at least one call that was not "
+            "blocked; such calls are the transfers (sent, failed or outcome unknown: data left, "
+            "or may have). Countries, mechanisms, purposes, legal bases, dates, images and bytes "
+            "describe transfers only; <i>Calls</i> counts every call, blocked ones included. A "
+            "vendor whose every call was blocked received nothing and appears only under "
+            "Blocked calls.</p>",
             _recipients(reg, per_vendor),
             "<h2>Countries</h2>",
             '<p class="note">Destination countries as recorded (ISO 3166-1). A country outside '
-            "the EEA needs a transfer mechanism (adequacy decision, SCCs, BCRs, …).</p>",
-            _countries(reg, per_country, stats),
+            "the EEA needs a transfer mechanism (adequacy decision, SCCs, BCRs, …) for the "
+            "calls that were not blocked; a blocked call transferred nothing and needs none. "
+            "Recipients are the vendors that received a transfer there.</p>",
+            _countries(reg, per_country),
             "<h2>Activity</h2>",
             _figure("Calls per month (UTC), by outcome", _month_chart(per_month)),
             _figure(
@@ -711,10 +756,12 @@ def render_report(
             "<h2>Faces</h2>",
             _faces(grand, per_vendor),
             "<h2>Privacy controls</h2>",
-            '<p class="note">Vendor-side controls seen on the calls (e.g. zero data retention, '
-            "no training on inputs), as the door recorded them.</p>",
+            '<p class="note">Vendor-side controls seen on the transfers (e.g. zero data '
+            "retention, no training on inputs), as the door recorded them.</p>",
             _controls(reg),
             "<h2>Categories of personal data</h2>",
+            '<p class="note">What each recipient was sent, and by which applications. Blocked '
+            "calls sent nothing and are not counted.</p>",
             _data(reg),
             "<h2>Open records</h2>",
             '<p class="note">Calls begun but never finished: the process stopped or is still '

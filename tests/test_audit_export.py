@@ -17,7 +17,7 @@ import pytest
 
 import factories
 import veilpix
-from veilpix._audit import AuditLog, TransferRecord
+from veilpix._audit import AuditLog, TransferRecord, summarize
 from veilpix._audit_export import (
     CSV_COLUMNS,
     EXPORT_FORMATS,
@@ -219,6 +219,43 @@ def test_csv_has_one_row_per_record_with_the_right_values(
     assert (pending["outcome"], pending["finished"], pending["country"]) == ("unknown", "", "")
     assert rows[records["failed"].id]["reason"] == "ConnectTimeout: the vendor did not answer"
     assert rows[records["failed"].id]["faces_found"] == ""  # no image: nothing to count
+
+
+def test_face_counts_of_unchecked_images_are_unknown_not_zero(
+    records: dict[str, TransferRecord],
+) -> None:
+    """The "error" call sent only the photo never checked for faces: how many faces it held,
+    and so how many were blurred or sent unblurred, is unknown (empty, null), not 0."""
+    _, text = run(list(records.values()), "csv")
+    rows = {row["id"]: row for row in csv.DictReader(io.StringIO(text, newline=""))}
+    error = rows[records["error"].id]
+    assert (error["images"], error["images_faces_unchecked"]) == ("1", "1")
+    assert (error["faces_found"], error["faces_blurred"], error["faces_unblurred"]) == ("", "", "")
+    row = flat_row(records["error"])
+    assert row["faces_found"] is row["faces_blurred"] is row["faces_unblurred"] is None
+    unmapped = ocsf_event(records["error"], product_version="1")["unmapped"]
+    assert not {"faces_found", "faces_blurred", "faces_unblurred"} & unmapped.keys()
+    assert unmapped["images_faces_unchecked"] == 1
+
+
+def test_blocked_call_sent_no_unchecked_image(records: dict[str, TransferRecord]) -> None:
+    """A blocked call sent nothing, so no image left without a face check (as stats counts)."""
+    _, text = run(list(records.values()), "csv")
+    rows = {row["id"]: row for row in csv.DictReader(io.StringIO(text, newline=""))}
+    blocked = rows[records["blocked"].id]
+    assert (blocked["images"], blocked["images_faces_unchecked"]) == ("2", "0")
+    stats = summarize([records["blocked"]])[0]
+    assert stats.images_unchecked == flat_row(records["blocked"])["images_faces_unchecked"] == 0
+    # the facts about the images themselves stay: the checked one held 3 faces, 2 blurred
+    assert (blocked["faces_found"], blocked["faces_blurred"], blocked["faces_unblurred"]) == (
+        "3",
+        "2",
+        "1",
+    )
+    for name in ("sent", "error", "other"):  # and calls that were not blocked agree with stats
+        stats = summarize([records[name]])[0]
+        row = flat_row(records[name])
+        assert row["images_faces_unchecked"] == stats.images_unchecked == 1
 
 
 def test_csv_neutralises_formulas(records: dict[str, TransferRecord]) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 import factories
 import veilpix
-from veilpix._audit import AuditLog, TransferRecord
+from veilpix._audit import AuditLog, TransferRecord, summarize
 from veilpix._audit_record import OutboundImage, Transfer
 from veilpix._audit_report import render_report
 from veilpix._audit_verify import VerifyResult
@@ -171,8 +171,9 @@ def test_register_shows_the_numbers(register: dict[str, Any]) -> None:
     }
     assert tiles == {"Calls": "9", "Sent": "6", "Blocked": "1", "Failed": "1",
                      "Outcome unknown": "1", "Images sent": "9", "Data sent": "7.9 kB",
-                     "Recipients": "3", "Countries": "3"}  # fmt: skip
-    assert "<small>2 outside the EEA; some calls name none</small>" in page
+                     "Recipients": "3", "Countries": "2"}  # fmt: skip
+    # CN had only the blocked call: no transfer there
+    assert "<small>1 outside the EEA; some calls name none; 1 more only blocked</small>" in page
 
     recipients = section(page, "Recipients")
     openai = row_of(recipients, "openai")
@@ -184,17 +185,92 @@ def test_register_shows_the_numbers(register: dict[str, Any]) -> None:
     assert mistral[1:4] == ["Mistral AI SAS", "FR", "not needed (EEA)"]
     assert mistral[6:8] == ["2", "2"]
     acme = row_of(recipients, "acme")
-    assert acme[1:3] == ["not recorded", "CN not recorded"]
+    assert acme[1:3] == ["not recorded", "not recorded"]  # CN: blocked, nothing went there
     assert acme[3] == "none recorded for 1 call outside the EEA"  # the blocked one needs none
-    assert acme[6:8] == ["2", "1"]
+    assert acme[6:8] == ["2", "1"]  # calls include the blocked one, images do not
 
     countries = section(page, "Countries")
     assert row_of(countries, "US")[1:] == ["third country", "openai",
                                            "adequacy decision (EU-US DPF)", "5", "4", "0", "6",
                                            row_of(countries, "US")[-1]]  # fmt: skip
     assert row_of(countries, "FR")[1] == "EEA"
-    assert row_of(countries, "CN")[4:7] == ["1", "0", "1"]
+    assert row_of(countries, "CN")[1:7] == ["third country", "none",
+                                            "not needed (every call blocked)", "1", "0", "1"]  # fmt: skip
     assert row_of(countries, "not recorded")[1] == "unknown"
+
+
+def test_blocked_calls_make_no_recipient_country_or_category(
+    make_log: Callable[..., Log],
+) -> None:
+    """A call that was blocked transferred nothing: "stability" (only blocked, to GB) is no
+    recipient and GB no destination; "mistral" sent to FR and had one call to US blocked, so
+    it reached only FR and needs no transfer mechanism. The calls still count as calls."""
+    log = make_log()
+    stability = {"vendor": "stability", "url": "https://api.stability.ai/v2beta/x",
+                 "country": "GB", "data_categories": ["biometric data"],
+                 "controls_applied": ["zero data retention"], "purpose": "ads"}  # fmt: skip
+    mistral = {"vendor": "mistral", "url": "https://api.mistral.ai/v1/x", "country": "FR",
+               "legal_entity": "Mistral AI SAS"}  # fmt: skip
+    log.log.block(log.transfer(**stability), reason="not allowed", rule="vendors.allowed")
+    log.sent(**mistral)
+    log.log.block(log.transfer(**mistral | {"country": "US"}, transfer_mechanism="SCC module 2",
+                               data_categories=["health data"], app="secret-app"),
+                  reason="not allowed here", rule="countries.allowed")  # fmt: skip
+    records, verify = log.read()
+    page = render(records, verify)
+    check_markup(page)
+
+    tiles = dict(re.findall(r'<div class="tile"><span>([^<]+)</span><b>(.*?)</b>', page))
+    assert tiles["Recipients"] == "1<small>1 more vendor only blocked</small>"
+    assert tiles["Countries"] == "1<small>0 outside the EEA; 2 more only blocked</small>"
+    assert "A recipient is a vendor that received at least one call that was not blocked" in page
+
+    recipients = section(page, "Recipients")
+    assert "stability" not in recipients.split("</p>", 1)[1]
+    row = row_of(recipients, "mistral")
+    assert row[1:4] == ["Mistral AI SAS", "FR", "not needed (EEA)"]
+    assert row[6:9] == ["2", "1", row[8]]  # both calls, the image of the one sent
+    stats = {r.vendor: r for r in summarize(records)}
+    assert row[6] == str(sum(r.calls for r in summarize(records) if r.vendor == "mistral"))
+    assert stats["stability"].calls == 1 and stats["stability"].images == 0
+
+    countries = section(page, "Countries")
+    assert "none recorded" not in countries and "SCC module 2" not in page
+    assert row_of(countries, "FR")[1:7] == ["EEA", "mistral", "—", "1", "1", "0"]
+    for country in ("GB", "US"):  # third countries, but nothing went there
+        assert row_of(countries, country)[1:7] == ["third country", "none",
+                                                   "not needed (every call blocked)",
+                                                   "1", "0", "1"]  # fmt: skip
+
+    for heading in ("Privacy controls", "Categories of personal data"):
+        assert "stability" not in section(page, heading)
+    categories = section(page, "Categories of personal data")
+    assert "health data" not in categories and "biometric data" not in categories
+    assert "secret-app" not in categories
+    assert row_of(categories, "mistral")[1].startswith("image")
+
+    blocked = section(page, "Blocked calls")  # still shown, by rule
+    assert row_of(blocked, "vendors.allowed")[1:3] == ["1", "stability"]
+    assert row_of(blocked, "countries.allowed")[1:3] == ["1", "mistral"]
+    images = section(page, "Activity")
+    assert re.findall(r'<text class="label"[^>]*>([^<]+)<title>', images) == ["mistral"]
+
+
+def test_every_call_blocked(make_log: Callable[..., Log]) -> None:
+    log = make_log()
+    log.log.block(log.transfer(country="CN"), reason="no", rule="vendors.allowed")
+    records, verify = log.read()
+    page = render(records, verify)
+    check_markup(page)
+    tiles = dict(re.findall(r'<div class="tile"><span>([^<]+)</span><b>(.*?)</b>', page))
+    assert tiles["Recipients"] == "0<small>1 more vendor only blocked</small>"
+    assert tiles["Countries"] == "0<small>0 outside the EEA; 1 more only blocked</small>"
+    for heading in ("Recipients", "Privacy controls", "Categories of personal data"):
+        assert "every call was blocked, so no personal data was transferred" in section(
+            page, heading
+        )
+    assert row_of(section(page, "Countries"), "CN")[3] == "not needed (every call blocked)"
+    assert row_of(section(page, "Blocked calls"), "vendors.allowed")[1:3] == ["1", "openai"]
 
 
 def test_charts_are_inline_svg(register: dict[str, Any]) -> None:
