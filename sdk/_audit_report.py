@@ -325,7 +325,10 @@ def _recipients(reg: _Register, per_vendor: Mapping[str, StatsRow]) -> str:
         mechanisms = _lines(r.mechanisms)
         if r.no_mechanism:
             n = r.no_mechanism
-            gap = f"none recorded for {_num(n)} call{'s' if n != 1 else ''} outside the EEA"
+            gap = (
+                f"none recorded for {_num(n)} call{'s' if n != 1 else ''} "
+                "not known to stay in the EEA"
+            )
             mechanisms += _missing(gap, warn=True)
         elif not mechanisms:
             mechanisms = _missing("not needed (EEA)")
