@@ -539,7 +539,11 @@ class AuditLog:
                 hint="upgrade veilpix: pip install -U veilpix",
             )
         if version == 0:
-            raise AuditLogError(f"{str(self.path)!r} is not a veilpix transfer log (empty)")
+            raise AuditLogError(
+                f"{str(self.path)!r} is not a veilpix transfer log (an SQLite file of something "
+                "else, or empty)",
+                hint="pass --log with the path of a log written by veilpix",
+            )
         if version < SCHEMA_VERSION and not self.readonly:
             self._migrate(db, version)
 
@@ -560,7 +564,11 @@ class AuditLog:
     def _meta(self, key: str) -> str:
         row = self._conn().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         if row is None:
-            raise AuditLogError(f"the transfer log {str(self.path)!r} lacks its {key!r}")
+            raise AuditLogError(
+                f"the transfer log {str(self.path)!r} lacks its {key!r}",
+                hint="it is damaged, or was written by a pre-release veilpix whose logs this "
+                "version cannot read; start a new log with --log",
+            )
         return str(row[0])
 
     def _recover(self) -> None:

@@ -241,8 +241,13 @@ def _without_subjects(records: Iterable[TransferRecord]) -> Iterator[TransferRec
 
 def _private_file(path: str) -> TextIO:
     """Open ``path`` for writing as 0600: exports and registers describe personal data."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)  # an existing file keeps its mode on O_TRUNC
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # an existing file keeps its mode on O_TRUNC
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot write {path!r}: {exc.strerror}", hint="choose a writable place with -o"
+        ) from exc
     return open(fd, "w", encoding="utf-8", newline="")
 
 
@@ -252,7 +257,10 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
         try:
             image = Path(args.image).read_bytes()
         except OSError as exc:
-            raise ConfigError(f"cannot read {args.image!r}: {exc.strerror}") from exc
+            raise ConfigError(
+                f"cannot read {args.image!r}: {exc.strerror}",
+                hint="--image takes the path of the photo to look for",
+            ) from exc
     return {
         "since": args.since,
         "until": args.until,
@@ -668,7 +676,10 @@ def _key(args: argparse.Namespace) -> int:
     with _open(args) as log:
         pem, kid = public_key_pem(log.public_key), key_id(log.public_key)
     if args.output:
-        Path(args.output).write_text(pem, encoding="ascii")
+        try:
+            Path(args.output).write_text(pem, encoding="ascii")
+        except OSError as exc:
+            raise ConfigError(f"cannot write {args.output!r}: {exc.strerror}", hint="") from exc
     if args.json:
         _dump({"key_id": kid, "pem": pem, "output": args.output})
     elif args.output:

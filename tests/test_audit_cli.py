@@ -316,3 +316,14 @@ def test_key_file_kept_apart(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert code == 0 and "erased the subject-linked fields of 1 transfer" in said
     rows = run_json(capsys, "audit", "list", "--log", str(path))  # erased, even without the key
     assert rows[0]["why"]["subject_ref"] == "[erased]"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("action", ["report", "export", "key"])
+def test_unwritable_output_is_a_clear_error(
+    action: str, log_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["audit", action, "--log", str(log_path), "-o", str(tmp_path / "no" / "such" / "f")]
+    if action == "export":
+        argv += ["--format", "csv"]
+    assert main(argv) == 2
+    assert "cannot write" in capsys.readouterr().err
