@@ -38,7 +38,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from veilpix._audit_keys import KeyFile, SealError, key_id, open_sealed, seal
+from veilpix._audit_keys import (
+    KeyFile,
+    SealError,
+    key_id,
+    open_sealed,
+    seal,
+    verify_signature,
+)
 from veilpix._audit_record import (
     OutboundImage,
     Outcome,
@@ -366,6 +373,7 @@ class AuditLog:
         if checkpoint_every < 1 or checkpoint_seconds <= 0:
             raise ConfigError("checkpoint_every and checkpoint_seconds must be above 0")
         self.path = Path(path).expanduser() if path is not None else default_log_path()
+        key_path = key_path if key_path is not None else os.environ.get("VEILPIX_LOG_KEY") or None
         self.key_path = (
             Path(key_path).expanduser() if key_path is not None else key_path_for(self.path)
         )
@@ -576,7 +584,14 @@ class AuditLog:
         from veilpix._audit_verify import check_tail
 
         with self._write() as db:
-            problem = check_tail(db, self.log_id, self.checkpoint_every, self.public_key)
+            founding = founding_statement(self.log_id, self.checkpoint_every, self._meta("created"))
+            signature = bytes.fromhex(self._meta("founding_signature"))
+            if not verify_signature(self.public_key, signature, founding):
+                problem: str | None = (
+                    "its founding statement (id, checkpoint interval) is not signed"
+                )
+            else:
+                problem = check_tail(db, self.log_id, self.checkpoint_every, self.public_key)
             if problem:
                 raise AuditLogError(
                     f"the transfer log {str(self.path)!r} is damaged: {problem}",
@@ -702,7 +717,7 @@ class AuditLog:
         if self.keys is None:
             raise AuditLogError(
                 f"fingerprints need the key file of the log ({str(self.key_path)!r})",
-                hint="run this where the log's .key file is readable",
+                hint="run this where the log's key file is readable, or pass --key FILE",
             )
         return self.keys.fingerprint(label.encode(), digest)
 

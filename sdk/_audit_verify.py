@@ -339,9 +339,11 @@ def verify_connection(
         if unsigned:
             problems.append(Problem(
                 "unsigned-tail", floor + 1,
-                f"{unsigned} entr{'y' if unsigned == 1 else 'ies'} after entry {floor} "
-                "carry no signature yet (a writer is running, or one stopped without closing; "
-                "opening the log for writing signs the tail after checking it)",
+                (f"{unsigned} entr{'y' if unsigned == 1 else 'ies'} after entry {floor} "
+                 if floor else f"{unsigned} entr{'y' if unsigned == 1 else 'ies'} ")
+                + f"carr{'ies' if unsigned == 1 else 'y'} no signature yet (a writer is running, "
+                "or one stopped without closing; opening the log for writing signs the tail "
+                "after checking it)",
             ))  # fmt: skip
     kept = {r[0] for r in db.execute("SELECT kid FROM subject_keys")}
     for s, kid in erased:

@@ -44,7 +44,9 @@ examples:
   veilpix audit prune --older-than 180d
   veilpix audit resolve 7f3a9c2e --outcome failed --reason "vendor shows no request"
 
-the log: --log FILE, else $VEILPIX_LOG, else audit.db in the veilpix user data folder.
+the log: --log FILE, else $VEILPIX_LOG, else [log] path in --config / $VEILPIX_CONFIG,
+else audit.db in the veilpix user data folder. Its key file: --key, $VEILPIX_LOG_KEY,
+[log] key, else beside the log (audit.db.key).
 exit codes: 0 fine, 1 problem found, 2 usage error, 3 intact but with an unsigned tail.
 """
 
@@ -220,6 +222,8 @@ def _open(args: argparse.Namespace, *, write: bool = False) -> AuditLog:
     from veilpix._audit import AuditLog
 
     path = Path(args.log).expanduser() if args.log else None
+    if args.key and not Path(args.key).expanduser().is_file():
+        raise ConfigError(f"there is no key file at {args.key!r}", hint="check the --key path")
     log = AuditLog.from_config(args.config, path=path, key_path=args.key, readonly=True)
     if not write:
         return log
@@ -575,6 +579,11 @@ def _export(args: argparse.Namespace) -> int:
     from veilpix._audit_export import export
 
     with _open(args) as log:
+        if args.include_subjects and log.keys is None:
+            raise ConfigError(
+                "--include-subjects needs the log's key file to open subject-linked fields",
+                hint=f"none at {str(log.key_path)!r}: pass --key FILE",
+            )
         records = _progress_records(log, log.records(**_filters(args)), args)
         if not args.include_subjects:
             records = _without_subjects(records)
@@ -608,7 +617,10 @@ def _report(args: argparse.Namespace) -> int:
                "intact": result.intact})  # fmt: skip
     else:
         state = "verified" if result.ok else "unsigned tail" if result.intact else "NOT verified"
-        print(f"wrote {args.output}: {len(records)} transfers, integrity {state}", file=sys.stderr)
+        print(
+            f"wrote {args.output}: {_plural(len(records), 'transfer')}, integrity {state}",
+            file=sys.stderr,
+        )
     return code
 
 
@@ -695,7 +707,11 @@ def _checkpoint(args: argparse.Namespace) -> int:
     if args.json:
         _dump({"checkpoint": cp})
     else:
-        print("the head was already signed" if cp is None else f"signed checkpoint {cp}")
+        print(
+            "nothing to sign: the head is already signed"
+            if cp is None
+            else f"signed checkpoint {cp}"
+        )
     return EXIT_OK
 
 

@@ -327,3 +327,24 @@ def test_unwritable_output_is_a_clear_error(
         argv += ["--format", "csv"]
     assert main(argv) == 2
     assert "cannot write" in capsys.readouterr().err
+
+
+def test_key_options_fail_loudly(
+    log_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["audit", "list", "--log", str(log_path), "--key", str(tmp_path / "nope.key")]) == 2
+    assert "no key file" in capsys.readouterr().err
+    moved = tmp_path / "moved.key"
+    Path(f"{log_path}.key").rename(moved)
+    argv = ["audit", "export", "--log", str(log_path), "--format", "jsonl", "--include-subjects"]
+    assert main(argv) == 2
+    assert "--key" in capsys.readouterr().err
+    assert main([*argv, "--key", str(moved)]) == 0
+    assert "customer-4711" in capsys.readouterr().out
+
+
+def test_env_names_the_key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VEILPIX_LOG", str(tmp_path / "a.db"))
+    monkeypatch.setenv("VEILPIX_LOG_KEY", str(tmp_path / "vault" / "a.key"))
+    AuditLog().close()
+    assert (tmp_path / "vault" / "a.key").is_file() and not (tmp_path / "a.db.key").exists()

@@ -186,7 +186,9 @@ def test_register_shows_the_numbers(register: dict[str, Any]) -> None:
     assert mistral[6:8] == ["2", "2"]
     acme = row_of(recipients, "acme")
     assert acme[1:3] == ["not recorded", "not recorded"]  # CN: blocked, nothing went there
-    assert acme[3] == "none recorded for 1 call not known to stay in the EEA"  # the blocked one needs none
+    assert (
+        acme[3] == "none recorded for 1 call not known to stay in the EEA"
+    )  # the blocked one needs none
     assert acme[6:8] == ["2", "1"]  # calls include the blocked one, images do not
 
     countries = section(page, "Countries")

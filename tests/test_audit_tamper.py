@@ -301,3 +301,11 @@ def test_a_saved_head_catches_a_rollback(log_path: Path, tmp_path: Path) -> None
     assert main(["audit", "verify", "--log", str(log_path), "--expect", str(saved)]) == 1
     with pytest.raises(ConfigError):
         verify_log(log_path, expect="vph1:nonsense")
+
+
+def test_writer_refuses_a_log_whose_interval_was_changed(log_path: Path) -> None:
+    db = raw(log_path)
+    db.execute("DELETE FROM checkpoints")
+    db.execute("UPDATE meta SET value='1000' WHERE key='checkpoint_every'")
+    with pytest.raises(AuditLogError, match="founding statement"):
+        AuditLog(log_path)

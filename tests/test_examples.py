@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import factories as F
+from veilpix import AuditLog, verify_log
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -58,3 +63,46 @@ def test_blur_faces_example(tmp_path: Path) -> None:
     assert "faces found: 1, blurred: 1" in res.stdout
     assert "without consent: refused" in res.stdout
     assert (tmp_path / "out.jpg").is_file()
+
+
+def test_transfer_log_example(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    res = run("transfer_log.py", str(out), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "the sample photo appears in 5 calls" in res.stdout
+    assert "outcome recorded as failed" in res.stdout
+    assert "subject_ref 'customer-4711' -> '[erased]'" in res.stdout
+    assert "OK: the chain is unbroken" in res.stdout
+    head = (out / "head.txt").read_text().strip()
+    assert head.startswith("vph1:")
+    result = verify_log(out / "audit.db", expect=head)
+    assert result.ok and result.records == 5 and result.erasures == 1 and result.pending == 0
+    with AuditLog(out / "audit.db", readonly=True) as log:
+        reasons = [r.to_dict()["reason"] for r in log.records(outcome="failed")]
+    assert "resolved by operator: the vendor's dashboard shows no such request" in reasons
+    assert (out / "audit.db.key").is_file()
+    assert (out / "public.pem").read_text().startswith("-----BEGIN PUBLIC KEY-----")
+    rows = list(csv.DictReader((out / "transfers.csv").open(newline="")))
+    assert sorted(r["outcome"] for r in rows) == ["blocked", "failed", "failed", "sent", "sent"]
+    events = [json.loads(line) for line in (out / "transfers.ocsf.jsonl").read_text().splitlines()]
+    assert len(events) == 5 and {e["class_uid"] for e in events} == {6003}
+    assert "Integrity verified" in (out / "register.html").read_text()
+    for name in ("transfers.csv", "transfers.ocsf.jsonl", "register.html"):
+        assert stat.S_IMODE((out / name).stat().st_mode) == 0o600, name
+    stored = (out / "audit.db").read_bytes()
+    for secret in (b"sk-example", b"customer-4711", b"white background", b"F2LZK0XYN73D"):
+        assert secret not in stored
+    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(("-wal", "-shm"))) == [
+        "audit.db", "audit.db.key", "head.txt", "public.pem", "register.html", "transfers.csv",
+        "transfers.ocsf.jsonl",
+    ]  # fmt: skip
+
+
+def test_transfer_log_example_without_arguments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the script's temporary folder goes here
+    res = run("transfer_log.py", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    (folder,) = tmp_path.glob("veilpix-log-*")
+    assert (folder / "register.html").is_file() and str(folder) in res.stdout
