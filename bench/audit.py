@@ -27,8 +27,8 @@ prompt, credential-bearing URL and headers, privacy controls), cycling through 3
 
 The image (by default a generated 1536x1024 JPEG with EXIF and GPS, about 330 kB; ``--image
 FILE`` for another) is sanitized once, before any timing: the benchmark measures the log, not
-the image pipeline. Fingerprinting the original and the sanitized bytes (HMAC-SHA256) is the
-log's own work and is timed, so the figures depend on the image size. Opening and closing
+the image pipeline. Fingerprinting is the log's own work and is timed: it keys (HMAC-SHA256)
+the SHA-256 digests the pipeline already computed, so it costs the same whatever the image size. Opening and closing
 the log (and the checkpoint signed on close) are not timed; checkpoints signed every 1000
 entries are.
 
