@@ -243,8 +243,8 @@ def _totals(rows: Iterable[StatsRow], key: Callable[[StatsRow], str]) -> dict[st
 
 def _integrity(verify: VerifyResult) -> str:
     facts = [
-        f"{_num(verify.entries)} entries",
-        f"{_num(verify.checkpoints)} signed checkpoints",
+        f"{_num(verify.entries)} entr{'y' if verify.entries == 1 else 'ies'}",
+        f"{_num(verify.checkpoints)} signed checkpoint{'' if verify.checkpoints == 1 else 's'}",
         f"signing key {_e(verify.key_id)}",
     ]
     if verify.signed_through is not None:
@@ -255,7 +255,8 @@ def _integrity(verify: VerifyResult) -> str:
             " (bridged by a signed prune entry)"
         )
     if verify.erasures:
-        facts.append(f"{_num(verify.erasures)} subject erasures (signed tombstones)")
+        n = verify.erasures
+        facts.append(f"{_num(n)} subject erasure{'' if n == 1 else 's'} (signed tombstones)")
     detail = "; ".join(facts)
     first = verify.first_problem
     if verify.ok:
