@@ -997,7 +997,7 @@ class AuditLog:
 
     def _record(self, row: Sequence[Any]) -> TransferRecord:
         seq, rid, ts, kid, body_text, fts, fbody = row
-        body = json.loads(body_text)
+        body = _load_body(body_text, rid, begin=True)
         subject, linked = "none", None
         if kid is not None:
             subject, linked = self._open_subject(rid, kid, body)
@@ -1007,7 +1007,7 @@ class AuditLog:
             begun=ts,
             begin=body,
             finished=fts,
-            finish=None if fbody is None else json.loads(fbody),
+            finish=None if fbody is None else _load_body(fbody, rid, begin=False),
             subject=subject,
             sealed=linked,
         )
@@ -1217,6 +1217,29 @@ def summarize(records: Iterable[TransferRecord]) -> list[StatsRow]:
         row.faces_unblurred += rec.faces_unblurred
         row.images_unchecked += rec.faces_unchecked
     return [rows[k] for k in sorted(rows, key=lambda k: (k[2], k[0], k[1]))]
+
+
+_SECTIONS = ("who", "what", "where", "why", "controls", "headers")
+
+
+def _load_body(text: str, rid: str, *, begin: bool) -> dict[str, Any]:
+    """Parse a stored body, refusing shapes veilpix never writes (a tampered row must give a
+    clear error, not a traceback deep inside a report)."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        body = None
+    ok = isinstance(body, dict)
+    if ok and begin:
+        ok = all(isinstance(body.get(k, {}), dict) for k in _SECTIONS)
+        images = body.get("what", {}).get("images", []) if ok else None
+        ok = ok and isinstance(images, list) and all(isinstance(i, dict) for i in images)
+    if not ok:
+        raise AuditLogError(
+            f"transfer {rid} holds a record veilpix did not write (damaged or altered)",
+            hint="run: veilpix audit verify, which names the entry",
+        )
+    return body  # type: ignore[return-value]
 
 
 def _close_at_exit(ref: weakref.ref[AuditLog]) -> None:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from veilpix._errors import ConfigError
+from veilpix._errors import AuditLogError, ConfigError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -743,4 +743,14 @@ def run_audit(args: argparse.Namespace) -> int:
     if args.audit_command is None:
         args.audit_parser.print_help()
         return EXIT_USAGE
-    return _COMMANDS[args.audit_command](args)
+    try:
+        return _COMMANDS[args.audit_command](args)
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
+        if args.audit_command == "verify":
+            raise  # verify reads raw rows and never trips over their content
+        # Review commands read what verify vouches for; values of the wrong type mean rows
+        # were changed behind veilpix's back.
+        raise AuditLogError(
+            f"the log holds values veilpix did not write ({type(exc).__name__}: {exc})",
+            hint="run: veilpix audit verify, which names the altered entry",
+        ) from exc

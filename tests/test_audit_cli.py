@@ -348,3 +348,26 @@ def test_env_names_the_key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("VEILPIX_LOG_KEY", str(tmp_path / "vault" / "a.key"))
     AuditLog().close()
     assert (tmp_path / "vault" / "a.key").is_file() and not (tmp_path / "a.db.key").exists()
+
+
+@pytest.mark.parametrize(
+    "body", ["{not json", "[1, 2]", '{"what": "x"}', '{"what": {"images": [3]}}',
+             '{"what": {"images": [{"faces_blurred": "many"}], "bytes_before": "a lot"}}'],
+)  # fmt: skip
+@pytest.mark.parametrize("action", ["list", "stats", "export", "report"])
+def test_altered_rows_give_a_clear_error(
+    body: str, action: str, log_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from auditkit import raw
+
+    raw(log_path).execute("UPDATE entries SET body=? WHERE seq=3", (body,))
+    argv = ["audit", action, "--log", str(log_path)]
+    argv += {"export": ["--format", "csv"], "report": ["-o", str(tmp_path / "r.html")]}.get(
+        action, []
+    )
+    code = main(argv)
+    err = capsys.readouterr().err
+    if code == 0:  # a value veilpix can still show as text is shown; verify catches the edit
+        assert action in ("list", "export") and verify_log(log_path).intact is False
+    else:
+        assert code in (1, 2) and "veilpix audit verify" in err
