@@ -1239,7 +1239,7 @@ def _load_body(text: str, rid: str, *, begin: bool) -> dict[str, Any]:
             f"transfer {rid} holds a record veilpix did not write (damaged or altered)",
             hint="run: veilpix audit verify, which names the entry",
         )
-    return body  # type: ignore[return-value]
+    return body  # type: ignore[no-any-return]
 
 
 def _close_at_exit(ref: weakref.ref[AuditLog]) -> None:
