@@ -981,9 +981,12 @@ class AuditLog:
     def _open_subject(
         self, rid: str, kid: str, body: Mapping[str, Any]
     ) -> tuple[str, dict[str, Any] | None]:
-        row = (
-            self._conn().execute("SELECT wrapped FROM subject_keys WHERE kid=?", (kid,)).fetchone()
-        )
+        with self._lock:
+            row = (
+                self._conn()
+                .execute("SELECT wrapped FROM subject_keys WHERE kid=?", (kid,))
+                .fetchone()
+            )
         if row is None:
             return "erased", None
         if self.keys is None:
