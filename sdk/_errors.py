@@ -16,8 +16,13 @@ __all__ = [
     "FaceDetectionError",
     "ImageError",
     "ImageTooLarge",
+    "MalformedMultipart",
     "PolicyViolation",
+    "RequestBlocked",
+    "RequestError",
+    "RequestTooLarge",
     "UnsafeOutput",
+    "UnsupportedEncoding",
     "UnsupportedImage",
     "VeilpixError",
 ]
@@ -89,6 +94,29 @@ class PolicyViolation(VeilpixError):
     default_hint = "change the request or the policy; nothing was sent"
 
 
+class RequestBlocked(PolicyViolation):
+    """veilpix refused to send a request; not a byte of it left. ``rule`` names the policy
+    rule that decided (e.g. ``destination.vendor``), ``record_id`` the transfer-log record."""
+
+    default_hint = "change the request or the policy; nothing was sent"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        rule: str,
+        hint: str | None = None,
+        record_id: str | None = None,
+    ) -> None:
+        self.rule = rule
+        self.record_id = record_id
+        super().__init__(message, hint=hint)
+
+    @property
+    def reason(self) -> str:
+        return self.message
+
+
 class ConsentRequired(PolicyViolation):
     """Faces would leave unblurred and the call carries no consent reference."""
 
@@ -106,4 +134,42 @@ class AuditLogError(VeilpixError):
         "check that the log file and its folder are writable and the disk has space "
         "(the log is at --log / VEILPIX_LOG, default: the veilpix user data folder); "
         "nothing was sent"
+    )
+
+
+class RequestError(VeilpixError):
+    """An outbound request body could not be read or rebuilt safely (a malformed body, an
+    encoding veilpix cannot decode, a limit exceeded), so it was not sent."""
+
+    default_hint = (
+        "nothing was sent; check the request body against its Content-Type and "
+        "Content-Encoding headers"
+    )
+
+
+class RequestTooLarge(RequestError):
+    """A request body exceeds a size, part-count, header or nesting limit."""
+
+    default_hint = (
+        "nothing was sent; send fewer or smaller images per request, or raise the limit the "
+        "caller passed (max_bytes=..., max_parts=..., max_depth=...)"
+    )
+
+
+class UnsupportedEncoding(RequestError):
+    """The body's Content-Encoding is unknown, or needs an optional library that is missing."""
+
+    default_hint = (
+        "nothing was sent; send the body uncompressed or gzip-compressed, or install the "
+        "library the message names"
+    )
+
+
+class MalformedMultipart(RequestError):
+    """A multipart/form-data body breaks RFC 7578 / RFC 2046 in a way that could make two
+    readers see different parts (or none), so it is refused rather than guessed at."""
+
+    default_hint = (
+        "nothing was sent; build the body with an HTTP library's multipart encoder "
+        "(httpx files=..., requests files=...) instead of by hand"
     )

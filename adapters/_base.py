@@ -1,0 +1,132 @@
+"""The shape of a vendor adapter: plain, frozen data the core reads.
+
+An adapter says, for one vendor: which hosts it serves (and which region, country and legal
+entity each host means), how it authenticates (header names, so credentials can be redacted),
+which endpoints carry images and where in the request they sit, what formats and sizes those
+endpoints accept, and which privacy controls exist (applied per request by veilpix, available
+only at account level, or not offered at all). Adapters hold no logic beyond matching; the
+core (``veilpix._guard``) does the work, so every door behaves the same.
+
+JSON paths in :class:`ImageSlot` use a small dotted language: ``a.b`` walks objects,
+``a[*]`` every array item, ``a[?type=image_url]`` only items whose ``type`` is that value,
+and ``**`` any depth (used by vendors whose inputs are model-specific).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "Control",
+    "Endpoint",
+    "ImageSlot",
+    "Region",
+    "Vendor",
+]
+
+SlotKind = Literal["multipart", "json", "raw"]
+Encoding = Literal["data_uri", "base64", "url", "file_id", "bytes"]
+ControlLevel = Literal["request", "account", "unavailable"]
+
+
+@dataclass(frozen=True)
+class Region:
+    """A host of the vendor and what sending to it means for a transfer record."""
+
+    name: str  # "global", "eu", "us", "europe-west4", ...
+    hosts: tuple[str, ...]  # exact host names or fnmatch patterns ("*-aiplatform.googleapis.com")
+    country: str  # ISO 3166-1 alpha-2 where requests are processed, as far as documented
+    legal_entity: str  # the contracting entity for customers in the EU/EEA
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ImageSlot:
+    """Where an image (or a reference to one) sits in a request to an endpoint."""
+
+    kind: SlotKind
+    path: str  # multipart field name ("image", "image[]", "mask") or a JSON path; "" for raw
+    encodings: frozenset[Encoding]
+    role: Literal["image", "mask"] = "image"
+    mime_path: str | None = None  # sibling JSON field naming the media type ("mimeType")
+    fetched_by_vendor: bool = False  # a URL here makes the vendor download the original
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One API operation that can carry images."""
+
+    operation: str  # "images.edit", "chat.completions", "files.upload", ...
+    method: str
+    path: str  # regular expression matched against the URL path (anchored at both ends)
+    images: tuple[ImageSlot, ...]
+    formats: frozenset[str] = frozenset({"image/jpeg", "image/png", "image/webp"})
+    max_image_bytes: int | None = None
+    max_images: int | None = None
+    max_request_bytes: int | None = None
+    accepts_data_uri: bool = False  # a fetched remote image may be embedded as a data: URI
+    upload: bool = False  # a file-upload endpoint: the body (or part) is the file itself
+    note: str = ""
+
+    def matches(self, method: str, path: str) -> bool:
+        return method.upper() == self.method and re.fullmatch(self.path, path) is not None
+
+
+@dataclass(frozen=True)
+class Control:
+    """A privacy control and how veilpix applies it.
+
+    ``level="request"``: veilpix applies it on every matching call, by ``header`` (name, value)
+    or ``json_field`` (top-level key, value), only on ``operations`` when given, and only when
+    the policy asks for region ``when_region`` if that is set. A request control with neither
+    header nor JSON field is a routing control: the call goes to the regional host the
+    policy names (``Policy(region=...)``). ``"account"``:
+    exists, but only as an organisation/project setting the operator must turn on.
+    ``"unavailable"``: documented as not offered.
+    """
+
+    name: str
+    level: ControlLevel
+    description: str
+    header: tuple[str, str] | None = None
+    json_field: tuple[str, object] | None = None
+    operations: frozenset[str] = frozenset()
+    when_region: str | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class Vendor:
+    """Everything veilpix knows about one vendor. See ``docs/vendors.md`` (generated)."""
+
+    name: str  # registry key, LiteLLM-style prefix: "openai", "gemini", "bfl", ...
+    display: str
+    base_url: str  # the default API base, as the vendor's SDK uses it
+    regions: tuple[Region, ...]
+    auth_headers: tuple[str, ...]  # header names that carry credentials (redacted in logs)
+    auth_query: tuple[str, ...] = ()  # query parameters that carry credentials (Gemini ?key=)
+    endpoints: tuple[Endpoint, ...] = ()
+    controls: tuple[Control, ...] = ()
+    env_key: tuple[str, ...] = ()  # environment variables the SDK reads the key from
+    env_base_url: str | None = None  # environment variable for a base-URL override
+    sources: tuple[str, ...] = field(default=(), repr=False)
+
+    def region_for(self, host: str) -> Region | None:
+        host = host.lower()
+        for region in self.regions:
+            if any(fnmatch.fnmatchcase(host, pattern) for pattern in region.hosts):
+                return region
+        return None
+
+    def endpoint_for(self, method: str, path: str) -> Endpoint | None:
+        for endpoint in self.endpoints:
+            if endpoint.matches(method, path):
+                return endpoint
+        return None
+
+    @property
+    def host_patterns(self) -> tuple[str, ...]:
+        return tuple(p for r in self.regions for p in r.hosts)
