@@ -15,28 +15,36 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
+__all__ = [  # noqa: RUF022 - plain sorted() order, which tests/test_packaging.py checks
     "AuditLog",
     "AuditLogError",
     "CenterFace",
     "Config",
     "ConfigError",
     "ConsentRequired",
+    "Context",
     "CorruptImage",
+    "EEA",
     "FaceBox",
     "FaceDetectionError",
     "FaceDetector",
     "Finding",
     "GpsPosition",
+    "Guard",
     "ImageError",
     "ImageReport",
     "ImageTooLarge",
     "Inspection",
+    "Outbound",
     "OutboundImage",
     "PendingTransfer",
     "Policy",
     "PolicyViolation",
+    "Prepared",
+    "Receipt",
     "Removed",
+    "RequestBlocked",
+    "RequestError",
     "SanitizedImage",
     "Transfer",
     "TransferRecord",
@@ -45,7 +53,9 @@ __all__ = [
     "VeilpixError",
     "VerifyResult",
     "__version__",
+    "async_http_client",
     "detect_faces",
+    "http_client",
     "inspect",
     "load_config",
     "sanitize",
@@ -55,6 +65,16 @@ __all__ = [
 ]
 
 _LAZY = {
+    "RequestError": "veilpix._errors",
+    "Guard": "veilpix._guard",
+    "Outbound": "veilpix._guard",
+    "Context": "veilpix._guard",
+    "Receipt": "veilpix._guard",
+    "Prepared": "veilpix._guard",
+    "RequestBlocked": "veilpix._errors",
+    "EEA": "veilpix._policy",
+    "http_client": "veilpix._http",
+    "async_http_client": "veilpix._http",
     "Config": "veilpix._config",
     "load_config": "veilpix._config",
     "AuditLog": "veilpix._audit",
@@ -106,13 +126,17 @@ if TYPE_CHECKING:
         ImageError,
         ImageTooLarge,
         PolicyViolation,
+        RequestBlocked,
+        RequestError,
         UnsafeOutput,
         UnsupportedImage,
         VeilpixError,
     )
     from veilpix._faces import CenterFace, FaceBox, FaceDetector, detect_faces
+    from veilpix._guard import Context, Guard, Outbound, Prepared, Receipt
+    from veilpix._http import async_http_client, http_client
     from veilpix._pipeline import Inspection, inspect, sanitize, sanitize_file, sanitize_mask
-    from veilpix._policy import Policy
+    from veilpix._policy import EEA, Policy
     from veilpix._report import Finding, GpsPosition, ImageReport, Removed, SanitizedImage
 
 

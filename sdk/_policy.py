@@ -8,7 +8,9 @@ that protect the machine from hostile input.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 
 from veilpix._errors import ConfigError
@@ -16,10 +18,47 @@ from veilpix._errors import ConfigError
 if TYPE_CHECKING:
     from veilpix._faces import FaceDetector
 
-__all__ = ["FaceMode", "OutputFormat", "Policy"]
+__all__ = ["EEA", "FaceMode", "OutputFormat", "Policy", "RemoteImages"]
 
 OutputFormat = Literal["auto", "jpeg", "png", "webp"]
 FaceMode = Literal["off", "blur", "pixelate", "fill"]
+RemoteImages = Literal["auto", "inline", "block", "allow"]
+
+# EU and EEA member states (ISO 3166-1 alpha-2; Greece is "GR"), for Policy(allowed_countries=EEA).
+EEA = frozenset(
+    [
+        "AT",
+        "BE",
+        "BG",
+        "HR",
+        "CY",
+        "CZ",
+        "DK",
+        "EE",
+        "FI",
+        "FR",
+        "DE",
+        "GR",
+        "HU",
+        "IE",
+        "IT",
+        "LV",
+        "LT",
+        "LU",
+        "MT",
+        "NL",
+        "PL",
+        "PT",
+        "RO",
+        "SK",
+        "SI",
+        "ES",
+        "SE",
+        "IS",
+        "LI",
+        "NO",
+    ]
+)
 
 _MIB = 1024 * 1024
 
@@ -50,6 +89,27 @@ class Policy:
 
     Size: ``max_side`` and ``max_pixels`` shrink the picture (aspect kept, never enlarged)
     until both hold. ``max_input_pixels`` is different: a safety limit that refuses inputs.
+
+    Destinations (for requests sent through a transport, the Client or the proxy):
+    ``allowed_vendors`` (registry names such as "openai"; None allows every registered vendor),
+    ``allowed_countries`` (ISO codes of where requests are processed, e.g. ``veilpix.EEA``;
+    None allows any), ``region`` (send to the vendor's regional host of that name, e.g. "eu",
+    where the vendor offers one), ``https_only`` (plain http only to loopback), and
+    ``vendor_hosts`` (host -> vendor for Azure resources, gateways and test servers; such a
+    host's country is unknown unless ``host_countries`` names it). Requests to hosts no
+    adapter claims are blocked.
+
+    Remote images (URLs the vendor would fetch itself, getting the original): ``"inline"``
+    fetches, sanitizes and embeds them where the endpoint takes data URIs (blocks otherwise),
+    ``"block"`` refuses, ``"allow"`` lets the URL through (recorded), ``"auto"`` (default)
+    inlines where possible and blocks elsewhere. Fetches are capped by ``remote_max_bytes``
+    and ``remote_timeout`` seconds.
+
+    Privacy controls: ``privacy_controls`` applies each vendor's real per-request levers;
+    ``content_usage`` is sent as the ``Content-Usage`` header (IETF AI-preferences draft; None
+    sends nothing) and ``sec_gpc`` adds ``Sec-GPC: 1``. ``require_controls`` names controls
+    (as in ``docs/vendors.md``) a vendor must apply per request, or the call is blocked.
+    ``max_request_bytes`` caps a request body (decompressed).
     """
 
     max_bytes: int = 100 * _MIB
@@ -67,6 +127,20 @@ class Policy:
     require_consent_for_faces: bool = False
     max_side: int | None = None
     max_pixels: int | None = None
+    allowed_vendors: frozenset[str] | None = None
+    allowed_countries: frozenset[str] | None = None
+    region: str | None = None
+    https_only: bool = True
+    vendor_hosts: Mapping[str, str] = field(default_factory=dict)
+    host_countries: Mapping[str, str] = field(default_factory=dict)
+    remote_images: RemoteImages = "auto"
+    remote_max_bytes: int = 20 * _MIB
+    remote_timeout: float = 15.0
+    privacy_controls: bool = True
+    content_usage: str | None = "train-ai=n"
+    sec_gpc: bool = False
+    require_controls: frozenset[str] = frozenset()
+    max_request_bytes: int = 256 * _MIB
 
     @property
     def looks_for_faces(self) -> bool:
@@ -131,16 +205,77 @@ class Policy:
                     f"Policy.{name} must be None or a whole number of at least 16, got {value!r}",
                     hint="for example Policy(max_side=2048)",
                 )
+        self._check_destinations()
         for name in (
             "keep_standard_icc",
             "verify_decode",
             "face_rotations",
             "require_consent_for_faces",
+            "https_only",
+            "privacy_controls",
+            "sec_gpc",
         ):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(
                     f"Policy.{name} must be True or False, got {getattr(self, name)!r}"
                 )
+
+    def _check_destinations(self) -> None:
+        # Sets given as lists or tuples are accepted and frozen; names are compared lower-case,
+        # countries upper-case.
+        def frozen(name: str, values: object, norm: str) -> None:
+            if values is None:
+                return
+            if isinstance(values, str) or not isinstance(values, frozenset | set | list | tuple):
+                raise ConfigError(
+                    f"Policy.{name} must be a set of names, got {values!r}",
+                    hint=f"for example Policy({name}={{'openai'}})"
+                    if norm == "lower"
+                    else "for example Policy(allowed_countries=veilpix.EEA)",
+                )
+            items = frozenset(getattr(str(v), norm)() for v in values)
+            object.__setattr__(self, name, items)
+
+        frozen("allowed_vendors", self.allowed_vendors, "lower")
+        frozen("allowed_countries", self.allowed_countries, "upper")
+        frozen("require_controls", self.require_controls, "lower")
+        for name in ("vendor_hosts", "host_countries"):
+            value = getattr(self, name)
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"Policy.{name} must map host names to names, got {value!r}")
+            object.__setattr__(
+                self, name, MappingProxyType({str(k).lower(): str(v) for k, v in value.items()})
+            )
+        if self.remote_images not in ("auto", "inline", "block", "allow"):
+            raise ConfigError(
+                f"Policy.remote_images must be 'auto', 'inline', 'block' or 'allow', "
+                f"got {self.remote_images!r}",
+                hint="'auto' inlines remote images where the endpoint takes data URIs",
+            )
+        for name in ("remote_max_bytes", "max_request_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"Policy.{name} must be a positive whole number, got {value!r}")
+        if (
+            isinstance(self.remote_timeout, bool)
+            or not isinstance(self.remote_timeout, int | float)
+            or self.remote_timeout <= 0
+        ):
+            raise ConfigError(
+                f"Policy.remote_timeout must be seconds above 0, got {self.remote_timeout!r}"
+            )
+        if self.region is not None and not isinstance(self.region, str):
+            raise ConfigError(
+                f"Policy.region must be a region name such as 'eu', got {self.region!r}"
+            )
+        if self.content_usage is not None and (
+            not isinstance(self.content_usage, str)
+            or "\r" in self.content_usage
+            or "\n" in self.content_usage
+        ):
+            raise ConfigError(
+                f"Policy.content_usage must be a header value or None, got {self.content_usage!r}"
+            )
 
     def replace(self, **changes: object) -> Policy:
         """Return a copy with some fields changed (validated like the constructor)."""

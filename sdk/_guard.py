@@ -1,0 +1,766 @@
+"""The core every door runs an outbound request through.
+
+A door (the httpx2/httpx transports, the Client, the proxy) turns its native request into an
+:class:`Outbound` (method, URL, headers, body bytes) and calls :meth:`Guard.prepare`. That:
+
+1. resolves the destination (vendor, region, country, legal entity) and applies destination
+   policy: registered vendors only, allowed vendors and countries, HTTPS only (plain HTTP to
+   loopback), the regional host the policy asks for;
+2. decodes the body (gzip, deflate, br, zstd; capped) and finds every image in it: multipart
+   parts whose bytes are an image whatever their declared type, data: URIs and base64 images
+   anywhere in JSON, raw image bodies; URLs the vendor would fetch itself;
+3. sanitizes each (metadata, orientation, faces, size), converting to a format the endpoint
+   accepts and keeping it under the vendor's size limit; masks get their image's geometry;
+4. rebuilds the body with the same meaning (other fields untouched, fresh multipart boundary,
+   sibling media-type fields updated, Content-Length recomputed, no Content-Encoding);
+5. applies the vendor's real per-request privacy controls and the Content-Usage signal;
+6. writes the transfer record *before* returning (write-ahead), or records the block.
+
+Fail closed: anything that looks like an image but cannot be sanitized, a malformed body, or a
+log that cannot be written stops the request with :class:`~veilpix.RequestBlocked` (or
+``AuditLogError``); no error path hands back the original bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from veilpix._audit_record import OutboundImage, Transfer, redact_url
+from veilpix._errors import ImageError, RequestBlocked, VeilpixError
+from veilpix._policy import Policy
+
+if TYPE_CHECKING:
+    from veilpix._audit import AuditLog, PendingTransfer
+    from veilpix._report import ImageReport, SanitizedImage
+    from veilpix.adapters import Endpoint, Region, Vendor
+
+__all__ = ["Context", "Guard", "Outbound", "Prepared", "Receipt", "fetch_url"]
+
+Fetch = Callable[[str, Policy], tuple[bytes, str | None]]
+
+_MIME_KEYS = ("mimeType", "mime_type", "media_type", "mediaType", "content_type", "contentType")
+_IMAGE_KEY_HINTS = ("image", "mask", "img", "photo", "picture", "reference", "control")
+_NOT_IMAGE_KEYS = ("webhook", "callback", "redirect", "polling_url")
+_OTHER_IMAGES = (
+    b"8BPS", b"\x00\x00\x01\x00", b"\xff\x0a", b"\x00\x00\x00\x0cJXL ", b"\xff\x4f\xff\x51",
+    b"\x00\x00\x00\x0cjP  ", b"qoif", b"\x76\x2f\x31\x01", b"#?RADIANCE",
+)  # fmt: skip
+
+
+@dataclass
+class Outbound:
+    """A door-neutral HTTP request. Header names keep their case; lookups ignore it."""
+
+    method: str
+    url: str
+    headers: list[tuple[str, str]]
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        low = name.lower()
+        for key, value in self.headers:
+            if key.lower() == low:
+                return value
+        return None
+
+    def set_header(self, name: str, value: str) -> None:
+        self.drop_header(name)
+        self.headers.append((name, value))
+
+    def drop_header(self, name: str) -> None:
+        low = name.lower()
+        self.headers = [(k, v) for k, v in self.headers if k.lower() != low]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Context:
+    """Who is calling and why: recorded with every transfer (see ``veilpix.Transfer``)."""
+
+    app: str | None = None
+    actor: str | None = None
+    client: str | None = None
+    purpose: str | None = None
+    legal_basis: str | None = None
+    consent_ref: str | None = None
+    subject_ref: str | None = None
+    retention: str = "standard"
+    door: str = "transport"
+    model: str | None = None
+    prompt: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What veilpix did to one request: where it went, what it removed, which controls."""
+
+    record_id: str | None
+    vendor: str
+    operation: str | None
+    host: str
+    region: str | None
+    country: str | None
+    legal_entity: str | None
+    images: tuple[ImageReport, ...] = ()
+    controls_applied: tuple[str, ...] = ()
+    controls_account_level: tuple[str, ...] = ()
+    controls_unavailable: tuple[str, ...] = ()
+    remote_images: tuple[tuple[str, str], ...] = ()  # (URL without credentials, what was done)
+
+    @property
+    def removed(self) -> dict[str, int]:
+        """Metadata categories found (and removed) across the request's images."""
+        out: dict[str, int] = {}
+        for report in self.images:
+            for cat, n in report.categories().items():
+                out[cat] = out.get(cat, 0) + n
+        return out
+
+
+class Prepared:
+    """A request ready to send, with its transfer record begun. Call :meth:`finish` (or
+    :meth:`fail`) once the call is over."""
+
+    def __init__(self, request: Outbound, receipt: Receipt, pending: PendingTransfer) -> None:
+        self.request = request
+        self.receipt = receipt
+        self._pending = pending
+
+    def finish(
+        self,
+        *,
+        status: int | None,
+        response_bytes: int | None = None,
+        vendor_request_id: str | None = None,
+    ) -> None:
+        self._pending.finish(
+            status=status,
+            response_bytes=response_bytes,
+            request_bytes=len(self.request.body),
+            vendor_request_id=vendor_request_id,
+        )
+
+    def fail(self, reason: str) -> None:
+        if not self._pending.finished:
+            self._pending.fail(reason[:500])
+
+
+class _Block(Exception):
+    def __init__(self, rule: str, reason: str, hint: str | None = None) -> None:
+        super().__init__(reason)
+        self.rule, self.reason, self.hint = rule, reason, hint
+
+
+@dataclass
+class _Work:
+    """What prepare() learns along the way, for the record whether sent or blocked."""
+
+    vendor: Vendor | None = None
+    region: Region | None = None
+    host: str = ""
+    country: str | None = None
+    endpoint: Endpoint | None = None
+    images: list[OutboundImage] = field(default_factory=list)
+    applied: list[str] = field(default_factory=list)
+    account: list[str] = field(default_factory=list)
+    unavailable: list[str] = field(default_factory=list)
+    remote: list[tuple[str, str]] = field(default_factory=list)
+    first_image: SanitizedImage | None = None
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_other_image(data: bytes) -> bool:
+    head = data[:16]
+    return any(head.startswith(m) for m in _OTHER_IMAGES)
+
+
+class Guard:
+    """Runs requests through the core under ``policy``, recording them in ``log``.
+
+    ``log`` is an :class:`~veilpix.AuditLog`, a path, or None for the default log (see
+    ``veilpix audit``). ``context`` is recorded with every call unless a call gives its own.
+    ``fetch`` replaces the downloader used to inline remote images (tests, proxies).
+    """
+
+    def __init__(
+        self,
+        policy: Policy | None = None,
+        log: AuditLog | str | os.PathLike[str] | None = None,
+        *,
+        context: Context | None = None,
+        fetch: Fetch | None = None,
+    ) -> None:
+        from veilpix._audit import AuditLog
+
+        self.policy = policy or Policy()
+        self.log = log if isinstance(log, AuditLog) else AuditLog.from_config(path=log)
+        self.context = context or Context()
+        self._fetch = fetch or fetch_url
+
+    # -- the pipeline ------------------------------------------------------------------------
+
+    def prepare(self, request: Outbound, *, context: Context | None = None) -> Prepared:
+        """Sanitize, rebuild and record ``request``; raise :class:`RequestBlocked` instead of
+        returning anything that was not proved clean."""
+        ctx = context or self.context
+        work = _Work()
+        try:
+            out = self._prepare(request, ctx, work)
+        except _Block as block:
+            self._record_block(request, ctx, work, block)
+        except ImageError as exc:
+            self._record_block(request, ctx, work, _Block(
+                "image.unsanitizable", f"an image in the request could not be sanitized: {exc.message}",
+                exc.hint,
+            ))  # fmt: skip
+        except VeilpixError as exc:
+            if exc.__class__.__name__ == "AuditLogError":
+                raise
+            self._record_block(
+                request, ctx, work, _Block("request.malformed", exc.message, exc.hint)
+            )
+        transfer = self._transfer(out, ctx, work, rule="allowed")
+        pending = self.log.begin(transfer)
+        receipt = self._receipt(work, pending.id)
+        return Prepared(out, receipt, pending)
+
+    def _prepare(self, request: Outbound, ctx: Context, work: _Work) -> Outbound:
+        from veilpix import adapters
+        from veilpix._codec import decode_body
+
+        policy = self.policy
+        parts = urlsplit(request.url)
+        host = (parts.hostname or "").lower()
+        work.host = host
+        port = parts.port
+        named = policy.vendor_hosts.get(host) or policy.vendor_hosts.get(f"{host}:{port}")
+        if named is not None:
+            try:
+                work.vendor = adapters.get(named)
+            except KeyError as exc:
+                raise _Block("destination.vendor", str(exc.args[0])) from exc
+            work.region = work.vendor.region_for(host)
+        else:
+            found = adapters.match(host)
+            if found is not None:
+                work.vendor, work.region = found
+        if work.vendor is None:
+            raise _Block(
+                "destination.unknown_host",
+                f"{host or request.url!r} is not the host of a registered AI vendor",
+                "veilpix only sends to vendors it has an adapter for; map a gateway or test "
+                "server to one with Policy(vendor_hosts={'host': 'openai'})",
+            )
+        vendor = work.vendor
+        plain_ok = parts.scheme == "http" and (_is_loopback(host) or not policy.https_only)
+        if parts.scheme != "https" and not plain_ok:
+            raise _Block(
+                "destination.https_only",
+                f"plain {parts.scheme}:// to {host} would send the data unencrypted",
+                "use https (plain http is allowed only to loopback, for tests and local models)",
+            )
+        if policy.allowed_vendors is not None and vendor.name not in policy.allowed_vendors:
+            raise _Block(
+                "destination.vendor",
+                f"{vendor.display} is not among the allowed vendors "
+                f"({', '.join(sorted(policy.allowed_vendors)) or 'none'})",
+                "add it to Policy(allowed_vendors=...) if it should be allowed",
+            )
+        url = self._route_region(request.url, work)
+        work.country = (
+            work.region.country if work.region is not None else policy.host_countries.get(host)
+        )
+        if policy.allowed_countries is not None and work.country not in policy.allowed_countries:
+            where = work.country or "an unknown country"
+            raise _Block(
+                "destination.country",
+                f"{vendor.display} at {work.host} processes requests in {where}, which the "
+                "policy does not allow",
+                "choose a region inside the allowed countries (Policy(region='eu')) or widen "
+                "Policy(allowed_countries=...)",
+            )
+        path = urlsplit(url).path
+        work.endpoint = vendor.endpoint_for(request.method, path)
+        self._sort_controls(work)
+        body = decode_body(
+            request.body, request.header("content-encoding"), max_bytes=policy.max_request_bytes
+        )
+        out = Outbound(request.method.upper(), url, list(request.headers), body)
+        out.drop_header("content-encoding")
+        self._rewrite(out, work, ctx)
+        limit = work.endpoint.max_request_bytes if work.endpoint is not None else None
+        if limit is not None and len(out.body) > limit:
+            raise _Block(
+                "request.too_large",
+                f"the request is {len(out.body):,} bytes after sanitizing, over {vendor.display}'s "
+                f"limit of {limit:,}",
+                "send fewer or smaller images, or downscale them with Policy(max_side=...)",
+            )
+        self._apply_headers(out, work)
+        out.drop_header("transfer-encoding")
+        out.set_header("Content-Length", str(len(out.body)))
+        return out
+
+    # -- destination -------------------------------------------------------------------------
+
+    def _route_region(self, url: str, work: _Work) -> str:
+        """Send to the regional host the policy asks for, when the vendor offers it."""
+        wanted = self.policy.region
+        vendor = work.vendor
+        assert vendor is not None
+        if wanted is None:
+            return url
+        if work.region is not None and work.region.name == wanted:
+            work.applied.append(f"regional endpoint ({wanted})")
+            return url
+        target = next((r for r in vendor.regions if r.name == wanted), None)
+        concrete = next((h for h in target.hosts if "*" not in h), None) if target else None
+        if target is None or concrete is None or work.region is None:
+            work.unavailable.append(f"regional endpoint ({wanted})")
+            return url
+        parts = urlsplit(url)
+        if "/locations/" in parts.path:  # Vertex: the path names the region too
+            work.unavailable.append(f"regional endpoint ({wanted}): the request names its location")
+            return url
+        netloc = concrete if parts.port is None else f"{concrete}:{parts.port}"
+        work.applied.append(f"regional endpoint ({wanted})")
+        work.region, work.host = target, concrete
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+    def _sort_controls(self, work: _Work) -> None:
+        vendor, policy = work.vendor, self.policy
+        assert vendor is not None
+        op = work.endpoint.operation if work.endpoint is not None else None
+        for control in vendor.controls:
+            if control.level == "account":
+                work.account.append(control.name)
+            elif control.level == "unavailable":
+                work.unavailable.append(control.name)
+            elif control.header is None and control.json_field is None:
+                continue  # routing controls (regions) are recorded by _route_region
+            elif not policy.privacy_controls:
+                work.unavailable.append(f"{control.name} (turned off by policy)")
+            elif (
+                (control.operations and op not in control.operations)
+                or (control.json_field is not None and work.endpoint is None)
+                or (control.when_region is not None and policy.region != control.when_region)
+            ):
+                continue
+            else:
+                work.applied.append(control.name)
+        if policy.content_usage:
+            work.applied.append(f"Content-Usage: {policy.content_usage}")
+        if policy.sec_gpc:
+            work.applied.append("Sec-GPC: 1")
+        applied = {a.lower() for a in work.applied}
+        missing = [c for c in policy.require_controls if c not in applied]
+        if missing:
+            raise _Block(
+                "controls.required",
+                f"{vendor.display} cannot apply the required control(s) "
+                f"{', '.join(sorted(missing))} on this call",
+                "see docs/vendors.md for what each vendor offers per request",
+            )
+
+    def _apply_headers(self, out: Outbound, work: _Work) -> None:
+        vendor, policy = work.vendor, self.policy
+        assert vendor is not None
+        if policy.content_usage:
+            out.set_header("Content-Usage", policy.content_usage)
+        if policy.sec_gpc:
+            out.set_header("Sec-GPC", "1")
+        for control in vendor.controls:
+            if control.header is not None and control.name in work.applied:
+                out.set_header(*control.header)
+
+    # -- bodies --------------------------------------------------------------------------------
+
+    def _rewrite(self, out: Outbound, work: _Work, ctx: Context) -> None:
+        ctype_header = out.header("content-type") or ""
+        ctype = ctype_header.split(";", 1)[0].strip().lower()
+        if not out.body:
+            return
+        if ctype == "multipart/form-data":
+            self._rewrite_multipart(out, ctype_header, work, ctx)
+        elif (
+            ctype == "application/json"
+            or ctype.endswith("+json")
+            or (not ctype and out.body[:1] in (b"{", b"["))
+        ):
+            self._rewrite_json(out, work, ctx)
+        elif self._is_image(out.body):
+            clean = self._clean(out.body, work, ctx, field="body")
+            out.body = clean.data
+            out.set_header("Content-Type", clean.media_type)
+            if out.header("x-goog-upload-header-content-type"):
+                out.set_header("X-Goog-Upload-Header-Content-Type", clean.media_type)
+
+    def _is_image(self, data: bytes) -> bool:
+        from veilpix._sniff import looks_like_image
+
+        if looks_like_image(data):
+            return True
+        if _is_other_image(data):
+            raise _Block(
+                "image.unsupported",
+                "the request carries an image in a format veilpix cannot sanitize "
+                "(PSD, ICO, JPEG XL, JPEG 2000, QOI, OpenEXR or Radiance HDR)",
+                "convert it to JPEG or PNG first",
+            )
+        return False
+
+    def _rewrite_multipart(
+        self, out: Outbound, ctype_header: str, work: _Work, ctx: Context
+    ) -> None:
+        from dataclasses import replace
+
+        from veilpix._codec import Part, build_multipart, parse_multipart
+
+        form = parse_multipart(out.body, ctype_header, max_parts=1000, max_bytes=len(out.body) + 1)
+        masks = self._mask_fields(work)
+        parts: list[Part] = list(form.parts)
+        order = sorted(range(len(parts)), key=lambda i: parts[i].name in masks)  # images first
+        for i in order:
+            part = parts[i]
+            if not self._is_image(part.data):
+                continue
+            if part.name in masks:
+                clean = self._clean_mask(part.data, work, field=part.name)
+            else:
+                clean = self._clean(part.data, work, ctx, field=part.name)
+            parts[i] = replace(
+                part,
+                data=clean.data,
+                content_type=clean.media_type,
+                filename=_renamed(part.filename, clean.extension),
+            )
+        body, content_type = build_multipart(parts)
+        out.body = body
+        out.set_header("Content-Type", content_type)
+
+    def _rewrite_json(self, out: Outbound, work: _Work, ctx: Context) -> None:
+        from veilpix._codec import (
+            build_data_uri,
+            dump_json,
+            find_images_in_json,
+            find_urls_in_json,
+            load_json,
+            replace_at,
+        )
+
+        doc = load_json(out.body, max_bytes=self.policy.max_request_bytes)
+        changed = False
+        for found in find_images_in_json(doc):
+            clean = self._clean(found.data, work, ctx, field=_dotted(found.path))
+            if found.kind == "data_uri":
+                doc = replace_at(doc, found.path, build_data_uri(clean.media_type, clean.data))
+            else:
+                doc = replace_at(doc, found.path, base64.b64encode(clean.data).decode("ascii"))
+                _fix_mime(doc, found.path, clean.media_type)
+            changed = True
+        fetched = self._fetched_paths(doc, work)
+        for found_url in find_urls_in_json(doc, schemes=("http", "https")):
+            path = tuple(found_url.path)
+            if _same_vendor(found_url.url, work):
+                continue  # a file stored with the vendor (uploaded through veilpix), not a fetch
+            if _vendor_fetches(path, fetched, work.endpoint is None):
+                doc = self._remote(doc, path, found_url.url, work, ctx)
+                changed = True
+        changed |= self._json_controls(doc, work)
+        if changed:
+            out.body = dump_json(doc)
+
+    def _fetched_paths(
+        self, doc: Any, work: _Work
+    ) -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]]]:
+        """(paths of URL slots the vendor fetches, paths under model-specific ``**`` slots)."""
+        from veilpix._codec import select
+
+        exact: set[tuple[Any, ...]] = set()
+        deep: set[tuple[Any, ...]] = set()
+        if work.endpoint is not None:
+            for slot in work.endpoint.images:
+                if slot.kind == "json" and slot.fetched_by_vendor:
+                    found = {tuple(p) for p in select(doc, slot.path)}
+                    (deep if "**" in slot.path else exact).update(found)
+        return exact, deep
+
+    def _json_controls(self, doc: Any, work: _Work) -> bool:
+        vendor = work.vendor
+        assert vendor is not None
+        changed = False
+        if not isinstance(doc, dict):
+            return False
+        for control in vendor.controls:
+            if control.json_field is not None and control.name in work.applied:
+                key, value = control.json_field
+                if doc.get(key, object()) != value:
+                    doc[key] = value
+                    changed = True
+        return changed
+
+    def _remote(self, doc: Any, path: tuple[Any, ...], url: str, work: _Work, ctx: Context) -> Any:
+        """``doc`` with the remote image at ``path`` inlined (or unchanged when allowed);
+        raises _Block when the image may not go as a URL and cannot be embedded."""
+        from veilpix._codec import build_data_uri, replace_at
+
+        mode = self.policy.remote_images
+        endpoint = work.endpoint
+        embeddable = endpoint is not None and endpoint.accepts_data_uri
+        shown = redact_url(url)
+        if mode == "allow":
+            work.remote.append((shown, "allowed: the vendor fetches the original"))
+            return doc
+        if mode == "block" or not embeddable:
+            why = (
+                "policy blocks remote images"
+                if mode == "block"
+                else (
+                    "this endpoint does not take inline images, so the vendor would fetch the "
+                    "unsanitized original"
+                )
+            )
+            work.remote.append((shown, "blocked"))
+            raise _Block(
+                "remote_images",
+                f"the request names a remote image ({shown}) and {why}",
+                "send the image itself (veilpix sanitizes it), or set "
+                "Policy(remote_images='allow') to let the vendor fetch it",
+            )
+        data, _ctype = self._fetch(url, self.policy)
+        clean = self._clean(data, work, ctx, field=_dotted(path))
+        work.remote.append((shown, "inlined: fetched, sanitized, embedded"))
+        return replace_at(doc, path, build_data_uri(clean.media_type, clean.data))
+
+    def _mask_fields(self, work: _Work) -> set[str]:
+        endpoint = work.endpoint
+        if endpoint is None:
+            return {"mask"}
+        return {s.path for s in endpoint.images if s.kind == "multipart" and s.role == "mask"}
+
+    # -- images --------------------------------------------------------------------------------
+
+    def _clean(self, data: bytes, work: _Work, ctx: Context, *, field: str) -> SanitizedImage:
+        from veilpix._pipeline import sanitize
+
+        policy = self.policy
+        endpoint = work.endpoint
+        try:
+            clean = sanitize(data, policy, consent=ctx.consent_ref)
+            if endpoint is not None and clean.media_type not in endpoint.formats:
+                clean = sanitize(data, policy.replace(output_format=_format_for(endpoint.formats, clean)),
+                                 consent=ctx.consent_ref)  # fmt: skip
+            clean = self._fit(data, clean, endpoint, ctx)
+        except ImageError as exc:
+            work.images.append(OutboundImage(data, None, field, error=exc.message))
+            raise
+        work.images.append(OutboundImage(data, clean, field))
+        if work.first_image is None:
+            work.first_image = clean
+        return clean
+
+    def _fit(
+        self, data: bytes, clean: SanitizedImage, endpoint: Endpoint | None, ctx: Context
+    ) -> SanitizedImage:
+        """Keep an image under the endpoint's byte limit by downscaling (a few tries)."""
+        from veilpix._pipeline import sanitize
+
+        if endpoint is None or endpoint.max_image_bytes is None:
+            return clean
+        limit = endpoint.max_image_bytes
+        tries = 0
+        while len(clean.data) > limit:
+            tries += 1
+            if tries > 4:
+                raise _Block(
+                    "image.too_large",
+                    f"an image stays over the vendor's limit of {limit:,} bytes even downscaled",
+                    "send a smaller image",
+                )
+            pixels = clean.report.width_out * clean.report.height_out
+            target = max(int(pixels * (limit / len(clean.data)) * 0.8), 256 * 256)
+            policy = self.policy.replace(max_pixels=min(target, self.policy.max_pixels or target),
+                                         output_format=_format_for(endpoint.formats, clean))  # fmt: skip
+            clean = sanitize(data, policy, consent=ctx.consent_ref)
+        return clean
+
+    def _clean_mask(self, data: bytes, work: _Work, *, field: str) -> SanitizedImage:
+        from veilpix._pipeline import sanitize, sanitize_mask
+
+        image = work.first_image
+        try:
+            clean = sanitize_mask(data, image, self.policy) if image is not None else sanitize(
+                data, self.policy.replace(faces="off", require_consent_for_faces=False,
+                                          output_format="png")
+            )  # fmt: skip
+        except ImageError as exc:
+            work.images.append(OutboundImage(data, None, field, error=exc.message))
+            raise
+        work.images.append(OutboundImage(data, clean, field))
+        return clean
+
+    # -- records -------------------------------------------------------------------------------
+
+    def _transfer(self, out: Outbound, ctx: Context, work: _Work, *, rule: str) -> Transfer:
+        vendor = work.vendor
+        return Transfer(
+            vendor=vendor.name if vendor is not None else "unknown",
+            url=out.url,
+            method=out.method,
+            model=ctx.model,
+            operation=work.endpoint.operation if work.endpoint is not None else None,
+            legal_entity=work.region.legal_entity if work.region is not None else None,
+            region=work.region.name if work.region is not None else None,
+            country=work.country,
+            app=ctx.app,
+            actor=ctx.actor,
+            client=ctx.client,
+            door=ctx.door,
+            purpose=ctx.purpose,
+            legal_basis=ctx.legal_basis,
+            consent_ref=ctx.consent_ref,
+            subject_ref=ctx.subject_ref,
+            images=tuple(work.images),
+            prompt=ctx.prompt,
+            request_bytes=len(out.body),
+            headers=dict(out.headers),
+            controls_applied=tuple(work.applied),
+            controls_account_level=tuple(work.account),
+            controls_unavailable=tuple(work.unavailable),
+            rule=rule,
+            retention=ctx.retention,
+        )
+
+    def _record_block(self, request: Outbound, ctx: Context, work: _Work, block: _Block) -> None:
+        transfer = self._transfer(request, ctx, work, rule=block.rule)
+        rid = self.log.block(transfer, reason=block.reason, rule=block.rule)
+        raise RequestBlocked(block.reason, rule=block.rule, hint=block.hint, record_id=rid)
+
+    def _receipt(self, work: _Work, record_id: str | None) -> Receipt:
+        vendor = work.vendor
+        assert vendor is not None
+        return Receipt(
+            record_id=record_id,
+            vendor=vendor.name,
+            operation=work.endpoint.operation if work.endpoint is not None else None,
+            host=work.host,
+            region=work.region.name if work.region is not None else None,
+            country=work.country,
+            legal_entity=work.region.legal_entity if work.region is not None else None,
+            images=tuple(i.sanitized.report for i in work.images if i.sanitized is not None),
+            controls_applied=tuple(work.applied),
+            controls_account_level=tuple(work.account),
+            controls_unavailable=tuple(work.unavailable),
+            remote_images=tuple(work.remote),
+        )
+
+
+def _same_vendor(url: str, work: _Work) -> bool:
+    from veilpix import adapters
+
+    try:
+        host = (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return False
+    found = adapters.match(host)
+    return found is not None and work.vendor is not None and found[0].name == work.vendor.name
+
+
+def _vendor_fetches(
+    path: tuple[Any, ...],
+    slots: tuple[set[tuple[Any, ...]], set[tuple[Any, ...]]],
+    unknown_endpoint: bool,
+) -> bool:
+    """Is the URL at ``path`` an image the vendor would download itself?"""
+    keys = [p.lower() for p in path if isinstance(p, str)]
+    if any(k in _NOT_IMAGE_KEYS for k in keys):
+        return False
+    exact, deep = slots
+    if path in exact:
+        return True
+    image_key = bool(keys) and any(h in k for k in keys[-2:] for h in _IMAGE_KEY_HINTS)
+    # Model-specific inputs (Replicate, fal, BFL) and unknown endpoints on a vendor host: a URL
+    # under an image-like key is an image input.
+    return image_key and (path in deep or unknown_endpoint)
+
+
+def _renamed(filename: str | None, extension: str) -> str | None:
+    if filename is None:
+        return None
+    stem = filename.rsplit(".", 1)[0] if "." in filename else filename
+    return f"{stem}{extension}"
+
+
+def _format_for(formats: Iterable[str], clean: SanitizedImage) -> str:
+    accepted = set(formats)
+    if clean.media_type == "image/png" and "image/png" in accepted:
+        return "png"
+    for media, name in (("image/jpeg", "jpeg"), ("image/png", "png"), ("image/webp", "webp")):
+        if media in accepted:
+            return name
+    return "jpeg"
+
+
+def _dotted(path: Iterable[Any]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _fix_mime(doc: Any, path: tuple[Any, ...], media_type: str) -> None:
+    """Update the media-type field beside a base64 image (Gemini ``inlineData.mimeType``,
+    Anthropic ``source.media_type``) so it names the format actually sent."""
+    parent: Any = doc
+    for p in path[:-1]:
+        parent = parent[p]
+    if isinstance(parent, dict):
+        for key in _MIME_KEYS:
+            if key in parent and isinstance(parent[key], str):
+                parent[key] = media_type
+
+
+def fetch_url(url: str, policy: Policy) -> tuple[bytes, str | None]:
+    """Download a remote image for inlining: https only (http to loopback), size- and
+    time-capped, no credentials sent, redirects followed only to https."""
+    import httpx2
+
+    parts = urlsplit(url)
+    if parts.scheme != "https" and not (
+        parts.scheme == "http" and _is_loopback(parts.hostname or "")
+    ):
+        raise _Block("remote_images", f"refusing to fetch {redact_url(url)}: not https")
+    limit = policy.remote_max_bytes
+    try:
+        with httpx2.Client(timeout=policy.remote_timeout, follow_redirects=True, max_redirects=3) as client, \
+                client.stream("GET", url) as resp:  # fmt: skip
+            if resp.status_code != 200:
+                raise _Block(
+                    "remote_images", f"fetching {redact_url(url)} gave HTTP {resp.status_code}"
+                )
+            chunks, size = [], 0
+            for chunk in resp.iter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise _Block(
+                        "remote_images",
+                        f"the remote image {redact_url(url)} is over {limit:,} bytes",
+                        "raise Policy(remote_max_bytes=...) or send a smaller image",
+                    )
+                chunks.append(chunk)
+            return b"".join(chunks), resp.headers.get("content-type")
+    except httpx2.HTTPError as exc:
+        raise _Block("remote_images", f"could not fetch {redact_url(url)}: {exc}") from exc

@@ -1,0 +1,72 @@
+"""``GuardTransport`` / ``AsyncGuardTransport`` for httpx (replicate, fal-client, google-genai with httpx). Every request goes
+through the veilpix core before the inner transport sends it; a blocked request raises
+:class:`veilpix.RequestBlocked` before any byte is sent.
+
+    import httpx, veilpix
+    from veilpix.transports.httpx import GuardTransport
+
+    http = httpx.Client(transport=GuardTransport(policy=veilpix.Policy(faces="blur"), log="audit.db"))
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import httpx
+
+from veilpix.transports._common import ahandle, guard_for, handle
+
+if TYPE_CHECKING:
+    from veilpix._audit import AuditLog
+    from veilpix._guard import Context, Guard
+    from veilpix._policy import Policy
+
+__all__ = ["AsyncGuardTransport", "GuardTransport"]
+
+
+class GuardTransport(httpx.BaseTransport):
+    """Sanitize, apply policy and privacy controls, log, then send with ``transport``
+    (default: httpx's own ``HTTPTransport``). ``guard`` shares one core between transports."""
+
+    def __init__(
+        self,
+        transport: httpx.BaseTransport | None = None,
+        *,
+        policy: Policy | None = None,
+        log: AuditLog | str | os.PathLike[str] | None = None,
+        context: Context | None = None,
+        guard: Guard | None = None,
+    ) -> None:
+        self._inner = transport if transport is not None else httpx.HTTPTransport()
+        self.guard = guard_for(guard, policy, log, context)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response: httpx.Response = handle(httpx, self.guard, self._inner, request)
+        return response
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class AsyncGuardTransport(httpx.AsyncBaseTransport):
+    """The async twin of :class:`GuardTransport`; the core runs in a worker thread."""
+
+    def __init__(
+        self,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        policy: Policy | None = None,
+        log: AuditLog | str | os.PathLike[str] | None = None,
+        context: Context | None = None,
+        guard: Guard | None = None,
+    ) -> None:
+        self._inner = transport if transport is not None else httpx.AsyncHTTPTransport()
+        self.guard = guard_for(guard, policy, log, context)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response: httpx.Response = await ahandle(httpx, self.guard, self._inner, request)
+        return response
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()

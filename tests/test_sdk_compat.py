@@ -1,0 +1,161 @@
+"""The vendors' own SDKs with veilpix as their HTTP transport. Each test drives a real SDK call
+into a mock transport that captures the exact bytes on the wire, takes them apart with the
+stdlib, and runs the metadata oracle on every image in them."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+from wire import Upstream, data_uri_bytes, form_parts, json_body
+
+import factories
+from veilpix import AuditLog, Policy
+from veilpix.transports.httpx import GuardTransport as HttpxGuard
+from veilpix.transports.httpx2 import GuardTransport
+
+PHOTO = factories.jpeg()
+B64 = base64.b64encode(PHOTO).decode()
+DATA_URI = f"data:image/jpeg;base64,{B64}"
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> AuditLog:
+    with AuditLog(tmp_path / "audit.db") as opened:
+        yield opened
+
+
+def http2(up: Upstream, log: AuditLog, **policy: Any) -> httpx2.Client:
+    return httpx2.Client(
+        transport=GuardTransport(
+            httpx2.MockTransport(up.handler2), policy=Policy(**policy), log=log
+        )
+    )
+
+
+def only_record(log: AuditLog) -> dict[str, Any]:
+    (rec,) = log.records()
+    return rec.to_dict()
+
+
+def test_openai_images_edit_multipart(log: AuditLog, assert_clean: Any) -> None:
+    openai = pytest.importorskip("openai")
+    up = Upstream(reply={"created": 1, "data": [{"b64_json": B64}]})
+    client = openai.OpenAI(
+        api_key="sk-test-abcdefghijklmnop", http_client=http2(up, log), max_retries=0
+    )
+    result = client.images.edit(
+        model="gpt-image-2",
+        image=[("cat.jpg", PHOTO, "image/jpeg"), ("dog.jpg", PHOTO, "image/jpeg")],
+        prompt="give them hats",
+    )
+    assert result.data[0].b64_json == B64  # the vendor's answer comes back untouched
+    images = [p for p in form_parts(up.last) if p[0] == "image[]"]
+    assert len(images) == 2
+    for _, filename, _, data in images:
+        assert_clean(data, filename or "x.jpg")
+    d = only_record(log)
+    assert d["where"]["operation"] == "images.edit" and d["what"]["image_count"] == 2
+    assert "sk-test" not in str(d)
+
+
+def test_openai_chat_with_image(log: AuditLog, assert_clean: Any) -> None:
+    openai = pytest.importorskip("openai")
+    up = Upstream(reply={"id": "c", "object": "chat.completion", "created": 1, "model": "gpt-5",
+                         "choices": [{"index": 0, "finish_reason": "stop",
+                                      "message": {"role": "assistant", "content": "a cat"}}]})  # fmt: skip
+    client = openai.OpenAI(
+        api_key="sk-test-abcdefghijklmnop", http_client=http2(up, log), max_retries=0
+    )
+    out = client.chat.completions.create(model="gpt-5", messages=[{"role": "user", "content": [
+        {"type": "text", "text": "what is it"},
+        {"type": "image_url", "image_url": {"url": DATA_URI}}]}])  # fmt: skip
+    assert out.choices[0].message.content == "a cat"
+    url = json_body(up.last)["messages"][0]["content"][1]["image_url"]["url"]
+    assert_clean(data_uri_bytes(url)[1], "chat.jpg")
+
+
+def test_openai_responses_with_image_store_false(log: AuditLog, assert_clean: Any) -> None:
+    openai = pytest.importorskip("openai")
+    up = Upstream(reply={"id": "r", "object": "response", "created_at": 1, "model": "gpt-5",
+                         "status": "completed", "output": [], "parallel_tool_calls": True,
+                         "tool_choice": "auto", "tools": []})  # fmt: skip
+    client = openai.OpenAI(
+        api_key="sk-test-abcdefghijklmnop", http_client=http2(up, log), max_retries=0
+    )
+    client.responses.create(model="gpt-5", input=[{"role": "user", "content": [
+        {"type": "input_text", "text": "describe"},
+        {"type": "input_image", "image_url": DATA_URI}]}])  # fmt: skip
+    sent = json_body(up.last)
+    assert sent["store"] is False
+    assert_clean(data_uri_bytes(sent["input"][0]["content"][1]["image_url"])[1], "resp.jpg")
+
+
+def test_anthropic_messages_base64(log: AuditLog, assert_clean: Any) -> None:
+    anthropic = pytest.importorskip("anthropic")
+    up = Upstream(reply={"id": "m", "type": "message", "role": "assistant", "model": "claude",
+                         "content": [{"type": "text", "text": "a cat"}], "stop_reason": "end_turn",
+                         "usage": {"input_tokens": 1, "output_tokens": 1}})  # fmt: skip
+    client = anthropic.Anthropic(
+        api_key="sk-ant-test-abcdefghijkl", http_client=http2(up, log), max_retries=0
+    )
+    msg = client.messages.create(model="claude-opus-4-6", max_tokens=64, messages=[{"role": "user", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": B64}},
+        {"type": "text", "text": "what is it"}]}])  # fmt: skip
+    assert msg.content[0].text == "a cat"
+    source = json_body(up.last)["messages"][0]["content"][0]["source"]
+    assert_clean(base64.b64decode(source["data"]), "anth.jpg")
+    assert only_record(log)["where"]["vendor"] == "anthropic"
+    assert "sk-ant-test" not in str(only_record(log))
+
+
+def test_gemini_generate_content_inline(log: AuditLog, assert_clean: Any) -> None:
+    genai = pytest.importorskip("google.genai")
+    from google.genai import types
+
+    up = Upstream(
+        reply={"candidates": [{"content": {"role": "model", "parts": [{"text": "a cat"}]}}]}
+    )
+    client = genai.Client(api_key="AIza-test-key-000000000000000000000000",
+                          http_options=types.HttpOptions(httpx_client=http2(up, log)))  # fmt: skip
+    out = client.models.generate_content(
+        model="gemini-3-flash",
+        contents=[types.Part.from_bytes(data=PHOTO, mime_type="image/jpeg"), "what is it"],
+    )
+    assert out.text == "a cat"
+    inline = json_body(up.last)["contents"][0]["parts"][0]
+    inline = inline.get("inlineData") or inline.get("inline_data")
+    assert_clean(base64.b64decode(inline["data"]), "gem.jpg")
+
+
+def test_mistral_chat_image(log: AuditLog, assert_clean: Any) -> None:
+    mistral = pytest.importorskip("mistralai.client")
+    up = Upstream(reply={"id": "c", "object": "chat.completion", "created": 1, "model": "pixtral",
+                         "choices": [{"index": 0, "finish_reason": "stop",
+                                      "message": {"role": "assistant", "content": "a cat"}}],
+                         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})  # fmt: skip
+    client = mistral.Mistral(api_key="test-key", client=http2(up, log))
+    client.chat.complete(model="pixtral-large-latest", messages=[{"role": "user", "content": [
+        {"type": "text", "text": "what is it"}, {"type": "image_url", "image_url": DATA_URI}]}])  # fmt: skip
+    url = json_body(up.last)["messages"][0]["content"][1]["image_url"]
+    url = url["url"] if isinstance(url, dict) else url
+    assert_clean(data_uri_bytes(url)[1], "mis.jpg")
+
+
+def test_replicate_prediction_data_uri(log: AuditLog, assert_clean: Any) -> None:
+    replicate = pytest.importorskip("replicate")
+    up = Upstream(reply={"id": "p", "model": "o/m", "status": "starting", "version": "v", "input": {},
+                         "urls": {"get": "https://api.replicate.com/v1/predictions/p"}})  # fmt: skip
+    client = replicate.Client(
+        api_token="r8_testtesttesttesttesttest",
+        transport=HttpxGuard(httpx.MockTransport(up.handler), log=log),
+    )
+    client.predictions.create(version="5c7d5dc6dd8bf75c1acaa8565735e7986bc5b66206b55cca93cb72c9bf15ccaa",
+                              input={"image": DATA_URI, "prompt": "hats"})  # fmt: skip
+    sent = json_body(up.last)["input"]
+    assert sent["prompt"] == "hats"
+    assert_clean(data_uri_bytes(sent["image"])[1], "rep.jpg")
