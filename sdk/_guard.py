@@ -32,7 +32,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from veilpix._audit_record import OutboundImage, Transfer, redact_url
-from veilpix._errors import ImageError, RequestBlocked, VeilpixError
+from veilpix._errors import (
+    AuditLogError,
+    ConsentRequired,
+    ImageError,
+    RequestBlocked,
+    RequestTooLarge,
+    VeilpixError,
+)
 from veilpix._policy import Policy
 
 if TYPE_CHECKING:
@@ -226,12 +233,13 @@ class Guard:
                 "image.unsanitizable", f"an image in the request could not be sanitized: {exc.message}",
                 exc.hint,
             ))  # fmt: skip
+        except ConsentRequired as exc:
+            self._record_block(request, ctx, work, _Block("faces.consent", exc.message, exc.hint))
+        except AuditLogError:
+            raise  # cannot record: nothing is sent, and there is nothing to record it in
         except VeilpixError as exc:
-            if exc.__class__.__name__ == "AuditLogError":
-                raise
-            self._record_block(
-                request, ctx, work, _Block("request.malformed", exc.message, exc.hint)
-            )
+            rule = "request.too_large" if isinstance(exc, RequestTooLarge) else "request.malformed"
+            self._record_block(request, ctx, work, _Block(rule, exc.message, exc.hint))
         transfer = self._transfer(out, ctx, work, rule="allowed")
         pending = self.log.begin(transfer)
         receipt = self._receipt(work, pending.id)
@@ -300,6 +308,10 @@ class Guard:
         )
         out = Outbound(request.method.upper(), url, list(request.headers), body)
         out.drop_header("content-encoding")
+        if "start" in (out.header("x-goog-upload-command") or ""):
+            # A resumable upload declares the file's length before sending it; veilpix only
+            # learns the sanitized length later, so the (optional) declaration goes.
+            out.drop_header("x-goog-upload-header-content-length")
         self._rewrite(out, work, ctx)
         limit = work.endpoint.max_request_bytes if work.endpoint is not None else None
         if limit is not None and len(out.body) > limit:

@@ -326,3 +326,67 @@ def test_a_vendors_own_file_url_is_not_a_remote_image(log: AuditLog) -> None:
             "https://generativelanguage.googleapis.com/v1beta/models/g:generateContent", json=body
         )
     assert json_body(up.last) == body
+
+
+@pytest.mark.parametrize(
+    ("content", "ctype", "rule"),
+    [
+        (b"--x\r\nContent-Disposition: form-data; name=a\r\n\r\nno end", "multipart/form-data; boundary=x",
+         "request.malformed"),
+        (b'{"a": 1, "a": 2}', "application/json", "request.malformed"),
+        (b'{"image": "data:image/png;base64,!!!"}', "application/json", "request.malformed"),
+        (gzip.compress(b"x" * 3_000_000), "application/json", "request.too_large"),
+    ],
+)  # fmt: skip
+def test_malformed_or_oversized_bodies_are_blocked(
+    content: bytes, ctype: str, rule: str, log: AuditLog
+) -> None:
+    up = Upstream()
+    headers = {"Content-Type": ctype}
+    if content[:2] == b"\x1f\x8b":
+        headers["Content-Encoding"] = "gzip"
+    with client(up, log, max_request_bytes=1_000_000) as c, pytest.raises(RequestBlocked) as info:
+        c.post(f"{OPENAI}/images/edits", content=content, headers=headers)
+    assert info.value.rule == rule and up.seen == []
+
+
+def test_gemini_resumable_upload(log: AuditLog, assert_clean: Any) -> None:
+    up = Upstream()
+    base = "https://generativelanguage.googleapis.com/upload/v1beta/files"
+    with client(up, log) as c:
+        c.post(base, json={"file": {"display_name": "p"}}, headers={
+            "X-Goog-Upload-Protocol": "resumable", "X-Goog-Upload-Command": "start",
+            "X-Goog-Upload-Header-Content-Length": str(len(PHOTO)),
+            "X-Goog-Upload-Header-Content-Type": "image/jpeg"})  # fmt: skip
+        start = up.last
+        c.post(f"{base}?upload_id=abc", content=PHOTO, headers={
+            "X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "0",
+            "Content-Type": "application/octet-stream"})  # fmt: skip
+    # The sanitized file's size is not known when the upload starts: the declared length goes.
+    assert "x-goog-upload-header-content-length" not in start.headers
+    assert_clean(up.last.body, "upload.jpg")
+    assert int(up.last.headers["content-length"]) == len(up.last.body)
+
+
+def test_faces_without_consent_are_blocked(log: AuditLog) -> None:
+    from veilpix import FaceBox
+
+    class OneFace:
+        name = "one-face"
+
+        def detect(self, rgb: Any, *, scale: float = 1.0) -> list[FaceBox]:
+            return [FaceBox(4, 4, 20, 20, 0.99)]
+
+    up = Upstream()
+    policy = {
+        "require_consent_for_faces": True,
+        "face_detector": OneFace(),
+        "face_rotations": False,
+    }
+    with client(up, log, **policy) as c, pytest.raises(RequestBlocked) as info:
+        c.post(
+            f"{OPENAI}/images/edits",
+            data={"prompt": "x"},
+            files={"image": ("a.jpg", PHOTO, "image/jpeg")},
+        )
+    assert info.value.rule == "faces.consent" and up.seen == []
