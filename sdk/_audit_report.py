@@ -29,17 +29,13 @@ from dataclasses import dataclass, field, fields
 
 from veilpix._audit import StatsRow, TransferRecord, summarize
 from veilpix._audit_verify import VerifyResult
+from veilpix._policy import EEA as POLICY_EEA
 
 __all__ = ["EEA", "render_report"]
 
-# EU member states (ISO 3166-1 alpha-2, plus "EL", the EU's own code for Greece) and the three
-# further EEA states. A transfer anywhere else is a Chapter V transfer to a third country.
-# fmt: off
-EEA = frozenset({
-    "AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "EL", "ES", "FI", "FR", "GR", "HR", "HU",
-    "IE", "IT", "LT", "LU", "LV", "MT", "NL", "PL", "PT", "RO", "SE", "SI", "SK", "IS", "LI", "NO",
-})
-# fmt: on
+# A transfer to a country outside the EEA is a Chapter V transfer to a third country. "EL" is
+# the EU's own code for Greece (ISO: "GR"); logs may carry either.
+EEA = POLICY_EEA | {"EL"}
 OUTCOMES = ("sent", "blocked", "failed", "unknown")
 _OUTCOME_LABELS = {
     "sent": "Sent",
