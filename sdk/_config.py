@@ -13,6 +13,9 @@ So far it configures the transfer log and what the log records per vendor::
     [vendors.openai]
     transfer_mechanism = "EU-US Data Privacy Framework (adequacy decision)"
 
+    [vendors.azure]
+    base_url = "https://my-resource.openai.azure.com/openai/v1"  # Azure resource, gateway, test server
+
 Unknown sections and keys are errors, not silently ignored: a typo in a privacy setting must
 not quietly fall back to a default. The file is found at ``--config``, else ``$VEILPIX_CONFIG``;
 nothing is read from the working folder unless named.
@@ -45,6 +48,7 @@ class LogConfig:
 @dataclass(frozen=True, kw_only=True)
 class VendorConfig:
     transfer_mechanism: str | None = None
+    base_url: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,6 +62,21 @@ class Config:
     @property
     def mechanisms(self) -> dict[str, str]:
         return {k: v.transfer_mechanism for k, v in self.vendors.items() if v.transfer_mechanism}
+
+    @property
+    def base_urls(self) -> dict[str, str]:
+        """Vendor name -> base URL override, for the Client and the proxy."""
+        return {k: v.base_url for k, v in self.vendors.items() if v.base_url}
+
+    @property
+    def vendor_hosts(self) -> dict[str, str]:
+        """Host of each overridden base URL -> vendor, for ``Policy(vendor_hosts=...)``, so
+        the guard knows whose host an Azure resource or a gateway is."""
+        from urllib.parse import urlsplit
+
+        return {
+            (urlsplit(url).hostname or "").lower(): name for name, url in self.base_urls.items()
+        }
 
 
 def _check_keys(
@@ -106,6 +125,25 @@ def _log(table: Mapping[str, Any], base: Path) -> LogConfig:
     return out
 
 
+def _check_vendor(name: str, table: Mapping[str, Any]) -> None:
+    from urllib.parse import urlsplit
+
+    from veilpix import adapters
+
+    try:
+        adapters.get(name)
+    except KeyError as exc:
+        raise ConfigError(
+            f"[vendors.{name}] names no vendor veilpix knows",
+            hint=f"known: {', '.join(v.name for v in adapters.vendors())}",
+        ) from exc
+    url = table.get("base_url")
+    if url is not None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"vendors.{name}.base_url must be an http(s) URL, not {url!r}")
+
+
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     """Read ``path`` (else ``$VEILPIX_CONFIG``; else the built-in defaults)."""
     if path is None:
@@ -124,7 +162,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     for name, table in doc.get("vendors", {}).items():
         if not isinstance(table, dict):
             raise ConfigError(f"vendors.{name} must be a table ([vendors.{name}])")
-        _check_keys(f"vendors.{name}", table, {"transfer_mechanism": str})
+        _check_keys(f"vendors.{name}", table, {"transfer_mechanism": str, "base_url": str})
+        _check_vendor(name, table)
         vendors[name] = VendorConfig(**table)
     return Config(
         log=_log(doc.get("log", {}), file.absolute().parent), vendors=vendors, source=file

@@ -216,6 +216,8 @@ def test_config_file_names_the_log_mechanisms_and_retention(
         ("[logs]\n", "unknown setting veilpix.toml.logs"),
         ("[log]\nretention = 'forever'\n", "cannot read the age"),
         ("[vendors.openai]\nmechanism = 'SCC'\n", "unknown setting vendors.openai.mechanism"),
+        ("[vendors.opnai]\ntransfer_mechanism = 'SCC'\n", "names no vendor"),
+        ("[vendors.azure]\nbase_url = 'ftp://x'\n", "must be an http"),
         ("[log\n", "not valid TOML"),
     ],
 )
@@ -224,6 +226,15 @@ def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, message: str) ->
     cfg.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(cfg)
+
+
+def test_config_base_urls_map_hosts_to_vendors(tmp_path: Path) -> None:
+    cfg = tmp_path / "veilpix.toml"
+    cfg.write_text('[vendors.azure]\nbase_url = "https://res1.openai.azure.com/openai/v1"\n'
+                   '[vendors.openai]\nbase_url = "http://127.0.0.1:9000/v1"\n')  # fmt: skip
+    loaded = load_config(cfg)
+    assert loaded.vendor_hosts == {"res1.openai.azure.com": "azure", "127.0.0.1": "openai"}
+    assert loaded.base_urls["openai"] == "http://127.0.0.1:9000/v1"
 
 
 def test_config_missing_file(tmp_path: Path) -> None:
