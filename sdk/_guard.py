@@ -178,6 +178,7 @@ class _Work:
     unavailable: list[str] = field(default_factory=list)
     remote: list[tuple[str, str]] = field(default_factory=list)
     first_image: SanitizedImage | None = None
+    prompt: str | None = None  # the request's own prompt field, for the log (never stored clear)
 
 
 def _is_loopback(host: str) -> bool:
@@ -447,6 +448,8 @@ class Guard:
         order = sorted(range(len(parts)), key=lambda i: parts[i].name in masks)  # images first
         for i in order:
             part = parts[i]
+            if part.name == "prompt" and part.filename is None and work.prompt is None:
+                work.prompt = part.data.decode("utf-8", "replace")
             if not self._is_image(part.data):
                 continue
             if part.name in masks:
@@ -474,6 +477,8 @@ class Guard:
         )
 
         doc = load_json(out.body, max_bytes=self.policy.max_request_bytes)
+        if isinstance(doc, dict) and isinstance(doc.get("prompt"), str):
+            work.prompt = doc["prompt"]
         changed = False
         for found in find_images_in_json(doc):
             clean = self._clean(found.data, work, ctx, field=_dotted(found.path))
@@ -646,7 +651,7 @@ class Guard:
             consent_ref=ctx.consent_ref,
             subject_ref=ctx.subject_ref,
             images=tuple(work.images),
-            prompt=ctx.prompt,
+            prompt=ctx.prompt if ctx.prompt is not None else work.prompt,
             request_bytes=len(out.body),
             headers=dict(out.headers),
             controls_applied=tuple(work.applied),

@@ -390,3 +390,14 @@ def test_faces_without_consent_are_blocked(log: AuditLog) -> None:
             files={"image": ("a.jpg", PHOTO, "image/jpeg")},
         )
     assert info.value.rule == "faces.consent" and up.seen == []
+
+
+def test_the_prompt_is_logged_as_length_and_fingerprint_only(log: AuditLog) -> None:
+    up = Upstream()
+    with client(up, log) as c:
+        c.post(f"{OPENAI}/images/edits", data={"prompt": "put the CEO on Mars"},
+               files={"image": ("a.jpg", PHOTO, "image/jpeg")})  # fmt: skip
+    (rec,) = log.records()
+    prompt = rec.to_dict()["what"]["prompt"]
+    assert prompt["length"] == len("put the CEO on Mars")
+    assert prompt["fingerprint"] == log.fingerprint(b"put the CEO on Mars", label="prompt")
