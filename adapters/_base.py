@@ -69,6 +69,9 @@ class Endpoint:
     max_request_bytes: int | None = None
     accepts_data_uri: bool = False  # a fetched remote image may be embedded as a data: URI
     upload: bool = False  # a file-upload endpoint: the body (or part) is the file itself
+    # Starts an upload whose bytes then arrive in chunks (byte ranges veilpix cannot sanitize
+    # one by one): the core blocks it when it declares an image.
+    chunked_start: bool = False
     note: str = ""
 
     def matches(self, method: str, path: str) -> bool:

@@ -217,6 +217,16 @@ VENDOR = Vendor(
             "expires_after[seconds]=3600..2592000 (a form field, which Control cannot express).",
         ),
         Endpoint(
+            "uploads.create",
+            "POST",
+            r"/v1/uploads",
+            images=(),
+            chunked_start=True,
+            note="Starts a chunked upload (JSON: purpose, filename, bytes, mime_type). Its parts "
+            "are byte ranges no one can sanitize on their own, so veilpix refuses uploads that "
+            "declare an image; upload images with files.create or send them inline.",
+        ),
+        Endpoint(
             "uploads.parts",
             "POST",
             r"/v1/uploads/[^/]+/parts",

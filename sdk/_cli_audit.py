@@ -432,9 +432,10 @@ def _list(args: argparse.Namespace) -> int:
             "-" if blocked else str(r.faces_unblurred) + ("+?" if r.faces_unchecked else ""),
             _outcome(r.outcome),
         )
-    _console().print(table)
     if not recs:
-        _console().print("no transfers match")
+        _console().print(f"no transfers match (the log holds {total})")
+        return EXIT_OK
+    _console().print(table)
     return EXIT_OK
 
 

@@ -289,8 +289,9 @@ class Guard:
                 "add it to Policy(allowed_vendors=...) if it should be allowed",
             )
         url = self._route_region(request.url, work)
-        work.country = (
-            work.region.country if work.region is not None else policy.host_countries.get(host)
+        # A host the policy names (an Azure resource in Sweden) is where the policy says.
+        work.country = policy.host_countries.get(host) or (
+            work.region.country if work.region is not None else None
         )
         if policy.allowed_countries is not None and work.country not in policy.allowed_countries:
             where = work.country or "an unknown country"
@@ -408,18 +409,18 @@ class Guard:
             return
         if ctype == "multipart/form-data":
             self._rewrite_multipart(out, ctype_header, work, ctx)
+        elif self._is_image(out.body):
+            # Whatever the declared type (google-genai labels upload chunks application/json):
+            # bytes that are an image are an image.
+            clean = self._clean(out.body, work, ctx, field="body")
+            out.body = clean.data
+            out.set_header("Content-Type", clean.media_type)
         elif (
             ctype == "application/json"
             or ctype.endswith("+json")
             or (not ctype and out.body[:1] in (b"{", b"["))
         ):
             self._rewrite_json(out, work, ctx)
-        elif self._is_image(out.body):
-            clean = self._clean(out.body, work, ctx, field="body")
-            out.body = clean.data
-            out.set_header("Content-Type", clean.media_type)
-            if out.header("x-goog-upload-header-content-type"):
-                out.set_header("X-Goog-Upload-Header-Content-Type", clean.media_type)
 
     def _is_image(self, data: bytes) -> bool:
         from veilpix._sniff import looks_like_image
@@ -477,6 +478,8 @@ class Guard:
         )
 
         doc = load_json(out.body, max_bytes=self.policy.max_request_bytes)
+        if work.endpoint is not None and work.endpoint.chunked_start:
+            _refuse_chunked_image(doc)
         if isinstance(doc, dict) and isinstance(doc.get("prompt"), str):
             work.prompt = doc["prompt"]
         changed = False
@@ -685,6 +688,25 @@ class Guard:
         )
 
 
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".heic", ".heif", ".avif", ".tif",
+                   ".tiff", ".bmp")  # fmt: skip
+
+
+def _refuse_chunked_image(doc: Any) -> None:
+    """A chunked upload of an image would send byte ranges no one can sanitize one by one."""
+    if not isinstance(doc, dict):
+        return
+    mime = str(doc.get("mime_type") or doc.get("mimeType") or "").lower()
+    name = str(doc.get("filename") or "").lower()
+    if mime.startswith("image/") or name.endswith(_IMAGE_SUFFIXES):
+        raise _Block(
+            "upload.chunked_image",
+            "a chunked upload of an image sends it in byte ranges, which cannot be sanitized "
+            "one at a time",
+            "upload images with files.create (one request), or send them inline",
+        )
+
+
 def _same_vendor(url: str, work: _Work) -> bool:
     from veilpix import adapters
 
@@ -752,32 +774,38 @@ def _fix_mime(doc: Any, path: tuple[Any, ...], media_type: str) -> None:
 
 def fetch_url(url: str, policy: Policy) -> tuple[bytes, str | None]:
     """Download a remote image for inlining: https only (http to loopback), size- and
-    time-capped, no credentials sent, redirects followed only to https."""
+    time-capped, no credentials sent, at most 3 redirects and each to https."""
     import httpx2
 
-    parts = urlsplit(url)
-    if parts.scheme != "https" and not (
-        parts.scheme == "http" and _is_loopback(parts.hostname or "")
-    ):
-        raise _Block("remote_images", f"refusing to fetch {redact_url(url)}: not https")
     limit = policy.remote_max_bytes
     try:
-        with httpx2.Client(timeout=policy.remote_timeout, follow_redirects=True, max_redirects=3) as client, \
-                client.stream("GET", url) as resp:  # fmt: skip
-            if resp.status_code != 200:
-                raise _Block(
-                    "remote_images", f"fetching {redact_url(url)} gave HTTP {resp.status_code}"
-                )
-            chunks, size = [], 0
-            for chunk in resp.iter_bytes():
-                size += len(chunk)
-                if size > limit:
-                    raise _Block(
-                        "remote_images",
-                        f"the remote image {redact_url(url)} is over {limit:,} bytes",
-                        "raise Policy(remote_max_bytes=...) or send a smaller image",
-                    )
-                chunks.append(chunk)
-            return b"".join(chunks), resp.headers.get("content-type")
+        with httpx2.Client(timeout=policy.remote_timeout, follow_redirects=False) as client:
+            for _hop in range(4):
+                parts = urlsplit(url)
+                if parts.scheme != "https" and not (
+                    parts.scheme == "http" and _is_loopback(parts.hostname or "")
+                ):
+                    raise _Block("remote_images", f"refusing to fetch {redact_url(url)}: not https")
+                with client.stream("GET", url) as resp:
+                    if resp.is_redirect and "location" in resp.headers:
+                        url = str(resp.url.join(resp.headers["location"]))
+                        continue
+                    if resp.status_code != 200:
+                        raise _Block(
+                            "remote_images",
+                            f"fetching {redact_url(url)} gave HTTP {resp.status_code}",
+                        )
+                    chunks, size = [], 0
+                    for chunk in resp.iter_bytes():
+                        size += len(chunk)
+                        if size > limit:
+                            raise _Block(
+                                "remote_images",
+                                f"the remote image {redact_url(url)} is over {limit:,} bytes",
+                                "raise Policy(remote_max_bytes=...) or send a smaller image",
+                            )
+                        chunks.append(chunk)
+                    return b"".join(chunks), resp.headers.get("content-type")
+            raise _Block("remote_images", f"too many redirects fetching {redact_url(url)}")
     except httpx2.HTTPError as exc:
         raise _Block("remote_images", f"could not fetch {redact_url(url)}: {exc}") from exc

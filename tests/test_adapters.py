@@ -209,6 +209,7 @@ COVERAGE = [
     ("openai", "POST", "/v1/chat/completions", "chat.completions"),
     ("openai", "POST", "/v1/responses", "responses.create"),
     ("openai", "POST", "/v1/files", "files.upload"),
+    ("openai", "POST", "/v1/uploads", "uploads.create"),
     ("openai", "POST", "/v1/uploads/upload_abc/parts", "uploads.parts"),
     ("azure", "POST", "/openai/deployments/gpt-image/images/generations", "images.generate"),
     ("azure", "POST", "/openai/deployments/gpt-image/images/edits", "images.edit"),

@@ -159,3 +159,32 @@ def test_replicate_prediction_data_uri(log: AuditLog, assert_clean: Any) -> None
     sent = json_body(up.last)["input"]
     assert sent["prompt"] == "hats"
     assert_clean(data_uri_bytes(sent["image"])[1], "rep.jpg")
+
+
+def test_gemini_files_upload(log: AuditLog, assert_clean: Any) -> None:
+    genai = pytest.importorskip("google.genai")
+    import io
+
+    from google.genai import types
+
+    calls: list[Any] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        body = request.read()
+        calls.append((request.headers.get("x-goog-upload-command"), body))
+        if "start" in (request.headers.get("x-goog-upload-command") or ""):
+            return httpx2.Response(200, headers={"x-goog-upload-url": "https://generativelanguage.googleapis.com/upload/v1beta/files?upload_id=u1",
+                                                 "x-goog-upload-status": "active"})  # fmt: skip
+        return httpx2.Response(200, json={"file": {"name": "files/abc", "mimeType": "image/jpeg",
+                                                   "uri": "https://generativelanguage.googleapis.com/v1beta/files/abc",
+                                                   "state": "ACTIVE"}},
+                               headers={"x-goog-upload-status": "final"})  # fmt: skip
+
+    http = httpx2.Client(transport=GuardTransport(httpx2.MockTransport(handler), log=log))
+    client = genai.Client(api_key="AIza-test-key-000000000000000000000000",
+                          http_options=types.HttpOptions(httpx_client=http))  # fmt: skip
+    client.files.upload(
+        file=io.BytesIO(PHOTO), config=types.UploadFileConfig(mime_type="image/jpeg")
+    )
+    ((_, uploaded),) = [c for c in calls if c[0] and "upload" in c[0] and "start" not in c[0]]
+    assert_clean(uploaded, "upload.jpg")

@@ -401,3 +401,65 @@ def test_the_prompt_is_logged_as_length_and_fingerprint_only(log: AuditLog) -> N
     prompt = rec.to_dict()["what"]["prompt"]
     assert prompt["length"] == len("put the CEO on Mars")
     assert prompt["fingerprint"] == log.fingerprint(b"put the CEO on Mars", label="prompt")
+
+
+@pytest.mark.parametrize(("body", "blocked"), [
+    ({"purpose": "vision", "filename": "p.jpg", "bytes": 10, "mime_type": "image/jpeg"}, True),
+    ({"purpose": "batch", "filename": "b.jsonl", "bytes": 10, "mime_type": "text/jsonl"}, False),
+])  # fmt: skip
+def test_chunked_uploads_of_images_are_refused(
+    body: dict[str, Any], blocked: bool, log: AuditLog
+) -> None:
+    up = Upstream()
+    with client(up, log) as c:
+        if blocked:
+            with pytest.raises(RequestBlocked) as info:
+                c.post(f"{OPENAI}/uploads", json=body)
+            assert info.value.rule == "upload.chunked_image"
+        else:
+            c.post(f"{OPENAI}/uploads", json=body)
+    assert len(up.seen) == int(not blocked)
+
+
+def test_an_image_body_labelled_json_is_still_an_image(log: AuditLog, assert_clean: Any) -> None:
+    up = Upstream()
+    with client(up, log) as c:
+        c.post("https://generativelanguage.googleapis.com/upload/v1beta/files?upload_id=x",
+               content=PHOTO, headers={"Content-Type": "application/json",
+                                       "X-Goog-Upload-Command": "upload, finalize"})  # fmt: skip
+    assert_clean(up.last.body, "labelled.jpg")
+
+
+def test_a_named_host_can_say_where_it_is(log: AuditLog) -> None:
+    up = Upstream()
+    host = "myres.openai.azure.com"
+    with client(up, log, allowed_countries=veilpix.EEA, host_countries={host: "SE"}) as c:
+        c.post(f"https://{host}/openai/v1/responses", json={"input": "hi"})
+    (rec,) = log.records()
+    assert rec.where["country"] == "SE" and rec.where["vendor"] == "azure"
+
+
+def test_fetch_refuses_a_redirect_to_plain_http() -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", "http://images.example.invalid/p.jpg")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Redirect)
+    thread = threading.Thread(target=server.handle_request, daemon=True)
+    thread.start()
+    from veilpix._guard import _Block, fetch_url
+
+    try:
+        with pytest.raises(_Block, match="not https"):
+            fetch_url(f"http://127.0.0.1:{server.server_port}/p.jpg", Policy())
+    finally:
+        thread.join(timeout=5)
+        server.server_close()
