@@ -106,3 +106,45 @@ def test_transfer_log_example_without_arguments(
     assert res.returncode == 0, res.stderr
     (folder,) = tmp_path.glob("veilpix-log-*")
     assert (folder / "register.html").is_file() and str(folder) in res.stdout
+
+
+def test_openai_transport_example(tmp_path: Path) -> None:
+    pytest.importorskip("openai")
+    out = tmp_path / "out"
+    res = run("openai_transport.py", str(out), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    text = res.stdout
+    assert "the photo: JPEG 640x480" in text and "GPS 48.85823, 2.29447, EXIF" in text
+    arrived = [line for line in text.splitlines() if line.strip().startswith("image:")]
+    assert len(arrived) == 3  # images.edit, chat, chat via the EU host; not the blocked call
+    assert all("no GPS, no EXIF, 0 metadata finding(s)" in line for line in arrived)
+    assert "POST api.openai.com/v1/images/edits" in text
+    assert "POST eu.api.openai.com/v1/chat/completions" in text
+    assert "RequestBlocked: rule=destination.country" in text
+    assert "requests that reached the vendor: 0" in text
+    assert "controls applied: regional endpoint (eu), store=false" in text
+    with AuditLog(out / "audit.db", readonly=True) as log:
+        records = [r.to_dict() for r in log.records()]
+    assert [(r["outcome"], r["where"]["host"]) for r in records] == [
+        ("sent", "api.openai.com"), ("sent", "api.openai.com"),
+        ("blocked", "api.openai.com"), ("sent", "eu.api.openai.com"),
+    ]  # fmt: skip
+    assert records[2]["rule"] == "destination.country"
+    assert {r["who"]["app"] for r in records} == {"shop"}
+    assert b"sk-offline-example" not in (out / "audit.db").read_bytes()
+    assert verify_log(out / "audit.db").ok
+
+
+def test_openai_transport_example_defaults_and_live_without_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("openai")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the script's temporary folder goes here
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    res = run("openai_transport.py", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    (folder,) = tmp_path.glob("veilpix-openai-*")
+    assert (folder / "audit.db").is_file() and str(folder) in res.stdout
+    live = run("openai_transport.py", "--live", str(tmp_path / "live"), cwd=tmp_path)
+    assert live.returncode == 1 and "--live needs OPENAI_API_KEY" in live.stderr
+    assert not (tmp_path / "live").exists()  # nothing written, nothing sent
