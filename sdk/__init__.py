@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [  # noqa: RUF022 - plain sorted() order, which tests/test_packaging.py checks
+    "AsyncClient",
     "AuditLog",
     "AuditLogError",
     "CenterFace",
+    "Client",
     "Config",
     "ConfigError",
     "ConsentRequired",
@@ -29,6 +31,7 @@ __all__ = [  # noqa: RUF022 - plain sorted() order, which tests/test_packaging.p
     "FaceDetectionError",
     "FaceDetector",
     "Finding",
+    "GeneratedImage",
     "GpsPosition",
     "Guard",
     "ImageError",
@@ -45,12 +48,20 @@ __all__ = [  # noqa: RUF022 - plain sorted() order, which tests/test_packaging.p
     "Removed",
     "RequestBlocked",
     "RequestError",
+    "Result",
     "SanitizedImage",
     "Transfer",
     "TransferRecord",
     "UnsafeOutput",
     "UnsupportedImage",
     "VeilpixError",
+    "VendorAuthError",
+    "VendorBadRequest",
+    "VendorError",
+    "VendorJobFailed",
+    "VendorRateLimited",
+    "VendorTimeout",
+    "VendorUnavailable",
     "VerifyResult",
     "__version__",
     "async_http_client",
@@ -65,6 +76,17 @@ __all__ = [  # noqa: RUF022 - plain sorted() order, which tests/test_packaging.p
 ]
 
 _LAZY = {
+    "AsyncClient": "veilpix._client",
+    "Client": "veilpix._client",
+    "GeneratedImage": "veilpix._client",
+    "Result": "veilpix._client",
+    "VendorAuthError": "veilpix._errors",
+    "VendorBadRequest": "veilpix._errors",
+    "VendorError": "veilpix._errors",
+    "VendorJobFailed": "veilpix._errors",
+    "VendorRateLimited": "veilpix._errors",
+    "VendorTimeout": "veilpix._errors",
+    "VendorUnavailable": "veilpix._errors",
     "RequestError": "veilpix._errors",
     "Guard": "veilpix._guard",
     "Outbound": "veilpix._guard",
@@ -116,6 +138,7 @@ if TYPE_CHECKING:
     from veilpix._audit import AuditLog, PendingTransfer, TransferRecord
     from veilpix._audit_record import OutboundImage, Transfer
     from veilpix._audit_verify import VerifyResult, verify_log
+    from veilpix._client import AsyncClient, Client, GeneratedImage, Result
     from veilpix._config import Config, load_config
     from veilpix._errors import (
         AuditLogError,
@@ -131,6 +154,13 @@ if TYPE_CHECKING:
         UnsafeOutput,
         UnsupportedImage,
         VeilpixError,
+        VendorAuthError,
+        VendorBadRequest,
+        VendorError,
+        VendorJobFailed,
+        VendorRateLimited,
+        VendorTimeout,
+        VendorUnavailable,
     )
     from veilpix._faces import CenterFace, FaceBox, FaceDetector, detect_faces
     from veilpix._guard import Context, Guard, Outbound, Prepared, Receipt

@@ -25,6 +25,13 @@ __all__ = [
     "UnsupportedEncoding",
     "UnsupportedImage",
     "VeilpixError",
+    "VendorAuthError",
+    "VendorBadRequest",
+    "VendorError",
+    "VendorJobFailed",
+    "VendorRateLimited",
+    "VendorTimeout",
+    "VendorUnavailable",
 ]
 
 
@@ -173,3 +180,100 @@ class MalformedMultipart(RequestError):
         "nothing was sent; build the body with an HTTP library's multipart encoder "
         "(httpx files=..., requests files=...) instead of by hand"
     )
+
+
+class VendorError(VeilpixError):
+    """An AI vendor answered a :class:`veilpix.Client` call with an error, or did not answer.
+
+    ``vendor`` is the registry name ("openai"), ``status`` the HTTP status (None when there
+    was no HTTP answer, or the job failed after it was accepted), ``vendor_message`` the
+    vendor's own words, ``code`` its machine-readable error code or type when it gives one,
+    and ``request_id`` its request or job id (quote it to the vendor's support). The request
+    itself went through veilpix like every other: sanitized and recorded.
+    """
+
+    default_hint = "see the vendor's message; the request was sanitized and recorded as usual"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        vendor: str,
+        status: int | None = None,
+        vendor_message: str | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.vendor = vendor
+        self.status = status
+        self.vendor_message = vendor_message
+        self.code = code
+        self.request_id = request_id
+        super().__init__(message, hint=hint)
+
+
+class VendorAuthError(VendorError):
+    """The vendor refused the credentials (HTTP 401 or 403)."""
+
+    default_hint = (
+        "check the API key (the environment variable the Client reads, or "
+        "Client(api_keys={...})) and that the account may use this model"
+    )
+
+
+class VendorRateLimited(VendorError):
+    """The vendor rate-limited the call (HTTP 429) and the retries ran out.
+    ``retry_after`` is the wait in seconds the vendor asked for, when it said."""
+
+    default_hint = "wait and retry, lower the request rate, or raise Client(max_retries=...)"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        vendor: str,
+        status: int | None = 429,
+        vendor_message: str | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(
+            message,
+            vendor=vendor,
+            status=status,
+            vendor_message=vendor_message,
+            code=code,
+            request_id=request_id,
+            hint=hint,
+        )
+
+
+class VendorBadRequest(VendorError):
+    """The vendor rejected the request itself (HTTP 400, 404, 413, 422), including content
+    policy and moderation rejections; retrying the same request will not help."""
+
+    default_hint = "change the request (model name, parameters, prompt or images)"
+
+
+class VendorUnavailable(VendorError):
+    """The vendor failed (HTTP 5xx), the connection failed or the request timed out, and the
+    retries ran out."""
+
+    default_hint = "retry later; raise Client(timeout=..., max_retries=...) for slow calls"
+
+
+class VendorTimeout(VendorError):
+    """An asynchronous job (BFL, Replicate, fal, Stability) did not finish before the
+    Client's ``poll_timeout``; the job may still finish at the vendor."""
+
+    default_hint = "raise Client(poll_timeout=...) for long jobs"
+
+
+class VendorJobFailed(VendorError):
+    """The vendor accepted an asynchronous job, which then failed or was cancelled."""
+
+    default_hint = "see the vendor's message; retrying may help if the failure was transient"
