@@ -114,6 +114,7 @@ VENDOR = Vendor(
             source="https://stability.ai/privacy-policy",
         ),
     ),
+    env_key=("STABILITY_API_KEY",),  # the name the Stability docs and SDKs use
     sources=(
         "https://github.com/Stability-AI/ComfyUI-SAI_API (stability_api.py)",
         "https://platform.stability.ai/docs/api-reference",

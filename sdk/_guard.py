@@ -483,8 +483,13 @@ class Guard:
         if isinstance(doc, dict) and isinstance(doc.get("prompt"), str):
             work.prompt = doc["prompt"]
         changed = False
-        for found in find_images_in_json(doc):
-            clean = self._clean(found.data, work, ctx, field=_dotted(found.path))
+        masks = self._json_mask_paths(doc, work)
+        found_images = sorted(find_images_in_json(doc), key=lambda f: tuple(f.path) in masks)
+        for found in found_images:  # images first: a mask takes its image's geometry
+            if tuple(found.path) in masks:
+                clean = self._clean_mask(found.data, work, field=_dotted(found.path))
+            else:
+                clean = self._clean(found.data, work, ctx, field=_dotted(found.path))
             if found.kind == "data_uri":
                 doc = replace_at(doc, found.path, build_data_uri(clean.media_type, clean.data))
             else:
@@ -502,6 +507,19 @@ class Guard:
         changed |= self._json_controls(doc, work)
         if changed:
             out.body = dump_json(doc)
+
+    def _json_mask_paths(self, doc: Any, work: _Work) -> set[tuple[Any, ...]]:
+        """Paths of the strings in JSON mask slots (BFL fill ``mask``, OpenAI ``mask.image_url``)."""
+        from veilpix._codec import select
+
+        if work.endpoint is None:
+            return set()
+        return {
+            tuple(p)
+            for slot in work.endpoint.images
+            if slot.kind == "json" and slot.role == "mask"
+            for p in select(doc, slot.path)
+        }
 
     def _fetched_paths(
         self, doc: Any, work: _Work

@@ -463,3 +463,24 @@ def test_fetch_refuses_a_redirect_to_plain_http() -> None:
     finally:
         thread.join(timeout=5)
         server.server_close()
+
+
+def test_a_json_mask_gets_its_image_geometry(log: AuditLog) -> None:
+    import io
+
+    from PIL import Image
+
+    up = Upstream()
+    turned = factories.jpeg(orientation=6)
+    mask = factories.png(im=factories.picture((64, 48), "RGBA"))
+    body = {
+        "prompt": "x",
+        "mask": base64.b64encode(mask).decode(),
+        "image": base64.b64encode(turned).decode(),
+    }
+    with client(up, log) as c:
+        c.post("https://api.bfl.ai/v1/flux-pro-1.0-fill", json=body)
+    sent = json_body(up.last)
+    image = Image.open(io.BytesIO(base64.b64decode(sent["image"])))
+    clean_mask = Image.open(io.BytesIO(base64.b64decode(sent["mask"])))
+    assert clean_mask.format == "PNG" and clean_mask.size == image.size

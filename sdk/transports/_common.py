@@ -7,7 +7,11 @@ from typing import Any
 
 from veilpix._guard import Guard, Outbound, Prepared
 
-__all__ = ["ahandle", "guard_for", "handle"]
+__all__ = ["CONTEXT", "ahandle", "guard_for", "handle"]
+
+# A request extension carrying a per-call ``veilpix.Context`` (who, why, model, prompt), for
+# callers that share one transport between calls of different purposes (veilpix.Client does).
+CONTEXT = "veilpix_context"
 
 # Recomputed by the library for the rebuilt request (the host may change with the region).
 _DROP = ("host", "content-length", "transfer-encoding", "content-encoding")
@@ -22,8 +26,9 @@ def rebuild(lib: Any, request: Any, prepared: Prepared) -> Any:
     """A new library request carrying the sanitized body; timeouts and other extensions kept."""
     out = prepared.request
     headers = [(k, v) for k, v in out.headers if k.lower() not in _DROP]
+    extensions = {k: v for k, v in request.extensions.items() if k != CONTEXT}
     return lib.Request(
-        out.method, out.url, headers=headers, content=out.body, extensions=request.extensions
+        out.method, out.url, headers=headers, content=out.body, extensions=extensions
     )
 
 
@@ -51,7 +56,8 @@ def guard_for(guard: Guard | None, policy: Any, log: Any, context: Any) -> Guard
 
 def handle(lib: Any, guard: Guard, inner: Any, request: Any) -> Any:
     """The synchronous transport step: core, then the inner transport, then the record."""
-    prepared = guard.prepare(outbound(request, request.read()))
+    context = request.extensions.get(CONTEXT)
+    prepared = guard.prepare(outbound(request, request.read()), context=context)
     try:
         response = inner.handle_request(rebuild(lib, request, prepared))
     except BaseException as exc:
@@ -66,7 +72,10 @@ async def ahandle(lib: Any, guard: Guard, inner: Any, request: Any) -> Any:
     import anyio.to_thread
 
     body = await request.aread()
-    prepared = await anyio.to_thread.run_sync(guard.prepare, outbound(request, body))
+    context = request.extensions.get(CONTEXT)
+    prepared = await anyio.to_thread.run_sync(
+        lambda: guard.prepare(outbound(request, body), context=context)
+    )
     try:
         response = await inner.handle_async_request(rebuild(lib, request, prepared))
     except BaseException as exc:
