@@ -188,3 +188,25 @@ def test_gemini_files_upload(log: AuditLog, assert_clean: Any) -> None:
     )
     ((_, uploaded),) = [c for c in calls if c[0] and "upload" in c[0] and "start" not in c[0]]
     assert_clean(uploaded, "upload.jpg")
+
+
+def test_gemini_over_httpx(log: AuditLog, assert_clean: Any) -> None:
+    """google-genai also takes an httpx client (HttpOptions(httpx_client=httpx.Client))."""
+    genai = pytest.importorskip("google.genai")
+    from google.genai import types
+
+    up = Upstream(
+        reply={"candidates": [{"content": {"role": "model", "parts": [{"text": "a cat"}]}}]}
+    )
+    http = httpx.Client(transport=HttpxGuard(httpx.MockTransport(up.handler), log=log))
+    client = genai.Client(api_key="AIza-test-key-000000000000000000000000",
+                          http_options=types.HttpOptions(httpx_client=http))  # fmt: skip
+    out = client.models.generate_content(
+        model="gemini-3-flash",
+        contents=[types.Part.from_bytes(data=PHOTO, mime_type="image/jpeg"), "?"],
+    )
+    assert out.text == "a cat"
+    part = json_body(up.last)["contents"][0]["parts"][0]
+    inline = part.get("inlineData") or part.get("inline_data")
+    assert_clean(base64.b64decode(inline["data"]), "gem-httpx.jpg")
+    assert only_record(log)["where"]["vendor"] == "gemini"
