@@ -73,7 +73,9 @@ from veilpix._errors import (
     VendorRateLimited,
     VendorUnavailable,
 )
-from veilpix._guard import Context, Guard
+from veilpix._guard import Context, Guard, _is_loopback
+from veilpix._report import EXTENSIONS
+from veilpix._sniff import MEDIA_TYPES
 from veilpix.transports._common import CONTEXT
 from veilpix.transports.httpx2 import AsyncGuardTransport, GuardTransport
 
@@ -91,26 +93,6 @@ ImageInput = Any  # bytes | str | os.PathLike | SanitizedImage / GeneratedImage 
 _CONTEXT = CONTEXT  # request extension carrying the per-call Context
 _MAX_RETRY_AFTER = 60.0  # a longer Retry-After is not waited for: the error is raised
 _DEFAULT_DOWNLOAD_CAP = 64 * 1024 * 1024
-_MEDIA = {
-    "JPEG": "image/jpeg",
-    "PNG": "image/png",
-    "WEBP": "image/webp",
-    "GIF": "image/gif",
-    "TIFF": "image/tiff",
-    "BMP": "image/bmp",
-    "HEIF": "image/heif",
-    "AVIF": "image/avif",
-}
-_EXTENSIONS = {
-    "image/jpeg": ".jpg",
-    "image/png": ".png",
-    "image/webp": ".webp",
-    "image/gif": ".gif",
-    "image/tiff": ".tif",
-    "image/bmp": ".bmp",
-    "image/heif": ".heic",
-    "image/avif": ".avif",
-}
 # Google marks images from its image models with SynthID, an invisible watermark in the
 # pixels; no public detector exists, so veilpix can only say that it is expected.
 _SYNTHID = "SynthID (Google's invisible watermark: expected, not detectable by veilpix)"
@@ -228,7 +210,7 @@ def _media_type(data: bytes, declared: str | None) -> str:
     from veilpix._sniff import sniff
 
     try:
-        return _MEDIA[sniff(data)]
+        return MEDIA_TYPES[sniff(data)]
     except UnsupportedImage:
         return (declared or "application/octet-stream").split(";", 1)[0].strip().lower()
 
@@ -254,7 +236,7 @@ class GeneratedImage:
     @property
     def extension(self) -> str:
         """The usual file extension for ``media_type`` (with the dot)."""
-        return _EXTENSIONS.get(self.media_type, ".bin")
+        return EXTENSIONS.get(self.media_type, ".bin")
 
     @property
     def has_provenance(self) -> bool:
@@ -337,15 +319,6 @@ class _State:
     request_ids: list[str] = field(default_factory=list)
 
 
-def _is_loopback(host: str) -> bool:
-    if host in ("localhost", "localhost.localdomain"):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def _read_image(value: Any, what: str) -> InputImage:
     from veilpix._sniff import sniff
 
@@ -366,7 +339,7 @@ def _read_image(value: Any, what: str) -> InputImage:
             f"the {what} must be bytes, a file path or an image object, got {type(value).__name__}",
             hint="veilpix sends image bytes (and sanitizes them); URLs are not accepted here",
         )
-    return InputImage(data, _MEDIA[sniff(data)])  # UnsupportedImage for anything else
+    return InputImage(data, MEDIA_TYPES[sniff(data)])  # UnsupportedImage for anything else
 
 
 def _read_images(value: Any) -> tuple[InputImage, ...]:

@@ -57,6 +57,7 @@ from veilpix._errors import (
     VendorTimeout,
     VendorUnavailable,
 )
+from veilpix._report import EXTENSIONS
 
 __all__ = [
     "USER_AGENT",
@@ -87,16 +88,6 @@ USER_AGENT = "veilpix-client/0.1.0"
 ANTHROPIC_VERSION = "2026-10-21"
 GEMINI_API_VERSION = "v1beta"  # the version of the image-generation docs and examples
 
-_EXTENSIONS = {
-    "image/jpeg": ".jpg",
-    "image/png": ".png",
-    "image/webp": ".webp",
-    "image/gif": ".gif",
-    "image/tiff": ".tif",
-    "image/bmp": ".bmp",
-    "image/heif": ".heic",
-    "image/avif": ".avif",
-}
 _REQUEST_ID_HEADERS = (
     "x-request-id",
     "request-id",
@@ -168,7 +159,7 @@ class InputImage:
 
     @property
     def extension(self) -> str:
-        return _EXTENSIONS.get(self.media_type, ".bin")
+        return EXTENSIONS.get(self.media_type, ".bin")
 
     def data_uri(self) -> str:
         return f"data:{self.media_type};base64,{self.b64()}"

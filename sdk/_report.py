@@ -159,4 +159,6 @@ EXTENSIONS = {
     "image/gif": ".gif",
     "image/tiff": ".tif",
     "image/bmp": ".bmp",
+    "image/heif": ".heic",
+    "image/avif": ".avif",
 }
