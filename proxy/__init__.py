@@ -1,1 +1,8 @@
-"""veilpix.proxy: the local gateway and HTTPS intercept proxy (see docs/proxy.md)."""
+"""veilpix.proxy: the local gateway (see docs/proxy.md). Needs the 'proxy' extra for serving
+(uvicorn); the ASGI app itself only needs veilpix."""
+
+from __future__ import annotations
+
+from veilpix.proxy._gateway import Gateway, Metrics, vendor_error
+
+__all__ = ["Gateway", "Metrics", "vendor_error"]

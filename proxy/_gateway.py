@@ -1,0 +1,381 @@
+"""The gateway: a plain ASGI app that apps point their vendor base URL at.
+
+``/<vendor>/<path>`` goes to that vendor's registered base URL (or the one ``veilpix.toml``
+names) + ``/<path>``, through the same core as the SDK (``veilpix.Guard``): sanitize, controls,
+policy, log. It is never an open relay: only registered vendors, no absolute-form targets, no
+``..`` segments, no unknown prefixes. A blocked call gets a vendor-shaped error with status 403,
+so the app's own SDK raises something meaningful. Responses stream through as they arrive.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote
+
+from veilpix._errors import RequestBlocked, VeilpixError
+from veilpix._guard import Context, Guard, Outbound
+
+if TYPE_CHECKING:
+    import httpx2
+
+__all__ = ["Gateway", "Metrics", "vendor_error"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+# RFC 9110 7.6.1 connection-specific fields, plus what the gateway itself consumes or recomputes.
+_HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
+    "te", "trailer", "transfer-encoding", "upgrade",
+})  # fmt: skip
+_OWN = frozenset({"host", "content-length", "x-veilpix-token", "x-veilpix-app"})
+TOKEN_HEADER = "x-veilpix-token"  # noqa: S105 - a header name, not a secret
+APP_HEADER = "x-veilpix-app"
+
+
+def vendor_error(vendor: str, status: int, message: str, code: str) -> dict[str, Any]:
+    """An error body in the vendor's own shape, so its SDK raises its usual error type."""
+    if vendor == "anthropic":
+        kind = "permission_error" if status == 403 else "invalid_request_error"
+        return {"type": "error", "error": {"type": kind, "message": message}}
+    if vendor in ("gemini", "vertex_ai"):
+        state = {403: "PERMISSION_DENIED", 404: "NOT_FOUND", 413: "INVALID_ARGUMENT"}
+        return {"error": {"code": status, "message": message,
+                          "status": state.get(status, "FAILED_PRECONDITION")}}  # fmt: skip
+    if vendor == "replicate":
+        return {"title": "Blocked by veilpix", "detail": message, "status": status}
+    # OpenAI, Azure, Mistral and most others: {"error": {"message", "type", "code"}}
+    return {"error": {"message": message, "type": "veilpix_blocked", "param": None, "code": code}}
+
+
+@dataclass
+class Metrics:
+    """Counters for ``/_veilpix/metrics`` (Prometheus text format)."""
+
+    requests: dict[tuple[str, str], int] = field(default_factory=dict)  # (vendor, outcome)
+    images: int = 0
+    faces_blurred: int = 0
+    bytes_before: int = 0
+    bytes_after: int = 0
+    buckets: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+    latency: dict[str, list[int]] = field(default_factory=dict)  # vendor -> bucket counts
+    latency_sum: dict[str, float] = field(default_factory=dict)
+
+    def count(self, vendor: str, outcome: str) -> None:
+        key = (vendor, outcome)
+        self.requests[key] = self.requests.get(key, 0) + 1
+
+    def observe(self, vendor: str, seconds: float) -> None:
+        counts = self.latency.setdefault(vendor, [0] * (len(self.buckets) + 1))
+        for i, bound in enumerate(self.buckets):
+            if seconds <= bound:
+                counts[i] += 1
+        counts[-1] += 1
+        self.latency_sum[vendor] = self.latency_sum.get(vendor, 0.0) + seconds
+
+    def render(self) -> str:
+        out = [
+            "# HELP veilpix_requests_total Requests through the gateway by vendor and outcome.",
+            "# TYPE veilpix_requests_total counter",
+        ]
+        for (vendor, outcome), n in sorted(self.requests.items()):
+            out.append(f'veilpix_requests_total{{vendor="{vendor}",outcome="{outcome}"}} {n}')
+        for name, value, text in (
+            ("veilpix_images_total", self.images, "Images sanitized."),
+            ("veilpix_faces_blurred_total", self.faces_blurred, "Faces hidden before sending."),
+            ("veilpix_image_bytes_before_total", self.bytes_before, "Image bytes received."),
+            ("veilpix_image_bytes_after_total", self.bytes_after, "Image bytes sent."),
+        ):
+            out += [f"# HELP {name} {text}", f"# TYPE {name} counter", f"{name} {value}"]
+        out += [
+            "# HELP veilpix_upstream_seconds Time to the vendor's response head.",
+            "# TYPE veilpix_upstream_seconds histogram",
+        ]
+        for vendor, counts in sorted(self.latency.items()):
+            for bound, n in zip(self.buckets, counts, strict=False):
+                out.append(f'veilpix_upstream_seconds_bucket{{vendor="{vendor}",le="{bound}"}} {n}')
+            out.append(
+                f'veilpix_upstream_seconds_bucket{{vendor="{vendor}",le="+Inf"}} {counts[-1]}'
+            )
+            out.append(
+                f'veilpix_upstream_seconds_sum{{vendor="{vendor}"}} {self.latency_sum[vendor]:.6f}'
+            )
+            out.append(f'veilpix_upstream_seconds_count{{vendor="{vendor}"}} {counts[-1]}')
+        return "\n".join(out) + "\n"
+
+
+class Gateway:
+    """The ASGI app. ``guards`` maps an app name (from ``X-Veilpix-App``) to its own Guard;
+    ``""`` is the default. ``base_urls`` overrides vendors' base URLs. ``token`` (when set)
+    must come in ``X-Veilpix-Token``. ``upstream`` replaces the transport to the vendors."""
+
+    def __init__(
+        self,
+        guards: Mapping[str, Guard],
+        *,
+        base_urls: Mapping[str, str] | None = None,
+        token: str | None = None,
+        max_body: int = 64 * 1024 * 1024,
+        upstream: httpx2.AsyncBaseTransport | None = None,
+        connect_timeout: float = 15.0,
+    ) -> None:
+        if "" not in guards:
+            raise ValueError("guards needs a default entry under ''")
+        self.guards = dict(guards)
+        self.base_urls = dict(base_urls or {})
+        self.token = token
+        self.max_body = max_body
+        self.metrics = Metrics()
+        self._upstream = upstream
+        self._connect_timeout = connect_timeout
+        self._client: httpx2.AsyncClient | None = None
+
+    # -- ASGI -----------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path: str = scope.get("path", "")
+        if path == "/_veilpix/health":
+            await _reply(send, 200, {"status": "ok"})
+            return
+        if path == "/_veilpix/metrics":
+            await _reply_text(send, 200, self.metrics.render(), "text/plain; version=0.0.4")
+            return
+        await self._proxy(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def _http(self) -> httpx2.AsyncClient:
+        import httpx2
+
+        if self._client is None:
+            # No read timeout: streams (SSE) and slow image generations may take minutes.
+            timeout = httpx2.Timeout(None, connect=self._connect_timeout)
+            transport = self._upstream or httpx2.AsyncHTTPTransport(verify=True, retries=0)
+            self._client = httpx2.AsyncClient(transport=transport, timeout=timeout,
+                                              follow_redirects=False)  # fmt: skip
+        return self._client
+
+    # -- the proxy path ---------------------------------------------------------------------------
+
+    def _target(self, scope: Scope) -> tuple[str, str] | str:
+        """(vendor, upstream URL), or the reason the request is refused."""
+        from veilpix import adapters
+
+        raw = scope.get("raw_path") or scope.get("path", "").encode()
+        raw_path = raw.decode("latin-1") if isinstance(raw, bytes) else str(raw)
+        if not raw_path.startswith("/") or "://" in raw_path.split("?", 1)[0]:
+            return "absolute-form request targets are refused: this is not an open proxy"
+        segments = raw_path.split("?", 1)[0].split("/")
+        decoded = [unquote(s) for s in segments]
+        if any(s in ("..", ".") or "/" in s or "\\" in s for s in decoded):
+            return "dot segments and encoded slashes in the path are refused"
+        if len(segments) < 3 or not segments[1]:
+            return "the path must start with a registered vendor: /<vendor>/<path>"
+        vendor = segments[1].lower()
+        try:
+            spec = adapters.get(vendor)
+        except KeyError:
+            return f"/{segments[1]}/ is not a registered vendor"
+        base = self.base_urls.get(vendor, spec.base_url).rstrip("/")
+        if "{" in base:
+            return (
+                f"{spec.display} needs its base URL in veilpix.toml ([vendors.{vendor}] base_url)"
+            )
+        rest = "/".join(segments[2:])
+        query = scope.get("query_string", b"").decode("latin-1")
+        return vendor, f"{base}/{rest}" + (f"?{query}" if query else "")
+
+    async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        lower = {k.lower(): v for k, v in headers}
+        target = self._target(scope)
+        vendor_hint = target[0] if isinstance(target, tuple) else "openai"
+        if self.token is not None and not secrets.compare_digest(
+            lower.get(TOKEN_HEADER, ""), self.token
+        ):
+            await _reply(
+                send,
+                401,
+                vendor_error(vendor_hint, 401, "missing or wrong X-Veilpix-Token", "veilpix_token"),
+            )
+            return
+        if isinstance(target, str):
+            self.metrics.count("-", "refused")
+            await _reply(send, 404, vendor_error("openai", 404, target, "veilpix_route"))
+            return
+        vendor, url = target
+        body = await _read_body(receive, self.max_body)
+        if body is None:
+            self.metrics.count(vendor, "too_large")
+            await _reply(
+                send,
+                413,
+                vendor_error(
+                    vendor, 413, f"request body over {self.max_body:,} bytes", "veilpix_too_large"
+                ),
+            )
+            return
+        app = lower.get(APP_HEADER, "")
+        guard = self.guards.get(app) or self.guards[""]
+        client = scope.get("client")
+        context = Context(
+            app=app or None,
+            client=f"{client[0]}" if client else None,
+            door="gateway",
+        )
+        connection = {t.strip().lower() for t in lower.get("connection", "").split(",")}
+        forward = [
+            (k, v) for k, v in headers
+            if k.lower() not in _HOP_BY_HOP and k.lower() not in _OWN and k.lower() not in connection
+        ]  # fmt: skip
+        import anyio.to_thread
+
+        try:
+            prepared = await anyio.to_thread.run_sync(
+                lambda: guard.prepare(
+                    Outbound(scope["method"], url, forward, body), context=context
+                )
+            )
+        except RequestBlocked as exc:
+            self.metrics.count(vendor, "blocked")
+            await _reply(
+                send, 403, vendor_error(vendor, 403, f"blocked by veilpix: {exc.message}", exc.rule)
+            )
+            return
+        except VeilpixError as exc:  # the log cannot be written: fail closed
+            self.metrics.count(vendor, "error")
+            await _reply(
+                send,
+                503,
+                vendor_error(
+                    vendor, 503, f"veilpix cannot record the call: {exc.message}", "veilpix_log"
+                ),
+            )
+            return
+        for report in prepared.receipt.images:
+            self.metrics.images += 1
+            self.metrics.faces_blurred += report.faces_blurred
+            self.metrics.bytes_before += report.bytes_in
+            self.metrics.bytes_after += report.bytes_out
+        await self._send_upstream(vendor, prepared, receive, send)
+
+    async def _send_upstream(
+        self, vendor: str, prepared: Any, receive: Receive, send: Send
+    ) -> None:
+        import anyio
+        import anyio.to_thread
+        import httpx2
+
+        out = prepared.request
+        request = self._http().build_request(
+            out.method, out.url, content=out.body,
+            headers=[(k, v) for k, v in out.headers if k.lower() not in _OWN],
+        )  # fmt: skip
+        started = time.perf_counter()
+        try:
+            response = await self._http().send(request, stream=True)
+        except httpx2.HTTPError as exc:
+            await anyio.to_thread.run_sync(prepared.fail, f"{type(exc).__name__}: {exc}")
+            self.metrics.count(vendor, "failed")
+            await _reply(
+                send,
+                502,
+                vendor_error(
+                    vendor,
+                    502,
+                    f"the vendor could not be reached: {type(exc).__name__}",
+                    "veilpix_upstream",
+                ),
+            )
+            return
+        self.metrics.observe(vendor, time.perf_counter() - started)
+        await anyio.to_thread.run_sync(
+            lambda: prepared.finish(status=response.status_code,
+                                    vendor_request_id=response.headers.get("x-request-id"))
+        )  # fmt: skip
+        self.metrics.count(vendor, "sent")
+        connection = {t.strip().lower() for t in response.headers.get("connection", "").split(",")}
+        head = [
+            (k.encode("latin-1"), v.encode("latin-1"))
+            for k, v in response.headers.multi_items()
+            if k.lower() not in _HOP_BY_HOP and k.lower() not in connection
+            and k.lower() != "content-length"  # the body is relayed chunked, as it arrives
+        ]  # fmt: skip
+        await send({"type": "http.response.start", "status": response.status_code, "headers": head})
+        disconnected = False
+        try:
+            async with anyio.create_task_group() as tg:
+
+                async def watch() -> None:
+                    nonlocal disconnected
+                    while True:
+                        message = await receive()
+                        if message["type"] == "http.disconnect":
+                            disconnected = True
+                            tg.cancel_scope.cancel()
+                            return
+
+                tg.start_soon(watch)
+                async for chunk in response.aiter_raw():  # as sent: compressed stays compressed
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                tg.cancel_scope.cancel()
+        finally:
+            await response.aclose()
+        if disconnected:
+            self.metrics.count(vendor, "client_disconnected")
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return b"".join(chunks)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def _reply(send: Send, status: int, body: Any) -> None:
+    await _reply_text(send, status, json.dumps(body), "application/json")
+
+
+async def _reply_text(send: Send, status: int, text: str, content_type: str) -> None:
+    data = text.encode()
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(data)).encode())],
+    })  # fmt: skip
+    await send({"type": "http.response.body", "body": data, "more_body": False})
