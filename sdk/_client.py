@@ -102,7 +102,23 @@ _GOOGLE_MODELS = re.compile(r"gemini|imagen|nano-banana", re.IGNORECASE)
 # -- provenance ----------------------------------------------------------------------------------
 
 _C2PA_BMFF_UUID = bytes.fromhex("d8fec3d61b0e483c92975828877ec481")
-_DIGITAL_SOURCE = re.compile(rb"digitalsourcetype/([A-Za-z]{4,60})")
+# The IPTC NewsCodes digital source types (cv.iptc.org/newscodes/digitalsourcetype/). Matched
+# as whole terms, longest first: in a CBOR-encoded C2PA manifest the next byte after a term
+# can be a letter, so "any letters" would run on into the next key.
+_SOURCE_TERMS = sorted(
+    (
+        "trainedAlgorithmicMedia", "compositeWithTrainedAlgorithmicMedia", "algorithmicMedia",
+        "compositeSynthetic", "composite", "digitalCapture", "computationalCapture",
+        "negativeFilm", "positiveFilm", "print", "humanEdits", "minorHumanEdits",
+        "algorithmicallyEnhanced", "digitalCreation", "dataDrivenMedia", "screenCapture",
+        "virtualRecording", "compositeCapture", "digitalArt",
+    ),
+    key=len,
+    reverse=True,
+)  # fmt: skip
+_DIGITAL_SOURCE = re.compile(
+    rb"digitalsourcetype/(" + b"|".join(t.encode() for t in _SOURCE_TERMS) + rb")"
+)
 
 
 def _jpeg_c2pa(data: bytes) -> bool:

@@ -1238,6 +1238,10 @@ def spec_for(model: str, operation: str) -> tuple[VendorSpec, str]:
             hint=f"write it as 'vendor/model'; {operation} supports: {vendors}",
         )
     name = _ALIASES.get(prefix.lower(), prefix.lower())
+    if prefix.lower() == "fal-ai":
+        # fal's own endpoint ids start with "fal-ai/": "fal-ai/flux/dev" means fal, app
+        # "fal-ai/flux/dev" (the LiteLLM spelling is "fal_ai/fal-ai/flux/dev").
+        rest = model
     spec = VENDORS.get(name)
     if spec is None:
         raise ConfigError(

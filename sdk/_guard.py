@@ -345,6 +345,14 @@ class Guard:
         if target is None or concrete is None or work.region is None:
             work.unavailable.append(f"regional endpoint ({wanted})")
             return url
+        if work.region is not vendor.regions[0]:
+            # Addressed to a specific regional host already (e.g. a BFL polling URL on
+            # api.us1.bfl.ai, where the job lives): moving it would break the call.
+            # allowed_countries decides whether that host may be used.
+            work.unavailable.append(
+                f"regional endpoint ({wanted}): the request names region {work.region.name}"
+            )
+            return url
         parts = urlsplit(url)
         if "/locations/" in parts.path:  # Vertex: the path names the region too
             work.unavailable.append(f"regional endpoint ({wanted}): the request names its location")

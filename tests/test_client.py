@@ -965,3 +965,19 @@ def test_closing_the_client_closes_a_log_it_opened(tmp_path: Path, log: AuditLog
     with Client(log=log, api_keys=KEYS, transport=httpx2.MockTransport(Fake())):
         pass
     assert list(log.records()) == []  # a log the caller passed stays open
+
+
+def test_fal_endpoint_ids_keep_their_fal_ai_prefix() -> None:
+    from veilpix._client_vendors import spec_for
+
+    spec, model = spec_for("fal-ai/flux/dev", "generate")
+    assert spec.name == "fal"
+    assert model == "fal-ai/flux/dev"
+    assert spec_for("fal/fal-ai/flux/dev", "generate")[1] == "fal-ai/flux/dev"
+
+
+def test_digital_source_type_stops_at_the_term() -> None:
+    from veilpix._client import _DIGITAL_SOURCE
+
+    cbor = b"\x78\x40http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMediamsoftwareAgent"
+    assert [m.group(1) for m in _DIGITAL_SOURCE.finditer(cbor)] == [b"trainedAlgorithmicMedia"]

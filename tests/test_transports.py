@@ -484,3 +484,10 @@ def test_a_json_mask_gets_its_image_geometry(log: AuditLog) -> None:
     image = Image.open(io.BytesIO(base64.b64decode(sent["image"])))
     clean_mask = Image.open(io.BytesIO(base64.b64decode(sent["mask"])))
     assert clean_mask.format == "PNG" and clean_mask.size == image.size
+
+
+def test_region_routing_leaves_a_specific_regional_host_alone(log: AuditLog) -> None:
+    up = Upstream()
+    with client(up, log, region="eu") as c:
+        c.get("https://api.us1.bfl.ai/v1/get_result?id=abc")
+    assert up.last.url.startswith("https://api.us1.bfl.ai/")
