@@ -148,3 +148,61 @@ def test_openai_transport_example_defaults_and_live_without_key(
     live = run("openai_transport.py", "--live", str(tmp_path / "live"), cwd=tmp_path)
     assert live.returncode == 1 and "--live needs OPENAI_API_KEY" in live.stderr
     assert not (tmp_path / "live").exists()  # nothing written, nothing sent
+
+
+def test_client_example(tmp_path: Path) -> None:
+    from PIL import Image
+
+    out = tmp_path / "out"
+    res = run("client.py", str(out), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    text = res.stdout
+    assert "the photo: JPEG 640x480" in text and "GPS 48.85823, 2.29447, EXIF" in text
+    arrived = [line for line in text.splitlines() if line.strip().startswith("image:")]
+    assert len(arrived) == 3  # OpenAI's multipart, BFL's base64, Anthropic's image block
+    assert all("no GPS, no EXIF, 0 metadata finding(s)" in line for line in arrived)
+    assert "[fake api.openai.com] POST /v1/images/edits" in text
+    assert text.count("[fake api.us1.bfl.ai] GET /v1/get_result") == 3
+    assert text.count("-> Pending") == 2 and "-> Ready" in text
+    assert "[fake delivery-us1.bfl.ai] GET" in text and "(API key sent: no)" in text
+    assert "provenance ['c2pa', 'digital_source_type:trainedAlgorithmicMedia']" in text
+    assert text.count("removed before sending: {'gps': 1, 'device': 2, 'serial': 1}") == 3
+    assert "answer: A 640x480 picture" in text
+    assert "log verifies: OK (6 records)" in text
+    assert Image.open(out / "openai.png").size == Image.open(out / "bfl.jpg").size == (640, 480)
+    result = verify_log(out / "audit.db")
+    assert result.ok and result.records == 6 and result.pending == 0
+    with AuditLog(out / "audit.db", readonly=True) as log:
+        records = [r.to_dict() for r in log.records()]
+    assert [(r["where"]["method"], r["where"]["host"], r["what"]["image_count"]) for r in records] == [
+        ("POST", "api.openai.com", 1), ("POST", "api.bfl.ai", 1),
+        ("GET", "api.us1.bfl.ai", 0), ("GET", "api.us1.bfl.ai", 0), ("GET", "api.us1.bfl.ai", 0),
+        ("POST", "api.anthropic.com", 1),
+    ]  # fmt: skip
+    assert {r["outcome"] for r in records} == {"sent"}
+    assert {(r["who"]["door"], r["who"]["app"]) for r in records} == {("sdk", "example")}
+    for rec in records[:2]:  # the record ids printed are the log's
+        assert rec["id"][:8] in text
+    stored = (out / "audit.db").read_bytes()
+    for secret in (b"offline-example", b"red hat", b"F2LZK0XYN73D"):
+        assert secret not in stored
+    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(("-wal", "-shm"))) == [
+        "audit.db", "audit.db.key", "bfl.jpg", "openai.png",
+    ]  # fmt: skip
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # nothing written elsewhere
+
+
+def test_client_example_defaults_and_live_without_keys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the script's temporary folder goes here
+    for name in ("OPENAI_API_KEY", "BFL_API_KEY", "ANTHROPIC_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    res = run("client.py", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    (folder,) = tmp_path.glob("veilpix-client-*")
+    assert (folder / "audit.db").is_file() and (folder / "openai.png").is_file()
+    assert str(folder) in res.stdout
+    live = run("client.py", "--live", str(tmp_path / "live"), cwd=tmp_path)
+    assert live.returncode == 1 and "--live needs OPENAI_API_KEY" in live.stderr
+    assert not (tmp_path / "live").exists()  # nothing written, nothing sent
