@@ -230,6 +230,9 @@ class Gateway:
             return
         vendor, url = target
         body = await _read_body(receive, self.max_body)
+        if body is _DISCONNECTED:  # the client went away mid-upload: send nothing at all
+            self.metrics.count(vendor, "client_disconnected")
+            return
         if body is None:
             self.metrics.count(vendor, "too_large")
             await _reply(
@@ -351,13 +354,18 @@ class Gateway:
             self.metrics.count(vendor, "client_disconnected")
 
 
+_DISCONNECTED = b"\x00veilpix: client disconnected\x00"
+
+
 async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body; None when it is over ``limit``; ``_DISCONNECTED`` (compared by
+    identity) when the client left before sending all of it."""
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            return b"".join(chunks)
+            return _DISCONNECTED
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -204,3 +204,21 @@ def test_token_is_required_when_set(vendor: Any, tmp_path: Path) -> None:
 
     assert b"s3cret-token" not in file_bytes(tmp_path / "a.db")
     log.close()
+
+
+def test_a_client_that_leaves_mid_upload_sends_nothing(vendor: Any, gateway: Any) -> None:
+    import time
+
+    fake, _ = vendor
+    server, log = gateway
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"POST /openai/images/edits HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n"
+                     + PHOTO[:500])  # fmt: skip
+    deadline = time.monotonic() + 5
+    while (
+        time.monotonic() < deadline
+        and 'outcome="client_disconnected"' not in httpx2.get(f"{server.url}/_veilpix/metrics").text
+    ):
+        time.sleep(0.05)
+    assert fake.seen == [] and list(log.records()) == []
