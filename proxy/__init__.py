@@ -4,5 +4,6 @@
 from __future__ import annotations
 
 from veilpix.proxy._gateway import Gateway, Metrics, vendor_error
+from veilpix.proxy._serve import build_gateway, serve
 
-__all__ = ["Gateway", "Metrics", "vendor_error"]
+__all__ = ["Gateway", "Metrics", "build_gateway", "serve", "vendor_error"]

@@ -52,7 +52,8 @@ def vendor_error(vendor: str, status: int, message: str, code: str) -> dict[str,
     if vendor == "replicate":
         return {"title": "Blocked by veilpix", "detail": message, "status": status}
     # OpenAI, Azure, Mistral and most others: {"error": {"message", "type", "code"}}
-    return {"error": {"message": message, "type": "veilpix_blocked", "param": None, "code": code}}
+    kind = "veilpix_blocked" if status == 403 else "veilpix_error"
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
 @dataclass

@@ -35,6 +35,9 @@ examples:
                                         look at what would be sent
   veilpix audit verify                  check the transfer log's chain and signatures
   veilpix audit report -o register.html the transfer register for compliance
+  veilpix proxy --config veilpix.toml   the local gateway apps point their base URL at
+  veilpix config check --config veilpix.toml
+                                        validate the settings file
 
 docs: https://github.com/veilpix/veilpix/tree/main/docs
 """
@@ -221,7 +224,85 @@ def build_parser() -> argparse.ArgumentParser:
     from veilpix._cli_audit import add_audit_parser
 
     add_audit_parser(sub)
+    _add_proxy_parsers(sub)
     return parser
+
+
+_PROXY_EPILOG = """\
+examples:
+  veilpix proxy                                   127.0.0.1:8787, settings from $VEILPIX_CONFIG
+  veilpix proxy --config veilpix.toml --port 9000
+  OPENAI_BASE_URL=http://127.0.0.1:8787/openai python app.py
+                                                  an app whose OpenAI SDK calls go through it
+  VEILPIX_PROXY_TOKEN=$(openssl rand -hex 32) veilpix proxy --host 0.0.0.0 --allow-remote
+                                                  serve other machines; they send X-Veilpix-Token
+
+Requests to /<vendor>/<path> go to that vendor's base URL (or [vendors.<name>] base_url) +
+/<path>, sanitized and logged under [policy]; requests carrying X-Veilpix-App: <name> use
+[apps.<name>]. /_veilpix/health and /_veilpix/metrics report on the proxy itself.
+SIGTERM or Ctrl-C stops it gracefully and closes the log.
+"""
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"ports run from 0 to 65535, got {value}")
+    return value
+
+
+def _add_proxy_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    config_help = "veilpix.toml to read (default: $VEILPIX_CONFIG, else built-in defaults)"
+    p = sub.add_parser(
+        "proxy",
+        help="run the local gateway that sanitizes and logs apps' vendor calls",
+        description="Run the veilpix gateway (needs the 'proxy' extra: pip install "
+        "'veilpix[proxy]'). Apps point their vendor SDK's base URL at it.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_PROXY_EPILOG,
+    )
+    p.add_argument("--host", help="address to listen on (default: [proxy] host, else 127.0.0.1)")
+    p.add_argument(
+        "--port", type=_port, help="port (default: [proxy] port, else 8787; 0 picks a free one)"
+    )
+    p.add_argument("--config", metavar="TOML", help=config_help)
+    p.add_argument(
+        "--log",
+        metavar="FILE",
+        help="the transfer log (default: $VEILPIX_LOG, else [log] path, else the user data folder)",
+    )
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        default=None,
+        help="allow a non-loopback --host (requires a token)",
+    )
+    p.add_argument(
+        "--token",
+        help="token clients must send in X-Veilpix-Token (default: $VEILPIX_PROXY_TOKEN or the "
+        "variable [proxy] token_env names; prefer the environment: arguments show in ps)",
+    )
+
+    p = sub.add_parser(
+        "config",
+        help="check a veilpix.toml",
+        description="Work with the veilpix settings file.",
+    )
+    actions = p.add_subparsers(dest="config_action", metavar="ACTION")
+    c = actions.add_parser(
+        "check",
+        help="validate the file and show what it sets",
+        description="Load the file, build the policy of every app and the log path, and print a "
+        "summary. Exit 0 when valid, 2 with the error otherwise.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  veilpix config check --config veilpix.toml\n"
+        "  VEILPIX_CONFIG=veilpix.toml veilpix config check --json",
+    )
+    c.add_argument("--config", metavar="TOML", help=config_help)
+    c.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
 def _policy(args: argparse.Namespace) -> object:
@@ -269,6 +350,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from veilpix._cli_audit import run_audit
 
             return run_audit(args)
+        if args.command == "proxy":
+            return _run_proxy(args)
+        if args.command == "config":
+            return _run_config(args)
         if args.command == "demo":
             from veilpix._demo import run_demo
 
@@ -282,6 +367,98 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return EXIT_OK
     parser.error(f"unknown command {args.command!r}")
+
+
+def _run_proxy(args: argparse.Namespace) -> int:
+    from veilpix._config import load_config
+    from veilpix.proxy._serve import serve
+
+    serve(
+        load_config(args.config),
+        args.host,
+        args.port,
+        log_path=args.log,
+        token=args.token,
+        allow_remote=args.allow_remote,
+    )
+    return EXIT_OK
+
+
+def _policy_summary(policy: object) -> dict[str, object]:
+    import dataclasses
+
+    out: dict[str, object] = {}
+    for f in dataclasses.fields(policy):  # type: ignore[arg-type]
+        if f.name == "face_detector":
+            continue
+        value = getattr(policy, f.name)
+        if isinstance(value, frozenset):
+            value = sorted(value)
+        elif hasattr(value, "items"):
+            value = dict(value)
+        out[f.name] = value
+    return out
+
+
+def _run_config(args: argparse.Namespace) -> int:
+    if args.config_action != "check":
+        print("usage: veilpix config check [--config TOML] [--json]", file=sys.stderr)
+        return EXIT_USAGE
+    import json
+
+    from veilpix._config import load_config
+    from veilpix.proxy._serve import routable_vendors
+
+    try:
+        config = load_config(args.config)
+        policies = {"": config.policy(), **{a: config.policy(a) for a in config.apps}}
+        log_path = config.log_path()
+    except VeilpixError as exc:
+        if args.json:
+            print(json.dumps({"valid": False, "error": str(exc)}))
+        else:
+            print(f"veilpix: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    source = str(config.source) if config.source else None
+    proxy = config.proxy
+    if args.json:
+        print(json.dumps({
+            "valid": True,
+            "source": source,
+            "log": str(log_path),
+            "vendors": {n: {"base_url": v.base_url, "transfer_mechanism": v.transfer_mechanism}
+                        for n, v in config.vendors.items()},
+            "routable_vendors": routable_vendors(config),
+            "policy": _policy_summary(policies[""]),
+            "apps": {a: _policy_summary(p) for a, p in policies.items() if a},
+            "proxy": {"host": proxy.host, "port": proxy.port, "max_body": proxy.max_body,
+                      "allow_remote": proxy.allow_remote, "token_env": proxy.token_env,
+                      "token_set": proxy.token is not None},
+        }, indent=2, default=str))  # fmt: skip
+        return EXIT_OK
+    default = _policy_summary(policies[""])
+    print(f"{source or 'built-in defaults (no --config, no $VEILPIX_CONFIG)'}: valid")
+    print(f"  log: {log_path}")
+    for name, vendor in sorted(config.vendors.items()):
+        bits = [f"base_url {vendor.base_url}"] if vendor.base_url else []
+        bits += [f"mechanism {vendor.transfer_mechanism!r}"] if vendor.transfer_mechanism else []
+        print(f"  vendor {name}: {', '.join(bits) or 'defaults'}")
+    changed = {k: v for k, v in default.items() if k in config.policy_settings}
+    print(f"  policy: {_settings_text(changed) or 'defaults'}")
+    for app in sorted(config.apps):
+        overrides = {k: v for k, v in _policy_summary(policies[app]).items()
+                     if k in config.apps[app]}  # fmt: skip
+        print(f"  app {app}: {_settings_text(overrides) or 'same as [policy]'}")
+    token = "set" if proxy.token else "not set"
+    print(
+        f"  proxy: {proxy.host}:{proxy.port}, max_body {proxy.max_body:,} bytes, "
+        f"allow_remote {str(proxy.allow_remote).lower()}, token ${proxy.token_env} {token}"
+    )
+    return EXIT_OK
+
+
+def _settings_text(settings: dict[str, object]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items())
 
 
 if __name__ == "__main__":  # pragma: no cover

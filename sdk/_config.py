@@ -16,23 +16,46 @@ So far it configures the transfer log and what the log records per vendor::
     [vendors.azure]
     base_url = "https://my-resource.openai.azure.com/openai/v1"  # Azure resource, gateway, test server
 
+    [policy]                             # the default Policy (SDK doors that load it, the proxy)
+    faces = "blur"
+    allowed_countries = "EEA"            # or a list of ISO codes: ["DE", "FR"]
+    allowed_vendors = ["openai", "anthropic"]
+
+    [apps.marketing]                     # requests carrying ``X-Veilpix-App: marketing``
+    faces = "off"                        # overrides on top of [policy]
+    require_consent_for_faces = true
+
+    [proxy]
+    host = "127.0.0.1"                   # a non-loopback host also needs allow_remote = true
+    port = 8787
+    max_body = 67108864
+    allow_remote = false
+    token_env = "VEILPIX_PROXY_TOKEN"    # the environment variable holding the client token
+
 Unknown sections and keys are errors, not silently ignored: a typo in a privacy setting must
 not quietly fall back to a default. The file is found at ``--config``, else ``$VEILPIX_CONFIG``;
-nothing is read from the working folder unless named.
+nothing is read from the working folder unless named. Secrets never live in the file: the
+proxy token comes from the environment variable ``[proxy] token_env`` names.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from veilpix._errors import ConfigError
 
-__all__ = ["Config", "LogConfig", "VendorConfig", "load_config"]
+if TYPE_CHECKING:
+    from veilpix._policy import Policy
+
+__all__ = ["Config", "LogConfig", "ProxyConfig", "VendorConfig", "load_config"]
+
+DEFAULT_TOKEN_ENV = "VEILPIX_PROXY_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,12 +75,80 @@ class VendorConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ProxyConfig:
+    host: str = "127.0.0.1"
+    port: int = 8787
+    max_body: int = 64 * 1024 * 1024
+    allow_remote: bool = False
+    token_env: str = DEFAULT_TOKEN_ENV
+
+    @property
+    def token(self) -> str | None:
+        """The client token from the environment (``token_env``), or None."""
+        return os.environ.get(self.token_env) or None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
-    """A parsed ``veilpix.toml``. ``source`` is the file it came from (None: built-in)."""
+    """A parsed ``veilpix.toml``. ``source`` is the file it came from (None: built-in).
+    ``policy_settings`` are the ``[policy]`` keyword arguments, ``apps`` each app's overrides;
+    :meth:`policy` builds the :class:`~veilpix.Policy` from them."""
 
     log: LogConfig = field(default_factory=LogConfig)
     vendors: Mapping[str, VendorConfig] = field(default_factory=dict)
+    policy_settings: Mapping[str, Any] = field(default_factory=dict)
+    apps: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
     source: Path | None = None
+
+    def policy(self, app: str | None = None) -> Policy:
+        """The Policy for ``app`` (None: the default): ``[policy]``, then ``[apps.<app>]`` on
+        top, with ``vendor_hosts`` extended by the hosts of the configured base URLs."""
+        from veilpix._policy import Policy
+
+        if app is not None and app not in self.apps:
+            raise ConfigError(
+                f"no [apps.{app}] in the config",
+                hint=f"apps: {', '.join(sorted(self.apps)) or 'none configured'}",
+            )
+        settings = dict(self.policy_settings)
+        where = "policy"
+        if app is not None:
+            settings.update(self.apps[app])
+            where = f"apps.{app}"
+        hosts = dict(self._policy_hosts)
+        hosts.update(settings.get("vendor_hosts", {}))
+        settings["vendor_hosts"] = hosts
+        try:
+            return Policy(**settings)
+        except ConfigError as exc:
+            message = exc.message
+            if message.startswith("Policy."):  # name the key as the file spells it
+                message = f"{where}.{message.removeprefix('Policy.')}"
+            raise ConfigError(message, hint=exc.hint) from exc
+
+    @property
+    def _policy_hosts(self) -> dict[str, str]:
+        # Like vendor_hosts, but "host:port" when the URL names a port, so two vendors served
+        # from one test host (127.0.0.1:9000, 127.0.0.1:9001) stay apart.
+        from urllib.parse import urlsplit
+
+        out: dict[str, str] = {}
+        for name, url in self.base_urls.items():
+            parts = urlsplit(url)
+            host = (parts.hostname or "").lower()
+            out[f"{host}:{parts.port}" if parts.port else host] = name
+        return out
+
+    def log_path(self, path: str | os.PathLike[str] | None = None) -> Path:
+        """Where the log is: ``path``, else ``$VEILPIX_LOG``, else ``[log] path``, else the
+        default (as :meth:`AuditLog.from_config` chooses it)."""
+        chosen = path or os.environ.get("VEILPIX_LOG") or self.log.path
+        if chosen:
+            return Path(chosen).expanduser()
+        from veilpix._audit import default_log_path
+
+        return default_log_path()
 
     @property
     def mechanisms(self) -> dict[str, str]:
@@ -144,6 +235,112 @@ def _check_vendor(name: str, table: Mapping[str, Any]) -> None:
             raise ConfigError(f"vendors.{name}.base_url must be an http(s) URL, not {url!r}")
 
 
+_POLICY_KEYS: dict[str, type | tuple[type, ...]] = {
+    "faces": str, "face_padding": (int, float), "face_rotations": bool,
+    "require_consent_for_faces": bool, "max_side": int, "max_pixels": int,
+    "output_format": str, "quality": int, "keep_standard_icc": bool, "verify_decode": bool,
+    "max_bytes": int, "max_input_pixels": int,
+    "allowed_vendors": list, "allowed_countries": (list, str), "region": str,
+    "https_only": bool, "vendor_hosts": dict, "host_countries": dict, "remote_images": str,
+    "remote_max_bytes": int, "remote_timeout": (int, float), "privacy_controls": bool,
+    "content_usage": (str, bool), "sec_gpc": bool, "require_controls": list,
+    "max_request_bytes": int,
+}  # fmt: skip
+_COUNTRY = re.compile(r"[A-Z]{2}")
+_APP = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _strings(where: str, values: list[Any]) -> list[str]:
+    for value in values:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a list of strings, not {values!r}")
+    return values
+
+
+def _policy_settings(where: str, table: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a [policy] or [apps.x] table and return Policy keyword arguments."""
+    from veilpix import adapters
+    from veilpix._policy import EEA
+
+    _check_keys(where, table, _POLICY_KEYS)
+    out = dict(table)
+    if "allowed_vendors" in out:
+        names = [n.lower() for n in _strings(f"{where}.allowed_vendors", out["allowed_vendors"])]
+        known = {v.name for v in adapters.vendors()}
+        for name in names:
+            if name not in known:
+                raise ConfigError(
+                    f"{where}.allowed_vendors names no vendor veilpix knows: {name!r}",
+                    hint=f"known: {', '.join(sorted(known))}",
+                )
+        out["allowed_vendors"] = frozenset(names)
+    if "allowed_countries" in out:
+        value = out["allowed_countries"]
+        if isinstance(value, str):
+            if value.upper() != "EEA":
+                raise ConfigError(
+                    f'{where}.allowed_countries must be "EEA" or a list of ISO codes, '
+                    f"not {value!r}",
+                    hint='for example allowed_countries = ["DE", "FR"]',
+                )
+            out["allowed_countries"] = EEA
+        else:
+            codes = [c.upper() for c in _strings(f"{where}.allowed_countries", value)]
+            for code in codes:
+                if not _COUNTRY.fullmatch(code):
+                    raise ConfigError(
+                        f"{where}.allowed_countries: {code!r} is not a two-letter ISO country code",
+                        hint='for example "DE", "FR", or allowed_countries = "EEA"',
+                    )
+            out["allowed_countries"] = frozenset(codes)
+    if "require_controls" in out:
+        out["require_controls"] = frozenset(
+            _strings(f"{where}.require_controls", out["require_controls"])
+        )
+    for name in ("vendor_hosts", "host_countries"):
+        for host, value in out.get(name, {}).items():
+            if not isinstance(value, str):
+                raise ConfigError(f"{where}.{name}.{host} must be a string, not {value!r}")
+    for host, vendor in out.get("vendor_hosts", {}).items():
+        try:
+            adapters.get(vendor)
+        except KeyError as exc:
+            raise ConfigError(
+                f"{where}.vendor_hosts.{host}: {vendor!r} names no vendor veilpix knows"
+            ) from exc
+    for host, code in out.get("host_countries", {}).items():
+        if not _COUNTRY.fullmatch(code.upper()):
+            raise ConfigError(
+                f"{where}.host_countries.{host}: {code!r} is not a two-letter ISO country code"
+            )
+    if "content_usage" in out and isinstance(out["content_usage"], bool):
+        if out["content_usage"]:
+            raise ConfigError(
+                f"{where}.content_usage must be a header value or false, not true",
+                hint='for example content_usage = "train-ai=n"',
+            )
+        out["content_usage"] = None  # false: send no Content-Usage header
+    return out
+
+
+def _proxy(table: Mapping[str, Any]) -> ProxyConfig:
+    _check_keys("proxy", table, {
+        "host": str, "port": int, "max_body": int, "allow_remote": bool, "token_env": str,
+    })  # fmt: skip
+    out = ProxyConfig(**table)
+    if not 0 <= out.port <= 65535:
+        raise ConfigError(f"proxy.port must be from 0 to 65535, not {out.port}")
+    if out.max_body <= 0:
+        raise ConfigError(f"proxy.max_body must be above 0, not {out.max_body}")
+    if not out.host:
+        raise ConfigError("proxy.host must not be empty")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", out.token_env):
+        raise ConfigError(
+            f"proxy.token_env must name an environment variable, not {out.token_env!r}"
+        )
+    return out
+
+
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     """Read ``path`` (else ``$VEILPIX_CONFIG``; else the built-in defaults)."""
     if path is None:
@@ -157,7 +354,11 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"cannot read the config file {str(file)!r}: {exc.strerror}") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{str(file)!r} is not valid TOML: {exc}") from exc
-    _check_keys("veilpix.toml", doc, {"log": dict, "vendors": dict})
+    _check_keys(
+        "veilpix.toml",
+        doc,
+        {"log": dict, "vendors": dict, "policy": dict, "apps": dict, "proxy": dict},
+    )
     vendors: dict[str, VendorConfig] = {}
     for name, table in doc.get("vendors", {}).items():
         if not isinstance(table, dict):
@@ -165,6 +366,24 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         _check_keys(f"vendors.{name}", table, {"transfer_mechanism": str, "base_url": str})
         _check_vendor(name, table)
         vendors[name] = VendorConfig(**table)
-    return Config(
-        log=_log(doc.get("log", {}), file.absolute().parent), vendors=vendors, source=file
+    apps: dict[str, dict[str, Any]] = {}
+    for name, table in doc.get("apps", {}).items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"apps.{name} must be a table ([apps.{name}])")
+        if not _APP.fullmatch(name):
+            raise ConfigError(
+                f"[apps.{name}]: app names are letters, digits, '.', '_' and '-' (up to 64)",
+                hint="the name is what clients send in the X-Veilpix-App header",
+            )
+        apps[name] = _policy_settings(f"apps.{name}", table)
+    config = Config(
+        log=_log(doc.get("log", {}), file.absolute().parent),
+        vendors=vendors,
+        policy_settings=_policy_settings("policy", doc.get("policy", {})),
+        apps=apps,
+        proxy=_proxy(doc.get("proxy", {})),
+        source=file,
     )
+    for app in (None, *apps):  # every Policy is built once here, so errors surface on load
+        config.policy(app)
+    return config

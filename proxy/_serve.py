@@ -1,0 +1,213 @@
+"""Serving the gateway: ``veilpix proxy`` builds a :class:`Gateway` from ``veilpix.toml`` and
+runs it on uvicorn (the 'proxy' extra).
+
+Loopback only unless told otherwise: a non-loopback host needs ``allow_remote``, and
+``allow_remote`` needs a token, which clients send in ``X-Veilpix-Token``. The token and the
+vendors' credentials are never printed or logged; uvicorn's access log is off because request
+lines can carry credentials (Gemini's ``?key=``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import signal
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from veilpix._config import Config
+from veilpix._errors import ConfigError
+from veilpix.proxy._gateway import Gateway
+
+if TYPE_CHECKING:
+    import httpx2
+
+    from veilpix._audit import AuditLog
+
+__all__ = ["build_gateway", "env_lines", "is_loopback", "serve"]
+
+# Environment variables that take a host or an endpoint of another shape, not the base URL the
+# gateway stands in for; the startup line does not suggest them.
+_NOT_A_BASE_URL = frozenset({"FAL_RUN_HOST", "AZURE_OPENAI_ENDPOINT"})
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def build_gateway(
+    config: Config,
+    *,
+    log_path: str | Path | None = None,
+    token: str | None = None,
+    log: AuditLog | None = None,
+    upstream: httpx2.AsyncBaseTransport | None = None,
+) -> Gateway:
+    """A Gateway for ``config``: one Guard per ``[apps.<name>]`` plus the default, all writing
+    one AuditLog (``log``, else the one ``log_path`` / ``$VEILPIX_LOG`` / ``[log] path``
+    names). The caller closes ``gateway.guards[""].log`` when done."""
+    from veilpix._audit import AuditLog
+    from veilpix._guard import Guard
+
+    policies = {"": config.policy(), **{app: config.policy(app) for app in config.apps}}
+    if log is None:
+        log = AuditLog.from_config(config, path=log_path)
+    guards = {app: Guard(policy, log) for app, policy in policies.items()}
+    return Gateway(
+        guards,
+        base_urls=config.base_urls,
+        token=token,
+        max_body=config.proxy.max_body,
+        upstream=upstream,
+    )
+
+
+def routable_vendors(config: Config) -> list[str]:
+    """Vendors the gateway can reach (a base URL is known) and the default policy allows."""
+    from veilpix import adapters
+
+    allowed = config.policy().allowed_vendors
+    return [
+        v.name
+        for v in adapters.vendors()
+        if ("{" not in v.base_url or v.name in config.base_urls)
+        and (allowed is None or v.name in allowed)
+    ]
+
+
+def env_lines(config: Config, url: str) -> list[str]:
+    """``OPENAI_BASE_URL=<url>/openai`` etc. for vendors whose SDKs take a base URL from the
+    environment."""
+    from veilpix import adapters
+
+    out = []
+    for name in routable_vendors(config):
+        env = adapters.get(name).env_base_url
+        if env and env not in _NOT_A_BASE_URL:
+            out.append(f"{env}={url}/{name}")
+    return out
+
+
+def _startup_text(config: Config, url: str, log_path: Path, token: bool) -> str:
+    lines = [f"veilpix proxy listening on {url}"]
+    lines.append(f"  vendors: {', '.join(routable_vendors(config)) or 'none'}")
+    if config.apps:
+        lines.append(f"  apps (X-Veilpix-App): {', '.join(sorted(config.apps))}")
+    lines.append(f"  log: {log_path}")
+    if token:
+        lines.append(f"  clients must send X-Veilpix-Token (from ${config.proxy.token_env})")
+    lines.append("  point your apps here, e.g.:")
+    lines += [f"    export {line}" for line in env_lines(config, url)]
+    return "\n".join(lines)
+
+
+def check_bind(host: str, *, allow_remote: bool, token: str | None, token_env: str) -> None:
+    """Refuse a non-loopback host without ``allow_remote``, and ``allow_remote`` without a
+    token."""
+    if not is_loopback(host) and not allow_remote:
+        raise ConfigError(
+            f"refusing to listen on {host!r}: it is not a loopback address",
+            hint="the proxy binds 127.0.0.1 by default; to serve other machines pass "
+            f"--allow-remote with a token (--token or ${token_env})",
+        )
+    if allow_remote and not token:
+        raise ConfigError(
+            "--allow-remote needs a token that clients send in X-Veilpix-Token",
+            hint=f"set ${token_env} (or pass --token) to a long random value",
+        )
+
+
+class _Stopped(Exception):
+    """SIGTERM arrived after uvicorn finished its graceful shutdown."""
+
+
+def serve(
+    config: Config,
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    log_path: str | Path | None = None,
+    token: str | None = None,
+    allow_remote: bool | None = None,
+    out: TextIO | None = None,
+) -> None:
+    """Run the gateway on uvicorn until SIGINT/SIGTERM; the log is checkpointed and closed on
+    the way out. ``None`` arguments come from ``[proxy]`` (and the token from its
+    ``token_env``)."""
+    try:
+        import uvicorn
+    except ImportError as exc:
+        raise ConfigError("the proxy needs uvicorn", hint="pip install 'veilpix[proxy]'") from exc
+
+    settings = config.proxy
+    host = host or settings.host
+    port = settings.port if port is None else port
+    allow_remote = settings.allow_remote if allow_remote is None else allow_remote
+    token = token or settings.token
+    check_bind(host, allow_remote=allow_remote, token=token, token_env=settings.token_env)
+    # Without allow_remote the proxy is loopback-only and a token is optional (used when set).
+    gateway = build_gateway(config, log_path=log_path, token=token)
+    log = gateway.guards[""].log
+    stream = out or sys.stdout
+
+    class _Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                bound = self.servers[0].sockets[0].getsockname()
+                shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+                url = f"http://{shown}:{bound[1]}"
+                print(_startup_text(config, url, log.path, token is not None), file=stream)
+                stream.flush()
+
+        async def shutdown(self, sockets: Any = None) -> None:
+            try:
+                await super().shutdown(sockets=sockets)
+            finally:
+                log.close()  # checkpoint before uvicorn re-raises the signal that stopped it
+
+    server = _Server(
+        uvicorn.Config(
+            gateway,
+            host=host,
+            port=port,
+            lifespan="on",
+            access_log=False,
+            log_level="warning",
+            server_header=False,
+        )
+    )
+    previous: Any = None
+    if _main_thread():
+        previous = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, _stopped)
+    try:
+        server.run()
+    except (_Stopped, KeyboardInterrupt):  # a graceful stop by SIGTERM or Ctrl-C
+        pass
+    except SystemExit as exc:  # uvicorn exits when it cannot bind or start
+        raise ConfigError(
+            f"the proxy could not start on {host}:{port}",
+            hint="see the error above (is the port already in use?)",
+        ) from exc
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        log.close()
+    print("veilpix proxy stopped; the log is closed", file=stream)
+    stream.flush()
+
+
+def _stopped(signum: int, frame: object) -> None:
+    raise _Stopped
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()

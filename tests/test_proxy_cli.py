@@ -1,0 +1,280 @@
+"""``veilpix.toml`` policy/apps/proxy sections, ``build_gateway``, ``veilpix config check`` and
+``veilpix proxy`` (one real run as a subprocess). Loopback only."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx2
+import pytest
+
+pytest.importorskip("uvicorn")
+
+from servers import FakeVendor, Server
+
+from veilpix import EEA, ConfigError, load_config, verify_log
+from veilpix._cli import main
+from veilpix.proxy import build_gateway
+
+GOOD = """\
+[log]
+path = "logs/audit.db"
+
+[policy]
+allowed_countries = "EEA"
+faces = "blur"
+max_side = 2048
+content_usage = false
+
+[apps.design]
+faces = "off"
+allowed_vendors = ["openai"]
+allowed_countries = ["de", "FR"]
+
+[vendors.openai]
+base_url = "http://127.0.0.1:9000/v1"
+
+[vendors.anthropic]
+base_url = "http://127.0.0.1:9001"
+
+[proxy]
+port = 9999
+max_body = 1000
+token_env = "MY_TOKEN"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    cfg = tmp_path / "veilpix.toml"
+    cfg.write_text(text)
+    return cfg
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("VEILPIX_LOG", "VEILPIX_CONFIG", "VEILPIX_PROXY_TOKEN", "MY_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+
+# -- parsing -----------------------------------------------------------------------------------
+
+
+def test_sections_parse_and_build_policies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = load_config(write(tmp_path, GOOD))
+    base = cfg.policy()
+    assert base.faces == "blur" and base.max_side == 2048 and base.allowed_countries == EEA
+    assert base.content_usage is None  # false: no header
+    assert base.vendor_hosts == {"127.0.0.1:9000": "openai", "127.0.0.1:9001": "anthropic"}
+    design = cfg.policy("design")
+    assert design.faces == "off" and design.max_side == 2048  # override on top of [policy]
+    assert design.allowed_vendors == {"openai"} and design.allowed_countries == {"DE", "FR"}
+    assert cfg.proxy.port == 9999 and cfg.proxy.max_body == 1000 and cfg.proxy.host == "127.0.0.1"
+    assert cfg.proxy.token is None
+    monkeypatch.setenv("MY_TOKEN", "s3cret")
+    assert cfg.proxy.token == "s3cret"
+    assert cfg.log_path() == tmp_path / "logs" / "audit.db"
+    monkeypatch.setenv("VEILPIX_LOG", str(tmp_path / "env.db"))
+    assert cfg.log_path() == tmp_path / "env.db"
+    with pytest.raises(ConfigError, match=r"no \[apps.nope\].*apps: design"):
+        cfg.policy("nope")
+
+
+def test_defaults_without_a_file() -> None:
+    cfg = load_config(None)
+    assert cfg.policy().faces == "off" and cfg.apps == {}
+    assert cfg.proxy.port == 8787 and cfg.proxy.token_env == "VEILPIX_PROXY_TOKEN"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[policy]\nfacez = 'blur'\n", "unknown setting policy.facez"),
+        ("[policy]\nmax_side = '2048'\n", "policy.max_side must be a int"),
+        ("[policy]\nhttps_only = 1\n", "policy.https_only must be a bool"),
+        ("[policy]\nfaces = 'maybe'\n", "policy.faces must be 'off'"),
+        ("[policy]\nallowed_countries = 'EU'\n", 'must be "EEA" or a list'),
+        ("[policy]\nallowed_countries = ['Germany']\n", "'GERMANY' is not a two-letter"),
+        ("[policy]\nallowed_countries = [49]\n", "must be a list of strings"),
+        ("[policy]\nallowed_vendors = ['opnai']\n", "names no vendor veilpix knows: 'opnai'"),
+        ("[policy]\nvendor_hosts = {'gw.local' = 'nobody'}\n", "'nobody' names no vendor"),
+        ("[policy]\ncontent_usage = true\n", "header value or false"),
+        ("[apps.x]\nquality = 0\n", "apps.x.quality must be None or a whole number"),
+        ("[apps.x]\nbogus = 1\n", "unknown setting apps.x.bogus"),
+        ("[apps.'bad name']\nfaces = 'off'\n", "app names are letters"),
+        ("apps = 3\n", "veilpix.toml.apps must be a dict"),
+        ("[apps]\nx = 3\n", r"apps.x must be a table"),
+        ("[proxy]\nport = 70000\n", "proxy.port must be from 0 to 65535"),
+        ("[proxy]\ntoken = 'abc'\n", "unknown setting proxy.token"),
+        ("[proxy]\nallow_remote = 'yes'\n", "proxy.allow_remote must be a bool"),
+        ("[proxy]\ntoken_env = 'not a var'\n", "must name an environment variable"),
+        ("[vendors.nobody]\nbase_url = 'http://127.0.0.1:1'\n", "names no vendor"),
+    ],
+)
+def test_bad_sections_are_clear_errors(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text))
+
+
+# -- the gateway built from a config -------------------------------------------------------------
+
+
+@pytest.fixture
+def upstream() -> Iterator[tuple[FakeVendor, Server]]:
+    fake = FakeVendor()
+    with Server(fake) as server:
+        yield fake, server
+
+
+def test_build_gateway_routes_and_the_app_header_picks_the_policy(
+    tmp_path: Path, upstream: tuple[FakeVendor, Server]
+) -> None:
+    fake, vendor = upstream
+    cfg = load_config(
+        write(
+            tmp_path,
+            f'[vendors.openai]\nbase_url = "{vendor.url}/v1"\n'
+            '[apps.claude-only]\nallowed_vendors = ["anthropic"]\n',
+        )
+    )
+    gateway = build_gateway(cfg, log_path=tmp_path / "audit.db", token="tok")
+    log = gateway.guards[""].log
+    assert gateway.guards["claude-only"].log is log  # one log for every app
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    try:
+        with Server(gateway) as proxy, httpx2.Client(base_url=proxy.url) as client:
+            url = "/openai/chat/completions"
+            assert client.post(url, json=body).status_code == 401  # no token
+            ok = client.post(url, json=body, headers={"X-Veilpix-Token": "tok"})
+            assert ok.status_code == 200 and ok.json() == {"ok": True}
+            assert fake.last.path == "/v1/chat/completions"
+            assert "x-veilpix-token" not in fake.last.headers
+            blocked = client.post(
+                url, json=body, headers={"X-Veilpix-Token": "tok", "X-Veilpix-App": "claude-only"}
+            )
+            assert blocked.status_code == 403
+            assert "not among the allowed vendors" in blocked.json()["error"]["message"]
+            assert len(fake.seen) == 1
+        assert sorted(r.outcome for r in log.records()) == ["blocked", "sent"]
+    finally:
+        log.close()
+    result = verify_log(tmp_path / "audit.db")
+    assert result.ok and result.records == 2
+
+
+# -- veilpix config check ------------------------------------------------------------------------
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_config_check_good(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write(tmp_path, GOOD)
+    code, out, _ = run(capsys, "config", "check", "--config", str(cfg))
+    assert code == 0 and "valid" in out and str(tmp_path / "logs" / "audit.db") in out
+    assert "app design: faces=off" in out and "$MY_TOKEN not set" in out
+    code, out, _ = run(capsys, "config", "check", "--config", str(cfg), "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["valid"] and doc["apps"]["design"]["allowed_vendors"] == ["openai"]
+    assert doc["policy"]["vendor_hosts"]["127.0.0.1:9000"] == "openai"
+    assert doc["proxy"]["token_set"] is False
+
+
+def test_config_check_bad(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write(tmp_path, "[policy]\nfacez = 'blur'\n")
+    code, _, err = run(capsys, "config", "check", "--config", str(cfg))
+    assert code == 2 and "unknown setting policy.facez" in err
+    code, out, _ = run(capsys, "config", "check", "--config", str(cfg), "--json")
+    assert code == 2 and json.loads(out)["valid"] is False
+
+
+def test_config_check_reads_the_env(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VEILPIX_CONFIG", str(write(tmp_path, GOOD)))
+    code, out, _ = run(capsys, "config", "check")
+    assert code == 0 and "veilpix.toml: valid" in out
+
+
+@pytest.mark.parametrize("argv", [["config", "check", "--help"], ["proxy", "--help"]])
+def test_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and "examples:" in out
+
+
+def test_config_without_action(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config"]) == 2
+
+
+# -- veilpix proxy -------------------------------------------------------------------------------
+
+
+def test_proxy_refuses_remote_without_allow_remote(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "proxy", "--host", "0.0.0.0")
+    assert code == 2 and "not a loopback address" in err and "--allow-remote" in err
+
+
+def test_proxy_refuses_allow_remote_without_token(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(capsys, "proxy", "--host", "0.0.0.0", "--allow-remote")
+    assert code == 2 and "needs a token" in err and "VEILPIX_PROXY_TOKEN" in err
+
+
+def test_proxy_serves_and_stops_cleanly_on_sigterm(
+    tmp_path: Path, upstream: tuple[FakeVendor, Server]
+) -> None:
+    fake, vendor = upstream
+    cfg = write(tmp_path, f'[vendors.openai]\nbase_url = "{vendor.url}/v1"\n')
+    log = tmp_path / "audit.db"
+    env = {**os.environ, "VEILPIX_PROXY_TOKEN": "tok-never-printed"}
+    env.pop("VEILPIX_CONFIG", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "veilpix", "proxy", "--port", "0", "--config", str(cfg),
+         "--log", str(log)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.startswith("veilpix proxy listening on http://127.0.0.1:"), first
+        url = first.split()[-1]
+        lines = [proc.stdout.readline() for _ in range(5)]
+        assert any(f"OPENAI_BASE_URL={url}/openai" in line for line in lines), lines
+        with httpx2.Client(base_url=url, timeout=10) as client:
+            assert client.get("/_veilpix/health").json() == {"status": "ok"}
+            sent = client.post(
+                "/openai/chat/completions",
+                json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+                headers={"X-Veilpix-Token": "tok-never-printed", "Authorization": "Bearer sk-x"},
+            )
+            assert sent.status_code == 200 and fake.last.headers["authorization"] == "Bearer sk-x"
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "stopped" in out
+    assert "tok-never-printed" not in out + err and "sk-x" not in out + err
+    result = verify_log(log)
+    assert result.ok and result.records == 1 and result.checkpoints >= 1
+
+
+def test_proxy_port_in_use_is_a_clear_error(
+    tmp_path: Path, upstream: tuple[FakeVendor, Server], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, vendor = upstream
+    started = time.monotonic()
+    code, _, err = run(capsys, "proxy", "--port", str(vendor.port), "--log", str(tmp_path / "a.db"))
+    assert code == 2 and "could not start" in err and time.monotonic() - started < 10
