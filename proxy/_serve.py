@@ -57,7 +57,10 @@ def build_gateway(
     policies = {"": config.policy(), **{app: config.policy(app) for app in config.apps}}
     if log is None:
         log = AuditLog.from_config(config, path=log_path)
-    guards = {app: Guard(policy, log) for app, policy in policies.items()}
+    guards = {
+        app: Guard(policy, log, vendor_policies=config.vendor_policies(app or None))
+        for app, policy in policies.items()
+    }
     return Gateway(
         guards,
         base_urls=config.base_urls,

@@ -426,7 +426,8 @@ def _run_config(args: argparse.Namespace) -> int:
             "valid": True,
             "source": source,
             "log": str(log_path),
-            "vendors": {n: {"base_url": v.base_url, "transfer_mechanism": v.transfer_mechanism}
+            "vendors": {n: {"base_url": v.base_url, "transfer_mechanism": v.transfer_mechanism,
+                            "policy": dict(v.policy_settings)}
                         for n, v in config.vendors.items()},
             "routable_vendors": routable_vendors(config),
             "policy": _policy_summary(policies[""]),
@@ -442,6 +443,11 @@ def _run_config(args: argparse.Namespace) -> int:
     for name, vendor in sorted(config.vendors.items()):
         bits = [f"base_url {vendor.base_url}"] if vendor.base_url else []
         bits += [f"mechanism {vendor.transfer_mechanism!r}"] if vendor.transfer_mechanism else []
+        bits += (
+            [f"policy {_settings_text(dict(vendor.policy_settings))}"]
+            if vendor.policy_settings
+            else []
+        )
         print(f"  vendor {name}: {', '.join(bits) or 'defaults'}")
     changed = {k: v for k, v in default.items() if k in config.policy_settings}
     print(f"  policy: {_settings_text(changed) or 'defaults'}")

@@ -1,6 +1,6 @@
 """``veilpix.toml``: the settings file shared by the SDK, the CLI and the proxy.
 
-So far it configures the transfer log and what the log records per vendor::
+It configures the transfer log, the policy (default, per vendor, per app) and the proxy::
 
     [log]
     path = "/var/lib/veilpix/audit.db"   # --log and $VEILPIX_LOG win; default: user data folder
@@ -12,6 +12,9 @@ So far it configures the transfer log and what the log records per vendor::
 
     [vendors.openai]
     transfer_mechanism = "EU-US Data Privacy Framework (adequacy decision)"
+
+    [vendors.openai.policy]              # this vendor's own policy, on top of [policy]
+    region = "eu"
 
     [vendors.azure]
     base_url = "https://my-resource.openai.azure.com/openai/v1"  # Azure resource, gateway, test server
@@ -72,6 +75,7 @@ class LogConfig:
 class VendorConfig:
     transfer_mechanism: str | None = None
     base_url: str | None = None
+    policy_settings: Mapping[str, Any] = field(default_factory=dict)  # [vendors.<name>.policy]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,9 +105,19 @@ class Config:
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     source: Path | None = None
 
-    def policy(self, app: str | None = None) -> Policy:
-        """The Policy for ``app`` (None: the default): ``[policy]``, then ``[apps.<app>]`` on
-        top, with ``vendor_hosts`` extended by the hosts of the configured base URLs."""
+    def vendor_policies(self, app: str | None = None) -> dict[str, Policy]:
+        """Vendor -> Policy for vendors with ``[vendors.<name>.policy]``: ``[policy]``, then
+        the vendor's settings, then ``[apps.<app>]`` (the app has the last word)."""
+        return {
+            name: self.policy(app, vendor=name)
+            for name, v in self.vendors.items()
+            if v.policy_settings
+        }
+
+    def policy(self, app: str | None = None, *, vendor: str | None = None) -> Policy:
+        """The Policy for ``app`` (None: the default): ``[policy]``, then the vendor's
+        ``[vendors.<vendor>.policy]`` when ``vendor`` is given, then ``[apps.<app>]`` on top,
+        with ``vendor_hosts`` extended by the hosts of the configured base URLs."""
         from veilpix._policy import Policy
 
         if app is not None and app not in self.apps:
@@ -113,6 +127,9 @@ class Config:
             )
         settings = dict(self.policy_settings)
         where = "policy"
+        if vendor is not None and vendor in self.vendors:
+            settings.update(self.vendors[vendor].policy_settings)
+            where = f"vendors.{vendor}.policy"
         if app is not None:
             settings.update(self.apps[app])
             where = f"apps.{app}"
@@ -363,9 +380,16 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     for name, table in doc.get("vendors", {}).items():
         if not isinstance(table, dict):
             raise ConfigError(f"vendors.{name} must be a table ([vendors.{name}])")
-        _check_keys(f"vendors.{name}", table, {"transfer_mechanism": str, "base_url": str})
+        _check_keys(
+            f"vendors.{name}", table, {"transfer_mechanism": str, "base_url": str, "policy": dict}
+        )
         _check_vendor(name, table)
-        vendors[name] = VendorConfig(**table)
+        settings = _policy_settings(f"vendors.{name}.policy", table.get("policy", {}))
+        vendors[name] = VendorConfig(
+            transfer_mechanism=table.get("transfer_mechanism"),
+            base_url=table.get("base_url"),
+            policy_settings=settings,
+        )
     apps: dict[str, dict[str, Any]] = {}
     for name, table in doc.get("apps", {}).items():
         if not isinstance(table, dict):
@@ -386,4 +410,5 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     )
     for app in (None, *apps):  # every Policy is built once here, so errors surface on load
         config.policy(app)
+        config.vendor_policies(app)
     return config

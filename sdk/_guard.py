@@ -26,7 +26,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -179,6 +179,7 @@ class _Work:
     remote: list[tuple[str, str]] = field(default_factory=list)
     first_image: SanitizedImage | None = None
     prompt: str | None = None  # the request's own prompt field, for the log (never stored clear)
+    policy: Policy = field(default_factory=Policy)  # the guard's, or the vendor's override
 
 
 def _is_loopback(host: str) -> bool:
@@ -201,6 +202,8 @@ class Guard:
     ``log`` is an :class:`~veilpix.AuditLog`, a path, or None for the default log (see
     ``veilpix audit``). ``context`` is recorded with every call unless a call gives its own.
     ``fetch`` replaces the downloader used to inline remote images (tests, proxies).
+    ``vendor_policies`` maps a vendor name to the policy used for its requests instead of
+    ``policy`` (which still decides which host is whose).
     """
 
     def __init__(
@@ -210,10 +213,12 @@ class Guard:
         *,
         context: Context | None = None,
         fetch: Fetch | None = None,
+        vendor_policies: Mapping[str, Policy] | None = None,
     ) -> None:
         from veilpix._audit import AuditLog
 
         self.policy = policy or Policy()
+        self.vendor_policies = dict(vendor_policies or {})
         self.log = log if isinstance(log, AuditLog) else AuditLog.from_config(path=log)
         self.context = context or Context()
         self._fetch = fetch or fetch_url
@@ -224,7 +229,7 @@ class Guard:
         """Sanitize, rebuild and record ``request``; raise :class:`RequestBlocked` instead of
         returning anything that was not proved clean."""
         ctx = context or self.context
-        work = _Work()
+        work = _Work(policy=self.policy)
         try:
             out = self._prepare(request, ctx, work)
         except _Block as block:
@@ -250,7 +255,7 @@ class Guard:
         from veilpix import adapters
         from veilpix._codec import decode_body
 
-        policy = self.policy
+        policy = work.policy = self.policy
         parts = urlsplit(request.url)
         host = (parts.hostname or "").lower()
         work.host = host
@@ -274,6 +279,8 @@ class Guard:
                 "server to one with Policy(vendor_hosts={'host': 'openai'})",
             )
         vendor = work.vendor
+        # From here on the vendor's own policy applies, when one is set for it.
+        policy = work.policy = self.vendor_policies.get(vendor.name, self.policy)
         plain_ok = parts.scheme == "http" and (_is_loopback(host) or not policy.https_only)
         if parts.scheme != "https" and not plain_ok:
             raise _Block(
@@ -332,7 +339,7 @@ class Guard:
 
     def _route_region(self, url: str, work: _Work) -> str:
         """Send to the regional host the policy asks for, when the vendor offers it."""
-        wanted = self.policy.region
+        wanted = work.policy.region
         vendor = work.vendor
         assert vendor is not None
         if wanted is None:
@@ -363,7 +370,7 @@ class Guard:
         return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
     def _sort_controls(self, work: _Work) -> None:
-        vendor, policy = work.vendor, self.policy
+        vendor, policy = work.vendor, work.policy
         assert vendor is not None
         op = work.endpoint.operation if work.endpoint is not None else None
         for control in vendor.controls:
@@ -398,7 +405,7 @@ class Guard:
             )
 
     def _apply_headers(self, out: Outbound, work: _Work) -> None:
-        vendor, policy = work.vendor, self.policy
+        vendor, policy = work.vendor, work.policy
         assert vendor is not None
         if policy.content_usage:
             out.set_header("Content-Usage", policy.content_usage)
@@ -485,7 +492,7 @@ class Guard:
             replace_at,
         )
 
-        doc = load_json(out.body, max_bytes=self.policy.max_request_bytes)
+        doc = load_json(out.body, max_bytes=work.policy.max_request_bytes)
         if work.endpoint is not None and work.endpoint.chunked_start:
             _refuse_chunked_image(doc)
         if isinstance(doc, dict) and isinstance(doc.get("prompt"), str):
@@ -563,7 +570,7 @@ class Guard:
         raises _Block when the image may not go as a URL and cannot be embedded."""
         from veilpix._codec import build_data_uri, replace_at
 
-        mode = self.policy.remote_images
+        mode = work.policy.remote_images
         endpoint = work.endpoint
         embeddable = endpoint is not None and endpoint.accepts_data_uri
         shown = redact_url(url)
@@ -586,7 +593,7 @@ class Guard:
                 "send the image itself (veilpix sanitizes it), or set "
                 "Policy(remote_images='allow') to let the vendor fetch it",
             )
-        data, _ctype = self._fetch(url, self.policy)
+        data, _ctype = self._fetch(url, work.policy)
         clean = self._clean(data, work, ctx, field=_dotted(path))
         work.remote.append((shown, "inlined: fetched, sanitized, embedded"))
         return replace_at(doc, path, build_data_uri(clean.media_type, clean.data))
@@ -602,14 +609,14 @@ class Guard:
     def _clean(self, data: bytes, work: _Work, ctx: Context, *, field: str) -> SanitizedImage:
         from veilpix._pipeline import sanitize
 
-        policy = self.policy
+        policy = work.policy
         endpoint = work.endpoint
         try:
             clean = sanitize(data, policy, consent=ctx.consent_ref)
             if endpoint is not None and clean.media_type not in endpoint.formats:
                 clean = sanitize(data, policy.replace(output_format=_format_for(endpoint.formats, clean)),
                                  consent=ctx.consent_ref)  # fmt: skip
-            clean = self._fit(data, clean, endpoint, ctx)
+            clean = self._fit(data, clean, endpoint, ctx, work)
         except ImageError as exc:
             work.images.append(OutboundImage(data, None, field, error=exc.message))
             raise
@@ -619,7 +626,12 @@ class Guard:
         return clean
 
     def _fit(
-        self, data: bytes, clean: SanitizedImage, endpoint: Endpoint | None, ctx: Context
+        self,
+        data: bytes,
+        clean: SanitizedImage,
+        endpoint: Endpoint | None,
+        ctx: Context,
+        work: _Work,
     ) -> SanitizedImage:
         """Keep an image under the endpoint's byte limit by downscaling (a few tries)."""
         from veilpix._pipeline import sanitize
@@ -638,7 +650,7 @@ class Guard:
                 )
             pixels = clean.report.width_out * clean.report.height_out
             target = max(int(pixels * (limit / len(clean.data)) * 0.8), 256 * 256)
-            policy = self.policy.replace(max_pixels=min(target, self.policy.max_pixels or target),
+            policy = work.policy.replace(max_pixels=min(target, work.policy.max_pixels or target),
                                          output_format=_format_for(endpoint.formats, clean))  # fmt: skip
             clean = sanitize(data, policy, consent=ctx.consent_ref)
         return clean
@@ -648,8 +660,8 @@ class Guard:
 
         image = work.first_image
         try:
-            clean = sanitize_mask(data, image, self.policy) if image is not None else sanitize(
-                data, self.policy.replace(faces="off", require_consent_for_faces=False,
+            clean = sanitize_mask(data, image, work.policy) if image is not None else sanitize(
+                data, work.policy.replace(faces="off", require_consent_for_faces=False,
                                           output_format="png")
             )  # fmt: skip
         except ImageError as exc:

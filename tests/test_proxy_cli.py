@@ -278,3 +278,24 @@ def test_proxy_port_in_use_is_a_clear_error(
     started = time.monotonic()
     code, _, err = run(capsys, "proxy", "--port", str(vendor.port), "--log", str(tmp_path / "a.db"))
     assert code == 2 and "could not start" in err and time.monotonic() - started < 10
+
+
+def test_vendor_policy_overrides(tmp_path: Path) -> None:
+    from veilpix import EEA, load_config
+
+    cfg = tmp_path / "veilpix.toml"
+    cfg.write_text(
+        '[policy]\nfaces = "blur"\n\n'
+        '[vendors.openai.policy]\nallowed_countries = "EEA"\nregion = "eu"\n\n'
+        '[apps.lab]\nfaces = "off"\n'
+    )
+    config = load_config(cfg)
+    openai = config.vendor_policies()["openai"]
+    assert openai.allowed_countries == EEA and openai.region == "eu" and openai.faces == "blur"
+    lab = config.vendor_policies("lab")["openai"]
+    assert lab.faces == "off" and lab.region == "eu"  # the app has the last word on its keys
+    assert config.policy().allowed_countries is None
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[vendors.openai.policy]\nregoin = "eu"\n')
+    with pytest.raises(ConfigError, match=r"vendors\.openai\.policy\.regoin"):
+        load_config(bad)

@@ -491,3 +491,20 @@ def test_region_routing_leaves_a_specific_regional_host_alone(log: AuditLog) -> 
     with client(up, log, region="eu") as c:
         c.get("https://api.us1.bfl.ai/v1/get_result?id=abc")
     assert up.last.url.startswith("https://api.us1.bfl.ai/")
+
+
+def test_a_vendor_can_have_its_own_policy(log: AuditLog) -> None:
+    up = Upstream()
+    guard = veilpix.Guard(
+        Policy(), log, vendor_policies={"openai": Policy(allowed_countries=veilpix.EEA)}
+    )
+    with httpx2.Client(
+        transport=GuardTransport(httpx2.MockTransport(up.handler2), guard=guard)
+    ) as c:
+        c.post(
+            "https://api.anthropic.com/v1/messages",
+            json={"model": "m", "max_tokens": 1, "messages": []},
+        )
+        with pytest.raises(RequestBlocked) as info:
+            c.post(f"{OPENAI}/responses", json={"input": "hi"})
+    assert info.value.rule == "destination.country" and len(up.seen) == 1
