@@ -180,6 +180,7 @@ def serve(
             host=host,
             port=port,
             lifespan="on",
+            limit_concurrency=config.proxy.max_connections,
             access_log=False,
             log_level="warning",
             server_header=False,

@@ -32,6 +32,7 @@ It configures the transfer log, the policy (default, per vendor, per app) and th
     host = "127.0.0.1"                   # a non-loopback host also needs allow_remote = true
     port = 8787
     max_body = 67108864
+    max_connections = 256                # more concurrent connections get a 503
     allow_remote = false
     token_env = "VEILPIX_PROXY_TOKEN"    # the environment variable holding the client token
 
@@ -83,6 +84,7 @@ class ProxyConfig:
     host: str = "127.0.0.1"
     port: int = 8787
     max_body: int = 64 * 1024 * 1024
+    max_connections: int = 256  # beyond this, new connections get 503 (uvicorn limit_concurrency)
     allow_remote: bool = False
     token_env: str = DEFAULT_TOKEN_ENV
 
@@ -343,12 +345,15 @@ def _policy_settings(where: str, table: Mapping[str, Any]) -> dict[str, Any]:
 def _proxy(table: Mapping[str, Any]) -> ProxyConfig:
     _check_keys("proxy", table, {
         "host": str, "port": int, "max_body": int, "allow_remote": bool, "token_env": str,
+        "max_connections": int,
     })  # fmt: skip
     out = ProxyConfig(**table)
     if not 0 <= out.port <= 65535:
         raise ConfigError(f"proxy.port must be from 0 to 65535, not {out.port}")
     if out.max_body <= 0:
         raise ConfigError(f"proxy.max_body must be above 0, not {out.max_body}")
+    if out.max_connections <= 0:
+        raise ConfigError(f"proxy.max_connections must be above 0, not {out.max_connections}")
     if not out.host:
         raise ConfigError("proxy.host must not be empty")
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", out.token_env):
