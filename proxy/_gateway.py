@@ -291,8 +291,33 @@ class Gateway:
     async def _send_upstream(
         self, vendor: str, prepared: Any, receive: Receive, send: Send
     ) -> None:
+        """Send, then relay the answer as it arrives. A client that goes away at any point
+        (while the vendor thinks, or mid-stream) cancels the upstream call."""
         import anyio
-        import anyio.to_thread
+
+        disconnected = False
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                nonlocal disconnected
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        disconnected = True
+                        tg.cancel_scope.cancel()
+                        return
+
+            tg.start_soon(watch)
+            await self._relay(vendor, prepared, send)
+            tg.cancel_scope.cancel()
+        if disconnected:
+            self.metrics.count(vendor, "client_disconnected")
+            # A no-op when the vendor had already answered (the record says how).
+            await _in_thread(
+                prepared.fail, "the client disconnected; the vendor call was cancelled"
+            )
+
+    async def _relay(self, vendor: str, prepared: Any, send: Send) -> None:
         import httpx2
 
         out = prepared.request
@@ -304,55 +329,43 @@ class Gateway:
         try:
             response = await self._http().send(request, stream=True)
         except httpx2.HTTPError as exc:
-            await anyio.to_thread.run_sync(prepared.fail, f"{type(exc).__name__}: {exc}")
+            await _in_thread(prepared.fail, f"{type(exc).__name__}: {exc}")
             self.metrics.count(vendor, "failed")
-            await _reply(
-                send,
-                502,
-                vendor_error(
-                    vendor,
-                    502,
-                    f"the vendor could not be reached: {type(exc).__name__}",
-                    "veilpix_upstream",
-                ),
-            )
+            reason = f"the vendor could not be reached: {type(exc).__name__}"
+            await _reply(send, 502, vendor_error(vendor, 502, reason, "veilpix_upstream"))
             return
-        self.metrics.observe(vendor, time.perf_counter() - started)
-        await anyio.to_thread.run_sync(
-            lambda: prepared.finish(status=response.status_code,
-                                    vendor_request_id=response.headers.get("x-request-id"))
-        )  # fmt: skip
-        self.metrics.count(vendor, "sent")
-        connection = {t.strip().lower() for t in response.headers.get("connection", "").split(",")}
-        head = [
-            (k.encode("latin-1"), v.encode("latin-1"))
-            for k, v in response.headers.multi_items()
-            if k.lower() not in _HOP_BY_HOP and k.lower() not in connection
-            and k.lower() != "content-length"  # the body is relayed chunked, as it arrives
-        ]  # fmt: skip
-        await send({"type": "http.response.start", "status": response.status_code, "headers": head})
-        disconnected = False
         try:
-            async with anyio.create_task_group() as tg:
-
-                async def watch() -> None:
-                    nonlocal disconnected
-                    while True:
-                        message = await receive()
-                        if message["type"] == "http.disconnect":
-                            disconnected = True
-                            tg.cancel_scope.cancel()
-                            return
-
-                tg.start_soon(watch)
-                async for chunk in response.aiter_raw():  # as sent: compressed stays compressed
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
-                tg.cancel_scope.cancel()
+            self.metrics.observe(vendor, time.perf_counter() - started)
+            await _in_thread(
+                prepared.finish,
+                status=response.status_code,
+                vendor_request_id=response.headers.get("x-request-id"),
+            )
+            self.metrics.count(vendor, "sent")
+            connection = {
+                t.strip().lower() for t in response.headers.get("connection", "").split(",")
+            }
+            head = [
+                (k.encode("latin-1"), v.encode("latin-1"))
+                for k, v in response.headers.multi_items()
+                if k.lower() not in _HOP_BY_HOP and k.lower() not in connection
+                and k.lower() != "content-length"  # relayed chunked, as it arrives
+            ]  # fmt: skip
+            await send(
+                {"type": "http.response.start", "status": response.status_code, "headers": head}
+            )
+            async for chunk in response.aiter_raw():  # as sent: compressed stays compressed
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             await response.aclose()
-        if disconnected:
-            self.metrics.count(vendor, "client_disconnected")
+
+
+async def _in_thread(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run a blocking call (SQLite commits of the transfer log) off the event loop."""
+    import anyio.to_thread
+
+    return await anyio.to_thread.run_sync(lambda: func(*args, **kwargs))
 
 
 _DISCONNECTED = b"\x00veilpix: client disconnected\x00"

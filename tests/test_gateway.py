@@ -222,3 +222,55 @@ def test_a_client_that_leaves_mid_upload_sends_nothing(vendor: Any, gateway: Any
     ):
         time.sleep(0.05)
     assert fake.seen == [] and list(log.records()) == []
+
+
+def test_a_client_that_gives_up_on_a_hanging_vendor_cancels_the_call(
+    vendor: Any, gateway: Any
+) -> None:
+    import time
+
+    fake, _ = vendor
+    server, log = gateway
+    with pytest.raises(httpx2.TimeoutException):
+        httpx2.post(f"{server.url}/openai/hang", json={"input": "hi"}, timeout=1.0)
+    assert len(fake.seen) == 1  # it was sent ...
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not [r for r in log.records() if r.outcome == "failed"]:
+        time.sleep(0.05)
+    (rec,) = log.records()
+    assert rec.outcome == "failed" and "cancelled" in rec.to_dict()["reason"]  # ... and recorded
+
+
+def test_a_vendor_that_resets_is_a_502(tmp_path: Path) -> None:
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def reset_all() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            )
+            conn.close()  # RST
+
+    threading.Thread(target=reset_all, daemon=True).start()
+    log = AuditLog(tmp_path / "a.db")
+    guard = Guard(Policy(vendor_hosts={f"127.0.0.1:{port}": "openai"}), log)
+    try:
+        with Server(
+            Gateway({"": guard}, base_urls={"openai": f"http://127.0.0.1:{port}/v1"})
+        ) as server:
+            resp = httpx2.post(f"{server.url}/openai/responses", json={"input": "hi"}, timeout=30)
+        assert resp.status_code == 502 and resp.json()["error"]["code"] == "veilpix_upstream"
+        (rec,) = log.records()
+        assert rec.outcome == "failed"
+    finally:
+        listener.close()
+        log.close()
