@@ -10,6 +10,7 @@ lines can carry credentials (Gemini's ``?key=``).
 from __future__ import annotations
 
 import ipaddress
+import os
 import signal
 import sys
 from pathlib import Path
@@ -148,7 +149,15 @@ def serve(
         raise ConfigError("the proxy needs uvicorn", hint="pip install 'veilpix[proxy]'") from exc
 
     settings = config.proxy
-    host = host or settings.host
+    # --host/--port, else $VEILPIX_PROXY_HOST/$VEILPIX_PROXY_PORT, else [proxy], else defaults
+    host = host or os.environ.get("VEILPIX_PROXY_HOST") or settings.host
+    if port is None and os.environ.get("VEILPIX_PROXY_PORT"):
+        try:
+            port = int(os.environ["VEILPIX_PROXY_PORT"])
+        except ValueError as exc:
+            raise ConfigError(
+                f"VEILPIX_PROXY_PORT must be a port number, not {os.environ['VEILPIX_PROXY_PORT']!r}"
+            ) from exc
     port = settings.port if port is None else port
     allow_remote = settings.allow_remote if allow_remote is None else allow_remote
     token = token or settings.token

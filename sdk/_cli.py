@@ -264,9 +264,14 @@ def _add_proxy_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_PROXY_EPILOG,
     )
-    p.add_argument("--host", help="address to listen on (default: [proxy] host, else 127.0.0.1)")
     p.add_argument(
-        "--port", type=_port, help="port (default: [proxy] port, else 8787; 0 picks a free one)"
+        "--host",
+        help="address to listen on (default: $VEILPIX_PROXY_HOST, [proxy] host, else 127.0.0.1)",
+    )
+    p.add_argument(
+        "--port",
+        type=_port,
+        help="port (default: $VEILPIX_PROXY_PORT, [proxy] port, else 8787; 0 picks a free one)",
     )
     p.add_argument("--config", metavar="TOML", help=config_help)
     p.add_argument(

@@ -274,3 +274,33 @@ def test_a_vendor_that_resets_is_a_502(tmp_path: Path) -> None:
     finally:
         listener.close()
         log.close()
+
+
+def test_curl_multipart_edit_and_json(
+    vendor: Any, gateway: Any, tmp_path: Path, assert_clean: Any
+) -> None:
+    import shutil
+    import subprocess
+
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    fake, _ = vendor
+    server, _ = gateway
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(PHOTO)
+    out = subprocess.run(
+        ["curl", "-sS", "-f", f"{server.url}/openai/images/edits", "-H", "Authorization: Bearer sk-test",
+         "-F", "model=gpt-image-2", "-F", "prompt=add a hat", "-F", f"image=@{photo};type=image/jpeg"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    got = seen_as_captured(fake)
+    (image,) = [p for p in form_parts(got) if p[0] == "image"]
+    assert_clean(image[3], "curl.jpg")
+    assert [p[3] for p in form_parts(got) if p[0] == "prompt"] == [b"add a hat"]
+    out = subprocess.run(
+        ["curl", "-sS", f"{server.url}/openai/responses", "-H", "Content-Type: application/json",
+         "-d", json.dumps({"model": "gpt-5", "input": "hi"})],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert json.loads(out.stdout) == fake.reply and json.loads(fake.last.body)["store"] is False
