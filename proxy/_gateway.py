@@ -262,14 +262,12 @@ class Gateway:
         try:
             prepared = await anyio.to_thread.run_sync(
                 lambda: guard.prepare(
-                    Outbound(scope["method"], url, forward, body), context=context
+                    Outbound(scope["method"], url, forward, body), context=context, vendor=vendor
                 )
             )
         except RequestBlocked as exc:
             self.metrics.count(vendor, "blocked")
-            await _reply(
-                send, 403, vendor_error(vendor, 403, f"blocked by veilpix: {exc.message}", exc.rule)
-            )
+            await _reply(send, 403, vendor_error(vendor, 403, _blocked_text(exc), exc.rule))
             return
         except VeilpixError as exc:  # the log cannot be written: fail closed
             self.metrics.count(vendor, "error")
@@ -295,7 +293,7 @@ class Gateway:
         (while the vendor thinks, or mid-stream) cancels the upstream call."""
         import anyio
 
-        disconnected = False
+        disconnected = relayed = False
         async with anyio.create_task_group() as tg:
 
             async def watch() -> None:
@@ -303,12 +301,15 @@ class Gateway:
                 while True:
                     message = await receive()
                     if message["type"] == "http.disconnect":
-                        disconnected = True
+                        # After the last byte went out the server reports the (normal) end of
+                        # the exchange the same way; only an earlier one is the client leaving.
+                        disconnected = not relayed
                         tg.cancel_scope.cancel()
                         return
 
             tg.start_soon(watch)
             await self._relay(vendor, prepared, send)
+            relayed = True
             tg.cancel_scope.cancel()
         if disconnected:
             self.metrics.count(vendor, "client_disconnected")
@@ -359,6 +360,11 @@ class Gateway:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             await response.aclose()
+
+
+def _blocked_text(exc: RequestBlocked) -> str:
+    text = f"blocked by veilpix: {exc.message}"
+    return f"{text} ({exc.hint})" if exc.hint else text
 
 
 async def _in_thread(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -225,13 +225,17 @@ class Guard:
 
     # -- the pipeline ------------------------------------------------------------------------
 
-    def prepare(self, request: Outbound, *, context: Context | None = None) -> Prepared:
+    def prepare(
+        self, request: Outbound, *, context: Context | None = None, vendor: str | None = None
+    ) -> Prepared:
         """Sanitize, rebuild and record ``request``; raise :class:`RequestBlocked` instead of
-        returning anything that was not proved clean."""
+        returning anything that was not proved clean. ``vendor`` names the vendor when the
+        door knows it better than the host does (the gateway routes by path, and one
+        corporate gateway host may serve several vendors)."""
         ctx = context or self.context
         work = _Work(policy=self.policy)
         try:
-            out = self._prepare(request, ctx, work)
+            out = self._prepare(request, ctx, work, vendor)
         except _Block as block:
             self._record_block(request, ctx, work, block)
         except ImageError as exc:
@@ -251,7 +255,9 @@ class Guard:
         receipt = self._receipt(work, pending.id)
         return Prepared(out, receipt, pending)
 
-    def _prepare(self, request: Outbound, ctx: Context, work: _Work) -> Outbound:
+    def _prepare(
+        self, request: Outbound, ctx: Context, work: _Work, vendor_name: str | None = None
+    ) -> Outbound:
         from veilpix import adapters
         from veilpix._codec import decode_body
 
@@ -260,7 +266,11 @@ class Guard:
         host = (parts.hostname or "").lower()
         work.host = host
         port = parts.port
-        named = policy.vendor_hosts.get(host) or policy.vendor_hosts.get(f"{host}:{port}")
+        named = (
+            vendor_name
+            or policy.vendor_hosts.get(f"{host}:{port}")
+            or policy.vendor_hosts.get(host)
+        )
         if named is not None:
             try:
                 work.vendor = adapters.get(named)

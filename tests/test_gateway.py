@@ -304,3 +304,26 @@ def test_curl_multipart_edit_and_json(
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert json.loads(out.stdout) == fake.reply and json.loads(fake.last.body)["store"] is False
+
+
+def test_a_completed_call_is_not_counted_as_a_disconnect(vendor: Any, gateway: Any) -> None:
+    server, _ = gateway
+    httpx2.post(f"{server.url}/openai/responses", json={"input": "hi"}, timeout=30)
+    text = httpx2.get(f"{server.url}/_veilpix/metrics").text
+    assert 'outcome="sent"} 1' in text and "client_disconnected" not in text
+
+
+def test_two_vendors_behind_one_host_are_told_apart_by_the_path(
+    vendor: Any, tmp_path: Path
+) -> None:
+    """A corporate gateway host serving several vendors: the route names the vendor."""
+    fake, upstream = vendor
+    log = AuditLog(tmp_path / "a.db")
+    hosts = {f"127.0.0.1:{upstream.port}": "anthropic"}  # the host alone would say anthropic
+    app = Gateway({"": Guard(Policy(vendor_hosts=hosts), log)},
+                  base_urls={"openai": f"{upstream.url}/v1", "anthropic": upstream.url})  # fmt: skip
+    with Server(app) as server:
+        httpx2.post(f"{server.url}/openai/chat/completions", json={"messages": []}, timeout=30)
+    (rec,) = log.records()
+    assert rec.where["vendor"] == "openai" and fake.last.path == "/v1/chat/completions"
+    log.close()
