@@ -206,3 +206,49 @@ def test_client_example_defaults_and_live_without_keys(
     live = run("client.py", "--live", str(tmp_path / "live"), cwd=tmp_path)
     assert live.returncode == 1 and "--live needs OPENAI_API_KEY" in live.stderr
     assert not (tmp_path / "live").exists()  # nothing written, nothing sent
+
+
+def test_proxy_gateway_example(tmp_path: Path) -> None:
+    pytest.importorskip("openai")
+    pytest.importorskip("uvicorn")
+    out = tmp_path / "out"
+    res = run("proxy_gateway.py", str(out), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    text = res.stdout
+    assert "the photo: JPEG 640x480" in text and "GPS 48.85823, 2.29447, EXIF" in text
+    arrived = [line for line in text.splitlines() if line.strip().startswith("image:")]
+    assert len(arrived) == 1  # the edit; the blocked call never reached the vendor
+    assert "no GPS, no EXIF, 0 metadata finding(s)" in arrived[0]
+    assert "[fake OpenAI] POST /v1/images/edits" in text
+    assert "Authorization reached it: True, Content-Usage: train-ai=n" in text
+    assert "openai.PermissionDeniedError: HTTP 403, code destination.country" in text
+    assert "requests that reached the vendor: 0" in text
+    assert 'veilpix_requests_total{vendor="openai",outcome="sent"} 1' in text
+    assert 'veilpix_requests_total{vendor="openai",outcome="blocked"} 1' in text
+    assert "veilpix_images_total 1" in text
+    with AuditLog(out / "audit.db", readonly=True) as log:
+        records = [r.to_dict() for r in log.records()]
+    assert [(r["outcome"], r["who"]["app"], r["who"]["door"]) for r in records] == [
+        ("sent", None, "gateway"), ("blocked", "eu-only", "gateway"),
+    ]  # fmt: skip
+    assert records[1]["rule"] == "destination.country"
+    for rec in records:  # the record ids printed are the log's
+        assert rec["id"][:8] in text
+    assert b"sk-offline-example" not in (out / "audit.db").read_bytes()
+    assert verify_log(out / "audit.db").ok
+    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(("-wal", "-shm"))) == [
+        "audit.db", "audit.db.key", "veilpix.toml",
+    ]  # fmt: skip
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # nothing written elsewhere
+
+
+def test_proxy_gateway_example_without_arguments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("openai")
+    pytest.importorskip("uvicorn")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the script's temporary folder goes here
+    res = run("proxy_gateway.py", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    (folder,) = tmp_path.glob("veilpix-proxy-*")
+    assert (folder / "audit.db").is_file() and str(folder) in res.stdout
