@@ -1,0 +1,756 @@
+"""Benchmark: the gateway (``veilpix.proxy.Gateway``) against the same upstream reached directly,
+and against mitmproxy in reverse mode, same run.
+
+Setup
+-----
+Three local processes on 127.0.0.1, started by this script and stopped at the end:
+
+* upstream   a minimal ASGI app on uvicorn (one worker) that reads the whole request body and
+             answers a small JSON (about 230 B, with ``x-request-id``). It stands in for the
+             vendor, so the direct figures are the floor every path shares.
+* gateway    ``Gateway({"": Guard(Policy(vendor_hosts={upstream: "openai"}), AuditLog)},
+             base_urls={"openai": upstream/v1})`` on uvicorn, one worker, access log off, the log
+             in a fresh temporary folder (``--dir``: on another filesystem). Every call through
+             it is sanitized, checked against the policy and logged: ``log.begin`` is committed
+             durably before the call leaves and ``finish`` afterwards, i.e. two durable commits
+             (two fsyncs of the WAL) per call. That is part of the gateway's cost, by design.
+* mitmproxy  ``mitmdump --mode reverse:http://127.0.0.1:UP --listen-port P -q`` (the peer),
+             from its own venv: mitmproxy 12 needs Python >= 3.12, so the script makes a venv
+             with pyenv's 3.12+ under ``~/.cache/veilpix-bench/mitmproxy`` (reused on later
+             runs) and ``pip install mitmproxy`` into it. When that is impossible the peer is
+             reported unavailable, with the reason, and its ratio is not computed.
+             ``--no-mitmproxy`` skips it.
+
+Requests (the same bytes on every path, built once):
+
+* small JSON  ``POST /v1/responses`` (direct) or ``/openai/responses`` (gateway), a 160-byte
+              text-only Responses API body with ``Authorization: Bearer``.
+* JPEG edit   ``POST /v1/images/edits`` / ``/openai/images/edits``, multipart: ``model``,
+              ``prompt`` and a ~4 MB JPEG (Pillow, smooth colour plus heavy noise so it does not
+              compress, EXIF with camera make, model, serial and a GPS position).
+
+Latency: one ``httpx2.Client`` (keep-alive, one connection per target) sends the requests one
+at a time, alternating direct and gateway (and mitmproxy for small JSON), the order of each
+round rotated, so drift and noise hit every path alike. After a warm-up, ``--n`` rounds of
+small JSON and ``--n-jpeg`` rounds of JPEG edits. Reported: p50 and p99 of the client-side
+time from sending to the last response byte; *added* = gateway p50 (p99) minus direct p50
+(p99); *paired* = the median of per-round differences. The gateway's own view comes from
+its ``/_veilpix/metrics``: the mean time to the upstream's response head over the series.
+
+Sanitize and guard, in process (no HTTP), after the servers are idle: ``veilpix.sanitize`` of
+the JPEG, then ``Guard.prepare`` and ``Prepared.finish`` on the same requests with the same
+policy and an ``AuditLog`` on the same filesystem: prepare = parse + sanitize + policy +
+the durable ``begin``; finish = the durable ``finish``. Medians.
+
+Throughput: small JSON at concurrency ``--concurrency`` (16): one ``httpx2.AsyncClient`` with
+16 connections and 16 tasks sending ``--n-tput`` requests in total, after a warm-up;
+requests/s = requests / wall time. Direct, gateway and mitmproxy in an order rotated from run
+to run, ``--repeat`` runs; the median req/s is reported and the ratio is the median of the
+per-run ratios. The client shares the machine's cores with the servers, equally for every
+path.
+
+Targets (from the issue): gateway p50 added for small JSON <= 2 ms; gateway throughput
+>= 3x mitmproxy's reverse-mode throughput at concurrency 16. Afterwards the gateway's log is
+verified (untimed): intact, one record per gateway call.
+
+Run with the project's venv::
+
+    .venv/bin/python bench/proxy.py                 # 2000 + 100 rounds, 3 x 2000 requests
+    .venv/bin/python bench/proxy.py --quick         # smoke run (under 20 s without installing)
+    .venv/bin/python bench/proxy.py --no-mitmproxy --json > proxy.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import glob
+import io
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx2
+
+import veilpix
+
+TARGET_ADDED_MS = 2.0  # small JSON, p50 added by the gateway
+TARGET_TPUT = 3.0  # gateway req/s / mitmproxy req/s at concurrency 16
+API_KEY = "sk-proj-Zq8dL2mX9vB4nT7wR1yK5hJ3"
+JPEG_BYTES = 4_000_000
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "veilpix-bench"
+REPLY = json.dumps(
+    {
+        "id": "resp_0123456789abcdef",
+        "object": "response",
+        "status": "completed",
+        "model": "gpt-4.1-mini",
+        "output": [
+            {
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": "A red bicycle."}],
+            }
+        ],
+        "usage": {"input_tokens": 12, "output_tokens": 5, "total_tokens": 17},
+    },
+    separators=(",", ":"),
+).encode()
+SMALL = json.dumps(
+    {
+        "model": "gpt-4.1-mini",
+        "input": "Describe a red bicycle in three words.",
+        "store": False,
+        "max_output_tokens": 16,
+        "metadata": {"ticket": "T-1042"},
+    },
+).encode()
+
+
+def progress(text: str) -> None:
+    if sys.stderr.isatty():
+        print(f"\r\033[K{text}", end="", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- servers
+
+
+async def upstream_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The stand-in vendor: read the body, answer a small JSON at once."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            done = "startup" if message["type"] == "lifespan.startup" else "shutdown"
+            await send({"type": f"lifespan.{done}.complete"})
+            if done == "shutdown":
+                return
+    if scope["type"] != "http":
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(REPLY)).encode()),
+        (b"x-request-id", b"req_bench")]})  # fmt: skip
+    await send({"type": "http.response.body", "body": REPLY})
+
+
+def serve(role: str, port: int, upstream_port: int, log_path: str) -> None:
+    """Child process: run the upstream or the gateway on uvicorn until SIGTERM."""
+    import uvicorn
+
+    log = None
+    if role == "upstream":
+        app: Any = upstream_app
+    else:
+        from veilpix import AuditLog, Guard, Policy
+        from veilpix.proxy import Gateway
+
+        log = AuditLog(log_path)
+        guard = Guard(Policy(vendor_hosts={f"127.0.0.1:{upstream_port}": "openai"}), log)
+        app = Gateway({"": guard}, base_urls={"openai": f"http://127.0.0.1:{upstream_port}/v1"})
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                            access_log=False, lifespan="on", workers=1)  # fmt: skip
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        if log is not None:
+            log.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    port: int
+    errfile: Path
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+def start(name: str, cmd: list[str], port: int, tmp: Path, ready_path: str) -> Proc:
+    err = tmp / f"{name}.err"
+    with err.open("wb") as fh:
+        popen = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=fh)
+    proc = Proc(name, popen, port, err)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if popen.poll() is not None:
+            break
+        try:
+            httpx2.get(f"http://127.0.0.1:{port}{ready_path}", timeout=1)
+            return proc
+        except httpx2.HTTPError:
+            time.sleep(0.05)
+    proc.stop()
+    tail = err.read_text(errors="replace")[-800:]
+    raise RuntimeError(f"{name} did not start: {tail}")
+
+
+def serve_cmd(role: str, port: int, upstream_port: int = 0, log_path: str = "") -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), "--serve", role, "--port", str(port),
+            "--upstream-port", str(upstream_port), "--log-path", log_path]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- mitmproxy
+
+
+def find_mitmdump(install: bool) -> tuple[str | None, str]:
+    """(path to mitmdump, version or the reason it is unavailable)."""
+    venv = CACHE / "mitmproxy"
+    exe = venv / "bin" / "mitmdump"
+    if not exe.exists() and install:
+        root = os.environ.get("PYENV_ROOT", str(Path.home() / ".pyenv"))
+        pythons = sorted(
+            (p for p in glob.glob(f"{root}/versions/3.*/bin/python3")
+             if tuple(int(x) for x in Path(p).parts[-3].split(".")[:2]) >= (3, 12)),
+            key=lambda p: [int(x) for x in Path(p).parts[-3].split(".") if x.isdigit()],
+        )  # fmt: skip
+        if not pythons:
+            return None, f"no Python >= 3.12 under {root}/versions (mitmproxy 12 needs one)"
+        progress(f"installing mitmproxy into {venv} (once) ...")
+        shutil.rmtree(venv, ignore_errors=True)
+        steps = [[pythons[0], "-m", "venv", str(venv)],
+                 [str(venv / "bin" / "pip"), "install", "-q", "mitmproxy"]]  # fmt: skip
+        for cmd in steps:
+            try:
+                done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                return None, f"{' '.join(cmd[:3])}: {exc}"
+            if done.returncode:
+                shutil.rmtree(venv, ignore_errors=True)
+                last = (done.stderr.strip().splitlines() or ["?"])[-1]
+                return None, f"{' '.join(cmd[:4])} failed: {last}"
+    if not exe.exists():
+        return None, "not installed (--no-mitmproxy)" if not install else "mitmdump missing"
+    try:
+        out = subprocess.run(
+            [str(exe), "--version"], check=False, capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"mitmdump --version: {exc}"
+    first = (out.stdout.splitlines() or ["?"])[0].replace("Mitmproxy:", "").strip()
+    return str(exe), f"mitmproxy {first}"
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def make_jpeg(target: int) -> bytes:
+    """A ~``target``-byte photo-like JPEG: smooth colour under heavy sensor-like noise (so it
+    does not compress away), with EXIF make, model, serial, date and a GPS position."""
+    import numpy as np
+    import piexif
+    from PIL import Image
+
+    exif = piexif.dump(
+        {
+            "0th": {piexif.ImageIFD.Make: b"Apple", piexif.ImageIFD.Model: b"iPhone 15 Pro"},
+            "Exif": {
+                piexif.ExifIFD.DateTimeOriginal: b"2026:05:01 12:34:56",
+                piexif.ExifIFD.BodySerialNumber: b"F2LXK9QZ1234",
+            },
+            "GPS": {
+                piexif.GPSIFD.GPSLatitudeRef: b"N",
+                piexif.GPSIFD.GPSLatitude: ((52, 1), (22, 1), (1234, 100)),
+                piexif.GPSIFD.GPSLongitudeRef: b"E",
+                piexif.GPSIFD.GPSLongitude: ((4, 1), (53, 1), (4321, 100)),
+            },
+        }
+    )
+    rng = np.random.default_rng(7)
+
+    def encode(width: int, height: int) -> bytes:
+        y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+        rgb = np.stack([120 + 90 * np.sin(x / width * 3.1) * np.cos(y / height * 2.3),
+                        110 + 80 * np.cos(x / width * 4.7 + y / height * 1.9),
+                        100 + 70 * np.sin((x + y) / (width + height) * 6.0)], axis=-1)  # fmt: skip
+        rgb += rng.normal(0, 28, rgb.shape)
+        out = io.BytesIO()
+        Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB").save(
+            out, "JPEG", quality=90, exif=exif
+        )
+        return out.getvalue()
+
+    width, height = 1200, 900
+    data = encode(width, height)
+    for _ in range(3):
+        if abs(len(data) - target) < target * 0.04:
+            break
+        scale = (target / len(data)) ** 0.5
+        width, height = int(width * scale) // 16 * 16, int(height * scale) // 16 * 16
+        data = encode(width, height)
+    return data
+
+
+def multipart(photo: bytes) -> tuple[bytes, str]:
+    boundary = "----veilpixbench7MA4YWxkTrZu0gW"
+    parts = []
+    for name, value in (("model", "gpt-image-1"), ("prompt", "put a red hat on the person")):
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+                     f"{value}\r\n".encode())  # fmt: skip
+    parts.append(
+        f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
+        f'filename="photo.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'.encode()
+        + photo
+        + b"\r\n"
+    )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+@dataclass(frozen=True)
+class Call:
+    path: str  # after the vendor base ("/responses")
+    body: bytes
+    content_type: str
+
+
+# --------------------------------------------------------------------------- latency
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p
+    lo = int(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+@dataclass
+class Series:
+    call: str
+    rounds: int
+    targets: list[str]
+    ms: dict[str, list[float]] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    gateway_upstream_ms: float | None = None  # the gateway's own view, from its metrics
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"call": self.call, "rounds": self.rounds, "errors": self.errors,
+                               "gateway_upstream_mean_ms": self.gateway_upstream_ms}  # fmt: skip
+        for t in self.targets:
+            v = self.ms[t]
+            out[t] = {"p50_ms": pct(v, 0.5), "p99_ms": pct(v, 0.99), "mean_ms": statistics.mean(v)}
+        for t in self.targets:
+            if t == "direct":
+                continue
+            paired = [a - b for a, b in zip(self.ms[t], self.ms["direct"], strict=True)]
+            out[t]["added_p50_ms"] = out[t]["p50_ms"] - out["direct"]["p50_ms"]
+            out[t]["added_p99_ms"] = out[t]["p99_ms"] - out["direct"]["p99_ms"]
+            out[t]["paired_median_ms"] = statistics.median(paired)
+        return out
+
+
+def gateway_metrics(port: int) -> tuple[float, int]:
+    """(sum of upstream seconds, count) from the gateway's Prometheus text."""
+    text = httpx2.get(f"http://127.0.0.1:{port}/_veilpix/metrics").text
+    total, count = 0.0, 0
+    for line in text.splitlines():
+        if line.startswith("veilpix_upstream_seconds_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("veilpix_upstream_seconds_count"):
+            count += int(line.rsplit(" ", 1)[1])
+    return total, count
+
+
+def latency(
+    name: str, call: Call, bases: dict[str, str], rounds: int, warmup: int, gw_port: int
+) -> Series:
+    targets = list(bases)
+    series = Series(name, rounds, targets, {t: [] for t in targets}, {t: 0 for t in targets})
+    headers = {"authorization": f"Bearer {API_KEY}", "content-type": call.content_type}
+    with httpx2.Client(timeout=60) as client:
+
+        def once(target: str) -> float:
+            t0 = time.perf_counter()
+            try:
+                r = client.post(bases[target] + call.path, content=call.body, headers=headers)
+                ok = r.status_code == 200
+            except httpx2.HTTPError as exc:  # counted, shown, and the round goes on
+                ok = False
+                print(f"{name} via {target}: {type(exc).__name__}: {exc}", file=sys.stderr)
+            ms = (time.perf_counter() - t0) * 1000
+            if not ok:
+                series.errors[target] += 1
+            return ms
+
+        for _ in range(warmup):
+            for t in targets:
+                once(t)
+        before = gateway_metrics(gw_port)
+        for i in range(rounds):
+            if i % 50 == 0:
+                progress(f"latency {name}: round {i}/{rounds}")
+            k = i % len(targets)
+            for t in targets[k:] + targets[:k]:
+                series.ms[t].append(once(t))
+        after = gateway_metrics(gw_port)
+    if after[1] > before[1]:
+        series.gateway_upstream_ms = (after[0] - before[0]) / (after[1] - before[1]) * 1000
+    return series
+
+
+# --------------------------------------------------------------------------- throughput
+
+
+async def blast(url: str, body: bytes, n: int, concurrency: int) -> tuple[float, int]:
+    headers = {"authorization": f"Bearer {API_KEY}", "content-type": "application/json"}
+    limits = httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    errors = 0
+    async with httpx2.AsyncClient(limits=limits, timeout=60) as client:
+
+        async def worker(count: int) -> None:
+            nonlocal errors
+            for _ in range(count):
+                r = await client.post(url, content=body, headers=headers)
+                if r.status_code != 200:
+                    errors += 1
+
+        per = [n // concurrency + (1 if k < n % concurrency else 0) for k in range(concurrency)]
+        await asyncio.gather(*(worker(4) for _ in range(concurrency)))  # warm-up, connections
+        errors = 0
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(c) for c in per))
+        return time.perf_counter() - t0, errors
+
+
+@dataclass
+class Tput:
+    target: str
+    runs_rps: list[float] = field(default_factory=list)
+    errors: int = 0
+    rps: float = 0.0
+
+
+def throughput(
+    bases: dict[str, str], n: int, concurrency: int, repeat: int
+) -> tuple[dict[str, Tput], list[float]]:
+    targets = list(bases)
+    out = {t: Tput(t) for t in targets}
+    ratios: list[float] = []
+    for run in range(repeat):
+        k = run % len(targets)
+        for t in targets[k:] + targets[:k]:
+            progress(f"throughput run {run + 1}/{repeat}: {t}")
+            seconds, errors = asyncio.run(blast(bases[t] + "/responses", SMALL, n, concurrency))
+            out[t].runs_rps.append(n / seconds)
+            out[t].errors += errors
+        if "mitmproxy" in out:
+            ratios.append(out["gateway"].runs_rps[-1] / out["mitmproxy"].runs_rps[-1])
+    for t in out.values():
+        t.rps = statistics.median(t.runs_rps)
+    return out, ratios
+
+
+# --------------------------------------------------------------------------- in process
+
+
+def in_process(tmp: Path, upstream_port: int, calls: dict[str, Call], photo: bytes,
+               n_small: int, n_jpeg: int) -> dict[str, Any]:  # fmt: skip
+    """Median ms of veilpix.sanitize(photo) and of Guard.prepare / Prepared.finish per call."""
+    from veilpix import AuditLog, Guard, Policy
+    from veilpix._guard import Context, Outbound
+
+    res: dict[str, Any] = {}
+    times = []
+    for _ in range(max(n_jpeg, 3)):
+        t0 = time.perf_counter()
+        clean = veilpix.sanitize(photo)
+        times.append((time.perf_counter() - t0) * 1000)
+    res["sanitize_ms"] = statistics.median(times)
+    res["sanitized_bytes"] = len(clean.data)
+    host = f"127.0.0.1:{upstream_port}"
+    with AuditLog(tmp / "inproc" / "audit.db") as log:
+        guard = Guard(Policy(vendor_hosts={host: "openai"}), log)
+        ctx = Context(door="gateway", client="127.0.0.1")
+        for name, call in calls.items():
+            prep, fin = [], []
+            headers = [("authorization", f"Bearer {API_KEY}"), ("content-type", call.content_type)]
+            for i in range((n_small if name == "small JSON" else n_jpeg) + 2):
+                progress(f"in process: {name} {i}")
+                out = Outbound("POST", f"http://{host}/v1{call.path}", list(headers), call.body)
+                t0 = time.perf_counter()
+                prepared = guard.prepare(out, context=ctx)
+                t1 = time.perf_counter()
+                prepared.finish(status=200, vendor_request_id="req_bench")
+                t2 = time.perf_counter()
+                if i >= 2:  # the first two warm up imports and caches
+                    prep.append((t1 - t0) * 1000)
+                    fin.append((t2 - t1) * 1000)
+            res[name] = {"prepare_ms": statistics.median(prep), "finish_ms": statistics.median(fin)}
+    return res
+
+
+# --------------------------------------------------------------------------- report
+
+
+def revision() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, capture_output=True,
+                             text=True, cwd=Path(__file__).parent, timeout=10)  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "proxy", "sdk"], check=False,
+                               capture_output=True, text=True, cwd=Path(__file__).parent.parent,
+                               timeout=10).stdout.strip()  # fmt: skip
+        return (out.stdout.strip() or "?") + (", proxy/ or sdk/ modified" if dirty else "")
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+
+
+def print_report(doc: dict[str, Any]) -> None:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console(highlight=False, width=None if sys.stdout.isatty() else 140)
+    con.print(
+        f"veilpix {doc['veilpix']}, Python {doc['python']}, {doc['cores']} cores, uvicorn "
+        f"{doc['uvicorn']} (one worker each), peer: {doc['mitmproxy']}\n"
+        f"log in {doc['dir']}; JPEG {doc['jpeg']['bytes']:,} B "
+        f"({doc['jpeg']['width']}x{doc['jpeg']['height']}, EXIF+GPS), sanitized to "
+        f"{doc['in_process']['sanitized_bytes']:,} B"
+    )
+    lt = Table(box=box.SIMPLE_HEAD, title="Latency, one request at a time (ms)",
+               title_justify="left")  # fmt: skip
+    for col in ("call", "path", "rounds", "p50", "p99", "added p50", "added p99", "paired Δ",
+                "errors"):  # fmt: skip
+        lt.add_column(col, justify="left" if col in ("call", "path") else "right")
+    for s in doc["latency"]:
+        for t in ("direct", "gateway", "mitmproxy"):
+            if t not in s:
+                continue
+            r = s[t]
+            lt.add_row(
+                s["call"] if t == "direct" else "",
+                t,
+                str(s["rounds"]) if t == "direct" else "",
+                f"{r['p50_ms']:.2f}",
+                f"{r['p99_ms']:.2f}",
+                f"{r['added_p50_ms']:+.2f}" if "added_p50_ms" in r else "",
+                f"{r['added_p99_ms']:+.2f}" if "added_p99_ms" in r else "",
+                f"{r['paired_median_ms']:+.2f}" if "paired_median_ms" in r else "",
+                str(s["errors"][t]),
+            )
+        lt.add_section()
+    con.print()
+    con.print(lt)
+    con.print(
+        "  added = this path's percentile minus direct's; paired Δ = median of per-round "
+        "differences (rounds alternate the paths).\n  Through the gateway every call is "
+        "sanitized, checked and logged with two durable commits (two WAL fsyncs): part of its cost."
+    )
+    ip = doc["in_process"]
+    bt = Table(box=box.SIMPLE_HEAD, title="Where the gateway's time goes (ms, medians)",
+               title_justify="left")  # fmt: skip
+    for col in ("call", "added p50 (HTTP)", "guard.prepare", "of it sanitize", "finish",
+                "guard total", "rest (hop, ASGI, relay)", "gateway→upstream mean"):  # fmt: skip
+        bt.add_column(col, justify="left" if col == "call" else "right")
+    for s in doc["latency"]:
+        g = ip[s["call"]]
+        total = g["prepare_ms"] + g["finish_ms"]
+        added = s["gateway"]["added_p50_ms"]
+        bt.add_row(
+            s["call"],
+            f"{added:.2f}",
+            f"{g['prepare_ms']:.2f}",
+            f"{ip['sanitize_ms']:.2f}" if s["call"] == "JPEG edit" else "-",
+            f"{g['finish_ms']:.2f}",
+            f"{total:.2f}",
+            f"{added - total:.2f}",
+            f"{s['gateway_upstream_mean_ms']:.2f}" if s["gateway_upstream_mean_ms"] else "?",
+        )
+    con.print()
+    con.print(bt)
+    con.print(
+        "  guard.prepare (parse, sanitize, policy, durable begin) and finish (durable finish) "
+        "timed in process on an idle machine;\n  sanitize = veilpix.sanitize(jpeg) alone. "
+        "gateway→upstream = the gateway's own metrics: time to the upstream's response head."
+    )
+    tt = Table(box=box.SIMPLE_HEAD, title=f"Throughput, small JSON, concurrency "
+               f"{doc['concurrency']}, {doc['n_tput']} requests a run", title_justify="left")  # fmt: skip
+    for col in ("path", "req/s (median)", "runs", "gateway ÷ this", "errors"):
+        tt.add_column(col, justify="left" if col == "path" else "right")
+    tp = doc["throughput"]
+    for t, r in tp.items():
+        ratio = tp["gateway"]["rps"] / r["rps"]
+        tt.add_row(t, f"{r['rps']:,.0f}", " ".join(f"{x:,.0f}" for x in r["runs_rps"]),
+                   f"{ratio:.2f}×", str(r["errors"]))  # fmt: skip
+    con.print()
+    con.print(tt)
+    con.print(f"  gateway log afterwards: {doc['log_check']}")
+    con.print()
+    for line in doc["targets"]:
+        con.print(line.replace("PASS", "[green]PASS[/]").replace("MISS", "[red]MISS[/]"))
+    con.print(f"\nbench took {doc['bench_seconds']:.1f} s")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--n", type=int, default=2000, help="small-JSON latency rounds (2000)")
+    ap.add_argument("--n-jpeg", type=int, default=100, help="JPEG-edit latency rounds (100)")
+    ap.add_argument("--n-tput", type=int, default=2000, help="requests per throughput run (2000)")
+    ap.add_argument("--concurrency", type=int, default=16, help="throughput concurrency (16)")
+    ap.add_argument("--repeat", type=int, default=3, help="throughput runs (median; 3)")
+    ap.add_argument("--dir", type=Path, help="put the gateway's log here (default: temp folder)")
+    ap.add_argument("--no-mitmproxy", action="store_true", help="skip the mitmproxy peer")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 300/15 rounds, 1 x 400")
+    ap.add_argument("--json", action="store_true", help="print machine-readable results only")
+    ap.add_argument("--serve", choices=("upstream", "gateway"), help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--upstream-port", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--log-path", default="", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.serve:
+        serve(args.serve, args.port, args.upstream_port, args.log_path)
+        return 0
+    if args.quick:
+        args.n, args.n_jpeg, args.n_tput, args.repeat = 300, 15, 400, 1
+    if min(args.n, args.n_jpeg) < 2 or min(args.repeat, args.concurrency) < 1:
+        ap.error("--n and --n-jpeg must be at least 2, --repeat and --concurrency at least 1")
+    if args.n_tput < args.concurrency:
+        ap.error("--n-tput must be at least --concurrency")
+    if args.dir is not None and not args.dir.is_dir():
+        ap.error(f"--dir {args.dir}: not a folder")
+
+    started = time.perf_counter()
+    mitm_exe, mitm_note = (None, "skipped (--no-mitmproxy)")
+    if not args.no_mitmproxy:
+        mitm_exe, mitm_note = find_mitmdump(install=True)
+        if mitm_exe is None:
+            mitm_note = f"unavailable: {mitm_note}"
+    progress("building the JPEG")
+    photo = make_jpeg(JPEG_BYTES)
+    from PIL import Image
+
+    width, height = Image.open(io.BytesIO(photo)).size
+    form, form_type = multipart(photo)
+    calls = {"small JSON": Call("/responses", SMALL, "application/json"),
+             "JPEG edit": Call("/images/edits", form, form_type)}  # fmt: skip
+
+    tmp = Path(tempfile.mkdtemp(prefix="veilpix-bench-proxy-", dir=args.dir))
+    procs: list[Proc] = []
+    try:
+        progress("starting the servers")
+        up_port = free_port()
+        up = start("upstream", serve_cmd("upstream", up_port), up_port, tmp, "/")
+        procs.append(up)
+        log_path = tmp / "gateway" / "audit.db"
+        log_path.parent.mkdir()
+        gw_port = free_port()
+        procs.append(start("gateway", serve_cmd("gateway", gw_port, up.port, str(log_path)),
+                           gw_port, tmp, "/_veilpix/health"))  # fmt: skip
+        bases = {"direct": f"http://127.0.0.1:{up.port}/v1",
+                 "gateway": f"http://127.0.0.1:{gw_port}/openai"}  # fmt: skip
+        if mitm_exe:
+            mp = free_port()
+            cmd = [mitm_exe, "--mode", f"reverse:http://127.0.0.1:{up.port}",
+                   "--listen-host", "127.0.0.1", "--listen-port", str(mp), "-q"]  # fmt: skip
+            try:
+                procs.append(start("mitmproxy", cmd, mp, tmp, "/v1/ready"))
+                bases["mitmproxy"] = f"http://127.0.0.1:{mp}/v1"
+            except RuntimeError as exc:
+                mitm_note = f"unavailable: {exc}"
+        lat = [
+            latency("small JSON", calls["small JSON"], bases, args.n, 30, gw_port),
+            latency(
+                "JPEG edit",
+                calls["JPEG edit"],
+                {k: bases[k] for k in ("direct", "gateway")},
+                args.n_jpeg,
+                3,
+                gw_port,
+            ),
+        ]
+        tput, ratios = throughput(bases, args.n_tput, args.concurrency, args.repeat)
+        # every gateway call, warm-ups included, must be in its log
+        gateway_calls = (30 + args.n) + (3 + args.n_jpeg)
+        gateway_calls += args.repeat * (args.n_tput + 4 * args.concurrency)
+        for p in procs:
+            p.stop()
+        res = veilpix.verify_log(log_path)
+        log_check = (
+            f"intact, {res.records:,} records, {res.pending} pending (expected {gateway_calls:,})"
+            if res.intact
+            else "NOT intact"
+        )
+        up_only = start("upstream", serve_cmd("upstream", up.port), up.port, tmp, "/")
+        procs.append(up_only)
+        inproc = in_process(tmp, up.port, calls, photo, min(args.n, 300), max(args.n_jpeg // 5, 5))
+        progress("")
+    finally:
+        for p in procs:
+            p.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    small = lat[0].summary()
+    added = small["gateway"]["added_p50_ms"]
+    targets = [
+        f"target small JSON: gateway adds {added:.2f} ms at p50 (p99 "
+        f"{small['gateway']['added_p99_ms']:+.2f} ms) ≤ {TARGET_ADDED_MS:.0f} ms: "
+        + ("PASS" if added <= TARGET_ADDED_MS else "MISS")
+    ]
+    if ratios:
+        ratio = statistics.median(ratios)
+        targets.append(
+            f"target throughput @ {args.concurrency}: gateway {ratio:.2f}× mitmproxy reverse mode "
+            f"(median of {len(ratios)} runs, range {min(ratios):.2f}–{max(ratios):.2f}) ≥ "
+            f"{TARGET_TPUT:.0f}×: " + ("PASS" if ratio >= TARGET_TPUT else "MISS")
+        )
+    else:
+        targets.append(f"target throughput vs mitmproxy: not measured, the peer is {mitm_note}")
+    import uvicorn
+
+    doc = {
+        "veilpix": f"{veilpix.__version__} ({revision()})",
+        "python": platform.python_version(),
+        "cores": os.cpu_count(),
+        "uvicorn": uvicorn.__version__,
+        "mitmproxy": mitm_note,
+        "dir": str(args.dir.resolve() if args.dir else Path(tempfile.gettempdir())),
+        "jpeg": {"bytes": len(photo), "width": width, "height": height},
+        "concurrency": args.concurrency,
+        "n_tput": args.n_tput,
+        "repeat": args.repeat,
+        "latency": [s.summary() for s in lat],
+        "in_process": inproc,
+        "throughput": {t: asdict(v) for t, v in tput.items()},
+        "throughput_ratios_vs_mitmproxy": ratios,
+        "log_check": log_check,
+        "targets": targets,
+        "bench_seconds": round(time.perf_counter() - started, 1),
+    }
+    if args.json:
+        print(json.dumps(doc, indent=1, ensure_ascii=False))
+    else:
+        print_report(doc)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
