@@ -80,7 +80,6 @@ import pstats
 import shutil
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -91,6 +90,8 @@ from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from _common import camera_exif, progress, revision
 
 import veilpix
 from veilpix import AuditLog, OutboundImage, Transfer, verify_log
@@ -114,7 +115,6 @@ def make_photo(width: int, height: int) -> bytes:
     """A photo-like JPEG (smooth gradients plus sensor-like noise) carrying camera metadata:
     EXIF with make, model, serial, date and a GPS position."""
     import numpy as np
-    import piexif
     from PIL import Image
 
     rng = np.random.default_rng(7)
@@ -129,21 +129,7 @@ def make_photo(width: int, height: int) -> bytes:
     )
     rgb += rng.normal(0, 6, rgb.shape)
     im = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB")
-    exif = piexif.dump(
-        {
-            "0th": {piexif.ImageIFD.Make: b"Apple", piexif.ImageIFD.Model: b"iPhone 15 Pro"},
-            "Exif": {
-                piexif.ExifIFD.DateTimeOriginal: b"2026:05:01 12:34:56",
-                piexif.ExifIFD.BodySerialNumber: b"F2LXK9QZ1234",
-            },
-            "GPS": {
-                piexif.GPSIFD.GPSLatitudeRef: b"N",
-                piexif.GPSIFD.GPSLatitude: ((52, 1), (22, 1), (1234, 100)),
-                piexif.GPSIFD.GPSLongitudeRef: b"E",
-                piexif.GPSIFD.GPSLongitude: ((4, 1), (53, 1), (4321, 100)),
-            },
-        }
-    )
+    exif = camera_exif()
     out = io.BytesIO()
     im.save(out, "JPEG", quality=90, exif=exif)
     return out.getvalue()
@@ -652,28 +638,6 @@ def filesystem_of(path: Path) -> dict[str, str]:
     return best
 
 
-def revision() -> str:
-    """The commit measured, with "+changes" when sdk/ differs from it ("?" outside git)."""
-    root = Path(__file__).resolve().parents[1]
-
-    def git(*argv: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["git", *argv], cwd=root, capture_output=True, text=True, check=False)
-
-    try:
-        head = git("rev-parse", "--short", "HEAD")
-        dirty = git("status", "--porcelain", "--", "sdk")
-    except OSError:
-        return "?"
-    if head.returncode != 0:
-        return "?"
-    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
-
-
-def progress(message: str) -> None:
-    if sys.stderr.isatty():
-        print(f"\r\033[K  {message}", end="", file=sys.stderr, flush=True)
-
-
 # --------------------------------------------------------------------------- report
 
 
@@ -870,7 +834,7 @@ def main(argv: list[str] | None = None) -> int:
         if s.ratio is not None
     ]
     doc = {
-        "veilpix": f"{veilpix.__version__} ({revision()})",
+        "veilpix": f"{veilpix.__version__} ({revision('sdk')})",
         "sqlite": sqlite3.sqlite_version,
         "python": platform.python_version(),
         "cores": os.cpu_count(),

@@ -82,6 +82,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+from _common import camera_exif, progress, revision
 
 import veilpix
 
@@ -116,11 +117,6 @@ SMALL = json.dumps(
         "metadata": {"ticket": "T-1042"},
     },
 ).encode()
-
-
-def progress(text: str) -> None:
-    if sys.stderr.isatty():
-        print(f"\r\033[K{text}", end="", file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- servers
@@ -263,24 +259,9 @@ def make_jpeg(target: int) -> bytes:
     """A ~``target``-byte photo-like JPEG: smooth colour under heavy sensor-like noise (so it
     does not compress away), with EXIF make, model, serial, date and a GPS position."""
     import numpy as np
-    import piexif
     from PIL import Image
 
-    exif = piexif.dump(
-        {
-            "0th": {piexif.ImageIFD.Make: b"Apple", piexif.ImageIFD.Model: b"iPhone 15 Pro"},
-            "Exif": {
-                piexif.ExifIFD.DateTimeOriginal: b"2026:05:01 12:34:56",
-                piexif.ExifIFD.BodySerialNumber: b"F2LXK9QZ1234",
-            },
-            "GPS": {
-                piexif.GPSIFD.GPSLatitudeRef: b"N",
-                piexif.GPSIFD.GPSLatitude: ((52, 1), (22, 1), (1234, 100)),
-                piexif.GPSIFD.GPSLongitudeRef: b"E",
-                piexif.GPSIFD.GPSLongitude: ((4, 1), (53, 1), (4321, 100)),
-            },
-        }
-    )
+    exif = camera_exif()
     rng = np.random.default_rng(7)
 
     def encode(width: int, height: int) -> bytes:
@@ -508,18 +489,6 @@ def in_process(tmp: Path, upstream_port: int, calls: dict[str, Call], photo: byt
 # --------------------------------------------------------------------------- report
 
 
-def revision() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], check=False, capture_output=True,
-                             text=True, cwd=Path(__file__).parent, timeout=10)  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "proxy", "sdk"], check=False,
-                               capture_output=True, text=True, cwd=Path(__file__).parent.parent,
-                               timeout=10).stdout.strip()  # fmt: skip
-        return (out.stdout.strip() or "?") + (", proxy/ or sdk/ modified" if dirty else "")
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-
-
 def print_report(doc: dict[str, Any]) -> None:
     from rich import box
     from rich.console import Console
@@ -727,7 +696,7 @@ def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
     doc = {
-        "veilpix": f"{veilpix.__version__} ({revision()})",
+        "veilpix": f"{veilpix.__version__} ({revision('proxy', 'sdk')})",
         "python": platform.python_version(),
         "cores": os.cpu_count(),
         "uvicorn": uvicorn.__version__,

@@ -1,0 +1,56 @@
+"""What the benchmark scripts share: the camera metadata their test photos carry, the revision
+they measured, and a progress line. (Scripts run as ``python bench/x.py``, so this folder is
+on ``sys.path``.)"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+__all__ = ["camera_exif", "progress", "revision"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def camera_exif() -> bytes:
+    """EXIF as a phone writes it: make, model, serial, date and a GPS position."""
+    import piexif
+
+    return bytes(
+        piexif.dump(
+            {
+                "0th": {piexif.ImageIFD.Make: b"Apple", piexif.ImageIFD.Model: b"iPhone 15 Pro"},
+                "Exif": {
+                    piexif.ExifIFD.DateTimeOriginal: b"2026:05:01 12:34:56",
+                    piexif.ExifIFD.BodySerialNumber: b"F2LXK9QZ1234",
+                },
+                "GPS": {
+                    piexif.GPSIFD.GPSLatitudeRef: b"N",
+                    piexif.GPSIFD.GPSLatitude: ((52, 1), (22, 1), (1234, 100)),
+                    piexif.GPSIFD.GPSLongitudeRef: b"E",
+                    piexif.GPSIFD.GPSLongitude: ((4, 1), (53, 1), (4321, 100)),
+                },
+            }
+        )
+    )
+
+
+def revision(*folders: str) -> str:
+    """The commit measured, with "+changes" when ``folders`` differ from it ("?" outside git)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=False,
+                              capture_output=True, text=True, timeout=10)  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *folders], cwd=ROOT,
+                               check=False, capture_output=True, text=True, timeout=10)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    if head.returncode != 0:
+        return "?"
+    return head.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
+def progress(message: str) -> None:
+    """Overwrite one status line on stderr (only on a terminal)."""
+    if sys.stderr.isatty():
+        print(f"\r\033[K  {message}", end="", file=sys.stderr, flush=True)
