@@ -293,7 +293,8 @@ class Gateway:
         (while the vendor thinks, or mid-stream) cancels the upstream call."""
         import anyio
 
-        disconnected = relayed = False
+        disconnected = False
+        relayed = [False]  # set by _relay just before the last body message goes out
         async with anyio.create_task_group() as tg:
 
             async def watch() -> None:
@@ -303,13 +304,12 @@ class Gateway:
                     if message["type"] == "http.disconnect":
                         # After the last byte went out the server reports the (normal) end of
                         # the exchange the same way; only an earlier one is the client leaving.
-                        disconnected = not relayed
+                        disconnected = not relayed[0]
                         tg.cancel_scope.cancel()
                         return
 
             tg.start_soon(watch)
-            await self._relay(vendor, prepared, send)
-            relayed = True
+            await self._relay(vendor, prepared, send, relayed)
             tg.cancel_scope.cancel()
         if disconnected:
             self.metrics.count(vendor, "client_disconnected")
@@ -318,7 +318,7 @@ class Gateway:
                 prepared.fail, "the client disconnected; the vendor call was cancelled"
             )
 
-    async def _relay(self, vendor: str, prepared: Any, send: Send) -> None:
+    async def _relay(self, vendor: str, prepared: Any, send: Send, relayed: list[bool]) -> None:
         import httpx2
 
         out = prepared.request
@@ -357,6 +357,7 @@ class Gateway:
             )
             async for chunk in response.aiter_raw():  # as sent: compressed stays compressed
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            relayed[0] = True  # from here on, the server reports the normal end as a disconnect
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             await response.aclose()
