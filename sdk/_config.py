@@ -135,7 +135,7 @@ class Config:
         if app is not None:
             settings.update(self.apps[app])
             where = f"apps.{app}"
-        hosts = dict(self._policy_hosts)
+        hosts = dict(self.vendor_hosts)
         hosts.update(settings.get("vendor_hosts", {}))
         settings["vendor_hosts"] = hosts
         try:
@@ -145,19 +145,6 @@ class Config:
             if message.startswith("Policy."):  # name the key as the file spells it
                 message = f"{where}.{message.removeprefix('Policy.')}"
             raise ConfigError(message, hint=exc.hint) from exc
-
-    @property
-    def _policy_hosts(self) -> dict[str, str]:
-        # Like vendor_hosts, but "host:port" when the URL names a port, so two vendors served
-        # from one test host (127.0.0.1:9000, 127.0.0.1:9001) stay apart.
-        from urllib.parse import urlsplit
-
-        out: dict[str, str] = {}
-        for name, url in self.base_urls.items():
-            parts = urlsplit(url)
-            host = (parts.hostname or "").lower()
-            out[f"{host}:{parts.port}" if parts.port else host] = name
-        return out
 
     def log_path(self, path: str | os.PathLike[str] | None = None) -> Path:
         """Where the log is: ``path``, else ``$VEILPIX_LOG``, else ``[log] path``, else the
@@ -181,12 +168,17 @@ class Config:
     @property
     def vendor_hosts(self) -> dict[str, str]:
         """Host of each overridden base URL -> vendor, for ``Policy(vendor_hosts=...)``, so
-        the guard knows whose host an Azure resource or a gateway is."""
+        the guard knows whose host an Azure resource or a gateway is. ``host:port`` when the
+        URL names a port, so two vendors served from one test host (127.0.0.1:9000,
+        127.0.0.1:9001) stay apart."""
         from urllib.parse import urlsplit
 
-        return {
-            (urlsplit(url).hostname or "").lower(): name for name, url in self.base_urls.items()
-        }
+        out: dict[str, str] = {}
+        for name, url in self.base_urls.items():
+            parts = urlsplit(url)
+            host = (parts.hostname or "").lower()
+            out[f"{host}:{parts.port}" if parts.port else host] = name
+        return out
 
 
 def _check_keys(

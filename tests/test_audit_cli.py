@@ -233,7 +233,7 @@ def test_config_base_urls_map_hosts_to_vendors(tmp_path: Path) -> None:
     cfg.write_text('[vendors.azure]\nbase_url = "https://res1.openai.azure.com/openai/v1"\n'
                    '[vendors.openai]\nbase_url = "http://127.0.0.1:9000/v1"\n')  # fmt: skip
     loaded = load_config(cfg)
-    assert loaded.vendor_hosts == {"res1.openai.azure.com": "azure", "127.0.0.1": "openai"}
+    assert loaded.vendor_hosts == {"res1.openai.azure.com": "azure", "127.0.0.1:9000": "openai"}
     assert loaded.base_urls["openai"] == "http://127.0.0.1:9000/v1"
 
 
