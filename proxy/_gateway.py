@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -219,15 +219,11 @@ class Gateway:
         if self.token is not None and not secrets.compare_digest(
             lower.get(TOKEN_HEADER, ""), self.token
         ):
-            await _reply(
-                send,
-                401,
-                vendor_error(vendor_hint, 401, "missing or wrong X-Veilpix-Token", "veilpix_token"),
-            )
+            await self._refuse(send, vendor_hint, 401, "missing or wrong X-Veilpix-Token",
+                               "veilpix_token", outcome=None)  # fmt: skip
             return
         if isinstance(target, str):
-            self.metrics.count("-", "refused")
-            await _reply(send, 404, vendor_error("openai", 404, target, "veilpix_route"))
+            await self._refuse(send, "-", 404, target, "veilpix_route", outcome="refused")
             return
         vendor, url = target
         body = await _read_body(receive, self.max_body)
@@ -235,14 +231,8 @@ class Gateway:
             self.metrics.count(vendor, "client_disconnected")
             return
         if body is None:
-            self.metrics.count(vendor, "too_large")
-            await _reply(
-                send,
-                413,
-                vendor_error(
-                    vendor, 413, f"request body over {self.max_body:,} bytes", "veilpix_too_large"
-                ),
-            )
+            await self._refuse(send, vendor, 413, f"request body over {self.max_body:,} bytes",
+                               "veilpix_too_large", outcome="too_large")  # fmt: skip
             return
         app = lower.get(APP_HEADER, "")
         guard = self.guards.get(app) or self.guards[""]
@@ -252,32 +242,16 @@ class Gateway:
             client=f"{client[0]}" if client else None,
             door="gateway",
         )
-        connection = {t.strip().lower() for t in lower.get("connection", "").split(",")}
-        forward = [
-            (k, v) for k, v in headers
-            if k.lower() not in _HOP_BY_HOP and k.lower() not in _OWN and k.lower() not in connection
-        ]  # fmt: skip
-        import anyio.to_thread
-
+        forward = [(k, v) for k, v in _end_to_end(headers) if k.lower() not in _OWN]
+        outbound = Outbound(scope["method"], url, forward, body)
         try:
-            prepared = await anyio.to_thread.run_sync(
-                lambda: guard.prepare(
-                    Outbound(scope["method"], url, forward, body), context=context, vendor=vendor
-                )
-            )
+            prepared = await _in_thread(guard.prepare, outbound, context=context, vendor=vendor)
         except RequestBlocked as exc:
-            self.metrics.count(vendor, "blocked")
-            await _reply(send, 403, vendor_error(vendor, 403, _blocked_text(exc), exc.rule))
+            await self._refuse(send, vendor, 403, _blocked_text(exc), exc.rule, outcome="blocked")
             return
         except VeilpixError as exc:  # the log cannot be written: fail closed
-            self.metrics.count(vendor, "error")
-            await _reply(
-                send,
-                503,
-                vendor_error(
-                    vendor, 503, f"veilpix cannot record the call: {exc.message}", "veilpix_log"
-                ),
-            )
+            await self._refuse(send, vendor, 503, f"veilpix cannot record the call: {exc.message}",
+                               "veilpix_log", outcome="error")  # fmt: skip
             return
         for report in prepared.receipt.images:
             self.metrics.images += 1
@@ -285,6 +259,15 @@ class Gateway:
             self.metrics.bytes_before += report.bytes_in
             self.metrics.bytes_after += report.bytes_out
         await self._send_upstream(vendor, prepared, receive, send)
+
+    async def _refuse(
+        self, send: Send, vendor: str, status: int, message: str, code: str, *, outcome: str | None
+    ) -> None:
+        """Answer in the vendor's error shape (counted under ``outcome`` when given)."""
+        if outcome is not None:
+            self.metrics.count(vendor, outcome)
+        shape = vendor if vendor != "-" else "openai"
+        await _reply(send, status, vendor_error(shape, status, message, code))
 
     async def _send_upstream(
         self, vendor: str, prepared: Any, receive: Receive, send: Send
@@ -331,9 +314,8 @@ class Gateway:
             response = await self._http().send(request, stream=True)
         except httpx2.HTTPError as exc:
             await _in_thread(prepared.fail, f"{type(exc).__name__}: {exc}")
-            self.metrics.count(vendor, "failed")
             reason = f"the vendor could not be reached: {type(exc).__name__}"
-            await _reply(send, 502, vendor_error(vendor, 502, reason, "veilpix_upstream"))
+            await self._refuse(send, vendor, 502, reason, "veilpix_upstream", outcome="failed")
             return
         try:
             self.metrics.observe(vendor, time.perf_counter() - started)
@@ -343,15 +325,11 @@ class Gateway:
                 vendor_request_id=response.headers.get("x-request-id"),
             )
             self.metrics.count(vendor, "sent")
-            connection = {
-                t.strip().lower() for t in response.headers.get("connection", "").split(",")
-            }
             head = [
                 (k.encode("latin-1"), v.encode("latin-1"))
-                for k, v in response.headers.multi_items()
-                if k.lower() not in _HOP_BY_HOP and k.lower() not in connection
-                and k.lower() != "content-length"  # relayed chunked, as it arrives
-            ]  # fmt: skip
+                for k, v in _end_to_end(response.headers.multi_items())
+                if k.lower() != "content-length"  # relayed chunked, as it arrives
+            ]
             await send(
                 {"type": "http.response.start", "status": response.status_code, "headers": head}
             )
@@ -361,6 +339,14 @@ class Gateway:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             await response.aclose()
+
+
+def _end_to_end(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``headers`` without the hop-by-hop ones (RFC 9110 7.6.1), including those the
+    Connection header names."""
+    items = list(headers)
+    named = {t.strip().lower() for k, v in items if k.lower() == "connection" for t in v.split(",")}
+    return [(k, v) for k, v in items if k.lower() not in _HOP_BY_HOP and k.lower() not in named]
 
 
 def _blocked_text(exc: RequestBlocked) -> str:
