@@ -540,6 +540,15 @@ class _Base:
                 vendor=call.vendor,
             )
 
+    def _check_size(self, call: Call, size: int, client: str) -> None:
+        """Stop a result download that grows past ``max_download_bytes``."""
+        if size > self.max_download_bytes:
+            raise VendorError(
+                f"the result from {call.display} is over {self.max_download_bytes:,} bytes",
+                vendor=call.vendor,
+                hint=f"raise {client}(max_download_bytes=...)",
+            )
+
     def _checked_image(self, call: Call, url: str, data: bytes, ctype: str | None) -> Fetched:
         from veilpix._sniff import looks_like_image
 
@@ -795,13 +804,7 @@ class Client:
                     chunks, size = [], 0
                     for chunk in resp.iter_bytes():
                         size += len(chunk)
-                        if size > base.max_download_bytes:
-                            raise VendorError(
-                                f"the result from {call.display} is over "
-                                f"{base.max_download_bytes:,} bytes",
-                                vendor=call.vendor,
-                                hint="raise Client(max_download_bytes=...)",
-                            )
+                        base._check_size(call, size, "Client")
                         chunks.append(chunk)
                     ctype = resp.headers.get("content-type")
             except httpx2.TransportError as exc:
@@ -1000,13 +1003,7 @@ class AsyncClient:
                     chunks, size = [], 0
                     async for chunk in resp.aiter_bytes():
                         size += len(chunk)
-                        if size > base.max_download_bytes:
-                            raise VendorError(
-                                f"the result from {call.display} is over "
-                                f"{base.max_download_bytes:,} bytes",
-                                vendor=call.vendor,
-                                hint="raise AsyncClient(max_download_bytes=...)",
-                            )
+                        base._check_size(call, size, "AsyncClient")
                         chunks.append(chunk)
                     ctype = resp.headers.get("content-type")
             except httpx2.TransportError as exc:
