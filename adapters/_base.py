@@ -72,6 +72,9 @@ class Endpoint:
     # Starts an upload whose bytes then arrive in chunks (byte ranges veilpix cannot sanitize
     # one by one): the core blocks it when it declares an image.
     chunked_start: bool = False
+    # Headers that declare the size of a file sent in a later request (resumable uploads);
+    # the core drops them, since only the sanitized file's size will be true.
+    declared_length_headers: tuple[str, ...] = ()
     note: str = ""
 
     def matches(self, method: str, path: str) -> bool:

@@ -131,6 +131,7 @@ VENDOR = Vendor(
             formats=FORMATS,
             max_image_bytes=2_000_000_000,
             upload=True,
+            declared_length_headers=("x-goog-upload-header-content-length",),
             note="Resumable upload: the 'start' request (X-Goog-Upload-Command: start) carries "
             "JSON metadata only; the bytes follow in the 'upload, finalize' request to the "
             "returned X-Goog-Upload-URL (same path, upload_id query). Files API: 2 GB per file, "

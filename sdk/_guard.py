@@ -327,10 +327,10 @@ class Guard:
         )
         out = Outbound(request.method.upper(), url, list(request.headers), body)
         out.drop_header("content-encoding")
-        if "start" in (out.header("x-goog-upload-command") or ""):
-            # A resumable upload declares the file's length before sending it; veilpix only
-            # learns the sanitized length later, so the (optional) declaration goes.
-            out.drop_header("x-goog-upload-header-content-length")
+        # A resumable upload may declare the file's length before sending it; only the
+        # sanitized length will be true, so the (optional) declaration goes.
+        for name in work.endpoint.declared_length_headers if work.endpoint is not None else ():
+            out.drop_header(name)
         self._rewrite(out, work, ctx)
         limit = work.endpoint.max_request_bytes if work.endpoint is not None else None
         if limit is not None and len(out.body) > limit:
