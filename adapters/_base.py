@@ -118,6 +118,9 @@ class Vendor:
     controls: tuple[Control, ...] = ()
     env_key: tuple[str, ...] = ()  # environment variables the SDK reads the key from
     env_base_url: str | None = None  # environment variable for a base-URL override
+    # The URL path names the region too (Vertex: /locations/<region>/...), so moving a call
+    # to another regional host alone would break it.
+    path_names_region: bool = False
     sources: tuple[str, ...] = field(default=(), repr=False)
 
     def region_for(self, host: str) -> Region | None:

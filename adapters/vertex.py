@@ -132,6 +132,7 @@ VENDOR = Vendor(
     display="Google Vertex AI",
     base_url="https://aiplatform.googleapis.com",
     regions=_REGIONS,
+    path_names_region=True,
     auth_headers=("authorization", "x-goog-api-key"),
     auth_query=("key",),
     endpoints=(

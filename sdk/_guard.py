@@ -371,7 +371,7 @@ class Guard:
             )
             return url
         parts = urlsplit(url)
-        if "/locations/" in parts.path:  # Vertex: the path names the region too
+        if vendor.path_names_region:
             work.unavailable.append(f"regional endpoint ({wanted}): the request names its location")
             return url
         netloc = concrete if parts.port is None else f"{concrete}:{parts.port}"
