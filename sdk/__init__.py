@@ -19,6 +19,8 @@ __all__ = [  # noqa: RUF022 - plain sorted() order, which tests/test_packaging.p
     "AsyncClient",
     "AuditLog",
     "AuditLogError",
+    "Authority",
+    "CAError",
     "CenterFace",
     "Client",
     "Config",
@@ -101,6 +103,8 @@ _LAZY = {
     "load_config": "veilpix._config",
     "AuditLog": "veilpix._audit",
     "AuditLogError": "veilpix._errors",
+    "Authority": "veilpix._ca",
+    "CAError": "veilpix._errors",
     "OutboundImage": "veilpix._audit_record",
     "PendingTransfer": "veilpix._audit",
     "Transfer": "veilpix._audit_record",
@@ -138,10 +142,12 @@ if TYPE_CHECKING:
     from veilpix._audit import AuditLog, PendingTransfer, TransferRecord
     from veilpix._audit_record import OutboundImage, Transfer
     from veilpix._audit_verify import VerifyResult, verify_log
+    from veilpix._ca import Authority
     from veilpix._client import AsyncClient, Client, GeneratedImage, Result
     from veilpix._config import Config, load_config
     from veilpix._errors import (
         AuditLogError,
+        CAError,
         ConfigError,
         ConsentRequired,
         CorruptImage,

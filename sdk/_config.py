@@ -36,6 +36,14 @@ It configures the transfer log, the policy (default, per vendor, per app) and th
     allow_remote = false
     token_env = "VEILPIX_PROXY_TOKEN"    # the environment variable holding the client token
 
+    [intercept]                          # the HTTPS_PROXY mode and its local CA (docs/intercept.md)
+    port = 8788
+    ca_dir = "/etc/veilpix/ca"           # --dir and $VEILPIX_CA_DIR win; default: user data folder
+    extra_domains = ["gateway.corp.example"]  # names the CA may also sign for (with subdomains)
+    only_vendors = false                 # true: refuse other hosts instead of tunnelling them
+    upstream_ca = "/etc/veilpix/corp-root.pem"  # also trust this CA for upstream connections
+    upstream_hosts = { "api.openai.com" = "127.0.0.1:9443" }  # dial here instead (tests, air gaps)
+
 Unknown sections and keys are errors, not silently ignored: a typo in a privacy setting must
 not quietly fall back to a default. The file is found at ``--config``, else ``$VEILPIX_CONFIG``;
 nothing is read from the working folder unless named. Secrets never live in the file: the
@@ -57,9 +65,18 @@ from veilpix._errors import ConfigError
 if TYPE_CHECKING:
     from veilpix._policy import Policy
 
-__all__ = ["Config", "LogConfig", "ProxyConfig", "VendorConfig", "load_config"]
+__all__ = [
+    "Config",
+    "InterceptConfig",
+    "LogConfig",
+    "ProxyConfig",
+    "VendorConfig",
+    "check_domain",
+    "load_config",
+]
 
 DEFAULT_TOKEN_ENV = "VEILPIX_PROXY_TOKEN"  # noqa: S105 - the name of a variable, not a secret
+DEFAULT_INTERCEPT_PORT = 8788
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,6 +112,25 @@ class ProxyConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class InterceptConfig:
+    """``[intercept]``: the ``HTTPS_PROXY`` mode and its name-constrained local CA.
+
+    ``extra_domains`` are DNS names the CA may sign for besides the vendors' (each with its
+    subdomains; baked into the CA certificate, so a change needs ``veilpix ca rotate``).
+    ``only_vendors`` refuses CONNECT to hosts the CA does not cover instead of tunnelling
+    them untouched. ``upstream_ca`` is a PEM file trusted for upstream connections besides the
+    system roots; ``upstream_hosts`` maps a vendor host to the ``(host, port)`` to dial instead
+    (tests, air-gapped mirrors); TLS to it is still verified for the vendor's name."""
+
+    port: int = DEFAULT_INTERCEPT_PORT
+    ca_dir: Path | None = None
+    extra_domains: tuple[str, ...] = ()
+    only_vendors: bool = False
+    upstream_ca: Path | None = None
+    upstream_hosts: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     """A parsed ``veilpix.toml``. ``source`` is the file it came from (None: built-in).
     ``policy_settings`` are the ``[policy]`` keyword arguments, ``apps`` each app's overrides;
@@ -105,6 +141,7 @@ class Config:
     policy_settings: Mapping[str, Any] = field(default_factory=dict)
     apps: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    intercept: InterceptConfig = field(default_factory=InterceptConfig)
     source: Path | None = None
 
     def vendor_policies(self, app: str | None = None) -> dict[str, Policy]:
@@ -155,6 +192,16 @@ class Config:
         from veilpix._audit import default_log_path
 
         return default_log_path()
+
+    def ca_dir(self, path: str | os.PathLike[str] | None = None) -> Path:
+        """Where the intercept CA lives: ``path``, else ``$VEILPIX_CA_DIR``, else
+        ``[intercept] ca_dir``, else ``ca`` in the user data folder."""
+        chosen = path or os.environ.get("VEILPIX_CA_DIR") or self.intercept.ca_dir
+        if chosen:
+            return Path(chosen).expanduser()
+        from platformdirs import user_data_path
+
+        return user_data_path("veilpix", appauthor=False) / "ca"
 
     @property
     def mechanisms(self) -> dict[str, str]:
@@ -355,6 +402,156 @@ def _proxy(table: Mapping[str, Any]) -> ProxyConfig:
     return out
 
 
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+# Names that hold other people's services: a CA permitted for one could sign for all of them.
+# Public suffixes of the ccTLD kind ("co.uk") are caught by _SECOND_LEVEL below.
+_SHARED_PARENTS = frozenset({
+    "amazonaws.com", "appspot.com", "azure.com", "azurewebsites.net", "blogspot.com",
+    "cloudflare.com", "cloudfront.net", "firebaseapp.com", "github.io", "google.com",
+    "googleapis.com", "herokuapp.com", "microsoft.com", "netlify.app", "pages.dev",
+    "vercel.app", "web.app", "windows.net", "workers.dev",
+})  # fmt: skip
+_SECOND_LEVEL = frozenset({
+    "ac", "co", "com", "edu", "go", "gob", "gov", "govt", "ltd", "mil", "ne", "net", "nic",
+    "nom", "or", "org", "plc", "sch",
+})  # fmt: skip
+
+
+def _is_dns_name(host: str) -> bool:
+    labels = host.split(".")
+    return (
+        len(host) <= 253
+        and all(_LABEL.fullmatch(label) for label in labels)
+        and not labels[-1].isdigit()  # 10.0.0.1 and friends
+    )
+
+
+def check_domain(name: str, where: str = "intercept.extra_domains") -> str:
+    """``name`` as a DNS name the intercept CA may be permitted for (lower case, no trailing
+    dot), or :class:`ConfigError`: DNS names only, no wildcards, no IP addresses, and nothing
+    as broad as a public suffix ("com", "co.uk") or a shared cloud parent ("googleapis.com")."""
+    import ipaddress
+
+    if not isinstance(name, str):
+        raise ConfigError(f"{where} must hold strings, not {name!r}")
+    host = name.lower().removesuffix(".")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    else:
+        raise ConfigError(
+            f"{where}: {name!r} is an IP address; the CA signs for DNS names only",
+            hint="name the host, e.g. gateway.corp.example",
+        )
+    if "*" in host or host.startswith("."):
+        raise ConfigError(
+            f"{where}: {name!r} is a pattern; write the plain name",
+            hint=f"{host.lstrip('*.')!r} already covers its subdomains",
+        )
+    if not _is_dns_name(host):
+        raise ConfigError(
+            f"{where}: {name!r} is not a DNS name",
+            hint="letters, digits and '-' in dot-separated labels, e.g. gateway.corp.example",
+        )
+    labels = host.split(".")
+    too_broad = (
+        len(labels) == 1
+        or host in _SHARED_PARENTS
+        or (len(labels) == 2 and len(labels[1]) == 2 and labels[0] in _SECOND_LEVEL)
+    )
+    if too_broad:
+        raise ConfigError(
+            f"{where}: {name!r} is too broad: the CA could then sign for sites that are not "
+            "yours or not AI vendors",
+            hint="name the exact host, or a zone only that service uses, such as api.example.com",
+        )
+    return host
+
+
+def _address(where: str, value: Any) -> tuple[str, int]:
+    """A "host:port" (or "[v6]:port") upstream address."""
+    import ipaddress
+
+    if not isinstance(value, str):
+        raise ConfigError(f'{where} must be a "host:port" string, not {value!r}')
+    host, sep, port = value.lower().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            host = str(ipaddress.IPv6Address(host[1:-1]))
+        except ValueError:
+            host = ""
+    else:
+        try:
+            host = str(ipaddress.IPv4Address(host))
+        except ValueError:
+            host = host if host and _is_dns_name(host) else ""
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ConfigError(
+            f'{where} must be "host:port" with a port from 1 to 65535, not {value!r}',
+            hint='for example "127.0.0.1:9443", "[::1]:9443" or "mirror.corp.example:443"',
+        )
+    return host, int(port)
+
+
+def _intercept(table: Mapping[str, Any], base: Path) -> InterceptConfig:
+    _check_keys("intercept", table, {
+        "port": int, "ca_dir": str, "extra_domains": list, "only_vendors": bool,
+        "upstream_ca": str, "upstream_hosts": dict,
+    })  # fmt: skip
+
+    def where(name: str) -> Path | None:
+        if name not in table:
+            return None
+        path = Path(os.path.expandvars(table[name])).expanduser()
+        return path if path.is_absolute() else base / path  # relative to the config file
+
+    port = table.get("port", DEFAULT_INTERCEPT_PORT)
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"intercept.port must be from 0 to 65535, not {port}")
+    extra: list[str] = []
+    for name in table.get("extra_domains", []):
+        host = check_domain(name)
+        if host not in extra:
+            extra.append(host)
+    upstream_ca = where("upstream_ca")
+    if upstream_ca is not None:
+        try:
+            text = upstream_ca.read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"intercept.upstream_ca: cannot read {str(upstream_ca)!r}: {exc.strerror}"
+            ) from exc
+        if b"-----BEGIN CERTIFICATE-----" not in text:
+            raise ConfigError(
+                f"intercept.upstream_ca: {str(upstream_ca)!r} holds no PEM certificate",
+                hint="name a PEM file (-----BEGIN CERTIFICATE-----)",
+            )
+    upstream: dict[str, tuple[str, int]] = {}
+    for host, value in table.get("upstream_hosts", {}).items():
+        key = check_domain(host, f"intercept.upstream_hosts.{host}")
+        upstream[key] = _address(f"intercept.upstream_hosts.{host}", value)
+    if upstream:
+        from veilpix._ca import covered, permitted_domains
+
+        permitted = permitted_domains(extra)
+        for host in upstream:
+            if not covered(host, permitted):
+                raise ConfigError(
+                    f"intercept.upstream_hosts.{host}: not a vendor host or an extra domain, "
+                    "so the proxy never intercepts it",
+                    hint="add it to intercept.extra_domains, or check the spelling",
+                )
+    return InterceptConfig(
+        port=port,
+        ca_dir=where("ca_dir"),
+        extra_domains=tuple(extra),
+        only_vendors=table.get("only_vendors", False),
+        upstream_ca=upstream_ca,
+        upstream_hosts=upstream,
+    )
+
+
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     """Read ``path`` (else ``$VEILPIX_CONFIG``; else the built-in defaults)."""
     if path is None:
@@ -371,7 +568,14 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     _check_keys(
         "veilpix.toml",
         doc,
-        {"log": dict, "vendors": dict, "policy": dict, "apps": dict, "proxy": dict},
+        {
+            "log": dict,
+            "vendors": dict,
+            "policy": dict,
+            "apps": dict,
+            "proxy": dict,
+            "intercept": dict,
+        },
     )
     vendors: dict[str, VendorConfig] = {}
     for name, table in doc.get("vendors", {}).items():
@@ -403,6 +607,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         policy_settings=_policy_settings("policy", doc.get("policy", {})),
         apps=apps,
         proxy=_proxy(doc.get("proxy", {})),
+        intercept=_intercept(doc.get("intercept", {}), file.absolute().parent),
         source=file,
     )
     for app in (None, *apps):  # every Policy is built once here, so errors surface on load

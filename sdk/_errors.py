@@ -10,6 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuditLogError",
+    "CAError",
     "ConfigError",
     "ConsentRequired",
     "CorruptImage",
@@ -141,6 +142,16 @@ class AuditLogError(VeilpixError):
         "check that the log file and its folder are writable and the disk has space "
         "(the log is at --log / VEILPIX_LOG, default: the veilpix user data folder); "
         "nothing was sent"
+    )
+
+
+class CAError(VeilpixError):
+    """The intercept proxy's local certificate authority is missing, damaged or unsafe, or was
+    asked for a certificate its name constraints do not allow."""
+
+    default_hint = (
+        "create it with `veilpix ca init` (or replace it with `veilpix ca rotate`); "
+        "the CA folder is --dir, $VEILPIX_CA_DIR, [intercept] ca_dir, else the user data folder"
     )
 
 
