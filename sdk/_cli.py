@@ -38,6 +38,8 @@ examples:
   veilpix proxy --config veilpix.toml   the local gateway apps point their base URL at
   veilpix config check --config veilpix.toml
                                         validate the settings file
+  veilpix ca init                       the local CA of the intercept (HTTPS_PROXY) mode
+  eval "$(veilpix env)"                 send this shell's apps through the intercept proxy
 
 docs: https://github.com/veilpix/veilpix/tree/main/docs
 """
@@ -225,6 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_audit_parser(sub)
     _add_proxy_parsers(sub)
+    from veilpix._cli_ca import add_ca_parsers
+
+    add_ca_parsers(sub)
     return parser
 
 
@@ -359,6 +364,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_proxy(args)
         if args.command == "config":
             return _run_config(args)
+        if args.command in ("ca", "env"):
+            from veilpix._cli_ca import run_ca
+
+            return run_ca(args)
         if args.command == "demo":
             from veilpix._demo import run_demo
 
@@ -426,6 +435,7 @@ def _run_config(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     source = str(config.source) if config.source else None
     proxy = config.proxy
+    intercept = config.intercept
     if args.json:
         print(json.dumps({
             "valid": True,
@@ -440,6 +450,12 @@ def _run_config(args: argparse.Namespace) -> int:
             "proxy": {"host": proxy.host, "port": proxy.port, "max_body": proxy.max_body,
                       "allow_remote": proxy.allow_remote, "token_env": proxy.token_env,
                       "token_set": proxy.token is not None},
+            "intercept": {"port": intercept.port, "ca_dir": str(config.ca_dir()),
+                          "extra_domains": list(intercept.extra_domains),
+                          "only_vendors": intercept.only_vendors,
+                          "upstream_ca": intercept.upstream_ca,
+                          "upstream_hosts": {h: _address(*a)
+                                             for h, a in intercept.upstream_hosts.items()}},
         }, indent=2, default=str))  # fmt: skip
         return EXIT_OK
     default = _policy_summary(policies[""])
@@ -465,7 +481,19 @@ def _run_config(args: argparse.Namespace) -> int:
         f"  proxy: {proxy.host}:{proxy.port}, max_body {proxy.max_body:,} bytes, "
         f"allow_remote {str(proxy.allow_remote).lower()}, token ${proxy.token_env} {token}"
     )
+    bits = [f"port {intercept.port}", f"ca_dir {config.ca_dir()}"]
+    if intercept.extra_domains:
+        bits.append(f"extra_domains {', '.join(intercept.extra_domains)}")
+    bits.append(f"only_vendors {str(intercept.only_vendors).lower()}")
+    if intercept.upstream_ca:
+        bits.append(f"upstream_ca {intercept.upstream_ca}")
+    bits += [f"{h} via {_address(*a)}" for h, a in intercept.upstream_hosts.items()]
+    print(f"  intercept: {', '.join(bits)}")
     return EXIT_OK
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _settings_text(settings: dict[str, object]) -> str:
