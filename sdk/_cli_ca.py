@@ -24,15 +24,17 @@ __all__ = ["ENV_NAMES", "add_ca_parsers", "run_ca"]
 
 EXIT_OK, EXIT_USAGE = 0, 2
 
-# What `veilpix env` sets, in print order. SSL_CERT_FILE and REQUESTS_CA_BUNDLE replace the
-# default roots, so they name the bundle (system roots + the CA); NODE_EXTRA_CA_CERTS adds to
-# Node's roots, so it names the CA alone. Lower-case https_proxy wins over HTTPS_PROXY in
-# curl, Python and Node, so both are set; NODE_USE_ENV_PROXY makes Node (24+) use them.
+# What `veilpix env` sets, in print order. SSL_CERT_FILE (OpenSSL, Python's ssl, httpx),
+# REQUESTS_CA_BUNDLE (requests) and CURL_CA_BUNDLE (curl) replace the default roots, so they
+# name the bundle (system roots + the CA); NODE_EXTRA_CA_CERTS adds to Node's roots, so it
+# names the CA alone. Lower-case https_proxy wins over HTTPS_PROXY in curl, Python and Node,
+# so both are set; NODE_USE_ENV_PROXY=1 makes Node (24 and later) use them.
 ENV_NAMES = (
     "HTTPS_PROXY",
     "https_proxy",
     "SSL_CERT_FILE",
     "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
     "NODE_EXTRA_CA_CERTS",
     "NODE_USE_ENV_PROXY",
 )
@@ -60,8 +62,9 @@ examples:
   veilpix env --json | jq -r .SSL_CERT_FILE
   eval "$(veilpix env --unset)"            back to direct connections
 
-SSL_CERT_FILE and REQUESTS_CA_BUNDLE name bundle.pem in the CA folder (system roots + the
-veilpix CA, rewritten on every run); NODE_EXTRA_CA_CERTS names the CA certificate alone.
+SSL_CERT_FILE, REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE name bundle.pem in the CA folder
+(system roots + the veilpix CA, rewritten on every run); NODE_EXTRA_CA_CERTS names the CA
+certificate alone.
 """
 
 
@@ -150,7 +153,8 @@ def add_ca_parsers(sub: Any) -> None:
         "bundle",
         parents=[common],
         help="write the system roots plus the CA to one PEM file",
-        description="SSL_CERT_FILE and REQUESTS_CA_BUNDLE replace the default trust roots "
+        description="SSL_CERT_FILE, REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE replace the default "
+        "trust roots "
         "rather than add to them, so point them at a bundle: the system's roots (from "
         "Python's default verify paths, else certifi) followed by the veilpix CA.",
     )
@@ -162,8 +166,9 @@ def add_ca_parsers(sub: Any) -> None:
         "env",
         parents=[common],
         help="print the shell lines that send apps through the intercept proxy",
-        description="Print export lines for HTTPS_PROXY, SSL_CERT_FILE, REQUESTS_CA_BUNDLE, "
-        "NODE_EXTRA_CA_CERTS and NODE_USE_ENV_PROXY, quoted for POSIX shells: "
+        description="Print export lines for HTTPS_PROXY (and https_proxy), SSL_CERT_FILE, "
+        "REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, NODE_EXTRA_CA_CERTS and NODE_USE_ENV_PROXY, "
+        "quoted for POSIX shells: "
         'eval "$(veilpix env)". Refreshes bundle.pem in the CA folder.',
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_ENV_EPILOG,
@@ -338,7 +343,7 @@ def _env(args: argparse.Namespace, config: Config) -> int:
     values = dict(
         zip(
             ENV_NAMES,
-            (proxy, proxy, bundle, bundle, str(authority.cert_path.absolute()), "1"),
+            (proxy, proxy, bundle, bundle, bundle, str(authority.cert_path.absolute()), "1"),
             strict=True,
         )
     )

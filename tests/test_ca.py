@@ -712,13 +712,14 @@ def test_env_lines_are_copy_pasteable_shell(
     code, out, _ = run(capsys, "env", "--dir", str(folder))
     assert code == 0
     lines = out.splitlines()
-    assert [shlex.split(line)[0] for line in lines] == ["export"] * 6
+    assert [shlex.split(line)[0] for line in lines] == ["export"] * 7
     values = dict(shlex.split(line)[1].split("=", 1) for line in lines)
     assert values == {
         "HTTPS_PROXY": "http://127.0.0.1:8788",
         "https_proxy": "http://127.0.0.1:8788",
         "SSL_CERT_FILE": str(folder / "bundle.pem"),
         "REQUESTS_CA_BUNDLE": str(folder / "bundle.pem"),
+        "CURL_CA_BUNDLE": str(folder / "bundle.pem"),
         "NODE_EXTRA_CA_CERTS": str(folder / "ca.pem"),
         "NODE_USE_ENV_PROXY": "1",
     }
