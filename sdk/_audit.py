@@ -16,6 +16,12 @@ on open when a crashed writer left an unsigned tail, and after every erasure or 
 Writers in several threads and several processes append under SQLite's write lock
 (``BEGIN IMMEDIATE``): each append reads the head inside the transaction, so the chain stays
 one line whoever writes.
+
+Group commit: ``begin``, ``finish`` and ``block`` calls that arrive from several threads while
+a commit is under way are written together in the next transaction, one ``SAVEPOINT`` each,
+and made durable by one fsync. Each caller still returns only after the commit that holds its
+entry, so "committed before a byte leaves" is unchanged; a failing call (a finish for an
+unknown record, say) is rolled back to its savepoint without touching the others.
 """
 
 from __future__ import annotations
@@ -32,11 +38,12 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from veilpix._audit_keys import (
     KeyFile,
@@ -57,6 +64,8 @@ from veilpix._audit_record import (
     scrub_secrets,
 )
 from veilpix._errors import AuditLogError, ConfigError
+
+_T = TypeVar("_T")
 
 if TYPE_CHECKING:
     from veilpix._audit_verify import VerifyResult
@@ -333,8 +342,39 @@ class PendingTransfer:
         )
         self.finished = True
 
+    async def afinish(
+        self,
+        *,
+        status: int | None = None,
+        outcome: Outcome = "sent",
+        response_bytes: int | None = None,
+        request_bytes: int | None = None,
+        reason: str | None = None,
+        vendor_request_id: str | None = None,
+    ) -> None:
+        """:meth:`finish` for asyncio code (see :meth:`AuditLog.abegin`)."""
+        latency = (time.perf_counter() - self._t0) * 1000
+        self.finished = True  # claimed now: a concurrent afail must not finish it twice
+        try:
+            await self._log.afinish(
+                self.id,
+                status=status,
+                outcome=outcome,
+                response_bytes=response_bytes,
+                request_bytes=request_bytes,
+                reason=reason,
+                vendor_request_id=vendor_request_id,
+                latency_ms=latency,
+            )
+        except Exception:  # not on cancellation: the shielded commit still goes ahead
+            self.finished = False
+            raise
+
     def fail(self, reason: str) -> None:
         self.finish(outcome="failed", reason=reason)
+
+    async def afail(self, reason: str) -> None:
+        await self.afinish(outcome="failed", reason=reason)
 
 
 # -- the log ------------------------------------------------------------------------------------
@@ -385,6 +425,10 @@ class AuditLog:
         self._busy = busy_timeout
         self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.RLock()
+        self._queue: list[_Ticket] = []  # group commit: appends waiting for the next commit
+        self._queue_lock = threading.Lock()
+        self._drainer: ThreadPoolExecutor | None = None  # commits the async callers' appends
+        self._drain_due = False
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
         self._closed = False
@@ -611,6 +655,8 @@ class AuditLog:
             self._timer = None
             self._stop = threading.Event()
             self._lock = threading.RLock()
+            self._queue, self._queue_lock = [], threading.Lock()
+            self._drainer, self._drain_due = None, False
         assert self._db is not None
         return self._db
 
@@ -639,6 +685,86 @@ class AuditLog:
                 raise
         self._wrote = True
         self._start_timer()
+
+    def _grouped(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``op`` inside a write transaction shared with the other threads' appends that
+        are waiting at the same time, and return once that transaction is durable.
+
+        The caller queues its op, then takes the writer lock. Whoever gets the lock first
+        (the leader) runs every queued op, each in its own savepoint, and commits once; the
+        others find their op already done when the lock comes to them."""
+        ticket = _Ticket(op)
+        with self._queue_lock:
+            self._queue.append(ticket)
+        with self._lock:
+            if not ticket.done:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._commit_batch(batch)
+        if ticket.error is not None:
+            raise ticket.error
+        return ticket.result  # type: ignore[no-any-return]
+
+    def _submit(self, op: Callable[[sqlite3.Connection], _T]) -> Future[_T]:
+        """Queue ``op`` for the next group commit without waiting: the returned future is
+        resolved once the transaction holding it is durable (or failed). One writer thread
+        drains the queue, committing whatever has gathered since its last commit."""
+        ticket = _Ticket(op, Future())
+        with self._queue_lock:
+            if self._closed:
+                raise AuditLogError(f"the transfer log {str(self.path)!r} is closed")
+            self._queue.append(ticket)
+            schedule, self._drain_due = not self._drain_due, True
+            if self._drainer is None:
+                self._drainer = ThreadPoolExecutor(1, thread_name_prefix="veilpix-audit-writer")
+            if schedule:
+                self._drainer.submit(self._drain)
+        assert ticket.future is not None
+        return ticket.future
+
+    def _drain(self) -> None:
+        with self._lock:
+            with self._queue_lock:
+                batch, self._queue, self._drain_due = self._queue, [], False
+            if batch:
+                self._commit_batch(batch)
+
+    async def _awaited(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
+        import asyncio
+
+        # Shielded: a caller cancelled while waiting does not withdraw the append, which may
+        # already be in the transaction being committed.
+        return await asyncio.shield(asyncio.wrap_future(self._submit(op)))
+
+    def _commit_batch(self, batch: list[_Ticket]) -> None:
+        try:
+            with self._write() as db:
+                for t in batch:
+                    db.execute("SAVEPOINT veilpix_op")
+                    try:
+                        t.result = t.op(db)
+                    except Exception as exc:  # noqa: BLE001 - re-raised in its own caller
+                        db.execute("ROLLBACK TO veilpix_op")
+                        t.error = (
+                            self._error("write", exc) if isinstance(exc, sqlite3.Error) else exc
+                        )
+                    db.execute("RELEASE veilpix_op")
+        except Exception as exc:  # noqa: BLE001 - the commit failed: nothing is durable
+            for t in batch:
+                t.result, t.error = None, exc
+        except BaseException:  # interrupted (KeyboardInterrupt in the leader): nothing is
+            for t in batch:
+                t.result = None
+                t.error = AuditLogError("the write was interrupted before it was committed")
+            raise
+        finally:
+            for t in batch:
+                t.done = True
+                if t.future is not None and not t.future.done():
+                    if t.error is not None:
+                        t.future.set_exception(t.error)
+                    else:
+                        t.future.set_result(t.result)
 
     def _append(
         self,
@@ -841,11 +967,21 @@ class AuditLog:
     def begin(self, transfer: Transfer) -> PendingTransfer:
         """Record ``transfer`` as pending and commit it durably. Only after this returns may
         the door send; if it raises :class:`~veilpix.AuditLogError` the door must not send."""
+        rid, op = self._begin_op(transfer)
+        self._grouped(op)
+        return PendingTransfer(self, rid)
+
+    async def abegin(self, transfer: Transfer) -> PendingTransfer:
+        """:meth:`begin` for asyncio code: the commit runs on the log's writer thread, shared
+        with whatever else is waiting, and the event loop is free meanwhile."""
+        rid, op = self._begin_op(transfer)
+        await self._awaited(op)
+        return PendingTransfer(self, rid)
+
+    def _begin_op(self, transfer: Transfer) -> tuple[str, Callable[[sqlite3.Connection], None]]:
         rid = _new_record_id()
         prepared = self._begin_body(transfer)
-        with self._write() as db:
-            self._write_begin(db, transfer, rid, prepared)
-        return PendingTransfer(self, rid)
+        return rid, lambda db: self._write_begin(db, transfer, rid, prepared)
 
     def finish(
         self,
@@ -860,6 +996,40 @@ class AuditLog:
         latency_ms: float | None = None,
     ) -> None:
         """Complete a begun record. A record is finished once; its begin must exist."""
+        self._grouped(
+            self._finish_op(record_id, outcome, status, response_bytes, request_bytes, reason,
+                            vendor_request_id, latency_ms)
+        )  # fmt: skip
+
+    async def afinish(
+        self,
+        record_id: str,
+        *,
+        outcome: Outcome = "sent",
+        status: int | None = None,
+        response_bytes: int | None = None,
+        request_bytes: int | None = None,
+        reason: str | None = None,
+        vendor_request_id: str | None = None,
+        latency_ms: float | None = None,
+    ) -> None:
+        """:meth:`finish` for asyncio code (see :meth:`abegin`)."""
+        await self._awaited(
+            self._finish_op(record_id, outcome, status, response_bytes, request_bytes, reason,
+                            vendor_request_id, latency_ms)
+        )  # fmt: skip
+
+    def _finish_op(  # noqa: PLR0917 - the fields of a finish entry
+        self,
+        record_id: str,
+        outcome: Outcome,
+        status: int | None,
+        response_bytes: int | None,
+        request_bytes: int | None,
+        reason: str | None,
+        vendor_request_id: str | None,
+        latency_ms: float | None,
+    ) -> Callable[[sqlite3.Connection], None]:
         if outcome not in ("sent", "failed", "blocked"):
             raise ConfigError(f"outcome must be sent, failed or blocked, not {outcome!r}")
         body = {
@@ -871,7 +1041,8 @@ class AuditLog:
             "vendor_request_id": vendor_request_id,
             "latency_ms": None if latency_ms is None else round(latency_ms, 3),
         }
-        with self._write() as db:
+
+        def write(db: sqlite3.Connection) -> None:
             kinds = {
                 r[0] for r in db.execute("SELECT kind FROM entries WHERE record=?", (record_id,))
             }
@@ -881,15 +1052,31 @@ class AuditLog:
                 raise AuditLogError(f"transfer {record_id!r} is already finished")
             self._append(db, "finish", record_id, body)
 
+        return write
+
     def block(self, transfer: Transfer, *, reason: str, rule: str) -> str:
         """Record a call that policy stopped before sending (begin and finish, one commit)."""
-        rid = _new_record_id()
-        prepared = self._begin_body(transfer)
-        with self._write() as db:
-            self._write_begin(db, transfer, rid, prepared)
-            body = {"outcome": "blocked", "reason": reason, "rule": rule, "status": None}
-            self._append(db, "finish", rid, body)
+        rid, op = self._block_op(transfer, reason, rule)
+        self._grouped(op)
         return rid
+
+    async def ablock(self, transfer: Transfer, *, reason: str, rule: str) -> str:
+        """:meth:`block` for asyncio code (see :meth:`abegin`)."""
+        rid, op = self._block_op(transfer, reason, rule)
+        await self._awaited(op)
+        return rid
+
+    def _block_op(
+        self, transfer: Transfer, reason: str, rule: str
+    ) -> tuple[str, Callable[[sqlite3.Connection], None]]:
+        rid, begin = self._begin_op(transfer)
+        body = {"outcome": "blocked", "reason": reason, "rule": rule, "status": None}
+
+        def write(db: sqlite3.Connection) -> None:
+            begin(db)
+            self._append(db, "finish", rid, body)
+
+        return rid, write
 
     @contextmanager
     def record(self, transfer: Transfer) -> Iterator[PendingTransfer]:
@@ -1152,6 +1339,10 @@ class AuditLog:
         timer = self._timer
         if timer is not None and timer is not threading.current_thread():
             timer.join()
+        with self._queue_lock:
+            drainer, self._drainer = self._drainer, None
+        if drainer is not None:
+            drainer.shutdown(wait=True)  # queued appends are committed, not dropped
         try:
             if self._wrote and not self.readonly and self._pid == os.getpid():
                 self.checkpoint("close")
@@ -1243,6 +1434,21 @@ def _load_body(text: str, rid: str, *, begin: bool) -> dict[str, Any]:
             hint="run: veilpix audit verify, which names the entry",
         )
     return body  # type: ignore[no-any-return]
+
+
+class _Ticket:
+    """One append waiting for a group commit."""
+
+    __slots__ = ("done", "error", "future", "op", "result")
+
+    def __init__(
+        self, op: Callable[[sqlite3.Connection], Any], future: Future[Any] | None = None
+    ) -> None:
+        self.op = op
+        self.future = future
+        self.done = False
+        self.result: Any = None
+        self.error: BaseException | None = None
 
 
 def _close_at_exit(ref: weakref.ref[AuditLog]) -> None:
