@@ -25,6 +25,7 @@ Limits (keyword arguments; the defaults are the module constants):
 from __future__ import annotations
 
 import base64
+import functools
 import importlib
 import io
 import json
@@ -1079,6 +1080,7 @@ def _path_string(expr: str, text: str) -> str:
     return _QUOTED_PAIR.sub(r"\1", match.group(1))
 
 
+@functools.lru_cache(maxsize=512)  # the adapters' few paths, compiled once
 def _compile_path(expr: str) -> tuple[_Step, ...]:
     """Parse the adapters' path language; raises ValueError for a malformed expression."""
     steps: list[_Step] = []

@@ -24,9 +24,10 @@ log that cannot be written stops the request with :class:`~veilpix.RequestBlocke
 from __future__ import annotations
 
 import base64
+import functools
 import ipaddress
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -156,6 +157,31 @@ class Prepared:
         if not self._pending.finished:
             self._pending.fail(reason[:500])
 
+    async def afinish(
+        self,
+        *,
+        status: int | None,
+        response_bytes: int | None = None,
+        vendor_request_id: str | None = None,
+    ) -> None:
+        """:meth:`finish` for asyncio code: the log commit does not hold up the event loop."""
+        await self._pending.afinish(
+            status=status,
+            response_bytes=response_bytes,
+            request_bytes=len(self.request.body),
+            vendor_request_id=vendor_request_id,
+        )
+
+    async def afail(self, reason: str) -> None:
+        if not self._pending.finished:
+            await self._pending.afail(reason[:500])
+
+
+class _NeedsThread(Exception):
+    """Raised by an inline run (``aprepare`` on the event loop) at the first piece of heavy or
+    blocking work: decompressing, sanitizing an image, fetching a URL. Nothing has been
+    written yet, so the run starts over on a worker thread."""
+
 
 class _Block(Exception):
     def __init__(self, rule: str, reason: str, hint: str | None = None) -> None:
@@ -180,8 +206,14 @@ class _Work:
     first_image: SanitizedImage | None = None
     prompt: str | None = None  # the request's own prompt field, for the log (never stored clear)
     policy: Policy = field(default_factory=Policy)  # the guard's, or the vendor's override
+    inline: bool = False  # on the event loop: heavy work raises _NeedsThread
+
+    def heavy(self) -> None:
+        if self.inline:
+            raise _NeedsThread
 
 
+@functools.lru_cache(maxsize=256)
 def _is_loopback(host: str) -> bool:
     if host in ("localhost", "localhost.localdomain"):
         return True
@@ -233,27 +265,73 @@ class Guard:
         door knows it better than the host does (the gateway routes by path, and one
         corporate gateway host may serve several vendors)."""
         ctx = context or self.context
-        work = _Work(policy=self.policy)
+        out, work, block = self._run(request, ctx, vendor)
+        if block is not None:
+            transfer = self._transfer(request, ctx, work, rule=block.rule)
+            rid = self.log.block(transfer, reason=block.reason, rule=block.rule)
+            raise RequestBlocked(block.reason, rule=block.rule, hint=block.hint, record_id=rid)
+        pending = self.log.begin(self._transfer(out, ctx, work, rule="allowed"))
+        return Prepared(out, self._receipt(work, pending.id), pending)
+
+    async def aprepare(
+        self,
+        request: Outbound,
+        *,
+        context: Context | None = None,
+        vendor: str | None = None,
+        offload: Callable[..., Awaitable[Any]] | None = None,
+        inline_limit: int = 256 * 1024,
+    ) -> Prepared:
+        """:meth:`prepare` for asyncio code (the gateway). A request of at most
+        ``inline_limit`` bytes is checked on the event loop, and moves to
+        ``offload(func, *args)`` (a worker thread) at the first image, compressed body or
+        remote fetch; a larger one goes there at once. The log commits run on the log's
+        writer thread, shared with the other calls in flight."""
+        ctx = context or self.context
+        run = None
+        if offload is None or len(request.body) <= inline_limit:
+            try:
+                run = self._run(request, ctx, vendor, inline=offload is not None)
+            except _NeedsThread:
+                run = None
+        if run is None:
+            assert offload is not None
+            run = await offload(self._run, request, ctx, vendor)
+        out, work, block = run
+        if block is not None:
+            transfer = self._transfer(request, ctx, work, rule=block.rule)
+            rid = await self.log.ablock(transfer, reason=block.reason, rule=block.rule)
+            raise RequestBlocked(block.reason, rule=block.rule, hint=block.hint, record_id=rid)
+        pending = await self.log.abegin(self._transfer(out, ctx, work, rule="allowed"))
+        return Prepared(out, self._receipt(work, pending.id), pending)
+
+    def _run(
+        self, request: Outbound, ctx: Context, vendor: str | None, *, inline: bool = False
+    ) -> tuple[Outbound, _Work, _Block | None]:
+        """The request rebuilt and what was learned, or the reason it must be blocked (with
+        the request itself, for the record). Writes nothing."""
+        work = _Work(policy=self.policy, inline=inline)
         try:
-            out = self._prepare(request, ctx, work, vendor)
+            return self._prepare(request, ctx, work, vendor), work, None
         except _Block as block:
-            self._record_block(request, ctx, work, block)
+            return request, work, block
         except ImageError as exc:
-            self._record_block(request, ctx, work, _Block(
-                "image.unsanitizable", f"an image in the request could not be sanitized: {exc.message}",
-                exc.hint,
-            ))  # fmt: skip
+            return (
+                request,
+                work,
+                _Block(
+                    "image.unsanitizable",
+                    f"an image in the request could not be sanitized: {exc.message}",
+                    exc.hint,
+                ),
+            )
         except ConsentRequired as exc:
-            self._record_block(request, ctx, work, _Block("faces.consent", exc.message, exc.hint))
+            return request, work, _Block("faces.consent", exc.message, exc.hint)
         except AuditLogError:
             raise  # cannot record: nothing is sent, and there is nothing to record it in
         except VeilpixError as exc:
             rule = "request.too_large" if isinstance(exc, RequestTooLarge) else "request.malformed"
-            self._record_block(request, ctx, work, _Block(rule, exc.message, exc.hint))
-        transfer = self._transfer(out, ctx, work, rule="allowed")
-        pending = self.log.begin(transfer)
-        receipt = self._receipt(work, pending.id)
-        return Prepared(out, receipt, pending)
+            return request, work, _Block(rule, exc.message, exc.hint)
 
     def _prepare(
         self, request: Outbound, ctx: Context, work: _Work, vendor_name: str | None = None
@@ -322,9 +400,10 @@ class Guard:
         path = urlsplit(url).path
         work.endpoint = vendor.endpoint_for(request.method, path)
         self._sort_controls(work)
-        body = decode_body(
-            request.body, request.header("content-encoding"), max_bytes=policy.max_request_bytes
-        )
+        encoding = request.header("content-encoding")
+        if encoding and encoding.strip().lower() != "identity":
+            work.heavy()
+        body = decode_body(request.body, encoding, max_bytes=policy.max_request_bytes)
         out = Outbound(request.method.upper(), url, list(request.headers), body)
         out.drop_header("content-encoding")
         # A resumable upload may declare the file's length before sending it; only the
@@ -603,6 +682,7 @@ class Guard:
                 "send the image itself (veilpix sanitizes it), or set "
                 "Policy(remote_images='allow') to let the vendor fetch it",
             )
+        work.heavy()
         data, _ctype = self._fetch(url, work.policy)
         clean = self._clean(data, work, ctx, field=_dotted(path))
         work.remote.append((shown, "inlined: fetched, sanitized, embedded"))
@@ -619,6 +699,7 @@ class Guard:
     def _clean(self, data: bytes, work: _Work, ctx: Context, *, field: str) -> SanitizedImage:
         from veilpix._pipeline import sanitize
 
+        work.heavy()
         policy = work.policy
         endpoint = work.endpoint
         try:
@@ -668,6 +749,8 @@ class Guard:
     def _clean_mask(self, data: bytes, work: _Work, *, field: str) -> SanitizedImage:
         from veilpix._pipeline import sanitize, sanitize_mask
 
+        work.heavy()
+
         image = work.first_image
         try:
             clean = sanitize_mask(data, image, work.policy) if image is not None else sanitize(
@@ -711,11 +794,6 @@ class Guard:
             rule=rule,
             retention=ctx.retention,
         )
-
-    def _record_block(self, request: Outbound, ctx: Context, work: _Work, block: _Block) -> None:
-        transfer = self._transfer(request, ctx, work, rule=block.rule)
-        rid = self.log.block(transfer, reason=block.reason, rule=block.rule)
-        raise RequestBlocked(block.reason, rule=block.rule, hint=block.hint, record_id=rid)
 
     def _receipt(self, work: _Work, record_id: str | None) -> Receipt:
         vendor = work.vendor
