@@ -9,19 +9,22 @@ so the app's own SDK raises something meaningful. Responses stream through as th
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import os
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import Any
 from urllib.parse import unquote
 
 from veilpix._errors import RequestBlocked, VeilpixError
-from veilpix._guard import Context, Guard, Outbound
-
-if TYPE_CHECKING:
-    import httpx2
+from veilpix._guard import Context, Guard, Outbound, Prepared
+from veilpix.proxy._upstream import UpstreamError, UpstreamPool
 
 __all__ = ["Gateway", "Metrics", "vendor_error"]
 
@@ -35,7 +38,8 @@ _HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
     "te", "trailer", "transfer-encoding", "upgrade",
 })  # fmt: skip
-_OWN = frozenset({"host", "content-length", "x-veilpix-token", "x-veilpix-app"})
+# "expect": the gateway has the whole body before it calls the vendor; nothing to wait for.
+_OWN = frozenset({"host", "content-length", "expect", "x-veilpix-token", "x-veilpix-app"})
 TOKEN_HEADER = "x-veilpix-token"  # noqa: S105 - a header name, not a secret
 APP_HEADER = "x-veilpix-app"
 
@@ -124,8 +128,9 @@ class Gateway:
         base_urls: Mapping[str, str] | None = None,
         token: str | None = None,
         max_body: int = 64 * 1024 * 1024,
-        upstream: httpx2.AsyncBaseTransport | None = None,
+        upstream: UpstreamPool | None = None,
         connect_timeout: float = 15.0,
+        threads: int | None = None,
     ) -> None:
         if "" not in guards:
             raise ValueError("guards needs a default entry under ''")
@@ -136,7 +141,11 @@ class Gateway:
         self.metrics = Metrics()
         self._upstream = upstream
         self._connect_timeout = connect_timeout
-        self._client: httpx2.AsyncClient | None = None
+        # Few threads on purpose: sanitizing is mostly C code that releases the GIL, and more
+        # Python threads than cores only fight over the GIL. Log appends from several of them
+        # share one commit (group commit), so a handful keeps the disk busy.
+        self._threads = threads or min(8, (os.cpu_count() or 1) + 2)
+        self._executor: ThreadPoolExecutor | None = None
 
     # -- ASGI -----------------------------------------------------------------------------------
 
@@ -166,20 +175,17 @@ class Gateway:
                 return
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._upstream is not None:
+            await self._upstream.aclose()
+            self._upstream = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)  # in-flight log commits finish first
+            self._executor = None
 
-    def _http(self) -> httpx2.AsyncClient:
-        import httpx2
-
-        if self._client is None:
-            # No read timeout: streams (SSE) and slow image generations may take minutes.
-            timeout = httpx2.Timeout(None, connect=self._connect_timeout)
-            transport = self._upstream or httpx2.AsyncHTTPTransport(verify=True, retries=0)
-            self._client = httpx2.AsyncClient(transport=transport, timeout=timeout,
-                                              follow_redirects=False)  # fmt: skip
-        return self._client
+    def _pool(self) -> UpstreamPool:
+        if self._upstream is None:
+            self._upstream = UpstreamPool(connect_timeout=self._connect_timeout)
+        return self._upstream
 
     # -- the proxy path ---------------------------------------------------------------------------
 
@@ -226,6 +232,23 @@ class Gateway:
             await self._refuse(send, "-", 404, target, "veilpix_route", outcome="refused")
             return
         vendor, url = target
+        await self.forward(vendor, url, scope, receive, send, door="gateway")
+
+    async def forward(
+        self,
+        vendor: str,
+        url: str,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        door: str,
+    ) -> None:
+        """Run one ASGI HTTP request, already routed to ``url`` at ``vendor`` (and past the
+        token check), through the guard and on to the vendor; relay the answer. The door
+        the call came through (``gateway``, ``intercept``) is recorded in the log."""
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        lower = {k.lower(): v for k, v in headers}
         body = await _read_body(receive, self.max_body)
         if body is _DISCONNECTED:  # the client went away mid-upload: send nothing at all
             self.metrics.count(vendor, "client_disconnected")
@@ -240,12 +263,14 @@ class Gateway:
         context = Context(
             app=app or None,
             client=f"{client[0]}" if client else None,
-            door="gateway",
+            door=door,
         )
         forward = [(k, v) for k, v in _end_to_end(headers) if k.lower() not in _OWN]
         outbound = Outbound(scope["method"], url, forward, body)
         try:
-            prepared = await _in_thread(guard.prepare, outbound, context=context, vendor=vendor)
+            prepared = await guard.aprepare(
+                outbound, context=context, vendor=vendor, offload=self._in_thread
+            )
         except RequestBlocked as exc:
             await self._refuse(send, vendor, 403, _blocked_text(exc), exc.rule, outcome="blocked")
             return
@@ -270,75 +295,86 @@ class Gateway:
         await _reply(send, status, vendor_error(shape, status, message, code))
 
     async def _send_upstream(
-        self, vendor: str, prepared: Any, receive: Receive, send: Send
+        self, vendor: str, prepared: Prepared, receive: Receive, send: Send
     ) -> None:
         """Send, then relay the answer as it arrives. A client that goes away at any point
         (while the vendor thinks, or mid-stream) cancels the upstream call."""
-        import anyio
-
-        disconnected = False
         relayed = [False]  # set by _relay just before the last body message goes out
-        async with anyio.create_task_group() as tg:
-
-            async def watch() -> None:
-                nonlocal disconnected
-                while True:
-                    message = await receive()
-                    if message["type"] == "http.disconnect":
-                        # After the last byte went out the server reports the (normal) end of
-                        # the exchange the same way; only an earlier one is the client leaving.
-                        disconnected = not relayed[0]
-                        tg.cancel_scope.cancel()
-                        return
-
-            tg.start_soon(watch)
-            await self._relay(vendor, prepared, send, relayed)
-            tg.cancel_scope.cancel()
+        relay = asyncio.ensure_future(self._relay(vendor, prepared, send, relayed))
+        watch = asyncio.ensure_future(receive())
+        try:
+            await asyncio.wait((relay, watch), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            relay.cancel()
+            watch.cancel()
+            raise
+        # After the last byte went out the server reports the (normal) end of the exchange as
+        # a disconnect too; only one that comes before it is the client leaving.
+        disconnected = (
+            watch.done()
+            and not watch.cancelled()
+            and watch.exception() is None
+            and watch.result().get("type") == "http.disconnect"
+            and not relayed[0]
+        )
+        if disconnected:
+            relay.cancel()
+        else:
+            watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await relay  # re-raises what the relay raised, other than our cancel
         if disconnected:
             self.metrics.count(vendor, "client_disconnected")
             # A no-op when the vendor had already answered (the record says how).
-            await _in_thread(
-                prepared.fail, "the client disconnected; the vendor call was cancelled"
-            )
+            await prepared.afail("the client disconnected; the vendor call was cancelled")
 
-    async def _relay(self, vendor: str, prepared: Any, send: Send, relayed: list[bool]) -> None:
-        import httpx2
-
+    async def _relay(
+        self, vendor: str, prepared: Prepared, send: Send, relayed: list[bool]
+    ) -> None:
         out = prepared.request
-        request = self._http().build_request(
-            out.method, out.url, content=out.body,
-            headers=[(k, v) for k, v in out.headers if k.lower() not in _OWN],
-        )  # fmt: skip
+        headers = [(k, v) for k, v in out.headers if k.lower() not in _OWN]
         started = time.perf_counter()
         try:
-            response = await self._http().send(request, stream=True)
-        except httpx2.HTTPError as exc:
-            await _in_thread(prepared.fail, f"{type(exc).__name__}: {exc}")
-            reason = f"the vendor could not be reached: {type(exc).__name__}"
+            response = await self._pool().request(out.method, out.url, headers, out.body)
+        except UpstreamError as exc:
+            await prepared.afail(f"upstream {exc.kind}: {exc}")
+            reason = f"the vendor could not be reached ({exc.kind}): {exc}"
             await self._refuse(send, vendor, 502, reason, "veilpix_upstream", outcome="failed")
             return
         try:
             self.metrics.observe(vendor, time.perf_counter() - started)
-            await _in_thread(
-                prepared.finish,
-                status=response.status_code,
-                vendor_request_id=response.headers.get("x-request-id"),
+            request_id = response.header(b"x-request-id")
+            await prepared.afinish(
+                status=response.status,
+                vendor_request_id=request_id.decode("latin-1") if request_id else None,
             )
             self.metrics.count(vendor, "sent")
-            head = [
-                (k.encode("latin-1"), v.encode("latin-1"))
-                for k, v in _end_to_end(response.headers.multi_items())
-                if k.lower() != "content-length"  # relayed chunked, as it arrives
-            ]
+            # Content-Length is kept: the body is relayed byte for byte as it came (still
+            # compressed when it was); without one it goes out chunked.
             await send(
-                {"type": "http.response.start", "status": response.status_code, "headers": head}
-            )
-            async for chunk in response.aiter_raw():  # as sent: compressed stays compressed
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                {"type": "http.response.start", "status": response.status,
+                 "headers": _end_to_end_raw(response.headers)}
+            )  # fmt: skip
+            try:
+                async for chunk in response.chunks():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except UpstreamError:
+                # The head is out: all that is left is to cut the client's response short,
+                # which the server does when the app raises.
+                self.metrics.count(vendor, "broken_stream")
+                raise
             relayed[0] = True  # from here on, the server reports the normal end as a disconnect
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             await response.aclose()
+
+    async def _in_thread(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a blocking call (sanitizing images, fetching remote ones) on the gateway's
+        worker threads, off the event loop."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="veilpix-gw")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, partial(func, *args, **kwargs))
 
 
 def _end_to_end(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -349,16 +385,18 @@ def _end_to_end(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
     return [(k, v) for k, v in items if k.lower() not in _HOP_BY_HOP and k.lower() not in named]
 
 
+_HOP_BY_HOP_RAW = frozenset(h.encode() for h in _HOP_BY_HOP)
+
+
+def _end_to_end_raw(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """:func:`_end_to_end` for a response head as h11 gives it (bytes, names lower-case)."""
+    named = {t.strip().lower() for k, v in headers if k == b"connection" for t in v.split(b",")}
+    return [(k, v) for k, v in headers if k not in _HOP_BY_HOP_RAW and k not in named]
+
+
 def _blocked_text(exc: RequestBlocked) -> str:
     text = f"blocked by veilpix: {exc.message}"
     return f"{text} ({exc.hint})" if exc.hint else text
-
-
-async def _in_thread(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run a blocking call (SQLite commits of the transfer log) off the event loop."""
-    import anyio.to_thread
-
-    return await anyio.to_thread.run_sync(lambda: func(*args, **kwargs))
 
 
 _DISCONNECTED = b"\x00veilpix: client disconnected\x00"

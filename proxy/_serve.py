@@ -21,9 +21,8 @@ from veilpix._errors import ConfigError
 from veilpix.proxy._gateway import Gateway
 
 if TYPE_CHECKING:
-    import httpx2
-
     from veilpix._audit import AuditLog
+    from veilpix.proxy._upstream import UpstreamPool
 
 __all__ = ["build_gateway", "env_lines", "is_loopback", "serve"]
 
@@ -47,7 +46,7 @@ def build_gateway(
     log_path: str | Path | None = None,
     token: str | None = None,
     log: AuditLog | None = None,
-    upstream: httpx2.AsyncBaseTransport | None = None,
+    upstream: UpstreamPool | None = None,
 ) -> Gateway:
     """A Gateway for ``config``: one Guard per ``[apps.<name>]`` plus the default, all writing
     one AuditLog (``log``, else the one ``log_path`` / ``$VEILPIX_LOG`` / ``[log] path``
