@@ -67,6 +67,11 @@ from veilpix._errors import AuditLogError, ConfigError
 
 _T = TypeVar("_T")
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: SQLite's own locking only
+    fcntl = None  # type: ignore[assignment]
+
 if TYPE_CHECKING:
     from veilpix._audit_verify import VerifyResult
     from veilpix._config import Config
@@ -429,6 +434,7 @@ class AuditLog:
         self._queue_lock = threading.Lock()
         self._drainer: ThreadPoolExecutor | None = None  # commits the async callers' appends
         self._drain_due = False
+        self._lockfd: int | None = None  # see _writer_lock
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
         self._closed = False
@@ -657,6 +663,10 @@ class AuditLog:
             self._lock = threading.RLock()
             self._queue, self._queue_lock = [], threading.Lock()
             self._drainer, self._drain_due = None, False
+            if self._lockfd is not None:  # shared with the parent: a lock of our own
+                with suppress(OSError):
+                    os.close(self._lockfd)
+                self._lockfd = None
         assert self._db is not None
         return self._db
 
@@ -673,7 +683,10 @@ class AuditLog:
             raise AuditLogError(f"the transfer log {str(self.path)!r} is open read-only")
         with self._lock:
             db = self._conn()
+            lockfd = self._writer_lock()
             try:
+                if lockfd is not None:
+                    fcntl.flock(lockfd, fcntl.LOCK_EX)
                 db.execute("BEGIN IMMEDIATE")
                 yield db
                 db.execute("COMMIT")
@@ -683,8 +696,23 @@ class AuditLog:
             except BaseException:
                 self._rollback()
                 raise
+            finally:
+                if lockfd is not None:
+                    fcntl.flock(lockfd, fcntl.LOCK_UN)
         self._wrote = True
         self._start_timer()
+
+    def _writer_lock(self) -> int | None:
+        """An fd of ``<log>-lock`` that writers in other processes flock around each write
+        transaction. SQLite alone would keep them apart too, but its busy handler polls with
+        sleeps of 1 to 100 ms; a waiter on flock is woken the moment the lock is free, which
+        matters when several proxy workers append at once. None where it cannot be had (the
+        log is still correct without it)."""
+        if self._lockfd is None and fcntl is not None:
+            lock_path = self.path.with_name(self.path.name + "-lock")
+            with suppress(OSError):
+                self._lockfd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return self._lockfd
 
     def _grouped(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run ``op`` inside a write transaction shared with the other threads' appends that
@@ -1352,6 +1380,9 @@ class AuditLog:
                 if self._db is not None:
                     self._db.close()
                     self._db = None
+                if self._lockfd is not None:
+                    os.close(self._lockfd)
+                    self._lockfd = None
 
     def __enter__(self) -> AuditLog:
         return self

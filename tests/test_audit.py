@@ -40,7 +40,7 @@ def test_files_are_private(tmp_path: Path) -> None:
     with AuditLog(path) as log:
         fill(log, 1)
         assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
-        for p in (path, key_path_for(path), Path(f"{path}-wal"), Path(f"{path}-shm")):
+        for p in (path, key_path_for(path), *(Path(f"{path}-{s}") for s in ("wal", "shm", "lock"))):
             assert stat.S_IMODE(os.stat(p).st_mode) == 0o600, p
     assert raw(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 

@@ -92,7 +92,7 @@ def test_transfer_log_example(tmp_path: Path) -> None:
     stored = (out / "audit.db").read_bytes()
     for secret in (b"sk-example", b"customer-4711", b"white background", b"F2LZK0XYN73D"):
         assert secret not in stored
-    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(("-wal", "-shm"))) == [
+    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(("-wal", "-shm", "-lock"))) == [
         "audit.db", "audit.db.key", "head.txt", "public.pem", "register.html", "transfers.csv",
         "transfers.ocsf.jsonl",
     ]  # fmt: skip
@@ -186,7 +186,7 @@ def test_client_example(tmp_path: Path) -> None:
     stored = (out / "audit.db").read_bytes()
     for secret in (b"offline-example", b"red hat", b"F2LZK0XYN73D"):
         assert secret not in stored
-    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(("-wal", "-shm"))) == [
+    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(("-wal", "-shm", "-lock"))) == [
         "audit.db", "audit.db.key", "bfl.jpg", "openai.png",
     ]  # fmt: skip
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # nothing written elsewhere
@@ -236,7 +236,7 @@ def test_proxy_gateway_example(tmp_path: Path) -> None:
         assert rec["id"][:8] in text
     assert b"sk-offline-example" not in (out / "audit.db").read_bytes()
     assert verify_log(out / "audit.db").ok
-    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(("-wal", "-shm"))) == [
+    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(("-wal", "-shm", "-lock"))) == [
         "audit.db", "audit.db.key", "veilpix.toml",
     ]  # fmt: skip
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # nothing written elsewhere
