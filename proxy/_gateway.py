@@ -17,13 +17,13 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 from urllib.parse import unquote
 
 from veilpix._errors import RequestBlocked, VeilpixError
 from veilpix._guard import Context, Guard, Outbound, Prepared
+from veilpix.proxy._metrics import Metrics
 from veilpix.proxy._upstream import UpstreamError, UpstreamPool
 
 __all__ = ["Gateway", "Metrics", "vendor_error"]
@@ -60,62 +60,6 @@ def vendor_error(vendor: str, status: int, message: str, code: str) -> dict[str,
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
-@dataclass
-class Metrics:
-    """Counters for ``/_veilpix/metrics`` (Prometheus text format)."""
-
-    requests: dict[tuple[str, str], int] = field(default_factory=dict)  # (vendor, outcome)
-    images: int = 0
-    faces_blurred: int = 0
-    bytes_before: int = 0
-    bytes_after: int = 0
-    buckets: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-    latency: dict[str, list[int]] = field(default_factory=dict)  # vendor -> bucket counts
-    latency_sum: dict[str, float] = field(default_factory=dict)
-
-    def count(self, vendor: str, outcome: str) -> None:
-        key = (vendor, outcome)
-        self.requests[key] = self.requests.get(key, 0) + 1
-
-    def observe(self, vendor: str, seconds: float) -> None:
-        counts = self.latency.setdefault(vendor, [0] * (len(self.buckets) + 1))
-        for i, bound in enumerate(self.buckets):
-            if seconds <= bound:
-                counts[i] += 1
-        counts[-1] += 1
-        self.latency_sum[vendor] = self.latency_sum.get(vendor, 0.0) + seconds
-
-    def render(self) -> str:
-        out = [
-            "# HELP veilpix_requests_total Requests through the gateway by vendor and outcome.",
-            "# TYPE veilpix_requests_total counter",
-        ]
-        for (vendor, outcome), n in sorted(self.requests.items()):
-            out.append(f'veilpix_requests_total{{vendor="{vendor}",outcome="{outcome}"}} {n}')
-        for name, value, text in (
-            ("veilpix_images_total", self.images, "Images sanitized."),
-            ("veilpix_faces_blurred_total", self.faces_blurred, "Faces hidden before sending."),
-            ("veilpix_image_bytes_before_total", self.bytes_before, "Image bytes received."),
-            ("veilpix_image_bytes_after_total", self.bytes_after, "Image bytes sent."),
-        ):
-            out += [f"# HELP {name} {text}", f"# TYPE {name} counter", f"{name} {value}"]
-        out += [
-            "# HELP veilpix_upstream_seconds Time to the vendor's response head.",
-            "# TYPE veilpix_upstream_seconds histogram",
-        ]
-        for vendor, counts in sorted(self.latency.items()):
-            for bound, n in zip(self.buckets, counts, strict=False):
-                out.append(f'veilpix_upstream_seconds_bucket{{vendor="{vendor}",le="{bound}"}} {n}')
-            out.append(
-                f'veilpix_upstream_seconds_bucket{{vendor="{vendor}",le="+Inf"}} {counts[-1]}'
-            )
-            out.append(
-                f'veilpix_upstream_seconds_sum{{vendor="{vendor}"}} {self.latency_sum[vendor]:.6f}'
-            )
-            out.append(f'veilpix_upstream_seconds_count{{vendor="{vendor}"}} {counts[-1]}')
-        return "\n".join(out) + "\n"
-
-
 class Gateway:
     """The ASGI app. ``guards`` maps an app name (from ``X-Veilpix-App``) to its own Guard;
     ``""`` is the default. ``base_urls`` overrides vendors' base URLs. ``token`` (when set)
@@ -131,6 +75,7 @@ class Gateway:
         upstream: UpstreamPool | None = None,
         connect_timeout: float = 15.0,
         threads: int | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         if "" not in guards:
             raise ValueError("guards needs a default entry under ''")
@@ -138,7 +83,7 @@ class Gateway:
         self.base_urls = dict(base_urls or {})
         self.token = token
         self.max_body = max_body
-        self.metrics = Metrics()
+        self.metrics = metrics or Metrics()
         self._upstream = upstream
         self._connect_timeout = connect_timeout
         # Few threads on purpose: sanitizing is mostly C code that releases the GIL, and more
@@ -279,10 +224,7 @@ class Gateway:
                                "veilpix_log", outcome="error")  # fmt: skip
             return
         for report in prepared.receipt.images:
-            self.metrics.images += 1
-            self.metrics.faces_blurred += report.faces_blurred
-            self.metrics.bytes_before += report.bytes_in
-            self.metrics.bytes_after += report.bytes_out
+            self.metrics.add_image(report.faces_blurred, report.bytes_in, report.bytes_out)
         await self._send_upstream(vendor, prepared, receive, send)
 
     async def _refuse(
