@@ -12,7 +12,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import signal
+import socket
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -22,6 +25,7 @@ from veilpix.proxy._gateway import Gateway
 
 if TYPE_CHECKING:
     from veilpix._audit import AuditLog
+    from veilpix.proxy._metrics import Metrics
     from veilpix.proxy._upstream import UpstreamPool
 
 __all__ = ["build_gateway", "env_lines", "is_loopback", "serve"]
@@ -47,6 +51,7 @@ def build_gateway(
     token: str | None = None,
     log: AuditLog | None = None,
     upstream: UpstreamPool | None = None,
+    metrics: Metrics | None = None,
 ) -> Gateway:
     """A Gateway for ``config``: one Guard per ``[apps.<name>]`` plus the default, all writing
     one AuditLog (``log``, else the one ``log_path`` / ``$VEILPIX_LOG`` / ``[log] path``
@@ -67,6 +72,7 @@ def build_gateway(
         token=token,
         max_body=config.proxy.max_body,
         upstream=upstream,
+        metrics=metrics,
     )
 
 
@@ -138,12 +144,13 @@ def serve(
     token: str | None = None,
     allow_remote: bool | None = None,
     out: TextIO | None = None,
+    workers: int | None = None,
 ) -> None:
     """Run the gateway on uvicorn until SIGINT/SIGTERM; the log is checkpointed and closed on
     the way out. ``None`` arguments come from ``[proxy]`` (and the token from its
     ``token_env``)."""
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 - checked here, used by _server
     except ImportError as exc:
         raise ConfigError("the proxy needs uvicorn", hint="pip install 'veilpix[proxy]'") from exc
 
@@ -162,38 +169,20 @@ def serve(
     token = token or settings.token
     check_bind(host, allow_remote=allow_remote, token=token, token_env=settings.token_env)
     # Without allow_remote the proxy is loopback-only and a token is optional (used when set).
+    count = workers if workers is not None else settings.workers
+    count = count or (os.cpu_count() or 1)
+    stream = out or sys.stdout
+    if count > 1:
+        _Supervisor(config, host, port, count, log_path=log_path, token=token).run(stream)
+        return
     gateway = build_gateway(config, log_path=log_path, token=token)
     log = gateway.guards[""].log
-    stream = out or sys.stdout
 
-    class _Server(uvicorn.Server):
-        async def startup(self, sockets: Any = None) -> None:
-            await super().startup(sockets=sockets)
-            if self.started:
-                bound = self.servers[0].sockets[0].getsockname()
-                shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-                url = f"http://{shown}:{bound[1]}"
-                print(_startup_text(config, url, log.path, token is not None), file=stream)
-                stream.flush()
+    def started(url: str) -> None:
+        print(_startup_text(config, url, log.path, token is not None), file=stream)
+        stream.flush()
 
-        async def shutdown(self, sockets: Any = None) -> None:
-            try:
-                await super().shutdown(sockets=sockets)
-            finally:
-                log.close()  # checkpoint before uvicorn re-raises the signal that stopped it
-
-    server = _Server(
-        uvicorn.Config(
-            gateway,
-            host=host,
-            port=port,
-            lifespan="on",
-            limit_concurrency=config.proxy.max_connections,
-            access_log=False,
-            log_level="warning",
-            server_header=False,
-        )
-    )
+    server = _server(gateway, config, host, port, started)
     previous: Any = None
     if _main_thread():
         previous = signal.getsignal(signal.SIGTERM)
@@ -213,6 +202,201 @@ def serve(
         log.close()
     print("veilpix proxy stopped; the log is closed", file=stream)
     stream.flush()
+
+
+def _server(
+    gateway: Gateway,
+    config: Config,
+    host: str,
+    port: int,
+    started: Callable[[str], None] | None = None,
+) -> Any:
+    """A uvicorn server for ``gateway`` that closes (checkpoints) its log on shutdown and
+    calls ``started(url)`` once it listens."""
+    import uvicorn
+
+    log = gateway.guards[""].log
+
+    class _Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started and started is not None:
+                bound = self.servers[0].sockets[0].getsockname()
+                shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+                started(f"http://{shown}:{bound[1]}")
+
+        async def shutdown(self, sockets: Any = None) -> None:
+            try:
+                await super().shutdown(sockets=sockets)
+            finally:
+                log.close()  # checkpoint before uvicorn re-raises the signal that stopped it
+
+    return _Server(
+        uvicorn.Config(
+            gateway,
+            host=host,
+            port=port,
+            lifespan="on",
+            limit_concurrency=config.proxy.max_connections,
+            access_log=False,
+            log_level="warning",
+            server_header=False,
+        )
+    )
+
+
+@dataclass(frozen=True)
+class _WorkerSpec:
+    config: Config
+    host: str
+    port: int
+    log_path: str
+    token: str | None
+    shm_name: str
+    slots: int
+
+
+class _Supervisor:
+    """``--workers N``: N processes accept on one socket bound here, each with its own event
+    loop, guard and connection pool, all appending to the one transfer log (SQLite's write
+    lock keeps one chain) and counting into one shared-memory metrics table (one row each).
+    A worker that dies is started again in its slot; SIGTERM or Ctrl-C stops them all
+    gracefully (in-flight requests finish, each worker checkpoints the log)."""
+
+    def __init__(
+        self,
+        config: Config,
+        host: str,
+        port: int,
+        count: int,
+        *,
+        log_path: str | Path | None,
+        token: str | None,
+    ) -> None:
+        self.config, self.host, self.port, self.count = config, host, port, count
+        self.log_path, self.token = log_path, token
+
+    def run(self, stream: TextIO) -> None:
+        import multiprocessing
+        from multiprocessing import shared_memory
+
+        from veilpix._audit import AuditLog
+        from veilpix.proxy._metrics import Metrics
+
+        socks = _bind_all(self.host, self.port, self.count)
+        # Open the log once here, so that creating it (and its key) happens before any worker
+        # and a broken log stops the start with a clear error.
+        log = AuditLog.from_config(self.config, path=self.log_path)
+        log_path = str(log.path)
+        log.close()
+        shm = shared_memory.SharedMemory(create=True, size=Metrics.size(self.count))
+        ctx = multiprocessing.get_context("spawn")
+        spec = _WorkerSpec(self.config, self.host, self.port, log_path, self.token, shm.name,
+                           self.count)  # fmt: skip
+        procs: dict[int, Any] = {}
+        stopping = False
+
+        def start(slot: int) -> None:
+            proc = ctx.Process(target=_worker, args=(spec, slot, socks[slot]), daemon=False,
+                               name=f"veilpix-proxy-{slot}")  # fmt: skip
+            proc.start()
+            procs[slot] = proc
+
+        previous: Any = None
+        if _main_thread():
+            previous = signal.getsignal(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, _stopped)
+        try:
+            for slot in range(self.count):
+                start(slot)
+            bound = socks[0].getsockname()
+            shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+            text = _startup_text(self.config, f"http://{shown}:{bound[1]}", Path(log_path),
+                                 self.token is not None)  # fmt: skip
+            print(text.replace("\n", f"\n  workers: {self.count}\n", 1), file=stream)
+            stream.flush()
+            from multiprocessing.connection import wait
+
+            while True:
+                wait([p.sentinel for p in procs.values()])
+                for slot, proc in list(procs.items()):
+                    if proc.exitcode is not None:
+                        print(f"veilpix proxy: worker {slot} exited ({proc.exitcode}); "
+                              "starting it again", file=sys.stderr)  # fmt: skip
+                        start(slot)
+        except (_Stopped, KeyboardInterrupt):
+            stopping = True
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+            for proc in procs.values():
+                if proc.is_alive():
+                    proc.terminate()  # SIGTERM: uvicorn's graceful shutdown in each worker
+            for proc in procs.values():
+                proc.join(60)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join()
+            for sock in socks:
+                sock.close()
+            shm.close()
+            shm.unlink()
+        if stopping:
+            print("veilpix proxy stopped; the log is closed", file=stream)
+            stream.flush()
+
+
+def _bind_all(host: str, port: int, count: int) -> list[socket.socket]:
+    """One listening socket per worker. On Linux they share the port with SO_REUSEPORT and
+    the kernel spreads new connections evenly over them; with one shared socket the worker
+    that happens to wait in accept() first takes most kept-alive connections and the others
+    idle. Elsewhere every worker gets the same socket."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    spread = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count if spread else 1):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if spread:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host.strip("[]"), port))
+            port = sock.getsockname()[1]  # port 0: the others join the one the first got
+            sock.listen(2048)
+            sock.set_inheritable(True)
+    except OSError as exc:
+        for sock in socks:
+            sock.close()
+        raise ConfigError(
+            f"the proxy could not start on {host}:{port}: {exc.strerror}",
+            hint="is the port already in use?",
+        ) from exc
+    return socks if spread else socks * count
+
+
+def _worker(spec: _WorkerSpec, slot: int, sock: socket.socket) -> None:
+    """One worker process (spawned): serve ``sock`` until SIGTERM/SIGINT."""
+    from multiprocessing import shared_memory
+
+    from veilpix.proxy._metrics import Metrics
+
+    if sys.version_info >= (3, 13):
+        shm = shared_memory.SharedMemory(spec.shm_name, track=False)
+    else:  # the spawning parent's resource tracker owns it; attaching adds nothing to undo
+        shm = shared_memory.SharedMemory(spec.shm_name)
+    metrics = Metrics(slots=spec.slots, slot=slot, buffer=shm.buf)
+    gateway = build_gateway(spec.config, log_path=spec.log_path, token=spec.token,
+                            metrics=metrics)  # fmt: skip
+    server = _server(gateway, spec.config, spec.host, spec.port)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        gateway.guards[""].log.close()
+        del metrics  # the array views the buffer: release it before closing the mapping
+        shm.close()
 
 
 def _stopped(signum: int, frame: object) -> None:

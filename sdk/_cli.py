@@ -259,6 +259,18 @@ def _port(text: str) -> int:
     return value
 
 
+def _workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of workers, got {text!r}") from None
+    if not 0 <= value <= 64:
+        raise argparse.ArgumentTypeError(
+            f"workers must be from 1 to 64 (0: one per core), not {value}"
+        )
+    return value
+
+
 def _add_proxy_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     config_help = "veilpix.toml to read (default: $VEILPIX_CONFIG, else built-in defaults)"
     p = sub.add_parser(
@@ -283,6 +295,13 @@ def _add_proxy_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "--log",
         metavar="FILE",
         help="the transfer log (default: $VEILPIX_LOG, else [log] path, else the user data folder)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_workers,
+        metavar="N",
+        help="processes serving the port ([proxy] workers, else 1; 0: one per core). More "
+        "workers use more cores and memory; they share the log and the metrics",
     )
     p.add_argument(
         "--allow-remote",
@@ -394,6 +413,7 @@ def _run_proxy(args: argparse.Namespace) -> int:
         log_path=args.log,
         token=args.token,
         allow_remote=args.allow_remote,
+        workers=args.workers,
     )
     return EXIT_OK
 

@@ -33,6 +33,7 @@ It configures the transfer log, the policy (default, per vendor, per app) and th
     port = 8787
     max_body = 67108864
     max_connections = 256                # more concurrent connections get a 503
+    workers = 1                          # processes on the one port; 0 = one per core
     allow_remote = false
     token_env = "VEILPIX_PROXY_TOKEN"    # the environment variable holding the client token
 
@@ -102,6 +103,7 @@ class ProxyConfig:
     port: int = 8787
     max_body: int = 64 * 1024 * 1024
     max_connections: int = 256  # beyond this, new connections get 503 (uvicorn limit_concurrency)
+    workers: int = 1  # processes serving the one port (0: one per core)
     allow_remote: bool = False
     token_env: str = DEFAULT_TOKEN_ENV
 
@@ -384,7 +386,7 @@ def _policy_settings(where: str, table: Mapping[str, Any]) -> dict[str, Any]:
 def _proxy(table: Mapping[str, Any]) -> ProxyConfig:
     _check_keys("proxy", table, {
         "host": str, "port": int, "max_body": int, "allow_remote": bool, "token_env": str,
-        "max_connections": int,
+        "max_connections": int, "workers": int,
     })  # fmt: skip
     out = ProxyConfig(**table)
     if not 0 <= out.port <= 65535:
@@ -393,6 +395,10 @@ def _proxy(table: Mapping[str, Any]) -> ProxyConfig:
         raise ConfigError(f"proxy.max_body must be above 0, not {out.max_body}")
     if out.max_connections <= 0:
         raise ConfigError(f"proxy.max_connections must be above 0, not {out.max_connections}")
+    if not 0 <= out.workers <= 64:
+        raise ConfigError(
+            f"proxy.workers must be from 1 to 64 (or 0 for one per core), not {out.workers}"
+        )
     if not out.host:
         raise ConfigError("proxy.host must not be empty")
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", out.token_env):
