@@ -398,15 +398,18 @@ def latency(
 # --------------------------------------------------------------------------- throughput
 
 
-async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    request: bytes) -> int:
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> int:
     """Send one pre-built request on a kept-alive connection and read the whole response
     (Content-Length or chunked); return its status."""
     writer.write(request)
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ", 2)[1])
-    fields = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+    fields = {
+        k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)
+    }
     if "content-length" in fields:
         await reader.readexactly(int(fields["content-length"]))
     elif fields.get("transfer-encoding", "").lower() == "chunked":
