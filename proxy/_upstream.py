@@ -191,7 +191,8 @@ class UpstreamPool:
         except (h11.LocalProtocolError, UnicodeEncodeError) as exc:
             raise UpstreamError("protocol", f"cannot send this request: {exc}") from exc
         for attempt in (0, 1):
-            conn = await self._acquire(key)
+            # the retry takes a fresh connection: another idle one may be just as stale
+            conn = await (self._connect(key) if attempt else self._acquire(key))
             try:
                 return await self._exchange(key, conn, head, body)
             except _StaleConnection:
