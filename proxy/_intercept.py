@@ -40,6 +40,7 @@ import http
 import json
 import logging
 import secrets
+import socket
 import ssl
 import time
 from collections.abc import Iterable, Mapping
@@ -143,12 +144,18 @@ class InterceptProxy:
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Listen on ``host:port`` (0: a free port; see :attr:`address`)."""
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, *, sock: socket.socket | None = None
+    ) -> None:
+        """Listen on ``host:port`` (0: a free port; see :attr:`address`), or on ``sock``, a
+        bound socket (a worker of ``--workers N`` gets one from the supervisor)."""
         if self._server is not None:
             raise RuntimeError("the intercept proxy is already listening")
         self._tls = self.authority.server_context(on_refuse=self._sni_refused)
-        self._server = await asyncio.start_server(self._accept, host, port, limit=_READ)
+        if sock is not None:
+            self._server = await asyncio.start_server(self._accept, sock=sock, limit=_READ)
+        else:
+            self._server = await asyncio.start_server(self._accept, host, port, limit=_READ)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -794,11 +801,13 @@ async def start_intercept(
     token: str | None = None,
     allow_remote: bool | None = None,
     ca_dir: str | Path | None = None,
+    sock: socket.socket | None = None,
 ) -> InterceptProxy:
     """An :class:`InterceptProxy` for ``config``, listening when this returns (call its
     ``aclose()`` at shutdown). ``None`` arguments come from the config: host from ``[proxy]``,
     port and ``only_vendors`` from ``[intercept]``, token from the gateway. A non-loopback
-    host needs ``allow_remote`` and a token, as for the gateway."""
+    host needs ``allow_remote`` and a token, as for the gateway. ``sock``: listen on this
+    bound socket instead (``host`` is still checked)."""
     from veilpix.proxy._serve import check_bind
 
     host = host or config.proxy.host
@@ -814,14 +823,13 @@ async def start_intercept(
         max_connections=config.proxy.max_connections,
     )
     try:
-        await proxy.start(host, port)
+        await proxy.start(host, port, sock=sock)
     except OSError as exc:
         from veilpix._errors import ConfigError
 
         raise ConfigError(
             f"the intercept proxy could not listen on {host}:{port}: {exc.strerror or exc}",
-            hint="is the port already in use? choose another with --intercept-port or "
-            "[intercept] port",
+            hint="is the port already in use? choose another one ([intercept] port)",
         ) from exc
     return proxy
 

@@ -617,6 +617,18 @@ def test_plain_http_is_refused(setup: Setup, proxy: Running, target: str, says: 
     assert setup.fake.seen == []
 
 
+def test_oversized_heads_are_refused(setup: Setup, proxy: Running) -> None:
+    big = "X-Junk: " + "j" * 400_000
+    sock, status, _ = connect(proxy.port, f"{OPENAI}:443", big)  # heads are bounded (64 KiB + a read)
+    sock.close()
+    assert status == 431
+    client = tls(proxy.port, setup.authority.cert_path)
+    client.sendall(f"GET /v1/models HTTP/1.1\r\nHost: {OPENAI}\r\n{big}\r\n\r\n".encode())
+    answer = read_all(client)
+    assert answer.startswith(b"HTTP/1.1 431 ") and b"veilpix_http" in answer
+    assert setup.fake.seen == []
+
+
 def test_vendor_hosts_the_ca_cannot_cover_are_refused(setup: Setup, make: Any) -> None:
     guards = {"": Guard(Policy(vendor_hosts={"llm.corp.example": "openai"}), setup.log)}
     run = make(guards=guards)
