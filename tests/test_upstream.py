@@ -271,6 +271,35 @@ def test_request_headers_as_given_plus_host_and_length_once() -> None:
     ]  # fmt: skip
 
 
+def test_a_host_or_length_from_the_caller_is_never_sent_twice() -> None:
+    async def run() -> tuple[list[bytes], UpstreamError, UpstreamError]:
+        seen: list[bytes] = []
+
+        async def handler(
+            n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            while (req := await read_request(reader)) is not None:
+                seen.append(req[0])
+                writer.write(OK)
+
+        async with Raw(handler) as raw:
+            pool = UpstreamPool()
+            resp = await pool.request("POST", raw.url, [("Content-Length", "3")], b"abc")
+            await resp.read()
+            await resp.aclose()
+            with pytest.raises(UpstreamError) as host:
+                await pool.request("POST", raw.url, [("Host", "evil.example")], b"abc")
+            with pytest.raises(UpstreamError) as length:
+                await pool.request("POST", raw.url, [("Content-Length", "99")], b"abc")
+            await pool.aclose()
+        return seen, host.value, length.value
+
+    seen, host, length = asyncio.run(run())
+    assert len(seen) == 1  # the two refused requests sent nothing
+    assert [v for k, v in header_lines(seen[0]) if k.lower() == "content-length"] == ["3"]
+    assert host.kind == "protocol" and length.kind == "protocol"
+
+
 def test_an_empty_body_is_sent_with_content_length_zero() -> None:
     async def run() -> bytes:
         seen: list[bytes] = []
