@@ -511,6 +511,7 @@ class _Session:
                     event = await _next_event(conn, self.reader)
             except h11.RemoteProtocolError as exc:
                 await self._error(exc.error_status_hint, f"bad request: {exc}", "veilpix_http")
+                await _linger(self.reader)  # the rest of what it sends is dropped
                 return
             except TimeoutError:
                 return
