@@ -6,6 +6,9 @@ Storage is one SQLite file in WAL mode (created 0600) plus a key file beside it
 - ``begin``: written and committed (``synchronous=FULL``) before a byte leaves; a transfer
   whose ``begin`` has no ``finish`` is shown as "outcome unknown", never lost;
 - ``finish``: outcome (sent / failed / blocked), HTTP status, sizes, latency, reason;
+  committed without waiting for the disk (``synchronous=NORMAL``), and made durable by the
+  next ``begin``, checkpoint or close: a crash can lose the latest finishes, whose
+  transfers then show as "outcome unknown" (never a finish without its begin);
 - ``erase``: tombstone of a subject erasure; ``prune``: the bridge over a retention cut.
 
 Each entry's hash covers the previous entry's hash, its sequence number, kind, record id, time,
@@ -435,6 +438,10 @@ class AuditLog:
         self._drainer: ThreadPoolExecutor | None = None  # commits the async callers' appends
         self._drain_due = False
         self._lockfd: int | None = None  # see _writer_lock
+        self._durable = True  # the connection's synchronous setting: FULL (True) or NORMAL
+        # inside _run_batch: entry rows not inserted yet, and the head after them
+        self._rows: list[tuple[Any, ...]] | None = None
+        self._head: tuple[int, bytes, str] | None = None
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
         self._closed = False
@@ -663,6 +670,7 @@ class AuditLog:
             self._lock = threading.RLock()
             self._queue, self._queue_lock = [], threading.Lock()
             self._drainer, self._drain_due = None, False
+            self._durable = True  # the new connection starts with synchronous=FULL
             if self._lockfd is not None:  # shared with the parent: a lock of our own
                 with suppress(OSError):
                     os.close(self._lockfd)
@@ -678,13 +686,19 @@ class AuditLog:
             pass
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """A write transaction. ``durable=False`` commits without waiting for the disk
+        (``synchronous=NORMAL``: consistent after a crash, but the last such commits may be
+        lost); the next durable commit (fsync of the WAL) makes them durable too."""
         if self.readonly or self.keys is None:
             raise AuditLogError(f"the transfer log {str(self.path)!r} is open read-only")
         with self._lock:
             db = self._conn()
             lockfd = self._writer_lock()
             try:
+                if durable != self._durable:
+                    db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                    self._durable = durable
                 if lockfd is not None:
                     fcntl.flock(lockfd, fcntl.LOCK_EX)
                 db.execute("BEGIN IMMEDIATE")
@@ -714,14 +728,14 @@ class AuditLog:
                 self._lockfd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         return self._lockfd
 
-    def _grouped(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
+    def _grouped(self, op: Callable[[sqlite3.Connection], _T], *, durable: bool = True) -> _T:
         """Run ``op`` inside a write transaction shared with the other threads' appends that
         are waiting at the same time, and return once that transaction is durable.
 
         The caller queues its op, then takes the writer lock. Whoever gets the lock first
         (the leader) runs every queued op, each in its own savepoint, and commits once; the
         others find their op already done when the lock comes to them."""
-        ticket = _Ticket(op)
+        ticket = _Ticket(op, durable=durable)
         with self._queue_lock:
             self._queue.append(ticket)
         with self._lock:
@@ -733,11 +747,17 @@ class AuditLog:
             raise ticket.error
         return ticket.result  # type: ignore[no-any-return]
 
-    def _submit(self, op: Callable[[sqlite3.Connection], _T]) -> Future[_T]:
+    def _submit(
+        self, op: Callable[[sqlite3.Connection], _T], *, durable: bool = True
+    ) -> Future[_T]:
         """Queue ``op`` for the next group commit without waiting: the returned future is
         resolved once the transaction holding it is durable (or failed). One writer thread
         drains the queue, committing whatever has gathered since its last commit."""
-        ticket = _Ticket(op, Future())
+        future: Future[_T] = Future()
+        self._enqueue(_Ticket(op, future, durable=durable))
+        return future
+
+    def _enqueue(self, ticket: _Ticket) -> None:
         with self._queue_lock:
             if self._closed:
                 raise AuditLogError(f"the transfer log {str(self.path)!r} is closed")
@@ -747,8 +767,6 @@ class AuditLog:
                 self._drainer = ThreadPoolExecutor(1, thread_name_prefix="veilpix-audit-writer")
             if schedule:
                 self._drainer.submit(self._drain)
-        assert ticket.future is not None
-        return ticket.future
 
     def _drain(self) -> None:
         with self._lock:
@@ -757,26 +775,31 @@ class AuditLog:
             if batch:
                 self._commit_batch(batch)
 
-    async def _awaited(self, op: Callable[[sqlite3.Connection], _T]) -> _T:
+    async def _awaited(self, op: Callable[[sqlite3.Connection], _T], *, durable: bool = True) -> _T:
         import asyncio
 
-        # Shielded: a caller cancelled while waiting does not withdraw the append, which may
-        # already be in the transaction being committed.
-        return await asyncio.shield(asyncio.wrap_future(self._submit(op)))
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[_T] = loop.create_future()
+        self._enqueue(_Ticket(op, durable=durable, waiter=(loop, waiter)))
+        # A caller cancelled while waiting does not withdraw the append (it may already be in
+        # the transaction being committed); the writer skips settling a cancelled waiter.
+        return await waiter
 
     def _commit_batch(self, batch: list[_Ticket]) -> None:
+        """Commit ``batch`` in one transaction. An op refused by its own check (a finish of an
+        unknown or finished record raises AuditLogError before writing) fails alone; any
+        other error rolls the transaction back and the ops are committed one by one, so
+        that only the failing one fails."""
         try:
-            with self._write() as db:
+            try:
+                self._run_batch(batch)
+            except _Redo:
                 for t in batch:
-                    db.execute("SAVEPOINT veilpix_op")
+                    t.result, t.error = None, None
                     try:
-                        t.result = t.op(db)
-                    except Exception as exc:  # noqa: BLE001 - re-raised in its own caller
-                        db.execute("ROLLBACK TO veilpix_op")
-                        t.error = (
-                            self._error("write", exc) if isinstance(exc, sqlite3.Error) else exc
-                        )
-                    db.execute("RELEASE veilpix_op")
+                        self._run_batch([t])
+                    except _Redo as redo:
+                        t.error = redo.error
         except Exception as exc:  # noqa: BLE001 - the commit failed: nothing is durable
             for t in batch:
                 t.result, t.error = None, exc
@@ -786,6 +809,7 @@ class AuditLog:
                 t.error = AuditLogError("the write was interrupted before it was committed")
             raise
         finally:
+            waiting: dict[Any, list[_Ticket]] = {}
             for t in batch:
                 t.done = True
                 if t.future is not None and not t.future.done():
@@ -793,6 +817,38 @@ class AuditLog:
                         t.future.set_exception(t.error)
                     else:
                         t.future.set_result(t.result)
+                if t.waiter is not None:
+                    waiting.setdefault(t.waiter[0], []).append(t)
+            for loop, tickets in waiting.items():  # one wake-up per event loop and batch
+                with suppress(RuntimeError):  # that loop is closed: nobody is waiting
+                    loop.call_soon_threadsafe(_settle, tickets)
+
+    def _run_batch(self, batch: list[_Ticket]) -> None:
+        """One transaction for the ops of ``batch``. Their entries are computed in Python
+        against the head kept in memory and inserted with one ``executemany``: few calls into
+        SQLite, each of which gives up the GIL and must win it back from the event loop."""
+        with self._write(durable=any(t.durable for t in batch)) as db:
+            self._rows, self._head = [], None
+            try:
+                for t in batch:
+                    mark, head = len(self._rows), self._head
+                    try:
+                        t.result = t.op(db)
+                    except AuditLogError as exc:  # refused by the op's check, nothing written
+                        del self._rows[mark:]
+                        self._head = head
+                        t.error = exc
+                    except Exception as exc:
+                        error = self._error("write", exc) if isinstance(exc, sqlite3.Error) else exc
+                        raise _Redo(error) from exc
+                self._flush_rows(db)
+            finally:
+                self._rows, self._head = None, None
+
+    def _flush_rows(self, db: sqlite3.Connection) -> None:
+        if self._rows:
+            db.executemany(_INSERT_ENTRY, self._rows)
+            self._rows.clear()
 
     def _append(
         self,
@@ -802,24 +858,35 @@ class AuditLog:
         body: Mapping[str, Any],
         subject: str | None = None,
     ) -> int:
-        head = db.execute("SELECT seq, hash, ts FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
-        if head is None:
-            seq, prev, last_ts = 1, genesis(self.log_id), ""
+        if self._head is not None:  # inside a batch, after its first append
+            seq, prev, last_ts = self._head
         else:
-            seq, prev, last_ts = head[0] + 1, head[1], head[2]
+            head = db.execute(
+                "SELECT seq, hash, ts FROM entries ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            if head is None:
+                seq, prev, last_ts = 1, genesis(self.log_id), ""
+            else:
+                seq, prev, last_ts = head[0] + 1, head[1], head[2]
         ts = max(_now_text(self._clock()), last_ts)  # never runs backwards along the chain
         # Mask credential-shaped text anywhere in the body, in one pass over the JSON. Safe on
         # JSON: the patterns cannot match a quote or backslash, so they stay inside strings.
         text = scrub_secrets(canonical(body))
         digest = entry_hash(prev, seq, kind, record, ts, subject, text)
-        db.execute(
-            "INSERT INTO entries(seq, kind, record, ts, subject, body, prev, hash)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (seq, kind, record, ts, subject, text, prev, digest),
-        )
+        row = (seq, kind, record, ts, subject, text, prev, digest)
+        if self._rows is not None:  # a batch: inserted together at its end
+            self._rows.append(row)
+            self._head = (seq + 1, digest, ts)
+        else:
+            db.execute(_INSERT_ENTRY, row)
         if seq % self.checkpoint_every == 0:
+            self._flush_rows(db)
             self._checkpoint(db, "every")
         return seq
+
+    def _pending_kinds(self, record_id: str) -> set[str]:
+        """Kinds of the entries of ``record_id`` in the batch not inserted yet."""
+        return {row[1] for row in self._rows or () if row[2] == record_id}
 
     def _checkpoint(
         self, db: sqlite3.Connection, reason: str, *, only_if_unsigned: bool = True
@@ -1026,7 +1093,8 @@ class AuditLog:
         """Complete a begun record. A record is finished once; its begin must exist."""
         self._grouped(
             self._finish_op(record_id, outcome, status, response_bytes, request_bytes, reason,
-                            vendor_request_id, latency_ms)
+                            vendor_request_id, latency_ms),
+            durable=False,
         )  # fmt: skip
 
     async def afinish(
@@ -1044,7 +1112,8 @@ class AuditLog:
         """:meth:`finish` for asyncio code (see :meth:`abegin`)."""
         await self._awaited(
             self._finish_op(record_id, outcome, status, response_bytes, request_bytes, reason,
-                            vendor_request_id, latency_ms)
+                            vendor_request_id, latency_ms),
+            durable=False,
         )  # fmt: skip
 
     def _finish_op(  # noqa: PLR0917 - the fields of a finish entry
@@ -1073,7 +1142,7 @@ class AuditLog:
         def write(db: sqlite3.Connection) -> None:
             kinds = {
                 r[0] for r in db.execute("SELECT kind FROM entries WHERE record=?", (record_id,))
-            }
+            } | self._pending_kinds(record_id)
             if "begin" not in kinds:
                 raise AuditLogError(f"no begun transfer {record_id!r} in the log")
             if "finish" in kinds:
@@ -1467,19 +1536,53 @@ def _load_body(text: str, rid: str, *, begin: bool) -> dict[str, Any]:
     return body  # type: ignore[no-any-return]
 
 
+_INSERT_ENTRY = (
+    "INSERT INTO entries(seq, kind, record, ts, subject, body, prev, hash)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+class _Redo(Exception):
+    """An op of a batch failed in a way that may have left writes: undo the batch."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class _Ticket:
     """One append waiting for a group commit."""
 
-    __slots__ = ("done", "error", "future", "op", "result")
+    __slots__ = ("done", "durable", "error", "future", "op", "result", "waiter")
 
     def __init__(
-        self, op: Callable[[sqlite3.Connection], Any], future: Future[Any] | None = None
+        self,
+        op: Callable[[sqlite3.Connection], Any],
+        future: Future[Any] | None = None,
+        *,
+        durable: bool = True,
+        waiter: tuple[Any, Any] | None = None,  # (event loop, asyncio.Future) of abegin & co
     ) -> None:
         self.op = op
         self.future = future
+        self.durable = durable
+        self.waiter = waiter
         self.done = False
         self.result: Any = None
         self.error: BaseException | None = None
+
+
+def _settle(tickets: list[_Ticket]) -> None:
+    """On the waiters' event loop: hand each ticket's outcome to its asyncio future."""
+    for t in tickets:
+        assert t.waiter is not None
+        waiter = t.waiter[1]
+        if waiter.done():  # cancelled
+            continue
+        if t.error is not None:
+            waiter.set_exception(t.error)
+        else:
+            waiter.set_result(t.result)
 
 
 def _close_at_exit(ref: weakref.ref[AuditLog]) -> None:
