@@ -98,8 +98,8 @@ class InterceptProxy:
     makes the certificates.
 
     ``token`` is required with every ``CONNECT`` when set (None: the gateway's token).
-    ``vendor_hosts`` maps extra ``host`` / ``host:port`` names to vendors (None: those of the
-    gateway's policies, i.e. the configured base URLs). ``handshake_timeout`` bounds the
+    ``vendor_hosts`` maps more ``host`` / ``host:port`` names to vendors, on top of the
+    gateway's policies' (which hold the hosts of configured base URLs) and the adapters'. ``handshake_timeout`` bounds the
     ``CONNECT`` head and the TLS handshake, ``idle_timeout`` the wait for the next request on
     a kept-alive connection; ``max_connections`` caps open client connections, tunnels
     included. ``max_head`` bounds a request head (line plus headers)."""
@@ -190,12 +190,6 @@ class InterceptProxy:
             with contextlib.suppress(Exception):
                 await self._server.wait_closed()
             self._server = None
-
-    async def __aenter__(self) -> InterceptProxy:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
 
     # -- deciding what a host is ------------------------------------------------------------------
 

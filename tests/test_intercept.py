@@ -527,7 +527,7 @@ def test_the_host_header_must_name_the_connected_host(setup: Setup, proxy: Runni
 def test_sni_the_ca_may_not_sign_is_refused(setup: Setup, proxy: Running) -> None:
     with pytest.raises(ssl.SSLError):
         tls(proxy.port, setup.authority.cert_path, sni="www.example.com")
-    assert proxy.proxy.stats.tls_failed == 1
+    wait_for(lambda: proxy.proxy.stats.tls_failed == 1)
 
 
 # -- other hosts and refusals --------------------------------------------------------------
