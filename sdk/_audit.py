@@ -1024,7 +1024,8 @@ class AuditLog:
                 "account_level": sorted(t.controls_account_level),
                 "unavailable": sorted(t.controls_unavailable),
             },
-            "headers": redact_headers(t.headers or {}),
+            # values scrubbed with the whole entry in _append
+            "headers": redact_headers(t.headers or {}, scrub=False),
             "rule": t.rule,
             "retention": t.retention,
         }

@@ -115,14 +115,18 @@ def redact_url(url: str) -> str:
     return scrub_secrets(rebuilt)
 
 
-def redact_headers(headers: Mapping[str, str] | Sequence[tuple[str, str]]) -> dict[str, str]:
-    """Header names in lower case; credential headers' values replaced by ``[redacted]``."""
+def redact_headers(
+    headers: Mapping[str, str] | Sequence[tuple[str, str]], *, scrub: bool = True
+) -> dict[str, str]:
+    """Header names in lower case; credential headers' values replaced by ``[redacted]``, and
+    credential-shaped text in the others masked (``scrub=False`` leaves that to a caller that
+    scrubs the whole document afterwards, as the transfer log does)."""
     items = headers.items() if isinstance(headers, Mapping) else headers
     out: dict[str, str] = {}
     for name, value in items:
         key = name.lower()
         secret = key in _SECRET_HEADERS or bool(_SECRET_NAME.search(key))
-        out[key] = REDACTED if secret else scrub_secrets(value)
+        out[key] = REDACTED if secret else scrub_secrets(value) if scrub else value
     return out
 
 
