@@ -167,22 +167,50 @@ def test_one_failing_op_fails_only_its_own_caller(
     assert log.verify().intact
 
 
-def test_an_op_that_fails_after_writing_leaves_nothing(log: AuditLog) -> None:
-    """Each op runs in its own savepoint: a failure rolls back what that op wrote."""
+@pytest.mark.parametrize("error", [ValueError, AuditLogError])
+def test_an_op_that_fails_after_writing_leaves_nothing(
+    log: AuditLog, monkeypatch: pytest.MonkeyPatch, error: type[Exception]
+) -> None:
+    """Whatever a failing op wrote before it failed is dropped, and only that op fails: the
+    ops before and after it in the same batch commit, on an unbroken chain."""
     log.begin(transfer(0))
     before = log.counts()["entries"]
+    commits = count_commits(log, monkeypatch)
 
     def half(db: sqlite3.Connection) -> None:
         log._append(db, "finish", "half-written", {"outcome": "sent"})
-        raise ValueError("broke after the insert")
+        raise error("broke after the append")
 
     with Held(log) as held:
+        held.call("before", lambda: log.begin(transfer(1)))
         held.call("half", lambda: log._grouped(half))
-        held.call("good", lambda: log.begin(transfer(1)))
-    assert isinstance(held.errors["half"], ValueError) and "good" not in held.errors
-    assert log.counts()["entries"] == before + 1
-    assert log.counts()["pending"] == 2  # no finish got in
+        held.call("after", lambda: log.begin(transfer(2)))
+    assert isinstance(held.errors.pop("half"), error) and held.errors == {}
+    assert commits[0] == 3
+    assert log.counts()["entries"] == before + 2
+    assert log.counts()["pending"] == 3  # no finish got in
     assert log.verify().intact
+
+
+def test_batches_across_checkpoints(tmp_path: Path) -> None:
+    """A batch that passes several checkpoint multiples, with refused ops among its appends:
+    every multiple is signed and the chain verifies."""
+    path = tmp_path / "audit.db"
+    with AuditLog(path, checkpoint_every=3) as log:
+        finished = log.begin(transfer(0))
+        finished.finish(status=200)
+        with Held(log) as held:
+            for i in range(9):
+                held.call(f"b{i}", lambda i=i: log.begin(transfer(i)))
+                if i % 3 == 1:
+                    held.call(f"x{i}", lambda: finished.finish(status=500))
+        assert sorted(held.errors) == ["x1", "x4", "x7"]
+        for pending in held.results.values():
+            pending.finish(status=200)
+    result = verify_log(path)
+    assert result.ok, result.problems
+    assert result.records == 10 and result.pending == 0 and result.entries == 20
+    assert result.checkpoints >= 20 // 3
 
 
 class FailingCommit:
@@ -349,27 +377,60 @@ def test_a_failed_async_commit_fails_every_await(log: AuditLog) -> None:
 
 
 def test_a_cancelled_await_still_commits(log: AuditLog, tmp_path: Path) -> None:
-    """The commit is shielded: a caller that goes away does not withdraw an append that may
-    already be in the transaction."""
+    """A caller that goes away does not withdraw an append that may already be in the
+    transaction, and the others waiting on the same commit still hear of theirs."""
     pending = log.begin(transfer(0))
+    other = log.begin(transfer(1))
 
     async def run() -> None:
         log._lock.acquire()
         try:
             task = asyncio.ensure_future(pending.afinish(status=299))
             await asyncio.sleep(0)
-            assert len(log._queue) == 1
+            waiting = asyncio.ensure_future(other.afinish(status=200))
+            await asyncio.sleep(0)
+            assert len(log._queue) == 2
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
         finally:
             log._lock.release()
+        await waiting  # settled although the ticket before it in the batch was cancelled
 
-    asyncio.run(run())
-    assert pending.finished
+    asyncio.run(asyncio.wait_for(run(), 30))
+    assert pending.finished and other.finished
     log.close()  # waits for the writer thread
     with AuditLog(tmp_path / "audit.db", readonly=True) as ro:
         assert ro.get(pending.id).to_dict()["status"] == 299
+        assert ro.get(other.id).outcome == "sent"
+
+
+def test_a_waiter_whose_event_loop_is_gone_does_not_break_the_batch(
+    log: AuditLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = threading.Event()
+    real_drain = log._drain
+
+    def gated_drain() -> None:  # the writer thread stays out: the sync caller leads
+        gate.wait(30)
+        real_drain()
+
+    monkeypatch.setattr(log, "_drain", gated_drain)
+
+    async def leave() -> None:
+        task = asyncio.ensure_future(log.abegin(transfer(0)))
+        await asyncio.sleep(0)
+        assert len(log._queue) == 1
+        task.cancel()
+
+    asyncio.run(leave())  # that event loop is closed now
+    try:
+        with Held(log) as held:
+            held.call("sync", lambda: log.begin(transfer(1)))
+    finally:
+        gate.set()
+    assert held.errors == {}
+    assert log.counts()["records"] == 2 and log.verify().intact
 
 
 def test_sync_and_async_appends_share_one_commit(
@@ -391,20 +452,42 @@ def test_sync_and_async_appends_share_one_commit(
 
 
 def test_close_commits_queued_async_appends(log: AuditLog, tmp_path: Path) -> None:
+    """The writer thread is held back until close() either waits for it or has returned: a
+    close() that did not wait would leave the appends to a closed log."""
+    gate = threading.Event()
+    real_drain = log._drain
+
+    def gated_drain() -> None:
+        gate.wait(30)
+        real_drain()
+
+    log._drain = gated_drain  # type: ignore[method-assign]
     futures: list[Future[Any]] = []
-    closing = threading.Thread(target=log.close)
-    log._lock.acquire()  # keep them queued until close() has started
-    try:
-        for i in range(20):
-            _, op = log._begin_op(transfer(i))
-            futures.append(log._submit(op))
-        closing.start()
-        wait_for(lambda: log._drainer is None, "close() to take the writer thread")
-        assert not any(f.done() for f in futures)
-    finally:
-        log._lock.release()
+    for i in range(20):
+        _, op = log._begin_op(transfer(i))
+        futures.append(log._submit(op))
+    drainer = log._drainer
+    assert drainer is not None
+    real_shutdown = drainer.shutdown
+
+    def shutdown(wait: bool = True, **kwargs: Any) -> None:
+        if wait:
+            gate.set()  # close() waits for the writer thread: let it run
+        real_shutdown(wait=wait, **kwargs)
+
+    drainer.shutdown = shutdown  # type: ignore[method-assign]
+
+    def close() -> None:
+        try:
+            log.close()
+        finally:
+            gate.set()
+
+    closing = threading.Thread(target=close)
+    closing.start()
     closing.join(30)
-    assert not closing.is_alive() and all(f.done() and f.exception() is None for f in futures)
+    assert not closing.is_alive()
+    assert all(f.done() and f.exception() is None for f in futures)
     with pytest.raises(AuditLogError, match="closed"):
         log._submit(log._begin_op(transfer(99))[1])
     result = verify_log(tmp_path / "audit.db")
