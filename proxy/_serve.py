@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,8 +103,12 @@ def env_lines(config: Config, url: str) -> list[str]:
     return out
 
 
-def _startup_text(config: Config, url: str, log_path: Path, token: bool) -> str:
+def _startup_text(
+    config: Config, url: str, log_path: Path, token: bool, intercept_url: str | None = None
+) -> str:
     lines = [f"veilpix proxy listening on {url}"]
+    if intercept_url is not None:
+        lines.append(f"  intercept (HTTPS_PROXY) on {intercept_url}")
     lines.append(f"  vendors: {', '.join(routable_vendors(config)) or 'none'}")
     if config.apps:
         lines.append(f"  apps (X-Veilpix-App): {', '.join(sorted(config.apps))}")
@@ -112,6 +117,9 @@ def _startup_text(config: Config, url: str, log_path: Path, token: bool) -> str:
         lines.append(f"  clients must send X-Veilpix-Token (from ${config.proxy.token_env})")
     lines.append("  point your apps here, e.g.:")
     lines += [f"    export {line}" for line in env_lines(config, url)]
+    if intercept_url is not None:
+        lines.append("  or route a shell's apps through the intercept proxy:")
+        lines.append(f'    eval "$(veilpix env --proxy {intercept_url})"')
     return "\n".join(lines)
 
 
@@ -145,10 +153,15 @@ def serve(
     allow_remote: bool | None = None,
     out: TextIO | None = None,
     workers: int | None = None,
+    intercept: bool = False,
+    intercept_port: int | None = None,
+    only_vendors: bool | None = None,
 ) -> None:
     """Run the gateway on uvicorn until SIGINT/SIGTERM; the log is checkpointed and closed on
     the way out. ``None`` arguments come from ``[proxy]`` (and the token from its
-    ``token_env``)."""
+    ``token_env``). ``intercept=True`` also runs the HTTPS_PROXY intercept proxy in the same
+    process(es), on ``intercept_port`` (else ``[intercept] port``), sharing the gateway's
+    guards, log, limits and metrics; see docs/intercept.md."""
     try:
         import uvicorn  # noqa: F401 - checked here, used by _server
     except ImportError as exc:
@@ -172,17 +185,30 @@ def serve(
     count = workers if workers is not None else settings.workers
     count = count or (os.cpu_count() or 1)
     stream = out or sys.stdout
+    spec = None
+    if intercept:
+        from veilpix.proxy._intercept import load_authority
+
+        load_authority(config)  # no CA yet: a clear error ("veilpix ca init") before binding
+        spec = _InterceptSpec(
+            config.intercept.port if intercept_port is None else intercept_port,
+            config.intercept.only_vendors if only_vendors is None else only_vendors,
+            allow_remote,
+        )
     if count > 1:
-        _Supervisor(config, host, port, count, log_path=log_path, token=token).run(stream)
+        _Supervisor(config, host, port, count, log_path=log_path, token=token,
+                    intercept=spec).run(stream)  # fmt: skip
         return
-    gateway = build_gateway(config, log_path=log_path, token=token)
+    gateway = build_gateway(config, log_path=log_path, token=token,
+                            upstream=_intercept_upstream(config, spec))  # fmt: skip
     log = gateway.guards[""].log
 
-    def started(url: str) -> None:
-        print(_startup_text(config, url, log.path, token is not None), file=stream)
+    def started(url: str, intercept_url: str | None) -> None:
+        text = _startup_text(config, url, log.path, token is not None, intercept_url)
+        print(text, file=stream)
         stream.flush()
 
-    server = _server(gateway, config, host, port, started)
+    server = _server(gateway, config, host, port, started, intercept=spec)
     previous: Any = None
     if _main_thread():
         previous = signal.getsignal(signal.SIGTERM)
@@ -200,8 +226,29 @@ def serve(
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         log.close()
+    if server.failed is not None:  # the intercept proxy could not start: nothing was served
+        raise server.failed
     print("veilpix proxy stopped; the log is closed", file=stream)
     stream.flush()
+
+
+@dataclass(frozen=True)
+class _InterceptSpec:
+    """``--intercept``: where and how the intercept proxy runs beside the gateway."""
+
+    port: int
+    only_vendors: bool
+    allow_remote: bool
+
+
+def _intercept_upstream(config: Config, spec: _InterceptSpec | None) -> UpstreamPool | None:
+    """With the intercept proxy, the gateway's pool also honours ``[intercept]
+    upstream_hosts`` and ``upstream_ca`` (the two doors share one pool)."""
+    if spec is None:
+        return None
+    from veilpix.proxy._intercept import intercept_upstream
+
+    return intercept_upstream(config)
 
 
 def _server(
@@ -209,24 +256,52 @@ def _server(
     config: Config,
     host: str,
     port: int,
-    started: Callable[[str], None] | None = None,
+    started: Callable[[str, str | None], None] | None = None,
+    *,
+    intercept: _InterceptSpec | None = None,
+    intercept_sock: socket.socket | None = None,
 ) -> Any:
-    """A uvicorn server for ``gateway`` that closes (checkpoints) its log on shutdown and
-    calls ``started(url)`` once it listens."""
+    """A uvicorn server for ``gateway`` that closes (checkpoints) its log on shutdown, starts
+    the intercept proxy beside it when asked, and calls ``started(url, intercept_url)`` once
+    it listens. ``failed`` holds the error when the intercept proxy could not start."""
     import uvicorn
+
+    from veilpix._errors import VeilpixError
 
     log = gateway.guards[""].log
 
     class _Server(uvicorn.Server):
+        failed: VeilpixError | None = None
+        intercept_proxy: Any = None
+
         async def startup(self, sockets: Any = None) -> None:
             await super().startup(sockets=sockets)
-            if self.started and started is not None:
+            if not self.started:
+                return
+            intercept_url = None
+            if intercept is not None:
+                from veilpix.proxy._intercept import start_intercept
+
+                try:
+                    self.intercept_proxy = await start_intercept(
+                        config, gateway, host, intercept.port,
+                        only_vendors=intercept.only_vendors,
+                        allow_remote=intercept.allow_remote, sock=intercept_sock,
+                    )  # fmt: skip
+                except VeilpixError as exc:
+                    self.failed = exc
+                    self.should_exit = True
+                    return
+                intercept_url = self.intercept_proxy.url
+            if started is not None:
                 bound = self.servers[0].sockets[0].getsockname()
                 shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-                started(f"http://{shown}:{bound[1]}")
+                started(f"http://{shown}:{bound[1]}", intercept_url)
 
         async def shutdown(self, sockets: Any = None) -> None:
             try:
+                if self.intercept_proxy is not None:  # before the lifespan closes the pool
+                    await self.intercept_proxy.aclose()
                 await super().shutdown(sockets=sockets)
             finally:
                 log.close()  # checkpoint before uvicorn re-raises the signal that stopped it
@@ -254,6 +329,7 @@ class _WorkerSpec:
     token: str | None
     shm_name: str
     slots: int
+    intercept: _InterceptSpec | None = None
 
 
 class _Supervisor:
@@ -272,9 +348,10 @@ class _Supervisor:
         *,
         log_path: str | Path | None,
         token: str | None,
+        intercept: _InterceptSpec | None = None,
     ) -> None:
         self.config, self.host, self.port, self.count = config, host, port, count
-        self.log_path, self.token = log_path, token
+        self.log_path, self.token, self.intercept = log_path, token, intercept
 
     def run(self, stream: TextIO) -> None:
         import multiprocessing
@@ -284,6 +361,14 @@ class _Supervisor:
         from veilpix.proxy._metrics import Metrics
 
         socks = _bind_all(self.host, self.port, self.count)
+        isocks: list[socket.socket | None] = [None] * self.count
+        if self.intercept is not None:
+            try:
+                isocks = list(_bind_all(self.host, self.intercept.port, self.count))
+            except ConfigError:
+                for sock in socks:
+                    sock.close()
+                raise
         # Open the log once here, so that creating it (and its key) happens before any worker
         # and a broken log stops the start with a clear error.
         log = AuditLog.from_config(self.config, path=self.log_path)
@@ -292,27 +377,35 @@ class _Supervisor:
         shm = shared_memory.SharedMemory(create=True, size=Metrics.size(self.count))
         ctx = multiprocessing.get_context("spawn")
         spec = _WorkerSpec(self.config, self.host, self.port, log_path, self.token, shm.name,
-                           self.count)  # fmt: skip
+                           self.count, self.intercept)  # fmt: skip
         procs: dict[int, Any] = {}
         stopping = False
 
-        def start(slot: int) -> None:
-            proc = ctx.Process(target=_worker, args=(spec, slot, socks[slot]), daemon=False,
-                               name=f"veilpix-proxy-{slot}")  # fmt: skip
-            proc.start()
-            procs[slot] = proc
+        started_at: dict[int, float] = {}
+        quick_exits = 0
 
-        previous: Any = None
+        def start(slot: int) -> None:
+            proc = ctx.Process(target=_worker, args=(spec, slot, socks[slot], isocks[slot]),
+                               daemon=False, name=f"veilpix-proxy-{slot}")  # fmt: skip
+            proc.start()
+            procs[slot], started_at[slot] = proc, time.monotonic()
+
+        def force(signum: int, frame: object) -> None:
+            # A second SIGTERM or Ctrl-C while the workers shut down: stop waiting for them.
+            for proc in procs.values():
+                if proc.is_alive():
+                    proc.kill()
+
+        previous: dict[int, Any] = {}
         if _main_thread():
-            previous = signal.getsignal(signal.SIGTERM)
+            previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
             signal.signal(signal.SIGTERM, _stopped)
         try:
             for slot in range(self.count):
                 start(slot)
-            bound = socks[0].getsockname()
-            shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-            text = _startup_text(self.config, f"http://{shown}:{bound[1]}", Path(log_path),
-                                 self.token is not None)  # fmt: skip
+            text = _startup_text(self.config, _url(socks[0]), Path(log_path),
+                                 self.token is not None,
+                                 _url(isocks[0]) if isocks[0] is not None else None)  # fmt: skip
             print(text.replace("\n", f"\n  workers: {self.count}\n", 1), file=stream)
             stream.flush()
             from multiprocessing.connection import wait
@@ -320,27 +413,42 @@ class _Supervisor:
             while True:
                 wait([p.sentinel for p in procs.values()])
                 for slot, proc in list(procs.items()):
-                    if proc.exitcode is not None:
-                        print(f"veilpix proxy: worker {slot} exited ({proc.exitcode}); "
-                              "starting it again", file=sys.stderr)  # fmt: skip
-                        start(slot)
+                    if proc.exitcode is None:
+                        continue
+                    quick = time.monotonic() - started_at[slot] < 5
+                    quick_exits = quick_exits + 1 if quick else 0
+                    if quick_exits > 3 * self.count:
+                        raise ConfigError(
+                            f"the proxy's workers keep exiting (worker {slot}: exit code "
+                            f"{proc.exitcode})",
+                            hint="see the errors above",
+                        )
+                    print(f"veilpix proxy: worker {slot} exited ({proc.exitcode}); "
+                          "starting it again", file=sys.stderr)  # fmt: skip
+                    start(slot)
         except (_Stopped, KeyboardInterrupt):
             stopping = True
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
-            for proc in procs.values():
-                if proc.is_alive():
-                    proc.terminate()  # SIGTERM: uvicorn's graceful shutdown in each worker
-            for proc in procs.values():
-                proc.join(60)
-                if proc.is_alive():
-                    proc.kill()
-                    proc.join()
-            for sock in socks:
-                sock.close()
-            shm.close()
-            shm.unlink()
+            if previous:
+                signal.signal(signal.SIGTERM, force)
+                signal.signal(signal.SIGINT, force)
+            try:
+                for proc in procs.values():
+                    if proc.is_alive():
+                        proc.terminate()  # SIGTERM: uvicorn's graceful shutdown in each worker
+                for proc in procs.values():
+                    proc.join(60)
+                    if proc.is_alive():
+                        proc.kill()
+                        proc.join()
+            finally:
+                for each in {*socks, *isocks}:
+                    if each is not None:
+                        each.close()
+                shm.close()
+                shm.unlink()
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
         if stopping:
             print("veilpix proxy stopped; the log is closed", file=stream)
             stream.flush()
@@ -375,7 +483,15 @@ def _bind_all(host: str, port: int, count: int) -> list[socket.socket]:
     return socks if spread else socks * count
 
 
-def _worker(spec: _WorkerSpec, slot: int, sock: socket.socket) -> None:
+def _url(sock: socket.socket) -> str:
+    bound = sock.getsockname()
+    shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+    return f"http://{shown}:{bound[1]}"
+
+
+def _worker(
+    spec: _WorkerSpec, slot: int, sock: socket.socket, isock: socket.socket | None = None
+) -> None:
     """One worker process (spawned): serve ``sock`` until SIGTERM/SIGINT."""
     from multiprocessing import shared_memory
 
@@ -387,8 +503,10 @@ def _worker(spec: _WorkerSpec, slot: int, sock: socket.socket) -> None:
         shm = shared_memory.SharedMemory(spec.shm_name)
     metrics = Metrics(slots=spec.slots, slot=slot, buffer=shm.buf)
     gateway = build_gateway(spec.config, log_path=spec.log_path, token=spec.token,
-                            metrics=metrics)  # fmt: skip
-    server = _server(gateway, spec.config, spec.host, spec.port)
+                            metrics=metrics,
+                            upstream=_intercept_upstream(spec.config, spec.intercept))  # fmt: skip
+    server = _server(gateway, spec.config, spec.host, spec.port, intercept=spec.intercept,
+                     intercept_sock=isock)  # fmt: skip
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:

@@ -241,6 +241,9 @@ examples:
                                                   an app whose OpenAI SDK calls go through it
   VEILPIX_PROXY_TOKEN=$(openssl rand -hex 32) veilpix proxy --host 0.0.0.0 --allow-remote
                                                   serve other machines; they send X-Veilpix-Token
+  veilpix ca init && veilpix proxy --intercept    also an HTTPS_PROXY on 127.0.0.1:8788
+  eval "$(veilpix env)" && python app.py          an app routed by HTTPS_PROXY, any base URL
+  veilpix proxy --workers 0                       one process per core on the same port
 
 Requests to /<vendor>/<path> go to that vendor's base URL (or [vendors.<name>] base_url) +
 /<path>, sanitized and logged under [policy]; requests carrying X-Veilpix-App: <name> use
@@ -295,6 +298,25 @@ def _add_proxy_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "--log",
         metavar="FILE",
         help="the transfer log (default: $VEILPIX_LOG, else [log] path, else the user data folder)",
+    )
+    p.add_argument(
+        "--intercept",
+        action="store_true",
+        help="also run the HTTPS_PROXY intercept proxy (needs 'veilpix ca init' first; see "
+        "docs/intercept.md)",
+    )
+    p.add_argument(
+        "--intercept-port",
+        type=_port,
+        metavar="N",
+        help="port of the intercept proxy (default: [intercept] port, else 8788)",
+    )
+    p.add_argument(
+        "--only-vendors",
+        action="store_true",
+        default=None,
+        help="intercept proxy: refuse CONNECT to hosts that are not AI vendors instead of "
+        "tunnelling them ([intercept] only_vendors)",
     )
     p.add_argument(
         "--workers",
@@ -414,6 +436,9 @@ def _run_proxy(args: argparse.Namespace) -> int:
         token=args.token,
         allow_remote=args.allow_remote,
         workers=args.workers,
+        intercept=args.intercept,
+        intercept_port=args.intercept_port,
+        only_vendors=args.only_vendors,
     )
     return EXIT_OK
 
