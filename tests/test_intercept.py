@@ -17,6 +17,7 @@ import ipaddress
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -44,7 +45,7 @@ pytest.importorskip("uvicorn")
 from servers import FakeVendor, Server
 from wire import Captured, form_parts
 
-from veilpix import AuditLog, Guard, Policy
+from veilpix import AuditLog, Guard, Policy, verify_log
 from veilpix._ca import Authority
 from veilpix._config import Config
 from veilpix._errors import CAError, ConfigError
@@ -619,7 +620,9 @@ def test_plain_http_is_refused(setup: Setup, proxy: Running, target: str, says: 
 
 def test_oversized_heads_are_refused(setup: Setup, proxy: Running) -> None:
     big = "X-Junk: " + "j" * 400_000
-    sock, status, _ = connect(proxy.port, f"{OPENAI}:443", big)  # heads are bounded (64 KiB + a read)
+    sock, status, _ = connect(
+        proxy.port, f"{OPENAI}:443", big
+    )  # heads are bounded (64 KiB + a read)
     sock.close()
     assert status == 431
     client = tls(proxy.port, setup.authority.cert_path)
@@ -719,3 +722,75 @@ def test_serving_helpers(vendor_pki: VendorPKI, authority: Authority, tmp_path: 
         log.close()
 
     asyncio.run(scenario())
+
+
+# -- veilpix proxy --intercept (the command) -------------------------------------------------
+
+
+def test_the_command_without_a_ca_is_a_clear_error(tmp_path: Path) -> None:
+    env = clean_env(VEILPIX_CA_DIR=str(tmp_path / "no-ca"))
+    env.pop("VEILPIX_CONFIG", None)
+    out = subprocess.run(
+        [sys.executable, "-m", "veilpix", "proxy", "--intercept", "--port", "0",
+         "--log", str(tmp_path / "a.db")],
+        check=False, capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert "veilpix ca init" in out.stderr and "listening" not in out.stdout
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_command_runs_both_doors_into_one_log(
+    setup: Setup, tmp_path: Path, workers: int, assert_clean: Any
+) -> None:
+    """`veilpix proxy --intercept` (one process, or two workers): the gateway and the intercept
+    proxy share the log and the metrics; [intercept] upstream_hosts/upstream_ca send the
+    vendor's traffic to the local TLS fake; SIGTERM stops both cleanly."""
+    cfg = tmp_path / "veilpix.toml"
+    cfg.write_text(
+        f'[vendors.openai]\nbase_url = "https://{OPENAI}/v1"\n\n'
+        f'[intercept]\nupstream_ca = "{setup.pki.ca}"\n'
+        f'upstream_hosts = {{ "{OPENAI}" = "127.0.0.1:{setup.vendor.port}" }}\n'
+    )
+    log = tmp_path / "both.db"
+    env = clean_env(VEILPIX_CA_DIR=str(setup.authority.cert_path.parent))
+    env.pop("VEILPIX_CONFIG", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "veilpix", "proxy", "--intercept", "--port", "0",
+         "--intercept-port", "0", "--workers", str(workers), "--config", str(cfg),
+         "--log", str(log)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    photo = tmp_path / "photo.jpg"
+    photo.write_bytes(PHOTO)
+    try:
+        assert proc.stdout is not None
+        head = [proc.stdout.readline() for _ in range(3)]
+        gateway_url = head[0].split()[-1]
+        (line,) = [x for x in head if "intercept (HTTPS_PROXY) on" in x]
+        intercept_url = line.split()[-1]
+        setup.fake.reply = {"created": 1, "data": [{"b64_json": "eA=="}]}
+        out = curl("-f", "--proxy", intercept_url, "--cacert", str(setup.authority.cert_path),
+                   f"https://{OPENAI}/v1/images/edits", "-H", "Authorization: Bearer sk-test",
+                   "-F", "prompt=add a hat", "-F", f"image=@{photo};type=image/jpeg")  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert_clean(image_part(setup.seen()), "via-intercept.jpg")
+        got = httpx2.post(f"{gateway_url}/openai/chat/completions", timeout=20,
+                          json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+                          headers={"Authorization": "Bearer sk-test"})  # fmt: skip
+        assert got.status_code == 200 and setup.fake.last.path == "/v1/chat/completions"
+        metrics = httpx2.get(f"{gateway_url}/_veilpix/metrics", timeout=10).text
+        assert 'veilpix_requests_total{vendor="openai",outcome="sent"} 2' in metrics
+        assert "veilpix_images_total 1" in metrics
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, stderr
+    assert "stopped" in stdout and "sk-test" not in stdout + stderr
+    result = verify_log(log)
+    assert result.ok and result.records == 2 and result.pending == 0
+    with AuditLog(log, readonly=True) as read:
+        assert sorted(r.who["door"] for r in read.records()) == ["gateway", "intercept"]
