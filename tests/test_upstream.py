@@ -378,11 +378,21 @@ def test_an_idle_connection_the_server_closed_is_not_reused() -> None:
                     break
                 await asyncio.sleep(0.005)
             assert idle.reader.at_eof()
+            exchanges = 0
+            real = pool._exchange
+
+            async def counting(*args: Any) -> Any:
+                nonlocal exchanges
+                exchanges += 1
+                return await real(*args)
+
+            pool._exchange = counting  # type: ignore[method-assign]
             resp = await pool.request("GET", raw.url, [], b"")
             status = resp.status
             assert await resp.read() == b"ok"
             await resp.aclose()
             await pool.aclose()
+            assert exchanges == 1  # not tried on the closed connection first
             return status, raw.accepted, served
 
     status, accepted, served = asyncio.run(run())
@@ -426,6 +436,40 @@ def test_a_reused_connection_closed_before_any_answer_is_retried_once(how: str) 
 
     status, body, accepted, answered = asyncio.run(run())
     assert (status, body) == (200, b"ok") and accepted == 2 and answered == [0, 1]
+
+
+def test_a_reused_connection_that_began_an_answer_is_not_retried() -> None:
+    """Once a byte of the answer came, the server has the request: sending it again could
+    do it twice."""
+
+    async def run() -> tuple[UpstreamError, int, int]:
+        asked = 0
+
+        async def handler(
+            n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            nonlocal asked
+            while await read_request(reader) is not None:
+                asked += 1
+                if asked == 1:
+                    writer.write(OK)
+                else:
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-")
+                    await writer.drain()
+                    return
+
+        async with Raw(handler) as raw:
+            pool = UpstreamPool()
+            resp = await pool.request("GET", raw.url, [], b"")
+            await resp.read()
+            await resp.aclose()
+            with pytest.raises(UpstreamError) as info:
+                await pool.request("POST", raw.url, [], b"charge the card")
+            await pool.aclose()
+            return info.value, raw.accepted, asked
+
+    err, accepted, asked = asyncio.run(run())
+    assert err.kind == "protocol" and accepted == 1 and asked == 2
 
 
 def test_a_fresh_connection_closed_without_an_answer_is_not_retried() -> None:
