@@ -327,3 +327,380 @@ def test_two_vendors_behind_one_host_are_told_apart_by_the_path(
     (rec,) = log.records()
     assert rec.where["vendor"] == "openai" and fake.last.path == "/v1/chat/completions"
     log.close()
+
+
+# -- Guard.aprepare: on the event loop while it is cheap, else offloaded ----------------------------
+
+
+class Offload:
+    """An ``offload`` for ``Guard.aprepare`` that counts its calls and runs them on a thread,
+    as the gateway's does."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        import asyncio
+
+        self.calls += 1
+        return await asyncio.to_thread(func, *args, **kwargs)
+
+
+OPENAI = "https://api.openai.com/v1"
+
+
+def _json_request(doc: Any, path: str = "/responses", **headers: str) -> Any:
+    from veilpix import Outbound
+
+    body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+    return Outbound("POST", f"{OPENAI}{path}",
+                    [("Content-Type", "application/json"), *headers.items()], body)  # fmt: skip
+
+
+def _multipart_request() -> Any:
+    from veilpix import Outbound
+
+    b = "vpx-b0undary"
+    body = (
+        (
+            f'--{b}\r\nContent-Disposition: form-data; name="model"\r\n\r\ngpt-image-1\r\n'
+            f'--{b}\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nadd a hat\r\n'
+            f'--{b}\r\nContent-Disposition: form-data; name="image"; filename="cat.jpg"\r\n'
+            "Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + PHOTO
+        + f"\r\n--{b}--\r\n".encode()
+    )
+    return Outbound("POST", f"{OPENAI}/images/edits",
+                    [("Content-Type", f"multipart/form-data; boundary={b}")], body)  # fmt: skip
+
+
+def _image_json() -> dict[str, Any]:
+    uri = "data:image/jpeg;base64," + base64.b64encode(PHOTO).decode()
+    return {"model": "gpt-5", "input": [{"role": "user", "content": [
+        {"type": "input_text", "text": "what is this"},
+        {"type": "input_image", "image_url": uri}]}]}  # fmt: skip
+
+
+def _both(tmp_path: Path, make: Any, **kwargs: Any) -> tuple[Any, Any, int, AuditLog]:
+    """(Guard.prepare's result, Guard.aprepare's result, offload calls, the log)."""
+    import asyncio
+
+    log = AuditLog(tmp_path / "aprepare.db")
+    guard = Guard(Policy(), log)
+    sync = guard.prepare(make())
+    offload = Offload()
+    got = asyncio.run(guard.aprepare(make(), offload=offload, **kwargs))
+    return sync, got, offload.calls, log
+
+
+def test_aprepare_small_json_runs_inline(tmp_path: Path) -> None:
+    sync, got, calls, log = _both(
+        tmp_path, lambda: _json_request({"model": "gpt-5", "input": "hi"})
+    )
+    assert calls == 0
+    assert got.request.body == sync.request.body and json.loads(got.request.body)["store"] is False
+    assert got.request.headers == sync.request.headers
+    assert got.receipt.controls_applied == sync.receipt.controls_applied
+    assert len(list(log.records())) == 2  # one record each, nothing from an abandoned try
+    got.finish(status=200)
+    sync.finish(status=200)
+    assert log.verify().intact
+    log.close()
+
+
+@pytest.mark.parametrize("kind", ["data-uri", "multipart"])
+def test_aprepare_moves_images_to_the_offload(kind: str, tmp_path: Path, assert_clean: Any) -> None:
+    from wire import data_uri_bytes
+
+    make = _multipart_request if kind == "multipart" else lambda: _json_request(_image_json())
+    sync, got, calls, log = _both(tmp_path, make)
+    assert calls == 1
+    assert got.receipt.images == sync.receipt.images and len(got.receipt.images) == 1
+    assert got.receipt.images[0].bytes_in == len(PHOTO)
+    if kind == "multipart":
+        as_sent = [Captured("POST", "", dict((k.lower(), v) for k, v in p.request.headers),
+                            p.request.body) for p in (sync, got)]  # fmt: skip
+        parts = form_parts(as_sent[1])
+        assert parts == form_parts(as_sent[0])  # the same form, whatever the boundary
+        assert [p[0] for p in parts] == ["model", "prompt", "image"]
+        image = parts[2][3]
+    else:
+        assert got.request.body == sync.request.body
+        part = json.loads(got.request.body)["input"][0]["content"][1]
+        media, image = data_uri_bytes(part["image_url"])
+        assert media == "image/jpeg"
+    assert image != PHOTO and factories.SERIAL.encode() not in image
+    assert_clean(image, f"aprepare-{kind}.jpg")
+    assert [r.outcome for r in log.records()] == ["unknown", "unknown"]  # begun, once each
+    log.close()
+
+
+def test_aprepare_a_compressed_body_goes_to_the_offload(tmp_path: Path) -> None:
+    import gzip
+
+    doc = {"model": "gpt-5", "input": "hi"}
+
+    def make() -> Any:
+        return _json_request(
+            gzip.compress(json.dumps(doc).encode()), **{"Content-Encoding": "gzip"}
+        )
+
+    sync, got, calls, log = _both(tmp_path, make)
+    assert calls == 1
+    assert got.request.body == sync.request.body
+    assert json.loads(got.request.body) == {**doc, "store": False}
+    assert got.request.header("content-encoding") is None
+    assert got.request.header("content-length") == str(len(got.request.body))
+    log.close()
+
+
+def test_aprepare_a_large_body_goes_to_the_offload_at_once(tmp_path: Path) -> None:
+    import asyncio
+
+    log = AuditLog(tmp_path / "a.db")
+    guard = Guard(Policy(), log)
+    small = _json_request({"model": "gpt-5", "input": "hi"})
+    offload = Offload()
+    got = asyncio.run(guard.aprepare(small, offload=offload, inline_limit=len(small.body) - 1))
+    assert offload.calls == 1  # nothing in it is heavy: only its size sent it there
+    asyncio.run(guard.aprepare(small, offload=offload, inline_limit=len(small.body)))
+    assert offload.calls == 1  # at the limit: inline
+    assert json.loads(got.request.body)["store"] is False
+    assert len(list(log.records())) == 2
+    log.close()
+
+
+def test_aprepare_without_an_offload_runs_everything_inline(tmp_path: Path) -> None:
+    import asyncio
+
+    log = AuditLog(tmp_path / "a.db")
+    guard = Guard(Policy(), log)
+    sync = guard.prepare(_json_request(_image_json()))
+    got = asyncio.run(guard.aprepare(_json_request(_image_json())))
+    assert got.request.body == sync.request.body and got.receipt.images == sync.receipt.images
+    log.close()
+
+
+def _blocked_cases() -> list[Any]:
+    from veilpix import Outbound
+
+    corrupt = b"\xff\xd8\xff\xe0" + b"\x00" * 40 + b"not really a jpeg"
+    return [
+        pytest.param(
+            lambda: Outbound(
+                "POST", "https://evil.example/v1/x", [("Content-Type", "application/json")], b"{}"
+            ),
+            "destination.unknown_host",
+            0,
+            id="unknown-host",
+        ),
+        pytest.param(
+            lambda: _json_request(b'{"input": '), "request.malformed", 0, id="malformed-json"
+        ),
+        pytest.param(
+            lambda: Outbound(
+                "POST",
+                f"{OPENAI}/images/edits",
+                [("Content-Type", "application/octet-stream")],
+                corrupt,
+            ),
+            "image.unsanitizable",
+            1,
+            id="corrupt-image",
+        ),
+    ]
+
+
+@pytest.mark.parametrize(("make", "rule", "offloaded"), _blocked_cases())
+@pytest.mark.parametrize("large", [False, True])
+def test_aprepare_blocks_and_records_inline_or_offloaded(
+    make: Any, rule: str, offloaded: int, large: bool, tmp_path: Path
+) -> None:
+    import asyncio
+
+    from veilpix import RequestBlocked
+
+    log = AuditLog(tmp_path / "a.db")
+    guard = Guard(Policy(), log)
+    with pytest.raises(RequestBlocked) as sync:
+        guard.prepare(make())
+    offload = Offload()
+    with pytest.raises(RequestBlocked) as info:
+        asyncio.run(guard.aprepare(make(), offload=offload, inline_limit=0 if large else 1 << 20))
+    assert offload.calls == (1 if large else offloaded)
+    assert info.value.rule == sync.value.rule == rule
+    assert info.value.record_id is not None and info.value.record_id != sync.value.record_id
+    rec = log.get(info.value.record_id)
+    assert rec.outcome == "blocked" and rec.to_dict()["rule"] == rule
+    assert [r.outcome for r in log.records()] == ["blocked", "blocked"]
+    assert log.verify().intact
+    log.close()
+
+
+# -- Metrics ------------------------------------------------------------------------------------------
+
+
+def _samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """The Prometheus text format taken apart: (name, labels) -> value. Every line must be a
+    comment or a sample."""
+    import re
+
+    sample = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{((?:[a-zA-Z_]\w*="[^"]*",?)*)\})? (\S+)$')
+    out: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    assert text.endswith("\n")
+    for line in text.splitlines():
+        if line.startswith("# HELP ") or line.startswith("# TYPE "):
+            continue
+        m = sample.match(line)
+        assert m, f"not a Prometheus sample line: {line!r}"
+        labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        key = (m.group(1), labels)
+        assert key not in out, f"duplicate sample {line!r}"
+        out[key] = float(m.group(3))
+    return out
+
+
+def _labels(**kw: str) -> frozenset[tuple[str, str]]:
+    return frozenset(kw.items())
+
+
+def test_metrics_counts_images_and_unknown_vendors() -> None:
+    from veilpix.proxy._metrics import Metrics
+
+    m = Metrics()
+    m.count("openai", "sent")
+    m.count("openai", "sent")
+    m.count("openai", "blocked")
+    m.count("no-such-vendor", "refused")
+    m.count("-", "refused")
+    m.add_image(2, 1000, 400)
+    m.add_image(0, 500, 500)
+    assert m.requests() == {("openai", "sent"): 2, ("openai", "blocked"): 1, ("-", "refused"): 2}
+    s = _samples(m.render())
+    req = "veilpix_requests_total"
+    assert s[(req, _labels(vendor="openai", outcome="sent"))] == 2
+    assert s[(req, _labels(vendor="openai", outcome="blocked"))] == 1
+    assert s[(req, _labels(vendor="-", outcome="refused"))] == 2
+    assert not any(dict(k[1]).get("vendor") == "no-such-vendor" for k in s)
+    assert sum(v for (name, _), v in s.items() if name == req) == 5
+    assert s[("veilpix_images_total", frozenset())] == 2
+    assert s[("veilpix_faces_blurred_total", frozenset())] == 2
+    assert s[("veilpix_image_bytes_before_total", frozenset())] == 1500
+    assert s[("veilpix_image_bytes_after_total", frozenset())] == 900
+    text = m.render()
+    for name in ("veilpix_requests_total", "veilpix_images_total", "veilpix_upstream_seconds"):
+        assert f"# TYPE {name} " in text
+    assert "# TYPE veilpix_upstream_seconds histogram" in text
+    assert "veilpix_upstream_seconds_bucket" not in text  # nothing observed yet
+
+
+def test_metrics_latency_histogram() -> None:
+    from veilpix.proxy._metrics import BUCKETS, Metrics
+
+    m = Metrics()
+    for seconds in (0.003, 0.005, 0.07, 2.0, 100.0):  # 0.005 is on a bound: counted in it
+        m.observe("anthropic", seconds)
+    m.observe("who-knows", 0.2)
+    s = _samples(m.render())
+
+    def bucket(vendor: str, le: str) -> float:
+        return s[("veilpix_upstream_seconds_bucket", _labels(vendor=vendor, le=le))]
+
+    expected = {0.005: 2, 0.01: 2, 0.05: 2, 0.1: 3, 1: 3, 2.5: 4, 60: 4}
+    for bound, n in expected.items():
+        assert bucket("anthropic", str(bound)) == n, bound
+    counts = [bucket("anthropic", str(b)) for b in BUCKETS] + [bucket("anthropic", "+Inf")]
+    assert counts == sorted(counts) and counts[-1] == 5  # cumulative, +Inf holds them all
+    assert s[("veilpix_upstream_seconds_count", _labels(vendor="anthropic"))] == 5
+    assert s[("veilpix_upstream_seconds_sum", _labels(vendor="anthropic"))] == pytest.approx(
+        102.078, abs=1e-5
+    )
+    assert bucket("-", "0.25") == 1 and bucket("-", "0.1") == 0
+    assert ("veilpix_upstream_seconds_count", _labels(vendor="openai")) not in s
+
+
+def test_metrics_in_one_shared_buffer_add_up() -> None:
+    from veilpix.proxy._metrics import Metrics
+
+    assert Metrics.size(2) == 2 * Metrics.size(1) > 0
+    buffer = bytearray(Metrics.size(2))
+    first = Metrics(slots=2, slot=0, buffer=buffer)
+    second = Metrics(slots=2, slot=1, buffer=buffer)
+    first.count("openai", "sent")
+    second.count("openai", "sent")
+    second.count("openai", "failed")
+    first.add_image(1, 100, 50)
+    second.add_image(0, 10, 5)
+    first.observe("openai", 0.02)
+    second.observe("openai", 3.0)
+    assert first.render() == second.render()  # either worker reports the whole proxy
+    s = _samples(first.render())
+    assert s[("veilpix_requests_total", _labels(vendor="openai", outcome="sent"))] == 2
+    assert s[("veilpix_requests_total", _labels(vendor="openai", outcome="failed"))] == 1
+    assert s[("veilpix_images_total", frozenset())] == 2
+    assert s[("veilpix_image_bytes_before_total", frozenset())] == 110
+    assert s[("veilpix_upstream_seconds_count", _labels(vendor="openai"))] == 2
+    assert s[("veilpix_upstream_seconds_bucket", _labels(vendor="openai", le="0.025"))] == 1
+    assert s[("veilpix_upstream_seconds_sum", _labels(vendor="openai"))] == pytest.approx(3.02)
+    assert any(buffer)  # the counts live in the buffer itself
+    alone = Metrics()  # a private one is not part of it
+    alone.count("openai", "sent")
+    assert (
+        _samples(alone.render())[
+            ("veilpix_requests_total", _labels(vendor="openai", outcome="sent"))
+        ]
+        == 1
+    )
+    with pytest.raises(ValueError, match="slot"):
+        Metrics(slots=2, slot=2, buffer=buffer)
+
+
+# -- the gateway's own use of them ------------------------------------------------------------------
+
+
+def test_gateway_keeps_one_upstream_connection_and_counts_refusals(
+    vendor: Any, tmp_path: Path
+) -> None:
+    from veilpix.proxy._upstream import UpstreamPool
+
+    fake, upstream = vendor
+    log = AuditLog(tmp_path / "a.db")
+    pool = UpstreamPool()
+    guard = Guard(Policy(vendor_hosts={f"127.0.0.1:{upstream.port}": "openai"}), log)
+    app = Gateway({"": guard}, base_urls={"openai": f"{upstream.url}/v1"}, upstream=pool)
+    with Server(app) as server, httpx2.Client(base_url=server.url, timeout=30) as client:
+        for i in range(3):
+            sent = client.post("/openai/responses", json={"input": f"hi {i}"})
+            assert sent.status_code == 200 and sent.headers["x-request-id"] == "req_fake"
+        assert pool.idle_count() == 1  # three calls, one kept-alive upstream connection
+        assert client.get("/nobody/v1/x").status_code == 404
+        s = _samples(client.get("/_veilpix/metrics").text)
+    assert s[("veilpix_requests_total", _labels(vendor="openai", outcome="sent"))] == 3
+    assert s[("veilpix_requests_total", _labels(vendor="-", outcome="refused"))] == 1
+    assert s[("veilpix_upstream_seconds_count", _labels(vendor="openai"))] == 3
+    assert len(fake.seen) == 3 and [r.outcome for r in log.records()] == ["sent"] * 3
+    assert pool.idle_count() == 0  # closed with the app (lifespan shutdown)
+    log.close()
+
+
+def test_gateway_gzip_request_is_decoded_sanitized_and_sent_plain(
+    vendor: Any, gateway: Any, assert_clean: Any
+) -> None:
+    import gzip
+
+    from wire import data_uri_bytes
+
+    fake, _ = vendor
+    server, log = gateway
+    body = gzip.compress(json.dumps(_image_json()).encode())
+    resp = httpx2.post(f"{server.url}/openai/responses", content=body, timeout=30,
+                       headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})  # fmt: skip
+    assert resp.status_code == 200
+    assert "content-encoding" not in fake.last.headers
+    assert fake.last.headers["content-length"] == str(len(fake.last.body))
+    part = json.loads(fake.last.body)["input"][0]["content"][1]
+    _, image = data_uri_bytes(part["image_url"])
+    assert_clean(image, "gw-gzip.jpg")
+    (rec,) = log.records()
+    assert rec.outcome == "sent"
