@@ -316,6 +316,9 @@ def _server(
             access_log=False,
             log_level="warning",
             server_header=False,
+            # The client address in the log is the connection's own: a local app must not be
+            # able to name another one with X-Forwarded-For (uvicorn trusts it from 127.0.0.1).
+            proxy_headers=False,
         )
     )
 

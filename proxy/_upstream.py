@@ -36,6 +36,7 @@ __all__ = ["UpstreamError", "UpstreamPool", "UpstreamResponse"]
 
 _READ = 256 * 1024
 _DRAIN_AT = 256 * 1024  # buffered outgoing bytes before the writer waits for the socket
+_JOIN_UP_TO = 64 * 1024  # bodies up to this size are copied into one write with the head
 
 
 class UpstreamError(Exception):
@@ -209,10 +210,13 @@ class UpstreamPool:
     ) -> UpstreamResponse:
         writer = conn.writer
         try:
-            writer.write(conn.h11.send(head) or b"")
-            if body:
-                writer.write(conn.h11.send(h11.Data(data=body)) or b"")
-            writer.write(conn.h11.send(h11.EndOfMessage()) or b"")
+            start = conn.h11.send(head) or b""
+            data = (conn.h11.send(h11.Data(data=body)) or b"") if body else b""
+            end = conn.h11.send(h11.EndOfMessage()) or b""  # b"" with a Content-Length
+            if len(data) <= _JOIN_UP_TO:  # one write, one send() for a small request
+                writer.write(b"".join((start, data, end)))
+            else:
+                writer.writelines((start, data, end))
             if writer.transport.get_write_buffer_size() > _DRAIN_AT:
                 await writer.drain()
             event = await conn.next_event()
