@@ -10,7 +10,6 @@ so the app's own SDK raises something meaningful. Responses stream through as th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import secrets
@@ -242,30 +241,32 @@ class Gateway:
         """Send, then relay the answer as it arrives. A client that goes away at any point
         (while the vendor thinks, or mid-stream) cancels the upstream call."""
         relayed = [False]  # set by _relay just before the last body message goes out
-        relay = asyncio.ensure_future(self._relay(vendor, prepared, send, relayed))
+        left = False
+        task = asyncio.current_task()
+        assert task is not None
+
+        def on_message(watch: asyncio.Future[Message]) -> None:
+            # After the last byte went out the server reports the (normal) end of the
+            # exchange as a disconnect too; only one that comes before it is the client
+            # leaving, and then the relay (this task) is cancelled.
+            nonlocal left
+            if watch.cancelled() or watch.exception() is not None or relayed[0]:
+                return
+            if watch.result().get("type") == "http.disconnect":
+                left = True
+                task.cancel()
+
         watch = asyncio.ensure_future(receive())
+        watch.add_done_callback(on_message)
         try:
-            await asyncio.wait((relay, watch), return_when=asyncio.FIRST_COMPLETED)
+            await self._relay(vendor, prepared, send, relayed)
         except asyncio.CancelledError:
-            relay.cancel()
+            if not left:
+                raise
+            task.uncancel()
+        finally:
             watch.cancel()
-            raise
-        # After the last byte went out the server reports the (normal) end of the exchange as
-        # a disconnect too; only one that comes before it is the client leaving.
-        disconnected = (
-            watch.done()
-            and not watch.cancelled()
-            and watch.exception() is None
-            and watch.result().get("type") == "http.disconnect"
-            and not relayed[0]
-        )
-        if disconnected:
-            relay.cancel()
-        else:
-            watch.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await relay  # re-raises what the relay raised, other than our cancel
-        if disconnected:
+        if left:
             self.metrics.count(vendor, "client_disconnected")
             # A no-op when the vendor had already answered (the record says how).
             await prepared.afail("the client disconnected; the vendor call was cancelled")

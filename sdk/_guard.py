@@ -587,8 +587,9 @@ class Guard:
         if isinstance(doc, dict) and isinstance(doc.get("prompt"), str):
             work.prompt = doc["prompt"]
         changed = False
-        masks = self._json_mask_paths(doc, work)
-        found_images = sorted(find_images_in_json(doc), key=lambda f: tuple(f.path) in masks)
+        found_images = find_images_in_json(doc)
+        masks = self._json_mask_paths(doc, work) if found_images else set()
+        found_images.sort(key=lambda f: tuple(f.path) in masks)
         for found in found_images:  # images first: a mask takes its image's geometry
             if tuple(found.path) in masks:
                 clean = self._clean_mask(found.data, work, field=_dotted(found.path))
@@ -600,8 +601,9 @@ class Guard:
                 doc = replace_at(doc, found.path, base64.b64encode(clean.data).decode("ascii"))
                 _fix_mime(doc, found.path, clean.media_type)
             changed = True
-        fetched = self._fetched_paths(doc, work)
-        for found_url in find_urls_in_json(doc, schemes=("http", "https")):
+        urls = find_urls_in_json(doc, schemes=("http", "https"))
+        fetched = self._fetched_paths(doc, work) if urls else (set(), set())
+        for found_url in urls:
             path = tuple(found_url.path)
             if _same_vendor(found_url.url, work):
                 continue  # a file stored with the vendor (uploaded through veilpix), not a fetch
