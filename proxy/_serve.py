@@ -466,6 +466,14 @@ def _bind_all(host: str, port: int, count: int) -> list[socket.socket]:
     spread = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
     socks: list[socket.socket] = []
     try:
+        if spread:
+            # SO_REUSEPORT would let these join the sockets of another running proxy of the
+            # same user on that port (the kernel then splits the connections between the
+            # two). A plain bind first proves the port free, or picks one for port 0.
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((host.strip("[]"), port))
+                port = probe.getsockname()[1]
         for _ in range(count if spread else 1):
             sock = socket.socket(family, socket.SOCK_STREAM)
             socks.append(sock)

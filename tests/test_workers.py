@@ -339,14 +339,9 @@ def test_bind_all_shares_one_port() -> None:
             _bind_all("127.0.0.1", plain.getsockname()[1], 2)
 
 
-@pytest.mark.xfail(
-    sys.platform == "linux",
-    strict=True,
-    reason="BUG: SO_REUSEPORT lets a second `veilpix proxy --workers N` (same user) join the "
-    "port of a running one instead of failing with 'port in use'; the kernel then splits "
-    "connections between two proxies (two configs, policies and logs)",
-)
 def test_a_second_worker_group_on_the_same_port_is_refused() -> None:
+    """SO_REUSEPORT must not let a second `veilpix proxy --workers N` (same user) join the port
+    of a running one: the kernel would split connections between two proxies."""
     from veilpix.proxy._serve import _bind_all
 
     first = _bind_all("127.0.0.1", 0, 2)
