@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,7 @@ def test_many_threads_one_intact_chain_in_fewer_commits(
     # First a crowd held at the door: eight begins queued behind the writer lock ...
     with Held(log) as held:
         for i in range(8):
-            held.call(f"b{i}", lambda i=i: log.begin(transfer(i)))
+            held.call(f"b{i}", partial(log.begin, transfer(i)))
     assert held.errors == {} and commits == [8]  # ... go in one commit
     for pending in held.results.values():
         pending.finish(status=200)
@@ -201,7 +202,7 @@ def test_batches_across_checkpoints(tmp_path: Path) -> None:
         finished.finish(status=200)
         with Held(log) as held:
             for i in range(9):
-                held.call(f"b{i}", lambda i=i: log.begin(transfer(i)))
+                held.call(f"b{i}", partial(log.begin, transfer(i)))
                 if i % 3 == 1:
                     held.call(f"x{i}", lambda: finished.finish(status=500))
         assert sorted(held.errors) == ["x1", "x4", "x7"]
@@ -243,7 +244,7 @@ def test_a_failed_commit_fails_every_op_in_it_and_writes_nothing(
     try:
         with Held(log) as held:
             for i in range(4):
-                held.call(f"b{i}", lambda i=i: log.begin(transfer(10 + i)))
+                held.call(f"b{i}", partial(log.begin, transfer(10 + i)))
             held.call("fin", lambda: ok.finish(status=200))
     finally:
         log._db = real
@@ -356,7 +357,9 @@ def test_a_failed_async_commit_fails_every_await(log: AuditLog) -> None:
         log._lock.acquire()
         try:
             log._db = broken  # type: ignore[assignment]
-            tasks = [asyncio.ensure_future(log.abegin(transfer(i))) for i in range(1, 4)]
+            tasks: list[asyncio.Future[Any]] = [
+                asyncio.ensure_future(log.abegin(transfer(i))) for i in range(1, 4)
+            ]
             tasks.append(asyncio.ensure_future(pending.afinish(status=200)))
             await asyncio.sleep(0)
             assert len(log._queue) == 4

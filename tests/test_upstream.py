@@ -251,7 +251,8 @@ def test_request_headers_as_given_plus_host_and_length_once() -> None:
 
         async with Raw(handler) as raw:
             pool = UpstreamPool()
-            given = [("Authorization", "Bearer sk-x"), ("X-Dup", "1"), (b"x-dup", b"2"),
+            given: list[tuple[str | bytes, str | bytes]] = [
+                     ("Authorization", "Bearer sk-x"), ("X-Dup", "1"), (b"x-dup", b"2"),
                      ("Content-Type", "application/json")]  # fmt: skip
             resp = await pool.request("PUT", f"{raw.url}/v1/a%20b?x=1&y=2", given, b'{"a":1}')
             await resp.read()
@@ -386,7 +387,7 @@ def test_an_idle_connection_the_server_closed_is_not_reused() -> None:
                 exchanges += 1
                 return await real(*args)
 
-            pool._exchange = counting  # type: ignore[method-assign]
+            pool._exchange = counting  # type: ignore[method-assign,assignment]
             resp = await pool.request("GET", raw.url, [], b"")
             status = resp.status
             assert await resp.read() == b"ok"
@@ -881,7 +882,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return out
 
 
-def tls_server_context(pem: Path, names: list[str | None], alpn: list[str]) -> ssl.SSLContext:
+def tls_server_context(pem: Path, names: list[str | None]) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(pem)
     ctx.set_alpn_protocols(["http/1.1"])
@@ -889,7 +890,7 @@ def tls_server_context(pem: Path, names: list[str | None], alpn: list[str]) -> s
     def sni(sslobj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
         names.append(name)
 
-    ctx.sni_callback = sni  # type: ignore[assignment]
+    ctx.sni_callback = sni
     return ctx
 
 
@@ -912,7 +913,7 @@ def tls_exchange(
                 heads.append(req[0])
                 writer.write(OK)
 
-        async with Raw(handler, tls_server_context(pki[leaf], names, alpn)) as raw:
+        async with Raw(handler, tls_server_context(pki[leaf], names)) as raw:
             pool = UpstreamPool(
                 resolve={"API.OpenAI.com": ("127.0.0.1", raw.port)},
                 extra_ca=str(pki["ca"]) if extra_ca else None,

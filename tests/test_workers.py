@@ -80,7 +80,7 @@ def established_inodes(port: int) -> set[str]:
 
 
 def socket_inodes(pid: int) -> set[str]:
-    out = set()
+    out: set[str] = set()
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
