@@ -252,8 +252,9 @@ def test_request_headers_as_given_plus_host_and_length_once() -> None:
         async with Raw(handler) as raw:
             pool = UpstreamPool()
             given: list[tuple[str | bytes, str | bytes]] = [
-                     ("Authorization", "Bearer sk-x"), ("X-Dup", "1"), (b"x-dup", b"2"),
-                     ("Content-Type", "application/json")]  # fmt: skip
+                ("Authorization", "Bearer sk-x"), ("X-Dup", "1"), (b"x-dup", b"2"),
+                ("Content-Type", "application/json"),
+            ]  # fmt: skip
             resp = await pool.request("PUT", f"{raw.url}/v1/a%20b?x=1&y=2", given, b'{"a":1}')
             await resp.read()
             await resp.aclose()
