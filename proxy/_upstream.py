@@ -225,6 +225,10 @@ class UpstreamPool:
         except (h11.RemoteProtocolError, ConnectionError) as exc:
             if conn.reused and not conn.received:
                 raise _StaleConnection from exc
+            if not conn.received:  # h11 reports a close before any answer as a protocol error
+                raise UpstreamError(
+                    "closed", "the vendor closed the connection without answering"
+                ) from exc
             raise UpstreamError("protocol", f"the vendor broke the exchange: {exc}") from exc
         except OSError as exc:
             raise UpstreamError("closed", f"the vendor connection failed: {exc}") from exc
