@@ -9,6 +9,7 @@ any string that still looks like a credential is masked.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -96,6 +97,7 @@ def scrub_secrets(text: str) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=1024)  # the same endpoint URLs come back call after call
 def redact_url(url: str) -> str:
     """``url`` without user info, fragment, or the values of credential-bearing parameters."""
     try:
