@@ -16,7 +16,7 @@ commit). The peers are plain ``sqlite3`` on a fresh file with the same durabilit
                        The rows are the very JSON texts veilpix stored for the same transfer
                        (about 1.8 kB and 145 B), in a table with an integer key and no other
                        index. This is the baseline every ratio is computed against: the same
-                       number of durable commits per pair as veilpix.
+                       commits, with the same durability, per pair as veilpix.
 * raw 1 commit/insert  one INSERT of the begin row per transaction, for context only (the
                        cost of one durable commit on this disk); it is never a ratio's peer.
 
@@ -708,8 +708,9 @@ def print_report(doc: dict[str, Any]) -> None:
     con.print(table)
     con.print(
         "  vp ÷ raw = veilpix pairs/s ÷ raw pairs/s at the same concurrency, the raw writer doing "
-        "the same 2 durable commits per pair:\n  veilpix commits the begin before the call is "
-        "sent and the finish after it, by design. With threads the faster raw pattern is the\n"
+        "the same 2 commits per pair (the begin fsynced,\n  the finish not): veilpix commits the "
+        "begin before the call is sent and the finish after it, by design. With threads the "
+        "faster raw pattern is the\n"
         "  peer. The 1-insert-per-commit row is context only (what one durable commit costs on "
         "this disk).\n  chain = each veilpix log verified afterwards (untimed): intact and "
         "holding every transfer, finished."
