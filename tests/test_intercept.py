@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import datetime as dt
 import ipaddress
 import json
 import os
@@ -33,15 +32,12 @@ from typing import Any
 import h11
 import httpx2
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 import factories
 
 pytest.importorskip("uvicorn")
 
+from pki import TestCA, cert_pem, key_pem
 from servers import FakeVendor, Server
 from wire import Captured, form_parts
 
@@ -75,69 +71,14 @@ class VendorPKI:
     key: Path
 
 
-CA_USAGE = x509.KeyUsage(
-    digital_signature=False,
-    content_commitment=False,
-    key_encipherment=False,
-    data_encipherment=False,
-    key_agreement=False,
-    key_cert_sign=True,
-    crl_sign=True,
-    encipher_only=False,
-    decipher_only=False,
-)
-
-
-def _name(text: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
-
-
 @pytest.fixture(scope="session")
 def vendor_pki(tmp_path_factory: pytest.TempPathFactory) -> VendorPKI:
     folder = tmp_path_factory.mktemp("vendor-pki")
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(_name("test vendor root"))
-        .issuer_name(_name("test vendor root"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(CA_USAGE, critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    names = [x509.DNSName(OPENAI), x509.DNSName("api.anthropic.com"),
-             x509.IPAddress(ipaddress.IPv4Address("127.0.0.1"))]  # fmt: skip
-    leaf = (
-        x509.CertificateBuilder()
-        .subject_name(_name(OPENAI))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    pki = VendorPKI(folder / "ca.pem", folder / "cert.pem", folder / "key.pem")
-    pki.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    pki.cert.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    pki.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    ca = TestCA.create("test vendor root")
+    cert, key = ca.leaf(OPENAI, "api.anthropic.com", ipaddress.IPv4Address("127.0.0.1"))
+    pki = VendorPKI(ca.write(folder / "ca.pem"), folder / "cert.pem", folder / "key.pem")
+    pki.cert.write_bytes(cert_pem(cert))
+    pki.key.write_bytes(key_pem(key))
     return pki
 
 
