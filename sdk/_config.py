@@ -247,6 +247,15 @@ def _check_keys(
             raise ConfigError(f"{where}.{key} must be a {names}, not {value!r}")
 
 
+def _path(table: Mapping[str, Any], name: str, base: Path) -> Path | None:
+    """The path ``table[name]`` names ($VARS and ~ expanded), relative to the config file's
+    folder; None when the key is absent."""
+    if name not in table:
+        return None
+    path = Path(os.path.expandvars(table[name])).expanduser()
+    return path if path.is_absolute() else base / path
+
+
 def _log(table: Mapping[str, Any], base: Path) -> LogConfig:
     _check_keys("log", table, {
         "path": str, "key": str, "checkpoint_every": int, "checkpoint_seconds": (int, float),
@@ -254,10 +263,7 @@ def _log(table: Mapping[str, Any], base: Path) -> LogConfig:
     })  # fmt: skip
 
     def where(name: str) -> Path | None:
-        if name not in table:
-            return None
-        path = Path(os.path.expandvars(table[name])).expanduser()
-        return path if path.is_absolute() else base / path  # relative to the config file
+        return _path(table, name, base)
 
     out = LogConfig(
         path=where("path"),
@@ -507,10 +513,7 @@ def _intercept(table: Mapping[str, Any], base: Path) -> InterceptConfig:
     })  # fmt: skip
 
     def where(name: str) -> Path | None:
-        if name not in table:
-            return None
-        path = Path(os.path.expandvars(table[name])).expanduser()
-        return path if path.is_absolute() else base / path  # relative to the config file
+        return _path(table, name, base)
 
     port = table.get("port", DEFAULT_INTERCEPT_PORT)
     if not 0 <= port <= 65535:
