@@ -280,7 +280,8 @@ def _add_proxy_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         "proxy",
         help="run the local gateway that sanitizes and logs apps' vendor calls",
         description="Run the veilpix gateway (needs the 'proxy' extra: pip install "
-        "'veilpix[proxy]'). Apps point their vendor SDK's base URL at it.",
+        "'veilpix[proxy]'). Apps point their vendor SDK's base URL at it. With --intercept, "
+        "also an HTTPS_PROXY for apps that take no base URL (docs/intercept.md).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_PROXY_EPILOG,
     )
@@ -402,6 +403,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_audit(args)
         if args.command == "proxy":
+            if not args.intercept and (args.intercept_port is not None or args.only_vendors):
+                parser.exit(
+                    EXIT_USAGE,
+                    "veilpix proxy: error: --intercept-port and --only-vendors need --intercept\n",
+                )
             return _run_proxy(args)
         if args.command == "config":
             return _run_config(args)

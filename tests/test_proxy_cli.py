@@ -299,3 +299,16 @@ def test_vendor_policy_overrides(tmp_path: Path) -> None:
     bad.write_text('[vendors.openai.policy]\nregoin = "eu"\n')
     with pytest.raises(ConfigError, match=r"vendors\.openai\.policy\.regoin"):
         load_config(bad)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--workers", "x"], ["--workers", "65"], ["--intercept-port", "70000"],
+     ["--intercept-port", "9000"], ["--only-vendors"]],
+)  # fmt: skip
+def test_proxy_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["proxy", *argv])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and ("workers" in err or "intercept" in err or "port" in err)
