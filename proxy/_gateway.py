@@ -123,7 +123,7 @@ class Gateway:
             await self._upstream.aclose()
             self._upstream = None
         if self._executor is not None:
-            self._executor.shutdown(wait=True)  # in-flight log commits finish first
+            self._executor.shutdown(wait=True)  # sanitizing still under way finishes first
             self._executor = None
 
     def _pool(self) -> UpstreamPool:
