@@ -369,6 +369,7 @@ class InterceptProxy:
             await link.reply(502, f"veilpix: cannot connect to {host}:{port}: {exc}")
             return
         self.stats.tunnelled += 1
+        self.gateway.metrics.count("-", "tunnelled")
         try:
             link.writer.write(link.established())
             early, _ = link.h11.trailing_data  # bytes the client sent before our 200

@@ -17,7 +17,7 @@ __all__ = ["OUTCOMES", "Metrics"]
 
 OUTCOMES = (
     "sent", "blocked", "refused", "too_large", "failed", "error", "client_disconnected",
-    "broken_stream",
+    "broken_stream", "tunnelled",  # the intercept proxy's byte tunnels, one per CONNECT
 )  # fmt: skip
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _TOTALS = (

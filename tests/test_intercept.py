@@ -514,6 +514,7 @@ def test_other_hosts_are_tunnelled_byte_for_byte(proxy: Running, echo: Any) -> N
     sender.join()
     sock.close()
     assert back == payload and proxy.proxy.stats.tunnelled == 1
+    assert 'veilpix_requests_total{vendor="-",outcome="tunnelled"} 1' in proxy.metrics()
 
 
 def test_tls_to_another_host_is_not_touched(setup: Setup, proxy: Running, tmp_path: Path) -> None:
