@@ -280,7 +280,7 @@ class Guard:
         context: Context | None = None,
         vendor: str | None = None,
         offload: Callable[..., Awaitable[Any]] | None = None,
-        inline_limit: int = 256 * 1024,
+        inline_limit: int = 64 * 1024,
     ) -> Prepared:
         """:meth:`prepare` for asyncio code (the gateway). A request of at most
         ``inline_limit`` bytes is checked on the event loop, and moves to
