@@ -438,6 +438,11 @@ class AuditLog:
         self._queue_lock = threading.Lock()
         self._drainer: ThreadPoolExecutor | None = None  # commits the async callers' appends
         self._drain_due = False
+        # ... and another thread makes them durable (fsync) while the writer goes on
+        self._syncer: ThreadPoolExecutor | None = None
+        self._unsynced: list[list[_Ticket]] = []
+        self._sync_due = False
+        self._sync_lock = threading.Lock()
         self._lockfd: int | None = None  # see _writer_lock
         # WAL mode: the connection runs synchronous=NORMAL and a durable commit fsyncs the WAL
         # itself, after giving up the cross-process lock (see _write); otherwise FULL.
@@ -677,6 +682,8 @@ class AuditLog:
             self._lock = threading.RLock()
             self._queue, self._queue_lock = [], threading.Lock()
             self._drainer, self._drain_due = None, False
+            self._syncer, self._unsynced, self._sync_due = None, [], False
+            self._sync_lock = threading.Lock()
             if self._walfd is not None:
                 with suppress(OSError):
                     os.close(self._walfd)
@@ -736,10 +743,12 @@ class AuditLog:
         if not self._wal_sync:
             return
         try:
-            if self._walfd is None:
-                wal = self.path.with_name(self.path.name + "-wal")
-                self._walfd = os.open(wal, os.O_RDONLY | os.O_CLOEXEC)
-            os.fsync(self._walfd)
+            with self._sync_lock:  # the writer and the sync thread may both get here first
+                if self._walfd is None:
+                    wal = self.path.with_name(self.path.name + "-wal")
+                    self._walfd = os.open(wal, os.O_RDONLY | os.O_CLOEXEC)
+                fd = self._walfd
+            os.fsync(fd)
         except OSError as exc:
             raise self._error("make durable", exc) from exc
 
@@ -796,11 +805,23 @@ class AuditLog:
                 self._drainer.submit(self._drain)
 
     def _drain(self) -> None:
-        with self._lock:
-            with self._queue_lock:
-                batch, self._queue, self._drain_due = self._queue, [], False
-            if batch:
-                self._commit_batch(batch)
+        batch: list[_Ticket] = []
+        try:
+            with self._lock:
+                with self._queue_lock:
+                    batch, self._queue, self._drain_due = self._queue, [], False
+                if batch:
+                    # Appends awaited by asyncio callers are made durable by the sync thread,
+                    # so the writer can commit the next batch (finishes, say) during the
+                    # fsync. A thread waiting in _grouped needs its append durable when done.
+                    later = not any(t.durable and t.waiter is None for t in batch)
+                    self._commit_batch(batch, sync_later=later)
+        except BaseException as exc:  # nobody would ever wake the waiters otherwise
+            for t in batch:
+                if not t.done:
+                    t.result, t.error = None, AuditLogError(f"the transfer log failed: {exc}")
+            self._settle_all([t for t in batch if not t.done])
+            raise
 
     async def _awaited(self, op: Callable[[sqlite3.Connection], _T], *, durable: bool = True) -> _T:
         import asyncio
@@ -812,19 +833,21 @@ class AuditLog:
         # the transaction being committed); the writer skips settling a cancelled waiter.
         return await waiter
 
-    def _commit_batch(self, batch: list[_Ticket]) -> None:
+    def _commit_batch(self, batch: list[_Ticket], *, sync_later: bool = False) -> None:
         """Commit ``batch`` in one transaction. An op refused by its own check (a finish of an
         unknown or finished record raises AuditLogError before writing) fails alone; any
         other error rolls the transaction back and the ops are committed one by one, so
-        that only the failing one fails."""
+        that only the failing one fails. ``sync_later``: the durable ones are settled by the
+        sync thread after its fsync, the others at once."""
+        fsync = not sync_later
         try:
             try:
-                self._run_batch(batch)
+                self._run_batch(batch, fsync=fsync)
             except _Redo:
                 for t in batch:
                     t.result, t.error = None, None
                     try:
-                        self._run_batch([t])
+                        self._run_batch([t], fsync=fsync)
                     except _Redo as redo:
                         t.error = redo.error
         except Exception as exc:  # noqa: BLE001 - the commit failed: nothing is durable
@@ -836,25 +859,55 @@ class AuditLog:
                 t.error = AuditLogError("the write was interrupted before it was committed")
             raise
         finally:
-            waiting: dict[Any, list[_Ticket]] = {}
-            for t in batch:
-                t.done = True
-                if t.future is not None and not t.future.done():
-                    if t.error is not None:
-                        t.future.set_exception(t.error)
-                    else:
-                        t.future.set_result(t.result)
-                if t.waiter is not None:
-                    waiting.setdefault(t.waiter[0], []).append(t)
-            for loop, tickets in waiting.items():  # one wake-up per event loop and batch
-                with suppress(RuntimeError):  # that loop is closed: nobody is waiting
-                    loop.call_soon_threadsafe(_settle, tickets)
+            if sync_later:
+                later = [t for t in batch if t.durable and t.error is None]
+                if later:
+                    self._sync_soon(later)
+                    batch = [t for t in batch if not (t.durable and t.error is None)]
+            self._settle_all(batch)
 
-    def _run_batch(self, batch: list[_Ticket]) -> None:
+    def _sync_soon(self, tickets: list[_Ticket]) -> None:
+        with self._sync_lock:
+            self._unsynced.append(tickets)
+            if self._syncer is None:
+                self._syncer = ThreadPoolExecutor(1, thread_name_prefix="veilpix-audit-sync")
+            if not self._sync_due:
+                self._sync_due = True
+                self._syncer.submit(self._sync_pending)
+
+    def _sync_pending(self) -> None:
+        """One fsync for every batch committed before it started, then their waiters go."""
+        with self._sync_lock:
+            groups, self._unsynced, self._sync_due = self._unsynced, [], False
+        tickets = [t for group in groups for t in group]
+        try:
+            self._sync()
+        except AuditLogError as exc:  # committed but not known to be on disk: do not send
+            for t in tickets:
+                t.result, t.error = None, exc
+        self._settle_all(tickets)
+
+    def _settle_all(self, batch: list[_Ticket]) -> None:
+        """Mark ``batch`` done and hand each ticket's outcome to whoever waits for it."""
+        waiting: dict[Any, list[_Ticket]] = {}
+        for t in batch:
+            t.done = True
+            if t.future is not None and not t.future.done():
+                if t.error is not None:
+                    t.future.set_exception(t.error)
+                else:
+                    t.future.set_result(t.result)
+            if t.waiter is not None:
+                waiting.setdefault(t.waiter[0], []).append(t)
+        for loop, tickets in waiting.items():  # one wake-up per event loop and batch
+            with suppress(RuntimeError):  # that loop is closed: nobody is waiting
+                loop.call_soon_threadsafe(_settle, tickets)
+
+    def _run_batch(self, batch: list[_Ticket], *, fsync: bool = True) -> None:
         """One transaction for the ops of ``batch``. Their entries are computed in Python
         against the head kept in memory and inserted with one ``executemany``: few calls into
         SQLite, each of which gives up the GIL and must win it back from the event loop."""
-        with self._write(durable=any(t.durable for t in batch)) as db:
+        with self._write(durable=fsync and any(t.durable for t in batch)) as db:
             self._rows, self._head = [], None
             try:
                 for t in batch:
@@ -1468,6 +1521,10 @@ class AuditLog:
             drainer, self._drainer = self._drainer, None
         if drainer is not None:
             drainer.shutdown(wait=True)  # queued appends are committed, not dropped
+        with self._sync_lock:
+            syncer, self._syncer = self._syncer, None
+        if syncer is not None:
+            syncer.shutdown(wait=True)  # and made durable
         try:
             if self._wrote and not self.readonly and self._pid == os.getpid():
                 self.checkpoint("close")

@@ -39,9 +39,9 @@ def count_commits(log: AuditLog, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sizes: list[int] = []
     real = log._commit_batch
 
-    def counting(batch: list[Any]) -> None:
+    def counting(batch: list[Any], **options: Any) -> None:
         sizes.append(len(batch))
-        real(batch)
+        real(batch, **options)
 
     monkeypatch.setattr(log, "_commit_batch", counting)
     return sizes
