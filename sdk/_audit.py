@@ -837,8 +837,9 @@ class AuditLog:
         """Commit ``batch`` in one transaction. An op refused by its own check (a finish of an
         unknown or finished record raises AuditLogError before writing) fails alone; any
         other error rolls the transaction back and the ops are committed one by one, so
-        that only the failing one fails. ``sync_later``: the durable ones are settled by the
-        sync thread after its fsync, the others at once."""
+        that only the failing one fails. ``sync_later``: when more appends are already waiting,
+        the durable ones are settled by the sync thread after its fsync (the writer goes on
+        with the next batch) and the others at once; otherwise the fsync happens here."""
         fsync = not sync_later
         try:
             try:
@@ -859,11 +860,16 @@ class AuditLog:
                 t.error = AuditLogError("the write was interrupted before it was committed")
             raise
         finally:
-            if sync_later:
-                later = [t for t in batch if t.durable and t.error is None]
-                if later:
-                    self._sync_soon(later)
-                    batch = [t for t in batch if not (t.durable and t.error is None)]
+            later = [t for t in batch if t.durable and t.error is None] if sync_later else []
+            if later and not self._queue:  # nothing to commit meanwhile: no thread hop
+                try:
+                    self._sync()
+                except AuditLogError as exc:
+                    for t in later:
+                        t.result, t.error = None, exc
+            elif later:
+                self._sync_soon(later)
+                batch = [t for t in batch if not (t.durable and t.error is None)]
             self._settle_all(batch)
 
     def _sync_soon(self, tickets: list[_Ticket]) -> None:
