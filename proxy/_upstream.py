@@ -213,10 +213,13 @@ class UpstreamPool:
             start = conn.h11.send(head) or b""
             data = (conn.h11.send(h11.Data(data=body)) or b"") if body else b""
             end = conn.h11.send(h11.EndOfMessage()) or b""  # b"" with a Content-Length
-            if len(data) <= _JOIN_UP_TO:  # one write, one send() for a small request
-                writer.write(b"".join((start, data, end)))
-            else:
-                writer.writelines((start, data, end))
+            try:
+                if len(data) <= _JOIN_UP_TO:  # one write, one send() for a small request
+                    writer.write(b"".join((start, data, end)))
+                else:
+                    writer.writelines((start, data, end))
+            except RuntimeError as exc:  # uvloop: the peer reset and the transport is gone
+                raise ConnectionResetError(str(exc)) from exc
             if writer.transport.get_write_buffer_size() > _DRAIN_AT:
                 await writer.drain()
             event = await conn.next_event()
