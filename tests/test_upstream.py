@@ -901,3 +901,40 @@ def test_https_with_a_leaf_for_another_name_fails(pki: dict[str, Path]) -> None:
     result, _, heads, _ = tls_exchange(pki, "evil.example", extra_ca=True)
     assert isinstance(result, UpstreamError) and result.kind == "tls", result
     assert heads == []  # nothing was sent to the wrong server
+
+
+def test_writing_to_a_connection_the_peer_already_reset_is_an_upstream_error() -> None:
+    """uvloop raises RuntimeError when writing to a transport that a reset has closed (the
+    gateway answered 500 once in CI); it must come out as UpstreamError like any reset."""
+    uvloop = pytest.importorskip("uvloop")
+    import h11
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    async def run() -> None:
+        pool = UpstreamPool()
+        key = ("http", "127.0.0.1", port)
+        conn = await pool._connect(key)
+        peer, _ = listener.accept()
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        peer.close()  # RST
+        for _ in range(100):  # until the event loop has seen the reset
+            if conn.writer.transport.is_closing():
+                break
+            await asyncio.sleep(0.01)
+        head = h11.Request(
+            method="POST", target="/v1/x", headers=[("host", "x"), ("content-length", "2")]
+        )
+        with pytest.raises(UpstreamError) as info:
+            await pool._exchange(key, conn, head, b"{}")
+        assert info.value.kind in ("closed", "protocol")
+        conn.close()
+        await pool.aclose()
+
+    try:
+        uvloop.run(run())
+    finally:
+        listener.close()
