@@ -225,6 +225,9 @@ class InterceptProxy:
             pass
         except asyncio.CancelledError:  # aclose(): the server is going away
             pass
+        except RuntimeError as exc:  # uvloop, writing to a transport a reset already closed
+            if "closed" not in str(exc):
+                _log.exception("intercept proxy: unexpected error; the connection was closed")
         except Exception:  # noqa: BLE001 - a bug must not take the server down: log, cut off
             _log.exception("intercept proxy: unexpected error; the connection was closed")
         finally:
