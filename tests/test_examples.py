@@ -252,3 +252,24 @@ def test_proxy_gateway_example_without_arguments(
     assert res.returncode == 0, res.stderr
     (folder,) = tmp_path.glob("veilpix-proxy-*")
     assert (folder / "audit.db").is_file() and str(folder) in res.stdout
+
+
+def test_intercept_proxy_example(tmp_path: Path) -> None:
+    pytest.importorskip("openai")
+    pytest.importorskip("uvicorn")
+    out = tmp_path / "out"
+    res = run("intercept_proxy.py", str(out), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    text = res.stdout
+    assert "the photo: JPEG 640x480" in text and "GPS 48.85823, 2.29447, EXIF" in text
+    assert "base URL https://api.openai.com/v1/ (unchanged)" in text
+    (arrived,) = [line for line in text.splitlines() if line.strip().startswith("image:")]
+    assert "no GPS, no EXIF, 0 metadata finding(s)" in arrived
+    assert "Content-Usage: train-ai=n" in text and "intercepted=1" in text
+    with AuditLog(out / "audit.db", readonly=True) as log:
+        (rec,) = [r.to_dict() for r in log.records()]
+    assert rec["outcome"] == "sent" and rec["who"]["door"] == "intercept"
+    assert rec["where"]["host"] == "api.openai.com" and rec["id"][:8] in text
+    assert b"sk-offline-example" not in (out / "audit.db").read_bytes()
+    key = out / "ca" / "ca-key.pem"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
