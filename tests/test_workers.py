@@ -243,7 +243,11 @@ def test_a_worker_that_dies_is_started_again_and_the_counts_survive(
         with httpx2.Client(base_url=proxy.url, timeout=60) as client:
             assert client.post("/openai/chat/completions", json=CHAT).status_code == 200
     assert sent(proxy.metrics()) == 12  # the dead worker's row was kept
-    now = sorted(p for p in children(proxy.proc.pid) if segment in shm_segments(p))
+    while True:  # the new worker maps the table once its imports are done
+        now = sorted(p for p in children(proxy.proc.pid) if segment in shm_segments(p))
+        if len(now) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert len(now) == 2 and workers[0] not in now and workers[1] in now
     assert proxy.stop() == 0
     assert len(fake.seen) == 12
