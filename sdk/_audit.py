@@ -862,11 +862,7 @@ class AuditLog:
         finally:
             later = [t for t in batch if t.durable and t.error is None] if sync_later else []
             if later and not self._queue:  # nothing to commit meanwhile: no thread hop
-                try:
-                    self._sync()
-                except AuditLogError as exc:
-                    for t in later:
-                        t.result, t.error = None, exc
+                self._sync_for(later)
             elif later:
                 self._sync_soon(later)
                 batch = [t for t in batch if not (t.durable and t.error is None)]
@@ -886,12 +882,17 @@ class AuditLog:
         with self._sync_lock:
             groups, self._unsynced, self._sync_due = self._unsynced, [], False
         tickets = [t for group in groups for t in group]
+        self._sync_for(tickets)
+        self._settle_all(tickets)
+
+    def _sync_for(self, tickets: list[_Ticket]) -> None:
+        """fsync for ``tickets``; when it fails they fail: committed but not known to be on
+        disk, so their callers must not send."""
         try:
             self._sync()
-        except AuditLogError as exc:  # committed but not known to be on disk: do not send
+        except AuditLogError as exc:
             for t in tickets:
                 t.result, t.error = None, exc
-        self._settle_all(tickets)
 
     def _settle_all(self, batch: list[_Ticket]) -> None:
         """Mark ``batch`` done and hand each ticket's outcome to whoever waits for it."""
