@@ -188,6 +188,10 @@ class _Block(Exception):
         super().__init__(reason)
         self.rule, self.reason, self.hint = rule, reason, hint
 
+    def error(self, record_id: str) -> RequestBlocked:
+        """What the caller gets once the block is recorded as ``record_id``."""
+        return RequestBlocked(self.reason, rule=self.rule, hint=self.hint, record_id=record_id)
+
 
 @dataclass
 class _Work:
@@ -267,9 +271,9 @@ class Guard:
         ctx = context or self.context
         out, work, block = self._run(request, ctx, vendor)
         if block is not None:
-            transfer = self._transfer(request, ctx, work, rule=block.rule)
-            rid = self.log.block(transfer, reason=block.reason, rule=block.rule)
-            raise RequestBlocked(block.reason, rule=block.rule, hint=block.hint, record_id=rid)
+            rid = self.log.block(self._transfer(request, ctx, work, rule=block.rule),
+                                 reason=block.reason, rule=block.rule)  # fmt: skip
+            raise block.error(rid)
         pending = self.log.begin(self._transfer(out, ctx, work, rule="allowed"))
         return Prepared(out, self._receipt(work, pending.id), pending)
 
@@ -299,9 +303,9 @@ class Guard:
             run = await offload(self._run, request, ctx, vendor)
         out, work, block = run
         if block is not None:
-            transfer = self._transfer(request, ctx, work, rule=block.rule)
-            rid = await self.log.ablock(transfer, reason=block.reason, rule=block.rule)
-            raise RequestBlocked(block.reason, rule=block.rule, hint=block.hint, record_id=rid)
+            rid = await self.log.ablock(self._transfer(request, ctx, work, rule=block.rule),
+                                        reason=block.reason, rule=block.rule)  # fmt: skip
+            raise block.error(rid)
         pending = await self.log.abegin(self._transfer(out, ctx, work, rule="allowed"))
         return Prepared(out, self._receipt(work, pending.id), pending)
 
