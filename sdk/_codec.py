@@ -31,6 +31,7 @@ import io
 import json
 import re
 import secrets
+import sys
 import urllib.parse
 import zlib
 from collections.abc import Iterable, Iterator
@@ -75,6 +76,7 @@ __all__ = [
     "parse_data_uri",
     "parse_multipart",
     "replace_at",
+    "scan_json",
     "select",
 ]
 
@@ -979,8 +981,13 @@ def load_json(
         raise RequestTooLarge(f"the JSON body is nested more than {max_depth} levels deep") from exc
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int digit limit
         raise RequestError(f"the request body is not valid JSON: {exc}") from exc
-    for _ in iter_strings(doc, max_depth=max_depth):
-        pass
+    opened = (
+        body.count("[") + body.count("{")
+        if isinstance(body, str)
+        else (body.count(b"[") + body.count(b"{"))
+    )
+    if opened >= max_depth:  # fewer brackets than that cannot nest that deep
+        _strings_to_check(doc, max_depth=max_depth, min_len=None)
     return doc
 
 
@@ -1009,6 +1016,43 @@ def iter_strings(doc: Any, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Iterator[tu
                 raise _too_deep(max_depth)
             items = node.items() if isinstance(node, dict) else enumerate(node)
             stack.extend(reversed([((*path, k), v) for k, v in items]))
+
+
+def _strings_to_check(
+    doc: Any, *, max_depth: int, min_len: int | None
+) -> list[tuple[JsonPath, str]]:
+    """The strings in ``doc`` that may be an image or a URL (at least ``min_len`` characters
+    long, or holding a colon as ``data:`` and ``https://`` do), with their paths, in document
+    order; none when ``min_len`` is None. Checks nesting like :func:`iter_strings`, and
+    builds no path for anything else (most of a request's strings are short prose)."""
+
+    shortest = sys.maxsize if min_len is None else min_len
+    strings = min_len is not None
+    if not isinstance(doc, dict | list):
+        keep = strings and isinstance(doc, str) and (len(doc) >= shortest or ":" in doc)
+        return [((), doc)] if keep else []
+    found: list[tuple[JsonPath, str]] = []
+    stack: list[tuple[JsonPath, Any]] = [((), doc)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, str):
+            found.append((path, node))
+            continue
+        if len(path) >= max_depth:
+            raise _too_deep(max_depth)
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        kids = [
+            ((*path, k), v)
+            for k, v in items
+            if (
+                (strings and (len(v) >= shortest or ":" in v))
+                if isinstance(v, str)
+                else isinstance(v, dict | list)
+            )
+        ]
+        kids.reverse()
+        stack.extend(kids)
+    return found
 
 
 def _steppable(node: Any, step: str | int) -> bool:
@@ -1272,12 +1316,34 @@ def find_images_in_json(
 ) -> list[JsonImage]:
     """Every image carried in a JSON string anywhere in ``doc``, in document order (see
     :func:`image_in_string`). URLs are not fetched; see :func:`find_urls_in_json`."""
-    found = []
-    for path, value in iter_strings(doc, max_depth=max_depth):
-        image = image_in_string(path, value, min_len=min_len)
-        if image is not None:
-            found.append(image)
-    return found
+    return scan_json(doc, min_len=min_len, url_schemes=(), max_depth=max_depth)[0]
+
+
+def scan_json(
+    doc: Any,
+    *,
+    min_len: int | None = BASE64_MIN_LEN,
+    url_schemes: Iterable[str] = ("http", "https", "gs", "s3"),
+    max_depth: int = DEFAULT_MAX_DEPTH,
+) -> tuple[list[JsonImage], list[JsonUrl]]:
+    """:func:`find_images_in_json` and :func:`find_urls_in_json` in one walk; with
+    ``min_len=None`` it looks for URLs only."""
+    wanted = {s.lower() for s in url_schemes}
+    images: list[JsonImage] = []
+    urls: list[JsonUrl] = []
+    candidates = _strings_to_check(
+        doc, max_depth=max_depth, min_len=sys.maxsize if min_len is None else min_len
+    )
+    for path, value in candidates:
+        if min_len is not None:
+            image = image_in_string(path, value, min_len=min_len)
+            if image is not None:
+                images.append(image)
+        if wanted and "://" in value:
+            url = _as_url(path, value, wanted)
+            if url is not None:
+                urls.append(url)
+    return images, urls
 
 
 class JsonUrl(NamedTuple):
@@ -1298,13 +1364,12 @@ def find_urls_in_json(
     with one of ``schemes`` (``gs://`` and ``s3://`` are how Gemini/Vertex and Bedrock name
     stored files). URLs inside prose are not reported; ``data:`` URIs are images, see
     :func:`find_images_in_json`."""
-    wanted = {s.lower() for s in schemes}
-    found = []
-    for path, value in iter_strings(doc, max_depth=max_depth):
-        url = value.strip()
-        match = _URL_SCHEME.match(url)
-        if match is None or match.group(1).lower() not in wanted:
-            continue
-        if _WHITESPACE.search(url) is None:
-            found.append(JsonUrl(path, url, match.group(1).lower()))
-    return found
+    return scan_json(doc, min_len=None, url_schemes=schemes, max_depth=max_depth)[1]
+
+
+def _as_url(path: JsonPath, value: str, wanted: set[str]) -> JsonUrl | None:
+    url = value.strip()
+    match = _URL_SCHEME.match(url)
+    if match is None or match.group(1).lower() not in wanted or _WHITESPACE.search(url):
+        return None
+    return JsonUrl(path, url, match.group(1).lower())

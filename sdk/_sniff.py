@@ -52,8 +52,7 @@ def _bmff_format(data: bytes) -> str | None:
     return None
 
 
-def sniff(data: bytes) -> str:
-    """The container format of ``data``: JPEG, PNG, WEBP, GIF, TIFF, BMP, HEIF or AVIF."""
+def _format(data: bytes) -> str | None:
     head = data[:32]
     if head[:3] == b"\xff\xd8\xff":
         return "JPEG"
@@ -71,9 +70,15 @@ def sniff(data: bytes) -> str:
         and int.from_bytes(head[14:18], "little") in (12, 40, 52, 56, 64, 108, 124)
     ):
         return "BMP"
-    bmff = _bmff_format(data)
-    if bmff:
-        return bmff
+    return _bmff_format(data)
+
+
+def sniff(data: bytes) -> str:
+    """The container format of ``data``: JPEG, PNG, WEBP, GIF, TIFF, BMP, HEIF or AVIF."""
+    found = _format(data)
+    if found is not None:
+        return found
+    head = data[:32]
     stripped = data[:64].lstrip()
     for magic, what in _KNOWN_OTHERS:
         if head.startswith(magic) or stripped.startswith(magic):
@@ -85,8 +90,4 @@ def sniff(data: bytes) -> str:
 
 def looks_like_image(data: bytes) -> bool:
     """True when ``data`` starts like an image (any supported format)."""
-    try:
-        sniff(data)
-    except UnsupportedImage:
-        return False
-    return True
+    return _format(data) is not None

@@ -1017,6 +1017,18 @@ def test_deep_json_body_fails_closed(depth: int) -> None:
         C.load_json(body)
 
 
+@pytest.mark.parametrize("limit", [1, 2, 5, 40])
+def test_load_json_depth_limit_is_exact(limit: int) -> None:
+    # Containers at path length < limit are fine; load_json only walks the document when
+    # the body has at least ``limit`` opening brackets, so the edges are checked here.
+    ok = json.dumps(nested(limit)).encode()  # innermost list at path length limit - 1
+    assert C.load_json(ok, max_depth=limit) == nested(limit)
+    with pytest.raises(RequestTooLarge):
+        C.load_json(json.dumps(nested(limit + 1)), max_depth=limit)
+    # brackets inside strings only make it look (not check) deeper than it is
+    assert C.load_json(json.dumps([["[{" * limit]]), max_depth=3) == [["[{" * limit]]
+
+
 @pytest.mark.parametrize(
     ("body", "words"),
     [
@@ -1101,3 +1113,58 @@ def test_json_helpers_fail_closed(doc: Any) -> None:
     for expr in ("**", "**[?type=image]", "*[*].a"):
         for path in C.select(doc, expr):
             assert C.replace_at(doc, path, C.get_at(doc, path)) == doc
+
+
+def _scan_by_the_book(doc: Any, schemes: tuple[str, ...]) -> tuple[list[Any], list[Any]]:
+    """What scan_json must find: every string checked, one by one, in document order."""
+    images, urls = [], []
+    for path, value in C.iter_strings(doc):
+        image = C.image_in_string(path, value)
+        if image is not None:
+            images.append(image)
+        url = value.strip()
+        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+        plain = not any(ch.isspace() for ch in url)
+        if scheme in schemes and plain and C._URL_SCHEME.match(url):
+            urls.append(C.JsonUrl(path, url, scheme))
+    return images, urls
+
+
+_TINY_GIF = base64.b64encode(
+    b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00"
+    b"\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+).decode()
+scan_strings = st.sampled_from([
+    _TINY_GIF, "data:image/gif;base64," + _TINY_GIF, "data:image/png;base64,!!", "data:text/plain,hi",
+    "https://cdn.example/a.png", " http://x.example/b ", "HTTPS://X.EXAMPLE", "gs://bucket/o.png",
+    "ftp://x.example/y", "https://a.example/has space", "note: see https://x.example/", "a:b",
+    "x" * 40, "short",
+]) | st.text(max_size=40)  # fmt: skip
+scan_docs = st.recursive(
+    st.none() | st.integers() | scan_strings,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
+    max_leaves=25,
+)
+
+
+@given(scan_docs, st.sampled_from([("http", "https"), ("http", "https", "gs", "s3"), ()]))
+@settings(max_examples=400, deadline=None)
+def test_scan_json_finds_what_a_string_by_string_check_finds(
+    doc: Any, schemes: tuple[str, ...]
+) -> None:
+    # scan_json skips short strings without a colon before looking closer: that must never
+    # change what is found, where, or in which order; nor whether a bad data:image URI raises.
+    try:
+        expected: Any = _scan_by_the_book(doc, schemes)
+    except RequestError:
+        expected = RequestError
+    try:
+        got: Any = C.scan_json(doc, url_schemes=schemes)
+    except RequestError:
+        got = RequestError
+    assert got == expected
+    if expected is not RequestError:
+        assert C.find_images_in_json(doc) == expected[0]
+        assert C.find_urls_in_json(doc, schemes=schemes) == expected[1]
