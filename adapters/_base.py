@@ -124,18 +124,46 @@ class Vendor:
     sources: tuple[str, ...] = field(default=(), repr=False)
 
     def region_for(self, host: str) -> Region | None:
-        host = host.lower()
-        for region in self.regions:
-            if any(fnmatch.fnmatchcase(host, pattern) for pattern in region.hosts):
-                return region
-        return None
+        key = ("region", host.lower())
+        cache = self._lookups()
+        found = cache.get(key, _UNKNOWN)
+        if found is _UNKNOWN:
+            found = next(
+                (r for r in self.regions if any(fnmatch.fnmatchcase(key[1], p) for p in r.hosts)),
+                None,
+            )
+            _remember(cache, key, found)
+        return found  # type: ignore[return-value]
 
     def endpoint_for(self, method: str, path: str) -> Endpoint | None:
-        for endpoint in self.endpoints:
-            if endpoint.matches(method, path):
-                return endpoint
-        return None
+        key = (method.upper(), path)
+        cache = self._lookups()
+        found = cache.get(key, _UNKNOWN)
+        if found is _UNKNOWN:
+            found = next((e for e in self.endpoints if e.matches(method, path)), None)
+            _remember(cache, key, found)
+        return found  # type: ignore[return-value]
+
+    def _lookups(self) -> dict[tuple[str, str], object]:
+        """Answers of region_for/endpoint_for (called for every request, and the same
+        hosts and paths come again and again). Kept outside the frozen fields."""
+        try:
+            return self.__dict__["_lookup_cache"]  # type: ignore[no-any-return]
+        except KeyError:
+            cache: dict[tuple[str, str], object] = {}
+            object.__setattr__(self, "_lookup_cache", cache)
+            return cache
 
     @property
     def host_patterns(self) -> tuple[str, ...]:
         return tuple(p for r in self.regions for p in r.hosts)
+
+
+_LOOKUPS_KEPT = 1024
+_UNKNOWN = object()
+
+
+def _remember(cache: dict[tuple[str, str], object], key: tuple[str, str], value: object) -> None:
+    if len(cache) >= _LOOKUPS_KEPT:  # paths carry ids (files/file-abc/content): stay bounded
+        cache.clear()
+    cache[key] = value

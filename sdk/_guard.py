@@ -78,12 +78,22 @@ class Outbound:
         return None
 
     def set_header(self, name: str, value: str) -> None:
-        self.drop_header(name)
-        self.headers.append((name, value))
+        self.set_headers([(name, value)])
 
-    def drop_header(self, name: str) -> None:
-        low = name.lower()
-        self.headers = [(k, v) for k, v in self.headers if k.lower() != low]
+    def set_headers(self, pairs: Iterable[tuple[str, str]], *, drop: Iterable[str] = ()) -> None:
+        """Drop the headers named in ``drop``, then :meth:`set_header` each pair in turn
+        (a later pair replaces an earlier one of the same name), in one pass."""
+        final: dict[str, tuple[str, str]] = {}
+        for name, value in pairs:
+            low = name.lower()
+            final.pop(low, None)  # re-inserted last, as a second set_header would put it
+            final[low] = (name, value)
+        gone = final.keys() | {n.lower() for n in drop}
+        self.headers = [(k, v) for k, v in self.headers if k.lower() not in gone]
+        self.headers.extend(final.values())
+
+    def drop_header(self, *names: str) -> None:
+        self.set_headers((), drop=names)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -228,8 +238,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def _is_other_image(data: bytes) -> bool:
-    head = data[:16]
-    return any(head.startswith(m) for m in _OTHER_IMAGES)
+    return data[:16].startswith(_OTHER_IMAGES)
 
 
 class Guard:
@@ -409,11 +418,10 @@ class Guard:
             work.heavy()
         body = decode_body(request.body, encoding, max_bytes=policy.max_request_bytes)
         out = Outbound(request.method.upper(), url, list(request.headers), body)
-        out.drop_header("content-encoding")
         # A resumable upload may declare the file's length before sending it; only the
         # sanitized length will be true, so the (optional) declaration goes.
-        for name in work.endpoint.declared_length_headers if work.endpoint is not None else ():
-            out.drop_header(name)
+        declared = work.endpoint.declared_length_headers if work.endpoint is not None else ()
+        out.drop_header("content-encoding", *declared)
         self._rewrite(out, work, ctx)
         limit = work.endpoint.max_request_bytes if work.endpoint is not None else None
         if limit is not None and len(out.body) > limit:
@@ -423,9 +431,9 @@ class Guard:
                 f"limit of {limit:,}",
                 "send fewer or smaller images, or downscale them with Policy(max_side=...)",
             )
-        self._apply_headers(out, work)
-        out.drop_header("transfer-encoding")
-        out.set_header("Content-Length", str(len(out.body)))
+        headers = self._privacy_headers(work)
+        headers.append(("Content-Length", str(len(out.body))))
+        out.set_headers(headers, drop=("transfer-encoding",))
         return out
 
     # -- destination -------------------------------------------------------------------------
@@ -497,16 +505,18 @@ class Guard:
                 "see docs/vendors.md for what each vendor offers per request",
             )
 
-    def _apply_headers(self, out: Outbound, work: _Work) -> None:
+    def _privacy_headers(self, work: _Work) -> list[tuple[str, str]]:
         vendor, policy = work.vendor, work.policy
         assert vendor is not None
+        headers = []
         if policy.content_usage:
-            out.set_header("Content-Usage", policy.content_usage)
+            headers.append(("Content-Usage", policy.content_usage))
         if policy.sec_gpc:
-            out.set_header("Sec-GPC", "1")
-        for control in vendor.controls:
-            if control.header is not None and control.name in work.applied:
-                out.set_header(*control.header)
+            headers.append(("Sec-GPC", "1"))
+        headers.extend(
+            c.header for c in vendor.controls if c.header is not None and c.name in work.applied
+        )
+        return headers
 
     # -- bodies --------------------------------------------------------------------------------
 
@@ -579,10 +589,10 @@ class Guard:
         from veilpix._codec import (
             build_data_uri,
             dump_json,
-            find_images_in_json,
             find_urls_in_json,
             load_json,
             replace_at,
+            scan_json,
         )
 
         doc = load_json(out.body, max_bytes=work.policy.max_request_bytes)
@@ -591,7 +601,7 @@ class Guard:
         if isinstance(doc, dict) and isinstance(doc.get("prompt"), str):
             work.prompt = doc["prompt"]
         changed = False
-        found_images = find_images_in_json(doc)
+        found_images, urls = scan_json(doc, url_schemes=("http", "https"))
         masks = self._json_mask_paths(doc, work) if found_images else set()
         found_images.sort(key=lambda f: tuple(f.path) in masks)
         for found in found_images:  # images first: a mask takes its image's geometry
@@ -605,7 +615,8 @@ class Guard:
                 doc = replace_at(doc, found.path, base64.b64encode(clean.data).decode("ascii"))
                 _fix_mime(doc, found.path, clean.media_type)
             changed = True
-        urls = find_urls_in_json(doc, schemes=("http", "https"))
+        if found_images:  # a rewritten image may have changed its neighbours (a mime key)
+            urls = find_urls_in_json(doc, schemes=("http", "https"))
         fetched = self._fetched_paths(doc, work) if urls else (set(), set())
         for found_url in urls:
             path = tuple(found_url.path)

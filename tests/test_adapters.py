@@ -633,3 +633,20 @@ def test_module_entry_point_prints_the_matrix(capsys: pytest.CaptureFixture[str]
 
     main()
     assert capsys.readouterr().out == render_markdown()
+
+
+def test_lookups_are_remembered_and_bounded() -> None:
+    # region_for/endpoint_for answer every request; their answers are kept per vendor, must
+    # equal a fresh search, and must not grow without bound (paths carry file ids).
+    vendor = adapters.get("openai")
+    fresh = Vendor(**{f: getattr(vendor, f) for f in vendor.__dataclass_fields__})
+    for host in ("api.openai.com", "API.OPENAI.COM", "eu.api.openai.com", "example.com"):
+        assert vendor.region_for(host) == fresh.region_for(host)
+        assert vendor.region_for(host) == vendor.region_for(host)
+    for i in range(3000):
+        path = f"/v1/files/file-{i}/content"
+        assert vendor.endpoint_for("get", path) == fresh.endpoint_for("GET", path)
+    assert vendor.endpoint_for("POST", "/v1/images/edits") is not None
+    assert vendor.endpoint_for("POST", "/v1/images/edits").operation == "images.edit"  # type: ignore[union-attr]
+    assert len(vendor._lookups()) <= 1024
+    assert vendor == fresh and hash(vendor) == hash(fresh)  # the cache is no field

@@ -43,3 +43,19 @@ def test_replace_validates() -> None:
         p.replace(quality=500)
     with pytest.raises(veilpix.ConfigError, match="unexpected keyword"):
         p.replace(nonsense=1)
+
+
+def test_outbound_set_headers_is_set_header_in_turn() -> None:
+    from veilpix import Outbound
+
+    start = [("Content-Type", "a"), ("X-A", "1"), ("transfer-encoding", "chunked"), ("x-a", "2")]
+    pairs = [("X-A", "3"), ("Sec-GPC", "1"), ("content-type", "b"), ("x-a", "4")]
+    one = Outbound("POST", "https://x.example/", list(start))
+    for name, value in pairs:
+        one.set_header(name, value)
+    one.drop_header("Transfer-Encoding")
+    both = Outbound("POST", "https://x.example/", list(start))
+    both.set_headers(pairs, drop=["TRANSFER-ENCODING"])
+    assert both.headers == one.headers == [("Sec-GPC", "1"), ("content-type", "b"), ("x-a", "4")]
+    both.drop_header("sec-gpc", "CONTENT-TYPE")
+    assert both.headers == [("x-a", "4")]
