@@ -127,9 +127,13 @@ def redact_headers(
     out: dict[str, str] = {}
     for name, value in items:
         key = name.lower()
-        secret = key in _SECRET_HEADERS or bool(_SECRET_NAME.search(key))
-        out[key] = REDACTED if secret else scrub_secrets(value) if scrub else value
+        out[key] = REDACTED if _secret_header(key) else scrub_secrets(value) if scrub else value
     return out
+
+
+@functools.lru_cache(maxsize=512)  # the same few header names come with every call
+def _secret_header(key: str) -> bool:
+    return key in _SECRET_HEADERS or _SECRET_NAME.search(key) is not None
 
 
 @dataclass(frozen=True)
