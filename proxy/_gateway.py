@@ -41,6 +41,7 @@ _HOP_BY_HOP = frozenset({
 _OWN = frozenset({"host", "content-length", "expect", "x-veilpix-token", "x-veilpix-app"})
 TOKEN_HEADER = "x-veilpix-token"  # noqa: S105 - a header name, not a secret
 APP_HEADER = "x-veilpix-app"
+_TOKEN_RAW, _APP_RAW = TOKEN_HEADER.encode(), APP_HEADER.encode()
 
 
 def vendor_error(vendor: str, status: int, message: str, code: str) -> dict[str, Any]:
@@ -162,12 +163,10 @@ class Gateway:
         return vendor, f"{base}/{rest}" + (f"?{query}" if query else "")
 
     async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        lower = {k.lower(): v for k, v in headers}
         target = self._target(scope)
         vendor_hint = target[0] if isinstance(target, tuple) else "openai"
         if self.token is not None and not secrets.compare_digest(
-            lower.get(TOKEN_HEADER, ""), self.token
+            _header(scope, _TOKEN_RAW), self.token.encode()
         ):
             await self._refuse(send, vendor_hint, 401, "missing or wrong X-Veilpix-Token",
                                "veilpix_token", outcome=None)  # fmt: skip
@@ -191,8 +190,6 @@ class Gateway:
         """Run one ASGI HTTP request, already routed to ``url`` at ``vendor`` (and past the
         token check), through the guard and on to the vendor; relay the answer. The door
         the call came through (``gateway``, ``intercept``) is recorded in the log."""
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        lower = {k.lower(): v for k, v in headers}
         body = await _read_body(receive, self.max_body)
         if body is _DISCONNECTED:  # the client went away mid-upload: send nothing at all
             self.metrics.count(vendor, "client_disconnected")
@@ -201,7 +198,7 @@ class Gateway:
             await self._refuse(send, vendor, 413, f"request body over {self.max_body:,} bytes",
                                "veilpix_too_large", outcome="too_large")  # fmt: skip
             return
-        app = lower.get(APP_HEADER, "")
+        app = _header(scope, _APP_RAW).decode("latin-1")
         guard = self.guards.get(app) or self.guards[""]
         client = scope.get("client")
         context = Context(
@@ -209,8 +206,7 @@ class Gateway:
             client=f"{client[0]}" if client else None,
             door=door,
         )
-        forward = [(k, v) for k, v in _end_to_end(headers) if k.lower() not in _OWN]
-        outbound = Outbound(scope["method"], url, forward, body)
+        outbound = Outbound(scope["method"], url, _forwarded(scope["headers"]), body)
         try:
             prepared = await guard.aprepare(
                 outbound, context=context, vendor=vendor, offload=self._in_thread
@@ -320,19 +316,34 @@ class Gateway:
         return await loop.run_in_executor(self._executor, partial(func, *args, **kwargs))
 
 
-def _end_to_end(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """``headers`` without the hop-by-hop ones (RFC 9110 7.6.1), including those the
-    Connection header names."""
-    items = list(headers)
-    named = {t.strip().lower() for k, v in items if k.lower() == "connection" for t in v.split(",")}
-    return [(k, v) for k, v in items if k.lower() not in _HOP_BY_HOP and k.lower() not in named]
+def _forwarded(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    """The request headers that go on to the vendor: without the hop-by-hop ones (RFC 9110
+    7.6.1, including those the Connection header names) and the gateway's own."""
+    headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
+    named = {
+        t.strip().lower() for k, v in headers if k.lower() == "connection" for t in v.split(",")
+    }
+    return [
+        (k, v)
+        for k, v in headers
+        if (low := k.lower()) not in _HOP_BY_HOP and low not in _OWN and low not in named
+    ]
+
+
+def _header(scope: Scope, name: bytes) -> bytes:
+    """The first value of the request header ``name`` (lower-case), or b"" (ASGI servers
+    give names in lower case)."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return b""
 
 
 _HOP_BY_HOP_RAW = frozenset(h.encode() for h in _HOP_BY_HOP)
 
 
 def _end_to_end_raw(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """:func:`_end_to_end` for a response head as h11 gives it (bytes, names lower-case)."""
+    """:func:`_forwarded` for a response head (bytes, names lower-case)."""
     named = {t.strip().lower() for k, v in headers if k == b"connection" for t in v.split(b",")}
     return [(k, v) for k, v in headers if k not in _HOP_BY_HOP_RAW and k not in named]
 
