@@ -127,8 +127,14 @@ KINDS = ("begin", "finish", "erase", "prune")
 
 def canonical(obj: Any) -> str:
     """The one JSON text of ``obj`` that is hashed: sorted keys, no spaces, UTF-8."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False)  # fmt: skip
+    return _CANONICAL.encode(obj)
+
+
+# json.dumps with these options would build an encoder per call; one is enough (it keeps no
+# state between calls).
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
 
 
 def genesis(log_id: str) -> bytes:

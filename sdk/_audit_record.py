@@ -90,8 +90,10 @@ def scrub_secrets(text: str) -> str:
     low = text.lower()
     for triggers, caseless, pattern in _SHAPES:
         hay = low if caseless else text
-        if any(t in hay for t in triggers):
-            text = pattern.sub(_mask, text)
+        for trigger in triggers:  # (a plain loop: any() over a generator costs more here)
+            if trigger in hay:
+                text = pattern.sub(_mask, text)
+                break
     if _FAL_SHAPE.search(text) is not None:
         text = _FAL.sub(_mask, text)
     return text
