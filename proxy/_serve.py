@@ -267,6 +267,7 @@ def _server(
     import uvicorn
 
     from veilpix._errors import VeilpixError
+    from veilpix.proxy._http import http_protocol
 
     log = gateway.guards[""].log
 
@@ -319,6 +320,7 @@ def _server(
             # The client address in the log is the connection's own: a local app must not be
             # able to name another one with X-Forwarded-For (uvicorn trusts it from 127.0.0.1).
             proxy_headers=False,
+            http=http_protocol(),
         )
     )
 

@@ -11,10 +11,14 @@ from typing import Any
 
 import uvicorn
 
+from veilpix.proxy._http import http_protocol
+
 
 class Server:
     def __init__(self, app: Any, host: str = "127.0.0.1") -> None:
-        config = uvicorn.Config(app, host=host, port=0, log_level="warning", lifespan="on")
+        # the HTTP protocol `veilpix proxy` runs (head and body gathered into one write)
+        config = uvicorn.Config(app, host=host, port=0, log_level="warning", lifespan="on",
+                                http=http_protocol())  # fmt: skip
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
