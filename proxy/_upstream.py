@@ -2,10 +2,22 @@
 
 Built for the one job the gateway (and the intercept proxy) has: send a request whose body is
 already in memory, then hand the response head over at once and its body piece by piece as
-it arrives, raw (a compressed body stays compressed, chunked framing is undone by h11).
-It is a fraction of a general client's cost per call (no redirects, cookies, auth flows,
-proxies or URL objects), which matters when every call also pays for sanitizing and two
-durable log commits.
+it arrives, raw (a compressed body stays compressed, chunked framing is undone). It is a
+fraction of a general client's cost per call (no redirects, cookies, auth flows, proxies or
+URL objects), which matters when every call also pays for sanitizing and two durable log
+commits.
+
+How: each connection is an ``asyncio.Protocol`` that feeds what it receives straight into
+``httptools.HttpResponseParser`` (llhttp, in C); the parser's callbacks collect the head
+(header names lower-cased, duplicates and order kept) and buffer the body, and the caller
+is woken only when there is something for it (no stream reader in between, no event
+objects, no future at all for body that is already there). Informational answers (100,
+103...) are skipped; 101, a malformed answer or a head over 64 KiB is a protocol error.
+The request head is written by hand: ``host`` from the URL, the headers as given (str or
+bytes), ``content-length``. It is checked first, as h11 did: method and header names are
+tokens, the target is visible ASCII, header values hold no CR, LF or NUL; a ``Host``, a
+``Transfer-Encoding`` or a ``Content-Length`` other than the body's is refused. A small
+request goes out in one write together with its body.
 
 - TLS is always verified (the system's roots, plus ``extra_ca`` when given) with SNI and
   ALPN ``http/1.1``; plain HTTP is used only where the URL says so (the guard allows that
@@ -13,10 +25,15 @@ durable log commits.
 - Connect timeout only: no read timeout, because streams (SSE) and slow image generations may
   take minutes; a caller that goes away cancels the call instead.
 - A connection goes back to the pool only after a complete exchange that both sides keep
-  alive; a cancelled or failed exchange closes it. An idle connection the server has closed
-  is noticed before reuse; a request that meets a server-side close on a reused connection,
-  before any byte of an answer, is sent once more on a fresh connection (the server closed
-  that keep-alive connection before reading the request).
+  alive, its body read to the end; a cancelled or failed exchange, a ``HEAD`` (the parser
+  cannot be told that its answer has no body), a body that ends with the connection, or
+  bytes after the answer close it. An idle connection the server has closed is noticed
+  before reuse; a request that meets a server-side close on a reused connection, before any
+  byte of an answer, is sent once more on a fresh connection (the server closed that
+  keep-alive connection before reading the request).
+- Flow control both ways: a large request body is written in slices as the socket takes it,
+  and the body of an answer the caller reads slowly is buffered up to 256 KiB, then the
+  socket is no longer read until the caller catches up.
 - ``resolve`` maps a host name to another ``(host, port)`` to connect to, keeping the name
   for SNI and certificate checks (tests and air-gapped setups).
 """
@@ -24,19 +41,25 @@ durable log commits.
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
-import h11
+try:
+    import httptools
+except ImportError:  # pragma: no cover - the 'proxy' extra installs it
+    httptools = None  # type: ignore[assignment]  # veilpix.proxy still imports; calls fail
 
 __all__ = ["UpstreamError", "UpstreamPool", "UpstreamResponse"]
 
-_READ = 256 * 1024
-_DRAIN_AT = 256 * 1024  # buffered outgoing bytes before the writer waits for the socket
+_BUFFERED = 256 * 1024  # body bytes held for a slow reader before the socket is paused
 _JOIN_UP_TO = 64 * 1024  # bodies up to this size are copied into one write with the head
+_SLICE = 256 * 1024  # a larger body is written in slices of this size, as the socket drains
+_MAX_HEAD = 64 * 1024  # bytes received without a complete head (1xx answers included)
+
+_Key = tuple[str, str, int]
 
 
 class UpstreamError(Exception):
@@ -48,54 +71,259 @@ class UpstreamError(Exception):
         self.kind = kind
 
 
-@dataclass(eq=False)
-class _Conn:
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    h11: h11.Connection = field(default_factory=lambda: h11.Connection(h11.CLIENT))
-    idle_since: float = 0.0
-    reused: bool = False
-    received: int = 0  # bytes read in the current exchange
+class _PeerClosed(ConnectionError):
+    """The vendor closed its side (EOF) before the answer was complete."""
+
+
+class _Stop(Exception):
+    """Raised in a parser callback to stop parsing (a HEAD answer, a second answer)."""
+
+
+class _Malformed(Exception):
+    """An answer this client refuses although it parses (101, a head without end)."""
+
+
+_PARSE_ERRORS: tuple[type[Exception], ...] = (_Malformed,)
+if httptools is not None:
+    _PARSE_ERRORS += (httptools.HttpParserError, httptools.HttpParserUpgrade)
+
+
+class _Conn(asyncio.Protocol):
+    """One connection: its transport, its parser and the state of the current exchange.
+    Safe for one event loop; at most one exchange at a time."""
+
+    __slots__ = (
+        "_body",
+        "_broken",
+        "_buffered",
+        "_done",
+        "_eof",
+        "_failure",
+        "_head",
+        "_head_done",
+        "_headers",
+        "_informational",
+        "_keep_alive",
+        "_loop",
+        "_parser",
+        "_read_paused",
+        "_reason",
+        "_received",
+        "_status",
+        "_waiter",
+        "_write_paused",
+        "active",
+        "idle_since",
+        "reused",
+        "transport",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # connection_made
+        self._waiter: asyncio.Future[None] | None = None
+        self.active = False  # an exchange is under way (between _begin and release or close)
+        self.reused = False
+        self.idle_since = 0.0
+        self._eof = False  # the server closed its side (or the connection is gone)
+        self._broken = False  # never to be reused
+        self._read_paused = False
+        self._write_paused = False
+        # the current exchange
+        self._head = False  # a HEAD request: its answer ends with its head
+        self._status = 0
+        self._reason = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_done = False
+        self._informational = False  # parsing a 1xx answer, to be skipped
+        self._done = False  # the final answer is complete
+        self._keep_alive = False
+        self._failure: BaseException | None = None
+        self._body: list[bytes] = []
+        self._buffered = 0
+        self._received = 0  # bytes received in the current exchange
+
+    # -- the transport's side --------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self._done or not self.active:  # nothing asked for: not ours to parse
+            self._broken = True
+            self.transport.abort()
+            return
+        if self._failure is not None:  # the exchange is over already: the caller will close
+            return
+        self._received += len(data)
+        try:
+            self._parser.feed_data(data)
+        except _PARSE_ERRORS as exc:
+            self._parse_failed(exc)
+        if not self._head_done and self._received > _MAX_HEAD and self._failure is None:
+            self._failure = _Malformed(f"no complete head in {_MAX_HEAD // 1024} KiB")
+        if self._buffered > _BUFFERED and not self._read_paused:
+            self._read_paused = True
+            self.transport.pause_reading()
+        waiter = self._waiter
+        if waiter is not None and (self._head_done or self._failure is not None):
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _parse_failed(self, exc: Exception) -> None:
+        if self._done:  # stopped after the answer (HEAD), or bytes came after it
+            self._broken = True
+        elif self._failure is None:
+            self._failure = exc
+
+    def eof_received(self) -> None:
+        self._ended(None)  # the transport closes itself (returning None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ended(exc)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake()
+
+    def _ended(self, exc: BaseException | None) -> None:
+        self._eof = self._broken = True
+        if self.active and not self._done and self._failure is None:
+            if exc is not None:
+                self._failure = exc
+            elif self._head_done and _delimited_by_close(self._headers):
+                self._done = True  # a body without a length ends with the connection
+                self._keep_alive = False
+            else:
+                self._failure = _PeerClosed("the vendor closed the connection")
+        self._wake()
+
+    # -- the parser's callbacks ----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._done:  # a second answer to one request: never ours
+            raise _Stop
+        self._headers = []
+        self._reason = b""
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._head_done:  # (trailers after a chunked body are dropped)
+            self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        self._status = status
+        if status < 200:
+            if status == 101:
+                self._failure = _Malformed("the vendor switched protocols (101)")
+                raise _Stop
+            self._informational = True  # 100 Continue, 103 Early Hints...: skipped
+            return
+        self._head_done = True
+        if self._head:  # the answer to a HEAD has no body, whatever its head says
+            self._done = True
+            raise _Stop
+
+    def on_body(self, body: bytes) -> None:
+        if not self._informational:
+            self._body.append(body)
+            self._buffered += len(body)
+
+    def on_message_complete(self) -> None:
+        if self._informational:
+            self._informational = False
+            return
+        self._done = True
+        self._keep_alive = self._parser.should_keep_alive()
+
+    # -- the client's side -----------------------------------------------------------------
+
+    def _begin(self, head: bool) -> None:
+        self.active = True
+        self._head = head
+        self._head_done = self._done = self._keep_alive = self._informational = False
+        self._failure = None
+        self._received = 0
+
+    def _arm(self) -> asyncio.Future[None]:
+        """A future that the next relevant event (head, body, end, failure, drain) resolves."""
+        waiter = self._waiter = self._loop.create_future()
+        return waiter
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def usable(self, now: float, idle_limit: float) -> bool:
         return (
-            not self.reader.at_eof()
-            and not self.writer.transport.is_closing()
+            not self._broken
+            and not self.transport.is_closing()
             and now - self.idle_since < idle_limit
         )
 
     def close(self) -> None:
-        self.writer.transport.abort()  # no TLS close_notify dance: the exchange is over
+        self._broken = True
+        self._waiter = None
+        self.active = False
+        if self.transport is not None:
+            self.transport.abort()  # no TLS close_notify dance: the exchange is over
 
-    async def next_event(self) -> object:
-        """The next h11 event (``Response``, ``Data``, ``EndOfMessage``, ``ConnectionClosed``
-        or the ``PAUSED`` sentinel), reading from the socket as needed."""
-        while True:
-            event = self.h11.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            data = await self.reader.read(_READ)
-            self.received += len(data)
-            self.h11.receive_data(data)  # b"" = the server closed its side
+    # What the tests (and anyone used to the stream version) look at: the connection as its
+    # own reader and writer.
+    @property
+    def reader(self) -> _Conn:
+        return self
+
+    @property
+    def writer(self) -> _Conn:
+        return self
+
+    def at_eof(self) -> bool:
+        return self._eof
+
+
+def _delimited_by_close(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether a response body with these headers ends only when the connection does (no
+    Content-Length, and chunked is not the last transfer coding): llhttp reads it that way."""
+    coding = None
+    for name, value in headers:
+        if name == b"content-length":
+            return False
+        if name == b"transfer-encoding":
+            coding = value
+    return coding is None or not coding.rstrip().lower().endswith(b"chunked")
 
 
 class UpstreamResponse:
     """The head of an answer; :meth:`chunks` yields its body as it arrives. Call
     :meth:`aclose` when done (it returns a fully read connection to the pool)."""
 
-    def __init__(
-        self, pool: UpstreamPool, key: tuple[str, str, int], conn: _Conn, head: h11.Response
-    ) -> None:
-        self._pool, self._key = pool, key
+    __slots__ = ("_complete", "_conn", "_key", "_pool", "headers", "reason", "status")
+
+    def __init__(self, pool: UpstreamPool, key: _Key, conn: _Conn) -> None:
+        self._pool = pool
+        self._key = key
         self._conn: _Conn | None = conn
-        self.status: int = head.status_code
-        self.reason: bytes = head.reason
-        self.headers: list[tuple[bytes, bytes]] = list(head.headers.raw_items())
+        self.status: int = conn._status
+        self.reason: bytes = conn._reason
+        self.headers: list[tuple[bytes, bytes]] = conn._headers  # names lower-case, in order
         self._complete = False
 
     def header(self, name: bytes) -> bytes | None:
+        """The first value of header ``name`` (lower-case), or None."""
         for key, value in self.headers:
-            if key.lower() == name:
+            if key == name:
                 return value
         return None
 
@@ -104,19 +332,26 @@ class UpstreamResponse:
         if conn is None:
             raise UpstreamError("closed", "the response is closed")
         while True:
-            try:
-                event = await conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise UpstreamError("protocol", f"the vendor broke the response: {exc}") from exc
-            except OSError as exc:
-                raise UpstreamError("closed", f"the vendor connection failed: {exc}") from exc
-            if isinstance(event, h11.Data):
-                yield bytes(event.data)
-            elif isinstance(event, h11.EndOfMessage):
+            body = conn._body
+            if body:  # what has arrived, at once (no waiting when it is already here)
+                conn._body = []
+                conn._buffered = 0
+                if conn._read_paused:
+                    conn._read_paused = False
+                    if not conn.transport.is_closing():
+                        conn.transport.resume_reading()
+                yield body[0] if len(body) == 1 else b"".join(body)
+            elif conn._done:
                 self._complete = True
                 return
-            else:  # ConnectionClosed before the end, or PAUSED
-                raise UpstreamError("closed", "the vendor closed the connection mid-response")
+            elif conn._failure is not None:
+                raise _body_error(conn._failure) from conn._failure
+            else:
+                try:
+                    await conn._arm()
+                except BaseException:
+                    conn.close()  # cancelled: the rest of the answer is of no use
+                    raise
 
     async def read(self) -> bytes:
         return b"".join([chunk async for chunk in self.chunks()])
@@ -125,16 +360,96 @@ class UpstreamResponse:
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        if self._complete and conn.h11.our_state is h11.DONE and conn.h11.their_state is h11.DONE:
-            try:
-                conn.h11.start_next_cycle()
-            except h11.LocalProtocolError:
-                conn.close()
-                return
-            conn.received = 0
+        if self._complete and conn._keep_alive and not conn._broken:
+            conn.active = False
+            conn._received = 0
             self._pool._release(self._key, conn)
         else:
             conn.close()
+
+
+def _body_error(failure: BaseException) -> UpstreamError:
+    if isinstance(failure, _PARSE_ERRORS):
+        return UpstreamError("protocol", f"the vendor broke the response: {failure}")
+    if isinstance(failure, _PeerClosed):
+        return UpstreamError("closed", "the vendor closed the connection mid-response")
+    return UpstreamError("closed", f"the vendor connection failed: {failure}")
+
+
+# -- the request head -------------------------------------------------------------------------
+
+_token = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+").fullmatch
+_target = re.compile(rb"[\x21-\x7e]+").fullmatch  # as h11: visible ASCII, nothing else
+_bad_value = re.compile(rb"[\r\n\x00]").search
+
+_PLAIN, _HOST, _LENGTH, _CODING = 0, 1, 2, 3
+_SPECIAL = {b"host": _HOST, b"content-length": _LENGTH, b"transfer-encoding": _CODING}
+_CACHED = 1024  # validated header names and methods kept (the gateway forwards clients' names)
+_names: dict[str | bytes, tuple[bytes, int]] = {}  # name as given -> (b"Name: ", kind)
+_methods: dict[str, bytes] = {}
+
+
+class _Refused(Exception):
+    pass
+
+
+def _name(name: str | bytes) -> tuple[bytes, int]:
+    raw = name.encode("ascii") if isinstance(name, str) else bytes(name)
+    if _token(raw) is None:
+        raise _Refused(f"illegal header name {raw!r}")
+    entry = raw + b": ", _SPECIAL.get(raw.lower(), _PLAIN)
+    if len(_names) >= _CACHED:
+        _names.clear()
+    _names[name] = entry
+    return entry
+
+
+def _method(method: str) -> bytes:
+    raw = method.encode("ascii")
+    if _token(raw) is None:
+        raise _Refused(f"illegal method {method!r}")
+    if len(_methods) >= _CACHED:
+        _methods.clear()
+    _methods[method] = raw
+    return raw
+
+
+def _request_head(
+    method: str,
+    target: str,
+    authority: bytes,
+    headers: Sequence[tuple[str | bytes, str | bytes]],
+    length: int,
+) -> bytes:
+    """``METHOD target HTTP/1.1``, ``host``, the headers as given, ``content-length``."""
+    raw_method = _methods.get(method) or _method(method)
+    raw_target = target.encode("ascii")
+    if _target(raw_target) is None:
+        raise _Refused(f"illegal target {target!r}")
+    size = str(length).encode()
+    parts = [raw_method, b" ", raw_target, b" HTTP/1.1\r\nhost: ", authority, b"\r\n"]
+    add = parts.append
+    names = _names
+    for name, given in headers:
+        prefix, kind = names.get(name) or _name(name)
+        value = given.encode("ascii") if type(given) is str else given
+        if _bad_value(value) is not None:  # type: ignore[arg-type]
+            raise _Refused(f"illegal header value {value!r}")
+        if kind:
+            if kind == _HOST:
+                raise _Refused("Host comes from the URL")
+            if kind == _CODING:
+                raise _Refused("the body goes with a Content-Length, not Transfer-Encoding")
+            if {v.strip() for v in value.split(b",")} != {size}:  # type: ignore[arg-type]
+                raise _Refused("conflicting Content-Length headers")
+            continue  # the same length as the body's: sent once, below
+        add(prefix)
+        add(value)  # type: ignore[arg-type]
+        add(b"\r\n")
+    add(b"content-length: ")
+    add(size)
+    add(b"\r\n\r\n")
+    return b"".join(parts)
 
 
 class UpstreamPool:
@@ -155,7 +470,8 @@ class UpstreamPool:
         self.idle_seconds = idle_seconds
         self._extra_ca = extra_ca
         self._tls: ssl.SSLContext | None = None
-        self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
+        self._idle: dict[_Key, list[_Conn]] = {}
+        self._origins: dict[tuple[str, str], tuple[_Key, bytes]] = {}
         self._closed = False
 
     def tls_context(self) -> ssl.SSLContext:
@@ -177,19 +493,13 @@ class UpstreamPool:
         """Send and return the response head. ``headers`` are sent as given, plus ``Host``
         (from the URL) and ``Content-Length``."""
         parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https") or not parts.hostname:
-            raise UpstreamError("connect", f"not an http(s) URL: {url!r}")
-        host = parts.hostname
-        port = parts.port or (443 if scheme == "https" else 80)
-        key = (scheme, host, port)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        default_port = port == (443 if scheme == "https" else 80)
-        authority = (f"[{host}]" if ":" in host else host) + ("" if default_port else f":{port}")
-        fields = [("host", authority), *headers, ("content-length", str(len(body)))]
+        key, authority = self._origins.get((parts.scheme, parts.netloc)) or self._origin(url, parts)
+        target = parts.path or "/"
+        if parts.query:
+            target = f"{target}?{parts.query}"
         try:
-            head = h11.Request(method=method, target=target.encode("latin-1"), headers=fields)  # type: ignore[arg-type]
-        except (h11.LocalProtocolError, UnicodeEncodeError) as exc:
+            head = _request_head(method, target, authority, headers, len(body))
+        except (_Refused, UnicodeEncodeError) as exc:
             raise UpstreamError("protocol", f"cannot send this request: {exc}") from exc
         for attempt in (0, 1):
             # the retry takes a fresh connection: another idle one may be just as stale
@@ -205,66 +515,96 @@ class UpstreamPool:
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _exchange(
-        self, key: tuple[str, str, int], conn: _Conn, head: h11.Request, body: bytes
-    ) -> UpstreamResponse:
-        writer = conn.writer
+    def _origin(self, url: str, split: SplitResult) -> tuple[_Key, bytes]:
+        """(pool key, Host value) of a URL's scheme and authority, remembered."""
+        scheme = split.scheme.lower()
         try:
-            start = conn.h11.send(head) or b""
-            data = (conn.h11.send(h11.Data(data=body)) or b"") if body else b""
-            end = conn.h11.send(h11.EndOfMessage()) or b""  # b"" with a Content-Length
+            host, port = split.hostname, split.port
+        except ValueError as exc:  # a port that is no number, or out of range
+            raise UpstreamError("connect", f"not an http(s) URL: {url!r}") from exc
+        if scheme not in ("http", "https") or not host:
+            raise UpstreamError("connect", f"not an http(s) URL: {url!r}")
+        default = 443 if scheme == "https" else 80
+        port = port or default
+        name = f"[{host}]" if ":" in host else host
+        try:
+            authority = (name if port == default else f"{name}:{port}").encode("ascii")
+        except UnicodeEncodeError as exc:
+            raise UpstreamError("protocol", f"cannot send this request: {exc}") from exc
+        if _bad_value(authority) is not None or b" " in authority:
+            raise UpstreamError("protocol", f"cannot send this request: host {host!r}")
+        origin = (scheme, host, port), authority
+        if len(self._origins) >= _CACHED:
+            self._origins.clear()
+        self._origins[split.scheme, split.netloc] = origin
+        return origin
+
+    async def _exchange(self, key: _Key, conn: _Conn, head: bytes, body: bytes) -> UpstreamResponse:
+        failure: BaseException | None
+        try:
+            transport = conn.transport
+            if conn._broken or transport.is_closing():  # gone before a byte was written
+                raise ConnectionResetError("the connection is closed")
+            conn._begin(head.startswith(b"HEAD "))
             try:
-                if len(data) <= _JOIN_UP_TO:  # one write, one send() for a small request
-                    writer.write(b"".join((start, data, end)))
+                if len(body) <= _JOIN_UP_TO:  # one write, one send() for a small request
+                    transport.write(head + body)
                 else:
-                    writer.writelines((start, data, end))
+                    transport.write(head)
+                    await _write_body(conn, memoryview(body))
             except RuntimeError as exc:  # uvloop: the peer reset and the transport is gone
                 raise ConnectionResetError(str(exc)) from exc
-            if writer.transport.get_write_buffer_size() > _DRAIN_AT:
-                await writer.drain()
-            event = await conn.next_event()
-            while isinstance(event, h11.InformationalResponse):  # 100 Continue and friends
-                event = await conn.next_event()
-        except (h11.RemoteProtocolError, ConnectionError) as exc:
-            if conn.reused and not conn.received:
-                raise _StaleConnection from exc
-            if not conn.received:  # h11 reports a close before any answer as a protocol error
+            while not conn._head_done and conn._failure is None:
+                await conn._arm()
+            failure = conn._failure
+        except ConnectionError as exc:
+            failure = exc
+        if conn._head_done:
+            return UpstreamResponse(self, key, conn)
+        assert failure is not None
+        if isinstance(failure, ConnectionError):
+            if not conn._received:
+                if conn.reused:
+                    raise _StaleConnection from failure
                 raise UpstreamError(
                     "closed", "the vendor closed the connection without answering"
-                ) from exc
-            raise UpstreamError("protocol", f"the vendor broke the exchange: {exc}") from exc
-        except OSError as exc:
-            raise UpstreamError("closed", f"the vendor connection failed: {exc}") from exc
-        if isinstance(event, h11.ConnectionClosed):
-            if conn.reused and not conn.received:
-                raise _StaleConnection
-            raise UpstreamError("closed", "the vendor closed the connection without answering")
-        if not isinstance(event, h11.Response):  # pragma: no cover - h11 yields nothing else
-            raise UpstreamError("protocol", f"unexpected {type(event).__name__} from the vendor")
-        return UpstreamResponse(self, key, conn, event)
+                ) from failure
+            raise UpstreamError(
+                "protocol", f"the vendor broke the exchange: {failure}"
+            ) from failure
+        if isinstance(failure, _PARSE_ERRORS):
+            raise UpstreamError(
+                "protocol", f"the vendor broke the exchange: {failure}"
+            ) from failure
+        raise UpstreamError("closed", f"the vendor connection failed: {failure}") from failure
 
-    async def _acquire(self, key: tuple[str, str, int]) -> _Conn:
+    async def _acquire(self, key: _Key) -> _Conn:
         if self._closed:
             raise UpstreamError("closed", "the upstream pool is closed")
         idle = self._idle.get(key)
-        now = time.monotonic()
-        while idle:
-            conn = idle.pop()
-            if conn.usable(now, self.idle_seconds):
-                conn.reused = True
-                return conn
-            conn.close()
+        if idle:
+            now = time.monotonic()
+            while idle:
+                conn = idle.pop()
+                if conn.usable(now, self.idle_seconds):
+                    conn.reused = True
+                    return conn
+                conn.close()
         return await self._connect(key)
 
-    async def _connect(self, key: tuple[str, str, int]) -> _Conn:
+    async def _connect(self, key: _Key) -> _Conn:
         scheme, host, port = key
+        if httptools is None:  # pragma: no cover
+            raise UpstreamError("connect", "the upstream client needs httptools: veilpix[proxy]")
         address = self.resolve.get(host.lower(), (host, port))
         tls = self.tls_context() if scheme == "https" else None
+        loop = asyncio.get_running_loop()
+        conn = _Conn(loop)
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(
-                    address[0], address[1], ssl=tls, server_hostname=host if tls else None,
-                    limit=_READ,
+            await asyncio.wait_for(
+                loop.create_connection(
+                    lambda: conn, address[0], address[1], ssl=tls,
+                    server_hostname=host if tls else None,
                 ),
                 self.connect_timeout,
             )  # fmt: skip
@@ -276,10 +616,12 @@ class UpstreamPool:
             raise UpstreamError("tls", f"TLS with {host} failed: {exc.reason or exc}") from exc
         except OSError as exc:
             raise UpstreamError("connect", f"cannot connect to {host}:{port}: {exc}") from exc
-        return _Conn(reader, writer)
+        return conn
 
-    def _release(self, key: tuple[str, str, int], conn: _Conn) -> None:
-        idle = self._idle.setdefault(key, [])
+    def _release(self, key: _Key, conn: _Conn) -> None:
+        idle = self._idle.get(key)
+        if idle is None:
+            idle = self._idle[key] = []
         if self._closed or len(idle) >= self.max_idle:
             conn.close()
             return
@@ -295,6 +637,20 @@ class UpstreamPool:
             for conn in conns:
                 conn.close()
         self._idle.clear()
+
+
+async def _write_body(conn: _Conn, body: memoryview) -> None:
+    """Write a large body a slice at a time, each once the socket has taken the last. An
+    answer (or a failure) that comes before the whole body went out ends the writing: the
+    connection then cannot be reused."""
+    write = conn.transport.write
+    for start in range(0, len(body), _SLICE):
+        while conn._write_paused and not conn._head_done and conn._failure is None:
+            await conn._arm()
+        if conn._head_done or conn._failure is not None:
+            conn._broken = True
+            return
+        write(body[start : start + _SLICE])
 
 
 class _StaleConnection(Exception):

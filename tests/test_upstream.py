@@ -938,3 +938,506 @@ def test_writing_to_a_connection_the_peer_already_reset_is_an_upstream_error() -
         uvloop.run(run())
     finally:
         listener.close()
+
+
+# -- the httptools client's edge cases --------------------------------------------------------
+
+
+def run_on(loop: str, main: Callable[[], Awaitable[Any]]) -> Any:
+    """``main()`` on the stdlib event loop or on uvloop (what the gateway runs on)."""
+    if loop == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        return uvloop.run(asyncio.wait_for(main(), 20))
+    return asyncio.run(asyncio.wait_for(main(), 20))
+
+
+LOOPS = ["asyncio", "uvloop"]
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_head_ends_with_its_head_and_is_not_pooled(loop: str) -> None:
+    """The answer to a HEAD names a length it does not send: the exchange is complete at the
+    head (not waiting for 5 bytes that never come), and that connection is not reused."""
+
+    async def main() -> tuple[int, bytes | None, bytes, int, bytes, int]:
+        async def handler(
+            n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            while (req := await read_request(reader)) is not None:
+                if req[0].startswith(b"HEAD "):
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+                else:
+                    writer.write(OK)
+
+        async with Raw(handler) as raw:
+            pool = UpstreamPool()
+            resp = await pool.request("HEAD", raw.url, [], b"")
+            body = await resp.read()
+            await resp.aclose()
+            idle = pool.idle_count()
+            after = await pool.request("GET", raw.url, [], b"")
+            after_body = await after.read()
+            await after.aclose()
+            await pool.aclose()
+            return resp.status, resp.header(b"content-length"), body, idle, after_body, raw.accepted
+
+    assert run_on(loop, main) == (200, b"5", b"", 0, b"ok", 2)
+
+
+def test_informational_answers_with_headers_are_skipped_and_101_is_refused() -> None:
+    async def main() -> tuple[int, list[tuple[bytes, bytes]], bytes, UpstreamError]:
+        async def handler(
+            n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            await read_request(reader)
+            if n == 0:
+                writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                await writer.drain()
+                writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+                             b"HTTP/1.1 201 Created\r\nX-A: 1\r\nContent-Length: 2\r\n\r\nok")  # fmt: skip
+            else:
+                writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                             b"Connection: Upgrade\r\n\r\n\x81\x00")  # fmt: skip
+            await until_eof(reader)
+
+        async with Raw(handler) as raw:
+            pool = UpstreamPool()
+            resp = await pool.request("POST", raw.url, [], b"x")
+            body = await resp.read()
+            await resp.aclose()
+            pool2 = UpstreamPool()
+            with pytest.raises(UpstreamError) as info:
+                await pool2.request("GET", raw.url, [], b"")
+            await pool.aclose()
+            await pool2.aclose()
+        return resp.status, resp.headers, body, info.value
+
+    status, headers, body, err = run_on("asyncio", main)
+    assert (status, headers, body) == (201, [(b"x-a", b"1"), (b"content-length", b"2")], b"ok")
+    assert err.kind == "protocol" and "101" in str(err)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_body_delimited_by_the_close_is_read_to_the_end(loop: str) -> None:
+    async def main() -> tuple[list[tuple[bytes, bytes]], bytes, int]:
+        async def handler(
+            n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nfirst,")
+            await writer.drain()
+            await asyncio.sleep(0.02)
+            writer.write(b"second")
+            await writer.drain()  # then FIN: the end of the body
+
+        async with Raw(handler) as raw:
+            pool = UpstreamPool()
+            resp = await pool.request("GET", raw.url, [], b"")
+            body = await resp.read()
+            await resp.aclose()
+            idle = pool.idle_count()
+            await pool.aclose()
+        return resp.headers, body, idle
+
+    headers, body, idle = run_on(loop, main)
+    assert headers == [(b"content-type", b"text/plain")]
+    assert body == b"first,second" and idle == 0  # complete, but the connection is gone
+
+
+@pytest.mark.parametrize("how", ["fin", "rst"])
+def test_a_chunked_body_cut_short_is_a_closed_error(how: str) -> None:
+    async def main() -> tuple[list[bytes], UpstreamError, int]:
+        async def handler(
+            n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+            await writer.drain()
+            await asyncio.sleep(0.05)  # the client is waiting for the next chunk by now
+            if how == "rst":
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+
+        async with Raw(handler) as raw:
+            pool = UpstreamPool()
+            resp = await pool.request("GET", raw.url, [], b"")
+            got: list[bytes] = []
+            with pytest.raises(UpstreamError) as info:
+                async for chunk in resp.chunks():
+                    got.append(chunk)  # noqa: PERF401 - what came before the break
+            await resp.aclose()
+            idle = pool.idle_count()
+            await pool.aclose()
+        return got, info.value, idle
+
+    got, err, idle = run_on("asyncio", main)
+    assert got == [b"hello"] and err.kind == "closed" and idle == 0
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize(
+    "extra", [b"GARBAGE", OK, b"late"], ids=["garbage", "a-second-answer", "late-bytes"]
+)
+def test_bytes_after_an_answer_are_not_taken_for_the_next(loop: str, extra: bytes) -> None:
+    """Whatever follows a complete answer on a kept-alive connection (in the same segment, or
+    later while the connection is idle) belongs to no request: that connection is closed,
+    and the next request gets its own answer on a fresh one."""
+
+    async def main() -> tuple[bytes, bytes, int, int]:
+        async def handler(
+            n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            while await read_request(reader) is not None:
+                if n == 0 and extra == b"late":
+                    writer.write(OK)
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate")
+                elif n == 0:
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst" + extra)
+                else:
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond")
+
+        async with Raw(handler) as raw:
+            pool = UpstreamPool()
+            resp = await pool.request("GET", raw.url, [], b"")
+            first = await resp.read()
+            await resp.aclose()
+            if extra == b"late":
+                await asyncio.wait_for(raw.closed[0].wait(), 10)  # the client dropped it
+            resp = await pool.request("GET", raw.url, [], b"")
+            second = await resp.read()
+            await resp.aclose()
+            idle = pool.idle_count()
+            await pool.aclose()
+        return first, second, idle, raw.accepted
+
+    first, second, idle, accepted = run_on(loop, main)
+    assert (first, second) == (b"first" if extra != b"late" else b"ok", b"second")
+    assert accepted == 2 and idle == 1
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "headers"),
+    [
+        ("GE T", "/x", []),
+        ("GET\r\nX-Evil: 1", "/x", []),
+        ("GET", "/a b", []),
+        ("GET", "/caf\u00e9", []),
+        ("GET", "/x", [("", "v")]),
+        ("GET", "/x", [("X Name", "v")]),
+        ("GET", "/x", [(b"x:name", b"v")]),
+        ("GET", "/x", [("X-A", "v\r\nX-Evil: 1")]),
+        ("GET", "/x", [("X-A", "v\nx")]),
+        ("GET", "/x", [(b"X-A", b"v\x00")]),
+        ("GET", "/x", [("X-A", "caf\u00e9")]),
+        ("GET", "/x", [("Transfer-Encoding", "chunked")]),
+        ("GET", "/x", [("host", "127.0.0.1")]),
+    ],
+)
+def test_an_unsendable_request_sends_nothing(
+    method: str, url: str, headers: list[tuple[str | bytes, str | bytes]]
+) -> None:
+    async def main() -> tuple[UpstreamError, int]:
+        async def handler(
+            n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            await until_eof(reader)
+
+        async with Raw(handler) as raw:
+            pool = UpstreamPool()
+            with pytest.raises(UpstreamError) as info:
+                await pool.request(method, raw.url + url, headers, b"")
+            await pool.aclose()
+            await asyncio.sleep(0)
+        return info.value, raw.accepted
+
+    err, accepted = run_on("asyncio", main)
+    assert err.kind == "protocol" and "cannot send this request" in str(err)
+    assert accepted == 0  # refused before a connection was even made
+
+
+def test_header_names_as_bytes_or_str_are_sent_as_given() -> None:
+    async def main() -> bytes:
+        heads: list[bytes] = []
+
+        async def handler(
+            n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            while (req := await read_request(reader)) is not None:
+                heads.append(req[0])
+                writer.write(OK)
+
+        async with Raw(handler) as raw:
+            pool = UpstreamPool()
+            for _ in range(2):  # the second time from the validated-name cache
+                resp = await pool.request(
+                    "OPTIONS", raw.url + "/x?q=%20", [(b"X-Bytes", "s"), ("X-Str", b"b")], b""
+                )
+                await resp.read()
+                await resp.aclose()
+            await pool.aclose()
+        assert heads[0] == heads[1]
+        return heads[0]
+
+    head = run_on("asyncio", main)
+    assert head.split(b"\r\n")[0] == b"OPTIONS /x?q=%20 HTTP/1.1"
+    assert b"\r\nX-Bytes: s\r\nX-Str: b\r\ncontent-length: 0\r\n\r\n" in head
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_response_headers_lower_case_duplicates_in_order(loop: str) -> None:
+    async def main() -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes | None, bytes]:
+        async def handler(
+            n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            await read_request(reader)
+            for piece in (b"HTTP/1.1 404 Not ", b"Found\r\nX-Dup: 1\r\nSet-Cookie: a=1\r\nx-dup",
+                          b": 2\r\nSET-COOKIE: b=2\r\nTransfer-Encoding: chunked\r\n\r\n",
+                          b"3\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\n"):  # fmt: skip
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(0.005)
+            await until_eof(reader)
+
+        async with Raw(handler) as raw:
+            pool = UpstreamPool()
+            resp = await pool.request("GET", raw.url, [], b"")
+            body = await resp.read()
+            await resp.aclose()
+            await pool.aclose()
+        return resp.status, resp.reason, resp.headers, resp.header(b"x-dup"), body
+
+    status, reason, headers, dup, body = run_on(loop, main)
+    assert (status, reason, dup, body) == (404, b"Not Found", b"1", b"abc")
+    assert headers == [
+        (b"x-dup", b"1"), (b"set-cookie", b"a=1"), (b"x-dup", b"2"), (b"set-cookie", b"b=2"),
+        (b"transfer-encoding", b"chunked"),
+    ]  # fmt: skip  # and no trailer
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_a_slow_reader_pauses_the_socket_and_gets_every_byte(loop: str, framing: str) -> None:
+    """16 MiB sent as fast as the server can; the reader takes one piece, then dawdles: the
+    client buffers a bounded amount and stops reading the socket, then resumes as the reader
+    catches up, and the body arrives byte for byte (and the connection is kept)."""
+    big = bytes(range(256)) * (64 * 1024)  # 16 MiB
+
+    async def main() -> tuple[bytes, list[int], bool, int]:
+        async def handler(
+            n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            while await read_request(reader) is not None:
+                if framing == "length":
+                    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(big))
+                    writer.write(big)
+                else:
+                    writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                    for i in range(0, len(big), 1 << 20):
+                        writer.write(b"%x\r\n%s\r\n" % (1 << 20, big[i : i + (1 << 20)]))
+                    writer.write(b"0\r\n\r\n")
+                await writer.drain()
+
+        async with Raw(handler) as raw:
+            pool = UpstreamPool()
+            resp = await pool.request("GET", raw.url, [], b"")
+            conn = resp._conn
+            assert conn is not None
+            got: list[bytes] = []
+            buffered: list[int] = []
+            paused = False
+            async for chunk in resp.chunks():
+                got.append(chunk)
+                if len(got) == 1:  # dawdle: let the socket fill what it will
+                    for _ in range(20):
+                        await asyncio.sleep(0.005)
+                        buffered.append(conn._buffered)
+                    paused = conn._read_paused
+            await resp.aclose()
+            idle = pool.idle_count()
+            await pool.aclose()
+        return b"".join(got), buffered, paused, idle
+
+    body, buffered, paused, idle = run_on(loop, main)
+    assert body == big and idle == 1
+    assert paused and max(buffered) <= 256 * 1024 + (1 << 20)  # the limit, plus one read
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_large_request_body_arrives_whole_through_a_slow_reader(loop: str) -> None:
+    body = bytes(range(256)) * (32 * 1024)  # 8 MiB: the writer waits for the socket
+
+    async def main() -> tuple[int, bytes]:
+        async def handler(
+            n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            await asyncio.sleep(0.1)  # let the client's writes back up
+            req = await read_request(reader)
+            assert req is not None
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+            writer.write(b"ok" if req[1] == body else b"no")
+            await until_eof(reader)
+
+        async with Raw(handler) as raw:
+            pool = UpstreamPool()
+            resp = await pool.request("PUT", raw.url, [], body)
+            got = await resp.read()
+            await resp.aclose()
+            await pool.aclose()
+        return resp.status, got
+
+    assert run_on(loop, main) == (200, b"ok")
+
+
+def test_an_answer_before_the_whole_body_went_out_ends_the_writing() -> None:
+    """A server that answers 413 without reading the body, and keeps the connection: the
+    client takes the answer instead of waiting to write the rest, and drops the connection."""
+    body = b"z" * (64 * 1024 * 1024)
+
+    async def main() -> tuple[int, bytes, int]:
+        async def handler(
+            n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 3\r\n\r\nbig")
+            await writer.drain()
+            await asyncio.sleep(30)  # never reads the body, never closes
+
+        async with Raw(handler) as raw:
+            pool = UpstreamPool()
+            resp = await pool.request("POST", raw.url, [], body)
+            got = await resp.read()
+            await resp.aclose()
+            idle = pool.idle_count()
+            await pool.aclose()
+        return resp.status, got, idle
+
+    assert run_on("asyncio", main) == (413, b"big", 0)
+
+
+def test_uvloops_runtime_error_on_write_is_a_reset() -> None:
+    """uvloop raises RuntimeError when writing to a transport a reset has closed, before the
+    protocol hears of it; it comes out as a connection that closed without an answer."""
+    from veilpix.proxy._upstream import _Conn
+
+    class Gone(asyncio.Transport):
+        def write(self, data: Any) -> None:
+            raise RuntimeError("unable to perform operation on <TCPTransport closed=True>")
+
+        def is_closing(self) -> bool:
+            return False
+
+        def abort(self) -> None:
+            pass
+
+    async def main() -> UpstreamError:
+        pool = UpstreamPool()
+        conn = _Conn(asyncio.get_running_loop())
+        conn.connection_made(Gone())
+        with pytest.raises(UpstreamError) as info:
+            await pool._exchange(("http", "x", 80), conn, b"GET / HTTP/1.1\r\n\r\n", b"")
+        return info.value
+
+    assert run_on("asyncio", main).kind == "closed"
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_cancelled_waiting_leaves_no_waiter_and_closes(loop: str) -> None:
+    async def main() -> tuple[bool, bool, bool, int]:
+        async def handler(
+            n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n01234")
+            await until_eof(reader)
+
+        async with Raw(handler) as raw:
+            pool = UpstreamPool()
+            resp = await pool.request("GET", raw.url, [], b"")
+            conn = resp._conn
+            assert conn is not None
+            reading = asyncio.ensure_future(resp.read())
+            for _ in range(100):
+                await asyncio.sleep(0.005)
+                if conn._waiter is not None:
+                    break
+            waiting = conn._waiter is not None
+            reading.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await reading
+            await asyncio.wait_for(raw.closed[0].wait(), 10)
+            await resp.aclose()
+            idle = pool.idle_count()
+            await pool.aclose()
+        return waiting, conn._waiter is None, conn.transport.is_closing(), idle
+
+    assert run_on(loop, main) == (True, True, True, 0)
+
+
+@pytest.mark.parametrize("endless", ["headers", "continues"])
+def test_a_head_that_never_ends_is_a_protocol_error(endless: str) -> None:
+    async def main() -> tuple[UpstreamError, int]:
+        async def handler(
+            n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            await read_request(reader)
+            if endless == "headers":
+                writer.write(b"HTTP/1.1 200 OK\r\n")
+            for _ in range(10_000):
+                if endless == "headers":
+                    writer.write(b"X-Pad: " + b"p" * 100 + b"\r\n")
+                else:
+                    writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                await writer.drain()
+            await until_eof(reader)
+
+        async with Raw(handler) as raw:
+            pool = UpstreamPool()
+            with pytest.raises(UpstreamError) as info:
+                await pool.request("GET", raw.url, [], b"")
+            idle = pool.idle_count()
+            await pool.aclose()
+        return info.value, idle
+
+    err, idle = run_on("asyncio", main)
+    assert err.kind == "protocol" and "head" in str(err) and idle == 0
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_slow_reader_over_tls_pauses_and_gets_every_byte(pki: dict[str, Path], loop: str) -> None:
+    big = bytes(range(256)) * (16 * 1024)  # 4 MiB
+
+    async def main() -> tuple[bytes, bool, int]:
+        async def handler(
+            n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
+            while await read_request(reader) is not None:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(big) + big)
+                await writer.drain()
+
+        names: list[str | None] = []
+        async with Raw(handler, tls_server_context(pki["api.openai.com"], names)) as raw:
+            pool = UpstreamPool(
+                resolve={"api.openai.com": ("127.0.0.1", raw.port)}, extra_ca=str(pki["ca"])
+            )
+            resp = await pool.request("GET", "https://api.openai.com/v1/files/x", [], b"")
+            conn = resp._conn
+            assert conn is not None
+            got: list[bytes] = []
+            paused = False
+            async for chunk in resp.chunks():
+                got.append(chunk)
+                if len(got) == 1:
+                    for _ in range(50):
+                        await asyncio.sleep(0.005)
+                        if conn._read_paused:
+                            paused = True
+                            break
+            await resp.aclose()
+            idle = pool.idle_count()
+            await pool.aclose()
+        return b"".join(got), paused, idle
+
+    body, paused, idle = run_on(loop, main)
+    assert body == big and paused and idle == 1
