@@ -965,14 +965,14 @@ def load_json(
         raise RequestTooLarge(f"the JSON body is larger than {max_bytes} bytes")
 
     def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in pairs:
-            if key in out:
-                raise RequestError(
-                    f"the JSON body has the key {key!r} twice in one object; refusing to "
-                    "guess which one the vendor reads"
-                )
-            out[key] = value
+        out = dict(pairs)
+        if len(out) != len(pairs):
+            seen: set[str] = set()
+            key = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+            raise RequestError(
+                f"the JSON body has the key {key!r} twice in one object; refusing to "
+                "guess which one the vendor reads"
+            )
         return out
 
     try:
