@@ -22,6 +22,7 @@ from urllib.parse import unquote
 
 from veilpix._errors import RequestBlocked, VeilpixError
 from veilpix._guard import Context, Guard, Outbound, Prepared
+from veilpix.proxy._http import DISCONNECT
 from veilpix.proxy._metrics import Metrics
 from veilpix.proxy._upstream import UpstreamError, UpstreamPool
 
@@ -220,7 +221,7 @@ class Gateway:
             return
         for report in prepared.receipt.images:
             self.metrics.add_image(report.faces_blurred, report.bytes_in, report.bytes_out)
-        await self._send_upstream(vendor, prepared, receive, send)
+        await self._send_upstream(vendor, prepared, scope, receive, send)
 
     async def _refuse(
         self, send: Send, vendor: str, status: int, message: str, code: str, *, outcome: str | None
@@ -232,7 +233,7 @@ class Gateway:
         await _reply(send, status, vendor_error(shape, status, message, code))
 
     async def _send_upstream(
-        self, vendor: str, prepared: Prepared, receive: Receive, send: Send
+        self, vendor: str, prepared: Prepared, scope: Scope, receive: Receive, send: Send
     ) -> None:
         """Send, then relay the answer as it arrives. A client that goes away at any point
         (while the vendor thinks, or mid-stream) cancels the upstream call."""
@@ -241,19 +242,29 @@ class Gateway:
         task = asyncio.current_task()
         assert task is not None
 
-        def on_message(watch: asyncio.Future[Message]) -> None:
+        def gone() -> None:
             # After the last byte went out the server reports the (normal) end of the
             # exchange as a disconnect too; only one that comes before it is the client
             # leaving, and then the relay (this task) is cancelled.
             nonlocal left
-            if watch.cancelled() or watch.exception() is not None or relayed[0]:
-                return
-            if watch.result().get("type") == "http.disconnect":
+            if not relayed[0] and not left:
                 left = True
                 task.cancel()
 
-        watch = asyncio.ensure_future(receive())
-        watch.add_done_callback(on_message)
+        def on_message(watch: asyncio.Future[Message]) -> None:
+            ok = not watch.cancelled() and watch.exception() is None
+            if ok and watch.result().get("type") == "http.disconnect":
+                gone()
+
+        # veilpix's own uvicorn protocol calls back when the connection is lost; under any
+        # other server a task waits in receive() for the disconnect message.
+        hook: list[Callable[[], None]] | None = scope.get("extensions", {}).get(DISCONNECT)
+        watch: asyncio.Future[Message] | None = None
+        if hook is not None:
+            hook.append(gone)
+        else:
+            watch = asyncio.ensure_future(receive())
+            watch.add_done_callback(on_message)
         try:
             await self._relay(vendor, prepared, send, relayed)
         except asyncio.CancelledError:
@@ -261,7 +272,10 @@ class Gateway:
                 raise
             task.uncancel()
         finally:
-            watch.cancel()
+            if hook is not None:
+                hook.remove(gone)
+            if watch is not None:
+                watch.cancel()
         if left:
             self.metrics.count(vendor, "client_disconnected")
             # A no-op when the vendor had already answered (the record says how).

@@ -6,14 +6,22 @@ client two wake-ups. The gateway sends its head and (when the vendor's answer is
 buffered) the whole body in one go, so the writes of one pass of the event loop are gathered
 here and go out together at its end. Nothing waits longer than that pass: a streamed response
 still leaves chunk by chunk as the vendor sends it, and 64 KiB or more goes out at once.
+
+It also tells the app when a client goes away, without the app having to keep a task
+waiting in ``receive()`` for every request: the scope's extension ``veilpix.disconnect`` is a
+list the app may append a callback to (and remove it from); each is called when the
+connection is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["http_protocol"]
+__all__ = ["DISCONNECT", "http_protocol"]
+
+DISCONNECT = "veilpix.disconnect"
 
 _AT_ONCE = 64 * 1024  # gathered bytes that are written without waiting for the pass to end
 
@@ -91,8 +99,20 @@ def http_protocol() -> Any:
     except ImportError:  # pragma: no cover - httptools comes with the proxy extra
         return "auto"
 
-    class GatheringHttpToolsProtocol(HttpToolsProtocol):
+    class GatewayHttpToolsProtocol(HttpToolsProtocol):
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            self.veilpix_on_lost: list[Callable[[], None]] = []
             super().connection_made(_Gathering(transport, self.loop))  # type: ignore[arg-type]
 
-    return GatheringHttpToolsProtocol
+        def on_headers_complete(self) -> None:
+            # (the request's task starts only after this returns)
+            extensions: dict[str, Any] = self.scope.setdefault("extensions", {})
+            extensions[DISCONNECT] = self.veilpix_on_lost
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            super().connection_lost(exc)
+            for callback in list(self.veilpix_on_lost):
+                callback()
+
+    return GatewayHttpToolsProtocol

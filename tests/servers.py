@@ -15,10 +15,11 @@ from veilpix.proxy._http import http_protocol
 
 
 class Server:
-    def __init__(self, app: Any, host: str = "127.0.0.1") -> None:
-        # the HTTP protocol `veilpix proxy` runs (head and body gathered into one write)
+    def __init__(self, app: Any, host: str = "127.0.0.1", http: Any = None) -> None:
+        # by default the HTTP protocol `veilpix proxy` runs (writes gathered, disconnects
+        # reported through the scope); "h11" or "httptools" for uvicorn's own
         config = uvicorn.Config(app, host=host, port=0, log_level="warning", lifespan="on",
-                                http=http_protocol())  # fmt: skip
+                                http=http or http_protocol())  # fmt: skip
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -241,6 +241,35 @@ def test_a_client_that_gives_up_on_a_hanging_vendor_cancels_the_call(
     assert rec.outcome == "failed" and "cancelled" in rec.to_dict()["reason"]  # ... and recorded
 
 
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_under_plain_uvicorn_a_client_that_gives_up_cancels_the_call_too(
+    vendor: Any, tmp_path: Path, http: str
+) -> None:
+    # Without veilpix's own protocol (the Gateway app served by another ASGI server), a task
+    # waiting in receive() notices the client leaving instead of the connection's callback.
+    import time
+
+    fake, upstream = vendor
+    log = AuditLog(tmp_path / "audit.db")
+    guard = Guard(Policy(vendor_hosts={f"127.0.0.1:{upstream.port}": "openai"}), log)
+    app = Gateway({"": guard}, base_urls={"openai": f"{upstream.url}/v1"})
+    with Server(app, http=http) as server:
+        with pytest.raises(httpx2.TimeoutException):
+            httpx2.post(f"{server.url}/openai/hang", json={"input": "hi"}, timeout=1.0)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not [
+            r for r in log.records() if r.outcome == "failed"
+        ]:
+            time.sleep(0.05)
+        (rec,) = log.records()
+        assert rec.outcome == "failed" and "cancelled" in rec.to_dict()["reason"]
+        ok = httpx2.post(f"{server.url}/openai/responses", json={"input": "hi"})
+        assert ok.status_code == 200  # and a normal call is not taken for a disconnect
+        text = httpx2.get(f"{server.url}/_veilpix/metrics").text
+        assert 'outcome="sent"} 1' in text and 'outcome="client_disconnected"} 1' in text
+    log.close()
+
+
 def test_a_vendor_that_resets_is_a_502(tmp_path: Path) -> None:
     import threading
 
