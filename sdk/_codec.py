@@ -964,19 +964,16 @@ def load_json(
     if len(body) > max_bytes:
         raise RequestTooLarge(f"the JSON body is larger than {max_bytes} bytes")
 
-    def unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out = dict(pairs)
-        if len(out) != len(pairs):
-            seen: set[str] = set()
-            key = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-            raise RequestError(
-                f"the JSON body has the key {key!r} twice in one object; refusing to "
-                "guess which one the vendor reads"
-            )
-        return out
-
     try:
-        doc = json.loads(body, object_pairs_hook=unique)
+        # json.loads(body, object_pairs_hook=...) but with one decoder for all calls (loads
+        # would build a decoder and its scanner every time)
+        if isinstance(body, str):
+            if body.startswith("\ufeff"):
+                raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", body, 0)
+            text = body
+        else:
+            text = body.decode(json.detect_encoding(body), "surrogatepass")
+        doc = _JSON_DECODER.decode(text)
     except RecursionError as exc:
         raise RequestTooLarge(f"the JSON body is nested more than {max_depth} levels deep") from exc
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int digit limit
@@ -989,6 +986,21 @@ def load_json(
     if opened >= max_depth:  # fewer brackets than that cannot nest that deep
         _strings_to_check(doc, max_depth=max_depth, min_len=None)
     return doc
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen: set[str] = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise RequestError(
+            f"the JSON body has the key {key!r} twice in one object; refusing to "
+            "guess which one the vendor reads"
+        )
+    return out
+
+
+_JSON_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
 
 
 def dump_json(doc: Any) -> bytes:
