@@ -32,6 +32,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -384,6 +385,34 @@ class PendingTransfer:
         except Exception:  # not on cancellation: the shielded commit still goes ahead
             self.finished = False
             raise
+
+    def finish_nowait(
+        self,
+        *,
+        status: int | None = None,
+        outcome: Outcome = "sent",
+        response_bytes: int | None = None,
+        request_bytes: int | None = None,
+        reason: str | None = None,
+        vendor_request_id: str | None = None,
+    ) -> None:
+        """:meth:`finish` without waiting: the finish is queued for the log's writer thread,
+        which commits it with whatever else is waiting (for the proxy, whose answer to the
+        app need not wait for the record of it). Readers of this handle see it; a finish
+        that cannot be written is reported on the ``veilpix.audit`` logger, and the record
+        then shows the outcome as unknown."""
+        latency = (time.perf_counter() - self._t0) * 1000
+        self.finished = True
+        self._log.finish_nowait(
+            self.id,
+            status=status,
+            outcome=outcome,
+            response_bytes=response_bytes,
+            request_bytes=request_bytes,
+            reason=reason,
+            vendor_request_id=vendor_request_id,
+            latency_ms=latency,
+        )
 
     def fail(self, reason: str) -> None:
         self.finish(outcome="failed", reason=reason)
@@ -806,7 +835,7 @@ class AuditLog:
             self._queue.append(ticket)
             schedule, self._drain_due = not self._drain_due, True
             if self._drainer is None:
-                self._drainer = ThreadPoolExecutor(1, thread_name_prefix="veilpix-audit-writer")
+                self._drainer = ThreadPoolExecutor(1, thread_name_prefix=_WRITER)
             if schedule:
                 self._drainer.submit(self._drain)
 
@@ -828,6 +857,16 @@ class AuditLog:
                     t.result, t.error = None, AuditLogError(f"the transfer log failed: {exc}")
             self._settle_all([t for t in batch if not t.done])
             raise
+
+    def _caught_up(self) -> None:
+        """Wait until what this handle has queued so far (``finish_nowait``) is committed, so
+        that a read through it sees that too."""
+        with self._queue_lock:
+            drainer = self._drainer
+        if drainer is None or threading.current_thread().name.startswith(_WRITER):
+            return
+        with suppress(RuntimeError):  # shut down: close() commits what is queued
+            drainer.submit(_nothing).result()
 
     async def _awaited(self, op: Callable[[sqlite3.Connection], _T], *, durable: bool = True) -> _T:
         import asyncio
@@ -905,6 +944,9 @@ class AuditLog:
         waiting: dict[Any, list[_Ticket]] = {}
         for t in batch:
             t.done = True
+            if t.error is not None and t.future is None and t.waiter is None:
+                what = getattr(t.error, "message", t.error)  # (its hint is for senders)
+                _log.error("the transfer log could not record an append: %s", what)
             if t.future is not None and not t.future.done():
                 if t.error is not None:
                     t.future.set_exception(t.error)
@@ -1210,6 +1252,24 @@ class AuditLog:
             durable=False,
         )  # fmt: skip
 
+    def finish_nowait(
+        self,
+        record_id: str,
+        *,
+        outcome: Outcome = "sent",
+        status: int | None = None,
+        response_bytes: int | None = None,
+        request_bytes: int | None = None,
+        reason: str | None = None,
+        vendor_request_id: str | None = None,
+        latency_ms: float | None = None,
+    ) -> None:
+        """:meth:`finish` queued for the writer thread, returning at once (see
+        :meth:`PendingTransfer.finish_nowait`)."""
+        op = self._finish_op(record_id, outcome, status, response_bytes, request_bytes, reason,
+                             vendor_request_id, latency_ms)  # fmt: skip
+        self._enqueue(_Ticket(op, durable=False))
+
     def _finish_op(  # noqa: PLR0917 - the fields of a finish entry
         self,
         record_id: str,
@@ -1411,6 +1471,7 @@ class AuditLog:
         """Transfers in log order (``newest_first`` reverses it), filtered. ``since`` and
         ``until`` are ISO dates or times (UTC); ``until`` is exclusive. ``subject`` and
         ``image`` (the bytes of a file, original or as sent) need the key file."""
+        self._caught_up()
         sql = [
             "SELECT b.seq, b.record, b.ts, b.subject, b.body, f.ts, f.body FROM entries b"
             " LEFT JOIN entries f ON f.record=b.record AND f.kind='finish' WHERE b.kind='begin'"
@@ -1461,6 +1522,7 @@ class AuditLog:
 
     def get(self, record_id: str) -> TransferRecord:
         """One transfer by id (a unique prefix of at least 8 characters is enough)."""
+        self._caught_up()
         if len(record_id) < 8:
             raise ConfigError("give at least 8 characters of the record id")
         with self._lock:
@@ -1497,6 +1559,7 @@ class AuditLog:
 
     def counts(self) -> dict[str, int]:
         """Entries, transfers, pending transfers, checkpoints, subject keys, erasures, prunes."""
+        self._caught_up()
         queries = {
             "entries": "SELECT count(*) FROM entries",
             "records": "SELECT count(*) FROM entries WHERE kind='begin'",
@@ -1513,6 +1576,7 @@ class AuditLog:
 
     def verify(self, public_key: bytes | None = None, *, expect: str | None = None) -> VerifyResult:
         """Check the chain and every signature; see :func:`veilpix.verify_log`."""
+        self._caught_up()
         from veilpix._audit_verify import verify_connection
 
         with self._lock:
@@ -1635,6 +1699,14 @@ def _load_body(text: str, rid: str, *, begin: bool) -> dict[str, Any]:
             hint="run: veilpix audit verify, which names the entry",
         )
     return body  # type: ignore[no-any-return]
+
+
+_WRITER = "veilpix-audit-writer"  # the writer thread's name
+_log = logging.getLogger("veilpix.audit")
+
+
+def _nothing() -> None:
+    pass
 
 
 _INSERT_ENTRY = (

@@ -182,6 +182,15 @@ class Prepared:
             vendor_request_id=vendor_request_id,
         )
 
+    def finish_nowait(self, *, status: int | None, vendor_request_id: str | None = None) -> None:
+        """:meth:`finish` queued for the log's writer thread, returning at once (see
+        :meth:`veilpix.PendingTransfer.finish_nowait`)."""
+        self._pending.finish_nowait(
+            status=status,
+            request_bytes=len(self.request.body),
+            vendor_request_id=vendor_request_id,
+        )
+
     async def afail(self, reason: str) -> None:
         if not self._pending.finished:
             await self._pending.afail(reason[:500])

@@ -249,7 +249,7 @@ def test_under_plain_uvicorn_a_client_that_gives_up_cancels_the_call_too(
     # waiting in receive() notices the client leaving instead of the connection's callback.
     import time
 
-    fake, upstream = vendor
+    _, upstream = vendor
     log = AuditLog(tmp_path / "audit.db")
     guard = Guard(Policy(vendor_hosts={f"127.0.0.1:{upstream.port}": "openai"}), log)
     app = Gateway({"": guard}, base_urls={"openai": f"{upstream.url}/v1"})

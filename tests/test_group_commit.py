@@ -495,3 +495,67 @@ def test_close_commits_queued_async_appends(log: AuditLog, tmp_path: Path) -> No
         log._submit(log._begin_op(transfer(99))[1])
     result = verify_log(tmp_path / "audit.db")
     assert result.ok and result.records == 20 and result.pending == 20  # and signed at close
+
+
+def status(record: Any) -> int | None:
+    return None if record.finish is None else record.finish["status"]
+
+
+def test_finish_nowait_is_seen_by_readers_of_the_handle_and_survives_close(
+    log: AuditLog, tmp_path: Path
+) -> None:
+    # The gateway answers the app without waiting for the finish's commit: the writer thread
+    # commits it later. A read through the same handle must still see it, and close() must
+    # not drop it.
+    gate = threading.Event()
+    real_drain = log._drain
+
+    def gated_drain() -> None:
+        gate.wait(30)
+        real_drain()
+
+    pendings = [log.begin(transfer(i)) for i in range(5)]
+    log._drain = gated_drain  # type: ignore[method-assign]
+    rescue = threading.Timer(20, gate.set)  # never hang the suite, whatever fails below
+    rescue.daemon = True
+    rescue.start()
+    for i, p in enumerate(pendings):
+        p.finish_nowait(status=200 + i, vendor_request_id=f"req_{i}")
+        assert p.finished
+    assert log._queue  # queued, not committed: the writer is held back
+    with AuditLog(tmp_path / "audit.db", readonly=True) as other:
+        assert {r.outcome for r in other.records()} == {"unknown"}  # not committed yet
+    reading: list[Any] = []
+    reader = threading.Thread(target=lambda: reading.extend(log.records()))
+    reader.start()
+    time.sleep(0.2)
+    assert reader.is_alive()  # the read waits for the queued finishes ...
+    gate.set()
+    rescue.cancel()
+    reader.join(20)
+    assert [(r.outcome, status(r)) for r in reading] == [("sent", 200 + i) for i in range(5)]
+    log._drain = real_drain  # type: ignore[method-assign]
+    last = log.begin(transfer(9))
+    last.finish_nowait(status=201)
+    log.close()  # ... and close() commits what is still queued
+    with AuditLog(tmp_path / "audit.db", readonly=True) as other:
+        assert [status(r) for r in other.records()] == [200, 201, 202, 203, 204, 201]
+    assert verify_log(tmp_path / "audit.db").ok
+
+
+def test_a_finish_nowait_that_cannot_be_written_is_reported_not_raised(
+    log: AuditLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    done = log.begin(transfer(1))
+    done.finish(status=200)
+    log.finish_nowait(done.id, status=500)  # already finished: its own check refuses it
+    log.finish_nowait("no-such-record", status=200)
+    ok = log.begin(transfer(2))
+    ok.finish_nowait(status=204)  # in the same batch or the next: unaffected
+    with caplog.at_level("ERROR", logger="veilpix.audit"):
+        records = {r.id: r for r in log.records()}
+    assert status(records[done.id]) == 200 and status(records[ok.id]) == 204
+    messages = " ".join(r.getMessage() for r in caplog.records)
+    assert "already finished" in messages and "no-such-record" in messages
+    log.close()
+    assert verify_log(log.path).ok
