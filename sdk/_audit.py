@@ -403,16 +403,10 @@ class PendingTransfer:
         then shows the outcome as unknown."""
         latency = (time.perf_counter() - self._t0) * 1000
         self.finished = True
-        self._log.finish_nowait(
-            self.id,
-            status=status,
-            outcome=outcome,
-            response_bytes=response_bytes,
-            request_bytes=request_bytes,
-            reason=reason,
-            vendor_request_id=vendor_request_id,
-            latency_ms=latency,
-        )
+        log = self._log
+        op = log._finish_op(self.id, outcome, status, response_bytes, request_bytes, reason,
+                            vendor_request_id, latency)  # fmt: skip
+        log._enqueue(_Ticket(op, durable=False))
 
     def fail(self, reason: str) -> None:
         self.finish(outcome="failed", reason=reason)
@@ -1251,24 +1245,6 @@ class AuditLog:
                             vendor_request_id, latency_ms),
             durable=False,
         )  # fmt: skip
-
-    def finish_nowait(
-        self,
-        record_id: str,
-        *,
-        outcome: Outcome = "sent",
-        status: int | None = None,
-        response_bytes: int | None = None,
-        request_bytes: int | None = None,
-        reason: str | None = None,
-        vendor_request_id: str | None = None,
-        latency_ms: float | None = None,
-    ) -> None:
-        """:meth:`finish` queued for the writer thread, returning at once (see
-        :meth:`PendingTransfer.finish_nowait`)."""
-        op = self._finish_op(record_id, outcome, status, response_bytes, request_bytes, reason,
-                             vendor_request_id, latency_ms)  # fmt: skip
-        self._enqueue(_Ticket(op, durable=False))
 
     def _finish_op(  # noqa: PLR0917 - the fields of a finish entry
         self,

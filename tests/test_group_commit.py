@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from auditkit import transfer
 
-from veilpix import AuditLog, AuditLogError, verify_log
+from veilpix import AuditLog, AuditLogError, PendingTransfer, verify_log
 
 
 @pytest.fixture
@@ -548,8 +548,8 @@ def test_a_finish_nowait_that_cannot_be_written_is_reported_not_raised(
 ) -> None:
     done = log.begin(transfer(1))
     done.finish(status=200)
-    log.finish_nowait(done.id, status=500)  # already finished: its own check refuses it
-    log.finish_nowait("no-such-record", status=200)
+    PendingTransfer(log, done.id).finish_nowait(status=500)  # its own check refuses it
+    PendingTransfer(log, "no-such-record").finish_nowait(status=200)
     ok = log.begin(transfer(2))
     ok.finish_nowait(status=204)  # in the same batch or the next: unaffected
     with caplog.at_level("ERROR", logger="veilpix.audit"):

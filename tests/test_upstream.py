@@ -83,6 +83,20 @@ async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes] | No
     return head, await reader.readexactly(length)
 
 
+async def answer_ok(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    seen: list[Any],
+    *,
+    heads_only: bool = False,
+) -> None:
+    """Answer every request on the connection with OK, keeping each (head, body), or its
+    head only, in ``seen`` as it comes."""
+    while (req := await read_request(reader)) is not None:
+        seen.append(req[0] if heads_only else req)
+        writer.write(OK)
+
+
 async def until_eof(reader: asyncio.StreamReader) -> None:
     while await reader.read(65536):
         pass
@@ -241,9 +255,7 @@ def test_request_headers_as_given_plus_host_and_length_once() -> None:
         async def handler(
             n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
         ) -> None:
-            while (req := await read_request(reader)) is not None:
-                seen.append(req)
-                writer.write(OK)
+            await answer_ok(reader, writer, seen)
 
         async with Raw(handler) as raw:
             pool = UpstreamPool()
@@ -276,9 +288,7 @@ def test_a_host_or_length_from_the_caller_is_never_sent_twice() -> None:
         async def handler(
             n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
         ) -> None:
-            while (req := await read_request(reader)) is not None:
-                seen.append(req[0])
-                writer.write(OK)
+            await answer_ok(reader, writer, seen, heads_only=True)
 
         async with Raw(handler) as raw:
             pool = UpstreamPool()
@@ -859,9 +869,7 @@ def tls_exchange(
             n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
         ) -> None:
             alpn.append(writer.get_extra_info("ssl_object").selected_alpn_protocol())
-            while (req := await read_request(reader)) is not None:
-                heads.append(req[0])
-                writer.write(OK)
+            await answer_ok(reader, writer, heads, heads_only=True)
 
         async with Raw(handler, tls_server_context(pki[leaf], names)) as raw:
             pool = UpstreamPool(
@@ -1164,9 +1172,7 @@ def test_header_names_as_bytes_or_str_are_sent_as_given() -> None:
         async def handler(
             n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
         ) -> None:
-            while (req := await read_request(reader)) is not None:
-                heads.append(req[0])
-                writer.write(OK)
+            await answer_ok(reader, writer, heads, heads_only=True)
 
         async with Raw(handler) as raw:
             pool = UpstreamPool()
