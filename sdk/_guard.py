@@ -167,24 +167,9 @@ class Prepared:
         if not self._pending.finished:
             self._pending.fail(reason[:500])
 
-    async def afinish(
-        self,
-        *,
-        status: int | None,
-        response_bytes: int | None = None,
-        vendor_request_id: str | None = None,
-    ) -> None:
-        """:meth:`finish` for asyncio code: the log commit does not hold up the event loop."""
-        await self._pending.afinish(
-            status=status,
-            response_bytes=response_bytes,
-            request_bytes=len(self.request.body),
-            vendor_request_id=vendor_request_id,
-        )
-
     def finish_nowait(self, *, status: int | None, vendor_request_id: str | None = None) -> None:
-        """:meth:`finish` queued for the log's writer thread, returning at once (see
-        :meth:`veilpix.PendingTransfer.finish_nowait`)."""
+        """:meth:`finish` queued for the log's writer thread, returning at once: what async
+        doors use (see :meth:`veilpix.PendingTransfer.finish_nowait`)."""
         self._pending.finish_nowait(
             status=status,
             request_bytes=len(self.request.body),
