@@ -78,6 +78,7 @@ __all__ = [
     "replace_at",
     "scan_json",
     "select",
+    "split_multipart",
 ]
 
 DEFAULT_MAX_BYTES = 128 << 20
@@ -673,35 +674,15 @@ def _check_part_header(key: str, value: str, where: str) -> None:
         )
 
 
-def parse_multipart(
-    body: bytes,
-    content_type: str,
-    *,
-    max_parts: int = DEFAULT_MAX_PARTS,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-) -> Multipart:
-    """Parse a multipart/form-data body (RFC 7578, RFC 2046).
-
-    Accepted: a preamble and an epilogue (dropped), quoted and unquoted boundaries, transport
-    padding after a boundary, parts without Content-Type, ``filename*=`` (RFC 2231/5987),
-    bodies whose last line end is missing, and bodies that use bare LF line ends throughout
-    (not RFC-conformant, but unambiguous; the line end of the first boundary line decides,
-    and a body that mixes CRLF and LF is refused).
-
-    Refused (:class:`~veilpix.MalformedMultipart`): a missing, empty or overlong boundary; a
-    body without its closing boundary; the boundary string anywhere but on a boundary line
-    (inside a part, the preamble or the epilogue, or mid-line); header blocks without a blank
-    line, folded or malformed header lines, stray CR/LF/NUL; a missing or duplicated
-    Content-Disposition, a duplicated Content-Type or parameter; a disposition other than
-    ``form-data`` or without ``name``; nested multipart (``multipart/mixed``); a
-    Content-Transfer-Encoding other than 7bit/8bit/binary or a part-level Content-Encoding
-    (both would hide the bytes); a Content-Length that does not match. Over the limits:
-    :class:`~veilpix.RequestTooLarge` (``max_bytes``, ``max_parts``, 16 KiB or 32 lines of
-    headers per part).
-    """
-    if len(body) > max_bytes:
-        raise RequestTooLarge(f"the multipart body is larger than {max_bytes} bytes")
-    boundary = multipart_boundary(content_type)
+def split_multipart(
+    body: bytes, boundary: str, *, max_parts: int = DEFAULT_MAX_PARTS
+) -> tuple[list[tuple[list[tuple[str, str]], bytes]], bytes]:
+    """The parts of a multipart body of any subtype (RFC 2046) as (headers, data) pairs, in
+    order, and the line end it uses (CRLF or LF). Header lines are checked (no folding,
+    control characters or malformed names) but not interpreted. Refuses what
+    :func:`parse_multipart` refuses about framing: a boundary inside a part, a missing
+    closing boundary, mixed line ends, a boundary again after the end."""
+    _check_boundary(boundary)
     delim = b"--" + boundary.encode("ascii")
     first = body.find(delim)
     if first < 0:
@@ -712,7 +693,7 @@ def parse_multipart(
     if first > 0 and body[first - 1] != 0x0A:
         raise MalformedMultipart("the boundary first occurs in the middle of a line")
     close, pos, eol = _delimiter_tail(body, first + len(delim), "on the first boundary line")
-    parts: list[Part] = []
+    parts: list[tuple[list[tuple[str, str]], bytes]] = []
     while not close:
         index = len(parts) + 1
         start = pos
@@ -753,7 +734,7 @@ def parse_multipart(
                 )
             block, data_start = body[start:stop], stop + len(sep)
         headers = _part_headers(block, eol, index)
-        parts.append(_make_part(headers, body[data_start:end], index))
+        parts.append((headers, body[data_start:end]))
         close, pos, line_end = _delimiter_tail(body, nxt + len(delim), f"after part {index}")
         if line_end and line_end != eol:
             raise MalformedMultipart(
@@ -764,6 +745,40 @@ def parse_multipart(
             "the boundary occurs again after the closing boundary; readers could disagree "
             "on where the body ends"
         )
+    return parts, eol
+
+
+def parse_multipart(
+    body: bytes,
+    content_type: str,
+    *,
+    max_parts: int = DEFAULT_MAX_PARTS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Multipart:
+    """Parse a multipart/form-data body (RFC 7578, RFC 2046).
+
+    Accepted: a preamble and an epilogue (dropped), quoted and unquoted boundaries, transport
+    padding after a boundary, parts without Content-Type, ``filename*=`` (RFC 2231/5987),
+    bodies whose last line end is missing, and bodies that use bare LF line ends throughout
+    (not RFC-conformant, but unambiguous; the line end of the first boundary line decides,
+    and a body that mixes CRLF and LF is refused).
+
+    Refused (:class:`~veilpix.MalformedMultipart`): a missing, empty or overlong boundary; a
+    body without its closing boundary; the boundary string anywhere but on a boundary line
+    (inside a part, the preamble or the epilogue, or mid-line); header blocks without a blank
+    line, folded or malformed header lines, stray CR/LF/NUL; a missing or duplicated
+    Content-Disposition, a duplicated Content-Type or parameter; a disposition other than
+    ``form-data`` or without ``name``; nested multipart (``multipart/mixed``); a
+    Content-Transfer-Encoding other than 7bit/8bit/binary or a part-level Content-Encoding
+    (both would hide the bytes); a Content-Length that does not match. Over the limits:
+    :class:`~veilpix.RequestTooLarge` (``max_bytes``, ``max_parts``, 16 KiB or 32 lines of
+    headers per part).
+    """
+    if len(body) > max_bytes:
+        raise RequestTooLarge(f"the multipart body is larger than {max_bytes} bytes")
+    boundary = multipart_boundary(content_type)
+    raw, eol = split_multipart(body, boundary, max_parts=max_parts)
+    parts = [_make_part(headers, data, i) for i, (headers, data) in enumerate(raw, 1)]
     return Multipart(boundary, tuple(parts), "\r\n" if eol != b"\n" else "\n")
 
 
@@ -1004,8 +1019,18 @@ _JSON_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
 
 
 def dump_json(doc: Any) -> bytes:
-    """``doc`` as compact UTF-8 JSON (the form to send after :func:`replace_at`)."""
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """``doc`` as compact UTF-8 JSON (the form to send after :func:`replace_at`).
+
+    Raises :class:`~veilpix.RequestError` when a string holds a lone surrogate
+    (``"\\ud800"``), which UTF-8 cannot carry: the body is malformed text."""
+    text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RequestError(
+            "the JSON body holds a lone UTF-16 surrogate (such as \\ud800), which is not "
+            "valid Unicode text; refusing to rebuild it"
+        ) from exc
 
 
 def _too_deep(max_depth: int) -> RequestTooLarge:

@@ -310,7 +310,7 @@ _POLICY_KEYS: dict[str, type | tuple[type, ...]] = {
     "https_only": bool, "vendor_hosts": dict, "host_countries": dict, "remote_images": str,
     "remote_max_bytes": int, "remote_timeout": (int, float), "privacy_controls": bool,
     "content_usage": (str, bool), "sec_gpc": bool, "require_controls": list,
-    "max_request_bytes": int,
+    "max_request_bytes": int, "documents": str,
 }  # fmt: skip
 _COUNTRY = re.compile(r"[A-Z]{2}")
 _APP = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")

@@ -33,14 +33,24 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from veilpix._audit_record import OutboundImage, Transfer, redact_url
+from veilpix._codec import (
+    build_data_uri,
+    dump_json,
+    find_urls_in_json,
+    load_json,
+    replace_at,
+    scan_json,
+)
 from veilpix._errors import (
     AuditLogError,
     ConsentRequired,
     ImageError,
     RequestBlocked,
+    RequestError,
     RequestTooLarge,
     VeilpixError,
 )
+from veilpix._finder import Finder, Refused
 from veilpix._policy import Policy
 
 if TYPE_CHECKING:
@@ -211,6 +221,7 @@ class _Work:
     account: list[str] = field(default_factory=list)
     unavailable: list[str] = field(default_factory=list)
     remote: list[tuple[str, str]] = field(default_factory=list)
+    categories: list[str] = field(default_factory=list)  # non-image files sent ("document (PDF)")
     first_image: SanitizedImage | None = None
     prompt: str | None = None  # the request's own prompt field, for the log (never stored clear)
     policy: Policy = field(default_factory=Policy)  # the guard's, or the vendor's override
@@ -334,6 +345,8 @@ class Guard:
             )
         except ConsentRequired as exc:
             return request, work, _Block("faces.consent", exc.message, exc.hint)
+        except Refused as exc:
+            return request, work, _Block(exc.rule, exc.message, exc.hint)
         except AuditLogError:
             raise  # cannot record: nothing is sent, and there is nothing to record it in
         except VeilpixError as exc:
@@ -515,24 +528,72 @@ class Guard:
     # -- bodies --------------------------------------------------------------------------------
 
     def _rewrite(self, out: Outbound, work: _Work, ctx: Context) -> None:
-        ctype_header = out.header("content-type") or ""
-        ctype = ctype_header.split(";", 1)[0].strip().lower()
+        """Find every image in the body, whatever its Content-Type says (see
+        :mod:`veilpix._finder`), clean it and put it back; the top-level multipart form and
+        JSON document also get the vendor's semantics (masks, prompts, remote URLs, controls)."""
         if not out.body:
             return
-        if ctype == "multipart/form-data":
-            self._rewrite_multipart(out, ctype_header, work, ctx)
-        elif self._is_image(out.body):
+        ctype_header = out.header("content-type") or ""
+        ctype = ctype_header.split(";", 1)[0].strip().lower()
+        finder = self._finder(work, ctx)
+        if ctype.startswith("multipart/"):
+            masks = self._mask_fields(work)
+
+            def field(name: str, data: bytes) -> None:
+                if name == "prompt" and work.prompt is None:
+                    work.prompt = data.decode("utf-8", "replace")
+
+            form, form_type = finder.rewrite_multipart(
+                out.body, ctype_header, masks=masks, on_field=field
+            )
+            if form is not out.body:
+                out.body = form
+                out.set_header("Content-Type", form_type)
+            return
+        if self._is_image(out.body):
             # Whatever the declared type (google-genai labels upload chunks application/json):
             # bytes that are an image are an image.
             clean = self._clean(out.body, work, ctx, field="body")
             out.body = clean.data
             out.set_header("Content-Type", clean.media_type)
-        elif (
-            ctype == "application/json"
-            or ctype.endswith("+json")
-            or (not ctype and out.body[:1] in (b"{", b"["))
-        ):
-            self._rewrite_json(out, work, ctx)
+            return
+        declared_json = ctype == "application/json" or ctype.endswith("+json")
+        if declared_json or out.body.lstrip(b" \t\r\n")[:1] in (b"{", b"["):
+            try:
+                doc = load_json(out.body, max_bytes=work.policy.max_request_bytes)
+            except RequestError as exc:
+                # Declared JSON must be JSON; anything else that only starts like it (JSON
+                # Lines, prose) is searched as bytes below. Duplicate keys are refused.
+                if declared_json or "twice in one object" in exc.message:
+                    raise
+            else:
+                self._rewrite_json(out, doc, work, ctx, finder)
+                return
+        body, new_type = finder.rewrite_body(out.body, ctype_header or None)
+        if body != out.body:
+            out.body = body
+            if new_type is not None:
+                out.set_header("Content-Type", new_type)
+
+    def _finder(self, work: _Work, ctx: Context) -> Finder:
+        def clean(data: bytes, where: str, role: str) -> bytes:
+            if role == "mask":
+                return self._clean_mask(data, work, field=where).data
+            return self._clean(data, work, ctx, field=where).data
+
+        def document(kind: str, where: str) -> None:
+            if work.policy.documents == "block":
+                raise Refused(
+                    "upload.document",
+                    f"{where} is a file that may carry personal data ({kind}), and the policy "
+                    "blocks such files",
+                    hint="send images only, or set Policy(documents='allow'); nothing was sent",
+                )
+            category = f"document ({kind})"
+            if category not in work.categories:
+                work.categories.append(category)
+
+        return Finder(clean, document=document, max_bytes=work.policy.max_request_bytes)
 
     def _is_image(self, data: bytes) -> bool:
         from veilpix._sniff import looks_like_image
@@ -548,48 +609,9 @@ class Guard:
             )
         return False
 
-    def _rewrite_multipart(
-        self, out: Outbound, ctype_header: str, work: _Work, ctx: Context
+    def _rewrite_json(
+        self, out: Outbound, doc: Any, work: _Work, ctx: Context, finder: Finder
     ) -> None:
-        from dataclasses import replace
-
-        from veilpix._codec import Part, build_multipart, parse_multipart
-
-        form = parse_multipart(out.body, ctype_header, max_parts=1000, max_bytes=len(out.body) + 1)
-        masks = self._mask_fields(work)
-        parts: list[Part] = list(form.parts)
-        order = sorted(range(len(parts)), key=lambda i: parts[i].name in masks)  # images first
-        for i in order:
-            part = parts[i]
-            if part.name == "prompt" and part.filename is None and work.prompt is None:
-                work.prompt = part.data.decode("utf-8", "replace")
-            if not self._is_image(part.data):
-                continue
-            if part.name in masks:
-                clean = self._clean_mask(part.data, work, field=part.name)
-            else:
-                clean = self._clean(part.data, work, ctx, field=part.name)
-            parts[i] = replace(
-                part,
-                data=clean.data,
-                content_type=clean.media_type,
-                filename=_renamed(part.filename, clean.extension),
-            )
-        body, content_type = build_multipart(parts)
-        out.body = body
-        out.set_header("Content-Type", content_type)
-
-    def _rewrite_json(self, out: Outbound, work: _Work, ctx: Context) -> None:
-        from veilpix._codec import (
-            build_data_uri,
-            dump_json,
-            find_urls_in_json,
-            load_json,
-            replace_at,
-            scan_json,
-        )
-
-        doc = load_json(out.body, max_bytes=work.policy.max_request_bytes)
         if work.endpoint is not None and work.endpoint.chunked_start:
             _refuse_chunked_image(doc)
         if isinstance(doc, dict) and isinstance(doc.get("prompt"), str):
@@ -598,6 +620,7 @@ class Guard:
         found_images, urls = scan_json(doc, url_schemes=("http", "https"))
         masks = self._json_mask_paths(doc, work) if found_images else set()
         found_images.sort(key=lambda f: tuple(f.path) in masks)
+        handled = {tuple(f.path) for f in found_images}
         for found in found_images:  # images first: a mask takes its image's geometry
             if tuple(found.path) in masks:
                 clean = self._clean_mask(found.data, work, field=_dotted(found.path))
@@ -618,7 +641,12 @@ class Guard:
                 continue  # a file stored with the vendor (uploaded through veilpix), not a fetch
             if _vendor_fetches(path, fetched, work.endpoint is None):
                 doc = self._remote(doc, path, found_url.url, work, ctx)
+                handled.add(path)
                 changed = True
+        if finder.might_hold_image(out.body):
+            # images anywhere else: inside text, JSON in strings, byte arrays, archives ...
+            doc, found_more = finder.rewrite_doc(doc, skip=frozenset(handled))
+            changed |= found_more
         changed |= self._json_controls(doc, work)
         if changed:
             out.body = dump_json(doc)
@@ -802,6 +830,7 @@ class Guard:
             controls_applied=tuple(work.applied),
             controls_account_level=tuple(work.account),
             controls_unavailable=tuple(work.unavailable),
+            data_categories=tuple(work.categories),
             rule=rule,
             retention=ctx.retention,
         )
@@ -871,13 +900,6 @@ def _vendor_fetches(
     # Model-specific inputs (Replicate, fal, BFL) and unknown endpoints on a vendor host: a URL
     # under an image-like key is an image input.
     return image_key and (path in deep or unknown_endpoint)
-
-
-def _renamed(filename: str | None, extension: str) -> str | None:
-    if filename is None:
-        return None
-    stem = filename.rsplit(".", 1)[0] if "." in filename else filename
-    return f"{stem}{extension}"
 
 
 def _format_for(formats: Iterable[str], clean: SanitizedImage) -> str:

@@ -18,11 +18,12 @@ from veilpix._errors import ConfigError
 if TYPE_CHECKING:
     from veilpix._faces import FaceDetector
 
-__all__ = ["EEA", "FaceMode", "OutputFormat", "Policy", "RemoteImages"]
+__all__ = ["EEA", "Documents", "FaceMode", "OutputFormat", "Policy", "RemoteImages"]
 
 OutputFormat = Literal["auto", "jpeg", "png", "webp"]
 FaceMode = Literal["off", "blur", "pixelate", "fill"]
 RemoteImages = Literal["auto", "inline", "block", "allow"]
+Documents = Literal["allow", "block"]
 
 # EU and EEA member states (ISO 3166-1 alpha-2; Greece is "GR"), for Policy(allowed_countries=EEA).
 EEA = frozenset(
@@ -110,6 +111,11 @@ class Policy:
     sends nothing) and ``sec_gpc`` adds ``Sec-GPC: 1``. ``require_controls`` names controls
     (as in ``docs/vendors.md``) a vendor must apply per request, or the call is blocked.
     ``max_request_bytes`` caps a request body (decompressed).
+
+    Documents: other files in a request that may carry personal data (PDF, Office documents,
+    audio, video) are sent and recorded as a data category with ``documents="allow"``
+    (default), or refused with ``"block"``. Images inside them that veilpix can reach (a zip
+    based Office file) are cleaned either way.
     """
 
     max_bytes: int = 100 * _MIB
@@ -141,6 +147,7 @@ class Policy:
     sec_gpc: bool = False
     require_controls: frozenset[str] = frozenset()
     max_request_bytes: int = 256 * _MIB
+    documents: Documents = "allow"
 
     @property
     def looks_for_faces(self) -> bool:
@@ -251,6 +258,11 @@ class Policy:
                 f"Policy.remote_images must be 'auto', 'inline', 'block' or 'allow', "
                 f"got {self.remote_images!r}",
                 hint="'auto' inlines remote images where the endpoint takes data URIs",
+            )
+        if self.documents not in ("allow", "block"):
+            raise ConfigError(
+                f"Policy.documents must be 'allow' or 'block', got {self.documents!r}",
+                hint="'allow' sends PDFs, Office files and audio and records them; 'block' refuses",
             )
         for name in ("remote_max_bytes", "max_request_bytes"):
             value = getattr(self, name)

@@ -625,14 +625,14 @@ def test_too_many_parts_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
     part = b'--XyZ\r\nContent-Disposition: form-data; name="n"\r\n\r\nv\r\n'
     body = part * 100_000 + b"--XyZ--\r\n"
     made = 0
-    make_part = C._make_part
+    part_headers = C._part_headers
 
-    def counting(*args: Any) -> C.Part:
+    def counting(*args: Any) -> list[tuple[str, str]]:
         nonlocal made
         made += 1
-        return make_part(*args)
+        return part_headers(*args)
 
-    monkeypatch.setattr(C, "_make_part", counting)
+    monkeypatch.setattr(C, "_part_headers", counting)
     with pytest.raises(RequestTooLarge, match="more than 256 parts"):
         C.parse_multipart(body, CT)
     assert made == 256  # stopped at the limit, did not read the other 99 744 parts

@@ -1,0 +1,1223 @@
+"""The image finder: every image in an outbound body, whatever its shape, or a refusal.
+
+The guard hands every request body to a :class:`Finder`. The finder takes the body apart
+layer by layer, whatever its Content-Type says (or when it says nothing), and at each layer
+looks for images in every encoding apps and SDKs really use:
+
+* containers: multipart of every subtype (nested too, parts with a Content-Transfer-Encoding
+  or a Content-Encoding), JSON, JSON Lines, JSON inside JSON strings, text, form values,
+  zip and tar archives, gzip / zstd / bzip2 / xz streams;
+* encodings: raw bytes (an image signature at any offset), standard and URL-safe base64 with
+  or without padding or line breaks, ``data:`` URIs in any letter case and with parameters,
+  percent-encoding, hex strings, JSON arrays of byte values (Node's ``Buffer``), and text
+  whose characters are bytes (``"\\u00ff\\u00d8..."``).
+
+Each image found goes to the ``clean`` callback (the guard's sanitizer) and the cleaned bytes
+are put back in the same place, in the same encoding and container: base64 stays base64 of
+the same alphabet, padding and line length; a zip member is replaced in a rebuilt zip; a
+JSON Lines line stays one line. Where an image is found in a place the finder cannot rebuild
+(an encrypted zip member, a TIFF or HEIF inside other bytes, JSON with escapes that do not
+parse), it raises :class:`Refused` and nothing is sent. Non-image files that may carry
+personal data (PDF, Office documents, audio, video) go to the ``document`` callback, which
+records or refuses them.
+
+Fail closed and bounded: every decoded layer is charged against one byte budget for the
+whole request (decompression bombs stop there), nesting stops at :data:`MAX_LAYERS`, and no
+error path returns the original bytes. Bodies with no trace of an image are recognised by a
+few C-speed passes (``bytes.translate``, ``bytes.find``) and returned untouched.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import bz2
+import io
+import lzma
+import re
+import secrets
+import tarfile
+import urllib.parse
+import zipfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from veilpix._codec import (
+    DEFAULT_MAX_DEPTH,
+    _check_boundary,
+    _quote_param,
+    _split_params,
+    decode_body,
+    dump_json,
+    encode_body,
+    load_json,
+    split_multipart,
+)
+from veilpix._errors import MalformedMultipart, RequestError, RequestTooLarge
+from veilpix._sniff import MEDIA_TYPES, looks_like_image, sniff
+
+__all__ = ["MAX_LAYERS", "Finder", "Refused", "Role"]
+
+Role = Literal["image", "mask"]
+Clean = Callable[[bytes, str, Role], bytes]
+"""``clean(data, where, role)``: the sanitized image (raises to block the request)."""
+Document = Callable[[str, str], None]
+"""``document(kind, where)``: a non-image file was found (raises to block the request)."""
+
+MAX_LAYERS = 24  # encodings and containers inside one another
+MAX_MEMBERS = 10_000  # archive members, multipart parts per layer
+MIN_RUN = 16  # base64 characters: 12 bytes, enough for every image signature
+MIN_HEX = 24  # hex digits: 12 bytes
+
+_B64_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_"
+_HEX = re.compile(r"(?:0[xX])?((?:[0-9a-fA-F]{2})+)")
+_PCT = re.compile(r"%[0-9A-Fa-f]{2}")
+_PCT_B = re.compile(rb"%[0-9A-Fa-f]{2}")
+_BYTE_ARRAY_B = re.compile(rb"\[\s*(?:\d{1,3}\s*,\s*){11}")
+_JSON_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|(.))", re.DOTALL)
+_DATA_HEAD = re.compile(
+    r"data:([!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+|)((?:;[^;,\s\"'<>]*)*),\Z",
+    re.IGNORECASE,
+)
+_SAFE_NAME = re.compile(r"\.[A-Za-z0-9]{1,8}")
+
+# One character per ASCII code: "A" for what may continue a run, "." for what ends it.
+_RUN_TABLE = {i: ("A" if chr(i) in _B64_CHARS or chr(i) in "\\\r\n" else ".") for i in range(128)}
+_RUN_TABLE_B = bytes(
+    (0x41 if chr(i) in _B64_CHARS or chr(i) in "\\\r\n" else 0x2E) if i < 128 else 0x2E
+    for i in range(256)
+)
+_PCT_SAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!*'()+/%"
+_PCT_TABLE = {i: ("A" if chr(i) in _PCT_SAFE else ".") for i in range(128)}
+_RUN = "A" * MIN_RUN
+_RUN_B = _RUN.encode()
+
+# Signatures that may sit anywhere in raw bytes. Each candidate is confirmed by
+# _image_at before it counts, and the image's extent is found by _image_end.
+_RAW_SIGNATURES = (
+    b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"RIFF", b"II*\x00",
+    b"MM\x00*", b"BM", b"ftyp", b"8BPS", b"\x00\x00\x00\x0cJXL ", b"\xff\x4f\xff\x51",
+    b"\x00\x00\x00\x0cjP  ", b"qoif",
+)  # fmt: skip
+_ASCII_SIGNATURES = (
+    b"GIF87a",
+    b"GIF89a",
+    b"RIFF",
+    b"II*\x00",
+    b"MM\x00*",
+    b"BM",
+    b"ftyp",
+    b"8BPS",
+    b"qoif",
+)
+# what a byte string read as latin-1 and written as UTF-8 looks like ("\u00ff\u00d8\u00ff")
+_UTF8_SIGNATURES = tuple(
+    s.decode("latin-1").encode("utf-8")
+    for s in (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"RIFF", b"II*\x00", b"MM\x00*")
+)
+_OTHER_IMAGES = {
+    b"8BPS": "a Photoshop document (PSD)",
+    b"\x00\x00\x01\x00": "an ICO icon",
+    b"\xff\x0a": "a JPEG XL image",
+    b"\x00\x00\x00\x0cJXL ": "a JPEG XL image",
+    b"\xff\x4f\xff\x51": "a JPEG 2000 codestream",
+    b"\x00\x00\x00\x0cjP  ": "a JPEG 2000 image",
+    b"qoif": "a QOI image",
+    b"\x76\x2f\x31\x01": "an OpenEXR image",
+    b"#?RADIANCE": "a Radiance HDR image",
+}
+_JPEG_MARKERS = frozenset([*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xD0),
+                           0xC4, 0xDB, 0xDD, 0xFE, *range(0xE0, 0xF0)])  # fmt: skip
+_BMP_HEADERS = (12, 40, 52, 56, 64, 108, 124)
+_IMAGE_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs",
+                 b"avif", b"avis", b"mif1", b"msf1", b"mif2", b"miaf"}  # fmt: skip
+_EXTENSIONS = {
+    "image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp", "image/gif": ".gif",
+    "image/tiff": ".tif", "image/bmp": ".bmp", "image/heif": ".heic", "image/avif": ".avif",
+}  # fmt: skip
+
+
+class Refused(RequestError):
+    """An image (or a file the policy refuses) sits where veilpix cannot make it clean:
+    the request is blocked under ``rule``."""
+
+    def __init__(self, rule: str, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.rule = rule
+
+
+def _unrewritable(what: str, where: str) -> Refused:
+    return Refused(
+        "image.unrewritable",
+        f"{where} holds an image ({what}) that veilpix cannot put back cleaned, so the "
+        "request cannot be proved clean",
+        hint="send the image as a file part, a data: URI or base64 in JSON; nothing was sent",
+    )
+
+
+# =========================================================================== raw images
+def _image_at(data: bytes, k: int) -> str | None:
+    """The format of an image whose signature starts at ``k`` (checked beyond the magic so
+    random bytes rarely count), or None."""
+    head = data[k : k + 32]
+    if head[:3] == b"\xff\xd8\xff":
+        return "JPEG" if len(head) > 5 and head[3] in _JPEG_MARKERS else None
+    if head[:4] == b"RIFF":
+        return "WEBP" if head[8:12] == b"WEBP" else None
+    if head[:2] == b"BM":
+        if len(head) < 26 or head[6:10] != b"\x00\x00\x00\x00":
+            return None
+        ok = int.from_bytes(head[14:18], "little") in _BMP_HEADERS
+        return "BMP" if ok and 26 <= int.from_bytes(head[2:6], "little") <= len(data) - k else None
+    return sniff(data[k : k + 64]) if looks_like_image(head) else None
+
+
+def _image_end(data: bytes, k: int, fmt: str) -> int | None:
+    """Where the image starting at ``k`` ends, by walking its own structure; None when the
+    format gives no end (TIFF, HEIF, AVIF) or the structure does not hold."""
+    n = len(data)
+    try:
+        if fmt == "PNG":
+            pos = k + 8
+            while pos + 12 <= n:
+                size = int.from_bytes(data[pos : pos + 4], "big")
+                kind = data[pos + 4 : pos + 8]
+                pos += 12 + size
+                if kind == b"IEND":
+                    return pos if pos <= n else None
+            return None
+        if fmt == "WEBP":
+            end = k + 8 + int.from_bytes(data[k + 4 : k + 8], "little")
+            end += (end - k) & 1
+            return min(end, n) if end <= n + 1 else None
+        if fmt == "BMP":
+            return k + int.from_bytes(data[k + 2 : k + 6], "little")
+        if fmt == "GIF":
+            return _gif_end(data, k)
+        if fmt == "JPEG":
+            return _jpeg_end(data, k)
+    except IndexError:
+        return None
+    return None
+
+
+def _gif_end(data: bytes, k: int) -> int | None:
+    n = len(data)
+    flags = data[k + 10]
+    pos = k + 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)
+    while pos < n:
+        block = data[pos]
+        if block == 0x3B:
+            return pos + 1
+        if block == 0x21:
+            pos += 2
+        elif block == 0x2C:
+            flags = data[pos + 9]
+            pos += 10 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0) + 1
+        else:
+            return None
+        while pos < n and data[pos]:  # data sub-blocks up to the terminator
+            pos += data[pos] + 1
+        pos += 1
+    return None
+
+
+def _jpeg_end(data: bytes, k: int) -> int | None:
+    n = len(data)
+    pos = k + 2
+    while pos + 1 < n:
+        if data[pos] != 0xFF:
+            return None
+        while pos + 1 < n and data[pos + 1] == 0xFF:  # fill bytes
+            pos += 1
+        marker = data[pos + 1]
+        if marker == 0xD9:
+            return pos + 2
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            pos += 2
+            continue
+        pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker == 0xDA:  # entropy-coded data up to the next marker that is not RSTn
+            while True:
+                pos = data.find(b"\xff", pos)
+                if pos < 0 or pos + 1 >= n:
+                    return None
+                nxt = data[pos + 1]
+                if nxt == 0 or 0xD0 <= nxt <= 0xD7 or nxt == 0xFF:
+                    pos += 1 if nxt == 0xFF else 2
+                    continue
+                break
+    return None
+
+
+def _raw_candidates(data: bytes) -> list[int]:
+    """Offsets (after 0) where an image signature occurs, in order: C-speed finds only.
+    ASCII data can hold only the signatures without high bytes, and those (but GIF's and
+    RIFF's) need a NUL byte somewhere."""
+    sigs: tuple[bytes, ...]
+    if not data.isascii():
+        sigs = _RAW_SIGNATURES
+    elif b"\x00" in data:
+        sigs = _ASCII_SIGNATURES
+    else:
+        sigs = (b"GIF87a", b"GIF89a", b"RIFF")
+    hits: list[int] = []
+    for sig in sigs:
+        back = 4 if sig == b"ftyp" else 0  # a box type: the file starts 4 bytes earlier
+        pos = data.find(sig, 1)
+        while pos >= 0:
+            if pos - back >= 1:
+                hits.append(pos - back)
+            pos = data.find(sig, pos + 1)
+    return sorted(set(hits))
+
+
+# =========================================================================== documents
+def _document_kind(data: bytes) -> str | None:
+    """What kind of non-image file ``data`` is, when it is one that may carry personal data."""
+    head = data[:64]
+    if head[:5] == b"%PDF-":
+        return "PDF"
+    if head[:8] == b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1":
+        return "Office document"
+    if (
+        head[:3] == b"ID3"
+        or head[:4] in (b"OggS", b"fLaC", b"caff")
+        or (head[:4] == b"RIFF" and head[8:12] in (b"WAVE", b"AVI "))
+    ):
+        return "audio or video"
+    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        return "audio or video"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "audio or video"
+    if head[4:8] == b"ftyp" and head[8:12] not in _IMAGE_BRANDS:
+        return "audio or video"
+    if head[:5] == b"{\\rtf":
+        return "Office document"
+    return None
+
+
+def _zip_document(names: list[str]) -> str | None:
+    if "[Content_Types].xml" in names or "mimetype" in names:
+        return "Office document"
+    return None
+
+
+# =========================================================================== text helpers
+@dataclass(frozen=True)
+class _Base64Style:
+    urlsafe: bool
+    padded: bool
+    line: int  # characters per line, 0 for one line
+    eol: str
+
+    @classmethod
+    def of(cls, run: str) -> _Base64Style:
+        eol = "\r\n" if "\r\n" in run else "\n"
+        first = run.find("\n")
+        line = 0
+        if first >= 0:
+            line = first - 1 if run[first - 1 : first] == "\r" else first
+        compact = run.replace("\r", "").replace("\n", "")
+        return cls("-" in compact or "_" in compact, compact.endswith("="), line, eol)
+
+    def encode(self, data: bytes) -> str:
+        text = (base64.urlsafe_b64encode if self.urlsafe else base64.b64encode)(data).decode()
+        if not self.padded:
+            text = text.rstrip("=")
+        if self.line > 0:
+            text = self.eol.join(text[i : i + self.line] for i in range(0, len(text), self.line))
+        return text
+
+
+def _b64decode(run: str) -> bytes | None:
+    text = run.replace("\r", "").replace("\n", "")
+    if ("-" in text or "_" in text) and ("+" in text or "/" in text):
+        return None
+    text = text.replace("-", "+").replace("_", "/").rstrip("=")
+    if len(text) % 4 == 1:
+        text = text[:-1]  # a run that swallowed one letter after the base64 (prose)
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except binascii.Error:
+        return None
+
+
+def _json_unescape(text: str) -> str:
+    def one(m: re.Match[str]) -> str:
+        if m.group(1) is not None:
+            return chr(int(m.group(1), 16))
+        return {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f"}.get(m.group(2), m.group(2))
+
+    return _JSON_ESCAPE.sub(one, text)
+
+
+def neutral_filename(kind: str, index: int, extension: str) -> str:
+    """The file name veilpix sends instead of the app's: ``image.jpg``, ``file-2.pdf``."""
+    return f"{kind}{'' if index <= 1 else f'-{index}'}{extension}"
+
+
+def _extension(filename: str) -> str:
+    dot = filename.rfind(".")
+    ext = filename[dot:] if dot >= 0 else ""
+    return ext.lower() if _SAFE_NAME.fullmatch(ext) else ""
+
+
+# =========================================================================== the finder
+class Finder:
+    """Finds and cleans every image in one request (see the module docstring).
+
+    ``clean(data, where, role)`` sanitizes one image; ``document(kind, where)`` hears of
+    non-image files; ``max_bytes`` is the budget of decoded bytes (all layers together);
+    ``max_parts`` caps the parts of one multipart layer. One finder serves one request.
+    """
+
+    def __init__(
+        self,
+        clean: Clean,
+        *,
+        document: Document | None = None,
+        max_bytes: int = 256 << 20,
+        max_parts: int = 1000,
+    ) -> None:
+        self._clean = clean
+        self._document = document
+        self._room = max_bytes
+        self.max_parts = max_parts
+        self.files = 0  # file parts renamed so far (for neutral names)
+        self.images = 0
+
+    # -- public entry points ---------------------------------------------------------------
+
+    def rewrite_body(self, body: bytes, content_type: str | None) -> tuple[bytes, str | None]:
+        """``body`` with every image cleaned, and the new Content-Type when it changed."""
+        return self._node(body, content_type, "body", 0)
+
+    def rewrite_multipart(
+        self,
+        body: bytes,
+        content_type: str,
+        where: str = "body",
+        *,
+        masks: frozenset[str] | set[str] = frozenset(),
+        on_field: Callable[[str, bytes], None] | None = None,
+        depth: int = 0,
+    ) -> tuple[bytes, str]:
+        """A multipart body of any subtype with its parts cleaned and rebuilt; parts named in
+        ``masks`` are cleaned last with the ``mask`` role; ``on_field(name, data)`` hears each
+        form field that is not a file. Returns (body, Content-Type)."""
+        return self._multipart(body, content_type, where, depth, masks=masks, on_field=on_field)
+
+    def rewrite_doc(
+        self, doc: Any, where: str = "body", *, skip: frozenset[tuple[Any, ...]] = frozenset()
+    ) -> tuple[Any, bool]:
+        """A parsed JSON document with every image in its strings and byte arrays cleaned
+        (paths in ``skip`` were handled by the caller). Returns (doc, changed)."""
+        return self._doc(doc, where, 0, skip)
+
+    @staticmethod
+    def might_hold_image(body: bytes) -> bool:
+        """False only when no layer of ``body`` can hold an image: no signature, no base64,
+        hex or percent run, no byte array, no container. C-speed passes over the bytes."""
+        return _might_hold(body)
+
+    # -- layers ----------------------------------------------------------------------------
+
+    def _enter(self, depth: int, where: str) -> None:
+        if depth > MAX_LAYERS:
+            raise RequestTooLarge(
+                f"{where} nests encodings and containers more than {MAX_LAYERS} deep; "
+                "refusing to look further"
+            )
+
+    def _charge(self, size: int, where: str) -> int:
+        """Take ``size`` decoded bytes from the request's budget; the room left."""
+        self._room -= size
+        if self._room < 0:
+            raise RequestTooLarge(
+                f"{where} decodes to more data than the request may hold (a decompression "
+                "bomb, or nested encodings over the limit)"
+            )
+        return self._room
+
+    def _image(self, data: bytes, where: str, role: Role) -> bytes:
+        self.images += 1
+        return self._clean(data, where, role)
+
+    def _node(
+        self, data: bytes, ctype: str | None, where: str, depth: int, role: Role = "image"
+    ) -> tuple[bytes, str | None]:
+        """One layer of bytes: (new bytes, new Content-Type or None when it did not change)."""
+        if not data:
+            return data, None
+        self._enter(depth, where)
+        media = (ctype or "").partition(";")[0].strip().lower()
+        if looks_like_image(data):
+            out = self._image(data, where, role)
+            new_type = MEDIA_TYPES[sniff(out)] if looks_like_image(out) else None
+            return out, new_type if media and new_type != media else None
+        for magic, what in _OTHER_IMAGES.items():
+            if data.startswith(magic):
+                raise Refused(
+                    "image.unsupported",
+                    f"{where} is {what}, which veilpix cannot sanitize",
+                    hint="convert it to JPEG or PNG first; nothing was sent",
+                )
+        if media.startswith("multipart/"):
+            return self._multipart(data, ctype or "", where, depth)
+        container = self._container(data, where, depth)
+        if container is not None:
+            return container, None
+        kind = _document_kind(data)
+        if kind is not None:
+            self._doc_found(kind, where)
+            return data, None
+        sniffed = _sniff_multipart(data)
+        if sniffed is not None:
+            try:
+                out, new_ctype = self._multipart(data, f"multipart/mixed; boundary={sniffed}",
+                                                 where, depth)  # fmt: skip
+            except MalformedMultipart:
+                pass  # not multipart after all: searched as bytes below
+            else:
+                return out, None if new_ctype.endswith(f"={sniffed}") else new_ctype
+        if not _might_hold(data):
+            return data, None
+        return self._bytes(data, where, depth), None
+
+    def _doc_found(self, kind: str, where: str) -> None:
+        if self._document is not None:
+            self._document(kind, where)
+
+    # -- raw bytes and text ------------------------------------------------------------------
+
+    def _bytes(self, data: bytes, where: str, depth: int) -> bytes:
+        """Bytes of no known container: JSON, JSON Lines, text, or binary with images inside."""
+        head = data[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
+        if head[:1] in (b"{", b"[", b'"'):
+            doc = self._try_json(data, where)
+            if doc is not _NOT_JSON:
+                new, changed = self._doc(doc, where, depth + 1, frozenset())
+                return dump_json(new) if changed else data
+            if b"\n" in data:
+                lines = self._lines(data, where, depth)
+                if lines is not None:
+                    return lines
+        pieces: list[bytes] = []
+        pos = 0
+        for k in _raw_candidates(data):
+            if k < pos:
+                continue
+            fmt = _image_at(data, k)
+            if fmt is None:
+                continue
+            end = _image_end(data, k, fmt)
+            if end is None or end <= k:
+                raise _unrewritable(f"{fmt} at byte {k}", where)
+            pieces.append(self._text_bytes(data[pos:k], where, depth))
+            pieces.append(self._image(data[k:end], f"{where}[{k}:]", "image"))
+            pos = end
+        if not pieces:
+            return self._text_bytes(data, where, depth)
+        pieces.append(self._text_bytes(data[pos:], where, depth))
+        return b"".join(pieces)
+
+    def _text_bytes(self, data: bytes, where: str, depth: int) -> bytes:
+        """Text carriers (base64, hex, percent, data URIs) inside bytes, read as latin-1 so
+        every byte maps to one character and back."""
+        if not data or not _text_might_hold(data):
+            return data
+        text = data.decode("latin-1")
+        new = self._carriers(text, where, depth)
+        if new is text:
+            if b"\\" in data:
+                self._escaped(text, where, depth)
+            return data
+        return new.encode("latin-1")
+
+    def _lines(self, data: bytes, where: str, depth: int) -> bytes | None:
+        """JSON Lines: each line that parses is rewritten as one line; None when no line is
+        JSON (then the body is searched as text)."""
+        lines = data.split(b"\n")
+        out: list[bytes] = []
+        any_json = False
+        for i, line in enumerate(lines):
+            body = line.rstrip(b"\r")
+            stripped = body.strip()
+            if stripped[:1] in (b"{", b"[") and _might_hold(stripped):
+                doc = self._try_json(stripped, f"{where} line {i + 1}")
+                if doc is not _NOT_JSON:
+                    any_json = True
+                    new, changed = self._doc(doc, f"{where} line {i + 1}", depth + 1, frozenset())
+                    out.append(dump_json(new) + line[len(body) :] if changed else line)
+                    continue
+            elif stripped[:1] in (b"{", b"["):
+                any_json = True
+            out.append(self._text_bytes(line, f"{where} line {i + 1}", depth))
+        return b"\n".join(out) if any_json else None
+
+    def _try_json(self, data: bytes | str, where: str) -> Any:
+        stripped = data.strip()
+        if isinstance(stripped, bytes) and stripped.startswith(b"\xef\xbb\xbf"):
+            stripped = stripped[3:]
+        try:
+            return load_json(stripped, max_depth=DEFAULT_MAX_DEPTH)
+        except RequestTooLarge:
+            raise
+        except RequestError as exc:
+            if "twice in one object" in exc.message:
+                raise  # JSON that readers would see differently: refused, not guessed at
+            return _NOT_JSON
+
+    def _text(self, text: str, where: str, depth: int) -> str:
+        """A string (a JSON value, a form value, a text part) with every image cleaned."""
+        if len(text) < 12:
+            return text
+        self._enter(depth, where)
+        stripped = text.strip()
+        if stripped[:1] in ("{", "[") and stripped[-1:] in ("}", "]"):
+            doc = self._try_json(stripped, where)
+            if doc is not _NOT_JSON:
+                new, changed = self._doc(doc, f"{where}(json)", depth + 1, frozenset())
+                if not changed:
+                    return text
+                start = text.find(stripped[0])
+                return text[:start] + dump_json(new).decode("utf-8") + text[start + len(stripped) :]
+            if "\n" in stripped:
+                raw = stripped.encode("utf-8", "surrogatepass")
+                lines = self._lines(raw, where, depth)
+                if lines is not None:
+                    if lines == raw:
+                        return text
+                    start = text.find(stripped[0])
+                    return (
+                        text[:start]
+                        + lines.decode("utf-8", "surrogatepass")
+                        + text[start + len(stripped) :]
+                    )
+        if not text.isascii():
+            try:
+                raw = text.encode("latin-1")
+            except UnicodeEncodeError:
+                pass
+            else:  # characters that are bytes ("\u00ff\u00d8\u00ff..."): raw images inside
+                if _raw_candidates(raw) or looks_like_image(raw):
+                    return self._node(raw, None, where, depth)[0].decode("latin-1")
+        new = self._carriers(text, where, depth)
+        if new is text and "\\" in text:
+            self._escaped(text, where, depth)
+        return new
+
+    def _escaped(self, text: str, where: str, depth: int) -> None:
+        """Text with JSON-style escapes that did not parse as JSON: if undoing the escapes
+        shows an image, it cannot be put back cleaned, so the request is refused."""
+        plain = _json_unescape(text)
+        if plain == text:
+            return
+        probe = Finder(_seen, max_bytes=max(self._room, 0))
+        try:
+            probe._carriers(plain, where, depth)
+        except _Seen:
+            raise _unrewritable("behind backslash escapes", where) from None
+
+    def _carriers(self, text: str, where: str, depth: int) -> str:
+        """Base64, hex and percent-encoded runs and data URIs in ``text``, each decoded,
+        searched and, when it held an image, put back in its own encoding. Returns ``text``
+        itself when nothing changed."""
+        spans: list[tuple[int, int, str]] = []
+        if "%" in text and _PCT.search(text) is not None:
+            spans.extend(_percent_runs(text))
+        spans.extend(_base64_runs(text, spans))
+        if not spans:
+            return text
+        spans.sort()
+        out: list[str] = []
+        pos = 0
+        changed = False
+        for start, end, kind in spans:
+            run = text[start:end]
+            new = self._run(run, kind, f"{where}({kind})", depth + 1)
+            if new is None:
+                continue
+            out.append(text[pos:start])
+            out.append(_fix_data_head(text, pos, start, new[1], out))
+            out.append(new[0])
+            pos = end
+            changed = True
+        if not changed:
+            return text
+        out.append(text[pos:])
+        return "".join(out)
+
+    def _run(self, run: str, kind: str, where: str, depth: int) -> tuple[str, str | None] | None:
+        """A decoded and searched run: (its new text, the media type of the image it now is)
+        or None when it did not change."""
+        if kind == "percent":
+            raw = urllib.parse.unquote_to_bytes(run)
+            if len(raw) < 12:
+                return None
+            self._charge(len(raw), where)
+            new, _ = self._node(raw, None, where, depth)
+            if new == raw:
+                return None
+            safe = "/" if "/" in run else ""
+            return urllib.parse.quote(new, safe=safe), _media(new)
+        hexed = _HEX.fullmatch(run) if len(run) >= MIN_HEX else None
+        if hexed is not None:
+            raw = bytes.fromhex(hexed.group(1))
+            self._charge(len(raw), where)
+            new, _ = self._node(raw, None, f"{where}(hex)", depth)
+            if new != raw:
+                digits = new.hex()
+                if hexed.group(1)[:1].isupper() or hexed.group(1).isupper():
+                    digits = digits.upper()
+                return run[: len(run) - len(hexed.group(1))] + digits, _media(new)
+        if "\\" in run:
+            return None  # escaped text is looked at by _escaped
+        raw_b64 = _b64decode(run)
+        if raw_b64 is None or len(raw_b64) < 12:
+            return None
+        self._charge(len(raw_b64), where)
+        new, _ = self._node(raw_b64, None, where, depth)
+        if new == raw_b64:
+            return None
+        return _Base64Style.of(run).encode(new), _media(new)
+
+    # -- JSON --------------------------------------------------------------------------------
+
+    def _doc(
+        self, doc: Any, where: str, depth: int, skip: frozenset[tuple[Any, ...]]
+    ) -> tuple[Any, bool]:
+        changed = False
+        for path, value in list(_walk(doc, depth)):
+            if path in skip:
+                continue
+            at = where + _dotted(path)
+            if isinstance(value, str):
+                new: Any = self._text(value, at, depth + 1)
+                if new is value:
+                    continue
+                media = _media_of_text(new)
+            else:
+                raw = bytes(value)
+                out, _ = self._node(raw, None, at, depth + 1)
+                if out == raw:
+                    continue
+                new, media = list(out), _media(out)
+            doc = _replace(doc, path, new)
+            if media is not None:
+                _fix_mime(doc, path, media)
+            changed = True
+        return doc, changed
+
+    # -- containers --------------------------------------------------------------------------
+
+    def _container(self, data: bytes, where: str, depth: int) -> bytes | None:
+        """Compressed streams and archives: rebuilt with their members cleaned, or None when
+        ``data`` is neither."""
+        head = data[:16]
+        coding = None
+        if head[:2] == b"\x1f\x8b":
+            coding = "gzip"
+        elif head[:4] == b"\x28\xb5\x2f\xfd":
+            coding = "zstd"
+        if coding is not None:
+            inner = decode_body(data, coding, max_bytes=max(self._room, 0))
+            self._charge(len(inner), where)
+            new, _ = self._node(inner, None, f"{where}({coding})", depth + 1)
+            return data if new == inner else encode_body(new, coding)
+        if head[:3] == b"BZh" and head[4:10] == b"1AY&SY":
+            return self._stream(data, where, depth, "bzip2")
+        if head[:6] == b"\xfd7zXZ\x00":
+            return self._stream(data, where, depth, "xz")
+        if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+            return self._zip(data, where, depth)
+        if len(data) >= 512 and data[257:262] == b"ustar":
+            return self._tar(data, where, depth)
+        return None
+
+    def _stream(self, data: bytes, where: str, depth: int, kind: str) -> bytes:
+        d: Any = bz2.BZ2Decompressor() if kind == "bzip2" else lzma.LZMADecompressor()
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            chunk = d.decompress(data, max_length=1 << 20)
+            while True:
+                size += len(chunk)
+                self._charge(len(chunk), where)
+                chunks.append(chunk)
+                if d.eof:
+                    break
+                if d.needs_input:
+                    raise RequestError(f"{where} is a truncated {kind} stream")
+                chunk = d.decompress(b"", max_length=1 << 20)
+        except (OSError, lzma.LZMAError, EOFError) as exc:
+            raise RequestError(f"{where} is not a valid {kind} stream: {exc}") from exc
+        if d.unused_data:
+            raise _unrewritable(f"data after the {kind} stream", where)
+        inner = b"".join(chunks)
+        new, _ = self._node(inner, None, f"{where}({kind})", depth + 1)
+        if new == inner:
+            return data
+        return bz2.compress(new) if kind == "bzip2" else lzma.compress(new)
+
+    def _zip(self, data: bytes, where: str, depth: int) -> bytes:
+        try:
+            archive = zipfile.ZipFile(io.BytesIO(data))
+            infos = archive.infolist()
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+            raise _unrewritable(f"a zip archive that does not open: {exc}", where) from exc
+        if len(infos) > MAX_MEMBERS:
+            raise RequestTooLarge(f"{where} is a zip archive of more than {MAX_MEMBERS} members")
+        kind = _zip_document([i.filename for i in infos])
+        if kind is not None:
+            self._doc_found(kind, where)
+        members: list[tuple[zipfile.ZipInfo, bytes]] = []
+        changed = False
+        for info in infos:
+            at = f"{where}[{info.filename}]"
+            if info.is_dir():
+                members.append((info, b""))
+                continue
+            if info.flag_bits & 0x1:
+                raise _unrewritable("an encrypted zip member, which cannot be looked into", at)
+            try:
+                with archive.open(info) as member:
+                    inner = member.read(max(self._room, 0) + 1)
+            except (zipfile.BadZipFile, OSError, NotImplementedError, ValueError,
+                    EOFError, RuntimeError) as exc:  # fmt: skip
+                raise _unrewritable(f"a zip member that does not read: {exc}", at) from exc
+            self._charge(len(inner), at)
+            new, _ = self._node(inner, None, at, depth + 1)
+            changed |= new != inner
+            members.append((info, new))
+        if not changed:
+            return data
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as rebuilt:
+            rebuilt.comment = archive.comment
+            for info, content in members:
+                copy = zipfile.ZipInfo(info.filename, info.date_time)
+                copy.compress_type = info.compress_type
+                copy.external_attr = info.external_attr
+                copy.create_system = info.create_system
+                if info.is_dir():
+                    rebuilt.writestr(copy, b"")
+                else:
+                    rebuilt.writestr(copy, content)
+        return out.getvalue()
+
+    def _tar(self, data: bytes, where: str, depth: int) -> bytes:
+        try:
+            archive = tarfile.open(fileobj=io.BytesIO(data), mode="r:")  # noqa: SIM115
+            infos = archive.getmembers()
+        except (tarfile.TarError, OSError, ValueError, EOFError) as exc:
+            raise _unrewritable(f"a tar archive that does not open: {exc}", where) from exc
+        if len(infos) > MAX_MEMBERS:
+            raise RequestTooLarge(f"{where} is a tar archive of more than {MAX_MEMBERS} members")
+        members: list[tuple[tarfile.TarInfo, bytes | None]] = []
+        changed = False
+        for info in infos:
+            if not info.isfile():
+                members.append((info, None))
+                continue
+            at = f"{where}[{info.name}]"
+            extracted = archive.extractfile(info)
+            if extracted is None:
+                raise _unrewritable("a tar member that does not read", at)
+            inner = extracted.read()
+            self._charge(len(inner), at)
+            new, _ = self._node(inner, None, at, depth + 1)
+            changed |= new != inner
+            members.append((info, new))
+        if not changed:
+            return data
+        out = io.BytesIO()
+        with tarfile.open(fileobj=out, mode="w:", format=archive.format) as rebuilt:
+            for info, content in members:
+                if content is None:
+                    rebuilt.addfile(info)
+                else:
+                    info.size = len(content)
+                    rebuilt.addfile(info, io.BytesIO(content))
+        return out.getvalue()
+
+    # -- multipart ---------------------------------------------------------------------------
+
+    def _multipart(
+        self,
+        body: bytes,
+        content_type: str,
+        where: str,
+        depth: int,
+        *,
+        masks: frozenset[str] | set[str] = frozenset(),
+        on_field: Callable[[str, bytes], None] | None = None,
+    ) -> tuple[bytes, str]:
+        media, params = _split_params(content_type, "Content-Type", MalformedMultipart)
+        boundary = params.get("boundary")
+        if boundary is None:
+            raise MalformedMultipart(f"the {media} Content-Type of {where} has no boundary")
+        _check_boundary(boundary)
+        form = media == "multipart/form-data"
+        raw, eol = split_multipart(body, boundary, max_parts=self.max_parts)
+        parts = [_MimePart.read(h, d, i, form, where) for i, (h, d) in enumerate(raw, 1)]
+        order = sorted(range(len(parts)), key=lambda i: parts[i].name in masks)  # images first
+        changed = False
+        for i in order:
+            part = parts[i]
+            at = f"{where}[{part.name or i + 1}]" if form else f"{where}[part {i + 1}]"
+            if on_field is not None and part.filename is None and part.name is not None:
+                on_field(part.name, part.data)
+            inner = part.decoded(at, self)
+            role: Role = "mask" if part.name in masks else "image"
+            new, new_type = self._node(inner, part.content_type, at, depth + 1, role)
+            if new != inner:
+                part.replace(new, new_type or _media(new))
+                changed = True
+            if part.filename is not None:
+                changed |= part.rename(self)
+        if not changed:
+            return body, content_type
+        delim = b"--" + boundary.encode("ascii")
+        if any(delim in p.data or delim in p.render(eol) for p in parts):
+            boundary = "veilpix-" + secrets.token_hex(16)
+            delim = b"--" + boundary.encode("ascii")
+            content_type = f"{media}; " + "; ".join(
+                f"{k}={_token_or_quoted(v)}" for k, v in {**params, "boundary": boundary}.items()
+            )
+        out = b"".join(delim + p.render(eol) + eol for p in parts) + delim + b"--" + eol
+        return out, content_type
+
+
+_NOT_JSON = object()
+
+
+class _Seen(Exception):
+    """Raised by the probe finder of :meth:`Finder._escaped` at the first image."""
+
+
+def _seen(data: bytes, where: str, role: Role) -> bytes:
+    raise _Seen
+
+
+def _media(data: bytes) -> str | None:
+    return MEDIA_TYPES[sniff(data)] if looks_like_image(data) else None
+
+
+def _media_of_text(text: str) -> str | None:
+    """The media type of the image a whole string now carries (a data URI or base64)."""
+    text = text.strip()
+    if text[:5].lower() == "data:":
+        return text[5 : text.find(";")].lower() if ";" in text[:80] else None
+    head = _b64decode(text[:64]) if len(text) >= MIN_RUN else None
+    return _media(head) if head is not None else None
+
+
+def _token_or_quoted(value: str) -> str:
+    return value if re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", value) else _quote_param(value)
+
+
+def _fix_data_head(text: str, pos: int, start: int, media: str | None, out: list[str]) -> str:
+    """Nothing; but when the run at ``start`` is the payload of a ``data:`` URI whose media
+    type no longer matches the image it now carries, the URI's head (already in ``out``) is
+    rewritten to name the new type. Returns the empty string so callers can append it."""
+    if media is None or start == 0 or text[start - 1] != ",":
+        return ""
+    window_start = max(pos, start - 1100)
+    window = text[window_start:start]
+    at = window.lower().rfind("data:")
+    if at < 0:
+        return ""
+    head = _DATA_HEAD.match(window, at)
+    if head is None or head.group(1).lower() == media:
+        return ""
+    # the head sits at the end of out[-1] (text[pos:start]); swap its media type there
+    absolute = window_start + at + 5
+    offset = absolute - pos
+    chunk = out[-1]
+    out[-1] = chunk[:offset] + media + chunk[offset + len(head.group(1)) :]
+    return ""
+
+
+def _percent_runs(text: str) -> list[tuple[int, int, str]]:
+    mask = text.translate(_PCT_TABLE)
+    runs: list[tuple[int, int, str]] = []
+    for m in _PCT.finditer(text):
+        if runs and m.start() < runs[-1][1]:
+            continue
+        start = mask.rfind(".", 0, m.start()) + 1
+        end = mask.find(".", m.start())
+        end = len(text) if end < 0 else end
+        if sum(1 for _ in _PCT.finditer(text, start, end)) >= 4:
+            runs.append((start, end, "percent"))
+    return runs
+
+
+def _base64_runs(text: str, taken: list[tuple[int, int, str]]) -> Iterator[tuple[int, int, str]]:
+    """Runs of at least 16 base64 characters (line breaks and backslash escapes kept inside,
+    up to two '=' of padding after), outside the ``taken`` spans."""
+    if len(text) < MIN_RUN:
+        return
+    mask = text.translate(_RUN_TABLE)
+    pos = mask.find(_RUN)
+    while pos >= 0:
+        end = mask.find(".", pos)
+        end = len(text) if end < 0 else end
+        while end < len(text) and end - pos and text[end] == "=" and text[end - 1 : end] != "=":
+            end += 1
+            if text[end : end + 1] == "=":
+                end += 1
+            break
+        start = pos
+        while start < end and text[start] in "\r\n\\":
+            start += 1
+        stop = end
+        while stop > start and text[stop - 1] in "\r\n":
+            stop -= 1
+        if stop - start >= MIN_RUN and not any(a < stop and start < b for a, b, _ in taken):
+            yield start, stop, "base64"
+        pos = mask.find(_RUN, end)
+
+
+def _text_might_hold(data: bytes) -> bool:
+    if data.translate(_RUN_TABLE_B).find(_RUN_B) >= 0:
+        return True
+    return b"%" in data and _PCT_B.search(data) is not None
+
+
+def _might_hold(data: bytes) -> bool:
+    if looks_like_image(data) or _document_kind(data) is not None:
+        return True
+    if not data.isascii():
+        if any(s in data for s in _UTF8_SIGNATURES):
+            return True
+        if _raw_candidates(data):
+            return True
+    elif _raw_candidates(data):
+        return True
+    if data[:2] in (b"\x1f\x8b", b"PK", b"BZ") or data[:4] == b"\x28\xb5\x2f\xfd":
+        return True
+    if data[:6] == b"\xfd7zXZ\x00" or data[257:262] == b"ustar":
+        return True
+    if _text_might_hold(data):
+        return True
+    return b"[" in data and _BYTE_ARRAY_B.search(data) is not None
+
+
+def _sniff_multipart(data: bytes) -> str | None:
+    """The boundary when ``data`` starts like a multipart body sent without its header."""
+    if not data.startswith(b"--"):
+        return None
+    eol = data.find(b"\n", 0, 80)
+    if eol < 0:
+        return None
+    line = data[2:eol].rstrip(b"\r \t")
+    try:
+        boundary = line.decode("ascii")
+        _check_boundary(boundary)
+    except (UnicodeDecodeError, MalformedMultipart):
+        return None
+    return boundary if b"\n--" + line + b"--" in data else None
+
+
+def _walk(doc: Any, depth: int) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    """Strings that may carry something, and arrays of byte values, with their paths."""
+    stack: list[tuple[tuple[Any, ...], Any]] = [((), doc)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, str):
+            if len(node) >= 12:
+                yield path, node
+            continue
+        if isinstance(node, list):
+            if len(node) >= 12 and _byte_array(node):
+                yield path, node
+                continue
+            if len(path) + depth > DEFAULT_MAX_DEPTH:
+                raise RequestTooLarge("the JSON is nested too deep to search")
+            stack.extend(((*path, i), v) for i, v in reversed(list(enumerate(node))))
+        elif isinstance(node, dict):
+            if len(path) + depth > DEFAULT_MAX_DEPTH:
+                raise RequestTooLarge("the JSON is nested too deep to search")
+            stack.extend(((*path, k), v) for k, v in reversed(list(node.items())))
+
+
+def _byte_array(node: list[Any]) -> bool:
+    first = node[0]
+    if type(first) is not int or not 0 <= first <= 255:
+        return False
+    return all(type(v) is int and 0 <= v <= 255 for v in node)
+
+
+def _replace(doc: Any, path: tuple[Any, ...], value: Any) -> Any:
+    if not path:
+        return value
+    parent = doc
+    for step in path[:-1]:
+        parent = parent[step]
+    parent[path[-1]] = value
+    return doc
+
+
+_MIME_KEYS = ("mimeType", "mime_type", "media_type", "mediaType", "content_type", "contentType")
+
+
+def _fix_mime(doc: Any, path: tuple[Any, ...], media_type: str) -> None:
+    """Update a media-type field beside a rewritten image (``inlineData.mimeType``)."""
+    if not path:
+        return
+    parent: Any = doc
+    for step in path[:-1]:
+        parent = parent[step]
+    if isinstance(parent, dict):
+        for key in _MIME_KEYS:
+            value = parent.get(key)
+            if isinstance(value, str) and value.lower().startswith("image/"):
+                parent[key] = media_type
+
+
+def _dotted(path: tuple[Any, ...]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+
+
+# =========================================================================== MIME parts
+@dataclass
+class _MimePart:
+    """One part of a multipart body: its headers as sent (order and case kept) and data."""
+
+    headers: list[tuple[str, str]]
+    data: bytes
+    name: str | None
+    filename: str | None
+    content_type: str | None
+    transfer: str
+    coding: str | None
+    plain: bytes | None = None  # the data with its transfer encodings undone
+
+    @classmethod
+    def read(
+        cls, headers: list[tuple[str, str]], data: bytes, index: int, form: bool, where: str
+    ) -> _MimePart:
+        seen: dict[str, str] = {}
+        for key, value in headers:
+            low = key.lower()
+            if low in ("content-disposition", "content-type", "content-transfer-encoding",
+                       "content-encoding", "content-length"):  # fmt: skip
+                if low in seen:
+                    raise MalformedMultipart(
+                        f"part {index} of {where} has two {key} headers; refusing to guess "
+                        "which counts"
+                    )
+                seen[low] = value
+        length = seen.get("content-length")
+        if length is not None and (not length.strip().isdigit() or int(length) != len(data)):
+            raise MalformedMultipart(
+                f"part {index} of {where} declares Content-Length {length!r} but carries "
+                f"{len(data)} bytes"
+            )
+        name = filename = None
+        disposition = seen.get("content-disposition")
+        if disposition is not None:
+            from veilpix._codec import _rfc2231
+
+            what = f"the Content-Disposition of part {index} of {where}"
+            kind, params = _split_params(disposition, what, MalformedMultipart)
+            params = _rfc2231(params, what, MalformedMultipart)
+            name = params.get("name")
+            filename = params.get("filename")
+            if form and (kind != "form-data" or name is None):
+                raise MalformedMultipart(f"{what} is not form-data with a name (RFC 7578)")
+        elif form:
+            raise MalformedMultipart(
+                f"part {index} of {where} has no Content-Disposition header (RFC 7578)"
+            )
+        transfer = seen.get("content-transfer-encoding", "binary").strip().lower()
+        if transfer not in ("7bit", "8bit", "binary", "base64", "quoted-printable"):
+            raise Refused(
+                "image.unrewritable",
+                f"part {index} of {where} uses Content-Transfer-Encoding {transfer!r}, which "
+                "veilpix cannot read, so it cannot prove the part clean",
+            )
+        coding = seen.get("content-encoding")
+        if coding is not None and coding.strip().lower() in ("", "identity"):
+            coding = None
+        return cls(headers, data, name, filename, seen.get("content-type"), transfer, coding)
+
+    def decoded(self, where: str, finder: Finder) -> bytes:
+        data = self.data
+        try:
+            if self.transfer == "base64":
+                data = base64.b64decode(re.sub(rb"\s+", b"", data), validate=True)
+            elif self.transfer == "quoted-printable":
+                data = binascii.a2b_qp(data)
+        except binascii.Error as exc:
+            raise RequestError(f"{where} is not valid {self.transfer}: {exc}") from exc
+        if self.coding is not None:
+            data = decode_body(data, self.coding, max_bytes=max(finder._room, 0))
+            finder._charge(len(data), where)
+        self.plain = data
+        return data
+
+    def replace(self, data: bytes, media_type: str | None) -> None:
+        self.plain = data
+        if self.coding is not None:
+            data = encode_body(data, self.coding)
+        if self.transfer == "base64":
+            text = base64.encodebytes(data).replace(b"\n", b"\r\n")
+            data = text[:-2] if text.endswith(b"\r\n") else text
+        elif self.transfer == "quoted-printable":
+            data = binascii.b2a_qp(data)
+        elif self.transfer == "7bit" and not data.isascii():
+            self.transfer = "binary"
+            self._set("Content-Transfer-Encoding", "binary")
+        self.data = data
+        if media_type is not None and self.content_type is not None:
+            self.content_type = media_type
+            self._set("Content-Type", media_type)
+        self._set("Content-Length", None)
+
+    def rename(self, finder: Finder) -> bool:
+        """Give a file part a neutral name that keeps the right extension (``image.jpg``,
+        ``file.pdf``): file names often carry a person's name. True when it changed."""
+        media = _media(self.plain if self.plain is not None else self.data)
+        finder.files += 1
+        if media is not None:
+            new = neutral_filename("image", finder.files, _EXTENSIONS.get(media, ""))
+        else:
+            new = neutral_filename("file", finder.files, _extension(self.filename or ""))
+        if new == self.filename:
+            return False
+        self.filename = new
+        for i, (key, value) in enumerate(self.headers):
+            if key.lower() == "content-disposition":
+                kind, params = _split_params(value, "Content-Disposition", MalformedMultipart)
+                params = {
+                    k: v for k, v in params.items() if k.lower() not in ("filename", "filename*")
+                }
+                params["filename"] = new
+                rendered = "; ".join([kind, *(f"{k}={_quote_param(v)}" for k, v in params.items())])
+                self.headers[i] = (key, rendered)
+        return True
+
+    def _set(self, name: str, value: str | None) -> None:
+        low = name.lower()
+        found = False
+        out: list[tuple[str, str]] = []
+        for key, old in self.headers:
+            if key.lower() == low:
+                if value is not None and not found:
+                    out.append((key, value))
+                found = True
+            else:
+                out.append((key, old))
+        if value is not None and not found:
+            out.append((name, value))
+        self.headers = out
+
+    def render(self, eol: bytes) -> bytes:
+        lines = b"".join(
+            f"{k}: {v}".encode("utf-8", "surrogateescape") + eol for k, v in self.headers
+        )
+        return eol + lines + eol + self.data
