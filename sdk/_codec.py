@@ -330,9 +330,9 @@ def decode_body(
     return body
 
 
-def encode_body(body: bytes, content_encoding: str | None) -> bytes:
+def encode_body(body: bytes, content_encoding: str | None, *, level: int = 6) -> bytes:
     """``body`` compressed with the codings ``content_encoding`` lists, in order (the inverse
-    of :func:`decode_body`).
+    of :func:`decode_body`); ``level`` is zlib's, for gzip and deflate.
 
     Recommended instead: send the rebuilt body uncompressed, without a ``Content-Encoding``
     header (and with a fresh ``Content-Length``). Request compression is rare, every vendor
@@ -341,10 +341,10 @@ def encode_body(body: bytes, content_encoding: str | None) -> bytes:
     """
     for coding in parse_content_encoding(content_encoding):
         if coding == "gzip":
-            c = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            c = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
             body = c.compress(body) + c.flush()
         elif coding == "deflate":
-            body = zlib.compress(body, 6)
+            body = zlib.compress(body, level)
         elif coding == "br":
             brotli: Any = _optional("brotli", "brotlicffi")
             if brotli is None:

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from veilpix._codec import (
+    _JSON_DECODER,
     DEFAULT_MAX_DEPTH,
     _check_boundary,
     _quote_param,
@@ -69,48 +70,39 @@ MAX_LAYERS = 24  # encodings and containers inside one another
 MAX_MEMBERS = 10_000  # archive members, multipart parts per layer
 MIN_RUN = 16  # base64 characters: 12 bytes, enough for every image signature
 MIN_HEX = 24  # hex digits: 12 bytes
+_LEVEL = 1  # zlib level for rebuilt gzip/deflate layers: mostly images, which do not shrink
 
 _B64_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_"
-_HEX = re.compile(r"(?:0[xX])?((?:[0-9a-fA-F]{2})+)")
 _PCT = re.compile(r"%[0-9A-Fa-f]{2}")
-_PCT_B = re.compile(rb"%[0-9A-Fa-f]{2}")
+_RUN_BREAK = re.compile(r"\\(?:u[0-9a-fA-F]{4}|.)?|[\r\n]+", re.DOTALL)
+_PCT_B = re.compile(rb"%[0-9A-Fa-f]{2}(?:[^%]{0,16}%[0-9A-Fa-f]{2}){3}")  # 4 escapes near
 _BYTE_ARRAY_B = re.compile(rb"\[\s*(?:\d{1,3}\s*,\s*){11}")
 _JSON_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|(.))", re.DOTALL)
 _DATA_HEAD = re.compile(
     r"data:([!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+|)((?:;[^;,\s\"'<>]*)*),\Z",
     re.IGNORECASE,
 )
+_URLSAFE = str.maketrans("-_", "+/")
 _SAFE_NAME = re.compile(r"\.[A-Za-z0-9]{1,8}")
 
-# One character per ASCII code: "A" for what may continue a run, "." for what ends it.
-_RUN_TABLE = {i: ("A" if chr(i) in _B64_CHARS or chr(i) in "\\\r\n" else ".") for i in range(128)}
+# One byte per code: "A" for what may continue a run, "." for what ends it.
 _RUN_TABLE_B = bytes(
     (0x41 if chr(i) in _B64_CHARS or chr(i) in "\\\r\n" else 0x2E) if i < 128 else 0x2E
     for i in range(256)
 )
 _PCT_SAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!*'()+/%"
-_PCT_TABLE = {i: ("A" if chr(i) in _PCT_SAFE else ".") for i in range(128)}
+_PCT_TABLE_B = bytes(0x41 if i < 128 and chr(i) in _PCT_SAFE else 0x2E for i in range(256))
 _RUN = "A" * MIN_RUN
 _RUN_B = _RUN.encode()
 
 # Signatures that may sit anywhere in raw bytes. Each candidate is confirmed by
 # _image_at before it counts, and the image's extent is found by _image_end.
 _RAW_SIGNATURES = (
-    b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"RIFF", b"II*\x00",
-    b"MM\x00*", b"BM", b"ftyp", b"8BPS", b"\x00\x00\x00\x0cJXL ", b"\xff\x4f\xff\x51",
-    b"\x00\x00\x00\x0cjP  ", b"qoif",
+    b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF8", b"RIFF", b"II*\x00", b"MM\x00*", b"BM",
+    b"ftyp", b"8BPS", b"\x00\x00\x00\x0c", b"\xff\x4f\xff\x51", b"qoif",
 )  # fmt: skip
-_ASCII_SIGNATURES = (
-    b"GIF87a",
-    b"GIF89a",
-    b"RIFF",
-    b"II*\x00",
-    b"MM\x00*",
-    b"BM",
-    b"ftyp",
-    b"8BPS",
-    b"qoif",
-)
+# in ASCII data: those without bytes over 127 (and all but GIF's and RIFF's hold a NUL)
+_ASCII_SIGNATURES = tuple(s for s in _RAW_SIGNATURES if s.isascii())
 # what a byte string read as latin-1 and written as UTF-8 looks like ("\u00ff\u00d8\u00ff")
 _UTF8_SIGNATURES = tuple(
     s.decode("latin-1").encode("utf-8")
@@ -128,7 +120,7 @@ _OTHER_IMAGES = {
     b"#?RADIANCE": "a Radiance HDR image",
 }
 _JPEG_MARKERS = frozenset([*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xD0),
-                           0xC4, 0xDB, 0xDD, 0xFE, *range(0xE0, 0xF0)])  # fmt: skip
+                           0xC4, 0xDA, 0xDB, 0xDD, 0xFE, *range(0xE0, 0xF0)])  # fmt: skip
 _BMP_HEADERS = (12, 40, 52, 56, 64, 108, 124)
 _IMAGE_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs",
                  b"avif", b"avis", b"mif1", b"msf1", b"mif2", b"miaf"}  # fmt: skip
@@ -158,11 +150,15 @@ def _unrewritable(what: str, where: str) -> Refused:
 
 # =========================================================================== raw images
 def _image_at(data: bytes, k: int) -> str | None:
-    """The format of an image whose signature starts at ``k`` (checked beyond the magic so
-    random bytes rarely count), or None."""
+    """The format of an image whose signature starts at ``k`` inside other bytes, or None.
+
+    Short signatures are confirmed by the structure that follows, so random data (a
+    compressed file, audio) almost never counts: a JPEG needs its first segments to chain up
+    (or to run to the end of the data: a truncated image still counts), a TIFF a sane first
+    directory, a BMP zero reserved bytes and a known header size."""
     head = data[k : k + 32]
     if head[:3] == b"\xff\xd8\xff":
-        return "JPEG" if len(head) > 5 and head[3] in _JPEG_MARKERS else None
+        return "JPEG" if _jpeg_chains(data, k) else None
     if head[:4] == b"RIFF":
         return "WEBP" if head[8:12] == b"WEBP" else None
     if head[:2] == b"BM":
@@ -170,7 +166,31 @@ def _image_at(data: bytes, k: int) -> str | None:
             return None
         ok = int.from_bytes(head[14:18], "little") in _BMP_HEADERS
         return "BMP" if ok and 26 <= int.from_bytes(head[2:6], "little") <= len(data) - k else None
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        order: Literal["little", "big"] = "little" if head[:2] == b"II" else "big"
+        ifd = int.from_bytes(head[4:8], order)
+        count = int.from_bytes(data[k + ifd : k + ifd + 2], order)
+        kind = int.from_bytes(data[k + ifd + 4 : k + ifd + 6], order)
+        sane = 8 <= ifd < len(data) - k and 0 < count <= 1000 and 1 <= kind <= 18
+        return "TIFF" if sane else None
     return sniff(data[k : k + 64]) if looks_like_image(head) else None
+
+
+def _jpeg_chains(data: bytes, k: int) -> bool:
+    """Do the first three segments after SOI start with a marker and fit their lengths?"""
+    pos = k + 2
+    for _ in range(3):
+        if pos + 4 > len(data):
+            return True  # ran into the end: a truncated JPEG is still a JPEG
+        if data[pos] != 0xFF or data[pos + 1] not in _JPEG_MARKERS:
+            return False
+        if data[pos + 1] == 0xDA:
+            return True
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if length < 2:
+            return False
+        pos += 2 + length
+    return True
 
 
 def _image_end(data: bytes, k: int, fmt: str) -> int | None:
@@ -261,7 +281,7 @@ def _raw_candidates(data: bytes) -> list[int]:
     elif b"\x00" in data:
         sigs = _ASCII_SIGNATURES
     else:
-        sigs = (b"GIF87a", b"GIF89a", b"RIFF")
+        sigs = (b"GIF8", b"RIFF")
     hits: list[int] = []
     for sig in sigs:
         back = 4 if sig == b"ftyp" else 0  # a box type: the file starts 4 bytes earlier
@@ -314,13 +334,17 @@ class _Base64Style:
 
     @classmethod
     def of(cls, run: str) -> _Base64Style:
-        eol = "\r\n" if "\r\n" in run else "\n"
+        line, eol, size = 0, "\n", len(run)
         first = run.find("\n")
-        line = 0
         if first >= 0:
-            line = first - 1 if run[first - 1 : first] == "\r" else first
-        compact = run.replace("\r", "").replace("\n", "")
-        return cls("-" in compact or "_" in compact, compact.endswith("="), line, eol)
+            eol = "\r\n" if run[first - 1 : first] == "\r" else "\n"
+            line = first - len(eol) + 1
+            size -= run.count("\n") * len(eol)
+        urlsafe = "-" in run or "_" in run
+        # A run whose length needs no padding tells nothing: standard base64 is padded
+        # (every encoder pads it), URL-safe base64 mostly not (JWT, base64url in Node).
+        padded = run.endswith("=") or (size % 4 == 0 and not urlsafe)
+        return cls(urlsafe, padded, line, eol)
 
     def encode(self, data: bytes) -> str:
         text = (base64.urlsafe_b64encode if self.urlsafe else base64.b64encode)(data).decode()
@@ -332,15 +356,28 @@ class _Base64Style:
 
 
 def _b64decode(run: str) -> bytes | None:
-    text = run.replace("\r", "").replace("\n", "")
-    if ("-" in text or "_" in text) and ("+" in text or "/" in text):
-        return None
-    text = text.replace("-", "+").replace("_", "/").rstrip("=")
+    text = run.replace("\r", "").replace("\n", "") if "\n" in run or "\r" in run else run
+    if "-" in text or "_" in text:
+        if "+" in text or "/" in text:
+            return None
+        text = text.translate(_URLSAFE)
+    text = text.rstrip("=")
     if len(text) % 4 == 1:
         text = text[:-1]  # a run that swallowed one letter after the base64 (prose)
     try:
         return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or characters outside ASCII
+        return None
+
+
+def _unhex(run: str) -> bytes | None:
+    """The bytes a run of hex digits (``0x`` prefix allowed, no line breaks) spells."""
+    digits = run[2:] if run[:2] in ("0x", "0X") else run
+    if len(digits) < MIN_HEX or len(digits) % 2:
+        return None
+    try:
+        return bytes.fromhex(digits)
+    except ValueError:
         return None
 
 
@@ -390,9 +427,11 @@ class Finder:
 
     # -- public entry points ---------------------------------------------------------------
 
-    def rewrite_body(self, body: bytes, content_type: str | None) -> tuple[bytes, str | None]:
+    def rewrite_body(
+        self, body: bytes, content_type: str | None, where: str = "body"
+    ) -> tuple[bytes, str | None]:
         """``body`` with every image cleaned, and the new Content-Type when it changed."""
-        return self._node(body, content_type, "body", 0)
+        return self._node(body, content_type, where, 0)
 
     def rewrite_multipart(
         self,
@@ -511,6 +550,13 @@ class Finder:
                 continue
             fmt = _image_at(data, k)
             if fmt is None:
+                other = next((w for m, w in _OTHER_IMAGES.items() if data.startswith(m, k)), None)
+                if other is not None:
+                    raise Refused(
+                        "image.unsupported",
+                        f"{where} holds {other} at byte {k}, which veilpix cannot sanitize",
+                        hint="convert it to JPEG or PNG first; nothing was sent",
+                    )
                 continue
             end = _image_end(data, k, fmt)
             if end is None or end <= k:
@@ -524,17 +570,45 @@ class Finder:
         return b"".join(pieces)
 
     def _text_bytes(self, data: bytes, where: str, depth: int) -> bytes:
-        """Text carriers (base64, hex, percent, data URIs) inside bytes, read as latin-1 so
-        every byte maps to one character and back."""
-        if not data or not _text_might_hold(data):
+        """Text carriers (base64, hex, percent, data URIs, JSON inside prose) in bytes: read
+        as UTF-8 when they are, else as latin-1 so every byte maps to one character and back."""
+        if not data or not (_text_might_hold(data) or _byte_array_in(data)):
             return data
-        text = data.decode("latin-1")
-        new = self._carriers(text, where, depth)
+        try:
+            text, encoding = data.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:  # binary: JSON cannot be inside, carriers still can
+            text, encoding = data.decode("latin-1"), "latin-1"
+        new = self._prose(text, where, depth, json_inside=encoding == "utf-8")
         if new is text:
-            if b"\\" in data:
+            if encoding == "utf-8" and b"\\" in data:
                 self._escaped(text, where, depth)
             return data
-        return new.encode("latin-1")
+        return new.encode(encoding, "surrogatepass")
+
+    def _prose(self, text: str, where: str, depth: int, *, json_inside: bool = True) -> str:
+        """Text that may hold JSON values among other words (a prompt quoting a tool call, a
+        log line with a Buffer): each JSON value is searched as JSON, the words between them
+        for carriers. Returns ``text`` itself when nothing changed."""
+        spans = _json_spans(text) if json_inside and ("{" in text or "[" in text) else []
+        if not spans:
+            return self._carriers(text, where, depth)
+        out: list[str] = []
+        pos = 0
+        changed = False
+        for start, end, value in spans:
+            gap = text[pos:start]
+            new_gap = self._carriers(gap, where, depth)
+            new, found = self._doc(value, f"{where}(json)", depth + 1, frozenset())
+            out.append(new_gap)
+            out.append(dump_json(new).decode("utf-8") if found else text[start:end])
+            changed |= found or new_gap is not gap
+            pos = end
+        tail = text[pos:]
+        new_tail = self._carriers(tail, where, depth)
+        out.append(new_tail)
+        if not changed and new_tail is tail:
+            return text
+        return "".join(out)
 
     def _lines(self, data: bytes, where: str, depth: int) -> bytes | None:
         """JSON Lines: each line that parses is rewritten as one line; None when no line is
@@ -604,7 +678,7 @@ class Finder:
             else:  # characters that are bytes ("\u00ff\u00d8\u00ff..."): raw images inside
                 if _raw_candidates(raw) or looks_like_image(raw):
                     return self._node(raw, None, where, depth)[0].decode("latin-1")
-        new = self._carriers(text, where, depth)
+        new = self._prose(text, where, depth)
         if new is text and "\\" in text:
             self._escaped(text, where, depth)
         return new
@@ -638,21 +712,30 @@ class Finder:
         for start, end, kind in spans:
             run = text[start:end]
             new = self._run(run, kind, f"{where}({kind})", depth + 1)
-            if new is None:
-                continue
-            out.append(text[pos:start])
-            out.append(_fix_data_head(text, pos, start, new[1], out))
-            out.append(new[0])
-            pos = end
-            changed = True
+            pieces = [(start, end, new)]
+            if new is _UNDECODABLE:
+                # a run that swallowed neighbouring lines ("...base64\n--boundary--") or
+                # escapes: its lines, or blocks of equal-length lines, one by one
+                pieces = [
+                    (a, b, self._run(text[a:b], kind, f"{where}({kind})", depth + 1))
+                    for a, b in _sub_runs(text, start, end)
+                ]
+            for a, b, result in pieces:
+                if not isinstance(result, tuple):
+                    continue
+                out.append(text[pos:a])
+                out.append(_fix_data_head(text, pos, a, result[1], out))
+                out.append(result[0])
+                pos = b
+                changed = True
         if not changed:
             return text
         out.append(text[pos:])
         return "".join(out)
 
-    def _run(self, run: str, kind: str, where: str, depth: int) -> tuple[str, str | None] | None:
-        """A decoded and searched run: (its new text, the media type of the image it now is)
-        or None when it did not change."""
+    def _run(self, run: str, kind: str, where: str, depth: int) -> tuple[str, str | None] | object:
+        """A decoded and searched run: (its new text, the media type of the image it now is),
+        None when it did not change, or ``_UNDECODABLE`` when it is not base64 as a whole."""
         if kind == "percent":
             raw = urllib.parse.unquote_to_bytes(run)
             if len(raw) < 12:
@@ -663,25 +746,29 @@ class Finder:
                 return None
             safe = "/" if "/" in run else ""
             return urllib.parse.quote(new, safe=safe), _media(new)
-        hexed = _HEX.fullmatch(run) if len(run) >= MIN_HEX else None
-        if hexed is not None:
-            raw = bytes.fromhex(hexed.group(1))
+        raw = _unhex(run)
+        if raw is not None:
             self._charge(len(raw), where)
             new, _ = self._node(raw, None, f"{where}(hex)", depth)
             if new != raw:
+                prefix = run[:2] if run[:2] in ("0x", "0X") else ""
                 digits = new.hex()
-                if hexed.group(1)[:1].isupper() or hexed.group(1).isupper():
+                if run[len(prefix) : len(prefix) + 64].isupper():
                     digits = digits.upper()
-                return run[: len(run) - len(hexed.group(1))] + digits, _media(new)
+                return prefix + digits, _media(new)
         if "\\" in run:
-            return None  # escaped text is looked at by _escaped
+            return _UNDECODABLE  # its pieces between escapes are tried; see also _escaped
+        # A run over several lines may have swallowed the words around a wrapped block
+        # ("base64\r\n\r\n<lines>\r\n--boundary--"): when it does not decode whole to
+        # something that changed, its lines and blocks are tried one by one.
+        pieces = _UNDECODABLE if "\n" in run else None
         raw_b64 = _b64decode(run)
         if raw_b64 is None or len(raw_b64) < 12:
-            return None
+            return pieces
         self._charge(len(raw_b64), where)
         new, _ = self._node(raw_b64, None, where, depth)
         if new == raw_b64:
-            return None
+            return pieces
         return _Base64Style.of(run).encode(new), _media(new)
 
     # -- JSON --------------------------------------------------------------------------------
@@ -726,7 +813,7 @@ class Finder:
             inner = decode_body(data, coding, max_bytes=max(self._room, 0))
             self._charge(len(inner), where)
             new, _ = self._node(inner, None, f"{where}({coding})", depth + 1)
-            return data if new == inner else encode_body(new, coding)
+            return data if new == inner else encode_body(new, coding, level=_LEVEL)
         if head[:3] == b"BZh" and head[4:10] == b"1AY&SY":
             return self._stream(data, where, depth, "bzip2")
         if head[:6] == b"\xfd7zXZ\x00":
@@ -760,7 +847,7 @@ class Finder:
         new, _ = self._node(inner, None, f"{where}({kind})", depth + 1)
         if new == inner:
             return data
-        return bz2.compress(new) if kind == "bzip2" else lzma.compress(new)
+        return bz2.compress(new, 1) if kind == "bzip2" else lzma.compress(new, preset=1)
 
     def _zip(self, data: bytes, where: str, depth: int) -> bytes:
         try:
@@ -795,7 +882,7 @@ class Finder:
         if not changed:
             return data
         out = io.BytesIO()
-        with zipfile.ZipFile(out, "w") as rebuilt:
+        with zipfile.ZipFile(out, "w", compresslevel=_LEVEL) as rebuilt:
             rebuilt.comment = archive.comment
             for info, content in members:
                 copy = zipfile.ZipInfo(info.filename, info.date_time)
@@ -892,6 +979,36 @@ class Finder:
 
 
 _NOT_JSON = object()
+_UNDECODABLE = object()
+
+
+def _sub_runs(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """The pieces of a run that did not decode whole: split at backslashes and line ends,
+    with consecutive lines of one length (and a shorter last line) kept together as one
+    line-wrapped block. Pieces shorter than a run are left out."""
+    lines: list[tuple[int, int]] = []
+    pos = start
+    for m in _RUN_BREAK.finditer(text, start, end):
+        if m.start() > pos:
+            lines.append((pos, m.start()))
+        pos = m.end()
+    if pos < end:
+        lines.append((pos, end))
+    blocks: list[tuple[int, int]] = []
+    i = 0
+    while i < len(lines):
+        a, b = lines[i]
+        width = b - a
+        j = i + 1
+        while (
+            j < len(lines) and lines[j][1] - lines[j][0] == width and text[lines[j - 1][1]] != "\\"
+        ):
+            j += 1
+        if j < len(lines) and j > i + 1 and lines[j][1] - lines[j][0] < width:
+            j += 1  # the shorter last line of a wrapped block
+        blocks.append((a, lines[j - 1][1]))
+        i = j
+    return [(a, b) for a, b in blocks if b - a >= MIN_RUN]
 
 
 class _Seen(Exception):
@@ -941,8 +1058,18 @@ def _fix_data_head(text: str, pos: int, start: int, media: str | None, out: list
     return ""
 
 
+def _mask(text: str, table: bytes) -> str:
+    """``text`` mapped through ``table`` one character for one (characters outside latin-1
+    become "?" first; both tables map every non-ASCII code to "."): C-speed, indexes kept."""
+    try:
+        raw = text.encode("latin-1")
+    except UnicodeEncodeError:
+        raw = text.encode("ascii", "replace")
+    return raw.translate(table).decode("ascii")
+
+
 def _percent_runs(text: str) -> list[tuple[int, int, str]]:
-    mask = text.translate(_PCT_TABLE)
+    mask = _mask(text, _PCT_TABLE_B)
     runs: list[tuple[int, int, str]] = []
     for m in _PCT.finditer(text):
         if runs and m.start() < runs[-1][1]:
@@ -960,16 +1087,15 @@ def _base64_runs(text: str, taken: list[tuple[int, int, str]]) -> Iterator[tuple
     up to two '=' of padding after), outside the ``taken`` spans."""
     if len(text) < MIN_RUN:
         return
-    mask = text.translate(_RUN_TABLE)
+    mask = _mask(text, _RUN_TABLE_B)
     pos = mask.find(_RUN)
     while pos >= 0:
         end = mask.find(".", pos)
         end = len(text) if end < 0 else end
-        while end < len(text) and end - pos and text[end] == "=" and text[end - 1 : end] != "=":
+        padding = 0
+        while end < len(text) and text[end] == "=" and padding < 2:
             end += 1
-            if text[end : end + 1] == "=":
-                end += 1
-            break
+            padding += 1
         start = pos
         while start < end and text[start] in "\r\n\\":
             start += 1
@@ -979,6 +1105,35 @@ def _base64_runs(text: str, taken: list[tuple[int, int, str]]) -> Iterator[tuple
         if stop - start >= MIN_RUN and not any(a < stop and start < b for a, b, _ in taken):
             yield start, stop, "base64"
         pos = mask.find(_RUN, end)
+
+
+def _json_spans(text: str) -> list[tuple[int, int, Any]]:
+    """JSON objects and arrays of at least 12 characters inside ``text``, with their spans;
+    at most :data:`MAX_MEMBERS` attempts (what is not tried is still searched as text)."""
+    spans: list[tuple[int, int, Any]] = []
+    pos = 0
+    for _ in range(MAX_MEMBERS):
+        brace, bracket = text.find("{", pos), text.find("[", pos)
+        start = min(brace, bracket) if brace >= 0 and bracket >= 0 else max(brace, bracket)
+        if start < 0:
+            break
+        try:
+            value, end = _JSON_DECODER.raw_decode(text, start)
+        except RecursionError as exc:
+            raise RequestTooLarge("JSON inside a text value is nested too deep") from exc
+        except (ValueError, RequestError):
+            pos = start + 1
+            continue
+        if end - start >= 12 and not (start == 0 and end == len(text)):
+            spans.append((start, end, value))
+            pos = end
+        else:
+            pos = start + 1
+    return spans
+
+
+def _byte_array_in(data: bytes) -> bool:
+    return b"[" in data and _BYTE_ARRAY_B.search(data) is not None
 
 
 def _text_might_hold(data: bytes) -> bool:
@@ -991,9 +1146,11 @@ def _might_hold(data: bytes) -> bool:
     if looks_like_image(data) or _document_kind(data) is not None:
         return True
     if not data.isascii():
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            return True  # binary: looked at whole by _bytes, which finds signatures anyway
         if any(s in data for s in _UTF8_SIGNATURES):
-            return True
-        if _raw_candidates(data):
             return True
     elif _raw_candidates(data):
         return True
@@ -1003,7 +1160,7 @@ def _might_hold(data: bytes) -> bool:
         return True
     if _text_might_hold(data):
         return True
-    return b"[" in data and _BYTE_ARRAY_B.search(data) is not None
+    return _byte_array_in(data)
 
 
 def _sniff_multipart(data: bytes) -> str | None:
@@ -1163,7 +1320,7 @@ class _MimePart:
     def replace(self, data: bytes, media_type: str | None) -> None:
         self.plain = data
         if self.coding is not None:
-            data = encode_body(data, self.coding)
+            data = encode_body(data, self.coding, level=_LEVEL)
         if self.transfer == "base64":
             text = base64.encodebytes(data).replace(b"\n", b"\r\n")
             data = text[:-2] if text.endswith(b"\r\n") else text

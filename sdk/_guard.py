@@ -52,6 +52,7 @@ from veilpix._errors import (
 )
 from veilpix._finder import Finder, Refused
 from veilpix._policy import Policy
+from veilpix._sniff import looks_like_image
 
 if TYPE_CHECKING:
     from veilpix._audit import AuditLog, PendingTransfer
@@ -596,8 +597,6 @@ class Guard:
         return Finder(clean, document=document, max_bytes=work.policy.max_request_bytes)
 
     def _is_image(self, data: bytes) -> bool:
-        from veilpix._sniff import looks_like_image
-
         if looks_like_image(data):
             return True
         if _is_other_image(data):
@@ -622,6 +621,15 @@ class Guard:
         found_images.sort(key=lambda f: tuple(f.path) in masks)
         handled = {tuple(f.path) for f in found_images}
         for found in found_images:  # images first: a mask takes its image's geometry
+            if not looks_like_image(found.data):
+                # declared an image but is not one itself: it may carry one (base64 twice)
+                inner, _ = finder.rewrite_body(found.data, None, _dotted(found.path))
+                if inner != found.data:
+                    uri = build_data_uri(found.declared_type or "application/octet-stream",
+                                         inner, found.params)  # fmt: skip
+                    doc = replace_at(doc, found.path, uri)
+                    changed = True
+                    continue
             if tuple(found.path) in masks:
                 clean = self._clean_mask(found.data, work, field=_dotted(found.path))
             else:
