@@ -82,7 +82,7 @@ def data_uri(data: bytes, *, head: str = "data:image/jpeg;base64,") -> Layer:
 
 def hexed(data: bytes, *, upper: bool = False) -> Layer:
     text = data.hex().upper() if upper else data.hex()
-    return Layer(text.encode(), lambda got: binascii.unhexlify(got), "text/plain", "hex")
+    return Layer(text.encode(), binascii.unhexlify, "text/plain", "hex")
 
 
 def percent(data: bytes) -> Layer:
@@ -270,7 +270,7 @@ def _tool_args(data: bytes) -> Layer:
 def listed_shapes(photo: bytes) -> dict[str, Shape]:
     """The twelve shapes of issue 14, and more of the same kind."""
 
-    def make(*steps: Callable[[bytes], Layer], ctype: str | None | bool = True,
+    def make(*steps: Callable[[bytes], Layer], ctype: str | bool | None = True,
              path: str = "/v1/responses") -> Shape:  # fmt: skip
         body, outer, unwraps = chain(photo, *steps)
         sent = outer if ctype is True else (None if ctype is False else ctype)
@@ -344,9 +344,9 @@ def encodings_of(secret: bytes) -> list[bytes]:
 def leaks(wire: bytes) -> list[str]:
     """Which secrets of the test photo show in ``wire`` in a single-layer encoding."""
     flat = wire.replace(b"\r", b"").replace(b"\n", b"").replace(b"\\/", b"/")
-    found = []
-    for secret in SECRETS:
-        for form in encodings_of(secret):
-            if form in wire or form in flat:
-                found.append(f"{secret!r} as {form!r}")
-    return found
+    return [
+        f"{secret!r} as {form!r}"
+        for secret in SECRETS
+        for form in encodings_of(secret)
+        if form in wire or form in flat
+    ]

@@ -134,7 +134,7 @@ def test_bodies_without_images_pass_byte_for_byte(log: AuditLog) -> None:
             f"token={jwt}&sha=9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
             "&pct=50%25%20off%21%21%21%21".encode(),
             "application/x-www-form-urlencoded",
-        ),  # fmt: skip
+        ),
         (b'{"a": 1}\n{"b": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 300]}\n', "application/x-ndjson"),
         (b"--not-a-multipart\r\nhello", None),
         (bytes(range(256)) * 40, "application/octet-stream"),
@@ -161,7 +161,7 @@ def test_file_names_are_neutral_and_keep_their_extension(log: AuditLog) -> None:
             f"{URL}/v1/images/edits",
             [("Content-Type", "multipart/form-data; boundary=B")],
             body,
-        )  # fmt: skip
+        )
     )
     names = [(n, f) for n, f, _, _ in _form(out.request)]
     assert names == [("image", "image.jpg"), ("file", "file-2.pdf")]
@@ -219,7 +219,7 @@ def _encrypted_zip() -> bytes:
             + PHOTO
             + b"\r\n--B--\r\n",
             "multipart/mixed; boundary=B",
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_images_that_cannot_be_put_back_are_refused(
@@ -363,10 +363,10 @@ def test_random_nestings_never_leak(
 def doors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Callable[..., Any]]]:
     """send(shape) through each door -> (status, body that reached the vendor or None)."""
     pytest.importorskip("uvicorn")
+    from pki import TestCA, cert_pem, key_pem
     from servers import FakeVendor, Server
     from test_intercept import H11Client, Running, TLSServer, VendorPKI, request, tls
 
-    from pki import TestCA, cert_pem, key_pem
     from veilpix._ca import Authority
     from veilpix.proxy import Gateway
     from veilpix.proxy._intercept import InterceptProxy
@@ -407,7 +407,7 @@ def doors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Callab
     intercept = Running(
         InterceptProxy(
             Gateway({"": Guard(Policy(), log)}, max_body=20_000_000, upstream=pool), authority
-        )  # fmt: skip
+        )
     ).__enter__()
 
     def via_gateway(shape: Shape) -> tuple[int, bytes | None]:
