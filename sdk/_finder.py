@@ -68,15 +68,18 @@ Document = Callable[[str, str], None]
 
 MAX_LAYERS = 24  # encodings and containers inside one another
 MAX_MEMBERS = 10_000  # archive members, multipart parts per layer
-MIN_RUN = 16  # base64 characters: 12 bytes, enough for every image signature
-MIN_HEX = 24  # hex digits: 12 bytes
+# The smallest file of any image format is over 21 bytes (a 1x1 QOI is 23, a GIF 26, a BMP
+# 26), so nothing shorter than what 21 bytes take in an encoding can carry one.
+MIN_IMAGE = 21
+MIN_RUN = 28  # base64 characters: 21 bytes
+MIN_HEX = 2 * MIN_IMAGE
 _LEVEL = 1  # zlib level for rebuilt gzip/deflate layers: mostly images, which do not shrink
 
 _B64_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_"
 _PCT = re.compile(r"%[0-9A-Fa-f]{2}")
 _RUN_BREAK = re.compile(r"\\(?:u[0-9a-fA-F]{4}|.)?|[\r\n]+", re.DOTALL)
 _PCT_B = re.compile(rb"%[0-9A-Fa-f]{2}(?:[^%]{0,16}%[0-9A-Fa-f]{2}){3}")  # 4 escapes near
-_BYTE_ARRAY_B = re.compile(rb"\[\s*(?:\d{1,3}\s*,\s*){11}")
+_BYTE_ARRAY_B = re.compile(rb"\[\s*(?:\d{1,3}\s*,\s*){20}")
 _JSON_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|(.))", re.DOTALL)
 _DATA_HEAD = re.compile(
     r"data:([!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+|)((?:;[^;,\s\"'<>]*)*),\Z",
@@ -646,7 +649,7 @@ class Finder:
 
     def _text(self, text: str, where: str, depth: int) -> str:
         """A string (a JSON value, a form value, a text part) with every image cleaned."""
-        if len(text) < 12:
+        if len(text) < MIN_IMAGE:
             return text
         self._enter(depth, where)
         stripped = text.strip()
@@ -738,7 +741,7 @@ class Finder:
         None when it did not change, or ``_UNDECODABLE`` when it is not base64 as a whole."""
         if kind == "percent":
             raw = urllib.parse.unquote_to_bytes(run)
-            if len(raw) < 12:
+            if len(raw) < MIN_IMAGE:
                 return None
             self._charge(len(raw), where)
             new, _ = self._node(raw, None, where, depth)
@@ -746,11 +749,11 @@ class Finder:
                 return None
             safe = "/" if "/" in run else ""
             return urllib.parse.quote(new, safe=safe), _media(new)
-        raw = _unhex(run)
-        if raw is not None:
-            self._charge(len(raw), where)
-            new, _ = self._node(raw, None, f"{where}(hex)", depth)
-            if new != raw:
+        unhexed = _unhex(run)
+        if unhexed is not None:
+            self._charge(len(unhexed), where)
+            new, _ = self._node(unhexed, None, f"{where}(hex)", depth)
+            if new != unhexed:
                 prefix = run[:2] if run[:2] in ("0x", "0X") else ""
                 digits = new.hex()
                 if run[len(prefix) : len(prefix) + 64].isupper():
@@ -763,7 +766,7 @@ class Finder:
         # something that changed, its lines and blocks are tried one by one.
         pieces = _UNDECODABLE if "\n" in run else None
         raw_b64 = _b64decode(run)
-        if raw_b64 is None or len(raw_b64) < 12:
+        if raw_b64 is None or len(raw_b64) < MIN_IMAGE:
             return pieces
         self._charge(len(raw_b64), where)
         new, _ = self._node(raw_b64, None, where, depth)
@@ -1143,24 +1146,25 @@ def _text_might_hold(data: bytes) -> bool:
 
 
 def _might_hold(data: bytes) -> bool:
+    """False only when no layer of ``data`` can hold an image (see Finder.might_hold_image)."""
+    if data.isascii():
+        # raw images in ASCII data: GIF and WebP start with letters, the rest holds a NUL
+        if b"\x00" in data or b"GIF8" in data or b"RIFF" in data:
+            return True
+        if data[:2] == b"PK" or data[:3] == b"BZh" or data[257:262] == b"ustar":
+            return True
+        if data[:5] in (b"%PDF-", b"{\\rtf"):
+            return True  # a document: recorded, or refused
+        return _text_might_hold(data) or _byte_array_in(data)
     if looks_like_image(data) or _document_kind(data) is not None:
         return True
-    if not data.isascii():
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError:
-            return True  # binary: looked at whole by _bytes, which finds signatures anyway
-        if any(s in data for s in _UTF8_SIGNATURES):
-            return True
-    elif _raw_candidates(data):
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True  # binary: looked at whole by _bytes, which finds signatures anyway
+    if any(s in data for s in _UTF8_SIGNATURES):
         return True
-    if data[:2] in (b"\x1f\x8b", b"PK", b"BZ") or data[:4] == b"\x28\xb5\x2f\xfd":
-        return True
-    if data[:6] == b"\xfd7zXZ\x00" or data[257:262] == b"ustar":
-        return True
-    if _text_might_hold(data):
-        return True
-    return _byte_array_in(data)
+    return _text_might_hold(data) or _byte_array_in(data)
 
 
 def _sniff_multipart(data: bytes) -> str | None:
@@ -1185,11 +1189,11 @@ def _walk(doc: Any, depth: int) -> Iterator[tuple[tuple[Any, ...], Any]]:
     while stack:
         path, node = stack.pop()
         if isinstance(node, str):
-            if len(node) >= 12:
+            if len(node) >= MIN_IMAGE:
                 yield path, node
             continue
         if isinstance(node, list):
-            if len(node) >= 12 and _byte_array(node):
+            if len(node) >= MIN_IMAGE and _byte_array(node):
                 yield path, node
                 continue
             if len(path) + depth > DEFAULT_MAX_DEPTH:

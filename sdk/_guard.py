@@ -536,7 +536,6 @@ class Guard:
             return
         ctype_header = out.header("content-type") or ""
         ctype = ctype_header.split(";", 1)[0].strip().lower()
-        finder = self._finder(work, ctx)
         if ctype.startswith("multipart/"):
             masks = self._mask_fields(work)
 
@@ -544,7 +543,7 @@ class Guard:
                 if name == "prompt" and work.prompt is None:
                     work.prompt = data.decode("utf-8", "replace")
 
-            form, form_type = finder.rewrite_multipart(
+            form, form_type = self._finder(work, ctx).rewrite_multipart(
                 out.body, ctype_header, masks=masks, on_field=field
             )
             if form is not out.body:
@@ -568,9 +567,11 @@ class Guard:
                 if declared_json or "twice in one object" in exc.message:
                     raise
             else:
-                self._rewrite_json(out, doc, work, ctx, finder)
+                self._rewrite_json(out, doc, work, ctx)
                 return
-        body, new_type = finder.rewrite_body(out.body, ctype_header or None)
+        if not Finder.might_hold_image(out.body):
+            return
+        body, new_type = self._finder(work, ctx).rewrite_body(out.body, ctype_header or None)
         if body != out.body:
             out.body = body
             if new_type is not None:
@@ -608,9 +609,7 @@ class Guard:
             )
         return False
 
-    def _rewrite_json(
-        self, out: Outbound, doc: Any, work: _Work, ctx: Context, finder: Finder
-    ) -> None:
+    def _rewrite_json(self, out: Outbound, doc: Any, work: _Work, ctx: Context) -> None:
         if work.endpoint is not None and work.endpoint.chunked_start:
             _refuse_chunked_image(doc)
         if isinstance(doc, dict) and isinstance(doc.get("prompt"), str):
@@ -623,6 +622,7 @@ class Guard:
         for found in found_images:  # images first: a mask takes its image's geometry
             if not looks_like_image(found.data):
                 # declared an image but is not one itself: it may carry one (base64 twice)
+                finder = self._finder(work, ctx)
                 inner, _ = finder.rewrite_body(found.data, None, _dotted(found.path))
                 if inner != found.data:
                     uri = build_data_uri(found.declared_type or "application/octet-stream",
@@ -651,8 +651,9 @@ class Guard:
                 doc = self._remote(doc, path, found_url.url, work, ctx)
                 handled.add(path)
                 changed = True
-        if finder.might_hold_image(out.body):
+        if Finder.might_hold_image(out.body):
             # images anywhere else: inside text, JSON in strings, byte arrays, archives ...
+            finder = self._finder(work, ctx)
             doc, found_more = finder.rewrite_doc(doc, skip=frozenset(handled))
             changed |= found_more
         changed |= self._json_controls(doc, work)
