@@ -33,12 +33,14 @@ import base64
 import binascii
 import bz2
 import io
+import json
 import lzma
 import re
 import secrets
 import tarfile
 import urllib.parse
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -79,13 +81,15 @@ _B64_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_
 _PCT = re.compile(r"%[0-9A-Fa-f]{2}")
 _RUN_BREAK = re.compile(r"\\(?:u[0-9a-fA-F]{4}|.)?|[\r\n]+", re.DOTALL)
 _PCT_B = re.compile(rb"%[0-9A-Fa-f]{2}(?:[^%]{0,16}%[0-9A-Fa-f]{2}){3}")  # 4 escapes near
-_BYTE_ARRAY_B = re.compile(rb"\[\s*(?:\d{1,3}\s*,\s*){20}")
+_BYTE_ARRAY_B = re.compile(rb"\[\s*(?:-?\d{1,3}(?:\.0+)?\s*,\s*){20}")
 _JSON_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|(.))", re.DOTALL)
 _DATA_HEAD = re.compile(
     r"data:([!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+|)((?:;[^;,\s\"'<>]*)*),\Z",
     re.IGNORECASE,
 )
 _URLSAFE = str.maketrans("-_", "+/")
+_MAX_WRAP = 120  # the widest line a base64 encoder wraps at
+_PRINTABLE = re.compile(rb"[\t\n\r\x20-\x7e]*")
 _SAFE_NAME = re.compile(r"\.[A-Za-z0-9]{1,8}")
 
 # One byte per code: "A" for what may continue a run, "." for what ends it.
@@ -114,13 +118,12 @@ _UTF8_SIGNATURES = tuple(
 _OTHER_IMAGES = {
     b"8BPS": "a Photoshop document (PSD)",
     b"\x00\x00\x01\x00": "an ICO icon",
-    b"\xff\x0a": "a JPEG XL image",
-    b"\x00\x00\x00\x0cJXL ": "a JPEG XL image",
+    b"\x00\x00\x00\x0cJXL \r\n\x87\n": "a JPEG XL image",
     b"\xff\x4f\xff\x51": "a JPEG 2000 codestream",
-    b"\x00\x00\x00\x0cjP  ": "a JPEG 2000 image",
+    b"\x00\x00\x00\x0cjP  \r\n\x87\n": "a JPEG 2000 image",
     b"qoif": "a QOI image",
     b"\x76\x2f\x31\x01": "an OpenEXR image",
-    b"#?RADIANCE": "a Radiance HDR image",
+    b"#?RADIANCE\n": "a Radiance HDR image",
 }
 _JPEG_MARKERS = frozenset([*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xD0),
                            0xC4, 0xDA, 0xDB, 0xDD, 0xFE, *range(0xE0, 0xF0)])  # fmt: skip
@@ -162,6 +165,8 @@ def _image_at(data: bytes, k: int) -> str | None:
     head = data[k : k + 32]
     if head[:3] == b"\xff\xd8\xff":
         return "JPEG" if _jpeg_chains(data, k) else None
+    if _PRINTABLE.fullmatch(data, k, k + 24) is not None:
+        return None  # all text: a word in prose ("the file starts with GIF89a"), no image
     if head[:4] == b"RIFF":
         return "WEBP" if head[8:12] == b"WEBP" else None
     if head[:2] == b"BM":
@@ -177,6 +182,38 @@ def _image_at(data: bytes, k: int) -> str | None:
         sane = 8 <= ifd < len(data) - k and 0 < count <= 1000 and 1 <= kind <= 18
         return "TIFF" if sane else None
     return sniff(data[k : k + 64]) if looks_like_image(head) else None
+
+
+def _other_image(data: bytes, k: int) -> str | None:
+    """What image veilpix cannot sanitize starts at ``k``, confirmed beyond its magic (short
+    magics such as ICO's ``00 00 01 00`` also start prose decoded as base64, or a 0/1 mask),
+    or None. A bare JPEG XL codestream (``ff 0a``, two bytes) is not looked for."""
+    head = data[k : k + 40]
+    for magic, what in _OTHER_IMAGES.items():
+        if not head.startswith(magic):
+            continue
+        if magic == b"8BPS":  # version 1 or 2, six reserved zero bytes, 1-56 channels
+            ok = head[4:6] in (b"\x00\x01", b"\x00\x02") and head[6:12] == bytes(6)
+            ok = ok and 1 <= int.from_bytes(head[12:14], "big") <= 56
+        elif magic == b"\x00\x00\x01\x00":  # 1-255 entries; the first one's image inside
+            count = int.from_bytes(head[4:6], "little")
+            size = int.from_bytes(head[14:18], "little")
+            offset = int.from_bytes(head[18:22], "little")
+            ok = 0 < count < 256 and head[9] == 0 and head[10:12] in (b"\x00\x00", b"\x01\x00")
+            ok = ok and int.from_bytes(head[12:14], "little") in (0, 1, 4, 8, 16, 24, 32)
+            ok = ok and 6 + 16 * count <= offset and size > 0 and k + offset + size <= len(data)
+        elif magic == b"qoif":  # non-zero size, 3 or 4 channels, colour space 0 or 1
+            ok = head[4:8] != bytes(4) and head[8:12] != bytes(4) and head[12] in (3, 4)
+            ok = ok and head[13] in (0, 1)
+        elif magic == b"\x76\x2f\x31\x01":  # version 2, then named attributes
+            ok = head[4] == 2 and head[5:6].isalpha()
+        elif magic == b"\xff\x4f\xff\x51":  # SIZ segment with a sane length
+            ok = 41 <= int.from_bytes(head[4:6], "big") <= 49190
+        else:
+            ok = True
+        if ok:
+            return what
+    return None
 
 
 def _jpeg_chains(data: bytes, k: int) -> bool:
@@ -373,15 +410,76 @@ def _b64decode(run: str) -> bytes | None:
         return None
 
 
+# How the base64 of each image format starts, at the three alignments of its first byte
+_B64_STARTS = ("/9j/", "_9j_", "iVBORw0KGgo", "R0lGODlh", "R0lGODdh", "UklGR", "SUkqA", "TU0AK")
+
+
+def _image_b64_start(run: str) -> int:
+    """Where inside ``run`` the base64 of an image starts (0 when it does not, or at 0)."""
+    best = 0
+    for start in _B64_STARTS:
+        at = run.find(start, 1)
+        if at > 0 and (best == 0 or at < best):
+            best = at
+    return best
+
+
+# An image written out byte by byte: Python/C escapes (repr(bytes) sent by mistake), hex
+# dumps with separators, C arrays. Found, not rewritten: refused. A signature alone (code
+# that tests for one: b"\xff\xd8\xff") is not an image; 21 bytes or more in a row are.
+_ESCAPED_IMAGE = re.compile(
+    r"(?i)(?:\\xff\\xd8\\xff|\\x89PNG|GIF8[79]a\\x|RIFF(?:\\x[0-9a-f]{2}|[^\\'\"]){4}WEBP"
+    r"|II\*\\x00|MM\\x00\*|\\x00\\x00\\x00.ftyp)"
+    r"(?:\\x[0-9a-f]{2}|\\[nrt0\\'\"]|[^\\'\"]){16}"
+)
+_SPACED_IMAGE = re.compile(
+    r"(?i)(?:(?:0x)?ff[ ,:]\s*(?:0x)?d8[ ,:]\s*(?:0x)?ff|(?:0x)?89[ ,:]\s*(?:0x)?50[ ,:]\s*"
+    r"(?:0x)?4e[ ,:]\s*(?:0x)?47|(?:0x)?47[ ,:]\s*(?:0x)?49[ ,:]\s*(?:0x)?46[ ,:]\s*(?:0x)?38"
+    r"|(?:0x)?52[ ,:]\s*(?:0x)?49[ ,:]\s*(?:0x)?46[ ,:]\s*(?:0x)?46)"
+    r"(?:[ ,:]\s*(?:0x)?[0-9a-f]{2}){17}"
+)
+_SPACED_HINTS = ("ff d8", "FF D8", "ff:d8", "FF:D8", "0xff,", "0xFF,", "89 50 4", "0x89,",
+                 "47 49 46 38", "52 49 46 46", "0x47,", "0x52,")  # fmt: skip
+
+
+def _byte_values_image(text: str) -> bool:
+    """Does ``text`` write out an image (21 bytes or more) as escapes or separated hex?"""
+    if "\\x" in text and _ESCAPED_IMAGE.search(text) is not None:
+        return True
+    return any(h in text for h in _SPACED_HINTS) and _SPACED_IMAGE.search(text) is not None
+
+
+_SPACED_HINTS_B = tuple(h.encode() for h in _SPACED_HINTS)
+
+
 def _unhex(run: str) -> bytes | None:
-    """The bytes a run of hex digits (``0x`` prefix allowed, no line breaks) spells."""
+    """The bytes a run of hex digits spells (``0x`` prefix allowed; lines of one width, as
+    ``xxd -p`` writes them)."""
     digits = run[2:] if run[:2] in ("0x", "0X") else run
+    if "\n" in digits:
+        if not _wrapped(digits, multiple=2):
+            return None
+        digits = digits.replace("\r", "").replace("\n", "")
     if len(digits) < MIN_HEX or len(digits) % 2:
         return None
     try:
         return bytes.fromhex(digits)
     except ValueError:
         return None
+
+
+def _hex_like(run: str, data: bytes) -> str:
+    """``data`` in hex written as ``run`` was: prefix, letter case, line width and ends."""
+    prefix = run[:2] if run[:2] in ("0x", "0X") else ""
+    digits = data.hex()
+    if run[len(prefix) : len(prefix) + 64].isupper():
+        digits = digits.upper()
+    first = run.find("\n")
+    if first >= 0:
+        eol = "\r\n" if run[first - 1 : first] == "\r" else "\n"
+        width = first - len(eol) + 1 - len(prefix)
+        digits = eol.join(digits[i : i + width] for i in range(0, len(digits), width))
+    return prefix + digits
 
 
 def _json_unescape(text: str) -> str:
@@ -427,6 +525,7 @@ class Finder:
         self.max_parts = max_parts
         self.files = 0  # file parts renamed so far (for neutral names)
         self.images = 0
+        self._probing = False  # a probe (see _probe) starts no probes of its own
 
     # -- public entry points ---------------------------------------------------------------
 
@@ -499,13 +598,13 @@ class Finder:
             out = self._image(data, where, role)
             new_type = MEDIA_TYPES[sniff(out)] if looks_like_image(out) else None
             return out, new_type if media and new_type != media else None
-        for magic, what in _OTHER_IMAGES.items():
-            if data.startswith(magic):
-                raise Refused(
-                    "image.unsupported",
-                    f"{where} is {what}, which veilpix cannot sanitize",
-                    hint="convert it to JPEG or PNG first; nothing was sent",
-                )
+        other = _other_image(data, 0)
+        if other is not None:
+            raise Refused(
+                "image.unsupported",
+                f"{where} is {other}, which veilpix cannot sanitize",
+                hint="convert it to JPEG or PNG first; nothing was sent",
+            )
         if media.startswith("multipart/"):
             return self._multipart(data, ctype or "", where, depth)
         container = self._container(data, where, depth)
@@ -526,6 +625,13 @@ class Finder:
                 return out, None if new_ctype.endswith(f"={sniffed}") else new_ctype
         if not _might_hold(data):
             return data, None
+        wide = _wide_text(data, media, ctype or "")
+        if wide is not None:  # UTF-16 or UTF-32 text: searched as text, written back alike
+            text, codec, bom = wide
+            new_text = self._text(text, where, depth)
+            return (
+                data if new_text is text else bom + new_text.encode(codec, "surrogatepass")
+            ), None
         return self._bytes(data, where, depth), None
 
     def _doc_found(self, kind: str, where: str) -> None:
@@ -553,7 +659,7 @@ class Finder:
                 continue
             fmt = _image_at(data, k)
             if fmt is None:
-                other = next((w for m, w in _OTHER_IMAGES.items() if data.startswith(m, k)), None)
+                other = _other_image(data, k)
                 if other is not None:
                     raise Refused(
                         "image.unsupported",
@@ -564,13 +670,34 @@ class Finder:
             end = _image_end(data, k, fmt)
             if end is None or end <= k:
                 raise _unrewritable(f"{fmt} at byte {k}", where)
+            if _length_prefixed(data, k, end):
+                # a length field before it (protobuf, msgpack, gRPC, a custom frame) would
+                # be wrong once the cleaned image has another size
+                raise _unrewritable(f"{fmt} at byte {k}, inside a length-prefixed frame", where)
             pieces.append(self._text_bytes(data[pos:k], where, depth))
             pieces.append(self._image(data[k:end], f"{where}[{k}:]", "image"))
             pos = end
+        if not data.isascii():
+            self._streams_inside(data, where, depth)
         if not pieces:
             return self._text_bytes(data, where, depth)
         pieces.append(self._text_bytes(data[pos:], where, depth))
         return b"".join(pieces)
+
+    def _streams_inside(self, data: bytes, where: str, depth: int) -> None:
+        """Compressed streams and zip archives that start inside binary data (a gRPC frame,
+        a self-extracting archive) cannot be rebuilt in place: refused when they hold an
+        image."""
+        if self._probing:
+            return
+        for magic in (b"\x1f\x8b\x08", b"\x28\xb5\x2f\xfd", b"PK\x03\x04"):
+            k = data.find(magic, 1)
+            while k >= 0:
+                if _container_kind(data[k : k + 4096]) is not None and self._probe(
+                    data[k:], f"{where}[{k}:]", depth
+                ):
+                    raise _unrewritable(f"a compressed stream at byte {k} holding one", where)
+                k = data.find(magic, k + 1)
 
     def _text_bytes(self, data: bytes, where: str, depth: int) -> bytes:
         """Text carriers (base64, hex, percent, data URIs, JSON inside prose) in bytes: read
@@ -592,6 +719,8 @@ class Finder:
         """Text that may hold JSON values among other words (a prompt quoting a tool call, a
         log line with a Buffer): each JSON value is searched as JSON, the words between them
         for carriers. Returns ``text`` itself when nothing changed."""
+        if _byte_values_image(text):
+            raise _unrewritable("written out as escaped or separated byte values", where)
         spans = _json_spans(text) if json_inside and ("{" in text or "[" in text) else []
         if not spans:
             return self._carriers(text, where, depth)
@@ -643,7 +772,7 @@ class Finder:
         except RequestTooLarge:
             raise
         except RequestError as exc:
-            if "twice in one object" in exc.message:
+            if "twice in one object" in exc.message and _whole_json(stripped):
                 raise  # JSON that readers would see differently: refused, not guessed at
             return _NOT_JSON
 
@@ -689,14 +818,11 @@ class Finder:
     def _escaped(self, text: str, where: str, depth: int) -> None:
         """Text with JSON-style escapes that did not parse as JSON: if undoing the escapes
         shows an image, it cannot be put back cleaned, so the request is refused."""
-        plain = _json_unescape(text)
-        if plain == text:
+        if self._probing:
             return
-        probe = Finder(_seen, max_bytes=max(self._room, 0))
-        try:
-            probe._carriers(plain, where, depth)
-        except _Seen:
-            raise _unrewritable("behind backslash escapes", where) from None
+        plain = _json_unescape(text)
+        if plain != text and self._probe(plain.encode("utf-8", "surrogatepass"), where, depth):
+            raise _unrewritable("behind backslash escapes", where)
 
     def _carriers(self, text: str, where: str, depth: int) -> str:
         """Base64, hex and percent-encoded runs and data URIs in ``text``, each decoded,
@@ -723,6 +849,13 @@ class Finder:
                     (a, b, self._run(text[a:b], kind, f"{where}({kind})", depth + 1))
                     for a, b in _sub_runs(text, start, end)
                 ]
+            if kind == "base64" and not any(isinstance(r, tuple) for _, _, r in pieces):
+                # base64 of an image glued to a word ("photo:+/9j/4AAQ..."): from where an
+                # image's base64 starts
+                at = _image_b64_start(run)
+                if at > 0:
+                    a = start + at
+                    pieces = [(a, end, self._run(text[a:end], kind, f"{where}({kind})", depth + 1))]
             for a, b, result in pieces:
                 if not isinstance(result, tuple):
                     continue
@@ -740,31 +873,32 @@ class Finder:
         """A decoded and searched run: (its new text, the media type of the image it now is),
         None when it did not change, or ``_UNDECODABLE`` when it is not base64 as a whole."""
         if kind == "percent":
-            raw = urllib.parse.unquote_to_bytes(run)
-            if len(raw) < MIN_IMAGE:
-                return None
-            self._charge(len(raw), where)
-            new, _ = self._node(raw, None, where, depth)
-            if new == raw:
-                return None
             safe = "/" if "/" in run else ""
-            return urllib.parse.quote(new, safe=safe), _media(new)
+            # In a form body "+" is a space; in a URI it is itself. Both readings are tried.
+            for plus in (" ", "+") if "+" in run else ("+",):
+                raw = urllib.parse.unquote_to_bytes(run.replace("+", plus) if plus == " " else run)
+                if len(raw) < MIN_IMAGE:
+                    return None
+                self._charge(len(raw), where)
+                new, _ = self._node(raw, None, where, depth)
+                if new != raw:
+                    text = urllib.parse.quote(new, safe=safe)
+                    return (text.replace("%20", "+") if plus == " " else text), _media(new)
+            return None
         unhexed = _unhex(run)
         if unhexed is not None:
             self._charge(len(unhexed), where)
             new, _ = self._node(unhexed, None, f"{where}(hex)", depth)
             if new != unhexed:
-                prefix = run[:2] if run[:2] in ("0x", "0X") else ""
-                digits = new.hex()
-                if run[len(prefix) : len(prefix) + 64].isupper():
-                    digits = digits.upper()
-                return prefix + digits, _media(new)
+                return _hex_like(run, new), _media(new)
         if "\\" in run:
             return _UNDECODABLE  # its pieces between escapes are tried; see also _escaped
         # A run over several lines may have swallowed the words around a wrapped block
         # ("base64\r\n\r\n<lines>\r\n--boundary--"): when it does not decode whole to
         # something that changed, its lines and blocks are tried one by one.
         pieces = _UNDECODABLE if "\n" in run else None
+        if pieces is not None and not _wrapped(run):
+            return pieces  # lines of different widths: words around base64, not a block
         raw_b64 = _b64decode(run)
         if raw_b64 is None or len(raw_b64) < MIN_IMAGE:
             return pieces
@@ -780,21 +914,30 @@ class Finder:
         self, doc: Any, where: str, depth: int, skip: frozenset[tuple[Any, ...]]
     ) -> tuple[Any, bool]:
         changed = False
-        for path, value in list(_walk(doc, depth)):
+        found = list(_walk(doc, depth))
+        # object keys last, the deepest first, so no renamed key breaks a path still to come
+        found.sort(key=_keys_last)
+        for path, value in found:
             if path in skip:
                 continue
             at = where + _dotted(path)
+            if isinstance(path[-1:] and path[-1], _Key):
+                new_key = self._text(value, at + "(key)", depth + 1)
+                if new_key is not value:
+                    _rename(doc, path, new_key)
+                    changed = True
+                continue
             if isinstance(value, str):
                 new: Any = self._text(value, at, depth + 1)
                 if new is value:
                     continue
                 media = _media_of_text(new)
             else:
-                raw = bytes(value)
+                raw = bytes(int(v) % 256 for v in value)
                 out, _ = self._node(raw, None, at, depth + 1)
                 if out == raw:
                     continue
-                new, media = list(out), _media(out)
+                new, media = _same_numbers(value, out), _media(out)
             doc = _replace(doc, path, new)
             if media is not None:
                 _fix_mime(doc, path, media)
@@ -805,27 +948,53 @@ class Finder:
 
     def _container(self, data: bytes, where: str, depth: int) -> bytes | None:
         """Compressed streams and archives: rebuilt with their members cleaned, or None when
-        ``data`` is neither."""
-        head = data[:16]
-        coding = None
-        if head[:2] == b"\x1f\x8b":
-            coding = "gzip"
-        elif head[:4] == b"\x28\xb5\x2f\xfd":
-            coding = "zstd"
-        if coding is not None:
-            inner = decode_body(data, coding, max_bytes=max(self._room, 0))
-            self._charge(len(inner), where)
-            new, _ = self._node(inner, None, f"{where}({coding})", depth + 1)
-            return data if new == inner else encode_body(new, coding, level=_LEVEL)
-        if head[:3] == b"BZh" and head[4:10] == b"1AY&SY":
-            return self._stream(data, where, depth, "bzip2")
-        if head[:6] == b"\xfd7zXZ\x00":
-            return self._stream(data, where, depth, "xz")
-        if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        ``data`` is neither (its structure does not hold beyond the magic)."""
+        kind = _container_kind(data)
+        if kind is None:
+            return None
+        if kind == "zip":
             return self._zip(data, where, depth)
-        if len(data) >= 512 and data[257:262] == b"ustar":
+        if kind == "tar":
             return self._tar(data, where, depth)
-        return None
+        if kind in ("bzip2", "xz"):
+            return self._stream(data, where, depth, kind)
+        try:
+            inner = decode_body(data, "deflate" if kind == "zlib" else kind,
+                                max_bytes=max(self._room, 0))  # fmt: skip
+        except RequestTooLarge:
+            raise
+        except RequestError:
+            # Not a whole stream. Whatever part of it does decode must hold no image (a
+            # reader could stream that much out); otherwise it was not a stream at all.
+            if self._probe(_partial_inflate(data, kind, max(self._room, 0)), where, depth):
+                raise _unrewritable(f"a damaged {kind} stream", where) from None
+            return None
+        self._charge(len(inner), where)
+        new, _ = self._node(inner, None, f"{where}({kind})", depth + 1)
+        header_extras = kind == "gzip" and data[3] & 0x1C  # FEXTRA, FNAME, FCOMMENT: dropped
+        if new == inner and not header_extras:
+            return data
+        coding = "deflate" if kind == "zlib" else kind
+        return encode_body(new, coding, level=_LEVEL)
+
+    def _probe(self, data: bytes, where: str, depth: int) -> bool:
+        """Does ``data`` hold an image anywhere (searched as a body, nothing rebuilt)? Shares
+        this finder's budget; the probe itself does not start probes of its own."""
+        if not data or not _might_hold(data):
+            return False
+        probe = Finder(_seen, max_bytes=max(self._room, 0))
+        probe._probing = True
+        try:
+            probe._node(data, None, where, depth + 1)
+        except (_Seen, Refused):
+            return True  # an image, or one that could not be put back
+        except RequestTooLarge:
+            raise
+        except RequestError:
+            return False  # what does not parse as anything is not an image either
+        finally:
+            self._room = min(self._room, probe._room)
+        return False
 
     def _stream(self, data: bytes, where: str, depth: int, kind: str) -> bytes:
         d: Any = bz2.BZ2Decompressor() if kind == "bzip2" else lzma.LZMADecompressor()
@@ -864,9 +1033,14 @@ class Finder:
         if kind is not None:
             self._doc_found(kind, where)
         members: list[tuple[zipfile.ZipInfo, bytes]] = []
-        changed = False
+        # comments and extra fields are not rebuilt: when one could hold an image, the
+        # archive is written anew without them
+        changed = any(_might_hold(i.comment) or _might_hold(i.extra) for i in infos)
+        if _might_hold(archive.comment):
+            archive.comment = b""
+            changed = True
         for info in infos:
-            at = f"{where}[{info.filename}]"
+            at = f"{where}[{_label(info.filename)}]"
             if info.is_dir():
                 members.append((info, b""))
                 continue
@@ -912,7 +1086,7 @@ class Finder:
             if not info.isfile():
                 members.append((info, None))
                 continue
-            at = f"{where}[{info.name}]"
+            at = f"{where}[{_label(info.name)}]"
             extracted = archive.extractfile(info)
             if extracted is None:
                 raise _unrewritable("a tar member that does not read", at)
@@ -954,10 +1128,14 @@ class Finder:
         raw, eol = split_multipart(body, boundary, max_parts=self.max_parts)
         parts = [_MimePart.read(h, d, i, form, where) for i, (h, d) in enumerate(raw, 1)]
         order = sorted(range(len(parts)), key=lambda i: parts[i].name in masks)  # images first
-        changed = False
+        # the preamble and epilogue (outside every part, read by no one) are dropped when
+        # they could hold anything: the body is rebuilt without them
+        marker = b"--" + boundary.encode("ascii")
+        first, last = body.find(marker), body.rfind(marker + b"--")
+        changed = _might_hold(body[:first]) or _might_hold(body[last + len(marker) + 2 :])
         for i in order:
             part = parts[i]
-            at = f"{where}[{part.name or i + 1}]" if form else f"{where}[part {i + 1}]"
+            at = f"{where}[{_label(part.name or str(i + 1))}]" if form else f"{where}[part {i + 1}]"
             if on_field is not None and part.filename is None and part.name is not None:
                 on_field(part.name, part.data)
             inner = part.decoded(at, self)
@@ -985,6 +1163,19 @@ _NOT_JSON = object()
 _UNDECODABLE = object()
 
 
+def _wrapped(run: str, multiple: int = 4) -> bool:
+    """Is a run over several lines one line-wrapped block: every line but the last of one
+    width (a multiple of 4 for base64, of 2 for hex; at most 120), the last no longer?"""
+    widths = [len(line.rstrip("\r")) for line in run.split("\n")]
+    width = widths[0]
+    return (
+        width <= _MAX_WRAP
+        and width % multiple == 0
+        and all(w == width for w in widths[:-1])
+        and 0 < widths[-1] <= width
+    )
+
+
 def _sub_runs(text: str, start: int, end: int) -> list[tuple[int, int]]:
     """The pieces of a run that did not decode whole: split at backslashes and line ends,
     with consecutive lines of one length (and a shorter last line) kept together as one
@@ -1003,11 +1194,15 @@ def _sub_runs(text: str, start: int, end: int) -> list[tuple[int, int]]:
         a, b = lines[i]
         width = b - a
         j = i + 1
+        wraps = width <= _MAX_WRAP and width % 4 == 0  # 64 (PEM), 76 (MIME), ...
         while (
-            j < len(lines) and lines[j][1] - lines[j][0] == width and text[lines[j - 1][1]] != "\\"
+            wraps
+            and j < len(lines)
+            and lines[j][1] - lines[j][0] == width
+            and text[lines[j - 1][1]] != "\\"
         ):
             j += 1
-        if j < len(lines) and j > i + 1 and lines[j][1] - lines[j][0] < width:
+        if wraps and j < len(lines) and 0 < lines[j][1] - lines[j][0] < width:
             j += 1  # the shorter last line of a wrapped block
         blocks.append((a, lines[j - 1][1]))
         i = j
@@ -1020,6 +1215,23 @@ class _Seen(Exception):
 
 def _seen(data: bytes, where: str, role: Role) -> bytes:
     raise _Seen
+
+
+def _label(name: str) -> str:
+    """A name from the request (a form field, an archive member) as it may appear in a
+    record: printable, valid UTF-8 (escapes for the rest), at most 100 characters."""
+    shown = name.encode("utf-8", "backslashreplace").decode("utf-8")
+    shown = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in shown)
+    return shown if len(shown) <= 100 else shown[:97] + "..."
+
+
+def _whole_json(data: bytes | str) -> bool:
+    """Is ``data`` one JSON document (duplicate keys allowed)?"""
+    try:
+        json.loads(data)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 def _media(data: bytes) -> str | None:
@@ -1135,6 +1347,107 @@ def _json_spans(text: str) -> list[tuple[int, int, Any]]:
     return spans
 
 
+def _length_prefixed(data: bytes, k: int, end: int) -> bool:
+    """Does a length field right before ``k`` give the image's size (a 2- or 4-byte integer
+    either way round, a protobuf varint, a msgpack bin8 header)?"""
+    size = end - k
+    for width in (4, 2):
+        if k >= width:
+            field = data[k - width : k]
+            if size in (int.from_bytes(field, "big"), int.from_bytes(field, "little")):
+                return True
+    if k >= 2 and data[k - 2] == 0xC4 and data[k - 1] == size:
+        return True
+    value, shift, i = 0, 0, k - 1  # a varint ends at k - 1: read it backwards
+    while i >= 0 and k - i <= 5 and (i == k - 1 or data[i] & 0x80):
+        i -= 1
+    for start in range(i + 1, k):
+        value, shift = 0, 0
+        for b in data[start:k]:
+            value |= (b & 0x7F) << shift
+            shift += 7
+        if value == size and all(b & 0x80 for b in data[start : k - 1]) and not data[k - 1] & 0x80:
+            return True
+    return False
+
+
+def _container_kind(data: bytes) -> str | None:
+    """Which compressed stream or archive ``data`` is, its magic confirmed by what follows."""
+    head = data[:32]
+    if head[:3] == b"\x1f\x8b\x08" and not head[3] & 0xE0 and len(data) >= 18:
+        return "gzip"
+    if head[:4] == b"\x28\xb5\x2f\xfd" and len(data) >= 9:
+        return "zstd"
+    if head[:3] == b"BZh" and head[4:10] == b"1AY&SY":
+        return "bzip2"
+    if head[:6] == b"\xfd7zXZ\x00":
+        return "xz"
+    if head[:4] == b"PK\x03\x04" and len(data) >= 30:
+        name, extra = int.from_bytes(head[26:28], "little"), int.from_bytes(head[28:30], "little")
+        if name > 0 and 30 + name + extra <= len(data) and head[4] <= 63:
+            return "zip"
+    if head[:4] == b"PK\x05\x06" and len(data) == 22 + int.from_bytes(data[20:22], "little"):
+        return "zip"
+    if len(data) >= 512 and data[257:262] == b"ustar" and _tar_checksum_ok(data[:512]):
+        return "tar"
+    if len(data) >= 8 and head[0] == 0x78 and (head[0] << 8 | head[1]) % 31 == 0:
+        return "zlib"  # (pako, zlib.compress): checked further by decoding
+    return None
+
+
+def _tar_checksum_ok(block: bytes) -> bool:
+    try:
+        stored = int(block[148:156].split(b"\x00")[0].strip() or b"-1", 8)
+    except ValueError:
+        return False
+    return stored == sum(block[:148]) + 8 * 32 + sum(block[156:])
+
+
+def _partial_inflate(data: bytes, kind: str, limit: int) -> bytes:
+    """What a streaming reader would get out of a damaged gzip/zlib/zstd stream."""
+    out: list[bytes] = []
+    size = 0
+    try:
+        if kind == "zstd":
+            return b""  # zstd frames carry checksums and sizes: a damaged one yields nothing
+        d = zlib.decompressobj(16 + zlib.MAX_WBITS if kind == "gzip" else zlib.MAX_WBITS)
+        for i in range(0, len(data), 4096):
+            chunk = d.decompress(data[i : i + 4096], max(limit - size, 1))
+            size += len(chunk)
+            out.append(chunk)
+            if size >= limit or d.eof:
+                break
+    except zlib.error:
+        pass
+    return b"".join(out)
+
+
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32-le"), (b"\x00\x00\xfe\xff", "utf-32-be"),
+    (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"),
+)  # fmt: skip
+
+
+def _wide_text(data: bytes, media: str, ctype: str) -> tuple[str, str, bytes] | None:
+    """(text, codec, byte-order mark) when ``data`` is UTF-16 or UTF-32 text: by its mark,
+    its charset parameter, or ASCII characters with NULs between them."""
+    bom, codec = next(((m, c) for m, c in _BOMS if data.startswith(m)), (b"", ""))
+    if not bom:
+        charset = ctype.lower().partition("charset=")[2].split(";")[0].strip().strip('"')
+        if charset.startswith(("utf-16", "utf-32")):
+            codec = charset if charset[-2:] in ("le", "be") else charset + "-le"
+        elif len(data) >= 4 and data[1:64:2].count(0) == len(data[1:64:2]) and data[0]:
+            codec = "utf-16-le"
+        elif len(data) >= 4 and data[0:64:2].count(0) == len(data[0:64:2]) and data[1]:
+            codec = "utf-16-be"
+        if not codec or media.startswith(("image/", "multipart/")):
+            return None
+    try:
+        return data[len(bom) :].decode(codec, "surrogatepass"), codec, bom
+    except UnicodeDecodeError:
+        return None
+
+
 def _byte_array_in(data: bytes) -> bool:
     return b"[" in data and _BYTE_ARRAY_B.search(data) is not None
 
@@ -1142,7 +1455,9 @@ def _byte_array_in(data: bytes) -> bool:
 def _text_might_hold(data: bytes) -> bool:
     if data.translate(_RUN_TABLE_B).find(_RUN_B) >= 0:
         return True
-    return b"%" in data and _PCT_B.search(data) is not None
+    if b"%" in data and _PCT_B.search(data) is not None:
+        return True
+    return b"\\x" in data or any(h in data for h in _SPACED_HINTS_B)
 
 
 def _might_hold(data: bytes) -> bool:
@@ -1202,14 +1517,52 @@ def _walk(doc: Any, depth: int) -> Iterator[tuple[tuple[Any, ...], Any]]:
         elif isinstance(node, dict):
             if len(path) + depth > DEFAULT_MAX_DEPTH:
                 raise RequestTooLarge("the JSON is nested too deep to search")
+            for key in node:
+                if len(key) >= MIN_IMAGE:  # an image can be an object key, too
+                    yield (*path, _Key(key)), key
             stack.extend(((*path, k), v) for k, v in reversed(list(node.items())))
 
 
+class _Key(str):
+    """A path step naming an object key itself (not the value under it)."""
+
+    __slots__ = ()
+
+
+def _keys_last(item: tuple[tuple[Any, ...], Any]) -> tuple[int, int]:
+    path = item[0]
+    return (1, -len(path)) if path and isinstance(path[-1], _Key) else (0, 0)
+
+
 def _byte_array(node: list[Any]) -> bool:
+    """Bytes as JSON numbers: 0..255 (Node's Buffer), -128..127 (Java's byte[] through Gson),
+    or either written as floats (255.0)."""
     first = node[0]
-    if type(first) is not int or not 0 <= first <= 255:
+    if type(first) not in (int, float) or not -128 <= first <= 255:
         return False
-    return all(type(v) is int and 0 <= v <= 255 for v in node)
+    return all(
+        type(v) in (int, float) and -128 <= v <= 255 and (type(v) is int or v.is_integer())
+        for v in node
+    )
+
+
+def _same_numbers(original: list[Any], data: bytes) -> list[Any]:
+    """``data`` as numbers written the way ``original`` wrote them (signed, floats)."""
+    signed = any(v < 0 for v in original)
+    values = [b - 256 if signed and b > 127 else b for b in data]
+    return [float(v) for v in values] if type(original[0]) is float else values
+
+
+def _rename(doc: Any, path: tuple[Any, ...], new_key: str) -> None:
+    """Rename the key ``path[-1]`` of the object at ``path[:-1]``, keeping the order."""
+    parent = doc
+    for step in path[:-1]:
+        parent = parent[step]
+    items = [(new_key if k == path[-1] else k, v) for k, v in parent.items()]
+    if new_key in parent:
+        raise RequestError("an object key holding an image would collide with another key")
+    parent.clear()
+    parent.update(items)
 
 
 def _replace(doc: Any, path: tuple[Any, ...], value: Any) -> Any:
@@ -1240,7 +1593,11 @@ def _fix_mime(doc: Any, path: tuple[Any, ...], media_type: str) -> None:
 
 
 def _dotted(path: tuple[Any, ...]) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+    return "".join(
+        f"[{p}]" if isinstance(p, int) else f"[key {len(p)} chars]" if isinstance(p, _Key)
+        else f".{_label(p)}"
+        for p in path
+    )  # fmt: skip
 
 
 # =========================================================================== MIME parts
@@ -1273,7 +1630,10 @@ class _MimePart:
                     )
                 seen[low] = value
         length = seen.get("content-length")
-        if length is not None and (not length.strip().isdigit() or int(length) != len(data)):
+        digits = (length or "").strip()
+        if length is not None and (
+            not (digits.isascii() and digits.isdigit()) or int(digits) != len(data)
+        ):
             raise MalformedMultipart(
                 f"part {index} of {where} declares Content-Length {length!r} but carries "
                 f"{len(data)} bytes"

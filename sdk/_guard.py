@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import functools
 import ipaddress
+import json
 import os
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -50,7 +51,7 @@ from veilpix._errors import (
     RequestTooLarge,
     VeilpixError,
 )
-from veilpix._finder import Finder, Refused
+from veilpix._finder import Finder, Refused, _other_image, _whole_json
 from veilpix._policy import Policy
 from veilpix._sniff import looks_like_image
 
@@ -66,12 +67,6 @@ Fetch = Callable[[str, Policy], tuple[bytes, str | None]]
 _MIME_KEYS = ("mimeType", "mime_type", "media_type", "mediaType", "content_type", "contentType")
 _IMAGE_KEY_HINTS = ("image", "mask", "img", "photo", "picture", "reference", "control")
 _NOT_IMAGE_KEYS = ("webhook", "callback", "redirect", "polling_url")
-_OTHER_IMAGES = (
-    b"8BPS", b"\x00\x00\x01\x00", b"\xff\x0a", b"\x00\x00\x00\x0cJXL ", b"\xff\x4f\xff\x51",
-    b"\x00\x00\x00\x0cjP  ", b"qoif", b"\x76\x2f\x31\x01", b"#?RADIANCE",
-)  # fmt: skip
-
-
 @dataclass
 class Outbound:
     """A door-neutral HTTP request. Header names keep their case; lookups ignore it."""
@@ -241,10 +236,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def _is_other_image(data: bytes) -> bool:
-    return data[:16].startswith(_OTHER_IMAGES)
 
 
 class Guard:
@@ -564,7 +555,9 @@ class Guard:
             except RequestError as exc:
                 # Declared JSON must be JSON; anything else that only starts like it (JSON
                 # Lines, prose) is searched as bytes below. Duplicate keys are refused.
-                if declared_json or "twice in one object" in exc.message:
+                if declared_json or (
+                    "twice in one object" in exc.message and _whole_json(out.body)
+                ):
                     raise
             else:
                 self._rewrite_json(out, doc, work, ctx)
@@ -600,7 +593,7 @@ class Guard:
     def _is_image(self, data: bytes) -> bool:
         if looks_like_image(data):
             return True
-        if _is_other_image(data):
+        if _other_image(data, 0) is not None:
             raise _Block(
                 "image.unsupported",
                 "the request carries an image in a format veilpix cannot sanitize "
@@ -610,6 +603,7 @@ class Guard:
         return False
 
     def _rewrite_json(self, out: Outbound, doc: Any, work: _Work, ctx: Context) -> None:
+        original = out.body
         if work.endpoint is not None and work.endpoint.chunked_start:
             _refuse_chunked_image(doc)
         if isinstance(doc, dict) and isinstance(doc.get("prompt"), str):
@@ -659,6 +653,9 @@ class Guard:
         changed |= self._json_controls(doc, work)
         if changed:
             out.body = dump_json(doc)
+            encoding = json.detect_encoding(original)
+            if encoding != "utf-8":  # UTF-16/32 JSON (or a BOM) stays as it came
+                out.body = out.body.decode("utf-8").encode(encoding)
 
     def _json_mask_paths(self, doc: Any, work: _Work) -> set[tuple[Any, ...]]:
         """Paths of the strings in JSON mask slots (BFL fill ``mask``, OpenAI ``mask.image_url``)."""

@@ -273,3 +273,23 @@ def test_intercept_proxy_example(tmp_path: Path) -> None:
     assert b"sk-offline-example" not in (out / "audit.db").read_bytes()
     key = out / "ca" / "ca-key.pem"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
+
+
+def test_find_images_example(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    res = run("find_images.py", str(out), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    text = res.stdout
+    assert "the photo: JPEG 320x240, GPS 48.85823, 2.29447" in text
+    cleaned = [line for line in text.splitlines() if "where the photo was:" in line]
+    assert len(cleaned) == 5 and all("no GPS, 0 finding(s)" in line for line in cleaned)
+    assert "file name sent: file.jsonl" in text and "Jane_Doe" not in text
+    assert "RequestBlocked: rule=image.unrewritable" in text
+    assert "requests that reached the vendor: 0" in text
+    with AuditLog(out / "audit.db", readonly=True) as log:
+        records = [r.to_dict() for r in log.records()]
+    assert [r["outcome"] for r in records] == ["sent"] * 5 + ["blocked"]
+    assert [r["what"]["image_count"] for r in records[:5]] == [2, 1, 1, 1, 1]
+    assert verify_log(out / "audit.db").ok
+    bad = run("find_images.py", "a", "b", cwd=tmp_path)
+    assert bad.returncode == 2 and "find_images.py" in bad.stderr

@@ -15,7 +15,9 @@ import gzip
 import io
 import json
 import tarfile
+import urllib.parse
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,7 +232,10 @@ def test_images_that_cannot_be_put_back_are_refused(
 
 
 def test_unsupported_image_formats_inside_json_are_refused(log: AuditLog) -> None:
-    psd = b"8BPS\x00\x01" + bytes(40)
+    psd = (
+        b"8BPS\x00\x01" + bytes(6) + b"\x00\x03" + (48).to_bytes(4, "big") * 2 + b"\x00\x08\x00\x03"
+    )
+    psd += bytes(40)
     body = json.dumps({"input": f"![x](data:image/png;base64,{base64.b64encode(psd).decode()})"})
     assert _blocked(log, body.encode(), "application/json").rule == "image.unsupported"
 
@@ -470,3 +475,185 @@ def test_helpers_take_apart_what_they_build() -> None:
         assert unwrap_all(shape.body, list(shape.unwraps)) == PHOTO, name
     assert is_text(b"abc") and not is_text(PHOTO)
     assert tarfile.is_tarfile(io.BytesIO(in_tar(PHOTO).data))
+
+
+# =========================================================================== found in review
+# An adversarial review of the finder found each of these; kept so none comes back.
+
+B64 = base64.b64encode(PHOTO).decode()
+
+
+def _send(log: AuditLog, body: bytes, ctype: str | None) -> bytes:
+    headers = [("Content-Type", ctype)] if ctype else []
+    out = Guard(Policy(), log).prepare(Outbound("POST", f"{URL}/v1/responses", headers, body))
+    out.finish(status=200)
+    return out.request.body
+
+
+def _j(doc: Any) -> bytes:
+    return json.dumps(doc).encode()
+
+
+def _zip_with_comment() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("a.txt", "hello")
+        z.comment = B64.encode()
+    return buf.getvalue()
+
+
+_HEX_LINES = "\n".join(PHOTO.hex()[i : i + 60] for i in range(0, 2 * len(PHOTO), 60))
+REVIEW_LEAKS: dict[str, tuple[bytes, str | None, Callable[[bytes], bytes]]] = {
+    "an object key": (_j({"images": {B64: "photo"}}), "application/json",
+                      lambda o: base64.b64decode(next(iter(json.loads(o)["images"])))),
+    "form value with + for spaces": (
+        urllib.parse.urlencode({"prompt": "Here is the photo: " + B64}).encode(),
+        "application/x-www-form-urlencoded",
+        lambda o: base64.b64decode(urllib.parse.parse_qs(o.decode())["prompt"][0].split(": ")[1]),
+    ),
+    "Java byte[] through Gson (signed)": (
+        _j({"photo": [b - 256 if b > 127 else b for b in PHOTO]}), "application/json",
+        lambda o: bytes(b & 255 for b in json.loads(o)["photo"]),
+    ),
+    "bytes as floats": (_j({"photo": [float(b) for b in PHOTO]}), "application/json",
+                        lambda o: bytes(int(b) for b in json.loads(o)["photo"])),
+    "zlib (pako) in base64": (
+        _j({"blob": base64.b64encode(zlib.compress(PHOTO)).decode()}), "application/json",
+        lambda o: zlib.decompress(base64.b64decode(json.loads(o)["blob"])),
+    ),
+    "zlib body": (zlib.compress(PHOTO), "application/octet-stream", zlib.decompress),
+    "xxd -p hex lines": (_j({"hex": _HEX_LINES}), "application/json",
+                         lambda o: bytes.fromhex(json.loads(o)["hex"].replace("\n", ""))),
+    "UTF-16 text": (("photo: " + B64).encode("utf-16"), "text/plain; charset=utf-16",
+                    lambda o: base64.b64decode(o.decode("utf-16").split(": ")[1])),
+    "UTF-16 JSON without Content-Type": (
+        json.dumps({"img": B64}).encode("utf-16"), None,
+        lambda o: base64.b64decode(json.loads(o.decode("utf-16"))["img"]),
+    ),
+    "a multipart preamble": (
+        PHOTO + b'\r\n--XyZ\r\nContent-Disposition: form-data; name="p"\r\n\r\nhi\r\n--XyZ--\r\n',
+        "multipart/form-data; boundary=XyZ", lambda o: PHOTO if PHOTO in o else b"\xff\xd8\xff",
+    ),
+    "a multipart epilogue": (
+        b'--XyZ\r\nContent-Disposition: form-data; name="p"\r\n\r\nhi\r\n--XyZ--\r\n' + B64.encode(),
+        "multipart/form-data; boundary=XyZ", lambda o: b"\xff\xd8\xff",
+    ),
+    "a zip comment": (_zip_with_comment(), "application/zip", lambda o: b"\xff\xd8\xff"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(REVIEW_LEAKS))
+def test_review_shapes_are_cleaned(name: str, log: AuditLog) -> None:
+    body, ctype, take_apart = REVIEW_LEAKS[name]
+    wire = _send(log, body, ctype)
+    assert leaks(wire) == [] and PHOTO not in wire
+    check_clean_image(take_apart(wire))
+
+
+def _varint(n: int) -> bytes:
+    out = b""
+    while True:
+        low, n = n & 0x7F, n >> 7
+        if not n:
+            return out + bytes([low])
+        out += bytes([low | 0x80])
+
+
+_PROTO = b"\x0a\x05hello\x12" + _varint(len(PHOTO)) + PHOTO
+_GZ = gzip.compress(_PROTO)
+
+
+@pytest.mark.parametrize(
+    ("what", "body", "ctype"),
+    [
+        ("repr(bytes) by mistake", _j({"data": repr(PHOTO)}), "application/json"),
+        ("hex pairs with spaces", _j({"hex": " ".join(f"{b:02x}" for b in PHOTO)}), None),
+        ("a C array", ", ".join(f"0x{b:02X}" for b in PHOTO).encode(), "text/plain"),
+        ("msgpack bin32", b"\x82\xa4name\xa3img\xa4data\xc6" + len(PHOTO).to_bytes(4, "big")
+         + PHOTO, "application/msgpack"),
+        ("a protobuf field in a gRPC frame", b"\x00" + len(_PROTO).to_bytes(4, "big") + _PROTO,
+         "application/grpc"),
+        ("a gzip-compressed gRPC message", b"\x01" + len(_GZ).to_bytes(4, "big") + _GZ,
+         "application/grpc"),
+    ],
+)  # fmt: skip
+def test_review_shapes_that_cannot_be_rebuilt_are_refused(
+    what: str, body: bytes, ctype: str | None, log: AuditLog
+) -> None:
+    assert _blocked(log, body, ctype).rule == "image.unrewritable", what
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Why does _write_docstring_and_traverse_body fail?",
+        "Please review /workspace/project/src/components/main.py",
+        "sha256 1f8b2a7c9d0e4f5a6b7c8d9e0f1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c",
+        "H4sIAAAAAAAAA_this_is_not_gzip_at_all_but_looks_like_it",
+        "504b03040a0000000000000000000000000000000000000000000000000000",
+        "The file starts with GIF89a then the width and the height",
+        'if data[:3] == b"\\xff\\xd8\\xff": return "jpeg"  # and b"\\x89PNG" too',
+        '{"name": "a", "name": "b"} is JSON with a duplicate key',
+        "Recipe notes. " * 18 + "mustard" + " and more" * 40,
+    ],
+)
+def test_review_prose_is_sent_unchanged(text: str, log: AuditLog) -> None:
+    for body, ctype in ((_j({"model": "m", "input": text}), "application/json"),
+                        (text.encode(), "text/plain")):  # fmt: skip
+        wire = _send(log, body, ctype)
+        got = json.loads(wire)["input"] if ctype == "application/json" else wire.decode()
+        assert got == text
+
+
+def test_review_number_arrays_are_not_images(log: AuditLog) -> None:
+    for values in ([0, 0, 1, 0] + [1, 0] * 12, [31, 139, 8, 0] + [1] * 30, [255, 10] + [7] * 30):
+        wire = _send(log, _j({"model": "m", "input": "x", "metadata": {"mask": values}}),
+                     "application/json")  # fmt: skip
+        assert json.loads(wire)["metadata"]["mask"] == values
+
+
+def test_review_words_next_to_base64_stay_words(log: AuditLog) -> None:
+    unpadded = base64.b64encode(PHOTO + bytes(-len(PHOTO) % 3)).decode()
+    for text, keep in (("look\n" + B64, "look\n"), (unpadded + "\nThanks, Jane", "\nThanks, Jane")):
+        sent = json.loads(_send(log, _j({"t": text}), "application/json"))["t"]
+        assert keep in sent and leaks(sent.encode()) == []
+        assert "\n" not in sent.replace(keep, "")  # the cleaned base64 is one line, as it was
+
+
+def test_review_utf16_json_stays_utf16(log: AuditLog) -> None:
+    wire = _send(log, json.dumps({"img": B64}).encode("utf-16"), "application/json; charset=utf-16")
+    assert wire[:2] == b"\xff\xfe"
+    check_clean_image(base64.b64decode(json.loads(wire.decode("utf-16"))["img"]))
+
+
+def test_review_odd_part_headers_are_clear_errors(log: AuditLog) -> None:
+    superscript = (b'--X\r\nContent-Disposition: form-data; name="image"; filename="p.jpg"\r\n'
+                   b"Content-Length: \xc2\xb2\r\n\r\n" + PHOTO + b"\r\n--X--\r\n")  # fmt: skip
+    err = _blocked(log, superscript, "multipart/form-data; boundary=X")
+    assert err.rule == "request.malformed" and "Content-Length" in err.message
+    latin = (
+        b'--X\r\nContent-Disposition: form-data; name="f\xe4ld"\r\n\r\n' + PHOTO + b"\r\n--X--\r\n"
+    )
+    wire = _send(log, latin, "multipart/form-data; boundary=X")
+    assert PHOTO not in wire and leaks(wire) == []
+    (field,) = [i["field"] for r in log.records() for i in r.what["images"]]
+    assert field.startswith("body[f\\") and field.endswith("ld]")  # escaped, readable
+
+
+def test_review_nested_escapes_take_polynomial_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each layer of escaped base64 used to start a probe that searched everything below it
+    again: 2^n work. Now the probe starts no probes, and the work grows with n^2 at most."""
+    calls = 0
+    node = Finder._node
+
+    def counting(self: Finder, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return node(self, *args, **kwargs)
+
+    monkeypatch.setattr(Finder, "_node", counting)
+    text = "hello"
+    for _ in range(18):
+        text = "x \\y " + base64.b64encode(text.encode()).decode()
+    Finder(lambda d, w, r: d).rewrite_body(text.encode(), "text/plain")
+    assert calls < 18 * 18 * 4, calls

@@ -236,7 +236,7 @@ def test_destination_policy_blocks_before_sending(
     "payload",
     [
         b"\xff\xd8\xff\xe0" + b"\x00" * 40 + b"garbage that is not a JPEG",
-        b"8BPS" + b"\x00" * 100,  # a Photoshop document
+        b"8BPS\x00\x01" + bytes(6) + b"\x00\x03" + bytes(90),  # a Photoshop document
     ],
 )
 def test_an_image_that_cannot_be_sanitized_blocks_the_request(
