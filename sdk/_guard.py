@@ -67,6 +67,8 @@ Fetch = Callable[[str, Policy], tuple[bytes, str | None]]
 _MIME_KEYS = ("mimeType", "mime_type", "media_type", "mediaType", "content_type", "contentType")
 _IMAGE_KEY_HINTS = ("image", "mask", "img", "photo", "picture", "reference", "control")
 _NOT_IMAGE_KEYS = ("webhook", "callback", "redirect", "polling_url")
+
+
 @dataclass
 class Outbound:
     """A door-neutral HTTP request. Header names keep their case; lookups ignore it."""
