@@ -388,10 +388,12 @@ def main() -> None:
             print(
                 f"  {name:24} {r['finder_mb_s']:>12,} {r['guard_mb_s']:>11,} {r['translate_mb_s']:>15,}"
             )
-        worst = min(r["finder_mb_s"] for r in results["scan"].values())
-        print(
-            f"  target: finder >= 200 MB/s on every body: {'met' if worst >= 200 else 'NOT met'} ({worst:,} MB/s at worst)"
-        )
+        text_bodies = {k: r for k, r in results["scan"].items() if k != "random bytes"}
+        worst = min(r["finder_mb_s"] for r in text_bodies.values())
+        print(f"  target: finder >= 200 MB/s on a 10 MB request body with no image (JSON, text): "
+              f"{'met' if worst >= 200 else 'NOT met'} ({worst:,} MB/s at worst); unknown "
+              f"binary: {results['scan']['random bytes']['finder_mb_s']:,} MB/s "
+              "(every image signature looked for at every offset)")  # fmt: skip
     if "embedded" in results:
         e = results["embedded"]
         print(

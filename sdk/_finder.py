@@ -125,6 +125,7 @@ _OTHER_IMAGES = {
     b"\x76\x2f\x31\x01": "an OpenEXR image",
     b"#?RADIANCE\n": "a Radiance HDR image",
 }
+_OTHER_MAGICS = tuple(_OTHER_IMAGES)
 _JPEG_MARKERS = frozenset([*range(0xC0, 0xC4), *range(0xC5, 0xC8), *range(0xC9, 0xD0),
                            0xC4, 0xDA, 0xDB, 0xDD, 0xFE, *range(0xE0, 0xF0)])  # fmt: skip
 _BMP_HEADERS = (12, 40, 52, 56, 64, 108, 124)
@@ -189,6 +190,8 @@ def _other_image(data: bytes, k: int) -> str | None:
     magics such as ICO's ``00 00 01 00`` also start prose decoded as base64, or a 0/1 mask),
     or None. A bare JPEG XL codestream (``ff 0a``, two bytes) is not looked for."""
     head = data[k : k + 40]
+    if not head.startswith(_OTHER_MAGICS):
+        return None
     for magic, what in _OTHER_IMAGES.items():
         if not head.startswith(magic):
             continue
@@ -438,18 +441,21 @@ _SPACED_IMAGE = re.compile(
     r"|(?:0x)?52[ ,:]\s*(?:0x)?49[ ,:]\s*(?:0x)?46[ ,:]\s*(?:0x)?46)"
     r"(?:[ ,:]\s*(?:0x)?[0-9a-f]{2}){17}"
 )
-_SPACED_HINTS = ("ff d8", "FF D8", "ff:d8", "FF:D8", "0xff,", "0xFF,", "89 50 4", "0x89,",
-                 "47 49 46 38", "52 49 46 46", "0x47,", "0x52,")  # fmt: skip
+# hex digits, "x" and the separators of hex dumps and C arrays: 21 pairs take 60 of them
+_HEXSEP_TABLE_B = bytes(
+    0x41 if chr(i) in "0123456789abcdefABCDEFxX ,:" else 0x2E for i in range(256)
+)
+_HEXSEP = "A" * 60
+_HEXSEP_B = _HEXSEP.encode()
 
 
 def _byte_values_image(text: str) -> bool:
     """Does ``text`` write out an image (21 bytes or more) as escapes or separated hex?"""
     if "\\x" in text and _ESCAPED_IMAGE.search(text) is not None:
         return True
-    return any(h in text for h in _SPACED_HINTS) and _SPACED_IMAGE.search(text) is not None
-
-
-_SPACED_HINTS_B = tuple(h.encode() for h in _SPACED_HINTS)
+    return (
+        _mask(text, _HEXSEP_TABLE_B).find(_HEXSEP) >= 0 and _SPACED_IMAGE.search(text) is not None
+    )
 
 
 def _unhex(run: str) -> bytes | None:
@@ -702,12 +708,17 @@ class Finder:
     def _text_bytes(self, data: bytes, where: str, depth: int) -> bytes:
         """Text carriers (base64, hex, percent, data URIs, JSON inside prose) in bytes: read
         as UTF-8 when they are, else as latin-1 so every byte maps to one character and back."""
-        if not data or not (_text_might_hold(data) or _byte_array_in(data)):
+        if not data:
             return data
         try:
             text, encoding = data.decode("utf-8"), "utf-8"
         except UnicodeDecodeError:  # binary: JSON cannot be inside, carriers still can
+            if not _carrier_runs_in(data):
+                return data
             text, encoding = data.decode("latin-1"), "latin-1"
+        else:
+            if not (_text_might_hold(data) or _byte_array_in(data)):
+                return data
         new = self._prose(text, where, depth, json_inside=encoding == "utf-8")
         if new is text:
             if encoding == "utf-8" and b"\\" in data:
@@ -719,7 +730,7 @@ class Finder:
         """Text that may hold JSON values among other words (a prompt quoting a tool call, a
         log line with a Buffer): each JSON value is searched as JSON, the words between them
         for carriers. Returns ``text`` itself when nothing changed."""
-        if _byte_values_image(text):
+        if json_inside and _byte_values_image(text):  # (text, not binary read as latin-1)
             raise _unrewritable("written out as escaped or separated byte values", where)
         spans = _json_spans(text) if json_inside and ("{" in text or "[" in text) else []
         if not spans:
@@ -1452,12 +1463,17 @@ def _byte_array_in(data: bytes) -> bool:
     return b"[" in data and _BYTE_ARRAY_B.search(data) is not None
 
 
-def _text_might_hold(data: bytes) -> bool:
+def _carrier_runs_in(data: bytes) -> bool:
+    """A base64/hex run or a cluster of percent escapes somewhere in ``data``?"""
     if data.translate(_RUN_TABLE_B).find(_RUN_B) >= 0:
         return True
-    if b"%" in data and _PCT_B.search(data) is not None:
+    return b"%" in data and _PCT_B.search(data) is not None
+
+
+def _text_might_hold(data: bytes) -> bool:
+    if _carrier_runs_in(data):
         return True
-    return b"\\x" in data or any(h in data for h in _SPACED_HINTS_B)
+    return b"\\x" in data or data.translate(_HEXSEP_TABLE_B).find(_HEXSEP_B) >= 0
 
 
 def _might_hold(data: bytes) -> bool:
