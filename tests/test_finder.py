@@ -657,3 +657,17 @@ def test_review_nested_escapes_take_polynomial_work(monkeypatch: pytest.MonkeyPa
         text = "x \\y " + base64.b64encode(text.encode()).decode()
     Finder(lambda d, w, r: d).rewrite_body(text.encode(), "text/plain")
     assert calls < 18 * 18 * 4, calls
+
+
+def test_documents_setting_in_veilpix_toml(tmp_path: Path) -> None:
+    from veilpix._config import load_config
+    from veilpix._errors import ConfigError
+
+    cfg = tmp_path / "veilpix.toml"
+    cfg.write_text('[policy]\ndocuments = "block"\n\n[apps.shop]\ndocuments = "allow"\n')
+    config = load_config(cfg)
+    assert config.policy().documents == "block"
+    assert config.policy("shop").documents == "allow"
+    cfg.write_text('[policy]\ndocuments = "sometimes"\n')
+    with pytest.raises(ConfigError, match="documents"):
+        load_config(cfg).policy()
