@@ -32,6 +32,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bz2
+import hashlib
 import io
 import json
 import lzma
@@ -169,7 +170,14 @@ def _image_at(data: bytes, k: int) -> str | None:
     if _PRINTABLE.fullmatch(data, k, k + 24) is not None:
         return None  # all text: a word in prose ("the file starts with GIF89a"), no image
     if head[:4] == b"RIFF":
-        return "WEBP" if head[8:12] == b"WEBP" else None
+        return "WEBP" if head[8:12] == b"WEBP" and head[12:15] == b"VP8" else None
+    if head[:8] == b"\x89PNG\r\n\x1a\n":  # a real PNG starts with its IHDR chunk
+        return "PNG" if head[8:16] == b"\x00\x00\x00\rIHDR" else None
+    if head[:6] in (b"GIF87a", b"GIF89a"):  # a screen, then a block where one must be
+        table = 3 << ((head[10] & 7) + 1) if len(head) > 10 and head[10] & 0x80 else 0
+        block = data[k + 13 + table : k + 14 + table]
+        sized = head[6:8] != b"\x00\x00" and head[8:10] != b"\x00\x00"
+        return "GIF" if sized and block in (b"\x21", b"\x2c", b"\x3b") else None
     if head[:2] == b"BM":
         if len(head) < 26 or head[6:10] != b"\x00\x00\x00\x00":
             return None
@@ -220,20 +228,28 @@ def _other_image(data: bytes, k: int) -> str | None:
 
 
 def _jpeg_chains(data: bytes, k: int) -> bool:
-    """Do the first three segments after SOI start with a marker and fit their lengths?"""
+    """Is there a JPEG at ``k``: two segments after SOI that fit and chain up (audio samples
+    and machine code hold ``ff d8 ff`` too, rarely followed by that), or a first segment
+    that names itself (JFIF, Exif, XMP), which counts even when the data ends inside it?"""
     pos = k + 2
-    for _ in range(3):
-        if pos + 4 > len(data):
-            return True  # ran into the end: a truncated JPEG is still a JPEG
-        if data[pos] != 0xFF or data[pos + 1] not in _JPEG_MARKERS:
+    first = data[pos + 1 : pos + 2]
+    if first in (b"\xe0", b"\xe1") and data[pos + 4 : pos + 8] in (
+        b"JFIF",
+        b"JFXX",
+        b"Exif",
+        b"http",
+    ):
+        return True
+    for _ in range(2):
+        if pos + 4 > len(data) or data[pos] != 0xFF or data[pos + 1] not in _JPEG_MARKERS:
             return False
-        if data[pos + 1] == 0xDA:
-            return True
+        if data[pos + 1] == 0xDA:  # scan data before any table or frame: not a JPEG
+            return False
         length = int.from_bytes(data[pos + 2 : pos + 4], "big")
-        if length < 2:
+        if length < 2 or pos + 2 + length > len(data):
             return False
         pos += 2 + length
-    return True
+    return pos + 2 <= len(data) and data[pos] == 0xFF and data[pos + 1] in _JPEG_MARKERS
 
 
 def _image_end(data: bytes, k: int, fmt: str) -> int | None:
@@ -417,6 +433,18 @@ def _b64decode(run: str) -> bytes | None:
 _B64_STARTS = ("/9j/", "_9j_", "iVBORw0KGgo", "R0lGODlh", "R0lGODdh", "UklGR", "SUkqA", "TU0AK")
 
 
+_MAX_GLUE = 16  # characters of a word that base64 may be glued to ("photo:+", "img=")
+
+
+def _whole_image(data: bytes | None) -> bool:
+    """Is ``data`` one image from its first byte to (about) its last, by its own structure?"""
+    if not data or not looks_like_image(data):
+        return False
+    fmt = sniff(data)
+    end = _image_end(data, 0, fmt) if _image_at(data, 0) == fmt else None
+    return end is not None and end >= len(data) - 3
+
+
 def _image_b64_start(run: str) -> int:
     """Where inside ``run`` the base64 of an image starts (0 when it does not, or at 0)."""
     best = 0
@@ -456,6 +484,57 @@ def _byte_values_image(text: str) -> bool:
     return (
         _mask(text, _HEXSEP_TABLE_B).find(_HEXSEP) >= 0 and _SPACED_IMAGE.search(text) is not None
     )
+
+
+_GIT_HUNK = re.compile(
+    r"(?m)^(literal|delta) (\d+)\r?\n((?:[A-Za-z][0-9A-Za-z!#$%&()*+\-;<=>?@^_`{|}~]{5,65}\r?\n)+)"
+)
+_GIT_FILE = re.compile(r"(?m)^diff --git a/\S+ b/(\S+)")
+_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png", ".apng", ".gif", ".webp", ".tif", ".tiff",
+                   ".bmp", ".heic", ".heif", ".avif", ".mpo")  # fmt: skip
+_GIT_INDEX = re.compile(r"(?m)^index ([0-9a-f]{7,64})\.\.([0-9a-f]{7,64})")
+
+
+def _git_new_blob(head: str, old: bytes, new: bytes) -> str:
+    """``head`` (the patch text before a hunk) with the last ``index a..b`` line naming the
+    git blob id of ``new`` where it named ``old``'s (full or abbreviated, as it was)."""
+    found = list(_GIT_INDEX.finditer(head))
+    if not found:
+        return head
+    m = found[-1]
+    given = m.group(2)
+    if not _git_blob_id(old).startswith(given):
+        return head  # names something else: left as it is
+    blob = _git_blob_id(new)[: len(given)]
+    return head[: m.start(2)] + blob + head[m.end(2) :]
+
+
+def _git_blob_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\x00" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+_GIT_LENGTHS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+def _git_base85(lines: str) -> bytes:
+    """The bytes of git's binary-patch lines: a length letter, then base85 (RFC 1924)."""
+    out = bytearray()
+    for raw_line in lines.split("\n"):
+        line = raw_line.rstrip("\r")
+        if not line:
+            continue
+        size = _GIT_LENGTHS.index(line[0]) + 1
+        out += base64.b85decode(line[1:])[:size]
+    return bytes(out)
+
+
+def _git_lines(data: bytes, eol: str) -> str:
+    """``data`` as git writes binary-patch lines: 52 bytes a line, and an empty line after."""
+    lines = []
+    for i in range(0, len(data), 52):
+        chunk = data[i : i + 52]
+        lines.append(_GIT_LENGTHS[len(chunk) - 1] + base64.b85encode(chunk, pad=True).decode())
+    return "".join(line + eol for line in lines)
 
 
 def _unhex(run: str) -> bytes | None:
@@ -732,6 +811,8 @@ class Finder:
         for carriers. Returns ``text`` itself when nothing changed."""
         if json_inside and _byte_values_image(text):  # (text, not binary read as latin-1)
             raise _unrewritable("written out as escaped or separated byte values", where)
+        if "GIT binary patch" in text:  # the patch rewritten; the words around it below
+            text = self._git_patches(text, where, depth)
         spans = _json_spans(text) if json_inside and ("{" in text or "[" in text) else []
         if not spans:
             return self._carriers(text, where, depth)
@@ -739,9 +820,12 @@ class Finder:
         pos = 0
         changed = False
         for start, end, value in spans:
+            try:
+                new, found = self._doc(value, f"{where}(json)", depth + 1, frozenset())
+            except _TooDeep:
+                continue  # searched with the text around it
             gap = text[pos:start]
             new_gap = self._carriers(gap, where, depth)
-            new, found = self._doc(value, f"{where}(json)", depth + 1, frozenset())
             out.append(new_gap)
             out.append(dump_json(new).decode("utf-8") if found else text[start:end])
             changed |= found or new_gap is not gap
@@ -820,11 +904,52 @@ class Finder:
                 pass
             else:  # characters that are bytes ("\u00ff\u00d8\u00ff..."): raw images inside
                 if _raw_candidates(raw) or looks_like_image(raw):
-                    return self._node(raw, None, where, depth)[0].decode("latin-1")
+                    new_raw = self._node(raw, None, where, depth)[0]
+                    if new_raw != raw:
+                        return new_raw.decode("latin-1")
         new = self._prose(text, where, depth)
         if new is text and "\\" in text:
             self._escaped(text, where, depth)
         return new
+
+    def _git_patches(self, text: str, where: str, depth: int) -> str:
+        """``git diff --binary`` output (a code review prompt): each ``literal`` hunk (the
+        new file, and the old one git adds for reversing) is inflated, searched and written
+        back the way git writes it, with the ``index`` line's new blob id updated so the
+        patch still applies; a ``delta`` hunk that holds an image cannot be rebuilt and is
+        refused. Returns ``text`` itself when nothing changed."""
+        out: list[str] = []
+        pos = 0
+        for m in _GIT_HUNK.finditer(text):
+            kind, lines = m.group(1), m.group(3)
+            at = f"{where}(git {kind})"
+            try:
+                raw = zlib.decompress(_git_base85(lines), bufsize=1 << 16)
+            except (zlib.error, ValueError):
+                continue  # not a hunk git could apply either
+            self._charge(len(raw), at)
+            if kind == "delta":
+                # a delta holds the changed bytes of a file, not the file: when the file is
+                # an image (its name says so, or the bytes show one) it cannot be cleaned
+                name = _GIT_FILE.findall(text, 0, m.start())
+                if (name and name[-1].lower().endswith(_IMAGE_SUFFIXES)) or self._probe(
+                    raw, at, depth
+                ):
+                    raise _unrewritable("changed by a git binary delta", where)
+                continue
+            new, _ = self._node(raw, None, at, depth + 1)
+            if new == raw:
+                continue
+            head = text[pos : m.start()]
+            if text[: m.start()].endswith(("GIT binary patch\n", "GIT binary patch\r\n")):
+                head = _git_new_blob(head, raw, new)  # the forward hunk: the file's new id
+            eol = "\r\n" if lines.endswith("\r\n") else "\n"
+            out += [head, f"{kind} {len(new)}{eol}", _git_lines(zlib.compress(new, _LEVEL), eol)]
+            pos = m.end()
+        if not out:
+            return text
+        out.append(text[pos:])
+        return "".join(out)
 
     def _escaped(self, text: str, where: str, depth: int) -> None:
         """Text with JSON-style escapes that did not parse as JSON: if undoing the escapes
@@ -842,7 +967,7 @@ class Finder:
         spans: list[tuple[int, int, str]] = []
         if "%" in text and _PCT.search(text) is not None:
             spans.extend(_percent_runs(text))
-        spans.extend(_base64_runs(text, spans))
+        spans.extend(list(_base64_runs(text, spans)))
         if not spans:
             return text
         spans.sort()
@@ -864,7 +989,7 @@ class Finder:
                 # base64 of an image glued to a word ("photo:+/9j/4AAQ..."): from where an
                 # image's base64 starts
                 at = _image_b64_start(run)
-                if at > 0:
+                if 0 < at <= _MAX_GLUE and _whole_image(_b64decode(run[at:])):
                     a = start + at
                     pieces = [(a, end, self._run(text[a:end], kind, f"{where}({kind})", depth + 1))]
             for a, b, result in pieces:
@@ -1036,7 +1161,8 @@ class Finder:
         try:
             archive = zipfile.ZipFile(io.BytesIO(data))
             infos = archive.infolist()
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError,
+                IndexError, KeyError) as exc:  # fmt: skip
             raise _unrewritable(f"a zip archive that does not open: {exc}", where) from exc
         if len(infos) > MAX_MEMBERS:
             raise RequestTooLarge(f"{where} is a zip archive of more than {MAX_MEMBERS} members")
@@ -1046,13 +1172,16 @@ class Finder:
         members: list[tuple[zipfile.ZipInfo, bytes]] = []
         # comments and extra fields are not rebuilt: when one could hold an image, the
         # archive is written anew without them
-        changed = any(_might_hold(i.comment) or _might_hold(i.extra) for i in infos)
-        if _might_hold(archive.comment):
+        changed = any(
+            self._probe(i.comment, where, depth) or self._probe(i.extra, where, depth)
+            for i in infos
+        )
+        if self._probe(archive.comment, where, depth):
             archive.comment = b""
             changed = True
         for info in infos:
             at = f"{where}[{_label(info.filename)}]"
-            if info.is_dir():
+            if info.filename.endswith("/"):  # a folder (is_dir() fails on an empty name)
                 members.append((info, b""))
                 continue
             if info.flag_bits & 0x1:
@@ -1077,7 +1206,7 @@ class Finder:
                 copy.compress_type = info.compress_type
                 copy.external_attr = info.external_attr
                 copy.create_system = info.create_system
-                if info.is_dir():
+                if info.filename.endswith("/"):
                     rebuilt.writestr(copy, b"")
                 else:
                     rebuilt.writestr(copy, content)
@@ -1314,6 +1443,8 @@ def _base64_runs(text: str, taken: list[tuple[int, int, str]]) -> Iterator[tuple
     if len(text) < MIN_RUN:
         return
     mask = _mask(text, _RUN_TABLE_B)
+    taken = sorted(taken)
+    taken_at = 0
     pos = mask.find(_RUN)
     while pos >= 0:
         end = mask.find(".", pos)
@@ -1328,7 +1459,10 @@ def _base64_runs(text: str, taken: list[tuple[int, int, str]]) -> Iterator[tuple
         stop = end
         while stop > start and text[stop - 1] in "\r\n":
             stop -= 1
-        if stop - start >= MIN_RUN and not any(a < stop and start < b for a, b, _ in taken):
+        while taken_at < len(taken) and taken[taken_at][1] <= start:
+            taken_at += 1  # both in order: the spans that end before this run are past
+        clash = taken_at < len(taken) and taken[taken_at][0] < stop
+        if stop - start >= MIN_RUN and not clash:
             yield start, stop, "base64"
         pos = mask.find(_RUN, end)
 
@@ -1345,8 +1479,14 @@ def _json_spans(text: str) -> list[tuple[int, int, Any]]:
             break
         try:
             value, end = _JSON_DECODER.raw_decode(text, start)
-        except RecursionError as exc:
-            raise RequestTooLarge("JSON inside a text value is nested too deep") from exc
+        except RecursionError:
+            pos = start + 1  # nested past any reader's limit: prose, searched as text
+            continue
+        except json.JSONDecodeError as exc:
+            # an opener inside the part that did not parse fails at the same place: skip
+            # them all (what they hold is still searched as text)
+            pos = max(start + 1, exc.pos)
+            continue
         except (ValueError, RequestError):
             pos = start + 1
             continue
@@ -1395,8 +1535,8 @@ def _container_kind(data: bytes) -> str | None:
         return "xz"
     if head[:4] == b"PK\x03\x04" and len(data) >= 30:
         name, extra = int.from_bytes(head[26:28], "little"), int.from_bytes(head[28:30], "little")
-        if name > 0 and 30 + name + extra <= len(data) and head[4] <= 63:
-            return "zip"
+        if 30 + name + extra <= len(data) and head[4] <= 63 and b"PK\x05\x06" in data[-65_600:]:
+            return "zip"  # a sane first member, and the end-of-archive record a reader needs
     if head[:4] == b"PK\x05\x06" and len(data) == 22 + int.from_bytes(data[20:22], "little"):
         return "zip"
     if len(data) >= 512 and data[257:262] == b"ustar" and _tar_checksum_ok(data[:512]):
@@ -1528,15 +1668,19 @@ def _walk(doc: Any, depth: int) -> Iterator[tuple[tuple[Any, ...], Any]]:
                 yield path, node
                 continue
             if len(path) + depth > DEFAULT_MAX_DEPTH:
-                raise RequestTooLarge("the JSON is nested too deep to search")
+                raise _TooDeep("the JSON is nested too deep to search")
             stack.extend(((*path, i), v) for i, v in reversed(list(enumerate(node))))
         elif isinstance(node, dict):
             if len(path) + depth > DEFAULT_MAX_DEPTH:
-                raise RequestTooLarge("the JSON is nested too deep to search")
+                raise _TooDeep("the JSON is nested too deep to search")
             for key in node:
                 if len(key) >= MIN_IMAGE:  # an image can be an object key, too
                     yield (*path, _Key(key)), key
             stack.extend(((*path, k), v) for k, v in reversed(list(node.items())))
+
+
+class _TooDeep(RequestTooLarge):
+    """JSON nested deeper than veilpix searches (inside prose: searched as text instead)."""
 
 
 class _Key(str):

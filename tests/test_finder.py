@@ -14,6 +14,10 @@ import base64
 import gzip
 import io
 import json
+import os
+import shutil
+import struct
+import subprocess
 import tarfile
 import urllib.parse
 import zipfile
@@ -671,3 +675,114 @@ def test_documents_setting_in_veilpix_toml(tmp_path: Path) -> None:
     cfg.write_text('[policy]\ndocuments = "sometimes"\n')
     with pytest.raises(ConfigError, match="documents"):
         load_config(cfg).policy()
+
+
+# -- a second review ----------------------------------------------------------------------------
+
+
+def _git(*args: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=cwd,
+                          check=True, capture_output=True, timeout=60)  # fmt: skip
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_git_binary_patches_are_cleaned_and_still_apply(tmp_path: Path, log: AuditLog) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _git("init", "-q", cwd=repo)
+    _git("commit", "-q", "--allow-empty", "-m", "empty", cwd=repo)
+    (repo / "photo.jpg").write_bytes(PHOTO)
+    _git("add", "photo.jpg", cwd=repo)
+    diff = _git("diff", "--binary", "--cached", cwd=repo).stdout.decode()  # a new file
+    assert "GIT binary patch" in diff and "literal" in diff
+    wire = _send(log, _j({"model": "m", "input": "Review this:\n" + diff}), "application/json")
+    sent = json.loads(wire)["input"].split("Review this:\n", 1)[1]
+    assert leaks(sent.encode()) == []
+    _git("rm", "-q", "--cached", "photo.jpg", cwd=repo)
+    (repo / "photo.jpg").unlink()
+    (tmp_path / "sent.diff").write_text(sent)
+    _git("apply", str(tmp_path / "sent.diff"), cwd=repo)  # the new blob id was updated too
+    check_clean_image((repo / "photo.jpg").read_bytes())
+    # A changed photo is sent as a delta against the old one: not a file veilpix can clean.
+    _git("add", "photo.jpg", cwd=repo)
+    _git("commit", "-qm", "photo", cwd=repo)
+    (repo / "photo.jpg").write_bytes(factories.jpeg(upright=factories.picture((40, 30))))
+    delta = _git("diff", "--binary", cwd=repo).stdout.decode()
+    assert "delta" in delta
+    err = _blocked(log, _j({"model": "m", "input": delta}), "application/json")
+    assert err.rule == "image.unrewritable" and "delta" in err.message
+
+
+def _pcm(samples: list[int]) -> bytes:
+    return struct.pack(f"<{len(samples)}h", *samples)
+
+
+_QUIET_SPEECH = _pcm([3, -2, 5, 0] * 48 + [-1, -40, -32, -24, 7, 2, 0, 1])  # ff ff d8 ff e0 ff
+
+
+def _pdf_with_scan() -> bytes:
+    return (b"%PDF-1.4\n1 0 obj\n<< /Type /XObject /Subtype /Image /Filter /DCTDecode /Length "
+            + str(len(PHOTO)).encode() + b" >>\nstream\n" + PHOTO
+            + b"\nendstream\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("what", "body", "ctype"),
+    [
+        ("/9j/ in a path", _j({"input": "see ./data/cache/9j/abcdefghijklmnopqrstuvwxyz0123456789", "store": False}),
+         "application/json"),
+        ("a truncated JPEG table in binary", b"\0" * 8 + b"\xff\xd8\xff\xdb\xa9\x00" + b"\0" * 30,
+         "application/octet-stream"),
+        ("16-bit audio whose samples spell ff d8 ff", _QUIET_SPEECH, "audio/L16; rate=16000"),
+        ("the same audio in base64", _j({"type": "input_audio_buffer.append", "store": False,
+                                          "audio": base64.b64encode(_QUIET_SPEECH).decode()}), None),
+        ("code holding signatures", b"x = b'\\x89PNG\\r\\n\\x1a\\n'\x00\x01" + b"GIF89a\x9c\x00\x7f"
+         + bytes(range(256)), "application/octet-stream"),
+        ("deep brackets in prose", _j({"input": "x " + "[" * 500 + "]" * 500 + " /usr/lib/python3/"
+                                       "dist-packages/foo", "store": False}), "application/json"),
+    ],
+)  # fmt: skip
+def test_second_review_bodies_pass_unchanged(
+    what: str, body: bytes, ctype: str | None, log: AuditLog
+) -> None:
+    assert _send(log, body, ctype) == body, what
+
+
+def test_second_review_a_pdf_holding_a_scan_is_a_document(log: AuditLog) -> None:
+    """The JPEG inside a PDF is the PDF's (sent whole and recorded as a document), never cut out
+    of it: the PDF arrives byte for byte."""
+    pdf = _pdf_with_scan()
+    body = _j({"input": [{"type": "input_file", "filename": "scan.pdf",
+                          "file_data": "data:application/pdf;base64," + base64.b64encode(pdf).decode()}],
+               "store": False})  # fmt: skip
+    assert _send(log, body, "application/json") == body
+    assert "document (PDF)" in list(log.records())[-1].what["categories"]
+
+
+def test_second_review_zip_oddities_are_clear_errors_or_pass(log: AuditLog) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr(zipfile.ZipInfo(""), "x")  # a member with an empty name
+        z.writestr("photo.jpg", PHOTO)
+    wire = _send(log, buf.getvalue(), "application/zip")
+    check_clean_image(zipfile.ZipFile(io.BytesIO(wire)).read("photo.jpg"))
+    data = bytearray(_zip_with_comment())
+    central = data.find(b"PK\x01\x02")
+    data[central + 6] = 0xA3  # "version needed" 16.3: zipfile cannot read it
+    assert _blocked(log, bytes(data), "application/zip").rule == "image.unrewritable"
+
+
+def test_second_review_many_runs_take_linear_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    """20,000 base64 hashes, one a line (a go.sum, SHA256SUMS): each run is decoded once."""
+    calls = 0
+    run = Finder._run
+
+    def counting(self: Finder, *args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return run(self, *args, **kwargs)
+
+    monkeypatch.setattr(Finder, "_run", counting)
+    lines = "\n".join(base64.b64encode(os.urandom(32)).decode() for _ in range(20_000))
+    out, _ = Finder(lambda d, w, r: d).rewrite_body(lines.encode(), "text/plain")
+    assert out == lines.encode() and calls <= 20_000
