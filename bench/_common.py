@@ -4,13 +4,25 @@ on ``sys.path``.)"""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
-__all__ = ["camera_exif", "progress", "revision"]
+__all__ = ["SMALL", "camera_exif", "progress", "revision"]
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# A small text-only Responses API body (160 bytes): the call every door sees most.
+SMALL = json.dumps(
+    {
+        "model": "gpt-4.1-mini",
+        "input": "Describe a red bicycle in three words.",
+        "store": False,
+        "max_output_tokens": 16,
+        "metadata": {"ticket": "T-1042"},
+    },
+).encode()
 
 
 def camera_exif() -> bytes:

@@ -45,18 +45,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, camera_exif, progress, revision
+from _common import ROOT, SMALL, camera_exif, progress, revision
 
 MB = 1_000_000
-SMALL = json.dumps(
-    {
-        "model": "gpt-4.1-mini",
-        "input": "Describe a red bicycle in three words.",
-        "store": False,
-        "max_output_tokens": 16,
-        "metadata": {"ticket": "T-1042"},
-    },
-).encode()
 WORDS = [
     "the",
     "a",

@@ -87,7 +87,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
-from _common import camera_exif, progress, revision
+from _common import SMALL, camera_exif, progress, revision
 
 import veilpix
 
@@ -112,15 +112,6 @@ REPLY = json.dumps(
         "usage": {"input_tokens": 12, "output_tokens": 5, "total_tokens": 17},
     },
     separators=(",", ":"),
-).encode()
-SMALL = json.dumps(
-    {
-        "model": "gpt-4.1-mini",
-        "input": "Describe a red bicycle in three words.",
-        "store": False,
-        "max_output_tokens": 16,
-        "metadata": {"ticket": "T-1042"},
-    },
 ).encode()
 
 

@@ -1195,8 +1195,7 @@ class Finder:
             except (zipfile.BadZipFile, OSError, NotImplementedError, ValueError,
                     EOFError, RuntimeError) as exc:  # fmt: skip
                 raise _unrewritable(f"a zip member that does not read: {exc}", at) from exc
-            self._charge(len(inner), at)
-            new, _ = self._node(inner, None, at, depth + 1)
+            new = self._member(inner, at, depth)
             changed |= new != inner
             members.append((info, new))
         if not changed:
@@ -1214,6 +1213,11 @@ class Finder:
                 else:
                     rebuilt.writestr(copy, content)
         return out.getvalue()
+
+    def _member(self, inner: bytes, at: str, depth: int) -> bytes:
+        """An archive member: charged to the budget, searched as a body of its own."""
+        self._charge(len(inner), at)
+        return self._node(inner, None, at, depth + 1)[0]
 
     def _tar(self, data: bytes, where: str, depth: int) -> bytes:
         try:
@@ -1234,8 +1238,7 @@ class Finder:
             if extracted is None:
                 raise _unrewritable("a tar member that does not read", at)
             inner = extracted.read()
-            self._charge(len(inner), at)
-            new, _ = self._node(inner, None, at, depth + 1)
+            new = self._member(inner, at, depth)
             changed |= new != inner
             members.append((info, new))
         if not changed:
