@@ -81,7 +81,7 @@ _LEVEL = 1  # zlib level for rebuilt gzip/deflate layers: mostly images, which d
 _B64_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_"
 _PCT = re.compile(r"%[0-9A-Fa-f]{2}")
 _RUN_BREAK = re.compile(r"\\(?:u[0-9a-fA-F]{4}|.)?|[\r\n]+", re.DOTALL)
-_PCT_B = re.compile(rb"%[0-9A-Fa-f]{2}(?:[^%]{0,16}%[0-9A-Fa-f]{2}){3}")  # 4 escapes near
+_PCT_B = re.compile(rb"%[0-9A-Fa-f]{2}")
 _BYTE_ARRAY_B = re.compile(rb"\[\s*(?:-?\d{1,3}(?:\.0+)?\s*,\s*){20}")
 _JSON_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|(.))", re.DOTALL)
 _DATA_HEAD = re.compile(
@@ -1438,7 +1438,7 @@ def _percent_runs(text: str) -> list[tuple[int, int, str]]:
         start = mask.rfind(".", 0, m.start()) + 1
         end = mask.find(".", m.start())
         end = len(text) if end < 0 else end
-        if sum(1 for _ in _PCT.finditer(text, start, end)) >= 4:
+        if end - start >= MIN_IMAGE:  # (percent-encoded base64 may have one escape in all)
             runs.append((start, end, "percent"))
     return runs
 
