@@ -82,6 +82,9 @@ _B64_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_
 _PCT = re.compile(r"%[0-9A-Fa-f]{2}")
 _RUN_BREAK = re.compile(r"\\(?:u[0-9a-fA-F]{4}|.)?|[\r\n]+", re.DOTALL)
 _PCT_B = re.compile(rb"%[0-9A-Fa-f]{2}")
+# in binary data, only a cluster of escapes is text worth decoding (a percent-encoded image
+# escapes most of its bytes; a lone "%41" in random bytes is noise)
+_PCT_CLUSTER_B = re.compile(rb"%[0-9A-Fa-f]{2}(?:[^%]{0,16}%[0-9A-Fa-f]{2}){3}")
 _BYTE_ARRAY_B = re.compile(rb"\[\s*(?:-?\d{1,3}(?:\.0+)?\s*,\s*){20}")
 _JSON_ESCAPE = re.compile(r"\\(?:u([0-9a-fA-F]{4})|(.))", re.DOTALL)
 _DATA_HEAD = re.compile(
@@ -795,7 +798,7 @@ class Finder:
         try:
             text, encoding = data.decode("utf-8"), "utf-8"
         except UnicodeDecodeError:  # binary: JSON cannot be inside, carriers still can
-            if not _carrier_runs_in(data):
+            if not _carrier_runs_in(data, binary=True):
                 return data
             text, encoding = data.decode("latin-1"), "latin-1"
         else:
@@ -1609,12 +1612,11 @@ def _byte_array_in(data: bytes) -> bool:
     return b"[" in data and _BYTE_ARRAY_B.search(data) is not None
 
 
-def _carrier_runs_in(data: bytes, mask: bytes | None = None) -> bool:
-    """A base64/hex run or a cluster of percent escapes somewhere in ``data``?"""
-    mask = data.translate(_RUN_TABLE_B) if mask is None else mask
-    if mask.find(_RUN_B) >= 0:
+def _carrier_runs_in(data: bytes, *, binary: bool = False) -> bool:
+    """A base64/hex run or percent escapes (a cluster of them in binary) in ``data``?"""
+    if data.translate(_RUN_TABLE_B).find(_RUN_B) >= 0:
         return True
-    return b"%" in data and _PCT_B.search(data) is not None
+    return b"%" in data and (_PCT_CLUSTER_B if binary else _PCT_B).search(data) is not None
 
 
 def _text_might_hold(data: bytes) -> bool:
