@@ -495,6 +495,7 @@ def _byte_values_image(text: str) -> bool:
 _GIT_HUNK = re.compile(
     r"(?m)^(literal|delta) (\d+)\r?\n((?:[A-Za-z][0-9A-Za-z!#$%&()*+\-;<=>?@^_`{|}~]{5,65}\r?\n)+)"
 )
+_ASCII85 = re.compile(r"<~([!-uz\s]{5,}?)~>")
 _GIT_FILE = re.compile(r"(?m)^diff --git a/\S+ b/(\S+)")
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png", ".apng", ".gif", ".webp", ".tif", ".tiff",
                    ".bmp", ".heic", ".heif", ".avif", ".mpo")  # fmt: skip
@@ -541,6 +542,19 @@ def _git_lines(data: bytes, eol: str) -> str:
         chunk = data[i : i + 52]
         lines.append(_GIT_LENGTHS[len(chunk) - 1] + base64.b85encode(chunk, pad=True).decode())
     return "".join(line + eol for line in lines)
+
+
+_B32 = re.compile(r"[A-Z2-7]+=*")
+
+
+def _b32decode(run: str) -> bytes | None:
+    if "\n" in run or _B32.fullmatch(run) is None:
+        return None
+    text = run.rstrip("=")
+    try:
+        return base64.b32decode(text + "=" * (-len(text) % 8))
+    except ValueError:
+        return None
 
 
 def _unhex(run: str) -> bytes | None:
@@ -819,6 +833,8 @@ class Finder:
             raise _unrewritable("written out as escaped or separated byte values", where)
         if "GIT binary patch" in text:  # the patch rewritten; the words around it below
             text = self._git_patches(text, where, depth)
+        if "<~" in text:  # Ascii85 (Adobe, PostScript, PDF tools)
+            text = self._ascii85(text, where, depth)
         spans = _json_spans(text) if json_inside and ("{" in text or "[" in text) else []
         if not spans:
             return self._carriers(text, where, depth)
@@ -957,6 +973,31 @@ class Finder:
         out.append(text[pos:])
         return "".join(out)
 
+    def _ascii85(self, text: str, where: str, depth: int) -> str:
+        """Ascii85 between ``<~`` and ``~>``, searched and written back alike (same line
+        width); ``text`` itself when nothing changed."""
+        out: list[str] = []
+        pos = 0
+        for m in _ASCII85.finditer(text):
+            try:
+                raw = base64.a85decode(m.group(0), adobe=True, ignorechars=b" \t\r\n")
+            except ValueError:
+                continue
+            if len(raw) < MIN_IMAGE:
+                continue
+            self._charge(len(raw), where)
+            new, _ = self._node(raw, None, f"{where}(ascii85)", depth + 1)
+            if new == raw:
+                continue
+            first = m.group(1).find("\n")
+            wrap = first if first > 0 else 0
+            out += [text[pos : m.start()], base64.a85encode(new, adobe=True, wrapcol=wrap).decode()]
+            pos = m.end()
+        if not out:
+            return text
+        out.append(text[pos:])
+        return "".join(out)
+
     def _escaped(self, text: str, where: str, depth: int) -> None:
         """Text with JSON-style escapes that did not parse as JSON: if undoing the escapes
         shows an image, it cannot be put back cleaned, so the request is refused."""
@@ -1041,14 +1082,20 @@ class Finder:
         pieces = _UNDECODABLE if "\n" in run else None
         if pieces is not None and not _wrapped(run):
             return pieces  # lines of different widths: words around base64, not a block
-        raw_b64 = _b64decode(run)
-        if raw_b64 is None or len(raw_b64) < MIN_IMAGE:
-            return pieces
-        self._charge(len(raw_b64), where)
-        new, _ = self._node(raw_b64, None, where, depth)
-        if new == raw_b64:
-            return pieces
-        return _Base64Style.of(run).encode(new), _media(new)
+        raw_b64 = _b64decode(run) if "=" not in run.rstrip("=") else None
+        if raw_b64 is not None and len(raw_b64) >= MIN_IMAGE:
+            self._charge(len(raw_b64), where)
+            new, _ = self._node(raw_b64, None, where, depth)
+            if new != raw_b64:
+                return _Base64Style.of(run).encode(new), _media(new)
+        unb32 = _b32decode(run)  # RFC 4648 base32: upper-case letters and 2-7 only
+        if unb32 is not None and len(unb32) >= MIN_IMAGE:
+            self._charge(len(unb32), where)
+            new, _ = self._node(unb32, None, f"{where}(base32)", depth)
+            if new != unb32:
+                text = base64.b32encode(new).decode()
+                return (text if run.endswith("=") else text.rstrip("=")), _media(new)
+        return pieces
 
     # -- JSON --------------------------------------------------------------------------------
 
@@ -1459,7 +1506,7 @@ def _base64_runs(text: str, taken: list[tuple[int, int, str]]) -> Iterator[tuple
         end = mask.find(".", pos)
         end = len(text) if end < 0 else end
         padding = 0
-        while end < len(text) and text[end] == "=" and padding < 2:
+        while end < len(text) and text[end] == "=" and padding < 6:  # (base32 pads to 6)
             end += 1
             padding += 1
         start = pos
@@ -1620,7 +1667,7 @@ def _carrier_runs_in(data: bytes, *, binary: bool = False) -> bool:
 
 
 def _text_might_hold(data: bytes) -> bool:
-    if _carrier_runs_in(data) or b"\\x" in data:
+    if _carrier_runs_in(data) or b"\\x" in data or b"<~" in data or b"GIT binary patch" in data:
         return True
     mask = data.translate(_HEXSEP_TABLE_B)
     return any(n in mask for n in _HEXSEP_B)
@@ -1638,12 +1685,17 @@ def _might_hold(data: bytes) -> bool:
         # NUL, "%", "\\x", "[": one regex pass for a small body is cheaper than four searches;
         # for a large one, four memchr-speed searches are cheaper than the regex
         if len(data) > 4096 or _RARE_B.search(data) is not None:
-            if b"\x00" in data or b"\\x" in data:
+            # NUL, escapes, Ascii85 (one byte first: memchr speed; two-byte needles are not)
+            if b"\x00" in data or (b"\\" in data and b"\\x" in data):
+                return True
+            if b"<" in data and b"<~" in data:
                 return True
             if b"%" in data and _PCT_B.search(data) is not None:
                 return True
             if b"[" in data and _BYTE_ARRAY_B.search(data) is not None:
                 return True
+        if b"GIT binary patch" in data:
+            return True
         hexsep = data.translate(_HEXSEP_TABLE_B)
         if len(data) <= 4096 and hexsep.count(b"hhs") < 6:
             return False  # fewer than six separated hex pairs in all
@@ -1660,7 +1712,7 @@ def _might_hold(data: bytes) -> bool:
 
 
 _ASCII_STARTS = (b"PK", b"BZh", b"%PDF-", b"{\\rtf")  # zip, bzip2, documents
-_RARE_B = re.compile(rb"[\x00%\\\[]")
+_RARE_B = re.compile(rb"[\x00%\\\[<]")
 
 
 def _sniff_multipart(data: bytes) -> str | None:

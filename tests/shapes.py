@@ -69,6 +69,23 @@ def b64(data: bytes, *, urlsafe: bool = False, pad: bool = True, wrap: int = 0) 
     )
 
 
+def b32(data: bytes, *, pad: bool = True) -> Layer:
+    text = base64.b32encode(data).decode()
+    text = text if pad else text.rstrip("=")
+
+    def unwrap(got: bytes) -> bytes:
+        s = got.decode().rstrip("=")
+        return base64.b32decode(s + "=" * (-len(s) % 8))
+
+    return Layer(text.encode(), unwrap, "text/plain", f"base32(pad={pad})")
+
+
+def ascii85(data: bytes, *, wrap: int = 0) -> Layer:
+    text = base64.a85encode(data, adobe=True, wrapcol=wrap)
+    return Layer(text, lambda got: base64.a85decode(got, adobe=True, ignorechars=b" \t\r\n"),
+                 "text/plain", f"ascii85(wrap={wrap})")  # fmt: skip
+
+
 def data_uri(data: bytes, *, head: str = "data:image/jpeg;base64,") -> Layer:
     text = head + base64.b64encode(data).decode()
 
@@ -301,6 +318,9 @@ def listed_shapes(photo: bytes) -> dict[str, Shape]:
         "upper-case hex": make(lambda d: hexed(d, upper=True), chat),
         "Node Buffer byte array": make(byte_array),
         "percent-encoded bytes": make(percent, ctype="text/plain"),
+        "base32": make(b32, chat),
+        "base32 without padding": make(lambda d: b32(d, pad=False), chat),
+        "Ascii85, wrapped": make(lambda d: ascii85(d, wrap=72), chat),
         "data URI, odd case and parameters": make(
             lambda d: data_uri(d, head="DATA:Image/JPEG;name=x.jpg;charset=binary;BASE64,"), chat
         ),

@@ -34,6 +34,8 @@ from hypothesis import strategies as st
 from shapes import (
     Layer,
     Shape,
+    ascii85,
+    b32,
     b64,
     byte_array,
     chain,
@@ -307,6 +309,8 @@ _ANY_STEPS = [
     _Step("base64 wrapped", lambda d: b64(d, wrap=64)),
     _Step("data uri", lambda d: data_uri(d, head="Data:image/jpeg;x=1;base64,")),
     _Step("hex", hexed),
+    _Step("base32", b32),
+    _Step("ascii85", lambda d: ascii85(d, wrap=64)),
     _Step("percent", percent),
     _Step("buffer", byte_array),
     _Step("zip", in_zip),
