@@ -502,18 +502,28 @@ _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png", ".apng", ".gif", ".webp", ".
 _GIT_INDEX = re.compile(r"(?m)^index ([0-9a-f]{7,64})\.\.([0-9a-f]{7,64})")
 
 
-def _git_new_blob(head: str, old: bytes, new: bytes) -> str:
-    """``head`` (the patch text before a hunk) with the last ``index a..b`` line naming the
-    git blob id of ``new`` where it named ``old``'s (full or abbreviated, as it was)."""
-    found = list(_GIT_INDEX.finditer(head))
-    if not found:
-        return head
+def _git_new_blob(text: str, hunk: int, old: bytes, new: bytes) -> list[tuple[int, int, str]]:
+    """The edit that makes the last ``index a..b`` line before ``hunk`` name the git blob id
+    of ``new`` where it named ``old``'s (full or abbreviated, as it was); none otherwise."""
+    found = list(_GIT_INDEX.finditer(text, 0, hunk))
+    if not found or not _git_blob_id(old).startswith(found[-1].group(2)):
+        return []  # no index line, or one that names something else: left as it is
     m = found[-1]
-    given = m.group(2)
-    if not _git_blob_id(old).startswith(given):
-        return head  # names something else: left as it is
-    blob = _git_blob_id(new)[: len(given)]
-    return head[: m.start(2)] + blob + head[m.end(2) :]
+    return [(m.start(2), m.end(2), _git_blob_id(new)[: len(m.group(2))])]
+
+
+def _splice(text: str, edits: list[tuple[int, int, str]]) -> str:
+    """``text`` with each (start, end, new text) edit made (in order, not overlapping);
+    ``text`` itself when there is none."""
+    if not edits:
+        return text
+    out: list[str] = []
+    pos = 0
+    for start, end, new in sorted(edits):
+        out += [text[pos:start], new]
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _git_blob_id(data: bytes) -> str:
@@ -940,8 +950,7 @@ class Finder:
         back the way git writes it, with the ``index`` line's new blob id updated so the
         patch still applies; a ``delta`` hunk that holds an image cannot be rebuilt and is
         refused. Returns ``text`` itself when nothing changed."""
-        out: list[str] = []
-        pos = 0
+        edits: list[tuple[int, int, str]] = []
         for m in _GIT_HUNK.finditer(text):
             kind, lines = m.group(1), m.group(3)
             at = f"{where}(git {kind})"
@@ -962,22 +971,17 @@ class Finder:
             new, _ = self._node(raw, None, at, depth + 1)
             if new == raw:
                 continue
-            head = text[pos : m.start()]
             if text[: m.start()].endswith(("GIT binary patch\n", "GIT binary patch\r\n")):
-                head = _git_new_blob(head, raw, new)  # the forward hunk: the file's new id
+                edits += _git_new_blob(text, m.start(), raw, new)  # the file's new blob id
             eol = "\r\n" if lines.endswith("\r\n") else "\n"
-            out += [head, f"{kind} {len(new)}{eol}", _git_lines(zlib.compress(new, _LEVEL), eol)]
-            pos = m.end()
-        if not out:
-            return text
-        out.append(text[pos:])
-        return "".join(out)
+            hunk = f"{kind} {len(new)}{eol}" + _git_lines(zlib.compress(new, _LEVEL), eol)
+            edits.append((m.start(), m.end(), hunk))
+        return _splice(text, edits)
 
     def _ascii85(self, text: str, where: str, depth: int) -> str:
         """Ascii85 between ``<~`` and ``~>``, searched and written back alike (same line
         width); ``text`` itself when nothing changed."""
-        out: list[str] = []
-        pos = 0
+        edits: list[tuple[int, int, str]] = []
         for m in _ASCII85.finditer(text):
             try:
                 raw = base64.a85decode(m.group(0), adobe=True, ignorechars=b" \t\r\n")
@@ -991,12 +995,10 @@ class Finder:
                 continue
             first = m.group(1).find("\n")
             wrap = first if first > 0 else 0
-            out += [text[pos : m.start()], base64.a85encode(new, adobe=True, wrapcol=wrap).decode()]
-            pos = m.end()
-        if not out:
-            return text
-        out.append(text[pos:])
-        return "".join(out)
+            edits.append(
+                (m.start(), m.end(), base64.a85encode(new, adobe=True, wrapcol=wrap).decode())
+            )
+        return _splice(text, edits)
 
     def _escaped(self, text: str, where: str, depth: int) -> None:
         """Text with JSON-style escapes that did not parse as JSON: if undoing the escapes
@@ -1018,9 +1020,7 @@ class Finder:
         if not spans:
             return text
         spans.sort()
-        out: list[str] = []
-        pos = 0
-        changed = False
+        edits: list[tuple[int, int, str]] = []
         for start, end, kind in spans:
             run = text[start:end]
             new = self._run(run, kind, f"{where}({kind})", depth + 1)
@@ -1040,17 +1040,10 @@ class Finder:
                     a = start + at
                     pieces = [(a, end, self._run(text[a:end], kind, f"{where}({kind})", depth + 1))]
             for a, b, result in pieces:
-                if not isinstance(result, tuple):
-                    continue
-                out.append(text[pos:a])
-                out.append(_fix_data_head(text, pos, a, result[1], out))
-                out.append(result[0])
-                pos = b
-                changed = True
-        if not changed:
-            return text
-        out.append(text[pos:])
-        return "".join(out)
+                if isinstance(result, tuple):
+                    edits += _data_head(text, edits[-1][1] if edits else 0, a, result[1])
+                    edits.append((a, b, result[0]))
+        return _splice(text, edits)
 
     def _run(self, run: str, kind: str, where: str, depth: int) -> tuple[str, str | None] | object:
         """A decoded and searched run: (its new text, the media type of the image it now is),
@@ -1447,26 +1440,19 @@ def _token_or_quoted(value: str) -> str:
     return value if re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", value) else _quote_param(value)
 
 
-def _fix_data_head(text: str, pos: int, start: int, media: str | None, out: list[str]) -> str:
-    """Nothing; but when the run at ``start`` is the payload of a ``data:`` URI whose media
-    type no longer matches the image it now carries, the URI's head (already in ``out``) is
-    rewritten to name the new type. Returns the empty string so callers can append it."""
+def _data_head(text: str, after: int, start: int, media: str | None) -> list[tuple[int, int, str]]:
+    """When the run at ``start`` is the payload of a ``data:`` URI (whose head lies after
+    ``after``) and the URI's media type no longer names the image it now carries, the edit
+    that makes it name ``media``; none otherwise."""
     if media is None or start == 0 or text[start - 1] != ",":
-        return ""
-    window_start = max(pos, start - 1100)
+        return []
+    window_start = max(after, start - 1100)
     window = text[window_start:start]
     at = window.lower().rfind("data:")
-    if at < 0:
-        return ""
-    head = _DATA_HEAD.match(window, at)
+    head = _DATA_HEAD.match(window, at) if at >= 0 else None
     if head is None or head.group(1).lower() == media:
-        return ""
-    # the head sits at the end of out[-1] (text[pos:start]); swap its media type there
-    absolute = window_start + at + 5
-    offset = absolute - pos
-    chunk = out[-1]
-    out[-1] = chunk[:offset] + media + chunk[offset + len(head.group(1)) :]
-    return ""
+        return []
+    return [(window_start + head.start(1), window_start + head.end(1), media)]
 
 
 def _mask(text: str, table: bytes) -> str:
