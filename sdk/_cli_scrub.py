@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ class _State:
     jobs: list[Job]
     targets: list[str]
     reserved: frozenset[str]
+    shared_stems: frozenset[str]  # stems more than one job has: their outputs keep the name
     policy: Policy
     in_place: bool
     consent: str | None = None
@@ -70,8 +72,12 @@ def _output_path(state: _State, index: int, fmt: str, extension: str) -> str:
     if ext.lower() in _SAME_FORMAT.get(fmt, set()):
         return target
     candidate = stem + extension
-    taken = os.path.normcase(candidate) in state.reserved or (
-        state.in_place and os.path.exists(candidate)
+    # example.avif and example.heic both become JPEG: "example.jpg" would be written twice,
+    # by two workers at once, so both keep their whole name (example.avif.jpg, ...)
+    taken = (
+        os.path.normcase(candidate) in state.reserved
+        or os.path.normcase(stem) in state.shared_stems
+        or (state.in_place and os.path.exists(candidate))
     )
     return target + extension if taken else candidate
 
@@ -182,6 +188,10 @@ class _Progress:
         self.progress.stop()
 
 
+def _stems(targets: list[str]) -> list[str]:
+    return [os.path.normcase(os.path.splitext(t)[0]) for t in targets]
+
+
 def _targets(jobs: list[Job], output: str | None) -> list[str]:
     if output is None:
         return [job.path for job in jobs]
@@ -200,6 +210,7 @@ def run_scrub(args: argparse.Namespace, policy: object) -> int:
         jobs=jobs,
         targets=targets,
         reserved=frozenset(os.path.normcase(t) for t in targets),
+        shared_stems=frozenset(stem for stem, n in Counter(_stems(targets)).items() if n > 1),
         policy=policy,
         consent=args.consent,
         in_place=bool(args.in_place),

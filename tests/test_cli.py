@@ -231,3 +231,25 @@ def test_preview_draws_a_before_after_png(tmp_path: Path) -> None:
         assert im.format == "PNG" and im.width > 2 * 512 and im.height > 512
     js = run("preview", "a.jpg", "-o", "q.png", "--json", cwd=tmp_path)
     assert js.returncode == 0 and json.loads(js.stdout)["preview"] == "q.png"
+
+
+@pytest.mark.parametrize("where", ["-o", "--in-place"])
+def test_scrub_never_writes_one_output_twice(tmp_path: Path, where: str) -> None:
+    """example.avif and example.heic both become JPEG: two outputs, neither lost (issue 15)."""
+    pytest.importorskip("pillow_heif")
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "example.avif").write_bytes(F.avif())
+    (src / "example.heic").write_bytes(F.heic())
+    (src / "example.png").write_bytes(F.png())  # keeps its format and its name
+    args = ["-o", str(tmp_path / "out")] if where == "-o" else ["--in-place"]
+    res = run("scrub", str(src), *args, "--json", "-j", "2")
+    assert res.returncode == 0, res.stderr
+    outputs = [f["output"] for f in json.loads(res.stdout)["files"]]
+    assert len(set(outputs)) == 3, outputs
+    folder = tmp_path / "out" if where == "-o" else src
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "example.avif.jpg", "example.heic.jpg", "example.png"
+    ]  # fmt: skip
+    for name in ("example.avif.jpg", "example.heic.jpg"):
+        assert (folder / name).read_bytes()[:3] == b"\xff\xd8\xff"
