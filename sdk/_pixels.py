@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -115,11 +116,22 @@ def decoding(what: str, *, output: bool = False) -> Iterator[None]:
     except VeilpixError:
         raise
     except (Image.DecompressionBombError, MemoryError) as exc:
-        raise ImageTooLarge(f"{what} is too large to decode: {exc}") from exc
+        raise ImageTooLarge(f"{what} is too large to decode: {_said(exc)}") from exc
     except Exception as exc:  # decoders raise anything on hostile input: see above
         if output:
-            raise UnsafeOutput(f"veilpix's own {what} output does not decode: {exc}") from exc
-        raise CorruptImage(f"{what} image could not be decoded: {exc}") from exc
+            raise UnsafeOutput(
+                f"veilpix's own {what} output does not decode: {_said(exc)}"
+            ) from exc
+        raise CorruptImage(f"{what} image could not be decoded: {_said(exc)}") from exc
+
+
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def _said(exc: BaseException) -> str:
+    """What a decoder's error says, without the memory addresses some put in it
+    ("cannot identify image file <_io.BytesIO object at 0x7f...>")."""
+    return _OBJECT_REPR.sub("the data", str(exc))
 
 
 def _open(data: bytes, fmt: str) -> Image.Image:
@@ -393,7 +405,7 @@ def encode(pic: Picture, target: str, policy: Policy) -> tuple[bytes, list[str]]
         else:  # pragma: no cover - targets come from the pipeline
             raise UnsupportedImage(f"cannot write {target}")
     except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise CorruptImage(f"could not encode the image as {target}: {exc}") from exc
+        raise CorruptImage(f"could not encode the image as {target}: {_said(exc)}") from exc
     return buf.getvalue(), notes
 
 

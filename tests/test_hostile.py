@@ -1531,3 +1531,17 @@ def test_fuzz_mutations(fmt: str, ops: list[tuple[str, bool, int, int]], policy:
         o = contract(data, POLICIES[policy], label=f"{fmt} mutated by {ops}, policy {policy}")
     assert o.seconds < 5.0, f"took {o.seconds:.1f} s"
     assert o.peak < PEAK_LIMIT, f"allocated {o.peak / MB:.0f} MB for {len(data)} bytes of input"
+
+
+def test_decoder_errors_carry_no_memory_addresses() -> None:
+    """Pillow says "cannot identify image file <_io.BytesIO object at 0x7f...>"; veilpix's
+    message says what is wrong without the address (issue 15)."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    from veilpix._pixels import decoding
+
+    with pytest.raises(veilpix.CorruptImage) as info, decoding("TIFF"):
+        Image.open(BytesIO(b"II*\x00" + bytes(50)))
+    assert "0x" not in str(info.value) and "cannot identify image file the data" in str(info.value)
