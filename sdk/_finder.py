@@ -49,8 +49,10 @@ from typing import Any, Literal
 from veilpix._codec import (
     _JSON_DECODER,
     DEFAULT_MAX_DEPTH,
+    _b64decode,
     _check_boundary,
     _quote_param,
+    _rfc2231,
     _split_params,
     decode_body,
     dump_json,
@@ -91,7 +93,6 @@ _DATA_HEAD = re.compile(
     r"data:([!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+|)((?:;[^;,\s\"'<>]*)*),\Z",
     re.IGNORECASE,
 )
-_URLSAFE = str.maketrans("-_", "+/")
 _MAX_WRAP = 120  # the widest line a base64 encoder wraps at
 _PRINTABLE = re.compile(rb"[\t\n\r\x20-\x7e]*")
 _SAFE_NAME = re.compile(r"\.[A-Za-z0-9]{1,8}")
@@ -417,18 +418,15 @@ class _Base64Style:
         return text
 
 
-def _b64decode(run: str) -> bytes | None:
-    text = run.replace("\r", "").replace("\n", "") if "\n" in run or "\r" in run else run
-    if "-" in text or "_" in text:
-        if "+" in text or "/" in text:
-            return None
-        text = text.translate(_URLSAFE)
-    text = text.rstrip("=")
-    if len(text) % 4 == 1:
-        text = text[:-1]  # a run that swallowed one letter after the base64 (prose)
+def _decode_run(run: str) -> bytes | None:
+    """The bytes a base64 run spells (the codec's decoder), or None; a run that swallowed
+    one letter after the base64 (prose) is read without it."""
+    text = run.rstrip("=")
+    if (len(text) - text.count("\n") - text.count("\r")) % 4 == 1:
+        text = text[:-1]
     try:
-        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except ValueError:  # binascii.Error, or characters outside ASCII
+        return _b64decode(text)
+    except ValueError:  # not base64, mixed alphabets, or characters outside ASCII
         return None
 
 
@@ -1036,7 +1034,7 @@ class Finder:
                 # base64 of an image glued to a word ("photo:+/9j/4AAQ..."): from where an
                 # image's base64 starts
                 at = _image_b64_start(run)
-                if 0 < at <= _MAX_GLUE and _whole_image(_b64decode(run[at:])):
+                if 0 < at <= _MAX_GLUE and _whole_image(_decode_run(run[at:])):
                     a = start + at
                     pieces = [(a, end, self._run(text[a:end], kind, f"{where}({kind})", depth + 1))]
             for a, b, result in pieces:
@@ -1075,7 +1073,7 @@ class Finder:
         pieces = _UNDECODABLE if "\n" in run else None
         if pieces is not None and not _wrapped(run):
             return pieces  # lines of different widths: words around base64, not a block
-        raw_b64 = _b64decode(run) if "=" not in run.rstrip("=") else None
+        raw_b64 = _decode_run(run) if "=" not in run.rstrip("=") else None
         if raw_b64 is not None and len(raw_b64) >= MIN_IMAGE:
             self._charge(len(raw_b64), where)
             new, _ = self._node(raw_b64, None, where, depth)
@@ -1432,7 +1430,7 @@ def _media_of_text(text: str) -> str | None:
     text = text.strip()
     if text[:5].lower() == "data:":
         return text[5 : text.find(";")].lower() if ";" in text[:80] else None
-    head = _b64decode(text[:64]) if len(text) >= MIN_RUN else None
+    head = _decode_run(text[:64]) if len(text) >= MIN_RUN else None
     return _media(head) if head is not None else None
 
 
@@ -1802,7 +1800,8 @@ _MIME_KEYS = ("mimeType", "mime_type", "media_type", "mediaType", "content_type"
 
 
 def _fix_mime(doc: Any, path: tuple[Any, ...], media_type: str) -> None:
-    """Update a media-type field beside a rewritten image (``inlineData.mimeType``)."""
+    """Update the media-type field beside a string that is now an image (Gemini
+    ``inlineData.mimeType``, Anthropic ``source.media_type``) so it names the format sent."""
     if not path:
         return
     parent: Any = doc
@@ -1810,8 +1809,7 @@ def _fix_mime(doc: Any, path: tuple[Any, ...], media_type: str) -> None:
         parent = parent[step]
     if isinstance(parent, dict):
         for key in _MIME_KEYS:
-            value = parent.get(key)
-            if isinstance(value, str) and value.lower().startswith("image/"):
+            if isinstance(parent.get(key), str):
                 parent[key] = media_type
 
 
@@ -1864,8 +1862,6 @@ class _MimePart:
         name = filename = None
         disposition = seen.get("content-disposition")
         if disposition is not None:
-            from veilpix._codec import _rfc2231
-
             what = f"the Content-Disposition of part {index} of {where}"
             kind, params = _split_params(disposition, what, MalformedMultipart)
             params = _rfc2231(params, what, MalformedMultipart)

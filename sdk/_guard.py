@@ -51,9 +51,17 @@ from veilpix._errors import (
     RequestTooLarge,
     VeilpixError,
 )
-from veilpix._finder import Finder, Refused, _other_image, _whole_json
+from veilpix._finder import (
+    _IMAGE_SUFFIXES,
+    Finder,
+    Refused,
+    _dotted,
+    _fix_mime,
+    _other_image,
+    _whole_json,
+)
 from veilpix._policy import Policy
-from veilpix._sniff import looks_like_image
+from veilpix._sniff import MEDIA_TYPES, looks_like_image, sniff
 
 if TYPE_CHECKING:
     from veilpix._audit import AuditLog, PendingTransfer
@@ -64,7 +72,6 @@ __all__ = ["Context", "Guard", "Outbound", "Prepared", "Receipt", "fetch_url"]
 
 Fetch = Callable[[str, Policy], tuple[bytes, str | None]]
 
-_MIME_KEYS = ("mimeType", "mime_type", "media_type", "mediaType", "content_type", "contentType")
 _IMAGE_KEY_HINTS = ("image", "mask", "img", "photo", "picture", "reference", "control")
 _NOT_IMAGE_KEYS = ("webhook", "callback", "redirect", "polling_url")
 
@@ -543,12 +550,11 @@ class Guard:
                 out.body = form
                 out.set_header("Content-Type", form_type)
             return
-        if self._is_image(out.body):
+        if looks_like_image(out.body) or _other_image(out.body, 0) is not None:
             # Whatever the declared type (google-genai labels upload chunks application/json):
-            # bytes that are an image are an image.
-            clean = self._clean(out.body, work, ctx, field="body")
-            out.body = clean.data
-            out.set_header("Content-Type", clean.media_type)
+            # bytes that are an image are an image (and one veilpix cannot sanitize, refused).
+            out.body, _ = self._finder(work, ctx).rewrite_body(out.body, None)
+            out.set_header("Content-Type", MEDIA_TYPES[sniff(out.body)])
             return
         declared_json = ctype == "application/json" or ctype.endswith("+json")
         if declared_json or out.body.lstrip(b" \t\r\n")[:1] in (b"{", b"["):
@@ -592,18 +598,6 @@ class Guard:
 
         return Finder(clean, document=document, max_bytes=work.policy.max_request_bytes)
 
-    def _is_image(self, data: bytes) -> bool:
-        if looks_like_image(data):
-            return True
-        if _other_image(data, 0) is not None:
-            raise _Block(
-                "image.unsupported",
-                "the request carries an image in a format veilpix cannot sanitize "
-                "(PSD, ICO, JPEG XL, JPEG 2000, QOI, OpenEXR or Radiance HDR)",
-                "convert it to JPEG or PNG first",
-            )
-        return False
-
     def _rewrite_json(self, out: Outbound, doc: Any, work: _Work, ctx: Context) -> None:
         original = out.body
         if work.endpoint is not None and work.endpoint.chunked_start:
@@ -619,7 +613,7 @@ class Guard:
             if not looks_like_image(found.data):
                 # declared an image but is not one itself: it may carry one (base64 twice)
                 finder = self._finder(work, ctx)
-                inner, _ = finder.rewrite_body(found.data, None, _dotted(found.path))
+                inner, _ = finder.rewrite_body(found.data, None, "body" + _dotted(found.path))
                 if inner != found.data:
                     uri = build_data_uri(found.declared_type or "application/octet-stream",
                                          inner, found.params)  # fmt: skip
@@ -627,9 +621,9 @@ class Guard:
                     changed = True
                     continue
             if tuple(found.path) in masks:
-                clean = self._clean_mask(found.data, work, field=_dotted(found.path))
+                clean = self._clean_mask(found.data, work, field="body" + _dotted(found.path))
             else:
-                clean = self._clean(found.data, work, ctx, field=_dotted(found.path))
+                clean = self._clean(found.data, work, ctx, field="body" + _dotted(found.path))
             if found.kind == "data_uri":
                 doc = replace_at(doc, found.path, build_data_uri(clean.media_type, clean.data))
             else:
@@ -731,7 +725,7 @@ class Guard:
             )
         work.heavy()
         data, _ctype = self._fetch(url, work.policy)
-        clean = self._clean(data, work, ctx, field=_dotted(path))
+        clean = self._clean(data, work, ctx, field="body" + _dotted(path))
         work.remote.append((shown, "inlined: fetched, sanitized, embedded"))
         return replace_at(doc, path, build_data_uri(clean.media_type, clean.data))
 
@@ -862,10 +856,6 @@ class Guard:
         )
 
 
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".heic", ".heif", ".avif", ".tif",
-                   ".tiff", ".bmp")  # fmt: skip
-
-
 def _refuse_chunked_image(doc: Any) -> None:
     """A chunked upload of an image would send byte ranges no one can sanitize one by one."""
     if not isinstance(doc, dict):
@@ -918,25 +908,6 @@ def _format_for(formats: Iterable[str], clean: SanitizedImage) -> str:
         if media in accepted:
             return name
     return "jpeg"
-
-
-def _dotted(path: Iterable[Any]) -> str:
-    out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out
-
-
-def _fix_mime(doc: Any, path: tuple[Any, ...], media_type: str) -> None:
-    """Update the media-type field beside a base64 image (Gemini ``inlineData.mimeType``,
-    Anthropic ``source.media_type``) so it names the format actually sent."""
-    parent: Any = doc
-    for p in path[:-1]:
-        parent = parent[p]
-    if isinstance(parent, dict):
-        for key in _MIME_KEYS:
-            if key in parent and isinstance(parent[key], str):
-                parent[key] = media_type
 
 
 def fetch_url(url: str, policy: Policy) -> tuple[bytes, str | None]:
