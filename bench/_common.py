@@ -4,12 +4,14 @@ on ``sys.path``.)"""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
-__all__ = ["SMALL", "camera_exif", "progress", "revision"]
+__all__ = ["SMALL", "camera_exif", "progress", "revision", "tree_at"]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,3 +68,24 @@ def progress(message: str) -> None:
     """Overwrite one status line on stderr (only on a terminal)."""
     if sys.stderr.isatty():
         print(f"\r\033[K  {message}", end="", file=sys.stderr, flush=True)
+
+
+def tree_at(ref: str | None, dest: Path) -> Path:
+    """A folder importable as ``veilpix`` (put it first on ``sys.path``) holding revision
+    ``ref`` of sdk/, proxy/ and adapters/ (``git archive``), or this work tree for None."""
+    pkg = dest / "veilpix"
+    if ref is None:
+        src = ROOT
+    else:
+        src = dest / "src"
+        src.mkdir(parents=True)
+        archive = subprocess.run(["git", "archive", ref, "sdk", "proxy", "adapters"], cwd=ROOT,
+                                 check=True, capture_output=True, timeout=60).stdout  # fmt: skip
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tree:
+            tree.extractall(src, filter="data")
+    pkg.mkdir(parents=True)
+    for item in (src / "sdk").iterdir():
+        (pkg / item.name).symlink_to(item)
+    (pkg / "proxy").symlink_to(src / "proxy")
+    (pkg / "adapters").symlink_to(src / "adapters")
+    return dest

@@ -45,7 +45,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, SMALL, camera_exif, progress, revision
+from _common import ROOT, SMALL, camera_exif, progress, revision, tree_at
 
 MB = 1_000_000
 WORDS = [
@@ -284,26 +284,6 @@ print(json.dumps({"pipeline": pipeline / n * 1e6, "whole": whole / n * 1e6,
 """
 
 
-def _tree(ref: str | None, dest: Path) -> Path:
-    """A folder importable as ``veilpix`` for ``ref`` (None: this work tree)."""
-    pkg = dest / "veilpix"
-    if ref is None:
-        src = ROOT
-    else:
-        src = dest / "src"
-        src.mkdir(parents=True)
-        archive = subprocess.run(["git", "archive", ref, "sdk", "proxy", "adapters"], cwd=ROOT,
-                                 check=True, capture_output=True, timeout=60).stdout  # fmt: skip
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tree:
-            tree.extractall(src, filter="data")
-    pkg.mkdir(parents=True)
-    for item in (src / "sdk").iterdir():
-        (pkg / item.name).symlink_to(item)
-    (pkg / "proxy").symlink_to(src / "proxy")
-    (pkg / "adapters").symlink_to(src / "adapters")
-    return dest
-
-
 def default_baseline() -> str:
     added = subprocess.run(
         ["git", "log", "--diff-filter=A", "--format=%H", "--", "sdk/_finder.py"],
@@ -315,8 +295,8 @@ def default_baseline() -> str:
 def bench_small(baseline: str, repeat: int, n: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         trees = {
-            "this tree": _tree(None, Path(tmp) / "now"),
-            baseline: _tree(baseline, Path(tmp) / "base"),
+            "this tree": tree_at(None, Path(tmp) / "now"),
+            baseline: tree_at(baseline, Path(tmp) / "base"),
         }
         samples: dict[str, dict[str, list[float]]] = {
             k: {"pipeline": [], "whole": []} for k in trees

@@ -46,9 +46,21 @@ is than that peer (below 1 = slower). The ``target`` line compares it with the i
 Then the veilpix breakdown (lossless strip vs re-encode, its own reported seconds) and, per
 tool, the names behind the failed/dirty/sideways counts.
 
+The cost of the proofs (``--proofs``, on by default)
+----------------------------------------------------
+The lossless strip proves every kept byte (structure, or compressed data whose extent the
+codec proves; see docs/sanitize.md). Its price is measured in process, against ``--baseline``
+(default: the commit before the proofs, taken with ``git archive``) in the same run: each tree
+sanitizes every corpus file in a child process (``veilpix.sanitize``, default policy, every
+file warmed up once), ``--repeat`` rounds in alternating order, the per-file minimum over the
+rounds summed per format, over the files both trees strip losslessly. The same revision also runs
+as a peer tool, ``veilpix-base``, in the tables above (``veilpix scrub`` as it was, started
+the same way). The issue's target: the lossless path on the corpus JPEGs at most +25 %.
+
 Run with the project's venv (Pillow, numpy, pillow_heif)::
 
     .venv/bin/python bench/scrub.py --repeat 3 [--jobs N] [--only jpeg|all] [--json] [--keep]
+    .venv/bin/python bench/scrub.py --repeat 5 --proofs-only [--baseline REV]
 """
 
 from __future__ import annotations
@@ -69,6 +81,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import ROOT, tree_at
 from PIL import Image, ImageOps
 
 try:
@@ -220,12 +233,26 @@ def tool_version(argv: list[str]) -> str:
     return text.splitlines()[0] if text else "?"
 
 
-def discover_tools(notes: list[str]) -> list[Tool]:
+def baseline_cli(ref: str, tmp: Path) -> Path:
+    """An executable that runs ``veilpix`` as it was at revision ``ref``."""
+    tree = tree_at(ref, tmp / "baseline-tree")
+    shim = tmp / "veilpix-baseline"
+    shim.write_text(
+        f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(tree)!r})\n"
+        "from veilpix._cli import main\nsys.exit(main())\n"
+    )
+    shim.chmod(0o755)
+    return shim
+
+
+def discover_tools(notes: list[str], baseline: Path | None = None) -> list[Tool]:
     tools: list[Tool] = []
     veilpix = find_veilpix()
     if veilpix is None:
         raise SystemExit("veilpix CLI not found (install the project into the venv first)")
     tools.append(Tool("veilpix", veilpix, run_veilpix, tool_version([veilpix, "--version"])))
+    if baseline is not None:
+        tools.append(Tool("veilpix-base", str(baseline), run_veilpix, "the --baseline revision"))
     if exiftool := shutil.which("exiftool"):
         tools.append(Tool("exiftool", exiftool, run_exiftool, tool_version([exiftool, "-ver"])))
     else:
@@ -563,6 +590,95 @@ def print_set(set_name: str, results: list[ToolResult], repeat: int) -> None:
             print(f"  [{r.tool}] {line}")
 
 
+# --------------------------------------------------------------------------- cost of proofs
+
+_PROOF_CHILD = r"""
+import json, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import veilpix
+rounds = int(sys.argv[2])
+files = [Path(p) for p in sys.argv[3:]]
+data = {p.name: p.read_bytes() for p in files}
+best, lossless, fmt = {}, {}, {}
+for r in range(rounds + 1):  # round 0 warms up (imports, libraries, caches)
+    for name, raw in data.items():
+        start = time.perf_counter()
+        try:
+            out = veilpix.sanitize(raw)
+        except veilpix.VeilpixError:
+            continue
+        took = time.perf_counter() - start
+        if r:
+            best[name] = min(best.get(name, took), took)
+        lossless[name] = out.report.lossless
+        fmt[name] = out.report.format_in
+print(json.dumps({"best": best, "lossless": lossless, "format": fmt,
+                  "veilpix": veilpix.__file__}))
+"""
+
+
+def default_baseline() -> str:
+    """The commit before the lossless proofs came in (HEAD when they are not committed yet)."""
+    added = subprocess.run(
+        ["git", "log", "--format=%H", "-S", "entropy_proof", "--", "sdk/_turbojpeg.py"],
+        cwd=ROOT, check=False, capture_output=True, text=True, timeout=30,
+    ).stdout.split()  # fmt: skip
+    return f"{added[-1]}^" if added else "HEAD"
+
+
+def bench_proofs(corpus: Path, names: list[str], baseline: str, repeat: int) -> dict[str, Any]:
+    """Seconds per format for the files both trees strip losslessly, this tree and baseline."""
+    files = [str(corpus / n) for n in names]
+    with tempfile.TemporaryDirectory() as tmp:
+        trees = {"this tree": tree_at(None, Path(tmp) / "now"),
+                 baseline: tree_at(baseline, Path(tmp) / "base")}  # fmt: skip
+        runs: dict[str, list[dict[str, Any]]] = {k: [] for k in trees}
+        for r in range(repeat):
+            for name in list(trees) if r % 2 == 0 else list(trees)[::-1]:
+                progress(f"proof cost: {name}, round {r + 1}/{repeat}")
+                env = {k: v for k, v in ENV.items() if k != "PYTHONPATH"}
+                got = subprocess.run([sys.executable, "-c", _PROOF_CHILD, str(trees[name]), "1",
+                                      *files], check=True, capture_output=True, text=True,
+                                     timeout=1200, env=env, cwd=tmp)  # fmt: skip
+                result = json.loads(got.stdout)
+                assert result["veilpix"].startswith(str(trees[name])), result["veilpix"]
+                runs[name].append(result)
+    now, base = (runs[k] for k in trees)
+    both = [
+        n for n in now[0]["lossless"]
+        if now[0]["lossless"].get(n) and base[0]["lossless"].get(n)
+        and all(n in run["best"] for run in now + base)
+    ]  # fmt: skip
+    out: dict[str, Any] = {"baseline": baseline, "formats": {}}
+    for fmt in sorted({now[0]["format"][n] for n in both}):
+        group = [n for n in both if now[0]["format"][n] == fmt]
+        t_now = sum(min(run["best"][n] for run in now) for n in group)
+        t_base = sum(min(run["best"][n] for run in base) for n in group)
+        out["formats"][fmt] = {"files": len(group), "this tree ms": round(t_now * 1e3, 1),
+                               "baseline ms": round(t_base * 1e3, 1),
+                               "change": round(t_now / t_base - 1, 4)}  # fmt: skip
+    out["only_now_lossless"] = sorted(
+        n for n in now[0]["lossless"] if now[0]["lossless"][n] and n not in both
+    )
+    out["no_longer_lossless"] = sorted(
+        n for n in base[0]["lossless"] if base[0]["lossless"][n] and not now[0]["lossless"].get(n)
+    )
+    return out
+
+
+def print_proofs(proofs: dict[str, Any]) -> None:
+    print(f"\nCost of the lossless proofs (in process, this tree vs {proofs['baseline'][:12]}):")
+    print("| format | files | baseline ms | this tree ms | change | target |")
+    print("|---|---:|---:|---:|---:|---|")
+    for fmt, row in proofs["formats"].items():
+        target = "<= +25 %" if fmt in ("JPEG", "MPO") else ""
+        print(f"| {fmt} | {row['files']} | {row['baseline ms']} | {row['this tree ms']} | "
+              f"{row['change']:+.1%} | {target} |")  # fmt: skip
+    if proofs["no_longer_lossless"]:
+        print("no longer stripped losslessly: " + ", ".join(proofs["no_longer_lossless"]))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per tool and set (median)")
@@ -571,6 +687,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temporary folders")
     ap.add_argument("--corpus", type=Path, help="image folder (default: <shared>/corpus)")
     ap.add_argument("--only", choices=["jpeg", "all"], help="measure only one set")
+    ap.add_argument("--baseline", help="git revision for the proof-cost peer (default: the "
+                    "commit before the proofs)")  # fmt: skip
+    ap.add_argument("--no-proofs", action="store_true", help="skip the proof-cost measurement")
+    ap.add_argument("--proofs-only", action="store_true", help="measure only the proof cost")
     args = ap.parse_args(argv)
     if args.repeat < 1:
         ap.error("--repeat must be at least 1")
@@ -601,7 +721,10 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     if pillow_heif is None:
         notes.append("pillow_heif missing: HEIC originals are not judged for orientation")
-    tools = discover_tools(notes)
+    tmp = Path(tempfile.mkdtemp(prefix="veilpix-bench-"))
+    baseline = args.baseline or default_baseline()
+    peer = baseline_cli(baseline, tmp) if not args.no_proofs else None
+    tools = discover_tools(notes, peer)
     sets = {
         "jpeg": [n for n in names if Path(n).suffix.lower() in JPEG_SUFFIXES],
         "all": names,
@@ -609,16 +732,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         sets = {args.only: sets[args.only]}
 
-    tmp = Path(tempfile.mkdtemp(prefix="veilpix-bench-"))
+    proofs = None
     try:
         started = time.perf_counter()
-        refs = load_references(corpus, names)
-        warm_up(tools, corpus, names, tmp)
-        report = {
-            name: bench_set(name, files, tools, corpus, oracle, refs, args, tmp)
-            for name, files in sets.items()
-            if files
-        }
+        report: dict[str, list[ToolResult]] = {}
+        if not args.proofs_only:
+            refs = load_references(corpus, names)
+            warm_up(tools, corpus, names, tmp)
+            report = {
+                name: bench_set(name, files, tools, corpus, oracle, refs, args, tmp)
+                for name, files in sets.items()
+                if files
+            }
+        if not args.no_proofs:
+            proofs = bench_proofs(corpus, names, baseline, args.repeat)
         elapsed = time.perf_counter() - started
         progress("")
     finally:
@@ -636,6 +763,7 @@ def main(argv: list[str] | None = None) -> int:
             "targets_vs_exiftool_files_per_s": TARGETS,
             "sets": {k: [asdict(r) for r in v] for k, v in report.items()},
             "notes": notes,
+            "proofs": proofs,
             "kept": str(tmp) if args.keep else None,
             "bench_seconds": round(elapsed, 1),
         }
@@ -652,6 +780,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {note}")
     for name, results in report.items():
         print_set(name, results, args.repeat)
+    if proofs is not None:
+        print_proofs(proofs)
     print(f"\nbench took {elapsed:.1f} s")
     if args.keep:
         print(f"temporary folders kept in {tmp}")

@@ -42,7 +42,8 @@ def scan_jpeg(data: bytes) -> Scan:
     keep: list[tuple[int, int, bytes | None]] = [(0, 2, None)]  # (start, end, replacement)
     n = len(data)
     p = 2
-    sof_seen = sos_seen = False
+    sof_seen = False
+    scans = 0
     eoi: int | None = None
     while p < n:
         if data[p] != 0xFF:
@@ -53,11 +54,11 @@ def scan_jpeg(data: bytes) -> Scan:
             scan.add("garbage", p, q - p, UNKNOWN, "bytes between segments")
             p = q
             continue
-        start = p
         while p < n and data[p] == 0xFF:
-            p += 1
+            p += 1  # fill bytes before a marker are not kept: the marker is written bare
         if p >= n:
             break
+        start = p - 1
         m = data[p]
         p += 1
         if m == 0xD9:
@@ -111,7 +112,7 @@ def scan_jpeg(data: bytes) -> Scan:
         if m == 0xDA:
             if not sof_seen:
                 raise CorruptImage("JPEG is malformed: scan before frame header")
-            sos_seen = True
+            scans += 1
             if not payload or len(payload) != 4 + 2 * payload[0]:
                 raise CorruptImage("JPEG is malformed: scan header length does not match")
             hit = _NEXT_MARKER.search(data, end)
@@ -141,7 +142,7 @@ def scan_jpeg(data: bytes) -> Scan:
             continue
         scan.add(f"marker 0x{m:02X}", start, seg_len, UNKNOWN)
         p = end
-    if not sof_seen or not sos_seen:
+    if not sof_seen or not scans:
         raise CorruptImage("JPEG is malformed: no frame header or no image data")
     if eoi is None:
         raise CorruptImage("JPEG is truncated: no end-of-image marker")
@@ -160,7 +161,8 @@ def scan_jpeg(data: bytes) -> Scan:
     for guid, pieces in xmp_ext.items():
         scan.xmp.append(b"".join(pieces[k] for k in sorted(pieces)))
         scan.extra.setdefault("extended_xmp", []).append(guid.decode("latin-1", "replace"))
-    scan.extra["keep"] = keep
+    # where the last scan's coded data stops: the FF of EOI (fill bytes before it belong to it)
+    scan.extra.update(keep=keep, scans=scans, coded_end=eoi - 2)
     return scan
 
 

@@ -34,7 +34,7 @@ from veilpix._jpeg import scan_jpeg, strip_jpeg
 from veilpix._png import scan_png, strip_png
 from veilpix._policy import Policy
 from veilpix._report import Finding, GpsPosition, ImageReport, SanitizedImage
-from veilpix._scan import IMAGE, Part, Scan, check_scan
+from veilpix._scan import IMAGE, Part, Scan, Unproved, check_scan
 from veilpix._sniff import MEDIA_TYPES, sniff
 from veilpix._tiff import lossless_ok, rewrite_tiff, scan_tiff
 from veilpix._webp import scan_webp, strip_webp
@@ -237,17 +237,57 @@ def sanitize(
         if stage is not None and policy.looks_for_faces:  # consent check: look, strip losslessly
             face_facts = _look_only(raw, fmt, scan, policy, facts=facts, stage=stage)
         out = _lossless(raw, scan, orientation=orientation, icc_keep=icc_keep)
-    if out is None:
-        return _sanitize_pixels(raw, fmt, scan, policy, facts, notes=notes, stage=stage)
     kept_icc = icc if icc_keep and fmt != "GIF" else None
     size = _turned((scan.width, scan.height), orientation)
-    out_scan = _verify(out, fmt, kept_icc, size, decode=policy.verify_decode, reencoded=False)
+    proved = None if out is None else _proved(out, fmt, kept_icc, size, policy=policy, notes=notes)
+    if proved is None:
+        return _sanitize_pixels(raw, fmt, scan, policy, facts, notes=notes, stage=stage)
+    out, out_scan = proved
     if orientation != 1:
         notes.append("turned losslessly (DCT coefficients rotated, no re-encoding)")
     return _result(
         raw, out, fmt_out=fmt, scan=scan, out_scan=out_scan, facts=facts, orientation=orientation,
         kept_icc=kept_icc, source_icc=icc, lossless=True, notes=notes, faces=face_facts,
     )  # fmt: skip
+
+
+def _proved(
+    out: bytes,
+    fmt: str,
+    icc: bytes | None,
+    size: tuple[int, int],
+    *,
+    policy: Policy,
+    notes: list[str],
+) -> tuple[bytes, Scan] | None:
+    """The stripped output with its verification scan, once every kept byte is proved to be
+    structure or coded image data. What cannot be proved is re-coded (a JPEG's entropy-coded
+    data written afresh from its DCT coefficients: the same pixels) or, returning None, sent
+    to the pixel path; either way the report says why."""
+    try:
+        return out, _verify(out, fmt, icc, size, decode=policy.verify_decode, reencoded=False)
+    except Unproved as exc:
+        what, why = exc.message, exc.why
+    if fmt == "JPEG":
+        from veilpix._turbojpeg import recode
+
+        recoded = recode(out)
+        if recoded is not None:
+            rebuilt = strip_jpeg(recoded, scan_jpeg(recoded), icc=icc)
+            try:
+                out_scan = _verify(rebuilt, fmt, icc, size, decode=policy.verify_decode)
+            except Unproved:
+                pass
+            else:
+                notes.append(_why(what, why, "compressed data re-coded losslessly (same pixels)"))
+                return rebuilt, out_scan
+    notes.append(_why(what, why, "re-encoded from the pixels"))
+    return None
+
+
+def _why(what: str, why: str, done: str) -> str:
+    head = {"hidden": "removed: ", "damaged": "repaired: "}.get(why, "")
+    return f"{head}{what}; {done}"
 
 
 def _changes(policy: Policy, scan: Scan, orientation: int) -> bool:
@@ -488,6 +528,8 @@ def _verify(
         raise UnsafeOutput(f"{fmt} output still holds: {names}")
     if scan.comments or scan.texts or scan.c2pa or scan.thumbnails:
         raise UnsafeOutput(f"{fmt} output still holds comments, text or embedded images")
+    if fmt == "JPEG":
+        _prove_jpeg(out, scan, own=reencoded)
     if fmt == "TIFF":
         from veilpix._exif import parse_exif
 
@@ -501,6 +543,34 @@ def _verify(
     if decode:
         _decode_check(out, fmt, size, reencoded=reencoded)
     return scan
+
+
+def _prove_jpeg(out: bytes, scan: Scan, *, own: bool) -> None:
+    """The entropy-coded data of a single-scan JPEG, proved to end with its last block and
+    to decode without a warning (libjpeg-turbo; see ``entropy_proof``). ``own``: veilpix's
+    encoder wrote it (a progressive re-encode is then decoded, not cut)."""
+    from veilpix._turbojpeg import available, decode_warning, entropy_proof
+
+    if own and (scan.extra.get("scans") != 1 or not available()):
+        return  # written by libjpeg from pixels; _decode_check decodes it
+    size = (scan.width, scan.height)
+    components = scan.extra["components"]
+    try:
+        if scan.extra.get("scans") != 1:
+            # the cut decode proves one scan only: several are re-coded as one, after a
+            # decode that says whether they hid (more than a few) bytes or are damaged
+            found = decode_warning(out, size, components)
+            found = found or ("shape", "progressive scans written as one sequential scan")
+        else:
+            found = entropy_proof(out, size, components, coded_end=scan.extra["coded_end"])
+    except OSError as exc:
+        raise Unproved(
+            "the compressed data cannot be checked without libjpeg-turbo (install "
+            "libturbojpeg0 / jpeg-turbo)",
+            why="shape",
+        ) from exc
+    if found is not None:
+        raise Unproved(found[1], why=found[0])
 
 
 def _decode_check(out: bytes, fmt: str, size: tuple[int, int], *, reencoded: bool) -> None:

@@ -12,12 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from veilpix._errors import CorruptImage, ImageTooLarge
+from veilpix._errors import CorruptImage, ImageTooLarge, UnsafeOutput
 
 if TYPE_CHECKING:
     from veilpix._policy import Policy
 
-__all__ = ["Part", "Scan", "check_limits", "check_scan", "need"]
+__all__ = ["Part", "Scan", "Unproved", "check_limits", "check_scan", "need"]
 
 # Part kinds. Only STRUCTURE (and ICC when the profile is a standard one) survives a strip.
 STRUCTURE = "structure"
@@ -26,6 +26,22 @@ IMAGE = "image"
 ICC = "icc"
 TRAILER = "trailer"
 UNKNOWN = "unknown"
+
+
+class Unproved(UnsafeOutput):
+    """A stripped output holds bytes that cannot be proved to be structure or coded image
+    data (``hidden``: bytes the picture does not need; else data that does not decode
+    cleanly). The pipeline then re-codes or re-encodes the picture; the error itself reaches
+    a caller only when that fails too.
+
+    ``why``: "hidden" (bytes the picture does not need), "damaged" (data that does not decode
+    cleanly) or "shape" (a valid layout the proof does not cover, e.g. progressive scans)."""
+
+    default_hint = "the image was not sent; re-export it from the original source"
+
+    def __init__(self, message: str, *, why: str) -> None:
+        super().__init__(message)
+        self.why = why
 
 
 @dataclass(frozen=True)

@@ -147,13 +147,14 @@ def test_corpus_file_is_upright_and_keeps_its_frames(name: str, results: dict[st
 
 
 def _entropy(data: bytes) -> bytes:
-    """Scan data of the first image: walk the markers to SOS, then up to the first EOI."""
+    """Scan data of the first image: walk the markers to SOS, then up to the first EOI
+    (without the fill bytes a writer may put before it: coded data never ends in 0xFF)."""
     p = 2
     while True:
         marker = data[p + 1]
         length = int.from_bytes(data[p + 2 : p + 4], "big")
         if marker == 0xDA:
-            return data[p : data.index(b"\xff\xd9", p) + 2]
+            return data[p : data.index(b"\xff\xd9", p)].rstrip(b"\xff")
         p += 2 + length
 
 
@@ -169,4 +170,9 @@ def test_no_change_jpeg_keeps_scan_data_bit_identical(name: str, results: dict[s
         assert not res.report.icc.startswith(("kept", "none")), res.report
         return
     original = (Path(str(SHARED)) / "corpus" / name).read_bytes()
+    if any("re-coded losslessly" in n for n in res.report.notes):
+        # progressive scans (or hidden bytes) re-coded from the DCT coefficients: same pixels
+        with Image.open(io.BytesIO(res.data)) as out, Image.open(io.BytesIO(original)) as src:
+            assert np.array_equal(np.asarray(out), np.asarray(src))
+        return
     assert _entropy(res.data) == _entropy(original)
