@@ -31,7 +31,7 @@ from veilpix._findings import Facts, collect, removed_parts
 from veilpix._gif import scan_gif, strip_gif
 from veilpix._icc import describe, is_standard
 from veilpix._jpeg import scan_jpeg, strip_jpeg
-from veilpix._png import scan_png, strip_png
+from veilpix._png import prove_png, scan_png, strip_png
 from veilpix._policy import Policy
 from veilpix._report import Finding, GpsPosition, ImageReport, SanitizedImage
 from veilpix._scan import IMAGE, Part, Scan, Unproved, check_scan
@@ -236,7 +236,10 @@ def sanitize(
     if target == fmt and fmt != "BMP" and not _changes(policy, scan, orientation):
         if stage is not None and policy.looks_for_faces:  # consent check: look, strip losslessly
             face_facts = _look_only(raw, fmt, scan, policy, facts=facts, stage=stage)
-        out = _lossless(raw, scan, orientation=orientation, icc_keep=icc_keep)
+        try:
+            out = _lossless(raw, scan, orientation=orientation, icc_keep=icc_keep)
+        except Unproved as exc:  # the input's own data cannot be proved: take the pixels
+            notes.append(_why(exc.message, exc.why, "re-encoded from the pixels"))
     kept_icc = icc if icc_keep and fmt != "GIF" else None
     size = _turned((scan.width, scan.height), orientation)
     proved = None if out is None else _proved(out, fmt, kept_icc, size, policy=policy, notes=notes)
@@ -469,6 +472,8 @@ def _sanitize_pixels(
     if target != _family(fmt):
         notes.append(f"{_display_format(scan)} written as {target}")
     out, enc_notes = encode(pic, target, policy)
+    if target == "PNG":  # the encoder writes a picture's palette whole, used or not
+        out = strip_png(out, scan_png(out), icc=pic.icc)
     notes.extend(enc_notes)
     notes.extend(pic.notes)
     expect = pic.frames[0].size
@@ -530,6 +535,8 @@ def _verify(
         raise UnsafeOutput(f"{fmt} output still holds comments, text or embedded images")
     if fmt == "JPEG":
         _prove_jpeg(out, scan, own=reencoded)
+    elif fmt == "PNG":
+        prove_png(out, scan)
     if fmt == "TIFF":
         from veilpix._exif import parse_exif
 

@@ -1,10 +1,20 @@
 """PNG and APNG at the chunk level: scan, and strip losslessly.
 
 Kept: the critical chunks, the colour and display chunks a decoder uses (tRNS, gAMA, cHRM,
-sRGB, sBIT, bKGD, pHYs, hIST, cICP, mDCv, cLLi), the animation chunks (acTL, fcTL, fdAT) and
-a standard ICC profile rewritten under a neutral name. Dropped: text (tEXt, zTXt, iTXt, incl.
-XMP and ImageMagick "Raw profile" EXIF/IPTC), eXIf, tIME, caBX (C2PA), private and unknown
-chunks, and anything after IEND.
+sRGB, sBIT, bKGD, pHYs, cICP, mDCv, cLLi), the animation chunks (acTL, fcTL, fdAT) and a
+standard ICC profile rewritten under a neutral name. Dropped: text (tEXt, zTXt, iTXt, incl.
+XMP and ImageMagick "Raw profile" EXIF/IPTC), eXIf, tIME, caBX (C2PA), the palette histogram
+(hIST), a suggested palette in a truecolour image, private and unknown chunks, and anything
+after IEND.
+
+The image data is proved, not just copied: each compressed stream (the IDAT run, each APNG
+frame's fdAT run) must be one zlib stream that inflates to exactly the rows of its image, with
+a valid filter type on every row, and ends where its chunks end. Bytes after the end of the
+stream (inside the last chunk, or in further chunks) are dropped and the stream is written as
+one chunk; a stream that inflates to more than its rows or does not inflate is not stripped
+(the picture takes the pixel path). The streams are inflated piece by piece, never whole. A
+palette keeps only the colours the pixels use: entries no pixel uses are zeroed and the
+palette ends at the last used one.
 """
 
 from __future__ import annotations
@@ -15,15 +25,15 @@ import zlib
 from typing import Any
 
 from veilpix._errors import CorruptImage
-from veilpix._scan import ICC, METADATA, STRUCTURE, TRAILER, UNKNOWN, Scan, need
+from veilpix._scan import ICC, METADATA, STRUCTURE, TRAILER, UNKNOWN, Scan, Unproved, need
 
-__all__ = ["SIGNATURE", "iccp_chunk", "inflate_capped", "scan_png", "strip_png"]
+__all__ = ["SIGNATURE", "iccp_chunk", "inflate_capped", "prove_png", "scan_png", "strip_png"]
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 KEEP = frozenset(
     {
         b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"sBIT",
-        b"bKGD", b"pHYs", b"hIST", b"acTL", b"fcTL", b"fdAT", b"cICP", b"mDCv", b"cLLi",
+        b"bKGD", b"pHYs", b"acTL", b"fcTL", b"fdAT", b"cICP", b"mDCv", b"cLLi",
     }
 )  # fmt: skip
 _TEXT_CAP = 4 * 1024 * 1024
@@ -73,10 +83,6 @@ def _expected_size(kind: bytes, info: dict[str, Any], length: int) -> int | None
         size = 2 if ctype == 0 else (6 if ctype == 2 else 0)
         if not size:
             return None  # no tRNS for images that already have alpha
-    elif kind == b"hIST":
-        size = 2 * palette
-        if not size:
-            return None
     else:
         return length
     return size if length >= size else None
@@ -160,6 +166,12 @@ def scan_png(data: bytes) -> Scan:
                 if length % 3 or length > 768:
                     raise CorruptImage("PNG is malformed: bad palette length")
                 scan.extra["palette"] = length // 3
+                if scan.extra.get("color_type") != 3:
+                    scan.add(name, p, end - p, METADATA, "suggested palette (advisory)")
+                    p = end
+                    continue
+            if kind == b"fcTL" and length >= 12:
+                scan.extra.setdefault("frame_sizes", []).append(struct.unpack(">II", body[4:12]))
             if size == length:
                 scan.add(name, p, end - p, STRUCTURE)
             elif size is not None and size < length:
@@ -213,6 +225,8 @@ def scan_png(data: bytes) -> Scan:
                 ("PNG tIME", f"{y:04d}-{mo:02d}-{d:02d} {hh:02d}:{mm:02d}:{ss:02d}")
             )
             scan.add(name, p, end - p, METADATA)
+        elif kind == b"hIST":
+            scan.add(name, p, end - p, METADATA, "palette histogram (advisory)")
         elif kind == b"caBX":
             scan.c2pa.append(f"PNG caBX chunk ({length} bytes)")
             scan.add(name, p, end - p, METADATA, "C2PA")
@@ -253,15 +267,214 @@ def _text_chunk(scan: Scan, name: str, body: bytes) -> None:
     _text(scan, name, key, value)
 
 
+_PASSES = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+           (0, 1, 1, 2))  # fmt: skip  # Adam7: x0, y0, dx, dy
+_IN_PIECE = 256 * 1024  # compressed bytes fed at a time
+_OUT_PIECE = 1 << 20  # inflated bytes taken at a time: memory stays flat whatever the image
+
+
+def _rows(info: dict[str, Any], size: tuple[int, int]) -> list[tuple[int, int]]:
+    """(bytes per row with its filter byte, rows) for each pass of an image of ``size``."""
+    samples = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(int(info.get("color_type", 0)), 1)
+    bpp = int(info.get("bit_depth", 8)) * samples
+    width, height = size
+    if not info.get("interlace"):
+        return [(1 + (width * bpp + 7) // 8, height)]
+    out = []
+    for x0, y0, dx, dy in _PASSES:
+        w = (width - x0 + dx - 1) // dx if width > x0 else 0
+        h = (height - y0 + dy - 1) // dy if height > y0 else 0
+        if w and h:
+            out.append((1 + (w * bpp + 7) // 8, h))
+    return out
+
+
+def _bad_filter(piece: bytes, at: int, layout: list[tuple[int, int]]) -> bool:
+    """Whether a row of ``layout`` that starts inside ``piece`` (at offset ``at`` of the
+    inflated data) has a filter type other than 0-4."""
+    import numpy as np
+
+    view = np.frombuffer(piece, dtype=np.uint8)
+    start = 0
+    for row_bytes, rows in layout:
+        end = start + row_bytes * rows
+        lo, hi = max(start, at), min(end, at + len(piece))
+        if lo < hi:
+            first = start + -(-(lo - start) // row_bytes) * row_bytes
+            if first < hi and (view[first - at : hi - at : row_bytes] > 4).any():
+                return True
+        start = end
+    return False
+
+
+def _inflate_rows(stream: bytes, layout: list[tuple[int, int]]) -> tuple[int, str, str]:
+    """Inflate ``stream`` piece by piece against the rows it must hold: (bytes of the zlib
+    stream, problem, kind), problem "" when the stream inflates to exactly the rows with valid
+    filter types; kind "hidden" when only bytes after its end are extra, else "damaged"."""
+    expected = sum(r * n for r, n in layout)
+    d = zlib.decompressobj()
+    produced = fed = 0
+    try:
+        for p in range(0, len(stream), _IN_PIECE):
+            tail = stream[p : p + _IN_PIECE]
+            fed = p + len(tail)
+            while tail and not d.eof:
+                piece = d.decompress(tail, _OUT_PIECE)
+                tail = d.unconsumed_tail
+                if produced + len(piece) > expected:
+                    return 0, "the compressed stream inflates to more data than its rows", "damaged"
+                if _bad_filter(piece, produced, layout):
+                    return 0, "a row of the compressed stream has an invalid filter type", "damaged"
+                produced += len(piece)
+            if d.eof:
+                break
+    except zlib.error as exc:
+        return 0, f"the image data is not a valid zlib stream ({exc})", "damaged"
+    if not d.eof:
+        return 0, "the compressed stream is cut short", "damaged"
+    if produced != expected:
+        return 0, "the compressed stream holds fewer rows than the image", "damaged"
+    used = fed - len(d.unused_data)  # input never fed lies after the end as well
+    if used < len(stream):
+        return used, "bytes after the end of the compressed image stream", "hidden"
+    return used, "", ""
+
+
+def _streams(data: bytes, scan: Scan) -> list[tuple[bytes, list[Any], tuple[int, int]]]:
+    """(chunk type, its structure parts, frame size) for each run of IDAT / fdAT chunks."""
+    size = (scan.width, scan.height)
+    frame = size
+    runs: list[tuple[bytes, list[Any], tuple[int, int]]] = []
+    last = b""
+    for part in scan.parts:
+        if part.kind != STRUCTURE:
+            continue
+        kind = part.name.encode("latin-1")
+        if kind == b"fcTL":
+            body = part.bytes_in(data)[8:-4]
+            frame = struct.unpack(">II", body[4:12]) if len(body) >= 12 else size
+        if kind in (b"IDAT", b"fdAT"):
+            if kind == last and runs:
+                runs[-1][1].append(part)
+            else:
+                if kind == b"IDAT" and any(k == b"IDAT" for k, _p, _s in runs):
+                    raise Unproved("the image data is split by other chunks", why="damaged")
+                runs.append((kind, [part], size if kind == b"IDAT" else frame))
+        last = kind
+    return runs
+
+
+def _joined(data: bytes, kind: bytes, parts: list[Any]) -> bytes:
+    skip = 4 if kind == b"fdAT" else 0  # the sequence number
+    return b"".join(p.bytes_in(data)[8 + skip : -4] for p in parts)
+
+
+def _palette_use(streams: list[tuple[bytes, int, tuple[int, int]]], info: dict[str, Any]) -> Any:
+    """The palette indices the pixels use (a boolean array of 256), read by decoding each
+    stream as a bare palette image (no compositing, no colours)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    used = np.zeros(256, dtype=bool)
+    depth = int(info.get("bit_depth", 8))
+    for stream, _n, (w, h) in streams:
+        ihdr = struct.pack(">IIBBBBB", w, h, depth, 3, 0, 0, int(info.get("interlace", 0)))
+        bare = (
+            SIGNATURE + _chunk(b"IHDR", ihdr) + _chunk(b"PLTE", bytes(3 << depth))
+            + _chunk(b"IDAT", stream) + _chunk(b"IEND", b"")
+        )  # fmt: skip
+        try:
+            with Image.open(io.BytesIO(bare), formats=["PNG"]) as im:
+                im.load()
+                used[np.unique(np.asarray(im))] = True
+        except (OSError, ValueError, SyntaxError) as exc:
+            raise Unproved(f"the palette image does not decode ({exc})", why="damaged") from exc
+    return used
+
+
+def _proved_streams(data: bytes, scan: Scan) -> list[tuple[bytes, int, tuple[int, int]]]:
+    """(zlib stream, bytes of it that count, frame size) for every stream, checked."""
+    out = []
+    for kind, parts, frame in _streams(data, scan):
+        stream = _joined(data, kind, parts)
+        used, problem, why = _inflate_rows(stream, _rows(scan.extra, frame))
+        if problem and why != "hidden":
+            raise Unproved(problem, why=why)
+        out.append((stream, used if problem else len(stream), frame))
+    return out
+
+
+def prove_png(data: bytes, scan: Scan) -> None:
+    """Raise Unproved unless every compressed stream of the (stripped) PNG ``data`` inflates
+    to exactly its rows and ends at its last chunk's end, and a palette holds only the
+    colours the pixels use (unused entries zero, none after the last used one)."""
+    streams = _proved_streams(data, scan)
+    for stream, used, _frame in streams:
+        if used != len(stream):
+            raise Unproved("bytes after the end of the compressed image stream", why="hidden")
+    if scan.extra.get("color_type") == 3:
+        used_entries = _palette_use(streams, scan.extra)
+        plte = next(p for p in scan.parts if p.name == "PLTE").bytes_in(data)[8:-4]
+        n = len(plte) // 3
+        if (n > 0 and not used_entries[n - 1]) or any(
+            plte[3 * i : 3 * i + 3] != b"\x00\x00\x00" for i in range(n) if not used_entries[i]
+        ):
+            raise Unproved("the palette holds colours no pixel uses", why="hidden")
+
+
 def strip_png(data: bytes, scan: Scan, *, icc: bytes | None) -> bytes:
-    """The PNG with structure chunks only (plus ``icc`` as a fresh iCCP before PLTE/IDAT)."""
+    """The PNG with structure chunks only (plus ``icc`` as a fresh iCCP before PLTE/IDAT):
+    each image stream cut to its proved extent in one chunk, APNG sequence numbers renumbered,
+    the palette reduced to the colours used. Raises Unproved when a stream is damaged."""
+    streams = _proved_streams(data, scan)
+    hidden = sum(len(s) - used for s, used, _f in streams)
+    palette: bytes | None = None
+    alpha: bytes | None = None
+    if scan.extra.get("color_type") == 3:
+        used = _palette_use(streams, scan.extra)
+        last = max((i for i in range(256) if used[i]), default=0)
+        for part in scan.parts:
+            body = part.bytes_in(data)[8:-4]
+            if part.kind == STRUCTURE and part.name == "PLTE":
+                palette = b"".join(
+                    body[3 * i : 3 * i + 3] if used[i] else b"\x00\x00\x00"
+                    for i in range(min(last + 1, len(body) // 3))
+                )
+            elif part.kind == STRUCTURE and part.name == "tRNS":
+                alpha = bytes(body[i] if used[i] else 255 for i in range(min(last + 1, len(body))))
     out = bytearray(SIGNATURE)
     icc_done = icc is None
+    seq = 0
+    runs = iter(streams)
+    last_kind = ""
     for part in scan.parts:
         if part.kind != STRUCTURE:
             continue
         if not icc_done and part.name != "IHDR":
             out += iccp_chunk(icc or b"")
             icc_done = True
-        out += part.bytes_in(data)
+        if part.name in ("IDAT", "fdAT"):
+            if part.name != last_kind:  # one chunk for the whole run
+                stream, n, _frame = next(runs)
+                if part.name == "IDAT":
+                    out += _chunk(b"IDAT", stream[:n])
+                else:
+                    out += _chunk(b"fdAT", struct.pack(">I", seq) + stream[:n])
+                    seq += 1
+        elif part.name == "fcTL":
+            body = part.bytes_in(data)[8:-4]
+            out += _chunk(b"fcTL", struct.pack(">I", seq) + body[4:])
+            seq += 1
+        elif part.name == "PLTE" and palette is not None:
+            out += _chunk(b"PLTE", palette)
+        elif part.name == "tRNS" and alpha is not None:
+            if alpha.strip(b"\xff"):
+                out += _chunk(b"tRNS", alpha.rstrip(b"\xff") or alpha[:1])
+        else:
+            out += part.bytes_in(data)
+        last_kind = part.name
+    if hidden:
+        scan.add("image stream", 0, hidden, UNKNOWN, "bytes after the end of the compressed stream")
     return bytes(out)
