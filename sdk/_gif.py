@@ -4,6 +4,11 @@ Kept: header, logical screen descriptor, colour tables, graphic control extensio
 descriptors with their LZW data, and the NETSCAPE2.0 / ANIMEXTS1.0 looping extension. Dropped:
 comment and plain-text extensions, every other application extension (XMP, ICC, Photoshop,
 IPTC, ...), and bytes after the trailer.
+
+The LZW data is proved, not just copied: its codes are walked to the end code (the code width
+grows with the table exactly as a decoder's does), and the data sub-blocks are rebuilt to end
+with the byte that holds it; sub-blocks after it are dropped. Data that codes more pixels than
+its frame holds, or has no end code, is not stripped (the picture takes the pixel path).
 """
 
 from __future__ import annotations
@@ -11,9 +16,9 @@ from __future__ import annotations
 import struct
 
 from veilpix._errors import CorruptImage
-from veilpix._scan import ICC, METADATA, STRUCTURE, TRAILER, UNKNOWN, Scan
+from veilpix._scan import ICC, METADATA, STRUCTURE, TRAILER, UNKNOWN, Scan, Unproved
 
-__all__ = ["scan_gif", "strip_gif"]
+__all__ = ["lzw_extent", "prove_gif", "scan_gif", "strip_gif"]
 
 _LOOP_APPS = (b"NETSCAPE2.0", b"ANIMEXTS1.0")
 
@@ -40,6 +45,64 @@ def _sub_block_data(data: bytes, p: int, end: int) -> bytes:
         out += data[p + 1 : p + 1 + size]
         p += 1 + size
     return bytes(out)
+
+
+def lzw_extent(lzw: bytes, min_size: int) -> tuple[int, int] | None:
+    """(bytes up to and including the one holding the end code, pixels the codes make) of
+    the GIF LZW data ``lzw``; None when it ends without an end code or holds a code no
+    decoder could have in its table (damage)."""
+    if not 2 <= min_size <= 11:
+        return None
+    clear = 1 << min_size
+    end = clear + 1
+    lengths = [1] * clear + [0] * (4096 - clear)
+    size = min_size + 1
+    mask = (1 << size) - 1
+    next_code = end + 1
+    prev = -1
+    pixels = 0
+    bit = 0
+    last = len(lzw) * 8
+    padded = lzw + b"\x00\x00"
+    while bit + size <= last:
+        at = bit >> 3
+        code = (padded[at] | padded[at + 1] << 8 | padded[at + 2] << 16) >> (bit & 7) & mask
+        bit += size
+        if code == clear:
+            size, next_code, prev = min_size + 1, end + 1, -1
+            mask = (1 << size) - 1
+            continue
+        if code == end:
+            return (bit + 7) >> 3, pixels
+        if prev < 0:
+            if code > clear:
+                return None
+            pixels += 1
+            prev = code
+            continue
+        if code < next_code:
+            pixels += lengths[code]
+        elif code == next_code and next_code < 4096:
+            pixels += lengths[prev] + 1
+        else:
+            return None
+        if next_code < 4096:
+            lengths[next_code] = lengths[prev] + 1
+            next_code += 1
+            if next_code == 1 << size and size < 12:
+                size += 1
+                mask = (1 << size) - 1
+        prev = code
+    return None
+
+
+def _sub_blocks(payload: bytes) -> bytes:
+    """``payload`` as data sub-blocks (255 bytes each, then the rest) with the terminator."""
+    out = bytearray()
+    for i in range(0, len(payload), 255):
+        piece = payload[i : i + 255]
+        out += bytes((len(piece),)) + piece
+    return bytes(out + b"\x00")
 
 
 def scan_gif(data: bytes) -> Scan:
@@ -74,7 +137,7 @@ def scan_gif(data: bytes) -> Scan:
             extent = (max(scan.width, left + fw), max(scan.height, top + fh))
             if extent[0] * extent[1] > largest[0] * largest[1]:
                 largest = extent
-            scan.add("image", p, end - p, STRUCTURE)
+            _image(scan, data, start=p, lzw_at=q, end=end, area=fw * fh)
             p = end
             continue
         if b != 0x21:
@@ -127,6 +190,32 @@ def scan_gif(data: bytes) -> Scan:
     return scan
 
 
+def _image(scan: Scan, data: bytes, *, start: int, lzw_at: int, end: int, area: int) -> None:
+    """An image block, its LZW data proved to end at its end code (else noted in extra)."""
+    lzw = _sub_block_data(data, lzw_at + 1, end)
+    extent = lzw_extent(lzw, data[lzw_at])
+    if extent is None:
+        scan.extra.setdefault("unproved", "LZW data without an end code, or with a bad code")
+        scan.add("image", start, end - start, STRUCTURE)
+        return
+    used, pixels = extent
+    if pixels > area:
+        scan.extra.setdefault("unproved", "LZW data that codes more pixels than its frame")
+    if used == len(lzw) and _sub_blocks(lzw) == data[lzw_at + 1 : end]:
+        scan.add("image", start, end - start, STRUCTURE)
+        return
+    rebuilt = data[start : lzw_at + 1] + _sub_blocks(lzw[:used])
+    scan.add("image", start, end - start, STRUCTURE, replacement=rebuilt)
+    if used < len(lzw):
+        scan.add("image data", start, len(lzw) - used, UNKNOWN, "data after the LZW end code")
+
+
+def prove_gif(scan: Scan) -> None:
+    """Raise Unproved when a frame's LZW data could not be proved (see ``lzw_extent``)."""
+    if "unproved" in scan.extra:
+        raise Unproved(scan.extra["unproved"], why="damaged")
+
+
 def _application(scan: Scan, data: bytes, ident: bytes, *, start: int, body: int, end: int) -> None:
     label = ident.decode("latin-1", "replace")
     if ident in _LOOP_APPS:
@@ -167,7 +256,10 @@ def _application(scan: Scan, data: bytes, ident: bytes, *, start: int, body: int
 
 
 def strip_gif(data: bytes, scan: Scan) -> bytes:
-    """The GIF with structure blocks only, always closed with a trailer."""
+    """The GIF with structure blocks only (each image's LZW data cut after its end code and
+    written in full sub-blocks), always closed with a trailer. Raises Unproved when a
+    frame's LZW data cannot be proved."""
+    prove_gif(scan)
     out = bytearray()
     for part in scan.parts:
         if part.kind == STRUCTURE:

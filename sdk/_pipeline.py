@@ -28,7 +28,7 @@ from veilpix._errors import (
     UnsupportedImage,
 )
 from veilpix._findings import Facts, collect, removed_parts
-from veilpix._gif import scan_gif, strip_gif
+from veilpix._gif import prove_gif, scan_gif, strip_gif
 from veilpix._icc import describe, is_standard
 from veilpix._jpeg import scan_jpeg, strip_jpeg
 from veilpix._png import prove_png, scan_png, strip_png
@@ -537,6 +537,8 @@ def _verify(
         _prove_jpeg(out, scan, own=reencoded)
     elif fmt == "PNG":
         prove_png(out, scan)
+    elif fmt == "GIF":
+        prove_gif(scan)
     if fmt == "TIFF":
         from veilpix._exif import parse_exif
 

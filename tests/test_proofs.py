@@ -285,3 +285,115 @@ def test_apng_bytes_after_a_frame_stream_are_removed() -> None:
             out.seek(i)
             src.seek(i)
             assert (np.asarray(out.convert("RGB")) == np.asarray(src.convert("RGB"))).all()
+
+
+# --------------------------------------------------------------------------- GIF
+
+
+def _gif_source(frames: int = 1) -> bytes:
+    seq = [_noise((40, 30), seed=i).convert("P", palette=Image.Palette.ADAPTIVE) for i in range(3)]
+    return encode(
+        seq[0],
+        "GIF",
+        save_all=frames > 1,
+        append_images=seq[1:frames],
+        duration=60,
+        interlace=False,
+    )
+
+
+def _gif_images(data: bytes) -> list[tuple[int, int, int]]:
+    """(block start, LZW size byte offset, end) of each image block, via veilpix's scanner."""
+    from veilpix._gif import scan_gif
+
+    out = []
+    for part in scan_gif(data).parts:
+        if part.name == "image":
+            p = part.offset
+            flags = data[p + 9]
+            q = p + 10 + ((3 << ((flags & 7) + 1)) if flags & 0x80 else 0)
+            out.append((p, q, part.offset + part.length))
+    return out
+
+
+def _lzw_of(data: bytes, q: int, end: int) -> bytes:
+    out, p = b"", q + 1
+    while data[p]:
+        out += data[p + 1 : p + 1 + data[p]]
+        p += 1 + data[p]
+    return out
+
+
+@pytest.mark.parametrize("frames", [1, 3])
+def test_gif_sub_blocks_after_the_end_code_are_removed(frames: int) -> None:
+    source = _gif_source(frames)
+    _start, _q, end = _gif_images(source)[-1]
+    hidden = source[: end - 1] + bytes((len(PAYLOAD),)) + PAYLOAD + source[end - 1 :]
+    result = veilpix.sanitize(hidden)
+    _clean(result, PAYLOAD)
+    assert result.report.lossless
+    with Image.open(io.BytesIO(result.data)) as out, Image.open(io.BytesIO(source)) as src:
+        assert out.n_frames == frames
+        for i in range(frames):
+            out.seek(i)
+            src.seek(i)
+            assert (np.asarray(out.convert("RGB")) == np.asarray(src.convert("RGB"))).all()
+
+
+def test_gif_sub_block_sizes_are_written_canonically() -> None:
+    """Sub-block lengths are free for a writer (a channel): veilpix writes 255-byte blocks."""
+    source = _gif_source()
+    _start, q, end = _gif_images(source)[0]
+    lzw = _lzw_of(source, q, end)
+    tiny = b"".join(b"\x01" + lzw[i : i + 1] for i in range(len(lzw))) + b"\x00"
+    result = veilpix.sanitize(source[: q + 1] + tiny + source[end:])
+    _start, q2, _end2 = _gif_images(result.data)[0]
+    assert result.data[q2 + 1] == min(255, len(lzw))
+    assert (_pixels(result.data) == _pixels(source)).all()
+
+
+def test_gif_codes_beyond_the_frame_take_the_pixel_path() -> None:
+    """Extra pixels coded before the end code: no decoder shows them, so they could carry a
+    payload; the frame is re-encoded from what a decoder shows."""
+    from veilpix._gif import lzw_extent
+
+    source = _gif_source()
+    _start, q, end = _gif_images(source)[0]
+    min_size = source[q]
+    # re-code the frame with 200 more pixels (index 1) before the end code
+    with Image.open(io.BytesIO(source)) as im:
+        indices = np.asarray(im).tobytes() + b"\x01" * 200
+    longer = _lzw_plain(indices, min_size)
+    assert lzw_extent(longer, min_size) == (len(longer), 40 * 30 + 200)
+    blocks = b"".join(
+        bytes((len(longer[i : i + 255]),)) + longer[i : i + 255] for i in range(0, len(longer), 255)
+    )
+    result = veilpix.sanitize(source[: q + 1] + blocks + b"\x00" + source[end:])
+    assert not result.report.lossless
+    assert any("more pixels than its frame" in n for n in result.report.notes)
+    assert (_pixels(result.data) == _pixels(source)).all()
+
+
+def _lzw_plain(indices: bytes, min_size: int) -> bytes:
+    """A valid GIF LZW stream that codes each index alone, clearing before the table grows."""
+    clear, end = 1 << min_size, (1 << min_size) + 1
+    size = min_size + 1
+    codes: list[int] = [clear]
+    for i, value in enumerate(indices):
+        if i and i % ((1 << size) - end - 2) == 0:
+            codes.append(clear)
+        codes.append(value)
+    codes.append(end)
+    bits = 0
+    nbits = 0
+    out = bytearray()
+    for code in codes:
+        bits |= code << nbits
+        nbits += size
+        while nbits >= 8:
+            out.append(bits & 0xFF)
+            bits >>= 8
+            nbits -= 8
+    if nbits:
+        out.append(bits & 0xFF)
+    return bytes(out)
