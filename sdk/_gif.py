@@ -47,10 +47,14 @@ def _sub_block_data(data: bytes, p: int, end: int) -> bytes:
     return bytes(out)
 
 
-def lzw_extent(lzw: bytes, min_size: int) -> tuple[int, int] | None:
+def lzw_extent(
+    lzw: bytes, min_size: int, *, msb: bool = False, early: int = 0
+) -> tuple[int, int] | None:
     """(bytes up to and including the one holding the end code, pixels the codes make) of
     the GIF LZW data ``lzw``; None when it ends without an end code or holds a code no
-    decoder could have in its table (damage)."""
+    decoder could have in its table (damage). ``msb`` and ``early`` read TIFF's variant
+    (codes packed from the high bit, the width growing one code early); TIFF data that
+    stops without an end code ends with its last whole code."""
     if not 2 <= min_size <= 11:
         return None
     clear = 1 << min_size
@@ -66,7 +70,11 @@ def lzw_extent(lzw: bytes, min_size: int) -> tuple[int, int] | None:
     padded = lzw + b"\x00\x00"
     while bit + size <= last:
         at = bit >> 3
-        code = (padded[at] | padded[at + 1] << 8 | padded[at + 2] << 16) >> (bit & 7) & mask
+        if msb:
+            word = padded[at] << 16 | padded[at + 1] << 8 | padded[at + 2]
+            code = word >> (24 - (bit & 7) - size) & mask
+        else:
+            code = (padded[at] | padded[at + 1] << 8 | padded[at + 2] << 16) >> (bit & 7) & mask
         bit += size
         if code == clear:
             size, next_code, prev = min_size + 1, end + 1, -1
@@ -89,11 +97,11 @@ def lzw_extent(lzw: bytes, min_size: int) -> tuple[int, int] | None:
         if next_code < 4096:
             lengths[next_code] = lengths[prev] + 1
             next_code += 1
-            if next_code == 1 << size and size < 12:
+            if next_code + early == 1 << size and size < 12:
                 size += 1
                 mask = (1 << size) - 1
         prev = code
-    return None
+    return (len(lzw), pixels) if msb else None
 
 
 def _sub_blocks(payload: bytes) -> bytes:

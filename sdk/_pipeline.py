@@ -36,7 +36,7 @@ from veilpix._policy import Policy
 from veilpix._report import Finding, GpsPosition, ImageReport, SanitizedImage
 from veilpix._scan import IMAGE, Part, Scan, Unproved, check_scan
 from veilpix._sniff import MEDIA_TYPES, sniff
-from veilpix._tiff import lossless_ok, rewrite_tiff, scan_tiff
+from veilpix._tiff import lossless_ok, prove_tiff, rewrite_tiff, scan_tiff
 from veilpix._webp import scan_webp, strip_webp
 
 if TYPE_CHECKING:
@@ -539,6 +539,8 @@ def _verify(
         prove_png(out, scan)
     elif fmt == "GIF":
         prove_gif(scan)
+    elif fmt == "TIFF" and not reencoded:
+        prove_tiff(out, scan)
     if fmt == "TIFF":
         from veilpix._exif import parse_exif
 

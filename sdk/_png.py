@@ -27,7 +27,10 @@ from typing import Any
 from veilpix._errors import CorruptImage
 from veilpix._scan import ICC, METADATA, STRUCTURE, TRAILER, UNKNOWN, Scan, Unproved, need
 
-__all__ = ["SIGNATURE", "iccp_chunk", "inflate_capped", "prove_png", "scan_png", "strip_png"]
+__all__ = [
+    "SIGNATURE", "iccp_chunk", "inflate_capped", "inflate_exact", "prove_png", "scan_png",
+    "strip_png",
+]  # fmt: skip
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 KEEP = frozenset(
@@ -307,7 +310,14 @@ def _bad_filter(piece: bytes, at: int, layout: list[tuple[int, int]]) -> bool:
     return False
 
 
-def _inflate_rows(stream: bytes, layout: list[tuple[int, int]]) -> tuple[int, str, str]:
+def inflate_exact(stream: bytes, size: int) -> tuple[int, str, str]:
+    """``_inflate_rows`` for data without row filters (a TIFF strip): ``size`` bytes."""
+    return _inflate_rows(stream, [(size, 1)], filters=False)
+
+
+def _inflate_rows(
+    stream: bytes, layout: list[tuple[int, int]], *, filters: bool = True
+) -> tuple[int, str, str]:
     """Inflate ``stream`` piece by piece against the rows it must hold: (bytes of the zlib
     stream, problem, kind), problem "" when the stream inflates to exactly the rows with valid
     filter types; kind "hidden" when only bytes after its end are extra, else "damaged"."""
@@ -323,7 +333,7 @@ def _inflate_rows(stream: bytes, layout: list[tuple[int, int]]) -> tuple[int, st
                 tail = d.unconsumed_tail
                 if produced + len(piece) > expected:
                     return 0, "the compressed stream inflates to more data than its rows", "damaged"
-                if _bad_filter(piece, produced, layout):
+                if filters and _bad_filter(piece, produced, layout):
                     return 0, "a row of the compressed stream has an invalid filter type", "damaged"
                 produced += len(piece)
             if d.eof:

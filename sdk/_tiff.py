@@ -6,7 +6,15 @@ photometric, colour map, resolution, ...) and the compressed image data copied b
 Dropped: every descriptive tag (make, model, software, dates, artist, copyright, description,
 host computer, document/page names), EXIF, GPS and Interop IFDs, XMP, IPTC, Photoshop
 resources, GeoTIFF tags, reduced-resolution pages and SubIFDs (thumbnails, previews), and
-private tags. JPEG-compressed TIFF is not rewritten in place (its strips are JPEG streams that
+private tags. Every kept tag is written afresh at its canonical type and count (a count or
+type a writer chose, e.g. ``BitsPerSample`` with extra values or ``XResolution`` typed ASCII,
+is not copied); advisory tags (response curves, transfer functions, halftone hints, dot
+ranges) are dropped. Strips are copied only when their extent is proved: uncompressed strips
+are cut to the rows' size, deflate strips must inflate to exactly their rows and end with
+their last byte; other compressions (LZW, PackBits, CCITT) take the pixel path and come out
+deflate-compressed, pixel for pixel. A DNG or any file whose main image sits in a SubIFD
+(a raw camera layout) is refused rather than replaced by its preview. JPEG-compressed TIFF
+is not rewritten in place (its strips are JPEG streams that
 can carry their own APPn segments, and exiftool reports a single such strip as a "preview"):
 it goes through the pixel path and comes out losslessly deflate-compressed.
 """
@@ -16,11 +24,13 @@ from __future__ import annotations
 import itertools
 import struct
 
-from veilpix._errors import CorruptImage
-from veilpix._scan import ICC, IMAGE, METADATA, Scan
+from veilpix._errors import CorruptImage, UnsupportedImage
+from veilpix._gif import lzw_extent
+from veilpix._png import inflate_exact
+from veilpix._scan import ICC, IMAGE, METADATA, Scan, Unproved
 from veilpix._tiffio import Entry, TiffReader
 
-__all__ = ["STRUCTURAL_TAGS", "lossless_ok", "rewrite_tiff", "scan_tiff"]
+__all__ = ["STRUCTURAL_TAGS", "lossless_ok", "prove_tiff", "rewrite_tiff", "scan_tiff"]
 
 STRUCTURAL_TAGS = frozenset(
     {
@@ -29,6 +39,17 @@ STRUCTURAL_TAGS = frozenset(
         324, 325, 332, 334, 336, 338, 339, 340, 341, 342, 347, 529, 530, 531, 532,
     }
 )  # fmt: skip
+# The tags a rewrite keeps: (type, count) with SHORT=3, LONG=4, RATIONAL=5; a count of
+# "spp" is SamplesPerPixel, "map" 3 x 2**BitsPerSample, "extra" the extra samples.
+_CANON: dict[int, tuple[int, int | str]] = {
+    254: (4, 1), 255: (3, 1), 256: (4, 1), 257: (4, 1), 258: (3, "spp"), 259: (3, 1),
+    262: (3, 1), 263: (3, 1), 264: (3, 1), 265: (3, 1), 266: (3, 1), 277: (3, 1),
+    278: (4, 1), 280: (3, "spp"), 281: (3, "spp"), 282: (5, 1), 283: (5, 1), 284: (3, 1),
+    292: (4, 1), 293: (4, 1), 296: (3, 1), 297: (3, 2), 317: (3, 1), 318: (5, 2),
+    319: (5, 6), 320: (3, "map"), 322: (4, 1), 323: (4, 1), 332: (3, 1), 334: (3, 1),
+    338: (3, "extra"), 339: (3, "spp"), 529: (5, 3), 530: (3, 2), 531: (3, 1), 532: (5, 6),
+}  # fmt: skip
+_DNG_VERSION = 50706
 _ORIENTATION = 274
 _ICC_TAG = 34675
 _GEO = {33550, 33922, 34264, 34735, 34736, 34737}
@@ -39,8 +60,11 @@ _NAMES = {
     34665: "ExifIFD", 34853: "GPSIFD", 37724: "ImageSourceData", 40965: "InteropIFD",
     42016: "ImageUniqueID", 50341: "PrintIM", 274: "Orientation", 34675: "ICC profile",
 }  # fmt: skip
-# Compressions whose strips are opaque pixel data: none, CCITT, LZW, deflate, PackBits.
-_COPYABLE = {1, 2, 3, 4, 5, 8, 32773, 32946}
+# Compressions whose strips can be proved to hold their rows and nothing else: none, LZW,
+# deflate. LZW is walked code by code in Python: beyond this much data per page the pixel
+# path (C decoder, deflate encoder) is quicker, and gives the same pixels.
+_COPYABLE = {1, 5, 8, 32946}
+_LZW_WALK = 4 * 1024 * 1024
 _MAX_STRIPS = 1 << 20
 _UNSIGNED = {3, 4, 16}  # SHORT, LONG, LONG8
 
@@ -56,7 +80,21 @@ def scan_tiff(data: bytes) -> Scan:
     reader = TiffReader(data)
     scan = Scan("TIFF")
     pages = []
-    for index, (offset, entries) in enumerate(reader.chain(strict=True)):
+    chain = reader.chain(strict=True)
+    if chain and _DNG_VERSION in chain[0][1]:
+        raise UnsupportedImage(
+            "a DNG raw camera file: veilpix cannot produce its main image (only its preview)",
+            hint="develop or convert it to TIFF, JPEG or PNG first",
+        )
+    if chain and 330 in chain[0][1] and 254 in chain[0][1]:
+        first_kind = reader.ints(chain[0][1][254])
+        if first_kind and first_kind[0] & 1:
+            raise UnsupportedImage(
+                "the first image is a reduced-resolution preview and the main image sits in a "
+                "SubIFD (a raw camera layout): veilpix would only produce the preview",
+                hint="convert it to TIFF, JPEG or PNG first",
+            )
+    for index, (offset, entries) in enumerate(chain):
         sub = reader.ints(entries[254])[0] if 254 in entries and reader.ints(entries[254]) else 0
         reduced = bool(sub & 1) and index > 0
         if reduced:
@@ -123,9 +161,13 @@ def lossless_ok(data: bytes, scan: Scan) -> bool:
     reader = TiffReader(data)
     spans: list[tuple[int, int]] = []
     for _offset, entries in scan.extra["pages"]:
-        if _compression(reader, entries) not in _COPYABLE:
+        compression = _compression(reader, entries)
+        if compression not in _COPYABLE:
             return False
-        spans.extend(_blocks(reader, entries)[2])
+        blocks = _blocks(reader, entries)[2]
+        if compression == 5 and sum(n for _o, n in blocks) > _LZW_WALK:
+            return False
+        spans.extend(blocks)
     spans.sort()
     return all(a[0] + a[1] <= b[0] for a, b in itertools.pairwise(spans))
 
@@ -163,6 +205,7 @@ def _raw_sizes(reader: TiffReader, entries: dict[int, Entry], blocks: int) -> li
     bits = reader.ints(entries[258]) if 258 in entries else (1,)
     samples = _first(reader, entries, 277, 1)
     planar = _first(reader, entries, 284, 1) == 2
+    bits = bits[:samples]  # values beyond one per sample are not written back
     if not bits or len(bits) not in (1, samples):
         return None
     per_pixel = bits[0] if planar else (sum(bits) if len(bits) == samples else bits[0] * samples)
@@ -186,6 +229,90 @@ def _compression(reader: TiffReader, entries: dict[int, Entry]) -> int:
     return value[0] if value else 1
 
 
+def prove_tiff(data: bytes, scan: Scan) -> None:
+    """Raise Unproved unless every tag of every page of the (rewritten) TIFF ``data`` is a
+    kept tag at its canonical type and count, and every strip or tile holds exactly its rows
+    (uncompressed: their size; compressed: a stream that codes them and ends with the
+    strip)."""
+    reader = TiffReader(data)
+    for _offset, entries in scan.extra["pages"]:
+        canon = _canonical(reader, entries)
+        off_tag, cnt_tag, blocks = _blocks(reader, entries)
+        for tag, entry in entries.items():
+            if tag in (off_tag, cnt_tag, _ICC_TAG):
+                continue
+            typ, count, raw = canon.get(tag, (0, 0, b""))
+            if (entry.type, entry.count) != (typ, count) or reader.raw(entry) != raw:
+                raise Unproved(
+                    f"TIFF tag {tag} is not at its canonical type and count", why="hidden"
+                )
+        compression = _compression(reader, entries)
+        sizes = _raw_sizes(reader, entries, len(blocks))
+        if sizes is None:
+            raise Unproved("the strips' size cannot be worked out from the tags", why="damaged")
+        for (off, cnt), size in zip(blocks, sizes, strict=True):
+            used = (
+                min(cnt, size)
+                if compression == 1
+                else _strip_extent(data[off : off + cnt], compression, size)
+            )
+            if used != cnt:
+                raise Unproved("a strip holds bytes after its rows", why="hidden")
+
+
+def _strip_extent(strip: bytes, compression: int, size: int) -> int:
+    """Bytes of a compressed ``strip`` that code its ``size`` bytes of rows (what follows is
+    dropped); Unproved when it codes more or fewer, or is not a valid stream."""
+    if compression == 5:
+        found = lzw_extent(strip, 8, msb=True, early=1)
+        if found is None or found[1] != size:
+            raise Unproved("an LZW strip does not code exactly its rows", why="damaged")
+        return found[0]
+    used, problem, why = inflate_exact(strip, size)
+    if problem and why != "hidden":
+        raise Unproved(f"a deflate strip: {problem}", why=why)
+    return used
+
+
+def _canonical(reader: TiffReader, entries: dict[int, Entry]) -> dict[int, tuple[int, int, bytes]]:
+    """The kept tags of a page at their canonical type and count: tag -> (type, count, value
+    bytes). A value that cannot be read as the numbers its tag holds is dropped."""
+    e = reader.e
+    spp = _first(reader, entries, 277, 1)
+    bits = _first(reader, entries, 258, 1)
+    colour = {2: 3, 6: 3, 5: 4, 8: 3}.get(_first(reader, entries, 262, 1), 1)
+    counts = {"spp": spp, "map": 3 << bits if bits <= 16 else 0, "extra": spp - colour}
+    out: dict[int, tuple[int, int, bytes]] = {}
+    for tag, (typ, rule) in _CANON.items():
+        if tag not in entries:
+            continue
+        entry = entries[tag]
+        if not reader.in_bounds(entry):
+            raise CorruptImage(f"TIFF is truncated: the value of tag {tag} is outside the file")
+        count = counts[rule] if isinstance(rule, str) else rule
+        raw = reader.value(entry)
+        items = raw if isinstance(raw, tuple) else (raw,)
+        if typ == 5:  # rationals: from (num, den) pairs, or whole numbers
+            pairs = [x if isinstance(x, tuple) else (x, 1) for x in items]
+            flat = [v for pair in pairs[:count] for v in pair]
+            if len(pairs) < count or not all(isinstance(v, int) and v >= 0 for v in flat):
+                continue
+            out[tag] = (5, count, struct.pack(f"{e}{2 * count}I", *flat))
+            continue
+        ints = reader.ints(entry)
+        if count <= 0 or not ints or entry.type not in _UNSIGNED:
+            continue
+        if len(ints) < count:
+            if len(ints) != 1:
+                continue
+            ints = ints * count  # one value given for every sample
+        top = 0xFFFF if typ == 3 else 0xFFFFFFFF
+        if any(v > top for v in ints[:count]):
+            continue
+        out[tag] = (typ, count, _pack_value(e, typ, ints[:count]))
+    return out
+
+
 def _pack_value(e: str, typ: int, values: tuple[int, ...]) -> bytes:
     code = {3: "H", 4: "I"}[typ]
     return struct.pack(f"{e}{len(values)}{code}", *values)
@@ -200,27 +327,24 @@ def rewrite_tiff(data: bytes, scan: Scan, *, icc: bytes | None) -> bytes:
     for offset_pair in scan.extra["pages"]:
         entries: dict[int, Entry] = offset_pair[1]
         off_tag, cnt_tag, blocks = _blocks(reader, entries)
-        sizes = (
-            _raw_sizes(reader, entries, len(blocks)) if _compression(reader, entries) == 1 else None
-        )
+        compression = _compression(reader, entries)
+        sizes = _raw_sizes(reader, entries, len(blocks))
+        if sizes is None:
+            raise Unproved("the strips' size cannot be worked out from the tags", why="damaged")
         new_offsets = []
         new_counts = []
         for i, (off, cnt) in enumerate(blocks):
-            # uncompressed data has a known size: bytes declared beyond it are not copied
-            block = data[off : off + (min(cnt, sizes[i]) if sizes else cnt)]
+            if compression == 1:  # a known size: bytes declared beyond it are not copied
+                block = data[off : off + min(cnt, sizes[i])]
+            else:  # the stream must hold exactly the rows; bytes after it go
+                used = _strip_extent(data[off : off + cnt], compression, sizes[i])
+                block = data[off : off + used]
             if len(out) & 1:
                 out += b"\x00"
             new_offsets.append(len(out))
             new_counts.append(len(block))
             out += block
-        values: dict[int, tuple[int, int, bytes]] = {}  # tag -> (type, count, value bytes)
-        for tag, entry in entries.items():
-            if tag in STRUCTURAL_TAGS and tag not in (off_tag, cnt_tag):
-                if not reader.in_bounds(entry):
-                    raise CorruptImage(
-                        f"TIFF is truncated: the value of tag {tag} is outside the file"
-                    )
-                values[tag] = (entry.type, entry.count, reader.raw(entry))
+        values = _canonical(reader, entries)
         values[off_tag] = (4, len(new_offsets), _pack_value(e, 4, tuple(new_offsets)))
         values[cnt_tag] = (4, len(new_counts), _pack_value(e, 4, tuple(new_counts)))
         if icc is not None and offset_pair is scan.extra["pages"][0]:

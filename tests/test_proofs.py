@@ -397,3 +397,113 @@ def _lzw_plain(indices: bytes, min_size: int) -> bytes:
     if nbits:
         out.append(bits & 0xFF)
     return bytes(out)
+
+
+# --------------------------------------------------------------------------- TIFF
+
+
+def _tiff_file(tags: dict[int, tuple[int, int, bytes]], strip: bytes) -> bytes:
+    """A little-endian classic TIFF with one page: ``tags`` (tag -> type, count, value bytes)
+    plus the strip tags for ``strip``."""
+    head = 8
+    strip_at = head
+    body = bytearray(strip)
+    if len(body) & 1:
+        body += b"\x00"
+    tags = dict(tags)
+    tags[273] = (4, 1, struct.pack("<I", strip_at))
+    tags[279] = (4, 1, struct.pack("<I", len(strip)))
+    out_of_line = bytearray()
+    placed: dict[int, int] = {}
+    base = head + len(body)
+    for tag, (_t, _c, raw) in sorted(tags.items()):
+        if len(raw) > 4:
+            placed[tag] = base + len(out_of_line)
+            out_of_line += raw + (b"\x00" if len(raw) & 1 else b"")
+    ifd_at = base + len(out_of_line)
+    ifd = struct.pack("<H", len(tags))
+    for tag, (typ, count, raw) in sorted(tags.items()):
+        field = struct.pack("<I", placed[tag]) if tag in placed else raw.ljust(4, b"\x00")
+        ifd += struct.pack("<HHI", tag, typ, count) + field
+    ifd += b"\x00\x00\x00\x00"
+    return b"II*\x00" + struct.pack("<I", ifd_at) + bytes(body) + bytes(out_of_line) + ifd
+
+
+def _rgb_tags(w: int, h: int, compression: int = 1) -> dict[int, tuple[int, int, bytes]]:
+    return {
+        256: (3, 1, struct.pack("<H", w)),
+        257: (3, 1, struct.pack("<H", h)),
+        258: (3, 3, struct.pack("<3H", 8, 8, 8)),
+        259: (3, 1, struct.pack("<H", compression)),
+        262: (3, 1, struct.pack("<H", 2)),
+        277: (3, 1, struct.pack("<H", 3)),
+        278: (3, 1, struct.pack("<H", h)),
+        282: (5, 1, struct.pack("<II", 72, 1)),
+        283: (5, 1, struct.pack("<II", 72, 1)),
+        296: (3, 1, struct.pack("<H", 2)),
+    }
+
+
+def _rgb_rows(w: int = 24, h: int = 16) -> bytes:
+    return np.asarray(_noise((w, h))).tobytes()
+
+
+@pytest.mark.parametrize(
+    ("tag", "lie"),
+    [
+        (258, (3, 3 + 16, struct.pack("<19H", 8, 8, 8, *PAYLOAD[:16]))),  # BitsPerSample count
+        (282, (2, len(PAYLOAD) + 1, PAYLOAD + b"\x00")),  # XResolution typed ASCII
+        (296, (2, len(PAYLOAD) + 1, PAYLOAD + b"\x00")),  # ResolutionUnit typed ASCII
+    ],
+    ids=["bits-per-sample-count", "xresolution-ascii", "resolution-unit-ascii"],
+)
+def test_tiff_tags_are_written_at_their_canonical_type_and_count(
+    tag: int, lie: tuple[int, int, bytes]
+) -> None:
+    rows = _rgb_rows()
+    tags = _rgb_tags(24, 16)
+    tags[tag] = lie
+    result = veilpix.sanitize(_tiff_file(tags, rows))
+    _clean(result, PAYLOAD[:8], bytes(PAYLOAD[:8]).decode().encode("utf-16-le")[:8])
+    assert result.report.lossless
+    assert np.asarray(Image.open(io.BytesIO(result.data))).tobytes() == rows
+
+
+@pytest.mark.parametrize("compression", [8, 5], ids=["deflate", "lzw"])
+def test_tiff_bytes_after_a_compressed_strip_are_removed(compression: int) -> None:
+    rows = _rgb_rows()
+    plain = encode(Image.frombytes("RGB", (24, 16), rows), "TIFF",
+                   compression="tiff_adobe_deflate" if compression == 8 else "tiff_lzw")  # fmt: skip
+    with Image.open(io.BytesIO(plain)) as im:
+        offsets, counts = im.tag_v2[273], im.tag_v2[279]
+    strip = b"".join(plain[o : o + c] for o, c in zip(offsets, counts, strict=True))
+    tags = _rgb_tags(24, 16, compression)
+    result = veilpix.sanitize(_tiff_file(tags, strip + PAYLOAD))
+    _clean(result, PAYLOAD)
+    assert result.report.lossless
+    assert np.asarray(Image.open(io.BytesIO(result.data))).tobytes() == rows
+
+
+def test_tiff_a_strip_coding_more_than_its_rows_takes_the_pixel_path() -> None:
+    rows = _rgb_rows()
+    tags = _rgb_tags(24, 16, 8)
+    result = veilpix.sanitize(_tiff_file(tags, zlib.compress(rows + PAYLOAD)))
+    _clean(result, PAYLOAD)
+    assert not result.report.lossless
+    assert np.asarray(Image.open(io.BytesIO(result.data))).tobytes() == rows
+
+
+def test_dng_is_refused_not_replaced_by_its_preview() -> None:
+    tags = _rgb_tags(8, 8)
+    tags[254] = (4, 1, struct.pack("<I", 1))  # IFD0: a reduced-resolution preview
+    tags[50706] = (1, 4, bytes((1, 4, 0, 0)))  # DNGVersion
+    with pytest.raises(veilpix.UnsupportedImage, match="DNG"):
+        veilpix.sanitize(_tiff_file(tags, bytes(8 * 8 * 3)))
+
+
+def test_a_preview_in_ifd0_with_the_image_in_a_subifd_is_refused() -> None:
+    tags = _rgb_tags(8, 8)
+    tags[254] = (4, 1, struct.pack("<I", 1))
+    tags[330] = (4, 1, struct.pack("<I", 8))  # SubIFDs (pointing anywhere: never followed)
+    with pytest.raises(veilpix.UnsupportedImage, match="SubIFD"):
+        veilpix.sanitize(_tiff_file(tags, bytes(8 * 8 * 3)))
