@@ -37,7 +37,7 @@ from veilpix._report import Finding, GpsPosition, ImageReport, SanitizedImage
 from veilpix._scan import IMAGE, Part, Scan, Unproved, check_scan
 from veilpix._sniff import MEDIA_TYPES, sniff
 from veilpix._tiff import lossless_ok, prove_tiff, rewrite_tiff, scan_tiff
-from veilpix._webp import scan_webp, strip_webp
+from veilpix._webp import scan_webp
 
 if TYPE_CHECKING:
     from veilpix._pixels import Picture
@@ -393,7 +393,11 @@ def _lossless(raw: bytes, scan: Scan, *, orientation: int, icc_keep: bool) -> by
         return None if turned or not lossless_ok(raw, scan) else rewrite_tiff(raw, scan, icc=kept)
     if orientation != 1:
         return _turn_jpeg(raw, scan, orientation, kept) if fmt == "JPEG" else None
-    strip = {"JPEG": strip_jpeg, "PNG": strip_png, "WEBP": strip_webp}.get(fmt)
+    if fmt == "WEBP":
+        raise Unproved(
+            "a WebP bitstream's end cannot be proved (libwebp ignores bytes after it)", why="shape"
+        )
+    strip = {"JPEG": strip_jpeg, "PNG": strip_png}.get(fmt)
     return strip(raw, scan, icc=kept) if strip is not None else None
 
 

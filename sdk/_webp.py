@@ -1,8 +1,13 @@
-"""WebP at the RIFF chunk level: scan, and strip losslessly.
+"""WebP at the RIFF chunk level: scan (for ``inspect`` and for checking veilpix's output).
 
-Kept: VP8X (its EXIF/XMP flags cleared), VP8, VP8L, ALPH, ANIM, ANMF (each frame rebuilt from
-its ALPH/VP8/VP8L sub-chunks only) and a standard ICCP when the policy keeps it. Dropped:
-EXIF, XMP, unknown chunks (in the file and inside animation frames) and bytes after the RIFF.
+WebP is never stripped losslessly: neither bitstream says where it ends. A VP8 frame header
+gives the size of its first partition only, the last token partition runs to the end of the
+chunk, every partition can carry bytes its boolean decoder never reads, and a VP8L stream
+ends wherever its entropy codes end; libwebp decodes such files without a word (and even
+with the last byte cut). So a picture veilpix cannot prove is re-encoded from its pixels
+(lossless WebP pixel for pixel). The scan flags what a clean file cannot hold: metadata
+chunks, unknown chunks (in the file and inside animation frames), a second image bitstream
+in a still image or a frame, and bytes after the RIFF container.
 """
 
 from __future__ import annotations
@@ -12,10 +17,9 @@ import struct
 from veilpix._errors import CorruptImage
 from veilpix._scan import ICC, METADATA, STRUCTURE, TRAILER, UNKNOWN, Scan, need
 
-__all__ = ["scan_webp", "strip_webp"]
+__all__ = ["scan_webp"]
 
 _IMAGE_CHUNKS = (b"VP8 ", b"VP8L", b"ALPH")
-_FLAG_ICC, _FLAG_ALPHA, _FLAG_EXIF, _FLAG_XMP, _FLAG_ANIM = 0x20, 0x10, 0x08, 0x04, 0x02
 
 
 def _chunks(data: bytes, start: int, end: int) -> list[tuple[bytes, int, int, int]]:
@@ -73,6 +77,8 @@ def scan_webp(data: bytes) -> Scan:
             scan.height = int.from_bytes(payload[7:10], "little") + 1
             scan.extra["vp8x_flags"] = payload[0]
             scan.add(name, start, length, STRUCTURE)
+        elif kind in _IMAGE_CHUNKS and kind != b"ALPH" and has_image:
+            scan.add(name, start, length, UNKNOWN, "a second image bitstream")
         elif kind in _IMAGE_CHUNKS:
             has_image = kind != b"ALPH" or has_image
             if kind == b"VP8 " and not scan.width:
@@ -93,8 +99,11 @@ def scan_webp(data: bytes) -> Scan:
                 raise CorruptImage("WebP is malformed: animation frame header too short")
             sub = _chunks(data, body + 16, end)
             dropped = [k for k, *_ in sub if k not in _IMAGE_CHUNKS]
-            if not any(k in (b"VP8 ", b"VP8L") for k, *_ in sub):
+            streams = sum(k in (b"VP8 ", b"VP8L") for k, *_ in sub)
+            if not streams:
                 raise CorruptImage("WebP is malformed: animation frame without image data")
+            if streams > 1:
+                dropped.append(b"a second image bitstream")
             lossless = lossless or any(k == b"VP8L" for k, *_ in sub)
             has_image = True
             scan.add(name, start, length, STRUCTURE)
@@ -120,32 +129,3 @@ def scan_webp(data: bytes) -> Scan:
     scan.frames = max(frames, 1)
     scan.extra.update(lossless=lossless, animated=frames > 0, riff_end=riff_end)
     return scan
-
-
-def _wrap(kind: bytes, body: bytes) -> bytes:
-    return kind + struct.pack("<I", len(body)) + body + (b"\x00" if len(body) & 1 else b"")
-
-
-def strip_webp(data: bytes, scan: Scan, *, icc: bytes | None) -> bytes:
-    """The WebP with image chunks only (plus ``icc`` right after VP8X)."""
-    out = bytearray()
-    for kind, _start, body, end in _chunks(data, 12, scan.extra["riff_end"]):
-        if kind == b"VP8X":
-            # rebuilt at its exact 10 bytes: known flags, zero reserved bits, the canvas size
-            flags = data[body] & (_FLAG_ALPHA | _FLAG_ANIM)
-            if icc is not None:
-                flags |= _FLAG_ICC
-            out += _wrap(kind, bytes((flags, 0, 0, 0)) + data[body + 4 : body + 10])
-            if icc is not None:
-                out += _wrap(b"ICCP", icc)
-        elif kind == b"ANIM":
-            out += _wrap(kind, data[body : body + 6])  # background colour and loop count
-        elif kind in _IMAGE_CHUNKS:
-            out += _wrap(kind, data[body:end])
-        elif kind == b"ANMF":
-            frame = bytearray(data[body : body + 16])
-            for sub, _s, sb, se in _chunks(data, body + 16, end):
-                if sub in _IMAGE_CHUNKS:
-                    frame += _wrap(sub, data[sb:se])
-            out += _wrap(kind, bytes(frame))
-    return b"RIFF" + struct.pack("<I", len(out) + 4) + b"WEBP" + bytes(out)

@@ -507,3 +507,42 @@ def test_a_preview_in_ifd0_with_the_image_in_a_subifd_is_refused() -> None:
     tags[330] = (4, 1, struct.pack("<I", 8))  # SubIFDs (pointing anywhere: never followed)
     with pytest.raises(veilpix.UnsupportedImage, match="SubIFD"):
         veilpix.sanitize(_tiff_file(tags, bytes(8 * 8 * 3)))
+
+
+# --------------------------------------------------------------------------- WebP
+
+
+def _riff(chunks: list[tuple[bytes, bytes]]) -> bytes:
+    body = b"WEBP" + b"".join(
+        k + struct.pack("<I", len(b)) + b + (b"\x00" if len(b) & 1 else b"") for k, b in chunks
+    )
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+def _riff_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    out, p = [], 12
+    while p < len(data):
+        (n,) = struct.unpack_from("<I", data, p + 4)
+        out.append((data[p : p + 4], data[p + 8 : p + 8 + n]))
+        p += 8 + n + (n & 1)
+    return out
+
+
+@pytest.mark.parametrize("lossless", [False, True], ids=["vp8", "vp8l"])
+def test_webp_bytes_after_the_bitstream_are_not_carried(lossless: bool) -> None:
+    source = encode(_noise((48, 32)), "WEBP", lossless=lossless, quality=90)
+    chunks = _riff_chunks(source)
+    kind, body = chunks[-1]
+    result = veilpix.sanitize(_riff([*chunks[:-1], (kind, body + PAYLOAD)]))
+    _clean(result, PAYLOAD)
+    if lossless:
+        assert (_pixels(result.data) == _pixels(source)).all()
+
+
+def test_webp_a_second_bitstream_holding_a_jpeg_is_not_carried() -> None:
+    source = encode(_noise((48, 32)), "WEBP", quality=90)
+    jpeg = encode(picture(), "JPEG", exif=b"Exif\x00\x00" + exif_tiff())
+    hidden = _riff([*_riff_chunks(source), (b"VP8 ", jpeg)])
+    assert any(p.detail == "a second image bitstream" for p in veilpix.inspect(hidden).containers)
+    result = veilpix.sanitize(hidden)
+    _clean(result, b"Exif\x00\x00", b"\xff\xd8\xff")
