@@ -222,7 +222,10 @@ def sanitize(
         return _sanitize_pixels(
             raw, fmt, _bmff_scan(raw, fmt), policy, Facts(), notes=[], stage=stage
         )
-    scan = _scan(raw, fmt)
+    try:
+        scan = _scan(raw, fmt)
+    except CorruptImage as exc:
+        return _repair(raw, fmt, policy, consent, exc)
     check_scan(policy, scan)
     facts = collect(scan)
     stage = _faces_stage(policy, consent, orientation_known=facts.orientation is not None)
@@ -291,6 +294,23 @@ def _proved(
 def _why(what: str, why: str, done: str) -> str:
     head = {"hidden": "removed: ", "damaged": "repaired: "}.get(why, "")
     return f"{head}{what}; {done}"
+
+
+def _repair(
+    raw: bytes, fmt: str, policy: Policy, consent: str | None, exc: CorruptImage
+) -> SanitizedImage:
+    """A container the scanner refuses (a zero-length segment, sub-blocks running past the
+    end, an IFD offset out of range, ...) whose pixels a decoder still reads whole, within
+    the same limits: re-encoded from those pixels, the report saying it was repaired. When
+    the decoder fails too, the scanner's error stands."""
+    scan = Scan(fmt)
+    scan.extra["repair"] = exc.message
+    stage = _faces_stage(policy, consent, orientation_known=False)
+    note = f"repaired: {exc.message}; re-encoded from the pixels"
+    try:
+        return _sanitize_pixels(raw, fmt, scan, policy, Facts(), notes=[note], stage=stage)
+    except CorruptImage:
+        raise exc from None
 
 
 def _changes(policy: Policy, scan: Scan, orientation: int) -> bool:
@@ -451,9 +471,9 @@ def _sanitize_pixels(
             raw, out, fmt_out=fmt, scan=scan, out_scan=out_scan, facts=facts, orientation=orientation,
             kept_icc=kept, source_icc=scan.icc, lossless=False, notes=notes,
         )  # fmt: skip
-    pic = decode(raw, fmt, policy)
+    pic = decode(_decodable(raw, fmt, scan), fmt, policy)
     pic.lossless_source = bool(scan.extra.get("lossless"))
-    if fmt in _BMFF:
+    if fmt in _BMFF or "repair" in scan.extra:  # facts from what the decoder read
         scan.add_decoder_metadata(pic.meta)
         scan.width, scan.height = pic.frames[0].size
         scan.frames = len(pic.frames)
@@ -487,6 +507,22 @@ def _sanitize_pixels(
         kept_icc=pic.icc, source_icc=source_icc, lossless=False, notes=notes, icc_state=icc_state,
         faces=face_facts,
     )  # fmt: skip
+
+
+def _decodable(raw: bytes, fmt: str, scan: Scan) -> bytes:
+    """What the decoder is given: the input, or for a PNG whose colour profile is larger than
+    Pillow reads (1 MB) the stripped PNG without it (veilpix's own bounded reader has the
+    profile already: it is applied from ``scan.icc``)."""
+    if fmt != "PNG" or scan.icc is None or "repair" in scan.extra:
+        return raw
+    from PIL import PngImagePlugin
+
+    if len(scan.icc) <= PngImagePlugin.MAX_TEXT_CHUNK:
+        return raw
+    try:
+        return strip_png(raw, scan, icc=None)
+    except Unproved:
+        return raw
 
 
 def _turned(size: tuple[int, int], orientation: int) -> tuple[int, int]:

@@ -546,3 +546,61 @@ def test_webp_a_second_bitstream_holding_a_jpeg_is_not_carried() -> None:
     assert any(p.detail == "a second image bitstream" for p in veilpix.inspect(hidden).containers)
     result = veilpix.sanitize(hidden)
     _clean(result, b"Exif\x00\x00", b"\xff\xd8\xff")
+
+
+# --------------------------------------------------------------------------- repairs
+
+
+def _repaired(data: bytes) -> veilpix.SanitizedImage:
+    result = veilpix.sanitize(data)
+    assert any(n.startswith("repaired: ") for n in result.report.notes), result.report.notes
+    _clean(result, PAYLOAD)
+    return result
+
+
+def test_repair_a_gif_whose_last_sub_blocks_run_past_the_end() -> None:
+    source = _gif_source()
+    _start, _q, end = _gif_images(source)[0]
+    cut = source[: end - 1] + b"\xff" + PAYLOAD  # terminator replaced by a block that runs off
+    with pytest.raises(veilpix.CorruptImage):
+        from veilpix._gif import scan_gif
+
+        scan_gif(cut)
+    result = _repaired(cut)
+    assert (_pixels(result.data) == _pixels(source)).all()
+
+
+def test_repair_a_jpeg_with_a_zero_length_segment() -> None:
+    source = encode(_noise(), "JPEG", quality=90)
+    broken = source[:2] + b"\xff\xe5\x00\x00" + source[2:]
+    result = _repaired(broken)
+    assert result.report.format_out == "JPEG"
+
+
+def test_repair_a_tiff_with_too_many_entries_in_one_ifd() -> None:
+    rows = _rgb_rows(8, 8)
+    tags = _rgb_tags(8, 8)
+    for i in range(5000):  # private tags nobody reads: Pillow skips them, the scanner refuses
+        tags[40000 + i] = (3, 1, struct.pack("<H", i))
+    result = _repaired(_tiff_file(tags, rows))
+    assert np.asarray(Image.open(io.BytesIO(result.data))).tobytes() == rows
+
+
+def test_a_truncated_file_is_still_refused_not_repaired() -> None:
+    source = encode(_noise(), "JPEG", quality=90)
+    with pytest.raises(veilpix.CorruptImage):
+        veilpix.sanitize(source[: len(source) // 2])
+
+
+def test_a_big_colour_profile_in_a_png_is_read_not_called_damage() -> None:
+    from PIL import ImageCms
+
+    profile = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    profile += bytes(1_150_000)
+    profile[0:4] = struct.pack(">I", len(profile))
+    source = _png_source()
+    chunks = _chunks(source)
+    iccp = (b"iCCP", b"big\x00\x00" + zlib.compress(bytes(profile)))
+    result = veilpix.sanitize(_build([chunks[0], iccp, *chunks[1:]]))
+    _clean(result)
+    assert result.report.icc.startswith("converted to sRGB"), result.report.icc
