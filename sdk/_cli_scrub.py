@@ -8,11 +8,15 @@ target folder, then rename), so an interrupted run never leaves half-written ima
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+import tempfile
 import time
+import warnings
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,13 +86,49 @@ def _output_path(state: _State, index: int, fmt: str, extension: str) -> str:
     return target + extension if taken else candidate
 
 
-def _process(index: int) -> dict[str, Any]:
-    from veilpix._pipeline import sanitize
+_MAX_WARNINGS = 20  # lines kept per file; a broken file can make a library print thousands
 
+
+@contextlib.contextmanager
+def _warnings_into(out: dict[str, Any]) -> Iterator[None]:
+    """What the decoders say while one file is processed (Python warnings, and what C
+    libraries such as libtiff print on file descriptor 2) goes into that file's entry under
+    "warnings" instead of onto the terminal: ``--json`` output stays machine-readable.
+    Workers handle one file at a time, so the descriptor is theirs while it is redirected."""
+    said: list[str] = []
+    with tempfile.TemporaryFile() as sink, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            printed = sink.read(64 * 1024).decode("utf-8", "replace").splitlines()
+            said = [f"{w.category.__name__}: {w.message}" for w in caught] + printed
+    lines = [line.strip()[:300] for line in dict.fromkeys(said) if line.strip()]
+    if lines:
+        out["warnings"] = lines[:_MAX_WARNINGS]
+
+
+def _process(index: int) -> dict[str, Any]:
     state = _STATE
     assert state is not None
     job = state.jobs[index]
     out: dict[str, Any] = {"index": index, "input": job.path}
+    with _warnings_into(out):
+        _process_into(out, state, index)
+    return out
+
+
+def _process_into(out: dict[str, Any], state: _State, index: int) -> None:
+    from veilpix._pipeline import sanitize
+
+    job = state.jobs[index]
     try:
         target = state.targets[index]
         if not state.in_place and os.path.exists(target) and os.path.samefile(target, job.path):
@@ -114,7 +154,6 @@ def _process(index: int) -> dict[str, Any]:
                 "message": f"{exc.strerror or exc}: {exc.filename or job.path}",
             },
         )
-    return out
 
 
 def _size(path: str) -> int:
@@ -256,8 +295,15 @@ def _summary(results: list[dict[str, Any]], skipped: list[str], elapsed: float) 
         "faces_found": sum(r["report"]["faces_found"] for r in ok),
         "faces_blurred": sum(r["report"]["faces_blurred"] for r in ok),
         "downscaled": sum(1 for r in ok if r["report"]["downscaled"]),
+        "repaired": sum(1 for r in ok if _noted(r, "repaired: ")),
+        "hidden_data_removed": sum(1 for r in ok if _noted(r, "removed: ")),
+        "with_warnings": sum(1 for r in results if r.get("warnings")),
         "seconds": round(elapsed, 3),
     }
+
+
+def _noted(result: dict[str, Any], head: str) -> bool:
+    return any(n.startswith(head) for n in result["report"]["notes"])
 
 
 def _print_summary(summary: dict[str, Any], failed: list[dict[str, Any]]) -> None:
@@ -273,6 +319,17 @@ def _print_summary(summary: dict[str, Any], failed: list[dict[str, Any]]) -> Non
         f"{summary['bytes_in']:,} → {summary['bytes_out']:,} bytes"
         + (f"; {summary['skipped']} non-image files skipped" if summary["skipped"] else "")
     )
+    notable = [
+        f"{summary[key]} {label}"
+        for key, label in (
+            ("repaired", "repaired (damaged container, whole picture decoded)"),
+            ("hidden_data_removed", "with data hidden in the image data, removed"),
+            ("with_warnings", "with decoder warnings (see --json)"),
+        )
+        if summary[key]
+    ]
+    if notable:
+        console.print("; ".join(notable))
     if summary["faces_found"] or summary["downscaled"]:
         console.print(
             f"faces found: {summary['faces_found']}, hidden: {summary['faces_blurred']}; "

@@ -253,3 +253,44 @@ def test_scrub_never_writes_one_output_twice(tmp_path: Path, where: str) -> None
     ]  # fmt: skip
     for name in ("example.avif.jpg", "example.heic.jpg"):
         assert (folder / name).read_bytes()[:3] == b"\xff\xd8\xff"
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_scrub_json_keeps_decoder_warnings_in_the_file_entry(tmp_path: Path, jobs: str) -> None:
+    """Library warnings (here Pillow's 'Metadata Warning' on a TIFF tag with too many values,
+    met on the pixel path) go into that file's entry, not onto stderr: --json stays clean."""
+    from test_proofs import _rgb_rows, _rgb_tags, _tiff_file
+
+    tags = _rgb_tags(24, 16)
+    tags[274] = (3, 1, (6).to_bytes(2, "little"))  # orientation 6: the pixel path decodes
+    tags[296] = (3, 2, (2).to_bytes(2, "little") * 2)  # ResolutionUnit with 2 values
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "warns.tif").write_bytes(_tiff_file(tags, _rgb_rows()))
+    (tmp_path / "in" / "quiet.jpg").write_bytes(F.jpeg())
+    res = run("scrub", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--json", "-j", jobs)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == ""
+    doc = json.loads(res.stdout)
+    by_name = {Path(f["input"]).name: f for f in doc["files"]}
+    assert any("tag 296 had too many entries" in w for w in by_name["warns.tif"]["warnings"])
+    assert "warnings" not in by_name["quiet.jpg"]
+    assert doc["summary"]["with_warnings"] == 1
+
+
+def test_warnings_printed_by_c_libraries_are_captured_too(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    import os
+    import warnings
+
+    from veilpix._cli_scrub import _warnings_into
+
+    out: dict[str, object] = {}
+    with _warnings_into(out):
+        os.write(2, b"TIFFReadDirectory: Warning, Unknown field with tag 50000\n")
+        warnings.warn("Possibly corrupt EXIF data", UserWarning, stacklevel=1)
+    assert out["warnings"] == [
+        "UserWarning: Possibly corrupt EXIF data",
+        "TIFFReadDirectory: Warning, Unknown field with tag 50000",
+    ]
+    assert capfd.readouterr().err == ""
