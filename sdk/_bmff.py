@@ -113,6 +113,10 @@ def _meta(scan: Scan, data: bytes, start: int, end: int) -> None:
                     props.extend((k3, data[b3:e3]) for k3, _s3, b3, e3 in _boxes(data, b2, e2))
                 elif k2 == b"ipma":
                     _ipma(data, b2, assoc)
+    if primary is not None and primary in items:
+        scan.extra["primary_type"] = items[primary][0]
+        tiles = [d for k, src, dst in refs if k == b"dimg" and src == primary for d in dst]
+        scan.extra["tile_types"] = sorted({items[t][0] for t in tiles if t in items})
     thumbs = {src for k, src, _ in refs if k == b"thmb"}
     aux = {src for k, src, _ in refs if k == b"auxl"}
     derived = {d for k, _, dst in refs if k in (b"dimg", b"base") for d in dst}

@@ -23,6 +23,7 @@ from veilpix._bmp import scan_bmp
 from veilpix._errors import (
     ConfigError,
     CorruptImage,
+    ImageError,
     ImageTooLarge,
     UnsafeOutput,
     UnsupportedImage,
@@ -219,9 +220,11 @@ def sanitize(
     raw, fmt = _read(data, policy)
     if fmt in _BMFF:
         stage = _faces_stage(policy, consent, orientation_known=False)
-        return _sanitize_pixels(
-            raw, fmt, _bmff_scan(raw, fmt), policy, Facts(), notes=[], stage=stage
-        )
+        listing = _bmff_scan(raw, fmt)
+        try:
+            return _sanitize_pixels(raw, fmt, listing, policy, Facts(), notes=[], stage=stage)
+        except CorruptImage as exc:
+            raise _bmff_error(exc, fmt, listing) from exc
     try:
         scan = _scan(raw, fmt)
     except CorruptImage as exc:
@@ -311,6 +314,53 @@ def _repair(
         return _sanitize_pixels(raw, fmt, scan, policy, Facts(), notes=[note], stage=stage)
     except CorruptImage:
         raise exc from None
+
+
+# what HEIF/AVIF items are coded as, by item type
+_CODECS = {
+    b"hvc1": "HEVC (H.265)", b"av01": "AV1", b"jpeg": "JPEG", b"avc1": "H.264 (AVC)",
+    b"vvc1": "VVC (H.266)", b"evc1": "EVC", b"j2k1": "JPEG 2000",
+    b"unci": "uncompressed (ISO/IEC 23001-17)", b"mski": "a mask",
+}  # fmt: skip
+_DECODED = {"HEIF": {b"hvc1", b"av01"}, "AVIF": {b"av01"}}
+
+
+def _bmff_error(exc: CorruptImage, fmt: str, scan: Scan) -> ImageError:
+    """Say what is really wrong when a HEIF/AVIF image does not decode: a codec the installed
+    decoder does not have (most often), or damage."""
+    primary = scan.extra.get("primary_type")
+    coded = [primary] if primary not in (None, b"grid", b"iovl", b"iden") else []
+    coded += scan.extra.get("tile_types", [])
+    unknown = [t for t in coded if t not in _DECODED[fmt]]
+    if unknown:
+        names = ", ".join(_CODECS.get(t, repr(t.decode("latin-1"))) for t in unknown)
+        return UnsupportedImage(
+            f"{fmt} whose main image is coded as {names}, which the installed decoder "
+            f"({_decoder(fmt)}) cannot decode; the file itself may be fine",
+            hint=f"convert it to JPEG or PNG with a tool that reads {names} (e.g. heif-convert "
+            "from a libheif built with that codec), then sanitize the result",
+        )
+    said = exc.message.lower()
+    if "unsupported" in said or "not supported" in said or "invalid image index" in said:
+        return UnsupportedImage(
+            f"{fmt} uses a feature the installed decoder ({_decoder(fmt)}) does not support: "
+            f"{exc.message}",
+            hint="convert it to JPEG or PNG with a newer libheif/libavif, then sanitize it",
+        )
+    return exc
+
+
+def _decoder(fmt: str) -> str:
+    try:
+        if fmt == "HEIF":
+            import pillow_heif
+
+            return f"libheif {pillow_heif.libheif_version()}"
+        from PIL import features
+
+        return f"libavif {features.version('avif') or '?'}"
+    except (ImportError, ValueError):
+        return "not installed" if fmt == "HEIF" else "Pillow's AVIF support"
 
 
 def _changes(policy: Policy, scan: Scan, orientation: int) -> bool:
@@ -510,9 +560,15 @@ def _sanitize_pixels(
 
 
 def _decodable(raw: bytes, fmt: str, scan: Scan) -> bytes:
-    """What the decoder is given: the input, or for a PNG whose colour profile is larger than
+    """What the decoder is given: the input; for a PNG whose colour profile is larger than
     Pillow reads (1 MB) the stripped PNG without it (veilpix's own bounded reader has the
-    profile already: it is applied from ``scan.icc``)."""
+    profile already: it is applied from ``scan.icc``); for a big-endian BigTIFF its pages as
+    a classic TIFF."""
+    if fmt == "TIFF" and scan.extra.get("bigtiff") and raw[:2] == b"MM":
+        try:  # Pillow reads no big-endian BigTIFF: give it the same pages as a classic TIFF
+            return rewrite_tiff(raw, scan, icc=None, orientation=True)
+        except (Unproved, CorruptImage):
+            return raw
     if fmt != "PNG" or scan.icc is None or "repair" in scan.extra:
         return raw
     from PIL import PngImagePlugin

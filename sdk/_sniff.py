@@ -45,7 +45,9 @@ def _bmff_format(data: bytes) -> str | None:
         return "AVIF"
     if major in _HEIF_BRANDS:
         return "HEIF"
-    if major in _GENERIC_BRANDS:
+    if major in _GENERIC_BRANDS or compatible & (_GENERIC_BRANDS | _HEIF_BRANDS | _AVIF_BRANDS):
+        # a newer or vendor major brand ('MiHE', 'avci', 'vvic', ...) that declares itself
+        # compatible with the HEIF image family: the decoder says whether it can read it
         if compatible & _AVIF_BRANDS and not compatible & _HEIF_BRANDS:
             return "AVIF"
         return "HEIF"
@@ -85,6 +87,13 @@ def sniff(data: bytes) -> str:
             raise UnsupportedImage(f"this is {what}, which veilpix does not sanitize")
     if not data:
         raise UnsupportedImage("the data is empty, not an image")
+    if data[4:8] == b"ftyp" and len(data) >= 12:
+        major = data[8:12].decode("latin-1", "replace")
+        raise UnsupportedImage(
+            f"this is an ISO-BMFF file of brand {major!r} (a video, or a camera raw such as "
+            "Canon CR3), not a HEIF or AVIF image, which veilpix does not sanitize",
+            hint="export the picture as JPEG, PNG or HEIC first",
+        )
     raise UnsupportedImage("the data is not an image format veilpix recognises")
 
 

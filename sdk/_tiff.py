@@ -154,11 +154,9 @@ def _page_size(reader: TiffReader, entries: dict[int, Entry]) -> tuple[int, int]
 
 
 def lossless_ok(data: bytes, scan: Scan) -> bool:
-    """Can the pages be rewritten without decoding? Classic TIFF, known compressions, and
-    strips or tiles that do not overlap (so the output can never outgrow the input)."""
-    if scan.extra.get("bigtiff"):
-        return False
-    reader = TiffReader(data)
+    """Can the pages be rewritten without decoding? Known compressions, and strips or tiles
+    that do not overlap (so the output can never outgrow the input)."""
+    reader = TiffReader(data)  # a BigTIFF is rewritten as a classic TIFF (inputs are < 4 GB)
     spans: list[tuple[int, int]] = []
     for _offset, entries in scan.extra["pages"]:
         compression = _compression(reader, entries)
@@ -274,16 +272,20 @@ def _strip_extent(strip: bytes, compression: int, size: int) -> int:
     return used
 
 
-def _canonical(reader: TiffReader, entries: dict[int, Entry]) -> dict[int, tuple[int, int, bytes]]:
+def _canonical(
+    reader: TiffReader, entries: dict[int, Entry], *, orientation: bool = False
+) -> dict[int, tuple[int, int, bytes]]:
     """The kept tags of a page at their canonical type and count: tag -> (type, count, value
-    bytes). A value that cannot be read as the numbers its tag holds is dropped."""
+    bytes). A value that cannot be read as the numbers its tag holds is dropped.
+    ``orientation``: keep the Orientation tag too (a copy made only for a decoder)."""
     e = reader.e
     spp = _first(reader, entries, 277, 1)
     bits = _first(reader, entries, 258, 1)
     colour = {2: 3, 6: 3, 5: 4, 8: 3}.get(_first(reader, entries, 262, 1), 1)
     counts = {"spp": spp, "map": 3 << bits if bits <= 16 else 0, "extra": spp - colour}
     out: dict[int, tuple[int, int, bytes]] = {}
-    for tag, (typ, rule) in _CANON.items():
+    kept = {**_CANON, _ORIENTATION: (3, 1)} if orientation else _CANON
+    for tag, (typ, rule) in kept.items():
         if tag not in entries:
             continue
         entry = entries[tag]
@@ -318,8 +320,9 @@ def _pack_value(e: str, typ: int, values: tuple[int, ...]) -> bytes:
     return struct.pack(f"{e}{len(values)}{code}", *values)
 
 
-def rewrite_tiff(data: bytes, scan: Scan, *, icc: bytes | None) -> bytes:
-    """A new classic TIFF with structural tags and image data only (plus ``icc``)."""
+def rewrite_tiff(data: bytes, scan: Scan, *, icc: bytes | None, orientation: bool = False) -> bytes:
+    """A new classic TIFF with structural tags and image data only (plus ``icc``; plus each
+    page's Orientation tag when ``orientation``, for a copy given to the decoder)."""
     reader = TiffReader(data)
     e = reader.e
     out = bytearray(data[:2] + struct.pack(e + "HI", 42, 0))
@@ -344,7 +347,7 @@ def rewrite_tiff(data: bytes, scan: Scan, *, icc: bytes | None) -> bytes:
             new_offsets.append(len(out))
             new_counts.append(len(block))
             out += block
-        values = _canonical(reader, entries)
+        values = _canonical(reader, entries, orientation=orientation)
         values[off_tag] = (4, len(new_offsets), _pack_value(e, 4, tuple(new_offsets)))
         values[cnt_tag] = (4, len(new_counts), _pack_value(e, 4, tuple(new_counts)))
         if icc is not None and offset_pair is scan.extra["pages"][0]:

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import factories as F
 import veilpix
 from factories import encode, exif_tiff, picture, png_chunk
 from veilpix import _turbojpeg
@@ -604,3 +605,50 @@ def test_a_big_colour_profile_in_a_png_is_read_not_called_damage() -> None:
     result = veilpix.sanitize(_build([chunks[0], iccp, *chunks[1:]]))
     _clean(result)
     assert result.report.icc.startswith("converted to sRGB"), result.report.icc
+
+
+# --------------------------------------------------------------------------- HEIF messages
+
+
+def test_heif_in_a_codec_the_decoder_lacks_says_so() -> None:
+    pytest.importorskip("pillow_heif")
+    source = F.heic()
+    vvc = source.replace(b"hvc1", b"vvc1")  # every image item now claims VVC (H.266)
+    with pytest.raises(veilpix.UnsupportedImage, match=r"VVC \(H\.266\).*cannot decode") as err:
+        veilpix.sanitize(vvc)
+    assert "damaged" not in str(err.value)
+
+
+def test_a_newer_major_brand_compatible_with_heif_is_read_as_heif() -> None:
+    pytest.importorskip("pillow_heif")
+    source = F.heic()
+    assert source[8:12] == b"heic"
+    renamed = source[:8] + b"MiHE" + source[12:]  # an Apple-style major brand
+    result = veilpix.sanitize(renamed)
+    _clean(result)
+
+
+def test_an_iso_bmff_file_that_is_no_image_is_named() -> None:
+    box = struct.pack(">I", 20) + b"ftypcrx " + b"\x00\x00\x00\x01" + b"isom"
+    with pytest.raises(veilpix.UnsupportedImage, match="brand 'crx '"):
+        veilpix.sanitize(box + bytes(64))
+
+
+# --------------------------------------------------------------------------- BigTIFF
+
+
+@pytest.mark.parametrize("order", [">", "<"], ids=["big-endian", "little-endian"])
+@pytest.mark.parametrize("orientation", [1, 6])
+def test_bigtiff_in_either_byte_order_is_sanitized(order: str, orientation: int) -> None:
+    tifffile = pytest.importorskip("tifffile")
+    pixels = np.asarray(_noise((40, 24)))
+    buf = io.BytesIO()
+    tifffile.imwrite(
+        buf, pixels, bigtiff=True, byteorder=order, photometric="rgb", compression="zlib",
+        extratags=[(274, "H", 1, orientation, True), (315, "s", 0, "Jane Doe", True)],
+    )  # fmt: skip
+    result = veilpix.sanitize(buf.getvalue())
+    _clean(result, b"Jane Doe")
+    assert result.report.lossless == (orientation == 1)
+    expected = pixels if orientation == 1 else np.rot90(pixels, -1)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(result.data))), expected)
