@@ -10,6 +10,7 @@ so the app's own SDK raises something meaningful. Responses stream through as th
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import os
 import secrets
@@ -22,7 +23,14 @@ from urllib.parse import unquote
 
 from veilpix._errors import RequestBlocked, VeilpixError
 from veilpix._guard import Context, Guard, Outbound, Prepared
-from veilpix.proxy._http import DISCONNECT
+from veilpix.proxy._http import DISCONNECT, HEALTH_PATH
+from veilpix.proxy._limits import (
+    MEMORY_PER_BODY_BYTE,
+    RETRY_AFTER,
+    BodyClock,
+    Lease,
+    MemoryBudget,
+)
 from veilpix.proxy._metrics import Metrics
 from veilpix.proxy._upstream import UpstreamError, UpstreamPool
 
@@ -48,10 +56,12 @@ _TOKEN_RAW, _APP_RAW = TOKEN_HEADER.encode(), APP_HEADER.encode()
 def vendor_error(vendor: str, status: int, message: str, code: str) -> dict[str, Any]:
     """An error body in the vendor's own shape, so its SDK raises its usual error type."""
     if vendor == "anthropic":
-        kind = "permission_error" if status == 403 else "invalid_request_error"
+        kinds = {403: "permission_error", 408: "timeout_error", 503: "overloaded_error"}
+        kind = kinds.get(status, "invalid_request_error")
         return {"type": "error", "error": {"type": kind, "message": message}}
     if vendor in ("gemini", "vertex_ai"):
-        state = {403: "PERMISSION_DENIED", 404: "NOT_FOUND", 413: "INVALID_ARGUMENT"}
+        state = {403: "PERMISSION_DENIED", 404: "NOT_FOUND", 408: "DEADLINE_EXCEEDED",
+                 413: "INVALID_ARGUMENT", 503: "UNAVAILABLE"}  # fmt: skip
         return {"error": {"code": status, "message": message,
                           "status": state.get(status, "FAILED_PRECONDITION")}}  # fmt: skip
     if vendor == "replicate":
@@ -64,7 +74,14 @@ def vendor_error(vendor: str, status: int, message: str, code: str) -> dict[str,
 class Gateway:
     """The ASGI app. ``guards`` maps an app name (from ``X-Veilpix-App``) to its own Guard;
     ``""`` is the default. ``base_urls`` overrides vendors' base URLs. ``token`` (when set)
-    must come in ``X-Veilpix-Token``. ``upstream`` replaces the transport to the vendors."""
+    must come in ``X-Veilpix-Token``. ``upstream`` replaces the transport to the vendors.
+
+    A request body must keep coming: no pause over ``idle_timeout`` seconds and, after the
+    first ``idle_timeout`` seconds, ``min_body_rate`` bytes per second on average, else
+    ``408``. Requests in progress hold at most ``max_image_memory`` bytes together, estimated
+    from their bodies (:data:`~veilpix.proxy._limits.MEMORY_PER_BODY_BYTE` per byte, then
+    what the rebuilt request keeps); beyond it a request gets ``503`` with ``Retry-After``
+    instead of a share. Both doors share these (the intercept proxy forwards through here)."""
 
     def __init__(
         self,
@@ -77,9 +94,17 @@ class Gateway:
         connect_timeout: float = 15.0,
         threads: int | None = None,
         metrics: Metrics | None = None,
+        idle_timeout: float = 30.0,
+        min_body_rate: int = 8192,
+        max_image_memory: int = 512 * 1024 * 1024,
     ) -> None:
         if "" not in guards:
             raise ValueError("guards needs a default entry under ''")
+        if idle_timeout <= 0 or min_body_rate <= 0:
+            raise ValueError("idle_timeout and min_body_rate must be above 0")
+        self.idle_timeout = idle_timeout
+        self.min_body_rate = min_body_rate
+        self.budget = MemoryBudget(max_image_memory)
         self.guards = dict(guards)
         self.base_urls = dict(base_urls or {})
         self.token = token
@@ -102,7 +127,7 @@ class Gateway:
         if scope["type"] != "http":
             return
         path: str = scope.get("path", "")
-        if path == "/_veilpix/health":
+        if path == HEALTH_PATH:
             await _reply(send, 200, {"status": "ok"})
             return
         if path == "/_veilpix/metrics":
@@ -191,14 +216,50 @@ class Gateway:
         """Run one ASGI HTTP request, already routed to ``url`` at ``vendor`` (and past the
         token check), through the guard and on to the vendor; relay the answer. The door
         the call came through (``gateway``, ``intercept``) is recorded in the log."""
-        body = await _read_body(receive, self.max_body)
-        if body is _DISCONNECTED:  # the client went away mid-upload: send nothing at all
+        lease = self.budget.lease()
+        try:
+            await self._guarded(vendor, url, scope, receive, send, door=door, lease=lease)
+        finally:
+            lease.release()
+
+    async def _guarded(
+        self,
+        vendor: str,
+        url: str,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        door: str,
+        lease: Lease,
+    ) -> None:
+        declared = _content_length(scope)
+        if declared is not None and declared > self.max_body:
+            await self._too_large(send, vendor)
+            return
+        if declared is not None and not lease.reserve(declared * MEMORY_PER_BODY_BYTE):
+            await self._busy(send, vendor)  # before a byte of the body is read
+            return
+        clock = BodyClock(asyncio.get_running_loop().time(), self.idle_timeout, self.min_body_rate)
+        body = await _read_body(receive, self.max_body, clock, lease)
+        if body is _Stop.DISCONNECTED:  # the client went away mid-upload: send nothing at all
             self.metrics.count(vendor, "client_disconnected")
             return
-        if body is None:
-            await self._refuse(send, vendor, 413, f"request body over {self.max_body:,} bytes",
-                               "veilpix_too_large", outcome="too_large")  # fmt: skip
+        if body is _Stop.TOO_LARGE:
+            await self._too_large(send, vendor)
             return
+        if body is _Stop.NO_MEMORY:
+            await self._busy(send, vendor)
+            return
+        if body is _Stop.TIMED_OUT:
+            message = (
+                f"the request body came too slowly (over {self.idle_timeout:g} s without data, "
+                f"or under {self.min_body_rate:,} bytes/s); the connection is closed"
+            )
+            await self._refuse(send, vendor, 408, message, "veilpix_timeout", outcome="timeout",
+                               headers=[(b"connection", b"close")])  # fmt: skip
+            return
+        assert isinstance(body, bytes)
         app = _header(scope, _APP_RAW).decode("latin-1")
         guard = self.guards.get(app) or self.guards[""]
         client = scope.get("client")
@@ -219,18 +280,41 @@ class Gateway:
             await self._refuse(send, vendor, 503, f"veilpix cannot record the call: {exc.message}",
                                "veilpix_log", outcome="error")  # fmt: skip
             return
+        # Sanitizing is done: what stays held is the body and the rebuilt one.
+        lease.shrink_to(len(body) + len(prepared.request.body))
         for report in prepared.receipt.images:
             self.metrics.add_image(report.faces_blurred, report.bytes_in, report.bytes_out)
         await self._send_upstream(vendor, prepared, scope, receive, send)
 
+    async def _too_large(self, send: Send, vendor: str) -> None:
+        await self._refuse(send, vendor, 413, f"request body over {self.max_body:,} bytes",
+                           "veilpix_too_large", outcome="too_large")  # fmt: skip
+
+    async def _busy(self, send: Send, vendor: str) -> None:
+        used, limit = self.budget.used, self.budget.limit
+        message = (
+            f"veilpix is busy: the requests in progress hold its memory budget for images "
+            f"({used:,} of {limit:,} bytes, max_image_memory); retry shortly"
+        )
+        await self._refuse(send, vendor, 503, message, "veilpix_busy", outcome="busy",
+                           headers=[(b"retry-after", RETRY_AFTER.encode())])  # fmt: skip
+
     async def _refuse(
-        self, send: Send, vendor: str, status: int, message: str, code: str, *, outcome: str | None
+        self,
+        send: Send,
+        vendor: str,
+        status: int,
+        message: str,
+        code: str,
+        *,
+        outcome: str | None,
+        headers: Iterable[tuple[bytes, bytes]] = (),
     ) -> None:
         """Answer in the vendor's error shape (counted under ``outcome`` when given)."""
         if outcome is not None:
             self.metrics.count(vendor, outcome)
         shape = vendor if vendor != "-" else "openai"
-        await _reply(send, status, vendor_error(shape, status, message, code))
+        await _reply(send, status, vendor_error(shape, status, message, code), headers)
 
     async def _send_upstream(
         self, vendor: str, prepared: Prepared, scope: Scope, receive: Receive, send: Send
@@ -369,36 +453,68 @@ def _blocked_text(exc: RequestBlocked) -> str:
     return f"{text} ({exc.hint})" if exc.hint else text
 
 
-_DISCONNECTED = b"\x00veilpix: client disconnected\x00"
+class _Stop(enum.Enum):
+    """Why :func:`_read_body` did not return a body."""
+
+    DISCONNECTED = "the client left before sending all of it"
+    TOO_LARGE = "over max_body"
+    TIMED_OUT = "it came too slowly"
+    NO_MEMORY = "the memory budget cannot hold it"
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole request body; None when it is over ``limit``; ``_DISCONNECTED`` (compared by
-    identity) when the client left before sending all of it."""
+def _content_length(scope: Scope) -> int | None:
+    """The declared body size (the server has checked the header's syntax), else None."""
+    value = _header(scope, b"content-length")
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
+async def _read_body(receive: Receive, limit: int, clock: BodyClock, lease: Lease) -> bytes | _Stop:
+    """The whole request body, read at ``clock``'s pace and reserved in ``lease`` as it
+    grows, or why not."""
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return _DISCONNECTED
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    try:
+        async with asyncio.timeout_at(clock.deadline()) as timer:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return _Stop.DISCONNECTED
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    return _Stop.TOO_LARGE
+                if not lease.reserve(size * MEMORY_PER_BODY_BYTE):
+                    return _Stop.NO_MEMORY
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+                clock.progress(asyncio.get_running_loop().time(), len(chunk))
+                timer.reschedule(clock.deadline())
+    except TimeoutError:
+        return _Stop.TIMED_OUT
 
 
-async def _reply(send: Send, status: int, body: Any) -> None:
-    await _reply_text(send, status, json.dumps(body), "application/json")
+async def _reply(
+    send: Send, status: int, body: Any, headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    await _reply_text(send, status, json.dumps(body), "application/json", headers)
 
 
-async def _reply_text(send: Send, status: int, text: str, content_type: str) -> None:
+async def _reply_text(
+    send: Send,
+    status: int,
+    text: str,
+    content_type: str,
+    headers: Iterable[tuple[bytes, bytes]] = (),
+) -> None:
     data = text.encode()
     await send({
         "type": "http.response.start",
         "status": status,
-        "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(data)).encode())],
+        "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(data)).encode()),
+                    *headers],
     })  # fmt: skip
     await send({"type": "http.response.body", "body": data, "more_body": False})

@@ -26,8 +26,11 @@ Python and Node clients send by themselves), or ``Proxy-Authorization: Bearer TO
 ``[apps.<name>]`` when such an app is configured (a request's own ``X-Veilpix-App`` wins).
 
 Limits: bounded request heads, timeouts on the client side only (the ``CONNECT`` head, the
-TLS handshake, an idle keep-alive connection; never on a vendor's answer), a cap on open
-connections (``503`` beyond it), request bodies capped at the gateway's ``max_body``.
+TLS handshake, each request head, an idle keep-alive connection, a request body that comes
+too slowly; never on a vendor's answer), a cap on open connections (``503`` with
+``Retry-After`` beyond it; ``/_veilpix/health`` is still answered) and one on each client
+address's (a quick ``503`` before anything is read), request bodies capped at the gateway's
+``max_body`` and paced and budgeted by it (``408``, ``503``).
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ from urllib.parse import unquote
 import h11
 
 from veilpix.proxy._gateway import Gateway, Message, Scope, vendor_error
+from veilpix.proxy._http import HEALTH_PATH
+from veilpix.proxy._limits import RETRY_AFTER, busy_response, client_key
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -84,7 +89,7 @@ class InterceptStats:
     intercepted: int = 0  # CONNECTs whose TLS the proxy terminated
     tunnelled: int = 0  # CONNECTs relayed untouched
     refused: int = 0  # CONNECTs and plain requests answered with 4xx/5xx
-    busy: int = 0  # connections turned away by the connection cap
+    busy: int = 0  # connections turned away by the connection caps
     tls_failed: int = 0  # handshakes with the client that did not complete
 
 
@@ -99,10 +104,14 @@ class InterceptProxy:
 
     ``token`` is required with every ``CONNECT`` when set (None: the gateway's token).
     ``vendor_hosts`` maps more ``host`` / ``host:port`` names to vendors, on top of the
-    gateway's policies' (which hold the hosts of configured base URLs) and the adapters'. ``handshake_timeout`` bounds the
-    ``CONNECT`` head and the TLS handshake, ``idle_timeout`` the wait for the next request on
-    a kept-alive connection; ``max_connections`` caps open client connections, tunnels
-    included. ``max_head`` bounds a request head (line plus headers)."""
+    gateway's policies' (which hold the hosts of configured base URLs) and the adapters'.
+    ``handshake_timeout`` bounds the ``CONNECT`` head (from the accept) and the TLS handshake,
+    ``header_timeout`` each request head inside (the first from the handshake, a later one
+    from its first byte), ``idle_timeout`` the wait for the next request on a kept-alive
+    connection; ``max_connections`` caps open client connections, tunnels included (beyond
+    it only ``/_veilpix/health`` is answered), ``max_connections_per_client`` those of one
+    client address (beyond it a quick ``503``). ``max_head`` bounds a request head (line
+    plus headers). Request bodies are paced and budgeted by the gateway."""
 
     def __init__(
         self,
@@ -114,16 +123,20 @@ class InterceptProxy:
         vendor_hosts: Mapping[str, str] | None = None,
         max_connections: int = 256,
         handshake_timeout: float = 10.0,
-        idle_timeout: float = 60.0,
+        idle_timeout: float = 30.0,
         connect_timeout: float = 15.0,
         max_head: int = 64 * 1024,
+        header_timeout: float = 10.0,
+        max_connections_per_client: int = 32,
     ) -> None:
         self.gateway = gateway
         self.authority = authority
         self.only_vendors = only_vendors
         self.token = token if token is not None else gateway.token
         self.max_connections = max_connections
+        self.max_connections_per_client = max_connections_per_client
         self.handshake_timeout = handshake_timeout
+        self.header_timeout = header_timeout
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
         self.max_head = max_head
@@ -141,6 +154,7 @@ class InterceptProxy:
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._active = 0
+        self._per_client: dict[str, int] = {}  # open connections by client_key()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -214,6 +228,16 @@ class InterceptProxy:
         assert task is not None
         self._tasks.add(task)
         self.stats.connections += 1
+        key = client_key(writer.get_extra_info("peername"))
+        held = self._per_client.get(key, 0)
+        if held >= self.max_connections_per_client:
+            try:
+                await self._turn_away(reader, writer, held)
+            finally:
+                self._tasks.discard(task)
+                writer.transport.abort()
+            return
+        self._per_client[key] = held + 1
         busy = self._active >= self.max_connections
         self._active += 1
         link = _Link(
@@ -232,8 +256,30 @@ class InterceptProxy:
             _log.exception("intercept proxy: unexpected error; the connection was closed")
         finally:
             self._active -= 1
+            left = self._per_client.get(key, 0) - 1
+            if left > 0:
+                self._per_client[key] = left
+            else:
+                self._per_client.pop(key, None)
             self._tasks.discard(task)
             writer.transport.abort()
+
+    async def _turn_away(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, held: int
+    ) -> None:
+        """A client over its connection cap: 503 before anything is read, then close (what
+        it still sends within a second is read and dropped, so the answer is not reset)."""
+        self.stats.busy += 1
+        writer.write(busy_response(
+            f"veilpix: too many connections from your address ({held} open, "
+            f"max_connections_per_client = {self.max_connections_per_client}); retry shortly"
+        ))  # fmt: skip
+        with contextlib.suppress(OSError, RuntimeError):
+            await writer.drain()
+            if writer.can_write_eof():
+                writer.write_eof()
+        with contextlib.suppress(asyncio.CancelledError):
+            await _linger(reader)
 
     async def _connection(self, link: _Link, *, busy: bool) -> None:
         try:
@@ -251,10 +297,12 @@ class InterceptProxy:
             return  # nothing useful arrived in time
         if not isinstance(end, h11.EndOfMessage):
             return
-        if busy:
+        health = request.method != b"CONNECT" and request.target == HEALTH_PATH.encode()
+        if busy and not health:  # the health check is answered however busy the proxy is
             self.stats.busy += 1
-            await link.reply(503, "veilpix: too many connections; retry shortly",
-                             headers=[("retry-after", "1")])  # fmt: skip
+            self.gateway.metrics.count("-", "busy")
+            await link.reply(503, "veilpix: too many connections (max_connections); retry "
+                             "shortly", headers=[("retry-after", RETRY_AFTER)])  # fmt: skip
             return
         if request.method == b"CONNECT":
             await self._connect(link, request)
@@ -264,7 +312,7 @@ class InterceptProxy:
     async def _plain(self, link: _Link, request: h11.Request) -> None:
         """A request that is not a CONNECT: health and metrics, else a refusal."""
         target = request.target.decode("latin-1")
-        if target == "/_veilpix/health":
+        if target == HEALTH_PATH:
             await link.reply(200, json.dumps({"status": "ok"}), content_type="application/json")
             return
         if target == "/_veilpix/metrics":
@@ -502,11 +550,14 @@ class _Session:
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=proxy.max_head)
 
     async def run(self) -> None:
-        conn = self.conn
+        conn, proxy = self.conn, self.proxy
+        fresh = True  # the first request's head is due header_timeout after the handshake
         while True:
             try:
-                async with asyncio.timeout(self.proxy.idle_timeout):
-                    event = await _next_event(conn, self.reader)
+                wait = proxy.header_timeout if fresh else proxy.idle_timeout
+                event = await _next_head(conn, self.reader, wait, proxy.header_timeout,
+                                         fresh=fresh)  # fmt: skip
+                fresh = False
             except h11.RemoteProtocolError as exc:
                 await self._error(exc.error_status_hint, f"bad request: {exc}", "veilpix_http")
                 await _linger(self.reader)  # the rest of what it sends is dropped
@@ -710,6 +761,29 @@ async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader) -> Any
         conn.receive_data(await reader.read(_READ))
 
 
+async def _next_head(
+    conn: h11.Connection, reader: asyncio.StreamReader, wait: float, head: float, *, fresh: bool
+) -> Any:
+    """:func:`_next_event` for a request head: nothing for ``wait`` seconds, or an
+    incomplete head ``head`` seconds after its first byte, is a :class:`TimeoutError`. On a
+    ``fresh`` connection the whole head is due in ``wait``: its first byte changes nothing."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout(wait) as timer:
+        begun = fresh
+        while True:
+            event = conn.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            if not begun and conn.trailing_data[0]:  # part of the head is in
+                begun = True
+                timer.reschedule(loop.time() + head)
+            data = await reader.read(_READ)
+            conn.receive_data(data)
+            if data and not begun:
+                begun = True
+                timer.reschedule(loop.time() + head)
+
+
 async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Copy until EOF, with backpressure; then pass the EOF on (half-close)."""
     while data := await reader.read(_READ):
@@ -820,6 +894,10 @@ async def start_intercept(
         only_vendors=config.intercept.only_vendors if only_vendors is None else only_vendors,
         token=token,
         max_connections=config.proxy.max_connections,
+        max_connections_per_client=config.proxy.max_connections_per_client,
+        handshake_timeout=config.proxy.header_timeout,
+        header_timeout=config.proxy.header_timeout,
+        idle_timeout=config.proxy.idle_timeout,
     )
     try:
         await proxy.start(host, port, sock=sock)

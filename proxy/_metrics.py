@@ -19,6 +19,8 @@ __all__ = ["OUTCOMES", "Metrics"]
 OUTCOMES = (
     "sent", "blocked", "refused", "too_large", "failed", "error", "client_disconnected",
     "broken_stream", "tunnelled",  # the intercept proxy's byte tunnels, one per CONNECT
+    "busy",  # 503: max_connections or the memory budget reached
+    "timeout",  # 408: a request body that came too slowly
 )  # fmt: skip
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _TOTALS = (

@@ -74,6 +74,9 @@ def build_gateway(
         max_body=config.proxy.max_body,
         upstream=upstream,
         metrics=metrics,
+        idle_timeout=config.proxy.idle_timeout,
+        min_body_rate=config.proxy.min_body_rate,
+        max_image_memory=config.proxy.max_image_memory,
     )
 
 
@@ -268,6 +271,7 @@ def _server(
 
     from veilpix._errors import VeilpixError
     from veilpix.proxy._http import http_protocol
+    from veilpix.proxy._limits import ConnectionLimits
 
     log = gateway.guards[""].log
 
@@ -313,14 +317,16 @@ def _server(
             host=host,
             port=port,
             lifespan="on",
-            limit_concurrency=config.proxy.max_connections,
+            # max_connections, the per-client cap and the timeouts are the protocol's
+            # (uvicorn's own limit would refuse the health check too, without Retry-After)
+            limit_concurrency=None,
             access_log=False,
             log_level="warning",
             server_header=False,
             # The client address in the log is the connection's own: a local app must not be
             # able to name another one with X-Forwarded-For (uvicorn trusts it from 127.0.0.1).
             proxy_headers=False,
-            http=http_protocol(),
+            http=http_protocol(ConnectionLimits.from_config(config.proxy)),
         )
     )
 

@@ -32,7 +32,12 @@ It configures the transfer log, the policy (default, per vendor, per app) and th
     host = "127.0.0.1"                   # a non-loopback host also needs allow_remote = true
     port = 8787
     max_body = 67108864
-    max_connections = 256                # more concurrent connections get a 503
+    max_connections = 256                # at this many open connections, requests get a 503
+    max_connections_per_client = 32      # open connections from one address; more: a quick 503
+    header_timeout = 10                  # seconds from the accept to a complete request head
+    idle_timeout = 30                    # seconds a kept-alive connection or a body may pause
+    min_body_rate = 8192                 # bytes/s a body must average after idle_timeout
+    max_image_memory = 536870912         # bytes requests in progress may hold; more: 503
     workers = 1                          # processes on the one port; 0 = one per core
     allow_remote = false
     token_env = "VEILPIX_PROXY_TOKEN"    # the environment variable holding the client token
@@ -102,7 +107,12 @@ class ProxyConfig:
     host: str = "127.0.0.1"
     port: int = 8787
     max_body: int = 64 * 1024 * 1024
-    max_connections: int = 256  # beyond this, new connections get 503 (uvicorn limit_concurrency)
+    max_connections: int = 256  # open connections at which requests get 503 (health: answered)
+    max_connections_per_client: int = 32  # per client address (IPv6: /64); more: a quick 503
+    header_timeout: float = 10.0  # from the accept (or a kept-alive request's first byte)
+    idle_timeout: float = 30.0  # kept-alive connection between requests; a pause in a body
+    min_body_rate: int = 8192  # bytes/s a request body must average after idle_timeout
+    max_image_memory: int = 512 * 1024 * 1024  # estimated bytes of requests in progress
     workers: int = 1  # processes serving the one port (0: one per core)
     allow_remote: bool = False
     token_env: str = DEFAULT_TOKEN_ENV
@@ -392,15 +402,29 @@ def _policy_settings(where: str, table: Mapping[str, Any]) -> dict[str, Any]:
 def _proxy(table: Mapping[str, Any]) -> ProxyConfig:
     _check_keys("proxy", table, {
         "host": str, "port": int, "max_body": int, "allow_remote": bool, "token_env": str,
-        "max_connections": int, "workers": int,
+        "max_connections": int, "workers": int, "max_connections_per_client": int,
+        "header_timeout": (int, float), "idle_timeout": (int, float), "min_body_rate": int,
+        "max_image_memory": int,
     })  # fmt: skip
-    out = ProxyConfig(**table)
+    values = dict(table)
+    for name in ("header_timeout", "idle_timeout"):
+        if name in values:
+            values[name] = float(values[name])
+    out = ProxyConfig(**values)
     if not 0 <= out.port <= 65535:
         raise ConfigError(f"proxy.port must be from 0 to 65535, not {out.port}")
     if out.max_body <= 0:
         raise ConfigError(f"proxy.max_body must be above 0, not {out.max_body}")
-    if out.max_connections <= 0:
-        raise ConfigError(f"proxy.max_connections must be above 0, not {out.max_connections}")
+    for name in ("max_connections", "max_connections_per_client", "min_body_rate",
+                 "max_image_memory"):  # fmt: skip
+        if getattr(out, name) <= 0:
+            raise ConfigError(f"proxy.{name} must be above 0, not {getattr(out, name)}")
+    for name in ("header_timeout", "idle_timeout"):
+        seconds = getattr(out, name)
+        if not 0 < seconds <= 3600:
+            raise ConfigError(
+                f"proxy.{name} must be over 0 and at most 3600 seconds, not {seconds:g}"
+            )
     if not 0 <= out.workers <= 64:
         raise ConfigError(
             f"proxy.workers must be from 1 to 64 (or 0 for one per core), not {out.workers}"

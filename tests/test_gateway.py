@@ -241,6 +241,33 @@ def test_a_client_that_gives_up_on_a_hanging_vendor_cancels_the_call(
     assert rec.outcome == "failed" and "cancelled" in rec.to_dict()["reason"]  # ... and recorded
 
 
+def test_a_client_that_leaves_after_a_large_upload_cancels_the_call(
+    vendor: Any, gateway: Any
+) -> None:
+    # The last piece of the body (over uvicorn's 64 KiB read buffer) arrives while the app
+    # waits for it: uvicorn pauses reading, and unless reading resumes once the body is
+    # complete, the server never sees the client's FIN and the call goes on.
+    import time
+
+    fake, _ = vendor
+    server, log = gateway
+    body = json.dumps({"input": "x" * 300_000}).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"POST /openai/hang HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:1000])  # fmt: skip
+        time.sleep(0.3)  # the app now waits in receive()
+        sock.sendall(body[1000:])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not fake.seen:
+            time.sleep(0.02)
+        assert len(fake.seen) == 1  # it was sent ...
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not [r for r in log.records() if r.outcome == "failed"]:
+        time.sleep(0.05)
+    (rec,) = log.records()
+    assert rec.outcome == "failed" and "cancelled" in rec.to_dict()["reason"]  # ... and recorded
+
+
 @pytest.mark.parametrize("http", ["h11", "httptools"])
 def test_under_plain_uvicorn_a_client_that_gives_up_cancels_the_call_too(
     vendor: Any, tmp_path: Path, http: str

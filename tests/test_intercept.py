@@ -39,6 +39,15 @@ pytest.importorskip("uvicorn")
 
 from pki import TestCA, cert_pem, key_pem
 from servers import FakeVendor, Server
+from slowclients import (
+    ATTACKERS,
+    Slowloris,
+    connect_from,
+    header,
+    need_other_loopback_addresses,
+    read_until_closed,
+    status_of,
+)
 from wire import Captured, form_parts
 
 from veilpix import AuditLog, Guard, Policy, verify_log
@@ -156,19 +165,27 @@ def setup(vendor_pki: VendorPKI, authority: Authority, tmp_path: Path) -> Iterat
 
 @pytest.fixture
 def make(setup: Setup) -> Iterator[Callable[..., Running]]:
-    """make(**InterceptProxy options, guards=..., max_body=...) -> a running proxy whose
-    gateway dials the fake vendor for api.openai.com and api.anthropic.com."""
+    """make(**InterceptProxy options, guards=..., max_body=..., gateway={Gateway options})
+    -> a running proxy whose gateway dials the fake vendor for api.openai.com and
+    api.anthropic.com."""
     running: list[Running] = []
 
     def build(
-        *, guards: dict[str, Guard] | None = None, max_body: int = 2_000_000, **options: Any
+        *,
+        guards: dict[str, Guard] | None = None,
+        max_body: int = 2_000_000,
+        gateway: dict[str, Any] | None = None,
+        **options: Any,
     ) -> Running:
         address = ("127.0.0.1", setup.vendor.port)
         pool = UpstreamPool(
             resolve={OPENAI: address, "api.anthropic.com": address}, extra_ca=str(setup.pki.ca)
         )
         gateway = Gateway(
-            guards or {"": Guard(Policy(), setup.log)}, max_body=max_body, upstream=pool
+            guards or {"": Guard(Policy(), setup.log)},
+            max_body=max_body,
+            upstream=pool,
+            **(gateway or {}),
         )
         run = Running(InterceptProxy(gateway, setup.authority, **options)).__enter__()
         running.append(run)
@@ -616,9 +633,12 @@ def test_idle_clients_are_dropped_and_connections_capped(setup: Setup, make: Any
     run = make(max_connections=1, handshake_timeout=0.5)
     idle = socket.create_connection(("127.0.0.1", run.port), timeout=10)
     wait_for(lambda: run.proxy.stats.connections == 1)
-    sock, status, _ = connect(run.port, f"{OPENAI}:443")  # the one slot is taken
+    sock, status, head = connect(run.port, f"{OPENAI}:443")  # the one slot is taken
     sock.close()
     assert status == 503 and run.proxy.stats.busy == 1
+    assert b"\r\nretry-after: 1\r\n" in head.lower()
+    # however busy: the health check is answered
+    assert httpx2.get(f"{run.url}/_veilpix/health", trust_env=False).json() == {"status": "ok"}
     started = time.monotonic()
     assert idle.recv(1) == b""  # closed by the proxy once the CONNECT head is overdue
     assert time.monotonic() - started < 5
@@ -626,6 +646,93 @@ def test_idle_clients_are_dropped_and_connections_capped(setup: Setup, make: Any
     sock, status, _ = connect(run.port, f"{OPENAI}:443")  # the slot is free again
     sock.close()
     assert status == 200
+
+
+SLOW_CONNECT = f"CONNECT {OPENAI}:443 HTTP/1.1\r\nHost: {OPENAI}:443\r\nX-Slow: ".encode()
+
+
+def test_slowloris_cannot_starve_the_intercept_proxy(setup: Setup, make: Any) -> None:
+    need_other_loopback_addresses()
+    run = make(handshake_timeout=0.5, max_connections=64, max_connections_per_client=8)
+    verify = ssl.create_default_context(cafile=str(setup.authority.cert_path))
+    # 3 addresses x 8 connections (each at its cap) sending a CONNECT head a byte every 0.1 s
+    with Slowloris(run.port, SLOW_CONNECT, per_address=8) as attack:
+        health = httpx2.get(f"{run.url}/_veilpix/health", trust_env=False)
+        assert health.json() == {"status": "ok"}  # during the attack, and a vendor call too:
+        with httpx2.Client(proxy=run.url, verify=verify, trust_env=False, timeout=30) as client:
+            sent = client.post(f"https://{OPENAI}/v1/responses", json={"input": "hi"})
+        assert sent.status_code == 200
+        lifetimes = attack.wait_all_closed()
+    # closed, unanswered, once the 0.5 s for the CONNECT head were up
+    assert len(lifetimes) == 24 and min(lifetimes) >= 0.45 and attack.answers == {}
+
+
+def test_slow_request_heads_and_idle_sessions_are_closed(setup: Setup, make: Any) -> None:
+    run = make(header_timeout=0.5, idle_timeout=0.5)
+    sock = tls(run.port, setup.authority.cert_path)  # the CONNECT and the handshake are done
+    started = time.monotonic()
+    sock.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: api.openai.com\r\n")
+    sock.settimeout(0.1)
+    closed = False
+    while not closed and time.monotonic() - started < 10:  # trickle the rest of the head
+        try:
+            sock.sendall(b"x")
+            closed = sock.recv(1) == b""
+        except TimeoutError:
+            continue
+        except (OSError, ssl.SSLError):
+            closed = True
+    assert closed and time.monotonic() - started >= 0.45
+    sock.close()
+    client = H11Client(tls(run.port, setup.authority.cert_path))  # one request, then idle
+    client.send(request("GET", "/_veilpix/nothing"), h11.EndOfMessage())
+    client.response()
+    started = time.monotonic()
+    client.sock.settimeout(10)
+    assert client.sock.recv(1) == b""  # closed once idle for 0.5 s
+    assert time.monotonic() - started >= 0.45
+    client.sock.close()
+    assert setup.fake.seen[-1].path == "/_veilpix/nothing"
+
+
+def test_a_client_over_its_cap_gets_a_quick_503(setup: Setup, make: Any) -> None:
+    need_other_loopback_addresses()
+    run = make(max_connections_per_client=2)
+    mine = [connect_from(ATTACKERS[0], run.port) for _ in range(2)]
+    try:
+        wait_for(lambda: run.proxy.stats.connections == 2)
+        with connect_from(ATTACKERS[0], run.port) as extra:  # sends nothing: answered anyway
+            answer = read_until_closed(extra)
+        assert status_of(answer) == 503 and header(answer, "retry-after") == "1"
+        assert b"max_connections_per_client = 2" in answer and run.proxy.stats.busy == 1
+        sock, status, _ = connect(run.port, f"{OPENAI}:443")  # 127.0.0.1 is not affected
+        sock.close()
+        assert status == 200
+    finally:
+        for each in mine:
+            each.close()
+
+
+def test_a_trickling_body_gets_a_408(setup: Setup, make: Any) -> None:
+    run = make(gateway={"idle_timeout": 0.5, "min_body_rate": 1000})
+    client = H11Client(tls(run.port, setup.authority.cert_path))
+    client.send(request("POST", "/v1/responses", ("content-type", "application/json"),
+                        ("content-length", "100000")), h11.Data(data=b"{"))  # fmt: skip
+    client.sock.settimeout(0.1)
+    deadline = time.monotonic() + 10
+    answer: Any = None
+    while answer is None and time.monotonic() < deadline:  # a byte every 0.1 s: too slow
+        try:
+            client.sock.sendall(b" ")
+            client.conn.receive_data(client.sock.recv(65536))
+        except TimeoutError:
+            continue
+        answer = client.conn.next_event()
+        answer = None if answer is h11.NEED_DATA else answer
+    assert isinstance(answer, h11.Response) and answer.status_code == 408
+    assert (b"connection", b"close") in answer.headers
+    assert 'vendor="openai",outcome="timeout"} 1' in run.metrics()
+    assert setup.fake.seen == [] and list(setup.log.records()) == []
 
 
 def test_health_and_metrics_on_the_proxy_address(setup: Setup, proxy: Running) -> None:
