@@ -652,3 +652,51 @@ def test_bigtiff_in_either_byte_order_is_sanitized(order: str, orientation: int)
     assert result.report.lossless == (orientation == 1)
     expected = pixels if orientation == 1 else np.rot90(pixels, -1)
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(result.data))), expected)
+
+
+# --------------------------------------------------------------------------- the re-scan
+
+
+def _hiding_places() -> dict[str, tuple[str, bytes]]:
+    """Each class of hiding place, as if a strip had let it through into an output."""
+    jpeg = encode(_noise(), "JPEG", quality=90)
+    png = _png_source()
+    gif = _gif_source()
+    _s, _q, gif_end = _gif_images(gif)[0]
+    rows = _rgb_rows()
+    tiff_tags = _rgb_tags(24, 16)
+    tiff_tags[282] = (2, len(PAYLOAD) + 1, PAYLOAD + b"\x00")
+    webp = encode(_noise((48, 32)), "WEBP", quality=90)
+    webp_chunks = _riff_chunks(webp)
+    vp8x = (b"VP8X", bytes(4) + (47).to_bytes(3, "little") + (31).to_bytes(3, "little"))
+    return {
+        "jpeg: bytes before EOI": ("JPEG", _before_eoi(jpeg, PAYLOAD)),
+        "jpeg: a few bytes before EOI": ("JPEG", _before_eoi(jpeg, b"ID42")),
+        "png: bytes after the zlib stream": ("PNG", _with_idat(png, _idat(png) + PAYLOAD)),
+        "png: an IDAT after the stream": ("PNG", _with_idat(png, _idat(png), PAYLOAD)),
+        "png: rows longer than the image": (
+            "PNG", _with_idat(png, zlib.compress(zlib.decompress(_idat(png)) + PAYLOAD)),
+        ),
+        "gif: sub-blocks after the end code": (
+            "GIF", gif[: gif_end - 1] + bytes((len(PAYLOAD),)) + PAYLOAD + gif[gif_end - 1 :],
+        ),
+        "tiff: a tag at a type it does not have": ("TIFF", _tiff_file(tiff_tags, rows)),
+        "tiff: bytes after a deflate strip": (
+            "TIFF", _tiff_file(_rgb_tags(24, 16, 8), zlib.compress(rows) + PAYLOAD),
+        ),
+        "webp: a second bitstream": ("WEBP", _riff([vp8x, *webp_chunks, webp_chunks[-1]])),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(_hiding_places()))
+def test_the_verification_rescan_catches_each_hiding_place(name: str) -> None:
+    """The proofs run on every output before it is handed out: had a strip let a hiding place
+    through, the output would be refused (and the picture re-coded or re-encoded)."""
+    from veilpix._pipeline import _scan, _verify
+
+    fmt, out = _hiding_places()[name]
+    if fmt == "JPEG" and not _turbojpeg.available():
+        pytest.skip("libturbojpeg is not installed")
+    scan = _scan(out, fmt)
+    with pytest.raises(veilpix.UnsafeOutput):
+        _verify(out, fmt, None, (scan.width, scan.height), decode=False, reencoded=False)
