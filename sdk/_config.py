@@ -316,6 +316,7 @@ _POLICY_KEYS: dict[str, type | tuple[type, ...]] = {
     "require_consent_for_faces": bool, "max_side": int, "max_pixels": int,
     "output_format": str, "quality": int, "keep_standard_icc": bool, "verify_decode": bool,
     "max_bytes": int, "max_input_pixels": int,
+    "max_frames": int, "max_total_pixels": int, "max_work_seconds": (int, float), "max_memory": int,
     "allowed_vendors": list, "allowed_countries": (list, str), "region": str,
     "https_only": bool, "vendor_hosts": dict, "host_countries": dict, "remote_images": str,
     "remote_max_bytes": int, "remote_timeout": (int, float), "privacy_controls": bool,

@@ -73,11 +73,12 @@ class CorruptImage(ImageError):
 
 
 class ImageTooLarge(ImageError):
-    """The image exceeds a byte, pixel or frame limit of the policy."""
+    """The image exceeds a byte, pixel or frame limit or the work budget of the policy."""
 
     default_hint = (
         "downscale it first, or raise the limit with Policy(max_bytes=..., max_input_pixels=..., "
-        "max_frames=..., max_total_pixels=...)"
+        "max_frames=..., max_total_pixels=..., max_work_seconds=..., max_memory=...) or the "
+        "same keys in [policy] of veilpix.toml"
     )
 
 

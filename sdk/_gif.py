@@ -13,14 +13,17 @@ its frame holds, or has no end code, is not stripped (the picture takes the pixe
 
 from __future__ import annotations
 
+import re
 import struct
 
 from veilpix._errors import CorruptImage
-from veilpix._scan import ICC, METADATA, STRUCTURE, TRAILER, UNKNOWN, Scan, Unproved
+from veilpix._scan import ICC, METADATA, STRUCTURE, TRAILER, UNKNOWN, Part, Scan, Unproved
 
 __all__ = ["lzw_extent", "prove_gif", "scan_gif", "strip_gif"]
 
 _LOOP_APPS = (b"NETSCAPE2.0", b"ANIMEXTS1.0")
+_LZW_WALK = 4 * 1024 * 1024  # LZW bytes walked in Python per file; more takes the pixel path
+_ZEROS = re.compile(rb"\x00+")
 
 
 def _skip_sub_blocks(data: bytes, p: int) -> int:
@@ -127,6 +130,7 @@ def scan_gif(data: bytes) -> Scan:
     frames = 0
     ended = False
     largest = (scan.width, scan.height)
+    canvas = (scan.width, scan.height)  # the screen grown to fit every frame, as Pillow does
     while p < n:
         b = data[p]
         if b == 0x3B:
@@ -145,7 +149,15 @@ def scan_gif(data: bytes) -> Scan:
             extent = (max(scan.width, left + fw), max(scan.height, top + fh))
             if extent[0] * extent[1] > largest[0] * largest[1]:
                 largest = extent
+            canvas = (max(canvas[0], left + fw), max(canvas[1], top + fh))
             _image(scan, data, start=p, lzw_at=q, end=end, area=fw * fh)
+            p = end
+            continue
+        if b == 0x00:
+            # a zero where a block starts (a block terminator written twice): Pillow skips
+            # it and shows the frames after it; dropped, and the walk goes on
+            end = _ZEROS.match(data, p).end()  # type: ignore[union-attr]
+            scan.add("padding", p, end - p, UNKNOWN, "zero bytes between blocks")
             p = end
             continue
         if b != 0x21:
@@ -189,6 +201,9 @@ def scan_gif(data: bytes) -> Scan:
         raise CorruptImage("GIF is malformed: no image in the file")
     if p < n and (not ended or data[p:].strip(b"\x00")):
         scan.add("after trailer", p, n - p, TRAILER)
+    if canvas != (scan.width, scan.height):
+        _grow_screen(scan, data, canvas)
+        largest = canvas
     scan.frames = frames
     scan.extra.update(
         has_trailer=ended,
@@ -198,30 +213,78 @@ def scan_gif(data: bytes) -> Scan:
     return scan
 
 
+def _grow_screen(scan: Scan, data: bytes, canvas: tuple[int, int]) -> None:
+    """Frames reach outside the logical screen: Pillow grows its canvas to fit them, browsers
+    clip them, so the same file shows two pictures. The rebuilt header declares the grown
+    screen (every decoder then shows every frame whole, as Pillow did with the input) and the
+    scan reports the size decoders will show."""
+    if max(canvas) > 0xFFFF:
+        raise CorruptImage(
+            f"GIF frames reach {canvas[0]}x{canvas[1]}, past the largest screen a GIF can declare"
+        )
+    head = scan.parts[0]
+    header = bytearray(data[head.offset : head.offset + head.length])
+    struct.pack_into("<HH", header, 6, *canvas)
+    detail = f"logical screen {scan.width}x{scan.height} grown to {canvas[0]}x{canvas[1]}"
+    scan.parts[0] = Part(head.name, head.offset, head.length, STRUCTURE, detail, bytes(header))
+    scan.width, scan.height = canvas
+
+
 def _image(scan: Scan, data: bytes, *, start: int, lzw_at: int, end: int, area: int) -> None:
-    """An image block, its LZW data proved to end at its end code (else noted in extra)."""
-    lzw = _sub_block_data(data, lzw_at + 1, end)
-    extent = lzw_extent(lzw, data[lzw_at])
-    if extent is None:
-        scan.extra.setdefault("unproved", "LZW data without an end code, or with a bad code")
-        scan.add("image", start, end - start, STRUCTURE)
-        return
-    used, pixels = extent
-    if pixels > area:
-        scan.extra.setdefault("unproved", "LZW data that codes more pixels than its frame")
-    if used == len(lzw) and _sub_blocks(lzw) == data[lzw_at + 1 : end]:
-        scan.add("image", start, end - start, STRUCTURE)
-        return
-    rebuilt = data[start : lzw_at + 1] + _sub_blocks(lzw[:used])
-    scan.add("image", start, end - start, STRUCTURE, replacement=rebuilt)
-    if used < len(lzw):
-        scan.add("image data", start, len(lzw) - used, UNKNOWN, "data after the LZW end code")
+    """An image block; its LZW data is walked later, by ``_walk``, only when it is stripped
+    or checked (``inspect`` does not need it)."""
+    scan.extra.setdefault("images", []).append((len(scan.parts), lzw_at, area))
+    scan.add("image", start, end - start, STRUCTURE)
 
 
-def prove_gif(scan: Scan) -> None:
-    """Raise Unproved when a frame's LZW data could not be proved (see ``lzw_extent``)."""
+def _walk(data: bytes, scan: Scan) -> int:
+    """Walk every frame's LZW data once: each image part gets its data cut after the end
+    code and rewritten in 255-byte sub-blocks where it differs (a replacement), and what
+    cannot be proved is noted in ``extra["unproved"]``. Returns how many images changed."""
+    if "walked" in scan.extra:
+        return int(scan.extra["walked"])
+    images: list[tuple[int, int, int]] = scan.extra.get("images", [])
+    lzw_bytes = sum(scan.parts[k].offset + scan.parts[k].length - at for k, at, _a in images)
+    changed = 0
+    if lzw_bytes > _LZW_WALK:
+        scan.extra["unproved"] = ("LZW data over 4 MiB is re-encoded, not walked", "shape")
+        images = []
+    for k, lzw_at, area in images:
+        part = scan.parts[k]
+        end = part.offset + part.length
+        lzw = _sub_block_data(data, lzw_at + 1, end)
+        extent = lzw_extent(lzw, data[lzw_at])
+        if extent is None:
+            scan.extra.setdefault(
+                "unproved", ("LZW data without an end code, or with a bad code", "damaged")
+            )
+            continue
+        used, pixels = extent
+        if pixels > area:
+            scan.extra.setdefault(
+                "unproved", ("LZW data that codes more pixels than its frame", "hidden")
+            )
+        if used == len(lzw) and _sub_blocks(lzw) == data[lzw_at + 1 : end]:
+            continue
+        changed += 1
+        rebuilt = data[part.offset : lzw_at + 1] + _sub_blocks(lzw[:used])
+        scan.parts[k] = Part(part.name, part.offset, part.length, STRUCTURE, replacement=rebuilt)
+        if used < len(lzw):
+            scan.add(
+                "image data", part.offset, len(lzw) - used, UNKNOWN, "data after the LZW end code"
+            )
+    scan.extra["walked"] = changed
+    return changed
+
+
+def prove_gif(data: bytes, scan: Scan) -> None:
+    """Raise Unproved unless every frame's LZW data of the (stripped) GIF ``data`` ends at its
+    end code, in full sub-blocks, coding no more pixels than its frame."""
+    if _walk(data, scan):
+        raise Unproved("LZW data with bytes after its end code, or in odd sub-blocks", why="hidden")
     if "unproved" in scan.extra:
-        raise Unproved(scan.extra["unproved"], why="damaged")
+        what, why = scan.extra["unproved"]
+        raise Unproved(what, why=why)
 
 
 def _application(scan: Scan, data: bytes, ident: bytes, *, start: int, body: int, end: int) -> None:
@@ -267,7 +330,10 @@ def strip_gif(data: bytes, scan: Scan) -> bytes:
     """The GIF with structure blocks only (each image's LZW data cut after its end code and
     written in full sub-blocks), always closed with a trailer. Raises Unproved when a
     frame's LZW data cannot be proved."""
-    prove_gif(scan)
+    _walk(data, scan)
+    if "unproved" in scan.extra:
+        what, why = scan.extra["unproved"]
+        raise Unproved(what, why=why)
     out = bytearray()
     for part in scan.parts:
         if part.kind == STRUCTURE:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from veilpix._bmff import scan_bmff
 from veilpix._bmp import scan_bmp
+from veilpix._budget import check_decode
 from veilpix._errors import (
     ConfigError,
     CorruptImage,
@@ -248,6 +249,10 @@ def sanitize(
             notes.append(_why(exc.message, exc.why, "re-encoded from the pixels"))
     kept_icc = icc if icc_keep and fmt != "GIF" else None
     size = _turned((scan.width, scan.height), orientation)
+    if out is not None and policy.verify_decode:  # decodes every frame of the strip
+        check_decode(
+            policy, fmt, frames=scan.frames, canvas=size, total=scan.extra.get("total_pixels", 0)
+        )
     proved = None if out is None else _proved(out, fmt, kept_icc, size, policy=policy, notes=notes)
     if proved is None:
         return _sanitize_pixels(raw, fmt, scan, policy, facts, notes=notes, stage=stage)
@@ -509,7 +514,7 @@ def _sanitize_pixels(
     if _deep(scan) and stage is not None:
         notes.append("16-bit image processed at 8 bits for face blurring / resizing")
     elif _deep(scan) and policy.output_format == "auto" and icc_fine:
-        out = deep_reencode(raw, fmt, orientation)
+        out = deep_reencode(raw, fmt, orientation, policy=policy, size=(scan.width, scan.height))
         kept = scan.icc
         if kept is not None:
             out = _attach_icc(out, fmt, kept)
@@ -633,8 +638,8 @@ def _verify(
         _prove_jpeg(out, scan, own=reencoded)
     elif fmt == "PNG":
         prove_png(out, scan)
-    elif fmt == "GIF":
-        prove_gif(scan)
+    elif fmt == "GIF" and not reencoded:
+        prove_gif(out, scan)
     elif fmt == "TIFF" and not reencoded:
         prove_tiff(out, scan)
     if fmt == "TIFF":

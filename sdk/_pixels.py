@@ -10,15 +10,18 @@ explicitly, because Pillow otherwise copies comments, EXIF, XMP and ICC from ``i
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import re
+import struct
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from PIL import Image, JpegImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageChops, JpegImagePlugin, UnidentifiedImageError
 
+from veilpix._budget import check_work, estimate
 from veilpix._errors import (
     CorruptImage,
     ImageTooLarge,
@@ -161,6 +164,9 @@ def _open_heif(data: bytes, policy: Policy) -> Picture:
         img = heif[heif.primary_index]
         width, height = img.size
         check_limits(policy, width, height, 1)
+        budget = _Budget(policy, "HEIF", _target("HEIF", policy, 1, alpha=bool(img.has_alpha)))
+        budget.colour = _converts(policy, _bytes(img.info.get("icc_profile")))
+        budget.check(1, (width, height))
         im = img.to_pillow()
         im.load()
         info = dict(img.info)
@@ -184,15 +190,100 @@ def decode(data: bytes, fmt: str, policy: Policy) -> Picture:
     im = _open(data, fmt)
     try:
         with decoding(fmt):
-            return _frames(im, fmt, policy)
+            n = 1 if fmt == "JPEG" else getattr(im, "n_frames", 1)
+            check_limits(policy, im.width, im.height, n)
+            budget = _budget(im, data, fmt, policy, n)
+            # TIFF pages differ in size: each is held to the budget as it comes
+            budget.check(1 if fmt == "TIFF" else n, im.size)
+            return _frames(im, fmt, policy, n, budget)
     finally:
         im.close()
 
 
-def _frames(im: Image.Image, fmt: str, policy: Policy) -> Picture:
+class _Budget:
+    """The work budget of one picture (see veilpix._budget): what its decode will cost,
+    checked before the first frame and again whenever a frame grows the canvas."""
+
+    def __init__(self, policy: Policy, fmt: str, target: str) -> None:
+        self.policy = policy
+        self.fmt = fmt
+        self.target = target
+        self.turn = fmt in ("JPEG", "PNG", "WEBP", "TIFF", "AVIF")  # EXIF orientation, maybe
+        self.colour = False
+        self.lossless_webp = False
+
+    def check(self, frames: int, canvas: tuple[int, int], total: int = 0) -> None:
+        from veilpix._transform import target_size
+
+        policy = self.policy
+        resize = None
+        if policy.max_side is not None or policy.max_pixels is not None:
+            resize = target_size(*canvas, max_side=policy.max_side, max_pixels=policy.max_pixels)
+        work = estimate(
+            self.fmt, self.target, frames=frames, canvas=canvas, total=total, turn=self.turn,
+            colour=self.colour, faces=policy.looks_for_faces, resize_to=resize,
+            lossless_webp=self.lossless_webp,
+        )  # fmt: skip
+        check_work(policy, work)
+
+
+def _target(fmt: str, policy: Policy, frames: int, *, alpha: bool) -> str:
+    """The format the pixel path will write (as the pipeline chooses it)."""
+    if policy.output_format != "auto":
+        return policy.output_format.upper()
+    if fmt in ("HEIF", "AVIF"):
+        return "PNG" if frames > 1 or alpha else "JPEG"
+    return fmt
+
+
+def _converts(policy: Policy, icc: bytes | None) -> bool:
+    """Whether prepare() will apply ``icc`` to the pixels."""
+    return icc is not None and not (policy.keep_standard_icc and is_standard(icc))
+
+
+def _budget(im: Image.Image, data: bytes, fmt: str, policy: Policy, frames: int) -> _Budget:
+    alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
+    budget = _Budget(policy, fmt, _target(fmt, policy, frames, alpha=alpha))
+    icc = _bytes(im.info.get("icc_profile"))
+    if fmt == "GIF":  # Pillow does not read a GIF's profile; the pipeline applies it
+        budget.colour = b"ICCRGBG1" in data
+    elif fmt == "BMP":  # nor a BMP's: a V5 header may carry one
+        budget.colour = len(data) >= 18 and int.from_bytes(data[14:18], "little") >= 124
+    else:
+        budget.colour = _converts(policy, icc)
+    budget.lossless_webp = fmt == "WEBP" and policy.quality is None and _webp_lossless(data)
+    return budget
+
+
+def _webp_lossless(data: bytes) -> bool:
+    """Whether a WebP holds a lossless (VP8L) image or frame: it is re-encoded losslessly.
+    The chunks are walked up to a few thousand (a hostile file can hold millions of empty
+    ones); past that, any "VP8L" in the rest counts (at worst an estimate on the safe side)."""
+    end = min(len(data), 8 + int.from_bytes(data[4:8], "little"))
+    p = 12
+    for _ in range(4096):
+        if p + 8 > end:
+            return False
+        kind, size = data[p : p + 4], int.from_bytes(data[p + 4 : p + 8], "little")
+        if kind == b"VP8L":
+            return True
+        if kind == b"ANMF":  # 16 bytes of frame header, then [ALPH] VP8 or VP8L
+            q, stop = p + 24, min(end, p + 8 + size)
+            for _ in range(3):
+                if q + 8 > stop:
+                    break
+                if data[q : q + 4] == b"VP8L":
+                    return True
+                q += 8 + int.from_bytes(data[q + 4 : q + 8], "little")
+                q += q & 1
+        p += 8 + size + (size & 1)
+    return data.find(b"VP8L", p, end) >= 0
+
+
+def _frames(
+    im: Image.Image, fmt: str, policy: Policy, n: int, budget: _Budget | None = None
+) -> Picture:
     """Every frame that belongs to the picture, each checked against the limits."""
-    n = 1 if fmt == "JPEG" else getattr(im, "n_frames", 1)
-    check_limits(policy, im.width, im.height, n)
     pic = Picture([], fmt, loop=im.info.get("loop"))
     if fmt == "JPEG":
         pic.jpeg = {
@@ -206,11 +297,19 @@ def _frames(im: Image.Image, fmt: str, policy: Policy) -> Picture:
     pic.icc = _bytes(im.info.get("icc_profile"))
     page_orientations: list[int] = []
     seen = 0
+    largest = im.size
     for i in range(n):
         if i:
             im.seek(i)
         seen += im.width * im.height  # pages and frames may differ in size
         check_limits(policy, im.width, im.height, n, total=seen)
+        if budget is not None and (fmt == "TIFF" or im.size != largest):
+            # a TIFF page (pages differ: held to the budget as they come), or a GIF frame
+            # that grew the canvas (every frame after it is as big)
+            if im.width * im.height > largest[0] * largest[1]:
+                largest = im.size
+            rest = 0 if fmt == "TIFF" else (n - i - 1) * im.width * im.height
+            budget.check(i + 1 if fmt == "TIFF" else n, largest, total=seen + rest)
         if fmt == "TIFF":
             tags = getattr(im, "tag_v2", {})
             if i and int(tags.get(254, 0) or 0) & 1:
@@ -227,18 +326,29 @@ def _frames(im: Image.Image, fmt: str, policy: Policy) -> Picture:
     if page_orientations:
         pic.jpeg["page_orientations"] = page_orientations
     if len(pic.frames) > 1 and fmt in ("GIF", "PNG", "WEBP", "AVIF"):
-        pic.frames = _uniform(pic.frames)
+        _uniform(pic.frames)
     return pic
 
 
-def _uniform(frames: list[Image.Image]) -> list[Image.Image]:
-    """Animation frames in one mode (Pillow returns GIF frame 0 as P, later ones as RGB(A))."""
+def _uniform(frames: list[Image.Image]) -> None:
+    """Animation frames in one mode and on one canvas, in place (one frame is converted at a
+    time, so the old copies do not pile up). Pillow returns GIF frame 0 as P and later ones
+    as RGB(A), and grows the canvas when a frame reaches outside the logical screen: the
+    frames before it are then smaller, and are put on the grown canvas at (0, 0), the way
+    Pillow composites the frames that follow."""
     has_alpha = any(
         f.mode in ("RGBA", "LA", "PA") or (f.mode == "P" and "transparency" in f.info)
         for f in frames
     )
     mode = "RGBA" if has_alpha else "RGB"
-    return [f if f.mode == mode else f.convert(mode) for f in frames]
+    size = (max(f.width for f in frames), max(f.height for f in frames))
+    for i, frame in enumerate(frames):
+        out = frame if frame.mode == mode else frame.convert(mode)
+        if out.size != size:
+            canvas = Image.new(mode, size)
+            canvas.paste(out, (0, 0))
+            out = canvas
+        frames[i] = out
 
 
 def _detach(im: Image.Image) -> Image.Image:
@@ -287,22 +397,23 @@ def _to_8bit_gray(im: Image.Image) -> Image.Image:
 
 def prepare(pic: Picture, policy: Policy, orientation: int) -> tuple[str, str]:
     """Apply orientation and colour management in place. Returns (icc status, icc note)."""
-    pages = pic.jpeg.get("page_orientations")
-    if pages:
-        pic.frames = [orient(f, o) for f, o in zip(pic.frames, pages, strict=True)]
-    elif orientation != 1:
-        pic.frames = [orient(f, orientation) for f in pic.frames]
+    pages = pic.jpeg.get("page_orientations") or [orientation] * len(pic.frames)
+    convert = pic.icc is not None and not (policy.keep_standard_icc and is_standard(pic.icc))
+    real = True
+    # frame by frame, in place: each turned or converted frame replaces its source at once,
+    # so at most one extra frame is alive (not a second and third copy of the animation)
+    for i, turn in zip(range(len(pic.frames)), pages, strict=True):
+        frame = orient(pic.frames[i], turn)
+        if convert:
+            assert pic.icc is not None
+            frame, ok = to_srgb(frame, pic.icc)
+            real = real and ok
+        pic.frames[i] = frame
+        del frame
     if pic.icc is None:
         return "none", ""
-    if policy.keep_standard_icc and is_standard(pic.icc):
+    if not convert:
         return "kept", ""
-    converted = []
-    real = True
-    for frame in pic.frames:
-        out, ok = to_srgb(frame, pic.icc)
-        converted.append(out)
-        real = real and ok
-    pic.frames = converted
     pic.icc = None
     return ("converted" if real else "dropped"), (
         "pixels converted to sRGB, profile dropped" if real else "unreadable profile dropped"
@@ -379,6 +490,9 @@ def encode(pic: Picture, target: str, policy: Policy) -> tuple[bytes, list[str]]
                 )
             webp[0].save(buf, "WEBP", **args)
         elif target == "GIF":
+            durations = pic.durations
+            if animated:
+                frames, durations = _merge_still(frames, durations)
             imgs = [_clean(f) for f in frames]
             im, transparency = imgs[0]
             args = {"optimize": False}
@@ -386,7 +500,7 @@ def encode(pic: Picture, target: str, policy: Policy) -> tuple[bytes, list[str]]
                 args["transparency"] = transparency
             if animated:
                 args.update(
-                    save_all=True, append_images=[f for f, _ in imgs[1:]], duration=pic.durations
+                    save_all=True, append_images=[f for f, _ in imgs[1:]], duration=durations
                 )
             if pic.loop is not None:
                 args["loop"] = pic.loop
@@ -404,9 +518,45 @@ def encode(pic: Picture, target: str, policy: Policy) -> tuple[bytes, list[str]]
             im.save(buf, "BMP")
         else:  # pragma: no cover - targets come from the pipeline
             raise UnsupportedImage(f"cannot write {target}")
-    except (OSError, ValueError, TypeError, KeyError) as exc:
+    except (
+        OSError,
+        ValueError,
+        TypeError,
+        KeyError,
+        RuntimeError,
+        OverflowError,
+        struct.error,
+    ) as exc:
+        # RuntimeError: libwebp's animation encoder ("ERROR adding frame: ..."); OverflowError
+        # and struct.error: a value too big for the field a writer packs it in
         raise CorruptImage(f"could not encode the image as {target}: {_said(exc)}") from exc
     return buf.getvalue(), notes
+
+
+_GIF_MAX_DELAY = 655_350  # milliseconds: a GIF delay is 16 bits of 1/100 s
+
+
+def _merge_still(
+    frames: list[Image.Image], durations: list[int]
+) -> tuple[list[Image.Image], list[int]]:
+    """Runs of identical frames as one frame shown for their summed time, at most the
+    longest delay a GIF can hold. Pillow's GIF writer merges such runs itself but cannot
+    write a sum over 655.35 s (an OverflowError)."""
+    out: list[Image.Image] = []
+    times: list[int] = []
+    for frame, ms in zip(frames, durations or [0] * len(frames), strict=False):
+        last = out[-1] if out else None
+        if (
+            last is not None
+            and last.mode == frame.mode
+            and last.size == frame.size
+            and ImageChops.difference(last, frame).getbbox(alpha_only=False) is None
+        ):
+            times[-1] = min(_GIF_MAX_DELAY, times[-1] + ms)
+            continue
+        out.append(frame)
+        times.append(min(_GIF_MAX_DELAY, ms))
+    return out, times
 
 
 def _for_png(im: Image.Image) -> Image.Image:
@@ -435,14 +585,27 @@ def _for_bmp(im: Image.Image) -> Image.Image:
     return im.convert("RGBA" if _has_alpha(im) else "RGB")
 
 
-def deep_reencode(data: bytes, fmt: str, orientation: int) -> bytes:
+def deep_reencode(
+    data: bytes,
+    fmt: str,
+    orientation: int,
+    *,
+    policy: Policy | None = None,
+    size: tuple[int, int] | None = None,
+) -> bytes:
     """Re-encode a single-frame 16-bit PNG or TIFF with its bit depth intact.
 
     Pillow reads 16-bit RGB(A) as 8-bit, so this path decodes and encodes with OpenCV, whose
-    PNG and TIFF writers emit structure only, and turns the pixels with numpy.
+    PNG and TIFF writers emit structure only, and turns the pixels with numpy. With
+    ``policy`` and the declared ``size``, the work is held to the budget first (16-bit
+    samples: twice the memory of an 8-bit frame).
     """
     import cv2
     import numpy as np
+
+    if policy is not None and size is not None:
+        work = estimate(fmt, fmt, frames=1, canvas=size, turn=orientation != 1)
+        check_work(policy, dataclasses.replace(work, memory=2 * work.memory))
 
     flags = cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)

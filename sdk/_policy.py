@@ -91,6 +91,13 @@ class Policy:
     Size: ``max_side`` and ``max_pixels`` shrink the picture (aspect kept, never enlarged)
     until both hold. ``max_input_pixels`` is different: a safety limit that refuses inputs.
 
+    Limits (``ImageTooLarge`` before anything is decoded): ``max_bytes`` of input,
+    ``max_input_pixels`` in one frame or page, ``max_frames``, ``max_total_pixels`` in all
+    frames together. When the picture has to be decoded and re-encoded (turned, colour
+    converted, blurred, downscaled or converted to another format), its work is estimated
+    first and held to ``max_work_seconds`` (estimated seconds on one core, not a timeout)
+    and ``max_memory`` (estimated peak bytes of the decoded frames and their copies).
+
     Destinations (for requests sent through a transport, the Client or the proxy):
     ``allowed_vendors`` (registry names such as "openai"; None allows every registered vendor),
     ``allowed_countries`` (ISO codes of where requests are processed, e.g. ``veilpix.EEA``;
@@ -122,6 +129,8 @@ class Policy:
     max_input_pixels: int = 100_000_000
     max_frames: int = 1000
     max_total_pixels: int = 400_000_000
+    max_work_seconds: float = 2.0
+    max_memory: int = 512 * _MIB
     output_format: OutputFormat = "auto"
     quality: int | None = None
     keep_standard_icc: bool = True
@@ -159,13 +168,29 @@ class Policy:
         return self.faces != "off" or self.max_side is not None or self.max_pixels is not None
 
     def __post_init__(self) -> None:
-        for name in ("max_bytes", "max_input_pixels", "max_frames", "max_total_pixels"):
+        for name in (
+            "max_bytes",
+            "max_input_pixels",
+            "max_frames",
+            "max_total_pixels",
+            "max_memory",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(
                     f"Policy.{name} must be a positive whole number, got {value!r}",
                     hint=f"for example Policy({name}={getattr(Policy, name)})",
                 )
+        if (
+            isinstance(self.max_work_seconds, bool)
+            or not isinstance(self.max_work_seconds, int | float)
+            or not self.max_work_seconds > 0  # NaN too; inf turns the time budget off
+        ):
+            raise ConfigError(
+                f"Policy.max_work_seconds must be a number of seconds above 0, "
+                f"got {self.max_work_seconds!r}",
+                hint="for example Policy(max_work_seconds=10) for big animations",
+            )
         if self.output_format not in ("auto", "jpeg", "png", "webp"):
             raise ConfigError(
                 f"Policy.output_format must be 'auto', 'jpeg', 'png' or 'webp', "

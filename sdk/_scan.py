@@ -150,16 +150,28 @@ def check_limits(
     pixels = big_w * big_h
     if pixels > policy.max_input_pixels:
         raise ImageTooLarge(
-            f"image is {big_w}x{big_h} = {pixels:,} pixels, over the limit of {policy.max_input_pixels:,}"
+            f"image is {big_w}x{big_h} = {pixels:,} pixels, over the limit of {policy.max_input_pixels:,}",
+            hint=_raise("max_input_pixels"),
         )
     if frames > policy.max_frames:
-        raise ImageTooLarge(f"image has {frames} frames, over the limit of {policy.max_frames}")
+        raise ImageTooLarge(
+            f"image has {frames} frames, over the limit of {policy.max_frames}",
+            hint=_raise("max_frames"),
+        )
     all_pixels = max(total, width * height * frames)
     if all_pixels > policy.max_total_pixels:
         raise ImageTooLarge(
             f"image has {frames} frames with {all_pixels:,} pixels in all frames, over the "
-            f"limit of {policy.max_total_pixels:,}"
+            f"limit of {policy.max_total_pixels:,}",
+            hint=_raise("max_total_pixels"),
         )
+
+
+def _raise(setting: str) -> str:
+    """The hint of a limit: the setting that raises it, in code and in veilpix.toml."""
+    return (
+        f"downscale it first, or raise Policy({setting}=...) / [policy] {setting} in veilpix.toml"
+    )
 
 
 def check_scan(policy: Policy, scan: Scan) -> None:

@@ -125,16 +125,15 @@ def apply(
         detector = policy.face_detector or default_detector()
         facts.looked = True
         facts.detector = str(getattr(detector, "name", type(detector).__name__))
-        frames = []
-        for i, frame in enumerate(pic.frames):
+        for i, frame in enumerate(pic.frames):  # in place: one extra frame alive at a time
             boxes = _look(frame, policy, orientation_known)
             if i == 0:
                 facts.boxes = boxes
             facts.found += len(boxes)
             hide = bool(boxes) and policy.faces != "off"
-            frames.append(_hide(frame, boxes, policy) if hide else frame)
+            if hide:
+                pic.frames[i] = _hide(frame, boxes, policy)
             facts.blurred += len(boxes) if hide else 0
-        pic.frames = frames
         if len(pic.frames) > 1:
             facts.notes.append(f"faces looked for in all {len(pic.frames)} frames")
         unblurred = facts.found - facts.blurred
@@ -148,7 +147,8 @@ def apply(
         size = target_size(w, h, max_side=policy.max_side, max_pixels=policy.max_pixels)
         facts.size_before, facts.size_after = (w, h), size
         if size != (w, h):
-            pic.frames = [fit(f, size) for f in pic.frames]
+            for i, frame in enumerate(pic.frames):  # in place, like the face step
+                pic.frames[i] = fit(frame, size)
             facts.notes.append(f"downscaled from {w}x{h} to {size[0]}x{size[1]}")
     return facts
 
