@@ -2,8 +2,11 @@
 
 sniff → scan the container (bounded, no pixels) → limits → findings → either a lossless strip
 (the picture needs no change) or decode → orientation → colour → [faces → downscale] → encode
-→ verify the output by scanning it again (nothing but structure may remain) and, on the pixel
-path, decoding it.
+→ verify the output by scanning it again (nothing but structure may remain, and the extent of
+its compressed data is proved by the codec: see docs/sanitize.md) and, on the pixel path,
+decoding it. A strip that cannot be proved is re-coded (JPEG) or takes the pixel path; a
+container the scanner refuses but whose pixels decode whole is repaired through the pixel
+path.
 No path returns input bytes: every output is either rebuilt from structure elements or
 re-encoded from pixels, and must pass the verification.
 """
