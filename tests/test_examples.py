@@ -293,3 +293,16 @@ def test_find_images_example(tmp_path: Path) -> None:
     assert verify_log(out / "audit.db").ok
     bad = run("find_images.py", "a", "b", cwd=tmp_path)
     assert bad.returncode == 2 and "find_images.py" in bad.stderr
+
+
+def test_hidden_data_example(tmp_path: Path) -> None:
+    res = run("hidden_data.py", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("the payload is in the input:          True") == 2
+    assert res.stdout.count("the payload is in veilpix's output:   False") == 2
+    assert res.stdout.count("metadata a reader reports:            0 item(s)") == 2
+    (tmp_path / "mine.jpg").write_bytes(F.jpeg())
+    own = run("hidden_data.py", "mine.jpg", cwd=tmp_path)
+    assert own.returncode == 0 and "output:   False" in own.stdout, own.stderr
+    (tmp_path / "not.png").write_bytes(F.png())
+    assert run("hidden_data.py", "not.png", cwd=tmp_path).returncode == 1
