@@ -94,10 +94,17 @@ def scan_tiff(data: bytes) -> Scan:
                 "SubIFD (a raw camera layout): veilpix would only produce the preview",
                 hint="convert it to TIFF, JPEG or PNG first",
             )
+    kinds = [
+        reader.ints(e[254])[0] if 254 in e and reader.ints(e[254]) else 0 for _o, e in chain
+    ]
+    if kinds and all(k & 1 for k in kinds):
+        raise UnsupportedImage(
+            "every image in this TIFF is marked as a reduced-resolution preview: the main "
+            "image is missing (a raw camera layout?), and veilpix would only produce a preview",
+            hint="convert the original to TIFF, JPEG or PNG first",
+        )
     for index, (offset, entries) in enumerate(chain):
-        sub = reader.ints(entries[254])[0] if 254 in entries and reader.ints(entries[254]) else 0
-        reduced = bool(sub & 1) and index > 0
-        if reduced:
+        if kinds[index] & 1:  # a preview or thumbnail page, also when it comes first
             scan.thumbnails.append((f"reduced-resolution page {index}", 0))
             scan.add(f"IFD {index} (reduced resolution)", offset, 0, IMAGE)
             continue

@@ -700,3 +700,28 @@ def test_the_verification_rescan_catches_each_hiding_place(name: str) -> None:
     scan = _scan(out, fmt)
     with pytest.raises(veilpix.UnsafeOutput):
         _verify(out, fmt, None, (scan.width, scan.height), decode=False, reencoded=False)
+
+
+def test_a_preview_first_in_the_chain_is_dropped_not_kept_as_the_picture() -> None:
+    """IFD0 a small preview, IFD1 the picture: the output is the picture."""
+    tifffile = pytest.importorskip("tifffile")
+    big = np.asarray(_noise((40, 24)))
+    small = big[::4, ::4].copy()
+    buf = io.BytesIO()
+    with tifffile.TiffWriter(buf) as tw:
+        tw.write(small, photometric="rgb", subfiletype=1)  # reduced resolution
+        tw.write(big, photometric="rgb")
+    result = veilpix.sanitize(buf.getvalue())
+    assert (result.report.width_out, result.report.height_out, result.report.frames_out) == (
+        40,
+        24,
+        1,
+    )
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(result.data))), big)
+
+
+def test_a_tiff_of_previews_only_is_refused() -> None:
+    tags = _rgb_tags(8, 8)
+    tags[254] = (4, 1, struct.pack("<I", 1))
+    with pytest.raises(veilpix.UnsupportedImage, match="reduced-resolution preview"):
+        veilpix.sanitize(_tiff_file(tags, bytes(8 * 8 * 3)))
