@@ -94,9 +94,7 @@ def scan_tiff(data: bytes) -> Scan:
                 "SubIFD (a raw camera layout): veilpix would only produce the preview",
                 hint="convert it to TIFF, JPEG or PNG first",
             )
-    kinds = [
-        reader.ints(e[254])[0] if 254 in e and reader.ints(e[254]) else 0 for _o, e in chain
-    ]
+    kinds = [reader.ints(e[254])[0] if 254 in e and reader.ints(e[254]) else 0 for _o, e in chain]
     if kinds and all(k & 1 for k in kinds):
         raise UnsupportedImage(
             "every image in this TIFF is marked as a reduced-resolution preview: the main "
