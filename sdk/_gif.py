@@ -80,6 +80,8 @@ def lzw_extent(
             code = (padded[at] | padded[at + 1] << 8 | padded[at + 2] << 16) >> (bit & 7) & mask
         bit += size
         if code == clear:
+            if prev < 0 and next_code == end + 1 and bit > size:
+                return None  # clear after clear codes nothing: a channel, and slow to walk
             size, next_code, prev = min_size + 1, end + 1, -1
             mask = (1 << size) - 1
             continue
@@ -263,6 +265,10 @@ def _walk(data: bytes, scan: Scan) -> int:
         if pixels > area:
             scan.extra.setdefault(
                 "unproved", ("LZW data that codes more pixels than its frame", "hidden")
+            )
+        elif pixels < area:
+            scan.extra.setdefault(
+                "unproved", ("LZW data that codes fewer pixels than its frame", "damaged")
             )
         if used == len(lzw) and _sub_blocks(lzw) == data[lzw_at + 1 : end]:
             continue

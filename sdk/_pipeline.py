@@ -670,6 +670,9 @@ def _prove_jpeg(out: bytes, scan: Scan, *, own: bool) -> None:
         return  # written by libjpeg from pixels; _decode_check decodes it
     size = (scan.width, scan.height)
     components = scan.extra["components"]
+    if scan.extra.get("sof", 0xC0) >= 0xC9:
+        # libjpeg's arithmetic decoder never runs short, so the cut proves nothing there
+        raise Unproved("arithmetic coding written as Huffman coding", why="shape")
     try:
         if scan.extra.get("scans") != 1:
             # the cut decode proves one scan only: several are re-coded as one, after a

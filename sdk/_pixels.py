@@ -97,10 +97,6 @@ def estimate_jpeg_quality(qtables: dict[int, list[int]] | None) -> int | None:
     return max(1, min(100, round(quality)))
 
 
-def _transpose_table(table: list[int]) -> list[int]:
-    return [table[c * 8 + r] for r in range(8) for c in range(8)]
-
-
 def orient(im: Image.Image, orientation: int) -> Image.Image:
     """Apply an EXIF orientation (1-8) to the pixels."""
     op = _TRANSPOSE.get(orientation)
@@ -291,7 +287,9 @@ def _frames(
             "subsampling": JpegImagePlugin.get_sampling(im),
             "progressive": bool(im.info.get("progressive") or im.info.get("progression")),
         }
-    if fmt == "AVIF":
+    if fmt != "TIFF":  # (Pillow turns TIFF pages itself on load)
+        # what the decoder read: the pipeline's facts for AVIF, and for a repaired file
+        # whose container the scanner refused; else the scanner's facts take precedence
         pic.orientation = int(im.getexif().get(274, 1) or 1)
         pic.meta = {k: v for k, v in im.info.items() if isinstance(k, str)}
     pic.icc = _bytes(im.info.get("icc_profile"))
@@ -312,8 +310,8 @@ def _frames(
             budget.check(i + 1 if fmt == "TIFF" else n, largest, total=seen + rest)
         if fmt == "TIFF":
             tags = getattr(im, "tag_v2", {})
-            if i and int(tags.get(254, 0) or 0) & 1:
-                continue  # reduced-resolution copy (a thumbnail), not a page
+            if int(tags.get(254, 0) or 0) & 1:
+                continue  # reduced-resolution copy (a preview), not a page, wherever it sits
             page = int(tags.get(274, 1) or 1)
             im.load()
             # Pillow's TIFF plugin turns the page itself (and drops the tag) on load
@@ -323,6 +321,10 @@ def _frames(
         # copied because seeking reuses the decoder's buffer
         pic.frames.append(_detach(im) if n == 1 else im.copy())
         pic.durations.append(int(im.info.get("duration", 0) or 0))
+    if not pic.frames:
+        raise UnsupportedImage(
+            "every image in this TIFF is a reduced-resolution preview: the main image is missing"
+        )
     if page_orientations:
         pic.jpeg["page_orientations"] = page_orientations
     if len(pic.frames) > 1 and fmt in ("GIF", "PNG", "WEBP", "AVIF"):
@@ -436,17 +438,16 @@ def encode(pic: Picture, target: str, policy: Policy) -> tuple[bytes, list[str]]
                 notes.append("alpha flattened onto white for JPEG")
             args: dict[str, Any] = {"optimize": False}
             qtables = pic.jpeg.get("qtables")
-            if policy.quality is None and qtables and im.mode in ("L", "RGB", "CMYK"):
-                tables = {k: list(v) for k, v in qtables.items()}
-                if pic.orientation in (5, 6, 7, 8):
-                    tables = {k: _transpose_table(v) for k, v in tables.items()}
-                args["qtables"] = tables
+            est = estimate_jpeg_quality(qtables) if qtables else None
+            if policy.quality is None and est is not None and im.mode in ("L", "RGB", "CMYK"):
+                # the input's quality, with libjpeg's own tables at that quality: the input's
+                # table values are the writer's choice and could carry data, so none is copied
+                args["quality"] = est
                 sampling = pic.jpeg.get("subsampling", -1)
                 if sampling == 1 and pic.orientation in (5, 6, 7, 8):
                     sampling = 0
                 args["subsampling"] = sampling if sampling in (0, 1, 2) else 0
-                est = estimate_jpeg_quality(qtables)
-                notes.append(f"re-encoded with the input's quantization tables (quality ≈{est})")
+                notes.append(f"re-encoded at the input's quality (≈{est}) with standard tables")
             else:
                 args["quality"] = policy.quality or DEFAULT_QUALITY
             if pic.jpeg.get("progressive"):

@@ -61,7 +61,7 @@ _NAMES = {
     42016: "ImageUniqueID", 50341: "PrintIM", 274: "Orientation", 34675: "ICC profile",
 }  # fmt: skip
 # Compressions whose strips can be proved to hold their rows and nothing else: none, LZW,
-# deflate. LZW is walked code by code in Python: beyond this much data per page the pixel
+# deflate. LZW is walked code by code in Python: beyond this much data in all pages the pixel
 # path (C decoder, deflate encoder) is quicker, and gives the same pixels.
 _COPYABLE = {1, 5, 8, 32946}
 _LZW_WALK = 4 * 1024 * 1024
@@ -163,13 +163,16 @@ def lossless_ok(data: bytes, scan: Scan) -> bool:
     that do not overlap (so the output can never outgrow the input)."""
     reader = TiffReader(data)  # a BigTIFF is rewritten as a classic TIFF (inputs are < 4 GB)
     spans: list[tuple[int, int]] = []
+    lzw = 0
     for _offset, entries in scan.extra["pages"]:
         compression = _compression(reader, entries)
         if compression not in _COPYABLE:
             return False
         blocks = _blocks(reader, entries)[2]
-        if compression == 5 and sum(n for _o, n in blocks) > _LZW_WALK:
-            return False
+        if compression == 5:
+            lzw += sum(n for _o, n in blocks)
+            if lzw > _LZW_WALK:  # over all pages together
+                return False
         spans.extend(blocks)
     spans.sort()
     return all(a[0] + a[1] <= b[0] for a, b in itertools.pairwise(spans))

@@ -100,7 +100,7 @@ def test_jpeg_turns_by_reencoding_without_libturbojpeg(
     monkeypatch.setattr(_turbojpeg, "transform", lambda jpeg, o: None)
     out = veilpix.sanitize(F.jpeg(upright=UPRIGHT, orientation=orientation, quality=95))
     assert not out.report.lossless
-    assert any("quantization tables" in n for n in out.report.notes)
+    assert any("input's quality (≈95) with standard tables" in n for n in out.report.notes)
     assert_upright(out.data, 6.0)
 
 

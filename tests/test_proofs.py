@@ -725,3 +725,73 @@ def test_a_tiff_of_previews_only_is_refused() -> None:
     tags[254] = (4, 1, struct.pack("<I", 1))
     with pytest.raises(veilpix.UnsupportedImage, match="reduced-resolution preview"):
         veilpix.sanitize(_tiff_file(tags, bytes(8 * 8 * 3)))
+
+
+def test_quantization_table_values_are_not_copied_by_a_re_encode() -> None:
+    """A writer can choose table values freely (a payload in the chroma table): the pixel
+    path writes libjpeg's standard tables at the input's estimated quality."""
+    text = PAYLOAD[:64].ljust(64, b".")
+    luma = [max(1, min(255, v)) for v in range(2, 66)]
+    source = encode(_noise((61, 47)), "JPEG", qtables=[luma, list(text)], subsampling=0)
+    at = source.index(b"\x01", source.index(b"\xff\xdb") + 4 + 65)  # table 1, zigzag order
+    stored = source[at + 1 : at + 65]
+    assert sorted(stored) == sorted(text)
+    exif = b"Exif\x00\x00" + exif_tiff(orientation=3, gps=None, thumbnail=False, makernote=False)
+    turned = source[:2] + b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif + source[2:]
+    result = veilpix.sanitize(turned)  # 61x47: no lossless turn, so the pixels are re-encoded
+    assert not result.report.lossless
+    _clean(result, stored[:16], stored[16:32], stored[32:48], stored[48:])
+
+
+def test_a_repaired_file_keeps_its_orientation_and_findings() -> None:
+    source = F.jpeg(upright=picture((48, 32)), orientation=6)
+    broken = source[:2] + b"\xff\xe5\x00\x00" + source[2:]  # a zero-length APP5
+    result = _repaired(broken)
+    assert result.report.orientation == 6
+    assert (result.report.width_out, result.report.height_out) == (48, 32)
+    assert result.report.gps is not None
+    assert result.report.findings
+
+
+@needs_turbojpeg
+def test_an_arithmetic_coded_jpeg_is_re_coded_not_called_hidden_data() -> None:
+    import shutil
+    import subprocess
+
+    jpegtran = shutil.which("jpegtran")
+    if jpegtran is None:
+        pytest.skip("jpegtran (libjpeg-turbo-progs) is not installed")
+    source = encode(_noise(), "JPEG", quality=90)
+    arith = subprocess.run(
+        [jpegtran, "-arithmetic"], input=source, capture_output=True, check=True, timeout=30
+    ).stdout
+    assert arith[arith.index(b"\xff\xc9") : arith.index(b"\xff\xc9") + 2] == b"\xff\xc9"
+    result = veilpix.sanitize(arith)
+    assert result.report.lossless
+    assert any("arithmetic coding written as Huffman" in n for n in result.report.notes)
+    assert not any(n.startswith("removed: ") for n in result.report.notes)
+    assert (_pixels(result.data) == _pixels(source)).all()
+
+
+def test_gif_clear_codes_in_a_row_are_not_copied() -> None:
+    """Clear after clear codes nothing: a run of them is a channel (and slow to walk)."""
+    source = _gif_source()
+    _start, q, end = _gif_images(source)[0]
+    min_size = source[q]
+    with Image.open(io.BytesIO(source)) as im:
+        indices = np.asarray(im).tobytes()
+    lzw = _lzw_plain(indices, min_size)
+    clear = 1 << min_size
+    size = min_size + 1
+    # prepend 40 extra clear codes, packed LSB-first like the rest
+    bits = sum(clear << (size * i) for i in range(40))
+    prefix = bits.to_bytes(40 * size // 8, "little")  # 40 * 9 bits = 45 whole bytes
+    doubled = prefix + lzw
+    blocks = b"".join(
+        bytes((len(doubled[i : i + 255]),)) + doubled[i : i + 255]
+        for i in range(0, len(doubled), 255)
+    )
+    result = veilpix.sanitize(source[: q + 1] + blocks + b"\x00" + source[end:])
+    assert not result.report.lossless
+    assert prefix not in result.data
+    assert (_pixels(result.data) == _pixels(source)).all()
