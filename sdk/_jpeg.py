@@ -10,8 +10,10 @@ first image's EOI (MPF secondary images, gain maps, Samsung/Google trailers).
 
 from __future__ import annotations
 
+import math
 import re
 import struct
+from typing import Any
 
 from veilpix._errors import CorruptImage, UnsupportedImage
 from veilpix._scan import ICC, IMAGE, METADATA, STRUCTURE, TRAILER, UNKNOWN, Scan, need
@@ -40,6 +42,8 @@ def scan_jpeg(data: bytes) -> Scan:
     icc_chunks: dict[int, bytes] = {}
     xmp_ext: dict[bytes, dict[int, bytes]] = {}
     keep: list[tuple[int, int, bytes | None]] = [(0, 2, None)]  # (start, end, replacement)
+    tables: dict[str, Any] = {"DQT": {}, "DHT": {}, "DAC": [], "DRI": None, "DNL": None}
+    sos_payload = b""
     n = len(data)
     p = 2
     sof_seen = False
@@ -90,6 +94,7 @@ def scan_jpeg(data: bytes) -> Scan:
                     f"JPEG frame {width}x{height} with {ncomp} components is not supported"
                 )
             sof_seen = True
+            scan.extra["sof_payload"] = payload
             scan.width, scan.height = width, height
             factors = payload[7 : 6 + 3 * ncomp : 3]  # H (high nibble) and V sampling per component
             scan.extra.update(
@@ -107,17 +112,21 @@ def scan_jpeg(data: bytes) -> Scan:
             _check_table(m, payload)
             scan.add(_TABLES[m], start, seg_len, STRUCTURE)
             keep.append((start, end, None))
+            if not scans:  # the tables in force for the first scan
+                _collect_tables(m, payload, tables)
             p = end
             continue
         if m == 0xDA:
             if not sof_seen:
                 raise CorruptImage("JPEG is malformed: scan before frame header")
             scans += 1
+            sos_payload = sos_payload or payload
             if not payload or len(payload) != 4 + 2 * payload[0]:
                 raise CorruptImage("JPEG is malformed: scan header length does not match")
             hit = _NEXT_MARKER.search(data, end)
             stop = hit.start() if hit else n
             scan.add("SOS+scan", start, stop - start, STRUCTURE)
+            tables.setdefault("SOS at", len(keep))
             keep.append((start, stop, None))
             p = stop
             continue
@@ -161,9 +170,82 @@ def scan_jpeg(data: bytes) -> Scan:
     for guid, pieces in xmp_ext.items():
         scan.xmp.append(b"".join(pieces[k] for k in sorted(pieces)))
         scan.extra.setdefault("extended_xmp", []).append(guid.decode("latin-1", "replace"))
+    if scans == 1:
+        keep = _rebuilt(data, keep, tables, scan, sos_payload)
     # where the last scan's coded data stops: the FF of EOI (fill bytes before it belong to it)
     scan.extra.update(keep=keep, scans=scans, coded_end=eoi - 2)
     return scan
+
+
+def _collect_tables(marker: int, payload: bytes, tables: dict[str, Any]) -> None:
+    """Each table of a (checked) DQT/DHT segment by its id, the last definition winning."""
+    name = _TABLES[marker]
+    if name == "DQT":
+        p = 0
+        while p < len(payload):
+            size = 1 + (128 if payload[p] >> 4 else 64)
+            tables["DQT"][payload[p] & 15] = payload[p : p + size]
+            p += size
+    elif name == "DHT":
+        p = 0
+        while p + 17 <= len(payload):
+            size = 17 + sum(payload[p + 1 : p + 17])
+            tables["DHT"][(payload[p] >> 4, payload[p] & 15)] = payload[p : p + size]
+            p += size
+    elif name == "DAC":
+        tables["DAC"].append(payload)
+    else:
+        tables[name] = payload
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+    return bytes((0xFF, marker)) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def _rebuilt(
+    data: bytes,
+    keep: list[tuple[int, int, bytes | None]],
+    tables: dict[str, Any],
+    scan: Scan,
+    sos: bytes,
+) -> list[tuple[int, int, bytes | None]]:
+    """The kept segments of a single-scan JPEG, in canonical order and form: SOI, JFIF and
+    Adobe markers, one DQT with the tables the frame uses, the frame header, one DHT with
+    the tables the scan uses (one DAC for arithmetic coding), the restart interval, the
+    scan, EOI. Tables no component uses, redefined tables, DNL and every other repeat are
+    dropped: their values are a writer's free choice."""
+    sof = scan.extra["sof_payload"]
+    ncomp = sof[5]
+    quant = sorted({sof[6 + 3 * i + 2] for i in range(ncomp)})
+    coding = sorted(
+        {(0, sos[2 + 2 * i] >> 4) for i in range(sos[0])}
+        | {(1, sos[2 + 2 * i] & 15) for i in range(sos[0])}
+    )
+    arithmetic = scan.extra["sof"] >= 0xC9
+    missing = [f"DQT {t}" for t in quant if t not in tables["DQT"]]
+    if not arithmetic:
+        missing += [f"DHT {c}/{t}" for c, t in coding if (c, t) not in tables["DHT"]]
+    if missing:
+        raise CorruptImage(
+            f"JPEG is malformed: the frame uses undefined tables ({', '.join(missing)})"
+        )
+    unused = (
+        len(tables["DQT"]) - len(quant) + (0 if arithmetic else len(tables["DHT"]) - len(coding))
+    )
+    if unused > 0:
+        scan.add("tables", 0, 0, UNKNOWN, f"{unused} table(s) no component uses")
+    head = [k for k in keep if k[2] is not None or k[0] == 0]  # SOI, JFIF, Adobe
+    out = [*head, (1, 1, _segment(0xDB, b"".join(tables["DQT"][t] for t in quant)))]
+    out.append((1, 1, _segment(scan.extra["sof"], sof)))
+    if arithmetic:
+        out.extend((1, 1, _segment(0xCC, dac)) for dac in tables["DAC"][-1:])
+    else:
+        out.append((1, 1, _segment(0xC4, b"".join(tables["DHT"][c] for c in coding))))
+    if tables["DRI"] is not None:
+        out.append((1, 1, _segment(0xDD, tables["DRI"])))
+    if tables["DNL"] is not None and not scan.height:
+        out.append((1, 1, _segment(0xDC, tables["DNL"])))
+    return [*out, keep[tables["SOS at"]], keep[-1]]  # the scan, EOI
 
 
 def _check_table(marker: int, payload: bytes) -> None:
@@ -204,7 +286,15 @@ def _app(
     seg_len = end - start
     name = f"APP{app}"
     if app == 0 and payload.startswith(b"JFIF\x00") and len(payload) >= 14:
-        bare = payload[:12] + b"\x00\x00"
+        # version 1.01; the pixel aspect ratio only when it is not square (dpi values and
+        # the version are a writer's free choice)
+        units, x, y = payload[7], *struct.unpack_from(">HH", payload, 8)
+        if units == 0 and x and y and x != y:
+            g = math.gcd(x, y)
+            x, y = x // g, y // g
+        else:
+            x = y = 1
+        bare = b"JFIF\x00\x01\x01\x00" + struct.pack(">HH", x, y) + b"\x00\x00"
         thumb = payload[12] * payload[13]
         if thumb:
             scan.thumbnails.append(("JFIF thumbnail", len(payload) - 14))
@@ -214,7 +304,8 @@ def _app(
     if app == 14 and payload.startswith(b"Adobe") and len(payload) >= 12:
         scan.extra["adobe_transform"] = payload[11]
         scan.add("APP14 Adobe", start, seg_len, STRUCTURE)
-        keep.append((start, end, b"\xff\xee\x00\x0e" + payload[:12]))
+        # version 100, no flags: only the colour transform matters to a decoder
+        keep.append((start, end, b"\xff\xee\x00\x0eAdobe\x00\x64" + bytes(4) + payload[11:12]))
         return
     if app == 2 and payload.startswith(_ICC_ID) and len(payload) >= 14:
         icc[payload[12]] = payload[14:]

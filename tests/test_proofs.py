@@ -795,3 +795,44 @@ def test_gif_clear_codes_in_a_row_are_not_copied() -> None:
     assert not result.report.lossless
     assert prefix not in result.data
     assert (_pixels(result.data) == _pixels(source)).all()
+
+
+def _jpeg_segments(data: bytes) -> list[tuple[int, bytes]]:
+    out, p = [], 2
+    while data[p + 1] != 0xDA:
+        (n,) = struct.unpack_from(">H", data, p + 2)
+        out.append((data[p + 1], data[p + 4 : p + 2 + n]))
+        p += 2 + n
+    return out
+
+
+@needs_turbojpeg
+def test_jpeg_tables_nobody_uses_and_repeated_segments_are_not_copied() -> None:
+    source = encode(_noise(), "JPEG", quality=90)
+    unused_dqt = b"\x03" + PAYLOAD[:64].ljust(64, b"!")  # table id 3: no component uses it
+    counts = bytes([0] * 15 + [len(PAYLOAD[:40])])
+    unused_dht = b"\x13" + counts + PAYLOAD[:40]  # AC table 3: no scan uses it
+    extra = (
+        b"\xff\xdb" + struct.pack(">H", len(unused_dqt) + 2) + unused_dqt
+        + b"\xff\xc4" + struct.pack(">H", len(unused_dht) + 2) + unused_dht
+        + b"\xff\xdd\x00\x04\x00\x00" * 5  # DRI repeated (interval 0: none)
+        + b"\xff\xcc\x00\x04\x12\x34"  # DAC in a Huffman-coded file
+    )  # fmt: skip
+    sof = source.index(b"\xff\xc0")
+    result = veilpix.sanitize(source[:sof] + extra + source[sof:])
+    _clean(result, PAYLOAD[:16], PAYLOAD[16:32], b"\x12\x34")
+    assert result.report.lossless
+    markers = [m for m, _b in _jpeg_segments(result.data)]
+    assert markers.count(0xDB) == 1 and markers.count(0xC4) == 1 and 0xCC not in markers
+    assert markers.count(0xDD) <= 1
+    assert (_pixels(result.data) == _pixels(source)).all()
+
+
+def test_jfif_and_adobe_markers_are_written_canonically() -> None:
+    source = encode(_noise(), "JPEG", quality=90, dpi=(4711, 815))
+    adobe = b"Adobe\x00\x99" + b"ID" + b"42" + b"\x01"
+    hidden = source[:20] + b"\xff\xee" + struct.pack(">H", len(adobe) + 2) + adobe + source[20:]
+    result = veilpix.sanitize(hidden)
+    segments = dict(_jpeg_segments(result.data))
+    assert segments[0xE0] == b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    assert segments[0xEE] == b"Adobe\x00\x64\x00\x00\x00\x00\x01"
