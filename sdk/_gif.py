@@ -17,7 +17,17 @@ import re
 import struct
 
 from veilpix._errors import CorruptImage
-from veilpix._scan import ICC, METADATA, STRUCTURE, TRAILER, UNKNOWN, Part, Scan, Unproved
+from veilpix._scan import (
+    ICC,
+    METADATA,
+    STRUCTURE,
+    TRAILER,
+    UNKNOWN,
+    Part,
+    Scan,
+    Unproved,
+    proved_once,
+)
 
 __all__ = ["lzw_extent", "prove_gif", "scan_gif", "strip_gif"]
 
@@ -255,7 +265,8 @@ def _walk(data: bytes, scan: Scan) -> int:
         part = scan.parts[k]
         end = part.offset + part.length
         lzw = _sub_block_data(data, lzw_at + 1, end)
-        extent = lzw_extent(lzw, data[lzw_at])
+        min_size = data[lzw_at]
+        extent = proved_once("gif lzw", lzw, (min_size,), lambda: lzw_extent(lzw, min_size))  # noqa: B023
         if extent is None:
             scan.extra.setdefault(
                 "unproved", ("LZW data without an end code, or with a bad code", "damaged")

@@ -39,7 +39,7 @@ from veilpix._jpeg import scan_jpeg, strip_jpeg
 from veilpix._png import prove_png, scan_png, strip_png
 from veilpix._policy import Policy
 from veilpix._report import Finding, GpsPosition, ImageReport, SanitizedImage
-from veilpix._scan import IMAGE, Part, Scan, Unproved, check_scan
+from veilpix._scan import IMAGE, Part, Scan, Unproved, check_scan, proof_memo
 from veilpix._sniff import MEDIA_TYPES, sniff
 from veilpix._tiff import lossless_ok, prove_tiff, rewrite_tiff, scan_tiff
 from veilpix._webp import scan_webp
@@ -218,6 +218,13 @@ def sanitize(
     ``ImageTooLarge``, ``UnsafeOutput``, ``FaceDetectionError``, ``ConsentRequired``) when
     that cannot be done; nothing is returned then.
     """
+    with proof_memo():
+        return _sanitize(data, policy, consent)
+
+
+def _sanitize(
+    data: bytes | bytearray | memoryview, policy: Policy | None, consent: str | None
+) -> SanitizedImage:
     policy = policy or Policy()
     if consent is not None and (not isinstance(consent, str) or not consent.strip()):
         raise ConfigError("consent must be a non-empty reference string, or None")

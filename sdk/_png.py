@@ -25,7 +25,17 @@ import zlib
 from typing import Any
 
 from veilpix._errors import CorruptImage
-from veilpix._scan import ICC, METADATA, STRUCTURE, TRAILER, UNKNOWN, Scan, Unproved, need
+from veilpix._scan import (
+    ICC,
+    METADATA,
+    STRUCTURE,
+    TRAILER,
+    UNKNOWN,
+    Scan,
+    Unproved,
+    need,
+    proved_once,
+)
 
 __all__ = [
     "SIGNATURE", "iccp_chunk", "inflate_capped", "inflate_exact", "prove_png", "scan_png",
@@ -67,6 +77,14 @@ _FIXED = {
     b"cICP": 4, b"mDCv": 24, b"cLLi": 8, b"IEND": 0,
 }  # fmt: skip
 _CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
+_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
+# chunks a PNG holds at most once: later copies are not kept (their values are free)
+_ONCE = frozenset(
+    {
+        b"IHDR", b"PLTE", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"sBIT", b"bKGD", b"pHYs",
+        b"acTL", b"cICP", b"mDCv", b"cLLi", b"iCCP", b"IEND",
+    }
+)  # fmt: skip
 
 
 def _expected_size(kind: bytes, info: dict[str, Any], length: int) -> int | None:
@@ -143,6 +161,7 @@ def scan_png(data: bytes) -> Scan:
     scan = Scan("PNG")
     p, n = 8, len(data)
     seen_ihdr = seen_idat = False
+    seen_kinds: set[bytes] = set()
     iend: int | None = None
     while p < n:
         need(data, p + 8, "chunk header", "PNG")
@@ -157,9 +176,22 @@ def scan_png(data: bytes) -> Scan:
             if kind != b"IHDR" or length != 13:
                 raise CorruptImage("PNG is malformed: IHDR is not the first chunk")
             seen_ihdr = True
-            w, h, depth, ctype, _c, _f, interlace = struct.unpack(">IIBBBBB", body)
+            w, h, depth, ctype, method, filtering, interlace = struct.unpack(">IIBBBBB", body)
+            if (
+                not w or not h or depth not in _DEPTHS.get(ctype, ())
+                or method or filtering or interlace > 1
+            ):  # fmt: skip
+                raise CorruptImage(
+                    f"PNG is malformed: IHDR declares {w}x{h}, bit depth {depth}, colour type "
+                    f"{ctype}, methods {method}/{filtering}/{interlace}"
+                )
             scan.width, scan.height = w, h
             scan.extra.update(bit_depth=depth, color_type=ctype, interlace=interlace)
+        elif kind in _ONCE and kind in seen_kinds:
+            scan.add(name, p, end - p, UNKNOWN, "repeated chunk")
+            p = end
+            continue
+        seen_kinds.add(kind)
         if kind in KEEP:
             (crc,) = struct.unpack_from(">I", data, end - 4)
             if zlib.crc32(kind + body) != crc:
@@ -173,8 +205,11 @@ def scan_png(data: bytes) -> Scan:
                     scan.add(name, p, end - p, METADATA, "suggested palette (advisory)")
                     p = end
                     continue
-            if kind == b"fcTL" and length >= 12:
-                scan.extra.setdefault("frame_sizes", []).append(struct.unpack(">II", body[4:12]))
+            if kind == b"fcTL" and length >= 26:
+                fw, fh, fx, fy = struct.unpack(">IIII", body[4:20])
+                if not fw or not fh or fx + fw > scan.width or fy + fh > scan.height:
+                    scan.extra.setdefault("unproved", "an APNG frame outside the canvas")
+                scan.extra["fctl"] = scan.extra.get("fctl", 0) + 1
             if size == length:
                 scan.add(name, p, end - p, STRUCTURE)
             elif size is not None and size < length:
@@ -242,6 +277,8 @@ def scan_png(data: bytes) -> Scan:
         raise CorruptImage("PNG is truncated: no IEND chunk")
     if "apng_frames" in scan.extra:
         scan.frames = max(1, scan.extra["apng_frames"] + (1 if scan.extra["default_image"] else 0))
+        if scan.extra["apng_frames"] != scan.extra.get("fctl", 0):
+            scan.extra.setdefault("unproved", "an APNG frame count that is not its frames'")
     if iend < n:
         scan.add("after IEND", iend, n - iend, TRAILER)
     return scan
@@ -382,26 +419,40 @@ def _joined(data: bytes, kind: bytes, parts: list[Any]) -> bytes:
 def _palette_use(streams: list[tuple[bytes, int, tuple[int, int]]], info: dict[str, Any]) -> Any:
     """The palette indices the pixels use (a boolean array of 256), read by decoding each
     stream as a bare palette image (no compositing, no colours)."""
+    import numpy as np
+
+    used = np.zeros(256, dtype=bool)
+    depth, interlace = int(info.get("bit_depth", 8)), int(info.get("interlace", 0))
+    for stream, n, size in streams:
+        data = stream[:n]
+        found = proved_once(
+            "png indices", data, (size, depth, interlace),
+            lambda: _indices(data, size, depth, interlace),  # noqa: B023
+        )  # fmt: skip
+        if isinstance(found, str):
+            raise Unproved(f"the palette image does not decode ({found})", why="damaged")
+        used[list(found)] = True
+    return used
+
+
+def _indices(stream: bytes, size: tuple[int, int], depth: int, interlace: int) -> Any:
+    """The palette indices ``stream`` codes (a tuple), or what the decoder said (a str)."""
     import io
 
     import numpy as np
     from PIL import Image
 
-    used = np.zeros(256, dtype=bool)
-    depth = int(info.get("bit_depth", 8))
-    for stream, _n, (w, h) in streams:
-        ihdr = struct.pack(">IIBBBBB", w, h, depth, 3, 0, 0, int(info.get("interlace", 0)))
-        bare = (
-            SIGNATURE + _chunk(b"IHDR", ihdr) + _chunk(b"PLTE", bytes(3 << depth))
-            + _chunk(b"IDAT", stream) + _chunk(b"IEND", b"")
-        )  # fmt: skip
-        try:
-            with Image.open(io.BytesIO(bare), formats=["PNG"]) as im:
-                im.load()
-                used[np.unique(np.asarray(im))] = True
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise Unproved(f"the palette image does not decode ({exc})", why="damaged") from exc
-    return used
+    ihdr = struct.pack(">IIBBBBB", *size, depth, 3, 0, 0, interlace)
+    bare = (
+        SIGNATURE + _chunk(b"IHDR", ihdr) + _chunk(b"PLTE", bytes(3 << depth))
+        + _chunk(b"IDAT", stream) + _chunk(b"IEND", b"")
+    )  # fmt: skip
+    try:
+        with Image.open(io.BytesIO(bare), formats=["PNG"]) as im:
+            im.load()
+            return tuple(int(i) for i in np.unique(np.asarray(im)))
+    except (OSError, ValueError, SyntaxError) as exc:
+        return str(exc) or type(exc).__name__
 
 
 def _proved_streams(data: bytes, scan: Scan) -> list[tuple[bytes, int, tuple[int, int]]]:
@@ -409,7 +460,13 @@ def _proved_streams(data: bytes, scan: Scan) -> list[tuple[bytes, int, tuple[int
     out = []
     for kind, parts, frame in _streams(data, scan):
         stream = _joined(data, kind, parts)
-        used, problem, why = _inflate_rows(stream, _rows(scan.extra, frame))
+        rows = _rows(scan.extra, frame)
+        used, problem, why = proved_once(
+            "png rows",
+            stream,
+            tuple(rows),
+            lambda: _inflate_rows(stream, rows),  # noqa: B023
+        )
         if problem and why != "hidden":
             raise Unproved(problem, why=why)
         out.append((stream, used if problem else len(stream), frame))
@@ -420,6 +477,8 @@ def prove_png(data: bytes, scan: Scan) -> None:
     """Raise Unproved unless every compressed stream of the (stripped) PNG ``data`` inflates
     to exactly its rows and ends at its last chunk's end, and a palette holds only the
     colours the pixels use (unused entries zero, none after the last used one)."""
+    if "unproved" in scan.extra:
+        raise Unproved(scan.extra["unproved"], why="damaged")
     streams = _proved_streams(data, scan)
     for stream, used, _frame in streams:
         if used != len(stream):
@@ -438,6 +497,8 @@ def strip_png(data: bytes, scan: Scan, *, icc: bytes | None) -> bytes:
     """The PNG with structure chunks only (plus ``icc`` as a fresh iCCP before PLTE/IDAT):
     each image stream cut to its proved extent in one chunk, APNG sequence numbers renumbered,
     the palette reduced to the colours used. Raises Unproved when a stream is damaged."""
+    if "unproved" in scan.extra:
+        raise Unproved(scan.extra["unproved"], why="damaged")
     streams = _proved_streams(data, scan)
     hidden = sum(len(s) - used for s, used, _f in streams)
     palette: bytes | None = None

@@ -9,15 +9,21 @@ when a fresh scan finds nothing but structure.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from veilpix._errors import CorruptImage, ImageTooLarge, UnsafeOutput
 
 if TYPE_CHECKING:
     from veilpix._policy import Policy
 
-__all__ = ["Part", "Scan", "Unproved", "check_limits", "check_scan", "need"]
+__all__ = [
+    "Part", "Scan", "Unproved", "check_limits", "check_scan", "need", "proof_memo", "proved_once",
+]  # fmt: skip
 
 # Part kinds. Only STRUCTURE (and ICC when the profile is a standard one) survives a strip.
 STRUCTURE = "structure"
@@ -26,6 +32,34 @@ IMAGE = "image"
 ICC = "icc"
 TRAILER = "trailer"
 UNKNOWN = "unknown"
+
+T = TypeVar("T")
+_MEMO: ContextVar[dict[bytes, Any] | None] = ContextVar("veilpix_proofs", default=None)
+
+
+@contextmanager
+def proof_memo() -> Iterator[None]:
+    """Within one ``sanitize()`` call, remember what ``proved_once`` proved."""
+    token = _MEMO.set({})
+    try:
+        yield
+    finally:
+        _MEMO.reset(token)
+
+
+def proved_once(kind: str, data: bytes, params: tuple[Any, ...], prove: Callable[[], T]) -> T:
+    """``prove()``, remembered within one ``sanitize()`` call (``proof_memo``) by a digest of
+    ``data`` and ``params``: a strip walks or inflates the input's image data, and the
+    verification of its output (the same bytes when nothing was hidden) would do it all
+    again. The results are facts about bytes, so they hold wherever the same bytes come
+    back."""
+    memo = _MEMO.get()
+    if memo is None:
+        return prove()
+    key = hashlib.sha256(f"{kind}{params!r}".encode() + b"\x00" + data).digest()
+    if key not in memo:
+        memo[key] = prove()
+    return memo[key]  # type: ignore[no-any-return]
 
 
 class Unproved(UnsafeOutput):

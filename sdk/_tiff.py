@@ -27,7 +27,7 @@ import struct
 from veilpix._errors import CorruptImage, UnsupportedImage
 from veilpix._gif import lzw_extent
 from veilpix._png import inflate_exact
-from veilpix._scan import ICC, IMAGE, METADATA, Scan, Unproved
+from veilpix._scan import ICC, IMAGE, METADATA, Scan, Unproved, proved_once
 from veilpix._tiffio import Entry, TiffReader
 
 __all__ = ["STRUCTURAL_TAGS", "lossless_ok", "prove_tiff", "rewrite_tiff", "scan_tiff"]
@@ -270,11 +270,11 @@ def _strip_extent(strip: bytes, compression: int, size: int) -> int:
     """Bytes of a compressed ``strip`` that code its ``size`` bytes of rows (what follows is
     dropped); Unproved when it codes more or fewer, or is not a valid stream."""
     if compression == 5:
-        found = lzw_extent(strip, 8, msb=True, early=1)
+        found = proved_once("tiff lzw", strip, (), lambda: lzw_extent(strip, 8, msb=True, early=1))
         if found is None or found[1] != size:
             raise Unproved("an LZW strip does not code exactly its rows", why="damaged")
         return found[0]
-    used, problem, why = inflate_exact(strip, size)
+    used, problem, why = proved_once("inflate", strip, (size,), lambda: inflate_exact(strip, size))
     if problem and why != "hidden":
         raise Unproved(f"a deflate strip: {problem}", why=why)
     return used

@@ -836,3 +836,44 @@ def test_jfif_and_adobe_markers_are_written_canonically() -> None:
     segments = dict(_jpeg_segments(result.data))
     assert segments[0xE0] == b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
     assert segments[0xEE] == b"Adobe\x00\x64\x00\x00\x00\x00\x01"
+
+
+def test_png_repeated_chunks_are_not_copied() -> None:
+    source = _png_source()
+    chunks = _chunks(source)
+    phys = [(b"pHYs", struct.pack(">IIB", 2835, 2835, 1))]
+    repeats = [
+        (b"pHYs", PAYLOAD[:9]),
+        (b"gAMA", struct.pack(">I", 45455)),
+        (b"gAMA", PAYLOAD[9:13]),
+    ]
+    second_ihdr = [(b"IHDR", chunks[0][1][:12] + b"\x01")]
+    hidden = _build([chunks[0], *phys, *repeats, *chunks[1:-1], *second_ihdr, chunks[-1]])
+    result = veilpix.sanitize(hidden)
+    _clean(result, PAYLOAD[:9], PAYLOAD[9:13])
+    kinds = [k for k, _b in _chunks(result.data)]
+    assert kinds.count(b"pHYs") == 1 and kinds.count(b"gAMA") == 1 and kinds.count(b"IHDR") == 1
+    assert (_pixels(result.data) == _pixels(source)).all()
+
+
+def test_png_with_an_impossible_bit_depth_is_refused() -> None:
+    source = _png_source()
+    chunks = _chunks(source)
+    w, h, _d, *rest = struct.unpack(">IIBBBBB", chunks[0][1])
+    bad = _build([(b"IHDR", struct.pack(">IIBBBBB", w, h, 3, *rest)), *chunks[1:]])
+    with pytest.raises(veilpix.CorruptImage, match="bit depth 3"):
+        veilpix.sanitize(bad)
+
+
+def test_apng_frames_that_do_not_add_up_are_not_stripped() -> None:
+    frames = [_noise((32, 24), seed=i) for i in range(3)]
+    source = encode(frames[0], "PNG", save_all=True, append_images=frames[1:], duration=50)
+    chunks = _chunks(source)
+    actl = next(i for i, (k, _b) in enumerate(chunks) if k == b"acTL")
+    chunks[actl] = (b"acTL", struct.pack(">II", 7, 0))  # claims 7 frames, holds 3
+    try:
+        result = veilpix.sanitize(_build(chunks))
+    except veilpix.CorruptImage:
+        return  # the decoder cannot read it either: refused, never handed out
+    assert not result.report.lossless
+    _pixels(result.data)
