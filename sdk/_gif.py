@@ -62,9 +62,9 @@ def _sub_block_data(data: bytes, p: int, end: int) -> bytes:
 
 def lzw_extent(
     lzw: bytes, min_size: int, *, msb: bool = False, early: int = 0
-) -> tuple[int, int] | None:
-    """(bytes up to and including the one holding the end code, pixels the codes make) of
-    the GIF LZW data ``lzw``; None when it ends without an end code or holds a code no
+) -> tuple[int, int, int] | None:
+    """(bytes up to and including the one holding the end code, pixels the codes make, the
+    set of colour indices they use as a bit mask) of the GIF LZW data ``lzw``; None when it ends without an end code or holds a code no
     decoder could have in its table (damage). ``msb`` and ``early`` read TIFF's variant
     (codes packed from the high bit, the width growing one code early); TIFF data that
     stops without an end code ends with its last whole code."""
@@ -77,7 +77,7 @@ def lzw_extent(
     mask = (1 << size) - 1
     next_code = end + 1
     prev = -1
-    pixels = 0
+    pixels = seen = 0
     bit = 0
     last = len(lzw) * 8
     padded = lzw + b"\x00\x00"
@@ -96,15 +96,18 @@ def lzw_extent(
             mask = (1 << size) - 1
             continue
         if code == end:
-            return (bit + 7) >> 3, pixels
+            return (bit + 7) >> 3, pixels, seen
         if prev < 0:
             if code > clear:
                 return None
             pixels += 1
+            seen |= 1 << code
             prev = code
             continue
         if code < next_code:
             pixels += lengths[code]
+            if code < clear:  # every index a decoder outputs came in as such a literal
+                seen |= 1 << code
         elif code == next_code and next_code < 4096:
             pixels += lengths[prev] + 1
         else:
@@ -116,7 +119,7 @@ def lzw_extent(
                 size += 1
                 mask = (1 << size) - 1
         prev = code
-    return (len(lzw), pixels) if msb else None
+    return (len(lzw), pixels, seen) if msb else None
 
 
 def _sub_blocks(payload: bytes) -> bytes:
@@ -162,6 +165,7 @@ def scan_gif(data: bytes) -> Scan:
             if extent[0] * extent[1] > largest[0] * largest[1]:
                 largest = extent
             canvas = (max(canvas[0], left + fw), max(canvas[1], top + fh))
+            scan.extra.pop("gce", None)  # this image's graphic control, if any, is used
             _image(scan, data, start=p, lzw_at=q, end=end, area=fw * fh)
             p = end
             continue
@@ -185,6 +189,10 @@ def scan_gif(data: bytes) -> Scan:
             if len(fields) >= 4:  # rebuilt at its exact size: 4 bytes of timing and flags
                 gce = b"\x21\xf9\x04" + fields[:4] + b"\x00"
                 same = data[p:end] == gce
+                _superseded(scan, "gce")  # only the last one before an image counts
+                scan.extra["gce"] = len(scan.parts)
+                if fields[0] & 1:
+                    scan.extra.setdefault("transparent", set()).add(fields[3])
                 scan.add(
                     "graphic control", p, end - p, STRUCTURE, replacement=None if same else gce
                 )
@@ -209,6 +217,7 @@ def scan_gif(data: bytes) -> Scan:
             end = _skip_sub_blocks(data, p + 2)
             scan.add(f"extension 0x{label:02X}", p, end - p, UNKNOWN)
         p = end
+    _superseded(scan, "gce")  # a graphic control no image follows
     if not frames:
         raise CorruptImage("GIF is malformed: no image in the file")
     if p < n and (not ended or data[p:].strip(b"\x00")):
@@ -242,6 +251,14 @@ def _grow_screen(scan: Scan, data: bytes, canvas: tuple[int, int]) -> None:
     scan.width, scan.height = canvas
 
 
+def _superseded(scan: Scan, key: str) -> None:
+    """The part ``extra[key]`` points at is not used (another one replaced it): dropped."""
+    k = scan.extra.pop(key, None)
+    if k is not None:
+        old = scan.parts[k]
+        scan.parts[k] = Part(old.name, old.offset, old.length, UNKNOWN, "superseded or unused")
+
+
 def _image(scan: Scan, data: bytes, *, start: int, lzw_at: int, end: int, area: int) -> None:
     """An image block; its LZW data is walked later, by ``_walk``, only when it is stripped
     or checked (``inspect`` does not need it)."""
@@ -250,9 +267,11 @@ def _image(scan: Scan, data: bytes, *, start: int, lzw_at: int, end: int, area: 
 
 
 def _walk(data: bytes, scan: Scan) -> int:
-    """Walk every frame's LZW data once: each image part gets its data cut after the end
-    code and rewritten in 255-byte sub-blocks where it differs (a replacement), and what
-    cannot be proved is noted in ``extra["unproved"]``. Returns how many images changed."""
+    """Walk every frame's LZW data once, and rebuild what it proves: each image's data cut
+    after its end code and written in 255-byte sub-blocks, each colour table with the
+    entries no pixel (nor the transparent or background index) uses set to zero, the aspect
+    byte zero. Changed parts get replacements; what cannot be proved is noted in
+    ``extra["unproved"]``. Returns how many parts changed."""
     if "walked" in scan.extra:
         return int(scan.extra["walked"])
     images: list[tuple[int, int, int]] = scan.extra.get("images", [])
@@ -261,6 +280,8 @@ def _walk(data: bytes, scan: Scan) -> int:
     if lzw_bytes > _LZW_WALK:
         scan.extra["unproved"] = ("LZW data over 4 MiB is re-encoded, not walked", "shape")
         images = []
+    keep = sum(1 << i for i in scan.extra.get("transparent", ()))
+    global_use = keep
     for k, lzw_at, area in images:
         part = scan.parts[k]
         end = part.offset + part.length
@@ -272,7 +293,7 @@ def _walk(data: bytes, scan: Scan) -> int:
                 "unproved", ("LZW data without an end code, or with a bad code", "damaged")
             )
             continue
-        used, pixels = extent
+        used, pixels, seen = extent
         if pixels > area:
             scan.extra.setdefault(
                 "unproved", ("LZW data that codes more pixels than its frame", "hidden")
@@ -281,17 +302,42 @@ def _walk(data: bytes, scan: Scan) -> int:
             scan.extra.setdefault(
                 "unproved", ("LZW data that codes fewer pixels than its frame", "damaged")
             )
-        if used == len(lzw) and _sub_blocks(lzw) == data[lzw_at + 1 : end]:
+        head = data[part.offset : part.offset + 10]
+        if head[9] & 0x80:  # a local colour table: only this image's colours
+            table = _used_colours(data[part.offset + 10 : lzw_at], seen | keep)
+        else:
+            table = b""
+            global_use |= seen
+        rebuilt = head + table + data[lzw_at : lzw_at + 1] + _sub_blocks(lzw[:used])
+        if rebuilt == data[part.offset : end]:
             continue
         changed += 1
-        rebuilt = data[part.offset : lzw_at + 1] + _sub_blocks(lzw[:used])
         scan.parts[k] = Part(part.name, part.offset, part.length, STRUCTURE, replacement=rebuilt)
         if used < len(lzw):
             scan.add(
                 "image data", part.offset, len(lzw) - used, UNKNOWN, "data after the LZW end code"
             )
+    if images:
+        header = scan.parts[0]
+        old = header.bytes_in(data)
+        new = bytearray(old[:12]) + b"\x00"  # aspect ratio: 0 (square pixels)
+        if old[10] & 0x80:
+            new += _used_colours(old[13:], global_use | 1 << old[11])  # + the background
+        if bytes(new) != old:
+            changed += 1
+            scan.parts[0] = Part(
+                header.name, 0, header.length, STRUCTURE, header.detail, bytes(new)
+            )
     scan.extra["walked"] = changed
     return changed
+
+
+def _used_colours(table: bytes, used: int) -> bytes:
+    """A colour table with every entry not in the bit mask ``used`` set to black."""
+    return b"".join(
+        table[i : i + 3] if used >> (i // 3) & 1 else b"\x00\x00\x00"
+        for i in range(0, len(table), 3)
+    )
 
 
 def prove_gif(data: bytes, scan: Scan) -> None:
@@ -308,6 +354,9 @@ def _application(scan: Scan, data: bytes, ident: bytes, *, start: int, body: int
     label = ident.decode("latin-1", "replace")
     if ident in _LOOP_APPS:
         sub = _sub_block_data(data, body, end)
+        if "loop" in scan.extra:
+            scan.add(f"application {label}", start, end - start, UNKNOWN, "repeated")
+            return
         if len(sub) >= 3 and sub[0] == 1:
             loop = sub[1:3]
             scan.extra["loop"] = struct.unpack("<H", loop)[0]

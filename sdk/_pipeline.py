@@ -563,6 +563,13 @@ def _sanitize_pixels(
     out, enc_notes = encode(pic, target, policy)
     if target == "PNG":  # the encoder writes a picture's palette whole, used or not
         out = strip_png(out, scan_png(out), icc=pic.icc)
+    elif target == "GIF":  # likewise its colour tables
+        try:
+            out = strip_gif(out, scan_gif(out))
+        except Unproved as exc:
+            if exc.why != "shape":
+                raise UnsafeOutput(f"veilpix's own GIF output: {exc.message}") from exc
+            notes.append("colour tables not reduced to the colours used (LZW data over 4 MiB)")
     notes.extend(enc_notes)
     notes.extend(pic.notes)
     expect = pic.frames[0].size

@@ -365,7 +365,7 @@ def test_gif_codes_beyond_the_frame_take_the_pixel_path() -> None:
     with Image.open(io.BytesIO(source)) as im:
         indices = np.asarray(im).tobytes() + b"\x01" * 200
     longer = _lzw_plain(indices, min_size)
-    assert lzw_extent(longer, min_size) == (len(longer), 40 * 30 + 200)
+    assert lzw_extent(longer, min_size)[:2] == (len(longer), 40 * 30 + 200)  # type: ignore[index]
     blocks = b"".join(
         bytes((len(longer[i : i + 255]),)) + longer[i : i + 255] for i in range(0, len(longer), 255)
     )
@@ -877,3 +877,52 @@ def test_apng_frames_that_do_not_add_up_are_not_stripped() -> None:
         return  # the decoder cannot read it either: refused, never handed out
     assert not result.report.lossless
     _pixels(result.data)
+
+
+def _gif_with_tables(local: bool) -> tuple[bytes, bytes]:
+    """A 4-colour picture in a GIF whose 256-entry colour table (global, or local to the
+    frame) holds PAYLOAD in entries no pixel uses; returns (gif, the table as written)."""
+    im = Image.new("P", (32, 16))
+    im.putdata([(x // 8) % 4 for x in range(32)] * 16)
+    palette = bytes([200, 10, 10, 10, 200, 10, 10, 10, 200, 250, 250, 0])
+    palette += PAYLOAD.ljust(768 - len(palette), b"~")[: 768 - len(palette)]
+    im.putpalette(palette)
+    data = encode(im, "GIF", optimize=False, interlace=False)
+    if not local:
+        return data, palette
+    # move the global table into the image descriptor
+    flags = data[10]
+    gct = data[13 : 13 + 768]
+    head = data[:10] + bytes((flags & 0x70,)) + data[11:13]
+    rest = data[13 + 768 :]
+    at = rest.index(b"\x2c")
+    desc = bytearray(rest[at : at + 10])
+    desc[9] |= 0x80 | 7
+    return head + rest[:at] + bytes(desc) + gct + rest[at + 10 :], palette
+
+
+@pytest.mark.parametrize("local", [False, True], ids=["global", "local"])
+def test_gif_colour_tables_keep_only_the_colours_used(local: bool) -> None:
+    source, _palette = _gif_with_tables(local)
+    assert PAYLOAD[:16] in source
+    for result in (veilpix.sanitize(source), veilpix.sanitize(source, veilpix.Policy(max_side=16))):
+        _clean(result, PAYLOAD[:8], PAYLOAD[-8:])
+    result = veilpix.sanitize(source)
+    assert result.report.lossless
+    assert (_pixels(result.data) == _pixels(source)).all()
+
+
+def test_gif_repeated_control_blocks_are_not_copied() -> None:
+    source = _gif_source()
+    at = source.index(b"\x21\xf9")
+    gce = source[at : at + 8]
+    spare = b"\x21\xf9\x04" + b"\xde\xad\xbe\xef" + b"\x00"
+    loop2 = b"\x21\xff\x0bNETSCAPE2.0\x03\x01\x42\x42\x00"
+    hidden = bytearray(source[:at] + loop2 + spare + loop2 + gce + source[at + 8 :])
+    hidden[12] = 0x42  # the aspect ratio byte
+    result = veilpix.sanitize(bytes(hidden))
+    _clean(result, b"\xde\xad\xbe\xef")
+    assert result.data[12] == 0
+    assert result.data.count(b"\x21\xf9") == 1
+    assert result.data.count(b"NETSCAPE2.0") == 1
+    assert (_pixels(result.data) == _pixels(source)).all()
