@@ -259,11 +259,23 @@ def _sanitize(
             notes.append(_why(exc.message, exc.why, "re-encoded from the pixels"))
     kept_icc = icc if icc_keep and fmt != "GIF" else None
     size = _turned((scan.width, scan.height), orientation)
-    if out is not None and policy.verify_decode:  # decodes every frame of the strip
-        check_decode(
-            policy, fmt, frames=scan.frames, canvas=size, total=scan.extra.get("total_pixels", 0)
-        )
-    proved = None if out is None else _proved(out, fmt, kept_icc, size, policy=policy, notes=notes)
+    decode = policy.verify_decode or fmt != "JPEG"  # (a JPEG's proof is a decode already)
+    if out is not None and decode:  # decodes every frame of the strip: within the budget
+        try:
+            check_decode(
+                policy,
+                fmt,
+                frames=scan.frames,
+                canvas=size,
+                total=scan.extra.get("total_pixels", 0),
+            )
+        except ImageTooLarge:
+            if policy.verify_decode:
+                raise
+            decode = False  # beyond the budget the structural proofs stand alone
+    proved = None
+    if out is not None:
+        proved = _proved(out, fmt, kept_icc, size, policy=policy, notes=notes, decode=decode)
     if proved is None:
         return _sanitize_pixels(raw, fmt, scan, policy, facts, notes=notes, stage=stage)
     out, out_scan = proved
@@ -283,15 +295,19 @@ def _proved(
     *,
     policy: Policy,
     notes: list[str],
+    decode: bool,
 ) -> tuple[bytes, Scan] | None:
     """The stripped output with its verification scan, once every kept byte is proved to be
-    structure or coded image data. What cannot be proved is re-coded (a JPEG's entropy-coded
-    data written afresh from its DCT coefficients: the same pixels) or, returning None, sent
-    to the pixel path; either way the report says why."""
+    structure or coded image data and (``decode``) every frame decodes. What cannot be
+    proved is re-coded (a JPEG's entropy-coded data written afresh from its DCT
+    coefficients: the same pixels) or, returning None, sent to the pixel path; either way the
+    report says why."""
     try:
-        return out, _verify(out, fmt, icc, size, decode=policy.verify_decode, reencoded=False)
+        return out, _verify(out, fmt, icc, size, decode=decode, reencoded=False)
     except Unproved as exc:
         what, why = exc.message, exc.why
+    except CorruptImage as exc:  # the strip does not decode: what the decoder makes of it
+        what, why = f"the stripped picture does not decode ({exc.message})", "damaged"
     if fmt == "JPEG":
         from veilpix._turbojpeg import recode
 

@@ -575,7 +575,8 @@ def _for_webp(im: Image.Image) -> Image.Image:
 
 
 def _for_tiff(im: Image.Image) -> Image.Image:
-    if im.mode in ("1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I;16", "I;16B", "I", "F"):
+    # no palette: the writer would copy the input's colour map whole, unused entries too
+    if im.mode in ("1", "L", "LA", "RGB", "RGBA", "CMYK", "I;16", "I;16B", "I", "F"):
         return im
     return im.convert("RGBA" if _has_alpha(im) else "RGB")
 

@@ -41,14 +41,16 @@ STRUCTURAL_TAGS = frozenset(
 )  # fmt: skip
 # The tags a rewrite keeps: (type, count) with SHORT=3, LONG=4, RATIONAL=5; a count of
 # "spp" is SamplesPerPixel, "map" 3 x 2**BitsPerSample, "extra" the extra samples.
+# Advisory tags (thresholding, cell size, sample value ranges, page numbers, chromaticities)
+# are not kept: a decoder does not need them and their values are free. The colour map only
+# for palette pages and the ink tags only for separated (CMYK) ones.
 _CANON: dict[int, tuple[int, int | str]] = {
     254: (4, 1), 255: (3, 1), 256: (4, 1), 257: (4, 1), 258: (3, "spp"), 259: (3, 1),
-    262: (3, 1), 263: (3, 1), 264: (3, 1), 265: (3, 1), 266: (3, 1), 277: (3, 1),
-    278: (4, 1), 280: (3, "spp"), 281: (3, "spp"), 282: (5, 1), 283: (5, 1), 284: (3, 1),
-    292: (4, 1), 293: (4, 1), 296: (3, 1), 297: (3, 2), 317: (3, 1), 318: (5, 2),
-    319: (5, 6), 320: (3, "map"), 322: (4, 1), 323: (4, 1), 332: (3, 1), 334: (3, 1),
-    338: (3, "extra"), 339: (3, "spp"), 529: (5, 3), 530: (3, 2), 531: (3, 1), 532: (5, 6),
+    262: (3, 1), 266: (3, 1), 277: (3, 1), 278: (4, 1), 282: (5, 1), 283: (5, 1),
+    284: (3, 1), 296: (3, 1), 317: (3, 1), 320: (3, "map"), 322: (4, 1), 323: (4, 1),
+    332: (3, 1), 334: (3, 1), 338: (3, "extra"), 339: (3, "spp"),
 }  # fmt: skip
+_ONLY_FOR = {320: 3, 332: 5, 334: 5}  # tag -> the photometric interpretation it belongs to
 _DNG_VERSION = 50706
 _ORIENTATION = 274
 _ICC_TAG = 34675
@@ -166,8 +168,12 @@ def lossless_ok(data: bytes, scan: Scan) -> bool:
     lzw = 0
     for _offset, entries in scan.extra["pages"]:
         compression = _compression(reader, entries)
-        if compression not in _COPYABLE:
-            return False
+        if compression not in _COPYABLE or _first(reader, entries, 262, -1) in (3, 6):
+            return False  # palette: its unused colours; YCbCr: subsampled rows (pixel path)
+        width, height = _page_size(reader, entries)
+        tile = (_first(reader, entries, 322, 0), _first(reader, entries, 323, 0))
+        if tile[0] and tile[1] and (width % tile[0] or height % tile[1]):
+            return False  # edge tiles code pixels outside the picture
         blocks = _blocks(reader, entries)[2]
         if compression == 5:
             lzw += sum(n for _o, n in blocks)
@@ -293,8 +299,9 @@ def _canonical(
     counts = {"spp": spp, "map": 3 << bits if bits <= 16 else 0, "extra": spp - colour}
     out: dict[int, tuple[int, int, bytes]] = {}
     kept = {**_CANON, _ORIENTATION: (3, 1)} if orientation else _CANON
+    photometric = _first(reader, entries, 262, -1)
     for tag, (typ, rule) in kept.items():
-        if tag not in entries:
+        if tag not in entries or _ONLY_FOR.get(tag, photometric) != photometric:
             continue
         entry = entries[tag]
         if not reader.in_bounds(entry):

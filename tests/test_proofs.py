@@ -926,3 +926,56 @@ def test_gif_repeated_control_blocks_are_not_copied() -> None:
     assert result.data.count(b"\x21\xf9") == 1
     assert result.data.count(b"NETSCAPE2.0") == 1
     assert (_pixels(result.data) == _pixels(source)).all()
+
+
+def test_tiff_tags_that_do_not_belong_to_the_page_are_not_copied() -> None:
+    rows = _rgb_rows()
+    tags = _rgb_tags(24, 16)
+    colormap = PAYLOAD.ljust(3 * 256 * 2, b"#")[: 3 * 256 * 2]
+    tags[320] = (3, 3 * 256, colormap)  # a colour map on an RGB page
+    tags[297] = (3, 2, PAYLOAD[:4])  # PageNumber: advisory
+    tags[319] = (5, 6, PAYLOAD[:48])  # PrimaryChromaticities: advisory
+    result = veilpix.sanitize(_tiff_file(tags, rows))
+    _clean(result, PAYLOAD[:4], PAYLOAD[4:12], PAYLOAD[16:24])
+    assert result.report.lossless
+    assert np.asarray(Image.open(io.BytesIO(result.data))).tobytes() == rows
+
+
+def test_a_palette_tiff_does_not_keep_its_colour_map() -> None:
+    im = Image.new("P", (16, 8))
+    im.putdata([x % 4 for x in range(16)] * 8)
+    im.putpalette(bytes([250, 0, 0, 0, 250, 0, 0, 0, 250, 90, 90, 90]) + PAYLOAD * 10)
+    source = encode(im, "TIFF")
+    result = veilpix.sanitize(source)
+    _clean(result, PAYLOAD[:8], PAYLOAD[-8:])
+    assert np.array_equal(_pixels(result.data), _pixels(source))
+
+
+def test_tiff_edge_tiles_do_not_carry_pixels_outside_the_picture() -> None:
+    tifffile = pytest.importorskip("tifffile")
+    pixels = np.asarray(_noise((17, 17)))
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, pixels, photometric="rgb", tile=(16, 16))
+    data = bytearray(buf.getvalue())
+    with Image.open(io.BytesIO(bytes(data))) as im:
+        offsets, _counts = im.tag_v2[324], im.tag_v2[325]
+    # the last tile holds one visible pixel; write PAYLOAD into its invisible rest
+    last = offsets[-1] + 3 * 16  # the second row of the last tile: outside the picture
+    data[last : last + len(PAYLOAD)] = PAYLOAD
+    result = veilpix.sanitize(bytes(data))
+    _clean(result, PAYLOAD)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(result.data))), pixels)
+
+
+def test_a_strip_that_does_not_decode_is_never_handed_out() -> None:
+    """Structure every proof accepts but no decoder reads (RGB declared with one sample):
+    the strip is decoded before it is handed out, by default."""
+    tags = _rgb_tags(24, 16)
+    tags[277] = (3, 1, struct.pack("<H", 1))  # one sample per pixel, photometric still RGB
+    tags[258] = (3, 1, struct.pack("<H", 8))
+    data = _tiff_file(tags, bytes(24 * 16))
+    try:
+        result = veilpix.sanitize(data)
+    except veilpix.CorruptImage:
+        return
+    _pixels(result.data)  # if anything came out, it decodes
