@@ -66,7 +66,7 @@ _NAMES = {
 # deflate. LZW is walked code by code in Python: beyond this much data in all pages the pixel
 # path (C decoder, deflate encoder) is quicker, and gives the same pixels.
 _COPYABLE = {1, 5, 8, 32946}
-_LZW_WALK = 4 * 1024 * 1024
+_LZW_WALK = 2 * 1024 * 1024
 _MAX_STRIPS = 1 << 20
 _UNSIGNED = {3, 4, 16}  # SHORT, LONG, LONG8
 
