@@ -259,7 +259,10 @@ def _sanitize(
             notes.append(_why(exc.message, exc.why, "re-encoded from the pixels"))
     kept_icc = icc if icc_keep and fmt != "GIF" else None
     size = _turned((scan.width, scan.height), orientation)
-    decode = policy.verify_decode or fmt != "JPEG"  # (a JPEG's proof is a decode already)
+    # a JPEG's proof is a decode already; PNG's and GIF's prove what a decoder reads (the
+    # header's values, rows that inflate exactly with valid filters, LZW codes up to the
+    # frame's pixels); a TIFF's tags can disagree in many more ways: it is decoded
+    decode = policy.verify_decode or fmt == "TIFF"
     if out is not None and decode:  # decodes every frame of the strip: within the budget
         try:
             check_decode(
