@@ -588,7 +588,7 @@ def _sanitize_pixels(
         except Unproved as exc:
             if exc.why != "shape":
                 raise UnsafeOutput(f"veilpix's own GIF output: {exc.message}") from exc
-            notes.append("colour tables not reduced to the colours used (LZW data over 2 MiB)")
+            notes.append("colour tables not reduced to the colours used (LZW data over 16 MiB)")
     notes.extend(enc_notes)
     notes.extend(pic.notes)
     expect = pic.frames[0].size

@@ -25,7 +25,7 @@ import itertools
 import struct
 
 from veilpix._errors import CorruptImage, UnsupportedImage
-from veilpix._gif import lzw_extent
+from veilpix._gif import _LZW_SEGMENTS, lzw_extent
 from veilpix._png import inflate_exact
 from veilpix._scan import ICC, IMAGE, METADATA, Scan, Unproved, proved_once
 from veilpix._tiffio import Entry, TiffReader
@@ -66,7 +66,7 @@ _NAMES = {
 # deflate. LZW is walked code by code in Python: beyond this much data in all pages the pixel
 # path (C decoder, deflate encoder) is quicker, and gives the same pixels.
 _COPYABLE = {1, 5, 8, 32946}
-_LZW_WALK = 2 * 1024 * 1024
+_LZW_WALK = 16 * 1024 * 1024
 _MAX_STRIPS = 1 << 20
 _UNSIGNED = {3, 4, 16}  # SHORT, LONG, LONG8
 
@@ -247,6 +247,7 @@ def prove_tiff(data: bytes, scan: Scan) -> None:
     (uncompressed: their size; compressed: a stream that codes them and ends with the
     strip)."""
     reader = TiffReader(data)
+    share = _lzw_share(reader, scan)
     for _offset, entries in scan.extra["pages"]:
         canon = _canonical(reader, entries)
         off_tag, cnt_tag, blocks = _blocks(reader, entries)
@@ -266,17 +267,26 @@ def prove_tiff(data: bytes, scan: Scan) -> None:
             used = (
                 min(cnt, size)
                 if compression == 1
-                else _strip_extent(data[off : off + cnt], compression, size)
+                else _strip_extent(data[off : off + cnt], compression, size, share=share)
             )
             if used != cnt:
                 raise Unproved("a strip holds bytes after its rows", why="hidden")
 
 
-def _strip_extent(strip: bytes, compression: int, size: int) -> int:
+def _lzw_share(reader: TiffReader, scan: Scan) -> int:
+    """The clear codes each strip may walk: the file's budget shared by every strip."""
+    strips = sum(len(_blocks(reader, entries)[2]) for _o, entries in scan.extra["pages"])
+    return max(1, _LZW_SEGMENTS // max(1, strips))
+
+
+def _strip_extent(strip: bytes, compression: int, size: int, *, share: int = 0) -> int:
     """Bytes of a compressed ``strip`` that code its ``size`` bytes of rows (what follows is
     dropped); Unproved when it codes more or fewer, or is not a valid stream."""
     if compression == 5:
-        found = proved_once("tiff lzw", strip, (), lambda: lzw_extent(strip, 8, msb=True, early=1))
+        found = proved_once(
+            "tiff lzw", strip, (share,),
+            lambda: lzw_extent(strip, 8, msb=True, early=1, max_segments=share),
+        )  # fmt: skip
         if found is None or found[1] != size:
             raise Unproved("an LZW strip does not code exactly its rows", why="damaged")
         return found[0]
@@ -340,6 +350,7 @@ def rewrite_tiff(data: bytes, scan: Scan, *, icc: bytes | None, orientation: boo
     page's Orientation tag when ``orientation``, for a copy given to the decoder)."""
     reader = TiffReader(data)
     e = reader.e
+    share = _lzw_share(reader, scan)
     out = bytearray(data[:2] + struct.pack(e + "HI", 42, 0))
     prev_link = 4  # where the offset of the next IFD is written
     for offset_pair in scan.extra["pages"]:
@@ -355,7 +366,7 @@ def rewrite_tiff(data: bytes, scan: Scan, *, icc: bytes | None, orientation: boo
             if compression == 1:  # a known size: bytes declared beyond it are not copied
                 block = data[off : off + min(cnt, sizes[i])]
             else:  # the stream must hold exactly the rows; bytes after it go
-                used = _strip_extent(data[off : off + cnt], compression, sizes[i])
+                used = _strip_extent(data[off : off + cnt], compression, sizes[i], share=share)
                 block = data[off : off + used]
             if len(out) & 1:
                 out += b"\x00"

@@ -979,3 +979,57 @@ def test_a_strip_that_does_not_decode_is_never_handed_out() -> None:
     except veilpix.CorruptImage:
         return
     _pixels(result.data)  # if anything came out, it decodes
+
+
+def test_the_two_lzw_walks_agree() -> None:
+    """Long LZW data is walked a table segment at a time with numpy, short data code by code:
+    both give the same extent, pixels and colours, on real streams (Pillow's GIF and TIFF
+    writers), cut ones, ones with bytes after them, and noise."""
+    from veilpix._gif import _lzw_extent_codes, _lzw_extent_np
+
+    rng = np.random.default_rng(7)
+    cases: list[tuple[bytes, int, bool]] = []
+    for i in range(24):
+        w, h = (int(v) for v in rng.integers(1, 160, 2))
+        pattern = [
+            rng.integers(0, 256, (h, w)),
+            np.zeros((h, w)),
+            np.arange(w * h).reshape(h, w) // 5 % 7,
+            rng.integers(0, 3, (h, w)),
+        ][i % 4].astype(np.uint8)
+        im = Image.fromarray(pattern, "P")
+        im.putpalette(bytes(range(256)) * 3)
+        gif = encode(im, "GIF", optimize=False, interlace=False)
+        _s, q, end = _gif_images(gif)[0]
+        lzw = _lzw_of(gif, q, end)
+        noise = rng.integers(0, 256, int(rng.integers(5, 900)), dtype=np.uint8).tobytes()
+        cases += [(lzw, gif[q], False), (lzw + b"xyz", gif[q], False), (lzw[:-3], gif[q], False)]
+        cases.append((noise, gif[q], False))
+        rgb = rng.integers(0, 256 if i % 2 else 4, (h, w, 3), dtype=np.uint8)
+        tif = encode(Image.fromarray(rgb), "TIFF", compression="tiff_lzw")
+        with Image.open(io.BytesIO(tif)) as t:
+            strips = zip(t.tag_v2[273], t.tag_v2[279], strict=True)
+            cases += [(tif[o : o + c], 8, True) for o, c in strips]
+    for data, min_size, msb in cases:
+        early = 1 if msb else 0
+        codes = _lzw_extent_codes(data, min_size, msb=msb, early=early, max_segments=20_000)
+        bulk = _lzw_extent_np(data, min_size, msb=msb, early=early, max_segments=20_000)
+        assert codes == bulk, (len(data), min_size, msb)
+
+
+def test_an_lzw_stream_of_clear_codes_is_bounded() -> None:
+    """Clear, one literal, clear, ...: 200,000 tiny table segments are not walked to the end
+    (each costs the bulk walk a fixed overhead); the stream takes the pixel path instead."""
+    from veilpix._gif import lzw_extent
+
+    codes = [256, 5] * 200_000 + [257]
+    acc = nbits = 0
+    out = bytearray()
+    for c in codes:
+        acc |= c << nbits
+        nbits += 9
+        while nbits >= 8:
+            out.append(acc & 255)
+            acc >>= 8
+            nbits -= 8
+    assert lzw_extent(bytes(out), 8) is None  # after 20,000 segments, not 200,000
