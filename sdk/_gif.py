@@ -270,7 +270,8 @@ def scan_gif(data: bytes) -> Scan:
                 largest = extent
             canvas = (max(canvas[0], left + fw), max(canvas[1], top + fh))
             scan.extra.pop("gce", None)  # this image's graphic control, if any, is used
-            _image(scan, data, start=p, lzw_at=q, end=end, area=fw * fh)
+            transparent = scan.extra.pop("gce_transparent", -1)
+            _image(scan, data, start=p, lzw_at=q, end=end, area=fw * fh, transparent=transparent)
             p = end
             continue
         if b == 0x00:
@@ -291,12 +292,13 @@ def scan_gif(data: bytes) -> Scan:
             end = _skip_sub_blocks(data, p + 2)
             fields = _sub_block_data(data, p + 2, end)
             if len(fields) >= 4:  # rebuilt at its exact size: 4 bytes of timing and flags
-                gce = b"\x21\xf9\x04" + fields[:4] + b"\x00"
+                flags = fields[0] & 0x1F  # the reserved bits zero
+                index = fields[3] if flags & 1 else 0  # an index only when it is used
+                gce = b"\x21\xf9\x04" + bytes((flags,)) + fields[1:3] + bytes((index,)) + b"\x00"
                 same = data[p:end] == gce
                 _superseded(scan, "gce")  # only the last one before an image counts
                 scan.extra["gce"] = len(scan.parts)
-                if fields[0] & 1:
-                    scan.extra.setdefault("transparent", set()).add(fields[3])
+                scan.extra["gce_transparent"] = index if flags & 1 else -1
                 scan.add(
                     "graphic control", p, end - p, STRUCTURE, replacement=None if same else gce
                 )
@@ -363,10 +365,13 @@ def _superseded(scan: Scan, key: str) -> None:
         scan.parts[k] = Part(old.name, old.offset, old.length, UNKNOWN, "superseded or unused")
 
 
-def _image(scan: Scan, data: bytes, *, start: int, lzw_at: int, end: int, area: int) -> None:
+def _image(
+    scan: Scan, data: bytes, *, start: int, lzw_at: int, end: int, area: int, transparent: int
+) -> None:
     """An image block; its LZW data is walked later, by ``_walk``, only when it is stripped
-    or checked (``inspect`` does not need it)."""
-    scan.extra.setdefault("images", []).append((len(scan.parts), lzw_at, area))
+    or checked (``inspect`` does not need it). ``transparent``: the colour index its graphic
+    control makes transparent (-1: none)."""
+    scan.extra.setdefault("images", []).append((len(scan.parts), lzw_at, area, transparent))
     scan.add("image", start, end - start, STRUCTURE)
 
 
@@ -378,15 +383,14 @@ def _walk(data: bytes, scan: Scan) -> int:
     ``extra["unproved"]``. Returns how many parts changed."""
     if "walked" in scan.extra:
         return int(scan.extra["walked"])
-    images: list[tuple[int, int, int]] = scan.extra.get("images", [])
-    lzw_bytes = sum(scan.parts[k].offset + scan.parts[k].length - at for k, at, _a in images)
+    images: list[tuple[int, int, int, int]] = scan.extra.get("images", [])
+    lzw_bytes = sum(scan.parts[k].offset + scan.parts[k].length - at for k, at, *_x in images)
     changed = 0
     if lzw_bytes > _LZW_WALK:
         scan.extra["unproved"] = ("LZW data over 16 MiB is re-encoded, not walked", "shape")
         images = []
-    keep = sum(1 << i for i in scan.extra.get("transparent", ()))
-    global_use = keep
-    for k, lzw_at, area in images:
+    global_use = 0
+    for k, lzw_at, area, transparent in images:
         part = scan.parts[k]
         end = part.offset + part.length
         lzw = _sub_block_data(data, lzw_at + 1, end)
@@ -406,6 +410,8 @@ def _walk(data: bytes, scan: Scan) -> int:
             )
             continue
         used, pixels, seen = extent
+        if transparent >= 0:  # the index this frame's graphic control names, in its table
+            seen |= 1 << transparent
         if pixels > area:
             scan.extra.setdefault(
                 "unproved", ("LZW data that codes more pixels than its frame", "hidden")
@@ -416,7 +422,7 @@ def _walk(data: bytes, scan: Scan) -> int:
             )
         head = data[part.offset : part.offset + 10]
         if head[9] & 0x80:  # a local colour table: only this image's colours
-            table = _used_colours(data[part.offset + 10 : lzw_at], seen | keep)
+            table = _used_colours(data[part.offset + 10 : lzw_at], seen)
         else:
             table = b""
             global_use |= seen

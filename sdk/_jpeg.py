@@ -198,6 +198,38 @@ def _collect_tables(marker: int, payload: bytes, tables: dict[str, Any]) -> None
         tables[name] = payload
 
 
+def _markers(
+    keep: list[tuple[int, int, bytes | None]], ncomp: int
+) -> list[tuple[int, int, bytes | None]]:
+    """The last JFIF APP0 (libjpeg reads the last), and the last Adobe APP14 only where
+    libjpeg reads its colour transform (three components without JFIF, or four), written
+    with the transform libjpeg acts on."""
+    jfif = [k for k in keep if k[2] is not None and k[2][:2] == b"\xff\xe0"][-1:]
+    adobe = [k for k in keep if k[2] is not None and k[2][:2] == b"\xff\xee"][-1:]
+    if not adobe or not (ncomp == 4 or (ncomp == 3 and not jfif)):
+        return jfif
+    start, end, segment = adobe[0]
+    assert segment is not None
+    transform = segment[-1]
+    canonical = (0 if transform == 0 else 1) if ncomp == 3 else (0 if transform == 0 else 2)
+    return [*jfif, (start, end, segment[:-1] + bytes((canonical,)))]
+
+
+def _mcus(scan: Scan, sof: bytes, sos: bytes) -> int:
+    """MCUs in the (single) scan: a restart interval at least this long never restarts."""
+    width, height = scan.width, scan.height
+    if sos[0] > 1:
+        mcu_w, mcu_h = scan.extra["mcu"]
+        return int(-(-width // mcu_w) * -(-height // mcu_h))
+    # one component: its own blocks, at its sampling of the frame
+    factors = {sof[6 + 3 * i]: sof[7 + 3 * i] for i in range(sof[5])}
+    hmax = max(f >> 4 for f in factors.values())
+    vmax = max(f & 15 for f in factors.values())
+    f = factors.get(sos[1], 0x11)
+    cw, ch = -(-width * (f >> 4) // hmax), -(-height * (f & 15) // vmax)
+    return -(-cw // 8) * -(-ch // 8)
+
+
 def _segment(marker: int, payload: bytes) -> bytes:
     return bytes((0xFF, marker)) + struct.pack(">H", len(payload) + 2) + payload
 
@@ -234,14 +266,15 @@ def _rebuilt(
     )
     if unused > 0:
         scan.add("tables", 0, 0, UNKNOWN, f"{unused} table(s) no component uses")
-    head = [k for k in keep if k[2] is not None or k[0] == 0]  # SOI, JFIF, Adobe
-    out = [*head, (1, 1, _segment(0xDB, b"".join(tables["DQT"][t] for t in quant)))]
+    out = [keep[0], *_markers(keep, ncomp)]  # SOI, one JFIF, one Adobe where it counts
+    out.append((1, 1, _segment(0xDB, b"".join(tables["DQT"][t] for t in quant))))
     out.append((1, 1, _segment(scan.extra["sof"], sof)))
     if arithmetic:
         out.extend((1, 1, _segment(0xCC, dac)) for dac in tables["DAC"][-1:])
     else:
         out.append((1, 1, _segment(0xC4, b"".join(tables["DHT"][c] for c in coding))))
-    if tables["DRI"] is not None:
+    interval = int.from_bytes(bytes(tables["DRI"] or b""), "big")
+    if 0 < interval < _mcus(scan, sof, sos):  # else no restart marker can follow: dropped
         out.append((1, 1, _segment(0xDD, tables["DRI"])))
     if tables["DNL"] is not None and not scan.height:
         out.append((1, 1, _segment(0xDC, tables["DNL"])))

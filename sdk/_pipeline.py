@@ -711,7 +711,7 @@ def _prove_jpeg(out: bytes, scan: Scan, *, own: bool) -> None:
             # the cut decode proves one scan only: several are re-coded as one, after a
             # decode that says whether they hid (more than a few) bytes or are damaged
             found = decode_warning(out, size, components)
-            found = found or ("shape", "progressive scans written as one sequential scan")
+            found = found or ("shape", "several scans (progressive) written as one sequential scan")
         else:
             found = entropy_proof(out, size, components, coded_end=scan.extra["coded_end"])
     except OSError as exc:

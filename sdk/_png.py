@@ -416,12 +416,28 @@ def _joined(data: bytes, kind: bytes, parts: list[Any]) -> bytes:
     return b"".join(p.bytes_in(data)[8 + skip : -4] for p in parts)
 
 
-def _palette_use(streams: list[tuple[bytes, int, tuple[int, int]]], info: dict[str, Any]) -> Any:
+def _structure(data: bytes, scan: Scan, name: str) -> bytes:
+    """The body of the kept chunk ``name`` (b"" when there is none)."""
+    for part in scan.parts:
+        if part.kind == STRUCTURE and part.name == name:
+            return part.bytes_in(data)[8:-4]
+    return b""
+
+
+def _palette_use(
+    streams: list[tuple[bytes, int, tuple[int, int]]], info: dict[str, Any], data: bytes, scan: Scan
+) -> Any:
     """The palette indices the pixels use (a boolean array of 256), read by decoding each
-    stream as a bare palette image (no compositing, no colours)."""
+    stream as a bare palette image (no compositing, no colours), plus the background
+    colour's index (bKGD). Unproved when there is no palette to index."""
     import numpy as np
 
+    if not _structure(data, scan, "PLTE"):
+        raise Unproved("a palette image without a palette", why="damaged")
     used = np.zeros(256, dtype=bool)
+    background = _structure(data, scan, "bKGD")
+    if background:
+        used[background[0]] = True
     depth, interlace = int(info.get("bit_depth", 8)), int(info.get("interlace", 0))
     for stream, n, size in streams:
         data = stream[:n]
@@ -484,8 +500,8 @@ def prove_png(data: bytes, scan: Scan) -> None:
         if used != len(stream):
             raise Unproved("bytes after the end of the compressed image stream", why="hidden")
     if scan.extra.get("color_type") == 3:
-        used_entries = _palette_use(streams, scan.extra)
-        plte = next(p for p in scan.parts if p.name == "PLTE").bytes_in(data)[8:-4]
+        used_entries = _palette_use(streams, scan.extra, data, scan)
+        plte = _structure(data, scan, "PLTE")
         n = len(plte) // 3
         if (n > 0 and not used_entries[n - 1]) or any(
             plte[3 * i : 3 * i + 3] != b"\x00\x00\x00" for i in range(n) if not used_entries[i]
@@ -504,7 +520,7 @@ def strip_png(data: bytes, scan: Scan, *, icc: bytes | None) -> bytes:
     palette: bytes | None = None
     alpha: bytes | None = None
     if scan.extra.get("color_type") == 3:
-        used = _palette_use(streams, scan.extra)
+        used = _palette_use(streams, scan.extra, data, scan)
         last = max((i for i in range(256) if used[i]), default=0)
         for part in scan.parts:
             body = part.bytes_in(data)[8:-4]

@@ -45,7 +45,7 @@ STRUCTURAL_TAGS = frozenset(
 # are not kept: a decoder does not need them and their values are free. The colour map only
 # for palette pages and the ink tags only for separated (CMYK) ones.
 _CANON: dict[int, tuple[int, int | str]] = {
-    254: (4, 1), 255: (3, 1), 256: (4, 1), 257: (4, 1), 258: (3, "spp"), 259: (3, 1),
+    254: (4, 1), 256: (4, 1), 257: (4, 1), 258: (3, "spp"), 259: (3, 1),
     262: (3, 1), 266: (3, 1), 277: (3, 1), 278: (4, 1), 282: (5, 1), 283: (5, 1),
     284: (3, 1), 296: (3, 1), 317: (3, 1), 320: (3, "map"), 322: (4, 1), 323: (4, 1),
     332: (3, 1), 334: (3, 1), 338: (3, "extra"), 339: (3, "spp"),
@@ -334,10 +334,34 @@ def _canonical(
                 continue
             ints = ints * count  # one value given for every sample
         top = 0xFFFF if typ == 3 else 0xFFFFFFFF
-        if any(v > top for v in ints[:count]):
+        values = _meaningful(tag, ints[:count], entries, reader)
+        if values is None or any(v > top for v in values):
             continue
-        out[tag] = (typ, count, _pack_value(e, typ, ints[:count]))
+        out[tag] = (typ, count, _pack_value(e, typ, values))
     return out
+
+
+def _meaningful(
+    tag: int, values: tuple[int, ...], entries: dict[int, Entry], reader: TiffReader
+) -> tuple[int, ...] | None:
+    """``values`` as a decoder reads them, None when the tag says nothing a decoder uses
+    (its default, or a value outside its range): a free value is not written."""
+    (first,) = values[:1] or (0,)
+    if tag == 254:  # NewSubfileType: the page and transparency-mask bits only
+        return (first & 6,) if first & 6 else None
+    if tag == 278:  # RowsPerStrip: at most the page's height
+        return (min(first, _page_size(reader, entries)[1]),)
+    if tag == 317:  # Predictor: horizontal (2) or floating point (3), with LZW or deflate
+        return values if first in (2, 3) and _compression(reader, entries) != 1 else None
+    if tag in (266, 284):  # FillOrder, PlanarConfiguration: only when not the default 1
+        return values if first == 2 else None
+    if tag == 296:  # ResolutionUnit: none, inch or centimetre
+        return values if first in (1, 2, 3) else None
+    if tag == 339:  # SampleFormat: unsigned (the default), signed, float
+        return (
+            values if all(v in (1, 2, 3) for v in values) and any(v != 1 for v in values) else None
+        )
+    return values
 
 
 def _pack_value(e: str, typ: int, values: tuple[int, ...]) -> bytes:

@@ -170,7 +170,7 @@ def test_register_shows_the_numbers(register: dict[str, Any]) -> None:
         for label, value in re.findall(r'<div class="tile"><span>([^<]+)</span><b>(.*?)</b>', page)
     }
     assert tiles == {"Calls": "9", "Sent": "6", "Blocked": "1", "Failed": "1",
-                     "Outcome unknown": "1", "Images sent": "9", "Data sent": "7.9 kB",
+                     "Outcome unknown": "1", "Images sent": "9", "Data sent": "7.7 kB",
                      "Recipients": "3", "Countries": "2"}  # fmt: skip
     # CN had only the blocked call: no transfer there
     assert "<small>1 outside the EEA; some calls name none; 1 more only blocked</small>" in page

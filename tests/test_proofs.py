@@ -5,6 +5,7 @@ that the output does not carry it, still decodes, and says what was removed."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 import struct
@@ -833,9 +834,18 @@ def test_jfif_and_adobe_markers_are_written_canonically() -> None:
     adobe = b"Adobe\x00\x99" + b"ID" + b"42" + b"\x01"
     hidden = source[:20] + b"\xff\xee" + struct.pack(">H", len(adobe) + 2) + adobe + source[20:]
     result = veilpix.sanitize(hidden)
-    segments = dict(_jpeg_segments(result.data))
-    assert segments[0xE0] == b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
-    assert segments[0xEE] == b"Adobe\x00\x64\x00\x00\x00\x00\x01"
+    segments = _jpeg_segments(result.data)
+    assert dict(segments)[0xE0] == b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    assert 0xEE not in dict(segments)  # libjpeg ignores Adobe in a 3-component JFIF file
+    # CMYK: one Adobe marker, the last, with the transform libjpeg acts on
+    cmyk = encode(_noise().convert("CMYK"), "JPEG", quality=90)
+    soi = cmyk.index(b"\xff\xdb")  # after Pillow's own Adobe marker: these come last
+    repeats = b"".join(
+        b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00" + bytes((t,)) for t in (7, 9, 5)
+    )
+    out = veilpix.sanitize(cmyk[:soi] + repeats + cmyk[soi:]).data
+    adobe = [b for m, b in _jpeg_segments(out) if m == 0xEE]
+    assert adobe == [b"Adobe\x00\x64\x00\x00\x00\x00\x02"]  # 5: not 0, so YCCK (2)
 
 
 def test_png_repeated_chunks_are_not_copied() -> None:
@@ -1033,3 +1043,73 @@ def test_an_lzw_stream_of_clear_codes_is_bounded() -> None:
             acc >>= 8
             nbits -= 8
     assert lzw_extent(bytes(out), 8) is None  # after 20,000 segments, not 200,000
+
+
+def test_jpeg_repeated_jfif_markers_and_a_restart_interval_that_never_restarts() -> None:
+    source = encode(_noise(), "JPEG", quality=90)
+    jfifs = b"".join(
+        b"\xff\xe0\x00\x10JFIF\x00\x01\x02\x00" + struct.pack(">HH", 2 * i + 3, 2) + b"\x00\x00"
+        for i in range(8)
+    )
+    dri = b"\xff\xdd\x00\x04" + struct.pack(">H", 4711)  # more MCUs than the picture has
+    sof = source.index(b"\xff\xc0")
+    result = veilpix.sanitize(source[:2] + jfifs + source[2:sof] + dri + source[sof:])
+    markers = [m for m, _b in _jpeg_segments(result.data)]
+    assert markers.count(0xE0) == 1 and 0xDD not in markers
+    assert (_pixels(result.data) == _pixels(source)).all()
+
+
+def test_gif_transparent_indices_count_only_for_their_own_frame() -> None:
+    """Each frame's graphic control names an index nobody draws: those entries are not kept
+    (only the frame that uses a transparent index keeps it, in the table it reads)."""
+    im = Image.new("P", (8, 8))
+    im.putdata([i % 2 for i in range(64)])
+    palette = bytes([255, 0, 0, 0, 0, 255]) + PAYLOAD.ljust(762, b"~")[:762]
+    im.putpalette(palette)
+    one = encode(im, "GIF", optimize=False, interlace=False)
+    _s, _q, end = _gif_images(one)[0]
+    desc = one[one.index(b"\x2c", 13 + 768) : end]
+    frames = b"".join(
+        b"\x21\xf9\x04" + bytes((0x01 | 0xE0, 5, 0, 200 + i)) + b"\x00" + desc for i in range(10)
+    )  # transparency flag set, reserved bits set, index 200+i (drawn by nobody)
+    source = one[: 13 + 768] + frames + b"\x3b"
+    result = veilpix.sanitize(source)
+    _clean(result, PAYLOAD[:6], PAYLOAD[24:30])
+    for at in range(len(result.data)):
+        if result.data[at : at + 3] == b"\x21\xf9\x04":
+            assert result.data[at + 3] & 0xE0 == 0  # reserved bits cleared
+    assert (_pixels(result.data) == _pixels(source)).all()
+
+
+def test_png_palette_keeps_the_background_colour_and_survives_a_missing_palette() -> None:
+    im = picture((40, 30)).convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
+    source = encode(im, "PNG")
+    chunks = _chunks(source)
+    plte = next(b for k, b in chunks if k == b"PLTE")
+    padded = plte + bytes(range(3 * 8))  # entries 4..11: unused
+    with_bkgd = [(k, padded if k == b"PLTE" else b) for k, b in chunks]
+    at = next(i for i, (k, _b) in enumerate(with_bkgd) if k == b"IDAT")
+    with_bkgd.insert(at, (b"bKGD", b"\x09"))  # the background: entry 9
+    out = veilpix.sanitize(_build(with_bkgd)).data
+    out_plte = next(b for k, b in _chunks(out) if k == b"PLTE")
+    assert len(out_plte) == 30 and out_plte[27:30] == padded[27:30]  # 10 entries, 9 kept
+    no_plte = [(k, b) for k, b in chunks if k != b"PLTE"]
+    with contextlib.suppress(veilpix.VeilpixError):  # no palette to index: never a crash
+        _pixels(veilpix.sanitize(_build(no_plte)).data)
+
+
+def test_tiff_fields_that_say_nothing_are_not_copied() -> None:
+    rows = _rgb_rows()
+    tags = _rgb_tags(24, 16)
+    tags[278] = (4, 1, struct.pack("<I", 4_000_000))  # RowsPerStrip far past the height
+    tags[254] = (4, 1, struct.pack("<I", 0xABCD0000))  # NewSubfileType: undefined bits
+    tags[255] = (3, 1, struct.pack("<H", 3))  # SubfileType: obsolete
+    tags[317] = (3, 1, struct.pack("<H", 2))  # Predictor on an uncompressed page
+    tags[296] = (3, 1, struct.pack("<H", 0x4242))  # ResolutionUnit out of range
+    result = veilpix.sanitize(_tiff_file(tags, rows))
+    assert result.report.lossless
+    with Image.open(io.BytesIO(result.data)) as out:
+        got = dict(out.tag_v2)
+        assert np.asarray(out).tobytes() == rows
+    assert got[278] == 16
+    assert not {254, 255, 317, 296} & set(got)
