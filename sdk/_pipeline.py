@@ -41,7 +41,7 @@ from veilpix._policy import Policy
 from veilpix._report import Finding, GpsPosition, ImageReport, SanitizedImage
 from veilpix._scan import IMAGE, Part, Scan, Unproved, check_scan, proof_memo
 from veilpix._sniff import MEDIA_TYPES, sniff
-from veilpix._tiff import lossless_ok, prove_tiff, rewrite_tiff, scan_tiff
+from veilpix._tiff import not_lossless, prove_tiff, rewrite_tiff, scan_tiff
 from veilpix._webp import scan_webp
 
 if TYPE_CHECKING:
@@ -494,7 +494,12 @@ def _lossless(raw: bytes, scan: Scan, *, orientation: int, icc_keep: bool) -> by
         return None  # a device profile has to be applied to the pixels
     if fmt == "TIFF":
         turned = any(v != 1 for v in scan.extra.get("orientations", {}).values())
-        return None if turned or not lossless_ok(raw, scan) else rewrite_tiff(raw, scan, icc=kept)
+        if turned:
+            return None
+        reason = not_lossless(raw, scan)
+        if reason is not None:
+            raise Unproved(reason, why="shape")
+        return rewrite_tiff(raw, scan, icc=kept)
     if orientation != 1:
         return _turn_jpeg(raw, scan, orientation, kept) if fmt == "JPEG" else None
     if fmt == "WEBP":

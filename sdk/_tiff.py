@@ -30,7 +30,7 @@ from veilpix._png import inflate_exact
 from veilpix._scan import ICC, IMAGE, METADATA, Scan, Unproved, proved_once
 from veilpix._tiffio import Entry, TiffReader
 
-__all__ = ["STRUCTURAL_TAGS", "lossless_ok", "prove_tiff", "rewrite_tiff", "scan_tiff"]
+__all__ = ["STRUCTURAL_TAGS", "not_lossless", "prove_tiff", "rewrite_tiff", "scan_tiff"]
 
 STRUCTURAL_TAGS = frozenset(
     {
@@ -160,28 +160,46 @@ def _page_size(reader: TiffReader, entries: dict[int, Entry]) -> tuple[int, int]
     return width[0], height[0]
 
 
-def lossless_ok(data: bytes, scan: Scan) -> bool:
-    """Can the pages be rewritten without decoding? Known compressions, and strips or tiles
-    that do not overlap (so the output can never outgrow the input)."""
+_NAMES_OF_COMPRESSION = {
+    2: "CCITT",
+    3: "CCITT",
+    4: "CCITT",
+    6: "JPEG",
+    7: "JPEG",
+    32773: "PackBits",
+}
+
+
+def not_lossless(data: bytes, scan: Scan) -> str | None:
+    """Why the pages cannot be rewritten without decoding (None: they can): a compression
+    whose extent veilpix does not prove, a palette (its unused colours), YCbCr (subsampled
+    rows), tiles reaching past the picture, too much LZW data to walk, or strips that
+    overlap (the output could outgrow the input)."""
     reader = TiffReader(data)  # a BigTIFF is rewritten as a classic TIFF (inputs are < 4 GB)
     spans: list[tuple[int, int]] = []
     lzw = 0
     for _offset, entries in scan.extra["pages"]:
         compression = _compression(reader, entries)
-        if compression not in _COPYABLE or _first(reader, entries, 262, -1) in (3, 6):
-            return False  # palette: its unused colours; YCbCr: subsampled rows (pixel path)
+        if compression not in _COPYABLE:
+            name = _NAMES_OF_COMPRESSION.get(compression, f"compression {compression}")
+            return f"{name} strips are not proved in place"
+        photometric = _first(reader, entries, 262, -1)
+        if photometric in (3, 6):
+            return "a palette TIFF page" if photometric == 3 else "a YCbCr TIFF page"
         width, height = _page_size(reader, entries)
         tile = (_first(reader, entries, 322, 0), _first(reader, entries, 323, 0))
         if tile[0] and tile[1] and (width % tile[0] or height % tile[1]):
-            return False  # edge tiles code pixels outside the picture
+            return "tiles that reach past the picture"
         blocks = _blocks(reader, entries)[2]
         if compression == 5:
             lzw += sum(n for _o, n in blocks)
             if lzw > _LZW_WALK:  # over all pages together
-                return False
+                return "LZW data over 16 MiB"
         spans.extend(blocks)
     spans.sort()
-    return all(a[0] + a[1] <= b[0] for a, b in itertools.pairwise(spans))
+    if all(a[0] + a[1] <= b[0] for a, b in itertools.pairwise(spans)):
+        return None
+    return "strips that overlap"
 
 
 def _blocks(
