@@ -624,7 +624,10 @@ def default_baseline() -> str:
         ["git", "log", "--format=%H", "-S", "entropy_proof", "--", "sdk/_turbojpeg.py"],
         cwd=ROOT, check=False, capture_output=True, text=True, timeout=30,
     ).stdout.split()  # fmt: skip
-    return f"{added[-1]}^" if added else "HEAD"
+    ref = f"{added[-1]}^" if added else "HEAD"
+    short = subprocess.run(["git", "rev-parse", "--short", ref], cwd=ROOT, check=False,
+                           capture_output=True, text=True, timeout=30).stdout.strip()  # fmt: skip
+    return short or ref
 
 
 def bench_proofs(corpus: Path, names: list[str], baseline: str, repeat: int) -> dict[str, Any]:
