@@ -278,7 +278,11 @@ def _sanitize(
             decode = False  # beyond the budget the structural proofs stand alone
     proved = None
     if out is not None:
-        proved = _proved(out, fmt, kept_icc, size, policy=policy, notes=notes, decode=decode)
+        # a JPEG turned in the DCT domain was written by libjpeg from its coefficients
+        written = fmt == "JPEG" and orientation != 1
+        proved = _proved(
+            out, fmt, kept_icc, size, policy=policy, notes=notes, decode=decode, written=written
+        )
     if proved is None:
         return _sanitize_pixels(raw, fmt, scan, policy, facts, notes=notes, stage=stage)
     out, out_scan = proved
@@ -299,6 +303,7 @@ def _proved(
     policy: Policy,
     notes: list[str],
     decode: bool,
+    written: bool = False,
 ) -> tuple[bytes, Scan] | None:
     """The stripped output with its verification scan, once every kept byte is proved to be
     structure or coded image data and (``decode``) every frame decodes. What cannot be
@@ -306,7 +311,7 @@ def _proved(
     coefficients: the same pixels) or, returning None, sent to the pixel path; either way the
     report says why."""
     try:
-        return out, _verify(out, fmt, icc, size, decode=decode, reencoded=False)
+        return out, _verify(out, fmt, icc, size, decode=decode, reencoded=written)
     except Unproved as exc:
         what, why = exc.message, exc.why
     except CorruptImage as exc:  # the strip does not decode: what the decoder makes of it
@@ -700,12 +705,13 @@ def _verify(
 
 def _prove_jpeg(out: bytes, scan: Scan, *, own: bool) -> None:
     """The entropy-coded data of a single-scan JPEG, proved to end with its last block and
-    to decode without a warning (libjpeg-turbo; see ``entropy_proof``). ``own``: veilpix's
-    encoder wrote it (a progressive re-encode is then decoded, not cut)."""
-    from veilpix._turbojpeg import available, decode_warning, entropy_proof
+    to decode without a warning (libjpeg-turbo; see ``entropy_proof``). ``own``: libjpeg
+    wrote it for veilpix (a re-encode, a re-code, a turn in the DCT domain), so every coded
+    byte is the encoder's: no proof needed."""
+    from veilpix._turbojpeg import decode_warning, entropy_proof
 
-    if own and (scan.extra.get("scans") != 1 or not available()):
-        return  # written by libjpeg from pixels; _decode_check decodes it
+    if own:
+        return  # libjpeg wrote every coded byte (from pixels or coefficients): nothing hides
     size = (scan.width, scan.height)
     components = scan.extra["components"]
     if scan.extra.get("sof", 0xC0) >= 0xC9:
