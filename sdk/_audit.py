@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from veilpix._audit_keys import (
     KeyFile,
     SealError,
+    check_private,
     key_id,
     open_sealed,
     seal,
@@ -568,6 +569,10 @@ class AuditLog:
                 os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         except OSError as exc:
             raise self._error("create", exc) from exc
+        try:
+            check_private(self.path, "transfer log")
+        except ConfigError as exc:
+            raise AuditLogError(exc.message, hint=exc.hint) from exc
         db = self._db = self._connect(readonly=False)
         try:
             db.execute("BEGIN IMMEDIATE")

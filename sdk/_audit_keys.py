@@ -35,6 +35,7 @@ from veilpix._errors import ConfigError
 __all__ = [
     "KeyFile",
     "SealError",
+    "check_private",
     "key_id",
     "load_public_key",
     "open_sealed",
@@ -152,6 +153,9 @@ class KeyFile:
 
     @classmethod
     def read(cls, path: Path) -> KeyFile:
+        """The keys in ``path``; ConfigError when the file is damaged or other users may
+        read or write it (its keys would be everyone's: the file is not used, not fixed)."""
+        check_private(path, "log key file")
         try:
             doc = json.loads(path.read_bytes())
             if doc.get("format") != _FORMAT:
@@ -194,6 +198,23 @@ class KeyFile:
             tmp.unlink(missing_ok=True)
         _fsync_dir(path.parent)
         return keys
+
+
+def check_private(path: Path, what: str) -> None:
+    """Raise ConfigError when users other than the owner may read or write ``path`` (POSIX
+    modes; Windows has none to check). veilpix does not change the mode itself: a file that
+    others could read may already have been copied, which the owner should know."""
+    if os.name == "nt":
+        return
+    try:
+        mode = path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        return
+    if mode & 0o077:
+        raise ConfigError(
+            f"the {what} {str(path)!r} is open to other users (mode {mode:04o})",
+            hint=f"chmod 600 {str(path)!r} (and rotate the keys if others may have read it)",
+        )
 
 
 def _fsync_dir(directory: Path) -> None:

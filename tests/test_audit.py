@@ -45,6 +45,27 @@ def test_files_are_private(tmp_path: Path) -> None:
     assert raw(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+@pytest.mark.skipif(os.name == "nt", reason="POSIX file modes")
+@pytest.mark.parametrize("which", ["log", "key"])
+def test_a_log_or_key_file_open_to_other_users_is_refused(tmp_path: Path, which: str) -> None:
+    """Refused with the command that fixes it; veilpix does not change the mode itself (a
+    key others could read may have been copied: its owner should know). Reviewers can still
+    read a log that is open to their group."""
+    path = tmp_path / "audit.db"
+    with AuditLog(path) as log:
+        fill(log, 1)
+    target = path if which == "log" else key_path_for(path)
+    target.chmod(0o644)
+    error = AuditLogError if which == "log" else ConfigError
+    with pytest.raises(error, match="open to other users \\(mode 0644\\)") as err:
+        AuditLog(path)
+    assert "chmod 600" in err.value.hint
+    assert stat.S_IMODE(target.stat().st_mode) == 0o644  # not changed behind the owner's back
+    if which == "log":
+        with AuditLog(path, readonly=True) as reader:
+            assert len(list(reader.records())) == 1
+
+
 def test_log_location_from_env_and_platformdirs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
