@@ -213,7 +213,7 @@ def check_private(path: Path, what: str) -> None:
     if mode & 0o077:
         raise ConfigError(
             f"the {what} {str(path)!r} is open to other users (mode {mode:04o})",
-            hint=f"chmod 600 {str(path)!r} (and rotate the keys if others may have read it)",
+            hint=f"run chmod 600 {str(path)!r}; rotate the keys if others may have read them",
         )
 
 
