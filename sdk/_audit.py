@@ -464,6 +464,7 @@ class AuditLog:
         self._busy = busy_timeout
         self._clock = clock or (lambda: datetime.now(UTC))
         self._lock = threading.RLock()
+        self._identity: tuple[int, int] | None = None  # the log file's (device, inode)
         self._queue: list[_Ticket] = []  # group commit: appends waiting for the next commit
         self._queue_lock = threading.Lock()
         self._drainer: ThreadPoolExecutor | None = None  # commits the async callers' appends
@@ -574,6 +575,9 @@ class AuditLog:
         except ConfigError as exc:
             raise AuditLogError(exc.message, hint=exc.hint) from exc
         db = self._db = self._connect(readonly=False)
+        opened = os.stat(self.path)
+        self._identity = (opened.st_dev, opened.st_ino)
+        self._shm = self.path.with_name(self.path.name + "-shm")
         try:
             db.execute("BEGIN IMMEDIATE")
             version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -754,6 +758,7 @@ class AuditLog:
             try:
                 if lockfd is not None:
                     fcntl.flock(lockfd, fcntl.LOCK_EX)
+                self._still_writable()
                 db.execute("BEGIN IMMEDIATE")
                 yield db
                 db.execute("COMMIT")
@@ -770,6 +775,35 @@ class AuditLog:
                 self._sync()
         self._wrote = True
         self._start_timer()
+
+    def _still_writable(self) -> None:
+        """Raise AuditLogError when the log's files were removed, replaced, or made
+        read-only or immutable since it was opened. SQLite would write to a removed file's
+        inode (the records lost) and, touching its shared-memory index of an immutable file,
+        crash the process (SIGBUS); checked before every write transaction, so the call is
+        refused instead (a 503 at the proxy), and writing resumes when the files are back."""
+        try:
+            now = os.stat(self.path)
+        except OSError as exc:
+            raise AuditLogError(
+                f"the transfer log {str(self.path)!r} is gone ({exc.strerror})",
+                hint="restore it (or restart with the log where it belongs); nothing was sent",
+            ) from exc
+        if self._identity is not None and (now.st_dev, now.st_ino) != self._identity:
+            raise AuditLogError(
+                f"the transfer log {str(self.path)!r} was replaced by another file while "
+                "veilpix was writing it",
+                hint="restart veilpix with the log it should write; nothing was sent",
+            )
+        # Only the shared-memory index is mapped into memory (a write to it faults); the
+        # log and its WAL are written with write(), which fails cleanly (sqlite3.Error).
+        if self._wal_sync and not os.access(self._shm, os.W_OK):
+            raise AuditLogError(
+                f"the transfer log file {str(self._shm)!r} is missing or cannot be written "
+                "(read-only or immutable)",
+                hint=f"make the log's files writable again (chmod u+w, chattr -i) in "
+                f"{str(self.path.parent)!r}; nothing was sent",
+            )
 
     def _sync(self) -> None:
         """Make the committed transactions durable: fsync the WAL (WAL mode; otherwise the

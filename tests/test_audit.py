@@ -66,6 +66,68 @@ def test_a_log_or_key_file_open_to_other_users_is_refused(tmp_path: Path, which:
             assert len(list(reader.records())) == 1
 
 
+def test_a_log_file_removed_or_replaced_while_open_refuses_to_record(tmp_path: Path) -> None:
+    """SQLite would go on writing to the removed file's inode: every record lost."""
+    path = tmp_path / "audit.db"
+    with AuditLog(path) as log:
+        fill(log, 1)
+        moved = tmp_path / "moved.db"
+        path.rename(moved)
+        with pytest.raises(AuditLogError, match="is gone"):
+            log.begin(transfer())
+        moved.rename(path)
+        log.begin(transfer()).finish(status=200)  # back where it belongs: writing resumes
+        path.rename(moved)
+        path.write_bytes(moved.read_bytes())  # a copy in its place is another file
+        with pytest.raises(AuditLogError, match="replaced"):
+            log.begin(transfer())
+        path.unlink()
+        moved.rename(path)
+
+
+_IMMUTABLE_CHILD = """
+import os, subprocess, sys
+sys.path.insert(0, sys.argv[2])
+import veilpix
+from auditkit import fill, transfer
+log = veilpix.AuditLog(sys.argv[1])
+fill(log, 3)
+folder = os.path.dirname(sys.argv[1])
+names = [os.path.join(folder, n) for n in os.listdir(folder)]
+subprocess.run(["chattr", "+i", *names], check=True)
+try:
+    for _ in range(200):
+        log.begin(transfer())
+    print("RECORDED")
+except veilpix.AuditLogError as exc:
+    print("REFUSED", exc.message)
+finally:
+    subprocess.run(["chattr", "-i", *names], check=True)
+"""
+
+
+def test_immutable_log_files_refuse_to_record_instead_of_crashing(tmp_path: Path) -> None:
+    """Making the files immutable mid-run used to kill the process with SIGBUS (SQLite's
+    shared-memory index): now every call is refused with AuditLogError (a 503 at the
+    proxy). Run in a child: a crash must not take the test runner with it."""
+    probe = tmp_path / "probe"
+    probe.write_bytes(b"")
+    try:
+        subprocess.run(["chattr", "+i", str(probe)], check=True, capture_output=True, timeout=10)
+        subprocess.run(["chattr", "-i", str(probe)], check=True, capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        pytest.skip("chattr +i is not available here (needs CAP_LINUX_IMMUTABLE)")
+    folder = tmp_path / "log"
+    folder.mkdir()
+    tests = str(Path(__file__).resolve().parent)
+    proc = subprocess.run(
+        [sys.executable, "-c", _IMMUTABLE_CHILD, str(folder / "audit.db"), tests],
+        capture_output=True, text=True, timeout=120, check=False, env=child_env(),
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    assert "REFUSED" in proc.stdout and "cannot be written" in proc.stdout, proc.stdout
+
+
 def test_log_location_from_env_and_platformdirs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
