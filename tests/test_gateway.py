@@ -760,3 +760,21 @@ def test_gateway_gzip_request_is_decoded_sanitized_and_sent_plain(
     assert_clean(image, "gw-gzip.jpg")
     (rec,) = log.records()
     assert rec.outcome == "sent"
+
+
+def test_a_log_removed_under_the_gateway_gets_503_and_sends_nothing(
+    vendor: Any, gateway: Any
+) -> None:
+    fake, _ = vendor
+    server, log = gateway
+    body = {"model": "gpt-4.1-mini", "input": "hello"}
+    moved = log.path.with_name("moved.db")
+    log.path.rename(moved)
+    try:
+        resp = httpx2.post(f"{server.url}/openai/responses", json=body, timeout=30)
+    finally:
+        moved.rename(log.path)
+    assert resp.status_code == 503 and fake.seen == []
+    assert "is gone" in resp.text
+    fake.reply = {"id": "resp_1", "output": []}
+    assert httpx2.post(f"{server.url}/openai/responses", json=body, timeout=30).status_code == 200
