@@ -97,6 +97,7 @@ class Gateway:
         idle_timeout: float = 30.0,
         min_body_rate: int = 8192,
         max_image_memory: int = 512 * 1024 * 1024,
+        records: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         if "" not in guards:
             raise ValueError("guards needs a default entry under ''")
@@ -106,6 +107,8 @@ class Gateway:
         self.min_body_rate = min_body_rate
         self.budget = MemoryBudget(max_image_memory)
         self.guards = dict(guards)
+        # what each app's calls are recorded as doing ("" : the default): purpose, legal_basis
+        self.records = {app: dict(r) for app, r in (records or {}).items()}
         self.base_urls = dict(base_urls or {})
         self.token = token
         self.max_body = max_body
@@ -263,10 +266,13 @@ class Gateway:
         app = _header(scope, _APP_RAW).decode("latin-1")
         guard = self.guards.get(app) or self.guards[""]
         client = scope.get("client")
+        record = self.records.get(app if app in self.guards else "", {})
         context = Context(
             app=app or None,
             client=f"{client[0]}" if client else None,
             door=door,
+            purpose=record.get("purpose"),
+            legal_basis=record.get("legal_basis"),
         )
         outbound = Outbound(scope["method"], url, _forwarded(scope["headers"]), body)
         try:

@@ -24,9 +24,15 @@ It configures the transfer log, the policy (default, per vendor, per app) and th
     allowed_countries = "EEA"            # or a list of ISO codes: ["DE", "FR"]
     allowed_vendors = ["openai", "anthropic"]
 
+    [record]                             # what the calls are recorded as doing (the register)
+    purpose = "product photos for the shop"
+    legal_basis = "contract"             # one of GDPR Art. 6(1)'s six lawful bases
+
     [apps.marketing]                     # requests carrying ``X-Veilpix-App: marketing``
     faces = "off"                        # overrides on top of [policy]
     require_consent_for_faces = true
+    purpose = "campaign images"          # and of [record]
+    legal_basis = "consent"
 
     [proxy]
     host = "127.0.0.1"                   # a non-loopback host also needs allow_remote = true
@@ -152,9 +158,16 @@ class Config:
     vendors: Mapping[str, VendorConfig] = field(default_factory=dict)
     policy_settings: Mapping[str, Any] = field(default_factory=dict)
     apps: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # what each app's calls are recorded as doing ("" : the default): purpose, legal_basis
+    records: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     intercept: InterceptConfig = field(default_factory=InterceptConfig)
     source: Path | None = None
+
+    def record(self, app: str | None = None) -> dict[str, str]:
+        """What calls of ``app`` (None: the default) are recorded as doing: ``purpose`` and
+        ``legal_basis`` from ``[record]``, with ``[apps.<app>]`` on top."""
+        return {**self.records.get("", {}), **self.records.get(app or "", {})}
 
     def vendor_policies(self, app: str | None = None) -> dict[str, Policy]:
         """Vendor -> Policy for vendors with ``[vendors.<name>.policy]``: ``[policy]``, then
@@ -332,6 +345,36 @@ def _strings(where: str, values: list[Any]) -> list[str]:
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a list of strings, not {values!r}")
     return values
+
+
+_RECORD_KEYS = ("purpose", "legal_basis")
+# GDPR Art. 6(1): the six lawful bases
+LEGAL_BASES = frozenset(
+    {"consent", "contract", "legal_obligation", "vital_interests", "public_task",
+     "legitimate_interests"}
+)  # fmt: skip
+
+
+def _record_settings(where: str, table: dict[str, Any], *, whole: bool = False) -> dict[str, str]:
+    """Take ``purpose`` and ``legal_basis`` out of ``table`` (``whole``: nothing else may be
+    in it), checked: non-empty text, and one of the six lawful bases of GDPR Art. 6(1)."""
+    if whole:
+        _check_keys(where, table, dict.fromkeys(_RECORD_KEYS, str))
+    out: dict[str, str] = {}
+    for key in _RECORD_KEYS:
+        if key not in table:
+            continue
+        value = table.pop(key)
+        if not isinstance(value, str) or not value.strip() or len(value) > 200:
+            raise ConfigError(f"{where}.{key} must be a short text, not {value!r}")
+        out[key] = value.strip()
+    basis = out.get("legal_basis")
+    if basis is not None and basis not in LEGAL_BASES:
+        raise ConfigError(
+            f"{where}.legal_basis must be one of GDPR Art. 6(1)'s bases, not {basis!r}",
+            hint=", ".join(sorted(LEGAL_BASES)),
+        )
+    return out
 
 
 def _policy_settings(where: str, table: Mapping[str, Any]) -> dict[str, Any]:
@@ -607,6 +650,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
             "vendors": dict,
             "policy": dict,
             "apps": dict,
+            "record": dict,
             "proxy": dict,
             "intercept": dict,
         },
@@ -626,6 +670,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
             policy_settings=settings,
         )
     apps: dict[str, dict[str, Any]] = {}
+    records = {"": _record_settings("record", dict(doc.get("record", {})), whole=True)}
     for name, table in doc.get("apps", {}).items():
         if not isinstance(table, dict):
             raise ConfigError(f"apps.{name} must be a table ([apps.{name}])")
@@ -634,12 +679,15 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
                 f"[apps.{name}]: app names are letters, digits, '.', '_' and '-' (up to 64)",
                 hint="the name is what clients send in the X-Veilpix-App header",
             )
-        apps[name] = _policy_settings(f"apps.{name}", table)
+        settings = dict(table)
+        records[name] = _record_settings(f"apps.{name}", settings)  # takes its keys out
+        apps[name] = _policy_settings(f"apps.{name}", settings)
     config = Config(
         log=_log(doc.get("log", {}), file.absolute().parent),
         vendors=vendors,
         policy_settings=_policy_settings("policy", doc.get("policy", {})),
         apps=apps,
+        records={k: v for k, v in records.items() if v},
         proxy=_proxy(doc.get("proxy", {})),
         intercept=_intercept(doc.get("intercept", {}), file.absolute().parent),
         source=file,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -312,3 +313,77 @@ def test_proxy_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixtu
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert "error:" in err and ("workers" in err or "intercept" in err or "port" in err)
+
+
+# -- what the calls are recorded as doing -------------------------------------------------------
+
+
+def test_purpose_and_legal_basis_per_app(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, """
+[record]
+purpose = "product photos for the shop"
+legal_basis = "contract"
+
+[apps.campaign]
+faces = "blur"
+purpose = "campaign images"
+legal_basis = "consent"
+
+[apps.quiet]
+faces = "off"
+"""))  # fmt: skip
+    assert cfg.record() == {"purpose": "product photos for the shop", "legal_basis": "contract"}
+    assert cfg.record("campaign") == {"purpose": "campaign images", "legal_basis": "consent"}
+    assert cfg.record("quiet") == cfg.record()  # inherits [record]
+    assert cfg.policy("campaign").faces == "blur"  # the policy keys are still the app's
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[record]\nlegal_basis = 'because'\n", "must be one of GDPR Art. 6"),
+        ("[record]\npurpose = ''\n", "record.purpose must be a short text"),
+        ("[record]\nretention = '1y'\n", "unknown setting record.retention"),
+        ("[apps.x]\nlegal_basis = 'vibes'\n", "apps.x.legal_basis must be one of"),
+    ],
+)
+def test_bad_record_settings_are_clear_errors(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(write(tmp_path, text))
+
+
+def test_the_gateway_records_each_apps_purpose_and_legal_basis(tmp_path: Path) -> None:
+    """The register no longer says "not recorded" for every gateway call."""
+    fake = FakeVendor()
+    fake.reply = {"id": "resp_1", "output": []}
+    with Server(fake) as upstream:
+        cfg = load_config(write(tmp_path, f"""
+[record]
+purpose = "support answers"
+legal_basis = "contract"
+
+[apps.campaign]
+purpose = "campaign images"
+legal_basis = "consent"
+
+[vendors.openai]
+base_url = "{upstream.url}/v1"
+"""))  # fmt: skip
+        gateway = build_gateway(cfg, log_path=tmp_path / "audit.db")
+        log = gateway.guards[""].log
+        try:
+            with Server(gateway) as server:
+                body = {"model": "gpt-4.1-mini", "input": "hello"}
+                for app in ("", "campaign", "unknown-app"):
+                    headers = {"X-Veilpix-App": app} if app else {}
+                    resp = httpx2.post(f"{server.url}/openai/responses", json=body,
+                                       headers=headers, timeout=30)  # fmt: skip
+                    assert resp.status_code == 200, resp.text
+            why = [(r.why["purpose"], r.why["legal_basis"]) for r in log.records()]
+        finally:
+            log.close()
+    assert sorted(why) == sorted([
+        ("support answers", "contract"),
+        ("campaign images", "consent"),
+        ("support answers", "contract"),
+    ])  # fmt: skip
