@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -20,6 +21,14 @@ def need_other_loopback_addresses() -> None:
             sock.bind((ATTACKERS[-1], 0))
     except OSError:
         pytest.skip("127.0.0.2-4 are not usable as source addresses here")
+
+
+def wait_for(check: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Poll ``check`` until it holds; fail the test after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
 
 
 def connect_from(source: str, port: int, timeout: float = 10.0) -> socket.socket:

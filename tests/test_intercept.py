@@ -47,6 +47,7 @@ from slowclients import (
     need_other_loopback_addresses,
     read_until_closed,
     status_of,
+    wait_for,
 )
 from wire import Captured, form_parts
 
@@ -285,13 +286,6 @@ class H11Client:
 
 def request(method: str, target: str, *headers: tuple[str, str], host: str = OPENAI) -> h11.Request:
     return h11.Request(method=method, target=target, headers=[("host", host), *headers])
-
-
-def wait_for(check: Callable[[], bool], seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def image_part(got: Captured) -> bytes:

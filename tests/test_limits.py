@@ -29,6 +29,7 @@ from slowclients import (
     need_other_loopback_addresses,
     read_until_closed,
     status_of,
+    wait_for,
 )
 
 from veilpix import ConfigError, load_config
@@ -109,13 +110,6 @@ def post(url: str, body: Any, **kw: Any) -> httpx2.Response:
 
 def health(url: str) -> httpx2.Response:
     return httpx2.get(f"{url}/_veilpix/health", timeout=30, trust_env=False)
-
-
-def wait_for(check: Callable[[], bool], seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 # -- settings ----------------------------------------------------------------------------------
