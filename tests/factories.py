@@ -260,7 +260,7 @@ def png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
-def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
     out = []
     p = 8
     while p < len(data):
@@ -296,7 +296,7 @@ def png(
         )
     else:
         data = encode(base_im, "PNG", **save)
-    chunks = _png_chunks(data)
+    chunks = png_chunks(data)
     extra: list[bytes] = []
     if icc is not None:
         extra.append(png_chunk(b"iCCP", b"Jane's screen\x00\x00" + zlib.compress(icc)))
@@ -334,7 +334,7 @@ def png(
 
 
 # --------------------------------------------------------------------------- WebP
-def _riff_chunk(kind: bytes, body: bytes) -> bytes:
+def riff_chunk(kind: bytes, body: bytes) -> bytes:
     return kind + struct.pack("<I", len(body)) + body + (b"\x00" if len(body) & 1 else b"")
 
 
@@ -386,19 +386,19 @@ def webp(
     body = b""
     if icc is not None:
         flags |= 0x20
-        body += _riff_chunk(b"ICCP", icc)
-    body += b"".join(_riff_chunk(k, b) for k, b in chunks)
+        body += riff_chunk(b"ICCP", icc)
+    body += b"".join(riff_chunk(k, b) for k, b in chunks)
     if exif or orientation is not None:
         flags |= 0x08
-        body += _riff_chunk(
+        body += riff_chunk(
             b"EXIF", exif_tiff(orientation=orientation, gps=GPS if exif else None, thumbnail=exif)
         )
     if xmp:
         flags |= 0x04
-        body += _riff_chunk(b"XMP ", xmp_packet())
+        body += riff_chunk(b"XMP ", xmp_packet())
     if unknown:
-        body += _riff_chunk(b"ZZZZ", SERIAL.encode())
-    vp8x = _riff_chunk(
+        body += riff_chunk(b"ZZZZ", SERIAL.encode())
+    vp8x = riff_chunk(
         b"VP8X",
         bytes((flags, 0, 0, 0)) + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little"),
     )

@@ -40,10 +40,6 @@ RSS = 600 * MB  # peak resident memory of the whole child process
 
 
 # =========================================================================== bombs
-def _riff_chunk(kind: bytes, body: bytes) -> bytes:
-    return kind + struct.pack("<I", len(body)) + body + b"\x00" * (len(body) & 1)
-
-
 def _u24(n: int) -> bytes:
     return n.to_bytes(3, "little")
 
@@ -62,16 +58,16 @@ def webp_bomb(frames: int = 1000, side: int = 632, orientation: int = 6) -> byte
     for i in range(frames):
         x, y = (i * 2) % (side - 2), (i * 2 // (side - 2) * 2) % (side - 2)
         head = _u24(x // 2) + _u24(y // 2) + _u24(1) + _u24(1) + _u24(40) + b"\x00"
-        body += _riff_chunk(b"ANMF", head + vp8l)
+        body += F.riff_chunk(b"ANMF", head + vp8l)
     exif = Image.Exif()
     exif[274] = orientation
     vp8x = bytes([0x02 | 0x08, 0, 0, 0]) + _u24(side - 1) + _u24(side - 1)
     payload = (
         b"WEBP"
-        + _riff_chunk(b"VP8X", vp8x)
-        + _riff_chunk(b"ANIM", b"\x00\x00\x00\x00\x00\x00")
+        + F.riff_chunk(b"VP8X", vp8x)
+        + F.riff_chunk(b"ANIM", b"\x00\x00\x00\x00\x00\x00")
         + body
-        + _riff_chunk(b"EXIF", exif.tobytes())
+        + F.riff_chunk(b"EXIF", exif.tobytes())
     )
     return b"RIFF" + struct.pack("<I", len(payload)) + payload
 

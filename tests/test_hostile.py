@@ -879,7 +879,7 @@ def exif_carrier(carrier: str, blob: bytes) -> bytes:
         base = plain_webp()
         vp8x = riff_chunk_at(base, b"VP8X")
         flagged = base[: vp8x + 8] + bytes([base[vp8x + 8] | 0x08]) + base[vp8x + 9 :]
-        return webp_append(flagged, F._riff_chunk(b"EXIF", blob))
+        return webp_append(flagged, F.riff_chunk(b"EXIF", blob))
     raise ValueError(carrier)
 
 
@@ -1392,7 +1392,7 @@ def test_broken_structures_are_corrupt() -> None:
         "JPEG without EOI": jpeg[:-2],
         "JPEG SOS before SOF": plain_jpeg()[:2] + plain_jpeg()[jpeg_segment(plain_jpeg(), 0xDA) :],
         "PNG without IDAT": plain_png()[:33] + F.png_chunk(b"IEND", b""),
-        "WebP without image data": riff(F._riff_chunk(b"EXIF", F.exif_tiff())),
+        "WebP without image data": riff(F.riff_chunk(b"EXIF", F.exif_tiff())),
         "TIFF without pages": b"II*\x00\x00\x00\x00\x00",
         "TIFF page without size": tiff_graft(plain_tiff(), [], count=1),
     }

@@ -17,7 +17,7 @@ from PIL import Image
 
 import factories as F
 import veilpix
-from factories import encode, exif_tiff, picture, png_chunk
+from factories import encode, exif_tiff, picture, png_chunk, png_chunks, riff_chunk
 from veilpix import _turbojpeg
 from veilpix._jpeg import scan_jpeg
 
@@ -167,29 +167,20 @@ def test_jpeg_proof_of_veilpix_outputs() -> None:
 # --------------------------------------------------------------------------- PNG
 
 
-def _chunks(data: bytes) -> list[tuple[bytes, bytes]]:
-    out, p = [], 8
-    while p < len(data):
-        (n,) = struct.unpack_from(">I", data, p)
-        out.append((data[p + 4 : p + 8], data[p + 8 : p + 8 + n]))
-        p += 12 + n
-    return out
-
-
 def _build(chunks: list[tuple[bytes, bytes]]) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + b"".join(png_chunk(k, b) for k, b in chunks)
 
 
 def _with_idat(data: bytes, *idats: bytes) -> bytes:
     """``data`` with its IDAT chunks replaced by ``idats``."""
-    chunks = _chunks(data)
+    chunks = png_chunks(data)
     at = next(i for i, (k, _b) in enumerate(chunks) if k == b"IDAT")
     rest = [c for c in chunks if c[0] != b"IDAT"]
     return _build(rest[:at] + [(b"IDAT", x) for x in idats] + rest[at:])
 
 
 def _idat(data: bytes) -> bytes:
-    return b"".join(b for k, b in _chunks(data) if k == b"IDAT")
+    return b"".join(b for k, b in png_chunks(data) if k == b"IDAT")
 
 
 def _png_source(**save: object) -> bytes:
@@ -248,7 +239,7 @@ def test_png_a_jpeg_in_the_first_idat_is_never_handed_out() -> None:
 def test_png_palette_keeps_only_the_colours_used() -> None:
     im = picture((40, 30)).convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
     source = encode(im, "PNG")
-    chunks = _chunks(source)
+    chunks = png_chunks(source)
     plte = next(b for k, b in chunks if k == b"PLTE")
     used = len(plte) // 3
     padded = plte + PAYLOAD.ljust(3 * ((len(PAYLOAD) + 2) // 3), b"!")
@@ -256,26 +247,26 @@ def test_png_palette_keeps_only_the_colours_used() -> None:
     result = veilpix.sanitize(hidden)
     _clean(result, PAYLOAD[:6], PAYLOAD[-6:])
     assert result.report.lossless
-    out_plte = next(b for k, b in _chunks(result.data) if k == b"PLTE")
+    out_plte = next(b for k, b in png_chunks(result.data) if k == b"PLTE")
     assert len(out_plte) <= 3 * used
     assert (_pixels(result.data) == _pixels(source)).all()
 
 
 def test_png_histogram_and_suggested_palette_are_dropped() -> None:
     source = _png_source()
-    chunks = _chunks(source)
+    chunks = png_chunks(source)
     extra = [(b"PLTE", PAYLOAD[:30]), (b"hIST", PAYLOAD[:20])]
     hidden = _build(chunks[:1] + extra + chunks[1:])
     result = veilpix.sanitize(hidden)
     _clean(result, PAYLOAD[:20])
-    kinds = [k for k, _b in _chunks(result.data)]
+    kinds = [k for k, _b in png_chunks(result.data)]
     assert b"hIST" not in kinds and b"PLTE" not in kinds
 
 
 def test_apng_bytes_after_a_frame_stream_are_removed() -> None:
     frames = [_noise((32, 24), seed=i) for i in range(3)]
     source = encode(frames[0], "PNG", save_all=True, append_images=frames[1:], duration=50)
-    chunks = _chunks(source)
+    chunks = png_chunks(source)
     last_fdat = max(i for i, (k, _b) in enumerate(chunks) if k == b"fdAT")
     chunks[last_fdat] = (b"fdAT", chunks[last_fdat][1] + PAYLOAD)
     result = veilpix.sanitize(_build(chunks))
@@ -515,9 +506,7 @@ def test_a_preview_in_ifd0_with_the_image_in_a_subifd_is_refused() -> None:
 
 
 def _riff(chunks: list[tuple[bytes, bytes]]) -> bytes:
-    body = b"WEBP" + b"".join(
-        k + struct.pack("<I", len(b)) + b + (b"\x00" if len(b) & 1 else b"") for k, b in chunks
-    )
+    body = b"WEBP" + b"".join(riff_chunk(k, b) for k, b in chunks)
     return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
@@ -601,7 +590,7 @@ def test_a_big_colour_profile_in_a_png_is_read_not_called_damage() -> None:
     profile += bytes(1_150_000)
     profile[0:4] = struct.pack(">I", len(profile))
     source = _png_source()
-    chunks = _chunks(source)
+    chunks = png_chunks(source)
     iccp = (b"iCCP", b"big\x00\x00" + zlib.compress(bytes(profile)))
     result = veilpix.sanitize(_build([chunks[0], iccp, *chunks[1:]]))
     _clean(result)
@@ -850,7 +839,7 @@ def test_jfif_and_adobe_markers_are_written_canonically() -> None:
 
 def test_png_repeated_chunks_are_not_copied() -> None:
     source = _png_source()
-    chunks = _chunks(source)
+    chunks = png_chunks(source)
     phys = [(b"pHYs", struct.pack(">IIB", 2835, 2835, 1))]
     repeats = [
         (b"pHYs", PAYLOAD[:9]),
@@ -861,14 +850,14 @@ def test_png_repeated_chunks_are_not_copied() -> None:
     hidden = _build([chunks[0], *phys, *repeats, *chunks[1:-1], *second_ihdr, chunks[-1]])
     result = veilpix.sanitize(hidden)
     _clean(result, PAYLOAD[:9], PAYLOAD[9:13])
-    kinds = [k for k, _b in _chunks(result.data)]
+    kinds = [k for k, _b in png_chunks(result.data)]
     assert kinds.count(b"pHYs") == 1 and kinds.count(b"gAMA") == 1 and kinds.count(b"IHDR") == 1
     assert (_pixels(result.data) == _pixels(source)).all()
 
 
 def test_png_with_an_impossible_bit_depth_is_refused() -> None:
     source = _png_source()
-    chunks = _chunks(source)
+    chunks = png_chunks(source)
     w, h, _d, *rest = struct.unpack(">IIBBBBB", chunks[0][1])
     bad = _build([(b"IHDR", struct.pack(">IIBBBBB", w, h, 3, *rest)), *chunks[1:]])
     with pytest.raises(veilpix.CorruptImage, match="bit depth 3"):
@@ -878,7 +867,7 @@ def test_png_with_an_impossible_bit_depth_is_refused() -> None:
 def test_apng_frames_that_do_not_add_up_are_not_stripped() -> None:
     frames = [_noise((32, 24), seed=i) for i in range(3)]
     source = encode(frames[0], "PNG", save_all=True, append_images=frames[1:], duration=50)
-    chunks = _chunks(source)
+    chunks = png_chunks(source)
     actl = next(i for i, (k, _b) in enumerate(chunks) if k == b"acTL")
     chunks[actl] = (b"acTL", struct.pack(">II", 7, 0))  # claims 7 frames, holds 3
     try:
@@ -1084,14 +1073,14 @@ def test_gif_transparent_indices_count_only_for_their_own_frame() -> None:
 def test_png_palette_keeps_the_background_colour_and_survives_a_missing_palette() -> None:
     im = picture((40, 30)).convert("P", palette=Image.Palette.ADAPTIVE, colors=4)
     source = encode(im, "PNG")
-    chunks = _chunks(source)
+    chunks = png_chunks(source)
     plte = next(b for k, b in chunks if k == b"PLTE")
     padded = plte + bytes(range(3 * 8))  # entries 4..11: unused
     with_bkgd = [(k, padded if k == b"PLTE" else b) for k, b in chunks]
     at = next(i for i, (k, _b) in enumerate(with_bkgd) if k == b"IDAT")
     with_bkgd.insert(at, (b"bKGD", b"\x09"))  # the background: entry 9
     out = veilpix.sanitize(_build(with_bkgd)).data
-    out_plte = next(b for k, b in _chunks(out) if k == b"PLTE")
+    out_plte = next(b for k, b in png_chunks(out) if k == b"PLTE")
     assert len(out_plte) == 30 and out_plte[27:30] == padded[27:30]  # 10 entries, 9 kept
     no_plte = [(k, b) for k, b in chunks if k != b"PLTE"]
     with contextlib.suppress(veilpix.VeilpixError):  # no palette to index: never a crash
