@@ -29,12 +29,12 @@ from veilpix._scan import (
     proved_once,
 )
 
-__all__ = ["lzw_extent", "prove_gif", "scan_gif", "strip_gif"]
+__all__ = ["LZW_SEGMENTS", "LZW_WALK", "lzw_extent", "prove_gif", "scan_gif", "strip_gif"]
 
 _LOOP_APPS = (b"NETSCAPE2.0", b"ANIMEXTS1.0")
-_LZW_WALK = 16 * 1024 * 1024  # LZW bytes walked per file (about 0.5 s); more: pixel path
+LZW_WALK = 16 * 1024 * 1024  # LZW bytes walked per file (about 0.5 s); more: pixel path
 _LZW_BULK = 4096  # codes read at once by the numpy walk
-_LZW_SEGMENTS = 20_000  # clear codes walked per file (~1.5 s); encoders clear every ~4,000 codes
+LZW_SEGMENTS = 20_000  # clear codes walked per file (~1.5 s); encoders clear every ~4,000 codes
 _ZEROS = re.compile(rb"\x00+")
 
 
@@ -77,9 +77,9 @@ def lzw_extent(
     TIFF's variant (codes packed from the high bit, the width growing one code early); TIFF
     data that stops without an end code ends with its last whole code. Short data is walked
     code by code, longer data a table segment at a time with numpy (the same answer).
-    ``max_segments`` (default ``_LZW_SEGMENTS``) bounds the clear codes walked: more also
+    ``max_segments`` (default ``LZW_SEGMENTS``) bounds the clear codes walked: more also
     gives None (the pixel path decodes such data in C)."""
-    limit = max_segments or _LZW_SEGMENTS
+    limit = max_segments or LZW_SEGMENTS
     if len(lzw) > 2048:
         return _lzw_extent_np(lzw, min_size, msb=msb, early=early, max_segments=limit)
     return _lzw_extent_codes(lzw, min_size, msb=msb, early=early, max_segments=limit)
@@ -386,7 +386,7 @@ def _walk(data: bytes, scan: Scan) -> int:
     images: list[tuple[int, int, int, int]] = scan.extra.get("images", [])
     lzw_bytes = sum(scan.parts[k].offset + scan.parts[k].length - at for k, at, *_x in images)
     changed = 0
-    if lzw_bytes > _LZW_WALK:
+    if lzw_bytes > LZW_WALK:
         scan.extra["unproved"] = ("LZW data over 16 MiB is re-encoded, not walked", "shape")
         images = []
     global_use = 0
@@ -395,7 +395,7 @@ def _walk(data: bytes, scan: Scan) -> int:
         end = part.offset + part.length
         lzw = _sub_block_data(data, lzw_at + 1, end)
         min_size = data[lzw_at]
-        share = max(1, _LZW_SEGMENTS // len(images))  # the file's clear codes, shared by frame
+        share = max(1, LZW_SEGMENTS // len(images))  # the file's clear codes, shared by frame
         extent = proved_once(
             "gif lzw", lzw, (min_size, share),
             lambda: lzw_extent(lzw, min_size, max_segments=share),  # noqa: B023

@@ -25,7 +25,7 @@ import itertools
 import struct
 
 from veilpix._errors import CorruptImage, UnsupportedImage
-from veilpix._gif import _LZW_SEGMENTS, lzw_extent
+from veilpix._gif import LZW_SEGMENTS, LZW_WALK, lzw_extent
 from veilpix._png import inflate_exact
 from veilpix._scan import ICC, IMAGE, METADATA, Scan, Unproved, proved_once
 from veilpix._tiffio import Entry, TiffReader
@@ -62,11 +62,10 @@ _NAMES = {
     34665: "ExifIFD", 34853: "GPSIFD", 37724: "ImageSourceData", 40965: "InteropIFD",
     42016: "ImageUniqueID", 50341: "PrintIM", 274: "Orientation", 34675: "ICC profile",
 }  # fmt: skip
-# Compressions whose strips can be proved to hold their rows and nothing else: none, LZW,
-# deflate. LZW is walked code by code in Python: beyond this much data in all pages the pixel
-# path (C decoder, deflate encoder) is quicker, and gives the same pixels.
+# Compressions whose strips can be proved to hold their rows and nothing else: none, LZW
+# (walked like GIF's, up to LZW_WALK bytes in all pages; beyond, the pixel path gives the
+# same pixels sooner), deflate.
 _COPYABLE = {1, 5, 8, 32946}
-_LZW_WALK = 16 * 1024 * 1024
 _MAX_STRIPS = 1 << 20
 _UNSIGNED = {3, 4, 16}  # SHORT, LONG, LONG8
 
@@ -193,7 +192,7 @@ def not_lossless(data: bytes, scan: Scan) -> str | None:
         blocks = _blocks(reader, entries)[2]
         if compression == 5:
             lzw += sum(n for _o, n in blocks)
-            if lzw > _LZW_WALK:  # over all pages together
+            if lzw > LZW_WALK:  # over all pages together
                 return "LZW data over 16 MiB"
         spans.extend(blocks)
     spans.sort()
@@ -294,7 +293,7 @@ def prove_tiff(data: bytes, scan: Scan) -> None:
 def _lzw_share(reader: TiffReader, scan: Scan) -> int:
     """The clear codes each strip may walk: the file's budget shared by every strip."""
     strips = sum(len(_blocks(reader, entries)[2]) for _o, entries in scan.extra["pages"])
-    return max(1, _LZW_SEGMENTS // max(1, strips))
+    return max(1, LZW_SEGMENTS // max(1, strips))
 
 
 def _strip_extent(strip: bytes, compression: int, size: int, *, share: int = 0) -> int:
