@@ -1,4 +1,4 @@
-"""HEIF / HEIC / AVIF (ISO-BMFF) inspection for the report.
+"""HEIF / HEIC / AVIF (ISO-BMFF) inspection for the report, and what to say when one does not decode.
 
 HEIF and AVIF are never stripped in place: the primary image is decoded and re-encoded, so
 nothing of the container survives. This walker only lists what the container held (EXIF and
@@ -11,10 +11,10 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
-from veilpix._errors import CorruptImage
+from veilpix._errors import CorruptImage, ImageError, UnsupportedImage
 from veilpix._scan import IMAGE, METADATA, STRUCTURE, UNKNOWN, Scan
 
-__all__ = ["brand", "scan_bmff"]
+__all__ = ["brand", "decode_error", "scan_bmff"]
 
 _ALPHA = (b"urn:mpeg:mpegB:cicp:systems:auxiliary:alpha", b"urn:mpeg:hevc:2015:auxid:1")
 _MAX_BOXES = 100_000
@@ -191,3 +191,50 @@ def _aux_type(iid: int, props: list[tuple[bytes, bytes]], assoc: dict[int, list[
         if 0 < index <= len(props) and props[index - 1][0] == b"auxC":
             return props[index - 1][1][4:].split(b"\x00")[0]
     return b""
+
+
+# what HEIF/AVIF items are coded as, by item type
+_CODECS = {
+    b"hvc1": "HEVC (H.265)", b"av01": "AV1", b"jpeg": "JPEG", b"avc1": "H.264 (AVC)",
+    b"vvc1": "VVC (H.266)", b"evc1": "EVC", b"j2k1": "JPEG 2000",
+    b"unci": "uncompressed (ISO/IEC 23001-17)", b"mski": "a mask",
+}  # fmt: skip
+_DECODED = {"HEIF": {b"hvc1", b"av01"}, "AVIF": {b"av01"}}
+
+
+def decode_error(exc: CorruptImage, fmt: str, scan: Scan) -> ImageError:
+    """Say what is really wrong when a HEIF/AVIF image does not decode: a codec the installed
+    decoder does not have (most often), or damage."""
+    primary = scan.extra.get("primary_type")
+    coded = [primary] if primary not in (None, b"grid", b"iovl", b"iden") else []
+    coded += scan.extra.get("tile_types", [])
+    unknown = [t for t in coded if t not in _DECODED[fmt]]
+    if unknown:
+        names = ", ".join(_CODECS.get(t, repr(t.decode("latin-1"))) for t in unknown)
+        return UnsupportedImage(
+            f"{fmt} whose main image is coded as {names}, which the installed decoder "
+            f"({_decoder(fmt)}) cannot decode; the file itself may be fine",
+            hint=f"convert it to JPEG or PNG with a tool that reads {names} (e.g. heif-convert "
+            "from a libheif built with that codec), then sanitize the result",
+        )
+    said = exc.message.lower()
+    if "unsupported" in said or "not supported" in said or "invalid image index" in said:
+        return UnsupportedImage(
+            f"{fmt} uses a feature the installed decoder ({_decoder(fmt)}) does not support: "
+            f"{exc.message}",
+            hint="convert it to JPEG or PNG with a newer libheif/libavif, then sanitize it",
+        )
+    return exc
+
+
+def _decoder(fmt: str) -> str:
+    try:
+        if fmt == "HEIF":
+            import pillow_heif
+
+            return f"libheif {pillow_heif.libheif_version()}"
+        from PIL import features
+
+        return f"libavif {features.version('avif') or '?'}"
+    except (ImportError, ValueError):
+        return "not installed" if fmt == "HEIF" else "Pillow's AVIF support"

@@ -21,13 +21,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from veilpix._bmff import scan_bmff
+from veilpix._bmff import decode_error, scan_bmff
 from veilpix._bmp import scan_bmp
 from veilpix._budget import check_decode
 from veilpix._errors import (
     ConfigError,
     CorruptImage,
-    ImageError,
     ImageTooLarge,
     UnsafeOutput,
     UnsupportedImage,
@@ -235,7 +234,7 @@ def _sanitize(
         try:
             return _sanitize_pixels(raw, fmt, listing, policy, Facts(), notes=[], stage=stage)
         except CorruptImage as exc:
-            raise _bmff_error(exc, fmt, listing) from exc
+            raise decode_error(exc, fmt, listing) from exc
     try:
         scan = _scan(raw, fmt)
     except CorruptImage as exc:
@@ -348,58 +347,11 @@ def _repair(
     scan = Scan(fmt)
     scan.extra["repair"] = exc.message
     stage = _faces_stage(policy, consent, orientation_known=False)
-    note = f"repaired: {exc.message}; re-encoded from the pixels"
+    note = _why(exc.message, "damaged", "re-encoded from the pixels")
     try:
         return _sanitize_pixels(raw, fmt, scan, policy, Facts(), notes=[note], stage=stage)
     except CorruptImage:
         raise exc from None
-
-
-# what HEIF/AVIF items are coded as, by item type
-_CODECS = {
-    b"hvc1": "HEVC (H.265)", b"av01": "AV1", b"jpeg": "JPEG", b"avc1": "H.264 (AVC)",
-    b"vvc1": "VVC (H.266)", b"evc1": "EVC", b"j2k1": "JPEG 2000",
-    b"unci": "uncompressed (ISO/IEC 23001-17)", b"mski": "a mask",
-}  # fmt: skip
-_DECODED = {"HEIF": {b"hvc1", b"av01"}, "AVIF": {b"av01"}}
-
-
-def _bmff_error(exc: CorruptImage, fmt: str, scan: Scan) -> ImageError:
-    """Say what is really wrong when a HEIF/AVIF image does not decode: a codec the installed
-    decoder does not have (most often), or damage."""
-    primary = scan.extra.get("primary_type")
-    coded = [primary] if primary not in (None, b"grid", b"iovl", b"iden") else []
-    coded += scan.extra.get("tile_types", [])
-    unknown = [t for t in coded if t not in _DECODED[fmt]]
-    if unknown:
-        names = ", ".join(_CODECS.get(t, repr(t.decode("latin-1"))) for t in unknown)
-        return UnsupportedImage(
-            f"{fmt} whose main image is coded as {names}, which the installed decoder "
-            f"({_decoder(fmt)}) cannot decode; the file itself may be fine",
-            hint=f"convert it to JPEG or PNG with a tool that reads {names} (e.g. heif-convert "
-            "from a libheif built with that codec), then sanitize the result",
-        )
-    said = exc.message.lower()
-    if "unsupported" in said or "not supported" in said or "invalid image index" in said:
-        return UnsupportedImage(
-            f"{fmt} uses a feature the installed decoder ({_decoder(fmt)}) does not support: "
-            f"{exc.message}",
-            hint="convert it to JPEG or PNG with a newer libheif/libavif, then sanitize it",
-        )
-    return exc
-
-
-def _decoder(fmt: str) -> str:
-    try:
-        if fmt == "HEIF":
-            import pillow_heif
-
-            return f"libheif {pillow_heif.libheif_version()}"
-        from PIL import features
-
-        return f"libavif {features.version('avif') or '?'}"
-    except (ImportError, ValueError):
-        return "not installed" if fmt == "HEIF" else "Pillow's AVIF support"
 
 
 def _changes(policy: Policy, scan: Scan, orientation: int) -> bool:
