@@ -1,4 +1,4 @@
-"""HEIF / HEIC / AVIF (ISO-BMFF) inspection for the report, and what to say when one does not decode.
+"""HEIF / HEIC / AVIF (ISO-BMFF): inspection for the report, and why one does not decode.
 
 HEIF and AVIF are never stripped in place: the primary image is decoded and re-encoded, so
 nothing of the container survives. This walker only lists what the container held (EXIF and
