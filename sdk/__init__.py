@@ -40,6 +40,7 @@ __all__ = [  # noqa: RUF022 - plain sorted() order, which tests/test_packaging.p
     "ImageReport",
     "ImageTooLarge",
     "Inspection",
+    "LogIntegrityError",
     "Outbound",
     "OutboundImage",
     "PendingTransfer",
@@ -50,6 +51,7 @@ __all__ = [  # noqa: RUF022 - plain sorted() order, which tests/test_packaging.p
     "Removed",
     "RequestBlocked",
     "RequestError",
+    "Restarted",
     "Result",
     "SanitizedImage",
     "Transfer",
@@ -71,6 +73,7 @@ __all__ = [  # noqa: RUF022 - plain sorted() order, which tests/test_packaging.p
     "http_client",
     "inspect",
     "load_config",
+    "restart_log",
     "sanitize",
     "sanitize_file",
     "sanitize_mask",
@@ -103,6 +106,9 @@ _LAZY = {
     "load_config": "veilpix._config",
     "AuditLog": "veilpix._audit",
     "AuditLogError": "veilpix._errors",
+    "LogIntegrityError": "veilpix._errors",
+    "restart_log": "veilpix._audit_restart",
+    "Restarted": "veilpix._audit_restart",
     "Authority": "veilpix._ca",
     "CAError": "veilpix._errors",
     "OutboundImage": "veilpix._audit_record",
@@ -141,6 +147,7 @@ _LAZY = {
 if TYPE_CHECKING:
     from veilpix._audit import AuditLog, PendingTransfer, TransferRecord
     from veilpix._audit_record import OutboundImage, Transfer
+    from veilpix._audit_restart import Restarted, restart_log
     from veilpix._audit_verify import VerifyResult, verify_log
     from veilpix._ca import Authority
     from veilpix._client import AsyncClient, Client, GeneratedImage, Result
@@ -154,6 +161,7 @@ if TYPE_CHECKING:
         FaceDetectionError,
         ImageError,
         ImageTooLarge,
+        LogIntegrityError,
         PolicyViolation,
         RequestBlocked,
         RequestError,

@@ -68,7 +68,7 @@ from veilpix._audit_record import (
     redact_url,
     scrub_secrets,
 )
-from veilpix._errors import AuditLogError, ConfigError
+from veilpix._errors import AuditLogError, ConfigError, LogIntegrityError
 
 _T = TypeVar("_T")
 
@@ -99,7 +99,7 @@ __all__ = [
     "summarize",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     1: (
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT",
@@ -116,12 +116,14 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         " kid TEXT PRIMARY KEY, tag TEXT NOT NULL UNIQUE, wrapped BLOB NOT NULL,"
         " created TEXT NOT NULL) STRICT",
     ),
+    # every entry carries a MAC under the key file's entry key (KeyFile.entry_mac)
+    2: ("ALTER TABLE entries ADD COLUMN mac BLOB",),
 }
 _ENTRY_DOMAIN = b"veilpix-audit-entry/1\0"
 _CHECKPOINT_DOMAIN = b"veilpix-audit-checkpoint/1\0"
 _FOUNDING_DOMAIN = b"veilpix-audit-founding/1\0"
 _PERIODIC = ("every", "interval")
-KINDS = ("begin", "finish", "erase", "prune")
+KINDS = ("begin", "finish", "erase", "prune", "restart")
 
 
 # -- chain primitives (shared with the verifier) ---------------------------------------------
@@ -431,6 +433,7 @@ class AuditLog:
     give one. ``encrypt_prompts=True`` stores each prompt encrypted (under the subject's key
     when the call names a subject, so erasure covers it) in addition to length and fingerprint.
     ``clock`` replaces the wall clock (for imports and tests); times are stored in UTC.
+    ``create=False`` opens an existing log for writing and never creates one.
 
     Every write error becomes :class:`~veilpix.AuditLogError`; a door that gets one does not
     send. Thread-safe; several processes may write the same file.
@@ -442,6 +445,7 @@ class AuditLog:
         *,
         key_path: str | os.PathLike[str] | None = None,
         readonly: bool = False,
+        create: bool = True,
         checkpoint_every: int = 1000,
         checkpoint_seconds: float = 60.0,
         mechanisms: Mapping[str, str] | None = None,
@@ -457,6 +461,7 @@ class AuditLog:
             Path(key_path).expanduser() if key_path is not None else key_path_for(self.path)
         )
         self.readonly = readonly
+        self._create_missing = create
         self.checkpoint_every = checkpoint_every
         self.checkpoint_seconds = checkpoint_seconds
         self.mechanisms = dict(mechanisms or {})
@@ -482,6 +487,13 @@ class AuditLog:
         # inside _run_batch: entry rows not inserted yet, and the head after them
         self._rows: list[tuple[Any, ...]] | None = None
         self._head: tuple[int, bytes, str] | None = None
+        # The newest entry this handle has authenticated (written itself, or checked the MAC
+        # and links of): a writer extends only that, or what it can authenticate from there.
+        self._trusted: tuple[int, bytes] | None = None
+        self._txn_head: tuple[int, bytes] | None = None  # ... once this transaction commits
+        # the checkpoint this transaction signed (id, entry, SHA-256 of the signature, time):
+        # the key file's state follows it once it is on disk
+        self._signed_pending: tuple[int, int, str, str] | None = None
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
         self._closed = False
@@ -502,6 +514,7 @@ class AuditLog:
         path: str | os.PathLike[str] | None = None,
         key_path: str | os.PathLike[str] | None = None,
         readonly: bool = False,
+        create: bool = True,
     ) -> AuditLog:
         """The log a ``veilpix.toml`` describes (see :func:`veilpix.load_config`). The path is
         ``path`` if given, else ``$VEILPIX_LOG``, else ``[log] path``, else the default; the
@@ -510,17 +523,33 @@ class AuditLog:
         from veilpix._config import Config, load_config
 
         cfg = config if isinstance(config, Config) else load_config(config)
-        chosen = path or os.environ.get("VEILPIX_LOG") or cfg.log.path
-        key = key_path or os.environ.get("VEILPIX_LOG_KEY") or cfg.log.key
+        chosen, key = cls.locate(cfg, path=path, key_path=key_path)
         return cls(
             chosen,
             key_path=key,
             readonly=readonly,
+            create=create,
             checkpoint_every=cfg.log.checkpoint_every,
             checkpoint_seconds=cfg.log.checkpoint_seconds,
             encrypt_prompts=cfg.log.encrypt_prompts,
             mechanisms=cfg.mechanisms,
         )
+
+    @staticmethod
+    def locate(
+        config: Config | str | os.PathLike[str] | None = None,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        key_path: str | os.PathLike[str] | None = None,
+    ) -> tuple[Path, Path]:
+        """(log, key file) as :meth:`from_config` chooses them, without opening anything."""
+        from veilpix._config import Config, load_config
+
+        cfg = config if isinstance(config, Config) else load_config(config)
+        chosen = path or os.environ.get("VEILPIX_LOG") or cfg.log.path
+        log = Path(chosen).expanduser() if chosen else default_log_path()
+        key = key_path or os.environ.get("VEILPIX_LOG_KEY") or cfg.log.key
+        return log, Path(key).expanduser() if key else key_path_for(log)
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -545,14 +574,23 @@ class AuditLog:
     def _error(self, doing: str, exc: BaseException) -> AuditLogError:
         return AuditLogError(f"cannot {doing} the transfer log {str(self.path)!r}: {exc}")
 
+    def _no_log(self) -> AuditLogError:
+        return AuditLogError(
+            f"there is no transfer log at {str(self.path)!r}",
+            hint="pass --log FILE (or set VEILPIX_LOG) to the log the SDK or proxy writes",
+        )
+
     def _open_readonly(self) -> None:
         if not self.path.is_file():
-            raise AuditLogError(
-                f"there is no transfer log at {str(self.path)!r}",
-                hint="pass --log FILE (or set VEILPIX_LOG) to the log the SDK or proxy writes",
-            )
+            raise self._no_log()
         self._db = self._connect(readonly=True)
-        self._check_schema(self._db)
+        if self._check_schema(self._db) < SCHEMA_VERSION:
+            raise AuditLogError(
+                f"the transfer log {str(self.path)!r} was written by an older veilpix and has "
+                "not been upgraded yet",
+                hint="open it for writing once (any veilpix command that writes, or "
+                "veilpix audit checkpoint) to upgrade it in place",
+            )
         self.log_id = self._meta("log_id")
         self.public_key = bytes.fromhex(self._meta("public_key"))
         self.checkpoint_every = int(self._meta("checkpoint_every"))
@@ -560,10 +598,14 @@ class AuditLog:
             keys = KeyFile.read(self.key_path) if self.key_path.is_file() else None
         except (ConfigError, PermissionError):
             keys = None
-        if keys is not None and keys.log_id == self.log_id:
+        if keys is not None and keys.knows(self.log_id):
             self.keys = keys
 
     def _open_writable(self) -> None:
+        if not self._create_missing and not self.path.is_file():
+            raise self._no_log()
+        if not self.path.exists() and self.key_path.is_file():
+            self._refuse_new_log(KeyFile.read(self.key_path), "is missing")
         try:
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             with suppress(FileExistsError):
@@ -591,7 +633,7 @@ class AuditLog:
         except BaseException:
             self._rollback()
             raise
-        self._check_schema(db)
+        version = self._check_schema(db)
         self.log_id = self._meta("log_id")
         self.public_key = bytes.fromhex(self._meta("public_key"))
         self.checkpoint_every = int(self._meta("checkpoint_every"))
@@ -609,13 +651,36 @@ class AuditLog:
                 hint="each log has its own key file, named after the log with .key appended",
             )
         self.keys = keys
+        if version < SCHEMA_VERSION:
+            self._migrate(db, version)
         self._recover()
+
+    def _refuse_new_log(self, keys: KeyFile, what: str) -> None:
+        """A key file that already belongs to a founded log must not found another one under
+        the same id: the log it belongs to was deleted, emptied or replaced."""
+        state = keys.state
+        if state is None:
+            return  # never bound (a crash between creating the keys and the log): adopt it
+        where = (
+            f"checkpoint {state['checkpoint']} (entry {state.get('seq')}, signed {state.get('ts')})"
+            if state.get("checkpoint")
+            else f"its founding on {state.get('founded')}"
+        )
+        raise LogIntegrityError(
+            f"the transfer log {str(self.path)!r} {what}, but its key file "
+            f"{str(self.key_path)!r} belongs to log {keys.log_id}, last known at {where}: "
+            "the log was deleted, emptied or replaced; nothing was written",
+            found="missing" if what == "is missing" else "emptied",
+            hint="restore the log from a backup; to start a new log and record why, run: "
+            f"veilpix audit restart --log {str(self.path)!r} --reason TEXT",
+        )
 
     def _create(self, db: sqlite3.Connection) -> None:
         # The key file comes first: if we crash before the schema commits, the next opener
-        # adopts it (no entry was ever signed with it).
+        # adopts it (no entry was ever signed with it; its state says so).
         if self.key_path.is_file():
             keys = KeyFile.read(self.key_path)
+            self._refuse_new_log(keys, "is empty")
         else:
             keys = KeyFile.create_or_read(self.key_path, str(uuid.uuid4()))
         for version in sorted(_MIGRATIONS):
@@ -638,9 +703,9 @@ class AuditLog:
         )
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
-    def _check_schema(self, db: sqlite3.Connection) -> None:
+    def _check_schema(self, db: sqlite3.Connection) -> int:
         try:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
         except sqlite3.DatabaseError as exc:
             raise AuditLogError(
                 f"{str(self.path)!r} is not a veilpix transfer log: {exc}",
@@ -658,10 +723,16 @@ class AuditLog:
                 "else, or empty)",
                 hint="pass --log with the path of a log written by veilpix",
             )
-        if version < SCHEMA_VERSION and not self.readonly:
-            self._migrate(db, version)
+        return version
 
     def _migrate(self, db: sqlite3.Connection, version: int) -> None:
+        """Bring an older log up to this schema. Schema 2 adds the entries' MACs: the chain
+        as it stands is checked as the older version would have (signatures, the tail's
+        links), then every entry gets its MAC, and ``mac_since`` records the first entry that
+        got one when it was written (verify says so)."""
+        from veilpix._audit_verify import check_tail
+
+        assert self.keys is not None
         try:
             db.execute("BEGIN IMMEDIATE")
             current = db.execute("PRAGMA user_version").fetchone()[0]
@@ -669,12 +740,27 @@ class AuditLog:
                 for stmt in _MIGRATIONS[v]:
                     db.execute(stmt)
                 db.execute("UPDATE meta SET value=? WHERE key='schema'", (str(v),))
+            if current < 2:
+                problem = check_tail(db, self.log_id, self.checkpoint_every, self.public_key)
+                if problem is not None:
+                    raise self._damaged(problem.message)
+                rows = db.execute("SELECT seq, hash FROM entries").fetchall()
+                macs = [(self.keys.entry_mac(bytes(h)), seq) for seq, h in rows]
+                db.executemany("UPDATE entries SET mac=? WHERE seq=?", macs)
+                head = max((seq for seq, _ in rows), default=0)
+                db.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('mac_since', ?)",
+                    (str(head + 1),),
+                )
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             db.execute("COMMIT")
             self._sync()
-        except sqlite3.Error as exc:  # pragma: no cover - only one schema so far
+        except sqlite3.Error as exc:
             self._rollback()
             raise self._error("migrate", exc) from exc
+        except BaseException:
+            self._rollback()
+            raise
 
     def _meta(self, key: str) -> str:
         row = self._conn().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
@@ -686,26 +772,49 @@ class AuditLog:
             )
         return str(row[0])
 
+    def _damaged(self, problem: str) -> LogIntegrityError:
+        return LogIntegrityError(
+            f"the transfer log {str(self.path)!r} is damaged or was changed without its key "
+            f"file: {problem}; nothing was written",
+            found="changed",
+            hint=f"see what changed: veilpix audit verify --log {str(self.path)!r}; keep the "
+            "file for investigation; restore it from a backup, or start over and record why: "
+            f"veilpix audit restart --log {str(self.path)!r} --reason TEXT",
+        )
+
     def _recover(self) -> None:
-        """Sign the tail a crashed writer left unsigned, after checking that it chains on."""
+        """Before the first write: check the log against its founding statement and its key
+        file's state, authenticate the tail after the last checkpoint (links and MACs), then
+        sign that tail (a crashed writer's) and write a pending restart statement."""
         from veilpix._audit_verify import check_tail
 
+        assert self.keys is not None
         with self._write() as db:
             founding = founding_statement(self.log_id, self.checkpoint_every, self._meta("created"))
             signature = bytes.fromhex(self._meta("founding_signature"))
             if not verify_signature(self.public_key, signature, founding):
-                problem: str | None = (
+                raise self._damaged(
                     "its founding statement (id, checkpoint interval) is not signed"
                 )
+            problem = check_tail(
+                db, self.log_id, self.checkpoint_every, self.public_key,
+                keys=self.keys,
+            )  # fmt: skip
+            if problem is not None:
+                raise self._damaged(problem.message)
+            head = db.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+            self._trusted = None if head is None else (int(head[0]), bytes(head[1]))
+            if (
+                self.keys.restart is not None
+                and not db.execute("SELECT 1 FROM entries WHERE kind='restart' LIMIT 1").fetchone()
+            ):
+                self._append(db, "restart", None, self.keys.restart)
+                self._checkpoint(db, "restart")
             else:
-                problem = check_tail(db, self.log_id, self.checkpoint_every, self.public_key)
-            if problem:
-                raise AuditLogError(
-                    f"the transfer log {str(self.path)!r} is damaged: {problem}",
-                    hint="run: veilpix audit verify --log FILE; nothing is written to a log "
-                    "whose chain is broken",
-                )
-            self._checkpoint(db, "open", only_if_unsigned=True)
+                self._checkpoint(db, "open", only_if_unsigned=True)
+        state = self.keys.state or {}
+        if state.get("log_id") != self.log_id or self.keys.restart is not None:
+            self._save_state(self._newest_checkpoint())  # (keys from before the state)
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -759,9 +868,12 @@ class AuditLog:
                 if lockfd is not None:
                     fcntl.flock(lockfd, fcntl.LOCK_EX)
                 self._still_writable()
+                self._fresh_transaction()
                 db.execute("BEGIN IMMEDIATE")
                 yield db
                 db.execute("COMMIT")
+                if self._txn_head is not None:
+                    self._trusted = self._txn_head
             except sqlite3.Error as exc:
                 self._rollback()
                 raise self._error("write", exc) from exc
@@ -769,12 +881,65 @@ class AuditLog:
                 self._rollback()
                 raise
             finally:
+                self._txn_head = None
                 if lockfd is not None:
                     fcntl.flock(lockfd, fcntl.LOCK_UN)
-            if durable:
+            signed, self._signed_pending = self._signed_pending, None
+            if durable or signed is not None:
                 self._sync()
+            if signed is not None:
+                self._save_state(signed)
         self._wrote = True
         self._start_timer()
+
+    def _fresh_transaction(self) -> None:
+        self._txn_head = self._signed_pending = None
+
+    def _newest_checkpoint(self) -> tuple[int, int, str, str] | None:
+        row = (
+            self._conn()
+            .execute("SELECT id, seq, signature, ts FROM checkpoints ORDER BY id DESC LIMIT 1")
+            .fetchone()
+        )
+        if row is None:
+            return None
+        return int(row[0]), int(row[1]), hashlib.sha256(bytes(row[2])).hexdigest(), str(row[3])
+
+    def _save_state(self, signed: tuple[int, int, str, str] | None) -> None:
+        """Write the log's newest durable checkpoint (None: just founded) into the key file,
+        unless the file already holds a newer one (writers in several processes race here;
+        the newest wins). A failure is logged, not raised: the entry is committed, and a key
+        file behind the log is only less protective, never wrong."""
+        assert self.keys is not None
+        lockfd = self._writer_lock()
+        try:
+            if lockfd is not None:
+                fcntl.flock(lockfd, fcntl.LOCK_EX)
+            current = KeyFile.read(self.key_path)
+            if current.log_id != self.log_id:
+                raise ConfigError(f"the key file now belongs to log {current.log_id}")
+            have = current.state or {}
+            if signed is not None and have.get("log_id") == self.log_id:
+                if int(have.get("checkpoint") or 0) >= signed[0]:
+                    self.keys = current
+                    return
+            elif signed is None and have.get("log_id") == self.log_id:
+                return
+            state: dict[str, Any] = {"log_id": self.log_id, "founded": self._meta("created"),
+                                     "checkpoint": 0}  # fmt: skip
+            if signed is not None:
+                state.update(checkpoint=signed[0], seq=signed[1], signature=signed[2],
+                             ts=signed[3])  # fmt: skip
+            self.keys = current.evolve(state=state, restart=None)
+            self.keys.save(self.key_path)
+        except (OSError, ConfigError) as exc:
+            _log.error(
+                "the key file %s could not record checkpoint %s of the transfer log: %s",
+                self.key_path, None if signed is None else signed[0], exc,
+            )  # fmt: skip
+        finally:
+            if lockfd is not None:
+                fcntl.flock(lockfd, fcntl.LOCK_UN)
 
     def _still_writable(self) -> None:
         """Raise AuditLogError when the log's files were removed, replaced, or made
@@ -1016,6 +1181,7 @@ class AuditLog:
     def _flush_rows(self, db: sqlite3.Connection) -> None:
         if self._rows:
             db.executemany(_INSERT_ENTRY, self._rows)
+            self._txn_head = (self._rows[-1][0], self._rows[-1][7])
             self._rows.clear()
 
     def _append(
@@ -1026,12 +1192,11 @@ class AuditLog:
         body: Mapping[str, Any],
         subject: str | None = None,
     ) -> int:
+        assert self.keys is not None
         if self._head is not None:  # inside a batch, after its first append
             seq, prev, last_ts = self._head
         else:
-            head = db.execute(
-                "SELECT seq, hash, ts FROM entries ORDER BY seq DESC LIMIT 1"
-            ).fetchone()
+            head = self._authenticated_head(db)
             if head is None:
                 seq, prev, last_ts = 1, genesis(self.log_id), ""
             else:
@@ -1041,16 +1206,41 @@ class AuditLog:
         # JSON: the patterns cannot match a quote or backslash, so they stay inside strings.
         text = scrub_secrets(canonical(body))
         digest = entry_hash(prev, seq, kind, record, ts, subject, text)
-        row = (seq, kind, record, ts, subject, text, prev, digest)
+        row = (seq, kind, record, ts, subject, text, prev, digest, self.keys.entry_mac(digest))
         if self._rows is not None:  # a batch: inserted together at its end
             self._rows.append(row)
             self._head = (seq + 1, digest, ts)
         else:
             db.execute(_INSERT_ENTRY, row)
-        if seq % self.checkpoint_every == 0:
+            self._txn_head = (seq, digest)
+        if seq % self.checkpoint_every == 0 or seq == 1:
+            # (the first entry is signed at once: from then on the key file knows the log
+            # has entries, and an emptied log is refused)
             self._flush_rows(db)
-            self._checkpoint(db, "every")
+            self._checkpoint(db, "every" if seq % self.checkpoint_every == 0 else "first")
         return seq
+
+    def _authenticated_head(self, db: sqlite3.Connection) -> tuple[int, bytes, str] | None:
+        """The newest entry, once everything after the last one this handle trusts is
+        authenticated (linked, hashed and MACed with the key file's key); AuditLogError
+        otherwise: a writer never extends or signs entries someone without the key wrote."""
+        from veilpix._audit_verify import authenticate
+
+        row = db.execute("SELECT seq, hash, ts FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+        known = self._txn_head or self._trusted
+        if row is None:
+            if known is not None:
+                raise self._damaged(f"its entries are gone (this writer knew entry {known[0]})")
+            return None
+        seq, digest, ts = int(row[0]), bytes(row[1]), str(row[2])
+        if known != (seq, digest):
+            assert self.keys is not None
+            problem = authenticate(db, self.log_id, self.keys, known, self.public_key,
+                                   self.checkpoint_every)  # fmt: skip
+            if problem is not None:
+                raise self._damaged(problem.message)
+            self._trusted = (seq, digest)
+        return seq, digest, ts
 
     def _pending_kinds(self, record_id: str) -> set[str]:
         """Kinds of the entries of ``record_id`` in the batch not inserted yet."""
@@ -1060,7 +1250,7 @@ class AuditLog:
         self, db: sqlite3.Connection, reason: str, *, only_if_unsigned: bool = True
     ) -> int | None:
         assert self.keys is not None
-        head = db.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
+        head = self._authenticated_head(db)
         if head is None:
             return None
         last = db.execute(
@@ -1072,11 +1262,13 @@ class AuditLog:
         prev_sig = genesis(self.log_id) if last is None else hashlib.sha256(last[2]).digest()
         ts = _now_text(self._clock())
         message = checkpoint_message(self.log_id, cp_id, head[0], head[1], ts, reason, prev_sig)
+        signature = self.keys.sign(message)
         db.execute(
             "INSERT INTO checkpoints(id, seq, hash, ts, reason, key_id, signature)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (cp_id, head[0], head[1], ts, reason, key_id(self.public_key), self.keys.sign(message)),
+            (cp_id, head[0], head[1], ts, reason, key_id(self.public_key), signature),
         )
+        self._signed_pending = (cp_id, head[0], hashlib.sha256(signature).hexdigest(), ts)
         return cp_id
 
     def _start_timer(self) -> None:
@@ -1596,8 +1788,9 @@ class AuditLog:
 
         with self._lock:
             return verify_connection(
-                self._conn(), public_key=public_key, path=str(self.path), expect=expect
-            )
+                self._conn(), public_key=public_key, path=str(self.path), expect=expect,
+                keys=self.keys,
+            )  # fmt: skip
 
     # -- closing -------------------------------------------------------------------------------
 
@@ -1725,8 +1918,8 @@ def _nothing() -> None:
 
 
 _INSERT_ENTRY = (
-    "INSERT INTO entries(seq, kind, record, ts, subject, body, prev, hash)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO entries(seq, kind, record, ts, subject, body, prev, hash, mac)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 

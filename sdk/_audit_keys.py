@@ -4,11 +4,20 @@ One small JSON file beside the log (``audit.db`` -> ``audit.db.key``), mode 0600
 first use with ``O_EXCL`` (several processes opening a new log agree on one file). It holds:
 
 - ``hmac``: the per-log secret behind every fingerprint. A plain SHA-256 of a photo lets
-  anyone who has the photo confirm it was sent; a keyed HMAC needs this file as well.
+  anyone who has the photo confirm it was sent; a keyed HMAC needs this file as well. A second
+  key derived from it MACs every log entry as it is written (:meth:`KeyFile.entry_mac`), so
+  nobody without this file can write or rewrite an entry a writer or verify will accept.
 - ``wrap``: AES-256-GCM key that wraps the per-subject keys stored in the log, so the log file
   alone reveals no subject-linked field.
 - ``signing``: the Ed25519 key that signs checkpoints. Its public half is stored in the log
   and can be exported; ``veilpix audit verify`` needs nothing else.
+
+The file also knows the log it belongs to and how far that log had got: ``state`` holds the
+log's founding time and its newest checkpoint (id, entry, hash of the signature), written after
+each checkpoint is on disk. A writer refuses a log that is missing, emptied or cut back behind
+it; starting over is ``veilpix audit restart``, which moves the old file aside, records the
+old log's id in ``previous`` and leaves a signed statement as the new log's first entry
+(``restart`` holds it until that entry is written).
 
 The log file can be handed to an auditor without this file: they can verify and read every
 fact, but not decrypt subject-linked fields or recompute fingerprints.
@@ -17,13 +26,17 @@ fact, but not decrypt subject-linked fields or recompute fingerprints.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import os
 import secrets
-from dataclasses import dataclass, field
+import tempfile
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -46,6 +59,7 @@ __all__ = [
 
 _FORMAT = "veilpix-audit-key/1"
 _NONCE = 12
+_ENTRY_MAC = b"veilpix-audit-entry-mac/1"
 
 
 class SealError(Exception):
@@ -115,6 +129,10 @@ class KeyFile:
     hmac_key: bytes = field(repr=False)
     wrap_key: bytes = field(repr=False)
     signing_seed: bytes = field(repr=False)
+    # how far the log got (see the module docstring); None until the log is founded
+    state: dict[str, Any] | None = None
+    previous: tuple[str, ...] = ()  # ids of logs these keys wrote before a restart
+    restart: dict[str, Any] | None = None  # a restart statement not yet in the new log
 
     @classmethod
     def generate(cls, log_id: str) -> KeyFile:
@@ -133,6 +151,19 @@ class KeyFile:
     def sign(self, message: bytes) -> bytes:
         return Ed25519PrivateKey.from_private_bytes(self.signing_seed).sign(message)
 
+    @cached_property
+    def _mac_key(self) -> bytes:
+        return hmac.digest(self.hmac_key, _ENTRY_MAC, "sha256")
+
+    def entry_mac(self, entry_hash: bytes) -> bytes:
+        """The MAC stored with a log entry: HMAC-SHA256 over the entry's hash, which covers
+        its content and (through the chain) every entry before it and the log's id."""
+        return hmac.digest(self._mac_key, entry_hash, "sha256")
+
+    def knows(self, log_id: str) -> bool:
+        """These keys belong to ``log_id``, or wrote it before a restart."""
+        return log_id == self.log_id or log_id in self.previous
+
     def fingerprint(self, label: bytes, digest: bytes) -> str:
         """Keyed fingerprint of data whose SHA-256 is ``digest``: HMAC-SHA256 over the label
         and the digest, hex. Taking the digest (not the data) lets the log reuse the hashes
@@ -140,16 +171,42 @@ class KeyFile:
         return hmac.new(self.hmac_key, label + b"\0" + digest, hashlib.sha256).hexdigest()
 
     def to_json(self) -> bytes:
-        return json.dumps(
-            {
-                "format": _FORMAT,
-                "log_id": self.log_id,
-                "hmac": _b64(self.hmac_key),
-                "wrap": _b64(self.wrap_key),
-                "signing": _b64(self.signing_seed),
-            },
-            indent=1,
-        ).encode()
+        doc: dict[str, Any] = {
+            "format": _FORMAT,
+            "log_id": self.log_id,
+            "hmac": _b64(self.hmac_key),
+            "wrap": _b64(self.wrap_key),
+            "signing": _b64(self.signing_seed),
+        }
+        if self.state is not None:
+            doc["state"] = self.state
+        if self.previous:
+            doc["previous"] = list(self.previous)
+        if self.restart is not None:
+            doc["restart"] = self.restart
+        return json.dumps(doc, indent=1).encode()
+
+    def evolve(self, **changes: Any) -> KeyFile:
+        """A copy with ``changes`` (state, log_id, previous, restart); the secrets stay."""
+        return replace(self, **changes)
+
+    def save(self, path: Path) -> None:
+        """Replace ``path`` with these keys, atomically (a temporary 0600 file in the same
+        folder, fsynced, renamed over it, the folder fsynced): a crash leaves the old file or
+        the new one, never half of either. A symlinked key file is replaced where it points."""
+        target = Path(os.path.realpath(path))
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:  # mkstemp creates it 0600
+                fh.write(self.to_json())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(target.parent)
 
     @classmethod
     def read(cls, path: Path) -> KeyFile:
@@ -160,11 +217,20 @@ class KeyFile:
             doc = json.loads(path.read_bytes())
             if doc.get("format") != _FORMAT:
                 raise ValueError(f"unknown format {doc.get('format')!r}")
+            state, restart = doc.get("state"), doc.get("restart")
+            previous = doc.get("previous", [])
+            if not all(isinstance(x, (dict, type(None))) for x in (state, restart)):
+                raise ValueError("state and restart must be objects")
+            if not isinstance(previous, list) or not all(isinstance(p, str) for p in previous):
+                raise ValueError("previous must be a list of log ids")
             out = cls(
                 log_id=str(doc["log_id"]),
                 hmac_key=_unb64(doc["hmac"]),
                 wrap_key=_unb64(doc["wrap"]),
                 signing_seed=_unb64(doc["signing"]),
+                state=state,
+                previous=tuple(previous),
+                restart=restart,
             )
         except (ValueError, KeyError, TypeError) as exc:
             raise ConfigError(

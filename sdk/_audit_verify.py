@@ -7,6 +7,9 @@ tombstones. It reports every problem it finds, the first one first:
 - ``gap``: entries are missing (deleted rows, or a head cut without a prune bridge);
 - ``broken-link``: an entry does not chain onto the one before (inserted or reordered);
 - ``modified``: an entry's content no longer matches its own hash;
+- ``forged``: an entry does not carry the MAC the key file's key gives it: it was written, or
+  rewritten with its hashes recomputed, by someone without the key file (checked only when
+  the key file is at hand; without it, entries after the last checkpoint are unchecked);
 - ``bad-signature`` / ``checkpoint-gap``: a checkpoint was forged, replaced or removed;
 - ``checkpoint-mismatch``: an entry differs from what a checkpoint signed (rebuilt chain);
 - ``missing-checkpoint``: every ``checkpoint_every``-th entry is signed in the transaction that
@@ -15,8 +18,8 @@ tombstones. It reports every problem it finds, the first one first:
 - ``truncated``: a checkpoint signs entries that are no longer there;
 - ``unsigned-tail``: entries after the last checkpoint (a live writer between checkpoints,
   a crash not yet recovered, or rows appended by someone without the signing key);
-- ``rolled-back``: a head saved earlier (``--expect``) is no longer in the log: the end was
-  cut back past it, checkpoints and all;
+- ``rolled-back``: a head saved earlier (``--expect``), or the newest checkpoint the key file
+  recorded, is no longer in the log: the end was cut back past it, checkpoints and all;
 - ``key-mismatch``, ``out-of-order``, ``orphan``, ``erasure``: see the messages.
 
 Every result names its ``head``: a short token for the newest valid checkpoint. Saved outside
@@ -27,23 +30,33 @@ one thing a chain cannot show, that nothing was cut off the end, into something 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import sqlite3
 from collections.abc import Iterable, Iterator
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from veilpix._audit import KINDS, checkpoint_message, entry_hash, founding_statement, genesis
-from veilpix._audit_keys import key_id, verify_signature
+from veilpix._audit_keys import KeyFile, key_id, verify_signature
 from veilpix._errors import AuditLogError, ConfigError
 
-__all__ = ["Problem", "VerifyResult", "check_tail", "verify_connection", "verify_log"]
+__all__ = [
+    "Problem",
+    "VerifyResult",
+    "authenticate",
+    "check_tail",
+    "verify_connection",
+    "verify_log",
+]
 
-_SELECT_ENTRIES = "SELECT seq, kind, record, ts, subject, body, prev, hash FROM entries"
+_SELECT_ENTRIES = "SELECT seq, kind, record, ts, subject, body, prev, hash, mac FROM entries"
 # At one entry, the problem that explains the others comes first.
 _RANK = {k: i for i, k in enumerate((
-    "key-mismatch", "gap", "broken-link", "modified", "out-of-order", "orphan", "erasure",
+    "key-mismatch", "gap", "broken-link", "modified", "forged", "out-of-order", "orphan",
+    "erasure",
     "checkpoint-gap", "bad-signature", "checkpoint-mismatch", "missing-checkpoint", "truncated",
     "rolled-back",
     "unsigned-tail",
@@ -79,6 +92,11 @@ class VerifyResult:
     pruned_through: int | None = None
     erasures: int = 0
     head: str | None = None
+    # entries whose MAC was checked with the key file (None: no key file at hand), and the
+    # first entry that got its MAC when written (older ones got it when the log was upgraded)
+    authenticated: int | None = None
+    mac_since: int | None = None
+    restarts: tuple[dict[str, Any], ...] = ()  # signed restart statements in this log
     problems: tuple[Problem, ...] = field(default_factory=tuple)
 
     @property
@@ -105,7 +123,7 @@ def _walk(
     """Check each entry against its predecessor; yield (row, first problem with it)."""
     last_ts = ""
     for row in rows:
-        s, kind, record, ts, subject, body, row_prev, row_hash = row
+        s, kind, record, ts, subject, body, row_prev, row_hash = row[:8]
         problem = None
         if s != seq:
             what = f"entry {seq} is" if s == seq + 1 else f"entries {seq}..{s - 1} are"
@@ -138,11 +156,65 @@ def _start(db: sqlite3.Connection, log_id: str) -> tuple[int, bytes, int | None,
     return int(bridge["through"]) + 1, anchor, int(bridge["through"]), anchor
 
 
-def check_tail(db: sqlite3.Connection, log_id: str, every: int, public_key: bytes) -> str | None:
-    """The check a writer runs on open before it signs a tail a crashed writer left: the last
-    checkpoint is genuine (signature, link to the one before), the tail chains onto what it
-    signed, and the tail does not run past a multiple of ``every`` (where a checkpoint must
-    be: a longer unsigned tail means checkpoints were removed). The rest is verify's job."""
+def _mac_problem(row: tuple[Any, ...], keys: KeyFile) -> Problem | None:
+    mac = row[8]
+    if mac is not None and hmac.compare_digest(bytes(mac), keys.entry_mac(bytes(row[7]))):
+        return None
+    return Problem(
+        "forged", row[0],
+        f"entry {row[0]} ({row[1]}) does not carry the log's MAC: it was written, or rewritten "
+        "with its hashes recomputed, by someone without the key file",
+    )  # fmt: skip
+
+
+def state_problem(db: sqlite3.Connection, log_id: str, keys: KeyFile) -> Problem | None:
+    """The log against the newest checkpoint its key file recorded: that checkpoint must still
+    be there, unchanged (a missing one means the log was cut back or emptied behind it)."""
+    state = keys.state or {}
+    cp = int(state.get("checkpoint") or 0)
+    if keys.log_id != log_id or state.get("log_id") != log_id or not cp:
+        return None
+    row = db.execute("SELECT seq, signature FROM checkpoints WHERE id=?", (cp,)).fetchone()
+    said = f"checkpoint {cp} (entry {state.get('seq')}, signed {state.get('ts')})"
+    if row is None:
+        newest = db.execute("SELECT max(id), max(seq) FROM checkpoints").fetchone()
+        now = (
+            "no checkpoint" if newest[0] is None else f"checkpoint {newest[0]} (entry {newest[1]})"
+        )
+        return Problem(
+            "rolled-back", state.get("seq"),
+            f"the key file records {said}, but the log ends at {now}: it was cut back, emptied "
+            "or replaced by an older copy",
+        )  # fmt: skip
+    if int(row[0]) != state.get("seq") or (
+        hashlib.sha256(bytes(row[1])).hexdigest() != state.get("signature")
+    ):
+        return Problem(
+            "rolled-back", state.get("seq"),
+            f"checkpoint {cp} is not the one the key file recorded ({said}): the log was "
+            "replaced or rebuilt",
+        )  # fmt: skip
+    return None
+
+
+def check_tail(
+    db: sqlite3.Connection,
+    log_id: str,
+    every: int,
+    public_key: bytes,
+    *,
+    keys: KeyFile | None = None,
+) -> Problem | None:
+    """The check a writer runs on open before it extends and signs the log: the last
+    checkpoint is genuine (signature, link to the one before), the key file's recorded state
+    is still there, the tail chains onto what the checkpoint signed and (with ``keys``) every
+    tail entry carries its MAC, and the tail does not run past a multiple of ``every``
+    (where a checkpoint must be: a longer unsigned tail means checkpoints were removed). The
+    rest is verify's job."""
+    if keys is not None:
+        problem = state_problem(db, log_id, keys)
+        if problem is not None:
+            return problem
     cps = db.execute(
         "SELECT id, seq, hash, ts, reason, signature FROM checkpoints ORDER BY id DESC LIMIT 2"
     ).fetchall()
@@ -153,22 +225,71 @@ def check_tail(db: sqlite3.Connection, log_id: str, every: int, public_key: byte
         prev_sig = hashlib.sha256(bytes(cps[1][5])).digest() if len(cps) > 1 else genesis(log_id)
         message = checkpoint_message(log_id, cid, cseq, bytes(chash), cts, reason, prev_sig)
         if not verify_signature(public_key, bytes(sig), message):
-            return f"checkpoint {cid} does not carry a valid signature"
+            return Problem(
+                "bad-signature", cseq, f"checkpoint {cid} does not carry a valid signature"
+            )
         signed = cseq
         if through is None or cseq > through:
             row = db.execute("SELECT hash FROM entries WHERE seq=?", (cseq,)).fetchone()
             if row is None or bytes(row[0]) != bytes(chash):
-                return f"entry {cseq} no longer matches the last checkpoint"
+                return Problem(
+                    "checkpoint-mismatch", cseq, f"entry {cseq} no longer matches the last checkpoint"
+                )  # fmt: skip
             seq, prev = cseq + 1, bytes(chash)
     head = db.execute("SELECT max(seq) FROM entries").fetchone()[0]
     if head is not None and head // every > max(signed, through or 0) // every:
         due = (max(signed, through or 0) // every + 1) * every
-        return f"entry {due} should carry a checkpoint and none is there (checkpoints removed?)"
+        return Problem(
+            "missing-checkpoint", due,
+            f"entry {due} should carry a checkpoint and none is there (checkpoints removed?)",
+        )  # fmt: skip
+    return _walk_tail(db, seq, prev, keys)
+
+
+def _walk_tail(
+    db: sqlite3.Connection, seq: int, prev: bytes, keys: KeyFile | None
+) -> Problem | None:
     rows = db.execute(_SELECT_ENTRIES + " WHERE seq>=? ORDER BY seq", (seq,))
-    for _row, problem in _walk(rows, seq, prev):
+    for row, found in _walk(rows, seq, prev):
+        problem = found if found is not None or keys is None else _mac_problem(row, keys)
         if problem is not None:
-            return problem.message
+            return problem
     return None
+
+
+def authenticate(  # noqa: PLR0917 - what a writer knows about its log
+    db: sqlite3.Connection,
+    log_id: str,
+    keys: KeyFile,
+    known: tuple[int, bytes] | None,
+    public_key: bytes,
+    every: int,
+) -> Problem | None:
+    """What a running writer checks when the log's head is not the entry it last wrote or
+    checked (``known``: its seq and hash): that entry is unchanged and every entry after it
+    links on and carries its MAC. Nothing known yet: as on open (:func:`check_tail`)."""
+    if known is None:
+        return check_tail(db, log_id, every, public_key, keys=keys)
+    kseq, khash = known
+    head = db.execute("SELECT max(seq) FROM entries").fetchone()[0]
+    if head is None or head < kseq:
+        return Problem(
+            "rolled-back", head,
+            f"the log was cut back to {'nothing' if head is None else f'entry {head}'} while "
+            f"a writer had written or checked it up to entry {kseq}",
+        )  # fmt: skip
+    first, anchor, _through, _ = _start(db, log_id)
+    if kseq < first:  # another writer pruned past it: go on from the prune bridge
+        return _walk_tail(db, first, anchor, keys)
+    row = db.execute("SELECT hash FROM entries WHERE seq=?", (kseq,)).fetchone()
+    if row is None or bytes(row[0]) != khash:
+        # name the first entry that gives it away, where the check on open can
+        return check_tail(db, log_id, every, public_key, keys=keys) or Problem(
+            "modified", kseq,
+            f"entry {kseq} is no longer the entry this writer wrote or checked (replaced, or "
+            "the chain rebuilt)",
+        )  # fmt: skip
+    return _walk_tail(db, kseq + 1, khash, keys)
 
 
 _HEAD = "vph1"
@@ -199,7 +320,11 @@ def verify_connection(
     public_key: bytes | None = None,
     path: str = "",
     expect: str | None = None,
+    keys: KeyFile | None = None,
 ) -> VerifyResult:
+    """Verify the log open on ``db``. ``keys`` (the log's key file, or the one that wrote it
+    before a restart) adds the per-entry MAC check and the check against the state the key
+    file recorded; without it, entries after the last checkpoint cannot be authenticated."""
     try:
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         log_id, stored = meta["log_id"], bytes.fromhex(meta["public_key"])
@@ -234,11 +359,19 @@ def verify_connection(
     begun: set[str] = set()
     finished: set[str] = set()
     erased: list[tuple[int, str]] = []
+    restarts: list[dict[str, Any]] = []
     entries = records = 0
     first = last = None
+    if keys is not None and not keys.knows(log_id):
+        keys = None
+    if keys is not None:
+        problem = state_problem(db, log_id, keys)
+        if problem is not None:
+            problems.append(problem)
     rows = db.execute(_SELECT_ENTRIES + " ORDER BY seq")
-    for row, problem in _walk(rows, seq0, prev0):
+    for row, found in _walk(rows, seq0, prev0):
         s, kind, record, _ts, subject = row[:5]
+        problem = found if found is not None or keys is None else _mac_problem(row, keys)
         entries += 1
         first = s if first is None else first
         last = s
@@ -261,6 +394,9 @@ def verify_connection(
             finished.add(record)
         elif kind == "erase" and subject:
             erased.append((s, subject))
+        elif kind == "restart":
+            with suppress(ValueError, TypeError):  # altered: reported by _walk already
+                restarts.append({"seq": s, "ts": row[3], **json.loads(row[5])})
     if first is None and through is None and cps:
         problems.append(Problem("truncated", None, "the log has checkpoints but no entries"))
 
@@ -343,7 +479,9 @@ def verify_connection(
                  if floor else f"{unsigned} entr{'y' if unsigned == 1 else 'ies'} ")
                 + f"carr{'ies' if unsigned == 1 else 'y'} no signature yet (a writer is running, "
                 "or one stopped without closing; opening the log for writing signs the tail "
-                "after checking it)",
+                "after checking it)"
+                + (": their MACs were checked with the key file" if keys is not None else
+                   ": only the key file's MAC covers them, and no key file was at hand"),
             ))  # fmt: skip
     kept = {r[0] for r in db.execute("SELECT kid FROM subject_keys")}
     for s, kid in erased:
@@ -368,17 +506,26 @@ def verify_connection(
         pruned_through=through,
         erasures=len(erased),
         head=head,
+        authenticated=None if keys is None else entries,
+        mac_since=int(meta["mac_since"]) if "mac_since" in meta else None,
+        restarts=tuple(restarts),
         problems=tuple(problems),
     )
 
 
 def verify_log(
-    path: str | Path, *, public_key: bytes | None = None, expect: str | None = None
+    path: str | Path,
+    *,
+    public_key: bytes | None = None,
+    expect: str | None = None,
+    key_path: str | Path | None = None,
 ) -> VerifyResult:
     """Verify the log at ``path`` read-only. ``public_key`` (raw Ed25519, see
     ``veilpix audit key``) makes the check independent of the key stored in the log;
-    ``expect`` (a ``head`` saved from an earlier result) checks nothing was cut off since."""
+    ``expect`` (a ``head`` saved from an earlier result) checks nothing was cut off since.
+    The log's key file (``key_path``, else ``$VEILPIX_LOG_KEY``, else beside the log), when
+    it can be read, adds the MAC of every entry and the newest checkpoint it recorded."""
     from veilpix._audit import AuditLog
 
-    with AuditLog(path, readonly=True) as log:
+    with AuditLog(path, readonly=True, key_path=key_path) as log:
         return log.verify(public_key, expect=expect)

@@ -1,7 +1,7 @@
 """``veilpix audit``: review, verify, erase, prune and export the transfer log.
 
-Review commands open the log read-only and never change it; ``erase``, ``prune`` and
-``checkpoint`` open it for writing (and need its key file). Exit codes: 0 fine, 1 verify found
+Review commands open the log read-only and never change it; ``erase``, ``prune``,
+``checkpoint``, ``resolve`` and ``restart`` open it for writing (and need its key file). Exit codes: 0 fine, 1 verify found
 tampering (or a confirmation was declined), 2 usage, configuration or log error, 3 verify found
 no tampering but entries after the last signed checkpoint.
 """
@@ -43,6 +43,7 @@ examples:
   veilpix audit erase --subject customer-4711 --request DSR-2026-118
   veilpix audit prune --older-than 180d
   veilpix audit resolve 7f3a9c2e --outcome failed --reason "vendor shows no request"
+  veilpix audit restart --reason "disk failed, no backup"   start over, on the record
 
 the log: --log FILE, else $VEILPIX_LOG, else [log] path in --config / $VEILPIX_CONFIG,
 else audit.db in the veilpix user data folder. Its key file: --key, $VEILPIX_LOG_KEY,
@@ -131,7 +132,10 @@ def add_audit_parser(sub: Any) -> None:
         "verify", parents=[common], help="check the hash chain and every checkpoint signature",
         description="Recompute every entry hash and link, check every checkpoint signature and "
         "that each still matches what it signed. Reports the first broken link, gap, forged "
-        "checkpoint, cut tail or unsigned tail. Needs only the public key.",
+        "checkpoint, cut tail or unsigned tail. Needs only the public key; with the log's key "
+        "file at hand (--key, or beside the log) it also checks every entry's MAC, which covers "
+        "the entries no checkpoint signs yet, and that the log still holds the newest "
+        "checkpoint the key file recorded.",
     )  # fmt: skip
     p.add_argument(
         "--public-key", metavar="PEM",
@@ -204,6 +208,18 @@ def add_audit_parser(sub: Any) -> None:
         "checkpoint", parents=[common], help="sign the head of the log now (needs the key file)"
     )
     p = asub.add_parser(
+        "restart", parents=[common],
+        help="start a log over that its key file no longer matches, on the record",
+        description="A writer refuses a log that is missing, emptied, cut back, or holds entries "
+        "written without the key file. Restoring it from a backup is the first choice. If there "
+        "is none, restart: the old files are moved aside (audit.db.abandoned-<time>), never "
+        "deleted; the key file keeps its keys (the exported public key stays valid) and gets a "
+        "new log id; and the new log's first entry is a signed statement of what was found, "
+        "the last state the key file knew and your reason. verify shows it on every run. Stop "
+        "the log's writers first. An intact log is not restarted.",
+    )  # fmt: skip
+    p.add_argument("--reason", required=True, help="why (kept in the new log, signed)")
+    p = asub.add_parser(
         "resolve", parents=[common], help="record the outcome of a transfer left 'outcome unknown'",
         description="A transfer whose writer died mid-call stays 'outcome unknown'. Once you know "
         "what happened (the vendor's dashboard, the app's own logs), record it here. The entry "
@@ -224,11 +240,9 @@ def _open(args: argparse.Namespace, *, write: bool = False) -> AuditLog:
     path = Path(args.log).expanduser() if args.log else None
     if args.key and not Path(args.key).expanduser().is_file():
         raise ConfigError(f"there is no key file at {args.key!r}", hint="check the --key path")
-    log = AuditLog.from_config(args.config, path=path, key_path=args.key, readonly=True)
-    if not write:
-        return log
-    log.close()  # it exists (a read-only open proves it): now open it for writing
-    return AuditLog.from_config(args.config, path=log.path, key_path=log.key_path)
+    return AuditLog.from_config(
+        args.config, path=path, key_path=args.key, readonly=not write, create=False
+    )
 
 
 def _without_subjects(records: Iterable[TransferRecord]) -> Iterator[TransferRecord]:
@@ -374,6 +388,25 @@ def _verify(args: argparse.Namespace) -> int:
         con.print(f"pruned   entries 1..{result.pruned_through}, bridged by a signed prune entry")
     if result.erasures:
         con.print(f"erased   {_plural(result.erasures, 'subject erasure')}, tombstones signed")
+    if result.authenticated is None:
+        con.print(
+            "MACs     not checked: no key file at hand (entries after the last checkpoint are "
+            "covered by the key file's MAC only)"
+        )
+    else:
+        since = (
+            f" (entries before {result.mac_since} got theirs when the log was upgraded)"
+            if result.mac_since and result.mac_since > (result.first_seq or 1)
+            else ""
+        )
+        n = result.authenticated
+        con.print(f"MACs     checked with the key file: {n} entr{'y' if n == 1 else 'ies'}{since}")
+    for r in result.restarts:
+        con.print(
+            f"[bold yellow]restart[/]  entry {r.get('seq')} ({_esc(str(r.get('at')))}): started "
+            f"over from log {_esc(str(r.get('previous_log')))}, which was "
+            f"{_esc(str(r.get('found')))}; reason: {_esc(str(r.get('reason')))}"
+        )
     if result.ok:
         con.print("[bold green]OK[/]: the chain is unbroken and every entry is signed")
         if result.key_source == "log":
@@ -716,6 +749,28 @@ def _checkpoint(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _restart(args: argparse.Namespace) -> int:
+    from veilpix._audit import AuditLog
+    from veilpix._audit_restart import restart_log
+
+    # the log and key file every other command would use (flags, environment, config)
+    path, key = AuditLog.locate(
+        args.config, path=Path(args.log).expanduser() if args.log else None, key_path=args.key
+    )
+    done = restart_log(path, reason=args.reason, key_path=key)
+    if args.json:
+        _dump(done.to_dict())
+        return EXIT_OK
+    con = _console()
+    con.print(f"[bold yellow]restarted[/] {_esc(done.path)}: the old log was {_esc(done.found)}")
+    con.print(f"  found:    {_esc(done.detail)}")
+    if done.moved_to:
+        con.print(f"  old file: moved to {_esc(done.moved_to)} (verify it with the same key file)")
+    con.print(f"  new log:  {done.log_id} (was {done.previous_log}); its first entry is the "
+              "signed restart statement")  # fmt: skip
+    return EXIT_OK
+
+
 def _resolve(args: argparse.Namespace) -> int:
     with _open(args, write=True) as log:
         rec = log.get(args.id)
@@ -734,7 +789,7 @@ def _resolve(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {
-    "resolve": _resolve,
+    "resolve": _resolve, "restart": _restart,
     "verify": _verify, "list": _list, "show": _show, "stats": _stats, "export": _export,
     "report": _report, "erase": _erase, "prune": _prune, "key": _key, "checkpoint": _checkpoint,
 }  # fmt: skip

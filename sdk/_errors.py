@@ -17,6 +17,7 @@ __all__ = [
     "FaceDetectionError",
     "ImageError",
     "ImageTooLarge",
+    "LogIntegrityError",
     "MalformedMultipart",
     "PolicyViolation",
     "RequestBlocked",
@@ -144,6 +145,17 @@ class AuditLogError(VeilpixError):
         "(the log is at --log / VEILPIX_LOG, default: the veilpix user data folder); "
         "nothing was sent"
     )
+
+
+class LogIntegrityError(AuditLogError):
+    """The transfer log is not what its key file says it should be: missing, emptied, cut back
+    or replaced, or it holds entries written without the key file. Nothing is written to it.
+    ``found`` is ``"missing"``, ``"emptied"`` or ``"changed"``. Restore the log from a backup,
+    or start over and record why with ``veilpix audit restart``."""
+
+    def __init__(self, message: str, *, found: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.found = found
 
 
 class CAError(VeilpixError):

@@ -15,13 +15,20 @@ from veilpix._audit import checkpoint_message, entry_hash, founding_statement, g
 from veilpix._audit_keys import KeyFile, key_id
 from veilpix._cli import main
 
-N = 20  # transfers -> 40 entries, checkpoints at 8, 16, 24, 32, 40
+N = 20  # transfers -> 40 entries, checkpoints at 1 (the first entry), 8, 16, 24, 32, 40
+
+
+def key_of(path: Path) -> Path:
+    """Where the fixture keeps the key file: away from the log, so that ``verify_log(path)``
+    checks what an auditor with the log alone can (the signatures); tests that check what the
+    key file adds pass it."""
+    return path.parent / "keys" / "audit.key"
 
 
 @pytest.fixture
 def log_path(tmp_path: Path) -> Path:
     path = tmp_path / "audit.db"
-    with AuditLog(path, checkpoint_every=8) as log:
+    with AuditLog(path, key_path=key_of(path), checkpoint_every=8) as log:
         fill(log, N)
     return path
 
@@ -156,9 +163,9 @@ def test_truncated_tail_is_caught(log_path: Path) -> None:
 
 def test_replaced_checkpoint_is_caught(log_path: Path) -> None:
     db = raw(log_path)
-    # Move checkpoint 2 onto another entry, keeping its signature.
+    # Move checkpoint 3 (entry 16) onto another entry, keeping its signature.
     h = db.execute("SELECT hash FROM entries WHERE seq=15").fetchone()[0]
-    db.execute("UPDATE checkpoints SET seq=15, hash=? WHERE id=2", (h,))
+    db.execute("UPDATE checkpoints SET seq=15, hash=? WHERE id=3", (h,))
     assert kinds(log_path)[0] == ("bad-signature", 15)
 
 
@@ -186,13 +193,19 @@ def test_deleted_checkpoints_with_a_rebuilt_chain_are_caught(log_path: Path) -> 
     assert not result.intact and result.unsigned_tail == 2 * N
     assert (result.problems[0].kind, result.problems[0].seq) == ("missing-checkpoint", 8)
     assert main(["audit", "verify", "--log", str(log_path)]) == 1
-    with pytest.raises(AuditLogError, match="should carry a checkpoint"):
-        AuditLog(log_path)
+    # the writer knows from its key file which checkpoint it signed last
+    with pytest.raises(AuditLogError, match="key file records checkpoint 6 .entry 40"):
+        AuditLog(log_path, key_path=key_of(log_path))
     assert not verify_log(log_path).intact  # still caught: nothing was signed
+    # and without that record (a key file from before it), by the missing forced checkpoint
+    key = KeyFile.read(key_of(log_path))
+    key.evolve(state=None).save(key_of(log_path))
+    with pytest.raises(AuditLogError, match="should carry a checkpoint"):
+        AuditLog(log_path, key_path=key_of(log_path))
 
 
 def test_deleted_newest_checkpoints_are_caught(log_path: Path) -> None:
-    raw(log_path).execute("DELETE FROM checkpoints WHERE id >= 4")
+    raw(log_path).execute("DELETE FROM checkpoints WHERE id >= 5")
     assert kinds(log_path)[0] == ("missing-checkpoint", 32)
 
 
@@ -200,7 +213,7 @@ def test_a_forged_last_checkpoint_is_not_trusted_on_open(log_path: Path) -> None
     db = raw(log_path)
     db.execute("UPDATE checkpoints SET signature=zeroblob(64) WHERE id=5")
     with pytest.raises(AuditLogError, match="valid signature"):
-        AuditLog(log_path)
+        AuditLog(log_path, key_path=key_of(log_path))
 
 
 def test_a_changed_checkpoint_interval_is_caught(log_path: Path) -> None:
@@ -281,7 +294,7 @@ def test_writer_refuses_a_log_whose_unsigned_tail_is_broken(log_path: Path) -> N
         (ts, prev, b"\0" * 32),
     )
     with pytest.raises(AuditLogError, match="damaged"):
-        AuditLog(log_path)
+        AuditLog(log_path, key_path=key_of(log_path))
 
 
 def test_a_saved_head_catches_a_rollback(log_path: Path, tmp_path: Path) -> None:
@@ -294,13 +307,17 @@ def test_a_saved_head_catches_a_rollback(log_path: Path, tmp_path: Path) -> None
     saved.write_text(head + "\n")
     assert verify_log(log_path, expect=head).ok
     db = raw(log_path)
-    db.execute("DELETE FROM checkpoints WHERE id > 3")
+    db.execute("DELETE FROM checkpoints WHERE id > 4")
     db.execute("DELETE FROM entries WHERE seq > 24")
     assert verify_log(log_path).ok  # in itself the shortened log is fine
     assert kinds(log_path, expect=head)[0] == ("rolled-back", 40)
     assert main(["audit", "verify", "--log", str(log_path), "--expect", str(saved)]) == 1
     with pytest.raises(ConfigError):
         verify_log(log_path, expect="vph1:nonsense")
+    # The key file remembers the newest checkpoint: with it, no saved head is needed.
+    assert kinds(log_path, key_path=key_of(log_path))[0] == ("rolled-back", 40)
+    with pytest.raises(AuditLogError, match="cut back"):
+        AuditLog(log_path, key_path=key_of(log_path))
 
 
 def test_writer_refuses_a_log_whose_interval_was_changed(log_path: Path) -> None:
@@ -308,4 +325,4 @@ def test_writer_refuses_a_log_whose_interval_was_changed(log_path: Path) -> None
     db.execute("DELETE FROM checkpoints")
     db.execute("UPDATE meta SET value='1000' WHERE key='checkpoint_every'")
     with pytest.raises(AuditLogError, match="founding statement"):
-        AuditLog(log_path)
+        AuditLog(log_path, key_path=key_of(log_path))
