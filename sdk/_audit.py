@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -476,6 +477,7 @@ class AuditLog:
         self._drain_due = False
         # ... and another thread makes them durable (fsync) while the writer goes on
         self._syncer: ThreadPoolExecutor | None = None
+        self._carried: list[_FinishOp] = []  # finishes waiting for a transaction that succeeds
         self._unsynced: list[list[_Ticket]] = []
         self._sync_due = False
         self._sync_lock = threading.Lock()
@@ -650,6 +652,14 @@ class AuditLog:
                 f"the key file {str(self.key_path)!r} belongs to another log",
                 hint="each log has its own key file, named after the log with .key appended",
             )
+        folder = Path(os.path.realpath(self.key_path)).parent
+        if not os.access(folder, os.W_OK):
+            raise AuditLogError(
+                f"the key file {str(self.key_path)!r} is in a folder veilpix cannot write: it "
+                "records each checkpoint there (so that a deleted or cut-back log is noticed)",
+                hint="keep the key file on a private, writable volume (not a read-only secret "
+                "mount); copy it there with mode 0600 and point [log] key or --key at it",
+            )
         self.keys = keys
         if version < SCHEMA_VERSION:
             self._migrate(db, version)
@@ -804,6 +814,7 @@ class AuditLog:
                 raise self._damaged(problem.message)
             head = db.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
             self._trusted = None if head is None else (int(head[0]), bytes(head[1]))
+            spilled = self._unspill(db)
             if (
                 self.keys.restart is not None
                 and not db.execute("SELECT 1 FROM entries WHERE kind='restart' LIMIT 1").fetchone()
@@ -812,6 +823,9 @@ class AuditLog:
                 self._checkpoint(db, "restart")
             else:
                 self._checkpoint(db, "open", only_if_unsigned=True)
+        if spilled or self._spill_path().exists():
+            with suppress(OSError):
+                self._spill_path().unlink()
         state = self.keys.state or {}
         if state.get("log_id") != self.log_id or self.keys.restart is not None:
             self._save_state(self._newest_checkpoint())  # (keys from before the state)
@@ -864,21 +878,25 @@ class AuditLog:
         with self._lock:
             db = self._conn()
             lockfd = self._writer_lock()
+            carried: list[_FinishOp] = []
             try:
                 if lockfd is not None:
                     fcntl.flock(lockfd, fcntl.LOCK_EX)
                 self._still_writable()
                 self._fresh_transaction()
                 db.execute("BEGIN IMMEDIATE")
+                carried = self._write_carried(db) if self._carried else []
                 yield db
                 db.execute("COMMIT")
                 if self._txn_head is not None:
                     self._trusted = self._txn_head
             except sqlite3.Error as exc:
                 self._rollback()
+                self._carry_again(carried)
                 raise self._error("write", exc) from exc
             except BaseException:
                 self._rollback()
+                self._carry_again(carried)
                 raise
             finally:
                 self._txn_head = None
@@ -1093,10 +1111,10 @@ class AuditLog:
                     try:
                         self._run_batch([t], fsync=fsync)
                     except _Redo as redo:
-                        t.error = redo.error
+                        t.error = None if self._carry(t, redo.error) else redo.error
         except Exception as exc:  # noqa: BLE001 - the commit failed: nothing is durable
             for t in batch:
-                t.result, t.error = None, exc
+                t.result, t.error = None, None if self._carry(t, exc) else exc
         except BaseException:  # interrupted (KeyboardInterrupt in the leader): nothing is
             for t in batch:
                 t.result = None
@@ -1283,6 +1301,8 @@ class AuditLog:
     def _tick(self) -> None:
         while not self._stop.wait(self.checkpoint_seconds):
             try:
+                if self._carried:
+                    self._grouped(_nothing_op, durable=False)  # writes them
                 self.checkpoint("interval")
             except AuditLogError:  # the next write reports the problem to its caller
                 continue
@@ -1499,18 +1519,114 @@ class AuditLog:
             "vendor_request_id": vendor_request_id,
             "latency_ms": None if latency_ms is None else round(latency_ms, 3),
         }
+        return _FinishOp(self, record_id, body)
 
-        def write(db: sqlite3.Connection) -> None:
-            kinds = {
-                r[0] for r in db.execute("SELECT kind FROM entries WHERE record=?", (record_id,))
-            } | self._pending_kinds(record_id)
-            if "begin" not in kinds:
-                raise AuditLogError(f"no begun transfer {record_id!r} in the log")
-            if "finish" in kinds:
-                raise AuditLogError(f"transfer {record_id!r} is already finished")
-            self._append(db, "finish", record_id, body)
+    def _write_finish(
+        self, db: sqlite3.Connection, record_id: str, body: Mapping[str, Any]
+    ) -> None:
+        kinds = {
+            r[0] for r in db.execute("SELECT kind FROM entries WHERE record=?", (record_id,))
+        } | self._pending_kinds(record_id)
+        if "begin" not in kinds:
+            raise AuditLogError(f"no begun transfer {record_id!r} in the log")
+        if "finish" in kinds:
+            raise AuditLogError(f"transfer {record_id!r} is already finished")
+        self._append(db, "finish", record_id, body)
 
-        return write
+    # -- finishes the log could not take when they came ----------------------------------------
+
+    def _carry(self, ticket: _Ticket, error: BaseException) -> bool:
+        """Keep a finish whose transaction failed (disk full, files not writable) to write it
+        with the next transaction that succeeds, instead of leaving its transfer "outcome
+        unknown" for good. The caller is not failed for it: the call is over either way.
+        False when ``ticket`` is not a finish, or too many are waiting already."""
+        op = ticket.op
+        if not isinstance(op, _FinishOp):
+            return False
+        with self._queue_lock:
+            if len(self._carried) >= _CARRY_MAX:
+                return False
+            if op.late is None:
+                what = getattr(error, "message", str(error))
+                op.late = {"since": _now_text(self._clock()), "why": str(what)[:300]}
+                if not self._carried:
+                    _log.warning(
+                        "the transfer log cannot take finishes now (%s); they are kept and "
+                        "written with the next write that succeeds, or on close", what,
+                    )  # fmt: skip
+            self._carried.append(op)
+        return True
+
+    def _write_carried(self, db: sqlite3.Connection) -> list[_FinishOp]:
+        """At the start of a write transaction: write the finishes carried so far (returned,
+        to be carried again if the transaction fails). One refused by its own check (its
+        transfer was resolved meanwhile) is dropped."""
+        with self._queue_lock:
+            carried, self._carried = self._carried, []
+        for op in carried:
+            try:
+                op(db)
+            except AuditLogError as exc:
+                _log.warning("a finish kept for later was not written: %s", exc.message)
+        return carried
+
+    def _carry_again(self, carried: list[_FinishOp]) -> None:
+        with self._queue_lock:
+            self._carried[:0] = carried
+
+    def _spill_path(self) -> Path:
+        return self.path.with_name(self.path.name + "-finishes")
+
+    def _spill(self) -> None:
+        """On close, finishes the log still cannot take go to ``<log>-finishes`` (0600, one
+        MACed JSON line each); the next writer that opens the log writes them."""
+        with self._queue_lock:
+            carried, self._carried = self._carried, []
+        if not carried or self.keys is None:
+            return
+        lines = []
+        for op in carried:
+            doc = {"record": op.record_id, "body": op.body, "late": op.late}
+            text = canonical(doc)
+            mac = self.keys.entry_mac(hashlib.sha256(text.encode()).digest()).hex()
+            lines.append(canonical({"finish": doc, "mac": mac}) + "\n")
+        try:
+            fd = os.open(self._spill_path(), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as fh:
+                fh.writelines(lines)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            _log.error(
+                "%d finishes could not be written to the transfer log or set aside (%s): "
+                "their transfers stay 'outcome unknown'", len(lines), exc,
+            )  # fmt: skip
+
+    def _unspill(self, db: sqlite3.Connection) -> int:
+        """Write the finishes a previous writer set aside (see :meth:`_spill`); lines whose
+        MAC does not hold, or whose transfer is unknown or finished already, are skipped."""
+        assert self.keys is not None
+        try:
+            text = self._spill_path().read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return 0
+        except OSError as exc:
+            raise self._error("read the finishes set aside in", exc) from exc
+        written = 0
+        for line in text.splitlines():
+            try:
+                doc = json.loads(line)
+                inner = doc["finish"]
+                digest = hashlib.sha256(canonical(inner).encode()).digest()
+                if not hmac.compare_digest(self.keys.entry_mac(digest).hex(), doc["mac"]):
+                    raise ValueError("MAC")
+                body = {**inner["body"], "late": inner["late"]}
+                self._write_finish(db, str(inner["record"]), body)
+                written += 1
+            except (ValueError, KeyError, TypeError, AuditLogError) as exc:
+                _log.warning("a finish set aside in %s was not written: %s",
+                             self._spill_path(), exc)  # fmt: skip
+        return written
 
     def block(self, transfer: Transfer, *, reason: str, rule: str) -> str:
         """Record a call that policy stopped before sending (begin and finish, one commit)."""
@@ -1811,9 +1927,14 @@ class AuditLog:
         if syncer is not None:
             syncer.shutdown(wait=True)  # and made durable
         try:
+            if self._carried and self._pid == os.getpid():
+                with suppress(AuditLogError):
+                    self._grouped(_nothing_op, durable=True)
             if self._wrote and not self.readonly and self._pid == os.getpid():
                 self.checkpoint("close")
         finally:
+            if self._carried and self._pid == os.getpid():
+                self._spill()
             with self._lock:
                 self._closed = True
                 if self._db is not None:
@@ -1915,6 +2036,28 @@ _log = logging.getLogger("veilpix.audit")
 
 def _nothing() -> None:
     pass
+
+
+def _nothing_op(db: sqlite3.Connection) -> None:
+    """An empty op: a transaction, which writes the finishes waiting for one."""
+
+
+_CARRY_MAX = 100_000  # finishes kept in memory while the log cannot be written (~300 B each)
+
+
+class _FinishOp:
+    """The op of one finish, kept as data so that a finish whose transaction failed can be
+    written later (see ``AuditLog._carry``)."""
+
+    __slots__ = ("body", "late", "log", "record_id")
+
+    def __init__(self, log: AuditLog, record_id: str, body: dict[str, Any]) -> None:
+        self.log, self.record_id, self.body = log, record_id, body
+        self.late: dict[str, str] | None = None  # when and why it could not be written
+
+    def __call__(self, db: sqlite3.Connection) -> None:
+        body = self.body if self.late is None else {**self.body, "late": self.late}
+        self.log._write_finish(db, self.record_id, body)
 
 
 _INSERT_ENTRY = (

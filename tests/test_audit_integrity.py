@@ -72,7 +72,7 @@ def test_laundering_the_unsigned_tail_is_refused_by_the_running_writer(tmp_path:
     log = AuditLog(path, **QUIET)  # type: ignore[arg-type]
     fill(log, 5)  # entries 1..10; only entry 1 is signed
     launder(path, 5)  # a begin, not signed yet
-    with pytest.raises(LogIntegrityError, match="entry 5 .* does not carry the log's MAC") as exc:
+    with pytest.raises(LogIntegrityError, match=r"entry 5 .* does not carry the log's MAC") as exc:
         log.begin(transfer(9))
     assert exc.value.found == "changed"
     assert "veilpix audit restart" in (exc.value.hint or "")
@@ -95,7 +95,7 @@ def test_laundering_is_refused_after_a_crash_too(tmp_path: Path) -> None:
     path = tmp_path / "audit.db"
     log = AuditLog(path, **QUIET)  # type: ignore[arg-type]
     fill(log, 4)
-    log._closed = True  # a crash: no close, no checkpoint  # noqa: SLF001
+    log._closed = True  # a crash: no close, no checkpoint
     launder(path, 7)
     with pytest.raises(LogIntegrityError, match="entry 7"):
         AuditLog(path, **QUIET)  # type: ignore[arg-type]
@@ -113,7 +113,7 @@ def test_whole_young_log_rewritten_is_refused(tmp_path: Path) -> None:
     rehash_from(db, 1, log_id)
     with pytest.raises(LogIntegrityError):
         log.begin(transfer(1))
-    log._closed = True  # noqa: SLF001
+    log._closed = True
     with pytest.raises(LogIntegrityError, match="key file records checkpoint 1"):
         AuditLog(path, **QUIET)  # type: ignore[arg-type]
     assert "forged" in {kind for kind, _ in problems(path)}
@@ -150,7 +150,7 @@ def test_rows_cut_while_a_writer_runs(tmp_path: Path) -> None:
         raw(path).execute("DELETE FROM entries")
         with pytest.raises(LogIntegrityError, match="entries are gone"):
             fill(log, 1)
-        log._closed = True  # noqa: SLF001
+        log._closed = True
 
 
 def test_two_writers_authenticate_each_other(tmp_path: Path) -> None:
@@ -193,7 +193,7 @@ def test_deleted_log_is_not_silently_refounded(tmp_path: Path) -> None:
         fill(log, 2)
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
-    with pytest.raises(LogIntegrityError, match="is missing.*belongs to log") as exc:
+    with pytest.raises(LogIntegrityError, match=r"is missing.*belongs to log") as exc:
         AuditLog(path)
     assert exc.value.found == "missing"
     assert not path.exists()  # refused before anything was created
@@ -265,10 +265,12 @@ def test_restart_moves_a_changed_log_aside_and_it_still_verifies(tmp_path: Path)
     path = tmp_path / "audit.db"
     log = AuditLog(path, **QUIET)  # type: ignore[arg-type]
     fill(log, 3)
-    log._closed = True  # noqa: SLF001
+    log._closed = True
     launder(path, 3)
     before = path.read_bytes()
-    assert main(["audit", "restart", "--log", str(path), "--reason", "forged entries", "--json"]) == 0
+    assert (
+        main(["audit", "restart", "--log", str(path), "--reason", "forged entries", "--json"]) == 0
+    )
     moved = [p for p in tmp_path.iterdir() if ".abandoned-" in p.name and "-" not in p.suffix[-4:]]
     assert len(moved) == 1 and moved[0].read_bytes()[:100] == before[:100]
     old = verify_log(moved[0], key_path=Path(f"{path}.key"))  # the old id is in "previous"
@@ -326,3 +328,23 @@ def test_log_from_schema_1_is_upgraded_with_macs(tmp_path: Path) -> None:
         fill(log, 1)
     result = verify_log(path)
     assert result.ok and result.authenticated == 8 and result.mac_since == 7
+
+
+def test_key_file_in_a_read_only_folder_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key file records every checkpoint; where it cannot, the protection against a
+    deleted log would silently be gone, so the writer refuses (root ignores modes: the
+    refusal of the folder is simulated)."""
+    import os
+
+    path = tmp_path / "audit.db"
+    with AuditLog(path) as log:
+        fill(log, 1)
+    real = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: False if Path(p) == tmp_path else real(p, mode)
+    )
+    with pytest.raises(AuditLogError, match="folder veilpix cannot write") as exc:
+        AuditLog(path)
+    assert "read-only secret" in (exc.value.hint or "")

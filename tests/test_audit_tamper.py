@@ -194,7 +194,7 @@ def test_deleted_checkpoints_with_a_rebuilt_chain_are_caught(log_path: Path) -> 
     assert (result.problems[0].kind, result.problems[0].seq) == ("missing-checkpoint", 8)
     assert main(["audit", "verify", "--log", str(log_path)]) == 1
     # the writer knows from its key file which checkpoint it signed last
-    with pytest.raises(AuditLogError, match="key file records checkpoint 6 .entry 40"):
+    with pytest.raises(AuditLogError, match=r"key file records checkpoint 6 .entry 40"):
         AuditLog(log_path, key_path=key_of(log_path))
     assert not verify_log(log_path).intact  # still caught: nothing was signed
     # and without that record (a key file from before it), by the missing forced checkpoint

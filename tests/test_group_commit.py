@@ -249,13 +249,16 @@ def test_a_failed_commit_fails_every_op_in_it_and_writes_nothing(
     finally:
         log._db = real
     assert broken.refused == 1  # one batch, one failed commit ...
-    assert sorted(held.errors) == ["b0", "b1", "b2", "b3", "fin"]  # ... fails all five
+    assert sorted(held.errors) == ["b0", "b1", "b2", "b3"]  # ... fails every begin in it
     assert all(isinstance(e, AuditLogError) for e in held.errors.values())
     assert not real.in_transaction
     assert log.counts() == before  # nothing half-written
     assert entries(tmp_path / "audit.db") == before["entries"]  # nor visible to another reader
-    ok.finish(status=200)  # the log goes on: the same finish now commits
-    assert log.get(ok.id).outcome == "sent"
+    # the finish is kept, not failed (the call is over), and written with the next commit
+    assert log.get(ok.id).outcome == "unknown"
+    log.begin(transfer(20))
+    rec = log.get(ok.id)
+    assert rec.outcome == "sent" and rec.finish is not None and "late" in rec.finish
     assert log.verify().intact
 
 
@@ -372,10 +375,10 @@ def test_a_failed_async_commit_fails_every_await(log: AuditLog) -> None:
     finally:
         log._db = real
     assert broken.refused == 1
-    assert all(isinstance(r, AuditLogError) for r in results), results
-    assert not pending.finished  # it can be finished again, and is
+    assert all(isinstance(r, AuditLogError) for r in results[:3]), results
+    assert results[3] is None and pending.finished  # the finish is kept for the next commit
     assert log.counts() == before
-    asyncio.run(pending.afinish(status=200))
+    asyncio.run(log.abegin(transfer(9)))
     assert log.get(pending.id).outcome == "sent" and log.verify().intact
 
 
