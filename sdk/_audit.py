@@ -1023,6 +1023,7 @@ class AuditLog:
         (the leader) runs every queued op, each in its own savepoint, and commits once; the
         others find their op already done when the lock comes to them."""
         ticket = _Ticket(op, durable=durable)
+        ticket.raises = True
         with self._queue_lock:
             self._queue.append(ticket)
         with self._lock:
@@ -1160,7 +1161,7 @@ class AuditLog:
         waiting: dict[Any, list[_Ticket]] = {}
         for t in batch:
             t.done = True
-            if t.error is not None and t.future is None and t.waiter is None:
+            if t.error is not None and t.future is None and t.waiter is None and not t.raises:
                 what = getattr(t.error, "message", t.error)  # (its hint is for senders)
                 _log.error("the transfer log could not record an append: %s", what)
             if t.future is not None and not t.future.done():
@@ -2077,7 +2078,7 @@ class _Redo(Exception):
 class _Ticket:
     """One append waiting for a group commit."""
 
-    __slots__ = ("done", "durable", "error", "future", "op", "result", "waiter")
+    __slots__ = ("done", "durable", "error", "future", "op", "raises", "result", "waiter")
 
     def __init__(
         self,
@@ -2092,6 +2093,7 @@ class _Ticket:
         self.durable = durable
         self.waiter = waiter
         self.done = False
+        self.raises = False  # its caller waits and gets the error itself (not logged)
         self.result: Any = None
         self.error: BaseException | None = None
 

@@ -92,8 +92,9 @@ class VerifyResult:
     pruned_through: int | None = None
     erasures: int = 0
     head: str | None = None
-    # entries whose MAC was checked with the key file (None: no key file at hand), and the
-    # first entry that got its MAC when written (older ones got it when the log was upgraded)
+    # entries whose MAC holds, checked with the key file (None: no key file at hand), and
+    # the first entry that got its MAC when written (older ones got it when the log was
+    # upgraded)
     authenticated: int | None = None
     mac_since: int | None = None
     restarts: tuple[dict[str, Any], ...] = ()  # signed restart statements in this log
@@ -360,7 +361,7 @@ def verify_connection(
     finished: set[str] = set()
     erased: list[tuple[int, str]] = []
     restarts: list[dict[str, Any]] = []
-    entries = records = 0
+    entries = records = forged = 0
     first = last = None
     if keys is not None and not keys.knows(log_id):
         keys = None
@@ -373,6 +374,7 @@ def verify_connection(
         s, kind, record, _ts, subject = row[:5]
         problem = found if found is not None or keys is None else _mac_problem(row, keys)
         entries += 1
+        forged += problem is not None and problem.kind == "forged"
         first = s if first is None else first
         last = s
         if problem is not None and problem.kind == "gap" and first == s and through is None:
@@ -506,7 +508,7 @@ def verify_connection(
         pruned_through=through,
         erasures=len(erased),
         head=head,
-        authenticated=None if keys is None else entries,
+        authenticated=None if keys is None else entries - forged,
         mac_since=int(meta["mac_since"]) if "mac_since" in meta else None,
         restarts=tuple(restarts),
         problems=tuple(problems),

@@ -399,8 +399,9 @@ def _verify(args: argparse.Namespace) -> int:
             if result.mac_since and result.mac_since > (result.first_seq or 1)
             else ""
         )
-        n = result.authenticated
-        con.print(f"MACs     checked with the key file: {n} entr{'y' if n == 1 else 'ies'}{since}")
+        bad = result.entries - result.authenticated
+        held = f"all {result.entries} hold" if not bad else f"{bad} of {result.entries} do not hold"
+        con.print(f"MACs     checked with the key file: {held}{since}")
     for r in result.restarts:
         con.print(
             f"[bold yellow]restart[/]  entry {r.get('seq')} ({_esc(str(r.get('at')))}): started "

@@ -306,3 +306,13 @@ def test_hidden_data_example(tmp_path: Path) -> None:
     assert own.returncode == 0 and "output:   False" in own.stdout, own.stderr
     (tmp_path / "not.png").write_bytes(F.png())
     assert run("hidden_data.py", "not.png", cwd=tmp_path).returncode == 1
+
+
+def test_log_integrity_example(tmp_path: Path) -> None:
+    res = run("log_integrity.py", str(tmp_path / "out"), cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "refused, nothing sent" in res.stdout and "entry 3 (begin)" in res.stdout
+    assert "all steps behaved as described" in res.stdout
+    assert "could not record" not in res.stderr  # a refusal is reported once, to its caller
+    moved = list((tmp_path / "out").glob("audit.db.abandoned-*"))
+    assert moved == [], moved  # the log was deleted, not moved: nothing to move aside
