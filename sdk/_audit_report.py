@@ -237,6 +237,12 @@ def _totals(rows: Iterable[StatsRow], key: Callable[[StatsRow], str]) -> dict[st
 # -- sections ------------------------------------------------------------------------------------
 
 
+def _state(state: object) -> str:
+    if not isinstance(state, dict) or not state.get("checkpoint"):
+        return "no checkpoint recorded"
+    return f"checkpoint {state.get('checkpoint')} at entry {state.get('seq')}, {state.get('ts')}"
+
+
 def _integrity(verify: VerifyResult) -> str:
     facts = [
         f"{_num(verify.entries)} entr{'y' if verify.entries == 1 else 'ies'}",
@@ -253,7 +259,19 @@ def _integrity(verify: VerifyResult) -> str:
     if verify.erasures:
         n = verify.erasures
         facts.append(f"{_num(n)} subject erasure{'' if n == 1 else 's'} (signed tombstones)")
+    if verify.authenticated is None:
+        facts.append("entry MACs not checked (no key file at hand)")
+    else:
+        facts.append(f"{_num(verify.authenticated)} of {_num(verify.entries)} entry MACs hold")
     detail = "; ".join(facts)
+    for r in verify.restarts:
+        detail += (
+            f"<br><strong>Restarted</strong> on {_e(str(r.get('at')))}: this log starts over "
+            f"from log {_e(str(r.get('previous_log')))}, which was {_e(str(r.get('found')))} "
+            f"(last known state: {_e(_state(r.get('previous_state')))}). Reason given: "
+            f"{_e(str(r.get('reason')))}. Transfers recorded in the old log are not in this "
+            "register."
+        )
     first = verify.first_problem
     if verify.ok:
         return (

@@ -414,3 +414,20 @@ def test_many_months_and_pending_are_capped(make_log: Callable[..., Log]) -> Non
     labels = re.findall(r'text-anchor="middle">(\d{4}-\d{2})</text>', activity)
     assert 10 <= len(labels) <= 12  # every third month of 31 is labelled
     assert "… and 20 more" in section(page, "Open records")
+
+
+def test_restarted_log_says_so_in_the_register(tmp_path: Path) -> None:
+    from veilpix import restart_log
+
+    path = tmp_path / "audit.db"
+    with AuditLog(path) as log:
+        log.begin(Transfer(vendor="openai", url="https://api.openai.com/v1/x")).finish(status=200)
+    path.unlink()
+    restart_log(path, reason="disk <failed>, no backup")
+    with AuditLog(path, readonly=True) as ro:
+        records, verify = list(ro.records()), ro.verify()
+    page = render(records, verify)
+    check_markup(page)
+    assert "Integrity verified." in page and "<strong>Restarted</strong>" in page
+    assert "which was missing" in page and "disk &lt;failed&gt;, no backup" in page
+    assert "1 of 1 entry MACs hold" in page
