@@ -38,6 +38,7 @@ import os
 import re
 import secrets
 import sqlite3
+import stat
 import threading
 import time
 import uuid
@@ -496,6 +497,10 @@ class AuditLog:
         # the checkpoint this transaction signed (id, entry, SHA-256 of the signature, time):
         # the key file's state follows it once it is on disk
         self._signed_pending: tuple[int, int, str, str] | None = None
+        # the key file as last seen (device, inode), and a state it could not record yet
+        self._key_seen: tuple[int, int] | None = None
+        self._state_due: tuple[tuple[int, int, str, str] | None] | None = None
+        self._key_problem: str | None = None  # read-only: what is wrong with the key file
         self._stop = threading.Event()
         self._timer: threading.Thread | None = None
         self._closed = False
@@ -593,15 +598,28 @@ class AuditLog:
                 hint="open it for writing once (any veilpix command that writes, or "
                 "veilpix audit checkpoint) to upgrade it in place",
             )
-        self.log_id = self._meta("log_id")
-        self.public_key = bytes.fromhex(self._meta("public_key"))
-        self.checkpoint_every = int(self._meta("checkpoint_every"))
+        self._read_meta()
+        self._key_problem = None
         try:
             keys = KeyFile.read(self.key_path) if self.key_path.is_file() else None
-        except (ConfigError, PermissionError):
+        except PermissionError:  # a reviewer who may read the log but not its key file
             keys = None
+        except ConfigError as exc:
+            keys, self._key_problem = None, exc.message
         if keys is not None and keys.knows(self.log_id):
             self.keys = keys
+            if keys.log_id != self.log_id:
+                self._key_problem = (
+                    f"the key file {str(self.key_path)!r} has moved on: this log was restarted "
+                    f"as log {keys.log_id}, and this copy of {self.log_id} is the one left "
+                    "behind (if it sits where the live log belongs, it was put back)"
+                )
+        elif keys is not None:
+            self._key_problem = (
+                f"the key file {str(self.key_path)!r} belongs to log {keys.log_id}, not to "
+                f"this log ({self.log_id}): this log replaced the one it belongs to, or the "
+                "key file is another log's"
+            )
 
     def _open_writable(self) -> None:
         if not self._create_missing and not self.path.is_file():
@@ -636,9 +654,7 @@ class AuditLog:
             self._rollback()
             raise
         version = self._check_schema(db)
-        self.log_id = self._meta("log_id")
-        self.public_key = bytes.fromhex(self._meta("public_key"))
-        self.checkpoint_every = int(self._meta("checkpoint_every"))
+        self._read_meta()
         if not self.key_path.is_file():
             raise AuditLogError(
                 f"the key file of the transfer log {str(self.path)!r} is missing "
@@ -647,6 +663,15 @@ class AuditLog:
                 "can still be read and verified with --readonly commands",
             )
         keys = KeyFile.read(self.key_path)
+        if keys.log_id != self.log_id and self.log_id in keys.previous:
+            raise LogIntegrityError(
+                f"the transfer log {str(self.path)!r} is log {self.log_id}, which its key file "
+                f"left behind when the log was restarted as {keys.log_id}: an abandoned log was "
+                "put back in the live log's place; nothing was written",
+                found="superseded",
+                hint="find the restarted log (veilpix audit verify names it), or start over "
+                f"again: veilpix audit restart --log {str(self.path)!r} --reason TEXT",
+            )
         if keys.log_id != self.log_id or keys.public_raw != self.public_key:
             raise AuditLogError(
                 f"the key file {str(self.key_path)!r} belongs to another log",
@@ -661,6 +686,7 @@ class AuditLog:
                 "mount); copy it there with mode 0600 and point [log] key or --key at it",
             )
         self.keys = keys
+        self._key_seen = self._key_identity()
         if version < SCHEMA_VERSION:
             self._migrate(db, version)
         self._recover()
@@ -743,6 +769,14 @@ class AuditLog:
         from veilpix._audit_verify import check_tail
 
         assert self.keys is not None
+        if self.keys.state is not None or self.keys.restart is not None or self.keys.previous:
+            # only a key file from before schema 2 has none of these
+            raise self._damaged(
+                f"it claims to be a schema {version} log, older than its key file, which has "
+                "recorded it since schema 2 (the schema was set back to have unauthenticated "
+                "entries given MACs)"
+            )
+        self._check_founding()
         try:
             db.execute("BEGIN IMMEDIATE")
             current = db.execute("PRAGMA user_version").fetchone()[0]
@@ -755,7 +789,9 @@ class AuditLog:
                 if problem is not None:
                     raise self._damaged(problem.message)
                 rows = db.execute("SELECT seq, hash FROM entries").fetchall()
-                macs = [(self.keys.entry_mac(bytes(h)), seq) for seq, h in rows]
+                if not all(isinstance(h, bytes) and type(seq) is int for seq, h in rows):
+                    raise self._damaged("it holds entries with values veilpix never writes")
+                macs = [(self.keys.entry_mac(h, self.log_id), seq) for seq, h in rows]
                 db.executemany("UPDATE entries SET mac=? WHERE seq=?", macs)
                 head = max((seq for seq, _ in rows), default=0)
                 db.execute(
@@ -772,8 +808,30 @@ class AuditLog:
             self._rollback()
             raise
 
+    def _read_meta(self) -> None:
+        self.log_id = self._meta("log_id")
+        try:
+            self.public_key = bytes.fromhex(self._meta("public_key"))
+            self.checkpoint_every = int(self._meta("checkpoint_every"))
+        except ValueError as exc:
+            if not self.readonly:
+                raise self._damaged(
+                    f"its settings hold values veilpix never writes ({exc})"
+                ) from exc
+            self.checkpoint_every = 0  # verify reports the founding statement as not signed
+            self.public_key = getattr(self, "public_key", b"")
+
     def _meta(self, key: str) -> str:
-        row = self._conn().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        try:
+            row = self._conn().execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        except sqlite3.Error as exc:  # its tables were dropped: an emptied log
+            raise LogIntegrityError(
+                f"the transfer log {str(self.path)!r} is not readable as a log ({exc}): it "
+                "was emptied or damaged; nothing was written",
+                found="emptied",
+                hint=f"restore it from a backup, or start over and record why: veilpix audit "
+                f"restart --log {str(self.path)!r} --reason TEXT",
+            ) from exc
         if row is None:
             raise AuditLogError(
                 f"the transfer log {str(self.path)!r} lacks its {key!r}",
@@ -792,6 +850,15 @@ class AuditLog:
             f"veilpix audit restart --log {str(self.path)!r} --reason TEXT",
         )
 
+    def _check_founding(self) -> None:
+        founding = founding_statement(self.log_id, self.checkpoint_every, self._meta("created"))
+        try:
+            signature = bytes.fromhex(self._meta("founding_signature"))
+        except ValueError:
+            signature = b""
+        if not verify_signature(self.public_key, signature, founding):
+            raise self._damaged("its founding statement (id, checkpoint interval) is not signed")
+
     def _recover(self) -> None:
         """Before the first write: check the log against its founding statement and its key
         file's state, authenticate the tail after the last checkpoint (links and MACs), then
@@ -800,12 +867,7 @@ class AuditLog:
 
         assert self.keys is not None
         with self._write() as db:
-            founding = founding_statement(self.log_id, self.checkpoint_every, self._meta("created"))
-            signature = bytes.fromhex(self._meta("founding_signature"))
-            if not verify_signature(self.public_key, signature, founding):
-                raise self._damaged(
-                    "its founding statement (id, checkpoint interval) is not signed"
-                )
+            self._check_founding()
             problem = check_tail(
                 db, self.log_id, self.checkpoint_every, self.public_key,
                 keys=self.keys,
@@ -813,7 +875,7 @@ class AuditLog:
             if problem is not None:
                 raise self._damaged(problem.message)
             head = db.execute("SELECT seq, hash FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
-            self._trusted = None if head is None else (int(head[0]), bytes(head[1]))
+            self._trusted = None if head is None else (head[0], head[1])
             spilled = self._unspill(db)
             if (
                 self.keys.restart is not None
@@ -823,8 +885,8 @@ class AuditLog:
                 self._checkpoint(db, "restart")
             else:
                 self._checkpoint(db, "open", only_if_unsigned=True)
-        if spilled or self._spill_path().exists():
-            with suppress(OSError):
+        if spilled >= 0 and self._spill_path().exists():
+            with suppress(OSError):  # read and written: done with it
                 self._spill_path().unlink()
         state = self.keys.state or {}
         if state.get("log_id") != self.log_id or self.keys.restart is not None:
@@ -921,15 +983,18 @@ class AuditLog:
         )
         if row is None:
             return None
-        return int(row[0]), int(row[1]), hashlib.sha256(bytes(row[2])).hexdigest(), str(row[3])
+        return row[0], row[1], hashlib.sha256(row[2]).hexdigest(), str(row[3])
 
-    def _save_state(self, signed: tuple[int, int, str, str] | None) -> None:
+    def _save_state(
+        self, signed: tuple[int, int, str, str] | None, *, locked: bool = False
+    ) -> bool:
         """Write the log's newest durable checkpoint (None: just founded) into the key file,
         unless the file already holds a newer one (writers in several processes race here;
-        the newest wins). A failure is logged, not raised: the entry is committed, and a key
-        file behind the log is only less protective, never wrong."""
+        the newest wins). ``locked``: the caller holds the writers' lock already. A failure
+        is logged and remembered, not raised (the entry is committed): the next write tries
+        again first, and is refused while the key file cannot record the log's state."""
         assert self.keys is not None
-        lockfd = self._writer_lock()
+        lockfd = None if locked else self._writer_lock()
         try:
             if lockfd is not None:
                 fcntl.flock(lockfd, fcntl.LOCK_EX)
@@ -937,27 +1002,78 @@ class AuditLog:
             if current.log_id != self.log_id:
                 raise ConfigError(f"the key file now belongs to log {current.log_id}")
             have = current.state or {}
-            if signed is not None and have.get("log_id") == self.log_id:
-                if int(have.get("checkpoint") or 0) >= signed[0]:
-                    self.keys = current
-                    return
-            elif signed is None and have.get("log_id") == self.log_id:
-                return
-            state: dict[str, Any] = {"log_id": self.log_id, "founded": self._meta("created"),
-                                     "checkpoint": 0}  # fmt: skip
-            if signed is not None:
-                state.update(checkpoint=signed[0], seq=signed[1], signature=signed[2],
-                             ts=signed[3])  # fmt: skip
-            self.keys = current.evolve(state=state, restart=None)
-            self.keys.save(self.key_path)
+            newer = signed is not None and int(have.get("checkpoint") or 0) < signed[0]
+            if have.get("log_id") == self.log_id and not newer:
+                self.keys = current
+            else:
+                state: dict[str, Any] = {"log_id": self.log_id, "founded": self._meta("created"),
+                                         "checkpoint": 0}  # fmt: skip
+                if signed is not None:
+                    state.update(checkpoint=signed[0], seq=signed[1], signature=signed[2],
+                                 ts=signed[3])  # fmt: skip
+                self.keys = current.evolve(state=state, restart=None)
+                self.keys.save(self.key_path)
+            self._key_seen = self._key_identity()
+            self._state_due = None
+            return True
         except (OSError, ConfigError) as exc:
-            _log.error(
-                "the key file %s could not record checkpoint %s of the transfer log: %s",
-                self.key_path, None if signed is None else signed[0], exc,
-            )  # fmt: skip
+            if self._state_due is None:
+                _log.error(
+                    "the key file %s could not record checkpoint %s of the transfer log (%s); "
+                    "writes are refused until it can", self.key_path,
+                    None if signed is None else signed[0], exc,
+                )  # fmt: skip
+            self._state_due = (signed,)
+            return False
         finally:
             if lockfd is not None:
                 fcntl.flock(lockfd, fcntl.LOCK_UN)
+
+    def _key_identity(self) -> tuple[int, int]:
+        st = os.stat(os.path.realpath(self.key_path))
+        return st.st_dev, st.st_ino
+
+    def _key_still_ours(self) -> None:
+        """Before every write: the key file is still there, and if another file took its
+        place (another writer process recorded a checkpoint: a new file, renamed over it), it
+        holds the same keys and a state no older than the one this writer knows. Someone who
+        moves the key file aside, or puts an older copy back, stops the writers: otherwise
+        the key file could not record (or would forget) checkpoints, and a log cut back
+        behind them would go unnoticed."""
+        assert self.keys is not None
+        try:
+            seen = self._key_identity()
+        except OSError as exc:
+            raise AuditLogError(
+                f"the key file {str(self.key_path)!r} of the transfer log is gone "
+                f"({exc.strerror}); nothing was sent",
+                hint="put it back where it was; veilpix writes again once it is there",
+            ) from exc
+        if seen != self._key_seen:
+            try:
+                now = KeyFile.read(self.key_path)
+            except ConfigError as exc:
+                raise AuditLogError(exc.message + "; nothing was sent", hint=exc.hint) from exc
+            mine, theirs = self.keys, now
+            known = int((mine.state or {}).get("checkpoint") or 0)
+            if (theirs.hmac_key, theirs.signing_seed, theirs.log_id) != (
+                mine.hmac_key,
+                mine.signing_seed,
+                mine.log_id,
+            ) or int((theirs.state or {}).get("checkpoint") or 0) < known:
+                raise AuditLogError(
+                    f"the key file {str(self.key_path)!r} was replaced while veilpix was "
+                    "writing, by another key file or an older copy; nothing was sent",
+                    hint="put the key file back as it was, then restart veilpix",
+                )
+            self.keys, self._key_seen = now, seen
+        if self._state_due is not None and not self._save_state(self._state_due[0], locked=True):
+            raise AuditLogError(
+                f"the key file {str(self.key_path)!r} cannot record the transfer log's newest "
+                "checkpoint; nothing was sent",
+                hint="make its folder writable and check the disk has space; writing resumes "
+                "by itself",
+            )
 
     def _still_writable(self) -> None:
         """Raise AuditLogError when the log's files were removed, replaced, or made
@@ -980,6 +1096,8 @@ class AuditLog:
             )
         # Only the shared-memory index is mapped into memory (a write to it faults); the
         # log and its WAL are written with write(), which fails cleanly (sqlite3.Error).
+        if self.keys is not None:
+            self._key_still_ours()
         if self._wal_sync and not os.access(self._shm, os.W_OK):
             raise AuditLogError(
                 f"the transfer log file {str(self._shm)!r} is missing or cannot be written "
@@ -1225,7 +1343,8 @@ class AuditLog:
         # JSON: the patterns cannot match a quote or backslash, so they stay inside strings.
         text = scrub_secrets(canonical(body))
         digest = entry_hash(prev, seq, kind, record, ts, subject, text)
-        row = (seq, kind, record, ts, subject, text, prev, digest, self.keys.entry_mac(digest))
+        mac = self.keys.entry_mac(digest, self.log_id)
+        row = (seq, kind, record, ts, subject, text, prev, digest, mac)
         if self._rows is not None:  # a batch: inserted together at its end
             self._rows.append(row)
             self._head = (seq + 1, digest, ts)
@@ -1251,7 +1370,9 @@ class AuditLog:
             if known is not None:
                 raise self._damaged(f"its entries are gone (this writer knew entry {known[0]})")
             return None
-        seq, digest, ts = int(row[0]), bytes(row[1]), str(row[2])
+        seq, digest, ts = row[0], row[1], row[2]
+        if type(seq) is not int or not isinstance(digest, bytes) or not isinstance(ts, str):
+            raise self._damaged(f"its newest entry holds values veilpix never writes ({row!r:.80})")
         if known != (seq, digest):
             assert self.keys is not None
             problem = authenticate(db, self.log_id, self.keys, known, self.public_key,
@@ -1587,16 +1708,19 @@ class AuditLog:
             return
         lines = []
         for op in carried:
-            doc = {"record": op.record_id, "body": op.body, "late": op.late}
-            text = canonical(doc)
-            mac = self.keys.entry_mac(hashlib.sha256(text.encode()).digest()).hex()
-            lines.append(canonical({"finish": doc, "mac": mac}) + "\n")
+            text = canonical({"record": op.record_id, "body": op.body, "late": op.late})
+            mac = self.keys.entry_mac(_spill_digest(text), self.log_id).hex()
+            lines.append(f'{{"finish":{text},"mac":"{mac}"}}\n'.encode())
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK
         try:
-            fd = os.open(self._spill_path(), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            with os.fdopen(fd, "a", encoding="utf-8") as fh:
-                fh.writelines(lines)
-                fh.flush()
-                os.fsync(fh.fileno())
+            fd = os.open(self._spill_path(), flags | os.O_CLOEXEC, 0o600)
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise OSError(f"{str(self._spill_path())!r} is not a regular file")
+                os.write(fd, b"".join(lines))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         except OSError as exc:
             _log.error(
                 "%d finishes could not be written to the transfer log or set aside (%s): "
@@ -1604,29 +1728,43 @@ class AuditLog:
             )  # fmt: skip
 
     def _unspill(self, db: sqlite3.Connection) -> int:
-        """Write the finishes a previous writer set aside (see :meth:`_spill`); lines whose
-        MAC does not hold, or whose transfer is unknown or finished already, are skipped."""
+        """Write the finishes a previous writer set aside (see :meth:`_spill`); how many, or
+        -1 when the file is left alone (not a regular file veilpix could have written, too
+        large, not readable). Lines whose MAC does not hold, or whose transfer is unknown or
+        finished already, are skipped with a warning."""
         assert self.keys is not None
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            text = self._spill_path().read_text(encoding="utf-8")
+            fd = os.open(self._spill_path(), flags)
         except FileNotFoundError:
             return 0
-        except OSError as exc:
-            raise self._error("read the finishes set aside in", exc) from exc
+        except OSError as exc:  # a symlink (ELOOP), no permission: not ours to read
+            _log.warning("the finishes set aside in %s were not read: %s", self._spill_path(), exc)
+            return -1
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode) or info.st_size > _SPILL_MAX:
+                _log.warning("%s is not a file veilpix wrote; ignored", self._spill_path())
+                return -1
+            data = os.read(fd, _SPILL_MAX)
+        finally:
+            os.close(fd)
         written = 0
-        for line in text.splitlines():
+        for line in data.splitlines():
             try:
+                if not line.startswith(b'{"finish":') or len(line) > _SPILL_LINE_MAX:
+                    raise ValueError("not a line veilpix wrote")
                 doc = json.loads(line)
                 inner = doc["finish"]
-                digest = hashlib.sha256(canonical(inner).encode()).digest()
-                if not hmac.compare_digest(self.keys.entry_mac(digest).hex(), doc["mac"]):
-                    raise ValueError("MAC")
+                want = self.keys.entry_mac(_spill_digest(canonical(inner)), self.log_id).hex()
+                if not isinstance(doc["mac"], str) or not hmac.compare_digest(want, doc["mac"]):
+                    raise ValueError("its MAC does not hold")
                 body = {**inner["body"], "late": inner["late"]}
                 self._write_finish(db, str(inner["record"]), body)
                 written += 1
-            except (ValueError, KeyError, TypeError, AuditLogError) as exc:
+            except (ValueError, KeyError, TypeError, RecursionError, AuditLogError) as exc:
                 _log.warning("a finish set aside in %s was not written: %s",
-                             self._spill_path(), exc)  # fmt: skip
+                             self._spill_path(), getattr(exc, "message", exc))  # fmt: skip
         return written
 
     def block(self, transfer: Transfer, *, reason: str, rule: str) -> str:
@@ -1904,9 +2042,12 @@ class AuditLog:
         from veilpix._audit_verify import verify_connection
 
         with self._lock:
+            from veilpix._audit_verify import Problem
+
+            note = self._key_problem
             return verify_connection(
                 self._conn(), public_key=public_key, path=str(self.path), expect=expect,
-                keys=self.keys,
+                keys=self.keys, key_problem=None if note is None else Problem("key-file", None, note),
             )  # fmt: skip
 
     # -- closing -------------------------------------------------------------------------------
@@ -2044,6 +2185,12 @@ def _nothing_op(db: sqlite3.Connection) -> None:
 
 
 _CARRY_MAX = 100_000  # finishes kept in memory while the log cannot be written (~300 B each)
+_SPILL_MAX = 64 << 20  # the most of <log>-finishes a writer reads
+_SPILL_LINE_MAX = 64 << 10
+
+
+def _spill_digest(text: str) -> bytes:
+    return hashlib.sha256(b"veilpix-audit-finish/1\0" + text.encode()).digest()
 
 
 class _FinishOp:

@@ -34,7 +34,7 @@ import os
 import secrets
 import tempfile
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -151,14 +151,12 @@ class KeyFile:
     def sign(self, message: bytes) -> bytes:
         return Ed25519PrivateKey.from_private_bytes(self.signing_seed).sign(message)
 
-    @cached_property
-    def _mac_key(self) -> bytes:
-        return hmac.digest(self.hmac_key, _ENTRY_MAC, "sha256")
-
-    def entry_mac(self, entry_hash: bytes) -> bytes:
-        """The MAC stored with a log entry: HMAC-SHA256 over the entry's hash, which covers
-        its content and (through the chain) every entry before it and the log's id."""
-        return hmac.digest(self._mac_key, entry_hash, "sha256")
+    def entry_mac(self, entry_hash: bytes, log_id: str) -> bytes:
+        """The MAC stored with an entry of log ``log_id``: HMAC-SHA256 over the entry's hash
+        (which covers its content and, through the chain, every entry before it) under a key
+        derived for that log, so that entries cannot move between logs that share keys (a
+        restarted log keeps its keys)."""
+        return hmac.digest(_entry_key(self.hmac_key, log_id), entry_hash, "sha256")
 
     def knows(self, log_id: str) -> bool:
         """These keys belong to ``log_id``, or wrote it before a restart."""
@@ -223,6 +221,8 @@ class KeyFile:
                 raise ValueError("state and restart must be objects")
             if not isinstance(previous, list) or not all(isinstance(p, str) for p in previous):
                 raise ValueError("previous must be a list of log ids")
+            if state is not None:
+                _check_state(state)
             out = cls(
                 log_id=str(doc["log_id"]),
                 hmac_key=_unb64(doc["hmac"]),
@@ -264,6 +264,24 @@ class KeyFile:
             tmp.unlink(missing_ok=True)
         _fsync_dir(path.parent)
         return keys
+
+
+def _check_state(state: dict[str, Any]) -> None:
+    """The recorded state has the shapes veilpix writes (ValueError otherwise)."""
+    whole = {"checkpoint": True, "seq": False}
+    for name, required in whole.items():
+        value = state.get(name)
+        if (value is None and not required) or (type(value) is int and value >= 0):
+            continue
+        raise ValueError(f"state.{name} must be a whole number, not {value!r:.40}")
+    for name in ("log_id", "founded", "signature", "ts"):
+        if not isinstance(state.get(name, ""), str):
+            raise ValueError(f"state.{name} must be text")
+
+
+@lru_cache(maxsize=8)
+def _entry_key(hmac_key: bytes, log_id: str) -> bytes:
+    return hmac.digest(hmac_key, _ENTRY_MAC + b"\0" + log_id.encode(), "sha256")
 
 
 def check_private(path: Path, what: str) -> None:

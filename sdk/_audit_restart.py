@@ -8,7 +8,7 @@ one way on, and it leaves a trace that cannot be left out.
    :class:`~veilpix.LogIntegrityError` is restarted (an intact one is not).
 2. Its files are moved aside, never deleted: ``audit.db`` becomes
    ``audit.db.abandoned-<UTC time>`` (its ``-wal`` and ``-shm`` with it, so the moved copy
-   still opens), for investigation; ``veilpix audit verify --log`` on it still works, with
+   still opens, and any ``-finishes`` set aside for it), for investigation; ``veilpix audit verify --log`` on it still works, with
    the same key file.
 3. The key file keeps its secrets (the exported public key stays valid) and gets a new log id;
    the old id goes to its ``previous`` list, and the restart statement waits in it.
@@ -36,7 +36,7 @@ from veilpix._errors import AuditLogError, ConfigError, LogIntegrityError
 
 __all__ = ["Restarted", "restart_log"]
 
-_SIDECARS = ("", "-wal", "-shm")
+_SIDECARS = ("", "-wal", "-shm", "-finishes")  # the log, SQLite's files, set-aside finishes
 _REASON_MAX = 2000
 
 

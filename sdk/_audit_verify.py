@@ -20,6 +20,8 @@ tombstones. It reports every problem it finds, the first one first:
   a crash not yet recovered, or rows appended by someone without the signing key);
 - ``rolled-back``: a head saved earlier (``--expect``), or the newest checkpoint the key file
   recorded, is no longer in the log: the end was cut back past it, checkpoints and all;
+- ``key-file``: the key file found for the log is damaged, belongs to another log, or has
+  moved on to the log this one was restarted as;
 - ``key-mismatch``, ``out-of-order``, ``orphan``, ``erasure``: see the messages.
 
 Every result names its ``head``: a short token for the newest valid checkpoint. Saved outside
@@ -37,7 +39,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from veilpix._audit import KINDS, checkpoint_message, entry_hash, founding_statement, genesis
 from veilpix._audit_keys import KeyFile, key_id, verify_signature
@@ -55,7 +57,8 @@ __all__ = [
 _SELECT_ENTRIES = "SELECT seq, kind, record, ts, subject, body, prev, hash, mac FROM entries"
 # At one entry, the problem that explains the others comes first.
 _RANK = {k: i for i, k in enumerate((
-    "key-mismatch", "gap", "broken-link", "modified", "forged", "out-of-order", "orphan",
+    "key-mismatch", "key-file", "gap", "broken-link", "modified", "forged", "out-of-order",
+    "orphan",
     "erasure",
     "checkpoint-gap", "bad-signature", "checkpoint-mismatch", "missing-checkpoint", "truncated",
     "rolled-back",
@@ -129,37 +132,76 @@ def _walk(
         if s != seq:
             what = f"entry {seq} is" if s == seq + 1 else f"entries {seq}..{s - 1} are"
             problem = Problem("gap", seq, f"{what} missing before entry {s} (rows deleted)")
-        elif bytes(row_prev) != prev:
+        elif _b(row_prev) != prev:
             problem = Problem(
                 "broken-link", s,
                 f"entry {s} does not chain onto entry {s - 1} (a row was inserted, replaced "
                 "or reordered)",
             )  # fmt: skip
-        elif entry_hash(bytes(row_prev), s, kind, record, ts, subject, body) != bytes(row_hash):
+        elif entry_hash(_b(row_prev), s, kind, record, ts, subject, body) != _b(row_hash):
             problem = Problem("modified", s, f"entry {s} ({kind}) was altered after it was written")
         elif kind not in KINDS:
             problem = Problem("modified", s, f"entry {s} has an unknown kind {kind!r}")
         elif ts < last_ts:
             problem = Problem("out-of-order", s, f"entry {s} is dated before entry {s - 1}")
         yield row, problem
-        seq, prev, last_ts = s + 1, bytes(row_hash), max(ts, last_ts)
+        seq, prev, last_ts = s + 1, _b(row_hash), max(ts, last_ts)
 
 
-def _start(db: sqlite3.Connection, log_id: str) -> tuple[int, bytes, int | None, bytes | None]:
-    """(expected first seq, its expected prev, pruned-through, prune anchor)."""
+class _Start(NamedTuple):
+    """Where the chain starts: the first entry expected, its ``prev``, and the prune bridge
+    (the entry it cut through, the anchor hash, the prune entry's own seq), if any."""
+
+    seq: int
+    prev: bytes
+    through: int | None = None
+    anchor: bytes | None = None
+    bridge: int | None = None
+
+
+def _start(db: sqlite3.Connection, log_id: str) -> tuple[_Start, Problem | None]:
+    """The start of the chain, and a problem when the newest prune entry does not describe a
+    cut before itself (a forged bridge would otherwise move the start anywhere); the chain
+    is then checked from the beginning."""
     row = db.execute(
-        "SELECT body FROM entries WHERE kind='prune' ORDER BY seq DESC LIMIT 1"
+        "SELECT seq, body FROM entries WHERE kind='prune' ORDER BY seq DESC LIMIT 1"
     ).fetchone()
+    plain = _Start(1, genesis(log_id))
     if row is None:
-        return 1, genesis(log_id), None, None
-    bridge = json.loads(row[0])
-    anchor = bytes.fromhex(bridge["anchor"])
-    return int(bridge["through"]) + 1, anchor, int(bridge["through"]), anchor
+        return plain, None
+    seq = row[0]
+    try:
+        bridge = json.loads(row[1])
+        through, anchor = bridge["through"], bytes.fromhex(bridge["anchor"])
+        if type(through) is not int or type(seq) is not int or not 0 < through < seq:
+            raise ValueError("it does not cut before itself")
+        if len(anchor) != 32:
+            raise ValueError("its anchor is not a hash")
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        return plain, Problem(
+            "modified", seq if type(seq) is int else None,
+            f"prune entry {seq} is not a prune veilpix wrote ({exc})",
+        )  # fmt: skip
+    return _Start(through + 1, anchor, through, anchor, seq), None
 
 
-def _mac_problem(row: tuple[Any, ...], keys: KeyFile) -> Problem | None:
+def _b(value: object) -> bytes:
+    """A stored BLOB as bytes; anything else is a value veilpix never writes there (and
+    ``bytes()`` of a large integer would allocate that many bytes)."""
+    if isinstance(value, bytes):
+        return value
+    raise TypeError(f"{type(value).__name__} where veilpix stores bytes")
+
+
+def _int(value: object) -> int:
+    if type(value) is not int:
+        raise TypeError(f"{type(value).__name__} where veilpix stores a whole number")
+    return value
+
+
+def _mac_problem(row: tuple[Any, ...], keys: KeyFile, log_id: str) -> Problem | None:
     mac = row[8]
-    if mac is not None and hmac.compare_digest(bytes(mac), keys.entry_mac(bytes(row[7]))):
+    if isinstance(mac, bytes) and hmac.compare_digest(mac, keys.entry_mac(_b(row[7]), log_id)):
         return None
     return Problem(
         "forged", row[0],
@@ -187,8 +229,8 @@ def state_problem(db: sqlite3.Connection, log_id: str, keys: KeyFile) -> Problem
             f"the key file records {said}, but the log ends at {now}: it was cut back, emptied "
             "or replaced by an older copy",
         )  # fmt: skip
-    if int(row[0]) != state.get("seq") or (
-        hashlib.sha256(bytes(row[1])).hexdigest() != state.get("signature")
+    if row[0] != state.get("seq") or (
+        hashlib.sha256(_b(row[1])).hexdigest() != state.get("signature")
     ):
         return Problem(
             "rolled-back", state.get("seq"),
@@ -207,52 +249,79 @@ def check_tail(
     keys: KeyFile | None = None,
 ) -> Problem | None:
     """The check a writer runs on open before it extends and signs the log: the last
-    checkpoint is genuine (signature, link to the one before), the key file's recorded state
-    is still there, the tail chains onto what the checkpoint signed and (with ``keys``) every
-    tail entry carries its MAC, and the tail does not run past a multiple of ``every``
-    (where a checkpoint must be: a longer unsigned tail means checkpoints were removed). The
-    rest is verify's job."""
+    checkpoint is genuine (signature, link to the one before) and signs an entry after any
+    prune bridge (a real prune signs itself), the key file's recorded state is still there,
+    the tail chains onto what the checkpoint signed and (with ``keys``) every tail entry
+    carries its MAC, and the tail does not run past a multiple of ``every`` (where a
+    checkpoint must be: a longer unsigned tail means checkpoints were removed). The rest is
+    verify's job. Values of types veilpix never stores are a problem too, not an error."""
+    try:
+        return _check_tail(db, log_id, every, public_key, keys)
+    except (ValueError, TypeError, KeyError, OverflowError, RecursionError) as exc:
+        return _strange(exc)
+
+
+def _strange(exc: BaseException) -> Problem:
+    return Problem(
+        "modified", None,
+        f"the log holds values veilpix never writes ({type(exc).__name__}: {exc})",
+    )  # fmt: skip
+
+
+def _check_tail(
+    db: sqlite3.Connection, log_id: str, every: int, public_key: bytes, keys: KeyFile | None
+) -> Problem | None:
     if keys is not None:
         problem = state_problem(db, log_id, keys)
         if problem is not None:
             return problem
+    start, problem = _start(db, log_id)
+    if problem is not None:
+        return problem
+    seq, prev = start.seq, start.prev
     cps = db.execute(
         "SELECT id, seq, hash, ts, reason, signature FROM checkpoints ORDER BY id DESC LIMIT 2"
     ).fetchall()
-    seq, prev, through, _anchor = _start(db, log_id)
     signed = 0
     if cps:
-        cid, cseq, chash, cts, reason, sig = cps[0]
-        prev_sig = hashlib.sha256(bytes(cps[1][5])).digest() if len(cps) > 1 else genesis(log_id)
-        message = checkpoint_message(log_id, cid, cseq, bytes(chash), cts, reason, prev_sig)
-        if not verify_signature(public_key, bytes(sig), message):
+        cid, cseq, chash = _int(cps[0][0]), _int(cps[0][1]), _b(cps[0][2])
+        cts, reason, sig = cps[0][3], cps[0][4], _b(cps[0][5])
+        prev_sig = hashlib.sha256(_b(cps[1][5])).digest() if len(cps) > 1 else genesis(log_id)
+        message = checkpoint_message(log_id, cid, cseq, chash, cts, reason, prev_sig)
+        if not verify_signature(public_key, sig, message):
             return Problem(
                 "bad-signature", cseq, f"checkpoint {cid} does not carry a valid signature"
             )
         signed = cseq
-        if through is None or cseq > through:
+        if start.through is None or cseq > start.through:
             row = db.execute("SELECT hash FROM entries WHERE seq=?", (cseq,)).fetchone()
-            if row is None or bytes(row[0]) != bytes(chash):
+            if row is None or _b(row[0]) != chash:
                 return Problem(
                     "checkpoint-mismatch", cseq, f"entry {cseq} no longer matches the last checkpoint"
                 )  # fmt: skip
-            seq, prev = cseq + 1, bytes(chash)
+            seq, prev = cseq + 1, chash
+    if start.bridge is not None and signed < start.bridge:
+        return Problem(
+            "missing-checkpoint", start.bridge,
+            f"prune entry {start.bridge} carries no checkpoint (a prune signs itself): it was "
+            "not written by veilpix",
+        )  # fmt: skip
     head = db.execute("SELECT max(seq) FROM entries").fetchone()[0]
-    if head is not None and head // every > max(signed, through or 0) // every:
-        due = (max(signed, through or 0) // every + 1) * every
+    if head is not None and _int(head) // every > max(signed, start.through or 0) // every:
+        due = (max(signed, start.through or 0) // every + 1) * every
         return Problem(
             "missing-checkpoint", due,
             f"entry {due} should carry a checkpoint and none is there (checkpoints removed?)",
         )  # fmt: skip
-    return _walk_tail(db, seq, prev, keys)
+    return _walk_tail(db, seq, prev, keys, log_id)
 
 
 def _walk_tail(
-    db: sqlite3.Connection, seq: int, prev: bytes, keys: KeyFile | None
+    db: sqlite3.Connection, seq: int, prev: bytes, keys: KeyFile | None, log_id: str
 ) -> Problem | None:
     rows = db.execute(_SELECT_ENTRIES + " WHERE seq>=? ORDER BY seq", (seq,))
     for row, found in _walk(rows, seq, prev):
-        problem = found if found is not None or keys is None else _mac_problem(row, keys)
+        problem = found if found is not None or keys is None else _mac_problem(row, keys, log_id)
         if problem is not None:
             return problem
     return None
@@ -271,26 +340,43 @@ def authenticate(  # noqa: PLR0917 - what a writer knows about its log
     links on and carries its MAC. Nothing known yet: as on open (:func:`check_tail`)."""
     if known is None:
         return check_tail(db, log_id, every, public_key, keys=keys)
+    try:
+        return _authenticate(db, log_id, keys, known, public_key, every)
+    except (ValueError, TypeError, KeyError, OverflowError, RecursionError) as exc:
+        return _strange(exc)
+
+
+def _authenticate(  # noqa: PLR0917
+    db: sqlite3.Connection,
+    log_id: str,
+    keys: KeyFile,
+    known: tuple[int, bytes],
+    public_key: bytes,
+    every: int,
+) -> Problem | None:
     kseq, khash = known
     head = db.execute("SELECT max(seq) FROM entries").fetchone()[0]
-    if head is None or head < kseq:
+    if head is None or _int(head) < kseq:
         return Problem(
             "rolled-back", head,
             f"the log was cut back to {'nothing' if head is None else f'entry {head}'} while "
             f"a writer had written or checked it up to entry {kseq}",
         )  # fmt: skip
-    first, anchor, _through, _ = _start(db, log_id)
-    if kseq < first:  # another writer pruned past it: go on from the prune bridge
-        return _walk_tail(db, first, anchor, keys)
+    start, problem = _start(db, log_id)
+    if problem is not None:
+        return problem
+    if kseq < start.seq:  # another writer pruned past it: check from the prune bridge on,
+        # the prune entry (after the bridge, so walked and MAC-checked) included
+        return _walk_tail(db, start.seq, start.prev, keys, log_id)
     row = db.execute("SELECT hash FROM entries WHERE seq=?", (kseq,)).fetchone()
-    if row is None or bytes(row[0]) != khash:
+    if row is None or _b(row[0]) != khash:
         # name the first entry that gives it away, where the check on open can
         return check_tail(db, log_id, every, public_key, keys=keys) or Problem(
             "modified", kseq,
             f"entry {kseq} is no longer the entry this writer wrote or checked (replaced, or "
             "the chain rebuilt)",
         )  # fmt: skip
-    return _walk_tail(db, kseq + 1, khash, keys)
+    return _walk_tail(db, kseq + 1, khash, keys, log_id)
 
 
 _HEAD = "vph1"
@@ -322,16 +408,42 @@ def verify_connection(
     path: str = "",
     expect: str | None = None,
     keys: KeyFile | None = None,
+    key_problem: Problem | None = None,
 ) -> VerifyResult:
     """Verify the log open on ``db``. ``keys`` (the log's key file, or the one that wrote it
     before a restart) adds the per-entry MAC check and the check against the state the key
-    file recorded; without it, entries after the last checkpoint cannot be authenticated."""
+    file recorded; without it, entries after the last checkpoint cannot be authenticated.
+    ``key_problem``: what is wrong with the key file found for this log (foreign, damaged,
+    moved on to a restarted log), reported with the rest. Values of types veilpix never
+    stores give a ``modified`` problem, not an exception."""
     try:
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        log_id, stored = meta["log_id"], bytes.fromhex(meta["public_key"])
-    except (sqlite3.Error, KeyError, ValueError) as exc:
+        log_id, stored = str(meta["log_id"]), bytes.fromhex(meta["public_key"])
+    except (sqlite3.Error, KeyError, ValueError, TypeError) as exc:
         raise AuditLogError(f"{path!r} is not a readable veilpix transfer log: {exc}") from exc
-    problems: list[Problem] = []
+    try:
+        return _verify(db, meta, log_id, stored, public_key, path, expect, keys, key_problem)
+    except (ValueError, TypeError, KeyError, OverflowError, RecursionError, sqlite3.Error) as exc:
+        if isinstance(exc, ConfigError):  # a bad --expect: the caller's mistake, not the log's
+            raise
+        key = stored if public_key is None else public_key
+        return VerifyResult(path=path, log_id=log_id, key_id=key_id(key),
+                            key_source="log" if public_key is None else "given",
+                            problems=(_strange(exc),))  # fmt: skip
+
+
+def _verify(  # noqa: PLR0917 - one pass over the log, reporting as it goes
+    db: sqlite3.Connection,
+    meta: dict[str, Any],
+    log_id: str,
+    stored: bytes,
+    public_key: bytes | None,
+    path: str,
+    expect: str | None,
+    keys: KeyFile | None,
+    key_problem: Problem | None,
+) -> VerifyResult:
+    problems: list[Problem] = [] if key_problem is None else [key_problem]
     key = stored if public_key is None else public_key
     try:
         every = int(meta["checkpoint_every"])
@@ -355,7 +467,10 @@ def verify_connection(
         "SELECT id, seq, hash, ts, reason, key_id, signature FROM checkpoints ORDER BY id"
     ).fetchall()
     signed_seqs = {int(c[1]) for c in cps}
-    seq0, prev0, through, anchor = _start(db, log_id)
+    start, problem = _start(db, log_id)
+    if problem is not None:
+        problems.append(problem)
+    seq0, prev0, through, anchor = start.seq, start.prev, start.through, start.anchor
     hashes: dict[int, bytes] = {}
     begun: set[str] = set()
     finished: set[str] = set()
@@ -372,7 +487,7 @@ def verify_connection(
     rows = db.execute(_SELECT_ENTRIES + " ORDER BY seq")
     for row, found in _walk(rows, seq0, prev0):
         s, kind, record, _ts, subject = row[:5]
-        problem = found if found is not None or keys is None else _mac_problem(row, keys)
+        problem = found if found is not None or keys is None else _mac_problem(row, keys, log_id)
         entries += 1
         forged += problem is not None and problem.kind == "forged"
         first = s if first is None else first
@@ -384,7 +499,7 @@ def verify_connection(
         elif problem is not None:
             problems.append(problem)
         if s in signed_seqs:
-            hashes[s] = bytes(row[7])
+            hashes[s] = _b(row[7])
         if kind == "begin":
             records += 1
             begun.add(record)
@@ -409,7 +524,7 @@ def verify_connection(
     prev_sig = genesis(log_id)
     last_cp_seq = 0
     for i, (cid_, cseq_, chash_, cts, reason, _kid, sig_) in enumerate(cps, start=1):
-        cid, cseq, chash, sig = int(cid_), int(cseq_), bytes(chash_), bytes(sig_)
+        cid, cseq, chash, sig = _int(cid_), _int(cseq_), _b(chash_), _b(sig_)
         if cid != i:
             problems.append(Problem("checkpoint-gap", cseq, f"checkpoint {i} is missing"))
         message = checkpoint_message(log_id, cid, cseq, chash, cts, reason, prev_sig)
@@ -509,7 +624,7 @@ def verify_connection(
         erasures=len(erased),
         head=head,
         authenticated=None if keys is None else entries - forged,
-        mac_since=int(meta["mac_since"]) if "mac_since" in meta else None,
+        mac_since=_int(int(meta["mac_since"])) if "mac_since" in meta else None,
         restarts=tuple(restarts),
         problems=tuple(problems),
     )

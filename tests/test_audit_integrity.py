@@ -56,10 +56,11 @@ def test_entries_carry_a_mac_of_their_hash(tmp_path: Path) -> None:
     path = tmp_path / "audit.db"
     with AuditLog(path) as log:
         fill(log, 3)
-        keys = log.keys
+        keys, log_id = log.keys, log.log_id
     assert keys is not None
     rows = raw(path).execute("SELECT hash, mac FROM entries").fetchall()
-    assert len(rows) == 6 and all(mac == keys.entry_mac(h) for h, mac in rows)
+    assert len(rows) == 6 and all(mac == keys.entry_mac(h, log_id) for h, mac in rows)
+    assert all(mac != keys.entry_mac(h, "another log") for h, mac in rows)
     result = verify_log(path)
     assert result.ok and result.authenticated == 6 and result.mac_since is None
 
@@ -348,3 +349,215 @@ def test_key_file_in_a_read_only_folder_is_refused(
     with pytest.raises(AuditLogError, match="folder veilpix cannot write") as exc:
         AuditLog(path)
     assert "read-only secret" in (exc.value.hint or "")
+
+
+# -- found by the adversarial review of this design (each one a way round it, now closed) ----
+
+
+def unstrict(db: sqlite3.Connection, table: str) -> None:
+    """Rebuild ``table`` without STRICT, so that any type can go in (what a forger can do)."""
+    sql = db.execute("SELECT sql FROM sqlite_schema WHERE name=?", (table,)).fetchone()[0]
+    db.execute(sql.replace(" STRICT", "").replace(f"TABLE {table}", f"TABLE {table}_x", 1))
+    db.execute(f"INSERT INTO {table}_x SELECT * FROM {table}")
+    db.execute(f"DROP TABLE {table}")
+    db.execute(f"ALTER TABLE {table}_x RENAME TO {table}")
+
+
+def test_schema_set_back_to_have_forged_entries_macd_is_refused(tmp_path: Path) -> None:
+    """Claiming the pre-MAC schema would have the upgrade MAC whatever is there."""
+    path = tmp_path / "audit.db"
+    with AuditLog(path) as log:
+        fill(log, 3)
+    db = raw(path)
+    db.execute("UPDATE entries SET body=replace(body, '\"US\"', '\"DE\"')")
+    log_id = db.execute("SELECT value FROM meta WHERE key='log_id'").fetchone()[0]
+    rehash_from(db, 1, log_id)
+    db.execute("ALTER TABLE entries DROP COLUMN mac")
+    db.execute("PRAGMA user_version=1")
+    db.close()
+    with pytest.raises(LogIntegrityError, match="claims to be a schema 1 log"):
+        AuditLog(path)
+    assert raw(path).execute("PRAGMA user_version").fetchone()[0] == 1  # left as found
+
+
+def test_entries_of_the_old_log_cannot_be_spliced_into_the_restarted_one(tmp_path: Path) -> None:
+    """A restart keeps the keys; the entry MAC is bound to the log's id, so the old log's
+    entries (valid MACs there) are forged here."""
+    path = tmp_path / "audit.db"
+    with AuditLog(path) as log:
+        fill(log, 3, country="US")
+    old = tmp_path / "old.db"
+    shutil.copy(path, old)
+    path.unlink()
+    restart_log(path, reason="test")
+    with AuditLog(path) as log:
+        fill(log, 2, country="JP")
+    db = raw(path)
+    db.execute("DELETE FROM entries")
+    db.execute("ATTACH ? AS old", (str(old),))
+    db.execute("INSERT INTO entries SELECT * FROM old.entries")
+    db.execute("DETACH old")
+    db.close()
+    with pytest.raises(LogIntegrityError):
+        AuditLog(path)
+    assert "forged" in {kind for kind, _ in problems(path)}
+
+
+def test_a_forged_prune_bridge_does_not_switch_authentication_off(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    log = AuditLog(path, **QUIET)  # type: ignore[arg-type]
+    fill(log, 2)
+    db = raw(path)
+    seq, prev, ts = db.execute(
+        "SELECT seq, hash, ts FROM entries ORDER BY seq DESC LIMIT 1"
+    ).fetchone()
+    for through in (10**6, seq):  # past itself; or an honest-looking cut with no checkpoint
+        body = json.dumps({"through": through, "anchor": prev.hex()}, separators=(",", ":"))
+        digest = entry_hash(prev, seq + 1, "prune", None, ts, None, body)
+        db.execute(
+            "INSERT OR REPLACE INTO entries(seq, kind, record, ts, subject, body, prev, hash, mac)"
+            " VALUES (?, 'prune', NULL, ?, NULL, ?, ?, ?, NULL)",
+            (seq + 1, ts, body, prev, digest),
+        )
+        with pytest.raises(LogIntegrityError, match=rf"entry {seq + 1}\b"):
+            log.checkpoint("manual")
+    log._closed = True
+    with pytest.raises(LogIntegrityError):
+        AuditLog(path, **QUIET)  # type: ignore[arg-type]
+    assert not verify_log(path).ok
+
+
+def test_a_key_file_that_does_not_belong_to_the_log_is_reported(tmp_path: Path) -> None:
+    ours, theirs = tmp_path / "a" / "audit.db", tmp_path / "b" / "audit.db"
+    for path in (ours, theirs):
+        with AuditLog(path) as log:
+            fill(log, 1)
+    shutil.copy(theirs, ours)  # someone else's (valid, signed) log where ours was
+    result = verify_log(ours)
+    assert not result.ok and result.problems[0].kind == "key-file"
+    assert "belongs to log" in result.problems[0].message
+    assert main(["audit", "verify", "--log", str(ours)]) == 1
+    Path(f"{ours}.key").write_text("{not json")
+    damaged = verify_log(ours)
+    assert damaged.problems[0].kind == "key-file" and "damaged" in damaged.problems[0].message
+
+
+def test_an_abandoned_log_put_back_in_place_of_the_restarted_one(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    with AuditLog(path) as log:
+        fill(log, 2)
+    hidden = tmp_path / "hidden.db"
+    path.rename(hidden)  # hidden by the attacker; the operator restarts
+    restart_log(path, reason="log gone")
+    with AuditLog(path) as log:
+        fill(log, 1)
+    hidden.replace(path)  # and the old one is put back
+    with pytest.raises(LogIntegrityError) as exc:
+        AuditLog(path)
+    assert exc.value.found == "superseded"
+    result = verify_log(path)
+    assert not result.ok and result.problems[0].kind == "key-file"
+    assert "has moved on" in result.problems[0].message
+
+
+def test_key_file_moved_aside_or_rolled_back_stops_the_writer(tmp_path: Path) -> None:
+    path, key = tmp_path / "audit.db", tmp_path / "audit.db.key"
+    log = AuditLog(path, checkpoint_every=2, checkpoint_seconds=3600)
+    fill(log, 1)
+    old_copy = key.read_bytes()
+    key.rename(tmp_path / "stash")
+    with pytest.raises(AuditLogError, match=r"key file .* is gone"):
+        log.begin(transfer(1))
+    (tmp_path / "stash").rename(key)
+    fill(log, 3)  # back: writing resumes, and the key file records checkpoints again
+    assert KeyFile.read(key).state["checkpoint"] >= 3  # type: ignore[index]
+    # an older copy of the key file put in its place: it would forget the checkpoints since
+    (tmp_path / "copy").write_bytes(old_copy)
+    (tmp_path / "copy").chmod(0o600)
+    (tmp_path / "copy").replace(key)
+    with pytest.raises(AuditLogError, match="replaced while veilpix was writing"):
+        log.begin(transfer(2))
+    log._closed = True
+
+
+def test_restart_moves_the_set_aside_finishes_with_the_old_log(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    with AuditLog(path) as log:
+        fill(log, 1)
+    Path(f"{path}-finishes").write_text('{"finish":{},"mac":"00"}\n')
+    raw(path).execute("DELETE FROM entries")
+    done = restart_log(path, reason="test")
+    assert done.moved_to is not None and Path(f"{done.moved_to}-finishes").is_file()
+
+
+def test_set_aside_finishes_are_not_read_through_a_symlink_or_a_fifo(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    path = tmp_path / "audit.db"
+    with AuditLog(path) as log:
+        fill(log, 1)
+    spill = Path(f"{path}-finishes")
+    spill.symlink_to(Path(f"{path}.key"))
+    with AuditLog(path) as log:
+        fill(log, 1)
+    KeyFile.read(Path(f"{path}.key"))  # untouched
+    spill.unlink()
+    os.mkfifo(spill)
+    done = threading.Event()
+
+    def open_it() -> None:
+        with AuditLog(path):
+            done.set()
+
+    t = threading.Thread(target=open_it, daemon=True)
+    t.start()
+    t.join(10)
+    assert done.is_set(), "opening the log hung on a FIFO"
+
+
+@pytest.mark.parametrize(
+    ("table", "sql", "writer_sees_it"),
+    [
+        # the newest checkpoint (on close, at entry 4), which a writer checks on open
+        ("checkpoints", "UPDATE checkpoints SET signature=9000000000000000000 WHERE id=2", True),
+        ("entries", "UPDATE entries SET hash='text' WHERE seq=4", True),
+        # entries behind that checkpoint: verify's to find, the writer does not read them
+        ("entries", "UPDATE entries SET hash='text' WHERE seq=2", False),
+        ("entries", "UPDATE entries SET mac=9000000000000000000 WHERE seq=2", False),
+        ("meta", "UPDATE meta SET value='x' WHERE key='checkpoint_every'", True),
+        ("meta", "INSERT INTO meta VALUES ('mac_since', 'x')", False),
+    ],
+)
+def test_values_veilpix_never_writes_are_reported_not_crashed_on(
+    tmp_path: Path, table: str, sql: str, writer_sees_it: bool
+) -> None:
+    path = tmp_path / "audit.db"
+    with AuditLog(path) as log:
+        fill(log, 2)
+    db = raw(path)
+    unstrict(db, table)
+    db.execute(sql)
+    db.close()
+    result = verify_log(path)  # no MemoryError from bytes(<huge int>), no TypeError
+    assert not result.ok
+    if writer_sees_it:
+        with pytest.raises(LogIntegrityError):
+            AuditLog(path)
+    else:
+        AuditLog(path).close()
+
+
+def test_a_log_whose_tables_were_dropped_can_be_restarted(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    with AuditLog(path) as log:
+        fill(log, 1)
+    db = raw(path)
+    for table in ("entries", "checkpoints", "meta", "subject_keys"):
+        db.execute(f"DROP TABLE {table}")
+    db.close()
+    with pytest.raises(LogIntegrityError) as exc:
+        AuditLog(path)
+    assert exc.value.found == "emptied"
+    assert restart_log(path, reason="tables dropped").found == "emptied"
+    assert verify_log(path).ok
