@@ -609,7 +609,7 @@ def measure_entry_auth(pair_us: float, count: int = 20000) -> list[AuthRow]:
     keys = KeyFile.generate("bench")
     public = keys.public_raw
     hashes = [hashlib.sha256(i.to_bytes(8, "big")).digest() for i in range(count)]
-    macs = [keys.entry_mac(h, 'bench') for h in hashes]
+    macs = [keys.entry_mac(h, "bench") for h in hashes]
     sigs = [keys.sign(h) for h in hashes[: count // 20]]  # signatures are slow: fewer
 
     def per_entry(fn: Callable[[], None], n: int) -> float:
@@ -622,10 +622,11 @@ def measure_entry_auth(pair_us: float, count: int = 20000) -> list[AuthRow]:
 
     import hmac as _hmac
 
-    mac_make = per_entry(lambda: [keys.entry_mac(h, 'bench') for h in hashes], count)
+    mac_make = per_entry(lambda: [keys.entry_mac(h, "bench") for h in hashes], count)
     mac_check = per_entry(
         lambda: [
-            _hmac.compare_digest(keys.entry_mac(h, 'bench'), m) for h, m in zip(hashes, macs, strict=True)
+            _hmac.compare_digest(keys.entry_mac(h, "bench"), m)
+            for h, m in zip(hashes, macs, strict=True)
         ],
         count,
     )
