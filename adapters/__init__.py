@@ -15,13 +15,14 @@ from __future__ import annotations
 import importlib
 from functools import cache
 
-from veilpix.adapters._base import Control, Endpoint, ImageSlot, Region, Vendor
+from veilpix.adapters._base import Control, Endpoint, ImageSlot, ModelField, Region, Vendor
 
 __all__ = [
     "VENDOR_MODULES",
     "Control",
     "Endpoint",
     "ImageSlot",
+    "ModelField",
     "Region",
     "Vendor",
     "get",

@@ -10,6 +10,9 @@ core (``veilpix._guard``) does the work, so every door behaves the same.
 JSON paths in :class:`ImageSlot` use a small dotted language: ``a.b`` walks objects,
 ``a[*]`` every array item, ``a[?type=image_url]`` only items whose ``type`` is that value,
 and ``**`` any depth (used by vendors whose inputs are model-specific).
+
+:class:`ModelField` says where a vendor's requests name the model (a JSON field, a form
+field, or a part of the URL path); the core reads them for the transfer record of every door.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ __all__ = [
     "Control",
     "Endpoint",
     "ImageSlot",
+    "ModelField",
     "Region",
     "Vendor",
 ]
@@ -30,6 +34,7 @@ __all__ = [
 SlotKind = Literal["multipart", "json", "raw"]
 Encoding = Literal["data_uri", "base64", "url", "file_id", "bytes"]
 ControlLevel = Literal["request", "account", "unavailable"]
+ModelSource = Literal["json", "form", "path"]
 
 
 @dataclass(frozen=True)
@@ -75,10 +80,42 @@ class Endpoint:
     # Headers that declare the size of a file sent in a later request (resumable uploads);
     # the core drops them, since only the sanitized file's size will be true.
     declared_length_headers: tuple[str, ...] = ()
+    # Headers that carry the uploaded file's name (a raw-body upload's multipart filename);
+    # the core replaces the name with a neutral one, as it does for multipart file parts.
+    filename_headers: tuple[str, ...] = ()
     note: str = ""
 
     def matches(self, method: str, path: str) -> bool:
         return method.upper() == self.method and re.fullmatch(self.path, path) is not None
+
+
+@dataclass(frozen=True)
+class ModelField:
+    """Where a vendor's requests name the model, for the transfer record.
+
+    ``source="json"``: ``where`` is a dotted path of object keys in a JSON body (``model``,
+    ``image_request.model``). ``"form"``: ``where`` is a multipart form field; ``name.key``
+    reads ``key`` from a field whose value is a JSON object (Ideogram's ``image_request``).
+    ``"path"``: ``where`` is a regular expression with a ``(?P<model>...)`` group, matched
+    against the whole URL path. ``paths`` (a regular expression over the whole URL path)
+    limits a JSON or form field to the requests whose path matches. A vendor lists its
+    fields in order of precedence: the first one the request fills is recorded.
+    """
+
+    source: ModelSource
+    where: str
+    paths: str | None = None
+
+    def from_path(self, path: str) -> str | None:
+        """The model this ``path`` field names in the URL path ``path``, or None."""
+        if self.source != "path":
+            return None
+        found = re.fullmatch(self.where, path)
+        return found.group("model") if found is not None else None
+
+    def applies(self, path: str) -> bool:
+        """Whether this JSON or form field is read for a request to URL path ``path``."""
+        return self.paths is None or re.fullmatch(self.paths, path) is not None
 
 
 @dataclass(frozen=True)
@@ -121,6 +158,9 @@ class Vendor:
     # The URL path names the region too (Vertex: /locations/<region>/...), so moving a call
     # to another regional host alone would break it.
     path_names_region: bool = False
+    # Where requests name the model, in order of precedence (see ModelField); none: the
+    # record's model stays empty unless the door knows it.
+    models: tuple[ModelField, ...] = ()
     sources: tuple[str, ...] = field(default=(), repr=False)
 
     def region_for(self, host: str) -> Region | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from veilpix.adapters import vendors
-from veilpix.adapters._base import Control, Endpoint, ImageSlot, Region, Vendor
+from veilpix.adapters._base import Control, Endpoint, ImageSlot, ModelField, Region, Vendor
 
 __all__ = ["COMMAND", "render_markdown"]
 
@@ -111,6 +111,12 @@ def _operations(control: Control) -> str:
     return _code(sorted(control.operations)) if control.operations else "all"
 
 
+def _model_field(m: ModelField) -> str:
+    where = {"json": "JSON", "form": "form field", "path": "URL path"}[m.source]
+    only = f" (on `{m.paths}`)" if m.paths is not None else ""
+    return f"{where} `{m.where}`{only}"
+
+
 def _entities(regions: tuple[Region, ...]) -> list[str]:
     return sorted({r.legal_entity for r in regions})
 
@@ -160,6 +166,8 @@ def _vendor(v: Vendor) -> list[str]:
         creds += f"; query parameters: {_code(v.auth_query)}"
     lines.append(creds)
     lines.append(f"- Legal entity for EU/EEA customers: {'; '.join(_entities(v.regions))}")
+    models = "; ".join(_model_field(m) for m in v.models) or "not named in requests"
+    lines.append(f"- Model (transfer record) from, first found: {models}")
     lines += ["", "### Hosts", ""]
     lines += _table(
         ("Region", "Hosts", "Country", "Legal entity", "Note"),

@@ -8,7 +8,7 @@ Image blocks are ``{"type": "image", "source": {...}}`` with a base64, url or fi
 
 from __future__ import annotations
 
-from veilpix.adapters._base import Control, Endpoint, ImageSlot, Region, Vendor
+from veilpix.adapters._base import Control, Endpoint, ImageSlot, ModelField, Region, Vendor
 
 __all__ = ["VENDOR"]
 
@@ -45,6 +45,7 @@ VENDOR = Vendor(
         ),
     ),
     auth_headers=("x-api-key", "authorization"),
+    models=(ModelField("json", "model"),),
     endpoints=(
         Endpoint(
             "messages.create",

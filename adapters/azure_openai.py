@@ -9,12 +9,13 @@ is used with the plain ``OpenAI`` client. Bodies are the OpenAI ones.
 
 from __future__ import annotations
 
-from veilpix.adapters._base import Control, Endpoint, Region, Vendor
+from veilpix.adapters._base import Control, Endpoint, ModelField, Region, Vendor
 from veilpix.adapters.openai import (
     CHAT_SLOTS,
     EDIT_NOTE,
     EDIT_SLOTS,
     FILE_SLOTS,
+    MODEL_FIELDS,
     RESPONSES_SLOTS,
     UPLOAD_PART_SLOTS,
     VISION_NOTE,
@@ -49,6 +50,9 @@ VENDOR = Vendor(
         ),
     ),
     auth_headers=("api-key", "authorization"),
+    # The legacy API names the deployment (the model as the resource calls it) in the path;
+    # the v1 API names it in the body, as OpenAI does.
+    models=(ModelField("path", r"/openai/deployments/(?P<model>[^/]+)/.*"), *MODEL_FIELDS),
     endpoints=(
         Endpoint(
             "images.generate",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from veilpix.adapters._base import Control, Endpoint, ImageSlot, Region, Vendor
+from veilpix.adapters._base import Control, Endpoint, ImageSlot, ModelField, Region, Vendor
 
 __all__ = ["VENDOR"]
 
@@ -86,6 +86,8 @@ VENDOR = Vendor(
         ),
     ),
     auth_headers=("x-key",),
+    # POST /v1/{model}; only FLUX names count (get_result, finetune and the like are not models).
+    models=(ModelField("path", r"/v1/(?P<model>flux[A-Za-z0-9._-]*)"),),
     endpoints=(
         _model(
             "flux2.edit",

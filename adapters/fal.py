@@ -9,7 +9,7 @@ CDN upload).
 
 from __future__ import annotations
 
-from veilpix.adapters._base import Control, Endpoint, ImageSlot, Region, Vendor
+from veilpix.adapters._base import Control, Endpoint, ImageSlot, ModelField, Region, Vendor
 
 __all__ = ["VENDOR"]
 
@@ -41,6 +41,13 @@ VENDOR = Vendor(
         ),
     ),
     auth_headers=("authorization",),
+    # The app id is the path: fal.run/{owner}/{app}[/{sub}] (queue.fal.run alike); storage,
+    # CDN and queue status paths are not models.
+    models=(
+        ModelField(
+            "path", r"/(?!files/|storage/)(?!.*/requests(?:/|$))(?P<model>[^/]+/[^/]+(?:/[^/]+)*)"
+        ),
+    ),
     endpoints=(
         Endpoint(
             "storage.upload",
@@ -48,6 +55,7 @@ VENDOR = Vendor(
             r"/files/upload(?:/multipart)?",
             images=(ImageSlot("raw", "", frozenset({"bytes"})),),
             upload=True,
+            filename_headers=("x-fal-file-name",),
             note="CDN upload ({base_upload_url}/files/upload on v3.fal.media): the raw body is "
             "the file (Content-Type, X-Fal-File-Name), after a token from "
             "rest.fal.ai/storage/auth/token. /files/upload/multipart is the chunked form for "

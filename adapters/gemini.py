@@ -7,7 +7,7 @@ so both spellings are listed. :func:`content_slots` is shared with Vertex AI (``
 
 from __future__ import annotations
 
-from veilpix.adapters._base import Control, Endpoint, ImageSlot, Region, Vendor
+from veilpix.adapters._base import Control, Endpoint, ImageSlot, ModelField, Region, Vendor
 
 __all__ = ["VENDOR", "content_slots"]
 
@@ -72,6 +72,12 @@ VENDOR = Vendor(
     ),
     auth_headers=("x-goog-api-key",),
     auth_query=("key",),
+    # models/{model}:generateContent (and :streamGenerateContent, :predict, ...); the
+    # Interactions API and cached contents name it in the body.
+    models=(
+        ModelField("path", rf"{_VERSION}/models/(?P<model>[^/:]+):[A-Za-z]+"),
+        ModelField("json", "model"),
+    ),
     endpoints=(
         Endpoint(
             "models.generate_content",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from veilpix.adapters._base import Endpoint, ImageSlot, Region, Vendor
+from veilpix.adapters._base import Endpoint, ImageSlot, ModelField, Region, Vendor
 
 __all__ = ["VENDOR"]
 
@@ -58,6 +58,16 @@ VENDOR = Vendor(
         ),
     ),
     auth_headers=("api-key",),
+    # v2 paths and v1 paths name the model; the legacy endpoints name it in "image_request"
+    # (a JSON object, or a form field holding one).
+    models=(
+        ModelField("path", r"/v2/image/(?:remix|precise-edit)/(?P<model>[^/]+)"),
+        ModelField("path", r"/v1/(?P<model>ideogram-v[0-9][A-Za-z0-9._-]*)/.*"),
+        ModelField("json", "model"),
+        ModelField("json", "image_request.model"),
+        ModelField("form", "model"),
+        ModelField("form", "image_request.model"),
+    ),
     endpoints=(
         _endpoint(
             "v3.generate",

@@ -7,7 +7,7 @@ Servers and the ``image_url`` chunk follow the ``mistralai`` SDK
 
 from __future__ import annotations
 
-from veilpix.adapters._base import Control, Endpoint, ImageSlot, Region, Vendor
+from veilpix.adapters._base import Control, Endpoint, ImageSlot, ModelField, Region, Vendor
 
 __all__ = ["VENDOR"]
 
@@ -44,6 +44,7 @@ VENDOR = Vendor(
         ),
     ),
     auth_headers=("authorization",),
+    models=(ModelField("json", "model"),),
     endpoints=(
         Endpoint(
             "chat.completions",

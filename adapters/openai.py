@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from veilpix.adapters._base import Control, Endpoint, ImageSlot, Region, Vendor
+from veilpix.adapters._base import Control, Endpoint, ImageSlot, ModelField, Region, Vendor
 
 __all__ = [
     "CHAT_SLOTS",
     "EDIT_NOTE",
     "EDIT_SLOTS",
     "FILE_SLOTS",
+    "MODEL_FIELDS",
     "RESPONSES_SLOTS",
     "UPLOAD_PART_SLOTS",
     "VENDOR",
@@ -91,6 +92,10 @@ REGIONS = (
     _region("jp", ("jp.api.openai.com",), "JP", "Data-residency host for Japan."),
 )
 
+# Every model call names its model in the body: JSON "model", or the "model" form field of a
+# multipart images.edit (openai/resources/images.py).
+MODEL_FIELDS = (ModelField("json", "model"), ModelField("form", "model"))
+
 EDIT_SLOTS = (
     ImageSlot("multipart", "image", frozenset({"bytes"})),
     ImageSlot("multipart", "image[]", frozenset({"bytes"})),
@@ -151,6 +156,7 @@ VENDOR = Vendor(
     base_url="https://api.openai.com/v1",
     regions=REGIONS,
     auth_headers=("authorization",),
+    models=MODEL_FIELDS,
     endpoints=(
         Endpoint(
             "images.generate",

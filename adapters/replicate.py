@@ -8,7 +8,7 @@ as an https URL Replicate downloads or a ``data:`` URI. The adapter therefore na
 
 from __future__ import annotations
 
-from veilpix.adapters._base import Endpoint, ImageSlot, Region, Vendor
+from veilpix.adapters._base import Endpoint, ImageSlot, ModelField, Region, Vendor
 
 __all__ = ["VENDOR"]
 
@@ -42,6 +42,12 @@ VENDOR = Vendor(
         ),
     ),
     auth_headers=("authorization",),
+    # /v1/models/{owner}/{name}/predictions, or "version" in the body of /v1/predictions
+    # ("owner/name:id" or the version id). A deployment's model is not in the request.
+    models=(
+        ModelField("path", r"/v1/models/(?P<model>[^/]+/[^/]+)/predictions"),
+        ModelField("json", "version", paths=r"/v1/predictions"),
+    ),
     endpoints=(
         Endpoint(
             "predictions.create",

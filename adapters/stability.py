@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from veilpix.adapters._base import Control, Endpoint, ImageSlot, Region, Vendor
+from veilpix.adapters._base import Control, Endpoint, ImageSlot, ModelField, Region, Vendor
 
 __all__ = ["VENDOR"]
 
@@ -51,6 +51,12 @@ VENDOR = Vendor(
         ),
     ),
     auth_headers=("authorization",),
+    # generate/sd3 takes a "model" form field (sd3.5-large, ...); otherwise the path names the
+    # model family. Edit, upscale and control endpoints name none.
+    models=(
+        ModelField("form", "model"),
+        ModelField("path", rf"{_BASE}/generate/(?P<model>sd3|ultra|core)"),
+    ),
     endpoints=(
         _endpoint(
             "generate",

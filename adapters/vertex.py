@@ -9,7 +9,7 @@ other locations comes last.
 
 from __future__ import annotations
 
-from veilpix.adapters._base import Control, Endpoint, ImageSlot, Region, Vendor
+from veilpix.adapters._base import Control, Endpoint, ImageSlot, ModelField, Region, Vendor
 from veilpix.adapters.gemini import FORMATS, generate_slots
 
 __all__ = ["LOCATIONS", "VENDOR"]
@@ -135,6 +135,16 @@ VENDOR = Vendor(
     path_names_region=True,
     auth_headers=("authorization", "x-goog-api-key"),
     auth_query=("key",),
+    # .../publishers/{publisher}/models/{model}:generateContent (and :predict, ...); the
+    # OpenAI-compatible endpoint names it in the body.
+    models=(
+        ModelField(
+            "path",
+            r"/v1(?:beta1)?/(?:projects/[^/]+/locations/[^/]+/)?publishers/[^/]+/models/"
+            r"(?P<model>[^/:]+):[A-Za-z]+",
+        ),
+        ModelField("json", "model", paths=r".*/endpoints/openapi/chat/completions"),
+    ),
     endpoints=(
         Endpoint(
             "models.generate_content",

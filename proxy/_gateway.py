@@ -3,8 +3,15 @@
 ``/<vendor>/<path>`` goes to that vendor's registered base URL (or the one ``veilpix.toml``
 names) + ``/<path>``, through the same core as the SDK (``veilpix.Guard``): sanitize, controls,
 policy, log. It is never an open relay: only registered vendors, no absolute-form targets, no
-``..`` segments, no unknown prefixes. A blocked call gets a vendor-shaped error with status 403,
-so the app's own SDK raises something meaningful. Responses stream through as they arrive.
+``..`` segments, no unknown prefixes. A blocked call gets a vendor-shaped error with status 403
+(400 for a record header that may not be used), so the app's own SDK raises something
+meaningful. Responses stream through as they arrive.
+
+Each call is recorded with its app's purpose and legal basis from ``veilpix.toml``
+(:class:`~veilpix._config.RecordSettings`); where the config allows it, the request itself
+may say them, and name the data subject and a consent reference, with ``X-Veilpix-Purpose``,
+``X-Veilpix-Legal-Basis``, ``X-Veilpix-Subject`` and ``X-Veilpix-Consent`` (read by the core,
+never forwarded).
 """
 
 from __future__ import annotations
@@ -21,8 +28,10 @@ from functools import partial
 from typing import Any
 from urllib.parse import unquote
 
+from veilpix._config import RecordSettings
 from veilpix._errors import RequestBlocked, VeilpixError
 from veilpix._guard import Context, Guard, Outbound, Prepared
+from veilpix._record_facts import is_record_header
 from veilpix.proxy._http import DISCONNECT, HEALTH_PATH
 from veilpix.proxy._limits import (
     MEMORY_PER_BODY_BYTE,
@@ -51,6 +60,7 @@ _OWN = frozenset({"host", "content-length", "expect", "x-veilpix-token", "x-veil
 TOKEN_HEADER = "x-veilpix-token"  # noqa: S105 - a header name, not a secret
 APP_HEADER = "x-veilpix-app"
 _TOKEN_RAW, _APP_RAW = TOKEN_HEADER.encode(), APP_HEADER.encode()
+_VEILPIX = ("x-veilpix-", "x_veilpix_")
 
 
 def vendor_error(vendor: str, status: int, message: str, code: str) -> dict[str, Any]:
@@ -60,8 +70,8 @@ def vendor_error(vendor: str, status: int, message: str, code: str) -> dict[str,
         kind = kinds.get(status, "invalid_request_error")
         return {"type": "error", "error": {"type": kind, "message": message}}
     if vendor in ("gemini", "vertex_ai"):
-        state = {403: "PERMISSION_DENIED", 404: "NOT_FOUND", 408: "DEADLINE_EXCEEDED",
-                 413: "INVALID_ARGUMENT", 503: "UNAVAILABLE"}  # fmt: skip
+        state = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+                 408: "DEADLINE_EXCEEDED", 413: "INVALID_ARGUMENT", 503: "UNAVAILABLE"}  # fmt: skip
         return {"error": {"code": status, "message": message,
                           "status": state.get(status, "FAILED_PRECONDITION")}}  # fmt: skip
     if vendor == "replicate":
@@ -75,6 +85,9 @@ class Gateway:
     """The ASGI app. ``guards`` maps an app name (from ``X-Veilpix-App``) to its own Guard;
     ``""`` is the default. ``base_urls`` overrides vendors' base URLs. ``token`` (when set)
     must come in ``X-Veilpix-Token``. ``upstream`` replaces the transport to the vendors.
+    ``records`` maps an app name (``""``: the default) to what its calls are recorded as
+    doing: a :class:`~veilpix._config.RecordSettings`, or a mapping with ``purpose``,
+    ``legal_basis`` and ``headers`` (the record headers its requests may send).
 
     A request body must keep coming: no pause over ``idle_timeout`` seconds and, after the
     first ``idle_timeout`` seconds, ``min_body_rate`` bytes per second on average, else
@@ -97,7 +110,7 @@ class Gateway:
         idle_timeout: float = 30.0,
         min_body_rate: int = 8192,
         max_image_memory: int = 512 * 1024 * 1024,
-        records: Mapping[str, Mapping[str, str]] | None = None,
+        records: Mapping[str, RecordSettings | Mapping[str, Any]] | None = None,
     ) -> None:
         if "" not in guards:
             raise ValueError("guards needs a default entry under ''")
@@ -107,8 +120,8 @@ class Gateway:
         self.min_body_rate = min_body_rate
         self.budget = MemoryBudget(max_image_memory)
         self.guards = dict(guards)
-        # what each app's calls are recorded as doing ("" : the default): purpose, legal_basis
-        self.records = {app: dict(r) for app, r in (records or {}).items()}
+        # what each app's calls are recorded as doing ("" : the default)
+        self.records = {app: _record_settings(r) for app, r in (records or {}).items()}
         self.base_urls = dict(base_urls or {})
         self.token = token
         self.max_body = max_body
@@ -266,13 +279,15 @@ class Gateway:
         app = _header(scope, _APP_RAW).decode("latin-1")
         guard = self.guards.get(app) or self.guards[""]
         client = scope.get("client")
-        record = self.records.get(app if app in self.guards else "", {})
+        settings = self.records.get(app if app in self.guards else "") or RecordSettings()
+        record = settings.for_vendor(vendor)
         context = Context(
             app=app or None,
             client=f"{client[0]}" if client else None,
             door=door,
             purpose=record.get("purpose"),
             legal_basis=record.get("legal_basis"),
+            record_headers=settings.headers,
         )
         outbound = Outbound(scope["method"], url, _forwarded(scope["headers"]), body)
         try:
@@ -280,7 +295,9 @@ class Gateway:
                 outbound, context=context, vendor=vendor, offload=self._in_thread
             )
         except RequestBlocked as exc:
-            await self._refuse(send, vendor, 403, _blocked_text(exc), exc.rule, outcome="blocked")
+            status = 400 if exc.rule == "record.header" else 403
+            await self._refuse(send, vendor, status, _blocked_text(exc), exc.rule,
+                               outcome="blocked")  # fmt: skip
             return
         except VeilpixError as exc:  # the log cannot be written: fail closed
             await self._refuse(send, vendor, 503, f"veilpix cannot record the call: {exc.message}",
@@ -422,9 +439,21 @@ class Gateway:
         return await loop.run_in_executor(self._executor, partial(func, *args, **kwargs))
 
 
+def _record_settings(value: RecordSettings | Mapping[str, Any]) -> RecordSettings:
+    if isinstance(value, RecordSettings):
+        return value
+    return RecordSettings(
+        purpose=value.get("purpose"),
+        legal_basis=value.get("legal_basis"),
+        headers=frozenset(value.get("headers", ())),
+    )
+
+
 def _forwarded(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     """The request headers that go on to the vendor: without the hop-by-hop ones (RFC 9110
-    7.6.1, including those the Connection header names) and the gateway's own."""
+    7.6.1, including those the Connection header names) and the gateway's own (token and
+    app; the core reads and drops the record headers, and no other ``X-Veilpix-*`` header
+    goes to a vendor either)."""
     headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in raw]
     named = {
         t.strip().lower() for k, v in headers if k.lower() == "connection" for t in v.split(",")
@@ -432,7 +461,10 @@ def _forwarded(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     return [
         (k, v)
         for k, v in headers
-        if (low := k.lower()) not in _HOP_BY_HOP and low not in _OWN and low not in named
+        if (low := k.lower()) not in _HOP_BY_HOP
+        and low not in _OWN
+        and low not in named
+        and (not low.startswith(_VEILPIX) or is_record_header(low))
     ]
 
 

@@ -77,7 +77,7 @@ def build_gateway(
         idle_timeout=config.proxy.idle_timeout,
         min_body_rate=config.proxy.min_body_rate,
         max_image_memory=config.proxy.max_image_memory,
-        records={app: config.record(app or None) for app in policies},
+        records={app: config.record_settings(app or None) for app in policies},
     )
 
 

@@ -64,6 +64,7 @@ from veilpix._audit_record import (
     OutboundImage,
     Outcome,
     Transfer,
+    clip_text,
     data_categories,
     image_facts,
     redact_headers,
@@ -1497,28 +1498,29 @@ class AuditLog:
             "request_bytes": t.request_bytes,
             "prompt": prompt,
         }
-        mechanism = t.transfer_mechanism or self.mechanisms.get(t.vendor)
+        mechanism = clip_text(t.transfer_mechanism or self.mechanisms.get(t.vendor))
+        c = clip_text  # every free text a door or an app hands in: short, one line
         body: dict[str, Any] = {
             "v": 1,
-            "who": {"app": t.app, "actor": t.actor, "client": t.client, "door": t.door},
+            "who": {"app": c(t.app), "actor": c(t.actor), "client": c(t.client), "door": t.door},
             "what": what,
             "where": {
                 "vendor": t.vendor,
-                "legal_entity": t.legal_entity,
-                "model": t.model,
-                "operation": t.operation,
+                "legal_entity": c(t.legal_entity),
+                "model": c(t.model),
+                "operation": c(t.operation),
                 "method": t.method.upper(),
                 "url": redact_url(t.url),
                 "host": t.host,
-                "region": t.region,
+                "region": c(t.region),
                 "country": t.country.upper() if t.country else None,
                 "transfer_mechanism": mechanism,
             },
             "why": {
-                "purpose": t.purpose,
-                "legal_basis": t.legal_basis,
+                "purpose": c(t.purpose),
+                "legal_basis": c(t.legal_basis),
                 "consent": t.consent_ref is not None,
-                "consent_ref": t.consent_ref,
+                "consent_ref": c(t.consent_ref),
                 "subject_ref": None,
             },
             "controls": {
@@ -1528,8 +1530,8 @@ class AuditLog:
             },
             # values scrubbed with the whole entry in _append
             "headers": redact_headers(t.headers or {}, scrub=False),
-            "rule": t.rule,
-            "retention": t.retention,
+            "rule": c(t.rule),
+            "retention": c(t.retention),
         }
         linked["fingerprints"] = fps
         return body, linked
@@ -1546,8 +1548,8 @@ class AuditLog:
         subject = None
         if t.subject_ref is not None:
             subject, key = self._subject_key(db, t.subject_ref)
-            linked["subject_ref"] = t.subject_ref
-            linked["consent_ref"] = t.consent_ref
+            linked["subject_ref"] = clip_text(t.subject_ref)
+            linked["consent_ref"] = clip_text(t.consent_ref)
             body["why"]["consent_ref"] = None
             body["sealed"] = seal(key, canonical(linked).encode(), rid.encode()).hex()
         else:

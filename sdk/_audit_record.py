@@ -24,6 +24,7 @@ __all__ = [
     "OutboundImage",
     "Outcome",
     "Transfer",
+    "clip_text",
     "redact_headers",
     "redact_url",
     "scrub_secrets",
@@ -74,6 +75,22 @@ _SHAPES: tuple[tuple[tuple[str, ...], bool, re.Pattern[str]], ...] = (
 # fal keys without a scheme: "<uuid>:<hex secret>"
 _FAL_SHAPE = re.compile(r":[0-9a-f]{32}")  # starts with a literal: a fast scan
 _FAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}:[0-9a-f]{32,}")
+
+
+TEXT_LIMIT = 200  # characters kept of a short text field (a model name, a reference)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+
+
+def clip_text(value: object, limit: int = TEXT_LIMIT) -> str | None:
+    """``value`` as a short text for the record: None unless it is a non-empty string;
+    control characters become spaces, and anything over ``limit`` characters is cut there
+    and ends in "…" (what was sent is kept as far as it is useful, never a whole payload)."""
+    if not isinstance(value, str):
+        return None
+    text = _CONTROL.sub(" ", value).strip()
+    if not text:
+        return None
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _mask(m: re.Match[str]) -> str:
@@ -143,13 +160,16 @@ class OutboundImage:
     """One image in an outbound request: the bytes the app gave and what veilpix made of them.
 
     ``sanitized`` is None when the image could not be sanitized (the call is then blocked and
-    ``error`` says why). The log keeps only keyed fingerprints and facts, never the bytes.
+    ``error`` says why). ``filename`` is the file name the image was sent under (the neutral
+    name veilpix gave a multipart file part or an upload, never the app's own). The log keeps
+    only keyed fingerprints and facts, never the bytes.
     """
 
     original: bytes = field(repr=False)
     sanitized: SanitizedImage | None = None
     field: str = ""
     error: str | None = None
+    filename: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,8 +183,10 @@ class Transfer:
     of the caller, for the proxy), ``door`` (sdk, transport, gateway, intercept). Why:
     ``purpose``, ``legal_basis``, ``consent_ref``, ``subject_ref`` (the data subject; every
     field linked to a subject is stored encrypted under that subject's key and can be erased).
-    What: ``images``, ``prompt`` (stored as length and keyed fingerprint only), extra
-    ``data_categories``, ``request_bytes``, ``headers`` (stored with credentials redacted).
+    What: ``images``, ``prompt`` (the text sent: prompts, message content, system
+    instructions; stored as length and keyed fingerprint only), extra ``data_categories``
+    ("prompt text", "system instructions", "document (PDF)", ...), ``request_bytes``,
+    ``headers`` (stored with credentials redacted).
     ``controls_*``: the privacy controls applied, available only at account level, or not
     offered by the vendor. ``rule``: the policy rule that decided. ``retention``: a class name
     the operator's retention schedule understands.
@@ -210,6 +232,8 @@ def image_facts(image: OutboundImage) -> dict[str, Any]:
     """The facts kept about one image: sizes, formats, what was found and done. No values of
     metadata (a GPS position or serial number is personal data), no plain hashes."""
     out: dict[str, Any] = {"field": scrub_secrets(image.field), "bytes_before": len(image.original)}
+    if image.filename is not None:
+        out["filename"] = scrub_secrets(image.filename)
     s = image.sanitized
     if s is None:
         out["error"] = scrub_secrets(image.error or "not sanitized")
@@ -259,6 +283,6 @@ def data_categories(transfer: Transfer, facts: Sequence[Mapping[str, Any]]) -> l
         cats.add("face image (blurred)")
     if any(f.get("faces_checked") is False for f in facts if "error" not in f):
         cats.add("image (faces not checked)")
-    if transfer.prompt:
-        cats.add("prompt text")
+    if transfer.prompt and "system instructions" not in cats:
+        cats.add("prompt text")  # (a door that found both lists both itself)
     return sorted(cats)

@@ -11,9 +11,13 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from veilpix import __version__
 from veilpix._errors import VeilpixError
+
+if TYPE_CHECKING:
+    from veilpix._config import Config
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -493,8 +497,10 @@ def _run_config(args: argparse.Namespace) -> int:
             "source": source,
             "log": str(log_path),
             "vendors": {n: {"base_url": v.base_url, "transfer_mechanism": v.transfer_mechanism,
-                            "policy": dict(v.policy_settings)}
+                            "policy": dict(v.policy_settings), **dict(v.record)}
                         for n, v in config.vendors.items()},
+            "record": {"default": _record_summary(config, None),
+                       "apps": {a: _record_summary(config, a) for a in policies if a}},
             "routable_vendors": routable_vendors(config),
             "policy": _policy_summary(policies[""]),
             "apps": {a: _policy_summary(p) for a, p in policies.items() if a},
@@ -515,6 +521,7 @@ def _run_config(args: argparse.Namespace) -> int:
     for name, vendor in sorted(config.vendors.items()):
         bits = [f"base_url {vendor.base_url}"] if vendor.base_url else []
         bits += [f"mechanism {vendor.transfer_mechanism!r}"] if vendor.transfer_mechanism else []
+        bits += [f"{k} {v!r}" for k, v in vendor.record.items()]
         bits += (
             [f"policy {_settings_text(dict(vendor.policy_settings))}"]
             if vendor.policy_settings
@@ -523,10 +530,14 @@ def _run_config(args: argparse.Namespace) -> int:
         print(f"  vendor {name}: {', '.join(bits) or 'defaults'}")
     changed = {k: v for k, v in default.items() if k in config.policy_settings}
     print(f"  policy: {_settings_text(changed) or 'defaults'}")
+    print(f"  record: {_record_text(_record_summary(config, None))}")
     for app in sorted(config.apps):
         overrides = {k: v for k, v in _policy_summary(policies[app]).items()
                      if k in config.apps[app]}  # fmt: skip
         print(f"  app {app}: {_settings_text(overrides) or 'same as [policy]'}")
+        record = _record_summary(config, app)
+        if record != _record_summary(config, None):
+            print(f"  app {app} record: {_record_text(record)}")
     token = "set" if proxy.token else "not set"
     print(
         f"  proxy: {proxy.host}:{proxy.port}, max_body {proxy.max_body:,} bytes, "
@@ -541,6 +552,26 @@ def _run_config(args: argparse.Namespace) -> int:
     bits += [f"{h} via {_address(*a)}" for h, a in intercept.upstream_hosts.items()]
     print(f"  intercept: {', '.join(bits)}")
     return EXIT_OK
+
+
+def _record_summary(config: Config, app: str | None) -> dict[str, object]:
+    """What ``app``'s proxied calls are recorded as doing, and the record headers allowed."""
+    settings = config.record_settings(app)
+    return {
+        "purpose": settings.purpose,
+        "legal_basis": settings.legal_basis,
+        "headers": sorted(settings.headers),
+    }
+
+
+def _record_text(record: dict[str, object]) -> str:
+    headers = record["headers"]
+    allowed = ", ".join(headers) if isinstance(headers, list) and headers else "none"
+    purpose = repr(record["purpose"]) if record["purpose"] else "-"
+    return (
+        f"purpose {purpose}, legal_basis {record['legal_basis'] or '-'}, "
+        f"X-Veilpix record headers: {allowed}"
+    )
 
 
 def _address(host: str, port: int) -> str:

@@ -55,6 +55,7 @@ __all__ = [
     "DataUri",
     "JsonImage",
     "JsonPath",
+    "JsonText",
     "JsonUrl",
     "Multipart",
     "Part",
@@ -100,6 +101,25 @@ _DATA_URI_HEADER_MAX = 1024  # characters between "data:" and the comma
 
 JsonPath = tuple[str | int, ...]
 """A position in a parsed JSON document: object keys (str) and array indexes (int)."""
+
+# Keys whose string values (or arrays of strings) are text a person, or the app for them,
+# wrote: chat and message content, Gemini parts, prompts. Under SYSTEM_KEYS, or in a message
+# whose role is in SYSTEM_ROLES, the text is instructions to the model rather than a prompt.
+TEXT_KEYS = frozenset({
+    "prompt", "negative_prompt", "text_prompt", "style_prompt", "search_prompt",
+    "select_prompt", "background_prompt", "foreground_prompt", "text", "content", "input",
+})  # fmt: skip
+SYSTEM_KEYS = frozenset({"system", "instructions", "systemInstruction", "system_instruction"})
+SYSTEM_ROLES = frozenset({"system", "developer"})
+
+
+class JsonText(NamedTuple):
+    """A string at a text key (see ``TEXT_KEYS``): ``system`` when it instructs the model."""
+
+    path: JsonPath
+    system: bool
+    text: str
+
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _PARAM_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -1056,18 +1076,21 @@ def iter_strings(doc: Any, *, max_depth: int = DEFAULT_MAX_DEPTH) -> Iterator[tu
 
 
 def _strings_to_check(
-    doc: Any, *, max_depth: int, min_len: int | None
+    doc: Any, *, max_depth: int, min_len: int | None, texts: list[JsonText] | None = None
 ) -> list[tuple[JsonPath, str]]:
     """The strings in ``doc`` that may be an image or a URL (at least ``min_len`` characters
     long, or holding a colon as ``data:`` and ``https://`` do), with their paths, in document
     order; none when ``min_len`` is None. Checks nesting like :func:`iter_strings`, and
-    builds no path for anything else (most of a request's strings are short prose)."""
+    builds no path for anything else (most of a request's strings are short prose). With
+    ``texts``, the strings at text keys are added to it in the same walk."""
 
     shortest = sys.maxsize if min_len is None else min_len
     strings = min_len is not None
     if not isinstance(doc, dict | list):
         keep = strings and isinstance(doc, str) and (len(doc) >= shortest or ":" in doc)
         return [((), doc)] if keep else []
+    if texts is not None:
+        return _strings_and_texts(doc, max_depth, shortest if strings else None, texts)
     found: list[tuple[JsonPath, str]] = []
     stack: list[tuple[JsonPath, Any]] = [((), doc)]
     while stack:
@@ -1087,6 +1110,60 @@ def _strings_to_check(
                 else isinstance(v, dict | list)
             )
         ]
+        kids.reverse()
+        stack.extend(kids)
+    return found
+
+
+# Flags of a node on the walk of _strings_and_texts.
+_SYSTEM, _TEXT_ITEMS, _IS_TEXT, _CANDIDATE = 1, 2, 4, 8
+
+
+def _strings_and_texts(
+    doc: Any, max_depth: int, shortest: int | None, texts: list[JsonText]
+) -> list[tuple[JsonPath, str]]:
+    """:func:`_strings_to_check` that also lists the strings at text keys in ``texts``, in
+    document order. ``shortest`` None: no image or URL candidates."""
+    found: list[tuple[JsonPath, str]] = []
+    stack: list[tuple[JsonPath, Any, int]] = [((), doc, 0)]
+    while stack:
+        path, node, flags = stack.pop()
+        if isinstance(node, str):
+            if flags & _CANDIDATE:
+                found.append((path, node))
+            if flags & _IS_TEXT:
+                texts.append(JsonText(path, bool(flags & _SYSTEM), node))
+            continue
+        if len(path) >= max_depth:
+            raise _too_deep(max_depth)
+        inherited = flags & _SYSTEM
+        kids: list[tuple[JsonPath, Any, int]] = []
+        if isinstance(node, dict):
+            role = node.get("role")
+            if isinstance(role, str) and role in SYSTEM_ROLES:
+                inherited = _SYSTEM
+            for k, v in node.items():
+                system = inherited | (_SYSTEM if k in SYSTEM_KEYS else 0)
+                textual = k in TEXT_KEYS or k in SYSTEM_KEYS
+                if isinstance(v, str):
+                    f = system | (_IS_TEXT if textual else 0)
+                    if shortest is not None and (len(v) >= shortest or ":" in v):
+                        f |= _CANDIDATE
+                    if f & (_IS_TEXT | _CANDIDATE):
+                        kids.append(((*path, k), v, f))
+                elif isinstance(v, dict | list):
+                    items = _TEXT_ITEMS if textual and isinstance(v, list) else 0
+                    kids.append(((*path, k), v, system | items))
+        else:
+            for i, v in enumerate(node):
+                if isinstance(v, str):
+                    f = inherited | (_IS_TEXT if flags & _TEXT_ITEMS else 0)
+                    if shortest is not None and (len(v) >= shortest or ":" in v):
+                        f |= _CANDIDATE
+                    if f & (_IS_TEXT | _CANDIDATE):
+                        kids.append(((*path, i), v, f))
+                elif isinstance(v, dict | list):
+                    kids.append(((*path, i), v, inherited))
         kids.reverse()
         stack.extend(kids)
     return found
@@ -1362,14 +1439,19 @@ def scan_json(
     min_len: int | None = BASE64_MIN_LEN,
     url_schemes: Iterable[str] = ("http", "https", "gs", "s3"),
     max_depth: int = DEFAULT_MAX_DEPTH,
+    texts: list[JsonText] | None = None,
 ) -> tuple[list[JsonImage], list[JsonUrl]]:
     """:func:`find_images_in_json` and :func:`find_urls_in_json` in one walk; with
-    ``min_len=None`` it looks for URLs only."""
+    ``min_len=None`` it looks for URLs only. ``texts`` (a list) also gets, in the same walk,
+    every string at a text key (``TEXT_KEYS``: prompts, message content, Gemini parts)."""
     wanted = {s.lower() for s in url_schemes}
     images: list[JsonImage] = []
     urls: list[JsonUrl] = []
     candidates = _strings_to_check(
-        doc, max_depth=max_depth, min_len=sys.maxsize if min_len is None else min_len
+        doc,
+        max_depth=max_depth,
+        min_len=sys.maxsize if min_len is None else min_len,
+        texts=texts,
     )
     for path, value in candidates:
         if min_len is not None:

@@ -12,6 +12,7 @@ It configures the transfer log, the policy (default, per vendor, per app) and th
 
     [vendors.openai]
     transfer_mechanism = "EU-US Data Privacy Framework (adequacy decision)"
+    purpose = "support chat"             # this vendor's calls: over [record], under [apps.*]
 
     [vendors.openai.policy]              # this vendor's own policy, on top of [policy]
     region = "eu"
@@ -27,12 +28,15 @@ It configures the transfer log, the policy (default, per vendor, per app) and th
     [record]                             # what the calls are recorded as doing (the register)
     purpose = "product photos for the shop"
     legal_basis = "contract"             # one of GDPR Art. 6(1)'s six lawful bases
+    headers = []                         # X-Veilpix-* headers a proxied request may set them
+                                         # with: "purpose", "legal_basis", "subject", "consent"
 
     [apps.marketing]                     # requests carrying ``X-Veilpix-App: marketing``
     faces = "off"                        # overrides on top of [policy]
     require_consent_for_faces = true
     purpose = "campaign images"          # and of [record]
     legal_basis = "consent"
+    record_headers = ["subject", "consent"]  # instead of [record] headers, for this app
 
     [proxy]
     host = "127.0.0.1"                   # a non-loopback host also needs allow_remote = true
@@ -73,6 +77,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from veilpix._errors import ConfigError
+from veilpix._record_facts import RECORD_HEADERS
 
 if TYPE_CHECKING:
     from veilpix._policy import Policy
@@ -82,6 +87,7 @@ __all__ = [
     "InterceptConfig",
     "LogConfig",
     "ProxyConfig",
+    "RecordSettings",
     "VendorConfig",
     "check_domain",
     "load_config",
@@ -106,6 +112,29 @@ class VendorConfig:
     transfer_mechanism: str | None = None
     base_url: str | None = None
     policy_settings: Mapping[str, Any] = field(default_factory=dict)  # [vendors.<name>.policy]
+    record: Mapping[str, str] = field(default_factory=dict)  # its purpose, legal_basis
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordSettings:
+    """What one app's proxied calls are recorded as doing: ``purpose`` and ``legal_basis``
+    (``[record]``, then ``[apps.<app>]``), per vendor where ``[vendors.<name>]`` says
+    otherwise (``vendors``: vendor -> the merged values), and which ``X-Veilpix-*`` record
+    headers its requests may set fields with (``headers``: ``purpose``, ``legal_basis``,
+    ``subject``, ``consent``; none by default)."""
+
+    purpose: str | None = None
+    legal_basis: str | None = None
+    headers: frozenset[str] = frozenset()
+    vendors: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+    def for_vendor(self, vendor: str) -> dict[str, str]:
+        """``purpose`` and ``legal_basis`` (those set) for a call to ``vendor``."""
+        found = self.vendors.get(vendor)
+        if found is not None:
+            return dict(found)
+        pairs = (("purpose", self.purpose), ("legal_basis", self.legal_basis))
+        return {k: v for k, v in pairs if v is not None}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -160,14 +189,42 @@ class Config:
     apps: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     # what each app's calls are recorded as doing ("" : the default): purpose, legal_basis
     records: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # the X-Veilpix-* record headers requests may send ("": [record] headers; an app listed
+    # here has its own record_headers instead)
+    record_headers: Mapping[str, frozenset[str]] = field(default_factory=dict)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     intercept: InterceptConfig = field(default_factory=InterceptConfig)
     source: Path | None = None
 
-    def record(self, app: str | None = None) -> dict[str, str]:
+    def record(self, app: str | None = None, *, vendor: str | None = None) -> dict[str, str]:
         """What calls of ``app`` (None: the default) are recorded as doing: ``purpose`` and
-        ``legal_basis`` from ``[record]``, with ``[apps.<app>]`` on top."""
-        return {**self.records.get("", {}), **self.records.get(app or "", {})}
+        ``legal_basis`` from ``[record]``, then ``[vendors.<vendor>]`` when ``vendor`` is
+        given, then ``[apps.<app>]`` on top (the app has the last word, as for policies)."""
+        out = dict(self.records.get("", {}))
+        if vendor is not None and vendor in self.vendors:
+            out.update(self.vendors[vendor].record)
+        if app:
+            out.update(self.records.get(app, {}))
+        return out
+
+    def allowed_record_headers(self, app: str | None = None) -> frozenset[str]:
+        """The record fields requests of ``app`` may set with ``X-Veilpix-*`` headers: the
+        app's ``record_headers`` when it has them, else ``[record] headers`` (else none)."""
+        if app and app in self.record_headers:
+            return self.record_headers[app]
+        return self.record_headers.get("", frozenset())
+
+    def record_settings(self, app: str | None = None) -> RecordSettings:
+        """Everything the proxy needs to record ``app``'s calls (see :class:`RecordSettings`)."""
+        base = self.record(app)
+        return RecordSettings(
+            purpose=base.get("purpose"),
+            legal_basis=base.get("legal_basis"),
+            headers=self.allowed_record_headers(app),
+            vendors={
+                name: self.record(app, vendor=name) for name, v in self.vendors.items() if v.record
+            },
+        )
 
     def vendor_policies(self, app: str | None = None) -> dict[str, Policy]:
         """Vendor -> Policy for vendors with ``[vendors.<name>.policy]``: ``[policy]``, then
@@ -348,11 +405,26 @@ def _strings(where: str, values: list[Any]) -> list[str]:
 
 
 _RECORD_KEYS = ("purpose", "legal_basis")
+# Record fields a request may set with an X-Veilpix-* header, where the config allows it.
+RECORD_HEADER_FIELDS = tuple(RECORD_HEADERS)
 # GDPR Art. 6(1): the six lawful bases
 LEGAL_BASES = frozenset(
     {"consent", "contract", "legal_obligation", "vital_interests", "public_task",
      "legitimate_interests"}
 )  # fmt: skip
+
+
+def _record_headers(where: str, value: Any) -> frozenset[str]:
+    """A ``headers`` / ``record_headers`` list: names from RECORD_HEADER_FIELDS."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{where} must be a list, not {value!r}")
+    for name in _strings(where, value):
+        if name not in RECORD_HEADER_FIELDS:
+            raise ConfigError(
+                f"{where} names no record header: {name!r}",
+                hint=f"choose from {', '.join(RECORD_HEADER_FIELDS)}",
+            )
+    return frozenset(value)
 
 
 def _record_settings(where: str, table: dict[str, Any], *, whole: bool = False) -> dict[str, str]:
@@ -659,18 +731,24 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     for name, table in doc.get("vendors", {}).items():
         if not isinstance(table, dict):
             raise ConfigError(f"vendors.{name} must be a table ([vendors.{name}])")
-        _check_keys(
-            f"vendors.{name}", table, {"transfer_mechanism": str, "base_url": str, "policy": dict}
-        )
+        _check_keys(f"vendors.{name}", table, {
+            "transfer_mechanism": str, "base_url": str, "policy": dict, "purpose": str,
+            "legal_basis": str,
+        })  # fmt: skip
         _check_vendor(name, table)
         settings = _policy_settings(f"vendors.{name}.policy", table.get("policy", {}))
         vendors[name] = VendorConfig(
             transfer_mechanism=table.get("transfer_mechanism"),
             base_url=table.get("base_url"),
             policy_settings=settings,
+            record=_record_settings(f"vendors.{name}", dict(table)),
         )
     apps: dict[str, dict[str, Any]] = {}
-    records = {"": _record_settings("record", dict(doc.get("record", {})), whole=True)}
+    record_table = dict(doc.get("record", {}))
+    record_headers: dict[str, frozenset[str]] = {}
+    if "headers" in record_table:
+        record_headers[""] = _record_headers("record.headers", record_table.pop("headers"))
+    records = {"": _record_settings("record", record_table, whole=True)}
     for name, table in doc.get("apps", {}).items():
         if not isinstance(table, dict):
             raise ConfigError(f"apps.{name} must be a table ([apps.{name}])")
@@ -681,6 +759,10 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
             )
         settings = dict(table)
         records[name] = _record_settings(f"apps.{name}", settings)  # takes its keys out
+        if "record_headers" in settings:
+            record_headers[name] = _record_headers(
+                f"apps.{name}.record_headers", settings.pop("record_headers")
+            )
         apps[name] = _policy_settings(f"apps.{name}", settings)
     config = Config(
         log=_log(doc.get("log", {}), file.absolute().parent),
@@ -688,6 +770,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         policy_settings=_policy_settings("policy", doc.get("policy", {})),
         apps=apps,
         records={k: v for k, v in records.items() if v},
+        record_headers=record_headers,
         proxy=_proxy(doc.get("proxy", {})),
         intercept=_intercept(doc.get("intercept", {}), file.absolute().parent),
         source=file,

@@ -63,7 +63,7 @@ from veilpix._codec import (
 from veilpix._errors import MalformedMultipart, RequestError, RequestTooLarge
 from veilpix._sniff import MEDIA_TYPES, looks_like_image, sniff
 
-__all__ = ["MAX_LAYERS", "Finder", "Refused", "Role"]
+__all__ = ["MAX_LAYERS", "Finder", "Refused", "Role", "neutral_name_for"]
 
 Role = Literal["image", "mask"]
 Clean = Callable[[bytes, str, Role], bytes]
@@ -609,6 +609,16 @@ def neutral_filename(kind: str, index: int, extension: str) -> str:
     return f"{kind}{'' if index <= 1 else f'-{index}'}{extension}"
 
 
+def neutral_name_for(data: bytes, original: str | None, index: int = 1) -> str:
+    """The neutral name of file number ``index`` holding ``data`` (sent as ``original``):
+    ``image.jpg`` for an image (its extension from the bytes), else ``file`` with the
+    original's extension when that is a plain one (``file-2.pdf``)."""
+    media = _media(data)
+    if media is not None:
+        return neutral_filename("image", index, _EXTENSIONS.get(media, ""))
+    return neutral_filename("file", index, _extension(original or ""))
+
+
 def _extension(filename: str) -> str:
     dot = filename.rfind(".")
     ext = filename[dot:] if dot >= 0 else ""
@@ -620,7 +630,8 @@ class Finder:
     """Finds and cleans every image in one request (see the module docstring).
 
     ``clean(data, where, role)`` sanitizes one image; ``document(kind, where)`` hears of
-    non-image files; ``max_bytes`` is the budget of decoded bytes (all layers together);
+    non-image files; ``renamed(where, filename)`` hears the neutral name each multipart file
+    part is sent under; ``max_bytes`` is the budget of decoded bytes (all layers together);
     ``max_parts`` caps the parts of one multipart layer. One finder serves one request.
     """
 
@@ -629,11 +640,13 @@ class Finder:
         clean: Clean,
         *,
         document: Document | None = None,
+        renamed: Callable[[str, str], None] | None = None,
         max_bytes: int = 256 << 20,
         max_parts: int = 1000,
     ) -> None:
         self._clean = clean
         self._document = document
+        self._renamed = renamed
         self._room = max_bytes
         self.max_parts = max_parts
         self.files = 0  # file parts renamed so far (for neutral names)
@@ -1333,6 +1346,8 @@ class Finder:
                 changed = True
             if part.filename is not None:
                 changed |= part.rename(self)
+                if self._renamed is not None and part.filename is not None:
+                    self._renamed(at, part.filename)
         if not changed:
             return body, content_type
         delim = b"--" + boundary.encode("ascii")
@@ -1921,12 +1936,9 @@ class _MimePart:
     def rename(self, finder: Finder) -> bool:
         """Give a file part a neutral name that keeps the right extension (``image.jpg``,
         ``file.pdf``): file names often carry a person's name. True when it changed."""
-        media = _media(self.plain if self.plain is not None else self.data)
         finder.files += 1
-        if media is not None:
-            new = neutral_filename("image", finder.files, _EXTENSIONS.get(media, ""))
-        else:
-            new = neutral_filename("file", finder.files, _extension(self.filename or ""))
+        data = self.plain if self.plain is not None else self.data
+        new = neutral_name_for(data, self.filename, finder.files)
         if new == self.filename:
             return False
         self.filename = new

@@ -16,6 +16,12 @@ A door (the httpx2/httpx transports, the Client, the proxy) turns its native req
 5. applies the vendor's real per-request privacy controls and the Content-Usage signal;
 6. writes the transfer record *before* returning (write-ahead), or records the block.
 
+The record's facts are read in the same passes (see :mod:`veilpix._record_facts`): the model
+from the URL path or the body (per the vendor's adapter), the text sent (prompts, message
+content, system instructions) from the body walk, the neutral file names given to uploads,
+and, where the door allows them, purpose, legal basis, subject and consent from
+``X-Veilpix-*`` headers (which are never forwarded, nor stored with the record's headers).
+
 Fail closed: anything that looks like an image but cannot be sanitized, a malformed body, or a
 log that cannot be written stops the request with :class:`~veilpix.RequestBlocked` (or
 ``AuditLogError``); no error path hands back the original bytes.
@@ -24,6 +30,7 @@ log that cannot be written stops the request with :class:`~veilpix.RequestBlocke
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import ipaddress
 import json
@@ -33,8 +40,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from veilpix._audit_record import OutboundImage, Transfer, redact_url
+from veilpix._audit_record import OutboundImage, Transfer, clip_text, redact_url
 from veilpix._codec import (
+    JsonText,
     build_data_uri,
     dump_json,
     find_urls_in_json,
@@ -59,8 +67,20 @@ from veilpix._finder import (
     _fix_mime,
     _other_image,
     _whole_json,
+    neutral_name_for,
 )
 from veilpix._policy import Policy
+from veilpix._record_facts import (
+    FORM_SYSTEM_FIELDS,
+    FORM_TEXT_FIELDS,
+    HeaderRefused,
+    form_json,
+    form_models,
+    is_record_header,
+    json_models,
+    path_models,
+    read_record_headers,
+)
 from veilpix._sniff import MEDIA_TYPES, looks_like_image, sniff
 
 if TYPE_CHECKING:
@@ -113,7 +133,13 @@ class Outbound:
 
 @dataclass(frozen=True, kw_only=True)
 class Context:
-    """Who is calling and why: recorded with every transfer (see ``veilpix.Transfer``)."""
+    """Who is calling and why: recorded with every transfer (see ``veilpix.Transfer``).
+
+    ``model`` and ``prompt``, when the door knows them, win over what the request says.
+    ``record_headers`` names the record fields (``purpose``, ``legal_basis``, ``subject``,
+    ``consent``) a request may set itself with ``X-Veilpix-Purpose``,
+    ``X-Veilpix-Legal-Basis``, ``X-Veilpix-Subject`` and ``X-Veilpix-Consent``; a request
+    carrying any other of them is refused (by default: all of them)."""
 
     app: str | None = None
     actor: str | None = None
@@ -126,6 +152,7 @@ class Context:
     door: str = "transport"
     model: str | None = None
     prompt: str | None = field(default=None, repr=False)
+    record_headers: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -228,7 +255,12 @@ class _Work:
     remote: list[tuple[str, str]] = field(default_factory=list)
     categories: list[str] = field(default_factory=list)  # non-image files sent ("document (PDF)")
     first_image: SanitizedImage | None = None
-    prompt: str | None = None  # the request's own prompt field, for the log (never stored clear)
+    path: str = ""  # the URL path the call goes to
+    models: dict[int, str] = field(default_factory=dict)  # vendor model-field rank -> model
+    # text sent (system instructions?, text), for the log (never stored clear)
+    texts: list[tuple[bool, str]] = field(default_factory=list)
+    context: Context | None = None  # the call's context with its record headers applied
+    walked: bool = False  # the body walk has begun (its facts are in here)
     policy: Policy = field(default_factory=Policy)  # the guard's, or the vendor's override
     inline: bool = False  # on the event loop: heavy work raises _NeedsThread
 
@@ -333,6 +365,7 @@ class Guard:
         try:
             return self._prepare(request, ctx, work, vendor), work, None
         except _Block as block:
+            self._unread_facts(request, work)
             return request, work, block
         except ImageError as exc:
             return (
@@ -388,6 +421,9 @@ class Guard:
                 "server to one with Policy(vendor_hosts={'host': 'openai'})",
             )
         vendor = work.vendor
+        # (routing to a regional host below changes the host, never the path)
+        work.path = parts.path
+        work.models.update(path_models(vendor, parts.path))
         # From here on the vendor's own policy applies, when one is set for it.
         policy = work.policy = self.vendor_policies.get(vendor.name, self.policy)
         plain_ok = parts.scheme == "http" and (_is_loopback(host) or not policy.https_only)
@@ -418,8 +454,8 @@ class Guard:
                 "choose a region inside the allowed countries (Policy(region='eu')) or widen "
                 "Policy(allowed_countries=...)",
             )
-        path = urlsplit(url).path
-        work.endpoint = vendor.endpoint_for(request.method, path)
+        work.endpoint = vendor.endpoint_for(request.method, work.path)
+        ctx = self._record_headers(request, ctx, work)
         self._sort_controls(work)
         encoding = request.header("content-encoding")
         if encoding and encoding.strip().lower() != "identity":
@@ -429,8 +465,10 @@ class Guard:
         # A resumable upload may declare the file's length before sending it; only the
         # sanitized length will be true, so the (optional) declaration goes.
         declared = work.endpoint.declared_length_headers if work.endpoint is not None else ()
-        out.drop_header("content-encoding", *declared)
+        own = [k for k, _ in out.headers if is_record_header(k)]  # read above, never sent
+        out.drop_header("content-encoding", *declared, *own)
         self._rewrite(out, work, ctx)
+        self._rename_upload(out, work)
         limit = work.endpoint.max_request_bytes if work.endpoint is not None else None
         if limit is not None and len(out.body) > limit:
             raise _Block(
@@ -443,6 +481,24 @@ class Guard:
         headers.append(("Content-Length", str(len(out.body))))
         out.set_headers(headers, drop=("transfer-encoding",))
         return out
+
+    def _record_headers(self, request: Outbound, ctx: Context, work: _Work) -> Context:
+        """``ctx`` with what the request's ``X-Veilpix-*`` record headers say (where
+        ``ctx.record_headers`` allows them), kept in ``work`` for the record."""
+        try:
+            found = read_record_headers(request.headers, ctx.record_headers)
+        except HeaderRefused as exc:
+            raise _Block("record.header", exc.message, exc.hint) from exc
+        if found:
+            ctx = dataclasses.replace(
+                ctx,
+                purpose=found.get("purpose", ctx.purpose),
+                legal_basis=found.get("legal_basis", ctx.legal_basis),
+                subject_ref=found.get("subject", ctx.subject_ref),
+                consent_ref=found.get("consent", ctx.consent_ref),
+            )
+        work.context = ctx
+        return ctx
 
     # -- destination -------------------------------------------------------------------------
 
@@ -532,6 +588,7 @@ class Guard:
         """Find every image in the body, whatever its Content-Type says (see
         :mod:`veilpix._finder`), clean it and put it back; the top-level multipart form and
         JSON document also get the vendor's semantics (masks, prompts, remote URLs, controls)."""
+        work.walked = True
         if not out.body:
             return
         ctype_header = out.header("content-type") or ""
@@ -540,8 +597,7 @@ class Guard:
             masks = self._mask_fields(work)
 
             def field(name: str, data: bytes) -> None:
-                if name == "prompt" and work.prompt is None:
-                    work.prompt = data.decode("utf-8", "replace")
+                self._form_field(work, name, data)
 
             form, form_type = self._finder(work, ctx).rewrite_multipart(
                 out.body, ctype_header, masks=masks, on_field=field
@@ -596,16 +652,81 @@ class Guard:
             if category not in work.categories:
                 work.categories.append(category)
 
-        return Finder(clean, document=document, max_bytes=work.policy.max_request_bytes)
+        def renamed(where: str, filename: str) -> None:
+            _name_image(work, where, filename)
+
+        return Finder(clean, document=document, renamed=renamed,
+                      max_bytes=work.policy.max_request_bytes)  # fmt: skip
+
+    # -- what the request says about itself, for the record ----------------------------------
+
+    def _form_field(self, work: _Work, name: str, data: bytes) -> None:
+        """A multipart form field (not a file): the model, or text the app sent."""
+        vendor = work.vendor
+        assert vendor is not None
+        parsed = form_json(name, data)
+        work.models.update(form_models(vendor, work.path, name, data, parsed))
+        if name in FORM_TEXT_FIELDS or name in FORM_SYSTEM_FIELDS:
+            text = data.decode("utf-8", "replace")
+            _add_text(work, [JsonText((name,), name in FORM_SYSTEM_FIELDS, text)])
+        elif parsed is not None:
+            _add_text(work, [JsonText((name, k), False, v) for k, v in parsed.items()
+                             if k in FORM_TEXT_FIELDS and isinstance(v, str)])  # fmt: skip
+
+    def _unread_facts(self, request: Outbound, work: _Work) -> None:
+        """The model and text of a request blocked before its body was walked (a refused
+        record header, a destination the policy does not allow): the record of a refused
+        call says what it asked for too. Only plain JSON and form bodies are read, and
+        nothing that fails to parse is guessed at."""
+        from veilpix._codec import parse_multipart
+
+        if work.vendor is None or work.walked or not request.body:
+            return
+        if (request.header("content-encoding") or "identity").strip().lower() != "identity":
+            return
+        ctype_header = request.header("content-type") or ""
+        ctype = ctype_header.split(";", 1)[0].strip().lower()
+        limit = work.policy.max_request_bytes
+        try:
+            if ctype == "multipart/form-data":
+                form = parse_multipart(request.body, ctype_header, max_bytes=limit)
+                for part in form.parts:
+                    if not part.is_file:
+                        self._form_field(work, part.name, part.data)
+            elif ctype == "application/json" or ctype.endswith("+json"):
+                doc = load_json(request.body, max_bytes=limit)
+                work.models.update(json_models(work.vendor, work.path, doc))
+                texts: list[JsonText] = []
+                scan_json(doc, min_len=None, url_schemes=(), texts=texts)
+                _add_text(work, texts)
+        except VeilpixError:
+            pass
+
+    def _rename_upload(self, out: Outbound, work: _Work) -> None:
+        """Give a raw-body upload a neutral file name where a header carries the app's
+        (fal's ``X-Fal-File-Name``), as multipart file parts get one."""
+        endpoint = work.endpoint
+        if endpoint is None or not endpoint.filename_headers:
+            return
+        for header in endpoint.filename_headers:
+            original = out.header(header)
+            if original is not None:
+                name = neutral_name_for(out.body, original)
+                out.set_header(header, name)
+                _name_image(work, "body", name)
 
     def _rewrite_json(self, out: Outbound, doc: Any, work: _Work, ctx: Context) -> None:
         original = out.body
         if work.endpoint is not None and work.endpoint.chunked_start:
             _refuse_chunked_image(doc)
-        if isinstance(doc, dict) and isinstance(doc.get("prompt"), str):
-            work.prompt = doc["prompt"]
+        vendor = work.vendor
+        assert vendor is not None
+        work.models.update(json_models(vendor, work.path, doc))
         changed = False
-        found_images, urls = scan_json(doc, url_schemes=("http", "https"))
+        texts: list[JsonText] = []
+        found_images, urls = scan_json(doc, url_schemes=("http", "https"), texts=texts)
+        image_paths = {tuple(f.path) for f in found_images}
+        _add_text(work, [t for t in texts if tuple(t.path) not in image_paths])
         masks = self._json_mask_paths(doc, work) if found_images else set()
         found_images.sort(key=lambda f: tuple(f.path) in masks)
         handled = {tuple(f.path) for f in found_images}
@@ -808,11 +929,20 @@ class Guard:
 
     def _transfer(self, out: Outbound, ctx: Context, work: _Work, *, rule: str) -> Transfer:
         vendor = work.vendor
+        ctx = work.context or ctx  # with its record headers, when they were accepted
+        model = clip_text(ctx.model) or (work.models[min(work.models)] if work.models else None)
+        # system instructions first, whatever the key order of the body: the same text
+        # through another door or SDK has the same fingerprint
+        texts = [t for _, t in sorted(work.texts, key=lambda t: not t[0])]
+        prompt = ctx.prompt if ctx.prompt is not None else "\n\n".join(texts) or None
+        categories = list(work.categories)
+        if ctx.prompt and "prompt text" not in categories:
+            categories.append("prompt text")
         return Transfer(
             vendor=vendor.name if vendor is not None else "unknown",
             url=out.url,
             method=out.method,
-            model=ctx.model,
+            model=model,
             operation=work.endpoint.operation if work.endpoint is not None else None,
             legal_entity=work.region.legal_entity if work.region is not None else None,
             region=work.region.name if work.region is not None else None,
@@ -826,13 +956,13 @@ class Guard:
             consent_ref=ctx.consent_ref,
             subject_ref=ctx.subject_ref,
             images=tuple(work.images),
-            prompt=ctx.prompt if ctx.prompt is not None else work.prompt,
+            prompt=prompt,
             request_bytes=len(out.body),
-            headers=dict(out.headers),
+            headers={k: v for k, v in out.headers if not is_record_header(k)},
             controls_applied=tuple(work.applied),
             controls_account_level=tuple(work.account),
             controls_unavailable=tuple(work.unavailable),
-            data_categories=tuple(work.categories),
+            data_categories=tuple(categories),
             rule=rule,
             retention=ctx.retention,
         )
@@ -854,6 +984,27 @@ class Guard:
             controls_unavailable=tuple(work.unavailable),
             remote_images=tuple(work.remote),
         )
+
+
+def _add_text(work: _Work, texts: Iterable[JsonText]) -> None:
+    """Note text the request carries: for the prompt fingerprint and the data categories."""
+    for found in texts:
+        text = found.text
+        if not text.strip() or text[:5].lower() == "data:":  # a file, not text
+            continue
+        work.texts.append((found.system, text))
+        category = "system instructions" if found.system else "prompt text"
+        if category not in work.categories:
+            work.categories.append(category)
+
+
+def _name_image(work: _Work, where: str, filename: str) -> None:
+    """Record the neutral name the image found at ``where`` was sent under."""
+    for i in range(len(work.images) - 1, -1, -1):
+        image = work.images[i]
+        if image.field == where and image.filename is None:
+            work.images[i] = dataclasses.replace(image, filename=filename)
+            return
 
 
 def _refuse_chunked_image(doc: Any) -> None:

@@ -993,6 +993,40 @@ def test_iter_strings_in_document_order() -> None:
     assert list(C.iter_strings("top")) == [((), "top")]
 
 
+def test_scan_json_lists_text_in_the_same_walk() -> None:
+    uri = "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 40).decode()
+    doc = {
+        "model": "m",
+        "instructions": "be brief",
+        "messages": [
+            {"role": "system", "content": "sys"},
+            {"role": ["odd"], "content": [{"type": "text", "text": "hi"},
+                                          {"type": "image_url", "image_url": {"url": uri}}]},
+            {"role": "developer", "content": [{"type": "text", "text": "dev"}]},
+        ],
+        "system": [{"type": "text", "text": "anthropic system", "cache_control": {"type": "x"}}],
+        "input": {"prompt": ["a", "b"], "negative_prompt": "c", "seed": 4, "steps": "30"},
+        "text": {"format": {"type": "text"}},  # Responses' text config: no text in it
+        "tools": [{"description": "not a prompt", "name": "f"}],
+    }  # fmt: skip
+    texts: list[C.JsonText] = []
+    images, urls = C.scan_json(doc, texts=texts)
+    assert [(t.path, t.system, t.text) for t in texts] == [
+        (("instructions",), True, "be brief"),
+        (("messages", 0, "content"), True, "sys"),
+        (("messages", 1, "content", 0, "text"), False, "hi"),
+        (("messages", 2, "content", 0, "text"), True, "dev"),
+        (("system", 0, "text"), True, "anthropic system"),
+        (("input", "prompt", 0), False, "a"),
+        (("input", "prompt", 1), False, "b"),
+        (("input", "negative_prompt"), False, "c"),
+    ]
+    # the images and URLs found are the same as without texts
+    assert (images, urls) == C.scan_json(doc)
+    with pytest.raises(RequestTooLarge):
+        C.scan_json({"prompt": nested(300)}, texts=[])
+
+
 def nested(depth: int) -> Any:
     doc: Any = "leaf"
     for _ in range(depth):

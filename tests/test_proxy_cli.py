@@ -352,6 +352,80 @@ def test_bad_record_settings_are_clear_errors(tmp_path: Path, text: str, message
         load_config(write(tmp_path, text))
 
 
+def test_record_headers_and_vendor_purposes_in_the_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = load_config(write(tmp_path, """
+[record]
+purpose = "support answers"
+legal_basis = "contract"
+headers = ["purpose", "legal_basis"]
+
+[vendors.anthropic]
+purpose = "claude drafts"
+legal_basis = "legitimate_interests"
+
+[apps.hr]
+purpose = "hr photos"
+record_headers = ["subject", "consent"]
+
+[apps.locked]
+record_headers = []
+
+[apps.quiet]
+faces = "off"
+"""))  # fmt: skip
+    assert cfg.allowed_record_headers() == {"purpose", "legal_basis"}  # none unless listed
+    assert cfg.allowed_record_headers("hr") == {"subject", "consent"}  # the app's own list
+    assert cfg.allowed_record_headers("locked") == frozenset()
+    assert cfg.allowed_record_headers("quiet") == {"purpose", "legal_basis"}  # inherited
+    # [record] < [vendors.<name>] < [apps.<name>]
+    assert cfg.record(vendor="anthropic") == {"purpose": "claude drafts",
+                                              "legal_basis": "legitimate_interests"}  # fmt: skip
+    assert cfg.record("hr", vendor="anthropic") == {"purpose": "hr photos",
+                                                    "legal_basis": "legitimate_interests"}  # fmt: skip
+    assert cfg.record("quiet", vendor="openai") == cfg.record()
+    settings = cfg.record_settings("hr")
+    assert settings.for_vendor("openai") == {"purpose": "hr photos", "legal_basis": "contract"}
+    assert settings.for_vendor("anthropic")["purpose"] == "hr photos"
+    assert main(["config", "check", "--config", str(cfg.source)]) == 0
+    out = capsys.readouterr().out
+    assert "record: purpose 'support answers', legal_basis contract, X-Veilpix record headers: " \
+           "legal_basis, purpose" in out  # fmt: skip
+    assert "app hr record: purpose 'hr photos', legal_basis contract, X-Veilpix record " \
+           "headers: consent, subject" in out  # fmt: skip
+    assert "vendor anthropic: purpose 'claude drafts'" in out
+    assert main(["config", "check", "--config", str(cfg.source), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)["record"]
+    assert record["default"]["headers"] == ["legal_basis", "purpose"]
+    assert record["apps"]["locked"]["headers"] == []
+
+
+def test_no_record_headers_without_a_config() -> None:
+    from veilpix._config import Config
+
+    assert Config().allowed_record_headers() == frozenset()
+    assert Config().record_settings().headers == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[record]\nheaders = ['purpose', 'app']\n", "record.headers names no record header"),
+        ("[record]\nheaders = 'purpose'\n", "record.headers must be a list"),
+        ("[apps.x]\nrecord_headers = ['subject_ref']\n", "apps.x.record_headers names no"),
+        ("[vendors.openai]\nlegal_basis = 'vibes'\n", "vendors.openai.legal_basis must be one"),
+        ("[vendors.openai]\npurpose = ''\n", "vendors.openai.purpose must be a short text"),
+        ("[vendors.openai]\nheaders = ['purpose']\n", "unknown setting vendors.openai.headers"),
+    ],
+)
+def test_bad_record_header_settings_are_clear_errors(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(write(tmp_path, text))
+
+
 def test_the_gateway_records_each_apps_purpose_and_legal_basis(tmp_path: Path) -> None:
     """The register no longer says "not recorded" for every gateway call."""
     fake = FakeVendor()
