@@ -523,6 +523,7 @@ def _show(args: argparse.Namespace) -> int:
         t = Table(title="images", title_justify="left")
         for col in (
             "field",
+            "sent as",
             "before",
             "after",
             "metadata found (removed)",
@@ -534,6 +535,7 @@ def _show(args: argparse.Namespace) -> int:
             if "error" in i:
                 t.add_row(
                     _esc(i.get("field") or "-"),
+                    "",
                     _size(i["bytes_before"]),
                     "[red]not sent[/]",
                     _esc(i["error"]),
@@ -548,6 +550,7 @@ def _show(args: argparse.Namespace) -> int:
             )
             t.add_row(
                 _esc(i.get("field") or "-"),
+                _esc(i.get("filename") or "-"),
                 f"{i['format_before']} {i['width_before']}x{i['height_before']} {_size(i['bytes_before'])}",
                 f"{i['format_after']} {i['width_after']}x{i['height_after']} {_size(i['bytes_after'])}",
                 ", ".join(i.get("metadata_found", {})) or "none",

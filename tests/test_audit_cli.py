@@ -382,3 +382,19 @@ def test_altered_rows_give_a_clear_error(
         assert action in ("list", "export") and verify_log(log_path).intact is False
     else:
         assert code in (1, 2) and "veilpix audit verify" in err
+
+
+def test_show_names_the_file_name_an_image_was_sent_under(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from auditkit import CLEAN, PHOTO, transfer
+
+    from veilpix import AuditLog, OutboundImage
+
+    path = tmp_path / "audit.db"
+    with AuditLog(path) as log:
+        image = OutboundImage(PHOTO, CLEAN, "image", filename="image-2.jpg")
+        pending = log.begin(transfer(1, images=[image]))
+        pending.finish(status=200)
+    code, text = run(capsys, "audit", "show", "--log", str(path), pending.id)
+    assert code == 0 and "sent as" in text and "image-2.jpg" in text
