@@ -498,8 +498,7 @@ class AuditLog:
         # the checkpoint this transaction signed (id, entry, SHA-256 of the signature, time):
         # the key file's state follows it once it is on disk
         self._signed_pending: tuple[int, int, str, str] | None = None
-        # the key file as last seen (device, inode), and a state it could not record yet
-        self._key_seen: tuple[int, int] | None = None
+        # a state the key file could not record yet (the next write tries again first)
         self._state_due: tuple[tuple[int, int, str, str] | None] | None = None
         self._key_problem: str | None = None  # read-only: what is wrong with the key file
         self._stop = threading.Event()
@@ -687,7 +686,6 @@ class AuditLog:
                 "mount); copy it there with mode 0600 and point [log] key or --key at it",
             )
         self.keys = keys
-        self._key_seen = self._key_identity()
         if version < SCHEMA_VERSION:
             self._migrate(db, version)
         self._recover()
@@ -991,17 +989,25 @@ class AuditLog:
     ) -> bool:
         """Write the log's newest durable checkpoint (None: just founded) into the key file,
         unless the file already holds a newer one (writers in several processes race here;
-        the newest wins). ``locked``: the caller holds the writers' lock already. A failure
-        is logged and remembered, not raised (the entry is committed): the next write tries
-        again first, and is refused while the key file cannot record the log's state."""
+        the newest wins; an older copy put in its place is brought up to date). ``locked``:
+        the caller holds the writers' lock already. A failure (the key file moved away,
+        another key file in its place, its folder not writable) is logged and remembered,
+        not raised (the entry is committed): the next write tries again first, and is
+        refused while the key file cannot record the log's state. Someone who moves the key
+        file aside can therefore not keep the writers going past the next checkpoint with a
+        key file that forgets them."""
         assert self.keys is not None
         lockfd = None if locked else self._writer_lock()
         try:
             if lockfd is not None:
                 fcntl.flock(lockfd, fcntl.LOCK_EX)
             current = KeyFile.read(self.key_path)
-            if current.log_id != self.log_id:
-                raise ConfigError(f"the key file now belongs to log {current.log_id}")
+            if (current.log_id, current.hmac_key, current.signing_seed) != (
+                self.log_id,
+                self.keys.hmac_key,
+                self.keys.signing_seed,
+            ):
+                raise ConfigError("another key file took its place")
             have = current.state or {}
             newer = signed is not None and int(have.get("checkpoint") or 0) < signed[0]
             if have.get("log_id") == self.log_id and not newer:
@@ -1014,7 +1020,6 @@ class AuditLog:
                                  ts=signed[3])  # fmt: skip
                 self.keys = current.evolve(state=state, restart=None)
                 self.keys.save(self.key_path)
-            self._key_seen = self._key_identity()
             self._state_due = None
             return True
         except (OSError, ConfigError) as exc:
@@ -1029,52 +1034,6 @@ class AuditLog:
         finally:
             if lockfd is not None:
                 fcntl.flock(lockfd, fcntl.LOCK_UN)
-
-    def _key_identity(self) -> tuple[int, int]:
-        st = os.stat(os.path.realpath(self.key_path))
-        return st.st_dev, st.st_ino
-
-    def _key_still_ours(self) -> None:
-        """Before every write: the key file is still there, and if another file took its
-        place (another writer process recorded a checkpoint: a new file, renamed over it), it
-        holds the same keys and a state no older than the one this writer knows. Someone who
-        moves the key file aside, or puts an older copy back, stops the writers: otherwise
-        the key file could not record (or would forget) checkpoints, and a log cut back
-        behind them would go unnoticed."""
-        assert self.keys is not None
-        try:
-            seen = self._key_identity()
-        except OSError as exc:
-            raise AuditLogError(
-                f"the key file {str(self.key_path)!r} of the transfer log is gone "
-                f"({exc.strerror}); nothing was sent",
-                hint="put it back where it was; veilpix writes again once it is there",
-            ) from exc
-        if seen != self._key_seen:
-            try:
-                now = KeyFile.read(self.key_path)
-            except ConfigError as exc:
-                raise AuditLogError(exc.message + "; nothing was sent", hint=exc.hint) from exc
-            mine, theirs = self.keys, now
-            known = int((mine.state or {}).get("checkpoint") or 0)
-            if (theirs.hmac_key, theirs.signing_seed, theirs.log_id) != (
-                mine.hmac_key,
-                mine.signing_seed,
-                mine.log_id,
-            ) or int((theirs.state or {}).get("checkpoint") or 0) < known:
-                raise AuditLogError(
-                    f"the key file {str(self.key_path)!r} was replaced while veilpix was "
-                    "writing, by another key file or an older copy; nothing was sent",
-                    hint="put the key file back as it was, then restart veilpix",
-                )
-            self.keys, self._key_seen = now, seen
-        if self._state_due is not None and not self._save_state(self._state_due[0], locked=True):
-            raise AuditLogError(
-                f"the key file {str(self.key_path)!r} cannot record the transfer log's newest "
-                "checkpoint; nothing was sent",
-                hint="make its folder writable and check the disk has space; writing resumes "
-                "by itself",
-            )
 
     def _still_writable(self) -> None:
         """Raise AuditLogError when the log's files were removed, replaced, or made
@@ -1097,8 +1056,13 @@ class AuditLog:
             )
         # Only the shared-memory index is mapped into memory (a write to it faults); the
         # log and its WAL are written with write(), which fails cleanly (sqlite3.Error).
-        if self.keys is not None:
-            self._key_still_ours()
+        if self._state_due is not None and not self._save_state(self._state_due[0], locked=True):
+            raise AuditLogError(
+                f"the key file {str(self.key_path)!r} cannot record the transfer log's newest "
+                "checkpoint (moved away, replaced, or its folder not writable); nothing was sent",
+                hint="put the key file back as it was and check its folder is writable and the "
+                "disk has space; writing resumes by itself",
+            )
         if self._wal_sync and not os.access(self._shm, os.W_OK):
             raise AuditLogError(
                 f"the transfer log file {str(self._shm)!r} is missing or cannot be written "
@@ -1363,8 +1327,6 @@ class AuditLog:
         """The newest entry, once everything after the last one this handle trusts is
         authenticated (linked, hashed and MACed with the key file's key); AuditLogError
         otherwise: a writer never extends or signs entries someone without the key wrote."""
-        from veilpix._audit_verify import authenticate
-
         row = db.execute("SELECT seq, hash, ts FROM entries ORDER BY seq DESC LIMIT 1").fetchone()
         known = self._txn_head or self._trusted
         if row is None:
@@ -1375,6 +1337,8 @@ class AuditLog:
         if type(seq) is not int or not isinstance(digest, bytes) or not isinstance(ts, str):
             raise self._damaged(f"its newest entry holds values veilpix never writes ({row!r:.80})")
         if known != (seq, digest):
+            from veilpix._audit_verify import authenticate
+
             assert self.keys is not None
             problem = authenticate(db, self.log_id, self.keys, known, self.public_key,
                                    self.checkpoint_every)  # fmt: skip

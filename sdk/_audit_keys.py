@@ -6,7 +6,8 @@ first use with ``O_EXCL`` (several processes opening a new log agree on one file
 - ``hmac``: the per-log secret behind every fingerprint. A plain SHA-256 of a photo lets
   anyone who has the photo confirm it was sent; a keyed HMAC needs this file as well. A second
   key derived from it MACs every log entry as it is written (:meth:`KeyFile.entry_mac`), so
-  nobody without this file can write or rewrite an entry a writer or verify will accept.
+  nobody without this file can write or rewrite an entry a writer or verify will accept
+  (keyed BLAKE2b under a key derived from this one and the log's id).
 - ``wrap``: AES-256-GCM key that wraps the per-subject keys stored in the log, so the log file
   alone reveals no subject-linked field.
 - ``signing``: the Ed25519 key that signs checkpoints. Its public half is stored in the log
@@ -152,11 +153,13 @@ class KeyFile:
         return Ed25519PrivateKey.from_private_bytes(self.signing_seed).sign(message)
 
     def entry_mac(self, entry_hash: bytes, log_id: str) -> bytes:
-        """The MAC stored with an entry of log ``log_id``: HMAC-SHA256 over the entry's hash
-        (which covers its content and, through the chain, every entry before it) under a key
-        derived for that log, so that entries cannot move between logs that share keys (a
-        restarted log keeps its keys)."""
-        return hmac.digest(_entry_key(self.hmac_key, log_id), entry_hash, "sha256")
+        """The MAC stored with an entry of log ``log_id``: keyed BLAKE2b-256 (RFC 7693's MAC
+        mode) over the entry's hash (which covers its content and, through the chain, every
+        entry before it), under a key derived for that log, so that entries cannot move
+        between logs that share keys (a restarted log keeps its keys). BLAKE2b rather than
+        HMAC-SHA256: the same security, a third of the time, on every entry written."""
+        key = _entry_key(self.hmac_key, log_id)
+        return hashlib.blake2b(entry_hash, key=key, digest_size=32).digest()
 
     def knows(self, log_id: str) -> bool:
         """These keys belong to ``log_id``, or wrote it before a restart."""

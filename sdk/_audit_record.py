@@ -87,7 +87,20 @@ def clip_text(value: object, limit: int = TEXT_LIMIT) -> str | None:
     and ends in "…" (what was sent is kept as far as it is useful, never a whole payload)."""
     if not isinstance(value, str):
         return None
-    text = _CONTROL.sub(" ", value).strip()
+    return _clip_short(value, limit) if len(value) <= _CLIP_CACHED else _clip(value, limit)
+
+
+_CLIP_CACHED = 512  # longer texts are not kept in the cache
+
+
+@functools.lru_cache(maxsize=2048)  # the same app, purpose and model come call after call
+def _clip_short(value: str, limit: int) -> str | None:
+    return _clip(value, limit)
+
+
+def _clip(value: str, limit: int) -> str | None:
+    # (isprintable() is false for every control character: the regex only runs when needed)
+    text = (value if value.isprintable() else _CONTROL.sub(" ", value)).strip()
     if not text:
         return None
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -460,23 +460,33 @@ def test_an_abandoned_log_put_back_in_place_of_the_restarted_one(tmp_path: Path)
     assert "has moved on" in result.problems[0].message
 
 
-def test_key_file_moved_aside_or_rolled_back_stops_the_writer(tmp_path: Path) -> None:
+def test_key_file_moved_aside_stops_the_writer_at_the_next_checkpoint(tmp_path: Path) -> None:
+    """Moved aside, the key file cannot record the next checkpoint: from then on every call
+    is refused, so the writers cannot go on past a state the key file would forget. An older
+    copy put in its place is brought up to date, and another key file is refused."""
     path, key = tmp_path / "audit.db", tmp_path / "audit.db.key"
     log = AuditLog(path, checkpoint_every=2, checkpoint_seconds=3600)
-    fill(log, 1)
+    fill(log, 1)  # entries 1 (first) and 2 (every 2nd) are signed and recorded
     old_copy = key.read_bytes()
     key.rename(tmp_path / "stash")
-    with pytest.raises(AuditLogError, match=r"key file .* is gone"):
+    fill(log, 1)  # entry 4 is signed, and the key file cannot record it
+    with pytest.raises(AuditLogError, match="cannot record the transfer log's newest checkpoint"):
         log.begin(transfer(1))
     (tmp_path / "stash").rename(key)
-    fill(log, 3)  # back: writing resumes, and the key file records checkpoints again
-    assert KeyFile.read(key).state["checkpoint"] >= 3  # type: ignore[index]
-    # an older copy of the key file put in its place: it would forget the checkpoints since
-    (tmp_path / "copy").write_bytes(old_copy)
+    fill(log, 2)  # back: the pending state is recorded first, then writing resumes
+    recorded = KeyFile.read(key).state
+    assert recorded is not None and recorded["seq"] == 8
+    (tmp_path / "copy").write_bytes(old_copy)  # an older copy of the key file in its place
     (tmp_path / "copy").chmod(0o600)
     (tmp_path / "copy").replace(key)
-    with pytest.raises(AuditLogError, match="replaced while veilpix was writing"):
-        log.begin(transfer(2))
+    fill(log, 1)
+    recorded = KeyFile.read(key).state
+    assert recorded is not None and recorded["seq"] == 10  # brought up to date
+    other = KeyFile.generate("someone else's")
+    other.save(key)
+    fill(log, 1)  # entry 12's checkpoint cannot be recorded in a foreign key file ...
+    with pytest.raises(AuditLogError, match="cannot record"):
+        log.begin(transfer(2))  # ... so nothing more is written
     log._closed = True
 
 
