@@ -115,13 +115,26 @@ def _mask(m: re.Match[str]) -> str:
     return m.group(0) if before.isalnum() or before in "_-" else REDACTED
 
 
+def _before_space(hay: str, word: str) -> bool:
+    """Whether ``word`` occurs followed by whitespace, which an authorization scheme needs
+    ("Bearer x"): "key" alone is in every redacted ``?key=`` parameter and ``x-api-key``
+    header name, and the scheme pattern costs about 50 us over a record's JSON."""
+    i = hay.find(word)
+    while i != -1:
+        j = i + len(word)
+        if j < len(hay) and hay[j].isspace():
+            return True
+        i = hay.find(word, j)
+    return False
+
+
 def scrub_secrets(text: str) -> str:
     """Mask anything in ``text`` shaped like a credential."""
     low = text.lower()
     for triggers, caseless, pattern in _SHAPES:
         hay = low if caseless else text
         for trigger in triggers:  # (a plain loop: any() over a generator costs more here)
-            if trigger in hay:
+            if trigger in hay and (not caseless or _before_space(hay, trigger)):
                 text = pattern.sub(_mask, text)
                 break
     if _FAL_SHAPE.search(text) is not None:

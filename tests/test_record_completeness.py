@@ -814,3 +814,16 @@ def test_free_text_a_door_hands_the_log_is_clipped(tmp_path: Path) -> None:
     assert len(rec.where["model"]) <= 200 and rec.where["model"].endswith("…")
     assert "\n" not in rec.why["purpose"] and len(rec.why["purpose"]) <= 200
     assert rec.who["app"] == "shop" and len(rec.why["consent_ref"]) <= 200
+
+
+def test_scheme_credentials_are_masked_whatever_space_follows_the_scheme() -> None:
+    """The cheap trigger for "Bearer x" / "Key x" schemes must not miss any whitespace the
+    pattern itself accepts, nor fire on "key" alone (redacted ?key= parameters)."""
+    from veilpix._audit_record import REDACTED, scrub_secrets
+
+    for space in (" ", "\t", "\u00a0", "\u2003", "\u3000"):
+        text = f'{{"note":"Key{space}abcdefgh12345678","url":"?key=[redacted]"}}'
+        assert "abcdefgh12345678" not in scrub_secrets(text), repr(space)
+        assert REDACTED in scrub_secrets(text)
+    plain = '{"url":"https://x/?key=%5Bredacted%5D","h":{"x-api-key":"[redacted]"}}'
+    assert scrub_secrets(plain) == plain
