@@ -367,7 +367,7 @@ def _authenticate(  # noqa: PLR0917
         return problem
     if kseq < start.seq:  # another writer pruned past it: check from the prune bridge on,
         # the prune entry (after the bridge, so walked and MAC-checked) included
-        return _walk_tail(db, start.seq, start.prev, keys, log_id)
+        return _walk_links(db, start.seq, start.prev, keys, log_id)
     row = db.execute("SELECT hash FROM entries WHERE seq=?", (kseq,)).fetchone()
     if row is None or _b(row[0]) != khash:
         # name the first entry that gives it away, where the check on open can
@@ -376,7 +376,30 @@ def _authenticate(  # noqa: PLR0917
             f"entry {kseq} is no longer the entry this writer wrote or checked (replaced, or "
             "the chain rebuilt)",
         )  # fmt: skip
-    return _walk_tail(db, kseq + 1, khash, keys, log_id)
+    return _walk_links(db, kseq + 1, khash, keys, log_id)
+
+
+def _walk_links(
+    db: sqlite3.Connection, seq: int, prev: bytes, keys: KeyFile, log_id: str
+) -> Problem | None:
+    """What a running writer checks of the entries other writers appended: one after the
+    other, each linking onto the one before, each with its MAC. Their content is not hashed
+    again: a MAC over a stored hash shows a key holder wrote that hash, so nobody without the
+    key file can have made it; content changed under an unchanged hash is verify's to find
+    (``modified``), whatever is signed afterwards."""
+    rows = db.execute("SELECT seq, kind, prev, hash, mac FROM entries WHERE seq>=? ORDER BY seq",
+                      (seq,))  # fmt: skip
+    for s, kind, row_prev, row_hash, mac in rows:
+        if s != seq or _b(row_prev) != prev:
+            return _walk_tail(db, seq, prev, keys, log_id)  # the full check names it
+        digest = _b(row_hash)
+        if not isinstance(mac, bytes) or not hmac.compare_digest(
+            mac, keys.entry_mac(digest, log_id)
+        ):
+            return _mac_problem((s, kind, None, None, None, None, row_prev, digest, mac),
+                                keys, log_id)  # fmt: skip
+        seq, prev = s + 1, digest
+    return None
 
 
 _HEAD = "vph1"
