@@ -101,3 +101,22 @@ def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+
+
+@dataclass(frozen=True)
+class VendorPKI:
+    """A fake vendor's TLS files: its root (what a proxy's upstream pool is told to trust),
+    and a leaf certificate and key for the vendor's host names and 127.0.0.1."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+    @classmethod
+    def create(cls, folder: Path, root: str, *hosts: str) -> VendorPKI:
+        authority = TestCA.create(root)
+        cert, key = authority.leaf(*hosts, ipaddress.IPv4Address("127.0.0.1"))
+        made = cls(authority.write(folder / "ca.pem"), folder / "cert.pem", folder / "key.pem")
+        made.cert.write_bytes(cert_pem(cert))
+        made.key.write_bytes(key_pem(key))
+        return made

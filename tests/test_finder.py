@@ -376,9 +376,9 @@ def test_random_nestings_never_leak(
 def doors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Callable[..., Any]]]:
     """send(shape) through each door -> (status, body that reached the vendor or None)."""
     pytest.importorskip("uvicorn")
-    from pki import TestCA, cert_pem, key_pem
+    from pki import VendorPKI
     from servers import FakeVendor, Server
-    from test_intercept import H11Client, Running, TLSServer, VendorPKI, request, tls
+    from test_intercept import H11Client, Running, TLSServer, request, tls
 
     from veilpix._ca import Authority
     from veilpix.proxy import Gateway
@@ -401,13 +401,7 @@ def doors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Callab
         return reply.status_code, upstream.last.body if len(upstream.seen) > before else None
 
     fake = FakeVendor()
-    import ipaddress
-
-    ca = TestCA.create("finder vendor root")
-    cert, key = ca.leaf("api.openai.com", ipaddress.IPv4Address("127.0.0.1"))
-    pki = VendorPKI(ca.write(folder / "ca.pem"), folder / "cert.pem", folder / "key.pem")
-    pki.cert.write_bytes(cert_pem(cert))
-    pki.key.write_bytes(key_pem(key))
+    pki = VendorPKI.create(folder, "finder vendor root", "api.openai.com")
     plain = Server(fake).__enter__()
     secure = TLSServer(fake, pki).__enter__()
     host = f"127.0.0.1:{plain.port}"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ipaddress
 import json
 import os
 import shutil
@@ -37,7 +36,7 @@ import factories
 
 pytest.importorskip("uvicorn")
 
-from pki import TestCA, cert_pem, key_pem
+from pki import VendorPKI
 from servers import FakeVendor, Server
 from slowclients import (
     ATTACKERS,
@@ -74,22 +73,10 @@ OPENAI = "api.openai.com"
 # -- a test PKI for the fake vendor (not the proxy's CA) --------------------------------------
 
 
-@dataclass(frozen=True)
-class VendorPKI:
-    ca: Path  # the fake vendor's root: what the proxy's upstream pool trusts
-    cert: Path
-    key: Path
-
-
 @pytest.fixture(scope="session")
 def vendor_pki(tmp_path_factory: pytest.TempPathFactory) -> VendorPKI:
     folder = tmp_path_factory.mktemp("vendor-pki")
-    ca = TestCA.create("test vendor root")
-    cert, key = ca.leaf(OPENAI, "api.anthropic.com", ipaddress.IPv4Address("127.0.0.1"))
-    pki = VendorPKI(ca.write(folder / "ca.pem"), folder / "cert.pem", folder / "key.pem")
-    pki.cert.write_bytes(cert_pem(cert))
-    pki.key.write_bytes(key_pem(key))
-    return pki
+    return VendorPKI.create(folder, "test vendor root", OPENAI, "api.anthropic.com")
 
 
 @pytest.fixture(scope="session")

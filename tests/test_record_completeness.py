@@ -12,7 +12,6 @@ log file. The first half checks the same rules on single requests through the co
 from __future__ import annotations
 
 import base64
-import ipaddress
 import json
 import socket
 import ssl
@@ -28,9 +27,9 @@ import factories
 
 pytest.importorskip("uvicorn")
 
-from pki import TestCA, cert_pem, key_pem
+from pki import VendorPKI
 from servers import FakeVendor, Server
-from test_intercept import Running, TLSServer, VendorPKI
+from test_intercept import Running, TLSServer
 from wire import form_parts
 
 from veilpix import AuditLog, Client, Context, Guard, Policy, RequestBlocked
@@ -737,12 +736,7 @@ def test_gateway_model_fields_that_are_not_names(gateway: GatewayRun) -> None:
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> VendorPKI:
     folder = tmp_path_factory.mktemp("rc-vendor-pki")
-    ca = TestCA.create("record completeness vendor root")
-    cert, key = ca.leaf(OPENAI, ANTHROPIC, GEMINI, ipaddress.IPv4Address("127.0.0.1"))
-    made = VendorPKI(ca.write(folder / "ca.pem"), folder / "cert.pem", folder / "key.pem")
-    made.cert.write_bytes(cert_pem(cert))
-    made.key.write_bytes(key_pem(key))
-    return made
+    return VendorPKI.create(folder, "record completeness vendor root", OPENAI, ANTHROPIC, GEMINI)
 
 
 @pytest.fixture(scope="module")
