@@ -238,9 +238,13 @@ def _totals(rows: Iterable[StatsRow], key: Callable[[StatsRow], str]) -> dict[st
 
 
 def _state(state: object) -> str:
+    """The state the key file had recorded for the old log, as HTML."""
     if not isinstance(state, dict) or not state.get("checkpoint"):
         return "no checkpoint recorded"
-    return f"checkpoint {state.get('checkpoint')} at entry {state.get('seq')}, {state.get('ts')}"
+    return (
+        f"checkpoint {_e(str(state.get('checkpoint')))} at entry {_e(str(state.get('seq')))}, "
+        f"signed {_when(str(state.get('ts')))} UTC"
+    )
 
 
 def _integrity(verify: VerifyResult) -> str:
@@ -264,14 +268,25 @@ def _integrity(verify: VerifyResult) -> str:
     else:
         facts.append(f"{_num(verify.authenticated)} of {_num(verify.entries)} entry MACs hold")
     detail = "; ".join(facts)
-    for r in verify.restarts:
-        detail += (
-            f"<br><strong>Restarted</strong> on {_e(str(r.get('at')))}: this log starts over "
-            f"from log {_e(str(r.get('previous_log')))}, which was {_e(str(r.get('found')))} "
-            f"(last known state: {_e(_state(r.get('previous_state')))}). Reason given: "
-            f"{_e(str(r.get('reason')))}. Transfers recorded in the old log are not in this "
-            "register."
-        )
+    return _status(verify, detail) + "".join(_restart(r) for r in verify.restarts)
+
+
+def _restart(r: Mapping[str, object]) -> str:
+    """A signed restart statement, as its own notice: the register starts at it."""
+    moved = r.get("moved_to")
+    kept = f" The old log file was kept as <code>{_e(str(moved))}</code>." if moved else ""
+    return (
+        '<section class="status warn-box"><strong>This log was started over</strong> on '
+        f"{_when(str(r.get('at')))} UTC: it continues from log <code>"
+        f"{_e(str(r.get('previous_log')))}</code>, which was {_e(str(r.get('found')))} (last "
+        f"known state: {_state(r.get('previous_state'))}). Reason given: "
+        f"{_e(str(r.get('reason')))}. "
+        f"Transfers recorded in the old log are not in this register.{kept}<br><small>"
+        f"{_e(str(r.get('detail') or ''))}</small></section>"
+    )
+
+
+def _status(verify: VerifyResult, detail: str) -> str:
     first = verify.first_problem
     if verify.ok:
         return (
