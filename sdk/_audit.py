@@ -905,6 +905,7 @@ class AuditLog:
             self._queue, self._queue_lock = [], threading.Lock()
             self._drainer, self._drain_due = None, False
             self._syncer, self._unsynced, self._sync_due = None, [], False
+            self._carried = []  # the parent's to write, not a second copy here
             self._sync_lock = threading.Lock()
             if self._walfd is not None:
                 with suppress(OSError):
