@@ -114,3 +114,35 @@ def test_carried_finish_for_a_transfer_resolved_meanwhile_is_dropped(
     assert log.get(pending.id).outcome == "failed"
     log.close()
     assert verify_log(tmp_path / "audit.db").ok
+
+
+def test_a_forked_child_writes_through_its_own_connection_and_not_the_parents_carry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker forked after the log was opened (a pre-fork server) writes through a
+    connection of its own, keeps the chain one line with its parent, and does not write the
+    parent's finishes a second time."""
+    import os
+
+    path = tmp_path / "audit.db"
+    log = AuditLog(path, **QUIET)  # type: ignore[arg-type]
+    carried = log.begin(transfer(0))
+    fault = DiskFull(log, monkeypatch)
+    carried.finish(status=200)  # kept for the parent's next write
+    fault.heal()
+    pid = os.fork()
+    if pid == 0:  # the child: exit code 0 when its write went well
+        code = 1
+        try:
+            fill(log, 2)
+            code = 0 if log.get(carried.id).outcome == "unknown" else 3
+            log.close()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    fill(log, 1)  # the parent writes its carried finish and goes on after the child's entries
+    assert log.get(carried.id).outcome == "sent"
+    log.close()
+    result = verify_log(path)
+    assert result.ok and result.records == 4 and result.pending == 0
