@@ -60,7 +60,7 @@ _OWN = frozenset({"host", "content-length", "expect", "x-veilpix-token", "x-veil
 TOKEN_HEADER = "x-veilpix-token"  # noqa: S105 - a header name, not a secret
 APP_HEADER = "x-veilpix-app"
 _TOKEN_RAW, _APP_RAW = TOKEN_HEADER.encode(), APP_HEADER.encode()
-_VEILPIX = ("x-veilpix-", "x_veilpix_")
+_VEILPIX = "x-veilpix-"
 
 
 def vendor_error(vendor: str, status: int, message: str, code: str) -> dict[str, Any]:
@@ -256,6 +256,9 @@ class Gateway:
         if declared is not None and not lease.reserve(declared * MEMORY_PER_BODY_BYTE):
             await self._busy(send, vendor)  # before a byte of the body is read
             return
+        # The head as it came, before the body is read: a server may add the fields of a
+        # chunked body's trailer to scope["headers"], which are not the request's headers.
+        head = list(scope["headers"])
         clock = BodyClock(asyncio.get_running_loop().time(), self.idle_timeout, self.min_body_rate)
         body = await _read_body(receive, self.max_body, clock, lease)
         if body is _Stop.DISCONNECTED:  # the client went away mid-upload: send nothing at all
@@ -276,7 +279,7 @@ class Gateway:
                                headers=[(b"connection", b"close")])  # fmt: skip
             return
         assert isinstance(body, bytes)
-        app = _header(scope, _APP_RAW).decode("latin-1")
+        app = next((bytes(v) for k, v in head if k == _APP_RAW), b"").decode("latin-1")
         guard = self.guards.get(app) or self.guards[""]
         client = scope.get("client")
         settings = self.records.get(app if app in self.guards else "") or RecordSettings()
@@ -289,7 +292,7 @@ class Gateway:
             legal_basis=record.get("legal_basis"),
             record_headers=settings.headers,
         )
-        outbound = Outbound(scope["method"], url, _forwarded(scope["headers"]), body)
+        outbound = Outbound(scope["method"], url, _forwarded(head), body)
         try:
             prepared = await guard.aprepare(
                 outbound, context=context, vendor=vendor, offload=self._in_thread
@@ -458,13 +461,15 @@ def _forwarded(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     named = {
         t.strip().lower() for k, v in headers if k.lower() == "connection" for t in v.split(",")
     }
+    # Names compared with "_" as "-" (some clients send X_Veilpix_Token); the record headers
+    # go on to the core, which reads or refuses them, whatever Connection names.
     return [
         (k, v)
         for k, v in headers
         if (low := k.lower()) not in _HOP_BY_HOP
-        and low not in _OWN
-        and low not in named
-        and (not low.startswith(_VEILPIX) or is_record_header(low))
+        and (norm := low.replace("_", "-")) not in _OWN
+        and (low not in named or is_record_header(low))
+        and (not norm.startswith(_VEILPIX) or is_record_header(low))
     ]
 
 

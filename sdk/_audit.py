@@ -1307,7 +1307,7 @@ class AuditLog:
         ts = max(_now_text(self._clock()), last_ts)  # never runs backwards along the chain
         # Mask credential-shaped text anywhere in the body, in one pass over the JSON. Safe on
         # JSON: the patterns cannot match a quote or backslash, so they stay inside strings.
-        text = scrub_secrets(canonical(body))
+        text = _well_formed(scrub_secrets(canonical(body)))
         digest = entry_hash(prev, seq, kind, record, ts, subject, text)
         mac = self.keys.entry_mac(digest, self.log_id)
         row = (seq, kind, record, ts, subject, text, prev, digest, mac)
@@ -1449,10 +1449,11 @@ class AuditLog:
         prompt: dict[str, Any] | None = None
         linked: dict[str, Any] = {}
         if t.prompt is not None:
-            prompt = {"length": len(t.prompt)}
-            linked["prompt_fingerprint"] = self.fingerprint(t.prompt.encode(), label="prompt")
+            text = _well_formed(t.prompt)
+            prompt = {"length": len(text)}
+            linked["prompt_fingerprint"] = self.fingerprint(text.encode(), label="prompt")
             if self.encrypt_prompts:
-                linked["prompt_text"] = t.prompt
+                linked["prompt_text"] = text
         sent = [i.get("bytes_after") for i in images]
         what = {
             "categories": data_categories(t, images),
@@ -2117,6 +2118,18 @@ def summarize(records: Iterable[TransferRecord]) -> list[StatsRow]:
 
 
 _SECTIONS = ("who", "what", "where", "why", "controls", "headers")
+
+
+def _well_formed(text: str) -> str:
+    """``text`` as UTF-8 can carry it: a lone surrogate (which JSON's ``\\ud800`` can put in a
+    request's text) becomes "?" instead of failing the record of the call."""
+    if text.isascii():
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode()
+    return text
 
 
 def _load_body(text: str, rid: str, *, begin: bool) -> dict[str, Any]:

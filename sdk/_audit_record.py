@@ -50,7 +50,10 @@ _SECRET_HEADERS = frozenset(
         "x-goog-user-project",
     }
 )
-_SECRET_NAME = re.compile(r"key|token|secret|passw|auth|signature|session|credential", re.I)
+# (and file-name headers, such as fal's X-Fal-File-Name: a file name is often a person's)
+_SECRET_NAME = re.compile(
+    r"key|token|secret|passw|auth|signature|session|credential|file[-_]?name", re.I
+)
 # Query parameters that carry credentials (Gemini's ?key=, presigned URLs, OAuth codes).
 _SECRET_PARAM = re.compile(
     r"^(key|api[-_]?key|apikey|token|access[-_]?token|id[-_]?token|refresh[-_]?token|code|"
@@ -78,7 +81,7 @@ _FAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
 
 
 TEXT_LIMIT = 200  # characters kept of a short text field (a model name, a reference)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]+")  # (and lone surrogates)
 
 
 def clip_text(value: object, limit: int = TEXT_LIMIT) -> str | None:
@@ -172,8 +175,20 @@ def redact_headers(
     out: dict[str, str] = {}
     for name, value in items:
         key = name.lower()
+        if _not_kept(key):
+            continue
         out[key] = REDACTED if _secret_header(key) else scrub_secrets(value) if scrub else value
     return out
+
+
+@functools.lru_cache(maxsize=512)
+def _not_kept(key: str) -> bool:
+    """veilpix's own headers (their values are recorded where they belong, subject and
+    consent sealed) and names HTTP does not allow (what they hide cannot be judged)."""
+    return key.replace("_", "-").startswith("x-veilpix-") or _TOKEN.fullmatch(key) is None
+
+
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")  # RFC 9110 5.6.2, lower case
 
 
 @functools.lru_cache(maxsize=512)  # the same few header names come with every call

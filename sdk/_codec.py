@@ -407,7 +407,8 @@ def _split_params(value: str, what: str, error: type[RequestError]) -> tuple[str
             break
         match = _PARAM_NAME.match(rest, pos)
         if match is None:
-            raise error(f"{what} has a malformed parameter: {rest[pos : pos + 40]!r}")
+            # (where, not what: the text may be a file name, which is personal data)
+            raise error(f"{what} has a malformed parameter at character {pos + 1}")
         name, pos = match.group().lower(), match.end()
         while pos < n and rest[pos] in " \t":
             pos += 1

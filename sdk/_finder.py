@@ -95,7 +95,6 @@ _DATA_HEAD = re.compile(
 )
 _MAX_WRAP = 120  # the widest line a base64 encoder wraps at
 _PRINTABLE = re.compile(rb"[\t\n\r\x20-\x7e]*")
-_SAFE_NAME = re.compile(r"\.[A-Za-z0-9]{1,8}")
 
 # One byte per code: "A" for what may continue a run, "." for what ends it.
 _RUN_TABLE_B = bytes(
@@ -620,9 +619,21 @@ def neutral_name_for(data: bytes, original: str | None, index: int = 1) -> str:
 
 
 def _extension(filename: str) -> str:
+    """The original's extension when it is a common file type's; anything else could be a
+    part of the name ("anna.schmidt"), and the file goes as ``file`` without one."""
     dot = filename.rfind(".")
-    ext = filename[dot:] if dot >= 0 else ""
-    return ext.lower() if _SAFE_NAME.fullmatch(ext) else ""
+    ext = filename[dot:].lower() if dot >= 0 else ""
+    return ext if ext in _COMMON_EXTENSIONS else ""
+
+
+_COMMON_EXTENSIONS = frozenset({
+    ".pdf", ".txt", ".csv", ".tsv", ".json", ".jsonl", ".xml", ".html", ".htm", ".md", ".rtf",
+    ".doc", ".docx", ".xls", ".xlsx", ".ppt", ".pptx", ".odt", ".ods", ".odp", ".zip", ".gz",
+    ".tar", ".mp3", ".wav", ".ogg", ".oga", ".flac", ".m4a", ".aac", ".opus", ".webm", ".mp4",
+    ".m4v", ".mov", ".avi", ".mkv", ".mpeg", ".mpg", ".srt", ".vtt", ".jpg", ".jpeg", ".png",
+    ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".svg", ".ico", ".psd",
+    ".dng", ".raw", ".cr2", ".nef", ".arw", ".bin",
+})  # fmt: skip
 
 
 # =========================================================================== the finder
@@ -1945,8 +1956,10 @@ class _MimePart:
         for i, (key, value) in enumerate(self.headers):
             if key.lower() == "content-disposition":
                 kind, params = _split_params(value, "Content-Disposition", MalformedMultipart)
+                # every spelling of the name: filename, filename*, and RFC 2231's
+                # continuations (filename*0*, filename*1, ...), which receivers prefer
                 params = {
-                    k: v for k, v in params.items() if k.lower() not in ("filename", "filename*")
+                    k: v for k, v in params.items() if k.lower().split("*", 1)[0] != "filename"
                 }
                 params["filename"] = new
                 rendered = "; ".join([kind, *(f"{k}={_quote_param(v)}" for k, v in params.items())])

@@ -52,6 +52,7 @@ HEADER_LIMIT = 200  # characters of a decoded record header value (as [record] p
 _RAW_LIMIT = 3 * HEADER_LIMIT  # the same, percent-encoded
 _VISIBLE = re.compile(r"[\x20-\x7e]*")  # visible ASCII and space: what a header value may hold
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 5.6.2
 
 # Multipart form fields whose values are text the app sent (prompts); Ideogram's legacy
 # endpoints send an "image_request" field holding a JSON object with the prompt and model.
@@ -78,7 +79,7 @@ def is_record_header(name: str) -> bool:
 
 
 def _field_of(name: str) -> str | None:
-    return _FIELD_OF.get(name.lower().replace("_", "-"))
+    return _FIELD_OF.get(name.strip().lower().replace("_", "-"))
 
 
 # -- the model -----------------------------------------------------------------------------------
@@ -164,6 +165,12 @@ def read_record_headers(
     for name, value in headers:
         field = _field_of(name)
         if field is None:
+            if not _TOKEN.fullmatch(name):  # not a header name HTTP allows: what it hides (a
+                # record header with a stray character, say) must not go to the log as is
+                raise HeaderRefused(
+                    "a request header name holds characters HTTP does not allow in one",
+                    "send header names as HTTP tokens (letters, digits, -); nothing was sent",
+                )
             continue
         shown = f"X-Veilpix-{'-'.join(p.capitalize() for p in field.split('_'))}"
         if field not in permitted:
@@ -182,8 +189,8 @@ def read_record_headers(
     if basis is not None:
         basis = seen["legal_basis"] = basis.lower()
         if basis not in LEGAL_BASES:
-            raise HeaderRefused(
-                f"X-Veilpix-Legal-Basis {basis!r} is not one of GDPR Art. 6(1)'s lawful bases",
+            raise HeaderRefused(  # (the value is not repeated: it could be anything)
+                "X-Veilpix-Legal-Basis is not one of GDPR Art. 6(1)'s lawful bases",
                 f"send one of: {', '.join(sorted(LEGAL_BASES))}; nothing was sent",
             )
     return seen
@@ -203,8 +210,12 @@ def _header_text(shown: str, value: str) -> str:
         text = unquote_to_bytes(value).decode("utf-8") if "%" in value else value
     except UnicodeDecodeError as exc:
         raise HeaderRefused(f"{shown} percent-encodes bytes that are not UTF-8", hint) from exc
-    if _CONTROL.search(text):
-        raise HeaderRefused(f"{shown} decodes to control characters (CR, LF, NUL, ...)", hint)
+    if _CONTROL.search(text) or not text.isprintable():
+        # (isprintable: also the invisible format characters, such as a right-to-left
+        # override or a zero-width space, that make a value read as something else)
+        raise HeaderRefused(
+            f"{shown} decodes to control or invisible characters (CR, LF, NUL, ...)", hint
+        )
     text = text.strip()
     if not text:
         raise HeaderRefused(f"{shown} is empty", hint)

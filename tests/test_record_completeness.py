@@ -381,7 +381,7 @@ def test_allowed_record_headers_fill_the_record_and_are_not_forwarded(guard: Gua
     sent = [k.lower() for k, _ in rec.sent.headers]
     assert [k for k in sent if "veilpix" in k] == ["x-veilpix-app"], sent  # the door's own
     stored = rec["headers"] or {}
-    assert [k for k in stored if "veilpix" in k] == ["x-veilpix-app"], stored
+    assert [k for k in stored if "veilpix" in k] == [], stored  # (the app is who.app)
     assert SUBJECT not in json.dumps(stored)
 
 
@@ -403,7 +403,7 @@ def test_without_headers_the_config_stands(guard: Guard) -> None:
         ((("X-Veilpix-Purpose", "p" * 100_000),), ALL, "over 200"),
         ((("X-Veilpix-Purpose", "f\u00fcr"),), ALL, "visible ASCII"),  # raw latin-1 / non-UTF-8
         ((("X-Veilpix-Purpose", "a\r\nX-Evil: 1"),), ALL, "visible ASCII"),
-        ((("X-Veilpix-Purpose", "a%0D%0AX-Evil:%201"),), ALL, "control characters"),
+        ((("X-Veilpix-Purpose", "a%0D%0AX-Evil:%201"),), ALL, "control or invisible characters"),
         ((("X-Veilpix-Purpose", "%FF%FE"),), ALL, "not UTF-8"),
         ((("X-Veilpix-Subject", "   "),), ALL, "empty"),
     ],
@@ -683,7 +683,7 @@ def test_gateway_refuses_record_headers_the_config_does_not_allow(gateway: Gatew
         ((("X-Veilpix-Legal-Basis", "vibes"),), "not one of GDPR"),
         ((("X-Veilpix-Purpose", "p" * 5000),), "over 200"),
         ((("X-Veilpix-Purpose", "a"), ("X-Veilpix-Purpose", "b")), "sent twice"),
-        ((("X-Veilpix-Subject", "%0d%0aX-Evil: 1"),), "control characters"),
+        ((("X-Veilpix-Subject", "%0d%0aX-Evil: 1"),), "control or invisible characters"),
     ],
 )
 def test_gateway_attack_cases_get_a_400_and_send_nothing(
@@ -821,3 +821,92 @@ def test_scheme_credentials_are_masked_whatever_space_follows_the_scheme() -> No
         assert REDACTED in scrub_secrets(text)
     plain = '{"url":"https://x/?key=%5Bredacted%5D","h":{"x-api-key":"[redacted]"}}'
     assert scrub_secrets(plain) == plain
+
+
+# -- found by the adversarial review of these doors (each a way round them, now closed) --------
+
+
+def test_rfc2231_continued_file_names_are_replaced_too(guard: Guard) -> None:
+    boundary = "----vpx"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\ngpt-image-1\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
+            "filename*0*=UTF-8''Anna%20Secret; filename*1*=Passport.jpg\r\n"
+            f"Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + PHOTO
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    rec = prepare(guard, "https://api.openai.com/v1/images/edits", body,
+                  f"multipart/form-data; boundary={boundary}")  # fmt: skip
+    assert b"Anna" not in rec.sent.body and b"Passport" not in rec.sent.body
+    assert b'filename="image.jpg"' in rec.sent.body
+
+
+def test_only_common_extensions_survive_a_neutral_name() -> None:
+    from veilpix._finder import neutral_name_for
+
+    assert neutral_name_for(b"%PDF-1.7 ...", "Anna Schmidt contract.pdf") == "file.pdf"
+    assert neutral_name_for(b"plain text", "anna.schmidt") == "file"
+    assert neutral_name_for(b"plain text", "Scan of passport.Mueller", 2) == "file-2"
+
+
+def test_file_name_headers_and_malformed_dispositions_never_reach_the_log() -> None:
+    from veilpix._audit_record import REDACTED, redact_headers
+    from veilpix._codec import _split_params
+    from veilpix._errors import MalformedMultipart
+
+    assert redact_headers({"X-Fal-File-Name": NAME})["x-fal-file-name"] == REDACTED
+    with pytest.raises(MalformedMultipart) as exc:
+        _split_params(f'form-data; name="image"; @=1; filename="{NAME}"',
+                      "Content-Disposition", MalformedMultipart)  # fmt: skip
+    assert NAME not in str(exc.value) and "Anna" not in str(exc.value)
+
+
+def test_record_header_names_and_values_that_hide_something() -> None:
+    from veilpix._record_facts import HeaderRefused, is_record_header, read_record_headers
+
+    assert is_record_header(" X-Veilpix-Subject") and is_record_header("X-Veilpix-Subject\t")
+    for value in ("abc%E2%80%AEdef", "a%E2%80%8Bb", "x%EF%BB%BFy"):  # RLO, zero width, BOM
+        with pytest.raises(HeaderRefused, match="invisible"):
+            read_record_headers([("X-Veilpix-Purpose", value)], ALL)
+    with pytest.raises(HeaderRefused) as exc:
+        read_record_headers([("X-Veilpix-Legal-Basis", "customer-4711-ssn-123")], ALL)
+    assert "4711" not in exc.value.message  # a refused value is not repeated into the log
+
+
+def test_lone_surrogates_in_a_request_s_text_do_not_fail_the_record(guard: Guard) -> None:
+    body = json.dumps({"model": "gpt-\ud800x", "messages": [
+        {"role": "user", "content": "hi \udc00 there"}]})  # fmt: skip
+    rec = prepare(guard, "https://api.openai.com/v1/chat/completions", body.encode(),
+                  "application/json")  # fmt: skip
+    assert rec["where"]["model"] == "gpt- x" and rec["what"]["prompt"]["length"] > 0
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        (("X-Veilpix_Debug", "leaked"), ("x_veilpix-debug", "leaked")),
+        (("X-Veilpix_Token", "secret-gw-token"),),
+    ],
+)
+def test_no_spelling_of_an_x_veilpix_header_reaches_the_vendor(
+    gateway: GatewayRun, headers: tuple[tuple[str, str], ...]
+) -> None:
+    resp = gateway.post(*headers)
+    assert resp.status_code == 200, resp.text
+    sent = gateway.vendor.last.headers
+    assert not [k for k in sent if "veilpix" in k.lower()], sent
+
+
+def test_connection_cannot_hide_a_record_header_from_the_guard(gateway: GatewayRun) -> None:
+    resp = gateway.post(("Connection", "X-Veilpix-Purpose"), ("X-Veilpix-Purpose", "no"))
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "record.header"
+    assert gateway.vendor.seen == []
+
+
+def test_a_header_name_http_does_not_allow_is_refused_and_not_recorded(guard: Guard) -> None:
+    rec = headed(guard, ("X-Veilpix-Subject:x", SUBJECT), allowed=frozenset())
+    assert (rec["outcome"], rec["rule"]) == ("blocked", "record.header")
+    assert SUBJECT not in json.dumps(rec.rec)
