@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 from urllib.parse import quote, urlsplit
 
+from veilpix import __version__
 from veilpix._errors import (
     ConfigError,
     RequestError,
@@ -83,7 +84,7 @@ __all__ = [
     "vendor_message",
 ]
 
-USER_AGENT = "veilpix-client/0.1.0"
+USER_AGENT = f"veilpix-client/{__version__}"
 # anthropic 2.14.0 (anthropic/_constants.py) sends this version; older SDKs sent 2023-06-01.
 ANTHROPIC_VERSION = "2026-10-21"
 GEMINI_API_VERSION = "v1beta"  # the version of the image-generation docs and examples

@@ -88,3 +88,30 @@ def test_errors_form_one_tree() -> None:
     assert issubclass(veilpix.ConfigError, veilpix.VeilpixError)
     err = veilpix.CorruptImage("broken")
     assert err.hint and "broken" in str(err) and err.hint in str(err)
+
+
+def test_the_licence_ships_with_the_package() -> None:
+    """Apache-2.0 asks that recipients get a copy of the licence: the wheel carries LICENSE
+    in its metadata, and the metadata names the licence."""
+    from importlib import metadata
+
+    meta = metadata.metadata("veilpix")
+    assert meta.get("License-Expression") == "Apache-2.0"
+    files = [f for f in metadata.files("veilpix") or () if f.name == "LICENSE"]
+    assert files, "no LICENSE in the installed distribution"
+    text = files[0].read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+
+
+def test_one_version() -> None:
+    """The version has one home, ``veilpix.__version__``: the distribution's metadata and the
+    client's User-Agent take it from there."""
+    from importlib import metadata
+
+    import veilpix
+    from veilpix._client_vendors import USER_AGENT
+
+    assert metadata.version("veilpix") == veilpix.__version__
+    assert USER_AGENT == f"veilpix-client/{veilpix.__version__}"
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert f'"{veilpix.__version__}"' not in pyproject
