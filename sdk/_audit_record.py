@@ -33,7 +33,8 @@ __all__ = [
 REDACTED = "[redacted]"
 Outcome = Literal["sent", "failed", "blocked"]
 
-# Header names that carry credentials at the vendors veilpix knows, plus the generic ones.
+# Header names that carry credentials anywhere; each vendor's own (its adapter's
+# ``auth_headers`` and ``auth_query``) are added from the adapters (see _vendor_secrets).
 _SECRET_HEADERS = frozenset(
     {
         "authorization",
@@ -158,7 +159,7 @@ def redact_url(url: str) -> str:
     if port is not None:
         netloc += f":{port}"
     query = [
-        (name, REDACTED if _SECRET_PARAM.match(name) else value)
+        (name, REDACTED if _secret_param(name) else value)
         for name, value in parse_qsl(parts.query, keep_blank_values=True)
     ]
     rebuilt = urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="[]"), ""))
@@ -193,7 +194,28 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]+")  # RFC 9110 5.6.2, lower case
 
 @functools.lru_cache(maxsize=512)  # the same few header names come with every call
 def _secret_header(key: str) -> bool:
-    return key in _SECRET_HEADERS or _SECRET_NAME.search(key) is not None
+    return (
+        key in _SECRET_HEADERS
+        or key in _vendor_secrets()[0]
+        or _SECRET_NAME.search(key) is not None
+    )
+
+
+def _secret_param(name: str) -> bool:
+    return _SECRET_PARAM.match(name) is not None or name.lower() in _vendor_secrets()[1]
+
+
+@functools.cache
+def _vendor_secrets() -> tuple[frozenset[str], frozenset[str]]:
+    """(header names, query parameters) that carry credentials at the vendors veilpix knows,
+    as their adapters declare them: a vendor added with its own credential header is
+    redacted in the log without a second list to keep in step."""
+    from veilpix.adapters import vendors
+
+    known = vendors()
+    headers = frozenset(h.lower() for v in known for h in v.auth_headers)
+    params = frozenset(q.lower() for v in known for q in v.auth_query)
+    return headers, params
 
 
 @dataclass(frozen=True)

@@ -910,3 +910,41 @@ def test_a_header_name_http_does_not_allow_is_refused_and_not_recorded(guard: Gu
     rec = headed(guard, ("X-Veilpix-Subject:x", SUBJECT), allowed=frozenset())
     assert (rec["outcome"], rec["rule"]) == ("blocked", "record.header")
     assert SUBJECT not in json.dumps(rec.rec)
+
+
+def test_every_vendor_s_credential_header_and_parameter_is_redacted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The adapters say which headers and query parameters carry a vendor's credentials;
+    the log's redaction reads them from there, so a vendor added with a header of its own
+    is covered without a second list (shown with a made-up one)."""
+    from dataclasses import replace
+
+    import veilpix.adapters as adapters
+    from veilpix._audit_record import (
+        REDACTED,
+        _secret_header,
+        _vendor_secrets,
+        redact_headers,
+        redact_url,
+    )
+
+    for vendor in adapters.vendors():
+        for name in vendor.auth_headers:
+            assert redact_headers({name: "s3cr3t-value"})[name.lower()] == REDACTED, vendor.name
+        for param in vendor.auth_query:
+            assert "s3cr3t" not in redact_url(f"{vendor.base_url}/x?{param}=s3cr3t")
+    made_up = replace(adapters.vendors()[0], name="acme", auth_headers=("x-acme-pass",),
+                      auth_query=("acmepin",))  # fmt: skip
+    known = adapters.vendors()
+    monkeypatch.setattr(adapters, "vendors", lambda: (*known, made_up))
+    _vendor_secrets.cache_clear()
+    _secret_header.cache_clear()
+    redact_url.cache_clear()
+    try:
+        assert redact_headers({"X-Acme-Pass": "hunter22"})["x-acme-pass"] == REDACTED
+        assert "1234" not in redact_url("https://api.acme.example/v1?acmepin=1234")
+    finally:
+        _vendor_secrets.cache_clear()
+        _secret_header.cache_clear()
+        redact_url.cache_clear()
