@@ -112,6 +112,6 @@ def test_one_version() -> None:
     from veilpix._client_vendors import USER_AGENT
 
     assert metadata.version("veilpix") == veilpix.__version__
-    assert USER_AGENT == f"veilpix-client/{veilpix.__version__}"
+    assert f"veilpix-client/{veilpix.__version__}" == USER_AGENT
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert f'"{veilpix.__version__}"' not in pyproject
