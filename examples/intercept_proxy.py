@@ -70,11 +70,19 @@ def stand_in_certificate(folder: Path) -> tuple[Path, Path, Path]:
             builder = builder.add_extension(ext, critical=critical)
         return builder.sign(root_key, hashes.SHA256())
 
+    # The key identifiers and key usage that Python 3.13's strict X.509 checks ask for.
+    root_id = x509.SubjectKeyIdentifier.from_public_key(root_key.public_key())
     root = build("example vendor root", root_key.public_key(), "example vendor root",
-                 (x509.BasicConstraints(ca=True, path_length=0), True))  # fmt: skip
+                 (x509.BasicConstraints(ca=True, path_length=0), True), (root_id, False),
+                 (x509.KeyUsage(digital_signature=False, content_commitment=False,
+                                key_encipherment=False, data_encipherment=False,
+                                key_agreement=False, key_cert_sign=True, crl_sign=True,
+                                encipher_only=False, decipher_only=False), True))  # fmt: skip
     cert = build(HOST, key.public_key(), "example vendor root",
                  (x509.SubjectAlternativeName([x509.DNSName(HOST)]), False),
-                 (x509.BasicConstraints(ca=False, path_length=None), True))  # fmt: skip
+                 (x509.BasicConstraints(ca=False, path_length=None), True),
+                 (x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(root_id),
+                  False))  # fmt: skip
     paths = folder / "vendor-root.pem", folder / "vendor-cert.pem", folder / "vendor-key.pem"
     paths[0].write_bytes(root.public_bytes(serialization.Encoding.PEM))
     paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))

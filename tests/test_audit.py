@@ -120,10 +120,14 @@ def test_immutable_log_files_refuse_to_record_instead_of_crashing(tmp_path: Path
     folder = tmp_path / "log"
     folder.mkdir()
     tests = str(Path(__file__).resolve().parent)
-    proc = subprocess.run(
-        [sys.executable, "-c", _IMMUTABLE_CHILD, str(folder / "audit.db"), tests],
-        capture_output=True, text=True, timeout=120, check=False, env=child_env(),
-    )  # fmt: skip
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", _IMMUTABLE_CHILD, str(folder / "audit.db"), tests],
+            capture_output=True, text=True, timeout=120, check=False, env=child_env(),
+        )  # fmt: skip
+    finally:  # whatever became of the child: no immutable file left for pytest's clean-up
+        subprocess.run(["chattr", "-R", "-i", str(folder)], check=False, capture_output=True,
+                       timeout=30)  # fmt: skip
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
     assert "REFUSED" in proc.stdout and "cannot be written" in proc.stdout, proc.stdout
 

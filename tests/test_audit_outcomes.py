@@ -116,6 +116,9 @@ def test_carried_finish_for_a_transfer_resolved_meanwhile_is_dropped(
     assert verify_log(tmp_path / "audit.db").ok
 
 
+# Python 3.12+ warns on every fork of a process with threads (the log's timer is one):
+# what is tested is that the child leaves the parent's connection, locks and queue alone.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_writes_through_its_own_connection_and_not_the_parents_carry(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

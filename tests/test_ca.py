@@ -81,6 +81,12 @@ def forge(authority: Authority, *names: x509.GeneralName) -> tuple[bytes, bytes]
         .add_extension(x509.SubjectAlternativeName(list(names)), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        # (as a careful thief would: Python 3.13's strict checks refuse a leaf without it
+        # before the name constraints are even looked at)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key(authority).public_key()),
+            critical=False,
+        )
         .sign(ca_key(authority), hashes.SHA256())
     )
     key_pem = key.private_bytes(
