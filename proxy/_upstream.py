@@ -47,6 +47,8 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from urllib.parse import SplitResult, urlsplit
 
+from veilpix._errors import VeilpixError
+
 try:
     import httptools
 except ImportError:  # pragma: no cover - the 'proxy' extra installs it
@@ -62,12 +64,12 @@ _MAX_HEAD = 64 * 1024  # bytes received without a complete head (1xx answers inc
 _Key = tuple[str, str, int]
 
 
-class UpstreamError(Exception):
+class UpstreamError(VeilpixError):
     """The vendor could not be reached, or broke the exchange. ``kind`` names what happened:
     ``connect``, ``timeout``, ``tls``, ``protocol`` or ``closed``."""
 
     def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
+        super().__init__(message, hint="")
         self.kind = kind
 
 

@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from veilpix._errors import ConfigError
+from veilpix._errors import ConfigError, VeilpixError
 
 __all__ = [
     "KeyFile",
@@ -63,7 +63,7 @@ _NONCE = 12
 _ENTRY_MAC = b"veilpix-audit-entry-mac/1"
 
 
-class SealError(Exception):
+class SealError(VeilpixError):
     """A sealed field did not open (wrong key or altered ciphertext)."""
 
 

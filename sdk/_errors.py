@@ -4,6 +4,39 @@ Every error veilpix raises on purpose is a :class:`VeilpixError`. Messages say w
 and what to do about it; ``hint`` carries the "what to do" part separately for programs that
 show it on its own line. Third-party errors (Pillow, zlib, struct, pillow-heif) are translated
 where they occur with ``raise ... from exc`` so the original cause stays attached.
+
+The tree (``tests/test_packaging.py`` checks that it matches the classes)::
+
+    VeilpixError
+        AuditLogError
+            LogIntegrityError
+        CAError
+        ConfigError
+        ImageError
+            CorruptImage
+            FaceDetectionError
+            ImageTooLarge
+            UnsafeOutput
+            UnsupportedImage
+        PolicyViolation
+            ConsentRequired
+            RequestBlocked
+        RequestError
+            MalformedMultipart
+            RequestTooLarge
+            UnsupportedEncoding
+        VendorError
+            VendorAuthError
+            VendorBadRequest
+            VendorJobFailed
+            VendorRateLimited
+            VendorTimeout
+            VendorUnavailable
+
+Two more live beside the code that raises them, in the same tree: ``SealError``
+(``veilpix._audit_keys``, a ``VeilpixError``: a sealed field did not open) and
+``UpstreamError`` (``veilpix.proxy``, a ``VeilpixError``: the gateway could not reach the
+vendor).
 """
 
 from __future__ import annotations

@@ -115,3 +115,32 @@ def test_one_version() -> None:
     assert f"veilpix-client/{veilpix.__version__}" == USER_AGENT
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert f'"{veilpix.__version__}"' not in pyproject
+
+
+def test_the_error_tree_is_drawn_as_it_is_and_has_no_strays() -> None:
+    """The tree in ``veilpix._errors``' docstring is the classes' own, and the errors raised
+    elsewhere (a seal that does not open, an unreachable vendor) are in it too."""
+    import inspect
+    import re
+
+    import veilpix._errors as errors
+    from veilpix._audit_keys import SealError
+    from veilpix.proxy._upstream import UpstreamError
+
+    classes = [c for _, c in inspect.getmembers(errors, inspect.isclass)
+               if issubclass(c, errors.VeilpixError)]  # fmt: skip
+
+    def drawn(base: type, depth: int) -> list[str]:
+        lines = []
+        for cls in sorted((c for c in classes if c.__bases__[0] is base), key=lambda c: c.__name__):
+            lines += ["    " * depth + cls.__name__, *drawn(cls, depth + 1)]
+        return lines
+
+    doc = errors.__doc__ or ""
+    block = re.search(r"::\n\n((?:    .*\n)+)", doc)
+    assert block is not None
+    shown = [line[4:] for line in block.group(1).splitlines()]
+    assert shown == ["VeilpixError", *drawn(errors.VeilpixError, 1)]
+    assert issubclass(SealError, errors.VeilpixError)
+    up = UpstreamError("connect", "refused")
+    assert isinstance(up, errors.VeilpixError) and str(up) == "refused" and up.kind == "connect"
