@@ -83,6 +83,10 @@ class Endpoint:
     # Headers that carry the uploaded file's name (a raw-body upload's multipart filename);
     # the core replaces the name with a neutral one, as it does for multipart file parts.
     filename_headers: tuple[str, ...] = ()
+    # Fields of a JSON body that name a file sent in another request (an upload's start:
+    # OpenAI's uploads ``filename``, fal's ``file_name``, Gemini's ``file.display_name``);
+    # dotted object keys. The core replaces each name with a neutral one, as for the others.
+    filename_fields: tuple[str, ...] = ()
     note: str = ""
 
     def matches(self, method: str, path: str) -> bool:

@@ -66,6 +66,7 @@ VENDOR = Vendor(
             "POST",
             r"/storage/upload/initiate",
             images=(),
+            filename_fields=("file_name",),
             note="Fallback upload on rest.fal.ai (storage_type=gcs): the JSON body names the "
             "file; the bytes then go with PUT to a signed URL on a host no adapter claims, so "
             "veilpix blocks that step.",

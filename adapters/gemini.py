@@ -138,6 +138,7 @@ VENDOR = Vendor(
             max_image_bytes=2_000_000_000,
             upload=True,
             declared_length_headers=("x-goog-upload-header-content-length",),
+            filename_fields=("file.display_name", "file.displayName"),
             note="Resumable upload: the 'start' request (X-Goog-Upload-Command: start) carries "
             "JSON metadata only; the bytes follow in the 'upload, finalize' request to the "
             "returned X-Goog-Upload-URL (same path, upload_id query). Files API: 2 GB per file, "

@@ -228,6 +228,7 @@ VENDOR = Vendor(
             r"/v1/uploads",
             images=(),
             chunked_start=True,
+            filename_fields=("filename",),
             note="Starts a chunked upload (JSON: purpose, filename, bytes, mime_type). Its parts "
             "are byte ranges no one can sanitize on their own, so veilpix refuses uploads that "
             "declare an image; upload images with files.create or send them inline.",

@@ -469,6 +469,7 @@ class Guard:
         out.drop_header("content-encoding", *declared, *own)
         self._rewrite(out, work, ctx)
         self._rename_upload(out, work)
+        self._rename_fields(out, work)
         limit = work.endpoint.max_request_bytes if work.endpoint is not None else None
         if limit is not None and len(out.body) > limit:
             raise _Block(
@@ -714,6 +715,32 @@ class Guard:
                 name = neutral_name_for(out.body, original)
                 out.set_header(header, name)
                 _name_image(work, "body", name)
+
+    def _rename_fields(self, out: Outbound, work: _Work) -> None:
+        """Give the file an upload's first request names (in a JSON field: OpenAI's uploads
+        ``filename``, fal's ``file_name``, Gemini's ``file.display_name``) a neutral name,
+        as multipart file parts get one; the bytes follow in another request."""
+        endpoint = work.endpoint
+        if endpoint is None or not endpoint.filename_fields or not out.body.strip():
+            return
+        try:
+            doc = load_json(out.body)
+        except VeilpixError:
+            return  # not JSON (a resumable upload's bytes): nothing named here
+        changed = False
+        for index, path in enumerate(endpoint.filename_fields, start=1):
+            *parents, key = path.split(".")
+            node = doc
+            for part in parents:
+                node = node.get(part) if isinstance(node, dict) else None
+            if isinstance(node, dict) and isinstance(node.get(key), str):
+                node[key] = neutral_name_for(b"", node[key], index)
+                changed = True
+        if changed:
+            encoding = json.detect_encoding(out.body)
+            out.body = dump_json(doc)
+            if encoding != "utf-8":  # UTF-16/32 JSON stays as it came
+                out.body = out.body.decode("utf-8").encode(encoding)
 
     def _rewrite_json(self, out: Outbound, doc: Any, work: _Work, ctx: Context) -> None:
         original = out.body

@@ -948,3 +948,31 @@ def test_every_vendor_s_credential_header_and_parameter_is_redacted(
         _vendor_secrets.cache_clear()
         _secret_header.cache_clear()
         redact_url.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("url", "body", "field", "headers"),
+    [
+        ("https://api.openai.com/v1/uploads",
+         {"purpose": "assistants", "filename": "Anna Schmidt contract.pdf", "bytes": 1000,
+          "mime_type": "application/pdf"}, ("filename",), ()),
+        ("https://rest.fal.ai/storage/upload/initiate",
+         {"file_name": "Anna_Passport.jpg", "content_type": "image/jpeg"}, ("file_name",), ()),
+        ("https://generativelanguage.googleapis.com/upload/v1beta/files",
+         {"file": {"display_name": "IMG_2041_Anna_at_home.jpg"}}, ("file", "display_name"),
+         (("X-Goog-Upload-Command", "start"), ("X-Goog-Upload-Protocol", "resumable"))),
+    ],
+)  # fmt: skip
+def test_an_upload_s_first_request_names_the_file_neutrally(
+    guard: Guard, url: str, body: dict[str, Any], field: tuple[str, ...],
+    headers: tuple[tuple[str, str], ...],
+) -> None:  # fmt: skip
+    """The request that starts an upload names the file in JSON; the bytes come later. The
+    name leaves as a neutral one with a common extension, never the app's."""
+    rec = prepare(guard, url, body, headers=headers)
+    assert rec.sent is not None, rec.rec
+    sent = json.loads(rec.sent.body)
+    for key in field:
+        sent = sent[key]
+    assert sent in ("file.pdf", "file.jpg"), sent
+    assert b"Anna" not in rec.sent.body and "Anna" not in json.dumps(rec.rec)
