@@ -208,7 +208,7 @@ class Gateway:
         target = self._target(scope)
         vendor_hint = target[0] if isinstance(target, tuple) else "openai"
         if self.token is not None and not secrets.compare_digest(
-            _header(scope, _TOKEN_RAW), self.token.encode()
+            _header(scope["headers"], _TOKEN_RAW), self.token.encode()
         ):
             await self._refuse(send, vendor_hint, 401, "missing or wrong X-Veilpix-Token",
                                "veilpix_token", outcome=None)  # fmt: skip
@@ -256,8 +256,9 @@ class Gateway:
         if declared is not None and not lease.reserve(declared * MEMORY_PER_BODY_BYTE):
             await self._busy(send, vendor)  # before a byte of the body is read
             return
-        # The head as it came, before the body is read: a server may add the fields of a
-        # chunked body's trailer to scope["headers"], which are not the request's headers.
+        # The head as it is before the body is read: a server may add the fields of a chunked
+        # body's trailer to scope["headers"] as they come (uvicorn's httptools parser has
+        # already added those that came with the head; they pass the same checks).
         head = list(scope["headers"])
         clock = BodyClock(asyncio.get_running_loop().time(), self.idle_timeout, self.min_body_rate)
         body = await _read_body(receive, self.max_body, clock, lease)
@@ -279,7 +280,7 @@ class Gateway:
                                headers=[(b"connection", b"close")])  # fmt: skip
             return
         assert isinstance(body, bytes)
-        app = next((bytes(v) for k, v in head if k == _APP_RAW), b"").decode("latin-1")
+        app = _header(head, _APP_RAW).decode("latin-1")
         guard = self.guards.get(app) or self.guards[""]
         client = scope.get("client")
         settings = self.records.get(app if app in self.guards else "") or RecordSettings()
@@ -473,10 +474,10 @@ def _forwarded(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     ]
 
 
-def _header(scope: Scope, name: bytes) -> bytes:
+def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes:
     """The first value of the request header ``name`` (lower-case), or b"" (ASGI servers
     give names in lower case)."""
-    for key, value in scope["headers"]:
+    for key, value in headers:
         if key == name:
             return bytes(value)
     return b""
@@ -507,7 +508,7 @@ class _Stop(enum.Enum):
 
 def _content_length(scope: Scope) -> int | None:
     """The declared body size (the server has checked the header's syntax), else None."""
-    value = _header(scope, b"content-length")
+    value = _header(scope["headers"], b"content-length")
     try:
         return int(value) if value else None
     except ValueError:

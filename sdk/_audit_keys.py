@@ -27,7 +27,6 @@ fact, but not decrypt subject-linked fields or recompute fingerprints.
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
@@ -196,17 +195,11 @@ class KeyFile:
         folder, fsynced, renamed over it, the folder fsynced): a crash leaves the old file or
         the new one, never half of either. A symlinked key file is replaced where it points."""
         target = Path(os.path.realpath(path))
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        tmp = _written_aside(target, self.to_json())
         try:
-            with os.fdopen(fd, "wb") as fh:  # mkstemp creates it 0600
-                fh.write(self.to_json())
-                fh.flush()
-                os.fsync(fh.fileno())
             os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        finally:
+            tmp.unlink(missing_ok=True)
         _fsync_dir(target.parent)
 
     @classmethod
@@ -252,13 +245,8 @@ class KeyFile:
         reads a half-written key file."""
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         keys = cls.generate(log_id)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        tmp = _written_aside(path, keys.to_json())
         try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(keys.to_json())
-                fh.flush()
-                os.fsync(fh.fileno())
             try:
                 os.link(tmp, path)
             except FileExistsError:
@@ -302,6 +290,21 @@ def check_private(path: Path, what: str) -> None:
             f"the {what} {str(path)!r} is open to other users (mode {mode:04o})",
             hint=f"run chmod 600 {str(path)!r}; rotate the keys if others may have read them",
         )
+
+
+def _written_aside(path: Path, data: bytes) -> Path:
+    """``data`` in a new 0600 file beside ``path``, on disk (fsynced): to be linked or renamed
+    into place, so that nobody ever reads a half-written key file."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # (mkstemp: 0600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        os.unlink(name)
+        raise
+    return Path(name)
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -45,7 +45,6 @@ _SECRET_HEADERS = frozenset(
         "x-key",
         "cookie",
         "set-cookie",
-        "x-veilpix-token",
         "ocp-apim-subscription-key",
         "x-amz-security-token",
         "x-goog-user-project",

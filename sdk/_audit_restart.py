@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,15 +53,7 @@ class Restarted:
     statement: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "log_id": self.log_id,
-            "previous_log": self.previous_log,
-            "found": self.found,
-            "detail": self.detail,
-            "moved_to": self.moved_to,
-            "statement": self.statement,
-        }
+        return asdict(self)
 
 
 def restart_log(

@@ -200,12 +200,18 @@ def _int(value: object) -> int:
 
 
 def _mac_problem(row: tuple[Any, ...], keys: KeyFile, log_id: str) -> Problem | None:
-    mac = row[8]
-    if isinstance(mac, bytes) and hmac.compare_digest(mac, keys.entry_mac(_b(row[7]), log_id)):
+    """A problem when the entry in ``row`` (``_SELECT_ENTRIES``'s columns) lacks its MAC."""
+    return _forged(row[0], row[1], _b(row[7]), row[8], keys, log_id)
+
+
+def _forged(  # noqa: PLR0917 - an entry's seq, kind, hash and MAC, and what checks them
+    seq: int, kind: str, digest: bytes, mac: object, keys: KeyFile, log_id: str
+) -> Problem | None:
+    if isinstance(mac, bytes) and hmac.compare_digest(mac, keys.entry_mac(digest, log_id)):
         return None
     return Problem(
-        "forged", row[0],
-        f"entry {row[0]} ({row[1]}) does not carry the log's MAC: it was written, or rewritten "
+        "forged", seq,
+        f"entry {seq} ({kind}) does not carry the log's MAC: it was written, or rewritten "
         "with its hashes recomputed, by someone without the key file",
     )  # fmt: skip
 
@@ -393,11 +399,9 @@ def _walk_links(
         if s != seq or _b(row_prev) != prev:
             return _walk_tail(db, seq, prev, keys, log_id)  # the full check names it
         digest = _b(row_hash)
-        if not isinstance(mac, bytes) or not hmac.compare_digest(
-            mac, keys.entry_mac(digest, log_id)
-        ):
-            return _mac_problem((s, kind, None, None, None, None, row_prev, digest, mac),
-                                keys, log_id)  # fmt: skip
+        problem = _forged(s, kind, digest, mac, keys, log_id)
+        if problem is not None:
+            return problem
         seq, prev = s + 1, digest
     return None
 

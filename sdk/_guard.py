@@ -728,13 +728,13 @@ class Guard:
         except VeilpixError:
             return  # not JSON (a resumable upload's bytes): nothing named here
         changed = False
-        for index, path in enumerate(endpoint.filename_fields, start=1):
+        for path in endpoint.filename_fields:
             *parents, key = path.split(".")
             node = doc
             for part in parents:
                 node = node.get(part) if isinstance(node, dict) else None
             if isinstance(node, dict) and isinstance(node.get(key), str):
-                node[key] = neutral_name_for(b"", node[key], index)
+                node[key] = neutral_name_for(b"", node[key])
                 changed = True
         if changed:
             encoding = json.detect_encoding(out.body)
@@ -985,7 +985,7 @@ class Guard:
             images=tuple(work.images),
             prompt=prompt,
             request_bytes=len(out.body),
-            headers={k: v for k, v in out.headers if not is_record_header(k)},
+            headers=dict(out.headers),  # (the log keeps no X-Veilpix-* header: redact_headers)
             controls_applied=tuple(work.applied),
             controls_account_level=tuple(work.account),
             controls_unavailable=tuple(work.unavailable),
