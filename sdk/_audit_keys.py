@@ -32,7 +32,6 @@ import hmac
 import json
 import os
 import secrets
-import tempfile
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -43,6 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from veilpix._atomic import write_file
 from veilpix._errors import ConfigError, VeilpixError
 
 __all__ = [
@@ -194,13 +194,7 @@ class KeyFile:
         """Replace ``path`` with these keys, atomically (a temporary 0600 file in the same
         folder, fsynced, renamed over it, the folder fsynced): a crash leaves the old file or
         the new one, never half of either. A symlinked key file is replaced where it points."""
-        target = Path(os.path.realpath(path))
-        tmp = _written_aside(target, self.to_json())
-        try:
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
-        _fsync_dir(target.parent)
+        write_file(Path(os.path.realpath(path)), self.to_json())
 
     @classmethod
     def read(cls, path: Path) -> KeyFile:
@@ -245,15 +239,10 @@ class KeyFile:
         reads a half-written key file."""
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         keys = cls.generate(log_id)
-        tmp = _written_aside(path, keys.to_json())
         try:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                return cls.read(path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        _fsync_dir(path.parent)
+            write_file(path, keys.to_json(), replace=False)
+        except FileExistsError:
+            return cls.read(path)
         return keys
 
 
@@ -290,31 +279,3 @@ def check_private(path: Path, what: str) -> None:
             f"the {what} {str(path)!r} is open to other users (mode {mode:04o})",
             hint=f"run chmod 600 {str(path)!r}; rotate the keys if others may have read them",
         )
-
-
-def _written_aside(path: Path, data: bytes) -> Path:
-    """``data`` in a new 0600 file beside ``path``, on disk (fsynced): to be linked or renamed
-    into place, so that nobody ever reads a half-written key file."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # (mkstemp: 0600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except BaseException:
-        os.unlink(name)
-        raise
-    return Path(name)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory handles
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)

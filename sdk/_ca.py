@@ -30,7 +30,6 @@ import contextlib
 import datetime as dt
 import os
 import re
-import secrets
 import ssl
 import threading
 import time
@@ -44,6 +43,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from veilpix._atomic import write_file
 from veilpix._config import _is_dns_name, check_domain
 from veilpix._errors import CAError, ConfigError
 
@@ -192,39 +192,6 @@ def _make_ca(
     )
 
 
-def _write_private(path: Path, data: bytes, *, replace: bool) -> None:
-    """Write ``data`` to ``path`` (0600) via a temporary name; without ``replace`` an existing
-    file wins (FileExistsError), so two processes never both create a CA."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if replace:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_public(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically with mode 0644 (certificates are public)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        os.fchmod(fd, 0o644)  # whatever the umask says
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _is_veilpix_ca(der: bytes) -> bool:
     """Whether a DER certificate is a veilpix intercept CA (by its organisational unit, which
     no public root carries; cheaper and sturdier than parsing every system root)."""
@@ -332,7 +299,7 @@ def write_bundle(path: str | os.PathLike[str], ca_pem: bytes) -> tuple[int, str]
         f"# veilpix intercept CA, SHA-256 {fingerprint}\n".encode(),
         ca_pem,
     ])  # fmt: skip
-    _write_public(Path(path), text)
+    write_file(Path(path), text, mode=0o644)
     return len(roots), source
 
 
@@ -414,7 +381,7 @@ class Authority:
         cert_pem = cert.public_bytes(serialization.Encoding.PEM)
         try:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _write_private(folder / KEY_NAME, key_pem + cert_pem, replace=replace)
+            write_file(folder / KEY_NAME, key_pem + cert_pem, replace=replace)
         except FileExistsError:
             raise CAError(
                 f"a veilpix CA already exists in {str(folder)!r}",
@@ -426,7 +393,7 @@ class Authority:
                 f"cannot write the CA in {str(folder)!r}: {exc.strerror}",
                 hint="choose a writable folder with --dir or $VEILPIX_CA_DIR",
             ) from exc
-        _write_public(folder / CERT_NAME, cert_pem)
+        write_file(folder / CERT_NAME, cert_pem, mode=0o644)
         authority = cls(folder, key, cert)
         if replace and authority.bundle_path.exists():
             write_bundle(authority.bundle_path, cert_pem)
@@ -475,7 +442,7 @@ class Authority:
         except OSError:
             current = b""
         if current != pem:  # the public copy went missing or is stale: it is derived data
-            _write_public(authority.cert_path, pem)
+            write_file(authority.cert_path, pem, mode=0o644)
         return authority
 
     def rotate(self, *, extra_domains: Iterable[str] | None = None) -> None:
