@@ -5,7 +5,7 @@ entity each host means), how it authenticates (header names, so credentials can 
 which endpoints carry images and where in the request they sit, what formats and sizes those
 endpoints accept, and which privacy controls exist (applied per request by veilpix, available
 only at account level, or not offered at all). Adapters hold no logic beyond matching; the
-core (``veilpix._guard``) does the work, so every door behaves the same.
+core (``veilpix.guard._guard``) does the work, so every door behaves the same.
 
 JSON paths in :class:`ImageSlot` use a small dotted language: ``a.b`` walks objects,
 ``a[*]`` every array item, ``a[?type=image_url]`` only items whose ``type`` is that value,

@@ -604,7 +604,7 @@ class AuthRow:
 
 def measure_entry_auth(pair_us: float, count: int = 20000) -> list[AuthRow]:
     """Per-entry cost of the two ways to authenticate an entry (median of 5 runs)."""
-    from veilpix._audit_keys import KeyFile, verify_signature
+    from veilpix.audit._keys import KeyFile, verify_signature
 
     keys = KeyFile.generate("bench")
     public = keys.public_raw

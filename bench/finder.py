@@ -139,7 +139,7 @@ def guard_and_log(folder: Path) -> tuple[Any, Any]:
 
 
 def prepare(guard: Any, body: bytes, ctype: str | None, path: str = "/v1/responses") -> Any:
-    from veilpix._guard import Outbound
+    from veilpix.guard._guard import Outbound
 
     headers = [("Content-Type", ctype)] if ctype else []
     prepared = guard.prepare(Outbound("POST", f"http://127.0.0.1:9{path}", headers, body))
@@ -151,7 +151,7 @@ def prepare(guard: Any, body: bytes, ctype: str | None, path: str = "/v1/respons
 
 
 def bench_scan(repeat: int) -> dict[str, Any]:
-    from veilpix._finder import Finder
+    from veilpix.finder._finder import Finder
 
     table = bytes(range(256))[::-1]
     bodies = {
@@ -260,7 +260,7 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 import veilpix
 from veilpix import AuditLog, Context, Guard, Policy
-from veilpix._guard import Outbound
+from veilpix.guard._guard import Outbound
 n = int(sys.argv[2]); body = sys.argv[3].encode()
 with tempfile.TemporaryDirectory() as tmp:
     log = AuditLog(Path(tmp) / "a.db")

@@ -239,7 +239,7 @@ def baseline_cli(ref: str, tmp: Path) -> Path:
     shim = tmp / "veilpix-baseline"
     shim.write_text(
         f"#!{sys.executable}\nimport sys\nsys.path.insert(0, {str(tree)!r})\n"
-        "from veilpix._cli import main\nsys.exit(main())\n"
+        "from veilpix.cli._main import main\nsys.exit(main())\n"
     )
     shim.chmod(0o755)
     return shim

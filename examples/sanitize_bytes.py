@@ -19,7 +19,7 @@ def main(argv: list[str]) -> int:
         source = Path(argv[0])
         data = source.read_bytes()
     else:
-        from veilpix._demo import sample_photo
+        from veilpix.cli._demo import sample_photo
 
         source, data = Path("sample.jpg"), sample_photo()
     try:

@@ -30,8 +30,8 @@ from urllib.parse import unquote
 
 from veilpix._config import RecordSettings
 from veilpix._errors import RequestBlocked, VeilpixError
-from veilpix._guard import Context, Guard, Outbound, Prepared
-from veilpix._record_facts import is_record_header
+from veilpix.guard._guard import Context, Guard, Outbound, Prepared
+from veilpix.guard._record_facts import is_record_header
 from veilpix.proxy._http import DISCONNECT, HEALTH_PATH
 from veilpix.proxy._limits import (
     MEMORY_PER_BODY_BYTE,

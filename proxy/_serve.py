@@ -25,7 +25,7 @@ from veilpix._errors import ConfigError
 from veilpix.proxy._gateway import Gateway
 
 if TYPE_CHECKING:
-    from veilpix._audit import AuditLog
+    from veilpix.audit._log import AuditLog
     from veilpix.proxy._metrics import Metrics
     from veilpix.proxy._upstream import UpstreamPool
 
@@ -57,8 +57,8 @@ def build_gateway(
     """A Gateway for ``config``: one Guard per ``[apps.<name>]`` plus the default, all writing
     one AuditLog (``log``, else the one ``log_path`` / ``$VEILPIX_LOG`` / ``[log] path``
     names). The caller closes ``gateway.guards[""].log`` when done."""
-    from veilpix._audit import AuditLog
-    from veilpix._guard import Guard
+    from veilpix.audit._log import AuditLog
+    from veilpix.guard._guard import Guard
 
     policies = {"": config.policy(), **{app: config.policy(app) for app in config.apps}}
     if log is None:
@@ -369,7 +369,7 @@ class _Supervisor:
         import multiprocessing
         from multiprocessing import shared_memory
 
-        from veilpix._audit import AuditLog
+        from veilpix.audit._log import AuditLog
         from veilpix.proxy._metrics import Metrics
 
         socks = _bind_all(self.host, self.port, self.count)

@@ -81,10 +81,10 @@ __all__ = [  # noqa: RUF022 - plain sorted() order, which tests/test_packaging.p
 ]
 
 _LAZY = {
-    "AsyncClient": "veilpix._client",
-    "Client": "veilpix._client",
-    "GeneratedImage": "veilpix._client",
-    "Result": "veilpix._client",
+    "AsyncClient": "veilpix.client._client",
+    "Client": "veilpix.client._client",
+    "GeneratedImage": "veilpix.client._client",
+    "Result": "veilpix.client._client",
     "VendorAuthError": "veilpix._errors",
     "VendorBadRequest": "veilpix._errors",
     "VendorError": "veilpix._errors",
@@ -93,34 +93,34 @@ _LAZY = {
     "VendorTimeout": "veilpix._errors",
     "VendorUnavailable": "veilpix._errors",
     "RequestError": "veilpix._errors",
-    "Guard": "veilpix._guard",
-    "Outbound": "veilpix._guard",
-    "Context": "veilpix._guard",
-    "Receipt": "veilpix._guard",
-    "Prepared": "veilpix._guard",
+    "Guard": "veilpix.guard._guard",
+    "Outbound": "veilpix.guard._guard",
+    "Context": "veilpix.guard._guard",
+    "Receipt": "veilpix.guard._guard",
+    "Prepared": "veilpix.guard._guard",
     "RequestBlocked": "veilpix._errors",
     "EEA": "veilpix._policy",
-    "http_client": "veilpix._http",
-    "async_http_client": "veilpix._http",
+    "http_client": "veilpix.transports._clients",
+    "async_http_client": "veilpix.transports._clients",
     "Config": "veilpix._config",
     "load_config": "veilpix._config",
-    "AuditLog": "veilpix._audit",
+    "AuditLog": "veilpix.audit._log",
     "AuditLogError": "veilpix._errors",
     "LogIntegrityError": "veilpix._errors",
-    "restart_log": "veilpix._audit_restart",
-    "Restarted": "veilpix._audit_restart",
+    "restart_log": "veilpix.audit._restart",
+    "Restarted": "veilpix.audit._restart",
     "Authority": "veilpix._ca",
     "CAError": "veilpix._errors",
-    "OutboundImage": "veilpix._audit_record",
-    "PendingTransfer": "veilpix._audit",
-    "Transfer": "veilpix._audit_record",
-    "TransferRecord": "veilpix._audit",
-    "VerifyResult": "veilpix._audit_verify",
-    "verify_log": "veilpix._audit_verify",
-    "CenterFace": "veilpix._faces",
-    "FaceBox": "veilpix._faces",
-    "FaceDetector": "veilpix._faces",
-    "detect_faces": "veilpix._faces",
+    "OutboundImage": "veilpix.audit._record",
+    "PendingTransfer": "veilpix.audit._log",
+    "Transfer": "veilpix.audit._record",
+    "TransferRecord": "veilpix.audit._log",
+    "VerifyResult": "veilpix.audit._verify",
+    "verify_log": "veilpix.audit._verify",
+    "CenterFace": "veilpix.image._faces",
+    "FaceBox": "veilpix.image._faces",
+    "FaceDetector": "veilpix.image._faces",
+    "detect_faces": "veilpix.image._faces",
     "ConsentRequired": "veilpix._errors",
     "FaceDetectionError": "veilpix._errors",
     "ConfigError": "veilpix._errors",
@@ -132,25 +132,20 @@ _LAZY = {
     "UnsupportedImage": "veilpix._errors",
     "VeilpixError": "veilpix._errors",
     "Policy": "veilpix._policy",
-    "Finding": "veilpix._report",
-    "GpsPosition": "veilpix._report",
-    "ImageReport": "veilpix._report",
-    "Removed": "veilpix._report",
-    "SanitizedImage": "veilpix._report",
-    "Inspection": "veilpix._pipeline",
-    "inspect": "veilpix._pipeline",
-    "sanitize": "veilpix._pipeline",
-    "sanitize_file": "veilpix._pipeline",
-    "sanitize_mask": "veilpix._pipeline",
+    "Finding": "veilpix.image._report",
+    "GpsPosition": "veilpix.image._report",
+    "ImageReport": "veilpix.image._report",
+    "Removed": "veilpix.image._report",
+    "SanitizedImage": "veilpix.image._report",
+    "Inspection": "veilpix.image._pipeline",
+    "inspect": "veilpix.image._pipeline",
+    "sanitize": "veilpix.image._pipeline",
+    "sanitize_file": "veilpix.image._pipeline",
+    "sanitize_mask": "veilpix.image._pipeline",
 }
 
 if TYPE_CHECKING:
-    from veilpix._audit import AuditLog, PendingTransfer, TransferRecord
-    from veilpix._audit_record import OutboundImage, Transfer
-    from veilpix._audit_restart import Restarted, restart_log
-    from veilpix._audit_verify import VerifyResult, verify_log
     from veilpix._ca import Authority
-    from veilpix._client import AsyncClient, Client, GeneratedImage, Result
     from veilpix._config import Config, load_config
     from veilpix._errors import (
         AuditLogError,
@@ -176,12 +171,17 @@ if TYPE_CHECKING:
         VendorTimeout,
         VendorUnavailable,
     )
-    from veilpix._faces import CenterFace, FaceBox, FaceDetector, detect_faces
-    from veilpix._guard import Context, Guard, Outbound, Prepared, Receipt
-    from veilpix._http import async_http_client, http_client
-    from veilpix._pipeline import Inspection, inspect, sanitize, sanitize_file, sanitize_mask
     from veilpix._policy import EEA, Policy
-    from veilpix._report import Finding, GpsPosition, ImageReport, Removed, SanitizedImage
+    from veilpix.audit._log import AuditLog, PendingTransfer, TransferRecord
+    from veilpix.audit._record import OutboundImage, Transfer
+    from veilpix.audit._restart import Restarted, restart_log
+    from veilpix.audit._verify import VerifyResult, verify_log
+    from veilpix.client._client import AsyncClient, Client, GeneratedImage, Result
+    from veilpix.guard._guard import Context, Guard, Outbound, Prepared, Receipt
+    from veilpix.image._faces import CenterFace, FaceBox, FaceDetector, detect_faces
+    from veilpix.image._pipeline import Inspection, inspect, sanitize, sanitize_file, sanitize_mask
+    from veilpix.image._report import Finding, GpsPosition, ImageReport, Removed, SanitizedImage
+    from veilpix.transports._clients import async_http_client, http_client
 
 
 def __getattr__(name: str) -> Any:

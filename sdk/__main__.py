@@ -2,6 +2,6 @@
 
 import sys
 
-from veilpix._cli import main
+from veilpix.cli import main
 
 sys.exit(main())

@@ -77,7 +77,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from veilpix._errors import ConfigError
-from veilpix._record_facts import RECORD_HEADERS
+from veilpix.guard._record_facts import RECORD_HEADERS
 
 if TYPE_CHECKING:
     from veilpix._policy import Policy
@@ -271,7 +271,7 @@ class Config:
         chosen = path or os.environ.get("VEILPIX_LOG") or self.log.path
         if chosen:
             return Path(chosen).expanduser()
-        from veilpix._audit import default_log_path
+        from veilpix.audit._log import default_log_path
 
         return default_log_path()
 
@@ -356,7 +356,7 @@ def _log(table: Mapping[str, Any], base: Path) -> LogConfig:
     if out.checkpoint_every < 1 or out.checkpoint_seconds <= 0:
         raise ConfigError("log.checkpoint_every and log.checkpoint_seconds must be above 0")
     if out.retention is not None:
-        from veilpix._audit import parse_age
+        from veilpix.audit._log import parse_age
 
         parse_age(out.retention)
     return out

@@ -34,7 +34,7 @@ The tree (``tests/test_packaging.py`` checks that it matches the classes)::
             VendorUnavailable
 
 Two more live beside the code that raises them, in the same tree: ``SealError``
-(``veilpix._audit_keys``, a ``VeilpixError``: a sealed field did not open) and
+(``veilpix.audit._keys``, a ``VeilpixError``: a sealed field did not open) and
 ``UpstreamError`` (``veilpix.proxy``, a ``VeilpixError``: the gateway could not reach the
 vendor).
 """

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 from veilpix._errors import ConfigError
 
 if TYPE_CHECKING:
-    from veilpix._faces import FaceDetector
+    from veilpix.image._faces import FaceDetector
 
 __all__ = ["EEA", "Documents", "FaceMode", "OutputFormat", "Policy", "RemoteImages"]
 

@@ -11,7 +11,7 @@ from auditkit import PHOTO, fill, transfer
 
 import factories
 from veilpix import AuditLog, ConfigError, load_config, verify_log
-from veilpix._cli import main
+from veilpix.cli._main import main
 
 
 @pytest.fixture

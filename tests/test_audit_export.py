@@ -17,8 +17,8 @@ import pytest
 
 import factories
 import veilpix
-from veilpix._audit import AuditLog, TransferRecord, summarize
-from veilpix._audit_export import (
+from veilpix._errors import ConfigError
+from veilpix.audit._export import (
     CSV_COLUMNS,
     EXPORT_FORMATS,
     OCSF_VERSION,
@@ -27,8 +27,8 @@ from veilpix._audit_export import (
     flat_row,
     ocsf_event,
 )
-from veilpix._audit_record import OutboundImage, Transfer
-from veilpix._errors import ConfigError
+from veilpix.audit._log import AuditLog, TransferRecord, summarize
+from veilpix.audit._record import OutboundImage, Transfer
 
 OPENAI_KEY = "sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz012345"
 GOOGLE_KEY = "AIzaSyA1234567890abcdefghijklmnopqrstu"

@@ -14,9 +14,9 @@ import pytest
 from auditkit import fill, raw, transfer
 
 from veilpix import AuditLog, AuditLogError, LogIntegrityError, restart_log, verify_log
-from veilpix._audit import entry_hash, genesis
-from veilpix._audit_keys import KeyFile
-from veilpix._cli import main
+from veilpix.audit._keys import KeyFile
+from veilpix.audit._log import entry_hash, genesis
+from veilpix.cli._main import main
 
 QUIET = {"checkpoint_every": 1000, "checkpoint_seconds": 3600.0}  # no checkpoint comes by itself
 

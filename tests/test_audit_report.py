@@ -15,10 +15,10 @@ import pytest
 
 import factories
 import veilpix
-from veilpix._audit import AuditLog, TransferRecord, summarize
-from veilpix._audit_record import OutboundImage, Transfer
-from veilpix._audit_report import render_report
-from veilpix._audit_verify import VerifyResult
+from veilpix.audit._log import AuditLog, TransferRecord, summarize
+from veilpix.audit._record import OutboundImage, Transfer
+from veilpix.audit._register import render_report
+from veilpix.audit._verify import VerifyResult
 
 HOSTILE_APP = "<script>alert('app')</script>"
 HOSTILE_REASON = '<img src=x onerror="alert(1)"> vendor not allowed'

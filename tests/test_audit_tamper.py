@@ -11,9 +11,9 @@ import pytest
 from auditkit import fill, raw
 
 from veilpix import AuditLog, AuditLogError, ConfigError, verify_log
-from veilpix._audit import checkpoint_message, entry_hash, founding_statement, genesis
-from veilpix._audit_keys import KeyFile, key_id
-from veilpix._cli import main
+from veilpix.audit._keys import KeyFile, key_id
+from veilpix.audit._log import checkpoint_message, entry_hash, founding_statement, genesis
+from veilpix.cli._main import main
 
 N = 20  # transfers -> 40 entries, checkpoints at 1 (the first entry), 8, 16, 24, 32, 40
 
@@ -250,7 +250,7 @@ def test_re_signed_log_is_caught_with_the_exported_key(log_path: Path, tmp_path:
         prev_sig = hashlib.sha256(sig).digest()
     assert verify_log(log_path).ok  # self-consistent against its own (replaced) key
     assert main(["audit", "verify", "--log", str(log_path), "--public-key", str(pem)]) == 1
-    from veilpix._audit_keys import load_public_key
+    from veilpix.audit._keys import load_public_key
 
     problems = kinds(log_path, public_key=load_public_key(pem))
     assert problems[0] == ("key-mismatch", None)

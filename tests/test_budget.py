@@ -32,7 +32,7 @@ from PIL import Image
 
 import factories as F
 import veilpix
-from veilpix._budget import estimate
+from veilpix.image._budget import estimate
 
 MB = 1 << 20
 WALL = 10.0  # seconds the child process may take, start-up included
@@ -109,7 +109,7 @@ def gif_bomb(frames: int = 1000, side: int = 632, icc: str | None = "device") ->
 _CHILD = r"""
 import json, resource, sys, time
 import PIL.Image
-import veilpix, veilpix._pipeline, veilpix._pixels  # imported up front: not part of the cap
+import veilpix, veilpix.image._pipeline, veilpix.image._pixels  # imported up front: not part of the cap
 PIL.Image.init()
 cap = int(sys.argv[2])
 with open("/proc/self/status") as fh:
@@ -279,7 +279,7 @@ def test_every_pixel_path_is_budgeted(fmt_data: Any) -> None:
 
 def test_sixteen_bit_reencode_is_budgeted() -> None:
     """The 16-bit path (OpenCV) takes the budget when it is given the policy and size."""
-    from veilpix._pixels import deep_reencode
+    from veilpix.image._pixels import deep_reencode
 
     data, _ = F.png16(orientation=6)
     assert deep_reencode(data, "PNG", 6, policy=veilpix.Policy(), size=(24, 40))
@@ -289,7 +289,7 @@ def test_sixteen_bit_reencode_is_budgeted() -> None:
 
 def test_verify_decode_budget() -> None:
     """For the pipeline's verify_decode=True on a lossless strip (decodes every frame)."""
-    from veilpix._budget import check_decode
+    from veilpix.image._budget import check_decode
 
     check_decode(veilpix.Policy(), "GIF", frames=100, canvas=(632, 632))
     with pytest.raises(veilpix.ImageTooLarge, match="decode to verify"):

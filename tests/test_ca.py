@@ -37,9 +37,9 @@ from veilpix._ca import (
     vendor_domains,
     write_bundle,
 )
-from veilpix._cli import main
 from veilpix._config import load_config
 from veilpix._errors import CAError, ConfigError, VeilpixError
+from veilpix.cli._main import main
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX modes and /dev/fd")
 

@@ -283,7 +283,7 @@ def test_warnings_printed_by_c_libraries_are_captured_too(
     import os
     import warnings
 
-    from veilpix._cli_scrub import _warnings_into
+    from veilpix.cli._scrub import _warnings_into
 
     out: dict[str, object] = {}
     with _warnings_into(out):

@@ -35,7 +35,7 @@ from veilpix import (
     VendorTimeout,
     VendorUnavailable,
 )
-from veilpix._client import detect_provenance
+from veilpix.client._client import detect_provenance
 
 PHOTO = factories.jpeg()  # GPS, serials, owner, XMP, IPTC, C2PA: everything to strip
 SECRET = factories.SECRET.encode()
@@ -968,7 +968,7 @@ def test_closing_the_client_closes_a_log_it_opened(tmp_path: Path, log: AuditLog
 
 
 def test_fal_endpoint_ids_keep_their_fal_ai_prefix() -> None:
-    from veilpix._client_vendors import spec_for
+    from veilpix.client._plans import spec_for
 
     spec, model = spec_for("fal-ai/flux/dev", "generate")
     assert spec.name == "fal"
@@ -977,7 +977,7 @@ def test_fal_endpoint_ids_keep_their_fal_ai_prefix() -> None:
 
 
 def test_digital_source_type_stops_at_the_term() -> None:
-    from veilpix._client import _DIGITAL_SOURCE
+    from veilpix.client._client import _DIGITAL_SOURCE
 
     cbor = b"\x78\x40http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMediamsoftwareAgent"
     assert [m.group(1) for m in _DIGITAL_SOURCE.finditer(cbor)] == [b"trainedAlgorithmicMedia"]

@@ -1,4 +1,4 @@
-"""The request codec (veilpix._codec): content codings, multipart/form-data, data URIs,
+"""The request codec (veilpix.codec._codec): content codings, multipart/form-data, data URIs,
 base64 images and JSON paths. Round trips, real-world bodies built by httpx and httpx2 the way
 the OpenAI SDK builds them, and hostile input that must fail closed, fast and small."""
 
@@ -26,7 +26,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import factories as F
-from veilpix import _codec as C
 from veilpix._errors import (
     MalformedMultipart,
     RequestError,
@@ -34,6 +33,7 @@ from veilpix._errors import (
     UnsupportedEncoding,
     VeilpixError,
 )
+from veilpix.codec import _codec as C
 
 MB = 1 << 20
 

@@ -19,8 +19,8 @@ from PIL import Image
 
 import factories
 import veilpix
-from veilpix._blur import anonymize, face_mask
-from veilpix._faces import CenterFace, FaceBox, LibFaceDetection, Sweep, detect_faces
+from veilpix.image._blur import anonymize, face_mask
+from veilpix.image._faces import CenterFace, FaceBox, LibFaceDetection, Sweep, detect_faces
 
 skimage_data = pytest.importorskip("skimage.data")
 

@@ -57,8 +57,8 @@ from wire import Upstream
 
 import factories
 from veilpix import AuditLog, Guard, Policy, RequestBlocked
-from veilpix._finder import Finder
-from veilpix._guard import Outbound
+from veilpix.finder._finder import Finder
+from veilpix.guard._guard import Outbound
 from veilpix.transports.httpx2 import GuardTransport
 
 PHOTO = factories.jpeg()

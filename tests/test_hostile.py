@@ -183,7 +183,7 @@ _CHILD = r"""
 import json, struct, sys, time, tracemalloc, traceback, warnings
 warnings.simplefilter("ignore")
 import PIL.Image
-import veilpix, veilpix._pipeline, veilpix._pixels
+import veilpix, veilpix.image._pipeline, veilpix.image._pixels
 PIL.Image.init()
 for name in ("pillow_heif", "PIL.AvifImagePlugin"):  # imported up front: not part of a timing
     try:
@@ -1555,7 +1555,7 @@ def test_decoder_errors_carry_no_memory_addresses() -> None:
 
     from PIL import Image
 
-    from veilpix._pixels import decoding
+    from veilpix.image._pixels import decoding
 
     with pytest.raises(veilpix.CorruptImage) as info, decoding("TIFF"):
         Image.open(BytesIO(b"II*\x00" + bytes(50)))

@@ -11,7 +11,7 @@ from PIL import Image
 
 import factories as F
 import veilpix
-from veilpix import _turbojpeg
+from veilpix.image import _turbojpeg
 
 UPRIGHT = F.picture((64, 48))
 TRANSFORMS = [None, *Image.Transpose]
@@ -135,7 +135,7 @@ def test_jpeg_with_partial_blocks_falls_back_to_reencoding() -> None:
 def test_perfect_turn_prediction_agrees_with_libjpeg_turbo(
     size: tuple[int, int], subsampling: int
 ) -> None:
-    from veilpix._jpeg import scan_jpeg
+    from veilpix.formats._jpeg import scan_jpeg
 
     data = F.encode(F.picture(size), "JPEG", subsampling=subsampling)
     mcu = scan_jpeg(data).extra["mcu"]

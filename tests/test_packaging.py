@@ -51,7 +51,12 @@ def test_installed_package_has_every_listed_package_and_py_typed() -> None:
     for package in SETUPTOOLS["packages"]:
         module = importlib.import_module(package)
         assert module.__file__ is not None
-        assert (Path(module.__file__).parent / "py.typed").is_file(), f"{package} lacks py.typed"
+    # PEP 561: a py.typed marker in each installed root covers the packages below it
+    for package in SETUPTOOLS["package-dir"]:
+        module = importlib.import_module(package)
+        assert (Path(module.__file__ or "").parent / "py.typed").is_file(), (
+            f"{package} lacks py.typed"
+        )
 
 
 def test_every_source_file_is_in_the_installed_package() -> None:
@@ -69,7 +74,7 @@ def test_public_names_are_sorted_and_importable() -> None:
 
 
 def test_console_script_points_at_main() -> None:
-    assert PYPROJECT["project"]["scripts"]["veilpix"] == "veilpix._cli:main"
+    assert PYPROJECT["project"]["scripts"]["veilpix"] == "veilpix.cli:main"
 
 
 def test_importing_veilpix_stays_light() -> None:
@@ -109,7 +114,7 @@ def test_one_version() -> None:
     from importlib import metadata
 
     import veilpix
-    from veilpix._client_vendors import USER_AGENT
+    from veilpix.client._plans import USER_AGENT
 
     assert metadata.version("veilpix") == veilpix.__version__
     assert f"veilpix-client/{veilpix.__version__}" == USER_AGENT
@@ -124,7 +129,7 @@ def test_the_error_tree_is_drawn_as_it_is_and_has_no_strays() -> None:
     import re
 
     import veilpix._errors as errors
-    from veilpix._audit_keys import SealError
+    from veilpix.audit._keys import SealError
     from veilpix.proxy._upstream import UpstreamError
 
     classes = [c for _, c in inspect.getmembers(errors, inspect.isclass)

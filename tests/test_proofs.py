@@ -18,8 +18,8 @@ from PIL import Image
 import factories as F
 import veilpix
 from factories import encode, exif_tiff, picture, png_chunk, png_chunks, riff_chunk
-from veilpix import _turbojpeg
-from veilpix._jpeg import scan_jpeg
+from veilpix.formats._jpeg import scan_jpeg
+from veilpix.image import _turbojpeg
 
 PAYLOAD = b"GPS 52.5163N 13.3777E Jane Doe, Invalidenstr. 7"
 needs_turbojpeg = pytest.mark.skipif(
@@ -297,7 +297,7 @@ def _gif_source(frames: int = 1) -> bytes:
 
 def _gif_images(data: bytes) -> list[tuple[int, int, int]]:
     """(block start, LZW size byte offset, end) of each image block, via veilpix's scanner."""
-    from veilpix._gif import scan_gif
+    from veilpix.formats._gif import scan_gif
 
     out = []
     for part in scan_gif(data).parts:
@@ -348,7 +348,7 @@ def test_gif_sub_block_sizes_are_written_canonically() -> None:
 def test_gif_codes_beyond_the_frame_take_the_pixel_path() -> None:
     """Extra pixels coded before the end code: no decoder shows them, so they could carry a
     payload; the frame is re-encoded from what a decoder shows."""
-    from veilpix._gif import lzw_extent
+    from veilpix.formats._gif import lzw_extent
 
     source = _gif_source()
     _start, q, end = _gif_images(source)[0]
@@ -554,7 +554,7 @@ def test_repair_a_gif_whose_last_sub_blocks_run_past_the_end() -> None:
     _start, _q, end = _gif_images(source)[0]
     cut = source[: end - 1] + b"\xff" + PAYLOAD  # terminator replaced by a block that runs off
     with pytest.raises(veilpix.CorruptImage):
-        from veilpix._gif import scan_gif
+        from veilpix.formats._gif import scan_gif
 
         scan_gif(cut)
     result = _repaired(cut)
@@ -682,7 +682,7 @@ def _hiding_places() -> dict[str, tuple[str, bytes]]:
 def test_the_verification_rescan_catches_each_hiding_place(name: str) -> None:
     """The proofs run on every output before it is handed out: had a strip let a hiding place
     through, the output would be refused (and the picture re-coded or re-encoded)."""
-    from veilpix._pipeline import _scan, _verify
+    from veilpix.image._pipeline import _scan, _verify
 
     fmt, out = _hiding_places()[name]
     if fmt == "JPEG" and not _turbojpeg.available():
@@ -984,7 +984,7 @@ def test_the_two_lzw_walks_agree() -> None:
     """Long LZW data is walked a table segment at a time with numpy, short data code by code:
     both give the same extent, pixels and colours, on real streams (Pillow's GIF and TIFF
     writers), cut ones, ones with bytes after them, and noise."""
-    from veilpix._gif import _lzw_extent_codes, _lzw_extent_np
+    from veilpix.formats._gif import _lzw_extent_codes, _lzw_extent_np
 
     rng = np.random.default_rng(7)
     cases: list[tuple[bytes, int, bool]] = []
@@ -1019,7 +1019,7 @@ def test_the_two_lzw_walks_agree() -> None:
 def test_an_lzw_stream_of_clear_codes_is_bounded() -> None:
     """Clear, one literal, clear, ...: 200,000 tiny table segments are not walked to the end
     (each costs the bulk walk a fixed overhead); the stream takes the pixel path instead."""
-    from veilpix._gif import lzw_extent
+    from veilpix.formats._gif import lzw_extent
 
     codes = [256, 5] * 200_000 + [257]
     acc = nbits = 0

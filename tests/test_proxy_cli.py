@@ -21,7 +21,7 @@ pytest.importorskip("uvicorn")
 from servers import FakeVendor, Server
 
 from veilpix import EEA, ConfigError, load_config, verify_log
-from veilpix._cli import main
+from veilpix.cli._main import main
 from veilpix.proxy import build_gateway
 
 GOOD = """\

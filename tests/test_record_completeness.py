@@ -33,10 +33,10 @@ from test_intercept import Running, TLSServer
 from wire import form_parts
 
 from veilpix import AuditLog, Client, Context, Guard, Policy, RequestBlocked
-from veilpix._codec import Part as FormPart
-from veilpix._codec import build_multipart
 from veilpix._config import load_config
-from veilpix._guard import Outbound
+from veilpix.codec._codec import Part as FormPart
+from veilpix.codec._codec import build_multipart
+from veilpix.guard._guard import Outbound
 from veilpix.proxy import Gateway
 from veilpix.proxy._intercept import InterceptProxy
 from veilpix.proxy._serve import build_gateway
@@ -813,7 +813,7 @@ def test_free_text_a_door_hands_the_log_is_clipped(tmp_path: Path) -> None:
 def test_scheme_credentials_are_masked_whatever_space_follows_the_scheme() -> None:
     """The cheap trigger for "Bearer x" / "Key x" schemes must not miss any whitespace the
     pattern itself accepts, nor fire on "key" alone (redacted ?key= parameters)."""
-    from veilpix._audit_record import REDACTED, scrub_secrets
+    from veilpix.audit._record import REDACTED, scrub_secrets
 
     for space in (" ", "\t", "\u00a0", "\u2003", "\u3000"):
         text = f'{{"note":"Key{space}abcdefgh12345678","url":"?key=[redacted]"}}'
@@ -845,7 +845,7 @@ def test_rfc2231_continued_file_names_are_replaced_too(guard: Guard) -> None:
 
 
 def test_only_common_extensions_survive_a_neutral_name() -> None:
-    from veilpix._finder import neutral_name_for
+    from veilpix.finder._finder import neutral_name_for
 
     assert neutral_name_for(b"%PDF-1.7 ...", "Anna Schmidt contract.pdf") == "file.pdf"
     assert neutral_name_for(b"plain text", "anna.schmidt") == "file"
@@ -853,9 +853,9 @@ def test_only_common_extensions_survive_a_neutral_name() -> None:
 
 
 def test_file_name_headers_and_malformed_dispositions_never_reach_the_log() -> None:
-    from veilpix._audit_record import REDACTED, redact_headers
-    from veilpix._codec import _split_params
     from veilpix._errors import MalformedMultipart
+    from veilpix.audit._record import REDACTED, redact_headers
+    from veilpix.codec._codec import _split_params
 
     assert redact_headers({"X-Fal-File-Name": NAME})["x-fal-file-name"] == REDACTED
     with pytest.raises(MalformedMultipart) as exc:
@@ -865,7 +865,7 @@ def test_file_name_headers_and_malformed_dispositions_never_reach_the_log() -> N
 
 
 def test_record_header_names_and_values_that_hide_something() -> None:
-    from veilpix._record_facts import HeaderRefused, is_record_header, read_record_headers
+    from veilpix.guard._record_facts import HeaderRefused, is_record_header, read_record_headers
 
     assert is_record_header(" X-Veilpix-Subject") and is_record_header("X-Veilpix-Subject\t")
     for value in ("abc%E2%80%AEdef", "a%E2%80%8Bb", "x%EF%BB%BFy"):  # RLO, zero width, BOM
@@ -921,7 +921,7 @@ def test_every_vendor_s_credential_header_and_parameter_is_redacted(
     from dataclasses import replace
 
     import veilpix.adapters as adapters
-    from veilpix._audit_record import (
+    from veilpix.audit._record import (
         REDACTED,
         _secret_header,
         _vendor_secrets,

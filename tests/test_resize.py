@@ -12,7 +12,7 @@ from PIL import Image
 
 import factories
 import veilpix
-from veilpix._transform import target_size
+from veilpix.image._transform import target_size
 
 
 @given(

@@ -455,7 +455,7 @@ def test_fetch_refuses_a_redirect_to_plain_http() -> None:
     server = HTTPServer(("127.0.0.1", 0), Redirect)
     thread = threading.Thread(target=server.handle_request, daemon=True)
     thread.start()
-    from veilpix._guard import _Block, fetch_url
+    from veilpix.guard._guard import _Block, fetch_url
 
     try:
         with pytest.raises(_Block, match="not https"):

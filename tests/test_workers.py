@@ -25,7 +25,7 @@ pytest.importorskip("uvicorn")
 from servers import FakeVendor, Server
 
 from veilpix import ConfigError, load_config, verify_log
-from veilpix._cli import main
+from veilpix.cli._main import main
 
 linux_only = pytest.mark.skipif(
     sys.platform != "linux" or not Path("/proc/self/fd").is_dir(), reason="reads /proc"

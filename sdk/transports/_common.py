@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from veilpix._guard import Guard, Outbound, Prepared
+from veilpix.guard._guard import Guard, Outbound, Prepared
 
 __all__ = ["CONTEXT", "ahandle", "guard_for", "handle"]
 

@@ -18,9 +18,9 @@ import httpx2
 from veilpix.transports._common import ahandle, guard_for, handle
 
 if TYPE_CHECKING:
-    from veilpix._audit import AuditLog
-    from veilpix._guard import Context, Guard
     from veilpix._policy import Policy
+    from veilpix.audit._log import AuditLog
+    from veilpix.guard._guard import Context, Guard
 
 __all__ = ["AsyncGuardTransport", "GuardTransport"]
 

@@ -1,0 +1,1 @@
+"""The transfer log: written before a byte leaves, tamper-evident, verifiable offline."""

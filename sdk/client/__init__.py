@@ -1,0 +1,1 @@
+"""``veilpix.Client`` and ``veilpix.AsyncClient``: one API across vendors, through the guard."""

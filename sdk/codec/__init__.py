@@ -1,0 +1,1 @@
+"""The request codec: content codings, header parameters, multipart, data URIs and JSON."""

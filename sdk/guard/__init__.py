@@ -1,0 +1,1 @@
+"""The core every door runs an outbound request through: policy, images, record."""

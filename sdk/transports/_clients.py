@@ -1,0 +1,59 @@
+"""Ready-made httpx2 clients with veilpix in front, for SDKs that take ``http_client=``."""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import httpx2
+
+    from veilpix._policy import Policy
+    from veilpix.audit._log import AuditLog
+    from veilpix.guard._guard import Context
+
+__all__ = ["async_http_client", "http_client"]
+
+# Image generation and editing calls take tens of seconds; httpx2's 5 s default would cut them.
+_TIMEOUT = {"timeout": 600.0, "connect": 15.0}
+
+
+def http_client(
+    *,
+    policy: Policy | None = None,
+    log: AuditLog | str | os.PathLike[str] | None = None,
+    context: Context | None = None,
+    transport: httpx2.BaseTransport | None = None,
+    **kwargs: Any,
+) -> httpx2.Client:
+    """An ``httpx2.Client`` whose every request goes through veilpix:
+
+    >>> client = openai.OpenAI(http_client=veilpix.http_client(policy=veilpix.Policy(faces="blur")))
+
+    ``transport`` is the inner transport that finally sends (default httpx2's own);
+    other keyword arguments go to ``httpx2.Client``."""
+    import httpx2
+
+    from veilpix.transports.httpx2 import GuardTransport
+
+    kwargs.setdefault("timeout", httpx2.Timeout(_TIMEOUT["timeout"], connect=_TIMEOUT["connect"]))
+    guard = GuardTransport(transport, policy=policy, log=log, context=context)
+    return httpx2.Client(transport=guard, **kwargs)
+
+
+def async_http_client(
+    *,
+    policy: Policy | None = None,
+    log: AuditLog | str | os.PathLike[str] | None = None,
+    context: Context | None = None,
+    transport: httpx2.AsyncBaseTransport | None = None,
+    **kwargs: Any,
+) -> httpx2.AsyncClient:
+    """The ``httpx2.AsyncClient`` counterpart of :func:`http_client`."""
+    import httpx2
+
+    from veilpix.transports.httpx2 import AsyncGuardTransport
+
+    kwargs.setdefault("timeout", httpx2.Timeout(_TIMEOUT["timeout"], connect=_TIMEOUT["connect"]))
+    guard = AsyncGuardTransport(transport, policy=policy, log=log, context=context)
+    return httpx2.AsyncClient(transport=guard, **kwargs)
