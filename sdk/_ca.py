@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import ipaddress
 import os
 import re
 import ssl
@@ -35,7 +36,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from functools import cache
 from pathlib import Path
 
 from cryptography import x509
@@ -44,8 +44,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from veilpix._atomic import write_file
-from veilpix._config import _is_dns_name, check_domain
-from veilpix._errors import CAError, ConfigError
+from veilpix._errors import CAError
+from veilpix._net import (
+    covered,
+    is_dns_name,
+    permitted_domains,
+    uncovered_patterns,
+    vendor_domains,
+)
 
 __all__ = [
     "BUNDLE_NAME",
@@ -73,62 +79,11 @@ _UNIT = "intercept CA (name-constrained, local)"
 _PEM_CERT = re.compile(rb"-----BEGIN CERTIFICATE-----\s.+?-----END CERTIFICATE-----", re.DOTALL)
 
 
-# -- which names the CA may sign for ----------------------------------------------------------
-
-
-def _minimal(names: Iterable[str]) -> tuple[str, ...]:
-    """Sorted, without duplicates and without names another entry's subtree already holds."""
-    unique = set(names)
-    return tuple(sorted(n for n in unique if not any(n.endswith("." + o) for o in unique)))
-
-
-@cache
-def _vendor_plan() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    from veilpix import adapters
-
-    names: list[str] = []
-    skipped: list[str] = []
-    for vendor in adapters.vendors():
-        for pattern in vendor.host_patterns:
-            text = pattern.lower()
-            zone = text.removeprefix("*.")
-            if any(c in zone for c in "*?[") or (zone != text and zone.count(".") < 2):
-                skipped.append(pattern)  # not expressible as a subtree, or too broad
-                continue
-            try:
-                names.append(check_domain(zone, f"adapter {vendor.name} host"))
-            except ConfigError:
-                skipped.append(pattern)
-    return _minimal(names), tuple(skipped)
-
-
-def vendor_domains() -> tuple[str, ...]:
-    """The DNS subtrees the registered vendors' hosts need (each covers its subdomains)."""
-    return _vendor_plan()[0]
-
-
-def uncovered_patterns() -> tuple[str, ...]:
-    """Vendor host patterns no subtree expresses exactly; only the concrete hosts the adapters
-    list for them are permitted (``*-aiplatform.googleapis.com``: the known Vertex regions)."""
-    return _vendor_plan()[1]
-
-
-def permitted_domains(extra_domains: Iterable[str] = ()) -> tuple[str, ...]:
-    """The vendors' subtrees plus ``extra_domains`` (checked), minimal and sorted."""
-    return _minimal((*vendor_domains(), *(check_domain(d) for d in extra_domains)))
-
-
-def covered(host: str, domains: Iterable[str]) -> bool:
-    """Whether ``host`` is one of ``domains`` or below one (DNS name-constraint semantics)."""
-    host = host.lower().removesuffix(".")
-    return any(host == d or host.endswith("." + d) for d in domains)
-
-
 def _host(host: str) -> str | None:
     """``host`` normalised as a DNS name (lower case, no trailing dot), or None for anything
     else (IP literals, patterns, junk)."""
     name = host.lower().removesuffix(".")
-    return name if _is_dns_name(name) else None
+    return name if is_dns_name(name) else None
 
 
 # -- key and certificate files ----------------------------------------------------------------
@@ -152,7 +107,6 @@ def _make_ca(
         x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, _UNIT),
         x509.NameAttribute(NameOID.ORGANIZATION_NAME, _ORG),
     ])  # fmt: skip
-    import ipaddress
 
     constraints = x509.NameConstraints(
         permitted_subtrees=[x509.DNSName(d) for d in domains],

@@ -68,19 +68,23 @@ proxy token comes from the environment variable ``[proxy] token_env`` names.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+from urllib.parse import urlsplit
 
+from platformdirs import user_data_path
+
+from veilpix import adapters
 from veilpix._errors import ConfigError
-from veilpix.guard._record_facts import RECORD_HEADERS
-
-if TYPE_CHECKING:
-    from veilpix._policy import Policy
+from veilpix._net import check_domain, covered, is_dns_name, permitted_domains
+from veilpix._policy import EEA, Policy
 
 __all__ = [
     "Config",
@@ -239,8 +243,6 @@ class Config:
         """The Policy for ``app`` (None: the default): ``[policy]``, then the vendor's
         ``[vendors.<vendor>.policy]`` when ``vendor`` is given, then ``[apps.<app>]`` on top,
         with ``vendor_hosts`` extended by the hosts of the configured base URLs."""
-        from veilpix._policy import Policy
-
         if app is not None and app not in self.apps:
             raise ConfigError(
                 f"no [apps.{app}] in the config",
@@ -271,8 +273,6 @@ class Config:
         chosen = path or os.environ.get("VEILPIX_LOG") or self.log.path
         if chosen:
             return Path(chosen).expanduser()
-        from veilpix.audit._log import default_log_path
-
         return default_log_path()
 
     def ca_dir(self, path: str | os.PathLike[str] | None = None) -> Path:
@@ -281,8 +281,6 @@ class Config:
         chosen = path or os.environ.get("VEILPIX_CA_DIR") or self.intercept.ca_dir
         if chosen:
             return Path(chosen).expanduser()
-        from platformdirs import user_data_path
-
         return user_data_path("veilpix", appauthor=False) / "ca"
 
     @property
@@ -300,8 +298,6 @@ class Config:
         the guard knows whose host an Azure resource or a gateway is. ``host:port`` when the
         URL names a port, so two vendors served from one test host (127.0.0.1:9000,
         127.0.0.1:9001) stay apart."""
-        from urllib.parse import urlsplit
-
         out: dict[str, str] = {}
         for name, url in self.base_urls.items():
             parts = urlsplit(url)
@@ -356,16 +352,11 @@ def _log(table: Mapping[str, Any], base: Path) -> LogConfig:
     if out.checkpoint_every < 1 or out.checkpoint_seconds <= 0:
         raise ConfigError("log.checkpoint_every and log.checkpoint_seconds must be above 0")
     if out.retention is not None:
-        from veilpix.audit._log import parse_age
-
         parse_age(out.retention)
     return out
 
 
 def _check_vendor(name: str, table: Mapping[str, Any]) -> None:
-    from urllib.parse import urlsplit
-
-    from veilpix import adapters
 
     try:
         adapters.get(name)
@@ -406,6 +397,37 @@ def _strings(where: str, values: list[Any]) -> list[str]:
 
 _RECORD_KEYS = ("purpose", "legal_basis")
 # Record fields a request may set with an X-Veilpix-* header, where the config allows it.
+# The record field each header sets, by the name used in veilpix.toml ([record] headers).
+RECORD_HEADERS: Mapping[str, str] = {
+    "purpose": "x-veilpix-purpose",
+    "legal_basis": "x-veilpix-legal-basis",
+    "subject": "x-veilpix-subject",
+    "consent": "x-veilpix-consent",
+}
+_AGE = re.compile(r"^\s*(\d+)\s*(h|d|w|y)\s*$", re.I)
+_AGE_UNIT = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1),
+             "y": timedelta(days=365)}  # fmt: skip
+
+
+def parse_age(text: str) -> timedelta:
+    """``"180d"``, ``"26w"``, ``"12h"`` or ``"1y"`` (365 days) as a timedelta."""
+    m = _AGE.match(text)
+    if not m or int(m.group(1)) <= 0:
+        raise ConfigError(
+            f"cannot read the age {text!r}",
+            hint="write a whole number and a unit: 12h, 180d, 26w or 2y",
+        )
+    return int(m.group(1)) * _AGE_UNIT[m.group(2).lower()]
+
+
+def default_log_path() -> Path:
+    """``$VEILPIX_LOG`` if set, else ``audit.db`` in the user data folder (platformdirs)."""
+    env = os.environ.get("VEILPIX_LOG")
+    if env:
+        return Path(env).expanduser()
+    return user_data_path("veilpix", appauthor=False) / "audit.db"
+
+
 RECORD_HEADER_FIELDS = tuple(RECORD_HEADERS)
 # GDPR Art. 6(1): the six lawful bases
 LEGAL_BASES = frozenset(
@@ -451,9 +473,6 @@ def _record_settings(where: str, table: dict[str, Any], *, whole: bool = False) 
 
 def _policy_settings(where: str, table: Mapping[str, Any]) -> dict[str, Any]:
     """Check a [policy] or [apps.x] table and return Policy keyword arguments."""
-    from veilpix import adapters
-    from veilpix._policy import EEA
-
     _check_keys(where, table, _POLICY_KEYS)
     out = dict(table)
     if "allowed_vendors" in out:
@@ -554,77 +573,8 @@ def _proxy(table: Mapping[str, Any]) -> ProxyConfig:
     return out
 
 
-_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
-# Names that hold other people's services: a CA permitted for one could sign for all of them.
-# Public suffixes of the ccTLD kind ("co.uk") are caught by _SECOND_LEVEL below.
-_SHARED_PARENTS = frozenset({
-    "amazonaws.com", "appspot.com", "azure.com", "azurewebsites.net", "blogspot.com",
-    "cloudflare.com", "cloudfront.net", "firebaseapp.com", "github.io", "google.com",
-    "googleapis.com", "herokuapp.com", "microsoft.com", "netlify.app", "pages.dev",
-    "vercel.app", "web.app", "windows.net", "workers.dev",
-})  # fmt: skip
-_SECOND_LEVEL = frozenset({
-    "ac", "co", "com", "edu", "go", "gob", "gov", "govt", "ltd", "mil", "ne", "net", "nic",
-    "nom", "or", "org", "plc", "sch",
-})  # fmt: skip
-
-
-def _is_dns_name(host: str) -> bool:
-    labels = host.split(".")
-    return (
-        len(host) <= 253
-        and all(_LABEL.fullmatch(label) for label in labels)
-        and not labels[-1].isdigit()  # 10.0.0.1 and friends
-    )
-
-
-def check_domain(name: str, where: str = "intercept.extra_domains") -> str:
-    """``name`` as a DNS name the intercept CA may be permitted for (lower case, no trailing
-    dot), or :class:`ConfigError`: DNS names only, no wildcards, no IP addresses, and nothing
-    as broad as a public suffix ("com", "co.uk") or a shared cloud parent ("googleapis.com")."""
-    import ipaddress
-
-    if not isinstance(name, str):
-        raise ConfigError(f"{where} must hold strings, not {name!r}")
-    host = name.lower().removesuffix(".")
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        pass
-    else:
-        raise ConfigError(
-            f"{where}: {name!r} is an IP address; the CA signs for DNS names only",
-            hint="name the host, e.g. gateway.corp.example",
-        )
-    if "*" in host or host.startswith("."):
-        raise ConfigError(
-            f"{where}: {name!r} is a pattern; write the plain name",
-            hint=f"{host.lstrip('*.')!r} already covers its subdomains",
-        )
-    if not _is_dns_name(host):
-        raise ConfigError(
-            f"{where}: {name!r} is not a DNS name",
-            hint="letters, digits and '-' in dot-separated labels, e.g. gateway.corp.example",
-        )
-    labels = host.split(".")
-    too_broad = (
-        len(labels) == 1
-        or host in _SHARED_PARENTS
-        or (len(labels) == 2 and len(labels[1]) == 2 and labels[0] in _SECOND_LEVEL)
-    )
-    if too_broad:
-        raise ConfigError(
-            f"{where}: {name!r} is too broad: the CA could then sign for sites that are not "
-            "yours or not AI vendors",
-            hint="name the exact host, or a zone only that service uses, such as api.example.com",
-        )
-    return host
-
-
 def _address(where: str, value: Any) -> tuple[str, int]:
     """A "host:port" (or "[v6]:port") upstream address."""
-    import ipaddress
-
     if not isinstance(value, str):
         raise ConfigError(f'{where} must be a "host:port" string, not {value!r}')
     host, sep, port = value.lower().rpartition(":")
@@ -637,7 +587,7 @@ def _address(where: str, value: Any) -> tuple[str, int]:
         try:
             host = str(ipaddress.IPv4Address(host))
         except ValueError:
-            host = host if host and _is_dns_name(host) else ""
+            host = host if host and is_dns_name(host) else ""
     if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
         raise ConfigError(
             f'{where} must be "host:port" with a port from 1 to 65535, not {value!r}',
@@ -681,8 +631,6 @@ def _intercept(table: Mapping[str, Any], base: Path) -> InterceptConfig:
         key = check_domain(host, f"intercept.upstream_hosts.{host}")
         upstream[key] = _address(f"intercept.upstream_hosts.{host}", value)
     if upstream:
-        from veilpix._ca import covered, permitted_domains
-
         permitted = permitted_domains(extra)
         for host in upstream:
             if not covered(host, permitted):

@@ -20,7 +20,8 @@ from auditkit import API_KEY, CLEAN, GOOGLE_KEY, PHOTO, PROMPT, file_bytes, fill
 import factories
 import veilpix
 from veilpix import AuditLog, AuditLogError, ConfigError, OutboundImage, verify_log
-from veilpix.audit._log import default_log_path, key_path_for, parse_age
+from veilpix._config import default_log_path, parse_age
+from veilpix.audit._log import key_path_for
 from veilpix.audit._record import redact_headers, redact_url, scrub_secrets
 
 TESTS = Path(__file__).parent

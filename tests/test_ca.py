@@ -28,17 +28,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 import veilpix
 from veilpix import adapters
-from veilpix._ca import (
-    Authority,
-    covered,
-    permitted_domains,
-    read_system_roots,
-    uncovered_patterns,
-    vendor_domains,
-    write_bundle,
-)
+from veilpix._ca import Authority, read_system_roots, write_bundle
 from veilpix._config import load_config
 from veilpix._errors import CAError, ConfigError, VeilpixError
+from veilpix._net import covered, permitted_domains, uncovered_patterns, vendor_domains
 from veilpix.cli._main import main
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX modes and /dev/fd")

@@ -35,7 +35,6 @@ import hmac
 import json
 import logging
 import os
-import re
 import secrets
 import sqlite3
 import stat
@@ -51,6 +50,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from veilpix._config import Config, default_log_path, load_config, parse_age
 from veilpix._errors import AuditLogError, ConfigError, LogIntegrityError
 from veilpix.audit._keys import (
     KeyFile,
@@ -81,7 +81,6 @@ except ImportError:  # pragma: no cover - Windows: SQLite's own locking only
     fcntl = None  # type: ignore[assignment]
 
 if TYPE_CHECKING:
-    from veilpix._config import Config
     from veilpix.audit._verify import VerifyResult
 
 __all__ = [
@@ -93,12 +92,10 @@ __all__ = [
     "TransferRecord",
     "canonical",
     "checkpoint_message",
-    "default_log_path",
     "entry_hash",
     "founding_statement",
     "genesis",
     "key_path_for",
-    "parse_age",
     "summarize",
 ]
 
@@ -183,32 +180,6 @@ def _new_record_id() -> str:
     """A random UUID: unique without coordination between processes, and any 8 leading
     characters are as good as the whole for finding it (order comes from the chain)."""
     return str(uuid.uuid4())
-
-
-_AGE = re.compile(r"^\s*(\d+)\s*(h|d|w|y)\s*$", re.I)
-_AGE_UNIT = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1),
-             "y": timedelta(days=365)}  # fmt: skip
-
-
-def parse_age(text: str) -> timedelta:
-    """``"180d"``, ``"26w"``, ``"12h"`` or ``"1y"`` (365 days) as a timedelta."""
-    m = _AGE.match(text)
-    if not m or int(m.group(1)) <= 0:
-        raise ConfigError(
-            f"cannot read the age {text!r}",
-            hint="write a whole number and a unit: 12h, 180d, 26w or 2y",
-        )
-    return int(m.group(1)) * _AGE_UNIT[m.group(2).lower()]
-
-
-def default_log_path() -> Path:
-    """``$VEILPIX_LOG`` if set, else ``audit.db`` in the user data folder (platformdirs)."""
-    env = os.environ.get("VEILPIX_LOG")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_data_path
-
-    return user_data_path("veilpix", appauthor=False) / "audit.db"
 
 
 def key_path_for(log_path: Path) -> Path:
@@ -527,8 +498,6 @@ class AuditLog:
         ``path`` if given, else ``$VEILPIX_LOG``, else ``[log] path``, else the default; the
         key file ``key_path``, else ``$VEILPIX_LOG_KEY``, else ``[log] key``, else beside the
         log."""
-        from veilpix._config import Config, load_config
-
         cfg = config if isinstance(config, Config) else load_config(config)
         chosen, key = cls.locate(cfg, path=path, key_path=key_path)
         return cls(
@@ -550,8 +519,6 @@ class AuditLog:
         key_path: str | os.PathLike[str] | None = None,
     ) -> tuple[Path, Path]:
         """(log, key file) as :meth:`from_config` chooses them, without opening anything."""
-        from veilpix._config import Config, load_config
-
         cfg = config if isinstance(config, Config) else load_config(config)
         chosen = path or os.environ.get("VEILPIX_LOG") or cfg.log.path
         log = Path(chosen).expanduser() if chosen else default_log_path()

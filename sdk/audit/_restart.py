@@ -32,7 +32,8 @@ from typing import Any
 
 from veilpix._errors import AuditLogError, ConfigError, LogIntegrityError
 from veilpix.audit._keys import KeyFile
-from veilpix.audit._log import AuditLog, default_log_path, key_path_for
+from veilpix._config import default_log_path
+from veilpix.audit._log import AuditLog, key_path_for
 
 __all__ = ["Restarted", "restart_log"]
 

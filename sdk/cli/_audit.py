@@ -54,7 +54,8 @@ exit codes: 0 fine, 1 problem found, 2 usage error, 3 intact but with an unsigne
 
 def _when(text: str) -> str:
     """An ISO date/time (UTC unless it says otherwise) or an age such as 7d, as stored text."""
-    from veilpix.audit._log import _now_text, parse_age
+    from veilpix._config import parse_age
+    from veilpix.audit._log import _now_text
 
     try:
         if text and text[-1].lower() in "hdwy" and text[:-1].strip().isdigit():
@@ -686,8 +687,8 @@ def _erase(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    from veilpix._config import load_config
-    from veilpix.audit._log import _now_text, parse_age
+    from veilpix._config import load_config, parse_age
+    from veilpix.audit._log import _now_text
 
     older_than = args.older_than or load_config(args.config).log.retention
     if older_than is None:

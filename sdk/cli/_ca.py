@@ -69,7 +69,7 @@ certificate alone.
 
 
 def _domain(text: str) -> str:
-    from veilpix._config import check_domain
+    from veilpix._net import check_domain
 
     try:
         return check_domain(text, "--extra-domain")
@@ -233,7 +233,7 @@ def _note_missing(authority: Authority, config: Config) -> None:
 
 
 def _summary(authority: Authority, config: Config) -> dict[str, object]:
-    from veilpix._ca import uncovered_patterns
+    from veilpix._net import uncovered_patterns
 
     cert = authority.certificate
     return {
@@ -260,7 +260,7 @@ def _report_new(
     *,
     rotated: bool,
 ) -> int:
-    from veilpix._ca import uncovered_patterns
+    from veilpix._net import uncovered_patterns
 
     if args.json:
         print(json.dumps(_summary(authority, config), indent=2))

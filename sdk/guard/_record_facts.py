@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, unquote_to_bytes
 
+from veilpix._config import LEGAL_BASES, RECORD_HEADERS
 from veilpix.audit._record import clip_text
 
 if TYPE_CHECKING:
@@ -40,13 +41,6 @@ __all__ = [
     "read_record_headers",
 ]
 
-# The record field each header sets, by the name used in veilpix.toml ([record] headers).
-RECORD_HEADERS: Mapping[str, str] = {
-    "purpose": "x-veilpix-purpose",
-    "legal_basis": "x-veilpix-legal-basis",
-    "subject": "x-veilpix-subject",
-    "consent": "x-veilpix-consent",
-}
 _FIELD_OF = {header: name for name, header in RECORD_HEADERS.items()}
 HEADER_LIMIT = 200  # characters of a decoded record header value (as [record] purpose)
 _RAW_LIMIT = 3 * HEADER_LIMIT  # the same, percent-encoded
@@ -158,8 +152,6 @@ def read_record_headers(
     control characters once decoded, and a legal basis outside GDPR Art. 6(1)'s six, are
     refused: nothing is guessed or cut short in a record that says why data left.
     """
-    from veilpix._config import LEGAL_BASES
-
     permitted = frozenset(allowed)
     seen: dict[str, str] = {}
     for name, value in headers:

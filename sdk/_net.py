@@ -1,0 +1,168 @@
+"""Network names: loopback hosts, DNS names, host:port authorities, and the DNS subtrees the
+vendors' hosts need (which the intercept CA may be permitted for). One copy of each, shared by
+the guard, the config reader, the CA and both proxy doors."""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+from collections.abc import Iterable
+
+from veilpix import adapters
+from veilpix._errors import ConfigError
+
+__all__ = [
+    "check_domain",
+    "covered",
+    "is_dns_name",
+    "is_loopback",
+    "permitted_domains",
+    "split_authority",
+    "uncovered_patterns",
+    "vendor_domains",
+]
+
+
+@functools.lru_cache(maxsize=256)
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an IP literal, brackets allowed) is this machine."""
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def split_authority(text: str, default: int | None) -> tuple[str, int | None]:
+    """``host[:port]`` (``[v6]:port`` too) as (lower-case host without brackets or a
+    trailing dot, port or ``default``); ``("", None)`` for a bad port."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host, port_text = text, ""
+    host = host.lower().removesuffix(".")
+    if not port_text:
+        return host, default
+    if not port_text.isdigit() or len(port_text) > 5:
+        return "", None
+    return host, int(port_text)
+
+
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+# Names that hold other people's services: a CA permitted for one could sign for all of them.
+# Public suffixes of the ccTLD kind ("co.uk") are caught by _SECOND_LEVEL below.
+_SHARED_PARENTS = frozenset({
+    "amazonaws.com", "appspot.com", "azure.com", "azurewebsites.net", "blogspot.com",
+    "cloudflare.com", "cloudfront.net", "firebaseapp.com", "github.io", "google.com",
+    "googleapis.com", "herokuapp.com", "microsoft.com", "netlify.app", "pages.dev",
+    "vercel.app", "web.app", "windows.net", "workers.dev",
+})  # fmt: skip
+_SECOND_LEVEL = frozenset({
+    "ac", "co", "com", "edu", "go", "gob", "gov", "govt", "ltd", "mil", "ne", "net", "nic",
+    "nom", "or", "org", "plc", "sch",
+})  # fmt: skip
+
+
+def is_dns_name(host: str) -> bool:
+    labels = host.split(".")
+    return (
+        len(host) <= 253
+        and all(_LABEL.fullmatch(label) for label in labels)
+        and not labels[-1].isdigit()  # 10.0.0.1 and friends
+    )
+
+
+def check_domain(name: str, where: str = "intercept.extra_domains") -> str:
+    """``name`` as a DNS name the intercept CA may be permitted for (lower case, no trailing
+    dot), or :class:`ConfigError`: DNS names only, no wildcards, no IP addresses, and nothing
+    as broad as a public suffix ("com", "co.uk") or a shared cloud parent ("googleapis.com")."""
+    if not isinstance(name, str):
+        raise ConfigError(f"{where} must hold strings, not {name!r}")
+    host = name.lower().removesuffix(".")
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        pass
+    else:
+        raise ConfigError(
+            f"{where}: {name!r} is an IP address; the CA signs for DNS names only",
+            hint="name the host, e.g. gateway.corp.example",
+        )
+    if "*" in host or host.startswith("."):
+        raise ConfigError(
+            f"{where}: {name!r} is a pattern; write the plain name",
+            hint=f"{host.lstrip('*.')!r} already covers its subdomains",
+        )
+    if not is_dns_name(host):
+        raise ConfigError(
+            f"{where}: {name!r} is not a DNS name",
+            hint="letters, digits and '-' in dot-separated labels, e.g. gateway.corp.example",
+        )
+    labels = host.split(".")
+    too_broad = (
+        len(labels) == 1
+        or host in _SHARED_PARENTS
+        or (len(labels) == 2 and len(labels[1]) == 2 and labels[0] in _SECOND_LEVEL)
+    )
+    if too_broad:
+        raise ConfigError(
+            f"{where}: {name!r} is too broad: the CA could then sign for sites that are not "
+            "yours or not AI vendors",
+            hint="name the exact host, or a zone only that service uses, such as api.example.com",
+        )
+    return host
+
+
+# -- which names the CA may sign for ----------------------------------------------------------
+
+
+def _minimal(names: Iterable[str]) -> tuple[str, ...]:
+    """Sorted, without duplicates and without names another entry's subtree already holds."""
+    unique = set(names)
+    return tuple(sorted(n for n in unique if not any(n.endswith("." + o) for o in unique)))
+
+
+@functools.cache
+def _vendor_plan() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    names: list[str] = []
+    skipped: list[str] = []
+    for vendor in adapters.vendors():
+        for pattern in vendor.host_patterns:
+            text = pattern.lower()
+            zone = text.removeprefix("*.")
+            if any(c in zone for c in "*?[") or (zone != text and zone.count(".") < 2):
+                skipped.append(pattern)  # not expressible as a subtree, or too broad
+                continue
+            try:
+                names.append(check_domain(zone, f"adapter {vendor.name} host"))
+            except ConfigError:
+                skipped.append(pattern)
+    return _minimal(names), tuple(skipped)
+
+
+def vendor_domains() -> tuple[str, ...]:
+    """The DNS subtrees the registered vendors' hosts need (each covers its subdomains)."""
+    return _vendor_plan()[0]
+
+
+def uncovered_patterns() -> tuple[str, ...]:
+    """Vendor host patterns no subtree expresses exactly; only the concrete hosts the adapters
+    list for them are permitted (``*-aiplatform.googleapis.com``: the known Vertex regions)."""
+    return _vendor_plan()[1]
+
+
+def permitted_domains(extra_domains: Iterable[str] = ()) -> tuple[str, ...]:
+    """The vendors' subtrees plus ``extra_domains`` (checked), minimal and sorted."""
+    return _minimal((*vendor_domains(), *(check_domain(d) for d in extra_domains)))
+
+
+def covered(host: str, domains: Iterable[str]) -> bool:
+    """Whether ``host`` is one of ``domains`` or below one (DNS name-constraint semantics)."""
+    host = host.lower().removesuffix(".")
+    return any(host == d or host.endswith("." + d) for d in domains)
