@@ -105,8 +105,10 @@ def prose(size: int, seed: int = 7) -> str:
 def chat_body(size: int) -> bytes:
     text = prose(size - 2000)
     step = 20_000
-    msgs = [{"role": "user" if i % 2 else "assistant", "content": text[i : i + step]}
-            for i in range(0, len(text), step)]  # fmt: skip
+    msgs = [
+        {"role": "user" if i % 2 else "assistant", "content": text[i : i + step]}
+        for i in range(0, len(text), step)
+    ]
     return json.dumps({"model": "gpt-4.1", "messages": msgs}).encode()
 
 
@@ -139,7 +141,7 @@ def guard_and_log(folder: Path) -> tuple[Any, Any]:
 
 
 def prepare(guard: Any, body: bytes, ctype: str | None, path: str = "/v1/responses") -> Any:
-    from veilpix.guard._guard import Outbound
+    from veilpix.guard import Outbound
 
     headers = [("Content-Type", ctype)] if ctype else []
     prepared = guard.prepare(Outbound("POST", f"http://127.0.0.1:9{path}", headers, body))
@@ -151,7 +153,7 @@ def prepare(guard: Any, body: bytes, ctype: str | None, path: str = "/v1/respons
 
 
 def bench_scan(repeat: int) -> dict[str, Any]:
-    from veilpix.finder._finder import Finder
+    from veilpix.finder import Finder
 
     table = bytes(range(256))[::-1]
     bodies = {
@@ -193,13 +195,16 @@ def _embedded_bodies(photos: list[bytes]) -> dict[str, tuple[bytes, str, str]]:
     content = [{"type": "text", "text": filler[:8000]}]
     content += [{"type": "text", "text": f"here: ![photo]({uri}) {filler[:2000]}"} for uri in uris]
     chat = json.dumps({"model": "gpt-4.1", "messages": [{"role": "user", "content": content}]})
-    lines = "\n".join(json.dumps({"custom_id": str(i), "body": {"image": u}})
-                      for i, u in enumerate(uris)).encode()  # fmt: skip
+    lines = "\n".join(
+        json.dumps({"custom_id": str(i), "body": {"image": u}}) for i, u in enumerate(uris)
+    ).encode()
     zbuf = io.BytesIO()
     with zipfile.ZipFile(zbuf, "w") as z:
         z.writestr("batch.jsonl", lines)
-    form = (b"--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"batch.zip\"\r\n"
-            b"Content-Type: application/zip\r\n\r\n" + zbuf.getvalue() + b"\r\n--B--\r\n")  # fmt: skip
+    form = (
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="batch.zip"\r\n'
+        b"Content-Type: application/zip\r\n\r\n" + zbuf.getvalue() + b"\r\n--B--\r\n"
+    )
     tbuf = io.BytesIO()
     with tarfile.open(fileobj=tbuf, mode="w:gz") as t:
         for i, p in enumerate(photos):
@@ -260,7 +265,7 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 import veilpix
 from veilpix import AuditLog, Context, Guard, Policy
-from veilpix.guard._guard import Outbound
+from veilpix.guard import Outbound
 n = int(sys.argv[2]); body = sys.argv[3].encode()
 with tempfile.TemporaryDirectory() as tmp:
     log = AuditLog(Path(tmp) / "a.db")
@@ -287,8 +292,12 @@ print(json.dumps({"pipeline": pipeline / n * 1e6, "whole": whole / n * 1e6,
 def default_baseline() -> str:
     added = subprocess.run(
         ["git", "log", "--diff-filter=A", "--format=%H", "--", "sdk/_finder.py"],
-        cwd=ROOT, check=True, capture_output=True, text=True, timeout=30,
-    ).stdout.split()  # fmt: skip
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout.split()
     return f"{added[-1]}^" if added else "HEAD"
 
 
@@ -306,9 +315,15 @@ def bench_small(baseline: str, repeat: int, n: int) -> dict[str, Any]:
             for name in order:
                 progress(f"small calls: {name}, round {r + 1}/{repeat}")
                 env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-                got = subprocess.run([sys.executable, "-c", _CHILD, str(trees[name]), str(n),
-                                      SMALL.decode()], check=True, capture_output=True, text=True,
-                                     timeout=600, env=env, cwd=tmp)  # fmt: skip
+                got = subprocess.run(
+                    [sys.executable, "-c", _CHILD, str(trees[name]), str(n), SMALL.decode()],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    timeout=600,
+                    env=env,
+                    cwd=tmp,
+                )
                 result = json.loads(got.stdout)
                 assert result["veilpix"].startswith(str(trees[name])), result
                 for key in ("pipeline", "whole"):
@@ -329,13 +344,17 @@ def bench_small(baseline: str, repeat: int, n: int) -> dict[str, Any]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--only", choices=("scan", "embedded", "small"), help="one measurement")
     ap.add_argument("--repeat", type=int, default=5, help="rounds per measurement (5)")
     ap.add_argument("--n", type=int, default=3000, help="small calls per process (3000)")
-    ap.add_argument("--baseline", help="git revision for the small-call peer (default: the "
-                    "commit before sdk/_finder.py was added)")  # fmt: skip
+    ap.add_argument(
+        "--baseline",
+        help="git revision for the small-call peer (default: the "
+        "commit before sdk/_finder.py was added)",
+    )
     ap.add_argument("--json", action="store_true", help="print machine-readable results only")
     args = ap.parse_args()
     if args.repeat < 1 or args.n < 1:
@@ -361,10 +380,12 @@ def main() -> None:
             )
         text_bodies = {k: r for k, r in results["scan"].items() if k != "random bytes"}
         worst = min(r["finder_mb_s"] for r in text_bodies.values())
-        print(f"  target: finder >= 200 MB/s on a 10 MB request body with no image (JSON, text): "
-              f"{'met' if worst >= 200 else 'NOT met'} ({worst:,} MB/s at worst); unknown "
-              f"binary: {results['scan']['random bytes']['finder_mb_s']:,} MB/s "
-              "(every image signature looked for at every offset)")  # fmt: skip
+        print(
+            f"  target: finder >= 200 MB/s on a 10 MB request body with no image (JSON, text): "
+            f"{'met' if worst >= 200 else 'NOT met'} ({worst:,} MB/s at worst); unknown "
+            f"binary: {results['scan']['random bytes']['finder_mb_s']:,} MB/s "
+            "(every image signature looked for at every offset)"
+        )
     if "embedded" in results:
         e = results["embedded"]
         print(

@@ -1,4 +1,4 @@
-"""The request codec (veilpix.codec._codec): content codings, multipart/form-data, data URIs,
+"""The request codec (veilpix.codec): content codings, multipart/form-data, data URIs,
 base64 images and JSON paths. Round trips, real-world bodies built by httpx and httpx2 the way
 the OpenAI SDK builds them, and hostile input that must fail closed, fast and small."""
 
@@ -26,6 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import factories as F
+from veilpix import codec as C
 from veilpix._errors import (
     MalformedMultipart,
     RequestError,
@@ -33,7 +34,7 @@ from veilpix._errors import (
     UnsupportedEncoding,
     VeilpixError,
 )
-from veilpix.codec import _codec as C
+from veilpix.codec import _datauri, _encoding, _json, _multipart
 
 MB = 1 << 20
 
@@ -209,7 +210,7 @@ def test_compressed_body_over_the_limit() -> None:
 def test_missing_optional_library(
     monkeypatch: pytest.MonkeyPatch, header: str, package: str
 ) -> None:
-    monkeypatch.setattr(C, "_optional", lambda *names: None)
+    monkeypatch.setattr(_encoding, "_optional", lambda *names: None)
     with pytest.raises(UnsupportedEncoding, match=f"'{package}' package is not installed") as info:
         C.decode_body(b"\x00\x01", header)
     assert "pip install" in info.value.hint
@@ -257,7 +258,7 @@ def test_brotli_output_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         return make
 
     brotli = fake_module("brotli", error=ValueError, Decompressor=decompressor(1 << 40))
-    monkeypatch.setattr(C, "_optional", lambda *names: brotli)
+    monkeypatch.setattr(_encoding, "_optional", lambda *names: brotli)
     with pytest.raises(RequestTooLarge):
         C.decode_body(b"bomb", "br", max_bytes=3 * MB)
     assert made[-1].calls <= 5  # stopped right after the limit, not after 1 TiB
@@ -270,7 +271,9 @@ def test_old_brotli_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
         def process(self, data: bytes) -> bytes:
             raise AssertionError("an unbounded decoder must not be run")
 
-    monkeypatch.setattr(C, "_optional", lambda *names: fake_module("brotli", Decompressor=Old))
+    monkeypatch.setattr(
+        _encoding, "_optional", lambda *names: fake_module("brotli", Decompressor=Old)
+    )
     with pytest.raises(UnsupportedEncoding, match=r"older than 1\.2"):
         C.decode_body(b"x", "br")
 
@@ -292,7 +295,7 @@ def test_zstd_output_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
             return Reader()
 
     zstd = fake_module("zstandard", ZstdDecompressor=Dctx, ZstdError=ValueError)
-    monkeypatch.setattr(C, "_optional", lambda *names: zstd)
+    monkeypatch.setattr(_encoding, "_optional", lambda *names: zstd)
     with pytest.raises(RequestTooLarge):
         C.decode_body(b"bomb", "zstd", max_bytes=3 * MB)
     assert len(reads) <= 4 and max(reads) <= MB
@@ -391,7 +394,7 @@ def test_awkward_names_round_trip(name: str) -> None:
 def test_fresh_boundary_never_occurs_in_the_data(monkeypatch: pytest.MonkeyPatch) -> None:
     taken = "veilpix-" + "0" * 32
     offered = iter([taken, taken, "veilpix-" + "1" * 32])
-    monkeypatch.setattr(C, "_new_boundary", lambda: next(offered))
+    monkeypatch.setattr(_multipart, "_new_boundary", lambda: next(offered))
     parts = [
         C.Part("image", "a.png", "image/png", data=b"before\r\n--" + taken.encode() + b"--\r\n")
     ]
@@ -625,14 +628,14 @@ def test_too_many_parts_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
     part = b'--XyZ\r\nContent-Disposition: form-data; name="n"\r\n\r\nv\r\n'
     body = part * 100_000 + b"--XyZ--\r\n"
     made = 0
-    part_headers = C._part_headers
+    part_headers = _multipart._part_headers
 
     def counting(*args: Any) -> list[tuple[str, str]]:
         nonlocal made
         made += 1
         return part_headers(*args)
 
-    monkeypatch.setattr(C, "_part_headers", counting)
+    monkeypatch.setattr(_multipart, "_part_headers", counting)
     with pytest.raises(RequestTooLarge, match="more than 256 parts"):
         C.parse_multipart(body, CT)
     assert made == 256  # stopped at the limit, did not read the other 99 744 parts
@@ -785,13 +788,13 @@ def test_base64_min_len() -> None:
 @pytest.fixture
 def decode_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
-    real = C._b64decode
+    real = _datauri.decode_base64
 
     def recording(text: str) -> bytes:
         calls.append(len(text))
         return real(text)
 
-    monkeypatch.setattr(C, "_b64decode", recording)
+    monkeypatch.setattr(_datauri, "decode_base64", recording)
     return calls
 
 
@@ -884,28 +887,78 @@ def fill(doc: dict[str, Any], image: bytes) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("doc", "expr", "expected"),
     [
-        (OPENAI_CHAT, "messages[*].content[?type=image_url].image_url.url", [("messages", 1, "content", 1, "image_url", "url"), ("messages", 1, "content", 2, "image_url", "url")]),
-        (OPENAI_CHAT, "messages[1].content[2].image_url.url", [("messages", 1, "content", 2, "image_url", "url")]),
-        (OPENAI_CHAT, "messages[*].content", [("messages", 0, "content"), ("messages", 1, "content")]),
-        (OPENAI_CHAT, "messages[*].content[*].type", [("messages", 1, "content", i, "type") for i in range(3)]),
+        (
+            OPENAI_CHAT,
+            "messages[*].content[?type=image_url].image_url.url",
+            [
+                ("messages", 1, "content", 1, "image_url", "url"),
+                ("messages", 1, "content", 2, "image_url", "url"),
+            ],
+        ),
+        (
+            OPENAI_CHAT,
+            "messages[1].content[2].image_url.url",
+            [("messages", 1, "content", 2, "image_url", "url")],
+        ),
+        (
+            OPENAI_CHAT,
+            "messages[*].content",
+            [("messages", 0, "content"), ("messages", 1, "content")],
+        ),
+        (
+            OPENAI_CHAT,
+            "messages[*].content[*].type",
+            [("messages", 1, "content", i, "type") for i in range(3)],
+        ),
         (OPENAI_CHAT, "messages[?role=system].content", [("messages", 0, "content")]),
-        (OPENAI_RESPONSES, "input[*].content[?type=input_image].image_url", [("input", 0, "content", 1, "image_url")]),
+        (
+            OPENAI_RESPONSES,
+            "input[*].content[?type=input_image].image_url",
+            [("input", 0, "content", 1, "image_url")],
+        ),
         (OPENAI_RESPONSES, "input[*].content[?file_id]", [("input", 0, "content", 2)]),
-        (ANTHROPIC, "messages[*].content[?type=image].source.data", [("messages", 0, "content", 0, "source", "data")]),
-        (ANTHROPIC, 'messages[*].content[?type="image"].source[?type=url].url', [("messages", 0, "content", 1, "source", "url")]),
-        (GEMINI, "contents[*].parts[*].inlineData.data", [("contents", 0, "parts", 1, "inlineData", "data")]),
+        (
+            ANTHROPIC,
+            "messages[*].content[?type=image].source.data",
+            [("messages", 0, "content", 0, "source", "data")],
+        ),
+        (
+            ANTHROPIC,
+            'messages[*].content[?type="image"].source[?type=url].url',
+            [("messages", 0, "content", 1, "source", "url")],
+        ),
+        (
+            GEMINI,
+            "contents[*].parts[*].inlineData.data",
+            [("contents", 0, "parts", 1, "inlineData", "data")],
+        ),
         (GEMINI, "**.inlineData.data", [("contents", 0, "parts", 1, "inlineData", "data")]),
-        (GEMINI, "**.mimeType", [("contents", 0, "parts", 1, "inlineData", "mimeType"), ("contents", 0, "parts", 2, "fileData", "mimeType")]),
-        (GEMINI, "generationConfig.*", [("generationConfig", "temperature"), ("generationConfig", "candidateCount")]),
+        (
+            GEMINI,
+            "**.mimeType",
+            [
+                ("contents", 0, "parts", 1, "inlineData", "mimeType"),
+                ("contents", 0, "parts", 2, "fileData", "mimeType"),
+            ],
+        ),
+        (
+            GEMINI,
+            "generationConfig.*",
+            [("generationConfig", "temperature"), ("generationConfig", "candidateCount")],
+        ),
         (GEMINI, "**[?candidateCount=1]", [("generationConfig",)]),
         (GEMINI, '**[?candidateCount="1"]', []),
         (GEMINI, "contents.parts", []),  # no implicit array walk
-        (ANTHROPIC, "**[?type=image]", [("messages", 0, "content", 0), ("messages", 0, "content", 1)]),
+        (
+            ANTHROPIC,
+            "**[?type=image]",
+            [("messages", 0, "content", 0), ("messages", 0, "content", 1)],
+        ),
         (ANTHROPIC, "**.**.max_tokens", [("max_tokens",)]),
         ({"a.b": {"c]": 1}}, '["a.b"]["c]"]', [("a.b", "c]")]),
         ({"x": 1}, "", [()]),
     ],
-)  # fmt: skip
+)
 def test_select(doc: Any, expr: str, expected: list[C.JsonPath]) -> None:
     assert C.select(doc, expr) == expected
 
@@ -1000,15 +1053,20 @@ def test_scan_json_lists_text_in_the_same_walk() -> None:
         "instructions": "be brief",
         "messages": [
             {"role": "system", "content": "sys"},
-            {"role": ["odd"], "content": [{"type": "text", "text": "hi"},
-                                          {"type": "image_url", "image_url": {"url": uri}}]},
+            {
+                "role": ["odd"],
+                "content": [
+                    {"type": "text", "text": "hi"},
+                    {"type": "image_url", "image_url": {"url": uri}},
+                ],
+            },
             {"role": "developer", "content": [{"type": "text", "text": "dev"}]},
         ],
         "system": [{"type": "text", "text": "anthropic system", "cache_control": {"type": "x"}}],
         "input": {"prompt": ["a", "b"], "negative_prompt": "c", "seed": 4, "steps": "30"},
         "text": {"format": {"type": "text"}},  # Responses' text config: no text in it
         "tools": [{"description": "not a prompt", "name": "f"}],
-    }  # fmt: skip
+    }
     texts: list[C.JsonText] = []
     images, urls = C.scan_json(doc, texts=texts)
     assert [(t.path, t.system, t.text) for t in texts] == [
@@ -1159,7 +1217,7 @@ def _scan_by_the_book(doc: Any, schemes: tuple[str, ...]) -> tuple[list[Any], li
         url = value.strip()
         scheme = url.split("://", 1)[0].lower() if "://" in url else ""
         plain = not any(ch.isspace() for ch in url)
-        if scheme in schemes and plain and C._URL_SCHEME.match(url):
+        if scheme in schemes and plain and _json._URL_SCHEME.match(url):
             urls.append(C.JsonUrl(path, url, scheme))
     return images, urls
 
@@ -1168,12 +1226,24 @@ _TINY_GIF = base64.b64encode(
     b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01\x00\x00\x00"
     b"\x00,\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
 ).decode()
-scan_strings = st.sampled_from([
-    _TINY_GIF, "data:image/gif;base64," + _TINY_GIF, "data:image/png;base64,!!", "data:text/plain,hi",
-    "https://cdn.example/a.png", " http://x.example/b ", "HTTPS://X.EXAMPLE", "gs://bucket/o.png",
-    "ftp://x.example/y", "https://a.example/has space", "note: see https://x.example/", "a:b",
-    "x" * 40, "short",
-]) | st.text(max_size=40)  # fmt: skip
+scan_strings = st.sampled_from(
+    [
+        _TINY_GIF,
+        "data:image/gif;base64," + _TINY_GIF,
+        "data:image/png;base64,!!",
+        "data:text/plain,hi",
+        "https://cdn.example/a.png",
+        " http://x.example/b ",
+        "HTTPS://X.EXAMPLE",
+        "gs://bucket/o.png",
+        "ftp://x.example/y",
+        "https://a.example/has space",
+        "note: see https://x.example/",
+        "a:b",
+        "x" * 40,
+        "short",
+    ]
+) | st.text(max_size=40)
 scan_docs = st.recursive(
     st.none() | st.integers() | scan_strings,
     lambda children: (

@@ -57,8 +57,8 @@ from wire import Upstream
 
 import factories
 from veilpix import AuditLog, Guard, Policy, RequestBlocked
-from veilpix.finder._finder import Finder
-from veilpix.guard._guard import Outbound
+from veilpix.finder import Finder, Refused
+from veilpix.guard import Outbound
 from veilpix.transports.httpx2 import GuardTransport
 
 PHOTO = factories.jpeg()
@@ -119,8 +119,12 @@ def test_content_type_follows_a_changed_format(log: AuditLog) -> None:
 
 def test_sibling_media_type_is_updated_in_nested_json(log: AuditLog) -> None:
     pytest.importorskip("pillow_heif")
-    inner = {"inlineData": {"mimeType": "image/heic",
-                            "data": base64.b64encode(factories.heic()).decode()}}  # fmt: skip
+    inner = {
+        "inlineData": {
+            "mimeType": "image/heic",
+            "data": base64.b64encode(factories.heic()).decode(),
+        }
+    }
     body = json.dumps({"arguments": json.dumps(inner)}).encode()
     out = Guard(Policy(), log).prepare(
         Outbound("POST", f"{URL}/v1/responses", [("Content-Type", "application/json")], body)
@@ -390,8 +394,9 @@ def doors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Callab
     upstream = Upstream()
 
     def transport(shape: Shape) -> tuple[int, bytes | None]:
-        client = httpx2.Client(transport=GuardTransport(httpx2.MockTransport(upstream.handler2),
-                                                        log=log))  # fmt: skip
+        client = httpx2.Client(
+            transport=GuardTransport(httpx2.MockTransport(upstream.handler2), log=log)
+        )
         before = len(upstream.seen)
         headers = {"content-type": shape.content_type} if shape.content_type else {}
         try:
@@ -405,12 +410,16 @@ def doors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Callab
     plain = Server(fake).__enter__()
     secure = TLSServer(fake, pki).__enter__()
     host = f"127.0.0.1:{plain.port}"
-    gateway_app = Gateway({"": Guard(Policy(vendor_hosts={host: "openai"}), log)},
-                          base_urls={"openai": plain.url}, max_body=20_000_000)  # fmt: skip
+    gateway_app = Gateway(
+        {"": Guard(Policy(vendor_hosts={host: "openai"}), log)},
+        base_urls={"openai": plain.url},
+        max_body=20_000_000,
+    )
     gateway = Server(gateway_app).__enter__()
     authority = Authority.init(folder / "ca")
-    pool = UpstreamPool(resolve={"api.openai.com": ("127.0.0.1", secure.port)},
-                        extra_ca=str(pki.ca))  # fmt: skip
+    pool = UpstreamPool(
+        resolve={"api.openai.com": ("127.0.0.1", secure.port)}, extra_ca=str(pki.ca)
+    )
     intercept = Running(
         InterceptProxy(
             Gateway({"": Guard(Policy(), log)}, max_body=20_000_000, upstream=pool), authority
@@ -421,8 +430,9 @@ def doors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Callab
         before = len(fake.seen)
         headers = {"content-type": shape.content_type} if shape.content_type else {}
         with httpx2.Client(timeout=30) as client:
-            reply = client.post(f"{gateway.url}/openai{shape.path}", content=shape.body,
-                                headers=headers)  # fmt: skip
+            reply = client.post(
+                f"{gateway.url}/openai{shape.path}", content=shape.body, headers=headers
+            )
         return reply.status_code, fake.last.body if len(fake.seen) > before else None
 
     def via_intercept(shape: Shape) -> tuple[int, bytes | None]:
@@ -433,8 +443,9 @@ def doors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Callab
         headers = [("content-length", str(len(shape.body)))]
         if shape.content_type:
             headers.append(("content-type", shape.content_type))
-        client.send(request("POST", shape.path, *headers), h11.Data(data=shape.body),
-                    h11.EndOfMessage())  # fmt: skip
+        client.send(
+            request("POST", shape.path, *headers), h11.Data(data=shape.body), h11.EndOfMessage()
+        )
         status, _, _ = client.response()
         client.sock.close()
         return status, fake.last.body if len(fake.seen) > before else None
@@ -506,42 +517,60 @@ def _zip_with_comment() -> bytes:
 
 _HEX_LINES = "\n".join(PHOTO.hex()[i : i + 60] for i in range(0, 2 * len(PHOTO), 60))
 REVIEW_LEAKS: dict[str, tuple[bytes, str | None, Callable[[bytes], bytes]]] = {
-    "an object key": (_j({"images": {B64: "photo"}}), "application/json",
-                      lambda o: base64.b64decode(next(iter(json.loads(o)["images"])))),
+    "an object key": (
+        _j({"images": {B64: "photo"}}),
+        "application/json",
+        lambda o: base64.b64decode(next(iter(json.loads(o)["images"]))),
+    ),
     "form value with + for spaces": (
         urllib.parse.urlencode({"prompt": "Here is the photo: " + B64}).encode(),
         "application/x-www-form-urlencoded",
         lambda o: base64.b64decode(urllib.parse.parse_qs(o.decode())["prompt"][0].split(": ")[1]),
     ),
     "Java byte[] through Gson (signed)": (
-        _j({"photo": [b - 256 if b > 127 else b for b in PHOTO]}), "application/json",
+        _j({"photo": [b - 256 if b > 127 else b for b in PHOTO]}),
+        "application/json",
         lambda o: bytes(b & 255 for b in json.loads(o)["photo"]),
     ),
-    "bytes as floats": (_j({"photo": [float(b) for b in PHOTO]}), "application/json",
-                        lambda o: bytes(int(b) for b in json.loads(o)["photo"])),
+    "bytes as floats": (
+        _j({"photo": [float(b) for b in PHOTO]}),
+        "application/json",
+        lambda o: bytes(int(b) for b in json.loads(o)["photo"]),
+    ),
     "zlib (pako) in base64": (
-        _j({"blob": base64.b64encode(zlib.compress(PHOTO)).decode()}), "application/json",
+        _j({"blob": base64.b64encode(zlib.compress(PHOTO)).decode()}),
+        "application/json",
         lambda o: zlib.decompress(base64.b64decode(json.loads(o)["blob"])),
     ),
     "zlib body": (zlib.compress(PHOTO), "application/octet-stream", zlib.decompress),
-    "xxd -p hex lines": (_j({"hex": _HEX_LINES}), "application/json",
-                         lambda o: bytes.fromhex(json.loads(o)["hex"].replace("\n", ""))),
-    "UTF-16 text": (("photo: " + B64).encode("utf-16"), "text/plain; charset=utf-16",
-                    lambda o: base64.b64decode(o.decode("utf-16").split(": ")[1])),
+    "xxd -p hex lines": (
+        _j({"hex": _HEX_LINES}),
+        "application/json",
+        lambda o: bytes.fromhex(json.loads(o)["hex"].replace("\n", "")),
+    ),
+    "UTF-16 text": (
+        ("photo: " + B64).encode("utf-16"),
+        "text/plain; charset=utf-16",
+        lambda o: base64.b64decode(o.decode("utf-16").split(": ")[1]),
+    ),
     "UTF-16 JSON without Content-Type": (
-        json.dumps({"img": B64}).encode("utf-16"), None,
+        json.dumps({"img": B64}).encode("utf-16"),
+        None,
         lambda o: base64.b64decode(json.loads(o.decode("utf-16"))["img"]),
     ),
     "a multipart preamble": (
         PHOTO + b'\r\n--XyZ\r\nContent-Disposition: form-data; name="p"\r\n\r\nhi\r\n--XyZ--\r\n',
-        "multipart/form-data; boundary=XyZ", lambda o: PHOTO if PHOTO in o else b"\xff\xd8\xff",
+        "multipart/form-data; boundary=XyZ",
+        lambda o: PHOTO if PHOTO in o else b"\xff\xd8\xff",
     ),
     "a multipart epilogue": (
-        b'--XyZ\r\nContent-Disposition: form-data; name="p"\r\n\r\nhi\r\n--XyZ--\r\n' + B64.encode(),
-        "multipart/form-data; boundary=XyZ", lambda o: b"\xff\xd8\xff",
+        b'--XyZ\r\nContent-Disposition: form-data; name="p"\r\n\r\nhi\r\n--XyZ--\r\n'
+        + B64.encode(),
+        "multipart/form-data; boundary=XyZ",
+        lambda o: b"\xff\xd8\xff",
     ),
     "a zip comment": (_zip_with_comment(), "application/zip", lambda o: b"\xff\xd8\xff"),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("name", list(REVIEW_LEAKS))
@@ -571,14 +600,23 @@ _GZ = gzip.compress(_PROTO)
         ("repr(bytes) by mistake", _j({"data": repr(PHOTO)}), "application/json"),
         ("hex pairs with spaces", _j({"hex": " ".join(f"{b:02x}" for b in PHOTO)}), None),
         ("a C array", ", ".join(f"0x{b:02X}" for b in PHOTO).encode(), "text/plain"),
-        ("msgpack bin32", b"\x82\xa4name\xa3img\xa4data\xc6" + len(PHOTO).to_bytes(4, "big")
-         + PHOTO, "application/msgpack"),
-        ("a protobuf field in a gRPC frame", b"\x00" + len(_PROTO).to_bytes(4, "big") + _PROTO,
-         "application/grpc"),
-        ("a gzip-compressed gRPC message", b"\x01" + len(_GZ).to_bytes(4, "big") + _GZ,
-         "application/grpc"),
+        (
+            "msgpack bin32",
+            b"\x82\xa4name\xa3img\xa4data\xc6" + len(PHOTO).to_bytes(4, "big") + PHOTO,
+            "application/msgpack",
+        ),
+        (
+            "a protobuf field in a gRPC frame",
+            b"\x00" + len(_PROTO).to_bytes(4, "big") + _PROTO,
+            "application/grpc",
+        ),
+        (
+            "a gzip-compressed gRPC message",
+            b"\x01" + len(_GZ).to_bytes(4, "big") + _GZ,
+            "application/grpc",
+        ),
     ],
-)  # fmt: skip
+)
 def test_review_shapes_that_cannot_be_rebuilt_are_refused(
     what: str, body: bytes, ctype: str | None, log: AuditLog
 ) -> None:
@@ -600,8 +638,10 @@ def test_review_shapes_that_cannot_be_rebuilt_are_refused(
     ],
 )
 def test_review_prose_is_sent_unchanged(text: str, log: AuditLog) -> None:
-    for body, ctype in ((_j({"model": "m", "input": text}), "application/json"),
-                        (text.encode(), "text/plain")):  # fmt: skip
+    for body, ctype in (
+        (_j({"model": "m", "input": text}), "application/json"),
+        (text.encode(), "text/plain"),
+    ):
         wire = _send(log, body, ctype)
         got = json.loads(wire)["input"] if ctype == "application/json" else wire.decode()
         assert got == text
@@ -609,8 +649,9 @@ def test_review_prose_is_sent_unchanged(text: str, log: AuditLog) -> None:
 
 def test_review_number_arrays_are_not_images(log: AuditLog) -> None:
     for values in ([0, 0, 1, 0] + [1, 0] * 12, [31, 139, 8, 0] + [1] * 30, [255, 10] + [7] * 30):
-        wire = _send(log, _j({"model": "m", "input": "x", "metadata": {"mask": values}}),
-                     "application/json")  # fmt: skip
+        wire = _send(
+            log, _j({"model": "m", "input": "x", "metadata": {"mask": values}}), "application/json"
+        )
         assert json.loads(wire)["metadata"]["mask"] == values
 
 
@@ -629,8 +670,10 @@ def test_review_utf16_json_stays_utf16(log: AuditLog) -> None:
 
 
 def test_review_odd_part_headers_are_clear_errors(log: AuditLog) -> None:
-    superscript = (b'--X\r\nContent-Disposition: form-data; name="image"; filename="p.jpg"\r\n'
-                   b"Content-Length: \xc2\xb2\r\n\r\n" + PHOTO + b"\r\n--X--\r\n")  # fmt: skip
+    superscript = (
+        b'--X\r\nContent-Disposition: form-data; name="image"; filename="p.jpg"\r\n'
+        b"Content-Length: \xc2\xb2\r\n\r\n" + PHOTO + b"\r\n--X--\r\n"
+    )
     err = _blocked(log, superscript, "multipart/form-data; boundary=X")
     assert err.rule == "request.malformed" and "Content-Length" in err.message
     latin = (
@@ -684,8 +727,13 @@ def test_documents_setting_in_veilpix_toml(tmp_path: Path) -> None:
 
 
 def _git(*args: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["git", "-c", "user.email=t@t", "-c", "user.name=t", *args], cwd=cwd,
-                          check=True, capture_output=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        ["git", "-c", "user.email=t@t", "-c", "user.name=t", *args],
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
@@ -724,27 +772,62 @@ _QUIET_SPEECH = _pcm([3, -2, 5, 0] * 48 + [-1, -40, -32, -24, 7, 2, 0, 1])  # ff
 
 
 def _pdf_with_scan() -> bytes:
-    return (b"%PDF-1.4\n1 0 obj\n<< /Type /XObject /Subtype /Image /Filter /DCTDecode /Length "
-            + str(len(PHOTO)).encode() + b" >>\nstream\n" + PHOTO
-            + b"\nendstream\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n")  # fmt: skip
+    return (
+        b"%PDF-1.4\n1 0 obj\n<< /Type /XObject /Subtype /Image /Filter /DCTDecode /Length "
+        + str(len(PHOTO)).encode()
+        + b" >>\nstream\n"
+        + PHOTO
+        + b"\nendstream\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n"
+    )
 
 
 @pytest.mark.parametrize(
     ("what", "body", "ctype"),
     [
-        ("/9j/ in a path", _j({"input": "see ./data/cache/9j/abcdefghijklmnopqrstuvwxyz0123456789", "store": False}),
-         "application/json"),
-        ("a truncated JPEG table in binary", b"\0" * 8 + b"\xff\xd8\xff\xdb\xa9\x00" + b"\0" * 30,
-         "application/octet-stream"),
+        (
+            "/9j/ in a path",
+            _j(
+                {
+                    "input": "see ./data/cache/9j/abcdefghijklmnopqrstuvwxyz0123456789",
+                    "store": False,
+                }
+            ),
+            "application/json",
+        ),
+        (
+            "a truncated JPEG table in binary",
+            b"\0" * 8 + b"\xff\xd8\xff\xdb\xa9\x00" + b"\0" * 30,
+            "application/octet-stream",
+        ),
         ("16-bit audio whose samples spell ff d8 ff", _QUIET_SPEECH, "audio/L16; rate=16000"),
-        ("the same audio in base64", _j({"type": "input_audio_buffer.append", "store": False,
-                                          "audio": base64.b64encode(_QUIET_SPEECH).decode()}), None),
-        ("code holding signatures", b"x = b'\\x89PNG\\r\\n\\x1a\\n'\x00\x01" + b"GIF89a\x9c\x00\x7f"
-         + bytes(range(256)), "application/octet-stream"),
-        ("deep brackets in prose", _j({"input": "x " + "[" * 500 + "]" * 500 + " /usr/lib/python3/"
-                                       "dist-packages/foo", "store": False}), "application/json"),
+        (
+            "the same audio in base64",
+            _j(
+                {
+                    "type": "input_audio_buffer.append",
+                    "store": False,
+                    "audio": base64.b64encode(_QUIET_SPEECH).decode(),
+                }
+            ),
+            None,
+        ),
+        (
+            "code holding signatures",
+            b"x = b'\\x89PNG\\r\\n\\x1a\\n'\x00\x01" + b"GIF89a\x9c\x00\x7f" + bytes(range(256)),
+            "application/octet-stream",
+        ),
+        (
+            "deep brackets in prose",
+            _j(
+                {
+                    "input": "x " + "[" * 500 + "]" * 500 + " /usr/lib/python3/dist-packages/foo",
+                    "store": False,
+                }
+            ),
+            "application/json",
+        ),
     ],
-)  # fmt: skip
+)
 def test_second_review_bodies_pass_unchanged(
     what: str, body: bytes, ctype: str | None, log: AuditLog
 ) -> None:
@@ -755,9 +838,18 @@ def test_second_review_a_pdf_holding_a_scan_is_a_document(log: AuditLog) -> None
     """The JPEG inside a PDF is the PDF's (sent whole and recorded as a document), never cut out
     of it: the PDF arrives byte for byte."""
     pdf = _pdf_with_scan()
-    body = _j({"input": [{"type": "input_file", "filename": "scan.pdf",
-                          "file_data": "data:application/pdf;base64," + base64.b64encode(pdf).decode()}],
-               "store": False})  # fmt: skip
+    body = _j(
+        {
+            "input": [
+                {
+                    "type": "input_file",
+                    "filename": "scan.pdf",
+                    "file_data": "data:application/pdf;base64," + base64.b64encode(pdf).decode(),
+                }
+            ],
+            "store": False,
+        }
+    )
     assert _send(log, body, "application/json") == body
     assert "document (PDF)" in list(log.records())[-1].what["categories"]
 
@@ -781,3 +873,30 @@ def test_second_review_many_runs_take_linear_work(monkeypatch: pytest.MonkeyPatc
     lines = "\n".join(base64.b64encode(os.urandom(32)).decode() for _ in range(20_000))
     out, _ = Finder(lambda d, w, r: d).rewrite_body(lines.encode(), "text/plain")
     assert out == lines.encode() and calls[0] <= 20_000
+
+
+@pytest.mark.parametrize("order", ["little", "big"])
+def test_a_bigtiff_inside_other_bytes_is_found_not_passed(order: str) -> None:
+    """BigTIFF is a TIFF the registry reads, so the raw search looks for its signature too
+    (tests/test_registry.py keeps the two in step): inside other bytes it is refused like
+    any image with no end to cut at, and a random "II+" without its fixed header is not one."""
+    tifffile = pytest.importorskip("tifffile")
+    import numpy as np
+
+    buf = io.BytesIO()
+    tifffile.imwrite(
+        buf,
+        np.zeros((8, 8, 3), np.uint8),
+        bigtiff=True,
+        byteorder="<" if order == "little" else ">",
+        metadata={"Artist": "Jane"},
+    )
+    big = buf.getvalue()
+    assert big[:4] in (b"II+\x00", b"MM\x00+")
+    finder = Finder(lambda data, where, role: b"CLEAN")
+    with pytest.raises(Refused, match="TIFF at byte 9"):
+        finder.rewrite_body(
+            b"\x01\x02header\x00" + big + b"\x00trailer", "application/octet-stream"
+        )
+    noise = b"\x01\x02" + big[:4] + b"\x05\x00\x00\x00" + bytes(range(256)) * 4
+    assert finder.rewrite_body(noise, "application/octet-stream") == (noise, None)
