@@ -21,8 +21,8 @@ import factories
 import veilpix
 from veilpix import AuditLog, AuditLogError, ConfigError, OutboundImage, verify_log
 from veilpix._config import default_log_path, parse_age
-from veilpix.audit._log import key_path_for
 from veilpix.audit._record import redact_headers, redact_url, scrub_secrets
+from veilpix.audit._store import key_path_for
 
 TESTS = Path(__file__).parent
 
@@ -124,11 +124,16 @@ def test_immutable_log_files_refuse_to_record_instead_of_crashing(tmp_path: Path
     try:
         proc = subprocess.run(
             [sys.executable, "-c", _IMMUTABLE_CHILD, str(folder / "audit.db"), tests],
-            capture_output=True, text=True, timeout=120, check=False, env=child_env(),
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=child_env(),
+        )
     finally:  # whatever became of the child: no immutable file left for pytest's clean-up
-        subprocess.run(["chattr", "-R", "-i", str(folder)], check=False, capture_output=True,
-                       timeout=30)  # fmt: skip
+        subprocess.run(
+            ["chattr", "-R", "-i", str(folder)], check=False, capture_output=True, timeout=30
+        )
     assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
     assert "REFUSED" in proc.stdout and "cannot be written" in proc.stdout, proc.stdout
 
@@ -213,15 +218,21 @@ def test_who_what_where_why_are_recorded(tmp_path: Path) -> None:
     assert d["who"] == {"app": "shop", "actor": "user-0", "client": "10.1.2.3", "door": "gateway"}
     w = d["where"]
     assert (w["vendor"], w["host"], w["country"], w["legal_entity"]) == (
-        "gemini", "api.openai.com", "NL", "OpenAI, L.L.C.",
-    )  # fmt: skip
+        "gemini",
+        "api.openai.com",
+        "NL",
+        "OpenAI, L.L.C.",
+    )
     assert w["transfer_mechanism"] == "SCCs (module 2)"  # from the log's configuration
     assert d["why"]["purpose"] == "product photo editing" and d["why"]["consent_ref"] == "c-1"
     (img,) = d["what"]["images"]
     r = CLEAN.report
     assert (img["width_before"], img["width_after"], img["bytes_before"], img["bytes_after"]) == (
-        r.width_in, r.width_out, len(PHOTO), len(CLEAN.data),
-    )  # fmt: skip
+        r.width_in,
+        r.width_out,
+        len(PHOTO),
+        len(CLEAN.data),
+    )
     assert img["gps_removed"] and "gps" in img["metadata_found"] and img["metadata_removed"]
     assert img["faces_checked"] is False and img["faces_unblurred"] is None
     assert "image (faces not checked)" in d["what"]["categories"]
@@ -253,10 +264,19 @@ def test_nothing_secret_or_identifying_reaches_the_file(tmp_path: Path) -> None:
         fill(log, 2)
         log.block(transfer(), reason=f"upstream said: invalid key {API_KEY}", rule="x")
         stored = file_bytes(path)
-    for secret in (API_KEY, GOOGLE_KEY, PROMPT, "consent-form-77", "customer-4711",
-                   factories.SECRET, factories.SERIAL, factories.COMMENT,
-                   hashlib.sha256(PHOTO).hexdigest(), hashlib.sha256(CLEAN.data).hexdigest(),
-                   f"{factories.GPS[0]:.4f}"):  # fmt: skip
+    for secret in (
+        API_KEY,
+        GOOGLE_KEY,
+        PROMPT,
+        "consent-form-77",
+        "customer-4711",
+        factories.SECRET,
+        factories.SERIAL,
+        factories.COMMENT,
+        hashlib.sha256(PHOTO).hexdigest(),
+        hashlib.sha256(CLEAN.data).hexdigest(),
+        f"{factories.GPS[0]:.4f}",
+    ):
         assert secret.encode() not in stored, secret
     assert b"[redacted]" in stored
 
@@ -277,25 +297,37 @@ def test_fingerprints_are_keyed_per_log(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
-        (f"https://generativelanguage.googleapis.com/v1beta/models/x:generateContent?key={GOOGLE_KEY}",
-         "https://generativelanguage.googleapis.com/v1beta/models/x:generateContent?key=[redacted]"),
-        ("https://user:pw@api.example.com/v1/a?alt=sse&X-Amz-Signature=abc#frag",
-         "https://api.example.com/v1/a?alt=sse&X-Amz-Signature=[redacted]"),
+        (
+            f"https://generativelanguage.googleapis.com/v1beta/models/x:generateContent?key={GOOGLE_KEY}",
+            "https://generativelanguage.googleapis.com/v1beta/models/x:generateContent?key=[redacted]",
+        ),
+        (
+            "https://user:pw@api.example.com/v1/a?alt=sse&X-Amz-Signature=abc#frag",
+            "https://api.example.com/v1/a?alt=sse&X-Amz-Signature=[redacted]",
+        ),
         ("http://127.0.0.1:9000/v1/images/edits", "http://127.0.0.1:9000/v1/images/edits"),
         (f"https://x.test/{API_KEY}/upload", "https://x.test/[redacted]/upload"),
     ],
-)  # fmt: skip
+)
 def test_urls_lose_their_credentials(url: str, expected: str) -> None:
     assert redact_url(url) == expected
 
 
 def test_headers_and_text_lose_their_credentials() -> None:
     fal = "Key 3b9a3c5e-1f2a-4b7c-9d8e-0a1b2c3d4e5f:9f8e7d6c5b4a39281706f5e4d3c2b1a0"
-    headers = redact_headers({
-        "Authorization": fal, "api-key": "azure-123", "x-api-key": "sk-ant-x", "X-Goog-Api-Key": "g",
-        "x-key": "bfl", "X-Veilpix-Token": "t", "Cookie": "s=1", "User-Agent": "OpenAI/Python 3.0",
-        "x-custom-auth-thing": "v",
-    })  # fmt: skip
+    headers = redact_headers(
+        {
+            "Authorization": fal,
+            "api-key": "azure-123",
+            "x-api-key": "sk-ant-x",
+            "X-Goog-Api-Key": "g",
+            "x-key": "bfl",
+            "X-Veilpix-Token": "t",
+            "Cookie": "s=1",
+            "User-Agent": "OpenAI/Python 3.0",
+            "x-custom-auth-thing": "v",
+        }
+    )
     assert headers.pop("user-agent") == "OpenAI/Python 3.0"
     assert set(headers.values()) == {"[redacted]"}
     assert scrub_secrets(f"failed: {fal}") == "failed: [redacted]"
@@ -311,9 +343,15 @@ def test_headers_and_text_lose_their_credentials() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["Turkey Holdings Limited", "monkey business as usual", "/v1/task-orchestration-service/x",
-     "desk-booking-assistant-service", "Basically fine", "tokenizer settings updated"],
-)  # fmt: skip
+    [
+        "Turkey Holdings Limited",
+        "monkey business as usual",
+        "/v1/task-orchestration-service/x",
+        "desk-booking-assistant-service",
+        "Basically fine",
+        "tokenizer settings updated",
+    ],
+)
 def test_ordinary_words_are_not_masked(text: str) -> None:
     assert scrub_secrets(text) == text
 
@@ -565,8 +603,14 @@ try:
 except AuditLogError as exc:
     print("BLOCKED", len(sent), exc.message[:80])
 """
-    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True,
-                         env=child_env(), timeout=60, check=False)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=60,
+        check=False,
+    )
     assert "BLOCKED" in out.stdout, out.stderr
     sent = int(out.stdout.split()[1])
     result = verify_log(path)

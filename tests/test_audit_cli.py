@@ -230,8 +230,10 @@ def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, message: str) ->
 
 def test_config_base_urls_map_hosts_to_vendors(tmp_path: Path) -> None:
     cfg = tmp_path / "veilpix.toml"
-    cfg.write_text('[vendors.azure]\nbase_url = "https://res1.openai.azure.com/openai/v1"\n'
-                   '[vendors.openai]\nbase_url = "http://127.0.0.1:9000/v1"\n')  # fmt: skip
+    cfg.write_text(
+        '[vendors.azure]\nbase_url = "https://res1.openai.azure.com/openai/v1"\n'
+        '[vendors.openai]\nbase_url = "http://127.0.0.1:9000/v1"\n'
+    )
     loaded = load_config(cfg)
     assert loaded.vendor_hosts == {"res1.openai.azure.com": "azure", "127.0.0.1:9000": "openai"}
     assert loaded.base_urls["openai"] == "http://127.0.0.1:9000/v1"
@@ -277,14 +279,38 @@ def test_values_print_as_written_not_as_markup(
 def test_resolve_an_unknown_outcome(log_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     base = ("audit", "list", "--log", str(log_path))
     (pending,) = run_json(capsys, *base, "--outcome", "unknown")  # type: ignore[misc]
-    done = run_json(capsys, "audit", "resolve", "--log", str(log_path), pending["id"][:8],
-                    "--outcome", "failed", "--reason", "vendor dashboard shows nothing")  # fmt: skip
+    done = run_json(
+        capsys,
+        "audit",
+        "resolve",
+        "--log",
+        str(log_path),
+        pending["id"][:8],
+        "--outcome",
+        "failed",
+        "--reason",
+        "vendor dashboard shows nothing",
+    )
     assert done == {"id": pending["id"], "outcome": "failed"}
     assert run_json(capsys, *base, "--outcome", "unknown") == []
     shown = run_json(capsys, "audit", "show", "--log", str(log_path), pending["id"])
     assert shown["reason"] == "resolved by operator: vendor dashboard shows nothing"  # type: ignore[index]
-    assert main(["audit", "resolve", "--log", str(log_path), pending["id"], "--outcome", "sent",
-                 "--reason", "x"]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "audit",
+                "resolve",
+                "--log",
+                str(log_path),
+                pending["id"],
+                "--outcome",
+                "sent",
+                "--reason",
+                "x",
+            ]
+        )
+        == 2
+    )
     assert "already has an outcome" in capsys.readouterr().err
     assert verify_log(log_path).ok
 
@@ -362,9 +388,15 @@ def test_env_names_the_key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.mark.parametrize(
-    "body", ["{not json", "[1, 2]", '{"what": "x"}', '{"what": {"images": [3]}}',
-             '{"what": {"images": [{"faces_blurred": "many"}], "bytes_before": "a lot"}}'],
-)  # fmt: skip
+    "body",
+    [
+        "{not json",
+        "[1, 2]",
+        '{"what": "x"}',
+        '{"what": {"images": [3]}}',
+        '{"what": {"images": [{"faces_blurred": "many"}], "bytes_before": "a lot"}}',
+    ],
+)
 @pytest.mark.parametrize("action", ["list", "stats", "export", "report"])
 def test_altered_rows_give_a_clear_error(
     body: str, action: str, log_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -27,8 +27,9 @@ from veilpix.audit._export import (
     flat_row,
     ocsf_event,
 )
-from veilpix.audit._log import AuditLog, TransferRecord, summarize
+from veilpix.audit._log import AuditLog
 from veilpix.audit._record import OutboundImage, Transfer
+from veilpix.audit._records import TransferRecord, summarize
 
 OPENAI_KEY = "sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz012345"
 GOOGLE_KEY = "AIzaSyA1234567890abcdefghijklmnopqrstu"
@@ -312,8 +313,9 @@ def test_jsonl_round_trips_to_dict(records: dict[str, TransferRecord]) -> None:
 
 
 def test_jsonl_keeps_unicode() -> None:
-    rec = TransferRecord(id="r", seq=1, begun="2025-01-01T00:00:00.000000Z",
-                         begin={"who": {"app": "Bücher—Ω"}})  # fmt: skip
+    rec = TransferRecord(
+        id="r", seq=1, begun="2025-01-01T00:00:00.000000Z", begin={"who": {"app": "Bücher—Ω"}}
+    )
     _, text = run([rec], "jsonl")
     assert "Bücher—Ω" in text
 
@@ -386,8 +388,10 @@ def test_ocsf_required_attributes_and_types(events: dict[str, dict[str, Any]]) -
         assert event["type_name"].startswith("API Activity: ")
         assert event["metadata"]["version"] == OCSF_VERSION == "1.6.0"
         assert event["metadata"]["product"] == {
-            "name": "veilpix", "vendor_name": "veilpix", "version": "9.9.9"
-        }  # fmt: skip
+            "name": "veilpix",
+            "vendor_name": "veilpix",
+            "version": "9.9.9",
+        }
         assert event["metadata"]["log_name"] == "veilpix transfer log"
         assert event["metadata"]["profiles"] == ["security_control"]
         assert event["severity_id"] in (1, 2, 3)
@@ -442,8 +446,12 @@ def test_ocsf_sent(events: dict[str, dict[str, Any]], records: dict[str, Transfe
     assert e["http_request"]["user_agent"] == "crm/2.1"
     assert "http_headers" not in e["http_request"]
     kinds = {o["type_id"]: o["value"] for o in e["observables"]}
-    assert kinds == {1: "api.openai.com", 2: "10.0.0.7", 4: "alice@example.com",
-                     6: url["url_string"]}  # fmt: skip
+    assert kinds == {
+        1: "api.openai.com",
+        2: "10.0.0.7",
+        4: "alice@example.com",
+        6: url["url_string"],
+    }
     u = e["unmapped"]
     assert (u["outcome"], u["legal_entity"], u["purpose"]) == (
         "sent",
@@ -503,12 +511,24 @@ def test_ocsf_failed_and_http_errors(events: dict[str, dict[str, Any]]) -> None:
 
 @pytest.mark.parametrize(
     ("method", "activity"),
-    [("POST", 1), ("GET", 2), ("HEAD", 2), ("PUT", 3), ("PATCH", 3), ("DELETE", 4),
-     ("OPTIONS", 99), ("", 0)],
-)  # fmt: skip
+    [
+        ("POST", 1),
+        ("GET", 2),
+        ("HEAD", 2),
+        ("PUT", 3),
+        ("PATCH", 3),
+        ("DELETE", 4),
+        ("OPTIONS", 99),
+        ("", 0),
+    ],
+)
 def test_ocsf_activity_from_method(method: str, activity: int) -> None:
-    rec = TransferRecord(id="r1", seq=7, begun="2025-06-01T12:00:00.000000Z",
-                         begin={"where": {"vendor": "v", "method": method}})  # fmt: skip
+    rec = TransferRecord(
+        id="r1",
+        seq=7,
+        begun="2025-06-01T12:00:00.000000Z",
+        begin={"where": {"vendor": "v", "method": method}},
+    )
     event = ocsf_event(rec, product_version="1")
     assert event["activity_id"] == activity
     assert event["type_uid"] == 600300 + activity
@@ -530,8 +550,12 @@ def test_ocsf_activity_from_method(method: str, activity: int) -> None:
     ],
 )
 def test_ocsf_client_address(client: str, endpoint: dict[str, Any]) -> None:
-    rec = TransferRecord(id="r1", seq=1, begun="2025-06-01T12:00:00.000000Z",
-                         begin={"who": {"client": client, "door": "gateway"}})  # fmt: skip
+    rec = TransferRecord(
+        id="r1",
+        seq=1,
+        begun="2025-06-01T12:00:00.000000Z",
+        begin={"who": {"client": client, "door": "gateway"}},
+    )
     src = ocsf_event(rec, product_version="1")["src_endpoint"]
     assert src == {"svc_name": "veilpix gateway", **endpoint}
 

@@ -14,8 +14,8 @@ import pytest
 from auditkit import fill, raw, transfer
 
 from veilpix import AuditLog, AuditLogError, LogIntegrityError, restart_log, verify_log
+from veilpix.audit._chain import entry_hash, genesis
 from veilpix.audit._keys import KeyFile
-from veilpix.audit._log import entry_hash, genesis
 from veilpix.cli._main import main
 
 QUIET = {"checkpoint_every": 1000, "checkpoint_seconds": 3600.0}  # no checkpoint comes by itself

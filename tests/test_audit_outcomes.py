@@ -66,7 +66,7 @@ def test_finish_nowait_and_afinish_are_carried_too(
     fault = DiskFull(log, monkeypatch)
     a.finish_nowait(status=201)
     asyncio.run(b.afinish(status=202))
-    log._caught_up()
+    log._commits.caught_up()
     fault.heal()
     log.checkpoint()
     assert [log.get(p.id).finish["status"] for p in (a, b)] == [201, 202]  # type: ignore[index]

@@ -15,8 +15,9 @@ import pytest
 
 import factories
 import veilpix
-from veilpix.audit._log import AuditLog, TransferRecord, summarize
+from veilpix.audit._log import AuditLog
 from veilpix.audit._record import OutboundImage, Transfer
+from veilpix.audit._records import TransferRecord, summarize
 from veilpix.audit._register import render_report
 from veilpix.audit._verify import VerifyResult
 
@@ -41,8 +42,12 @@ class Log:
 
     def transfer(self, **fields: Any) -> Transfer:
         self.now += timedelta(hours=1)
-        base: dict[str, Any] = {"vendor": "openai", "url": "https://api.openai.com/v1/images/edits",
-                                "images": [self.image], "country": "US"}  # fmt: skip
+        base: dict[str, Any] = {
+            "vendor": "openai",
+            "url": "https://api.openai.com/v1/images/edits",
+            "images": [self.image],
+            "country": "US",
+        }
         return Transfer(**(base | fields))
 
     def sent(self, **fields: Any) -> str:
@@ -71,36 +76,56 @@ def make_log(tmp_path: Path) -> Iterator[Callable[..., Log]]:
 def register(make_log: Callable[..., Log]) -> dict[str, Any]:
     """A quarter of traffic to three vendors, one blocked rule, one pending call."""
     log = make_log()
-    openai = {"vendor": "openai", "legal_entity": "OpenAI Ireland Ltd",
-              "transfer_mechanism": "adequacy decision (EU-US DPF)",
-              "purpose": "product photo retouching", "legal_basis": "Art. 6(1)(b)",
-              "app": "crm", "controls_applied": ["zero data retention"]}  # fmt: skip
-    mistral = {"vendor": "mistral", "url": "https://api.mistral.ai/v1/chat/completions",
-               "legal_entity": "Mistral AI SAS", "country": "FR", "app": HOSTILE_APP,
-               "purpose": "support tickets", "legal_basis": "Art. 6(1)(f)",
-               "controls_unavailable": ["zero data retention"]}  # fmt: skip
+    openai = {
+        "vendor": "openai",
+        "legal_entity": "OpenAI Ireland Ltd",
+        "transfer_mechanism": "adequacy decision (EU-US DPF)",
+        "purpose": "product photo retouching",
+        "legal_basis": "Art. 6(1)(b)",
+        "app": "crm",
+        "controls_applied": ["zero data retention"],
+    }
+    mistral = {
+        "vendor": "mistral",
+        "url": "https://api.mistral.ai/v1/chat/completions",
+        "legal_entity": "Mistral AI SAS",
+        "country": "FR",
+        "app": HOSTILE_APP,
+        "purpose": "support tickets",
+        "legal_basis": "Art. 6(1)(f)",
+        "controls_unavailable": ["zero data retention"],
+    }
     for _ in range(3):
         log.sent(**openai)  # March: 3 to openai
     log.at(datetime(2025, 4, 10, tzinfo=UTC))
     for _ in range(2):
         log.sent(**mistral)  # April: 2 to mistral
     log.sent(**openai, images=[log.image, log.image])
-    blocked = log.log.block(log.transfer(vendor="acme", url="https://api.acme.example/v1/x",
-                                         country="CN", app="crm"),
-                            reason=HOSTILE_REASON, rule=HOSTILE_RULE)  # fmt: skip
+    blocked = log.log.block(
+        log.transfer(vendor="acme", url="https://api.acme.example/v1/x", country="CN", app="crm"),
+        reason=HOSTILE_REASON,
+        rule=HOSTILE_RULE,
+    )
     log.at(datetime(2025, 5, 20, tzinfo=UTC))
-    pending = log.log.begin(log.transfer(vendor="acme", url="https://api.acme.example/v1/y",
-                                         country=None, app="batch")).id  # fmt: skip
+    pending = log.log.begin(
+        log.transfer(vendor="acme", url="https://api.acme.example/v1/y", country=None, app="batch")
+    ).id
     failed = log.log.begin(log.transfer(**openai))
     failed.fail("ConnectTimeout")
     records, verify = log.read()
-    return {"log": log, "records": records, "verify": verify, "blocked": blocked,
-            "pending": pending}  # fmt: skip
+    return {
+        "log": log,
+        "records": records,
+        "verify": verify,
+        "blocked": blocked,
+        "pending": pending,
+    }
 
 
 def render(records: list[TransferRecord], verify: VerifyResult, **kw: Any) -> str:
-    return render_report(records, verify, log_path="/var/lib/veilpix/audit.db",
-                         generated=GENERATED, **kw)  # fmt: skip
+    return render_report(
+        records, verify, log_path="/var/lib/veilpix/audit.db", generated=GENERATED, **kw
+    )
 
 
 def section(page: str, heading: str) -> str:
@@ -169,16 +194,29 @@ def test_register_shows_the_numbers(register: dict[str, Any]) -> None:
         label: re.sub(r"<[^>]+>", "", value.split("<small>")[0])
         for label, value in re.findall(r'<div class="tile"><span>([^<]+)</span><b>(.*?)</b>', page)
     }
-    assert tiles == {"Calls": "9", "Sent": "6", "Blocked": "1", "Failed": "1",
-                     "Outcome unknown": "1", "Images sent": "9", "Data sent": "7.7 kB",
-                     "Recipients": "3", "Countries": "2"}  # fmt: skip
+    assert tiles == {
+        "Calls": "9",
+        "Sent": "6",
+        "Blocked": "1",
+        "Failed": "1",
+        "Outcome unknown": "1",
+        "Images sent": "9",
+        "Data sent": "7.7 kB",
+        "Recipients": "3",
+        "Countries": "2",
+    }
     # CN had only the blocked call: no transfer there
     assert "<small>1 outside the EEA; some calls name none; 1 more only blocked</small>" in page
 
     recipients = section(page, "Recipients")
     openai = row_of(recipients, "openai")
-    assert openai[1:6] == ["OpenAI Ireland Ltd", "US", "adequacy decision (EU-US DPF)",
-                           "product photo retouching", "Art. 6(1)(b)"]  # fmt: skip
+    assert openai[1:6] == [
+        "OpenAI Ireland Ltd",
+        "US",
+        "adequacy decision (EU-US DPF)",
+        "product photo retouching",
+        "Art. 6(1)(b)",
+    ]
     assert openai[6:8] == ["5", "6"]  # calls, images (the failed call counts: data may have left)
     assert openai[9:] == ["2025-03-01 01:00", "2025-05-20 02:00"]
     mistral = row_of(recipients, "mistral")
@@ -192,12 +230,25 @@ def test_register_shows_the_numbers(register: dict[str, Any]) -> None:
     assert acme[6:8] == ["2", "1"]  # calls include the blocked one, images do not
 
     countries = section(page, "Countries")
-    assert row_of(countries, "US")[1:] == ["third country", "openai",
-                                           "adequacy decision (EU-US DPF)", "5", "4", "0", "6",
-                                           row_of(countries, "US")[-1]]  # fmt: skip
+    assert row_of(countries, "US")[1:] == [
+        "third country",
+        "openai",
+        "adequacy decision (EU-US DPF)",
+        "5",
+        "4",
+        "0",
+        "6",
+        row_of(countries, "US")[-1],
+    ]
     assert row_of(countries, "FR")[1] == "EEA"
-    assert row_of(countries, "CN")[1:7] == ["third country", "none",
-                                            "not needed (every call blocked)", "1", "0", "1"]  # fmt: skip
+    assert row_of(countries, "CN")[1:7] == [
+        "third country",
+        "none",
+        "not needed (every call blocked)",
+        "1",
+        "0",
+        "1",
+    ]
     assert row_of(countries, "not recorded")[1] == "unknown"
 
 
@@ -208,16 +259,32 @@ def test_blocked_calls_make_no_recipient_country_or_category(
     recipient and GB no destination; "mistral" sent to FR and had one call to US blocked, so
     it reached only FR and needs no transfer mechanism. The calls still count as calls."""
     log = make_log()
-    stability = {"vendor": "stability", "url": "https://api.stability.ai/v2beta/x",
-                 "country": "GB", "data_categories": ["biometric data"],
-                 "controls_applied": ["zero data retention"], "purpose": "ads"}  # fmt: skip
-    mistral = {"vendor": "mistral", "url": "https://api.mistral.ai/v1/x", "country": "FR",
-               "legal_entity": "Mistral AI SAS"}  # fmt: skip
+    stability = {
+        "vendor": "stability",
+        "url": "https://api.stability.ai/v2beta/x",
+        "country": "GB",
+        "data_categories": ["biometric data"],
+        "controls_applied": ["zero data retention"],
+        "purpose": "ads",
+    }
+    mistral = {
+        "vendor": "mistral",
+        "url": "https://api.mistral.ai/v1/x",
+        "country": "FR",
+        "legal_entity": "Mistral AI SAS",
+    }
     log.log.block(log.transfer(**stability), reason="not allowed", rule="vendors.allowed")
     log.sent(**mistral)
-    log.log.block(log.transfer(**mistral | {"country": "US"}, transfer_mechanism="SCC module 2",
-                               data_categories=["health data"], app="secret-app"),
-                  reason="not allowed here", rule="countries.allowed")  # fmt: skip
+    log.log.block(
+        log.transfer(
+            **mistral | {"country": "US"},
+            transfer_mechanism="SCC module 2",
+            data_categories=["health data"],
+            app="secret-app",
+        ),
+        reason="not allowed here",
+        rule="countries.allowed",
+    )
     records, verify = log.read()
     page = render(records, verify)
     check_markup(page)
@@ -240,9 +307,14 @@ def test_blocked_calls_make_no_recipient_country_or_category(
     assert "none recorded" not in countries and "SCC module 2" not in page
     assert row_of(countries, "FR")[1:7] == ["EEA", "mistral", "—", "1", "1", "0"]
     for country in ("GB", "US"):  # third countries, but nothing went there
-        assert row_of(countries, country)[1:7] == ["third country", "none",
-                                                   "not needed (every call blocked)",
-                                                   "1", "0", "1"]  # fmt: skip
+        assert row_of(countries, country)[1:7] == [
+            "third country",
+            "none",
+            "not needed (every call blocked)",
+            "1",
+            "0",
+            "1",
+        ]
 
     for heading in ("Privacy controls", "Categories of personal data"):
         assert "stability" not in section(page, heading)
@@ -406,8 +478,15 @@ def test_many_months_and_pending_are_capped(make_log: Callable[..., Log]) -> Non
     for month in range(30):
         log.at(datetime(2023 + month // 12, month % 12 + 1, 3, tzinfo=UTC)).sent(images=[])
     records, verify = log.read()
-    pending = [TransferRecord(id=f"p{i:07d}", seq=100 + i, begun="2025-07-01T00:00:00.000000Z",
-                              begin={"where": {"vendor": "x"}}) for i in range(520)]  # fmt: skip
+    pending = [
+        TransferRecord(
+            id=f"p{i:07d}",
+            seq=100 + i,
+            begun="2025-07-01T00:00:00.000000Z",
+            begin={"where": {"vendor": "x"}},
+        )
+        for i in range(520)
+    ]
     page = render(records + pending, verify)
     check_markup(page)
     activity = section(page, "Activity")

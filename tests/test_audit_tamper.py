@@ -11,8 +11,8 @@ import pytest
 from auditkit import fill, raw
 
 from veilpix import AuditLog, AuditLogError, ConfigError, verify_log
+from veilpix.audit._chain import checkpoint_message, entry_hash, founding_statement, genesis
 from veilpix.audit._keys import KeyFile, key_id
-from veilpix.audit._log import checkpoint_message, entry_hash, founding_statement, genesis
 from veilpix.cli._main import main
 
 N = 20  # transfers -> 40 entries, checkpoints at 1 (the first entry), 8, 16, 24, 32, 40

@@ -1,11 +1,11 @@
 """Group commit in the transfer log: appends that wait at the same time share one write
-transaction (``AuditLog._grouped`` for threads, ``_submit``/``_drain`` on the writer thread for
-asyncio callers). The chain must stay one intact chain, each op's failure must reach its own
+transaction (``GroupCommit.grouped`` for threads, ``submit``/``drain`` on the writer thread
+for asyncio callers). The chain must stay one intact chain, each op's failure must reach its own
 caller only, a failed commit must fail every op in it and leave nothing behind, and close()
 must not drop what is queued.
 
 Batches are forced deterministically by holding ``log._lock`` (the writer lock) while the
-callers queue up; commits are counted by wrapping ``_commit_batch``. Nothing here measures
+callers queue up; commits are counted by wrapping ``commit_batch``. Nothing here measures
 time."""
 
 from __future__ import annotations
@@ -37,13 +37,13 @@ def log(tmp_path: Path) -> Iterator[AuditLog]:
 def count_commits(log: AuditLog, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Sizes of the batches committed from now on, in order."""
     sizes: list[int] = []
-    real = log._commit_batch
+    real = log._commits.commit_batch
 
     def counting(batch: list[Any], **options: Any) -> None:
         sizes.append(len(batch))
         real(batch, **options)
 
-    monkeypatch.setattr(log, "_commit_batch", counting)
+    monkeypatch.setattr(log._commits, "commit_batch", counting)
     return sizes
 
 
@@ -75,11 +75,11 @@ class Held:
             except BaseException as exc:
                 self.errors[name] = exc
 
-        before = len(self.log._queue)
+        before = len(self.log._commits.queue)
         thread = threading.Thread(target=run, name=name)
         self.threads.append(thread)
         thread.start()
-        wait_for(lambda: len(self.log._queue) > before, f"{name} to queue")  # in order
+        wait_for(lambda: len(self.log._commits.queue) > before, f"{name} to queue")  # in order
 
     def __exit__(self, *exc: object) -> None:
         self.log._lock.release()
@@ -179,12 +179,12 @@ def test_an_op_that_fails_after_writing_leaves_nothing(
     commits = count_commits(log, monkeypatch)
 
     def half(db: sqlite3.Connection) -> None:
-        log._append(db, "finish", "half-written", {"outcome": "sent"})
+        log._chain.append(db, "finish", "half-written", {"outcome": "sent"})
         raise error("broke after the append")
 
     with Held(log) as held:
         held.call("before", lambda: log.begin(transfer(1)))
-        held.call("half", lambda: log._grouped(half))
+        held.call("half", lambda: log._commits.grouped(half))
         held.call("after", lambda: log.begin(transfer(2)))
     assert isinstance(held.errors.pop("half"), error) and held.errors == {}
     assert commits[0] == 3
@@ -334,7 +334,7 @@ def test_one_failing_async_op_fails_only_its_own_await(
                 asyncio.ensure_future(log.abegin(transfer(2))),
             ]
             await asyncio.sleep(0)
-            assert len(log._queue) == 4
+            assert len(log._commits.queue) == 4
         finally:
             log._lock.release()
         return await asyncio.gather(*tasks, return_exceptions=True)
@@ -343,8 +343,11 @@ def test_one_failing_async_op_fails_only_its_own_await(
     assert commits == [4]
     assert isinstance(results[1], AuditLogError) and "no begun transfer" in str(results[1])
     assert [type(r).__name__ for r in results] == [
-        "PendingTransfer", "AuditLogError", "NoneType", "PendingTransfer",
-    ]  # fmt: skip
+        "PendingTransfer",
+        "AuditLogError",
+        "NoneType",
+        "PendingTransfer",
+    ]
     assert log.get(first.id).outcome == "sent" and log.counts()["records"] == 3
     assert log.verify().intact
 
@@ -365,7 +368,7 @@ def test_a_failed_async_commit_fails_every_await(log: AuditLog) -> None:
             ]
             tasks.append(asyncio.ensure_future(pending.afinish(status=200)))
             await asyncio.sleep(0)
-            assert len(log._queue) == 4
+            assert len(log._commits.queue) == 4
         finally:
             log._lock.release()
         return await asyncio.gather(*tasks, return_exceptions=True)
@@ -395,7 +398,7 @@ def test_a_cancelled_await_still_commits(log: AuditLog, tmp_path: Path) -> None:
             await asyncio.sleep(0)
             waiting = asyncio.ensure_future(other.afinish(status=200))
             await asyncio.sleep(0)
-            assert len(log._queue) == 2
+            assert len(log._commits.queue) == 2
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -415,18 +418,18 @@ def test_a_waiter_whose_event_loop_is_gone_does_not_break_the_batch(
     log: AuditLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     gate = threading.Event()
-    real_drain = log._drain
+    real_drain = log._commits.drain
 
     def gated_drain() -> None:  # the writer thread stays out: the sync caller leads
         gate.wait(30)
         real_drain()
 
-    monkeypatch.setattr(log, "_drain", gated_drain)
+    monkeypatch.setattr(log._commits, "drain", gated_drain)
 
     async def leave() -> None:
         task = asyncio.ensure_future(log.abegin(transfer(0)))
         await asyncio.sleep(0)
-        assert len(log._queue) == 1
+        assert len(log._commits.queue) == 1
         task.cancel()
 
     asyncio.run(leave())  # that event loop is closed now
@@ -447,12 +450,12 @@ def test_sync_and_async_appends_share_one_commit(
     with Held(log) as held:
         for i in range(3):
             _, op = log._begin_op(transfer(i))
-            futures.append(log._submit(op))
+            futures.append(log._commits.submit(op))
         held.call("sync", lambda: log.begin(transfer(9)))
-        assert len(log._queue) == 4
+        assert len(log._commits.queue) == 4
     for f in futures:
         assert f.result(timeout=30) is None
-    wait_for(lambda: not log._drain_due, "the writer thread to pass")
+    wait_for(lambda: not log._commits.drain_due, "the writer thread to pass")
     assert commits == [4] and "sync" not in held.errors
     assert log.counts()["records"] == 4 and log.verify().intact
 
@@ -461,18 +464,18 @@ def test_close_commits_queued_async_appends(log: AuditLog, tmp_path: Path) -> No
     """The writer thread is held back until close() either waits for it or has returned: a
     close() that did not wait would leave the appends to a closed log."""
     gate = threading.Event()
-    real_drain = log._drain
+    real_drain = log._commits.drain
 
     def gated_drain() -> None:
         gate.wait(30)
         real_drain()
 
-    log._drain = gated_drain  # type: ignore[method-assign]
+    log._commits.drain = gated_drain  # type: ignore[method-assign]
     futures: list[Future[Any]] = []
     for i in range(20):
         _, op = log._begin_op(transfer(i))
-        futures.append(log._submit(op))
-    drainer = log._drainer
+        futures.append(log._commits.submit(op))
+    drainer = log._commits.drainer
     assert drainer is not None
     real_shutdown = drainer.shutdown
 
@@ -495,7 +498,7 @@ def test_close_commits_queued_async_appends(log: AuditLog, tmp_path: Path) -> No
     assert not closing.is_alive()
     assert all(f.done() and f.exception() is None for f in futures)
     with pytest.raises(AuditLogError, match="closed"):
-        log._submit(log._begin_op(transfer(99))[1])
+        log._commits.submit(log._begin_op(transfer(99))[1])
     result = verify_log(tmp_path / "audit.db")
     assert result.ok and result.records == 20 and result.pending == 20  # and signed at close
 
@@ -511,21 +514,21 @@ def test_finish_nowait_is_seen_by_readers_of_the_handle_and_survives_close(
     # commits it later. A read through the same handle must still see it, and close() must
     # not drop it.
     gate = threading.Event()
-    real_drain = log._drain
+    real_drain = log._commits.drain
 
     def gated_drain() -> None:
         gate.wait(30)
         real_drain()
 
     pendings = [log.begin(transfer(i)) for i in range(5)]
-    log._drain = gated_drain  # type: ignore[method-assign]
+    log._commits.drain = gated_drain  # type: ignore[method-assign]
     rescue = threading.Timer(20, gate.set)  # never hang the suite, whatever fails below
     rescue.daemon = True
     rescue.start()
     for i, p in enumerate(pendings):
         p.finish_nowait(status=200 + i, vendor_request_id=f"req_{i}")
         assert p.finished
-    assert log._queue  # queued, not committed: the writer is held back
+    assert log._commits.queue  # queued, not committed: the writer is held back
     with AuditLog(tmp_path / "audit.db", readonly=True) as other:
         assert {r.outcome for r in other.records()} == {"unknown"}  # not committed yet
     reading: list[Any] = []
@@ -537,7 +540,7 @@ def test_finish_nowait_is_seen_by_readers_of_the_handle_and_survives_close(
     rescue.cancel()
     reader.join(20)
     assert [(r.outcome, status(r)) for r in reading] == [("sent", 200 + i) for i in range(5)]
-    log._drain = real_drain  # type: ignore[method-assign]
+    log._commits.drain = real_drain  # type: ignore[method-assign]
     last = log.begin(transfer(9))
     last.finish_nowait(status=201)
     log.close()  # ... and close() commits what is still queued

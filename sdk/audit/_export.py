@@ -89,8 +89,9 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from veilpix._errors import ConfigError
-from veilpix.audit._log import TransferRecord, canonical, summarize
-from veilpix.image._report import CATEGORIES
+from veilpix.audit._chain import canonical
+from veilpix.audit._records import TransferRecord, summarize
+from veilpix.metadata._facts import CATEGORIES
 
 __all__ = [
     "CSV_COLUMNS",
@@ -272,9 +273,23 @@ _STATUS_NAMES = {0: "Unknown", 1: "Success", 2: "Failure"}
 _SEVERITY_BY_OUTCOME = {"sent": 1, "blocked": 2, "failed": 2, "unknown": 3}
 # Facts that have an OCSF home; everything else in flat_row goes to ``unmapped``.
 _MAPPED = frozenset(
-    {"id", "begun", "finished", "status", "reason", "app", "actor", "client", "vendor",
-     "operation", "method", "host", "url", "country"}
-)  # fmt: skip
+    {
+        "id",
+        "begun",
+        "finished",
+        "status",
+        "reason",
+        "app",
+        "actor",
+        "client",
+        "vendor",
+        "operation",
+        "method",
+        "host",
+        "url",
+        "country",
+    }
+)
 
 
 def _epoch_ms(stamp: str) -> int:
@@ -310,8 +325,12 @@ def _url_object(url: str) -> dict[str, Any]:
         port = parts.port
     except ValueError:
         return out
-    fields = {"scheme": parts.scheme, "hostname": parts.hostname, "path": parts.path,
-              "query_string": parts.query}  # fmt: skip
+    fields = {
+        "scheme": parts.scheme,
+        "hostname": parts.hostname,
+        "path": parts.path,
+        "query_string": parts.query,
+    }
     out.update({key: value for key, value in fields.items() if value})
     if port is not None:
         out["port"] = port
@@ -424,17 +443,16 @@ def ocsf_event(rec: TransferRecord, *, product_version: str) -> dict[str, Any]:
         event["status_detail"] = row["reason"]
     if row["rule"]:
         event["policy"] = {"name": row["rule"]}
-    observables = [{"name": "dst_endpoint.hostname", "type_id": 1, "type": "Hostname",
-                    "value": host}] if host else []  # fmt: skip
-    if "ip" in src:
-        observables.append({"name": "src_endpoint.ip", "type_id": 2, "type": "IP Address",
-                            "value": src["ip"]})  # fmt: skip
-    if row["actor"]:
-        observables.append({"name": "actor.user.name", "type_id": 4, "type": "User Name",
-                            "value": row["actor"]})  # fmt: skip
-    if url:
-        observables.append({"name": "http_request.url.url_string", "type_id": 6,
-                            "type": "URL String", "value": url})  # fmt: skip
+    observables = [
+        {"name": name, "type_id": type_id, "type": kind, "value": value}
+        for name, type_id, kind, value in (
+            ("dst_endpoint.hostname", 1, "Hostname", host),
+            ("src_endpoint.ip", 2, "IP Address", src.get("ip")),
+            ("actor.user.name", 4, "User Name", row["actor"]),
+            ("http_request.url.url_string", 6, "URL String", url),
+        )
+        if value
+    ]
     if observables:
         event["observables"] = observables
     event["unmapped"] = {

@@ -40,7 +40,11 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_pem_public_key,
+)
 
 from veilpix._atomic import write_file
 from veilpix._errors import ConfigError, VeilpixError
@@ -107,8 +111,6 @@ def public_key_pem(public_raw: bytes) -> str:
 
 def load_public_key(path: str | os.PathLike[str]) -> bytes:
     """Raw Ed25519 public key from a PEM file written by ``veilpix audit key``."""
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
     try:
         key = load_pem_public_key(Path(path).read_bytes())
     except (OSError, ValueError) as exc:

@@ -2,9 +2,9 @@
 
 ``Transfer`` is filled in by the door (SDK client, transport, proxy) before it sends anything:
 who asked, what leaves (images as :class:`OutboundImage`, the prompt), where it goes, why, and
-which privacy controls and policy rule applied. The log turns it into stored facts: image bytes
-and prompts become keyed fingerprints and sizes, URLs and headers lose their credentials, and
-any string that still looks like a credential is masked.
+which privacy controls and policy rule applied. The log turns it into stored facts
+(:func:`begin_body`): image bytes and prompts become keyed fingerprints and sizes, URLs and
+headers lose their credentials, and any string that still looks like a credential is masked.
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from veilpix import adapters
+from veilpix.audit._entry import BODY_VERSION, BeginBody, ImageEntry, What
 
 if TYPE_CHECKING:
     from veilpix.image._report import SanitizedImage
@@ -22,16 +25,17 @@ if TYPE_CHECKING:
 __all__ = [
     "REDACTED",
     "OutboundImage",
-    "Outcome",
     "Transfer",
+    "begin_body",
     "clip_text",
+    "data_categories",
+    "image_facts",
     "redact_headers",
     "redact_url",
     "scrub_secrets",
 ]
 
 REDACTED = "[redacted]"
-Outcome = Literal["sent", "failed", "blocked"]
 
 # Header names that carry credentials anywhere; each vendor's own (its adapter's
 # ``auth_headers`` and ``auth_query``) are added from the adapters (see _vendor_secrets).
@@ -66,15 +70,25 @@ _SECRET_PARAM = re.compile(
 # regex engine, and every transfer record passes through here.
 _SHAPES: tuple[tuple[tuple[str, ...], bool, re.Pattern[str]], ...] = (
     # Authorization schemes: "Bearer x", "Basic x", fal's "Key id:secret", "Token x"
-    (("bearer", "basic", "key", "token"), True,
-     re.compile(r"(?i:bearer|basic|key|token)\s+[A-Za-z0-9._~+/:=-]{8,}")),
+    (
+        ("bearer", "basic", "key", "token"),
+        True,
+        re.compile(r"(?i:bearer|basic|key|token)\s+[A-Za-z0-9._~+/:=-]{8,}"),
+    ),
     (("sk-",), False, re.compile(r"sk-[A-Za-z0-9_-]{16,}")),  # OpenAI, Anthropic, DeepSeek
     (("AIza",), False, re.compile(r"AIza[0-9A-Za-z_-]{30,}")),  # Google API keys
     (("r8_",), False, re.compile(r"r8_[A-Za-z0-9]{20,}")),  # Replicate
-    (("hf_", "xai_", "gsk_", "pk_", "rk_"), False,
-     re.compile(r"(?:hf|xai|gsk|pk|rk)_[A-Za-z0-9]{20,}")),  # Hugging Face, xAI, Groq, ...
-    (("eyJ",), False, re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")),  # JWT
-)  # fmt: skip
+    (  # Hugging Face, xAI, Groq, ...
+        ("hf_", "xai_", "gsk_", "pk_", "rk_"),
+        False,
+        re.compile(r"(?:hf|xai|gsk|pk|rk)_[A-Za-z0-9]{20,}"),
+    ),
+    (  # JWT
+        ("eyJ",),
+        False,
+        re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+    ),
+)
 # fal keys without a scheme: "<uuid>:<hex secret>"
 _FAL_SHAPE = re.compile(r":[0-9a-f]{32}")  # starts with a literal: a fast scan
 _FAL = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}:[0-9a-f]{32,}")
@@ -209,9 +223,7 @@ def _vendor_secrets() -> tuple[frozenset[str], frozenset[str]]:
     """(header names, query parameters) that carry credentials at the vendors veilpix knows,
     as their adapters declare them: a vendor added with its own credential header is
     redacted in the log without a second list to keep in step."""
-    from veilpix.adapters import vendors
-
-    known = vendors()
+    known = adapters.vendors()
     headers = frozenset(h.lower() for v in known for h in v.auth_headers)
     params = frozenset(q.lower() for v in known for q in v.auth_query)
     return headers, params
@@ -290,10 +302,10 @@ class Transfer:
             return ""
 
 
-def image_facts(image: OutboundImage) -> dict[str, Any]:
+def image_facts(image: OutboundImage) -> ImageEntry:
     """The facts kept about one image: sizes, formats, what was found and done. No values of
     metadata (a GPS position or serial number is personal data), no plain hashes."""
-    out: dict[str, Any] = {"field": scrub_secrets(image.field), "bytes_before": len(image.original)}
+    out: ImageEntry = {"field": scrub_secrets(image.field), "bytes_before": len(image.original)}
     if image.filename is not None:
         out["filename"] = scrub_secrets(image.filename)
     s = image.sanitized
@@ -334,7 +346,7 @@ def image_facts(image: OutboundImage) -> dict[str, Any]:
     return out
 
 
-def data_categories(transfer: Transfer, facts: Sequence[Mapping[str, Any]]) -> list[str]:
+def data_categories(transfer: Transfer, facts: Sequence[ImageEntry]) -> list[str]:
     """Categories of personal data in the call, derived from what was found plus the door's."""
     cats = set(transfer.data_categories)
     if facts:
@@ -348,3 +360,58 @@ def data_categories(transfer: Transfer, facts: Sequence[Mapping[str, Any]]) -> l
     if transfer.prompt and "system instructions" not in cats:
         cats.add("prompt text")  # (a door that found both lists both itself)
     return sorted(cats)
+
+
+def begin_body(
+    t: Transfer, *, prompt: str | None, mechanisms: Mapping[str, str] | None = None
+) -> BeginBody:
+    """The body of the ``begin`` entry of ``t``, before the fields linked to a subject are
+    added (sealed, or in the clear when no subject is named). ``prompt`` is the prompt as
+    stored (see :func:`veilpix.audit._entry.well_formed`): only its length is kept here.
+    ``mechanisms``: the transfer mechanism per vendor, for a transfer that names none."""
+    images = [image_facts(img) for img in t.images]
+    sent = [i.get("bytes_after") for i in images]
+    what: What = {
+        "categories": data_categories(t, images),
+        "images": images,
+        "image_count": len(images),
+        "bytes_before": sum(i["bytes_before"] for i in images),
+        "bytes_after": sum(int(b or 0) for b in sent),
+        "request_bytes": t.request_bytes,
+        "prompt": None if prompt is None else {"length": len(prompt)},
+    }
+    mechanism = clip_text(t.transfer_mechanism or (mechanisms or {}).get(t.vendor))
+    c = clip_text  # every free text a door or an app hands in: short, one line
+    return {
+        "v": BODY_VERSION,
+        "who": {"app": c(t.app), "actor": c(t.actor), "client": c(t.client), "door": t.door},
+        "what": what,
+        "where": {
+            "vendor": t.vendor,
+            "legal_entity": c(t.legal_entity),
+            "model": c(t.model),
+            "operation": c(t.operation),
+            "method": t.method.upper(),
+            "url": redact_url(t.url),
+            "host": t.host,
+            "region": c(t.region),
+            "country": t.country.upper() if t.country else None,
+            "transfer_mechanism": mechanism,
+        },
+        "why": {
+            "purpose": c(t.purpose),
+            "legal_basis": c(t.legal_basis),
+            "consent": t.consent_ref is not None,
+            "consent_ref": c(t.consent_ref),
+            "subject_ref": None,
+        },
+        "controls": {
+            "applied": sorted(t.controls_applied),
+            "account_level": sorted(t.controls_account_level),
+            "unavailable": sorted(t.controls_unavailable),
+        },
+        # values scrubbed with the whole entry when it is appended
+        "headers": redact_headers(t.headers or {}, scrub=False),
+        "rule": c(t.rule),
+        "retention": c(t.retention),
+    }

@@ -16,19 +16,32 @@ The page has no JavaScript and loads nothing: CSS is inline, charts are inline S
 Content-Security-Policy forbids anything else, so it can be mailed, archived and opened
 offline. Every value from the log is HTML-escaped: app names, reasons and rule names can be
 chosen by whoever calls the API. It prints on A4 landscape. The numbers come from
-:func:`veilpix.audit._log.summarize`, the same totals ``veilpix audit stats`` prints.
+:func:`veilpix.audit._records.summarize`, the same totals ``veilpix audit stats`` prints.
 """
 
 from __future__ import annotations
 
-import html
-import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 from veilpix._policy import EEA as POLICY_EEA
-from veilpix.audit._log import StatsRow, TransferRecord, summarize
+from veilpix.audit._html import (
+    CSS,
+    chips,
+    esc,
+    figure,
+    hbar_chart,
+    html_table,
+    missing,
+    month_chart,
+    nbytes,
+    num,
+    per_line,
+    when,
+)
+from veilpix.audit._records import StatsRow, TransferRecord, summarize
 from veilpix.audit._verify import VerifyResult
 
 __all__ = ["EEA", "render_report"]
@@ -36,82 +49,9 @@ __all__ = ["EEA", "render_report"]
 # A transfer to a country outside the EEA is a Chapter V transfer to a third country. "EL" is
 # the EU's own code for Greece (ISO: "GR"); logs may carry either.
 EEA = POLICY_EEA | {"EL"}
-OUTCOMES = ("sent", "blocked", "failed", "unknown")
-_OUTCOME_LABELS = {
-    "sent": "Sent",
-    "blocked": "Blocked",
-    "failed": "Failed",
-    "unknown": "Outcome unknown",
-}
 _PENDING_SHOWN = 500  # the register lists at most this many open records
 # The counters of a StatsRow (everything but its vendor, country and month).
 _SUMMED = tuple(f.name for f in fields(StatsRow) if f.name not in ("vendor", "country", "month"))
-
-
-def _e(value: object) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _num(n: int) -> str:
-    return f"{n:,}"
-
-
-def _bytes(n: int) -> str:
-    """``n`` bytes in SI units, the exact figure in the tooltip."""
-    size, unit = float(n), "B"
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            break
-        size /= 1000
-    text = f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
-    return f'<span title="{_num(n)} bytes">{_e(text)}</span>'
-
-
-def _when(stamp: str | None) -> str:
-    """A stored UTC time shown to the minute."""
-    if not stamp:
-        return '<span class="missing">—</span>'
-    return f'<span class="when" title="{_e(stamp)}">{_e(stamp[:10])} {_e(stamp[11:16])}</span>'
-
-
-def _missing(text: str = "not recorded", *, warn: bool = False) -> str:
-    return f'<span class="{"warn" if warn else "missing"}">{_e(text)}</span>'
-
-
-def _chips(counts: Mapping[str, int]) -> str:
-    """Short values as small labels, most frequent first, each with its count as a tooltip."""
-    items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    return " ".join(
-        f'<span class="chip" title="{_num(n)} calls">{_e(name)}</span>' for name, n in items
-    )
-
-
-def _lines(counts: Mapping[str, int]) -> str:
-    """Longer values (entities, purposes, legal bases) one per line, most frequent first."""
-    items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    return "".join(f'<div class="v" title="{_num(n)} calls">{_e(name)}</div>' for name, n in items)
-
-
-def _table(
-    headers: Sequence[str],
-    rows: Iterable[Sequence[str]],
-    *,
-    numeric: Iterable[int] = (),
-    narrow: bool = False,
-) -> str:
-    """An HTML table; cells are already-escaped HTML, ``numeric`` columns are right-aligned."""
-    right = set(numeric)
-
-    def cls(i: int) -> str:
-        return ' class="n"' if i in right else ""
-
-    head = "".join(f"<th{cls(i)}>{_e(h)}</th>" for i, h in enumerate(headers))
-    body = "".join(
-        "<tr>" + "".join(f"<td{cls(i)}>{c}</td>" for i, c in enumerate(row)) + "</tr>"
-        for row in rows
-    )
-    table = '<table class="narrow">' if narrow else "<table>"
-    return f"{table}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 # -- gathering ---------------------------------------------------------------------------------
@@ -182,12 +122,13 @@ def _gather(records: Sequence[TransferRecord]) -> _Register:
         last = rec.begun if last is None or rec.begun > last else last
         outcome = rec.outcome
         if outcome == "blocked":  # stopped before a byte left: no transfer, only the rule
-            rule = str((rec.finish or {}).get("rule") or rec.begin.get("rule") or "?")
+            finish: Mapping[str, Any] = rec.finish or {}
+            rule = str(finish.get("rule") or rec.begin.get("rule") or "?")
             b = blocks.setdefault(rule, _Block())
             b.calls += 1
             b.vendors[vendor] += 1
             if rec.begun >= b.last:
-                b.last, b.reason = rec.begun, (rec.finish or {}).get("reason")
+                b.last, b.reason = rec.begun, finish.get("reason")
             continue
         # sent, failed or unknown: data left, or may have
         if outcome == "unknown":
@@ -198,7 +139,7 @@ def _gather(records: Sequence[TransferRecord]) -> _Register:
         r.countries[country] += 1
         mechanism = where.get("transfer_mechanism")
         countries.setdefault(country, Counter())
-        for counter, value, missing in (
+        for counter, value, gap in (
             (r.legal_entities, where.get("legal_entity"), "no_entity"),
             (r.purposes, why.get("purpose"), "no_purpose"),
             (r.bases, why.get("legal_basis"), "no_basis"),
@@ -206,7 +147,7 @@ def _gather(records: Sequence[TransferRecord]) -> _Register:
             if value:
                 counter[str(value)] += 1
             else:
-                setattr(r, missing, getattr(r, missing) + 1)
+                setattr(r, gap, getattr(r, gap) + 1)
         if mechanism:
             r.mechanisms[str(mechanism)] += 1
             countries[country][str(mechanism)] += 1
@@ -214,7 +155,7 @@ def _gather(records: Sequence[TransferRecord]) -> _Register:
             r.no_mechanism += 1
         r.apps[str(who.get("app") or "(no app name)")] += 1
         r.categories.update(str(c) for c in rec.what.get("categories") or ())
-        controls = rec.begin.get("controls") or {}
+        controls: Mapping[str, Any] = rec.begin.get("controls", {})
         r.applied.update(str(c) for c in controls.get("applied") or ())
         r.account_level.update(str(c) for c in controls.get("account_level") or ())
         r.unavailable.update(str(c) for c in controls.get("unavailable") or ())
@@ -242,16 +183,16 @@ def _state(state: object) -> str:
     if not isinstance(state, dict) or not state.get("checkpoint"):
         return "no checkpoint recorded"
     return (
-        f"checkpoint {_e(str(state.get('checkpoint')))} at entry {_e(str(state.get('seq')))}, "
-        f"signed {_when(str(state.get('ts')))} UTC"
+        f"checkpoint {esc(str(state.get('checkpoint')))} at entry {esc(str(state.get('seq')))}, "
+        f"signed {when(str(state.get('ts')))} UTC"
     )
 
 
 def _integrity(verify: VerifyResult) -> str:
     facts = [
-        f"{_num(verify.entries)} entr{'y' if verify.entries == 1 else 'ies'}",
-        f"{_num(verify.checkpoints)} signed checkpoint{'' if verify.checkpoints == 1 else 's'}",
-        f"signing key {_e(verify.key_id)}",
+        f"{num(verify.entries)} entr{'y' if verify.entries == 1 else 'ies'}",
+        f"{num(verify.checkpoints)} signed checkpoint{'' if verify.checkpoints == 1 else 's'}",
+        f"signing key {esc(verify.key_id)}",
     ]
     if verify.signed_through is not None:
         facts.append(f"signed through entry {verify.signed_through}")
@@ -262,11 +203,11 @@ def _integrity(verify: VerifyResult) -> str:
         )
     if verify.erasures:
         n = verify.erasures
-        facts.append(f"{_num(n)} subject erasure{'' if n == 1 else 's'} (signed tombstones)")
+        facts.append(f"{num(n)} subject erasure{'' if n == 1 else 's'} (signed tombstones)")
     if verify.authenticated is None:
         facts.append("entry MACs not checked (no key file at hand)")
     else:
-        facts.append(f"{_num(verify.authenticated)} of {_num(verify.entries)} entry MACs hold")
+        facts.append(f"{num(verify.authenticated)} of {num(verify.entries)} entry MACs hold")
     detail = "; ".join(facts)
     return _status(verify, detail) + "".join(_restart(r) for r in verify.restarts)
 
@@ -274,15 +215,15 @@ def _integrity(verify: VerifyResult) -> str:
 def _restart(r: Mapping[str, object]) -> str:
     """A signed restart statement, as its own notice: the register starts at it."""
     moved = r.get("moved_to")
-    kept = f" The old log file was kept as <code>{_e(str(moved))}</code>." if moved else ""
+    kept = f" The old log file was kept as <code>{esc(str(moved))}</code>." if moved else ""
     return (
         '<section class="status warn-box"><strong>This log was started over</strong> on '
-        f"{_when(str(r.get('at')))} UTC: it continues from log <code>"
-        f"{_e(str(r.get('previous_log')))}</code>, which was {_e(str(r.get('found')))} (last "
+        f"{when(str(r.get('at')))} UTC: it continues from log <code>"
+        f"{esc(str(r.get('previous_log')))}</code>, which was {esc(str(r.get('found')))} (last "
         f"known state: {_state(r.get('previous_state'))}). Reason given: "
-        f"{_e(str(r.get('reason')))}. "
+        f"{esc(str(r.get('reason')))}. "
         f"Transfers recorded in the old log are not in this register.{kept}<br><small>"
-        f"{_e(str(r.get('detail') or ''))}</small></section>"
+        f"{esc(str(r.get('detail') or ''))}</small></section>"
     )
 
 
@@ -297,17 +238,17 @@ def _status(verify: VerifyResult, detail: str) -> str:
     if verify.intact and first is not None:
         return (
             '<section class="status warn-box"><strong>Intact, not fully signed.</strong> '
-            f"No tampering was found, but {_num(verify.unsigned_tail)} entries at the end "
+            f"No tampering was found, but {num(verify.unsigned_tail)} entries at the end "
             "carry no signature yet (a writer is still running, or one stopped without "
-            f"closing). {_e(first.message)}<br><small>{detail}</small></section>"
+            f"closing). {esc(first.message)}<br><small>{detail}</small></section>"
         )
     problems = [p for p in verify.problems if p.kind != "unsigned-tail"]
-    listed = "".join(f"<li><code>{_e(p.kind)}</code> {_e(p.message)}</li>" for p in problems[:10])
-    more = f"<li>… and {_num(len(problems) - 10)} more</li>" if len(problems) > 10 else ""
+    listed = "".join(f"<li><code>{esc(p.kind)}</code> {esc(p.message)}</li>" for p in problems[:10])
+    more = f"<li>… and {num(len(problems) - 10)} more</li>" if len(problems) > 10 else ""
     head = first.message if first is not None else "the log did not verify"
     return (
         '<section class="status bad"><strong>Integrity check FAILED.</strong> '
-        f"{_e(head)} The figures below come from a log that was changed after it was "
+        f"{esc(head)} The figures below come from a log that was changed after it was "
         f"written; treat them as unreliable.<ul>{listed}{more}</ul>"
         f"<small>{detail}</small></section>"
     )
@@ -316,28 +257,28 @@ def _status(verify: VerifyResult, detail: str) -> str:
 def _tiles(total: StatsRow, reg: _Register, per_country: Mapping[str, StatsRow]) -> str:
     """Recipients and countries count transfers only (calls not blocked), like the tables."""
     known = [c for c in reg.countries if c != "?"]
-    note = f"{_num(sum(1 for c in known if c not in EEA))} outside the EEA"
+    note = f"{num(sum(1 for c in known if c not in EEA))} outside the EEA"
     if "?" in reg.countries:
         note += "; some calls name none"
     blocked_countries = sum(1 for c in per_country if c != "?" and c not in reg.countries)
     if blocked_countries:
-        note += f"; {_num(blocked_countries)} more only blocked"
+        note += f"; {num(blocked_countries)} more only blocked"
     people = ""
     if reg.blocked_only:
-        people = f"<small>{_num(len(reg.blocked_only))} more vendor"
+        people = f"<small>{num(len(reg.blocked_only))} more vendor"
         people += f"{'s' if len(reg.blocked_only) != 1 else ''} only blocked</small>"
     tiles = [
-        ("Calls", _num(total.calls)),
-        ("Sent", _num(total.sent)),
-        ("Blocked", _num(total.blocked)),
-        ("Failed", _num(total.failed)),
-        ("Outcome unknown", _num(total.unknown)),
-        ("Images sent", _num(total.images)),
-        ("Data sent", _bytes(total.bytes_sent)),
-        ("Recipients", _num(len(reg.recipients)) + people),
-        ("Countries", f"{_num(len(known))}<small>{note}</small>"),
+        ("Calls", num(total.calls)),
+        ("Sent", num(total.sent)),
+        ("Blocked", num(total.blocked)),
+        ("Failed", num(total.failed)),
+        ("Outcome unknown", num(total.unknown)),
+        ("Images sent", num(total.images)),
+        ("Data sent", nbytes(total.bytes_sent)),
+        ("Recipients", num(len(reg.recipients)) + people),
+        ("Countries", f"{num(len(known))}<small>{note}</small>"),
     ]
-    cells = (f'<div class="tile"><span>{_e(k)}</span><b>{v}</b></div>' for k, v in tiles)
+    cells = (f'<div class="tile"><span>{esc(k)}</span><b>{v}</b></div>' for k, v in tiles)
     return f'<div class="tiles">{"".join(cells)}</div>'
 
 
@@ -352,30 +293,30 @@ def _recipients(reg: _Register, per_vendor: Mapping[str, StatsRow]) -> str:
     rows = []
     for vendor in sorted(reg.recipients, key=lambda v: (-per_vendor[v].calls, v)):
         r, t = reg.recipients[vendor], per_vendor[vendor]
-        mechanisms = _lines(r.mechanisms)
+        mechanisms = per_line(r.mechanisms)
         if r.no_mechanism:
             n = r.no_mechanism
             gap = (
-                f"none recorded for {_num(n)} call{'s' if n != 1 else ''} "
+                f"none recorded for {num(n)} call{'s' if n != 1 else ''} "
                 "not known to stay in the EEA"
             )
-            mechanisms += _missing(gap, warn=True)
+            mechanisms += missing(gap, warn=True)
         elif not mechanisms:
-            mechanisms = _missing("not needed (EEA)")
+            mechanisms = missing("not needed (EEA)")
         rows.append(
             [
-                f"<b>{_e(vendor)}</b>",
-                _lines(r.legal_entities) + (_missing(warn=True) if r.no_entity else ""),
-                _chips({c: n for c, n in r.countries.items() if c != "?"})
-                + (" " + _missing(warn=True) if "?" in r.countries else ""),
+                f"<b>{esc(vendor)}</b>",
+                per_line(r.legal_entities) + (missing(warn=True) if r.no_entity else ""),
+                chips({c: n for c, n in r.countries.items() if c != "?"})
+                + (" " + missing(warn=True) if "?" in r.countries else ""),
                 mechanisms,
-                _lines(r.purposes) + (_missing(warn=True) if r.no_purpose else ""),
-                _lines(r.bases) + (_missing(warn=True) if r.no_basis else ""),
-                _num(t.calls),
-                _num(t.images),
-                _bytes(t.bytes_sent),
-                _when(r.first),
-                _when(r.last),
+                per_line(r.purposes) + (missing(warn=True) if r.no_purpose else ""),
+                per_line(r.bases) + (missing(warn=True) if r.no_basis else ""),
+                num(t.calls),
+                num(t.images),
+                nbytes(t.bytes_sent),
+                when(r.first),
+                when(r.last),
             ]
         )
     headers = [
@@ -391,7 +332,7 @@ def _recipients(reg: _Register, per_vendor: Mapping[str, StatsRow]) -> str:
         "First transfer",
         "Last transfer",
     ]
-    return _table(headers, rows, numeric=(6, 7, 8))
+    return html_table(headers, rows, numeric=(6, 7, 8))
 
 
 def _countries(reg: _Register, per_country: Mapping[str, StatsRow]) -> str:
@@ -405,17 +346,17 @@ def _countries(reg: _Register, per_country: Mapping[str, StatsRow]) -> str:
     for country in sorted(per_country, key=lambda c: (-per_country[c].calls, c)):
         t = per_country[country]
         if country == "?":
-            name, area = _missing(warn=True), _missing("unknown", warn=True)
+            name, area = missing(warn=True), missing("unknown", warn=True)
         else:
-            name = f"<b>{_e(country)}</b>"
+            name = f"<b>{esc(country)}</b>"
             area = "EEA" if country in EEA else '<span class="third">third country</span>'
         if country not in reg.countries:
-            recipients = _missing("none")
-            mechanisms = _missing("not needed (every call blocked)")
+            recipients = missing("none")
+            mechanisms = missing("not needed (every call blocked)")
         else:
-            recipients = _chips(vendors.get(country, Counter()))
-            mechanisms = _lines(reg.countries[country]) or (
-                _missing("—") if country in EEA else _missing("none recorded", warn=True)
+            recipients = chips(vendors.get(country, Counter()))
+            mechanisms = per_line(reg.countries[country]) or (
+                missing("—") if country in EEA else missing("none recorded", warn=True)
             )
         out.append(
             [
@@ -423,11 +364,11 @@ def _countries(reg: _Register, per_country: Mapping[str, StatsRow]) -> str:
                 area,
                 recipients,
                 mechanisms,
-                _num(t.calls),
-                _num(t.sent),
-                _num(t.blocked),
-                _num(t.images),
-                _bytes(t.bytes_sent),
+                num(t.calls),
+                num(t.sent),
+                num(t.blocked),
+                num(t.images),
+                nbytes(t.bytes_sent),
             ]
         )
     headers = [
@@ -441,91 +382,7 @@ def _countries(reg: _Register, per_country: Mapping[str, StatsRow]) -> str:
         "Images",
         "Bytes sent",
     ]
-    return _table(headers, out, numeric=(4, 5, 6, 7, 8))
-
-
-def _step(top: int) -> int:
-    """A round axis step (1, 2 or 5 times a power of ten) giving about four gridlines."""
-    raw = max(top / 4, 1)
-    power = int(10 ** math.floor(math.log10(raw)))  # raw >= 1, so a whole number
-    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-
-
-def _month_chart(per_month: Mapping[str, StatsRow]) -> str:
-    """Calls per month, stacked by outcome (inline SVG)."""
-    months = sorted(per_month)
-    width, height, left, bottom, top = 760, 250, 48, 34, 14
-    plot_w, plot_h = width - left - 12, height - top - bottom
-    peak = max(per_month[m].calls for m in months)
-    step = _step(peak)
-    ceiling = step * math.ceil(peak / step)
-
-    def y(value: float) -> float:
-        return top + plot_h - plot_h * value / ceiling
-
-    parts = [
-        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="Calls per month by outcome">'
-    ]
-    parts.extend(
-        f'<line class="grid" x1="{left}" x2="{width - 12}" y1="{y(t):.1f}" y2="{y(t):.1f}"/>'
-        f'<text class="axis" x="{left - 6}" y="{y(t) + 4:.1f}" text-anchor="end">{_num(t)}</text>'
-        for t in range(0, ceiling + 1, step)
-    )
-    slot = plot_w / len(months)
-    bar = min(slot * 0.7, 56)
-    every = math.ceil(len(months) / 12)
-    for i, month in enumerate(months):
-        row = per_month[month]
-        x = left + i * slot + (slot - bar) / 2
-        base = 0
-        for outcome in OUTCOMES:
-            n = getattr(row, outcome)
-            if n:
-                parts.append(
-                    f'<rect class="o-{outcome}" x="{x:.1f}" y="{y(base + n):.1f}" '
-                    f'width="{bar:.1f}" height="{y(base) - y(base + n):.1f}">'
-                    f"<title>{_e(month)}: {_num(n)} {_e(_OUTCOME_LABELS[outcome].lower())}"
-                    "</title></rect>"
-                )
-                base += n
-        if i % every == 0:
-            parts.append(
-                f'<text class="axis" x="{x + bar / 2:.1f}" y="{height - bottom + 16}" '
-                f'text-anchor="middle">{_e(month)}</text>'
-            )
-    parts.append("</svg>")
-    legend = "".join(
-        f'<span><i class="o-{o}"></i>{_e(_OUTCOME_LABELS[o])}</span>' for o in OUTCOMES
-    )
-    return "".join(parts) + f'<div class="legend">{legend}</div>'
-
-
-def _figure(caption: str, content: str) -> str:
-    return f"<figure><figcaption>{_e(caption)}</figcaption>{content}</figure>"
-
-
-def _hbar_chart(values: Sequence[tuple[str, int]], *, label: str) -> str:
-    """Horizontal bars, one per name (inline SVG)."""
-    width, row_h, name_w = 760, 24, 170
-    height = row_h * len(values) + 8
-    peak = max((v for _, v in values), default=0) or 1
-    bar_w = width - name_w - 90
-    parts = [
-        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" aria-label="{_e(label)}">'
-    ]
-    for i, (name, value) in enumerate(values):
-        y = 4 + i * row_h
-        w = bar_w * value / peak
-        shown = name if len(name) <= 26 else name[:25] + "…"
-        parts.append(
-            f'<text class="label" x="{name_w - 8}" y="{y + 16}" text-anchor="end">{_e(shown)}'
-            f"<title>{_e(name)}</title></text>"
-            f'<rect class="o-sent" x="{name_w}" y="{y + 4}" width="{w:.1f}" height="{row_h - 8}"/>'
-            f'<text class="axis" x="{name_w + w + 6:.1f}" y="{y + 16}">{_num(value)}</text>'
-        )
-    parts.append("</svg>")
-    return "".join(parts)
+    return html_table(headers, out, numeric=(4, 5, 6, 7, 8))
 
 
 def _faces(total: StatsRow, per_vendor: Mapping[str, StatsRow]) -> str:
@@ -542,25 +399,25 @@ def _faces(total: StatsRow, per_vendor: Mapping[str, StatsRow]) -> str:
         )
     rows = [
         [
-            f"<b>{_e(v)}</b>",
-            _num(t.images),
-            _num(t.faces_blurred),
-            _num(t.faces_unblurred)
+            f"<b>{esc(v)}</b>",
+            num(t.images),
+            num(t.faces_blurred),
+            num(t.faces_unblurred)
             if not t.faces_unblurred
-            else f'<span class="warn">{_num(t.faces_unblurred)}</span>',
-            _num(t.images_unchecked),
+            else f'<span class="warn">{num(t.faces_unblurred)}</span>',
+            num(t.images_unchecked),
         ]
         for v, t in sorted(per_vendor.items(), key=lambda kv: (-kv[1].images, kv[0]))
         if t.images
     ]
     summary = (
-        f"<p>Faces blurred before sending: <b>{_num(total.faces_blurred)}</b>. Faces sent "
-        f"unblurred: <b>{_num(total.faces_unblurred)}</b>. Images sent without a face check: "
-        f"<b>{_num(total.images_unchecked)}</b> (faces in them, if any, are not counted).</p>"
+        f"<p>Faces blurred before sending: <b>{num(total.faces_blurred)}</b>. Faces sent "
+        f"unblurred: <b>{num(total.faces_unblurred)}</b>. Images sent without a face check: "
+        f"<b>{num(total.images_unchecked)}</b> (faces in them, if any, are not counted).</p>"
     )
     if not rows:
-        return summary + _missing("No images were sent.")
-    table = _table(
+        return summary + missing("No images were sent.")
+    table = html_table(
         [
             "Recipient",
             "Images sent",
@@ -580,14 +437,14 @@ def _controls(reg: _Register) -> str:
         return _NOTHING_SENT
     rows = [
         [
-            f"<b>{_e(v)}</b>",
-            _chips(r.applied) or _missing("none"),
-            _chips(r.account_level) or _missing("none"),
-            _chips(r.unavailable) or _missing("none"),
+            f"<b>{esc(v)}</b>",
+            chips(r.applied) or missing("none"),
+            chips(r.account_level) or missing("none"),
+            chips(r.unavailable) or missing("none"),
         ]
         for v, r in sorted(reg.recipients.items())
     ]
-    return _table(
+    return html_table(
         [
             "Recipient",
             "Applied on the call",
@@ -602,10 +459,10 @@ def _data(reg: _Register) -> str:
     if not reg.recipients:
         return _NOTHING_SENT
     rows = [
-        [f"<b>{_e(v)}</b>", _chips(r.categories) or _missing("none"), _chips(r.apps)]
+        [f"<b>{esc(v)}</b>", chips(r.categories) or missing("none"), chips(r.apps)]
         for v, r in sorted(reg.recipients.items())
     ]
-    return _table(["Recipient", "Categories of personal data", "Applications"], rows)
+    return html_table(["Recipient", "Categories of personal data", "Applications"], rows)
 
 
 def _pending(reg: _Register) -> str:
@@ -614,23 +471,24 @@ def _pending(reg: _Register) -> str:
     shown = reg.pending[:_PENDING_SHOWN]
     rows = [
         [
-            f'<span class="id">{_e(rec.id)}</span>',
-            _when(rec.begun),
-            _e(_vendor(rec)),
-            _e(rec.where.get("host") or "") or _missing(),
-            _e(rec.who.get("app") or "") or _missing(),
-            _e(rec.who.get("door") or ""),
+            f'<span class="id">{esc(rec.id)}</span>',
+            when(rec.begun),
+            esc(_vendor(rec)),
+            esc(rec.where.get("host") or "") or missing(),
+            esc(rec.who.get("app") or "") or missing(),
+            esc(rec.who.get("door") or ""),
         ]
         for rec in shown
     ]
     more = ""
     if len(reg.pending) > len(shown):
         more = (
-            f'<p class="note">… and {_num(len(reg.pending) - len(shown))} more; list them '
+            f'<p class="note">… and {num(len(reg.pending) - len(shown))} more; list them '
             "with <code>veilpix audit list --outcome unknown</code>.</p>"
         )
     return (
-        _table(["Record", "Begun (UTC)", "Recipient", "Host", "Application", "Door"], rows) + more
+        html_table(["Record", "Begun (UTC)", "Recipient", "Host", "Application", "Door"], rows)
+        + more
     )
 
 
@@ -639,85 +497,20 @@ def _blocked(reg: _Register) -> str:
         return '<p class="okay">No call was blocked.</p>'
     rows = [
         [
-            f"<code>{_e(rule)}</code>",
-            _num(b.calls),
-            _chips(b.vendors),
-            _when(b.last),
-            _e(b.reason) if b.reason else _missing(),
+            f"<code>{esc(rule)}</code>",
+            num(b.calls),
+            chips(b.vendors),
+            when(b.last),
+            esc(b.reason) if b.reason else missing(),
         ]
         for rule, b in sorted(reg.blocks.items(), key=lambda kv: (-kv[1].calls, kv[0]))
     ]
-    return _table(
+    return html_table(
         ["Rule", "Calls blocked", "Recipients", "Last blocked", "Last reason"],
         rows,
         numeric=(1,),
         narrow=True,
     )
-
-
-_CSS = """
-:root{--ink:#1f2933;--muted:#616e7c;--line:#d9e2ec;--head:#f0f4f8;--ok:#1e6b43;--ok-bg:#e7f5ec;
---bad:#a8201a;--bad-bg:#fdecea;--warn:#8a5300;--warn-bg:#fff3d6;--sent:#2f6db5;
---blocked:#e0a030;--failed:#98a2b3;--unknown:#c0392b}
-*{box-sizing:border-box}
-body{margin:0;color:var(--ink);background:#fff;font:14px/1.45 system-ui,-apple-system,
-"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
-main{max-width:1180px;margin:0 auto;padding:32px 28px 48px}
-h1{font-size:26px;margin:0 0 6px}
-h2{font-size:17px;margin:34px 0 4px;padding-bottom:4px;border-bottom:2px solid var(--line)}
-p.note,p.lead,footer{color:var(--muted)}
-p.note{margin:0 0 10px;font-size:13px}
-dl.meta{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;margin:12px 0;font-size:13px}
-dl.meta dt{color:var(--muted)}dl.meta dd{margin:0;word-break:break-all}
-table{width:100%;border-collapse:collapse;font-size:12.5px;margin:6px 0}
-th,td{text-align:left;padding:5px 7px;border-bottom:1px solid var(--line);vertical-align:top}
-th{background:var(--head);font-weight:600;font-size:12px}
-td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-.missing{color:var(--muted);font-style:italic}
-.warn{color:var(--warn);background:var(--warn-bg);padding:0 4px;border-radius:3px}
-.third{color:var(--warn)}
-.okay{color:var(--ok)}
-.chip{display:inline-block;border:1px solid var(--line);border-radius:9px;padding:0 7px;
-margin:1px 2px 1px 0;font-size:12px;background:#fff}
-code,.id{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:11.5px}
-.status{border-left:6px solid;border-radius:4px;padding:12px 16px;margin:18px 0}
-.status small{color:var(--muted)}
-.status.ok{border-color:var(--ok);background:var(--ok-bg)}
-.status.ok strong{color:var(--ok)}
-.status.bad{border-color:var(--bad);background:var(--bad-bg)}
-.status.bad strong{color:var(--bad)}
-.status.warn-box{border-color:#d99a00;background:var(--warn-bg)}
-.status.warn-box strong{color:var(--warn)}
-.status ul{margin:6px 0}
-.tiles{display:flex;flex-wrap:wrap;gap:8px;margin:14px 0}
-.tile{flex:1 1 96px;border:1px solid var(--line);border-radius:6px;padding:8px 10px}
-.tile>span{color:var(--muted);font-size:12px}
-.tile b{display:block;font-size:20px;white-space:nowrap}
-.tile small{display:block;font-size:11px;font-weight:400;color:var(--muted);white-space:normal}
-.v+.v{margin-top:5px}
-.when{white-space:nowrap}
-table.narrow{width:auto;min-width:55%}
-figure{margin:10px 0 0}
-figcaption{font-size:13px;margin:0 0 4px;color:var(--muted);font-weight:600}
-svg.chart{width:100%;height:auto;max-width:760px;display:block}
-svg .grid{stroke:var(--line);stroke-width:1}
-svg .axis{fill:var(--muted);font-size:11px}svg .label{fill:var(--ink);font-size:12px}
-.o-sent{fill:var(--sent);background:var(--sent)}.o-blocked{fill:var(--blocked);background:var(--blocked)}
-.o-failed{fill:var(--failed);background:var(--failed)}.o-unknown{fill:var(--unknown);background:var(--unknown)}
-.legend{display:flex;gap:16px;font-size:12px;color:var(--muted);margin:4px 0 8px}
-.legend i{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:5px}
-.share{display:flex;height:12px;max-width:520px;border-radius:3px;overflow:hidden;margin:6px 0 2px}
-.share i{display:block;height:100%}
-.empty{padding:28px;text-align:center;border:1px dashed var(--line);border-radius:6px;
-color:var(--muted);font-size:16px;margin:20px 0}
-footer{margin-top:36px;font-size:12px;border-top:1px solid var(--line);padding-top:10px}
-@page{size:A4 landscape;margin:12mm}
-@media print{
-body{font-size:9.5pt}main{max-width:none;padding:0}
-h2{break-after:avoid;margin-top:18px}tr,.status,.tiles,figure{break-inside:avoid}
-thead{display:table-header-group}
-*{-webkit-print-color-adjust:exact;print-color-adjust:exact}}
-"""
 
 
 def render_report(
@@ -734,21 +527,21 @@ def render_report(
     reg = _gather(records)
     grand = _totals(stats, lambda _: "*").get("*") or StatsRow("*", "*", "*")
     period = (
-        f"{_when(reg.first)} to {_when(reg.last)} (UTC)" if reg.first else _missing("no transfers")
+        f"{when(reg.first)} to {when(reg.last)} (UTC)" if reg.first else missing("no transfers")
     )
-    shown = _num(len(records))
+    shown = num(len(records))
     if verify.records != len(records):
-        shown += f" of {_num(verify.records)} in the log (filtered)"
+        shown += f" of {num(verify.records)} in the log (filtered)"
     head = (
-        f"<header><h1>{_e(title)}</h1>"
+        f"<header><h1>{esc(title)}</h1>"
         '<p class="lead">Record of transfers of personal data to AI image services, kept by '
         "veilpix (in the spirit of GDPR Art. 30 and the Chapter V transfer records).</p>"
         '<dl class="meta">'
-        f"<dt>Transfer log</dt><dd><code>{_e(log_path)}</code></dd>"
-        f"<dt>Log id</dt><dd><code>{_e(verify.log_id)}</code></dd>"
+        f"<dt>Transfer log</dt><dd><code>{esc(log_path)}</code></dd>"
+        f"<dt>Log id</dt><dd><code>{esc(verify.log_id)}</code></dd>"
         f"<dt>Period covered</dt><dd>{period}</dd>"
         f"<dt>Transfers</dt><dd>{shown}</dd>"
-        f"<dt>Generated</dt><dd>{_e(generated)}</dd>"
+        f"<dt>Generated</dt><dd>{esc(generated)}</dd>"
         "</dl></header>"
     )
     body = [head, _integrity(verify)]
@@ -779,12 +572,12 @@ def render_report(
             "Recipients are the vendors that received a transfer there.</p>",
             _countries(reg, per_country),
             "<h2>Activity</h2>",
-            _figure("Calls per month (UTC), by outcome", _month_chart(per_month)),
-            _figure(
+            figure("Calls per month (UTC), by outcome", month_chart(per_month)),
+            figure(
                 "Images sent per recipient",
-                _hbar_chart(images, label="Images sent per recipient")
+                hbar_chart(images, label="Images sent per recipient")
                 if any(n for _, n in images)
-                else _missing("No images were sent."),
+                else missing("No images were sent."),
             ),
             "<h2>Faces</h2>",
             _faces(grand, per_vendor),
@@ -816,6 +609,6 @@ def render_report(
         "style-src 'unsafe-inline'\">"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<meta name="referrer" content="no-referrer">'
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head>"
+        f"<title>{esc(title)}</title><style>{CSS}</style></head>"
         f"<body><main>{''.join(body)}</main></body></html>\n"
     )

@@ -30,10 +30,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from veilpix._config import default_log_path
 from veilpix._errors import AuditLogError, ConfigError, LogIntegrityError
 from veilpix.audit._keys import KeyFile
-from veilpix._config import default_log_path
-from veilpix.audit._log import AuditLog, key_path_for
+from veilpix.audit._log import AuditLog
+from veilpix.audit._store import key_path_for
 
 __all__ = ["Restarted", "restart_log"]
 

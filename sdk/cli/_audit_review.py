@@ -1,0 +1,387 @@
+"""``veilpix audit`` on screen: verify, list, show and stats, and what every audit command
+shares (the log the flags name, the filters, the console, JSON output, the exit codes).
+
+These commands open the log read-only and never change it. Values from the log are data,
+never rich markup (:func:`esc`). Exit codes: 0 fine, 1 verify found tampering (or a
+confirmation was declined), 2 usage, configuration or log error, 3 verify found no tampering
+but entries after the last signed checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from veilpix._errors import ConfigError
+from veilpix.audit._keys import load_public_key
+from veilpix.audit._log import AuditLog
+from veilpix.audit._records import summarize
+from veilpix.cli._options import EXIT_OK
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from veilpix.audit._verify import VerifyResult
+
+__all__ = [
+    "EXIT_PROBLEM",
+    "EXIT_UNSIGNED",
+    "console",
+    "dump",
+    "esc",
+    "filter_args",
+    "list_records",
+    "open_log",
+    "plural",
+    "show",
+    "stats",
+    "verify",
+]
+
+EXIT_PROBLEM, EXIT_UNSIGNED = 1, 3
+
+
+def open_log(args: argparse.Namespace, *, write: bool = False) -> AuditLog:
+    """The log (and key file) the flags, the environment and the config name; read-only
+    unless ``write``. Never creates one."""
+    path = Path(args.log).expanduser() if args.log else None
+    if args.key and not Path(args.key).expanduser().is_file():
+        raise ConfigError(f"there is no key file at {args.key!r}", hint="check the --key path")
+    return AuditLog.from_config(
+        args.config, path=path, key_path=args.key, readonly=not write, create=False
+    )
+
+
+def filter_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The filter flags as keyword arguments of :meth:`AuditLog.records`."""
+    image = None
+    if getattr(args, "image", None):
+        try:
+            image = Path(args.image).read_bytes()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read {args.image!r}: {exc.strerror}",
+                hint="--image takes the path of the photo to look for",
+            ) from exc
+    return {
+        "since": args.since,
+        "until": args.until,
+        "vendor": args.vendor,
+        "host": args.host,
+        "country": args.country,
+        "outcome": args.outcome,
+        "app": args.app,
+        "subject": args.subject,
+        "image": image,
+    }
+
+
+def console(*, stderr: bool = False) -> Console:
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    # In a pipe or file there is no width to respect: do not wrap rows into several lines.
+    width = None if stream.isatty() else 200
+    return Console(stderr=stderr, highlight=False, width=width)
+
+
+def dump(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, ensure_ascii=False))
+
+
+def esc(value: object) -> str:
+    """Log values are data, not rich markup: "[redacted]" or an app named "[bold]x" must print
+    as written."""
+    from rich.markup import escape
+
+    return escape(str(value))
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _short(rid: str) -> str:
+    return rid[:8]
+
+
+_OUTCOME_STYLE = {"sent": "green", "blocked": "red", "failed": "yellow", "unknown": "magenta"}
+
+
+def _outcome(outcome: str) -> str:
+    label = "outcome unknown" if outcome == "unknown" else outcome
+    return f"[{_OUTCOME_STYLE.get(outcome, 'white')}]{label}[/]"
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return str(n)  # pragma: no cover
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def verify(args: argparse.Namespace) -> int:
+    key = load_public_key(args.public_key) if args.public_key else None
+    expect = args.expect
+    if expect is not None and Path(expect).is_file():
+        expect = Path(expect).read_text(encoding="utf-8").strip()
+    with open_log(args) as log:
+        result: VerifyResult = log.verify(key, expect=expect)
+    code = EXIT_OK if result.ok else EXIT_UNSIGNED if result.intact else EXIT_PROBLEM
+    if args.json:
+        dump(result.to_dict())
+        return code
+    con = console()
+    con.print(f"log      {esc(result.path)}")
+    con.print(
+        f"key      {result.key_id} ({'given' if result.key_source == 'given' else 'stored in the log'})"
+    )
+    span = "-" if result.first_seq is None else f"{result.first_seq}..{result.last_seq}"
+    con.print(
+        f"entries  {result.entries} (seq {span}), {result.records} transfers, "
+        f"{result.pending} with outcome unknown"
+    )
+    through = (
+        "none valid" if result.signed_through is None else f"through entry {result.signed_through}"
+    )
+    con.print(f"signed   {plural(result.checkpoints, 'checkpoint')}, {through}")
+    if result.head:
+        con.print(f"head     {result.head}")
+    if result.pruned_through:
+        con.print(f"pruned   entries 1..{result.pruned_through}, bridged by a signed prune entry")
+    if result.erasures:
+        con.print(f"erased   {plural(result.erasures, 'subject erasure')}, tombstones signed")
+    if result.authenticated is None:
+        con.print(
+            "MACs     not checked: no key file at hand (entries after the last checkpoint are "
+            "covered by the key file's MAC only)"
+        )
+    else:
+        since = (
+            f" (entries before {result.mac_since} got theirs when the log was upgraded)"
+            if result.mac_since and result.mac_since > (result.first_seq or 1)
+            else ""
+        )
+        bad = result.entries - result.authenticated
+        held = f"all {result.entries} hold" if not bad else f"{bad} of {result.entries} do not hold"
+        con.print(f"MACs     checked with the key file: {held}{since}")
+    for r in result.restarts:
+        con.print(
+            f"[bold yellow]restart[/]  entry {r.get('seq')} ({esc(str(r.get('at')))}): started "
+            f"over from log {esc(str(r.get('previous_log')))}, which was "
+            f"{esc(str(r.get('found')))}; reason: {esc(str(r.get('reason')))}"
+        )
+    if result.ok:
+        con.print("[bold green]OK[/]: the chain is unbroken and every entry is signed")
+        if result.key_source == "log":
+            con.print(
+                "[dim]checked against the key stored in the log; pass --public-key with a copy "
+                "kept elsewhere to rule out a re-signed log[/]"
+            )
+        return code
+    first = result.problems[0]
+    tone = "yellow" if result.intact else "red"
+    con.print(
+        f"[bold {tone}]{'UNSIGNED TAIL' if result.intact else 'TAMPERED'}[/]: {esc(first.message)}"
+    )
+    for p in result.problems[1:20]:
+        con.print(f"  also: {esc(p.message)}")
+    if len(result.problems) > 20:
+        con.print(f"  ... and {len(result.problems) - 20} more")
+    return code
+
+
+def list_records(args: argparse.Namespace) -> int:
+    with open_log(args) as log:
+        limit = args.limit or None
+        recs = list(log.records(**filter_args(args), limit=limit, newest_first=True))
+        total = log.counts()["records"]
+    if args.json:
+        dump([r.to_dict() for r in recs])
+        return EXIT_OK
+    from rich.table import Table
+
+    table = Table(title=f"{len(recs)} of {total} transfers, newest first", title_justify="left")
+    for col in (
+        "id",
+        "begun (UTC)",
+        "app",
+        "vendor",
+        "host",
+        "cc",
+        "imgs",
+        "sent",
+        "unblurred",
+        "outcome",
+    ):
+        table.add_column(col, justify="right" if col in ("imgs", "sent", "unblurred") else "left")
+    for r in recs:
+        blocked = r.outcome == "blocked"
+        table.add_row(
+            _short(r.id),
+            r.begun[:16].replace("T", " "),
+            esc(r.who.get("app") or "-"),
+            esc(r.where.get("vendor") or "-"),
+            esc(r.where.get("host") or "-"),
+            esc(r.where.get("country") or "?"),
+            str(r.what.get("image_count", 0)),
+            "-" if blocked else _size(r.to_dict()["request_bytes"] or r.what.get("bytes_after")),
+            "-" if blocked else str(r.faces_unblurred) + ("+?" if r.faces_unchecked else ""),
+            _outcome(r.outcome),
+        )
+    if not recs:
+        console().print(f"no transfers match (the log holds {total})")
+        return EXIT_OK
+    console().print(table)
+    return EXIT_OK
+
+
+def show(args: argparse.Namespace) -> int:
+    with open_log(args) as log:
+        rec = log.get(args.id)
+        prompt = log.prompt(rec.id) if args.prompt else None
+    d = rec.to_dict()
+    if args.prompt:
+        d["what"]["prompt_text"] = prompt
+    if args.json:
+        dump(d)
+        return EXIT_OK
+    from rich.table import Table
+
+    con = console()
+    con.print(f"[bold]transfer {rec.id}[/]  {_outcome(rec.outcome)}")
+    rows: list[tuple[str, Any]] = [
+        ("begun", d["begun"]),
+        ("finished", d["finished"] or "never (outcome unknown)"),
+        ("status", d["status"]),
+        ("reason", d["reason"]),
+        ("rule", d["rule"]),
+        ("latency", None if d["latency_ms"] is None else f"{d['latency_ms']:.1f} ms"),
+        ("request / response", f"{_size(d['request_bytes'])} / {_size(d['response_bytes'])}"),
+    ]
+    for section in ("who", "where", "why"):
+        rows += [(f"{section}.{k}", v) for k, v in d[section].items()]
+    rows += [
+        ("what.categories", ", ".join(d["what"].get("categories", []))),
+        ("what.prompt", d["what"].get("prompt")),
+        (
+            "what.prompt_text",
+            d["what"].get("prompt_text", "") or ("not kept" if args.prompt else ""),
+        ),
+        ("subject", d["subject"]),
+        ("controls.applied", ", ".join(d["controls"].get("applied", [])) or "-"),
+        ("controls.account_level", ", ".join(d["controls"].get("account_level", [])) or "-"),
+        ("controls.unavailable", ", ".join(d["controls"].get("unavailable", [])) or "-"),
+        ("retention", d["retention"]),
+    ]
+    facts = Table(show_header=False, box=None, pad_edge=False)
+    facts.add_column(style="dim")
+    facts.add_column()
+    for k, v in rows:
+        if v not in (None, "", {}):
+            facts.add_row(k, esc(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)))
+    con.print(facts)
+    images = d["what"].get("images", [])
+    if images:
+        t = Table(title="images", title_justify="left")
+        for col in (
+            "field",
+            "sent as",
+            "before",
+            "after",
+            "metadata found (removed)",
+            "faces",
+            "fingerprint (before)",
+        ):
+            t.add_column(col)
+        for i in images:
+            if "error" in i:
+                t.add_row(
+                    esc(i.get("field") or "-"),
+                    "",
+                    _size(i["bytes_before"]),
+                    "[red]not sent[/]",
+                    esc(i["error"]),
+                    "",
+                    "",
+                )
+                continue
+            faces = (
+                "not checked"
+                if not i.get("faces_checked")
+                else (f"{i.get('faces_found')} found, {i.get('faces_blurred')} blurred")
+            )
+            t.add_row(
+                esc(i.get("field") or "-"),
+                esc(i.get("filename") or "-"),
+                f"{i['format_before']} {i['width_before']}x{i['height_before']} {_size(i['bytes_before'])}",
+                f"{i['format_after']} {i['width_after']}x{i['height_after']} {_size(i['bytes_after'])}",
+                ", ".join(i.get("metadata_found", {})) or "none",
+                faces,
+                esc(str(i.get("fingerprint_before") or f"[{d['subject']}]")[:16]),
+            )
+        con.print(t)
+    return EXIT_OK
+
+
+def stats(args: argparse.Namespace) -> int:
+    with open_log(args) as log:
+        rows = summarize(log.records(**filter_args(args)))
+    if args.json:
+        dump([r.to_dict() for r in rows])
+        return EXIT_OK
+    from rich.table import Table
+
+    table = Table(
+        title="transfers per vendor, country and month",
+        title_justify="left",
+        caption="faces: blurred / sent unblurred; unchecked = images sent without a face check",
+        caption_justify="left",
+    )
+    cols = (
+        "month",
+        "vendor",
+        "cc",
+        "calls",
+        "sent",
+        "blocked",
+        "failed",
+        "unknown",
+        "images",
+        "bytes",
+        "blurred",
+        "unblurred",
+        "unchecked",
+    )
+    for c in cols:
+        table.add_column(c, justify="left" if c in cols[:3] else "right")
+    for r in rows:
+        table.add_row(
+            r.month,
+            esc(r.vendor),
+            esc(r.country),
+            str(r.calls),
+            str(r.sent),
+            f"[red]{r.blocked}[/]" if r.blocked else "0",
+            str(r.failed),
+            f"[magenta]{r.unknown}[/]" if r.unknown else "0",
+            str(r.images),
+            _size(r.bytes_sent),
+            str(r.faces_blurred),
+            f"[yellow]{r.faces_unblurred}[/]" if r.faces_unblurred else "0",
+            str(r.images_unchecked),
+        )
+    console().print(table)
+    if not rows:
+        console().print("no transfers match")
+    return EXIT_OK
