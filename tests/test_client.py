@@ -35,7 +35,7 @@ from veilpix import (
     VendorTimeout,
     VendorUnavailable,
 )
-from veilpix.client._client import detect_provenance
+from veilpix.formats._provenance import detect_provenance
 
 PHOTO = factories.jpeg()  # GPS, serials, owner, XMP, IPTC, C2PA: everything to strip
 SECRET = factories.SECRET.encode()
@@ -141,15 +141,23 @@ def records(log: AuditLog) -> list[dict[str, Any]]:
 
 def test_openai_generate(log: AuditLog) -> None:
     with Harness(log) as h:
-        h.api.on("POST", "api.openai.com/v1/images/generations",
-                 {"created": 1, "data": [{"b64_json": OUT_B64}], "output_format": "png"})  # fmt: skip
-        result = h.client.generate("openai/gpt-image-2", "a red fox", size="1024x1024",
-                                   quality="high")  # fmt: skip
+        h.api.on(
+            "POST",
+            "api.openai.com/v1/images/generations",
+            {"created": 1, "data": [{"b64_json": OUT_B64}], "output_format": "png"},
+        )
+        result = h.client.generate(
+            "openai/gpt-image-2", "a red fox", size="1024x1024", quality="high"
+        )
     got = h.api.last
     assert got.headers["authorization"] == f"Bearer {KEYS['openai']}"
     assert got.headers["content-type"] == "application/json"
-    assert json_body(got) == {"model": "gpt-image-2", "prompt": "a red fox",
-                              "size": "1024x1024", "quality": "high"}  # fmt: skip
+    assert json_body(got) == {
+        "model": "gpt-image-2",
+        "prompt": "a red fox",
+        "size": "1024x1024",
+        "quality": "high",
+    }
     (image,) = result.images
     assert image.data == OUT_PNG  # the vendor's bytes, untouched
     assert image.media_type == "image/png" and image.provenance == ["c2pa"]
@@ -168,14 +176,24 @@ def test_openai_edit_sends_clean_images_and_mask(log: AuditLog, assert_clean: An
     mask = factories.png(im=factories.picture((64, 48), "RGBA"))
     with Harness(log) as h:
         h.api.on("POST", "api.openai.com/v1/images/edits", {"data": [{"b64_json": OUT_B64}]})
-        result = h.client.edit("openai/gpt-image-2", "give them hats", [turned, PHOTO],
-                               mask=mask, input_fidelity="high", n=2)  # fmt: skip
+        result = h.client.edit(
+            "openai/gpt-image-2",
+            "give them hats",
+            [turned, PHOTO],
+            mask=mask,
+            input_fidelity="high",
+            n=2,
+        )
     parts = form_parts(h.api.last)
     names = [p[0] for p in parts]
     assert names == ["model", "prompt", "n", "input_fidelity", "image[]", "image[]", "mask"]
     fields = {p[0]: p[3] for p in parts[:4]}
-    assert fields == {"model": b"gpt-image-2", "prompt": b"give them hats", "n": b"2",
-                      "input_fidelity": b"high"}  # fmt: skip
+    assert fields == {
+        "model": b"gpt-image-2",
+        "prompt": b"give them hats",
+        "n": b"2",
+        "input_fidelity": b"high",
+    }
     for name, filename, ctype, data in parts[4:6]:
         assert filename and ctype == "image/jpeg" and SECRET not in data
         assert_clean(data, f"{name.strip('[]')}-{filename}")
@@ -194,9 +212,14 @@ def test_openai_single_image_is_sent_as_image(log: AuditLog) -> None:
 
 
 def test_openai_describe_uses_responses(log: AuditLog, assert_clean: Any) -> None:
-    answer = {"id": "resp_1", "status": "completed", "output": [
-        {"type": "reasoning", "summary": []},
-        {"type": "message", "content": [{"type": "output_text", "text": "A fox."}]}]}  # fmt: skip
+    answer = {
+        "id": "resp_1",
+        "status": "completed",
+        "output": [
+            {"type": "reasoning", "summary": []},
+            {"type": "message", "content": [{"type": "output_text", "text": "A fox."}]},
+        ],
+    }
     with Harness(log) as h:
         h.api.on("POST", "api.openai.com/v1/responses", answer)
         result = h.client.describe("openai/gpt-5", PHOTO, "What is it?", max_output_tokens=50)
@@ -217,8 +240,12 @@ GEMINI = "generativelanguage.googleapis.com/v1beta/models"
 
 
 def _gemini_answer(*parts: dict[str, Any], finish: str = "STOP") -> dict[str, Any]:
-    return {"candidates": [{"content": {"role": "model", "parts": list(parts)},
-                            "finishReason": finish}], "responseId": "g-1"}  # fmt: skip
+    return {
+        "candidates": [
+            {"content": {"role": "model", "parts": list(parts)}, "finishReason": finish}
+        ],
+        "responseId": "g-1",
+    }
 
 
 def test_gemini_generate(log: AuditLog) -> None:
@@ -235,9 +262,11 @@ def test_gemini_generate(log: AuditLog) -> None:
     assert got.headers["x-goog-api-key"] == KEYS["gemini"] and "authorization" not in got.headers
     assert json_body(got) == {
         "contents": [{"role": "user", "parts": [{"text": "a fox"}]}],
-        "generationConfig": {"responseModalities": ["TEXT", "IMAGE"],
-                             "imageConfig": {"aspectRatio": "16:9"}},
-    }  # fmt: skip
+        "generationConfig": {
+            "responseModalities": ["TEXT", "IMAGE"],
+            "imageConfig": {"aspectRatio": "16:9"},
+        },
+    }
     (image,) = result.images  # the thought image is skipped
     assert image.data == OUT_PNG and result.text == "Here is your fox."
     assert image.invisible_watermark and "SynthID" in image.invisible_watermark
@@ -246,22 +275,36 @@ def test_gemini_generate(log: AuditLog) -> None:
 
 def test_gemini_edit_sends_clean_inline_data(log: AuditLog, assert_clean: Any) -> None:
     with Harness(log) as h:
-        h.api.on("POST", f"{GEMINI}/gemini-2.5-flash-image:generateContent",
-                 _gemini_answer({"inlineData": {"mimeType": "image/png", "data": OUT_B64}}))  # fmt: skip
-        h.client.edit("gemini/gemini-2.5-flash-image", "make it night", PHOTO, size="2K",
-                      generationConfig={"temperature": 0.5})  # fmt: skip
+        h.api.on(
+            "POST",
+            f"{GEMINI}/gemini-2.5-flash-image:generateContent",
+            _gemini_answer({"inlineData": {"mimeType": "image/png", "data": OUT_B64}}),
+        )
+        h.client.edit(
+            "gemini/gemini-2.5-flash-image",
+            "make it night",
+            PHOTO,
+            size="2K",
+            generationConfig={"temperature": 0.5},
+        )
     sent = json_body(h.api.last)
     text, inline = sent["contents"][0]["parts"]
     assert text == {"text": "make it night"} and inline["inlineData"]["mimeType"] == "image/jpeg"
     assert_clean(base64.b64decode(inline["inlineData"]["data"]), "gemini.jpg")
-    assert sent["generationConfig"] == {"responseModalities": ["TEXT", "IMAGE"],
-                                        "imageConfig": {"imageSize": "2K"}, "temperature": 0.5}  # fmt: skip
+    assert sent["generationConfig"] == {
+        "responseModalities": ["TEXT", "IMAGE"],
+        "imageConfig": {"imageSize": "2K"},
+        "temperature": 0.5,
+    }
 
 
 def test_gemini_describe(log: AuditLog) -> None:
     with Harness(log) as h:
-        h.api.on("POST", f"{GEMINI}/gemini-2.5-flash:generateContent",
-                 _gemini_answer({"text": "A fox "}, {"text": "in snow."}))  # fmt: skip
+        h.api.on(
+            "POST",
+            f"{GEMINI}/gemini-2.5-flash:generateContent",
+            _gemini_answer({"text": "A fox "}, {"text": "in snow."}),
+        )
         result = h.client.describe("gemini/gemini-2.5-flash", PHOTO)
     parts = json_body(h.api.last)["contents"][0]["parts"]
     assert "inlineData" in parts[0] and parts[1] == {"text": "Describe this image."}
@@ -273,10 +316,20 @@ def test_gemini_describe(log: AuditLog) -> None:
     ("answer", "code"),
     [
         ({"promptFeedback": {"blockReason": "PROHIBITED_CONTENT"}}, "PROHIBITED_CONTENT"),
-        (_gemini_answer(finish="IMAGE_SAFETY") | {"candidates": [{"finishReason": "IMAGE_SAFETY",
-          "finishMessage": "Unable to show the generated image."}]}, "IMAGE_SAFETY"),
+        (
+            _gemini_answer(finish="IMAGE_SAFETY")
+            | {
+                "candidates": [
+                    {
+                        "finishReason": "IMAGE_SAFETY",
+                        "finishMessage": "Unable to show the generated image.",
+                    }
+                ]
+            },
+            "IMAGE_SAFETY",
+        ),
     ],
-)  # fmt: skip
+)
 def test_gemini_safety_blocks_are_bad_requests(answer: Any, code: str, log: AuditLog) -> None:
     with Harness(log) as h:
         h.api.on("POST", f"{GEMINI}/gemini-3-pro-image:generateContent", answer)
@@ -287,8 +340,11 @@ def test_gemini_safety_blocks_are_bad_requests(answer: Any, code: str, log: Audi
 
 def test_a_text_only_answer_has_no_image(log: AuditLog) -> None:
     with Harness(log) as h:
-        h.api.on("POST", f"{GEMINI}/gemini-3-pro-image:generateContent",
-                 _gemini_answer({"text": "Which fox do you mean?"}))  # fmt: skip
+        h.api.on(
+            "POST",
+            f"{GEMINI}/gemini-3-pro-image:generateContent",
+            _gemini_answer({"text": "Which fox do you mean?"}),
+        )
         result = h.client.generate("gemini/gemini-3-pro-image", "x")
     assert result.images == []
     with pytest.raises(VendorError, match="Which fox"):
@@ -299,12 +355,17 @@ def test_a_text_only_answer_has_no_image(log: AuditLog) -> None:
 
 
 def test_anthropic_describe(log: AuditLog, assert_clean: Any) -> None:
-    answer = {"id": "msg_1", "type": "message", "stop_reason": "end_turn",
-              "content": [{"type": "text", "text": "Two foxes."}]}  # fmt: skip
+    answer = {
+        "id": "msg_1",
+        "type": "message",
+        "stop_reason": "end_turn",
+        "content": [{"type": "text", "text": "Two foxes."}],
+    }
     with Harness(log) as h:
         h.api.on("POST", "api.anthropic.com/v1/messages", answer)
-        result = h.client.describe("anthropic/claude-opus-4-6", [PHOTO, factories.png()],
-                                   "How many?", system="Be brief.")  # fmt: skip
+        result = h.client.describe(
+            "anthropic/claude-opus-4-6", [PHOTO, factories.png()], "How many?", system="Be brief."
+        )
     got = h.api.last
     assert got.headers["x-api-key"] == KEYS["anthropic"]
     assert got.headers["anthropic-version"] and "authorization" not in got.headers
@@ -328,8 +389,11 @@ STABILITY = "api.stability.ai/v2beta/stable-image"
 
 def test_stability_generate_core(log: AuditLog) -> None:
     with Harness(log) as h:
-        h.api.on("POST", f"{STABILITY}/generate/core",
-                 {"image": OUT_B64, "finish_reason": "SUCCESS", "seed": 42})  # fmt: skip
+        h.api.on(
+            "POST",
+            f"{STABILITY}/generate/core",
+            {"image": OUT_B64, "finish_reason": "SUCCESS", "seed": 42},
+        )
         result = h.client.generate("stability/core", "a fox", size="16:9", output_format="png")
     got = h.api.last
     assert got.headers["authorization"] == f"Bearer {KEYS['stability']}"
@@ -341,11 +405,16 @@ def test_stability_generate_core(log: AuditLog) -> None:
 
 def test_stability_sd35_goes_to_sd3_with_its_model(log: AuditLog) -> None:
     with Harness(log) as h:
-        h.api.on("POST", f"{STABILITY}/generate/sd3",
-                 {"image": OUT_B64, "finish_reason": "CONTENT_FILTERED"})  # fmt: skip
+        h.api.on(
+            "POST",
+            f"{STABILITY}/generate/sd3",
+            {"image": OUT_B64, "finish_reason": "CONTENT_FILTERED"},
+        )
         result = h.client.generate("stability/sd3.5-large", "a fox")
     assert {p[0]: p[3] for p in form_parts(h.api.last)} == {
-        "model": b"sd3.5-large", "prompt": b"a fox"}  # fmt: skip
+        "model": b"sd3.5-large",
+        "prompt": b"a fox",
+    }
     assert result.finish_reason == "CONTENT_FILTERED"  # Stability blurred its own image
 
 
@@ -365,9 +434,12 @@ def test_stability_inpaint_with_mask(log: AuditLog, assert_clean: Any) -> None:
 def test_stability_asynchronous_upscale_is_polled(log: AuditLog) -> None:
     with Harness(log) as h:
         h.api.on("POST", f"{STABILITY}/upscale/creative", {"id": "job-7"})
-        h.api.on("GET", "api.stability.ai/v2beta/results/job-7",
-                 (202, {"id": "job-7", "status": "in-progress"}),
-                 {"result": OUT_B64, "finish_reason": "SUCCESS"})  # fmt: skip
+        h.api.on(
+            "GET",
+            "api.stability.ai/v2beta/results/job-7",
+            (202, {"id": "job-7", "status": "in-progress"}),
+            {"result": OUT_B64, "finish_reason": "SUCCESS"},
+        )
         result = h.client.edit("stability/upscale-creative", "sharper", PHOTO)
     assert [c.method for c in h.api.seen] == ["POST", "GET", "GET"]
     assert h.api.last.headers["authorization"] == f"Bearer {KEYS['stability']}"
@@ -376,8 +448,11 @@ def test_stability_asynchronous_upscale_is_polled(log: AuditLog) -> None:
 
 
 def test_stability_content_moderation_403_is_not_an_auth_error(log: AuditLog) -> None:
-    body = {"id": "e1", "name": "content_moderation",
-            "errors": ["Your request was flagged by our content moderation system."]}  # fmt: skip
+    body = {
+        "id": "e1",
+        "name": "content_moderation",
+        "errors": ["Your request was flagged by our content moderation system."],
+    }
     with Harness(log) as h:
         h.api.on("POST", f"{STABILITY}/generate/ultra", (403, body))
         with pytest.raises(VendorBadRequest) as info:
@@ -395,11 +470,18 @@ BFL_SAMPLE = "https://delivery-us1.bfl.ai/results/t1/sample.jpeg?se=2026&sig=abc
 def test_bfl_generate_polls_and_downloads(log: AuditLog) -> None:
     with Harness(log) as h:
         h.api.on("POST", "api.bfl.ai/v1/flux-2-pro", {"id": "t1", "polling_url": BFL_POLL})
-        h.api.on("GET", "api.us1.bfl.ai/v1/get_result", {"id": "t1", "status": "Pending"},
-                 {"id": "t1", "status": "Pending"},
-                 {"id": "t1", "status": "Ready", "result": {"sample": BFL_SAMPLE}})  # fmt: skip
-        h.cdn.on("GET", "delivery-us1.bfl.ai/results/t1/sample.jpeg",
-                 (200, OUT_JPEG, {"content-type": "image/jpeg"}))  # fmt: skip
+        h.api.on(
+            "GET",
+            "api.us1.bfl.ai/v1/get_result",
+            {"id": "t1", "status": "Pending"},
+            {"id": "t1", "status": "Pending"},
+            {"id": "t1", "status": "Ready", "result": {"sample": BFL_SAMPLE}},
+        )
+        h.cdn.on(
+            "GET",
+            "delivery-us1.bfl.ai/results/t1/sample.jpeg",
+            (200, OUT_JPEG, {"content-type": "image/jpeg"}),
+        )
         result = h.client.generate("bfl/flux-2-pro", "a fox", size=(1024, 768), seed=7)
     submit = h.api.seen[0]
     assert submit.headers["x-key"] == KEYS["bfl"] and "authorization" not in submit.headers
@@ -422,8 +504,11 @@ def test_bfl_generate_polls_and_downloads(log: AuditLog) -> None:
 def test_bfl_edit_sends_clean_base64(log: AuditLog, assert_clean: Any) -> None:
     with Harness(log) as h:
         h.api.on("POST", "api.bfl.ai/v1/flux-kontext-pro", {"id": "t1", "polling_url": BFL_POLL})
-        h.api.on("GET", "api.us1.bfl.ai/v1/get_result",
-                 {"status": "Ready", "result": {"sample": BFL_SAMPLE}})  # fmt: skip
+        h.api.on(
+            "GET",
+            "api.us1.bfl.ai/v1/get_result",
+            {"status": "Ready", "result": {"sample": BFL_SAMPLE}},
+        )
         h.cdn.on("GET", "delivery-us1.bfl.ai/results/t1/sample.jpeg", (200, OUT_JPEG))
         h.client.edit("bfl/flux-kontext-pro", "a hat", [PHOTO, factories.png()])
     sent = json_body(h.api.seen[0])
@@ -434,14 +519,18 @@ def test_bfl_edit_sends_clean_base64(log: AuditLog, assert_clean: Any) -> None:
 
 @pytest.mark.parametrize(
     ("status", "error"),
-    [("Request Moderated", VendorBadRequest), ("Content Moderated", VendorBadRequest),
-     ("Error", VendorJobFailed)],
-)  # fmt: skip
+    [
+        ("Request Moderated", VendorBadRequest),
+        ("Content Moderated", VendorBadRequest),
+        ("Error", VendorJobFailed),
+    ],
+)
 def test_bfl_job_failures(status: str, error: type[VendorError], log: AuditLog) -> None:
     with Harness(log) as h:
         h.api.on("POST", "api.bfl.ai/v1/flux-2-pro", {"id": "t1", "polling_url": BFL_POLL})
-        h.api.on("GET", "api.us1.bfl.ai/v1/get_result",
-                 {"status": status, "details": {"reason": "nope"}})  # fmt: skip
+        h.api.on(
+            "GET", "api.us1.bfl.ai/v1/get_result", {"status": status, "details": {"reason": "nope"}}
+        )
         with pytest.raises(error) as info:
             h.client.generate("bfl/flux-2-pro", "x")
     assert info.value.code == status and info.value.request_id == "t1"
@@ -458,8 +547,11 @@ def test_bfl_polling_gives_up_after_poll_timeout(log: AuditLog) -> None:
 
 def test_a_polling_url_on_another_host_gets_no_key(log: AuditLog) -> None:
     with Harness(log) as h:
-        h.api.on("POST", "api.bfl.ai/v1/flux-2-pro",
-                 {"id": "t1", "polling_url": "https://api.openai.com/v1/get_result?id=t1"})  # fmt: skip
+        h.api.on(
+            "POST",
+            "api.bfl.ai/v1/flux-2-pro",
+            {"id": "t1", "polling_url": "https://api.openai.com/v1/get_result?id=t1"},
+        )
         with pytest.raises(VendorError, match="not its own"):
             h.client.generate("bfl/flux-2-pro", "x")
     assert h.api.to("api.openai.com") == []
@@ -474,13 +566,24 @@ OUT_URL = "https://replicate.delivery/xezq/abc/output.png"
 def test_replicate_prediction_polls_until_succeeded(log: AuditLog, assert_clean: Any) -> None:
     start = {"id": "p1", "status": "starting", "urls": {"get": PRED, "cancel": f"{PRED}/cancel"}}
     with Harness(log) as h:
-        h.api.on("POST", "api.replicate.com/v1/models/black-forest-labs/flux-kontext-pro/predictions",
-                 (201, start))  # fmt: skip
-        h.api.on("GET", "api.replicate.com/v1/predictions/p1", start | {"status": "processing"},
-                 start | {"status": "succeeded", "output": OUT_URL})  # fmt: skip
+        h.api.on(
+            "POST",
+            "api.replicate.com/v1/models/black-forest-labs/flux-kontext-pro/predictions",
+            (201, start),
+        )
+        h.api.on(
+            "GET",
+            "api.replicate.com/v1/predictions/p1",
+            start | {"status": "processing"},
+            start | {"status": "succeeded", "output": OUT_URL},
+        )
         h.cdn.on("GET", "replicate.delivery/xezq/abc/output.png", (200, OUT_PNG))
-        result = h.client.edit("replicate/black-forest-labs/flux-kontext-pro", "a hat", PHOTO,
-                               aspect_ratio="match_input_image")  # fmt: skip
+        result = h.client.edit(
+            "replicate/black-forest-labs/flux-kontext-pro",
+            "a hat",
+            PHOTO,
+            aspect_ratio="match_input_image",
+        )
     submit = h.api.seen[0]
     assert submit.headers["authorization"] == f"Bearer {KEYS['replicate']}"
     assert submit.headers["prefer"] == "wait"
@@ -497,24 +600,35 @@ def test_replicate_prediction_polls_until_succeeded(log: AuditLog, assert_clean:
 
 
 def test_replicate_version_and_list_outputs(log: AuditLog) -> None:
-    done = {"id": "p2", "status": "succeeded",
-            "output": [f"data:image/png;base64,{OUT_B64}", OUT_URL]}  # fmt: skip
+    done = {
+        "id": "p2",
+        "status": "succeeded",
+        "output": [f"data:image/png;base64,{OUT_B64}", OUT_URL],
+    }
     with Harness(log) as h:
         h.api.on("POST", "api.replicate.com/v1/predictions", (201, done))
         h.cdn.on("GET", "replicate.delivery/xezq/abc/output.png", (200, OUT_JPEG))
-        result = h.client.generate("replicate/acme/painter:5c7d5dc6dd8bf75c1acaa8565735e7986bc5b66206b55cca93cb72c9bf15ccaa",
-                                   "a fox", n=2)  # fmt: skip
+        result = h.client.generate(
+            "replicate/acme/painter:5c7d5dc6dd8bf75c1acaa8565735e7986bc5b66206b55cca93cb72c9bf15ccaa",
+            "a fox",
+            n=2,
+        )
     sent = json_body(h.api.seen[0])
-    assert sent["version"].startswith("5c7d5dc6") and sent["input"] == {"prompt": "a fox",
-                                                                        "num_outputs": 2}  # fmt: skip
+    assert sent["version"].startswith("5c7d5dc6") and sent["input"] == {
+        "prompt": "a fox",
+        "num_outputs": 2,
+    }
     assert [i.data for i in result.images] == [OUT_PNG, OUT_JPEG]
     assert h.sleeps == []  # finished within Prefer: wait
 
 
 def test_replicate_failed_prediction(log: AuditLog) -> None:
     with Harness(log) as h:
-        h.api.on("POST", "api.replicate.com/v1/models/acme/painter/predictions",
-                 (201, {"id": "p3", "status": "failed", "error": "NSFW content detected"}))  # fmt: skip
+        h.api.on(
+            "POST",
+            "api.replicate.com/v1/models/acme/painter/predictions",
+            (201, {"id": "p3", "status": "failed", "error": "NSFW content detected"}),
+        )
         with pytest.raises(VendorJobFailed, match="NSFW content detected") as info:
             h.client.generate("replicate/acme/painter", "x")
     assert info.value.request_id == "p3"
@@ -532,15 +646,34 @@ FAL_Q = "queue.fal.run/fal-ai/flux-pro/requests/r1"
 
 
 def test_fal_queue_submit_poll_result(log: AuditLog, assert_clean: Any) -> None:
-    submitted = {"request_id": "r1", "status": "IN_QUEUE", "queue_position": 0,
-                 "status_url": f"https://{FAL_Q}/status", "response_url": f"https://{FAL_Q}",
-                 "cancel_url": f"https://{FAL_Q}/cancel"}  # fmt: skip
-    out = {"images": [{"url": "https://v3.fal.media/files/fox.png", "content_type": "image/png",
-                       "width": 64, "height": 48}], "has_nsfw_concepts": [False]}  # fmt: skip
+    submitted = {
+        "request_id": "r1",
+        "status": "IN_QUEUE",
+        "queue_position": 0,
+        "status_url": f"https://{FAL_Q}/status",
+        "response_url": f"https://{FAL_Q}",
+        "cancel_url": f"https://{FAL_Q}/cancel",
+    }
+    out = {
+        "images": [
+            {
+                "url": "https://v3.fal.media/files/fox.png",
+                "content_type": "image/png",
+                "width": 64,
+                "height": 48,
+            }
+        ],
+        "has_nsfw_concepts": [False],
+    }
     with Harness(log) as h:
         h.api.on("POST", "queue.fal.run/fal-ai/flux-pro/kontext", submitted)
-        h.api.on("GET", f"{FAL_Q}/status", {"status": "IN_QUEUE", "queue_position": 1},
-                 {"status": "IN_PROGRESS"}, {"status": "COMPLETED"})  # fmt: skip
+        h.api.on(
+            "GET",
+            f"{FAL_Q}/status",
+            {"status": "IN_QUEUE", "queue_position": 1},
+            {"status": "IN_PROGRESS"},
+            {"status": "COMPLETED"},
+        )
         h.api.on("GET", FAL_Q, out)
         h.cdn.on("GET", "v3.fal.media/files/fox.png", (200, OUT_PNG))
         result = h.client.edit("fal/fal-ai/flux-pro/kontext", "a hat", PHOTO, guidance_scale=3.5)
@@ -562,18 +695,26 @@ def test_fal_without_urls_builds_them_from_the_app_and_reads_data_uris(log: Audi
         h.api.on("POST", "queue.fal.run/fal-ai/flux/dev", {"request_id": "r2"})
         h.api.on("GET", f"{base}/status", {"status": "COMPLETED"})
         h.api.on("GET", base, {"images": [{"url": f"data:image/png;base64,{OUT_B64}"}]})
-        result = h.client.generate("fal/fal-ai/flux/dev", "a fox", size="square_hd", n=2,
-                                   sync_mode=True)  # fmt: skip
-    assert json_body(h.api.seen[0]) == {"prompt": "a fox", "image_size": "square_hd",
-                                        "num_images": 2, "sync_mode": True}  # fmt: skip
+        result = h.client.generate(
+            "fal/fal-ai/flux/dev", "a fox", size="square_hd", n=2, sync_mode=True
+        )
+    assert json_body(h.api.seen[0]) == {
+        "prompt": "a fox",
+        "image_size": "square_hd",
+        "num_images": 2,
+        "sync_mode": True,
+    }
     assert result.images[0].data == OUT_PNG and h.cdn.seen == []
 
 
 def test_fal_failed_request(log: AuditLog) -> None:
     with Harness(log) as h:
         h.api.on("POST", "queue.fal.run/fal-ai/flux/dev", {"request_id": "r3"})
-        h.api.on("GET", "queue.fal.run/fal-ai/flux/requests/r3/status",
-                 {"status": "COMPLETED", "error": "Out of memory", "error_type": "runner"})  # fmt: skip
+        h.api.on(
+            "GET",
+            "queue.fal.run/fal-ai/flux/requests/r3/status",
+            {"status": "COMPLETED", "error": "Out of memory", "error_type": "runner"},
+        )
         with pytest.raises(VendorJobFailed, match="Out of memory"):
             h.client.generate("fal/fal-ai/flux/dev", "x")
 
@@ -594,36 +735,105 @@ def test_fal_timeout_cancels_the_request(log: AuditLog) -> None:
 @pytest.mark.parametrize(
     ("model", "route", "status", "body", "error", "message", "code"),
     [
-        ("openai/gpt-image-2", "api.openai.com/v1/images/generations", 401,
-         {"error": {"message": "Incorrect API key provided", "type": "invalid_request_error",
-                    "code": "invalid_api_key"}}, VendorAuthError, "Incorrect API key provided",
-         "invalid_api_key"),
-        ("openai/gpt-image-2", "api.openai.com/v1/images/generations", 400,
-         {"error": {"message": "Your request was rejected by the safety system.",
-                    "code": "moderation_blocked"}}, VendorBadRequest, "rejected by the safety",
-         "moderation_blocked"),
-        ("gemini/gemini-3-pro-image", f"{GEMINI}/gemini-3-pro-image:generateContent", 400,
-         {"error": {"code": 400, "message": "API key not valid.", "status": "INVALID_ARGUMENT"}},
-         VendorBadRequest, "API key not valid.", "INVALID_ARGUMENT"),
-        ("bfl/flux-2-pro", "api.bfl.ai/v1/flux-2-pro", 422,
-         {"detail": [{"loc": ["body", "width"], "msg": "must be a multiple of 16"}]},
-         VendorBadRequest, "width: must be a multiple of 16", None),
-        ("replicate/acme/painter", "api.replicate.com/v1/models/acme/painter/predictions", 404,
-         {"title": "Not found", "detail": "The requested resource could not be found.",
-          "status": 404}, VendorBadRequest, "Not found: The requested resource", None),
-        ("fal/fal-ai/flux/dev", "queue.fal.run/fal-ai/flux/dev", 403,
-         {"detail": "Forbidden: invalid key"}, VendorAuthError, "Forbidden: invalid key", None),
-        ("stability/core", f"{STABILITY}/generate/core", 500,
-         {"name": "internal_error", "errors": ["An unexpected server error occurred"]},
-         VendorUnavailable, "unexpected server error", "internal_error"),
-        ("openai/gpt-image-2", "api.openai.com/v1/images/generations", 402,
-         b"<html>payment</html>", VendorError, None, None),
+        (
+            "openai/gpt-image-2",
+            "api.openai.com/v1/images/generations",
+            401,
+            {
+                "error": {
+                    "message": "Incorrect API key provided",
+                    "type": "invalid_request_error",
+                    "code": "invalid_api_key",
+                }
+            },
+            VendorAuthError,
+            "Incorrect API key provided",
+            "invalid_api_key",
+        ),
+        (
+            "openai/gpt-image-2",
+            "api.openai.com/v1/images/generations",
+            400,
+            {
+                "error": {
+                    "message": "Your request was rejected by the safety system.",
+                    "code": "moderation_blocked",
+                }
+            },
+            VendorBadRequest,
+            "rejected by the safety",
+            "moderation_blocked",
+        ),
+        (
+            "gemini/gemini-3-pro-image",
+            f"{GEMINI}/gemini-3-pro-image:generateContent",
+            400,
+            {"error": {"code": 400, "message": "API key not valid.", "status": "INVALID_ARGUMENT"}},
+            VendorBadRequest,
+            "API key not valid.",
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "bfl/flux-2-pro",
+            "api.bfl.ai/v1/flux-2-pro",
+            422,
+            {"detail": [{"loc": ["body", "width"], "msg": "must be a multiple of 16"}]},
+            VendorBadRequest,
+            "width: must be a multiple of 16",
+            None,
+        ),
+        (
+            "replicate/acme/painter",
+            "api.replicate.com/v1/models/acme/painter/predictions",
+            404,
+            {
+                "title": "Not found",
+                "detail": "The requested resource could not be found.",
+                "status": 404,
+            },
+            VendorBadRequest,
+            "Not found: The requested resource",
+            None,
+        ),
+        (
+            "fal/fal-ai/flux/dev",
+            "queue.fal.run/fal-ai/flux/dev",
+            403,
+            {"detail": "Forbidden: invalid key"},
+            VendorAuthError,
+            "Forbidden: invalid key",
+            None,
+        ),
+        (
+            "stability/core",
+            f"{STABILITY}/generate/core",
+            500,
+            {"name": "internal_error", "errors": ["An unexpected server error occurred"]},
+            VendorUnavailable,
+            "unexpected server error",
+            "internal_error",
+        ),
+        (
+            "openai/gpt-image-2",
+            "api.openai.com/v1/images/generations",
+            402,
+            b"<html>payment</html>",
+            VendorError,
+            None,
+            None,
+        ),
     ],
-)  # fmt: skip
+)
 def test_vendor_errors_carry_the_vendors_message(
-    model: str, route: str, status: int, body: Any, error: type[VendorError],
-    message: str | None, code: str | None, log: AuditLog,
-) -> None:  # fmt: skip
+    model: str,
+    route: str,
+    status: int,
+    body: Any,
+    error: type[VendorError],
+    message: str | None,
+    code: str | None,
+    log: AuditLog,
+) -> None:
     with Harness(log, max_retries=0) as h:
         h.api.on("POST", route, (status, body))
         with pytest.raises(VendorError) as info:
@@ -639,9 +849,14 @@ def test_vendor_errors_carry_the_vendors_message(
 
 def test_anthropic_overloaded_is_unavailable(log: AuditLog) -> None:
     with Harness(log, max_retries=0) as h:
-        h.api.on("POST", "api.anthropic.com/v1/messages",
-                 (529, {"type": "error", "error": {"type": "overloaded_error",
-                                                   "message": "Overloaded"}}))  # fmt: skip
+        h.api.on(
+            "POST",
+            "api.anthropic.com/v1/messages",
+            (
+                529,
+                {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+            ),
+        )
         with pytest.raises(VendorUnavailable, match="Overloaded") as info:
             h.client.describe("anthropic/claude-opus-4-6", PHOTO)
     assert info.value.code == "overloaded_error"
@@ -649,9 +864,12 @@ def test_anthropic_overloaded_is_unavailable(log: AuditLog) -> None:
 
 def test_429_is_retried_after_retry_after(log: AuditLog) -> None:
     with Harness(log) as h:
-        h.api.on("POST", "api.openai.com/v1/images/generations",
-                 (429, {"error": {"message": "Rate limit reached"}}, {"retry-after": "7"}),
-                 {"data": [{"b64_json": OUT_B64}]})  # fmt: skip
+        h.api.on(
+            "POST",
+            "api.openai.com/v1/images/generations",
+            (429, {"error": {"message": "Rate limit reached"}}, {"retry-after": "7"}),
+            {"data": [{"b64_json": OUT_B64}]},
+        )
         result = h.client.generate("openai/gpt-image-2", "x")
     assert h.sleeps == [7.0] and len(h.api.seen) == 2
     assert len(result.record_ids) == 2  # each attempt is a transfer, and recorded
@@ -660,8 +878,11 @@ def test_429_is_retried_after_retry_after(log: AuditLog) -> None:
 
 def test_429_retries_run_out(log: AuditLog) -> None:
     with Harness(log, max_retries=2) as h:
-        h.api.on("POST", "api.openai.com/v1/images/generations",
-                 (429, {"error": {"message": "slow down"}}, {"retry-after-ms": "1500"}))  # fmt: skip
+        h.api.on(
+            "POST",
+            "api.openai.com/v1/images/generations",
+            (429, {"error": {"message": "slow down"}}, {"retry-after-ms": "1500"}),
+        )
         with pytest.raises(VendorRateLimited, match="slow down") as info:
             h.client.generate("openai/gpt-image-2", "x")
     assert info.value.retry_after == 1.5 and h.sleeps == [1.5, 1.5] and len(h.api.seen) == 3
@@ -669,8 +890,11 @@ def test_429_retries_run_out(log: AuditLog) -> None:
 
 def test_a_long_retry_after_is_not_waited_for(log: AuditLog) -> None:
     with Harness(log) as h:
-        h.api.on("POST", "api.openai.com/v1/images/generations",
-                 (429, {"error": {"message": "quota"}}, {"retry-after": "3600"}))  # fmt: skip
+        h.api.on(
+            "POST",
+            "api.openai.com/v1/images/generations",
+            (429, {"error": {"message": "quota"}}, {"retry-after": "3600"}),
+        )
         with pytest.raises(VendorRateLimited) as info:
             h.client.generate("openai/gpt-image-2", "x")
     assert info.value.retry_after == 3600 and h.sleeps == [] and len(h.api.seen) == 1
@@ -681,8 +905,13 @@ def test_5xx_and_connection_errors_are_retried_4xx_are_not(log: AuditLog) -> Non
         raise httpx2.ConnectError("connection refused", request=request)
 
     with Harness(log) as h:
-        h.api.on("POST", "api.openai.com/v1/images/generations", drop,
-                 (503, {"error": {"message": "busy"}}), {"data": [{"b64_json": OUT_B64}]})  # fmt: skip
+        h.api.on(
+            "POST",
+            "api.openai.com/v1/images/generations",
+            drop,
+            (503, {"error": {"message": "busy"}}),
+            {"data": [{"b64_json": OUT_B64}]},
+        )
         h.client.generate("openai/gpt-image-2", "x")
         assert len(h.api.seen) == 3 and len(h.sleeps) == 2
         assert 0 < h.sleeps[0] <= 0.5 and 0 < h.sleeps[1] <= 1.0  # exponential backoff
@@ -746,14 +975,23 @@ def test_keys_come_from_the_environment(log: AuditLog, monkeypatch: pytest.Monke
 
 @pytest.mark.parametrize(
     ("model", "env"),
-    [("bfl/flux-2-pro", "BFL_API_KEY"), ("gemini/gemini-3-pro-image", "GEMINI_API_KEY"),
-     ("replicate/a/b", "REPLICATE_API_TOKEN"), ("stability/core", "STABILITY_API_KEY")],
-)  # fmt: skip
+    [
+        ("bfl/flux-2-pro", "BFL_API_KEY"),
+        ("gemini/gemini-3-pro-image", "GEMINI_API_KEY"),
+        ("replicate/a/b", "REPLICATE_API_TOKEN"),
+        ("stability/core", "STABILITY_API_KEY"),
+    ],
+)
 def test_a_missing_key_names_the_variable(
     model: str, env: str, log: AuditLog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("BFL_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY", "REPLICATE_API_TOKEN",
-                 "STABILITY_API_KEY"):  # fmt: skip
+    for name in (
+        "BFL_API_KEY",
+        "GEMINI_API_KEY",
+        "GOOGLE_API_KEY",
+        "REPLICATE_API_TOKEN",
+        "STABILITY_API_KEY",
+    ):
         monkeypatch.delenv(name, raising=False)
     with Harness(log, api_keys={}) as h, pytest.raises(ConfigError, match=env):
         h.client.generate(model, "x")
@@ -775,7 +1013,7 @@ def test_a_missing_key_names_the_variable(
         (lambda c: c.edit("gemini/gemini-3-pro-image", "x", PHOTO, mask=PHOTO), "no mask"),
         (lambda c: c.generate("stability/dreamstudio", "x"), "no generate model"),
     ],
-)  # fmt: skip
+)
 def test_configuration_errors(call: Callable[[Client], Any], match: str, log: AuditLog) -> None:
     with Harness(log) as h:
         with pytest.raises(ConfigError, match=match) as info:
@@ -790,8 +1028,11 @@ def test_base_url_to_a_loopback_gateway(log: AuditLog) -> None:
     poll = "http://127.0.0.1:8790/v1/get_result?id=t9"
     with Harness(log, policy, base_urls={"bfl": "http://127.0.0.1:8790/"}) as h:
         h.api.on("POST", "127.0.0.1/v1/flux-2-pro", {"id": "t9", "polling_url": poll})
-        h.api.on("GET", "127.0.0.1/v1/get_result",
-                 {"status": "Ready", "result": {"sample": "http://127.0.0.1:8790/out.png"}})  # fmt: skip
+        h.api.on(
+            "GET",
+            "127.0.0.1/v1/get_result",
+            {"status": "Ready", "result": {"sample": "http://127.0.0.1:8790/out.png"}},
+        )
         h.cdn.on("GET", "127.0.0.1/out.png", (200, OUT_PNG))
         result = h.client.generate("bfl/flux-2-pro", "x")
     assert h.api.seen[0].url == "http://127.0.0.1:8790/v1/flux-2-pro"
@@ -801,9 +1042,14 @@ def test_base_url_to_a_loopback_gateway(log: AuditLog) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["http://cdn.example.com/x.png", "https://10.0.0.5/x.png", "https://169.254.169.254/latest",
-     "http://127.0.0.1:9/x.png", "file:///etc/passwd"],
-)  # fmt: skip
+    [
+        "http://cdn.example.com/x.png",
+        "https://10.0.0.5/x.png",
+        "https://169.254.169.254/latest",
+        "http://127.0.0.1:9/x.png",
+        "file:///etc/passwd",
+    ],
+)
 def test_result_urls_are_downloaded_only_over_https_from_public_hosts(
     url: str, log: AuditLog
 ) -> None:
@@ -820,17 +1066,24 @@ def test_result_urls_are_downloaded_only_over_https_from_public_hosts(
 def test_downloads_are_capped_checked_and_follow_https_redirects(log: AuditLog) -> None:
     with Harness(log, max_download_bytes=len(OUT_PNG) + 10) as h:
         h.api.on("POST", "api.bfl.ai/v1/flux-2-pro", {"id": "t1", "polling_url": BFL_POLL})
-        h.api.on("GET", "api.us1.bfl.ai/v1/get_result",
-                 {"status": "Ready", "result": {"sample": BFL_SAMPLE}})  # fmt: skip
-        h.cdn.on("GET", "delivery-us1.bfl.ai/results/t1/sample.jpeg",
-                 (302, b"", {"location": "https://cdn2.bfl.ai/final.png"}))  # fmt: skip
+        h.api.on(
+            "GET",
+            "api.us1.bfl.ai/v1/get_result",
+            {"status": "Ready", "result": {"sample": BFL_SAMPLE}},
+        )
+        h.cdn.on(
+            "GET",
+            "delivery-us1.bfl.ai/results/t1/sample.jpeg",
+            (302, b"", {"location": "https://cdn2.bfl.ai/final.png"}),
+        )
         h.cdn.on("GET", "cdn2.bfl.ai/final.png", (200, OUT_PNG))
         assert h.client.generate("bfl/flux-2-pro", "x").images[0].data == OUT_PNG
         h.cdn.routes[("GET", "cdn2.bfl.ai/final.png")] = [(200, OUT_PNG + b"\0" * 100)]
         with pytest.raises(VendorError, match="over"):
             h.client.generate("bfl/flux-2-pro", "x")
-        h.cdn.routes[("GET", "cdn2.bfl.ai/final.png")] = [(200, b"<html>expired</html>",
-                                                           {"content-type": "text/html"})]  # fmt: skip
+        h.cdn.routes[("GET", "cdn2.bfl.ai/final.png")] = [
+            (200, b"<html>expired</html>", {"content-type": "text/html"})
+        ]
         with pytest.raises(VendorError, match="did not return an image"):
             h.client.generate("bfl/flux-2-pro", "x")
         h.cdn.routes[("GET", "cdn2.bfl.ai/final.png")] = [(403, b"expired")]
@@ -845,8 +1098,12 @@ def test_async_client(log: AuditLog, assert_clean: Any) -> None:
     api, cdn = Fake(), Fake()
     api.on("POST", "api.openai.com/v1/images/edits", {"data": [{"b64_json": OUT_B64}]})
     api.on("POST", "api.bfl.ai/v1/flux-2-pro", {"id": "t1", "polling_url": BFL_POLL})
-    api.on("GET", "api.us1.bfl.ai/v1/get_result", {"status": "Pending"},
-           {"status": "Ready", "result": {"sample": BFL_SAMPLE}})  # fmt: skip
+    api.on(
+        "GET",
+        "api.us1.bfl.ai/v1/get_result",
+        {"status": "Pending"},
+        {"status": "Ready", "result": {"sample": BFL_SAMPLE}},
+    )
     api.on("POST", "api.anthropic.com/v1/messages", {"content": [{"type": "text", "text": "ok"}]})
     cdn.on("GET", "delivery-us1.bfl.ai/results/t1/sample.jpeg", (200, OUT_JPEG))
     sleeps: list[float] = []
@@ -855,9 +1112,14 @@ def test_async_client(log: AuditLog, assert_clean: Any) -> None:
         sleeps.append(seconds)
 
     async def run() -> tuple[veilpix.Result, veilpix.Result, veilpix.Result]:
-        async with AsyncClient(Policy(), log, api_keys=KEYS, sleep=sleep,
-                               transport=httpx2.MockTransport(api),
-                               download_transport=httpx2.MockTransport(cdn)) as client:  # fmt: skip
+        async with AsyncClient(
+            Policy(),
+            log,
+            api_keys=KEYS,
+            sleep=sleep,
+            transport=httpx2.MockTransport(api),
+            download_transport=httpx2.MockTransport(cdn),
+        ) as client:
             return (
                 await client.edit("openai/gpt-image-2", "x", PHOTO),
                 await client.generate("bfl/flux-2-pro", "x"),
@@ -873,17 +1135,21 @@ def test_async_client(log: AuditLog, assert_clean: Any) -> None:
 
 
 def test_async_errors_and_retries(log: AuditLog) -> None:
-    api = Fake().on("POST", "api.openai.com/v1/images/generations",
-                    (429, {"error": {"message": "wait"}}, {"retry-after": "2"}),
-                    (401, {"error": {"message": "bad key"}}))  # fmt: skip
+    api = Fake().on(
+        "POST",
+        "api.openai.com/v1/images/generations",
+        (429, {"error": {"message": "wait"}}, {"retry-after": "2"}),
+        (401, {"error": {"message": "bad key"}}),
+    )
     sleeps: list[float] = []
 
     async def sleep(seconds: float) -> None:
         sleeps.append(seconds)
 
     async def run() -> None:
-        async with AsyncClient(Policy(), log, api_keys=KEYS, sleep=sleep,
-                               transport=httpx2.MockTransport(api)) as client:  # fmt: skip
+        async with AsyncClient(
+            Policy(), log, api_keys=KEYS, sleep=sleep, transport=httpx2.MockTransport(api)
+        ) as client:
             await client.generate("openai/gpt-image-2", "x")
 
     with pytest.raises(VendorAuthError, match="bad key"):
@@ -891,8 +1157,13 @@ def test_async_errors_and_retries(log: AuditLog) -> None:
     assert sleeps == [2.0] and len(api.seen) == 2
 
     async def blocked() -> None:
-        async with AsyncClient(Policy(allowed_countries=frozenset({"DE"})), log, api_keys=KEYS,
-                               sleep=sleep, transport=httpx2.MockTransport(api)) as client:  # fmt: skip
+        async with AsyncClient(
+            Policy(allowed_countries=frozenset({"DE"})),
+            log,
+            api_keys=KEYS,
+            sleep=sleep,
+            transport=httpx2.MockTransport(api),
+        ) as client:
             await client.edit("openai/gpt-image-2", "x", PHOTO)
 
     with pytest.raises(RequestBlocked, match="does not allow"):
@@ -924,7 +1195,10 @@ def test_provenance_detection() -> None:
     ]
     xmp_png = _xmp_png("compositeWithTrainedAlgorithmicMedia")
     both = xmp_png[:33] + factories.png_chunk(b"caBX", factories.JUMBF_C2PA[2:]) + xmp_png[33:]
-    assert detect_provenance(both) == ["c2pa", "digital_source_type:compositeWithTrainedAlgorithmicMedia"]  # fmt: skip
+    assert detect_provenance(both) == [
+        "c2pa",
+        "digital_source_type:compositeWithTrainedAlgorithmicMedia",
+    ]
     webp = factories.encode(factories.picture(), "WEBP")
     riff = webp[:4] + (len(webp) + 8 + 12 - 8).to_bytes(4, "little") + webp[8:]
     riff += b"C2PA" + (12).to_bytes(4, "little") + factories.JUMBF_C2PA[8:20]
@@ -968,7 +1242,7 @@ def test_closing_the_client_closes_a_log_it_opened(tmp_path: Path, log: AuditLog
 
 
 def test_fal_endpoint_ids_keep_their_fal_ai_prefix() -> None:
-    from veilpix.client._plans import spec_for
+    from veilpix.client.plans import spec_for
 
     spec, model = spec_for("fal-ai/flux/dev", "generate")
     assert spec.name == "fal"
@@ -977,7 +1251,7 @@ def test_fal_endpoint_ids_keep_their_fal_ai_prefix() -> None:
 
 
 def test_digital_source_type_stops_at_the_term() -> None:
-    from veilpix.client._client import _DIGITAL_SOURCE
+    from veilpix.formats._provenance import _DIGITAL_SOURCE
 
     cbor = b"\x78\x40http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMediamsoftwareAgent"
     assert [m.group(1) for m in _DIGITAL_SOURCE.finditer(cbor)] == [b"trainedAlgorithmicMedia"]

@@ -65,15 +65,36 @@ def test_openai_images_edit_multipart(log: AuditLog, assert_clean: Any) -> None:
 
 def test_openai_chat_with_image(log: AuditLog, assert_clean: Any) -> None:
     openai = pytest.importorskip("openai")
-    up = Upstream(reply={"id": "c", "object": "chat.completion", "created": 1, "model": "gpt-5",
-                         "choices": [{"index": 0, "finish_reason": "stop",
-                                      "message": {"role": "assistant", "content": "a cat"}}]})  # fmt: skip
+    up = Upstream(
+        reply={
+            "id": "c",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "gpt-5",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "a cat"},
+                }
+            ],
+        }
+    )
     client = openai.OpenAI(
         api_key="sk-test-abcdefghijklmnop", http_client=http2(up, log), max_retries=0
     )
-    out = client.chat.completions.create(model="gpt-5", messages=[{"role": "user", "content": [
-        {"type": "text", "text": "what is it"},
-        {"type": "image_url", "image_url": {"url": DATA_URI}}]}])  # fmt: skip
+    out = client.chat.completions.create(
+        model="gpt-5",
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is it"},
+                    {"type": "image_url", "image_url": {"url": DATA_URI}},
+                ],
+            }
+        ],
+    )
     assert out.choices[0].message.content == "a cat"
     url = json_body(up.last)["messages"][0]["content"][1]["image_url"]["url"]
     assert_clean(data_uri_bytes(url)[1], "chat.jpg")
@@ -81,15 +102,34 @@ def test_openai_chat_with_image(log: AuditLog, assert_clean: Any) -> None:
 
 def test_openai_responses_with_image_store_false(log: AuditLog, assert_clean: Any) -> None:
     openai = pytest.importorskip("openai")
-    up = Upstream(reply={"id": "r", "object": "response", "created_at": 1, "model": "gpt-5",
-                         "status": "completed", "output": [], "parallel_tool_calls": True,
-                         "tool_choice": "auto", "tools": []})  # fmt: skip
+    up = Upstream(
+        reply={
+            "id": "r",
+            "object": "response",
+            "created_at": 1,
+            "model": "gpt-5",
+            "status": "completed",
+            "output": [],
+            "parallel_tool_calls": True,
+            "tool_choice": "auto",
+            "tools": [],
+        }
+    )
     client = openai.OpenAI(
         api_key="sk-test-abcdefghijklmnop", http_client=http2(up, log), max_retries=0
     )
-    client.responses.create(model="gpt-5", input=[{"role": "user", "content": [
-        {"type": "input_text", "text": "describe"},
-        {"type": "input_image", "image_url": DATA_URI}]}])  # fmt: skip
+    client.responses.create(
+        model="gpt-5",
+        input=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "describe"},
+                    {"type": "input_image", "image_url": DATA_URI},
+                ],
+            }
+        ],
+    )
     sent = json_body(up.last)
     assert sent["store"] is False
     assert_clean(data_uri_bytes(sent["input"][0]["content"][1]["image_url"])[1], "resp.jpg")
@@ -97,15 +137,36 @@ def test_openai_responses_with_image_store_false(log: AuditLog, assert_clean: An
 
 def test_anthropic_messages_base64(log: AuditLog, assert_clean: Any) -> None:
     anthropic = pytest.importorskip("anthropic")
-    up = Upstream(reply={"id": "m", "type": "message", "role": "assistant", "model": "claude",
-                         "content": [{"type": "text", "text": "a cat"}], "stop_reason": "end_turn",
-                         "usage": {"input_tokens": 1, "output_tokens": 1}})  # fmt: skip
+    up = Upstream(
+        reply={
+            "id": "m",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude",
+            "content": [{"type": "text", "text": "a cat"}],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": 1, "output_tokens": 1},
+        }
+    )
     client = anthropic.Anthropic(
         api_key="sk-ant-test-abcdefghijkl", http_client=http2(up, log), max_retries=0
     )
-    msg = client.messages.create(model="claude-opus-4-6", max_tokens=64, messages=[{"role": "user", "content": [
-        {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": B64}},
-        {"type": "text", "text": "what is it"}]}])  # fmt: skip
+    msg = client.messages.create(
+        model="claude-opus-4-6",
+        max_tokens=64,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "image",
+                        "source": {"type": "base64", "media_type": "image/jpeg", "data": B64},
+                    },
+                    {"type": "text", "text": "what is it"},
+                ],
+            }
+        ],
+    )
     assert msg.content[0].text == "a cat"
     source = json_body(up.last)["messages"][0]["content"][0]["source"]
     assert_clean(base64.b64decode(source["data"]), "anth.jpg")
@@ -120,8 +181,10 @@ def test_gemini_generate_content_inline(log: AuditLog, assert_clean: Any) -> Non
     up = Upstream(
         reply={"candidates": [{"content": {"role": "model", "parts": [{"text": "a cat"}]}}]}
     )
-    client = genai.Client(api_key="AIza-test-key-000000000000000000000000",
-                          http_options=types.HttpOptions(httpx_client=http2(up, log)))  # fmt: skip
+    client = genai.Client(
+        api_key="AIza-test-key-000000000000000000000000",
+        http_options=types.HttpOptions(httpx_client=http2(up, log)),
+    )
     out = client.models.generate_content(
         model="gemini-3-flash",
         contents=[types.Part.from_bytes(data=PHOTO, mime_type="image/jpeg"), "what is it"],
@@ -134,13 +197,35 @@ def test_gemini_generate_content_inline(log: AuditLog, assert_clean: Any) -> Non
 
 def test_mistral_chat_image(log: AuditLog, assert_clean: Any) -> None:
     mistral = pytest.importorskip("mistralai.client")
-    up = Upstream(reply={"id": "c", "object": "chat.completion", "created": 1, "model": "pixtral",
-                         "choices": [{"index": 0, "finish_reason": "stop",
-                                      "message": {"role": "assistant", "content": "a cat"}}],
-                         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})  # fmt: skip
+    up = Upstream(
+        reply={
+            "id": "c",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "pixtral",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": "a cat"},
+                }
+            ],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
+    )
     client = mistral.Mistral(api_key="test-key", client=http2(up, log))
-    client.chat.complete(model="pixtral-large-latest", messages=[{"role": "user", "content": [
-        {"type": "text", "text": "what is it"}, {"type": "image_url", "image_url": DATA_URI}]}])  # fmt: skip
+    client.chat.complete(
+        model="pixtral-large-latest",
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is it"},
+                    {"type": "image_url", "image_url": DATA_URI},
+                ],
+            }
+        ],
+    )
     url = json_body(up.last)["messages"][0]["content"][1]["image_url"]
     url = url["url"] if isinstance(url, dict) else url
     assert_clean(data_uri_bytes(url)[1], "mis.jpg")
@@ -148,14 +233,24 @@ def test_mistral_chat_image(log: AuditLog, assert_clean: Any) -> None:
 
 def test_replicate_prediction_data_uri(log: AuditLog, assert_clean: Any) -> None:
     replicate = pytest.importorskip("replicate")
-    up = Upstream(reply={"id": "p", "model": "o/m", "status": "starting", "version": "v", "input": {},
-                         "urls": {"get": "https://api.replicate.com/v1/predictions/p"}})  # fmt: skip
+    up = Upstream(
+        reply={
+            "id": "p",
+            "model": "o/m",
+            "status": "starting",
+            "version": "v",
+            "input": {},
+            "urls": {"get": "https://api.replicate.com/v1/predictions/p"},
+        }
+    )
     client = replicate.Client(
         api_token="r8_testtesttesttesttesttest",
         transport=HttpxGuard(httpx.MockTransport(up.handler), log=log),
     )
-    client.predictions.create(version="5c7d5dc6dd8bf75c1acaa8565735e7986bc5b66206b55cca93cb72c9bf15ccaa",
-                              input={"image": DATA_URI, "prompt": "hats"})  # fmt: skip
+    client.predictions.create(
+        version="5c7d5dc6dd8bf75c1acaa8565735e7986bc5b66206b55cca93cb72c9bf15ccaa",
+        input={"image": DATA_URI, "prompt": "hats"},
+    )
     sent = json_body(up.last)["input"]
     assert sent["prompt"] == "hats"
     assert_clean(data_uri_bytes(sent["image"])[1], "rep.jpg")
@@ -173,16 +268,31 @@ def test_gemini_files_upload(log: AuditLog, assert_clean: Any) -> None:
         body = request.read()
         calls.append((request.headers.get("x-goog-upload-command"), body))
         if "start" in (request.headers.get("x-goog-upload-command") or ""):
-            return httpx2.Response(200, headers={"x-goog-upload-url": "https://generativelanguage.googleapis.com/upload/v1beta/files?upload_id=u1",
-                                                 "x-goog-upload-status": "active"})  # fmt: skip
-        return httpx2.Response(200, json={"file": {"name": "files/abc", "mimeType": "image/jpeg",
-                                                   "uri": "https://generativelanguage.googleapis.com/v1beta/files/abc",
-                                                   "state": "ACTIVE"}},
-                               headers={"x-goog-upload-status": "final"})  # fmt: skip
+            return httpx2.Response(
+                200,
+                headers={
+                    "x-goog-upload-url": "https://generativelanguage.googleapis.com/upload/v1beta/files?upload_id=u1",
+                    "x-goog-upload-status": "active",
+                },
+            )
+        return httpx2.Response(
+            200,
+            json={
+                "file": {
+                    "name": "files/abc",
+                    "mimeType": "image/jpeg",
+                    "uri": "https://generativelanguage.googleapis.com/v1beta/files/abc",
+                    "state": "ACTIVE",
+                }
+            },
+            headers={"x-goog-upload-status": "final"},
+        )
 
     http = httpx2.Client(transport=GuardTransport(httpx2.MockTransport(handler), log=log))
-    client = genai.Client(api_key="AIza-test-key-000000000000000000000000",
-                          http_options=types.HttpOptions(httpx_client=http))  # fmt: skip
+    client = genai.Client(
+        api_key="AIza-test-key-000000000000000000000000",
+        http_options=types.HttpOptions(httpx_client=http),
+    )
     client.files.upload(
         file=io.BytesIO(PHOTO), config=types.UploadFileConfig(mime_type="image/jpeg")
     )
@@ -199,8 +309,10 @@ def test_gemini_over_httpx(log: AuditLog, assert_clean: Any) -> None:
         reply={"candidates": [{"content": {"role": "model", "parts": [{"text": "a cat"}]}}]}
     )
     http = httpx.Client(transport=HttpxGuard(httpx.MockTransport(up.handler), log=log))
-    client = genai.Client(api_key="AIza-test-key-000000000000000000000000",
-                          http_options=types.HttpOptions(httpx_client=http))  # fmt: skip
+    client = genai.Client(
+        api_key="AIza-test-key-000000000000000000000000",
+        http_options=types.HttpOptions(httpx_client=http),
+    )
     out = client.models.generate_content(
         model="gemini-3-flash",
         contents=[types.Part.from_bytes(data=PHOTO, mime_type="image/jpeg"), "?"],

@@ -84,8 +84,14 @@ def test_a_mask_gets_its_image_geometry(log: AuditLog) -> None:
     turned = factories.jpeg(orientation=6)  # stored sideways, shown upright
     mask = factories.png(im=factories.picture((64, 48), "RGBA"))
     with client(up, log) as c:
-        c.post(f"{OPENAI}/images/edits", data={"prompt": "x"},
-               files=[("image", ("a.jpg", turned, "image/jpeg")), ("mask", ("m.png", mask, "image/png"))])  # fmt: skip
+        c.post(
+            f"{OPENAI}/images/edits",
+            data={"prompt": "x"},
+            files=[
+                ("image", ("a.jpg", turned, "image/jpeg")),
+                ("mask", ("m.png", mask, "image/png")),
+            ],
+        )
     parts = {p[0]: p for p in form_parts(up.last)}
     import io
 
@@ -99,10 +105,18 @@ def test_a_mask_gets_its_image_geometry(log: AuditLog) -> None:
 
 def test_json_data_uri_in_chat(log: AuditLog, assert_clean: Any) -> None:
     up = Upstream()
-    body = {"model": "gpt-5", "messages": [{"role": "user", "content": [
-        {"type": "text", "text": "what is this?"},
-        {"type": "image_url", "image_url": {"url": data_uri(PHOTO), "detail": "high"}},
-    ]}]}  # fmt: skip
+    body = {
+        "model": "gpt-5",
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "what is this?"},
+                    {"type": "image_url", "image_url": {"url": data_uri(PHOTO), "detail": "high"}},
+                ],
+            }
+        ],
+    }
     with client(up, log) as c:
         c.post(f"{OPENAI}/chat/completions", json=body)
     sent = json_body(up.last)
@@ -117,10 +131,25 @@ def test_base64_with_a_sibling_media_type_is_converted_and_relabelled(log: Audit
     pytest.importorskip("pillow_heif")
     up = Upstream()
     heic = factories.heic()
-    body = {"model": "claude", "max_tokens": 10, "messages": [{"role": "user", "content": [
-        {"type": "image", "source": {"type": "base64", "media_type": "image/heic",
-                                     "data": base64.b64encode(heic).decode()}},
-    ]}]}  # fmt: skip
+    body = {
+        "model": "claude",
+        "max_tokens": 10,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "image",
+                        "source": {
+                            "type": "base64",
+                            "media_type": "image/heic",
+                            "data": base64.b64encode(heic).decode(),
+                        },
+                    },
+                ],
+            }
+        ],
+    }
     transport = GuardTransport(httpx2.MockTransport(up.handler2), log=log)
     with httpx2.Client(transport=transport) as c:
         c.post("https://api.anthropic.com/v1/messages", json=body)
@@ -131,8 +160,22 @@ def test_base64_with_a_sibling_media_type_is_converted_and_relabelled(log: Audit
 
 def test_gzip_body_is_decoded_sanitized_and_sent_plain(log: AuditLog, assert_clean: Any) -> None:
     up = Upstream()
-    raw = json.dumps({"contents": [{"parts": [{"inlineData": {
-        "mimeType": "image/jpeg", "data": base64.b64encode(PHOTO).decode()}}]}]}).encode()  # fmt: skip
+    raw = json.dumps(
+        {
+            "contents": [
+                {
+                    "parts": [
+                        {
+                            "inlineData": {
+                                "mimeType": "image/jpeg",
+                                "data": base64.b64encode(PHOTO).decode(),
+                            }
+                        }
+                    ]
+                }
+            ]
+        }
+    ).encode()
     transport = GuardTransport(httpx2.MockTransport(up.handler2), log=log)
     with httpx2.Client(transport=transport) as c:
         c.post(
@@ -168,8 +211,12 @@ def test_region_routing(log: AuditLog) -> None:
 
 
 def _chat_with_url(url: str) -> dict[str, Any]:
-    return {"model": "gpt-5", "messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": url}}]}]}  # fmt: skip
+    return {
+        "model": "gpt-5",
+        "messages": [
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}}]}
+        ],
+    }
 
 
 def test_remote_image_is_inlined_clean(log: AuditLog, assert_clean: Any) -> None:
@@ -244,8 +291,11 @@ def test_an_image_that_cannot_be_sanitized_blocks_the_request(
 ) -> None:
     up = Upstream()
     with client(up, log) as c, pytest.raises(RequestBlocked) as info:
-        c.post(f"{OPENAI}/images/edits", data={"prompt": "x"},
-               files={"image": ("a.jpg", payload, "application/octet-stream")})  # fmt: skip
+        c.post(
+            f"{OPENAI}/images/edits",
+            data={"prompt": "x"},
+            files={"image": ("a.jpg", payload, "application/octet-stream")},
+        )
     assert info.value.rule.startswith("image.") and up.seen == []
 
 
@@ -280,8 +330,11 @@ def test_async_transport(log: AuditLog, assert_clean: Any) -> None:
     async def run() -> None:
         transport = AsyncGuardTransport(httpx2.MockTransport(handler), log=log)
         async with httpx2.AsyncClient(transport=transport) as c:
-            await c.post(f"{OPENAI}/images/edits", data={"prompt": "x"},
-                         files={"image": ("a.jpg", PHOTO, "image/jpeg")})  # fmt: skip
+            await c.post(
+                f"{OPENAI}/images/edits",
+                data={"prompt": "x"},
+                files={"image": ("a.jpg", PHOTO, "image/jpeg")},
+            )
 
     asyncio.run(run())
     ((_, _, _, data),) = [p for p in form_parts(up.last) if p[0] == "image"]
@@ -292,8 +345,10 @@ def test_httpx_transport_for_replicate(log: AuditLog, assert_clean: Any) -> None
     up = Upstream()
     transport = HttpxGuard(httpx.MockTransport(up.handler), log=log)
     with httpx.Client(transport=transport) as c:
-        c.post("https://api.replicate.com/v1/predictions",
-               json={"version": "abc", "input": {"image": data_uri(PHOTO), "prompt": "x"}})  # fmt: skip
+        c.post(
+            "https://api.replicate.com/v1/predictions",
+            json={"version": "abc", "input": {"image": data_uri(PHOTO), "prompt": "x"}},
+        )
     _, data = data_uri_bytes(json_body(up.last)["input"]["image"])
     assert_clean(data, "rep.jpg")
     assert json_body(up.last)["input"]["prompt"] == "x"
@@ -319,8 +374,20 @@ def test_region_bound_controls_apply_only_when_asked(
 
 def test_a_vendors_own_file_url_is_not_a_remote_image(log: AuditLog) -> None:
     up = Upstream()
-    body = {"contents": [{"parts": [{"fileData": {"mimeType": "image/jpeg",
-            "fileUri": "https://generativelanguage.googleapis.com/v1beta/files/abc123"}}]}]}  # fmt: skip
+    body = {
+        "contents": [
+            {
+                "parts": [
+                    {
+                        "fileData": {
+                            "mimeType": "image/jpeg",
+                            "fileUri": "https://generativelanguage.googleapis.com/v1beta/files/abc123",
+                        }
+                    }
+                ]
+            }
+        ]
+    }
     with client(up, log, remote_images="block") as c:
         c.post(
             "https://generativelanguage.googleapis.com/v1beta/models/g:generateContent", json=body
@@ -331,13 +398,16 @@ def test_a_vendors_own_file_url_is_not_a_remote_image(log: AuditLog) -> None:
 @pytest.mark.parametrize(
     ("content", "ctype", "rule"),
     [
-        (b"--x\r\nContent-Disposition: form-data; name=a\r\n\r\nno end", "multipart/form-data; boundary=x",
-         "request.malformed"),
+        (
+            b"--x\r\nContent-Disposition: form-data; name=a\r\n\r\nno end",
+            "multipart/form-data; boundary=x",
+            "request.malformed",
+        ),
         (b'{"a": 1, "a": 2}', "application/json", "request.malformed"),
         (b'{"image": "data:image/png;base64,!!!"}', "application/json", "request.malformed"),
         (gzip.compress(b"x" * 3_000_000, mtime=0), "application/json", "request.too_large"),
     ],
-)  # fmt: skip
+)
 def test_malformed_or_oversized_bodies_are_blocked(
     content: bytes, ctype: str, rule: str, log: AuditLog
 ) -> None:
@@ -354,14 +424,26 @@ def test_gemini_resumable_upload(log: AuditLog, assert_clean: Any) -> None:
     up = Upstream()
     base = "https://generativelanguage.googleapis.com/upload/v1beta/files"
     with client(up, log) as c:
-        c.post(base, json={"file": {"display_name": "p"}}, headers={
-            "X-Goog-Upload-Protocol": "resumable", "X-Goog-Upload-Command": "start",
-            "X-Goog-Upload-Header-Content-Length": str(len(PHOTO)),
-            "X-Goog-Upload-Header-Content-Type": "image/jpeg"})  # fmt: skip
+        c.post(
+            base,
+            json={"file": {"display_name": "p"}},
+            headers={
+                "X-Goog-Upload-Protocol": "resumable",
+                "X-Goog-Upload-Command": "start",
+                "X-Goog-Upload-Header-Content-Length": str(len(PHOTO)),
+                "X-Goog-Upload-Header-Content-Type": "image/jpeg",
+            },
+        )
         start = up.last
-        c.post(f"{base}?upload_id=abc", content=PHOTO, headers={
-            "X-Goog-Upload-Command": "upload, finalize", "X-Goog-Upload-Offset": "0",
-            "Content-Type": "application/octet-stream"})  # fmt: skip
+        c.post(
+            f"{base}?upload_id=abc",
+            content=PHOTO,
+            headers={
+                "X-Goog-Upload-Command": "upload, finalize",
+                "X-Goog-Upload-Offset": "0",
+                "Content-Type": "application/octet-stream",
+            },
+        )
     # The sanitized file's size is not known when the upload starts: the declared length goes.
     assert "x-goog-upload-header-content-length" not in start.headers
     assert_clean(up.last.body, "upload.jpg")
@@ -395,18 +477,27 @@ def test_faces_without_consent_are_blocked(log: AuditLog) -> None:
 def test_the_prompt_is_logged_as_length_and_fingerprint_only(log: AuditLog) -> None:
     up = Upstream()
     with client(up, log) as c:
-        c.post(f"{OPENAI}/images/edits", data={"prompt": "put the CEO on Mars"},
-               files={"image": ("a.jpg", PHOTO, "image/jpeg")})  # fmt: skip
+        c.post(
+            f"{OPENAI}/images/edits",
+            data={"prompt": "put the CEO on Mars"},
+            files={"image": ("a.jpg", PHOTO, "image/jpeg")},
+        )
     (rec,) = log.records()
     prompt = rec.to_dict()["what"]["prompt"]
     assert prompt["length"] == len("put the CEO on Mars")
     assert prompt["fingerprint"] == log.fingerprint(b"put the CEO on Mars", label="prompt")
 
 
-@pytest.mark.parametrize(("body", "blocked"), [
-    ({"purpose": "vision", "filename": "p.jpg", "bytes": 10, "mime_type": "image/jpeg"}, True),
-    ({"purpose": "batch", "filename": "b.jsonl", "bytes": 10, "mime_type": "text/jsonl"}, False),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("body", "blocked"),
+    [
+        ({"purpose": "vision", "filename": "p.jpg", "bytes": 10, "mime_type": "image/jpeg"}, True),
+        (
+            {"purpose": "batch", "filename": "b.jsonl", "bytes": 10, "mime_type": "text/jsonl"},
+            False,
+        ),
+    ],
+)
 def test_chunked_uploads_of_images_are_refused(
     body: dict[str, Any], blocked: bool, log: AuditLog
 ) -> None:
@@ -424,9 +515,14 @@ def test_chunked_uploads_of_images_are_refused(
 def test_an_image_body_labelled_json_is_still_an_image(log: AuditLog, assert_clean: Any) -> None:
     up = Upstream()
     with client(up, log) as c:
-        c.post("https://generativelanguage.googleapis.com/upload/v1beta/files?upload_id=x",
-               content=PHOTO, headers={"Content-Type": "application/json",
-                                       "X-Goog-Upload-Command": "upload, finalize"})  # fmt: skip
+        c.post(
+            "https://generativelanguage.googleapis.com/upload/v1beta/files?upload_id=x",
+            content=PHOTO,
+            headers={
+                "Content-Type": "application/json",
+                "X-Goog-Upload-Command": "upload, finalize",
+            },
+        )
     assert_clean(up.last.body, "labelled.jpg")
 
 
@@ -455,10 +551,11 @@ def test_fetch_refuses_a_redirect_to_plain_http() -> None:
     server = HTTPServer(("127.0.0.1", 0), Redirect)
     thread = threading.Thread(target=server.handle_request, daemon=True)
     thread.start()
-    from veilpix.guard._guard import _Block, fetch_url
+    from veilpix.guard import fetch_url
+    from veilpix.guard._rules import Block
 
     try:
-        with pytest.raises(_Block, match="not https"):
+        with pytest.raises(Block, match="not https"):
             fetch_url(f"http://127.0.0.1:{server.server_port}/p.jpg", Policy())
     finally:
         thread.join(timeout=5)

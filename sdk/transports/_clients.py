@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from veilpix.transports.httpx2 import AsyncGuardTransport, GuardTransport
+
 if TYPE_CHECKING:
     import httpx2
 
     from veilpix._policy import Policy
     from veilpix.audit._log import AuditLog
-    from veilpix.guard._guard import Context
+    from veilpix.guard import Context
 
 __all__ = ["async_http_client", "http_client"]
 
@@ -34,8 +36,6 @@ def http_client(
     other keyword arguments go to ``httpx2.Client``."""
     import httpx2
 
-    from veilpix.transports.httpx2 import GuardTransport
-
     kwargs.setdefault("timeout", httpx2.Timeout(_TIMEOUT["timeout"], connect=_TIMEOUT["connect"]))
     guard = GuardTransport(transport, policy=policy, log=log, context=context)
     return httpx2.Client(transport=guard, **kwargs)
@@ -51,8 +51,6 @@ def async_http_client(
 ) -> httpx2.AsyncClient:
     """The ``httpx2.AsyncClient`` counterpart of :func:`http_client`."""
     import httpx2
-
-    from veilpix.transports.httpx2 import AsyncGuardTransport
 
     kwargs.setdefault("timeout", httpx2.Timeout(_TIMEOUT["timeout"], connect=_TIMEOUT["connect"]))
     guard = AsyncGuardTransport(transport, policy=policy, log=log, context=context)

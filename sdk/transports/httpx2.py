@@ -6,67 +6,29 @@ through the veilpix core before the inner transport sends it; a blocked request 
     from veilpix.transports.httpx2 import GuardTransport
 
     http = httpx2.Client(transport=GuardTransport(policy=veilpix.Policy(faces="blur"), log="audit.db"))
+
+Both classes are the one step of :mod:`veilpix.transports._guarded`, over httpx2's types.
 """
 
 from __future__ import annotations
 
-import os
-from typing import TYPE_CHECKING
+import httpx2  # noqa: TID253 - this module is the httpx-facing door: reached only with the library in use
 
-import httpx2
-
-from veilpix.transports._common import ahandle, guard_for, handle
-
-if TYPE_CHECKING:
-    from veilpix._policy import Policy
-    from veilpix.audit._log import AuditLog
-    from veilpix.guard._guard import Context, Guard
+from veilpix.transports._guarded import GuardedAsync, GuardedSync
 
 __all__ = ["AsyncGuardTransport", "GuardTransport"]
 
 
-class GuardTransport(httpx2.BaseTransport):
+class GuardTransport(GuardedSync[httpx2.Request, httpx2.Response], httpx2.BaseTransport):
     """Sanitize, apply policy and privacy controls, log, then send with ``transport``
     (default: httpx2's own ``HTTPTransport``). ``guard`` shares one core between transports."""
 
-    def __init__(
-        self,
-        transport: httpx2.BaseTransport | None = None,
-        *,
-        policy: Policy | None = None,
-        log: AuditLog | str | os.PathLike[str] | None = None,
-        context: Context | None = None,
-        guard: Guard | None = None,
-    ) -> None:
-        self._inner = transport if transport is not None else httpx2.HTTPTransport()
-        self.guard = guard_for(guard, policy, log, context)
-
-    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        response: httpx2.Response = handle(httpx2, self.guard, self._inner, request)
-        return response
-
-    def close(self) -> None:
-        self._inner.close()
+    _request_class = httpx2.Request
+    _default_transport = httpx2.HTTPTransport
 
 
-class AsyncGuardTransport(httpx2.AsyncBaseTransport):
+class AsyncGuardTransport(GuardedAsync[httpx2.Request, httpx2.Response], httpx2.AsyncBaseTransport):
     """The async twin of :class:`GuardTransport`; the core runs in a worker thread."""
 
-    def __init__(
-        self,
-        transport: httpx2.AsyncBaseTransport | None = None,
-        *,
-        policy: Policy | None = None,
-        log: AuditLog | str | os.PathLike[str] | None = None,
-        context: Context | None = None,
-        guard: Guard | None = None,
-    ) -> None:
-        self._inner = transport if transport is not None else httpx2.AsyncHTTPTransport()
-        self.guard = guard_for(guard, policy, log, context)
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        response: httpx2.Response = await ahandle(httpx2, self.guard, self._inner, request)
-        return response
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+    _request_class = httpx2.Request
+    _default_transport = httpx2.AsyncHTTPTransport
