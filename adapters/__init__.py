@@ -7,26 +7,44 @@
 
 Each module defines ``VENDOR`` (a :class:`~veilpix.adapters.Vendor`). The registry is built
 once, on first use. Config can override a vendor's base URL (an Azure resource, an on-prem
-gateway, a loopback test server): see :func:`veilpix.Policy` and ``veilpix.toml``.
+gateway, a loopback test server): see :func:`veilpix.Policy` and ``veilpix.toml``. Such hosts
+come as a ``vendor_hosts`` mapping, which :func:`resolve` and :func:`vendor_name` ask before
+the adapters' own hosts: the one lookup every door uses.
+
+>>> vendor, region = resolve("gw.local", 8443, {"gw.local:8443": "openai"})
+>>> vendor.name, region
+('openai', None)
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from functools import cache
 
-from veilpix.adapters._base import Control, Endpoint, ImageSlot, ModelField, Region, Vendor
+from veilpix.adapters._base import (
+    Control,
+    Endpoint,
+    ErrorShape,
+    ImageSlot,
+    ModelField,
+    Region,
+    Vendor,
+)
 
 __all__ = [
     "VENDOR_MODULES",
     "Control",
     "Endpoint",
+    "ErrorShape",
     "ImageSlot",
     "ModelField",
     "Region",
     "Vendor",
     "get",
     "match",
+    "resolve",
+    "vendor_name",
     "vendors",
 ]
 
@@ -72,3 +90,46 @@ def match(host: str) -> tuple[Vendor, Region] | None:
         if region is not None:
             return vendor, region
     return None
+
+
+def resolve(
+    host: str, port: int | None = None, vendor_hosts: Mapping[str, str] | None = None
+) -> tuple[Vendor, Region | None] | None:
+    """The vendor serving ``host`` (at ``port``) and the region that host means, or None for
+    a host neither ``vendor_hosts`` nor an adapter claims.
+
+    ``vendor_hosts`` maps lower-case ``host:port`` or ``host`` names to registry names (a
+    policy's hosts of Azure resources, gateways and test servers); it is asked first,
+    ``host:port`` (when ``port`` is given) before ``host``, and the vendor it names comes
+    with its region for ``host`` (None when none of its regions lists the host). Else the
+    adapters' own host patterns decide (:func:`match`). ``host`` is compared in lower case.
+    A name the mapping gives that no adapter has raises ``KeyError`` (as :func:`get`).
+    """
+    host = host.lower()
+    named = _named(host, port, vendor_hosts)
+    if named is None:
+        return match(host)
+    vendor = get(named)
+    return vendor, vendor.region_for(host)
+
+
+def vendor_name(
+    host: str, port: int | None = None, vendor_hosts: Mapping[str, str] | None = None
+) -> str | None:
+    """The registry name of the vendor :func:`resolve` finds for ``host`` and ``port``,
+    without checking that a name ``vendor_hosts`` gives is registered (a door that hands the
+    call to the guard leaves that check, and its refusal, to the guard)."""
+    host = host.lower()
+    named = _named(host, port, vendor_hosts)
+    if named is not None:
+        return named
+    found = match(host)
+    return found[0].name if found is not None else None
+
+
+def _named(host: str, port: int | None, vendor_hosts: Mapping[str, str] | None) -> str | None:
+    """What ``vendor_hosts`` says of ``host`` (lower case): ``host:port``, then ``host``."""
+    if not vendor_hosts:
+        return None
+    by_port = vendor_hosts.get(f"{host}:{port}") if port is not None else None
+    return by_port or vendor_hosts.get(host)

@@ -3,8 +3,9 @@
 An adapter says, for one vendor: which hosts it serves (and which region, country and legal
 entity each host means), how it authenticates (header names, so credentials can be redacted),
 which endpoints carry images and where in the request they sit, what formats and sizes those
-endpoints accept, and which privacy controls exist (applied per request by veilpix, available
-only at account level, or not offered at all). Adapters hold no logic beyond matching; the
+endpoints accept, which privacy controls exist (applied per request by veilpix, available
+only at account level, or not offered at all), and how its errors look (:class:`ErrorShape`,
+so a refusal by a proxy door reads like one of the vendor's own). Adapters hold no logic beyond matching; the
 core (``veilpix.guard._guard``) does the work, so every door behaves the same.
 
 JSON paths in :class:`ImageSlot` use a small dotted language: ``a.b`` walks objects,
@@ -19,12 +20,16 @@ from __future__ import annotations
 
 import fnmatch
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
+    "GOOGLE_ERRORS",
+    "OPENAI_ERRORS",
     "Control",
     "Endpoint",
+    "ErrorShape",
     "ImageSlot",
     "ModelField",
     "Region",
@@ -146,6 +151,64 @@ class Control:
 
 
 @dataclass(frozen=True)
+class ErrorShape:
+    """How the vendor's API words an error, so that a call veilpix refuses gets an answer the
+    vendor's own SDK turns into its usual error type.
+
+    ``body`` is the JSON body, in which a string that is exactly one of these placeholders
+    (anywhere: in objects and arrays) stands for a value: ``"{status}"`` the HTTP status (a number), ``"{message}"`` veilpix's
+    explanation, ``"{code}"`` veilpix's error code (``veilpix_blocked``, ``veilpix_busy``,
+    ...) and ``"{kind}"`` the vendor's word for the status: ``kinds[status]``, else ``kind``.
+    """
+
+    body: Mapping[str, Any]
+    kinds: Mapping[int, str] = field(default_factory=dict)
+    kind: str = ""
+
+    def render(self, status: int, message: str, code: str) -> dict[str, Any]:
+        """The error body for ``status``, with ``message`` and ``code`` filled in."""
+        values: dict[str, Any] = {
+            "{status}": status,
+            "{message}": message,
+            "{code}": code,
+            "{kind}": self.kinds.get(status, self.kind),
+        }
+
+        def fill(node: Any) -> Any:
+            if isinstance(node, Mapping):
+                return {key: fill(value) for key, value in node.items()}
+            if isinstance(node, list | tuple):
+                return [fill(value) for value in node]
+            if isinstance(node, str):
+                return values.get(node, node)
+            return node
+
+        filled: dict[str, Any] = fill(self.body)
+        return filled
+
+
+# OpenAI's error body, which most vendors' APIs (and SDKs) also read.
+OPENAI_ERRORS = ErrorShape(
+    {"error": {"message": "{message}", "type": "{kind}", "param": None, "code": "{code}"}},
+    kinds={403: "veilpix_blocked"},
+    kind="veilpix_error",
+)
+# Google's API error model (google.rpc.Status), shared by the Gemini API and Vertex AI.
+GOOGLE_ERRORS = ErrorShape(
+    {"error": {"code": "{status}", "message": "{message}", "status": "{kind}"}},
+    kinds={
+        400: "INVALID_ARGUMENT",
+        403: "PERMISSION_DENIED",
+        404: "NOT_FOUND",
+        408: "DEADLINE_EXCEEDED",
+        413: "INVALID_ARGUMENT",
+        503: "UNAVAILABLE",
+    },
+    kind="FAILED_PRECONDITION",
+)
+
+
+@dataclass(frozen=True)
 class Vendor:
     """Everything veilpix knows about one vendor. See ``docs/vendors.md`` (generated)."""
 
@@ -165,6 +228,9 @@ class Vendor:
     # Where requests name the model, in order of precedence (see ModelField); none: the
     # record's model stays empty unless the door knows it.
     models: tuple[ModelField, ...] = ()
+    # The shape of the vendor's error bodies, for the refusals the proxy doors answer with.
+    # Presentation, not identity: left out of comparisons.
+    error_shape: ErrorShape = field(default=OPENAI_ERRORS, repr=False, compare=False)
     sources: tuple[str, ...] = field(default=(), repr=False)
 
     def region_for(self, host: str) -> Region | None:

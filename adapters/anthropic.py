@@ -8,7 +8,15 @@ Image blocks are ``{"type": "image", "source": {...}}`` with a base64, url or fi
 
 from __future__ import annotations
 
-from veilpix.adapters._base import Control, Endpoint, ImageSlot, ModelField, Region, Vendor
+from veilpix.adapters._base import (
+    Control,
+    Endpoint,
+    ErrorShape,
+    ImageSlot,
+    ModelField,
+    Region,
+    Vendor,
+)
 
 __all__ = ["VENDOR"]
 
@@ -28,6 +36,14 @@ def _image_blocks(blocks: str) -> tuple[ImageSlot, ...]:
     )
 
 
+# Anthropic's error body (docs.anthropic.com/en/api/errors): its SDK raises
+# PermissionDeniedError for a 403, and so on.
+_ERRORS = ErrorShape(
+    {"type": "error", "error": {"type": "{kind}", "message": "{message}"}},
+    kinds={403: "permission_error", 408: "timeout_error", 503: "overloaded_error"},
+    kind="invalid_request_error",
+)
+
 VENDOR = Vendor(
     name="anthropic",
     display="Anthropic",
@@ -45,6 +61,7 @@ VENDOR = Vendor(
         ),
     ),
     auth_headers=("x-api-key", "authorization"),
+    error_shape=_ERRORS,
     models=(ModelField("json", "model"),),
     endpoints=(
         Endpoint(

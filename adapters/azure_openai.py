@@ -9,7 +9,7 @@ is used with the plain ``OpenAI`` client. Bodies are the OpenAI ones.
 
 from __future__ import annotations
 
-from veilpix.adapters._base import Control, Endpoint, ModelField, Region, Vendor
+from veilpix.adapters._base import OPENAI_ERRORS, Control, Endpoint, ModelField, Region, Vendor
 from veilpix.adapters.openai import (
     CHAT_SLOTS,
     EDIT_NOTE,
@@ -50,6 +50,7 @@ VENDOR = Vendor(
         ),
     ),
     auth_headers=("api-key", "authorization"),
+    error_shape=OPENAI_ERRORS,
     # The legacy API names the deployment (the model as the resource calls it) in the path;
     # the v1 API names it in the body, as OpenAI does.
     models=(ModelField("path", r"/openai/deployments/(?P<model>[^/]+)/.*"), *MODEL_FIELDS),

@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from veilpix.adapters._base import Control, Endpoint, ImageSlot, ModelField, Region, Vendor
+from veilpix.adapters._base import (
+    OPENAI_ERRORS,
+    Control,
+    Endpoint,
+    ImageSlot,
+    ModelField,
+    Region,
+    Vendor,
+)
 
 __all__ = ["VENDOR"]
 
@@ -86,6 +94,7 @@ VENDOR = Vendor(
         ),
     ),
     auth_headers=("x-key",),
+    error_shape=OPENAI_ERRORS,
     # POST /v1/{model}; only FLUX names count (get_result, finetune and the like are not models).
     models=(ModelField("path", r"/v1/(?P<model>flux[A-Za-z0-9._-]*)"),),
     endpoints=(

@@ -9,7 +9,15 @@ CDN upload).
 
 from __future__ import annotations
 
-from veilpix.adapters._base import Control, Endpoint, ImageSlot, ModelField, Region, Vendor
+from veilpix.adapters._base import (
+    OPENAI_ERRORS,
+    Control,
+    Endpoint,
+    ImageSlot,
+    ModelField,
+    Region,
+    Vendor,
+)
 
 __all__ = ["VENDOR"]
 
@@ -41,6 +49,7 @@ VENDOR = Vendor(
         ),
     ),
     auth_headers=("authorization",),
+    error_shape=OPENAI_ERRORS,
     # The app id is the path: fal.run/{owner}/{app}[/{sub}] (queue.fal.run alike); storage,
     # CDN and queue status paths are not models.
     models=(

@@ -7,7 +7,15 @@ so both spellings are listed. :func:`content_slots` is shared with Vertex AI (``
 
 from __future__ import annotations
 
-from veilpix.adapters._base import Control, Endpoint, ImageSlot, ModelField, Region, Vendor
+from veilpix.adapters._base import (
+    GOOGLE_ERRORS,
+    Control,
+    Endpoint,
+    ImageSlot,
+    ModelField,
+    Region,
+    Vendor,
+)
 
 __all__ = ["VENDOR", "content_slots"]
 
@@ -70,8 +78,10 @@ VENDOR = Vendor(
     regions=(
         Region("global", ("generativelanguage.googleapis.com",), "US", _ENTITY, _REGION_NOTE),
     ),
-    auth_headers=("x-goog-api-key",),
+    # an API key, or an OAuth access token (Authorization: Bearer)
+    auth_headers=("x-goog-api-key", "authorization"),
     auth_query=("key",),
+    error_shape=GOOGLE_ERRORS,
     # models/{model}:generateContent (and :streamGenerateContent, :predict, ...); the
     # Interactions API and cached contents name it in the body.
     models=(
@@ -221,6 +231,7 @@ VENDOR = Vendor(
         "https://ai.google.dev/gemini-api/docs/usage-policies",
         "https://ai.google.dev/gemini-api/docs/logs-policy",
         "https://ai.google.dev/gemini-api/docs/file-input-methods",
+        "https://ai.google.dev/gemini-api/docs/oauth",
         "https://ai.google.dev/gemini-api/terms",
         "https://developers.google.com/terms",
         "blog.google post 'Increased file size limits' on the Gemini API (blog.google/.../gemini-api-new-file-limits)",

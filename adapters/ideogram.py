@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from veilpix.adapters._base import Endpoint, ImageSlot, ModelField, Region, Vendor
+from veilpix.adapters._base import OPENAI_ERRORS, Endpoint, ImageSlot, ModelField, Region, Vendor
 
 __all__ = ["VENDOR"]
 
@@ -58,6 +58,7 @@ VENDOR = Vendor(
         ),
     ),
     auth_headers=("api-key",),
+    error_shape=OPENAI_ERRORS,
     # v2 paths and v1 paths name the model; the legacy endpoints name it in "image_request"
     # (a JSON object, or a form field holding one).
     models=(

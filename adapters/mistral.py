@@ -7,7 +7,15 @@ Servers and the ``image_url`` chunk follow the ``mistralai`` SDK
 
 from __future__ import annotations
 
-from veilpix.adapters._base import Control, Endpoint, ImageSlot, ModelField, Region, Vendor
+from veilpix.adapters._base import (
+    OPENAI_ERRORS,
+    Control,
+    Endpoint,
+    ImageSlot,
+    ModelField,
+    Region,
+    Vendor,
+)
 
 __all__ = ["VENDOR"]
 
@@ -44,6 +52,7 @@ VENDOR = Vendor(
         ),
     ),
     auth_headers=("authorization",),
+    error_shape=OPENAI_ERRORS,
     models=(ModelField("json", "model"),),
     endpoints=(
         Endpoint(

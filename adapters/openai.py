@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from veilpix.adapters._base import Control, Endpoint, ImageSlot, ModelField, Region, Vendor
+from veilpix.adapters._base import (
+    OPENAI_ERRORS,
+    Control,
+    Endpoint,
+    ImageSlot,
+    ModelField,
+    Region,
+    Vendor,
+)
 
 __all__ = [
     "CHAT_SLOTS",
@@ -156,6 +164,7 @@ VENDOR = Vendor(
     base_url="https://api.openai.com/v1",
     regions=REGIONS,
     auth_headers=("authorization",),
+    error_shape=OPENAI_ERRORS,
     models=MODEL_FIELDS,
     endpoints=(
         Endpoint(

@@ -8,7 +8,7 @@ as an https URL Replicate downloads or a ``data:`` URI. The adapter therefore na
 
 from __future__ import annotations
 
-from veilpix.adapters._base import Endpoint, ImageSlot, ModelField, Region, Vendor
+from veilpix.adapters._base import Endpoint, ErrorShape, ImageSlot, ModelField, Region, Vendor
 
 __all__ = ["VENDOR"]
 
@@ -26,6 +26,9 @@ _NOTE = (
     "deleted after 1 hour."
 )
 
+# Replicate's error body (RFC 7807 problem details), which its client reads "detail" from.
+_ERRORS = ErrorShape({"title": "Blocked by veilpix", "detail": "{message}", "status": "{status}"})
+
 VENDOR = Vendor(
     name="replicate",
     display="Replicate",
@@ -42,6 +45,7 @@ VENDOR = Vendor(
         ),
     ),
     auth_headers=("authorization",),
+    error_shape=_ERRORS,
     # /v1/models/{owner}/{name}/predictions, or "version" in the body of /v1/predictions
     # ("owner/name:id" or the version id). A deployment's model is not in the request.
     models=(

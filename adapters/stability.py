@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from veilpix.adapters._base import Control, Endpoint, ImageSlot, ModelField, Region, Vendor
+from veilpix.adapters._base import (
+    OPENAI_ERRORS,
+    Control,
+    Endpoint,
+    ImageSlot,
+    ModelField,
+    Region,
+    Vendor,
+)
 
 __all__ = ["VENDOR"]
 
@@ -51,6 +59,7 @@ VENDOR = Vendor(
         ),
     ),
     auth_headers=("authorization",),
+    error_shape=OPENAI_ERRORS,
     # generate/sd3 takes a "model" form field (sd3.5-large, ...); otherwise the path names the
     # model family. Edit, upscale and control endpoints name none.
     models=(

@@ -9,7 +9,15 @@ other locations comes last.
 
 from __future__ import annotations
 
-from veilpix.adapters._base import Control, Endpoint, ImageSlot, ModelField, Region, Vendor
+from veilpix.adapters._base import (
+    GOOGLE_ERRORS,
+    Control,
+    Endpoint,
+    ImageSlot,
+    ModelField,
+    Region,
+    Vendor,
+)
 from veilpix.adapters.gemini import FORMATS, generate_slots
 
 __all__ = ["LOCATIONS", "VENDOR"]
@@ -135,6 +143,7 @@ VENDOR = Vendor(
     path_names_region=True,
     auth_headers=("authorization", "x-goog-api-key"),
     auth_query=("key",),
+    error_shape=GOOGLE_ERRORS,
     # .../publishers/{publisher}/models/{model}:generateContent (and :predict, ...); the
     # OpenAI-compatible endpoint names it in the body.
     models=(

@@ -497,7 +497,7 @@ def in_process(tmp: Path, upstream_port: int, calls: dict[str, Call], photo: byt
                n_small: int, n_jpeg: int) -> dict[str, Any]:  # fmt: skip
     """Median ms of veilpix.sanitize(photo) and of Guard.prepare / Prepared.finish per call."""
     from veilpix import AuditLog, Guard, Policy
-    from veilpix.guard._guard import Context, Outbound
+    from veilpix.guard import Context, Outbound
 
     res: dict[str, Any] = {}
     times = []

@@ -44,7 +44,7 @@ from proxy_gateway import FakeOpenAI, Loopback, describe, sample_jpeg
 
 import veilpix
 from veilpix.proxy import build_gateway
-from veilpix.proxy._intercept import intercept_upstream, start_intercept
+from veilpix.proxy._serve import intercept_upstream, start_intercept
 
 HOST = "api.openai.com"
 

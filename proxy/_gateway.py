@@ -18,21 +18,37 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import json
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 from urllib.parse import unquote
 
+from veilpix import adapters
 from veilpix._config import RecordSettings
 from veilpix._errors import RequestBlocked, VeilpixError
-from veilpix.guard._guard import Context, Guard, Outbound, Prepared
+from veilpix.guard import Context, Guard, Outbound, Prepared
 from veilpix.guard._record_facts import is_record_header
-from veilpix.proxy._http import DISCONNECT, HEALTH_PATH
+from veilpix.proxy._asgi import (
+    APP_HEADER,
+    DISCONNECT,
+    HEALTH_PATH,
+    METRICS_PATH,
+    METRICS_TYPE,
+    OWN_PREFIX,
+    TOKEN_HEADER,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    reply,
+    reply_text,
+    vendor_error,
+)
 from veilpix.proxy._limits import (
     MEMORY_PER_BODY_BYTE,
     RETRY_AFTER,
@@ -40,45 +56,41 @@ from veilpix.proxy._limits import (
     Lease,
     MemoryBudget,
 )
-from veilpix.proxy._metrics import Metrics
+from veilpix.proxy._metrics import Metrics, Outcome
 from veilpix.proxy._upstream import UpstreamError, UpstreamPool
 
-__all__ = ["Gateway", "Metrics", "vendor_error"]
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+__all__ = ["Gateway", "Route"]
 
 # RFC 9110 7.6.1 connection-specific fields, plus what the gateway itself consumes or recomputes.
-_HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
-    "te", "trailer", "transfer-encoding", "upgrade",
-})  # fmt: skip
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
 # "expect": the gateway has the whole body before it calls the vendor; nothing to wait for.
-_OWN = frozenset({"host", "content-length", "expect", "x-veilpix-token", "x-veilpix-app"})
-TOKEN_HEADER = "x-veilpix-token"  # noqa: S105 - a header name, not a secret
-APP_HEADER = "x-veilpix-app"
+_OWN = frozenset({"host", "content-length", "expect", TOKEN_HEADER, APP_HEADER})
 _TOKEN_RAW, _APP_RAW = TOKEN_HEADER.encode(), APP_HEADER.encode()
-_VEILPIX = "x-veilpix-"
 
 
-def vendor_error(vendor: str, status: int, message: str, code: str) -> dict[str, Any]:
-    """An error body in the vendor's own shape, so its SDK raises its usual error type."""
-    if vendor == "anthropic":
-        kinds = {403: "permission_error", 408: "timeout_error", 503: "overloaded_error"}
-        kind = kinds.get(status, "invalid_request_error")
-        return {"type": "error", "error": {"type": kind, "message": message}}
-    if vendor in ("gemini", "vertex_ai"):
-        state = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-                 408: "DEADLINE_EXCEEDED", 413: "INVALID_ARGUMENT", 503: "UNAVAILABLE"}  # fmt: skip
-        return {"error": {"code": status, "message": message,
-                          "status": state.get(status, "FAILED_PRECONDITION")}}  # fmt: skip
-    if vendor == "replicate":
-        return {"title": "Blocked by veilpix", "detail": message, "status": status}
-    # OpenAI, Azure, Mistral and most others: {"error": {"message", "type", "code"}}
-    kind = "veilpix_blocked" if status == 403 else "veilpix_error"
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+@dataclass(frozen=True)
+class Route:
+    """Where one request goes, as the door that took it decided: to ``vendor`` (a registry
+    name) at ``url``; ``door`` is the door it came through (``gateway``, ``intercept``: the
+    log records it), and ``app`` the app whose guard and record settings apply when the
+    request names none in ``X-Veilpix-App`` (None: the default)."""
+
+    vendor: str
+    url: str
+    door: str
+    app: str | None = None
 
 
 class Gateway:
@@ -94,7 +106,11 @@ class Gateway:
     ``408``. Requests in progress hold at most ``max_image_memory`` bytes together, estimated
     from their bodies (:data:`~veilpix.proxy._limits.MEMORY_PER_BODY_BYTE` per byte, then
     what the rebuilt request keeps); beyond it a request gets ``503`` with ``Retry-After``
-    instead of a share. Both doors share these (the intercept proxy forwards through here)."""
+    instead of a share. Both doors share these (the intercept proxy forwards through here).
+
+    What the other door uses: :meth:`forward` (a request and its :class:`Route`),
+    :meth:`outcome` (the one place requests are counted), :attr:`apps`, :attr:`vendor_hosts`,
+    and ``token``, ``max_body`` and ``metrics`` as given."""
 
     def __init__(
         self,
@@ -133,6 +149,31 @@ class Gateway:
         # share one commit (group commit), so a handful keeps the disk busy.
         self._threads = threads or min(8, (os.cpu_count() or 1) + 2)
         self._executor: ThreadPoolExecutor | None = None
+        # Every app's hosts of vendors (a host any app calls a vendor's is that vendor's for
+        # the intercept proxy); the default policy wins a disagreement.
+        hosts: dict[str, str] = {}
+        for guard in self.guards.values():
+            for host, vendor in guard.policy.vendor_hosts.items():
+                hosts.setdefault(host.lower(), vendor)
+        for host, vendor in self.guards[""].policy.vendor_hosts.items():
+            hosts[host.lower()] = vendor
+        self._vendor_hosts = hosts
+
+    @property
+    def apps(self) -> frozenset[str]:
+        """The names of the apps configured besides the default (``X-Veilpix-App``)."""
+        return frozenset(name for name in self.guards if name)
+
+    @property
+    def vendor_hosts(self) -> Mapping[str, str]:
+        """Host (``host`` or ``host:port``, lower case) -> vendor, from every app's policy
+        (the hosts of configured base URLs among them; the default policy's win)."""
+        return self._vendor_hosts
+
+    def outcome(self, vendor: str, outcome: Outcome) -> None:
+        """Count what became of one request to ``vendor`` (``"-"``: none), in the metrics'
+        ``veilpix_requests_total``. Both doors and the connection limits count here."""
+        self.metrics.count(vendor, outcome)
 
     # -- ASGI -----------------------------------------------------------------------------------
 
@@ -144,10 +185,10 @@ class Gateway:
             return
         path: str = scope.get("path", "")
         if path == HEALTH_PATH:
-            await _reply(send, 200, {"status": "ok"})
+            await reply(send, 200, {"status": "ok"})
             return
-        if path == "/_veilpix/metrics":
-            await _reply_text(send, 200, self.metrics.render(), "text/plain; version=0.0.4")
+        if path == METRICS_PATH:
+            await reply_text(send, 200, self.metrics.render(), METRICS_TYPE)
             return
         await self._proxy(scope, receive, send)
 
@@ -176,10 +217,8 @@ class Gateway:
 
     # -- the proxy path ---------------------------------------------------------------------------
 
-    def _target(self, scope: Scope) -> tuple[str, str] | str:
-        """(vendor, upstream URL), or the reason the request is refused."""
-        from veilpix import adapters
-
+    def _route(self, scope: Scope) -> Route | str:
+        """Where the request goes, or the reason it is refused."""
         raw = scope.get("raw_path") or scope.get("path", "").encode()
         raw_path = raw.decode("latin-1") if isinstance(raw, bytes) else str(raw)
         if not raw_path.startswith("/") or "://" in raw_path.split("?", 1)[0]:
@@ -202,53 +241,36 @@ class Gateway:
             )
         rest = "/".join(segments[2:])
         query = scope.get("query_string", b"").decode("latin-1")
-        return vendor, f"{base}/{rest}" + (f"?{query}" if query else "")
+        url = f"{base}/{rest}" + (f"?{query}" if query else "")
+        return Route(vendor, url, door="gateway")
 
     async def _proxy(self, scope: Scope, receive: Receive, send: Send) -> None:
-        target = self._target(scope)
-        vendor_hint = target[0] if isinstance(target, tuple) else "openai"
+        route = self._route(scope)
+        vendor_hint = route.vendor if isinstance(route, Route) else "openai"
         if self.token is not None and not secrets.compare_digest(
             _header(scope["headers"], _TOKEN_RAW), self.token.encode()
         ):
-            await self._refuse(send, vendor_hint, 401, "missing or wrong X-Veilpix-Token",
-                               "veilpix_token", outcome=None)  # fmt: skip
+            message = "missing or wrong X-Veilpix-Token"
+            await self._refuse(send, vendor_hint, 401, message, "veilpix_token", outcome=None)
             return
-        if isinstance(target, str):
-            await self._refuse(send, "-", 404, target, "veilpix_route", outcome="refused")
+        if isinstance(route, str):
+            await self._refuse(send, "-", 404, route, "veilpix_route", outcome="refused")
             return
-        vendor, url = target
-        await self.forward(vendor, url, scope, receive, send, door="gateway")
+        await self.forward(route, scope, receive, send)
 
-    async def forward(
-        self,
-        vendor: str,
-        url: str,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        *,
-        door: str,
-    ) -> None:
-        """Run one ASGI HTTP request, already routed to ``url`` at ``vendor`` (and past the
-        token check), through the guard and on to the vendor; relay the answer. The door
-        the call came through (``gateway``, ``intercept``) is recorded in the log."""
+    async def forward(self, route: Route, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run one ASGI HTTP request, already routed (and past the token check), through the
+        guard and on to the vendor; relay the answer."""
         lease = self.budget.lease()
         try:
-            await self._guarded(vendor, url, scope, receive, send, door=door, lease=lease)
+            await self._guarded(route, scope, receive, send, lease)
         finally:
             lease.release()
 
     async def _guarded(
-        self,
-        vendor: str,
-        url: str,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        *,
-        door: str,
-        lease: Lease,
+        self, route: Route, scope: Scope, receive: Receive, send: Send, lease: Lease
     ) -> None:
+        vendor = route.vendor
         declared = _content_length(scope)
         if declared is not None and declared > self.max_body:
             await self._too_large(send, vendor)
@@ -263,7 +285,7 @@ class Gateway:
         clock = BodyClock(asyncio.get_running_loop().time(), self.idle_timeout, self.min_body_rate)
         body = await _read_body(receive, self.max_body, clock, lease)
         if body is _Stop.DISCONNECTED:  # the client went away mid-upload: send nothing at all
-            self.metrics.count(vendor, "client_disconnected")
+            self.outcome(vendor, "client_disconnected")
             return
         if body is _Stop.TOO_LARGE:
             await self._too_large(send, vendor)
@@ -276,11 +298,14 @@ class Gateway:
                 f"the request body came too slowly (over {self.idle_timeout:g} s without data, "
                 f"or under {self.min_body_rate:,} bytes/s); the connection is closed"
             )
-            await self._refuse(send, vendor, 408, message, "veilpix_timeout", outcome="timeout",
-                               headers=[(b"connection", b"close")])  # fmt: skip
+            close = [(b"connection", b"close")]
+            await self._refuse(
+                send, vendor, 408, message, "veilpix_timeout", outcome="timeout", headers=close
+            )
             return
         assert isinstance(body, bytes)
-        app = _header(head, _APP_RAW).decode("latin-1")
+        named = _header_or_none(head, _APP_RAW)
+        app = named.decode("latin-1") if named is not None else route.app or ""
         guard = self.guards.get(app) or self.guards[""]
         client = scope.get("client")
         settings = self.records.get(app if app in self.guards else "") or RecordSettings()
@@ -288,24 +313,24 @@ class Gateway:
         context = Context(
             app=app or None,
             client=f"{client[0]}" if client else None,
-            door=door,
+            door=route.door,
             purpose=record.get("purpose"),
             legal_basis=record.get("legal_basis"),
             record_headers=settings.headers,
         )
-        outbound = Outbound(scope["method"], url, _forwarded(head), body)
+        outbound = Outbound(scope["method"], route.url, _forwarded(head), body)
         try:
             prepared = await guard.aprepare(
                 outbound, context=context, vendor=vendor, offload=self._in_thread
             )
         except RequestBlocked as exc:
             status = 400 if exc.rule == "record.header" else 403
-            await self._refuse(send, vendor, status, _blocked_text(exc), exc.rule,
-                               outcome="blocked")  # fmt: skip
+            text = _blocked_text(exc)
+            await self._refuse(send, vendor, status, text, exc.rule, outcome="blocked")
             return
         except VeilpixError as exc:  # the log cannot be written: fail closed
-            await self._refuse(send, vendor, 503, f"veilpix cannot record the call: {exc.message}",
-                               "veilpix_log", outcome="error")  # fmt: skip
+            text = f"veilpix cannot record the call: {exc.message}"
+            await self._refuse(send, vendor, 503, text, "veilpix_log", outcome="error")
             return
         # Sanitizing is done: what stays held is the body and the rebuilt one.
         lease.shrink_to(len(body) + len(prepared.request.body))
@@ -314,8 +339,8 @@ class Gateway:
         await self._send_upstream(vendor, prepared, scope, receive, send)
 
     async def _too_large(self, send: Send, vendor: str) -> None:
-        await self._refuse(send, vendor, 413, f"request body over {self.max_body:,} bytes",
-                           "veilpix_too_large", outcome="too_large")  # fmt: skip
+        message = f"request body over {self.max_body:,} bytes"
+        await self._refuse(send, vendor, 413, message, "veilpix_too_large", outcome="too_large")
 
     async def _busy(self, send: Send, vendor: str) -> None:
         used, limit = self.budget.used, self.budget.limit
@@ -323,8 +348,10 @@ class Gateway:
             f"veilpix is busy: the requests in progress hold its memory budget for images "
             f"({used:,} of {limit:,} bytes, max_image_memory); retry shortly"
         )
-        await self._refuse(send, vendor, 503, message, "veilpix_busy", outcome="busy",
-                           headers=[(b"retry-after", RETRY_AFTER.encode())])  # fmt: skip
+        retry = [(b"retry-after", RETRY_AFTER.encode())]
+        await self._refuse(
+            send, vendor, 503, message, "veilpix_busy", outcome="busy", headers=retry
+        )
 
     async def _refuse(
         self,
@@ -334,14 +361,13 @@ class Gateway:
         message: str,
         code: str,
         *,
-        outcome: str | None,
+        outcome: Outcome | None,
         headers: Iterable[tuple[bytes, bytes]] = (),
     ) -> None:
         """Answer in the vendor's error shape (counted under ``outcome`` when given)."""
         if outcome is not None:
-            self.metrics.count(vendor, outcome)
-        shape = vendor if vendor != "-" else "openai"
-        await _reply(send, status, vendor_error(shape, status, message, code), headers)
+            self.outcome(vendor, outcome)
+        await reply(send, status, vendor_error(vendor, status, message, code), headers)
 
     async def _send_upstream(
         self, vendor: str, prepared: Prepared, scope: Scope, receive: Receive, send: Send
@@ -388,7 +414,7 @@ class Gateway:
             if watch is not None:
                 watch.cancel()
         if left:
-            self.metrics.count(vendor, "client_disconnected")
+            self.outcome(vendor, "client_disconnected")
             # A no-op when the vendor had already answered (the record says how).
             await prepared.afail("the client disconnected; the vendor call was cancelled")
 
@@ -414,20 +440,18 @@ class Gateway:
                 status=response.status,
                 vendor_request_id=request_id.decode("latin-1") if request_id else None,
             )
-            self.metrics.count(vendor, "sent")
+            self.outcome(vendor, "sent")
             # Content-Length is kept: the body is relayed byte for byte as it came (still
             # compressed when it was); without one it goes out chunked.
-            await send(
-                {"type": "http.response.start", "status": response.status,
-                 "headers": _end_to_end_raw(response.headers)}
-            )  # fmt: skip
+            head = _end_to_end_raw(response.headers)
+            await send({"type": "http.response.start", "status": response.status, "headers": head})
             try:
                 async for chunk in response.chunks():
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except UpstreamError:
                 # The head is out: all that is left is to cut the client's response short,
                 # which the server does when the app raises.
-                self.metrics.count(vendor, "broken_stream")
+                self.outcome(vendor, "broken_stream")
                 raise
             relayed[0] = True  # from here on, the server reports the normal end as a disconnect
             await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -470,17 +494,23 @@ def _forwarded(raw: Iterable[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
         if (low := k.lower()) not in _HOP_BY_HOP
         and (norm := low.replace("_", "-")) not in _OWN
         and (low not in named or is_record_header(low))
-        and (not norm.startswith(_VEILPIX) or is_record_header(low))
+        and (not norm.startswith(OWN_PREFIX) or is_record_header(low))
     ]
 
 
 def _header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes:
     """The first value of the request header ``name`` (lower-case), or b"" (ASGI servers
     give names in lower case)."""
+    value = _header_or_none(headers, name)
+    return value if value is not None else b""
+
+
+def _header_or_none(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """:func:`_header`, with None when the request has no such header."""
     for key, value in headers:
         if key == name:
             return bytes(value)
-    return b""
+    return None
 
 
 _HOP_BY_HOP_RAW = frozenset(h.encode() for h in _HOP_BY_HOP)
@@ -539,26 +569,3 @@ async def _read_body(receive: Receive, limit: int, clock: BodyClock, lease: Leas
                 timer.reschedule(clock.deadline())
     except TimeoutError:
         return _Stop.TIMED_OUT
-
-
-async def _reply(
-    send: Send, status: int, body: Any, headers: Iterable[tuple[bytes, bytes]] = ()
-) -> None:
-    await _reply_text(send, status, json.dumps(body), "application/json", headers)
-
-
-async def _reply_text(
-    send: Send,
-    status: int,
-    text: str,
-    content_type: str,
-    headers: Iterable[tuple[bytes, bytes]] = (),
-) -> None:
-    data = text.encode()
-    await send({
-        "type": "http.response.start",
-        "status": status,
-        "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(data)).encode()),
-                    *headers],
-    })  # fmt: skip
-    await send({"type": "http.response.body", "body": data, "more_body": False})

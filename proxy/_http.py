@@ -36,20 +36,17 @@ One timer per connection, armed at the earliest deadline and re-armed when it fi
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from veilpix._errors import ConfigError
+from veilpix.proxy._asgi import DISCONNECT, HEALTH_PATH, reply, reply_text, vendor_error
 from veilpix.proxy._limits import RETRY_AFTER, BodyClock, busy_response, client_key
 
 if TYPE_CHECKING:
     from veilpix.proxy._limits import ConnectionLimits
 
-__all__ = ["DISCONNECT", "HEALTH_PATH", "http_protocol"]
-
-HEALTH_PATH = "/_veilpix/health"
-
-DISCONNECT = "veilpix.disconnect"
+__all__ = ["http_protocol"]
 
 _AT_ONCE = 64 * 1024  # gathered bytes that are written without waiting for the pass to end
 
@@ -129,8 +126,6 @@ def http_protocol(limits: ConnectionLimits | None = None) -> Any:
     except ImportError as exc:  # pragma: no cover - httptools comes with the proxy extra
         if limits is None:
             return "auto"
-        from veilpix._errors import ConfigError
-
         raise ConfigError(
             "the proxy needs httptools for its connection limits",
             hint="pip install 'veilpix[proxy]'",
@@ -168,8 +163,16 @@ def http_protocol(limits: ConnectionLimits | None = None) -> Any:
 class _Watch:
     """A connection's place in the request cycle, for its deadlines."""
 
-    __slots__ = ("armed", "drain", "head_bytes", "head_started", "idle_since", "in_body",
-                 "in_head", "timer")  # fmt: skip
+    __slots__ = (
+        "armed",
+        "drain",
+        "head_bytes",
+        "head_started",
+        "idle_since",
+        "in_body",
+        "in_head",
+        "timer",
+    )
 
     def __init__(self, now: float) -> None:
         self.in_head = True  # from the accept: the first head is due header_timeout after it
@@ -199,12 +202,12 @@ def _bounded(base: Any, limits: ConnectionLimits) -> Any:
             held = open_per_client.get(key, 0)
             if held >= limits.max_connections_per_client:
                 self.transport = transport
-                self.veilpix_linger = _turn_away(
-                    transport, self.loop,
+                message = (
                     f"veilpix: too many connections from your address ({held} open, "
                     f"max_connections_per_client = {limits.max_connections_per_client}); "
-                    "retry shortly",
-                )  # fmt: skip
+                    "retry shortly"
+                )
+                self.veilpix_linger = _turn_away(transport, self.loop, message)
                 return
             open_per_client[key] = held + 1
             self.veilpix_watch = _Watch(self.loop.time())
@@ -378,40 +381,28 @@ def _too_large_head(limit: int) -> Any:
     """The ASGI app for a request whose head is over ``limit`` bytes: 431, then close."""
 
     async def refuse(scope: Any, receive: Any, send: Any) -> None:
-        text = f"request head over {limit:,} bytes\n".encode()
-        await send({
-            "type": "http.response.start",
-            "status": 431,
-            "headers": [(b"content-type", b"text/plain; charset=utf-8"),
-                        (b"content-length", str(len(text)).encode()), (b"connection", b"close")],
-        })  # fmt: skip
-        await send({"type": "http.response.body", "body": text, "more_body": False})
+        text = f"request head over {limit:,} bytes\n"
+        close = [(b"connection", b"close")]
+        await reply_text(send, 431, text, "text/plain; charset=utf-8", close)
 
     return refuse
 
 
 def _too_busy(app: Any) -> Any:
     """The ASGI app for a request over ``max_connections``: 503 with ``Retry-After``, in the
-    error shape of the vendor the path names, counted as ``busy`` in the gateway's metrics."""
+    error shape of the vendor the path names, counted as ``busy`` by the app when it counts
+    outcomes (the gateway's :meth:`~veilpix.proxy.Gateway.outcome`)."""
 
     async def refuse(scope: Any, receive: Any, send: Any) -> None:
-        from veilpix.proxy._gateway import vendor_error
-
         segment = str(scope.get("path", "")).split("/")[1:2]
         vendor = segment[0].lower() if segment and segment[0] else "-"
-        metrics = getattr(app, "metrics", None)
-        if metrics is not None:
-            metrics.count(vendor, "busy")
+        count = getattr(app, "outcome", None)
+        if count is not None:
+            count(vendor, "busy")
         message = "veilpix is busy (max_connections reached); retry shortly"
-        shape = vendor if vendor != "-" else "openai"
-        body = json.dumps(vendor_error(shape, 503, message, "veilpix_busy")).encode()
-        await send({
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [(b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        (b"retry-after", RETRY_AFTER.encode()), (b"connection", b"close")],
-        })  # fmt: skip
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        body = vendor_error(vendor, 503, message, "veilpix_busy")
+        await reply(
+            send, 503, body, [(b"retry-after", RETRY_AFTER.encode()), (b"connection", b"close")]
+        )
 
     return refuse

@@ -7,8 +7,11 @@ Everything here runs on one event loop (one per worker process) and needs no loc
 from __future__ import annotations
 
 import ipaddress
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from veilpix.adapters._base import OPENAI_ERRORS
 
 if TYPE_CHECKING:
     from veilpix._config import ProxyConfig
@@ -160,11 +163,7 @@ def busy_response(message: str, code: str = "veilpix_busy") -> bytes:
     """A complete HTTP/1.1 ``503`` (``Retry-After``, ``Connection: close``) with an error
     body in the shape most vendors' SDKs read (OpenAI's), for a connection turned away
     before its request was read."""
-    import json
-
-    body = json.dumps(
-        {"error": {"message": message, "type": "veilpix_error", "param": None, "code": code}}
-    ).encode()
+    body = json.dumps(OPENAI_ERRORS.render(503, message, code)).encode()
     head = (
         "HTTP/1.1 503 Service Unavailable\r\n"
         "content-type: application/json\r\n"

@@ -10,18 +10,30 @@ so whichever worker answers a scrape reports the whole proxy.
 from __future__ import annotations
 
 import bisect
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-import numpy as np
+from veilpix import adapters
 
-__all__ = ["OUTCOMES", "Metrics"]
+if TYPE_CHECKING:
+    import numpy as np
 
-OUTCOMES = (
-    "sent", "blocked", "refused", "too_large", "failed", "error", "client_disconnected",
-    "broken_stream", "tunnelled",  # the intercept proxy's byte tunnels, one per CONNECT
+__all__ = ["OUTCOMES", "Metrics", "Outcome"]
+
+# What became of a request (or of a connection turned away), as veilpix_requests_total counts.
+Outcome = Literal[
+    "sent",
+    "blocked",
+    "refused",
+    "too_large",
+    "failed",
+    "error",
+    "client_disconnected",
+    "broken_stream",
+    "tunnelled",  # the intercept proxy's byte tunnels, one per CONNECT
     "busy",  # 503: max_connections or the memory budget reached
     "timeout",  # 408: a request body that came too slowly
-)  # fmt: skip
+]
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _TOTALS = (
     ("veilpix_images_total", "Images sanitized."),
@@ -32,8 +44,6 @@ _TOTALS = (
 
 
 def _vendors() -> tuple[str, ...]:
-    from veilpix import adapters
-
     return (*sorted(v.name for v in adapters.vendors()), "-")
 
 
@@ -43,9 +53,11 @@ class Metrics:
     without them the counters are private to this process."""
 
     def __init__(self, *, slots: int = 1, slot: int = 0, buffer: Any = None) -> None:
+        import numpy as np  # (made when serving: importing veilpix.proxy stays light)
+
         self.vendors = _vendors()
         self._vi = {v: i for i, v in enumerate(self.vendors)}
-        self._oi = {o: i for i, o in enumerate(OUTCOMES)}
+        self._oi: dict[str, int] = {o: i for i, o in enumerate(OUTCOMES)}
         nv, no, nb = len(self.vendors), len(OUTCOMES), len(BUCKETS) + 1
         # per slot: requests[v, o] | 4 totals | latency counts[v, bucket] | latency sum µs[v]
         # (a call is counted in its own bucket only; render() makes them cumulative)
@@ -75,7 +87,7 @@ class Metrics:
 
     # -- counting (this worker's row) ----------------------------------------------------------
 
-    def count(self, vendor: str, outcome: str) -> None:
+    def count(self, vendor: str, outcome: Outcome) -> None:
         v = self._vi.get(vendor, self._vi["-"])
         self._cells[self._req.start + v * len(OUTCOMES) + self._oi[outcome]] += 1
 
@@ -100,6 +112,8 @@ class Metrics:
 
     def requests(self) -> dict[tuple[str, str], int]:
         """(vendor, outcome) -> count, summed over the workers; zero counts left out."""
+        import numpy as np
+
         row = self.totals()[self._req].reshape(len(self.vendors), len(OUTCOMES))
         return {
             (self.vendors[v], OUTCOMES[o]): int(row[v, o])

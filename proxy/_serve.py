@@ -1,5 +1,6 @@
-"""Serving the gateway: ``veilpix proxy`` builds a :class:`Gateway` from ``veilpix.toml`` and
-runs it on uvicorn (the 'proxy' extra).
+"""Serving the doors: ``veilpix proxy`` builds a :class:`Gateway` from ``veilpix.toml`` and
+runs it on uvicorn (the 'proxy' extra), with the intercept proxy beside it when asked
+(:func:`start_intercept`), in one process or in ``--workers N``.
 
 Loopback only unless told otherwise: a non-loopback host needs ``allow_remote``, and
 ``allow_remote`` needs a token, which clients send in ``X-Veilpix-Token``. The token and the
@@ -9,40 +10,47 @@ lines can carry credentials (Gemini's ``?key=``).
 
 from __future__ import annotations
 
-import ipaddress
+import multiprocessing
 import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from multiprocessing import shared_memory
+from multiprocessing.connection import wait
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
+from veilpix import adapters
+from veilpix._ca import Authority
 from veilpix._config import Config
-from veilpix._errors import ConfigError
+from veilpix._errors import CAError, ConfigError, VeilpixError
+from veilpix._net import is_loopback
+from veilpix.audit._log import AuditLog
+from veilpix.guard import Guard
 from veilpix.proxy._gateway import Gateway
+from veilpix.proxy._http import http_protocol
+from veilpix.proxy._intercept import InterceptProxy
+from veilpix.proxy._limits import ConnectionLimits
+from veilpix.proxy._metrics import Metrics
+from veilpix.proxy._upstream import UpstreamPool
 
-if TYPE_CHECKING:
-    from veilpix.audit._log import AuditLog
-    from veilpix.proxy._metrics import Metrics
-    from veilpix.proxy._upstream import UpstreamPool
-
-__all__ = ["build_gateway", "env_lines", "is_loopback", "serve"]
+__all__ = [
+    "build_gateway",
+    "env_lines",
+    "intercept_upstream",
+    "load_authority",
+    "run_intercept",
+    "serve",
+    "start_intercept",
+]
 
 # Environment variables that take a host or an endpoint of another shape, not the base URL the
 # gateway stands in for; the startup line does not suggest them.
 _NOT_A_BASE_URL = frozenset({"FAL_RUN_HOST", "AZURE_OPENAI_ENDPOINT"})
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def build_gateway(
@@ -57,9 +65,6 @@ def build_gateway(
     """A Gateway for ``config``: one Guard per ``[apps.<name>]`` plus the default, all writing
     one AuditLog (``log``, else the one ``log_path`` / ``$VEILPIX_LOG`` / ``[log] path``
     names). The caller closes ``gateway.guards[""].log`` when done."""
-    from veilpix.audit._log import AuditLog
-    from veilpix.guard._guard import Guard
-
     policies = {"": config.policy(), **{app: config.policy(app) for app in config.apps}}
     if log is None:
         log = AuditLog.from_config(config, path=log_path)
@@ -83,8 +88,6 @@ def build_gateway(
 
 def routable_vendors(config: Config) -> list[str]:
     """Vendors the gateway can reach (a base URL is known) and the default policy allows."""
-    from veilpix import adapters
-
     allowed = config.policy().allowed_vendors
     return [
         v.name
@@ -97,8 +100,6 @@ def routable_vendors(config: Config) -> list[str]:
 def env_lines(config: Config, url: str) -> list[str]:
     """``OPENAI_BASE_URL=<url>/openai`` etc. for vendors whose SDKs take a base URL from the
     environment."""
-    from veilpix import adapters
-
     out = []
     for name in routable_vendors(config):
         env = adapters.get(name).env_base_url
@@ -141,6 +142,98 @@ def check_bind(host: str, *, allow_remote: bool, token: str | None, token_env: s
             "--allow-remote needs a token that clients send in X-Veilpix-Token",
             hint=f"set ${token_env} (or pass --token) to a long random value",
         )
+
+
+# -- the intercept proxy ------------------------------------------------------------------------
+
+
+def intercept_upstream(config: Config) -> UpstreamPool:
+    """The pool to the vendors with ``[intercept] upstream_hosts`` (dial another address,
+    keep the name for SNI and certificate checks) and ``upstream_ca`` (trusted besides the
+    system roots). Give it to the gateway (``build_gateway(config, upstream=...)``): both
+    doors then share it."""
+    settings = config.intercept
+    return UpstreamPool(
+        resolve=dict(settings.upstream_hosts),
+        extra_ca=str(settings.upstream_ca) if settings.upstream_ca is not None else None,
+    )
+
+
+def load_authority(config: Config, ca_dir: str | Path | None = None) -> Authority:
+    """The CA from ``ca_dir`` / ``$VEILPIX_CA_DIR`` / ``[intercept] ca_dir`` / the default,
+    with a hint to create it when there is none."""
+    directory = config.ca_dir(ca_dir)
+    try:
+        return Authority.load(directory)
+    except CAError as exc:
+        if not (directory / "ca-key.pem").exists():
+            raise CAError(
+                exc.message, hint="create it with `veilpix ca init` (see docs/intercept.md)"
+            ) from exc
+        raise
+
+
+async def start_intercept(
+    config: Config,
+    gateway: Gateway,
+    host: str | None = None,
+    port: int | None = None,
+    *,
+    authority: Authority | None = None,
+    only_vendors: bool | None = None,
+    token: str | None = None,
+    allow_remote: bool | None = None,
+    ca_dir: str | Path | None = None,
+    sock: socket.socket | None = None,
+) -> InterceptProxy:
+    """An :class:`~veilpix.proxy._intercept.InterceptProxy` for ``config``, listening when
+    this returns (call its ``aclose()`` at shutdown). ``None`` arguments come from the
+    config: host from ``[proxy]``, port and ``only_vendors`` from ``[intercept]``, token from
+    the gateway. A non-loopback host needs ``allow_remote`` and a token, as for the gateway.
+    ``sock``: listen on this bound socket instead (``host`` is still checked)."""
+    host = host or config.proxy.host
+    port = config.intercept.port if port is None else port
+    token = token if token is not None else gateway.token
+    allow_remote = config.proxy.allow_remote if allow_remote is None else allow_remote
+    check_bind(host, allow_remote=allow_remote, token=token, token_env=config.proxy.token_env)
+    proxy = InterceptProxy(
+        gateway,
+        authority if authority is not None else load_authority(config, ca_dir),
+        only_vendors=config.intercept.only_vendors if only_vendors is None else only_vendors,
+        token=token,
+        max_connections=config.proxy.max_connections,
+        max_connections_per_client=config.proxy.max_connections_per_client,
+        handshake_timeout=config.proxy.header_timeout,
+        header_timeout=config.proxy.header_timeout,
+        idle_timeout=config.proxy.idle_timeout,
+    )
+    try:
+        await proxy.start(host, port, sock=sock)
+    except OSError as exc:
+        raise ConfigError(
+            f"the intercept proxy could not listen on {host}:{port}: {exc.strerror or exc}",
+            hint="is the port already in use? choose another one ([intercept] port)",
+        ) from exc
+    return proxy
+
+
+async def run_intercept(
+    config: Config,
+    gateway: Gateway,
+    host: str | None = None,
+    port: int | None = None,
+    **options: Any,
+) -> None:
+    """:func:`start_intercept`, then serve until cancelled; open connections are closed on
+    the way out (the gateway is not: its owner closes it)."""
+    proxy = await start_intercept(config, gateway, host, port, **options)
+    try:
+        await proxy.serve_forever()
+    finally:
+        await proxy.aclose()
+
+
+# -- running ------------------------------------------------------------------------------------
 
 
 class _Stopped(Exception):
@@ -191,8 +284,6 @@ def serve(
     stream = out or sys.stdout
     spec = None
     if intercept:
-        from veilpix.proxy._intercept import load_authority
-
         load_authority(config)  # no CA yet: a clear error ("veilpix ca init") before binding
         spec = _InterceptSpec(
             config.intercept.port if intercept_port is None else intercept_port,
@@ -200,11 +291,13 @@ def serve(
             allow_remote,
         )
     if count > 1:
-        _Supervisor(config, host, port, count, log_path=log_path, token=token,
-                    intercept=spec).run(stream)  # fmt: skip
+        supervisor = _Supervisor(
+            config, host, port, count, log_path=log_path, token=token, intercept=spec
+        )
+        supervisor.run(stream)
         return
-    gateway = build_gateway(config, log_path=log_path, token=token,
-                            upstream=_intercept_upstream(config, spec))  # fmt: skip
+    upstream = _intercept_upstream(config, spec)
+    gateway = build_gateway(config, log_path=log_path, token=token, upstream=upstream)
     log = gateway.guards[""].log
 
     def started(url: str, intercept_url: str | None) -> None:
@@ -250,8 +343,6 @@ def _intercept_upstream(config: Config, spec: _InterceptSpec | None) -> Upstream
     upstream_hosts`` and ``upstream_ca`` (the two doors share one pool)."""
     if spec is None:
         return None
-    from veilpix.proxy._intercept import intercept_upstream
-
     return intercept_upstream(config)
 
 
@@ -270,10 +361,6 @@ def _server(
     it listens. ``failed`` holds the error when the intercept proxy could not start."""
     import uvicorn
 
-    from veilpix._errors import VeilpixError
-    from veilpix.proxy._http import http_protocol
-    from veilpix.proxy._limits import ConnectionLimits
-
     log = gateway.guards[""].log
 
     class _Server(uvicorn.Server):
@@ -286,14 +373,16 @@ def _server(
                 return
             intercept_url = None
             if intercept is not None:
-                from veilpix.proxy._intercept import start_intercept
-
                 try:
                     self.intercept_proxy = await start_intercept(
-                        config, gateway, host, intercept.port,
+                        config,
+                        gateway,
+                        host,
+                        intercept.port,
                         only_vendors=intercept.only_vendors,
-                        allow_remote=intercept.allow_remote, sock=intercept_sock,
-                    )  # fmt: skip
+                        allow_remote=intercept.allow_remote,
+                        sock=intercept_sock,
+                    )
                 except VeilpixError as exc:
                     self.failed = exc
                     self.should_exit = True
@@ -366,12 +455,6 @@ class _Supervisor:
         self.log_path, self.token, self.intercept = log_path, token, intercept
 
     def run(self, stream: TextIO) -> None:
-        import multiprocessing
-        from multiprocessing import shared_memory
-
-        from veilpix.audit._log import AuditLog
-        from veilpix.proxy._metrics import Metrics
-
         socks = _bind_all(self.host, self.port, self.count)
         isocks: list[socket.socket | None] = [None] * self.count
         if self.intercept is not None:
@@ -388,8 +471,16 @@ class _Supervisor:
         log.close()
         shm = shared_memory.SharedMemory(create=True, size=Metrics.size(self.count))
         ctx = multiprocessing.get_context("spawn")
-        spec = _WorkerSpec(self.config, self.host, self.port, log_path, self.token, shm.name,
-                           self.count, self.intercept)  # fmt: skip
+        spec = _WorkerSpec(
+            self.config,
+            self.host,
+            self.port,
+            log_path,
+            self.token,
+            shm.name,
+            self.count,
+            self.intercept,
+        )
         procs: dict[int, Any] = {}
         stopping = False
 
@@ -397,8 +488,12 @@ class _Supervisor:
         quick_exits = 0
 
         def start(slot: int) -> None:
-            proc = ctx.Process(target=_worker, args=(spec, slot, socks[slot], isocks[slot]),
-                               daemon=False, name=f"veilpix-proxy-{slot}")  # fmt: skip
+            proc = ctx.Process(
+                target=_worker,
+                args=(spec, slot, socks[slot], isocks[slot]),
+                daemon=False,
+                name=f"veilpix-proxy-{slot}",
+            )
             proc.start()
             procs[slot], started_at[slot] = proc, time.monotonic()
 
@@ -415,12 +510,12 @@ class _Supervisor:
         try:
             for slot in range(self.count):
                 start(slot)
-            text = _startup_text(self.config, _url(socks[0]), Path(log_path),
-                                 self.token is not None,
-                                 _url(isocks[0]) if isocks[0] is not None else None)  # fmt: skip
+            intercept_url = _url(isocks[0]) if isocks[0] is not None else None
+            text = _startup_text(
+                self.config, _url(socks[0]), Path(log_path), self.token is not None, intercept_url
+            )
             print(text.replace("\n", f"\n  workers: {self.count}\n", 1), file=stream)
             stream.flush()
-            from multiprocessing.connection import wait
 
             while True:
                 wait([p.sentinel for p in procs.values()])
@@ -435,8 +530,10 @@ class _Supervisor:
                             f"{proc.exitcode})",
                             hint="see the errors above",
                         )
-                    print(f"veilpix proxy: worker {slot} exited ({proc.exitcode}); "
-                          "starting it again", file=sys.stderr)  # fmt: skip
+                    print(
+                        f"veilpix proxy: worker {slot} exited ({proc.exitcode}); starting it again",
+                        file=sys.stderr,
+                    )
                     start(slot)
         except (_Stopped, KeyboardInterrupt):
             stopping = True
@@ -513,20 +610,26 @@ def _worker(
     spec: _WorkerSpec, slot: int, sock: socket.socket, isock: socket.socket | None = None
 ) -> None:
     """One worker process (spawned): serve ``sock`` until SIGTERM/SIGINT."""
-    from multiprocessing import shared_memory
-
-    from veilpix.proxy._metrics import Metrics
-
     if sys.version_info >= (3, 13):
         shm = shared_memory.SharedMemory(spec.shm_name, track=False)
     else:  # the spawning parent's resource tracker owns it; attaching adds nothing to undo
         shm = shared_memory.SharedMemory(spec.shm_name)
     metrics = Metrics(slots=spec.slots, slot=slot, buffer=shm.buf)
-    gateway = build_gateway(spec.config, log_path=spec.log_path, token=spec.token,
-                            metrics=metrics,
-                            upstream=_intercept_upstream(spec.config, spec.intercept))  # fmt: skip
-    server = _server(gateway, spec.config, spec.host, spec.port, intercept=spec.intercept,
-                     intercept_sock=isock)  # fmt: skip
+    gateway = build_gateway(
+        spec.config,
+        log_path=spec.log_path,
+        token=spec.token,
+        metrics=metrics,
+        upstream=_intercept_upstream(spec.config, spec.intercept),
+    )
+    server = _server(
+        gateway,
+        spec.config,
+        spec.host,
+        spec.port,
+        intercept=spec.intercept,
+        intercept_sock=isock,
+    )
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:
@@ -542,6 +645,4 @@ def _stopped(signum: int, frame: object) -> None:
 
 
 def _main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()

@@ -605,11 +605,14 @@ class UpstreamPool:
         try:
             await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: conn, address[0], address[1], ssl=tls,
+                    lambda: conn,
+                    address[0],
+                    address[1],
+                    ssl=tls,
                     server_hostname=host if tls else None,
                 ),
                 self.connect_timeout,
-            )  # fmt: skip
+            )
         except TimeoutError as exc:
             raise UpstreamError(
                 "timeout", f"no connection to {host}:{port} within {self.connect_timeout:g} s"

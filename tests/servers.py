@@ -18,8 +18,9 @@ class Server:
     def __init__(self, app: Any, host: str = "127.0.0.1", http: Any = None) -> None:
         # by default the HTTP protocol `veilpix proxy` runs (writes gathered, disconnects
         # reported through the scope); "h11" or "httptools" for uvicorn's own
-        config = uvicorn.Config(app, host=host, port=0, log_level="warning", lifespan="on",
-                                http=http or http_protocol())  # fmt: skip
+        config = uvicorn.Config(
+            app, host=host, port=0, log_level="warning", lifespan="on", http=http or http_protocol()
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -96,11 +97,23 @@ class FakeVendor:
             except ValueError:
                 stream = False
         if stream:
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"text/event-stream")]})  # fmt: skip
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")],
+                }
+            )
             for i in range(3):
-                chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
-                         "choices": [{"index": 0, "delta": {"content": f"w{i} "}, "finish_reason": None}]}  # fmt: skip
+                chunk = {
+                    "id": "c",
+                    "object": "chat.completion.chunk",
+                    "created": 1,
+                    "model": "m",
+                    "choices": [
+                        {"index": 0, "delta": {"content": f"w{i} "}, "finish_reason": None}
+                    ],
+                }
                 await send(
                     {
                         "type": "http.response.body",
@@ -113,8 +126,13 @@ class FakeVendor:
             )
             return
         data = json.dumps(self.reply).encode()
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"application/json"), (b"x-request-id", b"req_fake")]})  # fmt: skip
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"x-request-id", b"req_fake")],
+            }
+        )
         await send({"type": "http.response.body", "body": data, "more_body": False})
 
     @property

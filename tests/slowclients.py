@@ -70,8 +70,14 @@ class Slowloris:
     one more byte every 0.1 s (never the end of the head), until the server closes it.
     ``lifetimes`` holds how long each lived; ``answers`` what the server sent."""
 
-    def __init__(self, port: int, head: bytes, *, addresses: tuple[str, ...] = ATTACKERS,
-                 per_address: int = 8) -> None:  # fmt: skip
+    def __init__(
+        self,
+        port: int,
+        head: bytes,
+        *,
+        addresses: tuple[str, ...] = ATTACKERS,
+        per_address: int = 8,
+    ) -> None:
         self.port, self.head = port, head
         self.addresses, self.per_address = addresses, per_address
         self.socks: list[socket.socket] = []

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from veilpix import adapters
-from veilpix.adapters import Endpoint, ImageSlot, Vendor
+from veilpix.adapters import Endpoint, ErrorShape, ImageSlot, Vendor
 from veilpix.adapters._matrix import COMMAND, render_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -344,22 +344,41 @@ SHAPES: list[tuple[str, str, dict[str, Any], set[str]]] = [
     (
         "openai",
         "/v1/chat/completions",
-        {"messages": [{"role": "user", "content": [
-            {"type": "text", "text": "hi"},
-            {"type": "image_url", "image_url": {"url": PNG, "detail": "high"}},
-        ]}]},
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "hi"},
+                        {"type": "image_url", "image_url": {"url": PNG, "detail": "high"}},
+                    ],
+                }
+            ]
+        },
         {PNG},
     ),
     (
         "openai",
         "/v1/responses",
-        {"input": [
-            {"role": "user", "content": [{"type": "input_image", "image_url": "https://x.test/a.jpg"}]},
-            {"type": "function_call_output", "call_id": "c", "output": [
-                {"type": "input_image", "image_url": PNG}]},
-            {"type": "computer_call_output", "call_id": "d", "output": {
-                "type": "computer_screenshot", "image_url": "https://x.test/s.png"}},
-        ], "tools": [{"type": "image_generation", "input_image_mask": {"image_url": PNG}}]},
+        {
+            "input": [
+                {
+                    "role": "user",
+                    "content": [{"type": "input_image", "image_url": "https://x.test/a.jpg"}],
+                },
+                {
+                    "type": "function_call_output",
+                    "call_id": "c",
+                    "output": [{"type": "input_image", "image_url": PNG}],
+                },
+                {
+                    "type": "computer_call_output",
+                    "call_id": "d",
+                    "output": {"type": "computer_screenshot", "image_url": "https://x.test/s.png"},
+                },
+            ],
+            "tools": [{"type": "image_generation", "input_image_mask": {"image_url": PNG}}],
+        },
         {"https://x.test/a.jpg", PNG, "https://x.test/s.png"},
     ),
     (
@@ -371,44 +390,94 @@ SHAPES: list[tuple[str, str, dict[str, Any], set[str]]] = [
     (
         "anthropic",
         "/v1/messages",
-        {"messages": [{"role": "user", "content": [
-            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"}},
-            {"type": "tool_result", "tool_use_id": "t", "content": [
-                {"type": "image", "source": {"type": "url", "url": "https://x.test/b.png"}}]},
-        ]}]},
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "image",
+                            "source": {"type": "base64", "media_type": "image/png", "data": "iVBO"},
+                        },
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": "t",
+                            "content": [
+                                {
+                                    "type": "image",
+                                    "source": {"type": "url", "url": "https://x.test/b.png"},
+                                }
+                            ],
+                        },
+                    ],
+                }
+            ]
+        },
         {"iVBO", "https://x.test/b.png"},
     ),
     (
         "gemini",
         "/v1beta/models/gemini-2.5-flash-image:generateContent",
-        {"contents": [{"role": "user", "parts": [
-            {"text": "edit"},
-            {"inlineData": {"mimeType": "image/png", "data": "iVBO"}},
-            {"fileData": {"mimeType": "image/jpeg", "fileUri": "https://x.test/c.jpg"}},
-        ]}], "systemInstruction": {"parts": [{"inline_data": {"mime_type": "image/png", "data": "AAAA"}}]}},
+        {
+            "contents": [
+                {
+                    "role": "user",
+                    "parts": [
+                        {"text": "edit"},
+                        {"inlineData": {"mimeType": "image/png", "data": "iVBO"}},
+                        {"fileData": {"mimeType": "image/jpeg", "fileUri": "https://x.test/c.jpg"}},
+                    ],
+                }
+            ],
+            "systemInstruction": {
+                "parts": [{"inline_data": {"mime_type": "image/png", "data": "AAAA"}}]
+            },
+        },
         {"iVBO", "https://x.test/c.jpg", "AAAA"},
     ),
     (
         "gemini",
         "/v1beta/interactions",
-        {"model": "m", "input": [{"type": "image", "data": "iVBO", "mime_type": "image/png"}], "store": False},
+        {
+            "model": "m",
+            "input": [{"type": "image", "data": "iVBO", "mime_type": "image/png"}],
+            "store": False,
+        },
         {"iVBO"},
     ),
     (
         "vertex_ai",
         "/v1/projects/p/locations/us-central1/publishers/google/models/imagen-3.0-capability-001:predict",
-        {"instances": [{"prompt": "p", "referenceImages": [
-            {"referenceType": "REFERENCE_TYPE_RAW", "referenceId": 1,
-             "referenceImage": {"bytesBase64Encoded": "iVBO"}}]}]},
+        {
+            "instances": [
+                {
+                    "prompt": "p",
+                    "referenceImages": [
+                        {
+                            "referenceType": "REFERENCE_TYPE_RAW",
+                            "referenceId": 1,
+                            "referenceImage": {"bytesBase64Encoded": "iVBO"},
+                        }
+                    ],
+                }
+            ]
+        },
         {"iVBO"},
     ),
     (
         "mistral",
         "/v1/chat/completions",
-        {"messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": PNG},
-            {"type": "image_url", "image_url": {"url": "https://x.test/d.png"}},
-        ]}]},
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image_url", "image_url": PNG},
+                        {"type": "image_url", "image_url": {"url": "https://x.test/d.png"}},
+                    ],
+                }
+            ]
+        },
         {PNG, "https://x.test/d.png"},
     ),
     (
@@ -423,7 +492,7 @@ SHAPES: list[tuple[str, str, dict[str, Any], set[str]]] = [
         {"prompt": "p", "input_image": "https://x.test/f.png", "input_image_8": "iVBO"},
         {"https://x.test/f.png", "iVBO"},
     ),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("vendor", "path", "body", "expected"), SHAPES)
@@ -586,6 +655,140 @@ def test_no_host_is_claimed_by_two_vendors() -> None:
                         assert not fnmatch.fnmatchcase(pb, pa), (
                             f"{a.name} {pa} covers {b.name} {pb}"
                         )
+
+
+# -- one vendor lookup for every door ----------------------------------------------------------
+
+
+def test_resolve_asks_the_mapping_first_then_the_adapters() -> None:
+    hosts = {"gw.local:8443": "anthropic", "gw.local": "openai", "api.openai.com": "azure"}
+    found = adapters.resolve("gw.local", 8443, hosts)
+    assert found is not None and (found[0].name, found[1]) == ("anthropic", None)
+    found = adapters.resolve("GW.LOCAL", 443, hosts)  # host:port first, then the host alone
+    assert found is not None and found[0].name == "openai"
+    found = adapters.resolve("gw.local", None, hosts)  # no port: the host alone
+    assert found is not None and found[0].name == "openai"
+    # a mapped host that is also an adapter's: the mapping wins, with that vendor's region
+    found = adapters.resolve("api.openai.com", 443, hosts)
+    assert found is not None and (found[0].name, found[1]) == ("azure", None)
+    found = adapters.resolve("eu.api.openai.com", 443, {"eu.api.openai.com": "openai"})
+    assert found is not None and found[1] is not None and found[1].name == "eu"
+    # unmapped: the adapters' hosts, as match() (which also forgives a trailing dot)
+    for host in ("eu.api.openai.com", "EU.API.OPENAI.COM", "eu.api.openai.com."):
+        assert adapters.resolve(host, 443, hosts) == adapters.match(host)
+        assert adapters.resolve(host) == adapters.match(host)
+    assert adapters.resolve("example.com", 443, hosts) is None
+    assert adapters.resolve("gw.local", 443) is None
+    assert adapters.resolve("gw.local", 443, {}) is None
+
+
+def test_resolve_refuses_a_mapping_to_no_known_vendor() -> None:
+    with pytest.raises(KeyError, match="known: openai"):
+        adapters.resolve("gw.local", 443, {"gw.local": "nobody"})
+    # the name alone is not checked: a door that leaves the refusal to the guard gets it
+    assert adapters.vendor_name("gw.local", 443, {"gw.local": "nobody"}) == "nobody"
+
+
+def test_vendor_name_is_the_name_resolve_finds() -> None:
+    hosts = {"gw.local:8443": "anthropic", "gw.local": "openai"}
+    for host, port in [
+        ("gw.local", 8443),
+        ("gw.local", 443),
+        ("GW.local", None),
+        ("api.anthropic.com", 443),
+        ("api.bfl.ai.", 443),
+        ("example.com", 443),
+    ]:
+        found = adapters.resolve(host, port, hosts)
+        assert adapters.vendor_name(host, port, hosts) == (found[0].name if found else None)
+
+
+# -- credentials: declared by each vendor, dropped by the log -----------------------------------
+
+# The headers and query parameters each vendor's documentation and SDK send credentials in.
+CREDENTIALS: dict[str, tuple[set[str], set[str]]] = {
+    "openai": ({"authorization"}, set()),
+    "azure": ({"api-key", "authorization"}, set()),  # a resource key, or an Entra ID token
+    "gemini": ({"x-goog-api-key", "authorization"}, {"key"}),  # an API key, or OAuth
+    "vertex_ai": ({"authorization", "x-goog-api-key"}, {"key"}),  # OAuth, or an express key
+    "anthropic": ({"x-api-key", "authorization"}, set()),
+    "stability": ({"authorization"}, set()),
+    "replicate": ({"authorization"}, set()),
+    "fal": ({"authorization"}, set()),  # "Key <id>:<secret>"
+    "bfl": ({"x-key"}, set()),
+    "ideogram": ({"api-key"}, set()),
+    "mistral": ({"authorization"}, set()),
+}
+
+
+def test_every_vendor_declares_its_credentials() -> None:
+    assert set(CREDENTIALS) == {v.name for v in all_vendors()}
+    for vendor in all_vendors():
+        headers, query = CREDENTIALS[vendor.name]
+        assert set(vendor.auth_headers) == headers, vendor.name
+        assert set(vendor.auth_query) == query, vendor.name
+
+
+@pytest.mark.parametrize("vendor", all_vendors(), ids=lambda v: v.name)
+def test_the_log_drops_every_credential_a_vendor_declares(vendor: Vendor) -> None:
+    from veilpix.audit._record import REDACTED, redact_headers, redact_url
+
+    secret = "0123456789abcdefSECRET"
+    for name in vendor.auth_headers:
+        for sent in (name, name.upper(), name.title()):
+            kept = redact_headers({sent: secret, "accept": "application/json"})
+            assert kept == {name: REDACTED, "accept": "application/json"}, sent
+    for param in vendor.auth_query:
+        url = redact_url(f"{vendor.base_url}/x?{param}={secret}&alt=sse")
+        assert secret not in url and f"{param}={REDACTED}" in url
+        assert "alt=sse" in url
+
+
+# -- error shapes ------------------------------------------------------------------------------
+
+
+def test_each_vendor_words_a_refusal_its_own_way() -> None:
+    def body(vendor: str, status: int) -> Any:
+        return adapters.get(vendor).error_shape.render(status, "no", "veilpix_blocked")
+
+    openai_style = {
+        "error": {
+            "message": "no",
+            "type": "veilpix_blocked",
+            "param": None,
+            "code": "veilpix_blocked",
+        }
+    }
+    for name in ("openai", "azure", "mistral", "stability", "fal", "bfl", "ideogram"):
+        assert body(name, 403) == openai_style
+        assert body(name, 503)["error"]["type"] == "veilpix_error"
+    assert body("anthropic", 403) == {
+        "type": "error",
+        "error": {"type": "permission_error", "message": "no"},
+    }
+    assert body("anthropic", 503)["error"]["type"] == "overloaded_error"
+    assert body("anthropic", 413)["error"]["type"] == "invalid_request_error"
+    for name in ("gemini", "vertex_ai"):
+        assert body(name, 403) == {
+            "error": {"code": 403, "message": "no", "status": "PERMISSION_DENIED"}
+        }
+        assert body(name, 413)["error"]["status"] == "INVALID_ARGUMENT"
+        assert body(name, 401)["error"]["status"] == "FAILED_PRECONDITION"
+    assert body("replicate", 413) == {"title": "Blocked by veilpix", "detail": "no", "status": 413}
+
+
+def test_an_error_shape_fills_only_its_placeholders() -> None:
+    shape = ErrorShape(
+        {"a": "{message}", "b": ["{kind}"], "c": {"d": "{status}", "e": "say {message}"}},
+        kinds={400: "bad"},
+        kind="other",
+    )
+    assert shape.render(400, "m", "c") == {
+        "a": "m",
+        "b": ["bad"],
+        "c": {"d": 400, "e": "say {message}"},
+    }
+    assert ErrorShape({"k": "{kind}", "c": "{code}"}).render(500, "m", "x") == {"k": "", "c": "x"}
 
 
 # -- controls the core applies ---------------------------------------------------------------

@@ -95,14 +95,40 @@ def test_anthropic_sdk_with_an_app_header(vendor: Any, gateway: Any, assert_clea
     anthropic = pytest.importorskip("anthropic")
     fake, _ = vendor
     server, log = gateway
-    fake.reply = {"id": "m", "type": "message", "role": "assistant", "model": "c",
-                  "content": [{"type": "text", "text": "a cat"}], "stop_reason": "end_turn",
-                  "usage": {"input_tokens": 1, "output_tokens": 1}}  # fmt: skip
-    client = anthropic.Anthropic(api_key="sk-ant-test-abcdefgh", base_url=f"{server.url}/anthropic",
-                                 default_headers={"X-Veilpix-App": "claude-app"}, max_retries=0)  # fmt: skip
-    client.messages.create(model="claude", max_tokens=8, messages=[{"role": "user", "content": [
-        {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg",
-                                     "data": base64.b64encode(PHOTO).decode()}}]}])  # fmt: skip
+    fake.reply = {
+        "id": "m",
+        "type": "message",
+        "role": "assistant",
+        "model": "c",
+        "content": [{"type": "text", "text": "a cat"}],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 1, "output_tokens": 1},
+    }
+    client = anthropic.Anthropic(
+        api_key="sk-ant-test-abcdefgh",
+        base_url=f"{server.url}/anthropic",
+        default_headers={"X-Veilpix-App": "claude-app"},
+        max_retries=0,
+    )
+    client.messages.create(
+        model="claude",
+        max_tokens=8,
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "image",
+                        "source": {
+                            "type": "base64",
+                            "media_type": "image/jpeg",
+                            "data": base64.b64encode(PHOTO).decode(),
+                        },
+                    }
+                ],
+            }
+        ],
+    )
     sent = json.loads(fake.last.body)
     assert_clean(base64.b64decode(sent["messages"][0]["content"][0]["source"]["data"]), "an.jpg")
     assert "x-veilpix-app" not in fake.last.headers
@@ -150,16 +176,24 @@ def test_never_an_open_relay(target: str, vendor: Any, gateway: Any) -> None:
 def test_huge_body_is_refused(vendor: Any, gateway: Any) -> None:
     fake, _ = vendor
     server, _ = gateway
-    resp = httpx2.post(f"{server.url}/openai/images/edits", content=b"x" * 3_000_000,
-                       headers={"Content-Type": "application/octet-stream"}, timeout=30)  # fmt: skip
+    resp = httpx2.post(
+        f"{server.url}/openai/images/edits",
+        content=b"x" * 3_000_000,
+        headers={"Content-Type": "application/octet-stream"},
+        timeout=30,
+    )
     assert resp.status_code == 413 and fake.seen == []
 
 
 def test_malformed_multipart_is_blocked(vendor: Any, gateway: Any) -> None:
     fake, _ = vendor
     server, _ = gateway
-    resp = httpx2.post(f"{server.url}/openai/images/edits", content=b"--b\r\nno headers",
-                       headers={"Content-Type": "multipart/form-data; boundary=b"}, timeout=30)  # fmt: skip
+    resp = httpx2.post(
+        f"{server.url}/openai/images/edits",
+        content=b"--b\r\nno headers",
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+        timeout=30,
+    )
     assert resp.status_code == 403 and resp.json()["error"]["code"] == "request.malformed"
     assert fake.seen == []
 
@@ -212,9 +246,11 @@ def test_a_client_that_leaves_mid_upload_sends_nothing(vendor: Any, gateway: Any
     fake, _ = vendor
     server, log = gateway
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
-        sock.sendall(b"POST /openai/images/edits HTTP/1.1\r\nHost: x\r\n"
-                     b"Content-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n"
-                     + PHOTO[:500])  # fmt: skip
+        sock.sendall(
+            b"POST /openai/images/edits HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n"
+            + PHOTO[:500]
+        )
     deadline = time.monotonic() + 5
     while (
         time.monotonic() < deadline
@@ -253,8 +289,11 @@ def test_a_client_that_leaves_after_a_large_upload_cancels_the_call(
     server, log = gateway
     body = json.dumps({"input": "x" * 300_000}).encode()
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(b"POST /openai/hang HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:1000])  # fmt: skip
+        sock.sendall(
+            b"POST /openai/hang HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body[:1000]
+        )
         time.sleep(0.3)  # the app now waits in receive()
         sock.sendall(body[1000:])
         deadline = time.monotonic() + 10
@@ -345,20 +384,45 @@ def test_curl_multipart_edit_and_json(
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(PHOTO)
     out = subprocess.run(
-        ["curl", "-sS", "-f", f"{server.url}/openai/images/edits", "-H", "Authorization: Bearer sk-test",
-         "-F", "model=gpt-image-2", "-F", "prompt=add a hat", "-F", f"image=@{photo};type=image/jpeg"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        [
+            "curl",
+            "-sS",
+            "-f",
+            f"{server.url}/openai/images/edits",
+            "-H",
+            "Authorization: Bearer sk-test",
+            "-F",
+            "model=gpt-image-2",
+            "-F",
+            "prompt=add a hat",
+            "-F",
+            f"image=@{photo};type=image/jpeg",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     got = seen_as_captured(fake)
     (image,) = [p for p in form_parts(got) if p[0] == "image"]
     assert_clean(image[3], "curl.jpg")
     assert [p[3] for p in form_parts(got) if p[0] == "prompt"] == [b"add a hat"]
     out = subprocess.run(
-        ["curl", "-sS", f"{server.url}/openai/responses", "-H", "Content-Type: application/json",
-         "-d", json.dumps({"model": "gpt-5", "input": "hi"})],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        [
+            "curl",
+            "-sS",
+            f"{server.url}/openai/responses",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            json.dumps({"model": "gpt-5", "input": "hi"}),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert json.loads(out.stdout) == fake.reply and json.loads(fake.last.body)["store"] is False
 
 
@@ -376,8 +440,10 @@ def test_two_vendors_behind_one_host_are_told_apart_by_the_path(
     fake, upstream = vendor
     log = AuditLog(tmp_path / "a.db")
     hosts = {f"127.0.0.1:{upstream.port}": "anthropic"}  # the host alone would say anthropic
-    app = Gateway({"": Guard(Policy(vendor_hosts=hosts), log)},
-                  base_urls={"openai": f"{upstream.url}/v1", "anthropic": upstream.url})  # fmt: skip
+    app = Gateway(
+        {"": Guard(Policy(vendor_hosts=hosts), log)},
+        base_urls={"openai": f"{upstream.url}/v1", "anthropic": upstream.url},
+    )
     with Server(app) as server:
         httpx2.post(f"{server.url}/openai/chat/completions", json={"messages": []}, timeout=30)
     (rec,) = log.records()
@@ -409,8 +475,9 @@ def _json_request(doc: Any, path: str = "/responses", **headers: str) -> Any:
     from veilpix import Outbound
 
     body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
-    return Outbound("POST", f"{OPENAI}{path}",
-                    [("Content-Type", "application/json"), *headers.items()], body)  # fmt: skip
+    return Outbound(
+        "POST", f"{OPENAI}{path}", [("Content-Type", "application/json"), *headers.items()], body
+    )
 
 
 def _multipart_request() -> Any:
@@ -427,15 +494,28 @@ def _multipart_request() -> Any:
         + PHOTO
         + f"\r\n--{b}--\r\n".encode()
     )
-    return Outbound("POST", f"{OPENAI}/images/edits",
-                    [("Content-Type", f"multipart/form-data; boundary={b}")], body)  # fmt: skip
+    return Outbound(
+        "POST",
+        f"{OPENAI}/images/edits",
+        [("Content-Type", f"multipart/form-data; boundary={b}")],
+        body,
+    )
 
 
 def _image_json() -> dict[str, Any]:
     uri = "data:image/jpeg;base64," + base64.b64encode(PHOTO).decode()
-    return {"model": "gpt-5", "input": [{"role": "user", "content": [
-        {"type": "input_text", "text": "what is this"},
-        {"type": "input_image", "image_url": uri}]}]}  # fmt: skip
+    return {
+        "model": "gpt-5",
+        "input": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "what is this"},
+                    {"type": "input_image", "image_url": uri},
+                ],
+            }
+        ],
+    }
 
 
 def _both(tmp_path: Path, make: Any, **kwargs: Any) -> tuple[Any, Any, int, AuditLog]:
@@ -475,8 +555,10 @@ def test_aprepare_moves_images_to_the_offload(kind: str, tmp_path: Path, assert_
     assert got.receipt.images == sync.receipt.images and len(got.receipt.images) == 1
     assert got.receipt.images[0].bytes_in == len(PHOTO)
     if kind == "multipart":
-        as_sent = [Captured("POST", "", dict((k.lower(), v) for k, v in p.request.headers),
-                            p.request.body) for p in (sync, got)]  # fmt: skip
+        as_sent = [
+            Captured("POST", "", dict((k.lower(), v) for k, v in p.request.headers), p.request.body)
+            for p in (sync, got)
+        ]
         parts = form_parts(as_sent[1])
         assert parts == form_parts(as_sent[0])  # the same form, whatever the boundary
         assert [p[0] for p in parts] == ["model", "prompt", "image"]
@@ -750,8 +832,12 @@ def test_gateway_gzip_request_is_decoded_sanitized_and_sent_plain(
     fake, _ = vendor
     server, log = gateway
     body = gzip.compress(json.dumps(_image_json()).encode())
-    resp = httpx2.post(f"{server.url}/openai/responses", content=body, timeout=30,
-                       headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})  # fmt: skip
+    resp = httpx2.post(
+        f"{server.url}/openai/responses",
+        content=body,
+        timeout=30,
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
     assert resp.status_code == 200
     assert "content-encoding" not in fake.last.headers
     assert fake.last.headers["content-length"] == str(len(fake.last.body))

@@ -55,12 +55,8 @@ from veilpix._ca import Authority
 from veilpix._config import Config
 from veilpix._errors import CAError, ConfigError
 from veilpix.proxy import Gateway
-from veilpix.proxy._intercept import (
-    InterceptProxy,
-    intercept_upstream,
-    load_authority,
-    start_intercept,
-)
+from veilpix.proxy._intercept import InterceptProxy
+from veilpix.proxy._serve import intercept_upstream, load_authority, start_intercept
 from veilpix.proxy._upstream import UpstreamPool
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX only (the CA)")
@@ -194,8 +190,18 @@ def proxy(make: Callable[..., Running]) -> Running:
 
 def clean_env(**extra: str) -> dict[str, str]:
     """An environment without the caller's proxy and CA settings."""
-    drop = {"HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY", "SSL_CERT_FILE", "SSL_CERT_DIR",
-            "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "OPENAI_BASE_URL", "OPENAI_API_KEY"}  # fmt: skip
+    drop = {
+        "HTTPS_PROXY",
+        "HTTP_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "CURL_CA_BUNDLE",
+        "REQUESTS_CA_BUNDLE",
+        "OPENAI_BASE_URL",
+        "OPENAI_API_KEY",
+    }
     env = {k: v for k, v in os.environ.items() if k.upper() not in drop}
     env.update(extra)
     return env
@@ -204,8 +210,14 @@ def clean_env(**extra: str) -> dict[str, str]:
 def curl(*args: str) -> subprocess.CompletedProcess[str]:
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
-    return subprocess.run(["curl", "-sS", "--max-time", "20", *args], capture_output=True,
-                          text=True, timeout=30, check=False, env=clean_env())  # fmt: skip
+    return subprocess.run(
+        ["curl", "-sS", "--max-time", "20", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env=clean_env(),
+    )
 
 
 def connect(port: int, target: str, *headers: str) -> tuple[socket.socket, int, bytes]:
@@ -294,10 +306,22 @@ def test_curl_multipart_edit_is_sanitized_and_logged(
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(PHOTO)
     setup.fake.reply = {"created": 1, "data": [{"b64_json": "eA=="}]}
-    out = curl("-f", "--proxy", proxy.url, "--cacert", str(setup.authority.cert_path),
-               f"https://{OPENAI}/v1/images/edits", "-H", "Authorization: Bearer sk-test",
-               "-F", "model=gpt-image-2", "-F", "prompt=add a hat",
-               "-F", f"image=@{photo};type=image/jpeg")  # fmt: skip
+    out = curl(
+        "-f",
+        "--proxy",
+        proxy.url,
+        "--cacert",
+        str(setup.authority.cert_path),
+        f"https://{OPENAI}/v1/images/edits",
+        "-H",
+        "Authorization: Bearer sk-test",
+        "-F",
+        "model=gpt-image-2",
+        "-F",
+        "prompt=add a hat",
+        "-F",
+        f"image=@{photo};type=image/jpeg",
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == setup.fake.reply
     got = setup.seen()
@@ -337,7 +361,10 @@ def test_openai_sdk_through_the_proxy_with_keep_alive(setup: Setup, proxy: Runni
         assert words == ["w0 ", "w1 ", "w2 "]
     assert len(setup.fake.seen) == 2  # the blocked call never left
     assert [(r.outcome, r.who["door"]) for r in setup.log.records()] == [
-        ("sent", "intercept"), ("blocked", "intercept"), ("sent", "intercept")]  # fmt: skip
+        ("sent", "intercept"),
+        ("blocked", "intercept"),
+        ("sent", "intercept"),
+    ]
 
 
 def test_openai_sdk_with_https_proxy_and_ssl_cert_file(
@@ -353,10 +380,19 @@ def test_openai_sdk_with_https_proxy_and_ssl_cert_file(
         "r = c.images.edit(model='gpt-image-2', image=open(sys.argv[1], 'rb'), prompt='hat')\n"
         "print(r.data[0].b64_json)\n"
     )
-    env = clean_env(HTTPS_PROXY=proxy.url, SSL_CERT_FILE=str(setup.authority.cert_path),
-                    OPENAI_API_KEY="sk-test-abcdefghijklmnop")  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", script, str(photo)], capture_output=True,
-                         text=True, timeout=60, env=env, check=False)  # fmt: skip
+    env = clean_env(
+        HTTPS_PROXY=proxy.url,
+        SSL_CERT_FILE=str(setup.authority.cert_path),
+        OPENAI_API_KEY="sk-test-abcdefghijklmnop",
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(photo)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "eA=="
     no_metadata(image_part(setup.seen()))
@@ -367,8 +403,15 @@ def test_openai_sdk_with_https_proxy_and_ssl_cert_file(
 def test_expect_100_continue_chunked_body_and_keep_alive(setup: Setup, proxy: Running) -> None:
     client = H11Client(tls(proxy.port, setup.authority.cert_path))
     body = json.dumps({"model": "gpt-5", "input": "hi " * 200_000}).encode()  # 600 kB
-    client.send(request("POST", "/v1/responses", ("content-type", "application/json"),
-                        ("transfer-encoding", "chunked"), ("expect", "100-continue")))  # fmt: skip
+    client.send(
+        request(
+            "POST",
+            "/v1/responses",
+            ("content-type", "application/json"),
+            ("transfer-encoding", "chunked"),
+            ("expect", "100-continue"),
+        )
+    )
     assert isinstance(client.event(), h11.InformationalResponse)  # 100 before any body byte
     for i in range(0, len(body), 50_000):
         client.send(h11.Data(data=body[i : i + 50_000]))
@@ -388,8 +431,11 @@ def test_expect_100_continue_chunked_body_and_keep_alive(setup: Setup, proxy: Ru
 
 def test_bodies_over_the_cap_are_refused(setup: Setup, proxy: Running) -> None:
     declared = H11Client(tls(proxy.port, setup.authority.cert_path))
-    declared.send(request("POST", "/v1/images/edits", ("content-length", "3000000"),
-                          ("expect", "100-continue")))  # fmt: skip
+    declared.send(
+        request(
+            "POST", "/v1/images/edits", ("content-length", "3000000"), ("expect", "100-continue")
+        )
+    )
     head = declared.event()  # no 100: the refusal comes at once, the body is never read
     assert isinstance(head, h11.Response) and head.status_code == 413
     declared.sock.close()
@@ -407,9 +453,10 @@ def test_bodies_over_the_cap_are_refused(setup: Setup, proxy: Running) -> None:
 
 def test_a_client_that_leaves_mid_upload_sends_nothing(setup: Setup, proxy: Running) -> None:
     sock = tls(proxy.port, setup.authority.cert_path)
-    sock.sendall(b"POST /v1/images/edits HTTP/1.1\r\nHost: api.openai.com\r\n"
-                 b"Content-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n"
-                 + PHOTO[:500])  # fmt: skip
+    sock.sendall(
+        b"POST /v1/images/edits HTTP/1.1\r\nHost: api.openai.com\r\n"
+        b"Content-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n" + PHOTO[:500]
+    )
     sock.close()
     wait_for(lambda: 'vendor="openai",outcome="client_disconnected"} 1' in proxy.metrics())
     assert setup.fake.seen == [] and list(setup.log.records()) == []
@@ -419,9 +466,11 @@ def test_a_client_that_gives_up_while_the_vendor_thinks_cancels_the_call(
     setup: Setup, proxy: Running
 ) -> None:
     client = H11Client(tls(proxy.port, setup.authority.cert_path))
-    client.send(request("POST", "/v1/hang", ("content-type", "application/json"),
-                        ("content-length", "14")), h11.Data(data=b'{"input":"hi"}'),
-                h11.EndOfMessage())  # fmt: skip
+    client.send(
+        request("POST", "/v1/hang", ("content-type", "application/json"), ("content-length", "14")),
+        h11.Data(data=b'{"input":"hi"}'),
+        h11.EndOfMessage(),
+    )
     wait_for(lambda: len(setup.fake.seen) == 1)  # it was sent ...
     client.sock.close()
     wait_for(lambda: [r.outcome for r in setup.log.records()] == ["failed"])
@@ -453,13 +502,18 @@ def test_the_host_header_must_name_the_connected_host(setup: Setup, proxy: Runni
     # TLS for api.anthropic.com (SNI) inside a CONNECT to api.openai.com: the certificate is
     # fine, but the request goes nowhere but to the CONNECT's host, so it is refused.
     client = H11Client(tls(proxy.port, setup.authority.cert_path, sni="api.anthropic.com"))
-    client.send(request("POST", "/v1/messages", ("content-length", "2"), host="api.anthropic.com"),
-                h11.Data(data=b"{}"), h11.EndOfMessage())  # fmt: skip
+    client.send(
+        request("POST", "/v1/messages", ("content-length", "2"), host="api.anthropic.com"),
+        h11.Data(data=b"{}"),
+        h11.EndOfMessage(),
+    )
     status, _, body = client.response()
     assert status == 421 and json.loads(body)["error"]["code"] == "veilpix_misdirected"
     client = H11Client(tls(proxy.port, setup.authority.cert_path))
-    client.send(request("GET", "/v1/realtime", ("connection", "upgrade"), ("upgrade", "websocket")),
-                h11.EndOfMessage())  # fmt: skip
+    client.send(
+        request("GET", "/v1/realtime", ("connection", "upgrade"), ("upgrade", "websocket")),
+        h11.EndOfMessage(),
+    )
     assert client.response()[0] == 501
     assert setup.fake.seen == []
 
@@ -521,9 +575,16 @@ def test_tls_to_another_host_is_not_touched(setup: Setup, proxy: Running, tmp_pa
     the photo arrives with its metadata: the proxy did not, and could not, look."""
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(PHOTO)
-    out = curl("-f", "--proxy", proxy.url, "--cacert", str(setup.pki.ca),
-               f"https://127.0.0.1:{setup.vendor.port}/v1/images/edits",
-               "-F", f"image=@{photo};type=image/jpeg")  # fmt: skip
+    out = curl(
+        "-f",
+        "--proxy",
+        proxy.url,
+        "--cacert",
+        str(setup.pki.ca),
+        f"https://127.0.0.1:{setup.vendor.port}/v1/images/edits",
+        "-F",
+        f"image=@{photo};type=image/jpeg",
+    )
     assert out.returncode == 0, out.stderr
     assert image_part(setup.seen()) == PHOTO
     assert list(setup.log.records()) == [] and proxy.proxy.stats.intercepted == 0
@@ -600,8 +661,18 @@ def test_the_token_rule(setup: Setup, make: Any) -> None:
     basic = run.url.replace("http://", f"http://marketing:{TOKEN}@")
     out = curl("-f", "--proxy", basic, "--cacert", ca, url, "--json", '{"input": "a"}')
     assert out.returncode == 0, out.stderr
-    out = curl("-f", "--proxy", run.url, "--proxy-header", f"Proxy-Authorization: Bearer {TOKEN}",
-               "--cacert", ca, url, "--json", '{"input": "b"}')  # fmt: skip
+    out = curl(
+        "-f",
+        "--proxy",
+        run.url,
+        "--proxy-header",
+        f"Proxy-Authorization: Bearer {TOKEN}",
+        "--cacert",
+        ca,
+        url,
+        "--json",
+        '{"input": "b"}',
+    )
     assert out.returncode == 0, out.stderr
     out = curl("-f", "--proxy", run.url, "--cacert", ca, url, "--json", "{}")
     assert out.returncode != 0 and "407" in out.stderr
@@ -697,8 +768,15 @@ def test_a_client_over_its_cap_gets_a_quick_503(setup: Setup, make: Any) -> None
 def test_a_trickling_body_gets_a_408(setup: Setup, make: Any) -> None:
     run = make(gateway={"idle_timeout": 0.5, "min_body_rate": 1000})
     client = H11Client(tls(run.port, setup.authority.cert_path))
-    client.send(request("POST", "/v1/responses", ("content-type", "application/json"),
-                        ("content-length", "100000")), h11.Data(data=b"{"))  # fmt: skip
+    client.send(
+        request(
+            "POST",
+            "/v1/responses",
+            ("content-type", "application/json"),
+            ("content-length", "100000"),
+        ),
+        h11.Data(data=b"{"),
+    )
     client.sock.settimeout(0.1)
     deadline = time.monotonic() + 10
     answer: Any = None
@@ -761,10 +839,23 @@ def test_the_command_without_a_ca_is_a_clear_error(tmp_path: Path) -> None:
     env = clean_env(VEILPIX_CA_DIR=str(tmp_path / "no-ca"))
     env.pop("VEILPIX_CONFIG", None)
     out = subprocess.run(
-        [sys.executable, "-m", "veilpix", "proxy", "--intercept", "--port", "0",
-         "--log", str(tmp_path / "a.db")],
-        check=False, capture_output=True, text=True, env=env, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "veilpix",
+            "proxy",
+            "--intercept",
+            "--port",
+            "0",
+            "--log",
+            str(tmp_path / "a.db"),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert out.returncode == 2, out.stderr
     assert "veilpix ca init" in out.stderr and "listening" not in out.stdout
 
@@ -786,11 +877,28 @@ def test_the_command_runs_both_doors_into_one_log(
     env = clean_env(VEILPIX_CA_DIR=str(setup.authority.cert_path.parent))
     env.pop("VEILPIX_CONFIG", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "veilpix", "proxy", "--intercept", "--port", "0",
-         "--intercept-port", "0", "--workers", str(workers), "--config", str(cfg),
-         "--log", str(log)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "veilpix",
+            "proxy",
+            "--intercept",
+            "--port",
+            "0",
+            "--intercept-port",
+            "0",
+            "--workers",
+            str(workers),
+            "--config",
+            str(cfg),
+            "--log",
+            str(log),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(PHOTO)
     try:
@@ -800,14 +908,28 @@ def test_the_command_runs_both_doors_into_one_log(
         (line,) = [x for x in head if "intercept (HTTPS_PROXY) on" in x]
         intercept_url = line.split()[-1]
         setup.fake.reply = {"created": 1, "data": [{"b64_json": "eA=="}]}
-        out = curl("-f", "--proxy", intercept_url, "--cacert", str(setup.authority.cert_path),
-                   f"https://{OPENAI}/v1/images/edits", "-H", "Authorization: Bearer sk-test",
-                   "-F", "prompt=add a hat", "-F", f"image=@{photo};type=image/jpeg")  # fmt: skip
+        out = curl(
+            "-f",
+            "--proxy",
+            intercept_url,
+            "--cacert",
+            str(setup.authority.cert_path),
+            f"https://{OPENAI}/v1/images/edits",
+            "-H",
+            "Authorization: Bearer sk-test",
+            "-F",
+            "prompt=add a hat",
+            "-F",
+            f"image=@{photo};type=image/jpeg",
+        )
         assert out.returncode == 0, out.stderr
         assert_clean(image_part(setup.seen()), "via-intercept.jpg")
-        got = httpx2.post(f"{gateway_url}/openai/chat/completions", timeout=20,
-                          json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
-                          headers={"Authorization": "Bearer sk-test"})  # fmt: skip
+        got = httpx2.post(
+            f"{gateway_url}/openai/chat/completions",
+            timeout=20,
+            json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"Authorization": "Bearer sk-test"},
+        )
         assert got.status_code == 200 and setup.fake.last.path == "/v1/chat/completions"
         metrics = httpx2.get(f"{gateway_url}/_veilpix/metrics", timeout=10).text
         assert 'veilpix_requests_total{vendor="openai",outcome="sent"} 2' in metrics

@@ -93,8 +93,7 @@ def run(vendor: tuple[FakeVendor, Server], tmp_path: Path) -> Iterator[Callable[
             f'[vendors.openai]\nbase_url = "{upstream.url}/v1"\n[proxy]\n' + "\n".join(lines)
         )
         config = load_config(cfg)
-        gateway = build_gateway(config, log_path=tmp_path / f"audit-{len(running)}.db",
-                                token=token)  # fmt: skip
+        gateway = build_gateway(config, log_path=tmp_path / f"audit-{len(running)}.db", token=token)
         server = Running(config, gateway).__enter__()
         running.append(server)
         return server
@@ -120,8 +119,10 @@ def test_defaults_and_settings(tmp_path: Path) -> None:
     assert (proxy.header_timeout, proxy.idle_timeout, proxy.min_body_rate) == (10.0, 30.0, 8192)
     assert proxy.max_connections_per_client == 32 and proxy.max_image_memory == 512 * 1024**2
     cfg = tmp_path / "veilpix.toml"
-    cfg.write_text("[proxy]\nheader_timeout = 2\nidle_timeout = 0.5\nmin_body_rate = 100\n"
-                   "max_connections_per_client = 4\nmax_image_memory = 1000000\n")  # fmt: skip
+    cfg.write_text(
+        "[proxy]\nheader_timeout = 2\nidle_timeout = 0.5\nmin_body_rate = 100\n"
+        "max_connections_per_client = 4\nmax_image_memory = 1000000\n"
+    )
     proxy = load_config(cfg).proxy
     assert proxy.header_timeout == 2.0 and isinstance(proxy.header_timeout, float)
     assert (proxy.idle_timeout, proxy.min_body_rate) == (0.5, 100)
@@ -276,8 +277,10 @@ def test_a_trickling_body_gets_a_408(
     fake, _ = vendor
     gw = run(idle_timeout=0.5, min_body_rate=1000)
     with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
-        sock.sendall(b"POST /openai/responses HTTP/1.1\r\nHost: x\r\n"
-                     b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{")  # fmt: skip
+        sock.sendall(
+            b"POST /openai/responses HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
+        )
         sock.settimeout(0.1)
         answer = b""
         deadline = time.monotonic() + 10
@@ -301,8 +304,9 @@ def test_a_trickling_body_gets_a_408(
 def test_a_paused_body_gets_a_408(run: Callable[..., Running]) -> None:
     gw = run(idle_timeout=0.5)
     with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
-        sock.sendall(b"POST /openai/responses HTTP/1.1\r\nHost: x\r\n"
-                     b"Content-Length: 100\r\n\r\n" + b" " * 50)  # fmt: skip
+        sock.sendall(
+            b"POST /openai/responses HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b" " * 50
+        )
         started = time.monotonic()
         answer = read_until_closed(sock)
     assert status_of(answer) == 408 and time.monotonic() - started >= 0.45
@@ -313,8 +317,9 @@ def test_a_body_left_unread_must_still_come(run: Callable[..., Running]) -> None
     # trickles it is cut off rather than holding the connection for ever.
     gw = run(token="t0ken", idle_timeout=0.5, min_body_rate=1000)
     with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
-        sock.sendall(b"POST /openai/responses HTTP/1.1\r\nHost: x\r\n"
-                     b"Content-Length: 100000\r\n\r\n{")  # fmt: skip
+        sock.sendall(
+            b"POST /openai/responses HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{"
+        )
         sock.settimeout(0.1)
         answer, closed = b"", False
         deadline = time.monotonic() + 10
@@ -341,8 +346,11 @@ def test_the_memory_budget_answers_503_instead_of_growing(
     gw = run(max_image_memory=1_000_000)
     big = json.dumps({"input": "x" * 200_000}).encode()
     hanging = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
-    hanging.sendall(b"POST /openai/hang HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                    + f"Content-Length: {len(big)}\r\n\r\n".encode() + big)  # fmt: skip
+    hanging.sendall(
+        b"POST /openai/hang HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(big)}\r\n\r\n".encode()
+        + big
+    )
     try:
         wait_for(lambda: len(fake.seen) == 1)  # sanitized and sent: it keeps its two bodies
         held = gw.gateway.budget.used
@@ -366,8 +374,9 @@ def test_a_chunked_body_is_budgeted_as_it_grows(
     fake, _ = vendor
     gw = run(max_image_memory=1_000_000)
     hanging = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
-    hanging.sendall(b"POST /openai/hang HTTP/1.1\r\nHost: x\r\nContent-Length: 14\r\n\r\n"
-                    b'{"input":"hi"}')  # fmt: skip
+    hanging.sendall(
+        b'POST /openai/hang HTTP/1.1\r\nHost: x\r\nContent-Length: 14\r\n\r\n{"input":"hi"}'
+    )
     try:
         wait_for(lambda: len(fake.seen) == 1)
 
@@ -377,8 +386,9 @@ def test_a_chunked_body_is_budgeted_as_it_grows(
                 yield b"z" * 10_000
             yield b'"}'
 
-        refused = httpx2.post(f"{gw.url}/openai/responses", content=chunks(), timeout=30,
-                              trust_env=False)  # fmt: skip
+        refused = httpx2.post(
+            f"{gw.url}/openai/responses", content=chunks(), timeout=30, trust_env=False
+        )
         assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
     finally:
         hanging.close()

@@ -240,10 +240,23 @@ def test_proxy_serves_and_stops_cleanly_on_sigterm(
     env = {**os.environ, "VEILPIX_PROXY_TOKEN": "tok-never-printed"}
     env.pop("VEILPIX_CONFIG", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "veilpix", "proxy", "--port", "0", "--config", str(cfg),
-         "--log", str(log)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "veilpix",
+            "proxy",
+            "--port",
+            "0",
+            "--config",
+            str(cfg),
+            "--log",
+            str(log),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()
@@ -304,9 +317,14 @@ def test_vendor_policy_overrides(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["--workers", "x"], ["--workers", "65"], ["--intercept-port", "70000"],
-     ["--intercept-port", "9000"], ["--only-vendors"]],
-)  # fmt: skip
+    [
+        ["--workers", "x"],
+        ["--workers", "65"],
+        ["--intercept-port", "70000"],
+        ["--intercept-port", "9000"],
+        ["--only-vendors"],
+    ],
+)
 def test_proxy_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main(["proxy", *argv])
@@ -319,7 +337,7 @@ def test_proxy_bad_arguments_exit_2(argv: list[str], capsys: pytest.CaptureFixtu
 
 
 def test_purpose_and_legal_basis_per_app(tmp_path: Path) -> None:
-    cfg = load_config(write(tmp_path, """
+    toml = """
 [record]
 purpose = "product photos for the shop"
 legal_basis = "contract"
@@ -331,7 +349,8 @@ legal_basis = "consent"
 
 [apps.quiet]
 faces = "off"
-"""))  # fmt: skip
+"""
+    cfg = load_config(write(tmp_path, toml))
     assert cfg.record() == {"purpose": "product photos for the shop", "legal_basis": "contract"}
     assert cfg.record("campaign") == {"purpose": "campaign images", "legal_basis": "consent"}
     assert cfg.record("quiet") == cfg.record()  # inherits [record]
@@ -355,7 +374,7 @@ def test_bad_record_settings_are_clear_errors(tmp_path: Path, text: str, message
 def test_record_headers_and_vendor_purposes_in_the_config(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg = load_config(write(tmp_path, """
+    toml = """
 [record]
 purpose = "support answers"
 legal_basis = "contract"
@@ -374,26 +393,35 @@ record_headers = []
 
 [apps.quiet]
 faces = "off"
-"""))  # fmt: skip
+"""
+    cfg = load_config(write(tmp_path, toml))
     assert cfg.allowed_record_headers() == {"purpose", "legal_basis"}  # none unless listed
     assert cfg.allowed_record_headers("hr") == {"subject", "consent"}  # the app's own list
     assert cfg.allowed_record_headers("locked") == frozenset()
     assert cfg.allowed_record_headers("quiet") == {"purpose", "legal_basis"}  # inherited
     # [record] < [vendors.<name>] < [apps.<name>]
-    assert cfg.record(vendor="anthropic") == {"purpose": "claude drafts",
-                                              "legal_basis": "legitimate_interests"}  # fmt: skip
-    assert cfg.record("hr", vendor="anthropic") == {"purpose": "hr photos",
-                                                    "legal_basis": "legitimate_interests"}  # fmt: skip
+    assert cfg.record(vendor="anthropic") == {
+        "purpose": "claude drafts",
+        "legal_basis": "legitimate_interests",
+    }
+    assert cfg.record("hr", vendor="anthropic") == {
+        "purpose": "hr photos",
+        "legal_basis": "legitimate_interests",
+    }
     assert cfg.record("quiet", vendor="openai") == cfg.record()
     settings = cfg.record_settings("hr")
     assert settings.for_vendor("openai") == {"purpose": "hr photos", "legal_basis": "contract"}
     assert settings.for_vendor("anthropic")["purpose"] == "hr photos"
     assert main(["config", "check", "--config", str(cfg.source)]) == 0
     out = capsys.readouterr().out
-    assert "record: purpose 'support answers', legal_basis contract, X-Veilpix record headers: " \
-           "legal_basis, purpose" in out  # fmt: skip
-    assert "app hr record: purpose 'hr photos', legal_basis contract, X-Veilpix record " \
-           "headers: consent, subject" in out  # fmt: skip
+    assert (
+        "record: purpose 'support answers', legal_basis contract, X-Veilpix record headers: "
+        "legal_basis, purpose" in out
+    )
+    assert (
+        "app hr record: purpose 'hr photos', legal_basis contract, X-Veilpix record "
+        "headers: consent, subject" in out
+    )
     assert "vendor anthropic: purpose 'claude drafts'" in out
     assert main(["config", "check", "--config", str(cfg.source), "--json"]) == 0
     record = json.loads(capsys.readouterr().out)["record"]
@@ -431,7 +459,7 @@ def test_the_gateway_records_each_apps_purpose_and_legal_basis(tmp_path: Path) -
     fake = FakeVendor()
     fake.reply = {"id": "resp_1", "output": []}
     with Server(fake) as upstream:
-        cfg = load_config(write(tmp_path, f"""
+        toml = f"""
 [record]
 purpose = "support answers"
 legal_basis = "contract"
@@ -442,7 +470,8 @@ legal_basis = "consent"
 
 [vendors.openai]
 base_url = "{upstream.url}/v1"
-"""))  # fmt: skip
+"""
+        cfg = load_config(write(tmp_path, toml))
         gateway = build_gateway(cfg, log_path=tmp_path / "audit.db")
         log = gateway.guards[""].log
         try:
@@ -450,14 +479,17 @@ base_url = "{upstream.url}/v1"
                 body = {"model": "gpt-4.1-mini", "input": "hello"}
                 for app in ("", "campaign", "unknown-app"):
                     headers = {"X-Veilpix-App": app} if app else {}
-                    resp = httpx2.post(f"{server.url}/openai/responses", json=body,
-                                       headers=headers, timeout=30)  # fmt: skip
+                    resp = httpx2.post(
+                        f"{server.url}/openai/responses", json=body, headers=headers, timeout=30
+                    )
                     assert resp.status_code == 200, resp.text
             why = [(r.why["purpose"], r.why["legal_basis"]) for r in log.records()]
         finally:
             log.close()
-    assert sorted(why) == sorted([
-        ("support answers", "contract"),
-        ("campaign images", "consent"),
-        ("support answers", "contract"),
-    ])  # fmt: skip
+    assert sorted(why) == sorted(
+        [
+            ("support answers", "contract"),
+            ("campaign images", "consent"),
+            ("support answers", "contract"),
+        ]
+    )

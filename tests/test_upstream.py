@@ -135,8 +135,16 @@ class Echo:
                 break
         self.ports.append(scope["client"][1])
         data = json.dumps({"n": len(self.ports), "body": body.decode()}).encode()
-        await send({"type": "http.response.start", "status": 201, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]})  # fmt: skip
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 201,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(data)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": data})
 
 
@@ -191,9 +199,11 @@ def test_sse_stream_from_uvicorn_arrives_chunked_and_whole() -> None:
         async def run() -> tuple[list[tuple[bytes, bytes]], list[bytes], int]:
             pool = UpstreamPool()
             resp = await pool.request(
-                "POST", f"{server.url}/v1/chat/completions",
-                [("content-type", "application/json")], b'{"stream": true}',
-            )  # fmt: skip
+                "POST",
+                f"{server.url}/v1/chat/completions",
+                [("content-type", "application/json")],
+                b'{"stream": true}',
+            )
             chunks = [c async for c in resp.chunks()]
             await resp.aclose()
             idle = pool.idle_count()
@@ -205,8 +215,10 @@ def test_sse_stream_from_uvicorn_arrives_chunked_and_whole() -> None:
     events = b"".join(chunks).split(b"\n\n")
     assert events[-2:] == [b"data: [DONE]", b""] and len(events) == 5
     assert [json.loads(e[6:])["choices"][0]["delta"]["content"] for e in events[:3]] == [
-        "w0 ", "w1 ", "w2 ",
-    ]  # fmt: skip
+        "w0 ",
+        "w1 ",
+        "w2 ",
+    ]
     assert all(b"\r\n" not in c for c in chunks)  # the chunked framing is undone
     assert idle == 1  # a complete chunked exchange goes back to the pool
 
@@ -222,8 +234,11 @@ def test_a_chunked_body_is_handed_over_as_it_arrives() -> None:
             n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
         ) -> None:
             await read_request(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                         b"Transfer-Encoding: chunked\r\n\r\n" b"7\r\ndata: 1\r\n")  # fmt: skip
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+                b"7\r\ndata: 1\r\n"
+            )
             await writer.drain()
             await first_seen.wait()
             writer.write(b"7\r\ndata: 2\r\n0\r\n\r\n")
@@ -260,9 +275,11 @@ def test_request_headers_as_given_plus_host_and_length_once() -> None:
         async with Raw(handler) as raw:
             pool = UpstreamPool()
             given: list[tuple[str | bytes, str | bytes]] = [
-                ("Authorization", "Bearer sk-x"), ("X-Dup", "1"), (b"x-dup", b"2"),
+                ("Authorization", "Bearer sk-x"),
+                ("X-Dup", "1"),
+                (b"x-dup", b"2"),
                 ("Content-Type", "application/json"),
-            ]  # fmt: skip
+            ]
             resp = await pool.request("PUT", f"{raw.url}/v1/a%20b?x=1&y=2", given, b'{"a":1}')
             await resp.read()
             await resp.aclose()
@@ -276,9 +293,11 @@ def test_request_headers_as_given_plus_host_and_length_once() -> None:
     assert [v for k, v in lower if k == "host"] == [f"127.0.0.1:{port}"]
     assert [v for k, v in lower if k == "content-length"] == ["7"] and body == b'{"a":1}'
     assert [(k, v) for k, v in lower if k not in ("host", "content-length")] == [
-        ("authorization", "Bearer sk-x"), ("x-dup", "1"), ("x-dup", "2"),
+        ("authorization", "Bearer sk-x"),
+        ("x-dup", "1"),
+        ("x-dup", "2"),
         ("content-type", "application/json"),
-    ]  # fmt: skip
+    ]
 
 
 def test_a_host_or_length_from_the_caller_is_never_sent_twice() -> None:
@@ -1001,11 +1020,15 @@ def test_informational_answers_with_headers_are_skipped_and_101_is_refused() -> 
             if n == 0:
                 writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 await writer.drain()
-                writer.write(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
-                             b"HTTP/1.1 201 Created\r\nX-A: 1\r\nContent-Length: 2\r\n\r\nok")  # fmt: skip
+                writer.write(
+                    b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+                    b"HTTP/1.1 201 Created\r\nX-A: 1\r\nContent-Length: 2\r\n\r\nok"
+                )
             else:
-                writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                             b"Connection: Upgrade\r\n\r\n\x81\x00")  # fmt: skip
+                writer.write(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\n\r\n\x81\x00"
+                )
             await until_eof(reader)
 
         async with Raw(handler) as raw:
@@ -1198,9 +1221,12 @@ def test_response_headers_lower_case_duplicates_in_order(loop: str) -> None:
             n: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
         ) -> None:
             await read_request(reader)
-            for piece in (b"HTTP/1.1 404 Not ", b"Found\r\nX-Dup: 1\r\nSet-Cookie: a=1\r\nx-dup",
-                          b": 2\r\nSET-COOKIE: b=2\r\nTransfer-Encoding: chunked\r\n\r\n",
-                          b"3\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\n"):  # fmt: skip
+            for piece in (
+                b"HTTP/1.1 404 Not ",
+                b"Found\r\nX-Dup: 1\r\nSet-Cookie: a=1\r\nx-dup",
+                b": 2\r\nSET-COOKIE: b=2\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"3\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\n",
+            ):
                 writer.write(piece)
                 await writer.drain()
                 await asyncio.sleep(0.005)
@@ -1217,9 +1243,12 @@ def test_response_headers_lower_case_duplicates_in_order(loop: str) -> None:
     status, reason, headers, dup, body = run_on(loop, main)
     assert (status, reason, dup, body) == (404, b"Not Found", b"1", b"abc")
     assert headers == [
-        (b"x-dup", b"1"), (b"set-cookie", b"a=1"), (b"x-dup", b"2"), (b"set-cookie", b"b=2"),
+        (b"x-dup", b"1"),
+        (b"set-cookie", b"a=1"),
+        (b"x-dup", b"2"),
+        (b"set-cookie", b"b=2"),
         (b"transfer-encoding", b"chunked"),
-    ]  # fmt: skip  # and no trailer
+    ]  # and no trailer
 
 
 @pytest.mark.parametrize("loop", LOOPS)

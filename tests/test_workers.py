@@ -35,8 +35,13 @@ CHAT = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("VEILPIX_LOG", "VEILPIX_CONFIG", "VEILPIX_PROXY_TOKEN", "VEILPIX_PROXY_PORT",
-                 "VEILPIX_PROXY_HOST"):  # fmt: skip
+    for name in (
+        "VEILPIX_LOG",
+        "VEILPIX_CONFIG",
+        "VEILPIX_PROXY_TOKEN",
+        "VEILPIX_PROXY_PORT",
+        "VEILPIX_PROXY_HOST",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -150,10 +155,25 @@ def start(tmp_path: Path, upstream: tuple[FakeVendor, Server]) -> Iterator[Proxy
     cfg.write_text(f'[vendors.openai]\nbase_url = "{vendor.url}/v1"\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith("VEILPIX_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "veilpix", "proxy", "--workers", "2", "--port", "0",
-         "--config", str(cfg), "--log", str(tmp_path / "audit.db")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "veilpix",
+            "proxy",
+            "--workers",
+            "2",
+            "--port",
+            "0",
+            "--config",
+            str(cfg),
+            "--log",
+            str(tmp_path / "audit.db"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert proc.stdout is not None and proc.stderr is not None
         first = proc.stdout.readline()
@@ -268,7 +288,7 @@ def served(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, object]]:
     def fake_serve(config: object, host: object, port: object, **kwargs: object) -> None:
         calls.append({"config": config, "port": port, **kwargs})
 
-    monkeypatch.setattr("veilpix.proxy._serve.serve", fake_serve)
+    monkeypatch.setattr("veilpix.cli._proxy.serve", fake_serve)
     return calls
 
 
@@ -282,9 +302,13 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
 
 @pytest.mark.parametrize(
     ("value", "says"),
-    [("-1", "from 1 to 64"), ("65", "from 1 to 64"), ("x", "expected a number of workers"),
-     ("1.5", "expected a number of workers")],
-)  # fmt: skip
+    [
+        ("-1", "from 1 to 64"),
+        ("65", "from 1 to 64"),
+        ("x", "expected a number of workers"),
+        ("1.5", "expected a number of workers"),
+    ],
+)
 def test_bad_worker_counts_on_the_command_line(
     value: str, says: str, capsys: pytest.CaptureFixture[str], served: list[dict[str, object]]
 ) -> None:
