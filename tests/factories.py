@@ -559,7 +559,7 @@ def png16(*, orientation: int | None = None, alpha: bool = False) -> tuple[bytes
     up[..., 0] += np.arange(up.shape[1], dtype=np.uint16)[None, :]  # low bits that 8-bit loses
     if alpha:
         up = np.dstack([up, np.full(up.shape[:2], 40000, np.uint16)])
-    turn = {
+    turn = {  # the inverse of each orientation
         2: lambda a: a[:, ::-1],
         3: lambda a: a[::-1, ::-1],
         4: lambda a: a[::-1],
@@ -567,7 +567,7 @@ def png16(*, orientation: int | None = None, alpha: bool = False) -> tuple[bytes
         6: lambda a: np.rot90(a, k=1),
         7: lambda a: a.swapaxes(0, 1)[::-1, ::-1],
         8: lambda a: np.rot90(a, k=-1),
-    }  # fmt: skip  (the inverse of each orientation)
+    }
     stored = np.ascontiguousarray(turn[orientation](up) if orientation in turn else up)
     h, w = stored.shape[:2]
     rows = b"".join(b"\x00" + stored[y].astype(">u2").tobytes() for y in range(h))

@@ -202,8 +202,15 @@ def _adam7() -> bytes:
     """An interlaced PNG (Pillow cannot write one): the rows of each Adam7 pass, unfiltered."""
     pixels = np.asarray(_noise((13, 11)))
     rows = b""
-    for x0, y0, dx, dy in ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4),
-                           (1, 0, 2, 2), (0, 1, 1, 2)):  # fmt: skip
+    for x0, y0, dx, dy in (
+        (0, 0, 8, 8),
+        (4, 0, 8, 8),
+        (0, 4, 4, 8),
+        (2, 0, 4, 4),
+        (0, 2, 2, 4),
+        (1, 0, 2, 2),
+        (0, 1, 1, 2),
+    ):
         part = pixels[y0::dy, x0::dx]
         if part.size:
             rows += b"".join(b"\x00" + row.tobytes() for row in part)
@@ -465,8 +472,11 @@ def test_tiff_tags_are_written_at_their_canonical_type_and_count(
 @pytest.mark.parametrize("compression", [8, 5], ids=["deflate", "lzw"])
 def test_tiff_bytes_after_a_compressed_strip_are_removed(compression: int) -> None:
     rows = _rgb_rows()
-    plain = encode(Image.frombytes("RGB", (24, 16), rows), "TIFF",
-                   compression="tiff_adobe_deflate" if compression == 8 else "tiff_lzw")  # fmt: skip
+    plain = encode(
+        Image.frombytes("RGB", (24, 16), rows),
+        "TIFF",
+        compression="tiff_adobe_deflate" if compression == 8 else "tiff_lzw",
+    )
     with Image.open(io.BytesIO(plain)) as im:
         offsets, counts = im.tag_v2[273], im.tag_v2[279]
     strip = b"".join(plain[o : o + c] for o, c in zip(offsets, counts, strict=True))
@@ -634,9 +644,14 @@ def test_bigtiff_in_either_byte_order_is_sanitized(order: str, orientation: int)
     pixels = np.asarray(_noise((40, 24)))
     buf = io.BytesIO()
     tifffile.imwrite(
-        buf, pixels, bigtiff=True, byteorder=order, photometric="rgb", compression="zlib",
+        buf,
+        pixels,
+        bigtiff=True,
+        byteorder=order,
+        photometric="rgb",
+        compression="zlib",
         extratags=[(274, "H", 1, orientation, True), (315, "s", 0, "Jane Doe", True)],
-    )  # fmt: skip
+    )
     result = veilpix.sanitize(buf.getvalue())
     _clean(result, b"Jane Doe")
     assert result.report.lossless == (orientation == 1)
@@ -665,31 +680,35 @@ def _hiding_places() -> dict[str, tuple[str, bytes]]:
         "png: bytes after the zlib stream": ("PNG", _with_idat(png, _idat(png) + PAYLOAD)),
         "png: an IDAT after the stream": ("PNG", _with_idat(png, _idat(png), PAYLOAD)),
         "png: rows longer than the image": (
-            "PNG", _with_idat(png, zlib.compress(zlib.decompress(_idat(png)) + PAYLOAD)),
+            "PNG",
+            _with_idat(png, zlib.compress(zlib.decompress(_idat(png)) + PAYLOAD)),
         ),
         "gif: sub-blocks after the end code": (
-            "GIF", gif[: gif_end - 1] + bytes((len(PAYLOAD),)) + PAYLOAD + gif[gif_end - 1 :],
+            "GIF",
+            gif[: gif_end - 1] + bytes((len(PAYLOAD),)) + PAYLOAD + gif[gif_end - 1 :],
         ),
         "tiff: a tag at a type it does not have": ("TIFF", _tiff_file(tiff_tags, rows)),
         "tiff: bytes after a deflate strip": (
-            "TIFF", _tiff_file(_rgb_tags(24, 16, 8), zlib.compress(rows) + PAYLOAD),
+            "TIFF",
+            _tiff_file(_rgb_tags(24, 16, 8), zlib.compress(rows) + PAYLOAD),
         ),
         "webp: a second bitstream": ("WEBP", _riff([vp8x, *webp_chunks, webp_chunks[-1]])),
-    }  # fmt: skip
+    }
 
 
 @pytest.mark.parametrize("name", list(_hiding_places()))
 def test_the_verification_rescan_catches_each_hiding_place(name: str) -> None:
     """The proofs run on every output before it is handed out: had a strip let a hiding place
     through, the output would be refused (and the picture re-coded or re-encoded)."""
-    from veilpix.image._pipeline import _scan, _verify
+    from veilpix.formats._registry import scan_as
+    from veilpix.image._lossless import verify
 
     fmt, out = _hiding_places()[name]
     if fmt == "JPEG" and not _turbojpeg.available():
         pytest.skip("libturbojpeg is not installed")
-    scan = _scan(out, fmt)
+    scan = scan_as(out, fmt)
     with pytest.raises(veilpix.UnsafeOutput):
-        _verify(out, fmt, None, (scan.width, scan.height), decode=False, reencoded=False)
+        verify(out, fmt, None, (scan.width, scan.height), decode=False, reencoded=False)
 
 
 def test_a_preview_first_in_the_chain_is_dropped_not_kept_as_the_picture() -> None:
@@ -803,11 +822,15 @@ def test_jpeg_tables_nobody_uses_and_repeated_segments_are_not_copied() -> None:
     counts = bytes([0] * 15 + [len(PAYLOAD[:40])])
     unused_dht = b"\x13" + counts + PAYLOAD[:40]  # AC table 3: no scan uses it
     extra = (
-        b"\xff\xdb" + struct.pack(">H", len(unused_dqt) + 2) + unused_dqt
-        + b"\xff\xc4" + struct.pack(">H", len(unused_dht) + 2) + unused_dht
+        b"\xff\xdb"
+        + struct.pack(">H", len(unused_dqt) + 2)
+        + unused_dqt
+        + b"\xff\xc4"
+        + struct.pack(">H", len(unused_dht) + 2)
+        + unused_dht
         + b"\xff\xdd\x00\x04\x00\x00" * 5  # DRI repeated (interval 0: none)
         + b"\xff\xcc\x00\x04\x12\x34"  # DAC in a Huffman-coded file
-    )  # fmt: skip
+    )
     sof = source.index(b"\xff\xc0")
     result = veilpix.sanitize(source[:sof] + extra + source[sof:])
     _clean(result, PAYLOAD[:16], PAYLOAD[16:32], b"\x12\x34")

@@ -12,13 +12,15 @@ from PIL import Image
 
 import factories
 import veilpix
-from veilpix.image._transform import target_size
+from veilpix.image._budget import target_size
 
 
 @given(
-    st.integers(1, 20000), st.integers(1, 20000),
-    st.one_of(st.none(), st.integers(16, 8000)), st.one_of(st.none(), st.integers(256, 50_000_000)),
-)  # fmt: skip
+    st.integers(1, 20000),
+    st.integers(1, 20000),
+    st.one_of(st.none(), st.integers(16, 8000)),
+    st.one_of(st.none(), st.integers(256, 50_000_000)),
+)
 def test_target_size(w: int, h: int, max_side: int | None, max_pixels: int | None) -> None:
     tw, th = target_size(w, h, max_side=max_side, max_pixels=max_pixels)
     assert tw <= w and th <= h  # never enlarged

@@ -6,15 +6,9 @@ import os
 from dataclasses import dataclass
 
 from veilpix._errors import ConfigError
+from veilpix.formats._registry import IMAGE_EXTENSIONS
 
-__all__ = ["IMAGE_EXTENSIONS", "Job", "collect"]
-
-IMAGE_EXTENSIONS = frozenset(
-    {
-        ".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".png", ".apng", ".webp", ".gif", ".tif",
-        ".tiff", ".bmp", ".dib", ".heic", ".heif", ".hif", ".avif",
-    }
-)  # fmt: skip
+__all__ = ["Job", "collect"]
 
 
 @dataclass(frozen=True)

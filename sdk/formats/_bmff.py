@@ -12,6 +12,7 @@ import struct
 from collections.abc import Iterator
 
 from veilpix._errors import CorruptImage, ImageError, UnsupportedImage
+from veilpix.formats._format import Format
 from veilpix.formats._scan import IMAGE, METADATA, STRUCTURE, UNKNOWN, Scan
 
 __all__ = ["brand", "decode_error", "scan_bmff"]
@@ -195,10 +196,16 @@ def _aux_type(iid: int, props: list[tuple[bytes, bytes]], assoc: dict[int, list[
 
 # what HEIF/AVIF items are coded as, by item type
 _CODECS = {
-    b"hvc1": "HEVC (H.265)", b"av01": "AV1", b"jpeg": "JPEG", b"avc1": "H.264 (AVC)",
-    b"vvc1": "VVC (H.266)", b"evc1": "EVC", b"j2k1": "JPEG 2000",
-    b"unci": "uncompressed (ISO/IEC 23001-17)", b"mski": "a mask",
-}  # fmt: skip
+    b"hvc1": "HEVC (H.265)",
+    b"av01": "AV1",
+    b"jpeg": "JPEG",
+    b"avc1": "H.264 (AVC)",
+    b"vvc1": "VVC (H.266)",
+    b"evc1": "EVC",
+    b"j2k1": "JPEG 2000",
+    b"unci": "uncompressed (ISO/IEC 23001-17)",
+    b"mski": "a mask",
+}
 _DECODED = {"HEIF": {b"hvc1", b"av01"}, "AVIF": {b"av01"}}
 
 
@@ -238,3 +245,59 @@ def _decoder(fmt: str) -> str:
         return f"libavif {features.version('avif') or '?'}"
     except (ImportError, ValueError):
         return "not installed" if fmt == "HEIF" else "Pillow's AVIF support"
+
+
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs"})
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
+_GENERIC_BRANDS = frozenset({b"mif1", b"msf1", b"mif2", b"miaf"})
+# The ISO-BMFF brands of still images and image sequences; any other brand is audio or video
+IMAGE_BRANDS = _HEIF_BRANDS | _AVIF_BRANDS | _GENERIC_BRANDS
+
+
+def brand_family(data: bytes) -> str | None:
+    """ "HEIF" or "AVIF" from an ISO-BMFF file's ``ftyp`` brands, else None."""
+    if data[4:8] != b"ftyp" or len(data) < 16:
+        return None
+    major = data[8:12]
+    size = min(int.from_bytes(data[:4], "big"), 256, len(data))
+    compatible = {data[i : i + 4] for i in range(16, size - 3, 4)}
+    if major in _AVIF_BRANDS:
+        return "AVIF"
+    if major in _HEIF_BRANDS:
+        return "HEIF"
+    if major in _GENERIC_BRANDS or compatible & (_GENERIC_BRANDS | _HEIF_BRANDS | _AVIF_BRANDS):
+        # a newer or vendor major brand ('MiHE', 'avci', 'vvic', ...) that declares itself
+        # compatible with the HEIF image family: the decoder says whether it can read it
+        if compatible & _AVIF_BRANDS and not compatible & _HEIF_BRANDS:
+            return "AVIF"
+        return "HEIF"
+    return None
+
+
+FORMATS = (
+    Format(
+        name="HEIF",
+        media_type="image/heif",
+        extensions=(".heic", ".heif", ".hif"),
+        signatures=(b"ftyp",),
+        offset=4,
+        accept=lambda data: brand_family(data) == "HEIF",
+        scan=lambda data: scan_bmff(data, "HEIF"),
+        writable=False,
+        via_decoder=True,
+    ),
+    Format(
+        name="AVIF",
+        media_type="image/avif",
+        extensions=(".avif",),
+        signatures=(b"ftyp",),
+        offset=4,
+        accept=lambda data: brand_family(data) == "AVIF",
+        scan=lambda data: scan_bmff(data, "AVIF"),
+        decoders=("AVIF",),
+        writable=False,
+        exif_orientation=True,
+        animated=True,
+        via_decoder=True,
+    ),
+)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import struct
 
 from veilpix._errors import CorruptImage
+from veilpix.formats._format import Format
 from veilpix.formats._scan import ICC, METADATA, STRUCTURE, TRAILER, Scan, need
 
 __all__ = ["scan_bmp"]
@@ -44,3 +45,25 @@ def scan_bmp(data: bytes) -> Scan:
     if 14 <= file_size < len(data) and data[file_size:].strip(b"\x00"):
         scan.add("after image", file_size, len(data) - file_size, TRAILER)
     return scan
+
+
+# The DIB header sizes Windows defines (BITMAPCOREHEADER ... BITMAPV5HEADER)
+DIB_HEADER_SIZES = (12, 40, 52, 56, 64, 108, 124)
+
+
+def _bmp_header(data: bytes) -> bool:
+    """A BITMAPFILEHEADER followed by a DIB header of a size Windows defines."""
+    return len(data) >= 26 and int.from_bytes(data[14:18], "little") in DIB_HEADER_SIZES
+
+
+FORMATS = (
+    Format(
+        name="BMP",
+        media_type="image/bmp",
+        extensions=(".bmp", ".dib"),
+        signatures=(b"BM",),
+        accept=_bmp_header,
+        scan=scan_bmp,
+        decoders=("BMP",),
+    ),
+)

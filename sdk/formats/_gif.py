@@ -17,6 +17,7 @@ import re
 import struct
 
 from veilpix._errors import CorruptImage
+from veilpix.formats._format import Format
 from veilpix.formats._scan import (
     ICC,
     METADATA,
@@ -397,9 +398,11 @@ def _walk(data: bytes, scan: Scan) -> int:
         min_size = data[lzw_at]
         share = max(1, LZW_SEGMENTS // len(images))  # the file's clear codes, shared by frame
         extent = proved_once(
-            "gif lzw", lzw, (min_size, share),
+            "gif lzw",
+            lzw,
+            (min_size, share),
             lambda: lzw_extent(lzw, min_size, max_segments=share),  # noqa: B023
-        )  # fmt: skip
+        )
         if extent is None:
             scan.extra.setdefault(
                 "unproved",
@@ -525,3 +528,19 @@ def strip_gif(data: bytes, scan: Scan) -> bytes:
     if not scan.extra.get("has_trailer"):
         out += b"\x3b"
     return bytes(out)
+
+
+FORMATS = (
+    Format(
+        name="GIF",
+        media_type="image/gif",
+        extensions=(".gif",),
+        signatures=(b"GIF87a", b"GIF89a"),
+        scan=scan_gif,
+        strip=lambda data, scan, icc: strip_gif(data, scan),
+        prove=prove_gif,
+        decoders=("GIF",),
+        animated=True,
+        keeps_icc=False,
+    ),
+)

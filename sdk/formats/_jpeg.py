@@ -16,6 +16,7 @@ import struct
 from typing import Any
 
 from veilpix._errors import CorruptImage, UnsupportedImage
+from veilpix.formats._format import Format
 from veilpix.formats._scan import ICC, IMAGE, METADATA, STRUCTURE, TRAILER, UNKNOWN, Scan, need
 
 __all__ = ["icc_segments", "scan_jpeg", "strip_jpeg"]
@@ -407,3 +408,18 @@ def strip_jpeg(data: bytes, scan: Scan, *, icc: bytes | None) -> bytes:
 def _is_app01(chunk: bytes) -> bool:
     """JFIF APP0 and Adobe APP14 stay ahead of the ICC segments, as encoders write them."""
     return chunk[:2] in (b"\xff\xe0", b"\xff\xee")
+
+
+FORMATS = (
+    Format(
+        name="JPEG",
+        media_type="image/jpeg",
+        extensions=(".jpg", ".jpeg", ".jpe", ".jfif"),
+        read_extensions=(".mpo",),
+        signatures=(b"\xff\xd8\xff",),
+        scan=scan_jpeg,
+        strip=lambda data, scan, icc: strip_jpeg(data, scan, icc=icc),
+        decoders=("JPEG", "MPO"),
+        exif_orientation=True,
+    ),
+)

@@ -19,12 +19,14 @@ palette ends at the last used one.
 
 from __future__ import annotations
 
+import io
 import re
 import struct
 import zlib
 from typing import Any
 
 from veilpix._errors import CorruptImage
+from veilpix.formats._format import Format
 from veilpix.formats._scan import (
     ICC,
     METADATA,
@@ -38,17 +40,37 @@ from veilpix.formats._scan import (
 )
 
 __all__ = [
-    "SIGNATURE", "iccp_chunk", "inflate_capped", "inflate_exact", "prove_png", "scan_png",
+    "SIGNATURE",
+    "iccp_chunk",
+    "inflate_capped",
+    "inflate_exact",
+    "prove_png",
+    "scan_png",
     "strip_png",
-]  # fmt: skip
+]
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 KEEP = frozenset(
     {
-        b"IHDR", b"PLTE", b"IDAT", b"IEND", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"sBIT",
-        b"bKGD", b"pHYs", b"acTL", b"fcTL", b"fdAT", b"cICP", b"mDCv", b"cLLi",
+        b"IHDR",
+        b"PLTE",
+        b"IDAT",
+        b"IEND",
+        b"tRNS",
+        b"gAMA",
+        b"cHRM",
+        b"sRGB",
+        b"sBIT",
+        b"bKGD",
+        b"pHYs",
+        b"acTL",
+        b"fcTL",
+        b"fdAT",
+        b"cICP",
+        b"mDCv",
+        b"cLLi",
     }
-)  # fmt: skip
+)
 _TEXT_CAP = 4 * 1024 * 1024
 _HEX = re.compile(r"[0-9a-fA-F\s]*")  # decompressed text / profile bytes read for the report
 
@@ -73,18 +95,40 @@ def iccp_chunk(icc: bytes) -> bytes:
 
 
 _FIXED = {
-    b"IHDR": 13, b"gAMA": 4, b"cHRM": 32, b"sRGB": 1, b"pHYs": 9, b"acTL": 8, b"fcTL": 26,
-    b"cICP": 4, b"mDCv": 24, b"cLLi": 8, b"IEND": 0,
-}  # fmt: skip
+    b"IHDR": 13,
+    b"gAMA": 4,
+    b"cHRM": 32,
+    b"sRGB": 1,
+    b"pHYs": 9,
+    b"acTL": 8,
+    b"fcTL": 26,
+    b"cICP": 4,
+    b"mDCv": 24,
+    b"cLLi": 8,
+    b"IEND": 0,
+}
 _CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
 _DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
 # chunks a PNG holds at most once: later copies are not kept (their values are free)
 _ONCE = frozenset(
     {
-        b"IHDR", b"PLTE", b"tRNS", b"gAMA", b"cHRM", b"sRGB", b"sBIT", b"bKGD", b"pHYs",
-        b"acTL", b"cICP", b"mDCv", b"cLLi", b"iCCP", b"IEND",
+        b"IHDR",
+        b"PLTE",
+        b"tRNS",
+        b"gAMA",
+        b"cHRM",
+        b"sRGB",
+        b"sBIT",
+        b"bKGD",
+        b"pHYs",
+        b"acTL",
+        b"cICP",
+        b"mDCv",
+        b"cLLi",
+        b"iCCP",
+        b"IEND",
     }
-)  # fmt: skip
+)
 
 
 def _expected_size(kind: bytes, info: dict[str, Any], length: int) -> int | None:
@@ -178,9 +222,13 @@ def scan_png(data: bytes) -> Scan:
             seen_ihdr = True
             w, h, depth, ctype, method, filtering, interlace = struct.unpack(">IIBBBBB", body)
             if (
-                not w or not h or depth not in _DEPTHS.get(ctype, ())
-                or method or filtering or interlace > 1
-            ):  # fmt: skip
+                not w
+                or not h
+                or depth not in _DEPTHS.get(ctype, ())
+                or method
+                or filtering
+                or interlace > 1
+            ):
                 raise CorruptImage(
                     f"PNG is malformed: IHDR declares {w}x{h}, bit depth {depth}, colour type "
                     f"{ctype}, methods {method}/{filtering}/{interlace}"
@@ -307,8 +355,16 @@ def _text_chunk(scan: Scan, name: str, body: bytes) -> None:
     _text(scan, name, key, value)
 
 
-_PASSES = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
-           (0, 1, 1, 2))  # fmt: skip  # Adam7: x0, y0, dx, dy
+# Adam7: x0, y0, dx, dy of each pass
+_PASSES = (
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
+)
 _IN_PIECE = 256 * 1024  # compressed bytes fed at a time
 _OUT_PIECE = 1 << 20  # inflated bytes taken at a time: memory stays flat whatever the image
 
@@ -442,9 +498,11 @@ def _palette_use(
     for stream, n, size in streams:
         data = stream[:n]
         found = proved_once(
-            "png indices", data, (size, depth, interlace),
+            "png indices",
+            data,
+            (size, depth, interlace),
             lambda: _indices(data, size, depth, interlace),  # noqa: B023
-        )  # fmt: skip
+        )
         if isinstance(found, str):
             raise Unproved(f"the palette image does not decode ({found})", why="damaged")
         used[list(found)] = True
@@ -453,16 +511,17 @@ def _palette_use(
 
 def _indices(stream: bytes, size: tuple[int, int], depth: int, interlace: int) -> Any:
     """The palette indices ``stream`` codes (a tuple), or what the decoder said (a str)."""
-    import io
-
     import numpy as np
     from PIL import Image
 
     ihdr = struct.pack(">IIBBBBB", *size, depth, 3, 0, 0, interlace)
     bare = (
-        SIGNATURE + _chunk(b"IHDR", ihdr) + _chunk(b"PLTE", bytes(3 << depth))
-        + _chunk(b"IDAT", stream) + _chunk(b"IEND", b"")
-    )  # fmt: skip
+        SIGNATURE
+        + _chunk(b"IHDR", ihdr)
+        + _chunk(b"PLTE", bytes(3 << depth))
+        + _chunk(b"IDAT", stream)
+        + _chunk(b"IEND", b"")
+    )
     try:
         with Image.open(io.BytesIO(bare), formats=["PNG"]) as im:
             im.load()
@@ -565,3 +624,19 @@ def strip_png(data: bytes, scan: Scan, *, icc: bytes | None) -> bytes:
     if hidden:
         scan.add("image stream", 0, hidden, UNKNOWN, "bytes after the end of the compressed stream")
     return bytes(out)
+
+
+FORMATS = (
+    Format(
+        name="PNG",
+        media_type="image/png",
+        extensions=(".png", ".apng"),
+        signatures=(b"\x89PNG\r\n\x1a\n",),
+        scan=scan_png,
+        strip=lambda data, scan, icc: strip_png(data, scan, icc=icc),
+        prove=prove_png,
+        decoders=("PNG",),
+        exif_orientation=True,
+        animated=True,
+    ),
+)

@@ -22,8 +22,15 @@ if TYPE_CHECKING:
     from veilpix._policy import Policy
 
 __all__ = [
-    "Part", "Scan", "Unproved", "check_limits", "check_scan", "need", "proof_memo", "proved_once",
-]  # fmt: skip
+    "Part",
+    "Scan",
+    "Unproved",
+    "check_limits",
+    "check_scan",
+    "need",
+    "proof_memo",
+    "proved_once",
+]
 
 # Part kinds. Only STRUCTURE (and ICC when the profile is a standard one) survives a strip.
 STRUCTURE = "structure"

@@ -25,6 +25,7 @@ import itertools
 import struct
 
 from veilpix._errors import CorruptImage, UnsupportedImage
+from veilpix.formats._format import Format
 from veilpix.formats._gif import LZW_SEGMENTS, LZW_WALK, lzw_extent
 from veilpix.formats._png import inflate_exact
 from veilpix.formats._scan import ICC, IMAGE, METADATA, Scan, Unproved, proved_once
@@ -34,34 +35,115 @@ __all__ = ["STRUCTURAL_TAGS", "not_lossless", "prove_tiff", "rewrite_tiff", "sca
 
 STRUCTURAL_TAGS = frozenset(
     {
-        254, 255, 256, 257, 258, 259, 262, 263, 264, 265, 266, 273, 277, 278, 279, 280, 281,
-        282, 283, 284, 290, 291, 292, 293, 296, 297, 301, 317, 318, 319, 320, 321, 322, 323,
-        324, 325, 332, 334, 336, 338, 339, 340, 341, 342, 347, 529, 530, 531, 532,
+        254,
+        255,
+        256,
+        257,
+        258,
+        259,
+        262,
+        263,
+        264,
+        265,
+        266,
+        273,
+        277,
+        278,
+        279,
+        280,
+        281,
+        282,
+        283,
+        284,
+        290,
+        291,
+        292,
+        293,
+        296,
+        297,
+        301,
+        317,
+        318,
+        319,
+        320,
+        321,
+        322,
+        323,
+        324,
+        325,
+        332,
+        334,
+        336,
+        338,
+        339,
+        340,
+        341,
+        342,
+        347,
+        529,
+        530,
+        531,
+        532,
     }
-)  # fmt: skip
+)
 # The tags a rewrite keeps: (type, count) with SHORT=3, LONG=4, RATIONAL=5; a count of
 # "spp" is SamplesPerPixel, "map" 3 x 2**BitsPerSample, "extra" the extra samples.
 # Advisory tags (thresholding, cell size, sample value ranges, page numbers, chromaticities)
 # are not kept: a decoder does not need them and their values are free. The colour map only
 # for palette pages and the ink tags only for separated (CMYK) ones.
 _CANON: dict[int, tuple[int, int | str]] = {
-    254: (4, 1), 256: (4, 1), 257: (4, 1), 258: (3, "spp"), 259: (3, 1),
-    262: (3, 1), 266: (3, 1), 277: (3, 1), 278: (4, 1), 282: (5, 1), 283: (5, 1),
-    284: (3, 1), 296: (3, 1), 317: (3, 1), 320: (3, "map"), 322: (4, 1), 323: (4, 1),
-    332: (3, 1), 334: (3, 1), 338: (3, "extra"), 339: (3, "spp"),
-}  # fmt: skip
+    254: (4, 1),
+    256: (4, 1),
+    257: (4, 1),
+    258: (3, "spp"),
+    259: (3, 1),
+    262: (3, 1),
+    266: (3, 1),
+    277: (3, 1),
+    278: (4, 1),
+    282: (5, 1),
+    283: (5, 1),
+    284: (3, 1),
+    296: (3, 1),
+    317: (3, 1),
+    320: (3, "map"),
+    322: (4, 1),
+    323: (4, 1),
+    332: (3, 1),
+    334: (3, 1),
+    338: (3, "extra"),
+    339: (3, "spp"),
+}
 _ONLY_FOR = {320: 3, 332: 5, 334: 5}  # tag -> the photometric interpretation it belongs to
 _DNG_VERSION = 50706
 _ORIENTATION = 274
 _ICC_TAG = 34675
 _GEO = {33550, 33922, 34264, 34735, 34736, 34737}
 _NAMES = {
-    269: "DocumentName", 270: "ImageDescription", 271: "Make", 272: "Model", 285: "PageName",
-    305: "Software", 306: "DateTime", 315: "Artist", 316: "HostComputer", 330: "SubIFDs",
-    700: "XMP", 32781: "ImageID", 33432: "Copyright", 33723: "IPTC", 34377: "Photoshop",
-    34665: "ExifIFD", 34853: "GPSIFD", 37724: "ImageSourceData", 40965: "InteropIFD",
-    42016: "ImageUniqueID", 50341: "PrintIM", 274: "Orientation", 34675: "ICC profile",
-}  # fmt: skip
+    269: "DocumentName",
+    270: "ImageDescription",
+    271: "Make",
+    272: "Model",
+    285: "PageName",
+    305: "Software",
+    306: "DateTime",
+    315: "Artist",
+    316: "HostComputer",
+    330: "SubIFDs",
+    700: "XMP",
+    32781: "ImageID",
+    33432: "Copyright",
+    33723: "IPTC",
+    34377: "Photoshop",
+    34665: "ExifIFD",
+    34853: "GPSIFD",
+    37724: "ImageSourceData",
+    40965: "InteropIFD",
+    42016: "ImageUniqueID",
+    50341: "PrintIM",
+    274: "Orientation",
+    34675: "ICC profile",
+}
 # Compressions whose strips can be proved to hold their rows and nothing else: none, LZW
 # (walked like GIF's, up to LZW_WALK bytes in all pages; beyond, the pixel path gives the
 # same pixels sooner), deflate.
@@ -301,9 +383,11 @@ def _strip_extent(strip: bytes, compression: int, size: int, *, share: int = 0) 
     dropped); Unproved when it codes more or fewer, or is not a valid stream."""
     if compression == 5:
         found = proved_once(
-            "tiff lzw", strip, (share,),
+            "tiff lzw",
+            strip,
+            (share,),
             lambda: lzw_extent(strip, 8, msb=True, early=1, max_segments=share),
-        )  # fmt: skip
+        )
         if found is None or found[1] != size:
             raise Unproved("an LZW strip does not code exactly its rows", why="damaged")
         return found[0]
@@ -438,3 +522,27 @@ def rewrite_tiff(data: bytes, scan: Scan, *, icc: bytes | None, orientation: boo
         prev_link = len(out)
         out += b"\x00\x00\x00\x00"
     return bytes(out)
+
+
+def _strip_tiff(data: bytes, scan: Scan, icc: bytes | None) -> bytes:
+    """The lossless rewrite, when every page can be rewritten exactly."""
+    reason = not_lossless(data, scan)
+    if reason is not None:
+        raise Unproved(reason, why="shape")
+    return rewrite_tiff(data, scan, icc=icc)
+
+
+FORMATS = (
+    Format(
+        name="TIFF",
+        media_type="image/tiff",
+        extensions=(".tif", ".tiff"),
+        signatures=(b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"),
+        scan=scan_tiff,
+        strip=_strip_tiff,
+        prove=prove_tiff,
+        decode_to_prove=True,
+        decoders=("TIFF",),
+        exif_orientation=True,
+    ),
+)

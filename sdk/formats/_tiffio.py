@@ -17,10 +17,23 @@ __all__ = ["Entry", "TiffReader"]
 
 # type id -> (item size, struct code); 2 = ASCII and 7 = UNDEFINED are returned as bytes.
 _TYPES: dict[int, tuple[int, str]] = {
-    1: (1, "B"), 2: (1, "s"), 3: (2, "H"), 4: (4, "I"), 5: (8, "II"), 6: (1, "b"),
-    7: (1, "s"), 8: (2, "h"), 9: (4, "i"), 10: (8, "ii"), 11: (4, "f"), 12: (8, "d"),
-    13: (4, "I"), 16: (8, "Q"), 17: (8, "q"), 18: (8, "Q"),
-}  # fmt: skip
+    1: (1, "B"),
+    2: (1, "s"),
+    3: (2, "H"),
+    4: (4, "I"),
+    5: (8, "II"),
+    6: (1, "b"),
+    7: (1, "s"),
+    8: (2, "h"),
+    9: (4, "i"),
+    10: (8, "ii"),
+    11: (4, "f"),
+    12: (8, "d"),
+    13: (4, "I"),
+    16: (8, "Q"),
+    17: (8, "q"),
+    18: (8, "Q"),
+}
 MAX_PAGES = 4096
 MAX_ENTRIES = 4096
 MAX_VALUES = 1 << 16  # numeric items decoded per tag; longer arrays are summarised by count

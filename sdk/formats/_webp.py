@@ -15,6 +15,7 @@ from __future__ import annotations
 import struct
 
 from veilpix._errors import CorruptImage
+from veilpix.formats._format import Format
 from veilpix.formats._scan import ICC, METADATA, STRUCTURE, TRAILER, UNKNOWN, Scan, need
 
 __all__ = ["scan_webp"]
@@ -129,3 +130,19 @@ def scan_webp(data: bytes) -> Scan:
     scan.frames = max(frames, 1)
     scan.extra.update(lossless=lossless, animated=frames > 0, riff_end=riff_end)
     return scan
+
+
+FORMATS = (
+    Format(
+        name="WEBP",
+        media_type="image/webp",
+        extensions=(".webp",),
+        signatures=(b"RIFF",),
+        accept=lambda data: data[8:12] == b"WEBP",
+        scan=scan_webp,
+        strip_refused="a WebP bitstream's end cannot be proved (libwebp ignores bytes after it)",
+        decoders=("WEBP",),
+        exif_orientation=True,
+        animated=True,
+    ),
+)

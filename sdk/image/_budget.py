@@ -67,6 +67,23 @@ class Work:
         return f"{self.what} ({', '.join(self.steps)})"
 
 
+def target_size(
+    width: int, height: int, *, max_side: int | None, max_pixels: int | None
+) -> tuple[int, int]:
+    """The largest size with the same aspect that meets both caps (never larger than now)."""
+    scale = 1.0
+    if max_side is not None:
+        scale = min(scale, max_side / max(width, height))
+    if max_pixels is not None:
+        scale = min(scale, math.sqrt(max_pixels / (width * height)))
+    if scale >= 1.0:
+        return width, height
+    w, h = max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
+    while max_pixels is not None and w * h > max_pixels:  # rounding can leave a pixel over
+        w, h = max(1, w - 1), max(1, math.floor((w - 1) * height / width))
+    return w, h
+
+
 def estimate(
     fmt: str,
     target: str,
@@ -117,10 +134,17 @@ def estimate(
     seconds += coded * (encode + VERIFY.get(target, 15)) * _NS
     steps.append(f"{target} encode")
     memory = _memory(
-        fmt, target, frames=frames, total=total, largest=largest, animated=animated,
-        out_total=out_total, out_largest=out_largest, work_copy=turn or colour or out_scale < 1.0,
+        fmt,
+        target,
+        frames=frames,
+        total=total,
+        largest=largest,
+        animated=animated,
+        out_total=out_total,
+        out_largest=out_largest,
+        work_copy=turn or colour or out_scale < 1.0,
         faces=faces,
-    )  # fmt: skip
+    )
     what = f"{fmt}, {width}x{height}"
     if frames > 1:
         what = f"{fmt}, {frames:,} frames of {width}x{height}"

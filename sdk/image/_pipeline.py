@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import io
-import struct
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from veilpix._errors import (
     ConfigError,
@@ -29,39 +27,33 @@ from veilpix._errors import (
     UnsupportedImage,
 )
 from veilpix._policy import Policy
-from veilpix.formats._bmff import decode_error, scan_bmff
-from veilpix.formats._bmp import scan_bmp
-from veilpix.formats._gif import prove_gif, scan_gif, strip_gif
-from veilpix.formats._jpeg import scan_jpeg, strip_jpeg
-from veilpix.formats._png import prove_png, scan_png, strip_png
+from veilpix.formats._bmff import decode_error
+from veilpix.formats._gif import scan_gif, strip_gif
+from veilpix.formats._png import scan_png, strip_png
+from veilpix.formats._registry import FORMATS, scan_as
 from veilpix.formats._scan import IMAGE, Part, Scan, Unproved, check_scan, proof_memo
-from veilpix.formats._sniff import MEDIA_TYPES, sniff
-from veilpix.formats._tiff import not_lossless, prove_tiff, rewrite_tiff, scan_tiff
-from veilpix.formats._webp import scan_webp
-from veilpix.image._budget import check_decode
-from veilpix.image._report import Finding, GpsPosition, ImageReport, SanitizedImage
+from veilpix.formats._sniff import sniff
+from veilpix.formats._tiff import rewrite_tiff, scan_tiff
+from veilpix.image._budget import check_decode, target_size
+from veilpix.image._lossless import explained, lossless, proved, verify
+from veilpix.image._pixels import (
+    Picture,
+    decode,
+    deep_reencode,
+    encode,
+    has_alpha,
+    orient,
+    prepare,
+)
+from veilpix.image._report import ImageReport, SanitizedImage
+from veilpix.image._transform import FaceFacts, apply, fit_mask
+from veilpix.metadata._facts import Finding, GpsPosition
 from veilpix.metadata._findings import Facts, collect, removed_parts
 from veilpix.metadata._icc import describe, is_standard
-
-if TYPE_CHECKING:
-    from veilpix.image._pixels import Picture
-    from veilpix.image._transform import FaceFacts
 
 __all__ = ["Inspection", "inspect", "sanitize", "sanitize_file", "sanitize_mask"]
 
 Stage = Callable[["Picture"], "FaceFacts | None"]
-
-_SCANNERS: dict[str, Callable[[bytes], Scan]] = {
-    "JPEG": scan_jpeg,
-    "PNG": scan_png,
-    "WEBP": scan_webp,
-    "GIF": scan_gif,
-    "TIFF": scan_tiff,
-    "BMP": scan_bmp,
-    "HEIF": lambda data: scan_bmff(data, "HEIF"),
-    "AVIF": lambda data: scan_bmff(data, "AVIF"),
-}
-_BMFF = ("HEIF", "AVIF")
 
 
 def _as_bytes(data: object) -> bytes:
@@ -73,13 +65,6 @@ def _as_bytes(data: object) -> bytes:
         f"sanitize() takes the image as bytes, not {type(data).__name__}",
         hint="read the file first, or use veilpix.sanitize_file(path)",
     )
-
-
-def _scan(data: bytes, fmt: str) -> Scan:
-    try:
-        return _SCANNERS[fmt](data)
-    except (struct.error, IndexError, ValueError, zlib.error) as exc:
-        raise CorruptImage(f"{fmt} is malformed: {exc}") from exc
 
 
 def _display_format(scan: Scan) -> str:
@@ -116,14 +101,14 @@ def inspect(data: bytes | bytearray | memoryview) -> Inspection:
     fmt = sniff(raw)
     notes: list[str] = []
     try:
-        scan = _scan(raw, fmt)
+        scan = scan_as(raw, fmt)
     except CorruptImage:
-        if fmt not in _BMFF:
+        if not FORMATS[fmt].via_decoder:
             raise
         scan = Scan(fmt)
         notes.append("container listing incomplete (malformed boxes)")
     orientation = None
-    if fmt in _BMFF:
+    if FORMATS[fmt].via_decoder:
         orientation = _bmff_metadata(raw, fmt, scan, notes)
     facts = collect(scan)
     return Inspection(
@@ -193,8 +178,6 @@ def _faces_stage(policy: Policy, consent: str | None, orientation_known: bool) -
         return None
 
     def stage(pic: Picture) -> FaceFacts:
-        from veilpix.image._transform import apply
-
         return apply(pic, policy, consent=consent, orientation_known=orientation_known)
 
     return stage
@@ -228,7 +211,8 @@ def _sanitize(
     if consent is not None and (not isinstance(consent, str) or not consent.strip()):
         raise ConfigError("consent must be a non-empty reference string, or None")
     raw, fmt = _read(data, policy)
-    if fmt in _BMFF:
+    form = FORMATS[fmt]
+    if form.via_decoder:
         stage = _faces_stage(policy, consent, orientation_known=False)
         listing = _bmff_scan(raw, fmt)
         try:
@@ -236,7 +220,7 @@ def _sanitize(
         except CorruptImage as exc:
             raise decode_error(exc, fmt, listing) from exc
     try:
-        scan = _scan(raw, fmt)
+        scan = scan_as(raw, fmt)
     except CorruptImage as exc:
         return _repair(raw, fmt, policy, consent, exc)
     check_scan(policy, scan)
@@ -249,19 +233,20 @@ def _sanitize(
     notes: list[str] = []
     out = None
     face_facts = None
-    if target == fmt and fmt != "BMP" and not _changes(policy, scan, orientation):
+    strips = form.strip is not None or form.strip_refused is not None
+    if target == fmt and strips and not _changes(policy, scan, orientation):
         if stage is not None and policy.looks_for_faces:  # consent check: look, strip losslessly
             face_facts = _look_only(raw, fmt, scan, policy, facts=facts, stage=stage)
         try:
-            out = _lossless(raw, scan, orientation=orientation, icc_keep=icc_keep)
+            out = lossless(raw, scan, orientation=orientation, icc_keep=icc_keep)
         except Unproved as exc:  # the input's own data cannot be proved: take the pixels
-            notes.append(_why(exc.message, exc.why, "re-encoded from the pixels"))
-    kept_icc = icc if icc_keep and fmt != "GIF" else None
+            notes.append(explained(exc.message, exc.why, "re-encoded from the pixels"))
+    kept_icc = icc if icc_keep and form.keeps_icc else None
     size = _turned((scan.width, scan.height), orientation)
     # a JPEG's proof is a decode already; PNG's and GIF's prove what a decoder reads (the
     # header's values, rows that inflate exactly with valid filters, LZW codes up to the
     # frame's pixels); a TIFF's tags can disagree in many more ways: it is decoded
-    decode = policy.verify_decode or fmt == "TIFF"
+    decode = policy.verify_decode or form.decode_to_prove
     if out is not None and decode:  # decodes every frame of the strip: within the budget
         try:
             check_decode(
@@ -275,66 +260,32 @@ def _sanitize(
             if policy.verify_decode:
                 raise
             decode = False  # beyond the budget the structural proofs stand alone
-    proved = None
+    checked = None
     if out is not None:
         # a JPEG turned in the DCT domain was written by libjpeg from its coefficients
         written = fmt == "JPEG" and orientation != 1
-        proved = _proved(
+        checked = proved(
             out, fmt, kept_icc, size, policy=policy, notes=notes, decode=decode, written=written
         )
-    if proved is None:
+    if checked is None:
         return _sanitize_pixels(raw, fmt, scan, policy, facts, notes=notes, stage=stage)
-    out, out_scan = proved
+    out, out_scan = checked
     if orientation != 1:
         notes.append("turned losslessly (DCT coefficients rotated, no re-encoding)")
     return _result(
-        raw, out, fmt_out=fmt, scan=scan, out_scan=out_scan, facts=facts, orientation=orientation,
-        kept_icc=kept_icc, source_icc=icc, lossless=True, notes=notes, faces=face_facts,
-    )  # fmt: skip
-
-
-def _proved(
-    out: bytes,
-    fmt: str,
-    icc: bytes | None,
-    size: tuple[int, int],
-    *,
-    policy: Policy,
-    notes: list[str],
-    decode: bool,
-    written: bool = False,
-) -> tuple[bytes, Scan] | None:
-    """The stripped output with its verification scan, once every kept byte is proved to be
-    structure or coded image data and (``decode``) every frame decodes. What cannot be
-    proved is re-coded (a JPEG's entropy-coded data written afresh from its DCT
-    coefficients: the same pixels) or, returning None, sent to the pixel path; either way the
-    report says why."""
-    try:
-        return out, _verify(out, fmt, icc, size, decode=decode, reencoded=written)
-    except Unproved as exc:
-        what, why = exc.message, exc.why
-    except CorruptImage as exc:  # the strip does not decode: what the decoder makes of it
-        what, why = f"the stripped picture does not decode ({exc.message})", "damaged"
-    if fmt == "JPEG":
-        from veilpix.image._turbojpeg import recode
-
-        recoded = recode(out)
-        if recoded is not None:
-            rebuilt = strip_jpeg(recoded, scan_jpeg(recoded), icc=icc)
-            try:
-                out_scan = _verify(rebuilt, fmt, icc, size, decode=policy.verify_decode)
-            except Unproved:
-                pass
-            else:
-                notes.append(_why(what, why, "compressed data re-coded losslessly (same pixels)"))
-                return rebuilt, out_scan
-    notes.append(_why(what, why, "re-encoded from the pixels"))
-    return None
-
-
-def _why(what: str, why: str, done: str) -> str:
-    head = {"hidden": "removed: ", "damaged": "repaired: "}.get(why, "")
-    return f"{head}{what}; {done}"
+        raw,
+        out,
+        fmt_out=fmt,
+        scan=scan,
+        out_scan=out_scan,
+        facts=facts,
+        orientation=orientation,
+        kept_icc=kept_icc,
+        source_icc=icc,
+        lossless=True,
+        notes=notes,
+        faces=face_facts,
+    )
 
 
 def _repair(
@@ -347,7 +298,7 @@ def _repair(
     scan = Scan(fmt)
     scan.extra["repair"] = exc.message
     stage = _faces_stage(policy, consent, orientation_known=False)
-    note = _why(exc.message, "damaged", "re-encoded from the pixels")
+    note = explained(exc.message, "damaged", "re-encoded from the pixels")
     try:
         return _sanitize_pixels(raw, fmt, scan, policy, Facts(), notes=[note], stage=stage)
     except CorruptImage:
@@ -360,8 +311,6 @@ def _changes(policy: Policy, scan: Scan, orientation: int) -> bool:
         return True
     if policy.max_side is None and policy.max_pixels is None:
         return False
-    from veilpix.image._transform import target_size
-
     w, h = _turned((scan.width, scan.height), orientation)
     return target_size(w, h, max_side=policy.max_side, max_pixels=policy.max_pixels) != (w, h)
 
@@ -371,17 +320,15 @@ def _look_only(
 ) -> FaceFacts | None:
     """Decode the picture upright and run the face stage on it without keeping the pixels
     (the consent rule needs to know about faces even when nothing will be changed)."""
-    from veilpix.image._pixels import decode, prepare
-
     pic = decode(raw, fmt, policy)
     prepare(pic, policy, _first_orientation(scan, facts))
     return stage(pic)
 
 
 def _first_orientation(scan: Scan, facts: Facts) -> int:
-    """The orientation of the first frame (TIFF: of its first page)."""
-    if scan.format == "TIFF":
-        return int(scan.extra.get("orientations", {}).get(0, 1))
+    """The orientation of the first frame (of its first page, where pages have their own)."""
+    if "orientations" in scan.extra:
+        return int(scan.extra["orientations"].get(0, 1))
     return facts.orientation or 1
 
 
@@ -396,18 +343,18 @@ def sanitize_mask(
     and always comes out as PNG (masks need alpha).
     """
     policy = (policy or Policy()).replace(
-        faces="off", require_consent_for_faces=False, max_side=None, max_pixels=None,
+        faces="off",
+        require_consent_for_faces=False,
+        max_side=None,
+        max_pixels=None,
         output_format="png",
-    )  # fmt: skip
+    )
     raw, fmt = _read(data, policy)
     rep = image.report
     upright_in = _turned((rep.width_in, rep.height_in), rep.orientation)
     out_size = (rep.width_out, rep.height_out)
 
     def stage(pic: Picture) -> None:
-        from veilpix.image._pixels import orient
-        from veilpix.image._transform import fit_mask
-
         size = pic.frames[0].size
         if size not in (upright_in, out_size):
             if size == (rep.width_in, rep.height_in) and rep.orientation != 1:
@@ -420,10 +367,11 @@ def sanitize_mask(
                 )
         pic.frames = [fit_mask(f, out_size) for f in pic.frames[:1]]
 
-    scan = _bmff_scan(raw, fmt) if fmt in _BMFF else _scan(raw, fmt)
-    if fmt not in _BMFF:
+    via_decoder = FORMATS[fmt].via_decoder
+    scan = _bmff_scan(raw, fmt) if via_decoder else scan_as(raw, fmt)
+    if not via_decoder:
         check_scan(policy, scan)
-    facts = Facts() if fmt in _BMFF else collect(scan)
+    facts = Facts() if via_decoder else collect(scan)
     return _sanitize_pixels(
         raw, fmt, scan, policy, facts, notes=["mask: geometry of its image"], stage=stage
     )
@@ -431,52 +379,11 @@ def sanitize_mask(
 
 def _bmff_scan(raw: bytes, fmt: str) -> Scan:
     try:
-        return _scan(raw, fmt)
+        return scan_as(raw, fmt)
     except CorruptImage:
         scan = Scan(fmt)  # the decoder decides; the listing is only for the report
         scan.extra["listing_incomplete"] = True
         return scan
-
-
-def _lossless(raw: bytes, scan: Scan, *, orientation: int, icc_keep: bool) -> bytes | None:
-    """The stripped bytes when the picture needs no change, else None (re-encode)."""
-    fmt = scan.format
-    icc = scan.icc
-    kept = icc if icc_keep else None
-    if fmt == "GIF":
-        # GIF colours are sRGB by convention: an sRGB profile can go, any other is applied.
-        srgb = icc is None or (icc_keep and (describe(icc) or "").startswith("sRGB"))
-        return strip_gif(raw, scan) if orientation == 1 and srgb else None
-    if icc is not None and not icc_keep:
-        return None  # a device profile has to be applied to the pixels
-    if fmt == "TIFF":
-        turned = any(v != 1 for v in scan.extra.get("orientations", {}).values())
-        if turned:
-            return None
-        reason = not_lossless(raw, scan)
-        if reason is not None:
-            raise Unproved(reason, why="shape")
-        return rewrite_tiff(raw, scan, icc=kept)
-    if orientation != 1:
-        return _turn_jpeg(raw, scan, orientation, kept) if fmt == "JPEG" else None
-    if fmt == "WEBP":
-        raise Unproved(
-            "a WebP bitstream's end cannot be proved (libwebp ignores bytes after it)", why="shape"
-        )
-    strip = {"JPEG": strip_jpeg, "PNG": strip_png}.get(fmt)
-    return strip(raw, scan, icc=kept) if strip is not None else None
-
-
-def _turn_jpeg(raw: bytes, scan: Scan, orientation: int, icc: bytes | None) -> bytes | None:
-    """Turn a JPEG in the DCT domain (libjpeg-turbo), when that can be exact."""
-    from veilpix.image._turbojpeg import perfect, transform
-
-    if not perfect(orientation, (scan.width, scan.height), scan.extra["mcu"]):
-        return None
-    turned = transform(strip_jpeg(raw, scan, icc=None), orientation)
-    if turned is None:
-        return None
-    return strip_jpeg(turned, scan_jpeg(turned), icc=icc)
 
 
 def _deep(scan: Scan) -> bool:
@@ -498,8 +405,6 @@ def _sanitize_pixels(
     notes: list[str],
     stage: Stage | None = None,
 ) -> SanitizedImage:
-    from veilpix.image._pixels import decode, deep_reencode, encode, prepare
-
     orientation = _first_orientation(scan, facts)
     icc_fine = scan.icc is None or (policy.keep_standard_icc and is_standard(scan.icc))
     if _deep(scan) and stage is not None:
@@ -510,16 +415,25 @@ def _sanitize_pixels(
         if kept is not None:
             out = _attach_icc(out, fmt, kept)
         notes.append("16-bit depth kept")
-        out_scan = _verify(
+        out_scan = verify(
             out, fmt, kept, _turned((scan.width, scan.height), orientation), decode=True
         )
         return _result(
-            raw, out, fmt_out=fmt, scan=scan, out_scan=out_scan, facts=facts, orientation=orientation,
-            kept_icc=kept, source_icc=scan.icc, lossless=False, notes=notes,
-        )  # fmt: skip
+            raw,
+            out,
+            fmt_out=fmt,
+            scan=scan,
+            out_scan=out_scan,
+            facts=facts,
+            orientation=orientation,
+            kept_icc=kept,
+            source_icc=scan.icc,
+            lossless=False,
+            notes=notes,
+        )
     pic = decode(_decodable(raw, fmt, scan), fmt, policy)
     pic.lossless_source = bool(scan.extra.get("lossless"))
-    if fmt in _BMFF or "repair" in scan.extra:  # facts from what the decoder read
+    if FORMATS[fmt].via_decoder or "repair" in scan.extra:  # facts from what the decoder read
         scan.add_decoder_metadata(pic.meta)
         scan.width, scan.height = pic.frames[0].size
         scan.frames = len(pic.frames)
@@ -554,12 +468,22 @@ def _sanitize_pixels(
     notes.extend(enc_notes)
     notes.extend(pic.notes)
     expect = pic.frames[0].size
-    out_scan = _verify(out, target, pic.icc, expect, decode=True)
+    out_scan = verify(out, target, pic.icc, expect, decode=True)
     return _result(
-        raw, out, fmt_out=target, scan=scan, out_scan=out_scan, facts=facts, orientation=orientation,
-        kept_icc=pic.icc, source_icc=source_icc, lossless=False, notes=notes, icc_state=icc_state,
+        raw,
+        out,
+        fmt_out=target,
+        scan=scan,
+        out_scan=out_scan,
+        facts=facts,
+        orientation=orientation,
+        kept_icc=pic.icc,
+        source_icc=source_icc,
+        lossless=False,
+        notes=notes,
+        icc_state=icc_state,
         faces=face_facts,
-    )  # fmt: skip
+    )
 
 
 def _decodable(raw: bytes, fmt: str, scan: Scan) -> bytes:
@@ -599,111 +523,12 @@ def _family(fmt: str) -> str:
     return "JPEG" if fmt == "MPO" else fmt
 
 
-def _pixel_target(fmt: str, pic: object, policy: Policy) -> str:
-    from veilpix.image._pixels import Picture, _has_alpha
-
-    assert isinstance(pic, Picture)
+def _pixel_target(fmt: str, pic: Picture, policy: Policy) -> str:
     if policy.output_format != "auto":
         return policy.output_format.upper()
-    if fmt in _BMFF:
-        return "PNG" if len(pic.frames) > 1 or _has_alpha(pic.frames[0]) else "JPEG"
+    if not FORMATS[fmt].writable:
+        return "PNG" if len(pic.frames) > 1 or has_alpha(pic.frames[0]) else "JPEG"
     return fmt
-
-
-def _verify(
-    out: bytes,
-    fmt: str,
-    icc: bytes | None,
-    size: tuple[int, int],
-    *,
-    decode: bool,
-    reencoded: bool = True,
-) -> Scan:
-    """Prove the output clean: a fresh scan must find nothing but structure (and the standard
-    profile we chose to keep), the size must be right, and, when asked, it must decode."""
-    try:
-        scan = _scan(out, fmt)
-    except CorruptImage as exc:
-        raise UnsafeOutput(f"veilpix's own {fmt} output does not parse: {exc}") from exc
-    icc_ok = icc is not None and is_standard(icc)
-    dirty = scan.dirty_parts(icc_ok=icc_ok)
-    if dirty or scan.exif[1 if fmt == "TIFF" else 0 :] or scan.xmp or scan.irb or scan.iptc:
-        names = ", ".join(p.name for p in dirty) or "metadata payload"
-        raise UnsafeOutput(f"{fmt} output still holds: {names}")
-    if scan.comments or scan.texts or scan.c2pa or scan.thumbnails:
-        raise UnsafeOutput(f"{fmt} output still holds comments, text or embedded images")
-    if fmt == "JPEG":
-        _prove_jpeg(out, scan, own=reencoded)
-    elif fmt == "PNG":
-        prove_png(out, scan)
-    elif fmt == "GIF" and not reencoded:
-        prove_gif(out, scan)
-    elif fmt == "TIFF" and not reencoded:
-        prove_tiff(out, scan)
-    if fmt == "TIFF":
-        from veilpix.metadata._exif import parse_exif
-
-        ex = parse_exif(out)
-        if any(ex.ifds.get(k) for k in ("Exif", "GPS", "Interop")):
-            raise UnsafeOutput("TIFF output still holds EXIF or GPS data")
-    if (scan.width, scan.height) != size:
-        raise UnsafeOutput(
-            f"{fmt} output is {scan.width}x{scan.height}, expected {size[0]}x{size[1]}"
-        )
-    if decode:
-        _decode_check(out, fmt, size, reencoded=reencoded)
-    return scan
-
-
-def _prove_jpeg(out: bytes, scan: Scan, *, own: bool) -> None:
-    """The entropy-coded data of a single-scan JPEG, proved to end with its last block and
-    to decode without a warning (libjpeg-turbo; see ``entropy_proof``). ``own``: libjpeg
-    wrote it for veilpix (a re-encode, a re-code, a turn in the DCT domain), so every coded
-    byte is the encoder's: no proof needed."""
-    from veilpix.image._turbojpeg import decode_warning, entropy_proof
-
-    if own:
-        return  # libjpeg wrote every coded byte (from pixels or coefficients): nothing hides
-    size = (scan.width, scan.height)
-    components = scan.extra["components"]
-    if scan.extra.get("sof", 0xC0) >= 0xC9:
-        # libjpeg's arithmetic decoder never runs short, so the cut proves nothing there
-        raise Unproved("arithmetic coding written as Huffman coding", why="shape")
-    try:
-        if scan.extra.get("scans") != 1:
-            # the cut decode proves one scan only: several are re-coded as one, after a
-            # decode that says whether they hid (more than a few) bytes or are damaged
-            found = decode_warning(out, size, components)
-            found = found or ("shape", "several scans (progressive) written as one sequential scan")
-        else:
-            found = entropy_proof(out, size, components, coded_end=scan.extra["coded_end"])
-    except OSError as exc:
-        raise Unproved(
-            "the compressed data cannot be checked without libjpeg-turbo (install "
-            "libturbojpeg0 / jpeg-turbo)",
-            why="shape",
-        ) from exc
-    if found is not None:
-        raise Unproved(found[1], why=found[0])
-
-
-def _decode_check(out: bytes, fmt: str, size: tuple[int, int], *, reencoded: bool) -> None:
-    """Decode every frame of ``out``. JPEG is decoded with DCT scaling (1/8 size), which
-    still reads every bit of the entropy-coded data but skips most of the inverse DCT.
-    A stripped file that fails carries damage from its input (CorruptImage); a re-encoded
-    one that fails is veilpix's fault (UnsafeOutput)."""
-    from PIL import Image
-
-    from veilpix.image._pixels import decoding
-
-    with decoding(fmt, output=reencoded), Image.open(io.BytesIO(out), formats=[fmt]) as im:
-        if im.size != size:
-            raise UnsafeOutput(f"{fmt} output decodes to {im.size}, expected {size}")
-        if fmt == "JPEG":
-            im.draft(im.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
-        for i in range(getattr(im, "n_frames", 1)):
-            im.seek(i)
-            im.load()
 
 
 def _result(
@@ -728,7 +553,7 @@ def _result(
         icc = "none"
     elif icc_state == "dropped":
         icc = "dropped: unreadable profile"
-    elif scan.format == "GIF" and lossless:
+    elif lossless and not FORMATS[scan.format].keeps_icc:
         icc = f"dropped: {describe(source_icc) or 'unnamed'} (GIF is sRGB)"
     else:
         icc = f"converted to sRGB from: {describe(source_icc) or 'unnamed profile'}"
@@ -737,7 +562,7 @@ def _result(
     removed = removed_parts(scan, icc_kept=kept_icc is not None)
     if scan.format == "JPEG" and lossless and any(p.kind == IMAGE for p in scan.parts):
         notes.append("kept the first image only")
-    media = MEDIA_TYPES[fmt_out]
+    media = FORMATS[fmt_out].media_type
     report = ImageReport(
         format_in=_display_format(scan),
         format_out=fmt_out,

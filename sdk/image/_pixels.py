@@ -17,9 +17,7 @@ import struct
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
-
-from PIL import Image, ImageChops, JpegImagePlugin, UnidentifiedImageError
+from typing import TYPE_CHECKING, Any
 
 from veilpix._errors import (
     CorruptImage,
@@ -29,9 +27,13 @@ from veilpix._errors import (
     VeilpixError,
 )
 from veilpix._policy import Policy
+from veilpix.formats._registry import FORMATS
 from veilpix.formats._scan import check_limits
-from veilpix.image._budget import check_work, estimate
+from veilpix.image._budget import check_work, estimate, target_size
 from veilpix.metadata._icc import is_standard, to_srgb
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 __all__ = [
     "Picture",
@@ -42,31 +44,83 @@ __all__ = [
     "orient",
 ]
 
-_PIL_FORMATS = {
-    "JPEG": ["JPEG", "MPO"],
-    "PNG": ["PNG"],
-    "WEBP": ["WEBP"],
-    "GIF": ["GIF"],
-    "TIFF": ["TIFF"],
-    "BMP": ["BMP"],
-    "AVIF": ["AVIF"],
-}
+# EXIF orientation -> the Image.Transpose member name that undoes it
 _TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
+    2: "FLIP_LEFT_RIGHT",
+    3: "ROTATE_180",
+    4: "FLIP_TOP_BOTTOM",
+    5: "TRANSPOSE",
+    6: "ROTATE_270",
+    7: "TRANSVERSE",
+    8: "ROTATE_90",
 }
 # IJG standard luminance quantization table (natural order), for the quality estimate.
 _STD_LUMA = (
-    16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
-    14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
-    18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
-    49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
-)  # fmt: skip
+    16,
+    11,
+    10,
+    16,
+    24,
+    40,
+    51,
+    61,
+    12,
+    12,
+    14,
+    19,
+    26,
+    58,
+    60,
+    55,
+    14,
+    13,
+    16,
+    24,
+    40,
+    57,
+    69,
+    56,
+    14,
+    17,
+    22,
+    29,
+    51,
+    87,
+    80,
+    62,
+    18,
+    22,
+    37,
+    56,
+    68,
+    109,
+    103,
+    77,
+    24,
+    35,
+    55,
+    64,
+    81,
+    104,
+    113,
+    92,
+    49,
+    64,
+    78,
+    87,
+    103,
+    121,
+    120,
+    101,
+    72,
+    92,
+    95,
+    98,
+    112,
+    100,
+    103,
+    99,
+)
 DEFAULT_QUALITY = 90
 
 
@@ -99,8 +153,10 @@ def estimate_jpeg_quality(qtables: dict[int, list[int]] | None) -> int | None:
 
 def orient(im: Image.Image, orientation: int) -> Image.Image:
     """Apply an EXIF orientation (1-8) to the pixels."""
+    from PIL import Image
+
     op = _TRANSPOSE.get(orientation)
-    return im.transpose(op) if op is not None else im
+    return im.transpose(Image.Transpose[op]) if op is not None else im
 
 
 @contextlib.contextmanager
@@ -108,6 +164,8 @@ def decoding(what: str, *, output: bool = False) -> Iterator[None]:
     """Translate whatever a decoder raises on hostile input into the VeilpixError tree:
     too big -> ImageTooLarge; anything else -> CorruptImage (UnsafeOutput for veilpix's own
     output). Decoders (Pillow, pillow-heif, libavif, libtiff) raise many unrelated types."""
+    from PIL import Image
+
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -134,9 +192,11 @@ def _said(exc: BaseException) -> str:
 
 
 def _open(data: bytes, fmt: str) -> Image.Image:
+    from PIL import Image, UnidentifiedImageError
+
     try:
         with decoding(fmt):
-            return Image.open(io.BytesIO(data), formats=_PIL_FORMATS[fmt])
+            return Image.open(io.BytesIO(data), formats=list(FORMATS[fmt].decoders))
     except CorruptImage as exc:
         if fmt == "AVIF" and isinstance(exc.__cause__, UnidentifiedImageError):
             from PIL import features
@@ -204,22 +264,27 @@ class _Budget:
         self.policy = policy
         self.fmt = fmt
         self.target = target
-        self.turn = fmt in ("JPEG", "PNG", "WEBP", "TIFF", "AVIF")  # EXIF orientation, maybe
+        self.turn = FORMATS[fmt].exif_orientation  # an EXIF orientation, maybe
         self.colour = False
         self.lossless_webp = False
 
     def check(self, frames: int, canvas: tuple[int, int], total: int = 0) -> None:
-        from veilpix.image._transform import target_size
-
         policy = self.policy
         resize = None
         if policy.max_side is not None or policy.max_pixels is not None:
             resize = target_size(*canvas, max_side=policy.max_side, max_pixels=policy.max_pixels)
         work = estimate(
-            self.fmt, self.target, frames=frames, canvas=canvas, total=total, turn=self.turn,
-            colour=self.colour, faces=policy.looks_for_faces, resize_to=resize,
+            self.fmt,
+            self.target,
+            frames=frames,
+            canvas=canvas,
+            total=total,
+            turn=self.turn,
+            colour=self.colour,
+            faces=policy.looks_for_faces,
+            resize_to=resize,
             lossless_webp=self.lossless_webp,
-        )  # fmt: skip
+        )
         check_work(policy, work)
 
 
@@ -227,7 +292,7 @@ def _target(fmt: str, policy: Policy, frames: int, *, alpha: bool) -> str:
     """The format the pixel path will write (as the pipeline chooses it)."""
     if policy.output_format != "auto":
         return policy.output_format.upper()
-    if fmt in ("HEIF", "AVIF"):
+    if not FORMATS[fmt].writable:
         return "PNG" if frames > 1 or alpha else "JPEG"
     return fmt
 
@@ -280,6 +345,8 @@ def _frames(
     im: Image.Image, fmt: str, policy: Policy, n: int, budget: _Budget | None = None
 ) -> Picture:
     """Every frame that belongs to the picture, each checked against the limits."""
+    from PIL import JpegImagePlugin
+
     pic = Picture([], fmt, loop=im.info.get("loop"))
     if fmt == "JPEG":
         pic.jpeg = {
@@ -327,7 +394,7 @@ def _frames(
         )
     if page_orientations:
         pic.jpeg["page_orientations"] = page_orientations
-    if len(pic.frames) > 1 and fmt in ("GIF", "PNG", "WEBP", "AVIF"):
+    if len(pic.frames) > 1 and FORMATS[fmt].animated:
         _uniform(pic.frames)
     return pic
 
@@ -338,6 +405,8 @@ def _uniform(frames: list[Image.Image]) -> None:
     as RGB(A), and grows the canvas when a frame reaches outside the logical screen: the
     frames before it are then smaller, and are put on the grown canvas at (0, 0), the way
     Pillow composites the frames that follow."""
+    from PIL import Image
+
     has_alpha = any(
         f.mode in ("RGBA", "LA", "PA") or (f.mode == "P" and "transparency" in f.info)
         for f in frames
@@ -368,30 +437,33 @@ def _clean(im: Image.Image) -> tuple[Image.Image, Any]:
     return fresh, transparency
 
 
-def _has_alpha(im: Image.Image) -> bool:
+def has_alpha(im: Image.Image) -> bool:
     return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
         im.mode in ("P", "L", "RGB") and "transparency" in im.info
     )
 
 
-def _flatten(im: Image.Image) -> Image.Image:
+def flatten(im: Image.Image) -> Image.Image:
+    from PIL import Image
+
     rgba = im.convert("RGBA")
     bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     return Image.alpha_composite(bg, rgba).convert("RGB")
 
 
 def _for_jpeg(im: Image.Image) -> Image.Image:
-    if _has_alpha(im):
-        return _flatten(im)
+    if has_alpha(im):
+        return flatten(im)
     if im.mode in ("L", "RGB", "CMYK"):
         return im
     if im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        return _to_8bit_gray(im)
+        return to_8bit_gray(im)
     return im.convert("RGB")
 
 
-def _to_8bit_gray(im: Image.Image) -> Image.Image:
+def to_8bit_gray(im: Image.Image) -> Image.Image:
     import numpy as np
+    from PIL import Image
 
     arr = np.asarray(im.convert("I"), dtype=np.int64)
     return Image.fromarray((np.clip(arr, 0, 65535) >> 8).astype(np.uint8), "L")
@@ -434,7 +506,7 @@ def encode(pic: Picture, target: str, policy: Policy) -> tuple[bytes, list[str]]
             im, _ = _clean(_for_jpeg(frames[0]))
             if animated:
                 notes.append(f"JPEG holds one frame: kept the first of {len(frames)}")
-            if _has_alpha(frames[0]):
+            if has_alpha(frames[0]):
                 notes.append("alpha flattened onto white for JPEG")
             args: dict[str, Any] = {"optimize": False}
             qtables = pic.jpeg.get("qtables")
@@ -543,6 +615,8 @@ def _merge_still(
     """Runs of identical frames as one frame shown for their summed time, at most the
     longest delay a GIF can hold. Pillow's GIF writer merges such runs itself but cannot
     write a sum over 655.35 s (an OverflowError)."""
+    from PIL import ImageChops
+
     out: list[Image.Image] = []
     times: list[int] = []
     for frame, ms in zip(frames, durations or [0] * len(frames), strict=False):
@@ -565,26 +639,26 @@ def _for_png(im: Image.Image) -> Image.Image:
         return im
     if im.mode == "PA":
         return im.convert("RGBA")
-    return im.convert("RGBA" if _has_alpha(im) else "RGB")
+    return im.convert("RGBA" if has_alpha(im) else "RGB")
 
 
 def _for_webp(im: Image.Image) -> Image.Image:
     if im.mode in ("RGB", "RGBA"):
         return im
-    return im.convert("RGBA" if _has_alpha(im) else "RGB")
+    return im.convert("RGBA" if has_alpha(im) else "RGB")
 
 
 def _for_tiff(im: Image.Image) -> Image.Image:
     # no palette: the writer would copy the input's colour map whole, unused entries too
     if im.mode in ("1", "L", "LA", "RGB", "RGBA", "CMYK", "I;16", "I;16B", "I", "F"):
         return im
-    return im.convert("RGBA" if _has_alpha(im) else "RGB")
+    return im.convert("RGBA" if has_alpha(im) else "RGB")
 
 
 def _for_bmp(im: Image.Image) -> Image.Image:
     if im.mode in ("1", "L", "P", "RGB", "RGBA"):
         return im
-    return im.convert("RGBA" if _has_alpha(im) else "RGB")
+    return im.convert("RGBA" if has_alpha(im) else "RGB")
 
 
 def deep_reencode(

@@ -1,24 +1,20 @@
 """Before/after pictures: the original and veilpix's output side by side, the faces veilpix
 found boxed on both, and a legend of what metadata was found and what was removed.
 
-Used by ``veilpix preview`` and ``veilpix demo``. The preview is built in memory and only
+Drawn for ``veilpix preview`` and ``veilpix demo`` (veilpix.cli). The preview is built in memory and only
 written where the user asks.
 """
 
 from __future__ import annotations
 
-import argparse
 import io
-import json
-import sys
-from typing import Any
 
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageFont, ImageOps  # noqa: TID253 - drawing is heavy by nature
 
-from veilpix._errors import ConfigError, CorruptImage
+from veilpix._errors import CorruptImage
 from veilpix.image._report import SanitizedImage
 
-__all__ = ["render_preview", "run_preview"]
+__all__ = ["legend", "render_preview"]
 
 PANEL = 720  # longest side of each panel, in pixels
 _RED, _GREEN, _GREY, _INK = (200, 30, 30), (20, 130, 50), (245, 245, 245), (40, 40, 40)
@@ -51,7 +47,7 @@ def _fit(im: Image.Image) -> tuple[Image.Image, float]:
     return im, scale
 
 
-def _legend(clean: SanitizedImage) -> list[tuple[str, tuple[int, int, int]]]:
+def legend(clean: SanitizedImage) -> list[tuple[str, tuple[int, int, int]]]:
     rep = clean.report
     lines: list[tuple[str, tuple[int, int, int]]] = []
     cats = rep.categories()
@@ -103,10 +99,10 @@ def render_preview(before: bytes, clean: SanitizedImage, *, as_stored: bool = Fa
         k = sb * (down if rep.downscaled else 1.0)
         draw_b.rectangle([box.x0 * k, box.y0 * k, box.x1 * k, box.y1 * k], outline=_GREEN, width=2)
     font = ImageFont.load_default(size=16)
-    legend = _legend(clean)
+    lines = legend(clean)
     pad, head, line = 16, 40, 22
     w = a.width + b.width + 3 * pad
-    h = max(a.height, b.height) + head + pad + line * len(legend) + pad
+    h = max(a.height, b.height) + head + pad + line * len(lines) + pad
     canvas = Image.new("RGB", (w, h), _GREY)
     draw = ImageDraw.Draw(canvas)
     what = "as stored" if as_stored else "upright"
@@ -117,45 +113,9 @@ def render_preview(before: bytes, clean: SanitizedImage, *, as_stored: bool = Fa
     canvas.paste(a, (pad, head))
     canvas.paste(b, (2 * pad + a.width, head))
     y = head + max(a.height, b.height) + pad
-    for text, colour in legend:
+    for text, colour in lines:
         draw.text((pad, y), text, fill=colour, font=font)
         y += line
     out = io.BytesIO()
     canvas.save(out, "PNG")
     return out.getvalue()
-
-
-def run_preview(args: argparse.Namespace, policy: object) -> int:
-    from veilpix._policy import Policy
-    from veilpix.image._pipeline import sanitize
-
-    assert isinstance(policy, Policy)
-    if not args.output.lower().endswith(".png"):
-        raise ConfigError(f"the preview is a PNG: give -o a .png name, not {args.output!r}")
-    try:
-        with open(args.path, "rb") as fh:
-            before = fh.read(policy.max_bytes + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read {args.path}: {exc.strerror or exc}") from exc
-    clean = sanitize(before, policy, consent=args.consent)
-    png = render_preview(before, clean)
-    with open(args.output, "wb") as fh:
-        fh.write(png)
-    rep = clean.report
-    result: dict[str, Any] = {
-        "input": args.path,
-        "preview": args.output,
-        "faces_found": rep.faces_found,
-        "faces_blurred": rep.faces_blurred,
-        "findings": len(rep.findings),
-        "removed": len(rep.removed),
-        "size_out": [rep.width_out, rep.height_out],
-    }
-    if args.json:
-        json.dump(result | {"report": rep.to_dict()}, sys.stdout, indent=2, ensure_ascii=False)
-        sys.stdout.write("\n")
-    else:
-        for text, _ in _legend(clean):
-            print(text)
-        print(f"wrote {args.output}")
-    return 0

@@ -5,71 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from veilpix.formats._registry import extension_for
 from veilpix.image._faces import FaceBox
+from veilpix.metadata._facts import CATEGORIES, SENSITIVE, Finding, GpsPosition, Removed
 
-__all__ = ["Finding", "GpsPosition", "ImageReport", "Removed", "SanitizedImage"]
-
-# Categories of findings, in the order reports list them.
-CATEGORIES = (
-    "gps",
-    "device",
-    "serial",
-    "owner",
-    "timestamp",
-    "software",
-    "comment",
-    "people",
-    "thumbnail",
-    "c2pa",
-    "xmp",
-    "iptc",
-    "makernotes",
-    "icc",
-    "other",
-)
-# Categories that identify a person, a place or a device on their own.
-SENSITIVE = frozenset({"gps", "serial", "owner", "people"})
-
-
-@dataclass(frozen=True)
-class GpsPosition:
-    """A position recorded in the image (EXIF GPS IFD or XMP)."""
-
-    latitude: float
-    longitude: float
-    altitude_m: float | None = None
-    source: str = "EXIF"
-
-    def __str__(self) -> str:
-        ns = "N" if self.latitude >= 0 else "S"
-        ew = "E" if self.longitude >= 0 else "W"
-        text = f"{abs(self.latitude):.6f}° {ns}, {abs(self.longitude):.6f}° {ew}"
-        if self.altitude_m is not None:
-            text += f", {self.altitude_m:.0f} m"
-        return text
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One privacy-relevant fact found in the input image."""
-
-    category: str
-    label: str
-    value: str
-    source: str
-
-    @property
-    def sensitive(self) -> bool:
-        return self.category in SENSITIVE
-
-
-@dataclass(frozen=True)
-class Removed:
-    """One container element (segment, chunk, block, item, tag) that was not carried over."""
-
-    container: str
-    detail: str
-    size: int
+__all__ = ["ImageReport", "SanitizedImage"]
 
 
 @dataclass(frozen=True)
@@ -123,10 +63,15 @@ class ImageReport:
         """A JSON-ready dictionary (used by ``--json`` and the audit log)."""
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["findings"] = [
-            {"category": f.category, "label": f.label, "value": f.value, "source": f.source,
-             "sensitive": f.category in SENSITIVE}
+            {
+                "category": f.category,
+                "label": f.label,
+                "value": f.value,
+                "source": f.source,
+                "sensitive": f.category in SENSITIVE,
+            }
             for f in self.findings
-        ]  # fmt: skip
+        ]
         out["removed"] = [
             {"container": r.container, "detail": r.detail, "size": r.size} for r in self.removed
         ]
@@ -148,17 +93,4 @@ class SanitizedImage:
     @property
     def extension(self) -> str:
         """The usual file extension for ``media_type`` (with the dot)."""
-        return EXTENSIONS.get(self.media_type, ".bin")
-
-
-EXTENSIONS = {
-    "image/jpeg": ".jpg",
-    "image/png": ".png",
-    "image/apng": ".png",
-    "image/webp": ".webp",
-    "image/gif": ".gif",
-    "image/tiff": ".tif",
-    "image/bmp": ".bmp",
-    "image/heif": ".heic",
-    "image/avif": ".avif",
-}
+        return extension_for(self.media_type) or ".bin"

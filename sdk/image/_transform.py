@@ -10,18 +10,18 @@ resampled with nearest-neighbour so its alpha stays as it was drawn, and is neve
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from PIL import Image
-
 from veilpix._errors import ConfigError, ConsentRequired, FaceDetectionError, VeilpixError
 from veilpix._policy import Policy
+from veilpix.image._blur import anonymize
+from veilpix.image._budget import target_size
 from veilpix.image._faces import FaceBox, Sweep, default_detector, detect_faces
+from veilpix.image._pixels import Picture, flatten, has_alpha, to_8bit_gray
 
 if TYPE_CHECKING:
-    from veilpix.image._pixels import Picture
+    from PIL import Image
 
 __all__ = ["FaceFacts", "apply", "fit", "fit_mask", "target_size"]
 
@@ -48,33 +48,14 @@ class FaceFacts:
         return self.size_before is not None and self.size_before != self.size_after
 
 
-def target_size(
-    width: int, height: int, *, max_side: int | None, max_pixels: int | None
-) -> tuple[int, int]:
-    """The largest size with the same aspect that meets both caps (never larger than now)."""
-    scale = 1.0
-    if max_side is not None:
-        scale = min(scale, max_side / max(width, height))
-    if max_pixels is not None:
-        scale = min(scale, math.sqrt(max_pixels / (width * height)))
-    if scale >= 1.0:
-        return width, height
-    w, h = max(1, math.floor(width * scale)), max(1, math.floor(height * scale))
-    while max_pixels is not None and w * h > max_pixels:  # rounding can leave a pixel over
-        w, h = max(1, w - 1), max(1, math.floor((w - 1) * height / width))
-    return w, h
-
-
 def _detect_rgb(frame: Image.Image) -> Any:
     """An upright RGB uint8 array of ``frame`` for the detector (alpha over white)."""
     import numpy as np
 
-    from veilpix.image._pixels import _flatten, _has_alpha, _to_8bit_gray
-
     if frame.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        frame = _to_8bit_gray(frame)
-    elif _has_alpha(frame) or frame.mode == "PA":
-        frame = _flatten(frame)
+        frame = to_8bit_gray(frame)
+    elif has_alpha(frame) or frame.mode == "PA":
+        frame = flatten(frame)
     return np.asarray(frame.convert("RGB"))
 
 
@@ -93,8 +74,7 @@ def _workable(frame: Image.Image) -> Image.Image:
 
 def _hide(frame: Image.Image, boxes: list[FaceBox], policy: Policy) -> Image.Image:
     import numpy as np
-
-    from veilpix.image._blur import anonymize
+    from PIL import Image
 
     work = _workable(frame)
     arr = np.asarray(work)
@@ -156,6 +136,8 @@ def apply(
 def fit(frame: Image.Image, size: tuple[int, int]) -> Image.Image:
     """``frame`` resampled to ``size`` with Lanczos (palette and bilevel images first become
     RGB(A) and L, so no colour is picked by nearest neighbour)."""
+    from PIL import Image
+
     frame = _workable(frame)
     gap = _REDUCING_GAP if frame.width >= 2 * size[0] and frame.mode != "I;16" else None
     try:
@@ -167,6 +149,8 @@ def fit(frame: Image.Image, size: tuple[int, int]) -> Image.Image:
 def fit_mask(mask: Image.Image, size: tuple[int, int]) -> Image.Image:
     """A mask brought to ``size`` with nearest-neighbour: every output pixel is one of the
     mask's own values, so transparent stays transparent and opaque stays opaque."""
+    from PIL import Image
+
     if mask.size == size:
         return mask
     return mask.resize(size, Image.Resampling.NEAREST)

@@ -68,18 +68,30 @@ def _load() -> ctypes.CDLL | None:
                 lib = ctypes.CDLL(name)
                 lib.tjInitTransform.restype = ctypes.c_void_p
                 lib.tjTransform.argtypes = [
-                    ctypes.c_void_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_int,
-                    ctypes.POINTER(ctypes.POINTER(ctypes.c_ubyte)), ctypes.POINTER(ctypes.c_ulong),
-                    ctypes.POINTER(_Transform), ctypes.c_int,
-                ]  # fmt: skip
+                    ctypes.c_void_p,
+                    ctypes.c_char_p,
+                    ctypes.c_ulong,
+                    ctypes.c_int,
+                    ctypes.POINTER(ctypes.POINTER(ctypes.c_ubyte)),
+                    ctypes.POINTER(ctypes.c_ulong),
+                    ctypes.POINTER(_Transform),
+                    ctypes.c_int,
+                ]
                 lib.tjTransform.restype = ctypes.c_int
                 lib.tjFree.argtypes = [ctypes.c_void_p]
                 lib.tjFree.restype = None
                 lib.tjInitDecompress.restype = ctypes.c_void_p
                 lib.tjDecompress2.argtypes = [
-                    ctypes.c_void_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p,
-                    ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                ]  # fmt: skip
+                    ctypes.c_void_p,
+                    ctypes.c_char_p,
+                    ctypes.c_ulong,
+                    ctypes.c_void_p,
+                    ctypes.c_int,
+                    ctypes.c_int,
+                    ctypes.c_int,
+                    ctypes.c_int,
+                    ctypes.c_int,
+                ]
                 lib.tjDecompress2.restype = ctypes.c_int
                 lib.tjGetErrorStr2.argtypes = [ctypes.c_void_p]
                 lib.tjGetErrorStr2.restype = ctypes.c_char_p

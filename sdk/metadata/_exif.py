@@ -8,9 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import piexif
+
 from veilpix._errors import CorruptImage
 from veilpix.formats._tiffio import TiffReader
-from veilpix.image._report import Finding, GpsPosition
+from veilpix.metadata._facts import Category, Finding, GpsPosition
 
 __all__ = ["ExifData", "exif_findings", "parse_exif"]
 
@@ -18,7 +20,7 @@ _IFD_POINTERS = {"Exif": 0x8769, "GPS": 0x8825}
 _INTEROP = 0xA005
 
 # (ifd, tag) -> (category, label)
-_TAGS: dict[tuple[str, int], tuple[str, str]] = {
+_TAGS: dict[tuple[str, int], tuple[Category, str]] = {
     ("0th", 0x010F): ("device", "Camera make"),
     ("0th", 0x0110): ("device", "Camera model"),
     ("0th", 0xC614): ("device", "Camera model (DNG)"),
@@ -88,8 +90,6 @@ def parse_exif(blob: bytes) -> ExifData:
     if not _piexif_safe(blob):
         return _parse_own(blob)
     try:
-        import piexif
-
         raw = piexif.load(blob)
         ifds = {k: dict(raw.get(k) or {}) for k in ("0th", "Exif", "GPS", "Interop", "1st")}
         thumb = raw.get("thumbnail") or b""

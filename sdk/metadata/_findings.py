@@ -5,15 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from veilpix.formats._scan import STRUCTURE, Scan
-from veilpix.image._report import CATEGORIES, Finding, GpsPosition, Removed
 from veilpix.metadata._exif import exif_findings, parse_exif
+from veilpix.metadata._facts import CATEGORIES, Category, Finding, GpsPosition, Removed
 from veilpix.metadata._icc import describe, is_standard
 from veilpix.metadata._iptc import iim_findings, irb_findings
 from veilpix.metadata._xmp import xmp_findings, xmp_orientation
 
 __all__ = ["Facts", "collect", "removed_parts"]
 
-_TEXT_KEYS = (
+_TEXT_KEYS: tuple[tuple[str, Category], ...] = (
     ("gps", "gps"),
     ("latitude", "gps"),
     ("longitude", "gps"),
@@ -79,7 +79,7 @@ def collect(scan: Scan) -> Facts:
         facts.findings.append(Finding("comment", "Comment", _short(text) or "(empty)", source))
     for source, key, text in scan.texts:
         lowered = key.lower()
-        category = next((c for k, c in _TEXT_KEYS if k in lowered), "other")
+        category: Category = next((c for k, c in _TEXT_KEYS if k in lowered), "other")
         facts.findings.append(Finding(category, key, _short(text) or "(empty)", source))
     for source, value in scan.timestamps:
         facts.findings.append(Finding("timestamp", "Last modified", value, source))

@@ -45,11 +45,38 @@ STANDARD_PROFILES = frozenset(
 _MAX_STANDARD_SIZE = 64 * 1024  # the standard profiles are 0.5-61 KB
 _TEXT_TAGS = {b"desc", b"dscm", b"cprt", b"dmnd", b"dmdd", b"vued"}
 _COLORIMETRIC = _TEXT_TAGS | {
-    b"wtpt", b"bkpt", b"rXYZ", b"gXYZ", b"bXYZ", b"rTRC", b"gTRC", b"bTRC", b"kTRC",
-    b"chad", b"chrm", b"lumi", b"meas", b"tech", b"view", b"cicp", b"aarg", b"aagg",
-    b"aabg", b"A2B0", b"A2B1", b"A2B2", b"B2A0", b"B2A1", b"B2A2", b"gamt", b"pre0",
-    b"pre1", b"pre2", b"rig0", b"ciis",
-}  # fmt: skip
+    b"wtpt",
+    b"bkpt",
+    b"rXYZ",
+    b"gXYZ",
+    b"bXYZ",
+    b"rTRC",
+    b"gTRC",
+    b"bTRC",
+    b"kTRC",
+    b"chad",
+    b"chrm",
+    b"lumi",
+    b"meas",
+    b"tech",
+    b"view",
+    b"cicp",
+    b"aarg",
+    b"aagg",
+    b"aabg",
+    b"A2B0",
+    b"A2B1",
+    b"A2B2",
+    b"B2A0",
+    b"B2A1",
+    b"B2A2",
+    b"gamt",
+    b"pre0",
+    b"pre1",
+    b"pre2",
+    b"rig0",
+    b"ciis",
+}
 
 
 def describe(icc: bytes) -> str | None:

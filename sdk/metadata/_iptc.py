@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import struct
 
-from veilpix.image._report import Finding
+from veilpix.metadata._facts import Category, Finding
 
 __all__ = ["iim_findings", "irb_findings", "split_irb"]
 
 # Record 2 (application) datasets -> (category, label)
-_DATASETS: dict[int, tuple[str, str]] = {
+_DATASETS: dict[int, tuple[Category, str]] = {
     5: ("comment", "Object name"),
     25: ("comment", "Keywords"),
     55: ("timestamp", "Date created"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import re
 
-from veilpix.image._report import Finding, GpsPosition
+from veilpix.metadata._facts import Category, Finding, GpsPosition
 
 __all__ = ["decode_xmp", "xmp_findings", "xmp_orientation"]
 
@@ -23,7 +23,7 @@ _ATTR = re.compile(r'\s*+=\s*+(?:"([^"]{0,4096}+)"|\'([^\']{0,4096}+)\')')
 _OPEN_REST = re.compile(r"(?:\s[^<>]{0,1024}+)?+>")
 
 # property -> (category, label)
-_PROPS: dict[str, tuple[str, str]] = {
+_PROPS: dict[str, tuple[Category, str]] = {
     "photoshop:City": ("gps", "City"),
     "photoshop:State": ("gps", "State / province"),
     "photoshop:Country": ("gps", "Country"),
@@ -138,9 +138,13 @@ def _coord(value: str) -> float | None:
 def decode_xmp(blob: bytes) -> str:
     """The packet as text: XMP may be UTF-8, UTF-16 or UTF-32 (with or without a BOM)."""
     raw = blob[:_MAX]
-    for bom, enc in ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe\x00\x00", "utf-32-le"),
-                     (b"\x00\x00\xfe\xff", "utf-32-be"), (b"\xfe\xff", "utf-16-be"),
-                     (b"\xff\xfe", "utf-16-le")):  # fmt: skip
+    for bom, enc in (
+        (b"\xef\xbb\xbf", "utf-8"),
+        (b"\xff\xfe\x00\x00", "utf-32-le"),
+        (b"\x00\x00\xfe\xff", "utf-32-be"),
+        (b"\xfe\xff", "utf-16-be"),
+        (b"\xff\xfe", "utf-16-le"),
+    ):
         if raw.startswith(bom):
             return raw[len(bom) :].decode(enc, "replace")
     if raw[:2] == b"\x00<":
