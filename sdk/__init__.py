@@ -11,11 +11,78 @@ Public names are re-exported here once; everything else lives in private modules
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [  # noqa: RUF022 - plain sorted() order, which tests/test_packaging.py checks
+# Every public name and the private module that defines it. Nothing is imported until a name
+# is first used, so ``import veilpix`` stays light; the name then shows as ``veilpix.X``.
+_LAZY = {
+    "AsyncClient": "veilpix.client._client",
+    "AuditLog": "veilpix.audit._log",
+    "AuditLogError": "veilpix._errors",
+    "Authority": "veilpix._ca",
+    "CAError": "veilpix._errors",
+    "CenterFace": "veilpix.image._faces",
+    "Client": "veilpix.client._client",
+    "Config": "veilpix._config",
+    "ConfigError": "veilpix._errors",
+    "ConsentRequired": "veilpix._errors",
+    "Context": "veilpix.guard",
+    "CorruptImage": "veilpix._errors",
+    "EEA": "veilpix._policy",
+    "FaceBox": "veilpix.image._faces",
+    "FaceDetectionError": "veilpix._errors",
+    "FaceDetector": "veilpix.image._faces",
+    "Finding": "veilpix.metadata._facts",
+    "GeneratedImage": "veilpix.client._results",
+    "GpsPosition": "veilpix.metadata._facts",
+    "Guard": "veilpix.guard",
+    "ImageError": "veilpix._errors",
+    "ImageReport": "veilpix.image._report",
+    "ImageTooLarge": "veilpix._errors",
+    "Inspection": "veilpix.image._pipeline",
+    "LogIntegrityError": "veilpix._errors",
+    "Outbound": "veilpix.guard",
+    "OutboundImage": "veilpix.audit._record",
+    "PendingTransfer": "veilpix.audit._log",
+    "Policy": "veilpix._policy",
+    "PolicyViolation": "veilpix._errors",
+    "Prepared": "veilpix.guard",
+    "Receipt": "veilpix.guard",
+    "Removed": "veilpix.metadata._facts",
+    "RequestBlocked": "veilpix._errors",
+    "RequestError": "veilpix._errors",
+    "Restarted": "veilpix.audit._restart",
+    "Result": "veilpix.client._results",
+    "SanitizedImage": "veilpix.image._report",
+    "Transfer": "veilpix.audit._record",
+    "TransferRecord": "veilpix.audit._records",
+    "UnsafeOutput": "veilpix._errors",
+    "UnsupportedImage": "veilpix._errors",
+    "VeilpixError": "veilpix._errors",
+    "VendorAuthError": "veilpix._errors",
+    "VendorBadRequest": "veilpix._errors",
+    "VendorError": "veilpix._errors",
+    "VendorJobFailed": "veilpix._errors",
+    "VendorRateLimited": "veilpix._errors",
+    "VendorTimeout": "veilpix._errors",
+    "VendorUnavailable": "veilpix._errors",
+    "VerifyResult": "veilpix.audit._verify",
+    "async_http_client": "veilpix.transports._clients",
+    "detect_faces": "veilpix.image._faces",
+    "http_client": "veilpix.transports._clients",
+    "inspect": "veilpix.image._pipeline",
+    "load_config": "veilpix._config",
+    "restart_log": "veilpix.audit._restart",
+    "sanitize": "veilpix.image._pipeline",
+    "sanitize_file": "veilpix.image._pipeline",
+    "sanitize_mask": "veilpix.image._pipeline",
+    "verify_log": "veilpix.audit._log",
+}
+
+__all__ = [  # noqa: RUF022 - plain sorted() order; tests/test_packaging.py checks it is _LAZY's
     "AsyncClient",
     "AuditLog",
     "AuditLogError",
@@ -80,71 +147,7 @@ __all__ = [  # noqa: RUF022 - plain sorted() order, which tests/test_packaging.p
     "verify_log",
 ]
 
-_LAZY = {
-    "AsyncClient": "veilpix.client._client",
-    "Client": "veilpix.client._client",
-    "GeneratedImage": "veilpix.client._client",
-    "Result": "veilpix.client._client",
-    "VendorAuthError": "veilpix._errors",
-    "VendorBadRequest": "veilpix._errors",
-    "VendorError": "veilpix._errors",
-    "VendorJobFailed": "veilpix._errors",
-    "VendorRateLimited": "veilpix._errors",
-    "VendorTimeout": "veilpix._errors",
-    "VendorUnavailable": "veilpix._errors",
-    "RequestError": "veilpix._errors",
-    "Guard": "veilpix.guard._guard",
-    "Outbound": "veilpix.guard._guard",
-    "Context": "veilpix.guard._guard",
-    "Receipt": "veilpix.guard._guard",
-    "Prepared": "veilpix.guard._guard",
-    "RequestBlocked": "veilpix._errors",
-    "EEA": "veilpix._policy",
-    "http_client": "veilpix.transports._clients",
-    "async_http_client": "veilpix.transports._clients",
-    "Config": "veilpix._config",
-    "load_config": "veilpix._config",
-    "AuditLog": "veilpix.audit._log",
-    "AuditLogError": "veilpix._errors",
-    "LogIntegrityError": "veilpix._errors",
-    "restart_log": "veilpix.audit._restart",
-    "Restarted": "veilpix.audit._restart",
-    "Authority": "veilpix._ca",
-    "CAError": "veilpix._errors",
-    "OutboundImage": "veilpix.audit._record",
-    "PendingTransfer": "veilpix.audit._log",
-    "Transfer": "veilpix.audit._record",
-    "TransferRecord": "veilpix.audit._log",
-    "VerifyResult": "veilpix.audit._verify",
-    "verify_log": "veilpix.audit._verify",
-    "CenterFace": "veilpix.image._faces",
-    "FaceBox": "veilpix.image._faces",
-    "FaceDetector": "veilpix.image._faces",
-    "detect_faces": "veilpix.image._faces",
-    "ConsentRequired": "veilpix._errors",
-    "FaceDetectionError": "veilpix._errors",
-    "ConfigError": "veilpix._errors",
-    "CorruptImage": "veilpix._errors",
-    "ImageError": "veilpix._errors",
-    "ImageTooLarge": "veilpix._errors",
-    "PolicyViolation": "veilpix._errors",
-    "UnsafeOutput": "veilpix._errors",
-    "UnsupportedImage": "veilpix._errors",
-    "VeilpixError": "veilpix._errors",
-    "Policy": "veilpix._policy",
-    "Finding": "veilpix.image._report",
-    "GpsPosition": "veilpix.image._report",
-    "ImageReport": "veilpix.image._report",
-    "Removed": "veilpix.image._report",
-    "SanitizedImage": "veilpix.image._report",
-    "Inspection": "veilpix.image._pipeline",
-    "inspect": "veilpix.image._pipeline",
-    "sanitize": "veilpix.image._pipeline",
-    "sanitize_file": "veilpix.image._pipeline",
-    "sanitize_mask": "veilpix.image._pipeline",
-}
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the same names for type checkers ("X": an explicit re-export)
     from veilpix._ca import Authority
     from veilpix._config import Config, load_config
     from veilpix._errors import (
@@ -172,25 +175,50 @@ if TYPE_CHECKING:
         VendorUnavailable,
     )
     from veilpix._policy import EEA, Policy
-    from veilpix.audit._log import AuditLog, PendingTransfer, TransferRecord
+    from veilpix.audit._log import (
+        AuditLog,
+        PendingTransfer,
+        verify_log,
+    )
     from veilpix.audit._record import OutboundImage, Transfer
+    from veilpix.audit._records import TransferRecord
     from veilpix.audit._restart import Restarted, restart_log
-    from veilpix.audit._verify import VerifyResult, verify_log
-    from veilpix.client._client import AsyncClient, Client, GeneratedImage, Result
-    from veilpix.guard._guard import Context, Guard, Outbound, Prepared, Receipt
-    from veilpix.image._faces import CenterFace, FaceBox, FaceDetector, detect_faces
-    from veilpix.image._pipeline import Inspection, inspect, sanitize, sanitize_file, sanitize_mask
-    from veilpix.image._report import Finding, GpsPosition, ImageReport, Removed, SanitizedImage
-    from veilpix.transports._clients import async_http_client, http_client
+    from veilpix.audit._verify import VerifyResult
+    from veilpix.client._client import AsyncClient, Client
+    from veilpix.client._results import GeneratedImage, Result
+    from veilpix.guard import Context, Guard, Outbound, Prepared, Receipt
+    from veilpix.image._faces import (
+        CenterFace,
+        FaceBox,
+        FaceDetector,
+        detect_faces,
+    )
+    from veilpix.image._pipeline import (
+        Inspection,
+        inspect,
+        sanitize,
+        sanitize_file,
+        sanitize_mask,
+    )
+    from veilpix.image._report import ImageReport, SanitizedImage
+    from veilpix.metadata._facts import (
+        Finding,
+        GpsPosition,
+        Removed,
+    )
+    from veilpix.transports._clients import (
+        async_http_client,
+        http_client,
+    )
 
 
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'veilpix' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(module), name)
+    if isinstance(value, type) or callable(value):
+        value.__module__ = "veilpix"
     globals()[name] = value
     return value
 

@@ -102,11 +102,13 @@ def _make_ca(
 ) -> x509.Certificate:
     public = key.public_key()
     ski = x509.SubjectKeyIdentifier.from_public_key(public)
-    name = x509.Name([
-        x509.NameAttribute(NameOID.COMMON_NAME, f"veilpix intercept CA {ski.digest[:4].hex()}"),
-        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, _UNIT),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, _ORG),
-    ])  # fmt: skip
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, f"veilpix intercept CA {ski.digest[:4].hex()}"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, _UNIT),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, _ORG),
+        ]
+    )
 
     constraints = x509.NameConstraints(
         permitted_subtrees=[x509.DNSName(d) for d in domains],
@@ -245,14 +247,15 @@ def write_bundle(path: str | os.PathLike[str], ca_pem: bytes) -> tuple[int, str]
     roots, source = read_system_roots()
     cert = x509.load_pem_x509_certificate(ca_pem)
     fingerprint = cert.fingerprint(hashes.SHA256()).hex(":").upper()
-    text = b"".join([
-        f"# veilpix trust bundle: {len(roots)} system root certificates (from {source})\n"
-        "# and the veilpix intercept CA. Regenerate with `veilpix ca bundle -o FILE`.\n"
-        .encode(),
-        *roots,
-        f"# veilpix intercept CA, SHA-256 {fingerprint}\n".encode(),
-        ca_pem,
-    ])  # fmt: skip
+    text = b"".join(
+        [
+            f"# veilpix trust bundle: {len(roots)} system root certificates (from {source})\n"
+            "# and the veilpix intercept CA. Regenerate with `veilpix ca bundle -o FILE`.\n".encode(),
+            *roots,
+            f"# veilpix intercept CA, SHA-256 {fingerprint}\n".encode(),
+            ca_pem,
+        ]
+    )
     write_file(Path(path), text, mode=0o644)
     return len(roots), source
 
@@ -287,9 +290,10 @@ class Authority:
     def _install(self, key: ec.EllipticCurvePrivateKey, certificate: x509.Certificate) -> None:
         constraints = certificate.extensions.get_extension_for_class(x509.NameConstraints)
         permitted = tuple(
-            str(n.value) for n in constraints.value.permitted_subtrees or ()
+            str(n.value)
+            for n in constraints.value.permitted_subtrees or ()
             if isinstance(n, x509.DNSName)
-        )  # fmt: skip
+        )
         with self._lock:
             self._key = key
             self._certificate = certificate

@@ -68,7 +68,6 @@ proxy token comes from the environment variable ``[proxy] token_env`` names.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import tomllib
@@ -82,8 +81,17 @@ from urllib.parse import urlsplit
 from platformdirs import user_data_path
 
 from veilpix import adapters
+from veilpix._config_doors import (
+    InterceptConfig,
+    ProxyConfig,
+    check_keys,
+    intercept_table,
+    proxy_table,
+    strings,
+    table_path,
+)
 from veilpix._errors import ConfigError
-from veilpix._net import check_domain, covered, is_dns_name, permitted_domains
+from veilpix._net import check_domain
 from veilpix._policy import EEA, Policy
 
 __all__ = [
@@ -96,9 +104,6 @@ __all__ = [
     "check_domain",
     "load_config",
 ]
-
-DEFAULT_TOKEN_ENV = "VEILPIX_PROXY_TOKEN"  # noqa: S105 - the name of a variable, not a secret
-DEFAULT_INTERCEPT_PORT = 8788
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,46 +144,6 @@ class RecordSettings:
             return dict(found)
         pairs = (("purpose", self.purpose), ("legal_basis", self.legal_basis))
         return {k: v for k, v in pairs if v is not None}
-
-
-@dataclass(frozen=True, kw_only=True)
-class ProxyConfig:
-    host: str = "127.0.0.1"
-    port: int = 8787
-    max_body: int = 64 * 1024 * 1024
-    max_connections: int = 256  # open connections at which requests get 503 (health: answered)
-    max_connections_per_client: int = 32  # per client address (IPv6: /64); more: a quick 503
-    header_timeout: float = 10.0  # from the accept (or a kept-alive request's first byte)
-    idle_timeout: float = 30.0  # kept-alive connection between requests; a pause in a body
-    min_body_rate: int = 8192  # bytes/s a request body must average after idle_timeout
-    max_image_memory: int = 512 * 1024 * 1024  # estimated bytes of requests in progress
-    workers: int = 1  # processes serving the one port (0: one per core)
-    allow_remote: bool = False
-    token_env: str = DEFAULT_TOKEN_ENV
-
-    @property
-    def token(self) -> str | None:
-        """The client token from the environment (``token_env``), or None."""
-        return os.environ.get(self.token_env) or None
-
-
-@dataclass(frozen=True, kw_only=True)
-class InterceptConfig:
-    """``[intercept]``: the ``HTTPS_PROXY`` mode and its name-constrained local CA.
-
-    ``extra_domains`` are DNS names the CA may sign for besides the vendors' (each with its
-    subdomains; baked into the CA certificate, so a change needs ``veilpix ca rotate``).
-    ``only_vendors`` refuses CONNECT to hosts the CA does not cover instead of tunnelling
-    them untouched. ``upstream_ca`` is a PEM file trusted for upstream connections besides the
-    system roots; ``upstream_hosts`` maps a vendor host to the ``(host, port)`` to dial instead
-    (tests, air-gapped mirrors); TLS to it is still verified for the vendor's name."""
-
-    port: int = DEFAULT_INTERCEPT_PORT
-    ca_dir: Path | None = None
-    extra_domains: tuple[str, ...] = ()
-    only_vendors: bool = False
-    upstream_ca: Path | None = None
-    upstream_hosts: Mapping[str, tuple[str, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -306,40 +271,22 @@ class Config:
         return out
 
 
-def _check_keys(
-    where: str, table: Mapping[str, Any], known: dict[str, type | tuple[type, ...]]
-) -> None:
-    for key, value in table.items():
-        if key not in known:
-            raise ConfigError(
-                f"unknown setting {where}.{key}",
-                hint=f"{where} takes: {', '.join(sorted(known))}",
-            )
-        want = known[key]
-        if isinstance(value, bool) and want in (int, float, (int, float)):
-            raise ConfigError(f"{where}.{key} must be a number, not {value!r}")
-        if not isinstance(value, want):
-            names = " or ".join(t.__name__ for t in (want if isinstance(want, tuple) else (want,)))
-            raise ConfigError(f"{where}.{key} must be a {names}, not {value!r}")
-
-
-def _path(table: Mapping[str, Any], name: str, base: Path) -> Path | None:
-    """The path ``table[name]`` names ($VARS and ~ expanded), relative to the config file's
-    folder; None when the key is absent."""
-    if name not in table:
-        return None
-    path = Path(os.path.expandvars(table[name])).expanduser()
-    return path if path.is_absolute() else base / path
-
-
 def _log(table: Mapping[str, Any], base: Path) -> LogConfig:
-    _check_keys("log", table, {
-        "path": str, "key": str, "checkpoint_every": int, "checkpoint_seconds": (int, float),
-        "encrypt_prompts": bool, "retention": str,
-    })  # fmt: skip
+    check_keys(
+        "log",
+        table,
+        {
+            "path": str,
+            "key": str,
+            "checkpoint_every": int,
+            "checkpoint_seconds": (int, float),
+            "encrypt_prompts": bool,
+            "retention": str,
+        },
+    )
 
     def where(name: str) -> Path | None:
-        return _path(table, name, base)
+        return table_path(table, name, base)
 
     out = LogConfig(
         path=where("path"),
@@ -373,26 +320,40 @@ def _check_vendor(name: str, table: Mapping[str, Any]) -> None:
 
 
 _POLICY_KEYS: dict[str, type | tuple[type, ...]] = {
-    "faces": str, "face_padding": (int, float), "face_rotations": bool,
-    "require_consent_for_faces": bool, "max_side": int, "max_pixels": int,
-    "output_format": str, "quality": int, "keep_standard_icc": bool, "verify_decode": bool,
-    "max_bytes": int, "max_input_pixels": int,
-    "max_frames": int, "max_total_pixels": int, "max_work_seconds": (int, float), "max_memory": int,
-    "allowed_vendors": list, "allowed_countries": (list, str), "region": str,
-    "https_only": bool, "vendor_hosts": dict, "host_countries": dict, "remote_images": str,
-    "remote_max_bytes": int, "remote_timeout": (int, float), "privacy_controls": bool,
-    "content_usage": (str, bool), "sec_gpc": bool, "require_controls": list,
-    "max_request_bytes": int, "documents": str,
-}  # fmt: skip
+    "faces": str,
+    "face_padding": (int, float),
+    "face_rotations": bool,
+    "require_consent_for_faces": bool,
+    "max_side": int,
+    "max_pixels": int,
+    "output_format": str,
+    "quality": int,
+    "keep_standard_icc": bool,
+    "verify_decode": bool,
+    "max_bytes": int,
+    "max_input_pixels": int,
+    "max_frames": int,
+    "max_total_pixels": int,
+    "max_work_seconds": (int, float),
+    "max_memory": int,
+    "allowed_vendors": list,
+    "allowed_countries": (list, str),
+    "region": str,
+    "https_only": bool,
+    "vendor_hosts": dict,
+    "host_countries": dict,
+    "remote_images": str,
+    "remote_max_bytes": int,
+    "remote_timeout": (int, float),
+    "privacy_controls": bool,
+    "content_usage": (str, bool),
+    "sec_gpc": bool,
+    "require_controls": list,
+    "max_request_bytes": int,
+    "documents": str,
+}
 _COUNTRY = re.compile(r"[A-Z]{2}")
 _APP = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
-def _strings(where: str, values: list[Any]) -> list[str]:
-    for value in values:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a list of strings, not {values!r}")
-    return values
 
 
 _RECORD_KEYS = ("purpose", "legal_basis")
@@ -405,8 +366,12 @@ RECORD_HEADERS: Mapping[str, str] = {
     "consent": "x-veilpix-consent",
 }
 _AGE = re.compile(r"^\s*(\d+)\s*(h|d|w|y)\s*$", re.I)
-_AGE_UNIT = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1),
-             "y": timedelta(days=365)}  # fmt: skip
+_AGE_UNIT = {
+    "h": timedelta(hours=1),
+    "d": timedelta(days=1),
+    "w": timedelta(weeks=1),
+    "y": timedelta(days=365),
+}
 
 
 def parse_age(text: str) -> timedelta:
@@ -431,16 +396,22 @@ def default_log_path() -> Path:
 RECORD_HEADER_FIELDS = tuple(RECORD_HEADERS)
 # GDPR Art. 6(1): the six lawful bases
 LEGAL_BASES = frozenset(
-    {"consent", "contract", "legal_obligation", "vital_interests", "public_task",
-     "legitimate_interests"}
-)  # fmt: skip
+    {
+        "consent",
+        "contract",
+        "legal_obligation",
+        "vital_interests",
+        "public_task",
+        "legitimate_interests",
+    }
+)
 
 
 def _record_headers(where: str, value: Any) -> frozenset[str]:
     """A ``headers`` / ``record_headers`` list: names from RECORD_HEADER_FIELDS."""
     if not isinstance(value, list):
         raise ConfigError(f"{where} must be a list, not {value!r}")
-    for name in _strings(where, value):
+    for name in strings(where, value):
         if name not in RECORD_HEADER_FIELDS:
             raise ConfigError(
                 f"{where} names no record header: {name!r}",
@@ -453,7 +424,7 @@ def _record_settings(where: str, table: dict[str, Any], *, whole: bool = False) 
     """Take ``purpose`` and ``legal_basis`` out of ``table`` (``whole``: nothing else may be
     in it), checked: non-empty text, and one of the six lawful bases of GDPR Art. 6(1)."""
     if whole:
-        _check_keys(where, table, dict.fromkeys(_RECORD_KEYS, str))
+        check_keys(where, table, dict.fromkeys(_RECORD_KEYS, str))
     out: dict[str, str] = {}
     for key in _RECORD_KEYS:
         if key not in table:
@@ -473,10 +444,10 @@ def _record_settings(where: str, table: dict[str, Any], *, whole: bool = False) 
 
 def _policy_settings(where: str, table: Mapping[str, Any]) -> dict[str, Any]:
     """Check a [policy] or [apps.x] table and return Policy keyword arguments."""
-    _check_keys(where, table, _POLICY_KEYS)
+    check_keys(where, table, _POLICY_KEYS)
     out = dict(table)
     if "allowed_vendors" in out:
-        names = [n.lower() for n in _strings(f"{where}.allowed_vendors", out["allowed_vendors"])]
+        names = [n.lower() for n in strings(f"{where}.allowed_vendors", out["allowed_vendors"])]
         known = {v.name for v in adapters.vendors()}
         for name in names:
             if name not in known:
@@ -496,7 +467,7 @@ def _policy_settings(where: str, table: Mapping[str, Any]) -> dict[str, Any]:
                 )
             out["allowed_countries"] = EEA
         else:
-            codes = [c.upper() for c in _strings(f"{where}.allowed_countries", value)]
+            codes = [c.upper() for c in strings(f"{where}.allowed_countries", value)]
             for code in codes:
                 if not _COUNTRY.fullmatch(code):
                     raise ConfigError(
@@ -506,7 +477,7 @@ def _policy_settings(where: str, table: Mapping[str, Any]) -> dict[str, Any]:
             out["allowed_countries"] = frozenset(codes)
     if "require_controls" in out:
         out["require_controls"] = frozenset(
-            _strings(f"{where}.require_controls", out["require_controls"])
+            strings(f"{where}.require_controls", out["require_controls"])
         )
     for name in ("vendor_hosts", "host_countries"):
         for host, value in out.get(name, {}).items():
@@ -534,121 +505,6 @@ def _policy_settings(where: str, table: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _proxy(table: Mapping[str, Any]) -> ProxyConfig:
-    _check_keys("proxy", table, {
-        "host": str, "port": int, "max_body": int, "allow_remote": bool, "token_env": str,
-        "max_connections": int, "workers": int, "max_connections_per_client": int,
-        "header_timeout": (int, float), "idle_timeout": (int, float), "min_body_rate": int,
-        "max_image_memory": int,
-    })  # fmt: skip
-    values = dict(table)
-    for name in ("header_timeout", "idle_timeout"):
-        if name in values:
-            values[name] = float(values[name])
-    out = ProxyConfig(**values)
-    if not 0 <= out.port <= 65535:
-        raise ConfigError(f"proxy.port must be from 0 to 65535, not {out.port}")
-    if out.max_body <= 0:
-        raise ConfigError(f"proxy.max_body must be above 0, not {out.max_body}")
-    for name in ("max_connections", "max_connections_per_client", "min_body_rate",
-                 "max_image_memory"):  # fmt: skip
-        if getattr(out, name) <= 0:
-            raise ConfigError(f"proxy.{name} must be above 0, not {getattr(out, name)}")
-    for name in ("header_timeout", "idle_timeout"):
-        seconds = getattr(out, name)
-        if not 0 < seconds <= 3600:
-            raise ConfigError(
-                f"proxy.{name} must be over 0 and at most 3600 seconds, not {seconds:g}"
-            )
-    if not 0 <= out.workers <= 64:
-        raise ConfigError(
-            f"proxy.workers must be from 1 to 64 (or 0 for one per core), not {out.workers}"
-        )
-    if not out.host:
-        raise ConfigError("proxy.host must not be empty")
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", out.token_env):
-        raise ConfigError(
-            f"proxy.token_env must name an environment variable, not {out.token_env!r}"
-        )
-    return out
-
-
-def _address(where: str, value: Any) -> tuple[str, int]:
-    """A "host:port" (or "[v6]:port") upstream address."""
-    if not isinstance(value, str):
-        raise ConfigError(f'{where} must be a "host:port" string, not {value!r}')
-    host, sep, port = value.lower().rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        try:
-            host = str(ipaddress.IPv6Address(host[1:-1]))
-        except ValueError:
-            host = ""
-    else:
-        try:
-            host = str(ipaddress.IPv4Address(host))
-        except ValueError:
-            host = host if host and is_dns_name(host) else ""
-    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
-        raise ConfigError(
-            f'{where} must be "host:port" with a port from 1 to 65535, not {value!r}',
-            hint='for example "127.0.0.1:9443", "[::1]:9443" or "mirror.corp.example:443"',
-        )
-    return host, int(port)
-
-
-def _intercept(table: Mapping[str, Any], base: Path) -> InterceptConfig:
-    _check_keys("intercept", table, {
-        "port": int, "ca_dir": str, "extra_domains": list, "only_vendors": bool,
-        "upstream_ca": str, "upstream_hosts": dict,
-    })  # fmt: skip
-
-    def where(name: str) -> Path | None:
-        return _path(table, name, base)
-
-    port = table.get("port", DEFAULT_INTERCEPT_PORT)
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"intercept.port must be from 0 to 65535, not {port}")
-    extra: list[str] = []
-    for name in table.get("extra_domains", []):
-        host = check_domain(name)
-        if host not in extra:
-            extra.append(host)
-    upstream_ca = where("upstream_ca")
-    if upstream_ca is not None:
-        try:
-            text = upstream_ca.read_bytes()
-        except OSError as exc:
-            raise ConfigError(
-                f"intercept.upstream_ca: cannot read {str(upstream_ca)!r}: {exc.strerror}"
-            ) from exc
-        if b"-----BEGIN CERTIFICATE-----" not in text:
-            raise ConfigError(
-                f"intercept.upstream_ca: {str(upstream_ca)!r} holds no PEM certificate",
-                hint="name a PEM file (-----BEGIN CERTIFICATE-----)",
-            )
-    upstream: dict[str, tuple[str, int]] = {}
-    for host, value in table.get("upstream_hosts", {}).items():
-        key = check_domain(host, f"intercept.upstream_hosts.{host}")
-        upstream[key] = _address(f"intercept.upstream_hosts.{host}", value)
-    if upstream:
-        permitted = permitted_domains(extra)
-        for host in upstream:
-            if not covered(host, permitted):
-                raise ConfigError(
-                    f"intercept.upstream_hosts.{host}: not a vendor host or an extra domain, "
-                    "so the proxy never intercepts it",
-                    hint="add it to intercept.extra_domains, or check the spelling",
-                )
-    return InterceptConfig(
-        port=port,
-        ca_dir=where("ca_dir"),
-        extra_domains=tuple(extra),
-        only_vendors=table.get("only_vendors", False),
-        upstream_ca=upstream_ca,
-        upstream_hosts=upstream,
-    )
-
-
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     """Read ``path`` (else ``$VEILPIX_CONFIG``; else the built-in defaults)."""
     if path is None:
@@ -662,7 +518,7 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"cannot read the config file {str(file)!r}: {exc.strerror}") from exc
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{str(file)!r} is not valid TOML: {exc}") from exc
-    _check_keys(
+    check_keys(
         "veilpix.toml",
         doc,
         {
@@ -679,10 +535,17 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     for name, table in doc.get("vendors", {}).items():
         if not isinstance(table, dict):
             raise ConfigError(f"vendors.{name} must be a table ([vendors.{name}])")
-        _check_keys(f"vendors.{name}", table, {
-            "transfer_mechanism": str, "base_url": str, "policy": dict, "purpose": str,
-            "legal_basis": str,
-        })  # fmt: skip
+        check_keys(
+            f"vendors.{name}",
+            table,
+            {
+                "transfer_mechanism": str,
+                "base_url": str,
+                "policy": dict,
+                "purpose": str,
+                "legal_basis": str,
+            },
+        )
         _check_vendor(name, table)
         settings = _policy_settings(f"vendors.{name}.policy", table.get("policy", {}))
         vendors[name] = VendorConfig(
@@ -719,8 +582,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         apps=apps,
         records={k: v for k, v in records.items() if v},
         record_headers=record_headers,
-        proxy=_proxy(doc.get("proxy", {})),
-        intercept=_intercept(doc.get("intercept", {}), file.absolute().parent),
+        proxy=proxy_table(doc.get("proxy", {})),
+        intercept=intercept_table(doc.get("intercept", {}), file.absolute().parent),
         source=file,
     )
     for app in (None, *apps):  # every Policy is built once here, so errors surface on load

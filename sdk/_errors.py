@@ -41,8 +41,13 @@ vendor).
 
 from __future__ import annotations
 
+from typing import Literal
+
+from veilpix import _LAZY
+
 __all__ = [
     "AuditLogError",
+    "BlockRule",
     "CAError",
     "ConfigError",
     "ConsentRequired",
@@ -137,6 +142,28 @@ class PolicyViolation(VeilpixError):
     default_hint = "change the request or the policy; nothing was sent"
 
 
+# The rules a request can be blocked by (RequestBlocked.rule, the log's "rule" field):
+# where it was going, what it carried, and what its own headers asked for.
+BlockRule = Literal[
+    "controls.required",
+    "destination.country",
+    "destination.https_only",
+    "destination.unknown_host",
+    "destination.vendor",
+    "faces.consent",
+    "image.too_large",
+    "image.unrewritable",
+    "image.unsanitizable",
+    "image.unsupported",
+    "record.header",
+    "remote_images",
+    "request.malformed",
+    "request.too_large",
+    "upload.chunked_image",
+    "upload.document",
+]
+
+
 class RequestBlocked(PolicyViolation):
     """veilpix refused to send a request; not a byte of it left. ``rule`` names the policy
     rule that decided (e.g. ``destination.vendor``), ``record_id`` the transfer-log record."""
@@ -147,11 +174,11 @@ class RequestBlocked(PolicyViolation):
         self,
         message: str,
         *,
-        rule: str,
+        rule: BlockRule,
         hint: str | None = None,
         record_id: str | None = None,
     ) -> None:
-        self.rule = rule
+        self.rule: BlockRule = rule
         self.record_id = record_id
         super().__init__(message, hint=hint)
 
@@ -334,3 +361,10 @@ class VendorJobFailed(VendorError):
     """The vendor accepted an asynchronous job, which then failed or was cancelled."""
 
     default_hint = "see the vendor's message; retrying may help if the failure was transient"
+
+
+# The errors veilpix exports show as veilpix.X in tracebacks and reprs, also when raised
+# before anyone has looked them up on the package.
+for _name, _module in _LAZY.items():
+    if _module == __name__:
+        globals()[_name].__module__ = "veilpix"

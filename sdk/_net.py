@@ -57,16 +57,51 @@ def split_authority(text: str, default: int | None) -> tuple[str, int | None]:
 _LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 # Names that hold other people's services: a CA permitted for one could sign for all of them.
 # Public suffixes of the ccTLD kind ("co.uk") are caught by _SECOND_LEVEL below.
-_SHARED_PARENTS = frozenset({
-    "amazonaws.com", "appspot.com", "azure.com", "azurewebsites.net", "blogspot.com",
-    "cloudflare.com", "cloudfront.net", "firebaseapp.com", "github.io", "google.com",
-    "googleapis.com", "herokuapp.com", "microsoft.com", "netlify.app", "pages.dev",
-    "vercel.app", "web.app", "windows.net", "workers.dev",
-})  # fmt: skip
-_SECOND_LEVEL = frozenset({
-    "ac", "co", "com", "edu", "go", "gob", "gov", "govt", "ltd", "mil", "ne", "net", "nic",
-    "nom", "or", "org", "plc", "sch",
-})  # fmt: skip
+_SHARED_PARENTS = frozenset(
+    {
+        "amazonaws.com",
+        "appspot.com",
+        "azure.com",
+        "azurewebsites.net",
+        "blogspot.com",
+        "cloudflare.com",
+        "cloudfront.net",
+        "firebaseapp.com",
+        "github.io",
+        "google.com",
+        "googleapis.com",
+        "herokuapp.com",
+        "microsoft.com",
+        "netlify.app",
+        "pages.dev",
+        "vercel.app",
+        "web.app",
+        "windows.net",
+        "workers.dev",
+    }
+)
+_SECOND_LEVEL = frozenset(
+    {
+        "ac",
+        "co",
+        "com",
+        "edu",
+        "go",
+        "gob",
+        "gov",
+        "govt",
+        "ltd",
+        "mil",
+        "ne",
+        "net",
+        "nic",
+        "nom",
+        "or",
+        "org",
+        "plc",
+        "sch",
+    }
+)
 
 
 def is_dns_name(host: str) -> bool:

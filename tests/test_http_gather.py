@@ -98,16 +98,23 @@ async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
     if scope["path"] == "/stream":
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})  # fmt: skip
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")],
+            }
+        )
         for i in range(3):
-            await send({"type": "http.response.body", "body": b"data: %d\n\n" % i,
-                        "more_body": True})  # fmt: skip
+            await send(
+                {"type": "http.response.body", "body": b"data: %d\n\n" % i, "more_body": True}
+            )
             await asyncio.sleep(0.2)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-length", b"5")]})  # fmt: skip
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"5")]}
+    )
     await send({"type": "http.response.body", "body": b"hello"})
 
 
@@ -144,11 +151,17 @@ def test_bodies_arrive_whole(size: int) -> None:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-length", str(len(body)).encode())]})  # fmt: skip
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-length", str(len(body)).encode())],
+            }
+        )
         for i in range(0, len(body), 10_000):
-            await send({"type": "http.response.body", "body": body[i : i + 10_000],
-                        "more_body": True})  # fmt: skip
+            await send(
+                {"type": "http.response.body", "body": body[i : i + 10_000], "more_body": True}
+            )
         await send({"type": "http.response.body", "body": b""})
 
     with Server(app) as server, socket.create_connection(("127.0.0.1", server.port)) as sock:

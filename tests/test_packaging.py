@@ -68,6 +68,7 @@ def test_every_source_file_is_in_the_installed_package() -> None:
 
 def test_public_names_are_sorted_and_importable() -> None:
     assert veilpix.__all__ == sorted(veilpix.__all__)
+    assert set(veilpix.__all__) == {*veilpix._LAZY, "__version__"}
     for name in veilpix.__all__:
         assert getattr(veilpix, name) is not None
     assert sorted(dir(veilpix)) == sorted(veilpix.__all__)
@@ -114,7 +115,7 @@ def test_one_version() -> None:
     from importlib import metadata
 
     import veilpix
-    from veilpix.client._plans import USER_AGENT
+    from veilpix.client._planning import USER_AGENT
 
     assert metadata.version("veilpix") == veilpix.__version__
     assert f"veilpix-client/{veilpix.__version__}" == USER_AGENT
@@ -132,8 +133,11 @@ def test_the_error_tree_is_drawn_as_it_is_and_has_no_strays() -> None:
     from veilpix.audit._keys import SealError
     from veilpix.proxy._upstream import UpstreamError
 
-    classes = [c for _, c in inspect.getmembers(errors, inspect.isclass)
-               if issubclass(c, errors.VeilpixError)]  # fmt: skip
+    classes = [
+        c
+        for _, c in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(c, errors.VeilpixError)
+    ]
 
     def drawn(base: type, depth: int) -> list[str]:
         lines = []
@@ -149,3 +153,63 @@ def test_the_error_tree_is_drawn_as_it_is_and_has_no_strays() -> None:
     assert issubclass(SealError, errors.VeilpixError)
     up = UpstreamError("connect", "refused")
     assert isinstance(up, errors.VeilpixError) and str(up) == "refused" and up.kind == "connect"
+
+
+def test_the_type_checking_imports_name_the_lazy_modules() -> None:
+    """The three lists of public names agree: ``__all__``, ``_LAZY`` and the imports type
+    checkers read (each name from the module ``_LAZY`` loads it from)."""
+    import ast
+
+    tree = ast.parse((ROOT / "sdk" / "__init__.py").read_text())
+    seen = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for imp in node.body:
+                assert isinstance(imp, ast.ImportFrom)
+                seen.update({alias.name: imp.module for alias in imp.names})
+    assert seen == veilpix._LAZY
+
+
+def test_public_names_show_as_veilpix_x() -> None:
+    code = (
+        "import pickle, veilpix; from veilpix._errors import CorruptImage; "
+        "print(repr(CorruptImage), repr(veilpix.Policy), veilpix.sanitize.__module__, "
+        "type(pickle.loads(pickle.dumps(CorruptImage('x')))).__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [
+        "<class",
+        "'veilpix.CorruptImage'>",
+        "<class",
+        "'veilpix.Policy'>",
+        "veilpix",
+        "CorruptImage",
+    ]
+
+
+def _loaded_by(argv: list[str]) -> list[str]:
+    code = (
+        "import sys\nfrom veilpix.cli import main\ntry:\n"
+        f"    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return out.stdout.splitlines()[-1].split()
+
+
+def test_the_cli_starts_without_loading_any_command() -> None:
+    """``veilpix --help`` and ``--version`` build the command list from cli._main's table:
+    no command module, no pipeline, no log, no heavy library (bench/startup.py times it)."""
+    for argv in (["--help"], ["--version"], []):
+        loaded = _loaded_by(argv)
+        ours = [m for m in loaded if m.startswith("veilpix.") and m != "veilpix.cli"]
+        light = {"veilpix._errors", "veilpix._policy", "veilpix.cli._main", "veilpix.cli._options"}
+        assert set(ours) <= light, argv
+        heavy = {"PIL", "numpy", "cv2", "rich", "cryptography", "httpx", "httpx2", "sqlite3"}
+        assert not heavy & set(loaded), argv
+
+
+def test_a_commands_help_loads_that_command_only_and_no_heavy_library() -> None:
+    loaded = set(_loaded_by(["scrub", "--help"]))
+    assert "veilpix.cli._scrub" in loaded and "veilpix.cli._audit" not in loaded
+    assert not {"PIL", "numpy", "cv2", "rich"} & loaded

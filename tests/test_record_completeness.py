@@ -34,9 +34,9 @@ from wire import form_parts
 
 from veilpix import AuditLog, Client, Context, Guard, Policy, RequestBlocked
 from veilpix._config import load_config
-from veilpix.codec._codec import Part as FormPart
-from veilpix.codec._codec import build_multipart
-from veilpix.guard._guard import Outbound
+from veilpix.codec import Part as FormPart
+from veilpix.codec import build_multipart
+from veilpix.guard import Outbound
 from veilpix.proxy import Gateway
 from veilpix.proxy._intercept import InterceptProxy
 from veilpix.proxy._serve import build_gateway
@@ -58,12 +58,24 @@ OPENAI, ANTHROPIC, GEMINI = (
 )
 
 IMAGES_REPLY = {"created": 1, "data": [{"b64_json": base64.b64encode(b"x").decode()}]}
-CHAT_REPLY = {"id": "c", "object": "chat.completion", "created": 1, "model": "gpt-5-mini",
-              "choices": [{"index": 0, "finish_reason": "stop",
-                           "message": {"role": "assistant", "content": "a cup"}}]}  # fmt: skip
-MESSAGE_REPLY = {"id": "m", "type": "message", "role": "assistant", "model": "claude-opus-4-6",
-                 "content": [{"type": "text", "text": "a cup"}], "stop_reason": "end_turn",
-                 "usage": {"input_tokens": 1, "output_tokens": 1}}  # fmt: skip
+CHAT_REPLY = {
+    "id": "c",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "gpt-5-mini",
+    "choices": [
+        {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "a cup"}}
+    ],
+}
+MESSAGE_REPLY = {
+    "id": "m",
+    "type": "message",
+    "role": "assistant",
+    "model": "claude-opus-4-6",
+    "content": [{"type": "text", "text": "a cup"}],
+    "stop_reason": "end_turn",
+    "usage": {"input_tokens": 1, "output_tokens": 1},
+}
 GEMINI_REPLY = {"candidates": [{"content": {"role": "model", "parts": [{"text": "a cup"}]}}]}
 
 
@@ -103,8 +115,14 @@ class Done:
         return self.rec[key]
 
 
-def prepare(guard: Guard, url: str, body: bytes | dict[str, Any], ctype: str = "",
-            headers: tuple[tuple[str, str], ...] = (), **kw: Any) -> Done:  # fmt: skip
+def prepare(
+    guard: Guard,
+    url: str,
+    body: bytes | dict[str, Any],
+    ctype: str = "",
+    headers: tuple[tuple[str, str], ...] = (),
+    **kw: Any,
+) -> Done:
     """Run one request through the core."""
     if isinstance(body, dict):
         body, ctype = json.dumps(body).encode(), ctype or "application/json"
@@ -145,53 +163,101 @@ STABILITY = "https://api.stability.ai/v2beta/stable-image"
 @pytest.mark.parametrize(
     ("url", "body", "model"),
     [
-        ("https://api.openai.com/v1/chat/completions", {"model": "gpt-5-mini", "messages": []},
-         "gpt-5-mini"),
+        (
+            "https://api.openai.com/v1/chat/completions",
+            {"model": "gpt-5-mini", "messages": []},
+            "gpt-5-mini",
+        ),
         ("https://api.openai.com/v1/responses", {"model": "gpt-5", "input": "hi"}, "gpt-5"),
-        ("https://api.openai.com/v1/images/edits", form(("model", "gpt-image-2"),
-         ("prompt", "x")), "gpt-image-2"),
-        ("https://res.openai.azure.com/openai/deployments/my-gpt5/chat/completions"
-         "?api-version=2025-04-01", {"messages": []}, "my-gpt5"),
-        ("https://res.openai.azure.com/openai/v1/chat/completions",
-         {"model": "gpt-5-deploy", "messages": []}, "gpt-5-deploy"),
-        ("https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent",
-         {"contents": []}, "gemini-2.5-flash"),
-        ("https://generativelanguage.googleapis.com/v1beta/models/gemini-3-pro:streamGenerateContent",
-         {"contents": []}, "gemini-3-pro"),
-        ("https://europe-west4-aiplatform.googleapis.com/v1/projects/p/locations/europe-west4/"
-         "publishers/google/models/gemini-2.5-pro:generateContent", {"contents": []},
-         "gemini-2.5-pro"),
-        ("https://api.anthropic.com/v1/messages", {"model": "claude-opus-4-6", "messages": []},
-         "claude-opus-4-6"),
-        ("https://api.mistral.ai/v1/chat/completions", {"model": "pixtral-large", "messages": []},
-         "pixtral-large"),
+        (
+            "https://api.openai.com/v1/images/edits",
+            form(("model", "gpt-image-2"), ("prompt", "x")),
+            "gpt-image-2",
+        ),
+        (
+            "https://res.openai.azure.com/openai/deployments/my-gpt5/chat/completions"
+            "?api-version=2025-04-01",
+            {"messages": []},
+            "my-gpt5",
+        ),
+        (
+            "https://res.openai.azure.com/openai/v1/chat/completions",
+            {"model": "gpt-5-deploy", "messages": []},
+            "gpt-5-deploy",
+        ),
+        (
+            "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:generateContent",
+            {"contents": []},
+            "gemini-2.5-flash",
+        ),
+        (
+            "https://generativelanguage.googleapis.com/v1beta/models/gemini-3-pro:streamGenerateContent",
+            {"contents": []},
+            "gemini-3-pro",
+        ),
+        (
+            "https://europe-west4-aiplatform.googleapis.com/v1/projects/p/locations/europe-west4/"
+            "publishers/google/models/gemini-2.5-pro:generateContent",
+            {"contents": []},
+            "gemini-2.5-pro",
+        ),
+        (
+            "https://api.anthropic.com/v1/messages",
+            {"model": "claude-opus-4-6", "messages": []},
+            "claude-opus-4-6",
+        ),
+        (
+            "https://api.mistral.ai/v1/chat/completions",
+            {"model": "pixtral-large", "messages": []},
+            "pixtral-large",
+        ),
         (f"{STABILITY}/generate/ultra", form(("prompt", "x")), "ultra"),
         (f"{STABILITY}/generate/core", form(("prompt", "x")), "core"),
-        (f"{STABILITY}/generate/sd3", form(("prompt", "x"), ("model", "sd3.5-large")),
-         "sd3.5-large"),
+        (
+            f"{STABILITY}/generate/sd3",
+            form(("prompt", "x"), ("model", "sd3.5-large")),
+            "sd3.5-large",
+        ),
         (f"{STABILITY}/upscale/fast", form(("prompt", "x")), None),  # names no model
         ("https://api.bfl.ai/v1/flux-2-pro", {"prompt": "x"}, "flux-2-pro"),
         ("https://api.eu.bfl.ai/v1/flux-kontext-max", {"prompt": "x"}, "flux-kontext-max"),
         ("https://api.bfl.ai/v1/finetune", {"prompt": "x"}, None),  # not a model endpoint
         ("https://fal.run/fal-ai/flux/dev", {"prompt": "x"}, "fal-ai/flux/dev"),
-        ("https://queue.fal.run/fal-ai/flux-pro/kontext", {"prompt": "x"},
-         "fal-ai/flux-pro/kontext"),
+        (
+            "https://queue.fal.run/fal-ai/flux-pro/kontext",
+            {"prompt": "x"},
+            "fal-ai/flux-pro/kontext",
+        ),
         ("https://rest.fal.ai/storage/upload/initiate", {"file_name": "a.txt"}, None),
-        ("https://api.replicate.com/v1/models/black-forest-labs/flux-schnell/predictions",
-         {"input": {"prompt": "x"}}, "black-forest-labs/flux-schnell"),
-        ("https://api.replicate.com/v1/predictions", {"version": "owner/m:5c7d5dc6", "input": {}},
-         "owner/m:5c7d5dc6"),
+        (
+            "https://api.replicate.com/v1/models/black-forest-labs/flux-schnell/predictions",
+            {"input": {"prompt": "x"}},
+            "black-forest-labs/flux-schnell",
+        ),
+        (
+            "https://api.replicate.com/v1/predictions",
+            {"version": "owner/m:5c7d5dc6", "input": {}},
+            "owner/m:5c7d5dc6",
+        ),
         ("https://api.replicate.com/v1/deployments/acme/d/predictions", {"input": {}}, None),
-        ("https://api.ideogram.ai/generate", {"image_request": {"model": "V_2", "prompt": "x"}},
-         "V_2"),
-        ("https://api.ideogram.ai/remix", form(("image_request", '{"model": "V_2_TURBO"}')),
-         "V_2_TURBO"),
-        ("https://api.ideogram.ai/v1/ideogram-v3/generate", form(("prompt", "x")),
-         "ideogram-v3"),
-        ("https://api.ideogram.ai/v2/image/remix/ideogram-4-6", form(("prompt", "x")),
-         "ideogram-4-6"),
+        (
+            "https://api.ideogram.ai/generate",
+            {"image_request": {"model": "V_2", "prompt": "x"}},
+            "V_2",
+        ),
+        (
+            "https://api.ideogram.ai/remix",
+            form(("image_request", '{"model": "V_2_TURBO"}')),
+            "V_2_TURBO",
+        ),
+        ("https://api.ideogram.ai/v1/ideogram-v3/generate", form(("prompt", "x")), "ideogram-v3"),
+        (
+            "https://api.ideogram.ai/v2/image/remix/ideogram-4-6",
+            form(("prompt", "x")),
+            "ideogram-4-6",
+        ),
     ],
-)  # fmt: skip
+)
 def test_the_model_comes_from_where_each_vendor_names_it(
     guard: Guard, url: str, body: Any, model: str | None
 ) -> None:
@@ -217,15 +283,22 @@ def test_the_model_comes_from_where_each_vendor_names_it(
     ],
 )
 def test_a_model_field_that_is_not_a_name(guard: Guard, value: Any, recorded: Any) -> None:
-    rec = prepare(guard, "https://api.openai.com/v1/chat/completions",
-                  {"model": value, "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+    rec = prepare(
+        guard,
+        "https://api.openai.com/v1/chat/completions",
+        {"model": value, "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert rec["where"]["model"] == recorded
 
 
 def test_the_door_s_own_model_wins_and_is_capped(guard: Guard) -> None:
     ctx = Context(door="sdk", model="x" * 500)
-    rec = prepare(guard, "https://api.openai.com/v1/chat/completions",
-                  {"model": "gpt-5", "messages": []}, context=ctx)  # fmt: skip
+    rec = prepare(
+        guard,
+        "https://api.openai.com/v1/chat/completions",
+        {"model": "gpt-5", "messages": []},
+        context=ctx,
+    )
     assert rec["where"]["model"] == "x" * 199 + "…"
 
 
@@ -237,12 +310,21 @@ def test_the_door_s_own_model_wins_and_is_capped(guard: Guard) -> None:
     [
         (  # OpenAI chat: a system message, text parts, a string content
             "https://api.openai.com/v1/chat/completions",
-            {"model": "m", "messages": [
-                {"role": "system", "content": SYSTEM},
-                {"role": "user", "content": [{"type": "text", "text": USER},
-                                             {"type": "image_url", "image_url": {"url": DATA_URI}}]},
-                {"role": "assistant", "content": "a cup"},
-                {"role": "user", "content": "and now?"}]},
+            {
+                "model": "m",
+                "messages": [
+                    {"role": "system", "content": SYSTEM},
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": USER},
+                            {"type": "image_url", "image_url": {"url": DATA_URI}},
+                        ],
+                    },
+                    {"role": "assistant", "content": "a cup"},
+                    {"role": "user", "content": "and now?"},
+                ],
+            },
             [SYSTEM, USER, "a cup", "and now?"],
             {"prompt text", "system instructions", "image"},
         ),
@@ -254,22 +336,32 @@ def test_the_door_s_own_model_wins_and_is_capped(guard: Guard) -> None:
         ),
         (  # a developer message is instructions too
             "https://api.openai.com/v1/responses",
-            {"model": "m", "input": [{"role": "developer", "content": SYSTEM},
-                                     {"role": "user", "content": [{"type": "input_text", "text": USER}]}]},
+            {
+                "model": "m",
+                "input": [
+                    {"role": "developer", "content": SYSTEM},
+                    {"role": "user", "content": [{"type": "input_text", "text": USER}]},
+                ],
+            },
             [SYSTEM, USER],
             {"prompt text", "system instructions"},
         ),
         (  # Anthropic: system blocks and message text
             "https://api.anthropic.com/v1/messages",
-            {"model": "c", "system": [{"type": "text", "text": SYSTEM}],
-             "messages": [{"role": "user", "content": [{"type": "text", "text": USER}]}]},
+            {
+                "model": "c",
+                "system": [{"type": "text", "text": SYSTEM}],
+                "messages": [{"role": "user", "content": [{"type": "text", "text": USER}]}],
+            },
             [SYSTEM, USER],
             {"prompt text", "system instructions"},
         ),
         (  # Gemini: systemInstruction and contents parts
             "https://generativelanguage.googleapis.com/v1beta/models/g:generateContent",
-            {"systemInstruction": {"parts": [{"text": SYSTEM}]},
-             "contents": [{"role": "user", "parts": [{"text": USER}]}]},
+            {
+                "systemInstruction": {"parts": [{"text": SYSTEM}]},
+                "contents": [{"role": "user", "parts": [{"text": USER}]}],
+            },
             [SYSTEM, USER],
             {"prompt text", "system instructions"},
         ),
@@ -287,13 +379,20 @@ def test_the_door_s_own_model_wins_and_is_capped(guard: Guard) -> None:
         ),
         (  # no text at all
             "https://api.openai.com/v1/chat/completions",
-            {"model": "m", "messages": [{"role": "user", "content": [
-                {"type": "image_url", "image_url": {"url": DATA_URI}}]}]},
+            {
+                "model": "m",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": DATA_URI}}],
+                    }
+                ],
+            },
             None,
             {"image"},
         ),
     ],
-)  # fmt: skip
+)
 def test_text_is_a_category_with_length_and_fingerprint(
     log: AuditLog, guard: Guard, url: str, body: Any, text: list[str] | None, expected: set[str]
 ) -> None:
@@ -326,8 +425,11 @@ def test_multipart_prompts_and_ideogram_s_image_request(log: AuditLog, guard: Gu
 def test_a_multipart_file_name_is_replaced_in_the_request_and_the_record(
     guard: Guard, tmp_path: Path
 ) -> None:
-    body, ctype = form(("model", "gpt-image-2"), ("prompt", EDIT),
-                       files=(("image[]", NAME, PHOTO), ("image[]", "Anna 2.png", PHOTO)))  # fmt: skip
+    body, ctype = form(
+        ("model", "gpt-image-2"),
+        ("prompt", EDIT),
+        files=(("image[]", NAME, PHOTO), ("image[]", "Anna 2.png", PHOTO)),
+    )
     rec = prepare(guard, "https://api.openai.com/v1/images/edits", body, ctype)
     sent = rec.sent
     assert NAME.encode() not in sent.body and b"Anna" not in sent.body
@@ -339,8 +441,13 @@ def test_a_multipart_file_name_is_replaced_in_the_request_and_the_record(
 
 
 def test_fal_s_upload_file_name_header_is_replaced(guard: Guard) -> None:
-    rec = prepare(guard, "https://v3.fal.media/files/upload", PHOTO, "image/jpeg",
-                  headers=(("X-Fal-File-Name", NAME),))  # fmt: skip
+    rec = prepare(
+        guard,
+        "https://v3.fal.media/files/upload",
+        PHOTO,
+        "image/jpeg",
+        headers=(("X-Fal-File-Name", NAME),),
+    )
     assert rec.sent.header("x-fal-file-name") == "image.jpg"
     assert rec["what"]["images"][0]["filename"] == "image.jpg"
     assert NAME not in json.dumps(rec.rec)
@@ -356,22 +463,30 @@ def _parts(out: Outbound) -> list[tuple[str, str | None, str | None, bytes]]:
 
 # -- record headers in the core ------------------------------------------------------------------
 
-CHAT = ("https://api.openai.com/v1/chat/completions",
-        {"model": "gpt-5-mini", "messages": [{"role": "user", "content": "hi"}]})  # fmt: skip
+CHAT = (
+    "https://api.openai.com/v1/chat/completions",
+    {"model": "gpt-5-mini", "messages": [{"role": "user", "content": "hi"}]},
+)
 ALL = frozenset({"purpose", "legal_basis", "subject", "consent"})
 
 
 def headed(guard: Guard, *headers: tuple[str, str], allowed: frozenset[str] = ALL) -> Any:
     url, body = CHAT
-    ctx = Context(door="gateway", purpose="from config", legal_basis="contract",
-                  record_headers=allowed)  # fmt: skip
+    ctx = Context(
+        door="gateway", purpose="from config", legal_basis="contract", record_headers=allowed
+    )
     return prepare(guard, url, body, headers=headers, context=ctx)
 
 
 def test_allowed_record_headers_fill_the_record_and_are_not_forwarded(guard: Guard) -> None:
-    rec = headed(guard, ("X-Veilpix-Purpose", "support%20ticket%20f%C3%BCr%20Anna"),
-                 ("x-veilpix-legal-basis", "Consent"), ("X-Veilpix-Subject", SUBJECT),
-                 ("X_Veilpix_Consent", "consent-2026-031"), ("X-Veilpix-App", "hr"))  # fmt: skip
+    rec = headed(
+        guard,
+        ("X-Veilpix-Purpose", "support%20ticket%20f%C3%BCr%20Anna"),
+        ("x-veilpix-legal-basis", "Consent"),
+        ("X-Veilpix-Subject", SUBJECT),
+        ("X_Veilpix_Consent", "consent-2026-031"),
+        ("X-Veilpix-App", "hr"),
+    )
     assert rec["outcome"] != "blocked", rec.rec
     assert rec["why"]["purpose"] == "support ticket für Anna"  # percent-encoded UTF-8
     assert rec["why"]["legal_basis"] == "consent"
@@ -422,14 +537,26 @@ def test_a_refused_call_still_records_what_it_asked_for(guard: Guard) -> None:
     """Refused before its body was read, the record still names the model and the text."""
     body, ctype = form(("model", "gpt-image-2"), ("prompt", EDIT), files=(("image", NAME, PHOTO),))
     ctx = Context(door="gateway")
-    rec = prepare(guard, "https://api.openai.com/v1/images/edits", body, ctype,
-                  headers=(("X-Veilpix-Subject", SUBJECT),), context=ctx)  # fmt: skip
+    rec = prepare(
+        guard,
+        "https://api.openai.com/v1/images/edits",
+        body,
+        ctype,
+        headers=(("X-Veilpix-Subject", SUBJECT),),
+        context=ctx,
+    )
     assert (rec["outcome"], rec["rule"]) == ("blocked", "record.header")
     assert rec["where"]["model"] == "gpt-image-2" and "prompt text" in rec["what"]["categories"]
     prompt_of(guard.log, rec.rec, EDIT)
     assert NAME not in json.dumps(rec.rec) and SUBJECT not in json.dumps(rec.rec)
-    gz = prepare(guard, CHAT[0], b"\x1f\x8b not read", "application/json",
-                 headers=(("Content-Encoding", "gzip"), ("X-Veilpix-Purpose", "x")), context=ctx)  # fmt: skip
+    gz = prepare(
+        guard,
+        CHAT[0],
+        b"\x1f\x8b not read",
+        "application/json",
+        headers=(("Content-Encoding", "gzip"), ("X-Veilpix-Purpose", "x")),
+        context=ctx,
+    )
     assert gz["rule"] == "record.header" and gz["where"]["model"] is None  # not decoded
     eu_only = Guard(Policy(allowed_countries=frozenset({"DE"})), guard.log)
     far = prepare(eu_only, *CHAT)
@@ -471,8 +598,12 @@ def fake() -> Iterator[tuple[FakeVendor, Server]]:
         yield vendor, server
 
 
-def run_sdks(fake: FakeVendor, openai_kw: dict[str, Any], anthropic_kw: dict[str, Any],
-             gemini_http: dict[str, Any]) -> None:  # fmt: skip
+def run_sdks(
+    fake: FakeVendor,
+    openai_kw: dict[str, Any],
+    anthropic_kw: dict[str, Any],
+    gemini_http: dict[str, Any],
+) -> None:
     """An images.edit with a named file, a chat with a system message and an image, an
     Anthropic message with a system prompt, a Gemini generateContent with instructions."""
     openai = pytest.importorskip("openai")
@@ -484,21 +615,37 @@ def run_sdks(fake: FakeVendor, openai_kw: dict[str, Any], anthropic_kw: dict[str
     fake.reply = IMAGES_REPLY
     oai.images.edit(model="gpt-image-2", image=(NAME, PHOTO, "image/jpeg"), prompt=EDIT)
     fake.reply = CHAT_REPLY
-    oai.chat.completions.create(model="gpt-5-mini", messages=[
-        {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": [{"type": "text", "text": USER},
-                                     {"type": "image_url", "image_url": {"url": DATA_URI}}]}])  # fmt: skip
+    oai.chat.completions.create(
+        model="gpt-5-mini",
+        messages=[
+            {"role": "system", "content": SYSTEM},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": USER},
+                    {"type": "image_url", "image_url": {"url": DATA_URI}},
+                ],
+            },
+        ],
+    )
     fake.reply = MESSAGE_REPLY
     claude = anthropic.Anthropic(api_key="sk-ant-test-abcdefgh", max_retries=0, **anthropic_kw)
-    claude.messages.create(model="claude-opus-4-6", max_tokens=16, system=SYSTEM,
-                           messages=[{"role": "user", "content": USER}])  # fmt: skip
+    claude.messages.create(
+        model="claude-opus-4-6",
+        max_tokens=16,
+        system=SYSTEM,
+        messages=[{"role": "user", "content": USER}],
+    )
     fake.reply = GEMINI_REPLY
-    gem = genai.Client(api_key="AIza-test-key-000000000000000000000000",
-                       http_options=types.HttpOptions(**gemini_http))  # fmt: skip
+    gem = genai.Client(
+        api_key="AIza-test-key-000000000000000000000000",
+        http_options=types.HttpOptions(**gemini_http),
+    )
     gem.models.generate_content(
-        model="gemini-2.5-flash", contents=USER,
+        model="gemini-2.5-flash",
+        contents=USER,
         config=types.GenerateContentConfig(system_instruction=SYSTEM),
-    )  # fmt: skip
+    )
 
 
 def check_records(log: AuditLog, door: str, *, purpose: Any = None, basis: Any = None) -> None:
@@ -544,10 +691,17 @@ def test_the_client_door(fake: tuple[FakeVendor, Server], tmp_path: Path) -> Non
     vendor.reply = IMAGES_REPLY
     host = f"127.0.0.1:{server.port}"
     ctx = Context(app="shop", purpose="product photos", legal_basis="contract")
-    with AuditLog(tmp_path / "audit.db") as log, Client(
-        Policy(vendor_hosts={host: "openai"}), log, context=ctx, max_retries=0,
-        api_keys={"openai": KEY}, base_urls={"openai": f"{server.url}/v1"},
-    ) as client:  # fmt: skip
+    with (
+        AuditLog(tmp_path / "audit.db") as log,
+        Client(
+            Policy(vendor_hosts={host: "openai"}),
+            log,
+            context=ctx,
+            max_retries=0,
+            api_keys={"openai": KEY},
+            base_urls={"openai": f"{server.url}/v1"},
+        ) as client,
+    ):
         client.edit("openai/gpt-image-2", EDIT, image=photo)
         (rec,) = records(log)
         assert rec["who"]["door"] == "sdk" and rec["where"]["model"] == "gpt-image-2"
@@ -564,14 +718,22 @@ def test_the_transport_door(fake: tuple[FakeVendor, Server], tmp_path: Path) -> 
     host = f"127.0.0.1:{server.port}"
 
     def http(name: str) -> httpx2.Client:
-        return httpx2.Client(transport=GuardTransport(
-            httpx2.HTTPTransport(), log=log, policy=Policy(vendor_hosts={host: name}),
-            context=Context(purpose="answers", legal_basis="contract")))  # fmt: skip
+        return httpx2.Client(
+            transport=GuardTransport(
+                httpx2.HTTPTransport(),
+                log=log,
+                policy=Policy(vendor_hosts={host: name}),
+                context=Context(purpose="answers", legal_basis="contract"),
+            )
+        )
 
     with AuditLog(tmp_path / "audit.db") as log:
-        run_sdks(vendor, {"base_url": f"{server.url}/v1", "http_client": http("openai")},
-                 {"base_url": server.url, "http_client": http("anthropic")},
-                 {"base_url": server.url, "httpx_client": http("gemini")})  # fmt: skip
+        run_sdks(
+            vendor,
+            {"base_url": f"{server.url}/v1", "http_client": http("openai")},
+            {"base_url": server.url, "http_client": http("anthropic")},
+            {"base_url": server.url, "httpx_client": http("gemini")},
+        )
         check_records(log, "transport", purpose="answers", basis="contract")
     check_upstream(vendor)
     assert b"Anna" not in log_bytes(tmp_path / "audit.db")
@@ -607,9 +769,12 @@ class GatewayRun:
     path: Path
 
     def post(self, *headers: tuple[str, str], body: Any = None) -> httpx2.Response:
-        return httpx2.post(f"{self.server.url}/openai/chat/completions", json=body or CHAT[1],
-                           headers=[("Authorization", f"Bearer {KEY}"), *headers],
-                           timeout=30)  # fmt: skip
+        return httpx2.post(
+            f"{self.server.url}/openai/chat/completions",
+            json=body or CHAT[1],
+            headers=[("Authorization", f"Bearer {KEY}"), *headers],
+            timeout=30,
+        )
 
 
 @pytest.fixture
@@ -628,8 +793,12 @@ def gateway(fake: tuple[FakeVendor, Server], tmp_path: Path) -> Iterator[Gateway
 
 def test_the_gateway_door(gateway: GatewayRun) -> None:
     url = gateway.server.url
-    run_sdks(gateway.vendor, {"base_url": f"{url}/openai"}, {"base_url": f"{url}/anthropic"},
-             {"base_url": f"{url}/gemini"})  # fmt: skip
+    run_sdks(
+        gateway.vendor,
+        {"base_url": f"{url}/openai"},
+        {"base_url": f"{url}/anthropic"},
+        {"base_url": f"{url}/gemini"},
+    )
     check_records(gateway.log, "gateway", purpose="support answers", basis="contract")
     claude = by_model(gateway.log)["claude-opus-4-6"]  # [vendors.anthropic] over [record]
     assert (claude["why"]["purpose"], claude["why"]["legal_basis"]) == (
@@ -644,12 +813,19 @@ def test_the_gateway_door(gateway: GatewayRun) -> None:
 def test_gateway_record_headers_for_an_app_that_may_send_them(gateway: GatewayRun) -> None:
     openai = pytest.importorskip("openai")
     gateway.vendor.reply = CHAT_REPLY
-    client = openai.OpenAI(api_key=KEY, base_url=f"{gateway.server.url}/openai", max_retries=0,
-                           default_headers={"X-Veilpix-App": "hr", "X-Veilpix-Purpose": "onboarding",
-                                            "X-Veilpix-Legal-Basis": "legal_obligation",
-                                            "X-Veilpix-Subject": SUBJECT,
-                                            "X-Veilpix-Consent": "form-2026-17",
-                                            "X-Veilpix-Debug": "anything"})  # fmt: skip
+    client = openai.OpenAI(
+        api_key=KEY,
+        base_url=f"{gateway.server.url}/openai",
+        max_retries=0,
+        default_headers={
+            "X-Veilpix-App": "hr",
+            "X-Veilpix-Purpose": "onboarding",
+            "X-Veilpix-Legal-Basis": "legal_obligation",
+            "X-Veilpix-Subject": SUBJECT,
+            "X-Veilpix-Consent": "form-2026-17",
+            "X-Veilpix-Debug": "anything",
+        },
+    )
     client.chat.completions.create(model="gpt-5-mini", messages=[{"role": "user", "content": USER}])
     (rec,) = records(gateway.log)
     assert (rec["why"]["purpose"], rec["why"]["legal_basis"]) == ("onboarding", "legal_obligation")
@@ -664,8 +840,12 @@ def test_gateway_record_headers_for_an_app_that_may_send_them(gateway: GatewayRu
 
 def test_gateway_refuses_record_headers_the_config_does_not_allow(gateway: GatewayRun) -> None:
     openai = pytest.importorskip("openai")
-    client = openai.OpenAI(api_key=KEY, base_url=f"{gateway.server.url}/openai", max_retries=0,
-                           default_headers={"X-Veilpix-Purpose": "anything goes"})  # fmt: skip
+    client = openai.OpenAI(
+        api_key=KEY,
+        base_url=f"{gateway.server.url}/openai",
+        max_retries=0,
+        default_headers={"X-Veilpix-Purpose": "anything goes"},
+    )
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(
             model="gpt-5-mini", messages=[{"role": "user", "content": "x"}]
@@ -710,9 +890,14 @@ def test_gateway_attack_cases_get_a_400_and_send_nothing(
 )
 def test_gateway_raw_header_bytes(gateway: GatewayRun, line: bytes) -> None:
     body = json.dumps(CHAT[1]).encode()
-    head = (b"POST /openai/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-            b"X-Veilpix-App: hr\r\nContent-Type: application/json\r\n" + line
-            + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")  # fmt: skip
+    head = (
+        b"POST /openai/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"X-Veilpix-App: hr\r\nContent-Type: application/json\r\n"
+        + line
+        + b"Content-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+    )
     with socket.create_connection(("127.0.0.1", gateway.server.port), timeout=10) as sock:
         sock.sendall(head + body)
         answer = b""
@@ -751,38 +936,57 @@ def test_the_intercept_door(pki: VendorPKI, ca: Any, tmp_path: Path) -> None:
     vendor = FakeVendor()
     with TLSServer(vendor, pki) as upstream, AuditLog(tmp_path / "audit.db") as log:
         address = ("127.0.0.1", upstream.port)
-        pool = UpstreamPool(resolve={h: address for h in (OPENAI, ANTHROPIC, GEMINI)},
-                            extra_ca=str(pki.ca))  # fmt: skip
-        gateway = Gateway({"": Guard(Policy(), log)}, upstream=pool, records={
-            "": {"purpose": "support answers", "legal_basis": "contract",
-                 "headers": ["purpose", "subject"]}})  # fmt: skip
+        pool = UpstreamPool(
+            resolve={h: address for h in (OPENAI, ANTHROPIC, GEMINI)}, extra_ca=str(pki.ca)
+        )
+        gateway = Gateway(
+            {"": Guard(Policy(), log)},
+            upstream=pool,
+            records={
+                "": {
+                    "purpose": "support answers",
+                    "legal_basis": "contract",
+                    "headers": ["purpose", "subject"],
+                }
+            },
+        )
         with Running(InterceptProxy(gateway, ca)) as proxy:
             verify = ssl.create_default_context(cafile=str(ca.cert_path))
 
             def http() -> httpx2.Client:
                 return httpx2.Client(proxy=proxy.url, verify=verify, trust_env=False)
 
-            run_sdks(vendor, {"http_client": http()}, {"http_client": http()},
-                     {"httpx_client": http()})  # fmt: skip
+            run_sdks(
+                vendor, {"http_client": http()}, {"http_client": http()}, {"httpx_client": http()}
+            )
             check_records(log, "intercept", purpose="support answers", basis="contract")
             check_upstream(vendor)
             assert vendor.seen[0].headers["host"] == OPENAI
             # a header the config allows; one it does not
-            client = openai.OpenAI(api_key=KEY, max_retries=0, http_client=http(),
-                                   default_headers={"X-Veilpix-Purpose": "escalation",
-                                                    "X-Veilpix-Subject": SUBJECT})  # fmt: skip
+            client = openai.OpenAI(
+                api_key=KEY,
+                max_retries=0,
+                http_client=http(),
+                default_headers={"X-Veilpix-Purpose": "escalation", "X-Veilpix-Subject": SUBJECT},
+            )
             vendor.reply = CHAT_REPLY
-            client.chat.completions.create(model="gpt-5-nano",
-                                           messages=[{"role": "user", "content": "x"}])  # fmt: skip
+            client.chat.completions.create(
+                model="gpt-5-nano", messages=[{"role": "user", "content": "x"}]
+            )
             rec = by_model(log)["gpt-5-nano"]
             assert (rec["why"]["purpose"], rec["why"]["subject_ref"]) == ("escalation", SUBJECT)
             assert not [k for k in vendor.last.headers if k.startswith("x-veilpix")]
             sent = len(vendor.seen)
-            client = openai.OpenAI(api_key=KEY, max_retries=0, http_client=http(),
-                                   default_headers={"X-Veilpix-Legal-Basis": "consent"})  # fmt: skip
+            client = openai.OpenAI(
+                api_key=KEY,
+                max_retries=0,
+                http_client=http(),
+                default_headers={"X-Veilpix-Legal-Basis": "consent"},
+            )
             with pytest.raises(openai.BadRequestError, match="not allowed"):
-                client.chat.completions.create(model="gpt-5-nano",
-                                               messages=[{"role": "user", "content": "x"}])  # fmt: skip
+                client.chat.completions.create(
+                    model="gpt-5-nano", messages=[{"role": "user", "content": "x"}]
+                )
             assert len(vendor.seen) == sent
             blocked = [r for r in records(log) if r["outcome"] == "blocked"]
             assert [(r["rule"], r["who"]["door"]) for r in blocked] == [
@@ -798,11 +1002,17 @@ def test_free_text_a_door_hands_the_log_is_clipped(tmp_path: Path) -> None:
     from veilpix import AuditLog, Transfer
 
     with AuditLog(tmp_path / "audit.db") as log:
-        pending = log.begin(Transfer(
-            vendor="openai", url="https://api.openai.com/v1/images/edits",
-            model="m" * 100_000, purpose="line one\nline two " + "p" * 5000, app="shop\r\n",
-            legal_basis="contract", consent_ref="c" * 10_000,
-        ))  # fmt: skip
+        pending = log.begin(
+            Transfer(
+                vendor="openai",
+                url="https://api.openai.com/v1/images/edits",
+                model="m" * 100_000,
+                purpose="line one\nline two " + "p" * 5000,
+                app="shop\r\n",
+                legal_basis="contract",
+                consent_ref="c" * 10_000,
+            )
+        )
         pending.finish(status=200)
         rec = log.get(pending.id)
     assert len(rec.where["model"]) <= 200 and rec.where["model"].endswith("…")
@@ -838,14 +1048,18 @@ def test_rfc2231_continued_file_names_are_replaced_too(guard: Guard) -> None:
         + PHOTO
         + f"\r\n--{boundary}--\r\n".encode()
     )
-    rec = prepare(guard, "https://api.openai.com/v1/images/edits", body,
-                  f"multipart/form-data; boundary={boundary}")  # fmt: skip
+    rec = prepare(
+        guard,
+        "https://api.openai.com/v1/images/edits",
+        body,
+        f"multipart/form-data; boundary={boundary}",
+    )
     assert b"Anna" not in rec.sent.body and b"Passport" not in rec.sent.body
     assert b'filename="image.jpg"' in rec.sent.body
 
 
 def test_only_common_extensions_survive_a_neutral_name() -> None:
-    from veilpix.finder._finder import neutral_name_for
+    from veilpix.finder import neutral_name_for
 
     assert neutral_name_for(b"%PDF-1.7 ...", "Anna Schmidt contract.pdf") == "file.pdf"
     assert neutral_name_for(b"plain text", "anna.schmidt") == "file"
@@ -855,12 +1069,15 @@ def test_only_common_extensions_survive_a_neutral_name() -> None:
 def test_file_name_headers_and_malformed_dispositions_never_reach_the_log() -> None:
     from veilpix._errors import MalformedMultipart
     from veilpix.audit._record import REDACTED, redact_headers
-    from veilpix.codec._codec import _split_params
+    from veilpix.codec import split_params as _split_params
 
     assert redact_headers({"X-Fal-File-Name": NAME})["x-fal-file-name"] == REDACTED
     with pytest.raises(MalformedMultipart) as exc:
-        _split_params(f'form-data; name="image"; @=1; filename="{NAME}"',
-                      "Content-Disposition", MalformedMultipart)  # fmt: skip
+        _split_params(
+            f'form-data; name="image"; @=1; filename="{NAME}"',
+            "Content-Disposition",
+            MalformedMultipart,
+        )
     assert NAME not in str(exc.value) and "Anna" not in str(exc.value)
 
 
@@ -877,10 +1094,12 @@ def test_record_header_names_and_values_that_hide_something() -> None:
 
 
 def test_lone_surrogates_in_a_request_s_text_do_not_fail_the_record(guard: Guard) -> None:
-    body = json.dumps({"model": "gpt-\ud800x", "messages": [
-        {"role": "user", "content": "hi \udc00 there"}]})  # fmt: skip
-    rec = prepare(guard, "https://api.openai.com/v1/chat/completions", body.encode(),
-                  "application/json")  # fmt: skip
+    body = json.dumps(
+        {"model": "gpt-\ud800x", "messages": [{"role": "user", "content": "hi \udc00 there"}]}
+    )
+    rec = prepare(
+        guard, "https://api.openai.com/v1/chat/completions", body.encode(), "application/json"
+    )
     assert rec["where"]["model"] == "gpt- x" and rec["what"]["prompt"]["length"] > 0
 
 
@@ -934,8 +1153,9 @@ def test_every_vendor_s_credential_header_and_parameter_is_redacted(
             assert redact_headers({name: "s3cr3t-value"})[name.lower()] == REDACTED, vendor.name
         for param in vendor.auth_query:
             assert "s3cr3t" not in redact_url(f"{vendor.base_url}/x?{param}=s3cr3t")
-    made_up = replace(adapters.vendors()[0], name="acme", auth_headers=("x-acme-pass",),
-                      auth_query=("acmepin",))  # fmt: skip
+    made_up = replace(
+        adapters.vendors()[0], name="acme", auth_headers=("x-acme-pass",), auth_query=("acmepin",)
+    )
     known = adapters.vendors()
     monkeypatch.setattr(adapters, "vendors", lambda: (*known, made_up))
     _vendor_secrets.cache_clear()
@@ -953,20 +1173,38 @@ def test_every_vendor_s_credential_header_and_parameter_is_redacted(
 @pytest.mark.parametrize(
     ("url", "body", "field", "headers"),
     [
-        ("https://api.openai.com/v1/uploads",
-         {"purpose": "assistants", "filename": "Anna Schmidt contract.pdf", "bytes": 1000,
-          "mime_type": "application/pdf"}, ("filename",), ()),
-        ("https://rest.fal.ai/storage/upload/initiate",
-         {"file_name": "Anna_Passport.jpg", "content_type": "image/jpeg"}, ("file_name",), ()),
-        ("https://generativelanguage.googleapis.com/upload/v1beta/files",
-         {"file": {"display_name": "IMG_2041_Anna_at_home.jpg"}}, ("file", "display_name"),
-         (("X-Goog-Upload-Command", "start"), ("X-Goog-Upload-Protocol", "resumable"))),
+        (
+            "https://api.openai.com/v1/uploads",
+            {
+                "purpose": "assistants",
+                "filename": "Anna Schmidt contract.pdf",
+                "bytes": 1000,
+                "mime_type": "application/pdf",
+            },
+            ("filename",),
+            (),
+        ),
+        (
+            "https://rest.fal.ai/storage/upload/initiate",
+            {"file_name": "Anna_Passport.jpg", "content_type": "image/jpeg"},
+            ("file_name",),
+            (),
+        ),
+        (
+            "https://generativelanguage.googleapis.com/upload/v1beta/files",
+            {"file": {"display_name": "IMG_2041_Anna_at_home.jpg"}},
+            ("file", "display_name"),
+            (("X-Goog-Upload-Command", "start"), ("X-Goog-Upload-Protocol", "resumable")),
+        ),
     ],
-)  # fmt: skip
+)
 def test_an_upload_s_first_request_names_the_file_neutrally(
-    guard: Guard, url: str, body: dict[str, Any], field: tuple[str, ...],
+    guard: Guard,
+    url: str,
+    body: dict[str, Any],
+    field: tuple[str, ...],
     headers: tuple[tuple[str, str], ...],
-) -> None:  # fmt: skip
+) -> None:
     """The request that starts an upload names the file in JSON; the bytes come later. The
     name leaves as a neutral one with a common extension, never the app's."""
     rec = prepare(guard, url, body, headers=headers)
