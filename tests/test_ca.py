@@ -139,10 +139,20 @@ def openssl_verify(tmp_path: Path, authority: Authority, leaf_pem: bytes) -> tup
     leaf = tmp_path / "leaf.pem"
     leaf.write_bytes(leaf_pem)
     done = subprocess.run(
-        ["openssl", "verify", "-purpose", "sslserver", "-CAfile", str(authority.cert_path),
-         str(leaf)],
-        capture_output=True, text=True, check=False, timeout=30,
-    )  # fmt: skip
+        [
+            "openssl",
+            "verify",
+            "-purpose",
+            "sslserver",
+            "-CAfile",
+            str(authority.cert_path),
+            str(leaf),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
     return done.returncode, done.stdout + done.stderr
 
 
@@ -183,17 +193,42 @@ def test_permitted_subtrees_cover_the_vendors_and_nothing_broad() -> None:
             host = pattern.replace("*", "myresource")
             assert covered(host, domains), (vendor.name, pattern)
             assert adapters.match(host) is not None
-    assert {"api.openai.com", "openai.azure.com", "cognitiveservices.azure.com",
-            "services.ai.azure.com", "generativelanguage.googleapis.com",
-            "europe-west4-aiplatform.googleapis.com", "aiplatform.googleapis.com",
-            "fal.run", "api.eu.bfl.ai"} <= set(domains)  # fmt: skip
+    assert {
+        "api.openai.com",
+        "openai.azure.com",
+        "cognitiveservices.azure.com",
+        "services.ai.azure.com",
+        "generativelanguage.googleapis.com",
+        "europe-west4-aiplatform.googleapis.com",
+        "aiplatform.googleapis.com",
+        "fal.run",
+        "api.eu.bfl.ai",
+    } <= set(domains)
     # never a parent that holds other people's services
-    for broad in ("googleapis.com", "azure.com", "openai.com", "fal.ai", "fal.media",
-                  "bfl.ai", "mistral.ai", "anthropic.com", "google.com", "com", "ai"):  # fmt: skip
+    for broad in (
+        "googleapis.com",
+        "azure.com",
+        "openai.com",
+        "fal.ai",
+        "fal.media",
+        "bfl.ai",
+        "mistral.ai",
+        "anthropic.com",
+        "google.com",
+        "com",
+        "ai",
+    ):
         assert broad not in domains
         assert not covered(broad, domains)
-    for unrelated in ("storage.googleapis.com", "accounts.google.com", "www.example.com",
-                      "management.azure.com", "chatgpt.com", "fal.ai", "api.openai.com.evil.test"):  # fmt: skip
+    for unrelated in (
+        "storage.googleapis.com",
+        "accounts.google.com",
+        "www.example.com",
+        "management.azure.com",
+        "chatgpt.com",
+        "fal.ai",
+        "api.openai.com.evil.test",
+    ):
         assert not covered(unrelated, domains)
     # minimal: no entry sits inside another one's subtree (eu.api.openai.com is in api.openai.com)
     assert not any(covered(a, [b]) for a in domains for b in domains if a != b)
@@ -317,8 +352,12 @@ def test_openssl_accepts_served_leaves_and_rejects_forged_ones(
     # the CA's key signs anything; the verifier refuses what the constraints do not permit
     code, out = openssl_verify(tmp_path, ca, forge(ca, x509.DNSName("x.api.openai.com"))[0])
     assert code == 0, out  # a subtree holds its subdomains
-    for name in ("www.example.com", "accounts.google.com", "storage.googleapis.com",
-                 "management.azure.com"):  # fmt: skip
+    for name in (
+        "www.example.com",
+        "accounts.google.com",
+        "storage.googleapis.com",
+        "management.azure.com",
+    ):
         code, out = openssl_verify(tmp_path, ca, forge(ca, x509.DNSName(name))[0])
         assert code != 0 and "permitted subtree violation" in out, (name, out)
     ip = x509.IPAddress(ipaddress.IPv4Address("127.0.0.1"))
@@ -382,10 +421,19 @@ def test_clients_without_sni_get_the_default_host(ca: Authority) -> None:
 
 @pytest.mark.parametrize(
     "host",
-    ["www.example.com", "openai.com", "api.openai.com.evil.test", "127.0.0.1", "::1",
-     "*.api.openai.com", "", "googleapis.com", "asia-southeast2-aiplatform.googleapis.com",
-     "api_openai.com"],
-)  # fmt: skip
+    [
+        "www.example.com",
+        "openai.com",
+        "api.openai.com.evil.test",
+        "127.0.0.1",
+        "::1",
+        "*.api.openai.com",
+        "",
+        "googleapis.com",
+        "asia-southeast2-aiplatform.googleapis.com",
+        "api_openai.com",
+    ],
+)
 def test_leaf_context_refuses_names_the_ca_may_not_sign(ca: Authority, host: str) -> None:
     assert not ca.permits(host)
     with pytest.raises(CAError, match="not permitted") as info:
@@ -490,8 +538,14 @@ def test_a_bundle_made_from_an_old_bundle_drops_the_old_ca(
 def test_no_system_roots_is_a_clear_error(
     tmp_path: Path, ca: Authority, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    nothing = ssl.DefaultVerifyPaths(None, None, "SSL_CERT_FILE", str(tmp_path / "no.pem"),  # type: ignore[arg-type]
-                                     "SSL_CERT_DIR", str(tmp_path / "no"))  # fmt: skip
+    nothing = ssl.DefaultVerifyPaths(
+        None,
+        None,
+        "SSL_CERT_FILE",
+        str(tmp_path / "no.pem"),  # type: ignore[arg-type]
+        "SSL_CERT_DIR",
+        str(tmp_path / "no"),
+    )
     monkeypatch.setattr(ssl, "get_default_verify_paths", lambda: nothing)
     monkeypatch.setitem(sys.modules, "certifi", None)  # import certifi -> ImportError
     with pytest.raises(CAError, match="no system root certificates") as info:
@@ -518,7 +572,10 @@ def test_intercept_defaults_and_values(tmp_path: Path) -> None:
     assert default.intercept.port == 8788 and default.intercept.extra_domains == ()
     assert not default.intercept.only_vendors and default.intercept.upstream_hosts == {}
     (tmp_path / "corp.pem").write_bytes(self_signed("Corp Root"))
-    cfg = load_config(write(tmp_path, """\
+    cfg = load_config(
+        write(
+            tmp_path,
+            """\
 [intercept]
 port = 9001
 ca_dir = "ca"
@@ -526,7 +583,9 @@ extra_domains = ["Gateway.Corp.Example.", "gateway.corp.example"]
 only_vendors = true
 upstream_ca = "corp.pem"
 upstream_hosts = { "api.openai.com" = "127.0.0.1:9443", "eu.api.openai.com" = "[::1]:9443", "gateway.corp.example" = "Mirror.Corp.Example:443" }
-"""))  # fmt: skip
+""",
+        )
+    )
     it = cfg.intercept
     assert it.port == 9001 and it.only_vendors
     assert it.ca_dir == tmp_path / "ca" and it.upstream_ca == tmp_path / "corp.pem"
@@ -595,9 +654,15 @@ def test_intercept_errors(tmp_path: Path, text: str, message: str) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [["ca", "--help"], ["ca", "init", "--help"], ["ca", "rotate", "--help"],
-     ["ca", "path", "--help"], ["ca", "bundle", "--help"], ["env", "--help"]],
-)  # fmt: skip
+    [
+        ["ca", "--help"],
+        ["ca", "init", "--help"],
+        ["ca", "rotate", "--help"],
+        ["ca", "path", "--help"],
+        ["ca", "bundle", "--help"],
+        ["env", "--help"],
+    ],
+)
 def test_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(argv)
@@ -727,11 +792,19 @@ def test_env_lines_are_copy_pasteable_shell(
     sh = shutil.which("sh")
     if sh is not None:
         script = out + 'printf "%s\\n" "$SSL_CERT_FILE" "$NODE_EXTRA_CA_CERTS" "$HTTPS_PROXY"\n'
-        done = subprocess.run([sh], input=script, capture_output=True, text=True, check=True,
-                              env={"PATH": os.environ.get("PATH", "")})  # fmt: skip
+        done = subprocess.run(
+            [sh],
+            input=script,
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PATH": os.environ.get("PATH", "")},
+        )
         assert done.stdout.splitlines() == [
-            str(folder / "bundle.pem"), str(folder / "ca.pem"), "http://127.0.0.1:8788",
-        ]  # fmt: skip
+            str(folder / "bundle.pem"),
+            str(folder / "ca.pem"),
+            "http://127.0.0.1:8788",
+        ]
     code, out, _ = run(
         capsys, "env", "--dir", str(folder), "--json", "--proxy", "http://[::1]:9000/"
     )
@@ -754,12 +827,15 @@ def test_env_takes_the_port_from_the_config(
 
 
 def test_config_check_shows_intercept(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cfg = write(tmp_path, """\
+    cfg = write(
+        tmp_path,
+        """\
 [intercept]
 port = 9001
 extra_domains = ["gateway.corp.example"]
 upstream_hosts = { "api.openai.com" = "[::1]:9443" }
-""")  # fmt: skip
+""",
+    )
     code, out, _ = run(capsys, "config", "check", "--config", str(cfg))
     assert code == 0
     assert "intercept: port 9001, ca_dir " in out and "extra_domains gateway.corp.example" in out

@@ -17,8 +17,12 @@ import oracle
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "veilpix", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=120, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
 
 
 def sha(path: Path) -> str:
@@ -249,8 +253,10 @@ def test_scrub_never_writes_one_output_twice(tmp_path: Path, where: str) -> None
     assert len(set(outputs)) == 3, outputs
     folder = tmp_path / "out" if where == "-o" else src
     assert sorted(p.name for p in folder.iterdir()) == [
-        "example.avif.jpg", "example.heic.jpg", "example.png"
-    ]  # fmt: skip
+        "example.avif.jpg",
+        "example.heic.jpg",
+        "example.png",
+    ]
     for name in ("example.avif.jpg", "example.heic.jpg"):
         assert (folder / name).read_bytes()[:3] == b"\xff\xd8\xff"
 

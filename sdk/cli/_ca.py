@@ -9,20 +9,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sys
-from typing import TYPE_CHECKING, Any
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from veilpix._ca import Authority, write_bundle
+from veilpix._config import Config, load_config
 from veilpix._errors import CAError, ConfigError
+from veilpix._net import check_domain, uncovered_patterns
+from veilpix.cli._options import EXIT_OK, EXIT_USAGE, Subparsers
 
 if TYPE_CHECKING:
     from veilpix._ca import Authority
     from veilpix._config import Config
 
-__all__ = ["ENV_NAMES", "add_ca_parsers", "run_ca"]
+__all__ = ["ENV_NAMES", "add_ca_parser", "add_env_parser", "run_ca"]
 
-EXIT_OK, EXIT_USAGE = 0, 2
 
 # What `veilpix env` sets, in print order. SSL_CERT_FILE (OpenSSL, Python's ssl, httpx),
 # REQUESTS_CA_BUNDLE (requests) and CURL_CA_BUNDLE (curl) replace the default roots, so they
@@ -69,8 +75,6 @@ certificate alone.
 
 
 def _domain(text: str) -> str:
-    from veilpix._net import check_domain
-
     try:
         return check_domain(text, "--extra-domain")
     except ConfigError as exc:
@@ -92,7 +96,7 @@ def _proxy_url(text: str) -> str:
     return f"http://{parts.netloc}"
 
 
-def add_ca_parsers(sub: Any) -> None:
+def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--dir",
@@ -104,6 +108,12 @@ def add_ca_parsers(sub: Any) -> None:
         "--config", metavar="TOML", help="veilpix.toml to read (default: $VEILPIX_CONFIG)"
     )
     common.add_argument("--json", action="store_true", help="print JSON instead of text")
+    return common
+
+
+def add_ca_parser(sub: Subparsers, summary: str) -> None:
+    """The ``ca`` command's parser."""
+    common = _common()
     extra = argparse.ArgumentParser(add_help=False)
     extra.add_argument(
         "--extra-domain",
@@ -116,7 +126,7 @@ def add_ca_parsers(sub: Any) -> None:
 
     ca = sub.add_parser(
         "ca",
-        help="create and manage the local CA of the intercept (HTTPS_PROXY) mode",
+        help=summary,
         description="The intercept proxy terminates TLS for AI vendor hosts with certificates "
         "from a local CA. This CA is name-constrained: it can sign only for the vendors' "
         "hosts (and configured extra domains), so trusting it does not let it impersonate "
@@ -162,10 +172,13 @@ def add_ca_parsers(sub: Any) -> None:
         "-o", "--output", required=True, metavar="FILE", help="where to write it (- for stdout)"
     )
 
+
+def add_env_parser(sub: Subparsers, summary: str) -> None:
+    """The ``env`` command's parser."""
     env = sub.add_parser(
         "env",
-        parents=[common],
-        help="print the shell lines that send apps through the intercept proxy",
+        parents=[_common()],
+        help=summary,
         description="Print export lines for HTTPS_PROXY (and https_proxy), SSL_CERT_FILE, "
         "REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, NODE_EXTRA_CA_CERTS and NODE_USE_ENV_PROXY, "
         "quoted for POSIX shells: "
@@ -186,8 +199,6 @@ def add_ca_parsers(sub: Any) -> None:
 
 
 def run_ca(args: argparse.Namespace) -> int:
-    from veilpix._config import load_config
-
     if args.command == "env":
         if args.unset:
             print("unset " + " ".join(ENV_NAMES))
@@ -199,8 +210,6 @@ def run_ca(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     config = load_config(args.config)
     directory = config.ca_dir(args.dir)
-    from veilpix._ca import Authority
-
     if action in ("init", "rotate"):
         extra = list(dict.fromkeys([*config.intercept.extra_domains, *args.extra_domain]))
         if action == "rotate" and not (directory / "ca-key.pem").exists():
@@ -233,8 +242,6 @@ def _note_missing(authority: Authority, config: Config) -> None:
 
 
 def _summary(authority: Authority, config: Config) -> dict[str, object]:
-    from veilpix._net import uncovered_patterns
-
     cert = authority.certificate
     return {
         "dir": str(authority.directory),
@@ -260,8 +267,6 @@ def _report_new(
     *,
     rotated: bool,
 ) -> int:
-    from veilpix._net import uncovered_patterns
-
     if args.json:
         print(json.dumps(_summary(authority, config), indent=2))
         return EXIT_OK
@@ -288,12 +293,6 @@ def _report_new(
 
 
 def _bundle(args: argparse.Namespace, authority: Authority) -> int:
-    import os
-    import tempfile
-    from pathlib import Path
-
-    from veilpix._ca import write_bundle
-
     if args.output == "-":
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "bundle.pem"
@@ -310,10 +309,18 @@ def _bundle(args: argparse.Namespace, authority: Authority) -> int:
     except OSError as exc:
         raise CAError(f"cannot write {str(out)!r}: {exc.strerror}") from exc
     if args.json:
-        print(json.dumps({
-            "path": str(out), "system_roots": roots, "source": source,
-            "ca": str(authority.cert_path), "fingerprint_sha256": authority.fingerprint,
-        }, indent=2))  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "path": str(out),
+                    "system_roots": roots,
+                    "source": source,
+                    "ca": str(authority.cert_path),
+                    "fingerprint_sha256": authority.fingerprint,
+                },
+                indent=2,
+            )
+        )
     else:
         print(f"wrote {out}: {roots} system roots (from {source}) + the veilpix CA")
         print(f"  export SSL_CERT_FILE={shlex.quote(str(out.absolute()))}")
@@ -321,8 +328,6 @@ def _bundle(args: argparse.Namespace, authority: Authority) -> int:
 
 
 def _env(args: argparse.Namespace, config: Config) -> int:
-    from veilpix._ca import Authority, write_bundle
-
     proxy = args.proxy
     if proxy is None:
         port = config.intercept.port

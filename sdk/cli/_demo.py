@@ -14,9 +14,15 @@ import os
 import struct
 import sys
 
-from PIL import Image, ImageDraw, ImageFont
+import piexif
+from PIL import Image, ImageDraw, ImageFont  # noqa: TID253 - drawing is heavy by nature
 
-__all__ = ["run_demo", "sample_photo"]
+from veilpix.cli._inspect import inspection_dict, print_tables
+from veilpix.cli._options import Subparsers
+from veilpix.image._pipeline import inspect, sanitize
+from veilpix.image._preview import render_preview
+
+__all__ = ["add_parser", "run", "sample_photo"]
 
 
 def _landscape(size: tuple[int, int]) -> Image.Image:
@@ -62,8 +68,6 @@ def _dms(deg: float) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]
 
 def sample_photo() -> bytes:
     """A JPEG full of the metadata veilpix exists to remove."""
-    import piexif
-
     upright = _landscape((640, 480))
     stored = upright.transpose(Image.Transpose.ROTATE_90)  # orientation 6 turns it back
     thumb = Image.new("RGB", (160, 120), (200, 30, 30))
@@ -140,11 +144,25 @@ def sample_photo() -> bytes:
     return jpeg[:2] + extra + jpeg[2:]
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    from veilpix.cli._inspect import inspection_dict, print_tables
-    from veilpix.image._pipeline import inspect, sanitize
-    from veilpix.image._preview import render_preview
+def add_parser(sub: Subparsers, summary: str) -> None:
+    """The ``demo`` command's parser."""
+    p = sub.add_parser(
+        "demo",
+        help=summary,
+        description="Build a sample photo in memory with GPS, camera serial number, owner, "
+        "timestamps, a thumbnail of a different picture, XMP, IPTC and a comment; sanitize "
+        "it and show what was found and removed.",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="DIR",
+        help="also write before.jpg, after.jpg and preview.png here",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
 
+
+def run(args: argparse.Namespace) -> int:
     before = sample_photo()
     clean = sanitize(before)
     rep = clean.report

@@ -10,10 +10,11 @@ from typing import Any
 
 from veilpix._errors import VeilpixError
 from veilpix.cli._files import collect
+from veilpix.cli._options import Subparsers
 from veilpix.image._pipeline import Inspection, inspect
-from veilpix.image._report import SENSITIVE
+from veilpix.metadata._facts import SENSITIVE
 
-__all__ = ["inspection_dict", "print_tables", "run_inspect"]
+__all__ = ["add_parser", "inspection_dict", "print_tables", "run"]
 
 
 def inspection_dict(path: str, ins: Inspection, *, containers: bool) -> dict[str, Any]:
@@ -43,7 +44,23 @@ def osm_link(lat: float, lon: float) -> str:
     )
 
 
-def run_inspect(args: argparse.Namespace) -> int:
+def add_parser(sub: Subparsers, summary: str) -> None:
+    """The ``inspect`` command's parser."""
+    p = sub.add_parser(
+        "inspect",
+        help=summary,
+        description="Show what an image carries: GPS position, device and serial numbers, owner, "
+        "timestamps, software, thumbnails, XMP, IPTC, comments, C2PA, colour profile. "
+        "Files are only read.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  veilpix inspect IMG_0042.HEIC\n  veilpix inspect photos/ --json | jq '.[].gps'",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (recursive)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--containers", action="store_true", help="also list every container element")
+
+
+def run(args: argparse.Namespace) -> int:
     jobs, _skipped = collect(args.paths)
     results: list[dict[str, Any]] = []
     failed = 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -23,17 +24,12 @@ from typing import Any
 from veilpix._errors import VeilpixError
 from veilpix._policy import Policy
 from veilpix.cli._files import Job, collect
+from veilpix.cli._options import Subparsers, add_policy_options, policy_from_args, positive_int
+from veilpix.formats._registry import FORMATS
+from veilpix.image._pipeline import sanitize
+from veilpix.metadata._facts import CATEGORIES, SENSITIVE
 
-__all__ = ["run_scrub"]
-
-_SAME_FORMAT = {
-    "JPEG": {".jpg", ".jpeg", ".jpe", ".jfif"},
-    "PNG": {".png", ".apng"},
-    "WEBP": {".webp"},
-    "GIF": {".gif"},
-    "TIFF": {".tif", ".tiff"},
-    "BMP": {".bmp", ".dib"},
-}
+__all__ = ["add_parser", "run"]
 
 
 @dataclass(frozen=True)
@@ -73,7 +69,7 @@ def _write_atomic(path: str, data: bytes) -> None:
 def _output_path(state: _State, index: int, fmt: str, extension: str) -> str:
     target = state.targets[index]
     stem, ext = os.path.splitext(target)
-    if ext.lower() in _SAME_FORMAT.get(fmt, set()):
+    if fmt in FORMATS and ext.lower() in FORMATS[fmt].extensions:
         return target
     candidate = stem + extension
     # example.avif and example.heic both become JPEG: "example.jpg" would be written twice,
@@ -126,8 +122,6 @@ def _process(index: int) -> dict[str, Any]:
 
 
 def _process_into(out: dict[str, Any], state: _State, index: int) -> None:
-    from veilpix.image._pipeline import sanitize
-
     job = state.jobs[index]
     try:
         target = state.targets[index]
@@ -175,10 +169,6 @@ def _run(state: _State, workers: int, progress: bool) -> list[dict[str, Any]]:
                 if bar:
                     bar.advance()
         else:
-            import multiprocessing
-
-            import veilpix.image._pipeline  # noqa: F401 - imported once here, inherited by forked workers
-
             ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
             # biggest files first, so the pool does not end waiting for one large straggler
             order = sorted(range(n), key=lambda i: -_size(state.jobs[i].path))
@@ -237,8 +227,43 @@ def _targets(jobs: list[Job], output: str | None) -> list[str]:
     return [os.path.join(output, job.rel) for job in jobs]
 
 
-def run_scrub(args: argparse.Namespace, policy: object) -> int:
-    assert isinstance(policy, Policy)
+def add_parser(sub: Subparsers, summary: str) -> None:
+    """The ``scrub`` command's parser."""
+    p = sub.add_parser(
+        "scrub",
+        help=summary,
+        description="Write a clean copy of every image: no metadata, upright, otherwise untouched. "
+        "Folders are walked recursively and their layout is kept under OUTDIR. Originals are "
+        "never changed unless --in-place is given. A file that fails is listed with its "
+        "reason; the others are still done, and the exit code is 1.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  veilpix scrub photos -o clean\n  veilpix scrub a.jpg b.heic -o out --json\n"
+        "  veilpix scrub photos --in-place -j 4",
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (recursive)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "-o", "--output", metavar="OUTDIR", help="folder for the clean copies (created if missing)"
+    )
+    where.add_argument(
+        "--in-place", action="store_true", help="replace each original with its clean copy"
+    )
+    p.add_argument(
+        "-j",
+        "--jobs",
+        type=positive_int,
+        metavar="N",
+        help=f"parallel workers (default: number of cores, {os.cpu_count() or 1} here)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON results instead of tables")
+    p.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bar and no summary table"
+    )
+    add_policy_options(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    policy = policy_from_args(args)
     started = time.perf_counter()
     jobs, skipped = collect(args.paths, exclude=args.output)
     if not jobs:
@@ -339,8 +364,6 @@ def _print_summary(summary: dict[str, Any], failed: list[dict[str, Any]]) -> Non
         table = Table(title="metadata removed", title_justify="left", box=None, header_style="bold")
         table.add_column("category")
         table.add_column("files", justify="right")
-        from veilpix.image._report import CATEGORIES, SENSITIVE
-
         for cat in CATEGORIES:
             if cat in summary["files_with"]:
                 style = "red" if cat in SENSITIVE else ""

@@ -1,0 +1,184 @@
+"""``veilpix config check``: validate a veilpix.toml and show what it sets."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from veilpix._config import Config, load_config
+from veilpix._errors import VeilpixError
+from veilpix._policy import Policy
+from veilpix.cli._options import EXIT_OK, EXIT_USAGE, Subparsers
+from veilpix.cli._proxy import CONFIG_HELP
+from veilpix.proxy._serve import routable_vendors
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: Subparsers, summary: str) -> None:
+    """The ``config`` command's parser."""
+    p = sub.add_parser(
+        "config",
+        help=summary,
+        description="Work with the veilpix settings file.",
+    )
+    actions = p.add_subparsers(dest="config_action", metavar="ACTION")
+    c = actions.add_parser(
+        "check",
+        help="validate the file and show what it sets",
+        description="Load the file, build the policy of every app and the log path, and print a "
+        "summary. Exit 0 when valid, 2 with the error otherwise.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  veilpix config check --config veilpix.toml\n"
+        "  VEILPIX_CONFIG=veilpix.toml veilpix config check --json",
+    )
+    c.add_argument("--config", metavar="TOML", help=CONFIG_HELP)
+    c.add_argument("--json", action="store_true", help="print the summary as JSON")
+
+
+def _policy_summary(policy: Policy) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for f in dataclasses.fields(policy):
+        if f.name == "face_detector":
+            continue
+        value = getattr(policy, f.name)
+        if isinstance(value, frozenset):
+            value = sorted(value)
+        elif hasattr(value, "items"):
+            value = dict(value)
+        out[f.name] = value
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.config_action != "check":
+        print("usage: veilpix config check [--config TOML] [--json]", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        config = load_config(args.config)
+        policies = {"": config.policy(), **{a: config.policy(a) for a in config.apps}}
+        log_path = config.log_path()
+    except VeilpixError as exc:
+        if args.json:
+            print(json.dumps({"valid": False, "error": str(exc)}))
+        else:
+            print(f"veilpix: config error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    source = str(config.source) if config.source else None
+    proxy = config.proxy
+    intercept = config.intercept
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "valid": True,
+                    "source": source,
+                    "log": str(log_path),
+                    "vendors": {
+                        n: {
+                            "base_url": v.base_url,
+                            "transfer_mechanism": v.transfer_mechanism,
+                            "policy": dict(v.policy_settings),
+                            **dict(v.record),
+                        }
+                        for n, v in config.vendors.items()
+                    },
+                    "record": {
+                        "default": _record_summary(config, None),
+                        "apps": {a: _record_summary(config, a) for a in policies if a},
+                    },
+                    "routable_vendors": routable_vendors(config),
+                    "policy": _policy_summary(policies[""]),
+                    "apps": {a: _policy_summary(p) for a, p in policies.items() if a},
+                    "proxy": {
+                        "host": proxy.host,
+                        "port": proxy.port,
+                        "max_body": proxy.max_body,
+                        "allow_remote": proxy.allow_remote,
+                        "token_env": proxy.token_env,
+                        "token_set": proxy.token is not None,
+                    },
+                    "intercept": {
+                        "port": intercept.port,
+                        "ca_dir": str(config.ca_dir()),
+                        "extra_domains": list(intercept.extra_domains),
+                        "only_vendors": intercept.only_vendors,
+                        "upstream_ca": intercept.upstream_ca,
+                        "upstream_hosts": {
+                            h: _address(*a) for h, a in intercept.upstream_hosts.items()
+                        },
+                    },
+                },
+                indent=2,
+                default=str,
+            )
+        )
+        return EXIT_OK
+    default = _policy_summary(policies[""])
+    print(f"{source or 'built-in defaults (no --config, no $VEILPIX_CONFIG)'}: valid")
+    print(f"  log: {log_path}")
+    for name, vendor in sorted(config.vendors.items()):
+        bits = [f"base_url {vendor.base_url}"] if vendor.base_url else []
+        bits += [f"mechanism {vendor.transfer_mechanism!r}"] if vendor.transfer_mechanism else []
+        bits += [f"{k} {v!r}" for k, v in vendor.record.items()]
+        bits += (
+            [f"policy {_settings_text(dict(vendor.policy_settings))}"]
+            if vendor.policy_settings
+            else []
+        )
+        print(f"  vendor {name}: {', '.join(bits) or 'defaults'}")
+    changed = {k: v for k, v in default.items() if k in config.policy_settings}
+    print(f"  policy: {_settings_text(changed) or 'defaults'}")
+    print(f"  record: {_record_text(_record_summary(config, None))}")
+    for app in sorted(config.apps):
+        overrides = {
+            k: v for k, v in _policy_summary(policies[app]).items() if k in config.apps[app]
+        }
+        print(f"  app {app}: {_settings_text(overrides) or 'same as [policy]'}")
+        record = _record_summary(config, app)
+        if record != _record_summary(config, None):
+            print(f"  app {app} record: {_record_text(record)}")
+    token = "set" if proxy.token else "not set"
+    print(
+        f"  proxy: {proxy.host}:{proxy.port}, max_body {proxy.max_body:,} bytes, "
+        f"allow_remote {str(proxy.allow_remote).lower()}, token ${proxy.token_env} {token}"
+    )
+    bits = [f"port {intercept.port}", f"ca_dir {config.ca_dir()}"]
+    if intercept.extra_domains:
+        bits.append(f"extra_domains {', '.join(intercept.extra_domains)}")
+    bits.append(f"only_vendors {str(intercept.only_vendors).lower()}")
+    if intercept.upstream_ca:
+        bits.append(f"upstream_ca {intercept.upstream_ca}")
+    bits += [f"{h} via {_address(*a)}" for h, a in intercept.upstream_hosts.items()]
+    print(f"  intercept: {', '.join(bits)}")
+    return EXIT_OK
+
+
+def _record_summary(config: Config, app: str | None) -> dict[str, object]:
+    """What ``app``'s proxied calls are recorded as doing, and the record headers allowed."""
+    settings = config.record_settings(app)
+    return {
+        "purpose": settings.purpose,
+        "legal_basis": settings.legal_basis,
+        "headers": sorted(settings.headers),
+    }
+
+
+def _record_text(record: dict[str, object]) -> str:
+    headers = record["headers"]
+    allowed = ", ".join(headers) if isinstance(headers, list) and headers else "none"
+    purpose = repr(record["purpose"]) if record["purpose"] else "-"
+    return (
+        f"purpose {purpose}, legal_basis {record['legal_basis'] or '-'}, "
+        f"X-Veilpix record headers: {allowed}"
+    )
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _settings_text(settings: dict[str, object]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items())
