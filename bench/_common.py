@@ -53,10 +53,22 @@ def camera_exif() -> bytes:
 def revision(*folders: str) -> str:
     """The commit measured, with "+changes" when ``folders`` differ from it ("?" outside git)."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=False,
-                              capture_output=True, text=True, timeout=10)  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", *folders], cwd=ROOT,
-                               check=False, capture_output=True, text=True, timeout=10)  # fmt: skip
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", *folders],
+            cwd=ROOT,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return "?"
     if head.returncode != 0:
@@ -79,8 +91,13 @@ def tree_at(ref: str | None, dest: Path) -> Path:
     else:
         src = dest / "src"
         src.mkdir(parents=True)
-        archive = subprocess.run(["git", "archive", ref, "sdk", "proxy", "adapters"], cwd=ROOT,
-                                 check=True, capture_output=True, timeout=60).stdout  # fmt: skip
+        archive = subprocess.run(
+            ["git", "archive", ref, "sdk", "proxy", "adapters"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            timeout=60,
+        ).stdout
         with tarfile.open(fileobj=io.BytesIO(archive)) as tree:
             tree.extractall(src, filter="data")
     pkg.mkdir(parents=True)

@@ -622,11 +622,21 @@ def default_baseline() -> str:
     """The commit before the lossless proofs came in (HEAD when they are not committed yet)."""
     added = subprocess.run(
         ["git", "log", "--format=%H", "-S", "entropy_proof", "--", "sdk/_turbojpeg.py"],
-        cwd=ROOT, check=False, capture_output=True, text=True, timeout=30,
-    ).stdout.split()  # fmt: skip
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout.split()
     ref = f"{added[-1]}^" if added else "HEAD"
-    short = subprocess.run(["git", "rev-parse", "--short", ref], cwd=ROOT, check=False,
-                           capture_output=True, text=True, timeout=30).stdout.strip()  # fmt: skip
+    short = subprocess.run(
+        ["git", "rev-parse", "--short", ref],
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    ).stdout.strip()
     return short or ref
 
 
@@ -634,33 +644,46 @@ def bench_proofs(corpus: Path, names: list[str], baseline: str, repeat: int) -> 
     """Seconds per format for the files both trees strip losslessly, this tree and baseline."""
     files = [str(corpus / n) for n in names]
     with tempfile.TemporaryDirectory() as tmp:
-        trees = {"this tree": tree_at(None, Path(tmp) / "now"),
-                 baseline: tree_at(baseline, Path(tmp) / "base")}  # fmt: skip
+        trees = {
+            "this tree": tree_at(None, Path(tmp) / "now"),
+            baseline: tree_at(baseline, Path(tmp) / "base"),
+        }
         runs: dict[str, list[dict[str, Any]]] = {k: [] for k in trees}
         for r in range(repeat):
             for name in list(trees) if r % 2 == 0 else list(trees)[::-1]:
                 progress(f"proof cost: {name}, round {r + 1}/{repeat}")
                 env = {k: v for k, v in ENV.items() if k != "PYTHONPATH"}
-                got = subprocess.run([sys.executable, "-c", _PROOF_CHILD, str(trees[name]), "1",
-                                      *files], check=True, capture_output=True, text=True,
-                                     timeout=1200, env=env, cwd=tmp)  # fmt: skip
+                got = subprocess.run(
+                    [sys.executable, "-c", _PROOF_CHILD, str(trees[name]), "1", *files],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    timeout=1200,
+                    env=env,
+                    cwd=tmp,
+                )
                 result = json.loads(got.stdout)
                 assert result["veilpix"].startswith(str(trees[name])), result["veilpix"]
                 runs[name].append(result)
     now, base = (runs[k] for k in trees)
     both = [
-        n for n in now[0]["lossless"]
-        if now[0]["lossless"].get(n) and base[0]["lossless"].get(n)
+        n
+        for n in now[0]["lossless"]
+        if now[0]["lossless"].get(n)
+        and base[0]["lossless"].get(n)
         and all(n in run["best"] for run in now + base)
-    ]  # fmt: skip
+    ]
     out: dict[str, Any] = {"baseline": baseline, "formats": {}}
     for fmt in sorted({now[0]["format"][n] for n in both}):
         group = [n for n in both if now[0]["format"][n] == fmt]
         t_now = sum(min(run["best"][n] for run in now) for n in group)
         t_base = sum(min(run["best"][n] for run in base) for n in group)
-        out["formats"][fmt] = {"files": len(group), "this tree ms": round(t_now * 1e3, 1),
-                               "baseline ms": round(t_base * 1e3, 1),
-                               "change": round(t_now / t_base - 1, 4)}  # fmt: skip
+        out["formats"][fmt] = {
+            "files": len(group),
+            "this tree ms": round(t_now * 1e3, 1),
+            "baseline ms": round(t_base * 1e3, 1),
+            "change": round(t_now / t_base - 1, 4),
+        }
     out["only_now_lossless"] = sorted(
         n for n in now[0]["lossless"] if now[0]["lossless"][n] and n not in both
     )
@@ -676,8 +699,10 @@ def print_proofs(proofs: dict[str, Any]) -> None:
     print("|---|---:|---:|---:|---:|---|")
     for fmt, row in proofs["formats"].items():
         target = "<= +25 %" if fmt in ("JPEG", "MPO") else ""
-        print(f"| {fmt} | {row['files']} | {row['baseline ms']} | {row['this tree ms']} | "
-              f"{row['change']:+.1%} | {target} |")  # fmt: skip
+        print(
+            f"| {fmt} | {row['files']} | {row['baseline ms']} | {row['this tree ms']} | "
+            f"{row['change']:+.1%} | {target} |"
+        )
     if proofs["no_longer_lossless"]:
         print("no longer stripped losslessly: " + ", ".join(proofs["no_longer_lossless"]))
 
@@ -690,8 +715,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the temporary folders")
     ap.add_argument("--corpus", type=Path, help="image folder (default: <shared>/corpus)")
     ap.add_argument("--only", choices=["jpeg", "all"], help="measure only one set")
-    ap.add_argument("--baseline", help="git revision for the proof-cost peer (default: the "
-                    "commit before the proofs)")  # fmt: skip
+    ap.add_argument(
+        "--baseline",
+        help="git revision for the proof-cost peer (default: the commit before the proofs)",
+    )
     ap.add_argument("--no-proofs", action="store_true", help="skip the proof-cost measurement")
     ap.add_argument("--proofs-only", action="store_true", help="measure only the proof cost")
     args = ap.parse_args(argv)

@@ -49,8 +49,11 @@ MODELS = {
     "anthropic": "anthropic/" + os.environ.get("ANTHROPIC_MODEL", "claude-opus-4-6"),
 }
 KEYS = {"openai": "OPENAI_API_KEY", "bfl": "BFL_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
-OFFLINE_KEYS = {"openai": "sk-offline-example", "bfl": "bfl-offline-example",
-                "anthropic": "sk-ant-offline-example"}  # fmt: skip
+OFFLINE_KEYS = {
+    "openai": "sk-offline-example",
+    "bfl": "bfl-offline-example",
+    "anthropic": "sk-ant-offline-example",
+}
 CONTEXT = veilpix.Context(app="example", purpose="product photo editing")
 PROMPT = "put a red hat on the subject"
 
@@ -128,8 +131,9 @@ def painted(received: bytes, fmt: str, *, c2pa: bool = False) -> bytes:
 
     im = Image.open(io.BytesIO(received)).convert("RGB")
     w, h = im.size
-    ImageDraw.Draw(im).polygon([(w * 0.35, h * 0.4), (w * 0.65, h * 0.4), (w * 0.5, h * 0.1)],
-                               fill=(200, 30, 30))  # fmt: skip
+    ImageDraw.Draw(im).polygon(
+        [(w * 0.35, h * 0.4), (w * 0.65, h * 0.4), (w * 0.5, h * 0.1)], fill=(200, 30, 30)
+    )
     buf = io.BytesIO()
     im.save(buf, fmt)
     data = buf.getvalue()
@@ -161,8 +165,9 @@ class FakeVendors:
             print(f"    image: {summary(data)}")
         if host == "api.openai.com" and path == "/v1/images/edits":
             out = base64.b64encode(painted(received[0], "PNG", c2pa=True)).decode()
-            return httpx2.Response(200, json={"created": 1, "output_format": "png",
-                                              "data": [{"b64_json": out}]})  # fmt: skip
+            return httpx2.Response(
+                200, json={"created": 1, "output_format": "png", "data": [{"b64_json": out}]}
+            )
         if host == "api.bfl.ai" and request.method == "POST":
             self.polls, self.result = 0, painted(received[0], "JPEG")
             poll = f"https://api.us1.bfl.ai/v1/get_result?id={self.JOB}"
@@ -174,20 +179,30 @@ class FakeVendors:
                 return httpx2.Response(200, json={"id": self.JOB, "status": "Pending"})
             sample = f"https://delivery-us1.bfl.ai/results/{self.JOB}/sample.jpeg?se=2099&sig=x"
             print("    -> Ready")
-            return httpx2.Response(200, json={"id": self.JOB, "status": "Ready",
-                                              "result": {"sample": sample}})  # fmt: skip
+            return httpx2.Response(
+                200, json={"id": self.JOB, "status": "Ready", "result": {"sample": sample}}
+            )
         if host == "api.anthropic.com" and path == "/v1/messages":
             w, h = veilpix.inspect(received[0]).width, veilpix.inspect(received[0]).height
             text = f"A {w}x{h} picture: a grey gradient, dark on the left, light on the right."
-            return httpx2.Response(200, json={"id": "msg_01", "type": "message",
-                                              "role": "assistant", "stop_reason": "end_turn",
-                                              "content": [{"type": "text", "text": text}]})  # fmt: skip
+            return httpx2.Response(
+                200,
+                json={
+                    "id": "msg_01",
+                    "type": "message",
+                    "role": "assistant",
+                    "stop_reason": "end_turn",
+                    "content": [{"type": "text", "text": text}],
+                },
+            )
         return httpx2.Response(404, json={"error": {"message": f"no route {host}{path}"}})
 
     def delivery(self, request: httpx2.Request) -> httpx2.Response:
         keyed = {"x-key", "authorization"} & set(request.headers)
-        print(f"  [fake {request.url.host}] GET {request.url.path} "
-              f"(API key sent: {'yes' if keyed else 'no'})")  # fmt: skip
+        print(
+            f"  [fake {request.url.host}] GET {request.url.path} "
+            f"(API key sent: {'yes' if keyed else 'no'})"
+        )
         return httpx2.Response(200, content=self.result, headers={"content-type": "image/jpeg"})
 
 
@@ -197,8 +212,10 @@ class FakeVendors:
 def show(result: veilpix.Result, out: Path, name: str) -> None:
     image = result.image
     saved = image.save(out / f"{name}{image.extension}")
-    print(f"  got {len(result.images)} image(s): {image.media_type}, "
-          f"provenance {image.provenance or 'none'}; saved unchanged to {saved}")  # fmt: skip
+    print(
+        f"  got {len(result.images)} image(s): {image.media_type}, "
+        f"provenance {image.provenance or 'none'}; saved unchanged to {saved}"
+    )
     print(f"  removed before sending: {result.removed}")
     print(f"  transfer-log records: {', '.join(r[:8] for r in result.record_ids)}")
 
@@ -228,13 +245,22 @@ def main(argv: list[str]) -> int:
         veilpix.Client(veilpix.Policy(), log, context=CONTEXT, **settings) as client,
     ):
         steps = [
-            ("openai", f"1. edit with {MODELS['openai']} (multipart, base64 result)",
-             lambda: client.edit(MODELS["openai"], PROMPT, photo)),
-            ("bfl", f"2. edit with {MODELS['bfl']} (submit, poll, download)",
-             lambda: client.edit(MODELS["bfl"], PROMPT, photo)),
-            ("anthropic", f"3. describe with {MODELS['anthropic']}",
-             lambda: client.describe(MODELS["anthropic"], photo, "Describe it in one line.")),
-        ]  # fmt: skip
+            (
+                "openai",
+                f"1. edit with {MODELS['openai']} (multipart, base64 result)",
+                lambda: client.edit(MODELS["openai"], PROMPT, photo),
+            ),
+            (
+                "bfl",
+                f"2. edit with {MODELS['bfl']} (submit, poll, download)",
+                lambda: client.edit(MODELS["bfl"], PROMPT, photo),
+            ),
+            (
+                "anthropic",
+                f"3. describe with {MODELS['anthropic']}",
+                lambda: client.describe(MODELS["anthropic"], photo, "Describe it in one line."),
+            ),
+        ]
         for vendor, title, call in steps:
             print(title)
             if vendor not in vendors:
@@ -257,9 +283,11 @@ def main(argv: list[str]) -> int:
         print(f"the transfer log, {out / 'audit.db'}:")
         for rec in log.records():
             d = rec.to_dict()
-            print(f"  {rec.id[:8]}  {rec.outcome:<6} {d['where']['method']:<4} "
-                  f"{d['where']['host']:<18} {d['what']['image_count']} image(s)  "
-                  f"HTTP {d['status']}")  # fmt: skip
+            print(
+                f"  {rec.id[:8]}  {rec.outcome:<6} {d['where']['method']:<4} "
+                f"{d['where']['host']:<18} {d['what']['image_count']} image(s)  "
+                f"HTTP {d['status']}"
+            )
     check = veilpix.verify_log(out / "audit.db")
     print(f"log verifies: {'OK' if check.ok else check.first_problem} ({check.records} records)")
     print(f"\nmore: veilpix audit list --log {out / 'audit.db'}")

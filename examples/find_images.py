@@ -78,12 +78,25 @@ def shapes(photo: bytes) -> dict[str, Shape]:
     def from_uri(text: str) -> bytes:
         return base64.b64decode(text.split(",", 1)[1].split(")", 1)[0])
 
-    batch = "\n".join(json.dumps({"custom_id": f"r{i}", "method": "POST", "url": "/v1/responses",
-                                  "body": {"input": [{"type": "input_image", "image_url": uri(photo)}]}})
-                      for i in range(2)) + "\n"  # fmt: skip
-    form = (b'--B\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
-            b'--B\r\nContent-Disposition: form-data; name="file"; filename="Jane_Doe_batch.jsonl"\r\n'
-            b"Content-Type: application/jsonl\r\n\r\n" + batch.encode() + b"\r\n--B--\r\n")  # fmt: skip
+    batch = (
+        "\n".join(
+            json.dumps(
+                {
+                    "custom_id": f"r{i}",
+                    "method": "POST",
+                    "url": "/v1/responses",
+                    "body": {"input": [{"type": "input_image", "image_url": uri(photo)}]},
+                }
+            )
+            for i in range(2)
+        )
+        + "\n"
+    )
+    form = (
+        b'--B\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="Jane_Doe_batch.jsonl"\r\n'
+        b"Content-Type: application/jsonl\r\n\r\n" + batch.encode() + b"\r\n--B--\r\n"
+    )
 
     def from_batch(body: bytes) -> bytes:
         message = BytesParser(policy=HTTP).parsebytes(
@@ -94,9 +107,24 @@ def shapes(photo: bytes) -> dict[str, Shape]:
         first = part.get_payload(decode=True).decode().splitlines()[0]
         return from_uri(json.loads(first)["body"]["input"][0]["image_url"])
 
-    tool = {"model": "gpt-5.4-mini", "messages": [{"role": "assistant", "tool_calls": [
-        {"id": "c1", "type": "function", "function": {
-            "name": "edit", "arguments": json.dumps({"image": uri(photo)})}}]}]}  # fmt: skip
+    tool = {
+        "model": "gpt-5.4-mini",
+        "messages": [
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": "c1",
+                        "type": "function",
+                        "function": {
+                            "name": "edit",
+                            "arguments": json.dumps({"image": uri(photo)}),
+                        },
+                    }
+                ],
+            }
+        ],
+    }
 
     def from_tool(body: bytes) -> bytes:
         args = json.loads(body)["messages"][0]["tool_calls"][0]["function"]["arguments"]
@@ -121,18 +149,36 @@ def shapes(photo: bytes) -> dict[str, Shape]:
         archive.writestr("photo.jpg", photo)
     return {
         "batch file: JSON Lines of data URIs in a form upload": (
-            "/v1/files", "multipart/form-data; boundary=B", form, from_batch),
+            "/v1/files",
+            "multipart/form-data; boundary=B",
+            form,
+            from_batch,
+        ),
         "tool call: JSON inside a JSON string": (
-            "/v1/chat/completions", "application/json", json.dumps(tool).encode(), from_tool),
+            "/v1/chat/completions",
+            "application/json",
+            json.dumps(tool).encode(),
+            from_tool,
+        ),
         "markdown image in a prompt, JSON sent as text/plain": (
-            "/v1/responses", "text/plain", json.dumps(prose).encode(),
-            lambda body: from_uri(json.loads(body)["input"])),
+            "/v1/responses",
+            "text/plain",
+            json.dumps(prose).encode(),
+            lambda body: from_uri(json.loads(body)["input"]),
+        ),
         "a .tar.gz of photos, no Content-Type": (
-            "/v1/files", None, gzip.compress(tar.getvalue()), from_tar),
+            "/v1/files",
+            None,
+            gzip.compress(tar.getvalue()),
+            from_tar,
+        ),
         "a zip holding the photo": (
-            "/v1/files", "application/zip", zipped.getvalue(),
-            lambda body: zipfile.ZipFile(io.BytesIO(body)).read("photo.jpg")),
-    }  # fmt: skip
+            "/v1/files",
+            "application/zip",
+            zipped.getvalue(),
+            lambda body: zipfile.ZipFile(io.BytesIO(body)).read("photo.jpg"),
+        ),
+    }
 
 
 def main(argv: list[str]) -> int:
@@ -168,8 +214,11 @@ def main(argv: list[str]) -> int:
             )
             sent_before = len(arrived)
             try:
-                client.post("https://api.openai.com/v1/files", content=hidden,
-                            headers={"content-type": "application/octet-stream"})  # fmt: skip
+                client.post(
+                    "https://api.openai.com/v1/files",
+                    content=hidden,
+                    headers={"content-type": "application/octet-stream"},
+                )
                 ok = False
             except veilpix.RequestBlocked as exc:
                 print(f"\n  a TIFF inside unknown bytes: RequestBlocked: rule={exc.rule}")

@@ -115,8 +115,10 @@ class FakeOpenAI:
     def __call__(self, request: httpx2.Request) -> httpx2.Response:
         self.received += 1
         print(f"  [fake OpenAI] {request.method} {request.url.host}{request.url.path}")
-        print(f"    body {len(request.content):,} bytes, Content-Usage: "
-              f"{request.headers.get('content-usage')}")  # fmt: skip
+        print(
+            f"    body {len(request.content):,} bytes, Content-Usage: "
+            f"{request.headers.get('content-usage')}"
+        )
         for data in images_in(request):
             print(f"    image: {describe(data)}")
         if request.url.path.endswith("/images/edits"):
@@ -125,9 +127,19 @@ class FakeOpenAI:
         else:
             sent = json.loads(request.content)
             print(f"    store: {sent.get('store')}")
-            reply = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1,
-                     "model": sent["model"], "choices": [{"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": "A grey gradient."}}]}  # fmt: skip
+            reply = {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 1,
+                "model": sent["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": "A grey gradient."},
+                    }
+                ],
+            }
         return httpx2.Response(200, json=reply, headers={"x-request-id": f"req_{self.received}"})
 
 
@@ -146,8 +158,10 @@ def openai_client(
 
 
 def show(receipt: veilpix.Receipt) -> None:
-    print(f"  receipt: {receipt.vendor} {receipt.operation} at {receipt.host} "
-          f"({receipt.country}, {receipt.legal_entity})")  # fmt: skip
+    print(
+        f"  receipt: {receipt.vendor} {receipt.operation} at {receipt.host} "
+        f"({receipt.country}, {receipt.legal_entity})"
+    )
     print(f"    removed: {receipt.removed}")
     print(f"    controls applied: {', '.join(receipt.controls_applied)}")
     print(f"    account-level (yours to check): {', '.join(receipt.controls_account_level)}")
@@ -185,9 +199,15 @@ def main(argv: list[str]) -> int:
         # 2. A chat call with the photo inline as a data: URI (JSON).
         print("\n2. chat.completions.create with a data: URI")
         uri = "data:image/jpeg;base64," + base64.b64encode(photo).decode()
-        messages: Any = [{"role": "user", "content": [
-            {"type": "text", "text": "Describe this picture in one sentence."},
-            {"type": "image_url", "image_url": {"url": uri}}]}]  # fmt: skip
+        messages: Any = [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Describe this picture in one sentence."},
+                    {"type": "image_url", "image_url": {"url": uri}},
+                ],
+            }
+        ]
         raw = client.chat.completions.with_raw_response.create(model=CHAT_MODEL, messages=messages)
         print(f"  answer: {raw.parse().choices[0].message.content}")
         show(raw.http_response.extensions["veilpix_receipt"])
@@ -221,8 +241,10 @@ def main(argv: list[str]) -> int:
         for rec in log.records():
             d = rec.to_dict()
             how = f"HTTP {d['status']}" if rec.outcome == "sent" else f"rule {d['rule']}"
-            print(f"  {rec.id[:8]}  {rec.outcome:<8} {d['where']['host']:<18} "
-                  f"{d['where']['country']}  {d['what']['image_count']} image(s)  {how}")  # fmt: skip
+            print(
+                f"  {rec.id[:8]}  {rec.outcome:<8} {d['where']['host']:<18} "
+                f"{d['where']['country']}  {d['what']['image_count']} image(s)  {how}"
+            )
     print(f"\nmore: veilpix audit list --log {out / 'audit.db'}")
     return 0
 

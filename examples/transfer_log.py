@@ -174,8 +174,15 @@ def main(argv: list[str]) -> int:
     # The operator finds the open call, learns from the vendor's dashboard that the request
     # never arrived, and records that. The begin stays as it was; a signed finish is added.
     audit(log_path, "list", "--outcome", "unknown")
-    resolved = audit(log_path, "resolve", unknown_record[:8], "--outcome", "failed",
-                     "--reason", "the vendor's dashboard shows no such request")  # fmt: skip
+    resolved = audit(
+        log_path,
+        "resolve",
+        unknown_record[:8],
+        "--outcome",
+        "failed",
+        "--reason",
+        "the vendor's dashboard shows no such request",
+    )
 
     # GDPR Art. 17: destroy the subject's key; the facts stay, the linked fields are gone.
     with AuditLog(log_path) as log:
@@ -197,8 +204,15 @@ def main(argv: list[str]) -> int:
     ]
 
     print(f"\nwritten to {out}:")
-    for name in ("audit.db", "audit.db.key", "public.pem", "head.txt", "transfers.csv",
-                 "transfers.ocsf.jsonl", "register.html"):  # fmt: skip
+    for name in (
+        "audit.db",
+        "audit.db.key",
+        "public.pem",
+        "head.txt",
+        "transfers.csv",
+        "transfers.ocsf.jsonl",
+        "register.html",
+    ):
         print(f"  {out / name}")
     return 0 if not any(codes) and veilpix.verify_log(log_path).ok else 1
 

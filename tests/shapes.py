@@ -82,8 +82,12 @@ def b32(data: bytes, *, pad: bool = True) -> Layer:
 
 def ascii85(data: bytes, *, wrap: int = 0) -> Layer:
     text = base64.a85encode(data, adobe=True, wrapcol=wrap)
-    return Layer(text, lambda got: base64.a85decode(got, adobe=True, ignorechars=b" \t\r\n"),
-                 "text/plain", f"ascii85(wrap={wrap})")  # fmt: skip
+    return Layer(
+        text,
+        lambda got: base64.a85decode(got, adobe=True, ignorechars=b" \t\r\n"),
+        "text/plain",
+        f"ascii85(wrap={wrap})",
+    )
 
 
 def data_uri(data: bytes, *, head: str = "data:image/jpeg;base64,") -> Layer:
@@ -109,15 +113,20 @@ def percent(data: bytes) -> Layer:
 
 def byte_array(data: bytes) -> Layer:
     doc = {"type": "Buffer", "data": list(data)}
-    return Layer(json.dumps(doc).encode(), lambda got: bytes(json.loads(got)["data"]),
-                 "application/json", "Buffer")  # fmt: skip
+    return Layer(
+        json.dumps(doc).encode(),
+        lambda got: bytes(json.loads(got)["data"]),
+        "application/json",
+        "Buffer",
+    )
 
 
 # -- text containers -------------------------------------------------------------------------
 
 
-def in_json(data: bytes, *, key: str = "image", depth: int = 2, before: str = "",
-            after: str = "") -> Layer:  # fmt: skip
+def in_json(
+    data: bytes, *, key: str = "image", depth: int = 2, before: str = "", after: str = ""
+) -> Layer:
     """``data`` (text) as a string value ``depth`` levels down, with prose around it."""
     value = before + data.decode() + after
     doc: Any = {key: value, "note": "a short prompt"}
@@ -164,8 +173,11 @@ def in_zip(data: bytes, *, deflate: bool = True) -> Layer:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         z.writestr("readme.txt", "batch of one")
-        z.writestr("inputs/photo.bin", data,
-                   compress_type=zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED)  # fmt: skip
+        z.writestr(
+            "inputs/photo.bin",
+            data,
+            compress_type=zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED,
+        )
 
     def unwrap(got: bytes) -> bytes:
         with zipfile.ZipFile(io.BytesIO(got)) as z:
@@ -194,8 +206,14 @@ def gzipped(data: bytes) -> Layer:
     return Layer(gzip.compress(data), gzip.decompress, "application/gzip", "gzip")
 
 
-def multipart(data: bytes, *, subtype: str = "form-data", transfer: str = "binary",
-              file: bool = True, boundary: str = "") -> Layer:  # fmt: skip
+def multipart(
+    data: bytes,
+    *,
+    subtype: str = "form-data",
+    transfer: str = "binary",
+    file: bool = True,
+    boundary: str = "",
+) -> Layer:
     """``data`` as the second part of a multipart body that starts with its boundary (so it
     can be recognised without its Content-Type, as an inner layer must be)."""
     boundary = boundary or f"b0undary-{subtype}-{next(_BOUNDARIES)}"
@@ -274,8 +292,14 @@ def _markdown(data: bytes) -> Layer:
 
 def _tool_args(data: bytes) -> Layer:
     inner = {"image": data.decode(), "caption": "x"}
-    doc = {"messages": [{"role": "assistant", "tool_calls": [{"function": {
-        "name": "edit", "arguments": json.dumps(inner)}}]}]}  # fmt: skip
+    doc = {
+        "messages": [
+            {
+                "role": "assistant",
+                "tool_calls": [{"function": {"name": "edit", "arguments": json.dumps(inner)}}],
+            }
+        ]
+    }
 
     def unwrap(got: bytes) -> bytes:
         args = json.loads(got)["messages"][0]["tool_calls"][0]["function"]["arguments"]
@@ -287,8 +311,11 @@ def _tool_args(data: bytes) -> Layer:
 def listed_shapes(photo: bytes) -> dict[str, Shape]:
     """The twelve shapes of issue 14, and more of the same kind."""
 
-    def make(*steps: Callable[[bytes], Layer], ctype: str | bool | None = True,
-             path: str = "/v1/responses") -> Shape:  # fmt: skip
+    def make(
+        *steps: Callable[[bytes], Layer],
+        ctype: str | bool | None = True,
+        path: str = "/v1/responses",
+    ) -> Shape:
         body, outer, unwraps = chain(photo, *steps)
         sent = outer if ctype is True else (None if ctype is False else ctype)
         return Shape(body, sent if isinstance(sent, str) else None, tuple(unwraps), path)
@@ -350,9 +377,14 @@ SECRETS = (factories.SECRET.encode(), factories.SERIAL.encode())
 def encodings_of(secret: bytes) -> list[bytes]:
     """``secret`` in every single-layer encoding the finder knows (base64 at each of the
     three alignments, core characters only)."""
-    out = [secret, secret.hex().encode(), secret.hex().upper().encode(),
-           urllib.parse.quote_from_bytes(secret, safe="").encode(),
-           ", ".join(str(b) for b in secret).encode(), ",".join(str(b) for b in secret).encode()]  # fmt: skip
+    out = [
+        secret,
+        secret.hex().encode(),
+        secret.hex().upper().encode(),
+        urllib.parse.quote_from_bytes(secret, safe="").encode(),
+        ", ".join(str(b) for b in secret).encode(),
+        ",".join(str(b) for b in secret).encode(),
+    ]
     for shift in range(3):
         for enc in (base64.b64encode, base64.urlsafe_b64encode):
             text = enc(b"\x00" * shift + secret)

@@ -69,8 +69,10 @@ def residual(results: dict[str, Any]) -> dict[str, str]:
     paths = [str(v[1]) for v in results.values() if isinstance(v, tuple)]
     proc = subprocess.run(
         [sys.executable, str(SHARED / "tools" / "residual.py"), *paths],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     verdicts: dict[str, str] = {}
     current = None
     for line in proc.stdout.splitlines():

@@ -21,8 +21,12 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 def run(script: str, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(EXAMPLES / script), *args],
-        capture_output=True, text=True, cwd=cwd, timeout=60, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_sanitize_bytes_example(tmp_path: Path) -> None:
@@ -92,10 +96,17 @@ def test_transfer_log_example(tmp_path: Path) -> None:
     stored = (out / "audit.db").read_bytes()
     for secret in (b"sk-example", b"customer-4711", b"white background", b"F2LZK0XYN73D"):
         assert secret not in stored
-    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(("-wal", "-shm", "-lock"))) == [
-        "audit.db", "audit.db.key", "head.txt", "public.pem", "register.html", "transfers.csv",
+    assert sorted(
+        p.name for p in out.iterdir() if not p.name.endswith(("-wal", "-shm", "-lock"))
+    ) == [
+        "audit.db",
+        "audit.db.key",
+        "head.txt",
+        "public.pem",
+        "register.html",
+        "transfers.csv",
         "transfers.ocsf.jsonl",
-    ]  # fmt: skip
+    ]
 
 
 def test_transfer_log_example_without_arguments(
@@ -126,9 +137,11 @@ def test_openai_transport_example(tmp_path: Path) -> None:
     with AuditLog(out / "audit.db", readonly=True) as log:
         records = [r.to_dict() for r in log.records()]
     assert [(r["outcome"], r["where"]["host"]) for r in records] == [
-        ("sent", "api.openai.com"), ("sent", "api.openai.com"),
-        ("blocked", "api.openai.com"), ("sent", "eu.api.openai.com"),
-    ]  # fmt: skip
+        ("sent", "api.openai.com"),
+        ("sent", "api.openai.com"),
+        ("blocked", "api.openai.com"),
+        ("sent", "eu.api.openai.com"),
+    ]
     assert records[2]["rule"] == "destination.country"
     assert {r["who"]["app"] for r in records} == {"shop"}
     assert b"sk-offline-example" not in (out / "audit.db").read_bytes()
@@ -174,11 +187,16 @@ def test_client_example(tmp_path: Path) -> None:
     assert result.ok and result.records == 6 and result.pending == 0
     with AuditLog(out / "audit.db", readonly=True) as log:
         records = [r.to_dict() for r in log.records()]
-    assert [(r["where"]["method"], r["where"]["host"], r["what"]["image_count"]) for r in records] == [
-        ("POST", "api.openai.com", 1), ("POST", "api.bfl.ai", 1),
-        ("GET", "api.us1.bfl.ai", 0), ("GET", "api.us1.bfl.ai", 0), ("GET", "api.us1.bfl.ai", 0),
+    assert [
+        (r["where"]["method"], r["where"]["host"], r["what"]["image_count"]) for r in records
+    ] == [
+        ("POST", "api.openai.com", 1),
+        ("POST", "api.bfl.ai", 1),
+        ("GET", "api.us1.bfl.ai", 0),
+        ("GET", "api.us1.bfl.ai", 0),
+        ("GET", "api.us1.bfl.ai", 0),
         ("POST", "api.anthropic.com", 1),
-    ]  # fmt: skip
+    ]
     assert {r["outcome"] for r in records} == {"sent"}
     assert {(r["who"]["door"], r["who"]["app"]) for r in records} == {("sdk", "example")}
     for rec in records[:2]:  # the record ids printed are the log's
@@ -186,9 +204,14 @@ def test_client_example(tmp_path: Path) -> None:
     stored = (out / "audit.db").read_bytes()
     for secret in (b"offline-example", b"red hat", b"F2LZK0XYN73D"):
         assert secret not in stored
-    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(("-wal", "-shm", "-lock"))) == [
-        "audit.db", "audit.db.key", "bfl.jpg", "openai.png",
-    ]  # fmt: skip
+    assert sorted(
+        p.name for p in out.iterdir() if not p.name.endswith(("-wal", "-shm", "-lock"))
+    ) == [
+        "audit.db",
+        "audit.db.key",
+        "bfl.jpg",
+        "openai.png",
+    ]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # nothing written elsewhere
 
 
@@ -229,16 +252,21 @@ def test_proxy_gateway_example(tmp_path: Path) -> None:
     with AuditLog(out / "audit.db", readonly=True) as log:
         records = [r.to_dict() for r in log.records()]
     assert [(r["outcome"], r["who"]["app"], r["who"]["door"]) for r in records] == [
-        ("sent", None, "gateway"), ("blocked", "eu-only", "gateway"),
-    ]  # fmt: skip
+        ("sent", None, "gateway"),
+        ("blocked", "eu-only", "gateway"),
+    ]
     assert records[1]["rule"] == "destination.country"
     for rec in records:  # the record ids printed are the log's
         assert rec["id"][:8] in text
     assert b"sk-offline-example" not in (out / "audit.db").read_bytes()
     assert verify_log(out / "audit.db").ok
-    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(("-wal", "-shm", "-lock"))) == [
-        "audit.db", "audit.db.key", "veilpix.toml",
-    ]  # fmt: skip
+    assert sorted(
+        p.name for p in out.iterdir() if not p.name.endswith(("-wal", "-shm", "-lock"))
+    ) == [
+        "audit.db",
+        "audit.db.key",
+        "veilpix.toml",
+    ]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # nothing written elsewhere
 
 

@@ -375,8 +375,15 @@ def test_report_is_json_ready(detector: CenterFace, astronaut: np.ndarray) -> No
 
 
 def test_policy_validation() -> None:
-    for bad in ({"faces": "smudge"}, {"face_padding": 0.5}, {"face_padding": True}, {"max_side": 8},
-                {"max_pixels": 2.5}, {"face_detector": object()}, {"require_consent_for_faces": 1}):  # fmt: skip
+    for bad in (
+        {"faces": "smudge"},
+        {"face_padding": 0.5},
+        {"face_padding": True},
+        {"max_side": 8},
+        {"max_pixels": 2.5},
+        {"face_detector": object()},
+        {"require_consent_for_faces": 1},
+    ):
         with pytest.raises(veilpix.ConfigError):
             veilpix.Policy(**bad)  # type: ignore[arg-type]
 
