@@ -9,6 +9,7 @@ import io
 import struct
 import zlib
 
+import numpy as np
 import piexif
 from PIL import Image, ImageCms, ImageDraw
 
@@ -581,3 +582,54 @@ def png16(*, orientation: int | None = None, alpha: bool = False) -> tuple[bytes
         png_chunk(b"IEND", b""),
     ]
     return b"\x89PNG\r\n\x1a\n" + b"".join(chunks), up
+
+
+def tiff_file(tags: dict[int, tuple[int, int, bytes]], strip: bytes) -> bytes:
+    """A little-endian classic TIFF with one page: ``tags`` (tag -> type, count, value bytes)
+    plus the strip tags for ``strip``."""
+    head = 8
+    strip_at = head
+    body = bytearray(strip)
+    if len(body) & 1:
+        body += b"\x00"
+    tags = dict(tags)
+    tags[273] = (4, 1, struct.pack("<I", strip_at))
+    tags[279] = (4, 1, struct.pack("<I", len(strip)))
+    out_of_line = bytearray()
+    placed: dict[int, int] = {}
+    base = head + len(body)
+    for tag, (_t, _c, raw) in sorted(tags.items()):
+        if len(raw) > 4:
+            placed[tag] = base + len(out_of_line)
+            out_of_line += raw + (b"\x00" if len(raw) & 1 else b"")
+    ifd_at = base + len(out_of_line)
+    ifd = struct.pack("<H", len(tags))
+    for tag, (typ, count, raw) in sorted(tags.items()):
+        field = struct.pack("<I", placed[tag]) if tag in placed else raw.ljust(4, b"\x00")
+        ifd += struct.pack("<HHI", tag, typ, count) + field
+    ifd += b"\x00\x00\x00\x00"
+    return b"II*\x00" + struct.pack("<I", ifd_at) + bytes(body) + bytes(out_of_line) + ifd
+
+
+def rgb_tags(w: int, h: int, compression: int = 1) -> dict[int, tuple[int, int, bytes]]:
+    return {
+        256: (3, 1, struct.pack("<H", w)),
+        257: (3, 1, struct.pack("<H", h)),
+        258: (3, 3, struct.pack("<3H", 8, 8, 8)),
+        259: (3, 1, struct.pack("<H", compression)),
+        262: (3, 1, struct.pack("<H", 2)),
+        277: (3, 1, struct.pack("<H", 3)),
+        278: (3, 1, struct.pack("<H", h)),
+        282: (5, 1, struct.pack("<II", 72, 1)),
+        283: (5, 1, struct.pack("<II", 72, 1)),
+        296: (3, 1, struct.pack("<H", 2)),
+    }
+
+
+def rgb_rows(w: int = 24, h: int = 16) -> bytes:
+    return np.asarray(noise((w, h))).tobytes()
+
+
+def noise(size: tuple[int, int] = (96, 64), seed: int = 3) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))

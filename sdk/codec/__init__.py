@@ -72,7 +72,7 @@ from veilpix.codec._multipart import (
 )
 from veilpix.codec._params import decode_rfc2231, parse_content_type, quote_param, split_params
 
-__all__ = [  # noqa: RUF022 - plain sorted() order, which tests/test_codec.py checks
+__all__ = [  # noqa: RUF022 - plain sorted() order, which tests/codec/test_codec.py checks
     "BASE64_MIN_LEN",
     "Coding",
     "DEFAULT_MAX_BYTES",

@@ -2,7 +2,7 @@
 
 What the format registry (veilpix.formats) declares is read from it: extensions, media
 types, BMP header sizes, ISO-BMFF image brands. What only the finder needs stays here: the
-short prefixes searched for at any offset in raw bytes (tests/test_registry.py checks that
+short prefixes searched for at any offset in raw bytes (tests/formats/test_registry.py checks that
 each format's signature starts with one of them, so a format added to the registry cannot
 be missed), the images veilpix finds but cannot sanitize, the JPEG markers that confirm a
 candidate, and the base64 spellings of signatures. The code that confirms a candidate by its

@@ -9,6 +9,10 @@ import struct
 from collections.abc import Callable
 
 import pytest
+from PIL import Image
+
+import factories as F
+import veilpix
 from hostilekit import (
     box,
     check_all,
@@ -22,10 +26,6 @@ from hostilekit import (
     sample,
     too_large,
 )
-from PIL import Image
-
-import factories as F
-import veilpix
 
 
 # =========================================================================== well-formed

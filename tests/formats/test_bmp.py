@@ -7,10 +7,10 @@ from __future__ import annotations
 import struct
 
 import numpy as np
-from hostilekit import check_all, hostile, pixels, put
 
 import factories as F
 import veilpix
+from hostilekit import check_all, hostile, pixels, put
 
 
 # =========================================================================== well-formed

@@ -11,6 +11,12 @@ import zipfile
 import zlib
 
 import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+import factories as F
+import veilpix
 from hostilekit import (
     FORMATS,
     FUZZ_TARGETS,
@@ -46,12 +52,6 @@ from hostilekit import (
     too_large,
     zeros_deflated,
 )
-from hypothesis import HealthCheck, Phase, given, settings
-from hypothesis import strategies as st
-from PIL import Image
-
-import factories as F
-import veilpix
 from veilpix.image._pixels import decoding
 
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+
+import factories as F
+import veilpix
 from hostilekit import (
     PAYLOAD,
     assert_lossless,
@@ -18,9 +21,6 @@ from hostilekit import (
     tiny_gif,
     too_large,
 )
-
-import factories as F
-import veilpix
 
 # =========================================================================== well-formed
 LOSSLESS_CASES: dict[str, Callable[[], bytes]] = {

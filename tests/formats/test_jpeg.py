@@ -9,6 +9,9 @@ import struct
 from collections.abc import Callable
 
 import pytest
+
+import factories as F
+import veilpix
 from hostilekit import (
     PAYLOAD,
     assert_hostile_exif_removed_whole,
@@ -23,9 +26,6 @@ from hostilekit import (
     put,
     sample,
 )
-
-import factories as F
-import veilpix
 
 # =========================================================================== well-formed
 LOSSLESS_CASES: dict[str, Callable[[], bytes]] = {

@@ -9,6 +9,9 @@ import struct
 from collections.abc import Callable
 
 import pytest
+
+import factories as F
+import veilpix
 from hostilekit import (
     PAYLOAD,
     assert_hostile_exif_removed_whole,
@@ -26,9 +29,6 @@ from hostilekit import (
     too_large,
     zeros_deflated,
 )
-
-import factories as F
-import veilpix
 
 # =========================================================================== well-formed
 LOSSLESS_CASES: dict[str, Callable[[], bytes]] = {

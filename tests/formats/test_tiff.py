@@ -11,6 +11,9 @@ import zlib
 from collections.abc import Callable
 
 import pytest
+
+import factories as F
+import veilpix
 from hostilekit import (
     EXIF_PTR,
     GPS_PTR,
@@ -32,9 +35,6 @@ from hostilekit import (
     tiff_set,
     too_large,
 )
-
-import factories as F
-import veilpix
 
 # =========================================================================== well-formed
 LOSSLESS_CASES: dict[str, Callable[[], bytes]] = {

@@ -8,6 +8,9 @@ import struct
 
 import numpy as np
 import pytest
+
+import factories as F
+import veilpix
 from hostilekit import (
     PAYLOAD,
     assert_hostile_exif_removed_whole,
@@ -23,9 +26,6 @@ from hostilekit import (
     riff_chunk_at,
     sample,
 )
-
-import factories as F
-import veilpix
 
 # =========================================================================== well-formed
 WEBP_CASES = {

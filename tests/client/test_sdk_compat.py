@@ -11,12 +11,12 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-from wire import Upstream, data_uri_bytes, form_parts, json_body
 
 import factories
 from veilpix import AuditLog, Policy
 from veilpix.transports.httpx import GuardTransport as HttpxGuard
 from veilpix.transports.httpx2 import GuardTransport
+from wire import Upstream, data_uri_bytes, form_parts, json_body
 
 PHOTO = factories.jpeg()
 B64 = base64.b64encode(PHOTO).decode()

@@ -19,7 +19,6 @@ pytest.importorskip("uvicorn")
 
 from pki import TestCA, cert_pem, key_pem
 from servers import FakeVendor, Server
-
 from veilpix.proxy._upstream import UpstreamError, UpstreamPool
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"

@@ -31,7 +31,6 @@ from slowclients import (
     status_of,
     wait_for,
 )
-
 from veilpix import ConfigError, load_config
 from veilpix._config import Config
 from veilpix.proxy import Gateway, build_gateway

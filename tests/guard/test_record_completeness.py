@@ -27,11 +27,9 @@ import factories
 
 pytest.importorskip("uvicorn")
 
+from interceptkit import Running, TLSServer
 from pki import VendorPKI
 from servers import FakeVendor, Server
-from test_intercept import Running, TLSServer
-from wire import form_parts
-
 from veilpix import AuditLog, Client, Context, Guard, Policy, RequestBlocked
 from veilpix._config import load_config
 from veilpix.codec import Part as FormPart
@@ -42,6 +40,7 @@ from veilpix.proxy._intercept import InterceptProxy
 from veilpix.proxy._serve import build_gateway
 from veilpix.proxy._upstream import UpstreamPool
 from veilpix.transports.httpx2 import GuardTransport
+from wire import form_parts
 
 PHOTO = factories.jpeg()
 DATA_URI = "data:image/jpeg;base64," + base64.b64encode(PHOTO).decode()

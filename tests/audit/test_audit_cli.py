@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from auditkit import PHOTO, fill, transfer
 
 import factories
+from auditkit import PHOTO, fill, transfer
 from veilpix import AuditLog, ConfigError, load_config, verify_log
 from veilpix.cli._main import main
 
@@ -420,7 +420,6 @@ def test_show_names_the_file_name_an_image_was_sent_under(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from auditkit import CLEAN, PHOTO, transfer
-
     from veilpix import AuditLog, OutboundImage
 
     path = tmp_path / "audit.db"

@@ -8,8 +8,8 @@ import time
 from typing import Any
 
 import pytest
-from servers import Server
 
+from servers import Server
 from veilpix.proxy._http import _AT_ONCE, _Gathering, http_protocol
 
 

@@ -19,10 +19,9 @@ import factories
 pytest.importorskip("uvicorn")
 
 from servers import FakeVendor, Server
-from wire import Captured, form_parts
-
 from veilpix import AuditLog, Guard, Policy
 from veilpix.proxy import Gateway
+from wire import Captured, form_parts
 
 PHOTO = factories.jpeg()
 

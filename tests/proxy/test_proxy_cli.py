@@ -19,7 +19,6 @@ import pytest
 pytest.importorskip("uvicorn")
 
 from servers import FakeVendor, Server
-
 from veilpix import EEA, ConfigError, load_config, verify_log
 from veilpix.cli._main import main
 from veilpix.proxy import build_gateway

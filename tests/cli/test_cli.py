@@ -265,13 +265,13 @@ def test_scrub_never_writes_one_output_twice(tmp_path: Path, where: str) -> None
 def test_scrub_json_keeps_decoder_warnings_in_the_file_entry(tmp_path: Path, jobs: str) -> None:
     """Library warnings (here Pillow's 'Metadata Warning' on a TIFF tag with too many values,
     met on the pixel path) go into that file's entry, not onto stderr: --json stays clean."""
-    from test_proofs import _rgb_rows, _rgb_tags, _tiff_file
+    from factories import rgb_rows, rgb_tags, tiff_file
 
-    tags = _rgb_tags(24, 16)
+    tags = rgb_tags(24, 16)
     tags[274] = (3, 1, (6).to_bytes(2, "little"))  # orientation 6: the pixel path decodes
     tags[296] = (3, 2, (2).to_bytes(2, "little") * 2)  # ResolutionUnit with 2 values
     (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "warns.tif").write_bytes(_tiff_file(tags, _rgb_rows()))
+    (tmp_path / "in" / "warns.tif").write_bytes(tiff_file(tags, rgb_rows()))
     (tmp_path / "in" / "quiet.jpg").write_bytes(F.jpeg())
     res = run("scrub", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--json", "-j", jobs)
     assert res.returncode == 0, res.stderr

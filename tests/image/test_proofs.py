@@ -17,7 +17,18 @@ from PIL import Image
 
 import factories as F
 import veilpix
-from factories import encode, exif_tiff, picture, png_chunk, png_chunks, riff_chunk
+from factories import (
+    encode,
+    exif_tiff,
+    noise,
+    picture,
+    png_chunk,
+    png_chunks,
+    rgb_rows,
+    rgb_tags,
+    riff_chunk,
+    tiff_file,
+)
 from veilpix.formats._jpeg import scan_jpeg
 from veilpix.image import _turbojpeg
 
@@ -25,11 +36,6 @@ PAYLOAD = b"GPS 52.5163N 13.3777E Jane Doe, Invalidenstr. 7"
 needs_turbojpeg = pytest.mark.skipif(
     not _turbojpeg.available(), reason="libturbojpeg is not installed"
 )
-
-
-def _noise(size: tuple[int, int] = (96, 64), seed: int = 3) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
 
 
 def _stuffed(blob: bytes) -> bytes:
@@ -67,7 +73,7 @@ def _before_eoi(jpeg: bytes, hidden: bytes) -> bytes:
 )
 @pytest.mark.parametrize("progressive", [False, True], ids=["baseline", "progressive"])
 def test_jpeg_bytes_after_the_coded_data_are_removed(hidden: bytes, progressive: bool) -> None:
-    source = encode(_noise(), "JPEG", quality=90, progressive=progressive)
+    source = encode(noise(), "JPEG", quality=90, progressive=progressive)
     result = veilpix.sanitize(_before_eoi(source, hidden))
     _clean(result, PAYLOAD[:12], b"Exif\x00\x00", b"Jane Doe")
     assert result.report.lossless  # the coefficients are kept: same pixels as the source
@@ -79,7 +85,7 @@ def test_jpeg_bytes_after_the_coded_data_are_removed(hidden: bytes, progressive:
 @pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 8, 9])
 def test_jpeg_a_few_hidden_bytes_are_found_too(size: int) -> None:
     """libjpeg's bit reader loads up to 7 bytes ahead: those are proved by the cut decode."""
-    source = encode(_noise((64, 48), seed=size), "JPEG", quality=85)
+    source = encode(noise((64, 48), seed=size), "JPEG", quality=85)
     hidden = bytes(range(0x41, 0x41 + size))
     result = veilpix.sanitize(_before_eoi(source, hidden))
     assert any(n.startswith("removed: ") for n in result.report.notes), result.report.notes
@@ -89,7 +95,7 @@ def test_jpeg_a_few_hidden_bytes_are_found_too(size: int) -> None:
 
 @needs_turbojpeg
 def test_jpeg_bytes_before_a_restart_marker_are_removed() -> None:
-    source = encode(_noise(), "JPEG", quality=90, restart_marker_blocks=4)
+    source = encode(noise(), "JPEG", quality=90, restart_marker_blocks=4)
     first = re.search(rb"\xff[\xd0-\xd7]", source)
     assert first is not None
     hidden = source[: first.start()] + PAYLOAD + source[first.start() :]
@@ -100,7 +106,7 @@ def test_jpeg_bytes_before_a_restart_marker_are_removed() -> None:
 
 @needs_turbojpeg
 def test_jpeg_bytes_between_progressive_scans_are_removed() -> None:
-    source = encode(_noise(), "JPEG", quality=90, progressive=True)
+    source = encode(noise(), "JPEG", quality=90, progressive=True)
     second_scan = source.index(b"\xff\xda", source.index(b"\xff\xda") + 2)
     at = source.rindex(b"\xff", 0, second_scan - 1)  # the table segment before the 2nd scan
     hidden = source[:at] + PAYLOAD + source[at:]
@@ -112,7 +118,7 @@ def test_jpeg_bytes_between_progressive_scans_are_removed() -> None:
 
 @needs_turbojpeg
 def test_jpeg_clean_coded_data_is_kept_bit_for_bit() -> None:
-    source = encode(_noise(), "JPEG", quality=90)
+    source = encode(noise(), "JPEG", quality=90)
     result = veilpix.sanitize(source)
     body = source[source.index(b"\xff\xda") :]
     assert result.data.endswith(body)
@@ -121,7 +127,7 @@ def test_jpeg_clean_coded_data_is_kept_bit_for_bit() -> None:
 
 @needs_turbojpeg
 def test_jpeg_damaged_coded_data_is_repaired_and_said() -> None:
-    source = encode(_noise((128, 96)), "JPEG", quality=90, restart_marker_blocks=4)
+    source = encode(noise((128, 96)), "JPEG", quality=90, restart_marker_blocks=4)
     rst = re.search(rb"\xff\xd1", source)  # the second restart marker
     assert rst is not None
     damaged = source[: rst.start()] + b"\xff\xd5" + source[rst.end() :]  # out of sequence
@@ -144,7 +150,7 @@ def test_jpeg_without_libturbojpeg_is_re_encoded_not_copied(
 ) -> None:
     """Without the library the coded data cannot be proved: the pixels are re-encoded."""
     monkeypatch.setattr(_turbojpeg, "_load", lambda: None)
-    source = _before_eoi(encode(_noise(), "JPEG", quality=90), PAYLOAD)
+    source = _before_eoi(encode(noise(), "JPEG", quality=90), PAYLOAD)
     result = veilpix.sanitize(source)
     _clean(result, PAYLOAD)
     assert not result.report.lossless
@@ -184,7 +190,7 @@ def _idat(data: bytes) -> bytes:
 
 
 def _png_source(**save: object) -> bytes:
-    return encode(_noise((48, 32)), "PNG", **save)
+    return encode(noise((48, 32)), "PNG", **save)
 
 
 @pytest.mark.parametrize("interlace", [False, True], ids=["plain", "interlaced"])
@@ -200,7 +206,7 @@ def test_png_bytes_after_the_zlib_stream_are_removed(interlace: bool) -> None:
 
 def _adam7() -> bytes:
     """An interlaced PNG (Pillow cannot write one): the rows of each Adam7 pass, unfiltered."""
-    pixels = np.asarray(_noise((13, 11)))
+    pixels = np.asarray(noise((13, 11)))
     rows = b""
     for x0, y0, dx, dy in (
         (0, 0, 8, 8),
@@ -271,7 +277,7 @@ def test_png_histogram_and_suggested_palette_are_dropped() -> None:
 
 
 def test_apng_bytes_after_a_frame_stream_are_removed() -> None:
-    frames = [_noise((32, 24), seed=i) for i in range(3)]
+    frames = [noise((32, 24), seed=i) for i in range(3)]
     source = encode(frames[0], "PNG", save_all=True, append_images=frames[1:], duration=50)
     chunks = png_chunks(source)
     last_fdat = max(i for i, (k, _b) in enumerate(chunks) if k == b"fdAT")
@@ -291,7 +297,7 @@ def test_apng_bytes_after_a_frame_stream_are_removed() -> None:
 
 
 def _gif_source(frames: int = 1) -> bytes:
-    seq = [_noise((40, 30), seed=i).convert("P", palette=Image.Palette.ADAPTIVE) for i in range(3)]
+    seq = [noise((40, 30), seed=i).convert("P", palette=Image.Palette.ADAPTIVE) for i in range(3)]
     return encode(
         seq[0],
         "GIF",
@@ -402,52 +408,6 @@ def _lzw_plain(indices: bytes, min_size: int) -> bytes:
 # --------------------------------------------------------------------------- TIFF
 
 
-def _tiff_file(tags: dict[int, tuple[int, int, bytes]], strip: bytes) -> bytes:
-    """A little-endian classic TIFF with one page: ``tags`` (tag -> type, count, value bytes)
-    plus the strip tags for ``strip``."""
-    head = 8
-    strip_at = head
-    body = bytearray(strip)
-    if len(body) & 1:
-        body += b"\x00"
-    tags = dict(tags)
-    tags[273] = (4, 1, struct.pack("<I", strip_at))
-    tags[279] = (4, 1, struct.pack("<I", len(strip)))
-    out_of_line = bytearray()
-    placed: dict[int, int] = {}
-    base = head + len(body)
-    for tag, (_t, _c, raw) in sorted(tags.items()):
-        if len(raw) > 4:
-            placed[tag] = base + len(out_of_line)
-            out_of_line += raw + (b"\x00" if len(raw) & 1 else b"")
-    ifd_at = base + len(out_of_line)
-    ifd = struct.pack("<H", len(tags))
-    for tag, (typ, count, raw) in sorted(tags.items()):
-        field = struct.pack("<I", placed[tag]) if tag in placed else raw.ljust(4, b"\x00")
-        ifd += struct.pack("<HHI", tag, typ, count) + field
-    ifd += b"\x00\x00\x00\x00"
-    return b"II*\x00" + struct.pack("<I", ifd_at) + bytes(body) + bytes(out_of_line) + ifd
-
-
-def _rgb_tags(w: int, h: int, compression: int = 1) -> dict[int, tuple[int, int, bytes]]:
-    return {
-        256: (3, 1, struct.pack("<H", w)),
-        257: (3, 1, struct.pack("<H", h)),
-        258: (3, 3, struct.pack("<3H", 8, 8, 8)),
-        259: (3, 1, struct.pack("<H", compression)),
-        262: (3, 1, struct.pack("<H", 2)),
-        277: (3, 1, struct.pack("<H", 3)),
-        278: (3, 1, struct.pack("<H", h)),
-        282: (5, 1, struct.pack("<II", 72, 1)),
-        283: (5, 1, struct.pack("<II", 72, 1)),
-        296: (3, 1, struct.pack("<H", 2)),
-    }
-
-
-def _rgb_rows(w: int = 24, h: int = 16) -> bytes:
-    return np.asarray(_noise((w, h))).tobytes()
-
-
 @pytest.mark.parametrize(
     ("tag", "lie"),
     [
@@ -460,10 +420,10 @@ def _rgb_rows(w: int = 24, h: int = 16) -> bytes:
 def test_tiff_tags_are_written_at_their_canonical_type_and_count(
     tag: int, lie: tuple[int, int, bytes]
 ) -> None:
-    rows = _rgb_rows()
-    tags = _rgb_tags(24, 16)
+    rows = rgb_rows()
+    tags = rgb_tags(24, 16)
     tags[tag] = lie
-    result = veilpix.sanitize(_tiff_file(tags, rows))
+    result = veilpix.sanitize(tiff_file(tags, rows))
     _clean(result, PAYLOAD[:8], bytes(PAYLOAD[:8]).decode().encode("utf-16-le")[:8])
     assert result.report.lossless
     assert np.asarray(Image.open(io.BytesIO(result.data))).tobytes() == rows
@@ -471,7 +431,7 @@ def test_tiff_tags_are_written_at_their_canonical_type_and_count(
 
 @pytest.mark.parametrize("compression", [8, 5], ids=["deflate", "lzw"])
 def test_tiff_bytes_after_a_compressed_strip_are_removed(compression: int) -> None:
-    rows = _rgb_rows()
+    rows = rgb_rows()
     plain = encode(
         Image.frombytes("RGB", (24, 16), rows),
         "TIFF",
@@ -480,36 +440,36 @@ def test_tiff_bytes_after_a_compressed_strip_are_removed(compression: int) -> No
     with Image.open(io.BytesIO(plain)) as im:
         offsets, counts = im.tag_v2[273], im.tag_v2[279]
     strip = b"".join(plain[o : o + c] for o, c in zip(offsets, counts, strict=True))
-    tags = _rgb_tags(24, 16, compression)
-    result = veilpix.sanitize(_tiff_file(tags, strip + PAYLOAD))
+    tags = rgb_tags(24, 16, compression)
+    result = veilpix.sanitize(tiff_file(tags, strip + PAYLOAD))
     _clean(result, PAYLOAD)
     assert result.report.lossless
     assert np.asarray(Image.open(io.BytesIO(result.data))).tobytes() == rows
 
 
 def test_tiff_a_strip_coding_more_than_its_rows_takes_the_pixel_path() -> None:
-    rows = _rgb_rows()
-    tags = _rgb_tags(24, 16, 8)
-    result = veilpix.sanitize(_tiff_file(tags, zlib.compress(rows + PAYLOAD)))
+    rows = rgb_rows()
+    tags = rgb_tags(24, 16, 8)
+    result = veilpix.sanitize(tiff_file(tags, zlib.compress(rows + PAYLOAD)))
     _clean(result, PAYLOAD)
     assert not result.report.lossless
     assert np.asarray(Image.open(io.BytesIO(result.data))).tobytes() == rows
 
 
 def test_dng_is_refused_not_replaced_by_its_preview() -> None:
-    tags = _rgb_tags(8, 8)
+    tags = rgb_tags(8, 8)
     tags[254] = (4, 1, struct.pack("<I", 1))  # IFD0: a reduced-resolution preview
     tags[50706] = (1, 4, bytes((1, 4, 0, 0)))  # DNGVersion
     with pytest.raises(veilpix.UnsupportedImage, match="DNG"):
-        veilpix.sanitize(_tiff_file(tags, bytes(8 * 8 * 3)))
+        veilpix.sanitize(tiff_file(tags, bytes(8 * 8 * 3)))
 
 
 def test_a_preview_in_ifd0_with_the_image_in_a_subifd_is_refused() -> None:
-    tags = _rgb_tags(8, 8)
+    tags = rgb_tags(8, 8)
     tags[254] = (4, 1, struct.pack("<I", 1))
     tags[330] = (4, 1, struct.pack("<I", 8))  # SubIFDs (pointing anywhere: never followed)
     with pytest.raises(veilpix.UnsupportedImage, match="SubIFD"):
-        veilpix.sanitize(_tiff_file(tags, bytes(8 * 8 * 3)))
+        veilpix.sanitize(tiff_file(tags, bytes(8 * 8 * 3)))
 
 
 # --------------------------------------------------------------------------- WebP
@@ -531,7 +491,7 @@ def _riff_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
 
 @pytest.mark.parametrize("lossless", [False, True], ids=["vp8", "vp8l"])
 def test_webp_bytes_after_the_bitstream_are_not_carried(lossless: bool) -> None:
-    source = encode(_noise((48, 32)), "WEBP", lossless=lossless, quality=90)
+    source = encode(noise((48, 32)), "WEBP", lossless=lossless, quality=90)
     chunks = _riff_chunks(source)
     kind, body = chunks[-1]
     result = veilpix.sanitize(_riff([*chunks[:-1], (kind, body + PAYLOAD)]))
@@ -541,7 +501,7 @@ def test_webp_bytes_after_the_bitstream_are_not_carried(lossless: bool) -> None:
 
 
 def test_webp_a_second_bitstream_holding_a_jpeg_is_not_carried() -> None:
-    source = encode(_noise((48, 32)), "WEBP", quality=90)
+    source = encode(noise((48, 32)), "WEBP", quality=90)
     jpeg = encode(picture(), "JPEG", exif=b"Exif\x00\x00" + exif_tiff())
     hidden = _riff([*_riff_chunks(source), (b"VP8 ", jpeg)])
     assert any(p.detail == "a second image bitstream" for p in veilpix.inspect(hidden).containers)
@@ -572,23 +532,23 @@ def test_repair_a_gif_whose_last_sub_blocks_run_past_the_end() -> None:
 
 
 def test_repair_a_jpeg_with_a_zero_length_segment() -> None:
-    source = encode(_noise(), "JPEG", quality=90)
+    source = encode(noise(), "JPEG", quality=90)
     broken = source[:2] + b"\xff\xe5\x00\x00" + source[2:]
     result = _repaired(broken)
     assert result.report.format_out == "JPEG"
 
 
 def test_repair_a_tiff_with_too_many_entries_in_one_ifd() -> None:
-    rows = _rgb_rows(8, 8)
-    tags = _rgb_tags(8, 8)
+    rows = rgb_rows(8, 8)
+    tags = rgb_tags(8, 8)
     for i in range(5000):  # private tags nobody reads: Pillow skips them, the scanner refuses
         tags[40000 + i] = (3, 1, struct.pack("<H", i))
-    result = _repaired(_tiff_file(tags, rows))
+    result = _repaired(tiff_file(tags, rows))
     assert np.asarray(Image.open(io.BytesIO(result.data))).tobytes() == rows
 
 
 def test_a_truncated_file_is_still_refused_not_repaired() -> None:
-    source = encode(_noise(), "JPEG", quality=90)
+    source = encode(noise(), "JPEG", quality=90)
     with pytest.raises(veilpix.CorruptImage):
         veilpix.sanitize(source[: len(source) // 2])
 
@@ -641,7 +601,7 @@ def test_an_iso_bmff_file_that_is_no_image_is_named() -> None:
 @pytest.mark.parametrize("orientation", [1, 6])
 def test_bigtiff_in_either_byte_order_is_sanitized(order: str, orientation: int) -> None:
     tifffile = pytest.importorskip("tifffile")
-    pixels = np.asarray(_noise((40, 24)))
+    pixels = np.asarray(noise((40, 24)))
     buf = io.BytesIO()
     tifffile.imwrite(
         buf,
@@ -664,14 +624,14 @@ def test_bigtiff_in_either_byte_order_is_sanitized(order: str, orientation: int)
 
 def _hiding_places() -> dict[str, tuple[str, bytes]]:
     """Each class of hiding place, as if a strip had let it through into an output."""
-    jpeg = encode(_noise(), "JPEG", quality=90)
+    jpeg = encode(noise(), "JPEG", quality=90)
     png = _png_source()
     gif = _gif_source()
     _s, _q, gif_end = _gif_images(gif)[0]
-    rows = _rgb_rows()
-    tiff_tags = _rgb_tags(24, 16)
+    rows = rgb_rows()
+    tiff_tags = rgb_tags(24, 16)
     tiff_tags[282] = (2, len(PAYLOAD) + 1, PAYLOAD + b"\x00")
-    webp = encode(_noise((48, 32)), "WEBP", quality=90)
+    webp = encode(noise((48, 32)), "WEBP", quality=90)
     webp_chunks = _riff_chunks(webp)
     vp8x = (b"VP8X", bytes(4) + (47).to_bytes(3, "little") + (31).to_bytes(3, "little"))
     return {
@@ -687,10 +647,10 @@ def _hiding_places() -> dict[str, tuple[str, bytes]]:
             "GIF",
             gif[: gif_end - 1] + bytes((len(PAYLOAD),)) + PAYLOAD + gif[gif_end - 1 :],
         ),
-        "tiff: a tag at a type it does not have": ("TIFF", _tiff_file(tiff_tags, rows)),
+        "tiff: a tag at a type it does not have": ("TIFF", tiff_file(tiff_tags, rows)),
         "tiff: bytes after a deflate strip": (
             "TIFF",
-            _tiff_file(_rgb_tags(24, 16, 8), zlib.compress(rows) + PAYLOAD),
+            tiff_file(rgb_tags(24, 16, 8), zlib.compress(rows) + PAYLOAD),
         ),
         "webp: a second bitstream": ("WEBP", _riff([vp8x, *webp_chunks, webp_chunks[-1]])),
     }
@@ -714,7 +674,7 @@ def test_the_verification_rescan_catches_each_hiding_place(name: str) -> None:
 def test_a_preview_first_in_the_chain_is_dropped_not_kept_as_the_picture() -> None:
     """IFD0 a small preview, IFD1 the picture: the output is the picture."""
     tifffile = pytest.importorskip("tifffile")
-    big = np.asarray(_noise((40, 24)))
+    big = np.asarray(noise((40, 24)))
     small = big[::4, ::4].copy()
     buf = io.BytesIO()
     with tifffile.TiffWriter(buf) as tw:
@@ -730,10 +690,10 @@ def test_a_preview_first_in_the_chain_is_dropped_not_kept_as_the_picture() -> No
 
 
 def test_a_tiff_of_previews_only_is_refused() -> None:
-    tags = _rgb_tags(8, 8)
+    tags = rgb_tags(8, 8)
     tags[254] = (4, 1, struct.pack("<I", 1))
     with pytest.raises(veilpix.UnsupportedImage, match="reduced-resolution preview"):
-        veilpix.sanitize(_tiff_file(tags, bytes(8 * 8 * 3)))
+        veilpix.sanitize(tiff_file(tags, bytes(8 * 8 * 3)))
 
 
 def test_quantization_table_values_are_not_copied_by_a_re_encode() -> None:
@@ -741,7 +701,7 @@ def test_quantization_table_values_are_not_copied_by_a_re_encode() -> None:
     path writes libjpeg's standard tables at the input's estimated quality."""
     text = PAYLOAD[:64].ljust(64, b".")
     luma = [max(1, min(255, v)) for v in range(2, 66)]
-    source = encode(_noise((61, 47)), "JPEG", qtables=[luma, list(text)], subsampling=0)
+    source = encode(noise((61, 47)), "JPEG", qtables=[luma, list(text)], subsampling=0)
     at = source.index(b"\x01", source.index(b"\xff\xdb") + 4 + 65)  # table 1, zigzag order
     stored = source[at + 1 : at + 65]
     assert sorted(stored) == sorted(text)
@@ -770,7 +730,7 @@ def test_an_arithmetic_coded_jpeg_is_re_coded_not_called_hidden_data() -> None:
     jpegtran = shutil.which("jpegtran")
     if jpegtran is None:
         pytest.skip("jpegtran (libjpeg-turbo-progs) is not installed")
-    source = encode(_noise(), "JPEG", quality=90)
+    source = encode(noise(), "JPEG", quality=90)
     arith = subprocess.run(
         [jpegtran, "-arithmetic"], input=source, capture_output=True, check=True, timeout=30
     ).stdout
@@ -817,7 +777,7 @@ def _jpeg_segments(data: bytes) -> list[tuple[int, bytes]]:
 
 @needs_turbojpeg
 def test_jpeg_tables_nobody_uses_and_repeated_segments_are_not_copied() -> None:
-    source = encode(_noise(), "JPEG", quality=90)
+    source = encode(noise(), "JPEG", quality=90)
     unused_dqt = b"\x03" + PAYLOAD[:64].ljust(64, b"!")  # table id 3: no component uses it
     counts = bytes([0] * 15 + [len(PAYLOAD[:40])])
     unused_dht = b"\x13" + counts + PAYLOAD[:40]  # AC table 3: no scan uses it
@@ -842,7 +802,7 @@ def test_jpeg_tables_nobody_uses_and_repeated_segments_are_not_copied() -> None:
 
 
 def test_jfif_and_adobe_markers_are_written_canonically() -> None:
-    source = encode(_noise(), "JPEG", quality=90, dpi=(4711, 815))
+    source = encode(noise(), "JPEG", quality=90, dpi=(4711, 815))
     adobe = b"Adobe\x00\x99" + b"ID" + b"42" + b"\x01"
     hidden = source[:20] + b"\xff\xee" + struct.pack(">H", len(adobe) + 2) + adobe + source[20:]
     result = veilpix.sanitize(hidden)
@@ -850,7 +810,7 @@ def test_jfif_and_adobe_markers_are_written_canonically() -> None:
     assert dict(segments)[0xE0] == b"JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
     assert 0xEE not in dict(segments)  # libjpeg ignores Adobe in a 3-component JFIF file
     # CMYK: one Adobe marker, the last, with the transform libjpeg acts on
-    cmyk = encode(_noise().convert("CMYK"), "JPEG", quality=90)
+    cmyk = encode(noise().convert("CMYK"), "JPEG", quality=90)
     soi = cmyk.index(b"\xff\xdb")  # after Pillow's own Adobe marker: these come last
     repeats = b"".join(
         b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00" + bytes((t,)) for t in (7, 9, 5)
@@ -888,7 +848,7 @@ def test_png_with_an_impossible_bit_depth_is_refused() -> None:
 
 
 def test_apng_frames_that_do_not_add_up_are_not_stripped() -> None:
-    frames = [_noise((32, 24), seed=i) for i in range(3)]
+    frames = [noise((32, 24), seed=i) for i in range(3)]
     source = encode(frames[0], "PNG", save_all=True, append_images=frames[1:], duration=50)
     chunks = png_chunks(source)
     actl = next(i for i, (k, _b) in enumerate(chunks) if k == b"acTL")
@@ -951,13 +911,13 @@ def test_gif_repeated_control_blocks_are_not_copied() -> None:
 
 
 def test_tiff_tags_that_do_not_belong_to_the_page_are_not_copied() -> None:
-    rows = _rgb_rows()
-    tags = _rgb_tags(24, 16)
+    rows = rgb_rows()
+    tags = rgb_tags(24, 16)
     colormap = PAYLOAD.ljust(3 * 256 * 2, b"#")[: 3 * 256 * 2]
     tags[320] = (3, 3 * 256, colormap)  # a colour map on an RGB page
     tags[297] = (3, 2, PAYLOAD[:4])  # PageNumber: advisory
     tags[319] = (5, 6, PAYLOAD[:48])  # PrimaryChromaticities: advisory
-    result = veilpix.sanitize(_tiff_file(tags, rows))
+    result = veilpix.sanitize(tiff_file(tags, rows))
     _clean(result, PAYLOAD[:4], PAYLOAD[4:12], PAYLOAD[16:24])
     assert result.report.lossless
     assert np.asarray(Image.open(io.BytesIO(result.data))).tobytes() == rows
@@ -975,7 +935,7 @@ def test_a_palette_tiff_does_not_keep_its_colour_map() -> None:
 
 def test_tiff_edge_tiles_do_not_carry_pixels_outside_the_picture() -> None:
     tifffile = pytest.importorskip("tifffile")
-    pixels = np.asarray(_noise((17, 17)))
+    pixels = np.asarray(noise((17, 17)))
     buf = io.BytesIO()
     tifffile.imwrite(buf, pixels, photometric="rgb", tile=(16, 16))
     data = bytearray(buf.getvalue())
@@ -992,10 +952,10 @@ def test_tiff_edge_tiles_do_not_carry_pixels_outside_the_picture() -> None:
 def test_a_strip_that_does_not_decode_is_never_handed_out() -> None:
     """Structure every proof accepts but no decoder reads (RGB declared with one sample):
     the strip is decoded before it is handed out, by default."""
-    tags = _rgb_tags(24, 16)
+    tags = rgb_tags(24, 16)
     tags[277] = (3, 1, struct.pack("<H", 1))  # one sample per pixel, photometric still RGB
     tags[258] = (3, 1, struct.pack("<H", 8))
-    data = _tiff_file(tags, bytes(24 * 16))
+    data = tiff_file(tags, bytes(24 * 16))
     try:
         result = veilpix.sanitize(data)
     except veilpix.CorruptImage:
@@ -1058,7 +1018,7 @@ def test_an_lzw_stream_of_clear_codes_is_bounded() -> None:
 
 
 def test_jpeg_repeated_jfif_markers_and_a_restart_interval_that_never_restarts() -> None:
-    source = encode(_noise(), "JPEG", quality=90)
+    source = encode(noise(), "JPEG", quality=90)
     jfifs = b"".join(
         b"\xff\xe0\x00\x10JFIF\x00\x01\x02\x00" + struct.pack(">HH", 2 * i + 3, 2) + b"\x00\x00"
         for i in range(8)
@@ -1111,14 +1071,14 @@ def test_png_palette_keeps_the_background_colour_and_survives_a_missing_palette(
 
 
 def test_tiff_fields_that_say_nothing_are_not_copied() -> None:
-    rows = _rgb_rows()
-    tags = _rgb_tags(24, 16)
+    rows = rgb_rows()
+    tags = rgb_tags(24, 16)
     tags[278] = (4, 1, struct.pack("<I", 4_000_000))  # RowsPerStrip far past the height
     tags[254] = (4, 1, struct.pack("<I", 0xABCD0000))  # NewSubfileType: undefined bits
     tags[255] = (3, 1, struct.pack("<H", 3))  # SubfileType: obsolete
     tags[317] = (3, 1, struct.pack("<H", 2))  # Predictor on an uncompressed page
     tags[296] = (3, 1, struct.pack("<H", 0x4242))  # ResolutionUnit out of range
-    result = veilpix.sanitize(_tiff_file(tags, rows))
+    result = veilpix.sanitize(tiff_file(tags, rows))
     assert result.report.lossless
     with Image.open(io.BytesIO(result.data)) as out:
         got = dict(out.tag_v2)

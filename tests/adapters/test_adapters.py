@@ -16,7 +16,7 @@ from veilpix import adapters
 from veilpix.adapters import Endpoint, ErrorShape, ImageSlot, Vendor
 from veilpix.adapters._matrix import COMMAND, render_markdown
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 REGISTRY = {
     "openai": "openai",

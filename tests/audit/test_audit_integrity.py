@@ -11,8 +11,8 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from auditkit import fill, raw, transfer
 
+from auditkit import fill, raw, transfer
 from veilpix import AuditLog, AuditLogError, LogIntegrityError, restart_log, verify_log
 from veilpix.audit._chain import entry_hash, genesis
 from veilpix.audit._keys import KeyFile

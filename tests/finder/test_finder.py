@@ -31,6 +31,8 @@ import httpx2
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+import factories
 from shapes import (
     Layer,
     Shape,
@@ -53,13 +55,11 @@ from shapes import (
     percent,
     unwrap_all,
 )
-from wire import Upstream
-
-import factories
 from veilpix import AuditLog, Guard, Policy, RequestBlocked
 from veilpix.finder import Finder, Refused
 from veilpix.guard import Outbound
 from veilpix.transports.httpx2 import GuardTransport
+from wire import Upstream
 
 PHOTO = factories.jpeg()
 SHAPES = listed_shapes(PHOTO)
@@ -380,10 +380,9 @@ def test_random_nestings_never_leak(
 def doors(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Callable[..., Any]]]:
     """send(shape) through each door -> (status, body that reached the vendor or None)."""
     pytest.importorskip("uvicorn")
+    from interceptkit import H11Client, Running, TLSServer, request, tls
     from pki import VendorPKI
     from servers import FakeVendor, Server
-    from test_intercept import H11Client, Running, TLSServer, request, tls
-
     from veilpix._ca import Authority
     from veilpix.proxy import Gateway
     from veilpix.proxy._intercept import InterceptProxy
@@ -878,7 +877,7 @@ def test_second_review_many_runs_take_linear_work(monkeypatch: pytest.MonkeyPatc
 @pytest.mark.parametrize("order", ["little", "big"])
 def test_a_bigtiff_inside_other_bytes_is_found_not_passed(order: str) -> None:
     """BigTIFF is a TIFF the registry reads, so the raw search looks for its signature too
-    (tests/test_registry.py keeps the two in step): inside other bytes it is refused like
+    (tests/formats/test_registry.py keeps the two in step): inside other bytes it is refused like
     any image with no end to cut at, and a random "II+" without its fixed header is not one."""
     tifffile = pytest.importorskip("tifffile")
     import numpy as np

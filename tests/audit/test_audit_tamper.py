@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-from auditkit import fill, raw
 
+from auditkit import fill, raw
 from veilpix import AuditLog, AuditLogError, ConfigError, verify_log
 from veilpix.audit._chain import checkpoint_message, entry_hash, founding_statement, genesis
 from veilpix.audit._keys import KeyFile, key_id

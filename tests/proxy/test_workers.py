@@ -23,7 +23,6 @@ import pytest
 pytest.importorskip("uvicorn")
 
 from servers import FakeVendor, Server
-
 from veilpix import ConfigError, load_config, verify_log
 from veilpix.cli._main import main
 

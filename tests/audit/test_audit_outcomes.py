@@ -9,8 +9,8 @@ import stat
 from pathlib import Path
 
 import pytest
-from auditkit import fill, transfer
 
+from auditkit import fill, transfer
 from veilpix import AuditLog, AuditLogError, verify_log
 
 QUIET = {"checkpoint_every": 1000, "checkpoint_seconds": 3600.0}

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from auditkit import transfer
 
+from auditkit import transfer
 from veilpix import AuditLog, AuditLogError, PendingTransfer, verify_log
 
 

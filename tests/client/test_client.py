@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx2
 import pytest
-from wire import Captured, data_uri_bytes, form_parts, json_body
 
 import factories
 import veilpix
@@ -36,6 +35,7 @@ from veilpix import (
     VendorUnavailable,
 )
 from veilpix.formats._provenance import detect_provenance
+from wire import Captured, data_uri_bytes, form_parts, json_body
 
 PHOTO = factories.jpeg()  # GPS, serials, owner, XMP, IPTC, C2PA: everything to strip
 SECRET = factories.SECRET.encode()

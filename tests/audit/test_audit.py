@@ -15,16 +15,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from auditkit import API_KEY, CLEAN, GOOGLE_KEY, PHOTO, PROMPT, file_bytes, fill, raw, transfer
 
 import factories
 import veilpix
+from auditkit import API_KEY, CLEAN, GOOGLE_KEY, PHOTO, PROMPT, file_bytes, fill, raw, transfer
 from veilpix import AuditLog, AuditLogError, ConfigError, OutboundImage, verify_log
 from veilpix._config import default_log_path, parse_age
 from veilpix.audit._record import redact_headers, redact_url, scrub_secrets
 from veilpix.audit._store import key_path_for
 
-TESTS = Path(__file__).parent
+TESTS = Path(__file__).resolve().parent.parent  # tests/: auditkit and the other helpers
 
 
 def child_env() -> dict[str, str]:
@@ -120,7 +120,7 @@ def test_immutable_log_files_refuse_to_record_instead_of_crashing(tmp_path: Path
         pytest.skip("chattr +i is not available here (needs CAP_LINUX_IMMUTABLE)")
     folder = tmp_path / "log"
     folder.mkdir()
-    tests = str(Path(__file__).resolve().parent)
+    tests = str(TESTS)
     try:
         proc = subprocess.run(
             [sys.executable, "-c", _IMMUTABLE_CHILD, str(folder / "audit.db"), tests],

@@ -13,13 +13,13 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-from wire import Upstream, data_uri_bytes, form_parts, json_body
 
 import factories
 import veilpix
 from veilpix import AuditLog, Policy, RequestBlocked
 from veilpix.transports.httpx import GuardTransport as HttpxGuard
 from veilpix.transports.httpx2 import AsyncGuardTransport, GuardTransport
+from wire import Upstream, data_uri_bytes, form_parts, json_body
 
 PHOTO = factories.jpeg()
 SECRET = factories.SECRET.encode()
