@@ -435,25 +435,92 @@ class Spec:
 def specs(threads: int, procs: int) -> list[Spec]:
     t, p = f"{threads} threads", f"{procs} processes"
     return [
-        Spec("1/veilpix", "1 thread", "veilpix", "veilpix", 2, "pair",
-             lambda c, d: run_veilpix_serial(c, d, c.plain), ("1/raw2",)),
-        Spec("1/veilpix+subject", "1 thread", "veilpix + subject_ref", "veilpix", 2, "pair",
-             lambda c, d: run_veilpix_serial(c, d, c.subject), ("1/raw2",)),
-        Spec("1/raw2", "1 thread", "raw, 2 commits/pair (peer)", "raw", 2, "pair",
-             lambda c, d: run_raw_serial(c, d, 2)),
-        Spec("1/raw1", "1 thread", "raw, 1 insert/commit (context)", "raw", 1, "commit",
-             lambda c, d: run_raw_serial(c, d, 1)),
-        Spec("T/veilpix", t, "veilpix, one AuditLog", "veilpix", 2, "pair",
-             run_veilpix_threads, ("T/raw-conns", "T/raw-shared")),
-        Spec("T/raw-conns", t, "raw, connection/thread", "raw", 2, "pair",
-             lambda c, d: run_raw_threads(c, d, shared=False)),
-        Spec("T/raw-shared", t, "raw, 1 connection + lock", "raw", 2, "pair",
-             lambda c, d: run_raw_threads(c, d, shared=True)),
-        Spec("P/veilpix", p, "veilpix, AuditLog/process", "veilpix", 2, "pair",
-             lambda c, d: run_procs(c, d, "veilpix"), ("P/raw",)),
-        Spec("P/raw", p, "raw, connection/process", "raw", 2, "pair",
-             lambda c, d: run_procs(c, d, "raw")),
-    ]  # fmt: skip
+        Spec(
+            "1/veilpix",
+            "1 thread",
+            "veilpix",
+            "veilpix",
+            2,
+            "pair",
+            lambda c, d: run_veilpix_serial(c, d, c.plain),
+            ("1/raw2",),
+        ),
+        Spec(
+            "1/veilpix+subject",
+            "1 thread",
+            "veilpix + subject_ref",
+            "veilpix",
+            2,
+            "pair",
+            lambda c, d: run_veilpix_serial(c, d, c.subject),
+            ("1/raw2",),
+        ),
+        Spec(
+            "1/raw2",
+            "1 thread",
+            "raw, 2 commits/pair (peer)",
+            "raw",
+            2,
+            "pair",
+            lambda c, d: run_raw_serial(c, d, 2),
+        ),
+        Spec(
+            "1/raw1",
+            "1 thread",
+            "raw, 1 insert/commit (context)",
+            "raw",
+            1,
+            "commit",
+            lambda c, d: run_raw_serial(c, d, 1),
+        ),
+        Spec(
+            "T/veilpix",
+            t,
+            "veilpix, one AuditLog",
+            "veilpix",
+            2,
+            "pair",
+            run_veilpix_threads,
+            ("T/raw-conns", "T/raw-shared"),
+        ),
+        Spec(
+            "T/raw-conns",
+            t,
+            "raw, connection/thread",
+            "raw",
+            2,
+            "pair",
+            lambda c, d: run_raw_threads(c, d, shared=False),
+        ),
+        Spec(
+            "T/raw-shared",
+            t,
+            "raw, 1 connection + lock",
+            "raw",
+            2,
+            "pair",
+            lambda c, d: run_raw_threads(c, d, shared=True),
+        ),
+        Spec(
+            "P/veilpix",
+            p,
+            "veilpix, AuditLog/process",
+            "veilpix",
+            2,
+            "pair",
+            lambda c, d: run_procs(c, d, "veilpix"),
+            ("P/raw",),
+        ),
+        Spec(
+            "P/raw",
+            p,
+            "raw, connection/process",
+            "raw",
+            2,
+            "pair",
+            lambda c, d: run_procs(c, d, "raw"),
+        ),
+    ]
 
 
 @dataclass
@@ -750,8 +817,17 @@ def print_report(doc: dict[str, Any]) -> None:
     )
 
     table = Table(box=box.SIMPLE_HEAD, title="Writes: begin+finish pairs", title_justify="left")
-    for col in ("writers", "series", "pairs/s", "commits/s", "vp ÷ raw", "≥ 0.50",
-                "median s", "runs (s)", "chain"):  # fmt: skip
+    for col in (
+        "writers",
+        "series",
+        "pairs/s",
+        "commits/s",
+        "vp ÷ raw",
+        "≥ 0.50",
+        "median s",
+        "runs (s)",
+        "chain",
+    ):
         table.add_column(col, justify="left" if col in ("writers", "series", "chain") else "right")
     last_group = last_shown = None
     for s in doc["writes"]:
@@ -784,8 +860,17 @@ def print_report(doc: dict[str, Any]) -> None:
 
     if doc["verify"]:
         vt = Table(box=box.SIMPLE_HEAD, title="Verify: verify_log(path)", title_justify="left")
-        for col in ("log", "entries", "checkpoints", "verify entries/s", "plain read entries/s",
-                    "verify ÷ read", "verify s", "read s", "result"):  # fmt: skip
+        for col in (
+            "log",
+            "entries",
+            "checkpoints",
+            "verify entries/s",
+            "plain read entries/s",
+            "verify ÷ read",
+            "verify s",
+            "read s",
+            "result",
+        ):
             vt.add_column(col, justify="left" if col in ("log", "result") else "right")
         for v in doc["verify"]:
             vt.add_row(
@@ -807,13 +892,13 @@ def print_report(doc: dict[str, Any]) -> None:
             "all, SHA-256 of each row: the floor for any check that reads every row. Medians."
         )
 
-    at = Table(box=box.SIMPLE_HEAD, title="Entry authentication, per entry",
-               title_justify="left")  # fmt: skip
+    at = Table(box=box.SIMPLE_HEAD, title="Entry authentication, per entry", title_justify="left")
     for col in ("scheme", "make µs", "check µs", "share of a 1-thread pair (2 entries)"):
         at.add_column(col, justify="left" if col == "scheme" else "right")
     for a in doc["entry_auth"]:
-        at.add_row(a["scheme"], f"{a['make_us']:.2f}", f"{a['check_us']:.2f}",
-                   f"{a['share_of_pair']:.1%}")  # fmt: skip
+        at.add_row(
+            a["scheme"], f"{a['make_us']:.2f}", f"{a['check_us']:.2f}", f"{a['share_of_pair']:.1%}"
+        )
     con.print()
     con.print(at)
     con.print(

@@ -122,34 +122,48 @@ def make_pki(folder: Path) -> tuple[Path, Path, Path]:
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (
-        x509.CertificateBuilder().subject_name(name("bench vendor root"))
-        .issuer_name(name("bench vendor root")).public_key(ca_key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(name("bench vendor root"))
+        .issuer_name(name("bench vendor root"))
+        .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=7))
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=7))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
         .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
+    )
     key = ec.generate_private_key(ec.SECP256R1())
-    sans = [x509.DNSName(HOST), x509.DNSName(f"*.{HOST}"),
-            x509.IPAddress(ipaddress.IPv4Address("127.0.0.1"))]  # fmt: skip
+    sans = [
+        x509.DNSName(HOST),
+        x509.DNSName(f"*.{HOST}"),
+        x509.IPAddress(ipaddress.IPv4Address("127.0.0.1")),
+    ]
     leaf = (
-        x509.CertificateBuilder().subject_name(name(HOST)).issuer_name(ca.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=7))
+        x509.CertificateBuilder()
+        .subject_name(name(HOST))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=7))
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                       False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
         .sign(ca_key, hashes.SHA256())
-    )  # fmt: skip
+    )
     paths = folder / "vendor-ca.pem", folder / "vendor-cert.pem", folder / "vendor-key.pem"
     paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
     paths[2].write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                          serialization.NoEncryption())
-    )  # fmt: skip
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return paths
 
 
@@ -181,8 +195,15 @@ def serve(args: argparse.Namespace) -> None:
         else:
             app, log = build_gateway(tmp, args.upstream_port, vendor_ca, "gateway.db")
             app.base_urls["openai"] = f"https://{HOST}/v1"
-        config = uvicorn.Config(app, host="127.0.0.1", port=args.port, log_level="warning",
-                                access_log=False, lifespan="on", **options)  # fmt: skip
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=args.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="on",
+            **options,
+        )
         try:
             uvicorn.Server(config).run()
         finally:
@@ -210,12 +231,30 @@ def serve(args: argparse.Namespace) -> None:
 
 
 def child(role: str, port: int, tmp: Path, upstream_port: int = 0, cold: int = 0) -> list[str]:
-    return [sys.executable, str(Path(__file__).resolve()), "--serve", role, "--port", str(port),
-            "--tmp", str(tmp), "--upstream-port", str(upstream_port), "--cold", str(cold)]  # fmt: skip
+    return [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--serve",
+        role,
+        "--port",
+        str(port),
+        "--tmp",
+        str(tmp),
+        "--upstream-port",
+        str(upstream_port),
+        "--cold",
+        str(cold),
+    ]
 
 
-def launch(name: str, cmd: list[str], port: int, tmp: Path, env: dict[str, str] | None = None,
-           ready: Any = None) -> Proc:  # fmt: skip
+def launch(
+    name: str,
+    cmd: list[str],
+    port: int,
+    tmp: Path,
+    env: dict[str, str] | None = None,
+    ready: Any = None,
+) -> Proc:
     err = tmp / f"{name}.err"
     with err.open("wb") as fh:
         popen = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=fh, env=env)
@@ -237,8 +276,15 @@ def launch(name: str, cmd: list[str], port: int, tmp: Path, env: dict[str, str] 
 # --------------------------------------------------------------------------- latency
 
 
-def latency(name: str, clients: dict[str, tuple[httpx2.Client, str]], path: str, body: bytes,
-            content_type: str, rounds: int, warmup: int) -> dict[str, Any]:  # fmt: skip
+def latency(
+    name: str,
+    clients: dict[str, tuple[httpx2.Client, str]],
+    path: str,
+    body: bytes,
+    content_type: str,
+    rounds: int,
+    warmup: int,
+) -> dict[str, Any]:
     targets = list(clients)
     ms: dict[str, list[float]] = {t: [] for t in targets}
     errors = dict.fromkeys(targets, 0)
@@ -315,8 +361,10 @@ def handshakes(kinds: dict[str, Any], rounds: int) -> dict[str, Any]:
         j = i % len(names)
         for k in names[j:] + names[:j]:
             ms[k].append(kinds[k](i))
-    return {k: {"p50_ms": statistics.median(v), "p90_ms": pct(v, 0.9), "n": len(v)}
-            for k, v in ms.items()}  # fmt: skip
+    return {
+        k: {"p50_ms": statistics.median(v), "p90_ms": pct(v, 0.9), "n": len(v)}
+        for k, v in ms.items()
+    }
 
 
 def leaf_cost(folder: Path, n: int) -> dict[str, float]:
@@ -339,29 +387,40 @@ def leaf_cost(folder: Path, n: int) -> dict[str, float]:
 
 
 def print_report(doc: dict[str, Any]) -> None:
-    print(f"veilpix {doc['veilpix']}, Python {doc['python']}, {doc['cores']} cores; "
-          f"peer: {doc['mitmproxy']}")  # fmt: skip
+    print(
+        f"veilpix {doc['veilpix']}, Python {doc['python']}, {doc['cores']} cores; "
+        f"peer: {doc['mitmproxy']}"
+    )
     print(f"JPEG {doc['jpeg_bytes']:,} B with EXIF and GPS; TLS 1.3, ECDSA P-256 everywhere\n")
     print("Latency, one request at a time (ms)")
-    print(f"  {'call':<11} {'path':<10} {'p50':>8} {'p99':>8} {'added p50':>10} "
-          f"{'added p99':>10} {'paired':>8} {'errors':>6}")  # fmt: skip
+    print(
+        f"  {'call':<11} {'path':<10} {'p50':>8} {'p99':>8} {'added p50':>10} "
+        f"{'added p99':>10} {'paired':>8} {'errors':>6}"
+    )
     for s in doc["latency"]:
         for t in ("direct", "tunnel", "intercept", "gateway", "mitmproxy"):
             if t not in s:
                 continue
             r = s[t]
-            extra = (f"{r['added_p50_ms']:>+10.2f} {r['added_p99_ms']:>+10.2f} "
-                     f"{r['paired_ms']:>+8.2f}") if t != "direct" else " " * 30  # fmt: skip
-            print(f"  {s['call'] if t == 'direct' else '':<11} {t:<10} {r['p50_ms']:>8.2f} "
-                  f"{r['p99_ms']:>8.2f} {extra} {s['errors'][t]:>6}")  # fmt: skip
+            extra = (
+                (f"{r['added_p50_ms']:>+10.2f} {r['added_p99_ms']:>+10.2f} {r['paired_ms']:>+8.2f}")
+                if t != "direct"
+                else " " * 30
+            )
+            print(
+                f"  {s['call'] if t == 'direct' else '':<11} {t:<10} {r['p50_ms']:>8.2f} "
+                f"{r['p99_ms']:>8.2f} {extra} {s['errors'][t]:>6}"
+            )
         print()
     print("Handshake: connect to a finished TLS handshake (ms)")
     print(f"  {'path':<16} {'p50':>8} {'p90':>8} {'n':>5}")
     for k, r in doc["handshakes"].items():
         print(f"  {k:<16} {r['p50_ms']:>8.2f} {r['p90_ms']:>8.2f} {r['n']:>5}")
     leaf = doc["leaf"]
-    print(f"  in process: Authority.leaf_context new host {leaf['new_ms']:.2f} ms, "
-          f"cached {leaf['cached_ms'] * 1000:.1f} µs\n")  # fmt: skip
+    print(
+        f"  in process: Authority.leaf_context new host {leaf['new_ms']:.2f} ms, "
+        f"cached {leaf['cached_ms'] * 1000:.1f} µs\n"
+    )
     print("Ratios (same run)")
     for line in doc["ratios"]:
         print(f"  {line}")
@@ -382,8 +441,10 @@ def ratios(doc: dict[str, Any]) -> list[str]:
         out.append(line)
     h = doc["handshakes"]
     cold, warm = h["intercept cold"]["p50_ms"], h["intercept warm"]["p50_ms"]
-    line = (f"handshake: cold cache {cold:.2f} ms / warm {warm:.2f} ms = {cold / warm:.2f}x; "
-            f"warm / direct = {warm / h['direct']['p50_ms']:.2f}x")  # fmt: skip
+    line = (
+        f"handshake: cold cache {cold:.2f} ms / warm {warm:.2f} ms = {cold / warm:.2f}x; "
+        f"warm / direct = {warm / h['direct']['p50_ms']:.2f}x"
+    )
     if "mitmproxy" in h:
         line += f"; warm / mitmproxy = {warm / h['mitmproxy']['p50_ms']:.2f}x"
     out.append(line)
@@ -431,8 +492,9 @@ def main(argv: list[str] | None = None) -> int:
             up_port, ic_port, gw_port = free_port(), free_port(), free_port()
             procs.append(launch("upstream", child("upstream", up_port, tmp), up_port, tmp))
             cold = args.handshakes + 1
-            procs.append(launch("intercept", child("intercept", ic_port, tmp, up_port, cold),
-                                ic_port, tmp))  # fmt: skip
+            procs.append(
+                launch("intercept", child("intercept", ic_port, tmp, up_port, cold), ic_port, tmp)
+            )
             procs.append(launch("gateway", child("gateway", gw_port, tmp, up_port), gw_port, tmp))
             mitm_ca = None
             if mitm_exe is not None:
@@ -441,9 +503,20 @@ def main(argv: list[str] | None = None) -> int:
                 addon.write_text(MITM_ADDON)
                 confdir = tmp / "mitm"
                 env = {**os.environ, "VEILPIX_BENCH_UPSTREAM": str(up_port)}
-                cmd = [mitm_exe, "--listen-host", "127.0.0.1", "--listen-port", str(mitm_port),
-                       "-q", "-s", str(addon), "--set", f"confdir={confdir}",
-                       "--set", f"ssl_verify_upstream_trusted_ca={vendor_ca}"]  # fmt: skip
+                cmd = [
+                    mitm_exe,
+                    "--listen-host",
+                    "127.0.0.1",
+                    "--listen-port",
+                    str(mitm_port),
+                    "-q",
+                    "-s",
+                    str(addon),
+                    "--set",
+                    f"confdir={confdir}",
+                    "--set",
+                    f"ssl_verify_upstream_trusted_ca={vendor_ca}",
+                ]
                 mitm_ca = confdir / "mitmproxy-ca-cert.pem"
                 procs.append(launch("mitmproxy", cmd, mitm_port, tmp, env, mitm_ca.exists))
             verify = ssl.create_default_context(cafile=str(trust))
@@ -464,16 +537,17 @@ def main(argv: list[str] | None = None) -> int:
             if mitm_ca is not None:
                 mitm_verify = ssl.create_default_context(cafile=str(mitm_ca))
                 mitm_url = f"http://127.0.0.1:{procs[-1].port}"
-                paths["mitmproxy"] = (client(verify=mitm_verify, proxy=mitm_url),
-                                      f"https://{HOST}/v1")  # fmt: skip
+                paths["mitmproxy"] = (
+                    client(verify=mitm_verify, proxy=mitm_url),
+                    f"https://{HOST}/v1",
+                )
             progress("building the JPEG ...")
             photo = make_jpeg(args.jpeg_bytes)
             form, form_type = multipart(photo)
             series = [
-                latency("small JSON", paths, "/responses", SMALL, "application/json", args.n,
-                        20),
+                latency("small JSON", paths, "/responses", SMALL, "application/json", args.n, 20),
                 latency("JPEG edit", paths, "/images/edits", form, form_type, args.n_jpeg, 2),
-            ]  # fmt: skip
+            ]
 
             def hs(port: int, connect: Any, name: Any, ctx: ssl.SSLContext) -> Any:
                 return lambda i: handshake(

@@ -131,9 +131,17 @@ async def upstream_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     while (await receive()).get("more_body"):
         pass
-    await send({"type": "http.response.start", "status": 200, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(REPLY)).encode()),
-        (b"x-request-id", b"req_bench")]})  # fmt: skip
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(REPLY)).encode()),
+                (b"x-request-id", b"req_bench"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": REPLY})
 
 
@@ -141,8 +149,15 @@ def serve(port: int) -> None:
     """Child process: run the stand-in vendor on uvicorn until SIGTERM."""
     import uvicorn
 
-    config = uvicorn.Config(upstream_app, host="127.0.0.1", port=port, log_level="warning",
-                            access_log=False, lifespan="on", workers=1)  # fmt: skip
+    config = uvicorn.Config(
+        upstream_app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        workers=1,
+    )
     uvicorn.Server(config).run()
 
 
@@ -154,8 +169,18 @@ def gateway_cmd(tmp: Path, name: str, port: int, upstream_port: int, workers: in
     toml = folder / "veilpix.toml"
     toml.write_text(f'[vendors.openai]\nbase_url = "http://127.0.0.1:{upstream_port}/v1"\n')
     exe = Path(sys.executable).with_name("veilpix")
-    return [str(exe), "proxy", "--config", str(toml), "--port", str(port),
-            "--log", str(folder / "audit.db"), "--workers", str(workers)]  # fmt: skip
+    return [
+        str(exe),
+        "proxy",
+        "--config",
+        str(toml),
+        "--port",
+        str(port),
+        "--log",
+        str(folder / "audit.db"),
+        "--workers",
+        str(workers),
+    ]
 
 
 def free_port() -> int:
@@ -201,8 +226,14 @@ def start(name: str, cmd: list[str], port: int, tmp: Path, ready_path: str) -> P
 
 
 def upstream_cmd(port: int) -> list[str]:
-    return [sys.executable, str(Path(__file__).resolve()), "--serve", "upstream", "--port",
-            str(port)]  # fmt: skip
+    return [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--serve",
+        "upstream",
+        "--port",
+        str(port),
+    ]
 
 
 # --------------------------------------------------------------------------- mitmproxy
@@ -215,16 +246,21 @@ def find_mitmdump(install: bool) -> tuple[str | None, str]:
     if not exe.exists() and install:
         root = os.environ.get("PYENV_ROOT", str(Path.home() / ".pyenv"))
         pythons = sorted(
-            (p for p in glob.glob(f"{root}/versions/3.*/bin/python3")
-             if tuple(int(x) for x in Path(p).parts[-3].split(".")[:2]) >= (3, 12)),
+            (
+                p
+                for p in glob.glob(f"{root}/versions/3.*/bin/python3")
+                if tuple(int(x) for x in Path(p).parts[-3].split(".")[:2]) >= (3, 12)
+            ),
             key=lambda p: [int(x) for x in Path(p).parts[-3].split(".") if x.isdigit()],
-        )  # fmt: skip
+        )
         if not pythons:
             return None, f"no Python >= 3.12 under {root}/versions (mitmproxy 12 needs one)"
         progress(f"installing mitmproxy into {venv} (once) ...")
         shutil.rmtree(venv, ignore_errors=True)
-        steps = [[pythons[0], "-m", "venv", str(venv)],
-                 [str(venv / "bin" / "pip"), "install", "-q", "mitmproxy"]]  # fmt: skip
+        steps = [
+            [pythons[0], "-m", "venv", str(venv)],
+            [str(venv / "bin" / "pip"), "install", "-q", "mitmproxy"],
+        ]
         for cmd in steps:
             try:
                 done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900)
@@ -260,9 +296,14 @@ def make_jpeg(target: int) -> bytes:
 
     def encode(width: int, height: int) -> bytes:
         y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-        rgb = np.stack([120 + 90 * np.sin(x / width * 3.1) * np.cos(y / height * 2.3),
-                        110 + 80 * np.cos(x / width * 4.7 + y / height * 1.9),
-                        100 + 70 * np.sin((x + y) / (width + height) * 6.0)], axis=-1)  # fmt: skip
+        rgb = np.stack(
+            [
+                120 + 90 * np.sin(x / width * 3.1) * np.cos(y / height * 2.3),
+                110 + 80 * np.cos(x / width * 4.7 + y / height * 1.9),
+                100 + 70 * np.sin((x + y) / (width + height) * 6.0),
+            ],
+            axis=-1,
+        )
         rgb += rng.normal(0, 28, rgb.shape)
         out = io.BytesIO()
         Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8), "RGB").save(
@@ -285,8 +326,10 @@ def multipart(photo: bytes) -> tuple[bytes, str]:
     boundary = "----veilpixbench7MA4YWxkTrZu0gW"
     parts = []
     for name, value in (("model", "gpt-image-1"), ("prompt", "put a red hat on the person")):
-        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
-                     f"{value}\r\n".encode())  # fmt: skip
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+            f"{value}\r\n".encode()
+        )
     parts.append(
         f'--{boundary}\r\nContent-Disposition: form-data; name="image"; '
         f'filename="photo.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'.encode()
@@ -325,8 +368,12 @@ class Series:
     gateway_upstream_ms: float | None = None  # the gateway's own view, from its metrics
 
     def summary(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"call": self.call, "rounds": self.rounds, "errors": self.errors,
-                               "gateway_upstream_mean_ms": self.gateway_upstream_ms}  # fmt: skip
+        out: dict[str, Any] = {
+            "call": self.call,
+            "rounds": self.rounds,
+            "errors": self.errors,
+            "gateway_upstream_mean_ms": self.gateway_upstream_ms,
+        }
         for t in self.targets:
             v = self.ms[t]
             out[t] = {"p50_ms": pct(v, 0.5), "p99_ms": pct(v, 0.99), "mean_ms": statistics.mean(v)}
@@ -493,8 +540,9 @@ def throughput(
 # --------------------------------------------------------------------------- in process
 
 
-def in_process(tmp: Path, upstream_port: int, calls: dict[str, Call], photo: bytes,
-               n_small: int, n_jpeg: int) -> dict[str, Any]:  # fmt: skip
+def in_process(
+    tmp: Path, upstream_port: int, calls: dict[str, Call], photo: bytes, n_small: int, n_jpeg: int
+) -> dict[str, Any]:
     """Median ms of veilpix.sanitize(photo) and of Guard.prepare / Prepared.finish per call."""
     from veilpix import AuditLog, Guard, Policy
     from veilpix.guard import Context, Outbound
@@ -545,10 +593,20 @@ def print_report(doc: dict[str, Any]) -> None:
         f"({doc['jpeg']['width']}x{doc['jpeg']['height']}, EXIF+GPS), sanitized to "
         f"{doc['in_process']['sanitized_bytes']:,} B"
     )
-    lt = Table(box=box.SIMPLE_HEAD, title="Latency, one request at a time (ms)",
-               title_justify="left")  # fmt: skip
-    for col in ("call", "path", "rounds", "p50", "p99", "added p50", "added p99", "paired Δ",
-                "errors"):  # fmt: skip
+    lt = Table(
+        box=box.SIMPLE_HEAD, title="Latency, one request at a time (ms)", title_justify="left"
+    )
+    for col in (
+        "call",
+        "path",
+        "rounds",
+        "p50",
+        "p99",
+        "added p50",
+        "added p99",
+        "paired Δ",
+        "errors",
+    ):
         lt.add_column(col, justify="left" if col in ("call", "path") else "right")
     for s in doc["latency"]:
         for t in ("direct", "gateway", "mitmproxy"):
@@ -575,10 +633,21 @@ def print_report(doc: dict[str, Any]) -> None:
         "sanitized, checked and logged (begin durable before sending, then finish): part of its cost."
     )
     ip = doc["in_process"]
-    bt = Table(box=box.SIMPLE_HEAD, title="Where the gateway's time goes (ms, medians)",
-               title_justify="left")  # fmt: skip
-    for col in ("call", "added p50 (HTTP)", "guard.prepare", "of it sanitize", "finish",
-                "guard total", "rest (hop, ASGI, relay)", "gateway→upstream mean"):  # fmt: skip
+    bt = Table(
+        box=box.SIMPLE_HEAD,
+        title="Where the gateway's time goes (ms, medians)",
+        title_justify="left",
+    )
+    for col in (
+        "call",
+        "added p50 (HTTP)",
+        "guard.prepare",
+        "of it sanitize",
+        "finish",
+        "guard total",
+        "rest (hop, ASGI, relay)",
+        "gateway→upstream mean",
+    ):
         bt.add_column(col, justify="left" if col == "call" else "right")
     for s in doc["latency"]:
         g = ip[s["call"]]
@@ -601,15 +670,24 @@ def print_report(doc: dict[str, Any]) -> None:
         "timed in process on an idle machine;\n  sanitize = veilpix.sanitize(jpeg) alone. "
         "gateway→upstream = the gateway's own metrics: time to the upstream's response head."
     )
-    tt = Table(box=box.SIMPLE_HEAD, title=f"Throughput, small JSON, concurrency "
-               f"{doc['concurrency']}, {doc['n_tput']} requests a run", title_justify="left")  # fmt: skip
+    tt = Table(
+        box=box.SIMPLE_HEAD,
+        title=f"Throughput, small JSON, concurrency "
+        f"{doc['concurrency']}, {doc['n_tput']} requests a run",
+        title_justify="left",
+    )
     for col in ("path", "req/s (median)", "runs", "gateway ÷ this", "errors"):
         tt.add_column(col, justify="left" if col == "path" else "right")
     tp = doc["throughput"]
     for t, r in tp.items():
         ratio = tp["gateway"]["rps"] / r["rps"]
-        tt.add_row(t, f"{r['rps']:,.0f}", " ".join(f"{x:,.0f}" for x in r["runs_rps"]),
-                   f"{ratio:.2f}×", str(r["errors"]))  # fmt: skip
+        tt.add_row(
+            t,
+            f"{r['rps']:,.0f}",
+            " ".join(f"{x:,.0f}" for x in r["runs_rps"]),
+            f"{ratio:.2f}×",
+            str(r["errors"]),
+        )
     con.print()
     con.print(tt)
     for line in doc["log_check"]:
@@ -634,9 +712,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-mitmproxy", action="store_true", help="skip the mitmproxy peer")
     ap.add_argument("--quick", action="store_true", help="smoke run: 300/15 rounds, 1 x 400")
     ap.add_argument("--json", action="store_true", help="print machine-readable results only")
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                    help="workers of the second gateway in the throughput runs (cores: "
-                    f"{os.cpu_count()}; 1 = no second gateway)")  # fmt: skip
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="workers of the second gateway in the throughput runs (cores: "
+        f"{os.cpu_count()}; 1 = no second gateway)",
+    )
     ap.add_argument("--serve", choices=("upstream",), help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -666,8 +748,10 @@ def main(argv: list[str] | None = None) -> int:
 
     width, height = Image.open(io.BytesIO(photo)).size
     form, form_type = multipart(photo)
-    calls = {"small JSON": Call("/responses", SMALL, "application/json"),
-             "JPEG edit": Call("/images/edits", form, form_type)}  # fmt: skip
+    calls = {
+        "small JSON": Call("/responses", SMALL, "application/json"),
+        "JPEG edit": Call("/images/edits", form, form_type),
+    }
 
     tmp = Path(tempfile.mkdtemp(prefix="veilpix-bench-proxy-", dir=args.dir))
     procs: list[Proc] = []
@@ -677,10 +761,19 @@ def main(argv: list[str] | None = None) -> int:
         up = start("upstream", upstream_cmd(up_port), up_port, tmp, "/")
         procs.append(up)
         gw_port = free_port()
-        procs.append(start("gateway", gateway_cmd(tmp, "gateway", gw_port, up.port, 1),
-                           gw_port, tmp, "/_veilpix/health"))  # fmt: skip
-        bases = {"direct": f"http://127.0.0.1:{up.port}/v1",
-                 "gateway": f"http://127.0.0.1:{gw_port}/openai"}  # fmt: skip
+        procs.append(
+            start(
+                "gateway",
+                gateway_cmd(tmp, "gateway", gw_port, up.port, 1),
+                gw_port,
+                tmp,
+                "/_veilpix/health",
+            )
+        )
+        bases = {
+            "direct": f"http://127.0.0.1:{up.port}/v1",
+            "gateway": f"http://127.0.0.1:{gw_port}/openai",
+        }
         many = f"gateway ×{args.workers}"
         if args.workers > 1:
             port = free_port()
@@ -689,8 +782,16 @@ def main(argv: list[str] | None = None) -> int:
             bases[many] = f"http://127.0.0.1:{port}/openai"
         if mitm_exe:
             mp = free_port()
-            cmd = [mitm_exe, "--mode", f"reverse:http://127.0.0.1:{up.port}",
-                   "--listen-host", "127.0.0.1", "--listen-port", str(mp), "-q"]  # fmt: skip
+            cmd = [
+                mitm_exe,
+                "--mode",
+                f"reverse:http://127.0.0.1:{up.port}",
+                "--listen-host",
+                "127.0.0.1",
+                "--listen-port",
+                str(mp),
+                "-q",
+            ]
             try:
                 procs.append(start("mitmproxy", cmd, mp, tmp, "/v1/ready"))
                 bases["mitmproxy"] = f"http://127.0.0.1:{mp}/v1"

@@ -61,34 +61,59 @@ def stand_in_certificate(folder: Path) -> tuple[Path, Path, Path]:
 
     def build(subject: str, public: Any, issuer: str, *extensions: Any) -> x509.Certificate:
         builder = (
-            x509.CertificateBuilder().subject_name(name(subject)).issuer_name(name(issuer))
-            .public_key(public).serial_number(x509.random_serial_number())
+            x509.CertificateBuilder()
+            .subject_name(name(subject))
+            .issuer_name(name(issuer))
+            .public_key(public)
+            .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(hours=1))
             .not_valid_after(now + dt.timedelta(days=1))
-        )  # fmt: skip
+        )
         for ext, critical in extensions:
             builder = builder.add_extension(ext, critical=critical)
         return builder.sign(root_key, hashes.SHA256())
 
     # The key identifiers and key usage that Python 3.13's strict X.509 checks ask for.
     root_id = x509.SubjectKeyIdentifier.from_public_key(root_key.public_key())
-    root = build("example vendor root", root_key.public_key(), "example vendor root",
-                 (x509.BasicConstraints(ca=True, path_length=0), True), (root_id, False),
-                 (x509.KeyUsage(digital_signature=False, content_commitment=False,
-                                key_encipherment=False, data_encipherment=False,
-                                key_agreement=False, key_cert_sign=True, crl_sign=True,
-                                encipher_only=False, decipher_only=False), True))  # fmt: skip
-    cert = build(HOST, key.public_key(), "example vendor root",
-                 (x509.SubjectAlternativeName([x509.DNSName(HOST)]), False),
-                 (x509.BasicConstraints(ca=False, path_length=None), True),
-                 (x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(root_id),
-                  False))  # fmt: skip
+    root = build(
+        "example vendor root",
+        root_key.public_key(),
+        "example vendor root",
+        (x509.BasicConstraints(ca=True, path_length=0), True),
+        (root_id, False),
+        (
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            True,
+        ),
+    )
+    cert = build(
+        HOST,
+        key.public_key(),
+        "example vendor root",
+        (x509.SubjectAlternativeName([x509.DNSName(HOST)]), False),
+        (x509.BasicConstraints(ca=False, path_length=None), True),
+        (x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(root_id), False),
+    )
     paths = folder / "vendor-root.pem", folder / "vendor-cert.pem", folder / "vendor-key.pem"
     paths[0].write_bytes(root.public_bytes(serialization.Encoding.PEM))
     paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))  # fmt: skip
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return paths
 
 
@@ -114,8 +139,10 @@ def main(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     authority = veilpix.Authority.init(out / "ca", replace=True)
     print(f"the veilpix CA: {authority.cert_path}")
-    print(f"  it may sign for {len(authority.permitted)} names, e.g. "
-          f"{', '.join(sorted(authority.permitted)[:4])}, ...\n")  # fmt: skip
+    print(
+        f"  it may sign for {len(authority.permitted)} names, e.g. "
+        f"{', '.join(sorted(authority.permitted)[:4])}, ...\n"
+    )
     root, cert, key = stand_in_certificate(out)
     photo = sample_jpeg()
     print(f"the photo: {describe(photo)}\n")
@@ -130,12 +157,15 @@ def main(argv: list[str]) -> int:
             f'[log]\npath = "audit.db"\n\n[intercept]\nca_dir = "ca"\n'
             f'upstream_ca = "{root.name}"                # trusted besides the system roots\n'
             f'upstream_hosts = {{ "{HOST}" = "127.0.0.1:{port}" }}   # dial the stand-in\n'
-        )  # fmt: skip
-        print(f"{config_file}:\n" + "".join(
-            f"  {line}\n" for line in config_file.read_text().splitlines()))  # fmt: skip
+        )
+        print(
+            f"{config_file}:\n"
+            + "".join(f"  {line}\n" for line in config_file.read_text().splitlines())
+        )
         config = veilpix.load_config(config_file)
-        gateway = build_gateway(config, log_path=out / "audit.db",
-                                upstream=intercept_upstream(config))  # fmt: skip
+        gateway = build_gateway(
+            config, log_path=out / "audit.db", upstream=intercept_upstream(config)
+        )
         log = gateway.guards[""].log
         loop = EventLoopThread()
         try:
@@ -144,8 +174,11 @@ def main(argv: list[str]) -> int:
             http = httpx.Client(proxy=proxy.url, verify=str(authority.cert_path), timeout=30)
             client = openai.OpenAI(api_key="sk-offline-example", http_client=http)
             print(f"openai SDK, base URL {client.base_url} (unchanged), images.edit:")
-            result = client.images.edit(model="gpt-image-1", prompt="add a red hat",
-                                        image=("photo.jpg", photo, "image/jpeg"))  # fmt: skip
+            result = client.images.edit(
+                model="gpt-image-1",
+                prompt="add a red hat",
+                image=("photo.jpg", photo, "image/jpeg"),
+            )
             print(f"  the app got {len(result.data)} image(s) back\n")
             http.close()
             print(f"proxy counters: {proxy.stats}")
@@ -158,8 +191,10 @@ def main(argv: list[str]) -> int:
     with veilpix.AuditLog(log.path, readonly=True) as read:
         for rec in read.records():
             d = rec.to_dict()
-            print(f"  {rec.id[:8]}  {rec.outcome:<6} door={d['who']['door']}  "
-                  f"{d['where']['method']} {d['where']['url']}  HTTP {d['status']}")  # fmt: skip
+            print(
+                f"  {rec.id[:8]}  {rec.outcome:<6} door={d['who']['door']}  "
+                f"{d['where']['method']} {d['where']['url']}  HTTP {d['status']}"
+            )
     ok = fake.received == 1 and veilpix.verify_log(log.path).ok
     print("\nOK" if ok else "\nsomething did not go as shown")
     return 0 if ok else 1

@@ -36,8 +36,12 @@ def entry_hash(  # noqa: PLR0917 - one argument per hashed column
     prev: bytes, seq: int, kind: str, record: str | None, ts: str, subject: str | None, body: str
 ) -> bytes:
     """The log's entry hash, written out from the docs: anyone can compute it."""
-    fields = json.dumps([seq, kind, record, ts, subject, body], sort_keys=True,
-                        separators=(",", ":"), ensure_ascii=False)  # fmt: skip
+    fields = json.dumps(
+        [seq, kind, record, ts, subject, body],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
     return hashlib.sha256(b"veilpix-audit-entry/1\0" + prev + fields.encode()).digest()
 
 

@@ -110,8 +110,10 @@ class FakeOpenAI:
         self.received += 1
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         print(f"  [fake OpenAI] {scope['method']} {scope['path']}")
-        print(f"    Authorization reached it: {'authorization' in headers}, "
-              f"Content-Usage: {headers.get('content-usage')}")  # fmt: skip
+        print(
+            f"    Authorization reached it: {'authorization' in headers}, "
+            f"Content-Usage: {headers.get('content-usage')}"
+        )
         ctype = headers.get("content-type", "")
         if ctype.startswith("multipart/form-data"):
             form = BytesParser(policy=HTTP).parsebytes(
@@ -122,8 +124,16 @@ class FakeOpenAI:
                     print(f"    image: {describe(part.get_payload(decode=True))}")
         reply = {"created": 1, "data": [{"b64_json": base64.b64encode(b"edited").decode()}]}
         data = json.dumps(reply).encode()
-        await send({"type": "http.response.start", "status": 200, "headers": [
-            (b"content-type", b"application/json"), (b"x-request-id", b"req_offline_1")]})  # fmt: skip
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"x-request-id", b"req_offline_1"),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": data})
 
 
@@ -134,8 +144,9 @@ class Loopback:
     """Serve an ASGI app with uvicorn in a thread on 127.0.0.1 and a free port."""
 
     def __init__(self, app: Any) -> None:
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                lifespan="on", access_log=False)  # fmt: skip
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", access_log=False
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -170,9 +181,9 @@ def main(argv: list[str]) -> int:
         config_file.write_text(
             '[log]\npath = "audit.db"             # relative to this file\n\n'
             f'[vendors.openai]\nbase_url = "{vendor.url}/v1"   # the stand-in\n\n'
-            '[apps.eu-only]                    # X-Veilpix-App: eu-only\n'
+            "[apps.eu-only]                    # X-Veilpix-App: eu-only\n"
             'allowed_countries = "EEA"\n'
-        )  # fmt: skip
+        )
         print(
             f"{config_file}:\n"
             + "".join(f"  {line}\n" for line in config_file.read_text().splitlines())
@@ -195,9 +206,11 @@ def main(argv: list[str]) -> int:
             for rec in log.records():
                 d = rec.to_dict()
                 how = f"HTTP {d['status']}" if rec.outcome == "sent" else f"rule {d['rule']}"
-                print(f"  {rec.id[:8]}  {rec.outcome:<8} app={d['who']['app'] or '-':<8} "
-                      f"door={d['who']['door']}  {d['where']['method']} {d['where']['url']}  "
-                      f"{d['what']['image_count']} image(s)  {how}")  # fmt: skip
+                print(
+                    f"  {rec.id[:8]}  {rec.outcome:<8} app={d['who']['app'] or '-':<8} "
+                    f"door={d['who']['door']}  {d['where']['method']} {d['where']['url']}  "
+                    f"{d['what']['image_count']} image(s)  {how}"
+                )
         finally:
             log.close()
     print(f"\nmore: veilpix audit list --log {log.path}")
