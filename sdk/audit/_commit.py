@@ -171,9 +171,15 @@ class GroupCommit:
         self.enqueue(Ticket(op, durable=durable))
 
     async def awaited(self, op: Callable[[sqlite3.Connection], _T], *, durable: bool = True) -> _T:
-        """:meth:`grouped` for asyncio callers: committed by the writer thread while the event
-        loop is free."""
-        loop = asyncio.get_running_loop()
+        """:meth:`grouped` for async callers: committed by the writer thread while the event
+        loop is free. Under asyncio the writer wakes the loop itself; under another loop
+        (trio, through anyio) a worker thread waits for the commit."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            import anyio.to_thread
+
+            return await anyio.to_thread.run_sync(self.submit(op, durable=durable).result)
         waiter: asyncio.Future[_T] = loop.create_future()
         self.enqueue(Ticket(op, durable=durable, waiter=(loop, waiter)))
         # A caller cancelled while waiting does not withdraw the append (it may already be in

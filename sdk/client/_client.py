@@ -41,7 +41,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
-import anyio
+import anyio  # noqa: TID253 - the async client sleeps on whatever loop runs it
 import httpx2  # noqa: TID253 - this module is the httpx-facing door: reached only with the library in use
 
 from veilpix._errors import VendorError, VendorUnavailable

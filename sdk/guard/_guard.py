@@ -116,20 +116,25 @@ class Guard:
         offload: Callable[..., Awaitable[Any]] | None = None,
         inline_limit: int = 64 * 1024,
     ) -> Prepared:
-        """:meth:`prepare` for asyncio code (the gateway). A request of at most
-        ``inline_limit`` bytes is checked on the event loop, and moves to
-        ``offload(func, *args)`` (a worker thread) at the first image, compressed body or
-        remote fetch; a larger one goes there at once. The log commits run on the log's
-        writer thread, shared with the other calls in flight."""
+        """:meth:`prepare` for async code: the one route from an event loop into the core,
+        taken by the async transports, ``veilpix.AsyncClient`` and the gateway. A request of
+        at most ``inline_limit`` bytes is checked on the event loop, and moves to
+        ``offload(func, *args)`` (default: a worker thread of anyio's, so any event loop
+        anyio runs on will do) at the first image, compressed body or remote fetch; a larger
+        one goes there at once. The log commits run on the log's writer thread, shared with
+        the other calls in flight."""
         ctx = context or self.context
+        if offload is None:
+            import anyio.to_thread
+
+            offload = anyio.to_thread.run_sync
         run = None
-        if offload is None or len(request.body) <= inline_limit:
+        if len(request.body) <= inline_limit:
             try:
-                run = self._run(request, ctx, vendor, inline=offload is not None)
+                run = self._run(request, ctx, vendor, inline=True)
             except NeedsThread:
                 run = None
         if run is None:
-            assert offload is not None
             run = await offload(self._run, request, ctx, vendor)
         out, work, block = run
         if block is not None:

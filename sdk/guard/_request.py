@@ -137,6 +137,22 @@ class Prepared:
             vendor_request_id=vendor_request_id,
         )
 
+    async def afinish(
+        self,
+        *,
+        status: int | None,
+        response_bytes: int | None = None,
+        vendor_request_id: str | None = None,
+    ) -> None:
+        """:meth:`finish` for async code: committed by the log's writer thread while the
+        event loop goes on."""
+        await self._pending.afinish(
+            status=status,
+            response_bytes=response_bytes,
+            request_bytes=len(self.request.body),
+            vendor_request_id=vendor_request_id,
+        )
+
     async def afail(self, reason: str) -> None:
         if not self._pending.finished:
             await self._pending.afail(reason[:500])

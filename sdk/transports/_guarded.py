@@ -19,8 +19,6 @@ import os
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-import anyio.to_thread
-
 from veilpix.guard import Guard, Outbound, Prepared
 
 if TYPE_CHECKING:
@@ -104,15 +102,21 @@ def _rebuild(new: Callable[..., Req], request: Req, prepared: Prepared) -> Req:
     return new(out.method, out.url, headers=headers, content=out.body, extensions=extensions)
 
 
-def _finish(prepared: Prepared, response: Response) -> None:
-    """Complete the transfer record from the response head (the body may still stream)."""
+def _finish_facts(response: Response) -> dict[str, Any]:
+    """What the transfer record's finish takes from the response head (the body may still
+    stream)."""
     headers = response.headers
     length = headers.get("content-length")
-    prepared.finish(
-        status=response.status_code,
-        response_bytes=int(length) if length and length.isdigit() else None,
-        vendor_request_id=next((headers[h] for h in _REQUEST_IDS if h in headers), None),
-    )
+    return {
+        "status": response.status_code,
+        "response_bytes": int(length) if length and length.isdigit() else None,
+        "vendor_request_id": next((headers[h] for h in _REQUEST_IDS if h in headers), None),
+    }
+
+
+def _finish(prepared: Prepared, response: Response) -> None:
+    """Complete the transfer record from the response head."""
+    prepared.finish(**_finish_facts(response))
     response.extensions[RECEIPT] = prepared.receipt
 
 
@@ -188,17 +192,16 @@ class GuardedAsync(Generic[Req, Resp]):
     async def handle_async_request(self, request: Req) -> Resp:
         body = await request.aread()
         context = request.extensions.get(CONTEXT)
-        prepared = await anyio.to_thread.run_sync(
-            lambda: self.guard.prepare(_outbound(request, body), context=context)
-        )
+        prepared = await self.guard.aprepare(_outbound(request, body), context=context)
         try:
             response = await self._inner.handle_async_request(
                 _rebuild(self._request_class, request, prepared)
             )
         except BaseException as exc:
-            await anyio.to_thread.run_sync(prepared.fail, _failure(exc))
+            await prepared.afail(_failure(exc))
             raise
-        await anyio.to_thread.run_sync(_finish, prepared, response)
+        await prepared.afinish(**_finish_facts(response))
+        response.extensions[RECEIPT] = prepared.receipt
         return response
 
     async def aclose(self) -> None:

@@ -7,9 +7,11 @@ import asyncio
 import base64
 import gzip
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import httpx2
 import pytest
@@ -339,6 +341,42 @@ def test_async_transport(log: AuditLog, assert_clean: Any) -> None:
     asyncio.run(run())
     ((_, _, _, data),) = [p for p in form_parts(up.last) if p[0] == "image"]
     assert_clean(data, "async.jpg")
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_the_async_route_runs_on_any_event_loop_anyio_runs_on(
+    backend: str, log: AuditLog, assert_clean: Any
+) -> None:
+    """The async transport takes the core's one async route (Guard.aprepare): small checks
+    on the loop, images on a worker thread, the log's begin and finish committed by its
+    writer thread: on asyncio and on trio alike, records begun and finished."""
+    if backend == "trio":
+        pytest.importorskip("trio")
+    up = Upstream()
+    threads: set[str] = set()
+
+    async def handler(request: httpx2.Request) -> httpx2.Response:
+        return up.handler2(request)
+
+    async def run() -> None:
+        transport = AsyncGuardTransport(httpx2.MockTransport(handler), log=log)
+        async with httpx2.AsyncClient(transport=transport) as c:
+            text = await c.post(f"{OPENAI}/responses", json={"model": "gpt-4.1", "input": "hi"})
+            image = await c.post(
+                f"{OPENAI}/images/edits",
+                data={"prompt": "x"},
+                files={"image": ("a.jpg", PHOTO, "image/jpeg")},
+            )
+        threads.add(threading.current_thread().name)
+        assert text.status_code == image.status_code == 200
+
+    anyio.run(run, backend=backend)
+    ((_, _, _, data),) = [p for p in form_parts(up.last) if p[0] == "image"]
+    assert_clean(data, f"{backend}.jpg")
+    records = log.records()
+    assert [r.outcome for r in records] == ["sent", "sent"]
+    assert threads == {threading.current_thread().name}  # the loop ran here, not in a thread
+    assert log.verify().intact
 
 
 def test_httpx_transport_for_replicate(log: AuditLog, assert_clean: Any) -> None:
