@@ -40,6 +40,7 @@ from veilpix.codec._datauri import (
 from veilpix.codec._encoding import Coding, decode_body, encode_body, parse_content_encoding
 from veilpix.codec._json import (
     JSON_DECODER,
+    PROMPT_KEYS,
     SYSTEM_KEYS,
     SYSTEM_ROLES,
     TEXT_KEYS,
@@ -85,6 +86,7 @@ __all__ = [  # noqa: RUF022 - plain sorted() order, which tests/codec/test_codec
     "JsonText",
     "JsonUrl",
     "Multipart",
+    "PROMPT_KEYS",
     "Part",
     "SYSTEM_KEYS",
     "SYSTEM_ROLES",

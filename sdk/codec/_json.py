@@ -42,8 +42,8 @@ __all__ = [
 # Keys whose string values (or arrays of strings) are text a person, or the app for them,
 # wrote: chat and message content, Gemini parts, prompts. Under SYSTEM_KEYS, or in a message
 # whose role is in SYSTEM_ROLES, the text is instructions to the model rather than a prompt.
-TEXT_KEYS = frozenset(
-    [
+PROMPT_KEYS = frozenset(
+    {
         "prompt",
         "negative_prompt",
         "text_prompt",
@@ -52,11 +52,9 @@ TEXT_KEYS = frozenset(
         "select_prompt",
         "background_prompt",
         "foreground_prompt",
-        "text",
-        "content",
-        "input",
-    ]
+    }
 )
+TEXT_KEYS = PROMPT_KEYS | {"text", "content", "input"}
 SYSTEM_KEYS = frozenset({"system", "instructions", "systemInstruction", "system_instruction"})
 SYSTEM_ROLES = frozenset({"system", "developer"})
 

@@ -24,6 +24,7 @@ from urllib.parse import unquote, unquote_to_bytes
 
 from veilpix._config import LEGAL_BASES, RECORD_HEADERS
 from veilpix.audit._record import clip_text
+from veilpix.codec import PROMPT_KEYS
 
 if TYPE_CHECKING:
     from veilpix.adapters import Vendor
@@ -50,18 +51,7 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 5.6.2
 
 # Multipart form fields whose values are text the app sent (prompts); Ideogram's legacy
 # endpoints send an "image_request" field holding a JSON object with the prompt and model.
-FORM_TEXT_FIELDS = frozenset(
-    {
-        "prompt",
-        "negative_prompt",
-        "text_prompt",
-        "style_prompt",
-        "search_prompt",
-        "select_prompt",
-        "background_prompt",
-        "foreground_prompt",
-    }
-)
+FORM_TEXT_FIELDS = PROMPT_KEYS
 FORM_SYSTEM_FIELDS = frozenset({"system", "instructions"})
 FORM_JSON_FIELDS = frozenset({"image_request"})
 _FORM_JSON_LIMIT = 1 << 20

@@ -5,7 +5,7 @@ is built from them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 __all__ = ["CATEGORIES", "SENSITIVE", "Category", "Finding", "GpsPosition", "Removed"]
 
@@ -27,23 +27,7 @@ Category = Literal[
     "icc",
     "other",
 ]
-CATEGORIES: tuple[Category, ...] = (
-    "gps",
-    "device",
-    "serial",
-    "owner",
-    "timestamp",
-    "software",
-    "comment",
-    "people",
-    "thumbnail",
-    "c2pa",
-    "xmp",
-    "iptc",
-    "makernotes",
-    "icc",
-    "other",
-)
+CATEGORIES: tuple[Category, ...] = get_args(Category)
 # Categories that identify a person, a place or a device on their own.
 SENSITIVE: frozenset[Category] = frozenset({"gps", "serial", "owner", "people"})
 

@@ -172,7 +172,8 @@ class GuardedSync(Generic[Req, Resp]):
 
 
 class GuardedAsync(Generic[Req, Resp]):
-    """The async twin of :class:`GuardedSync`; the core runs in a worker thread."""
+    """The async twin of :class:`GuardedSync`, on the core's async route
+    (:meth:`Guard.aprepare`): light checks on the event loop, images on a worker thread."""
 
     _request_class: Callable[..., Req]
     _default_transport: Callable[[], AsyncSender[Req, Resp]]
