@@ -63,29 +63,13 @@ class Command:
 
 
 COMMANDS = {
-    "inspect": Command(
-        "show the privacy-relevant metadata in image files",
-        "veilpix.cli._inspect",
-        add="add_parser",
-        run="run",
-    ),
-    "scrub": Command(
-        "write metadata-free copies of image files",
-        "veilpix.cli._scrub",
-        add="add_parser",
-        run="run",
-    ),
+    "inspect": Command("show the privacy-relevant metadata in image files", "veilpix.cli._inspect"),
+    "scrub": Command("write metadata-free copies of image files", "veilpix.cli._scrub"),
     "demo": Command(
-        "run veilpix on a built-in sample photo (no files needed)",
-        "veilpix.cli._demo",
-        add="add_parser",
-        run="run",
+        "run veilpix on a built-in sample photo (no files needed)", "veilpix.cli._demo"
     ),
     "preview": Command(
-        "draw a before/after picture of what veilpix does to one image",
-        "veilpix.cli._preview",
-        add="add_parser",
-        run="run",
+        "draw a before/after picture of what veilpix does to one image", "veilpix.cli._preview"
     ),
     "audit": Command(
         "review, verify, export, erase and prune the transfer log",
@@ -94,17 +78,9 @@ COMMANDS = {
         run="run_audit",
     ),
     "proxy": Command(
-        "run the local gateway that sanitizes and logs apps' vendor calls",
-        "veilpix.cli._proxy",
-        add="add_parser",
-        run="run",
+        "run the local gateway that sanitizes and logs apps' vendor calls", "veilpix.cli._proxy"
     ),
-    "config": Command(
-        "check a veilpix.toml",
-        "veilpix.cli._config",
-        add="add_parser",
-        run="run",
-    ),
+    "config": Command("check a veilpix.toml", "veilpix.cli._config"),
     "ca": Command(
         "create and manage the local CA of the intercept (HTTPS_PROXY) mode",
         "veilpix.cli._ca",

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 from veilpix._errors import CorruptImage, ImageTooLarge, UnsafeOutput
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Part",
+    "PartKind",
     "Scan",
     "Unproved",
     "check_limits",
@@ -33,12 +34,13 @@ __all__ = [
 ]
 
 # Part kinds. Only STRUCTURE (and ICC when the profile is a standard one) survives a strip.
-STRUCTURE = "structure"
-METADATA = "metadata"
-IMAGE = "image"
-ICC = "icc"
-TRAILER = "trailer"
-UNKNOWN = "unknown"
+PartKind = Literal["structure", "metadata", "image", "icc", "trailer", "unknown"]
+STRUCTURE: Final = "structure"
+METADATA: Final = "metadata"
+IMAGE: Final = "image"
+ICC: Final = "icc"
+TRAILER: Final = "trailer"
+UNKNOWN: Final = "unknown"
 
 T = TypeVar("T")
 _MEMO: ContextVar[dict[bytes, Any] | None] = ContextVar("veilpix_proofs", default=None)
@@ -92,7 +94,7 @@ class Part:
     name: str
     offset: int
     length: int
-    kind: str
+    kind: PartKind
     detail: str = ""
     replacement: bytes | None = None  # a structure element rebuilt at its exact size
 
@@ -129,7 +131,7 @@ class Scan:
         name: str,
         offset: int,
         length: int,
-        kind: str,
+        kind: PartKind,
         detail: str = "",
         *,
         replacement: bytes | None = None,
