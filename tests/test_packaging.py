@@ -208,7 +208,7 @@ def test_the_cli_starts_without_loading_any_command() -> None:
     for argv in (["--help"], ["--version"], []):
         loaded = _loaded_by(argv)
         ours = [m for m in loaded if m.startswith("veilpix.") and m != "veilpix.cli"]
-        light = {"veilpix._errors", "veilpix._policy", "veilpix.cli._main", "veilpix.cli._options"}
+        light = {"veilpix._errors", "veilpix.cli._exit", "veilpix.cli._main"}
         assert set(ours) <= light, argv
         heavy = {"PIL", "numpy", "cv2", "rich", "cryptography", "httpx", "httpx2", "sqlite3"}
         assert not heavy & set(loaded), argv

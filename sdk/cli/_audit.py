@@ -20,7 +20,8 @@ from datetime import UTC, datetime
 from veilpix._config import parse_age
 from veilpix._errors import AuditLogError, ConfigError
 from veilpix.audit._chain import now_text
-from veilpix.cli._options import EXIT_USAGE, Subparsers
+from veilpix.cli._exit import EXIT_USAGE
+from veilpix.cli._options import Subparsers
 
 __all__ = ["add_audit_parser", "run_audit"]
 

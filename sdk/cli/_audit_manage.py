@@ -35,7 +35,7 @@ from veilpix.cli._audit_review import (
     open_log,
     plural,
 )
-from veilpix.cli._options import EXIT_OK
+from veilpix.cli._exit import EXIT_OK
 
 __all__ = [
     "checkpoint",

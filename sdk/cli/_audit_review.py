@@ -19,7 +19,7 @@ from veilpix._errors import ConfigError
 from veilpix.audit._keys import load_public_key
 from veilpix.audit._log import AuditLog
 from veilpix.audit._records import summarize
-from veilpix.cli._options import EXIT_OK
+from veilpix.cli._exit import EXIT_OK
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -21,7 +21,8 @@ from veilpix._ca import Authority, write_bundle
 from veilpix._config import Config, load_config
 from veilpix._errors import CAError, ConfigError
 from veilpix._net import check_domain, uncovered_patterns
-from veilpix.cli._options import EXIT_OK, EXIT_USAGE, Subparsers
+from veilpix.cli._exit import EXIT_OK, EXIT_USAGE
+from veilpix.cli._options import Subparsers
 
 if TYPE_CHECKING:
     from veilpix._ca import Authority

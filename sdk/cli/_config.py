@@ -10,7 +10,8 @@ import sys
 from veilpix._config import Config, load_config
 from veilpix._errors import VeilpixError
 from veilpix._policy import Policy
-from veilpix.cli._options import EXIT_OK, EXIT_USAGE, Subparsers
+from veilpix.cli._exit import EXIT_OK, EXIT_USAGE
+from veilpix.cli._options import Subparsers
 from veilpix.cli._proxy import CONFIG_HELP
 from veilpix.proxy._serve import routable_vendors
 

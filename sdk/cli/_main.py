@@ -12,12 +12,11 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from veilpix import __version__
 from veilpix._errors import VeilpixError
-from veilpix.cli._options import EXIT_OK, EXIT_USAGE
+from veilpix.cli._exit import EXIT_OK, EXIT_USAGE
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main"]
 
@@ -49,9 +48,9 @@ docs: https://github.com/veilpix/veilpix/tree/main/docs
 """
 
 
-@dataclass(frozen=True)
-class Command:
-    """A command: its one-line summary, its module, and the names of its two functions."""
+class Command(NamedTuple):
+    """A command: its one-line summary, its module, and the names of its two functions.
+    (A NamedTuple, not a dataclass: nothing here may cost start-up time.)"""
 
     summary: str
     module: str

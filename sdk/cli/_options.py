@@ -9,16 +9,11 @@ from typing import Any, TypeAlias
 from veilpix._policy import Policy
 
 __all__ = [
-    "EXIT_FAILED",
-    "EXIT_OK",
-    "EXIT_USAGE",
     "Subparsers",
     "add_policy_options",
     "policy_from_args",
     "positive_int",
 ]
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 # what add_subparsers() returns (subscripted only by the type checker)
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"

@@ -6,7 +6,8 @@ import argparse
 import sys
 
 from veilpix._config import load_config
-from veilpix.cli._options import EXIT_OK, EXIT_USAGE, Subparsers
+from veilpix.cli._exit import EXIT_OK, EXIT_USAGE
+from veilpix.cli._options import Subparsers
 from veilpix.proxy._serve import serve
 
 __all__ = ["CONFIG_HELP", "add_parser", "run"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import multiprocessing
 import os
 import sys
 import tempfile
@@ -169,6 +168,8 @@ def _run(state: _State, workers: int, progress: bool) -> list[dict[str, Any]]:
                 if bar:
                     bar.advance()
         else:
+            import multiprocessing
+
             ctx = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else None)
             # biggest files first, so the pool does not end waiting for one large straggler
             order = sorted(range(n), key=lambda i: -_size(state.jobs[i].path))
