@@ -671,7 +671,10 @@ class AuthRow:
 
 def measure_entry_auth(pair_us: float, count: int = 20000) -> list[AuthRow]:
     """Per-entry cost of the two ways to authenticate an entry (median of 5 runs)."""
-    from veilpix.audit._keys import KeyFile, verify_signature
+    try:
+        from veilpix.audit._keys import KeyFile, verify_signature
+    except ImportError:  # a revision before the audit package (run as a peer with PYTHONPATH)
+        from veilpix._audit_keys import KeyFile, verify_signature  # type: ignore[no-redef]
 
     keys = KeyFile.generate("bench")
     public = keys.public_raw

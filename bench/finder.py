@@ -264,8 +264,7 @@ import json, sys, tempfile, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 import veilpix
-from veilpix import AuditLog, Context, Guard, Policy
-from veilpix.guard import Outbound
+from veilpix import AuditLog, Context, Guard, Outbound, Policy  # public: any revision has them
 n = int(sys.argv[2]); body = sys.argv[3].encode()
 with tempfile.TemporaryDirectory() as tmp:
     log = AuditLog(Path(tmp) / "a.db")

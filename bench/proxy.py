@@ -544,8 +544,7 @@ def in_process(
     tmp: Path, upstream_port: int, calls: dict[str, Call], photo: bytes, n_small: int, n_jpeg: int
 ) -> dict[str, Any]:
     """Median ms of veilpix.sanitize(photo) and of Guard.prepare / Prepared.finish per call."""
-    from veilpix import AuditLog, Guard, Policy
-    from veilpix.guard import Context, Outbound
+    from veilpix import AuditLog, Context, Guard, Outbound, Policy  # public: any revision
 
     res: dict[str, Any] = {}
     times = []
