@@ -131,7 +131,9 @@ def _startup_text(
 def check_bind(host: str, *, allow_remote: bool, token: str | None, token_env: str) -> None:
     """Refuse a non-loopback host without ``allow_remote``, and ``allow_remote`` without a
     token."""
-    if not is_loopback(host) and not allow_remote:
+    # Where to listen: only "localhost" is trusted by name ("localhost.localdomain" and the
+    # like resolve as /etc/hosts says).
+    if not is_loopback(host, names=("localhost",)) and not allow_remote:
         raise ConfigError(
             f"refusing to listen on {host!r}: it is not a loopback address",
             hint="the proxy binds 127.0.0.1 by default; to serve other machines pass "

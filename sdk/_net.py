@@ -13,6 +13,7 @@ from veilpix import adapters
 from veilpix._errors import ConfigError
 
 __all__ = [
+    "LOOPBACK_NAMES",
     "check_domain",
     "covered",
     "is_dns_name",
@@ -24,10 +25,15 @@ __all__ = [
 ]
 
 
+# The names a destination may use for this machine (plain HTTP is allowed to them)
+LOOPBACK_NAMES = ("localhost", "localhost.localdomain")
+
+
 @functools.lru_cache(maxsize=256)
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a name or an IP literal, brackets allowed) is this machine."""
-    if host.lower() in ("localhost", "localhost.localdomain"):
+def is_loopback(host: str, *, names: tuple[str, ...] = LOOPBACK_NAMES) -> bool:
+    """Whether ``host`` (an IP literal, brackets allowed, or one of ``names``) is this
+    machine."""
+    if host.lower() in names:
         return True
     try:
         return ipaddress.ip_address(host.strip("[]")).is_loopback

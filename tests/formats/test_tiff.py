@@ -6,11 +6,13 @@ fail closed by the contract in tests/hostilekit.py."""
 from __future__ import annotations
 
 import functools
+import io
 import struct
 import zlib
 from collections.abc import Callable
 
 import pytest
+from PIL import Image, ImageChops
 
 import factories as F
 import veilpix
@@ -302,3 +304,22 @@ def test_tiff_later_pages_do_not_blow_up_memory() -> None:
     assert int(rec["rss_growth"]) < 100 * MB, (
         f"resident memory grew by {int(rec['rss_growth']) // MB} MB"
     )
+
+
+@pytest.mark.parametrize("orientation", [2, 3, 6])
+def test_an_orientation_only_in_xmp_is_applied_to_the_pixels(orientation: int) -> None:
+    """A TIFF whose pages carry no orientation tag but whose XMP says tiff:Orientation: the
+    picture is turned from its pixels, like any other format (before, the lossless rewrite
+    kept it unturned and the report said it was turned, or the output check refused it)."""
+    upright = F.picture((64, 48))
+    stored = F.stored_for(upright, orientation)
+    data = F.encode(stored, "TIFF", tiffinfo={700: F.xmp_packet(orientation=orientation)})
+    clean = veilpix.sanitize(data, veilpix.Policy(output_format="png"))
+    rep = clean.report
+    assert rep.orientation == orientation and not rep.lossless
+    assert (rep.width_out, rep.height_out) == upright.size
+
+    out = Image.open(io.BytesIO(clean.data)).convert("RGB")
+    assert ImageChops.difference(out, upright).getbbox() is None
+    auto = veilpix.sanitize(data)  # the TIFF written as TIFF: the same pixels
+    assert Image.open(io.BytesIO(auto.data)).convert("RGB").tobytes() == upright.tobytes()

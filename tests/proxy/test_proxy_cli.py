@@ -220,8 +220,13 @@ def test_config_without_action(capsys: pytest.CaptureFixture[str]) -> None:
 # -- veilpix proxy -------------------------------------------------------------------------------
 
 
-def test_proxy_refuses_remote_without_allow_remote(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(capsys, "proxy", "--host", "0.0.0.0")
+@pytest.mark.parametrize("host", ["0.0.0.0", "localhost.localdomain", "127.0.0.1.nip.io"])
+def test_proxy_refuses_remote_without_allow_remote(
+    host: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only an IP loopback address or "localhost" counts: any other name resolves as the
+    system says, so binding to it needs --allow-remote (and a token)."""
+    code, _, err = run(capsys, "proxy", "--host", host)
     assert code == 2 and "not a loopback address" in err and "--allow-remote" in err
 
 

@@ -530,6 +530,19 @@ def test_the_prompt_is_logged_as_length_and_fingerprint_only(log: AuditLog) -> N
     ("body", "blocked"),
     [
         ({"purpose": "vision", "filename": "p.jpg", "bytes": 10, "mime_type": "image/jpeg"}, True),
+        # every extension the format registry knows names an image, whatever the declared type
+        *(
+            (
+                {
+                    "purpose": "vision",
+                    "filename": f"p{ext}",
+                    "bytes": 10,
+                    "mime_type": "application/octet-stream",
+                },
+                True,
+            )
+            for ext in (".jfif", ".dib", ".hif", ".HEIC", ".mpo")
+        ),
         (
             {"purpose": "batch", "filename": "b.jsonl", "bytes": 10, "mime_type": "text/jsonl"},
             False,
