@@ -379,6 +379,29 @@ def test_the_async_route_runs_on_any_event_loop_anyio_runs_on(
     assert log.verify().intact
 
 
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_a_cancelled_async_call_is_recorded_as_failed(backend: str, log: AuditLog) -> None:
+    """A call cancelled while the vendor thinks (a timeout in the app) leaves no open record:
+    the async route records the failure on the loop, cancelled or not."""
+    if backend == "trio":
+        pytest.importorskip("trio")
+
+    async def slow(request: httpx2.Request) -> httpx2.Response:
+        await anyio.sleep(30)
+        return httpx2.Response(200)
+
+    async def run() -> None:
+        transport = AsyncGuardTransport(httpx2.MockTransport(slow), log=log)
+        async with httpx2.AsyncClient(transport=transport) as c:
+            with anyio.move_on_after(0.3):
+                await c.post(f"{OPENAI}/responses", json={"model": "gpt-4.1", "input": "hi"})
+
+    anyio.run(run, backend=backend)
+    (record,) = log.records()
+    assert record.outcome == "failed", record.outcome
+    assert "ancel" in (record.finish or {}).get("reason", "")
+
+
 def test_httpx_transport_for_replicate(log: AuditLog, assert_clean: Any) -> None:
     up = Upstream()
     transport = HttpxGuard(httpx.MockTransport(up.handler), log=log)
