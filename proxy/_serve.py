@@ -10,7 +10,7 @@ lines can carry credentials (Gemini's ``?key=``).
 
 from __future__ import annotations
 
-import multiprocessing
+import multiprocessing  # noqa: TID253 - serving starts the worker processes
 import os
 import signal
 import socket
@@ -19,8 +19,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing import shared_memory
-from multiprocessing.connection import wait
+from multiprocessing import shared_memory  # noqa: TID253 - the workers share metrics
+from multiprocessing.connection import wait  # noqa: TID253 - and are watched from here
 from pathlib import Path
 from typing import Any, TextIO
 
