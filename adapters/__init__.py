@@ -93,7 +93,11 @@ def match(host: str) -> tuple[Vendor, Region] | None:
 
 
 def resolve(
-    host: str, port: int | None = None, vendor_hosts: Mapping[str, str] | None = None
+    host: str,
+    port: int | None = None,
+    vendor_hosts: Mapping[str, str] | None = None,
+    *,
+    name: str | None = None,
 ) -> tuple[Vendor, Region | None] | None:
     """The vendor serving ``host`` (at ``port``) and the region that host means, or None for
     a host neither ``vendor_hosts`` nor an adapter claims.
@@ -103,10 +107,11 @@ def resolve(
     ``host:port`` (when ``port`` is given) before ``host``, and the vendor it names comes
     with its region for ``host`` (None when none of its regions lists the host). Else the
     adapters' own host patterns decide (:func:`match`). ``host`` is compared in lower case.
-    A name the mapping gives that no adapter has raises ``KeyError`` (as :func:`get`).
+    ``name``, when a door knows the vendor better than the host does (the gateway routes by
+    path), wins over both. A name no adapter has raises ``KeyError`` (as :func:`get`).
     """
     host = host.lower()
-    named = _named(host, port, vendor_hosts)
+    named = name or _named(host, port, vendor_hosts)
     if named is None:
         return match(host)
     vendor = get(named)

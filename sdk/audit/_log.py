@@ -119,7 +119,7 @@ class PendingTransfer:
         reason: str | None = None,
         vendor_request_id: str | None = None,
     ) -> None:
-        """:meth:`finish` for asyncio code (see :meth:`AuditLog.abegin`)."""
+        """:meth:`finish` for async code (see :meth:`AuditLog.abegin`)."""
         latency = self._latency()
         self.finished = True  # claimed now: a concurrent afail must not finish it twice
         try:
@@ -321,7 +321,7 @@ class AuditLog(LogSession):
         return PendingTransfer(self, rid)
 
     async def abegin(self, transfer: Transfer) -> PendingTransfer:
-        """:meth:`begin` for asyncio code: the commit runs on the log's writer thread, shared
+        """:meth:`begin` for async code: the commit runs on the log's writer thread, shared
         with whatever else is waiting, and the event loop is free meanwhile."""
         rid, op = self._begin_op(transfer)
         await self._commits.awaited(op)
@@ -368,7 +368,7 @@ class AuditLog(LogSession):
         vendor_request_id: str | None = None,
         latency_ms: float | None = None,
     ) -> None:
-        """:meth:`finish` for asyncio code (see :meth:`abegin`)."""
+        """:meth:`finish` for async code (see :meth:`abegin`)."""
         finish = Finish(
             outcome=outcome,
             status=status,
@@ -403,7 +403,7 @@ class AuditLog(LogSession):
         return rid
 
     async def ablock(self, transfer: Transfer, *, reason: str, rule: str) -> str:
-        """:meth:`block` for asyncio code (see :meth:`abegin`)."""
+        """:meth:`block` for async code (see :meth:`abegin`)."""
         rid, op = self._block_op(transfer, reason, rule)
         await self._commits.awaited(op)
         return rid

@@ -30,7 +30,8 @@ from veilpix.codec import (
 from veilpix.finder._base import _LEVEL, Refused, _label
 from veilpix.finder._prefilter import _might_hold
 from veilpix.finder._raw import _media
-from veilpix.finder._signatures import _COMMON_EXTENSIONS, _EXTENSIONS
+from veilpix.finder._signatures import _COMMON_EXTENSIONS
+from veilpix.formats._registry import extension_for
 
 if TYPE_CHECKING:
     from veilpix.finder._base import Role
@@ -56,7 +57,7 @@ def neutral_name_for(data: bytes, original: str | None, index: int = 1) -> str:
     original's extension when that is a plain one (``file-2.pdf``)."""
     media = _media(data)
     if media is not None:
-        return neutral_filename("image", index, _EXTENSIONS.get(media, ""))
+        return neutral_filename("image", index, extension_for(media) or "")
     return neutral_filename("file", index, _extension(original or ""))
 
 

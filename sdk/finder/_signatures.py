@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from veilpix.formats._bmff import IMAGE_BRANDS
 from veilpix.formats._bmp import DIB_HEADER_SIZES
-from veilpix.formats._registry import FORMATS, IMAGE_EXTENSIONS
+from veilpix.formats._registry import IMAGE_EXTENSIONS
 
 # Signatures that may sit anywhere in raw bytes. Each candidate is confirmed by
 # _image_at before it counts, and the image's extent is found by _image_end.
@@ -71,12 +71,10 @@ _JPEG_MARKERS = frozenset(
 )
 
 # From the format registry: the DIB header sizes of a BMP, the ISO-BMFF brands of images
-# (any other brand is audio or video), the extension of the neutral name an image is sent
-# under (``image.jpg``), and the file names that end like an image's (a git patch of an
+# (any other brand is audio or video), and the file names that end like an image's (a git patch of an
 # image file; the guard's file fields)
 _BMP_HEADERS = DIB_HEADER_SIZES
 _IMAGE_BRANDS = IMAGE_BRANDS
-_EXTENSIONS = {f.media_type: f.extension for f in FORMATS.values()}
 IMAGE_SUFFIXES = tuple(sorted(IMAGE_EXTENSIONS))
 
 # How the base64 of each image format starts, at the three alignments of its first byte

@@ -47,14 +47,7 @@ def resolve(
     work.host = host
     port = parts.port
     try:  # the door's word, else the policy's map of hosts, else the vendors' own hosts
-        if vendor_name:
-            vendor = adapters.get(vendor_name)
-            found: tuple[adapters.Vendor, adapters.Region | None] | None = (
-                vendor,
-                vendor.region_for(host),
-            )
-        else:
-            found = adapters.resolve(host, port, policy.vendor_hosts)
+        found = adapters.resolve(host, port, policy.vendor_hosts, name=vendor_name)
     except KeyError as exc:
         raise Block("destination.vendor", str(exc.args[0])) from exc
     if found is not None:

@@ -43,6 +43,7 @@ from veilpix.image._pixels import (
     encode,
     has_alpha,
     orient,
+    output_format,
     prepare,
 )
 from veilpix.image._report import ImageReport, SanitizedImage
@@ -452,7 +453,7 @@ def _sanitize_pixels(
     face_facts = stage(pic) if stage is not None else None
     if face_facts is not None:
         notes.extend(face_facts.notes)
-    target = _pixel_target(fmt, pic, policy)
+    target = output_format(fmt, policy, len(pic.frames), alpha=has_alpha(pic.frames[0]))
     if target != _family(fmt):
         notes.append(f"{_display_format(scan)} written as {target}")
     out, enc_notes = encode(pic, target, policy)
@@ -521,14 +522,6 @@ def _attach_icc(out: bytes, fmt: str, icc: bytes) -> bytes:
 
 def _family(fmt: str) -> str:
     return "JPEG" if fmt == "MPO" else fmt
-
-
-def _pixel_target(fmt: str, pic: Picture, policy: Policy) -> str:
-    if policy.output_format != "auto":
-        return policy.output_format.upper()
-    if not FORMATS[fmt].writable:
-        return "PNG" if len(pic.frames) > 1 or has_alpha(pic.frames[0]) else "JPEG"
-    return fmt
 
 
 def _result(

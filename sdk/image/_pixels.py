@@ -42,6 +42,7 @@ __all__ = [
     "encode",
     "estimate_jpeg_quality",
     "orient",
+    "output_format",
 ]
 
 # EXIF orientation -> the Image.Transpose member name that undoes it
@@ -220,7 +221,9 @@ def _open_heif(data: bytes, policy: Policy) -> Picture:
         img = heif[heif.primary_index]
         width, height = img.size
         check_limits(policy, width, height, 1)
-        budget = _Budget(policy, "HEIF", _target("HEIF", policy, 1, alpha=bool(img.has_alpha)))
+        budget = _Budget(
+            policy, "HEIF", output_format("HEIF", policy, 1, alpha=bool(img.has_alpha))
+        )
         budget.colour = _converts(policy, _bytes(img.info.get("icc_profile")))
         budget.check(1, (width, height))
         im = img.to_pillow()
@@ -288,8 +291,9 @@ class _Budget:
         check_work(policy, work)
 
 
-def _target(fmt: str, policy: Policy, frames: int, *, alpha: bool) -> str:
-    """The format the pixel path will write (as the pipeline chooses it)."""
+def output_format(fmt: str, policy: Policy, frames: int, *, alpha: bool) -> str:
+    """The format the pixel path writes: the policy's, else the input's own, else (HEIF,
+    AVIF) PNG for an animation or alpha and JPEG otherwise."""
     if policy.output_format != "auto":
         return policy.output_format.upper()
     if not FORMATS[fmt].writable:
@@ -304,7 +308,7 @@ def _converts(policy: Policy, icc: bytes | None) -> bool:
 
 def _budget(im: Image.Image, data: bytes, fmt: str, policy: Policy, frames: int) -> _Budget:
     alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
-    budget = _Budget(policy, fmt, _target(fmt, policy, frames, alpha=alpha))
+    budget = _Budget(policy, fmt, output_format(fmt, policy, frames, alpha=alpha))
     icc = _bytes(im.info.get("icc_profile"))
     if fmt == "GIF":  # Pillow does not read a GIF's profile; the pipeline applies it
         budget.colour = b"ICCRGBG1" in data

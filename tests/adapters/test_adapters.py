@@ -689,6 +689,19 @@ def test_resolve_refuses_a_mapping_to_no_known_vendor() -> None:
     assert adapters.vendor_name("gw.local", 443, {"gw.local": "nobody"}) == "nobody"
 
 
+def test_a_name_the_door_gives_wins_over_the_mapping_and_the_host() -> None:
+    """The gateway routes by path: its vendor name decides, with the region the host means
+    for that vendor, and a name no adapter has is refused like one from the mapping."""
+    vendor, region = adapters.resolve(
+        "eu.api.openai.com", None, {"eu.api.openai.com": "fal"}, name="openai"
+    )
+    assert vendor.name == "openai" and region is not None and region.name == "eu"
+    vendor, region = adapters.resolve("gw.local", 8443, None, name="anthropic")
+    assert vendor.name == "anthropic" and region is None
+    with pytest.raises(KeyError):
+        adapters.resolve("api.openai.com", name="nonesuch")
+
+
 def test_vendor_name_is_the_name_resolve_finds() -> None:
     hosts = {"gw.local:8443": "anthropic", "gw.local": "openai"}
     for host, port in [
