@@ -16,6 +16,7 @@ import hashlib
 import os
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -145,7 +146,7 @@ def connect(path: Path, *, readonly: bool, busy: float) -> tuple[sqlite3.Connect
             )
         else:
             db = sqlite3.connect(path, timeout=busy, isolation_level=None, check_same_thread=False)
-            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            mode = _journal_wal(db, busy)
             wal = str(mode).lower() == "wal"
             db.execute(f"PRAGMA synchronous={'NORMAL' if wal else 'FULL'}")
             db.execute("PRAGMA secure_delete=ON")
@@ -153,6 +154,25 @@ def connect(path: Path, *, readonly: bool, busy: float) -> tuple[sqlite3.Connect
     except sqlite3.Error as exc:
         raise error(path, "open", exc) from exc
     return db, wal
+
+
+def _journal_wal(db: sqlite3.Connection, busy: float) -> str:
+    """Switch a writer's connection to WAL and return the journal mode it got. Two processes
+    that create one log at once both read it under a shared lock and then both want it
+    exclusively; SQLite answers one of them "locked" at once, without waiting for the busy
+    timeout (it would deadlock otherwise), so that one tries again until ``busy`` runs out."""
+    deadline = time.monotonic() + busy
+    pause = 0.005
+    while True:
+        try:
+            return str(db.execute("PRAGMA journal_mode=WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            if time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
 
 
 def open_reader(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from auditkit import API_KEY, CLEAN, GOOGLE_KEY, PHOTO, PROMPT, file_bytes, fill
 from veilpix import AuditLog, AuditLogError, ConfigError, OutboundImage, verify_log
 from veilpix._config import default_log_path, parse_age
 from veilpix.audit._record import redact_headers, redact_url, scrub_secrets
-from veilpix.audit._store import key_path_for
+from veilpix.audit._store import connect, key_path_for
 
 TESTS = Path(__file__).resolve().parent.parent  # tests/: auditkit and the other helpers
 
@@ -404,6 +405,25 @@ def test_two_processes_creating_one_log_agree_on_one_key(tmp_path: Path) -> None
     assert [p.wait(timeout=60) for p in procs] == [0, 0, 0]
     result = verify_log(path)
     assert result.ok and result.records == 15
+
+
+def test_a_writer_waits_when_another_holds_the_new_log_instead_of_failing(tmp_path: Path) -> None:
+    # SQLite answers "locked" at once (no busy wait) to a connection that switches a file to
+    # WAL while another holds its write lock, the state two processes creating one log meet.
+    path = tmp_path / "a.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE t(a)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO t VALUES (1)")
+    release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    release.start()
+    try:
+        db, wal = connect(path, readonly=False, busy=10)
+        db.close()
+    finally:
+        release.join()
+        other.close()
+    assert wal
 
 
 # -- subjects: encryption and erasure ---------------------------------------------------------------
