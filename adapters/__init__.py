@@ -21,8 +21,10 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from functools import cache
+from typing import Any
 
 from veilpix.adapters._base import (
+    OPENAI_ERRORS,
     Control,
     Endpoint,
     ErrorShape,
@@ -41,6 +43,7 @@ __all__ = [
     "ModelField",
     "Region",
     "Vendor",
+    "error_body",
     "get",
     "match",
     "resolve",
@@ -80,6 +83,17 @@ def get(name: str) -> Vendor:
             return vendor
     known = ", ".join(v.name for v in vendors())
     raise KeyError(f"no vendor {name!r}; known: {known}")
+
+
+def error_body(vendor: str, status: int, message: str, code: str) -> dict[str, Any]:
+    """An error body in ``vendor``'s own shape (:class:`ErrorShape`), so its SDK raises its
+    usual error type for a call veilpix answers itself; OpenAI's shape, which most SDKs
+    read, for a name no adapter has (such as ``"-"`` or ``"unknown"``)."""
+    try:
+        shape = get(vendor).error_shape
+    except KeyError:
+        shape = OPENAI_ERRORS
+    return shape.render(status, message, code)
 
 
 def match(host: str) -> tuple[Vendor, Region] | None:

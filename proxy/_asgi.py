@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from veilpix import adapters
-from veilpix.adapters._base import OPENAI_ERRORS
 
 __all__ = [
     "APP_HEADER",
@@ -50,14 +49,7 @@ METRICS_TYPE = "text/plain; version=0.0.4"  # Prometheus' text format
 DISCONNECT = "veilpix.disconnect"
 
 
-def vendor_error(vendor: str, status: int, message: str, code: str) -> dict[str, Any]:
-    """An error body in the vendor's own shape, so its SDK raises its usual error type
-    (OpenAI's shape, which most SDKs read, for a name no adapter has, such as ``"-"``)."""
-    try:
-        shape = adapters.get(vendor).error_shape
-    except KeyError:
-        shape = OPENAI_ERRORS
-    return shape.render(status, message, code)
+vendor_error = adapters.error_body  # (its name in the proxy's API)
 
 
 async def reply(

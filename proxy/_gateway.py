@@ -31,7 +31,7 @@ from urllib.parse import unquote
 from veilpix import adapters
 from veilpix._config import RecordSettings
 from veilpix._errors import RequestBlocked, VeilpixError
-from veilpix.guard import Context, Guard, Outbound, Prepared
+from veilpix.guard import Context, Guard, Outbound, Prepared, refusal
 from veilpix.guard._record_facts import is_record_header
 from veilpix.proxy._asgi import (
     APP_HEADER,
@@ -324,9 +324,10 @@ class Gateway:
                 outbound, context=context, vendor=vendor, offload=self._in_thread
             )
         except RequestBlocked as exc:
-            status = 400 if exc.rule == "record.header" else 403
-            text = _blocked_text(exc)
-            await self._refuse(send, vendor, status, text, exc.rule, outcome="blocked")
+            answer = refusal(exc, vendor)
+            self.outcome(vendor, "blocked")
+            head = [(k.encode(), v.encode()) for k, v in answer.headers]
+            await reply(send, answer.status, answer.body, head)
             return
         except VeilpixError as exc:  # the log cannot be written: fail closed
             text = f"veilpix cannot record the call: {exc.message}"
@@ -520,11 +521,6 @@ def _end_to_end_raw(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, byt
     """:func:`_forwarded` for a response head (bytes, names lower-case)."""
     named = {t.strip().lower() for k, v in headers if k == b"connection" for t in v.split(b",")}
     return [(k, v) for k, v in headers if k not in _HOP_BY_HOP_RAW and k not in named]
-
-
-def _blocked_text(exc: RequestBlocked) -> str:
-    text = f"blocked by veilpix: {exc.message}"
-    return f"{text} ({exc.hint})" if exc.hint else text
 
 
 class _Stop(enum.Enum):

@@ -41,9 +41,12 @@ vendor).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from veilpix import _LAZY
+
+if TYPE_CHECKING:
+    from veilpix.guard import Receipt
 
 __all__ = [
     "AuditLogError",
@@ -166,7 +169,9 @@ BlockRule = Literal[
 
 class RequestBlocked(PolicyViolation):
     """veilpix refused to send a request; not a byte of it left. ``rule`` names the policy
-    rule that decided (e.g. ``destination.vendor``), ``record_id`` the transfer-log record."""
+    rule that decided (e.g. ``destination.vendor``), ``record_id`` the transfer-log record,
+    ``receipt`` (a :class:`~veilpix.Receipt` whose ``blocked`` is the rule) what veilpix
+    knew of the request when it stopped it."""
 
     default_hint = "change the request or the policy; nothing was sent"
 
@@ -177,9 +182,11 @@ class RequestBlocked(PolicyViolation):
         rule: BlockRule,
         hint: str | None = None,
         record_id: str | None = None,
+        receipt: Receipt | None = None,
     ) -> None:
         self.rule: BlockRule = rule
         self.record_id = record_id
+        self.receipt: Receipt | None = receipt
         super().__init__(message, hint=hint)
 
     @property

@@ -4,6 +4,7 @@ the guard, the config reader, the CA and both proxy doors."""
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import ipaddress
 import re
@@ -18,6 +19,7 @@ __all__ = [
     "covered",
     "is_dns_name",
     "is_loopback",
+    "no_proxy_split",
     "permitted_domains",
     "split_authority",
     "uncovered_patterns",
@@ -207,3 +209,59 @@ def covered(host: str, domains: Iterable[str]) -> bool:
     """Whether ``host`` is one of ``domains`` or below one (DNS name-constraint semantics)."""
     host = host.lower().removesuffix(".")
     return any(host == d or host.endswith("." + d) for d in domains)
+
+
+# -- NO_PROXY ----------------------------------------------------------------------------------
+
+
+def _bypasses(entry: str, patterns: Iterable[str]) -> bool:
+    """Whether a ``NO_PROXY`` entry sends a host matching one of ``patterns`` (exact names or
+    fnmatch patterns) around the proxy. Read as the widest of curl, Python and Node: ``*``
+    is every host; ``name``, ``.name`` and ``*.name`` are the name and every name below it;
+    a port is ignored. Addresses and CIDR blocks cover no vendor host (clients match them
+    against literal addresses only)."""
+    text = entry.strip().lower()
+    if text == "*":
+        return True
+    if text.startswith("[") or _is_address(text.split("/")[0]):
+        return False
+    if text.count(":") == 1:
+        text = text.split(":")[0]
+    name = text.removeprefix("*").removeprefix(".").removesuffix(".")
+    if not name:
+        return False
+    for pattern in patterns:
+        if not any(c in pattern for c in "*?["):
+            if pattern == name or pattern.endswith("." + name):
+                return True
+            continue
+        tail = pattern[pattern.rindex("*") + 1 :]  # what every matching host ends with
+        if (
+            fnmatch.fnmatchcase(name, pattern)
+            or fnmatch.fnmatchcase("x." + name, pattern)
+            or tail.endswith("." + name)
+        ):
+            return True
+    return False
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def no_proxy_split(value: str, hosts: Iterable[str] = ()) -> tuple[list[str], list[str]]:
+    """``NO_PROXY``'s entries as (kept, removed): removed are those that would send a request
+    to a registered vendor (or to one of ``hosts``, names from the config's base URLs)
+    around the intercept proxy, unchecked."""
+    patterns = [p.lower() for v in adapters.vendors() for p in v.host_patterns]
+    patterns += [h.lower() for h in hosts]
+    kept: list[str] = []
+    removed: list[str] = []
+    for entry in (e.strip() for e in value.split(",")):
+        if entry:
+            (removed if _bypasses(entry, patterns) else kept).append(entry)
+    return kept, removed

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from veilpix._ca import Authority, write_bundle
 from veilpix._config import Config, load_config
 from veilpix._errors import CAError, ConfigError
-from veilpix._net import check_domain, uncovered_patterns
+from veilpix._net import check_domain, no_proxy_split, uncovered_patterns
 from veilpix.cli._exit import EXIT_OK, EXIT_USAGE
 from veilpix.cli._options import Subparsers
 
@@ -72,6 +72,10 @@ examples:
 SSL_CERT_FILE, REQUESTS_CA_BUNDLE and CURL_CA_BUNDLE name bundle.pem in the CA folder
 (system roots + the veilpix CA, rewritten on every run); NODE_EXTRA_CA_CERTS names the CA
 certificate alone.
+
+NO_PROXY (and no_proxy) entries that would send a vendor's hosts around the proxy, unchecked
+(*, .openai.com, googleapis.com, ...), are removed from it, and stderr says which; the rest
+(localhost, internal names) is kept. Apps started before the eval keep their old values.
 """
 
 
@@ -328,6 +332,27 @@ def _bundle(args: argparse.Namespace, authority: Authority) -> int:
     return EXIT_OK
 
 
+def _no_proxy(config: Config) -> dict[str, str]:
+    """NO_PROXY and no_proxy without the entries that cover a vendor host (only those that
+    have such entries; "" when nothing is left), each removal said on stderr."""
+    hosts = [urlsplit(url).hostname or "" for url in config.base_urls.values()]
+    out = {}
+    for name in ("NO_PROXY", "no_proxy"):
+        value = os.environ.get(name)
+        if not value:
+            continue
+        kept, removed = no_proxy_split(value, [h for h in hosts if h])
+        if removed:
+            out[name] = ",".join(kept)
+            rest = f"; kept: {', '.join(kept)}" if kept else "; nothing else was in it"
+            print(
+                f"veilpix: {name} would send vendor hosts around the proxy, unchecked: "
+                f"removed {', '.join(removed)}{rest}",
+                file=sys.stderr,
+            )
+    return out
+
+
 def _env(args: argparse.Namespace, config: Config) -> int:
     proxy = args.proxy
     if proxy is None:
@@ -353,9 +378,10 @@ def _env(args: argparse.Namespace, config: Config) -> int:
             strict=True,
         )
     )
+    values.update(_no_proxy(config))
     if args.json:
         print(json.dumps(values, indent=2))
     else:
         for name, value in values.items():
-            print(f"export {name}={shlex.quote(value)}")
+            print(f"export {name}={shlex.quote(value)}" if value else f"unset {name}")
     return EXIT_OK

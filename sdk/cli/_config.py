@@ -1,14 +1,20 @@
-"""``veilpix config check``: validate a veilpix.toml and show what it sets."""
+"""``veilpix config``: ``init`` writes a commented starter veilpix.toml (the file
+``veilpix.example.toml`` beside this module, also at examples/veilpix.toml); ``check``
+validates one and shows what it sets."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import os
 import sys
+from importlib import resources
+from pathlib import Path
 
+from veilpix._atomic import write_file
 from veilpix._config import Config, load_config
-from veilpix._errors import VeilpixError
+from veilpix._errors import ConfigError, VeilpixError
 from veilpix._policy import Policy
 from veilpix.cli._exit import EXIT_OK, EXIT_USAGE
 from veilpix.cli._options import Subparsers
@@ -26,6 +32,26 @@ def add_parser(sub: Subparsers, summary: str) -> None:
         description="Work with the veilpix settings file.",
     )
     actions = p.add_subparsers(dest="config_action", metavar="ACTION")
+    i = actions.add_parser(
+        "init",
+        help="write a commented starter veilpix.toml",
+        description="Write a starter settings file: faces blurred, the log kept 180 days, "
+        "the proxy on loopback, and the other settings commented out with what they do. "
+        "Never replaces an existing file unless --force is given.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  veilpix config init                      writes ./veilpix.toml\n"
+        "  veilpix config init -o /etc/veilpix/veilpix.toml\n"
+        "  veilpix config init -o - | less          print it instead",
+    )
+    i.add_argument(
+        "-o",
+        "--output",
+        default="veilpix.toml",
+        metavar="FILE",
+        help="where to write it (default: veilpix.toml here; - for stdout)",
+    )
+    i.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    i.add_argument("--json", action="store_true", help="say what was written as JSON")
     c = actions.add_parser(
         "check",
         help="validate the file and show what it sets",
@@ -53,9 +79,50 @@ def _policy_summary(policy: Policy) -> dict[str, object]:
     return out
 
 
+def starter() -> str:
+    """The starter veilpix.toml that ``veilpix config init`` writes."""
+    return resources.files("veilpix.cli").joinpath("veilpix.example.toml").read_text("utf-8")
+
+
+def _init(args: argparse.Namespace) -> int:
+    text = starter()
+    if args.output == "-":
+        sys.stdout.write(text)
+        return EXIT_OK
+    path = Path(args.output)
+    if path.is_dir():
+        raise ConfigError(
+            f"{str(path)!r} is a folder", hint=f"name the file: -o {path / 'veilpix.toml'}"
+        )
+    if path.exists() and not args.force:
+        raise ConfigError(
+            f"{str(path)!r} exists; nothing was written",
+            hint="check it with: veilpix config check --config "
+            f"{str(path)!r}; or replace it with --force",
+        )
+    try:
+        # no secrets in it (tokens come from the environment): readable like any config file,
+        # unless the file it replaces was kept narrower
+        mode = 0o644 & (os.stat(path).st_mode if path.exists() else 0o777)
+        write_file(path, text.encode(), mode=mode & 0o777, replace=args.force)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {str(path)!r}: {exc.strerror}") from exc
+    if args.json:
+        print(json.dumps({"written": str(path), "bytes": len(text.encode())}))
+    else:
+        print(f"wrote {path}; check it with: veilpix config check --config {path}")
+        print(f"  use it: export VEILPIX_CONFIG={path.absolute()}")
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.config_action == "init":
+        return _init(args)
     if args.config_action != "check":
-        print("usage: veilpix config check [--config TOML] [--json]", file=sys.stderr)
+        print(
+            "usage: veilpix config {init,check} [--config TOML] [--json]  (see --help)",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     try:
         config = load_config(args.config)

@@ -103,7 +103,7 @@ class Guard:
                 reason=block.reason,
                 rule=block.rule,
             )
-            raise block.error(rid)
+            raise block.error(rid, self._receipt(work, rid, blocked=block.rule))
         pending = self.log.begin(self._transfer(out, ctx, work, rule="allowed"))
         return Prepared(out, self._receipt(work, pending.id), pending)
 
@@ -143,7 +143,7 @@ class Guard:
                 reason=block.reason,
                 rule=block.rule,
             )
-            raise block.error(rid)
+            raise block.error(rid, self._receipt(work, rid, blocked=block.rule))
         pending = await self.log.abegin(self._transfer(out, ctx, work, rule="allowed"))
         return Prepared(out, self._receipt(work, pending.id), pending)
 
@@ -274,17 +274,24 @@ class Guard:
             retention=ctx.retention,
         )
 
-    def _receipt(self, work: Work, record_id: str | None) -> Receipt:
-        vendor = work.vendor
+    def _receipt(self, work: Work, record_id: str | None, *, blocked: str | None = None) -> Receipt:
+        """What was done to the request; for a ``blocked`` one only where it was going (no
+        image or control is listed: nothing was sent)."""
+        vendor, region = work.vendor, work.region
+        where: dict[str, Any] = {
+            "record_id": record_id,
+            "vendor": vendor.name if vendor is not None else "unknown",
+            "operation": work.endpoint.operation if work.endpoint is not None else None,
+            "host": work.host,
+            "region": region.name if region is not None else None,
+            "country": work.country,
+            "legal_entity": region.legal_entity if region is not None else None,
+        }
+        if blocked is not None:
+            return Receipt(**where, blocked=blocked)
         assert vendor is not None
         return Receipt(
-            record_id=record_id,
-            vendor=vendor.name,
-            operation=work.endpoint.operation if work.endpoint is not None else None,
-            host=work.host,
-            region=work.region.name if work.region is not None else None,
-            country=work.country,
-            legal_entity=work.region.legal_entity if work.region is not None else None,
+            **where,
             images=tuple(i.sanitized.report for i in work.images if i.sanitized is not None),
             controls_applied=tuple(work.applied),
             controls_account_level=tuple(work.account),

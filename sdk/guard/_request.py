@@ -90,6 +90,7 @@ class Receipt:
     controls_account_level: tuple[str, ...] = ()
     controls_unavailable: tuple[str, ...] = ()
     remote_images: tuple[tuple[str, str], ...] = ()  # (URL without credentials, what was done)
+    blocked: str | None = None  # the rule that stopped the request (nothing was sent), else None
 
     @property
     def removed(self) -> dict[str, int]:

@@ -5,7 +5,12 @@ started on the event loop to a worker thread."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from veilpix._errors import BlockRule, RequestBlocked
+
+if TYPE_CHECKING:
+    from veilpix.guard._request import Receipt
 
 __all__ = ["Block", "NeedsThread"]
 
@@ -21,6 +26,8 @@ class Block(Exception):
         super().__init__(reason)
         self.rule, self.reason, self.hint = rule, reason, hint
 
-    def error(self, record_id: str) -> RequestBlocked:
+    def error(self, record_id: str, receipt: Receipt) -> RequestBlocked:
         """What the caller gets once the block is recorded as ``record_id``."""
-        return RequestBlocked(self.reason, rule=self.rule, hint=self.hint, record_id=record_id)
+        return RequestBlocked(
+            self.reason, rule=self.rule, hint=self.hint, record_id=record_id, receipt=receipt
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from veilpix.transports._guarded import OnBlock
 from veilpix.transports.httpx2 import AsyncGuardTransport, GuardTransport
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ def http_client(
     log: AuditLog | str | os.PathLike[str] | None = None,
     context: Context | None = None,
     transport: httpx2.BaseTransport | None = None,
+    on_block: OnBlock = "respond",
     **kwargs: Any,
 ) -> httpx2.Client:
     """An ``httpx2.Client`` whose every request goes through veilpix:
@@ -33,11 +35,18 @@ def http_client(
     >>> client = openai.OpenAI(http_client=veilpix.http_client(policy=veilpix.Policy(faces="blur")))
 
     ``transport`` is the inner transport that finally sends (default httpx2's own);
-    other keyword arguments go to ``httpx2.Client``."""
+    other keyword arguments go to ``httpx2.Client``.
+
+    A request veilpix blocks is answered the way the gateway answers it
+    (``on_block="respond"``): the vendor's own 403 error, so the SDK raises its permission
+    error (``openai.PermissionDeniedError``, ``anthropic.PermissionDeniedError``, ...) once,
+    without retrying; the response's ``x-veilpix-blocked`` header names the rule. Pass
+    ``on_block="raise"`` to get :class:`veilpix.RequestBlocked` instead (the SDKs wrap it in
+    their connection error and retry it)."""
     import httpx2
 
     kwargs.setdefault("timeout", httpx2.Timeout(_TIMEOUT["timeout"], connect=_TIMEOUT["connect"]))
-    guard = GuardTransport(transport, policy=policy, log=log, context=context)
+    guard = GuardTransport(transport, policy=policy, log=log, context=context, on_block=on_block)
     return httpx2.Client(transport=guard, **kwargs)
 
 
@@ -47,11 +56,14 @@ def async_http_client(
     log: AuditLog | str | os.PathLike[str] | None = None,
     context: Context | None = None,
     transport: httpx2.AsyncBaseTransport | None = None,
+    on_block: OnBlock = "respond",
     **kwargs: Any,
 ) -> httpx2.AsyncClient:
     """The ``httpx2.AsyncClient`` counterpart of :func:`http_client`."""
     import httpx2
 
     kwargs.setdefault("timeout", httpx2.Timeout(_TIMEOUT["timeout"], connect=_TIMEOUT["connect"]))
-    guard = AsyncGuardTransport(transport, policy=policy, log=log, context=context)
+    guard = AsyncGuardTransport(
+        transport, policy=policy, log=log, context=context, on_block=on_block
+    )
     return httpx2.AsyncClient(transport=guard, **kwargs)

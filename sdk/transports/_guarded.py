@@ -11,22 +11,32 @@ The step: read the body, let the guard prepare the request (destination policy, 
 privacy controls, the write-ahead record), send the rebuilt request with the inner
 transport, then complete the record from the response head; a failure to send is recorded
 too. The async twin runs the guard's CPU work and SQLite commits in a worker thread.
+
+A blocked request raises :class:`~veilpix.RequestBlocked` (``on_block="raise"``, the
+default of the transport classes) or is answered the way the gateway answers it
+(``on_block="respond"``, the default of :func:`veilpix.http_client`): the vendor's own 403
+error, which its SDK raises as its permission error without retrying, with the rule in the
+``x-veilpix-blocked`` header and the receipt in the response's ``veilpix_receipt``
+extension. Either way not a byte was sent and the block is logged once.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
-from veilpix.guard import Guard, Outbound, Prepared
+from veilpix._errors import ConfigError, RequestBlocked
+from veilpix.guard import Guard, Outbound, Prepared, refusal
 
 if TYPE_CHECKING:
     from veilpix._policy import Policy
     from veilpix.audit._log import AuditLog
     from veilpix.guard import Context
 
-__all__ = ["CONTEXT", "RECEIPT", "GuardedAsync", "GuardedSync"]
+__all__ = ["CONTEXT", "RECEIPT", "GuardedAsync", "GuardedSync", "OnBlock"]
+
+OnBlock = Literal["raise", "respond"]
 
 # A request extension carrying a per-call ``veilpix.Context`` (who, why, model, prompt), for
 # callers that share one transport between calls of different purposes (veilpix.Client does).
@@ -124,6 +134,28 @@ def _failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _answer(new: Callable[..., Resp], request: Request, exc: RequestBlocked) -> Resp:
+    """The vendor-shaped answer to a blocked request (see the module docstring)."""
+    answer = refusal(exc)
+    return new(
+        answer.status,
+        headers=list(answer.headers),
+        json=answer.body,
+        request=request,
+        extensions={RECEIPT: exc.receipt},
+    )
+
+
+def _on_block(value: str) -> OnBlock:
+    if value not in ("raise", "respond"):
+        raise ConfigError(
+            f"on_block must be 'raise' or 'respond', got {value!r}",
+            hint="'raise' raises veilpix.RequestBlocked; 'respond' answers with the vendor's "
+            "own 403 error",
+        )
+    return "raise" if value == "raise" else "respond"
+
+
 def _guard(
     guard: Guard | None,
     policy: Policy | None,
@@ -138,10 +170,11 @@ class GuardedSync(Generic[Req, Resp]):
 
     ``transport`` is the inner transport that finally sends (default: the library's own);
     ``guard`` shares one core between transports, else one is made from ``policy``, ``log``
-    and ``context``."""
+    and ``context``; ``on_block`` says how a blocked request ends (module docstring)."""
 
     # set by each library's transport class
     _request_class: Callable[..., Req]
+    _response_class: Callable[..., Resp]
     _default_transport: Callable[[], Sender[Req, Resp]]
 
     def __init__(
@@ -152,13 +185,20 @@ class GuardedSync(Generic[Req, Resp]):
         log: AuditLog | str | os.PathLike[str] | None = None,
         context: Context | None = None,
         guard: Guard | None = None,
+        on_block: OnBlock = "raise",
     ) -> None:
         self._inner = transport if transport is not None else self._default_transport()
         self.guard = _guard(guard, policy, log, context)
+        self.on_block = _on_block(on_block)
 
     def handle_request(self, request: Req) -> Resp:
         context = request.extensions.get(CONTEXT)
-        prepared = self.guard.prepare(_outbound(request, request.read()), context=context)
+        try:
+            prepared = self.guard.prepare(_outbound(request, request.read()), context=context)
+        except RequestBlocked as exc:
+            if self.on_block == "raise":
+                raise
+            return _answer(self._response_class, request, exc)
         try:
             response = self._inner.handle_request(_rebuild(self._request_class, request, prepared))
         except BaseException as exc:
@@ -176,6 +216,7 @@ class GuardedAsync(Generic[Req, Resp]):
     (:meth:`Guard.aprepare`): light checks on the event loop, images on a worker thread."""
 
     _request_class: Callable[..., Req]
+    _response_class: Callable[..., Resp]
     _default_transport: Callable[[], AsyncSender[Req, Resp]]
 
     def __init__(
@@ -186,14 +227,21 @@ class GuardedAsync(Generic[Req, Resp]):
         log: AuditLog | str | os.PathLike[str] | None = None,
         context: Context | None = None,
         guard: Guard | None = None,
+        on_block: OnBlock = "raise",
     ) -> None:
         self._inner = transport if transport is not None else self._default_transport()
         self.guard = _guard(guard, policy, log, context)
+        self.on_block = _on_block(on_block)
 
     async def handle_async_request(self, request: Req) -> Resp:
         body = await request.aread()
         context = request.extensions.get(CONTEXT)
-        prepared = await self.guard.aprepare(_outbound(request, body), context=context)
+        try:
+            prepared = await self.guard.aprepare(_outbound(request, body), context=context)
+        except RequestBlocked as exc:
+            if self.on_block == "raise":
+                raise
+            return _answer(self._response_class, request, exc)
         try:
             response = await self._inner.handle_async_request(
                 _rebuild(self._request_class, request, prepared)

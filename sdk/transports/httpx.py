@@ -1,6 +1,7 @@
 """``GuardTransport`` / ``AsyncGuardTransport`` for httpx (replicate, fal-client, google-genai with httpx). Every request goes
 through the veilpix core before the inner transport sends it; a blocked request raises
-:class:`veilpix.RequestBlocked` before any byte is sent.
+:class:`veilpix.RequestBlocked` before any byte is sent (or, with ``on_block="respond"``, is
+answered with the vendor's own 403 error, as the gateway answers it).
 
     import httpx, veilpix
     from veilpix.transports.httpx import GuardTransport
@@ -24,6 +25,7 @@ class GuardTransport(GuardedSync[httpx.Request, httpx.Response], httpx.BaseTrans
     (default: httpx's own ``HTTPTransport``). ``guard`` shares one core between transports."""
 
     _request_class = httpx.Request
+    _response_class = httpx.Response
     _default_transport = httpx.HTTPTransport
 
 
@@ -31,4 +33,5 @@ class AsyncGuardTransport(GuardedAsync[httpx.Request, httpx.Response], httpx.Asy
     """The async twin of :class:`GuardTransport`; the core runs in a worker thread."""
 
     _request_class = httpx.Request
+    _response_class = httpx.Response
     _default_transport = httpx.AsyncHTTPTransport

@@ -1,6 +1,7 @@
 """``GuardTransport`` / ``AsyncGuardTransport`` for httpx2 (openai 3.x, anthropic, google-genai, mistralai). Every request goes
 through the veilpix core before the inner transport sends it; a blocked request raises
-:class:`veilpix.RequestBlocked` before any byte is sent.
+:class:`veilpix.RequestBlocked` before any byte is sent (or, with ``on_block="respond"``, is
+answered with the vendor's own 403 error, as the gateway answers it).
 
     import httpx2, veilpix
     from veilpix.transports.httpx2 import GuardTransport
@@ -24,6 +25,7 @@ class GuardTransport(GuardedSync[httpx2.Request, httpx2.Response], httpx2.BaseTr
     (default: httpx2's own ``HTTPTransport``). ``guard`` shares one core between transports."""
 
     _request_class = httpx2.Request
+    _response_class = httpx2.Response
     _default_transport = httpx2.HTTPTransport
 
 
@@ -31,4 +33,5 @@ class AsyncGuardTransport(GuardedAsync[httpx2.Request, httpx2.Response], httpx2.
     """The async twin of :class:`GuardTransport`; the core runs in a worker thread."""
 
     _request_class = httpx2.Request
+    _response_class = httpx2.Response
     _default_transport = httpx2.AsyncHTTPTransport

@@ -771,6 +771,8 @@ def test_env_lines_are_copy_pasteable_shell(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     roots_file(tmp_path, monkeypatch)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
     folder = tmp_path / "it's a folder"  # a space and a quote: quoting must hold
     assert run(capsys, "ca", "init", "--dir", str(folder))[0] == 0
     code, out, _ = run(capsys, "env", "--dir", str(folder))
@@ -811,6 +813,78 @@ def test_env_lines_are_copy_pasteable_shell(
     assert code == 0 and json.loads(out)["HTTPS_PROXY"] == "http://[::1]:9000"
     code, out, _ = run(capsys, "env", "--unset")
     assert code == 0 and shlex.split(out) == ["unset", *values]
+
+
+def test_env_takes_vendor_hosts_out_of_no_proxy_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    roots_file(tmp_path, monkeypatch)
+    assert run(capsys, "ca", "init")[0] == 0
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1,.openai.com,*.corp.example,res.example")
+    monkeypatch.setenv("no_proxy", "*")
+    cfg = write(tmp_path, '[vendors.openai]\nbase_url = "https://res.example/openai/v1"\n')
+    code, out, err = run(capsys, "env", "--config", str(cfg))
+    assert code == 0
+    assert "export NO_PROXY='localhost,127.0.0.1,*.corp.example'" in out.splitlines()
+    assert "unset no_proxy" in out.splitlines()
+    assert "removed .openai.com, res.example" in err and "removed *;" in err
+    # what the shell then has: Python's own proxy logic no longer skips the vendor
+    sh = shutil.which("sh")
+    if sh is not None:
+        script = out + 'printf "%s|%s\\n" "$NO_PROXY" "${no_proxy-unset}"\n'
+        done = subprocess.run(
+            [sh],
+            input=script,
+            capture_output=True,
+            text=True,
+            check=True,
+            env={"PATH": os.environ.get("PATH", ""), "no_proxy": "*"},
+        )
+        assert done.stdout.strip() == "localhost,127.0.0.1,*.corp.example|unset"
+    import urllib.request
+
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1,*.corp.example")
+    monkeypatch.delenv("no_proxy")
+    assert not urllib.request.proxy_bypass_environment("api.openai.com")
+    assert urllib.request.proxy_bypass_environment("localhost")
+    code, out, _ = run(capsys, "env", "--json")
+    assert code == 0 and "NO_PROXY" not in json.loads(out)  # nothing to take out: untouched
+    monkeypatch.setenv("NO_PROXY", "googleapis.com,intranet")
+    code, out, err = run(capsys, "env", "--json")
+    assert json.loads(out)["NO_PROXY"] == "intranet" and "googleapis.com" in err
+
+
+@pytest.mark.parametrize(
+    ("entry", "bypasses"),
+    [
+        ("*", True),
+        (".openai.com", True),
+        ("openai.com", True),
+        ("OPENAI.COM:443", True),
+        ("*.anthropic.com", True),
+        ("com", True),
+        ("googleapis.com", True),  # Gemini, and every Vertex region host
+        ("europe-west4-aiplatform.googleapis.com", True),
+        ("openai.azure.com", True),  # every Azure resource
+        ("azure.com", True),
+        ("localhost", False),
+        ("127.0.0.1", False),
+        ("::1", False),
+        ("[::1]:8788", False),
+        ("10.0.0.0/8", False),
+        ("intranet.corp", False),
+        ("openai.com.evil", False),
+        ("notopenai.com", False),
+        ("", False),
+        (".", False),
+    ],
+)
+def test_no_proxy_entries_that_bypass_a_vendor(entry: str, bypasses: bool) -> None:
+    from veilpix._net import no_proxy_split
+
+    kept, removed = no_proxy_split(entry)
+    assert removed == ([entry] if bypasses else [])
+    assert kept == ([entry] if entry and not bypasses else [])
 
 
 def test_env_takes_the_port_from_the_config(

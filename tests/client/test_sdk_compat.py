@@ -13,6 +13,7 @@ import httpx2
 import pytest
 
 import factories
+import veilpix
 from veilpix import AuditLog, Policy
 from veilpix.transports.httpx import GuardTransport as HttpxGuard
 from veilpix.transports.httpx2 import GuardTransport
@@ -322,3 +323,135 @@ def test_gemini_over_httpx(log: AuditLog, assert_clean: Any) -> None:
     inline = part.get("inlineData") or part.get("inline_data")
     assert_clean(base64.b64decode(inline["data"]), "gem-httpx.jpg")
     assert only_record(log)["where"]["vendor"] == "gemini"
+
+
+# -- a blocked call, as each SDK sees it through veilpix.http_client -------------------------
+
+ANTHROPIC_IMAGE_CALL: dict[str, Any] = {
+    "model": "claude-opus-4-6",
+    "max_tokens": 64,
+    "messages": [
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "image",
+                    "source": {"type": "base64", "media_type": "image/jpeg", "data": B64},
+                },
+                {"type": "text", "text": "what is it"},
+            ],
+        }
+    ],
+}
+
+
+def _blocked_only(log: AuditLog, rule: str) -> None:
+    (rec,) = log.records()  # logged once: the SDK did not retry
+    assert rec.outcome == "blocked" and rec.to_dict()["rule"] == rule
+
+
+def test_a_block_reaches_the_anthropic_sdk_as_its_permission_error_once(log: AuditLog) -> None:
+    anthropic = pytest.importorskip("anthropic")
+    up = Upstream()
+    http = veilpix.http_client(
+        policy=Policy(allowed_vendors={"openai"}),
+        log=log,
+        transport=httpx2.MockTransport(up.handler2),
+    )
+    client = anthropic.Anthropic(api_key="sk-ant-test-abcdefghijkl", http_client=http)  # retries on
+    with pytest.raises(anthropic.PermissionDeniedError) as caught:
+        client.messages.create(**ANTHROPIC_IMAGE_CALL)
+    assert up.seen == []
+    response = caught.value.response
+    assert response.status_code == 403
+    assert response.headers["x-veilpix-blocked"] == "destination.vendor"
+    receipt = response.extensions["veilpix_receipt"]
+    assert receipt.blocked == "destination.vendor" and receipt.vendor == "anthropic"
+    assert response.headers["x-veilpix-record"] == receipt.record_id
+    assert caught.value.body["error"]["type"] == "permission_error"
+    assert "blocked by veilpix" in caught.value.message
+    _blocked_only(log, "destination.vendor")
+
+
+def test_a_block_reaches_the_openai_sdk_as_its_permission_error_once(log: AuditLog) -> None:
+    openai = pytest.importorskip("openai")
+    up = Upstream()
+    http = veilpix.http_client(
+        policy=Policy(allowed_vendors={"anthropic"}),
+        log=log,
+        transport=httpx2.MockTransport(up.handler2),
+    )
+    client = openai.OpenAI(api_key="sk-test-abcdefghijklmnop", http_client=http)  # retries on
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        client.images.edit(
+            model="gpt-image-2", image=("cat.jpg", PHOTO, "image/jpeg"), prompt="hat"
+        )
+    assert up.seen == []
+    assert caught.value.code == "destination.vendor"
+    _blocked_only(log, "destination.vendor")
+
+
+def test_a_block_reaches_the_genai_sdk_as_a_403(log: AuditLog) -> None:
+    genai = pytest.importorskip("google.genai")
+    from google.genai import errors, types
+
+    up = Upstream()
+    http = veilpix.http_client(
+        policy=Policy(allowed_vendors={"openai"}),
+        log=log,
+        transport=httpx2.MockTransport(up.handler2),
+    )
+    client = genai.Client(
+        api_key="AIza-test-key-000000000000000000000000",
+        http_options=types.HttpOptions(httpx_client=http),
+    )
+    with pytest.raises(errors.ClientError) as caught:
+        client.models.generate_content(
+            model="gemini-2.5-flash",
+            contents=[types.Part.from_bytes(data=PHOTO, mime_type="image/jpeg"), "what is it"],
+        )
+    assert caught.value.code == 403 and caught.value.status == "PERMISSION_DENIED"
+    assert up.seen == []
+    _blocked_only(log, "destination.vendor")
+
+
+async def _async_block(log: AuditLog) -> Any:
+    up = Upstream()
+
+    async def handler(request: httpx2.Request) -> httpx2.Response:
+        return up.handler2(request)
+
+    async with veilpix.async_http_client(
+        policy=Policy(allowed_vendors={"openai"}), log=log, transport=httpx2.MockTransport(handler)
+    ) as http:
+        response = await http.post(
+            "https://api.anthropic.com/v1/messages", json=ANTHROPIC_IMAGE_CALL
+        )
+    assert up.seen == []
+    return response
+
+
+def test_the_async_client_answers_a_block_too(log: AuditLog) -> None:
+    import anyio
+
+    response = anyio.run(_async_block, log)
+    assert response.status_code == 403
+    assert response.json()["error"]["type"] == "permission_error"
+    assert response.headers["x-should-retry"] == "false"
+    _blocked_only(log, "destination.vendor")
+
+
+def test_on_block_raise_keeps_request_blocked_and_a_bad_value_is_refused(log: AuditLog) -> None:
+    up = Upstream()
+    http = veilpix.http_client(
+        policy=Policy(allowed_vendors={"openai"}),
+        log=log,
+        transport=httpx2.MockTransport(up.handler2),
+        on_block="raise",
+    )
+    with pytest.raises(veilpix.RequestBlocked) as caught:
+        http.post("https://api.anthropic.com/v1/messages", json=ANTHROPIC_IMAGE_CALL)
+    assert caught.value.receipt is not None and caught.value.receipt.blocked == "destination.vendor"
+    assert caught.value.receipt.images == ()  # nothing was sent
+    with pytest.raises(veilpix.ConfigError, match="on_block"):
+        veilpix.http_client(log=log, on_block="ignore")  # type: ignore[arg-type]

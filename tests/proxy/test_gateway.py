@@ -186,7 +186,7 @@ def test_huge_body_is_refused(vendor: Any, gateway: Any) -> None:
 
 def test_malformed_multipart_is_blocked(vendor: Any, gateway: Any) -> None:
     fake, _ = vendor
-    server, _ = gateway
+    server, log = gateway
     resp = httpx2.post(
         f"{server.url}/openai/images/edits",
         content=b"--b\r\nno headers",
@@ -194,6 +194,10 @@ def test_malformed_multipart_is_blocked(vendor: Any, gateway: Any) -> None:
         timeout=30,
     )
     assert resp.status_code == 403 and resp.json()["error"]["code"] == "request.malformed"
+    assert resp.headers["x-veilpix-blocked"] == "request.malformed"
+    assert resp.headers["x-should-retry"] == "false"
+    (record,) = log.records()
+    assert resp.headers["x-veilpix-record"] == record.id
     assert fake.seen == []
 
 
