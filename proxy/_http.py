@@ -40,6 +40,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from veilpix._errors import ConfigError
+from veilpix._install import install_command
 from veilpix.proxy._asgi import DISCONNECT, HEALTH_PATH, reply, reply_text, vendor_error
 from veilpix.proxy._limits import RETRY_AFTER, BodyClock, busy_response, client_key
 
@@ -128,7 +129,7 @@ def http_protocol(limits: ConnectionLimits | None = None) -> Any:
             return "auto"
         raise ConfigError(
             "the proxy needs httptools for its connection limits",
-            hint="pip install 'veilpix[proxy]'",
+            hint=install_command("proxy"),
         ) from exc
 
     class GatewayHttpToolsProtocol(HttpToolsProtocol):

@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 from veilpix import adapters
 from veilpix._errors import ConfigError
+from veilpix._install import install_command
 from veilpix._net import split_authority
 from veilpix.proxy._asgi import HEALTH_PATH, METRICS_PATH, METRICS_TYPE, TOKEN_HEADER
 from veilpix.proxy._bridge import READ, Closed, Destination, Link, Session, linger
@@ -155,7 +156,7 @@ class InterceptProxy:
             import h11  # noqa: F401 - used by veilpix.proxy._bridge, for every connection
         except ImportError as exc:
             raise ConfigError(
-                "the intercept proxy needs h11", hint="pip install 'veilpix[proxy]'"
+                "the intercept proxy needs h11", hint=install_command("proxy")
             ) from exc
         self._tls = self.authority.server_context(on_refuse=self._sni_refused)
         if sock is not None:

@@ -27,7 +27,8 @@ from typing import Any, TextIO
 from veilpix import adapters
 from veilpix._ca import Authority
 from veilpix._config import Config
-from veilpix._errors import CAError, ConfigError, VeilpixError
+from veilpix._errors import DOCS, CAError, ConfigError, VeilpixError
+from veilpix._install import install_command
 from veilpix._net import is_loopback
 from veilpix.audit._log import AuditLog
 from veilpix.guard import Guard
@@ -170,7 +171,7 @@ def load_authority(config: Config, ca_dir: str | Path | None = None) -> Authorit
     except CAError as exc:
         if not (directory / "ca-key.pem").exists():
             raise CAError(
-                exc.message, hint="create it with `veilpix ca init` (see docs/intercept.md)"
+                exc.message, hint=f"create it with `veilpix ca init` (see {DOCS}intercept.md)"
             ) from exc
         raise
 
@@ -264,7 +265,7 @@ def serve(
     try:
         import uvicorn  # noqa: F401 - checked here, used by _server
     except ImportError as exc:
-        raise ConfigError("the proxy needs uvicorn", hint="pip install 'veilpix[proxy]'") from exc
+        raise ConfigError("the proxy needs uvicorn", hint=install_command("proxy")) from exc
 
     settings = config.proxy
     # --host/--port, else $VEILPIX_PROXY_HOST/$VEILPIX_PROXY_PORT, else [proxy], else defaults

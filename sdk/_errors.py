@@ -41,14 +41,17 @@ vendor).
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Literal
 
 from veilpix import _LAZY
+from veilpix._install import install_command
 
 if TYPE_CHECKING:
     from veilpix.guard import Receipt
 
 __all__ = [
+    "DOCS",
     "AuditLogError",
     "BlockRule",
     "CAError",
@@ -82,17 +85,26 @@ class VeilpixError(Exception):
     """Base class of every error veilpix raises on purpose."""
 
     default_hint = ""
+    # "{install:EXTRA}" in a default hint becomes the pip command that adds EXTRA to this
+    # install, from where it came from (veilpix._install)
+    _INSTALL = re.compile(r"\{install:(\w+)\}")
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         self.message = message
-        self.hint = self.default_hint if hint is None else hint
+        if hint is None:
+            hint = self._INSTALL.sub(lambda m: install_command(m[1]), self.default_hint)
+        self.hint = hint
         super().__init__(f"{message} ({self.hint})" if self.hint else message)
+
+
+# Where the documentation is read (hints link there: a pip install has no docs/ folder).
+DOCS = "https://github.com/veilpix/veilpix/blob/main/docs/"
 
 
 class ConfigError(VeilpixError):
     """A policy, option or configuration value is invalid."""
 
-    default_hint = "check the value against the documentation in docs/"
+    default_hint = f"check the value against the documentation: {DOCS}"
 
 
 class ImageError(VeilpixError):
@@ -104,7 +116,7 @@ class UnsupportedImage(ImageError):
 
     default_hint = (
         "convert it to JPEG, PNG, WebP, GIF, TIFF, BMP, HEIC/HEIF or AVIF first"
-        " (HEIC needs the 'heif' extra: pip install 'veilpix[heif]')"
+        " (HEIC needs the 'heif' extra: {install:heif})"
     )
 
 
@@ -134,8 +146,9 @@ class FaceDetectionError(ImageError):
     """Faces were to be blurred but detection failed, so the image was not let through."""
 
     default_hint = (
-        "the image was blocked rather than sent with faces unblurred; check that the face "
-        "model is installed (pip install 'veilpix[faces]') and that the image decodes"
+        "the image was blocked rather than sent with faces unblurred; check that the image "
+        "decodes (the face model ships with veilpix; if it is missing, the install is "
+        "damaged: reinstall veilpix)"
     )
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from veilpix._errors import AuditLogError, ConfigError, LogIntegrityError
+from veilpix._install import install_command
 from veilpix.audit._chain import founding_statement, now_text
 from veilpix.audit._checks import check_tail
 from veilpix.audit._keys import KeyFile, check_private, key_id, verify_signature
@@ -377,7 +378,7 @@ def check_schema(db: sqlite3.Connection, path: Path) -> int:
         raise AuditLogError(
             f"the transfer log {str(path)!r} was written by a newer veilpix "
             f"(schema {version}, this version knows {SCHEMA_VERSION})",
-            hint="upgrade veilpix: pip install -U veilpix",
+            hint=f"upgrade veilpix: {install_command(upgrade=True)}",
         )
     if version == 0:
         raise AuditLogError(

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from veilpix._config import load_config
+from veilpix._errors import DOCS
 from veilpix.cli._exit import EXIT_OK, EXIT_USAGE
 from veilpix.cli._options import Subparsers
 from veilpix.proxy._serve import serve
@@ -60,9 +61,9 @@ def add_parser(sub: Subparsers, summary: str) -> None:
     p = sub.add_parser(
         "proxy",
         help=summary,
-        description="Run the veilpix gateway (needs the 'proxy' extra: pip install "
-        "'veilpix[proxy]'). Apps point their vendor SDK's base URL at it. With --intercept, "
-        "also an HTTPS_PROXY for apps that take no base URL (docs/intercept.md).",
+        description="Run the veilpix gateway (needs the 'proxy' extra). Apps point their "
+        "vendor SDK's base URL at it. With --intercept, also an HTTPS_PROXY for apps that "
+        f"take no base URL ({DOCS}intercept.md).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=_PROXY_EPILOG,
     )
@@ -84,8 +85,7 @@ def add_parser(sub: Subparsers, summary: str) -> None:
     p.add_argument(
         "--intercept",
         action="store_true",
-        help="also run the HTTPS_PROXY intercept proxy (needs 'veilpix ca init' first; see "
-        "docs/intercept.md)",
+        help="also run the HTTPS_PROXY intercept proxy (needs 'veilpix ca init' first)",
     )
     p.add_argument(
         "--intercept-port",

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from veilpix import adapters
+from veilpix._errors import DOCS
 from veilpix._net import is_loopback
 from veilpix._policy import Policy
 from veilpix.guard._record_facts import path_models
@@ -57,7 +58,11 @@ def resolve(
             "destination.unknown_host",
             f"{host or request.url!r} is not the host of a registered AI vendor",
             "veilpix only sends to vendors it has an adapter for; map a gateway or test "
-            "server to one with Policy(vendor_hosts={'host': 'openai'})",
+            "server to one with "
+            + work.setting(
+                "Policy(vendor_hosts={'host': 'openai'})",
+                'base_url = "https://HOST/..." under [vendors.openai] in veilpix.toml',
+            ),
         )
     vendor = work.vendor
     # (routing to a regional host below changes the host, never the path)
@@ -77,7 +82,11 @@ def resolve(
             "destination.vendor",
             f"{vendor.display} is not among the allowed vendors "
             f"({', '.join(sorted(policy.allowed_vendors)) or 'none'})",
-            "add it to Policy(allowed_vendors=...) if it should be allowed",
+            "if it should be allowed, add it to "
+            + work.setting(
+                "Policy(allowed_vendors=...)",
+                f'allowed_vendors under [policy] (or the app\'s [apps.NAME]) in veilpix.toml: "{vendor.name}"',
+            ),
         )
     url = route_region(request.url, work)
     # A host the policy names (an Azure resource in Sweden) is where the policy says.
@@ -90,8 +99,13 @@ def resolve(
             "destination.country",
             f"{vendor.display} at {work.host} processes requests in {where}, which the "
             "policy does not allow",
-            "choose a region inside the allowed countries (Policy(region='eu')) or widen "
-            "Policy(allowed_countries=...)",
+            work.setting(
+                "choose a region inside the allowed countries (Policy(region='eu')) or widen "
+                "Policy(allowed_countries=...)",
+                f'choose a region inside the allowed countries (region = "eu" under '
+                f"[vendors.{vendor.name}.policy] in veilpix.toml) or widen allowed_countries "
+                "under [policy]",
+            ),
         )
     work.endpoint = vendor.endpoint_for(request.method, work.path)
     return url
@@ -162,7 +176,7 @@ def sort_controls(work: Work) -> None:
             "controls.required",
             f"{vendor.display} cannot apply the required control(s) "
             f"{', '.join(sorted(missing))} on this call",
-            "see docs/vendors.md for what each vendor offers per request",
+            f"what each vendor offers per request: {DOCS}vendors.md",
         )
 
 

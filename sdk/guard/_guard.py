@@ -152,7 +152,7 @@ class Guard:
     ) -> tuple[Outbound, Work, Block | None]:
         """The request rebuilt and what was learned, or the reason it must be blocked (with
         the request itself, for the record). Writes nothing."""
-        work = Work(policy=self.policy, inline=inline, fetch=self._fetch)
+        work = Work(policy=self.policy, inline=inline, fetch=self._fetch, door=ctx.door)
         try:
             return self._prepare(request, ctx, work, vendor), work, None
         except Block as block:

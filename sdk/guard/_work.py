@@ -44,6 +44,12 @@ class Work:
     policy: Policy = field(default_factory=Policy)  # the guard's, or the vendor's override
     inline: bool = False  # on the event loop: heavy work raises NeedsThread
     fetch: Fetch = field(default=fetch_url, repr=False)  # the downloader of remote images
+    door: str = "transport"  # which door the request came through (for how hints are worded)
+
+    def setting(self, python: str, toml: str) -> str:
+        """A hint's way to name a setting: as veilpix.toml has it for the proxy doors, whose
+        users write the file, else as Python code."""
+        return toml if self.door in ("gateway", "intercept") else python
 
     def heavy(self) -> None:
         if self.inline:

@@ -26,6 +26,7 @@ from veilpix._errors import (
     UnsafeOutput,
     UnsupportedImage,
 )
+from veilpix._install import install_command
 from veilpix._policy import Policy
 from veilpix.formats._bmff import decode_error
 from veilpix.formats._gif import scan_gif, strip_gif
@@ -149,7 +150,7 @@ def _bmff_metadata(data: bytes, fmt: str, scan: Scan, notes: list[str]) -> int |
                 info = dict(im.info)
                 orientation = int(im.getexif().get(274, 1) or 1)
     except ImportError:
-        notes.append("EXIF/XMP details need the 'heif' extra: pip install 'veilpix[heif]'")
+        notes.append(f"EXIF/XMP details need the 'heif' extra: {install_command('heif')}")
         return None
     except Exception as exc:  # noqa: BLE001 - decoder errors of every kind end the same way
         notes.append(f"metadata not readable: {exc}")

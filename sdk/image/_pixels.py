@@ -26,6 +26,7 @@ from veilpix._errors import (
     UnsupportedImage,
     VeilpixError,
 )
+from veilpix._install import install_command
 from veilpix._policy import Policy
 from veilpix.formats._registry import FORMATS
 from veilpix.formats._scan import check_limits
@@ -214,7 +215,7 @@ def _open_heif(data: bytes, policy: Policy) -> Picture:
         import pillow_heif
     except ImportError as exc:
         raise UnsupportedImage(
-            "HEIC/HEIF support is not installed", hint="pip install 'veilpix[heif]'"
+            "HEIC/HEIF support is not installed", hint=install_command("heif")
         ) from exc
     with decoding("HEIF"):
         heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=True)

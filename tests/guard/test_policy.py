@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -59,3 +60,42 @@ def test_outbound_set_headers_is_set_header_in_turn() -> None:
     assert both.headers == one.headers == [("Sec-GPC", "1"), ("content-type", "b"), ("x-a", "4")]
     both.drop_header("sec-gpc", "CONTENT-TYPE")
     assert both.headers == [("x-a", "4")]
+
+
+@pytest.mark.parametrize(
+    ("door", "wording", "other"),
+    [
+        ("transport", "Policy(", "veilpix.toml"),
+        ("sdk", "Policy(", "veilpix.toml"),
+        ("gateway", "veilpix.toml", "Policy("),
+        ("intercept", "veilpix.toml", "Policy("),
+    ],
+)
+@pytest.mark.parametrize(
+    ("policy", "url", "rule"),
+    [
+        (
+            {"allowed_countries": frozenset({"DE"})},
+            "https://api.openai.com/v1/responses",
+            "destination.country",
+        ),
+        (
+            {"allowed_vendors": frozenset({"anthropic"})},
+            "https://api.openai.com/v1/responses",
+            "destination.vendor",
+        ),
+        ({}, "https://example.com/v1/responses", "destination.unknown_host"),
+    ],
+)
+def test_block_hints_speak_the_doors_language(
+    tmp_path: Any, door: str, wording: str, other: str, policy: dict[str, Any], url: str, rule: str
+) -> None:
+    # the proxy doors' users write veilpix.toml; the SDK's users write Python
+    guard = veilpix.Guard(
+        veilpix.Policy(**policy), tmp_path / "a.db", context=veilpix.Context(door=door)
+    )
+    with pytest.raises(veilpix.RequestBlocked) as caught:
+        guard.prepare(veilpix.Outbound("POST", url, [("content-type", "application/json")], b"{}"))
+    assert caught.value.rule == rule
+    assert wording in caught.value.hint and other not in caught.value.hint
+    guard.log.close()
