@@ -11,7 +11,8 @@ __all__ = ["CATEGORIES", "SENSITIVE", "Category", "Finding", "GpsPosition", "Rem
 
 # Categories of findings, in the order reports list them.
 Category = Literal[
-    "gps",
+    "gps",  # coordinates
+    "location",  # place names: city, state, country, sub-location
     "device",
     "serial",
     "owner",
@@ -29,7 +30,7 @@ Category = Literal[
 ]
 CATEGORIES: tuple[Category, ...] = get_args(Category)
 # Categories that identify a person, a place or a device on their own.
-SENSITIVE: frozenset[Category] = frozenset({"gps", "serial", "owner", "people"})
+SENSITIVE: frozenset[Category] = frozenset({"gps", "location", "serial", "owner", "people"})
 
 
 @dataclass(frozen=True)

@@ -24,13 +24,13 @@ _OPEN_REST = re.compile(r"(?:\s[^<>]{0,1024}+)?+>")
 
 # property -> (category, label)
 _PROPS: dict[str, tuple[Category, str]] = {
-    "photoshop:City": ("gps", "City"),
-    "photoshop:State": ("gps", "State / province"),
-    "photoshop:Country": ("gps", "Country"),
-    "Iptc4xmpCore:Location": ("gps", "Location"),
-    "Iptc4xmpCore:CountryCode": ("gps", "Country code"),
-    "Iptc4xmpExt:LocationShown": ("gps", "Location shown"),
-    "Iptc4xmpExt:LocationCreated": ("gps", "Location created"),
+    "photoshop:City": ("location", "City"),
+    "photoshop:State": ("location", "State / province"),
+    "photoshop:Country": ("location", "Country"),
+    "Iptc4xmpCore:Location": ("location", "Location"),
+    "Iptc4xmpCore:CountryCode": ("location", "Country code"),
+    "Iptc4xmpExt:LocationShown": ("location", "Location shown"),
+    "Iptc4xmpExt:LocationCreated": ("location", "Location created"),
     "tiff:Make": ("device", "Camera make"),
     "tiff:Model": ("device", "Camera model"),
     "aux:Lens": ("device", "Lens"),

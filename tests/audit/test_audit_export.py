@@ -196,7 +196,7 @@ def test_csv_has_one_row_per_record_with_the_right_values(
     assert sent["images_downscaled"] == "0"
     assert int(sent["bytes_before"]) == 2 * len(factories.jpeg())
     assert sent["bytes_sent"] == "9000"  # the request size the door reported
-    assert sent["metadata_found"].startswith("gps;device;serial;owner")
+    assert sent["metadata_found"].startswith("gps;location;device;serial;owner")
     assert "face image (unblurred)" in sent["data_categories"].split(";")
     assert "prompt text" in sent["data_categories"].split(";")
     assert sent["controls_applied"] == "zero data retention"

@@ -54,6 +54,7 @@ def test_report_names_what_was_found() -> None:
     by_cat = rep.categories()
     for cat in (
         "gps",
+        "location",
         "device",
         "serial",
         "owner",
@@ -82,6 +83,10 @@ def test_report_names_what_was_found() -> None:
         "JPEG APP11 JUMBF",
     } <= removed
     assert rep.sensitive
+    # a place name is a location, not a GPS coordinate, and sensitive on its own
+    places = [f for f in rep.findings if f.label in ("City", "Country")]
+    assert {f.source for f in places} == {"IPTC in JPEG", "XMP in JPEG"}
+    assert all(f.category == "location" and f.sensitive for f in places)
 
 
 def test_exif_thumbnail_showing_another_picture_is_gone() -> None:
