@@ -28,14 +28,12 @@ from veilpix.audit._restart import restart_log
 from veilpix.cli._audit_review import (
     EXIT_PROBLEM,
     EXIT_UNSIGNED,
-    console,
     dump,
-    esc,
     filter_args,
     open_log,
-    plural,
 )
 from veilpix.cli._exit import EXIT_OK
+from veilpix.cli._term import Progress, Term, plural, styled, visible
 
 __all__ = [
     "checkpoint",
@@ -89,18 +87,14 @@ def _confirm(question: str, args: argparse.Namespace) -> bool:
 def _progress_records(
     log: AuditLog, records: Iterator[TransferRecord], args: argparse.Namespace
 ) -> Iterator[TransferRecord]:
-    """Wrap an export's records in a progress bar on stderr when it is a terminal."""
+    """Wrap an export's records in a progress indicator on stderr when it is a terminal."""
     if args.json or not sys.stderr.isatty():
         yield from records
         return
-    from rich.progress import Progress
-
-    total = log.counts()["records"]
-    with Progress(console=console(stderr=True), transient=True) as bar:
-        task = bar.add_task("exporting", total=total)
+    with Progress(log.counts()["records"], "exporting") as bar:
         for rec in records:
             yield rec
-            bar.advance(task)
+            bar.advance()
 
 
 def export_records(args: argparse.Namespace) -> int:
@@ -122,7 +116,9 @@ def export_records(args: argparse.Namespace) -> int:
         if args.json:
             dump({"output": args.output, "format": args.format, "records": n})
         else:
-            print(f"wrote {n} transfers to {args.output} ({args.format})", file=sys.stderr)
+            Term(sys.stderr).print(
+                f"wrote {plural(n, 'transfer')} to ", args.output, f" ({args.format})"
+            )
     return EXIT_OK
 
 
@@ -148,9 +144,8 @@ def report(args: argparse.Namespace) -> int:
         )
     else:
         state = "verified" if result.ok else "unsigned tail" if result.intact else "NOT verified"
-        print(
-            f"wrote {args.output}: {plural(len(records), 'transfer')}, integrity {state}",
-            file=sys.stderr,
+        Term(sys.stderr).print(
+            "wrote ", args.output, f": {plural(len(records), 'transfer')}, integrity {state}"
         )
     return code
 
@@ -159,7 +154,7 @@ def erase(args: argparse.Namespace) -> int:
     with open_log(args, write=True) as log:
         n = sum(1 for _ in log.records(subject=args.subject))
         if n and not _confirm(
-            f"erase the subject-linked fields of {n} transfer(s) for this subject?", args
+            f"erase the subject-linked fields of {plural(n, 'transfer')} for this subject?", args
         ):
             print("nothing erased", file=sys.stderr)
             return EXIT_PROBLEM
@@ -176,7 +171,7 @@ def erase(args: argparse.Namespace) -> int:
         print("no transfers linked to this subject (never logged, or already erased)")
     else:
         print(
-            f"erased the subject-linked fields of {done.records} transfer(s); "
+            f"erased the subject-linked fields of {plural(done.records, 'transfer')}; "
             f"tombstone at entry {done.tombstone_seq}"
         )
         if not done.physically_overwritten:
@@ -204,7 +199,7 @@ def prune(args: argparse.Namespace) -> int:
         if args.json:
             dump({"dry_run": True, "records": n, "cutoff": cutoff})
         else:
-            print(f"would remove {n} transfer(s) begun before {cutoff}")
+            print(f"would remove {plural(n, 'transfer')} begun before {cutoff}")
         return EXIT_OK
     with open_log(args, write=True) as log:
         if not _confirm(f"remove every entry older than {args.older_than}?", args):
@@ -223,7 +218,8 @@ def prune(args: argparse.Namespace) -> int:
         )
     else:
         print(
-            f"removed {done.records} transfer(s) ({done.entries} entries) begun before "
+            f"removed {plural(done.records, 'transfer')} "
+            f"({plural(done.entries, 'entry', 'entries')}) begun before "
             f"{done.cutoff}" + (f"; bridged at entry {done.prune_seq}" if done.prune_seq else "")
         )
     return EXIT_OK
@@ -240,7 +236,7 @@ def key(args: argparse.Namespace) -> int:
     if args.json:
         dump({"key_id": kid, "pem": pem, "output": args.output})
     elif args.output:
-        print(f"wrote the public key {kid} to {args.output}", file=sys.stderr)
+        Term(sys.stderr).print(f"wrote the public key {kid} to ", args.output)
     else:
         sys.stdout.write(pem)
     return EXIT_OK
@@ -269,11 +265,11 @@ def restart(args: argparse.Namespace) -> int:
     if args.json:
         dump(done.to_dict())
         return EXIT_OK
-    con = console()
-    con.print(f"[bold yellow]restarted[/] {esc(done.path)}: the old log was {esc(done.found)}")
-    con.print(f"  found:    {esc(done.detail)}")
+    con = Term()
+    con.print(styled("restarted", "bold", "yellow"), f" {done.path}: the old log was {done.found}")
+    con.print(f"  found:    {done.detail}")
     if done.moved_to:
-        con.print(f"  old file: moved to {esc(done.moved_to)} (verify it with the same key file)")
+        con.print(f"  old file: moved to {done.moved_to} (verify it with the same key file)")
     con.print(
         f"  new log:  {done.log_id} (was {done.previous_log}); its first entry is the "
         "signed restart statement"
@@ -298,5 +294,5 @@ def resolve(args: argparse.Namespace) -> int:
     if args.json:
         dump({"id": rec.id, "outcome": args.outcome})
     else:
-        print(f"transfer {rec.id}: outcome recorded as {args.outcome}")
+        print(f"transfer {visible(rec.id)}: outcome recorded as {args.outcome}")
     return EXIT_OK

@@ -1,8 +1,8 @@
 """``veilpix audit`` on screen: verify, list, show and stats, and what every audit command
 shares (the log the flags name, the filters, the console, JSON output, the exit codes).
 
-These commands open the log read-only and never change it. Values from the log are data,
-never rich markup (:func:`esc`). Exit codes: 0 fine, 1 verify found tampering (or a
+These commands open the log read-only and never change it. Values from the log are data:
+they print as written, control characters made visible (:mod:`veilpix.cli._term`). Exit codes: 0 fine, 1 verify found tampering (or a
 confirmation was declined), 2 usage, configuration or log error, 3 verify found no tampering
 but entries after the last signed checkpoint.
 """
@@ -19,19 +19,16 @@ from veilpix._errors import ConfigError
 from veilpix.audit._keys import load_public_key
 from veilpix.audit._log import AuditLog
 from veilpix.audit._records import summarize
-from veilpix.cli._exit import EXIT_OK
+from veilpix.cli._exit import EXIT_FAILED, EXIT_OK, EXIT_UNSIGNED
+from veilpix.cli._term import Column, Piece, Table, Term, json_text, plural, styled
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from veilpix.audit._verify import VerifyResult
 
 __all__ = [
     "EXIT_PROBLEM",
     "EXIT_UNSIGNED",
-    "console",
     "dump",
-    "esc",
     "filter_args",
     "list_records",
     "open_log",
@@ -41,7 +38,7 @@ __all__ = [
     "verify",
 ]
 
-EXIT_PROBLEM, EXIT_UNSIGNED = 1, 3
+EXIT_PROBLEM = EXIT_FAILED
 
 
 def open_log(args: argparse.Namespace, *, write: bool = False) -> AuditLog:
@@ -79,41 +76,26 @@ def filter_args(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def console(*, stderr: bool = False) -> Console:
-    from rich.console import Console
-
-    stream = sys.stderr if stderr else sys.stdout
-    # In a pipe or file there is no width to respect: do not wrap rows into several lines.
-    width = None if stream.isatty() else 200
-    return Console(stderr=stderr, highlight=False, width=width)
-
-
 def dump(obj: Any) -> None:
-    print(json.dumps(obj, indent=2, ensure_ascii=False))
-
-
-def esc(value: object) -> str:
-    """Log values are data, not rich markup: "[redacted]" or an app named "[bold]x" must print
-    as written."""
-    from rich.markup import escape
-
-    return escape(str(value))
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+    sys.stdout.write(json_text(obj, indent=2) + "\n")
 
 
 def _short(rid: str) -> str:
     return rid[:8]
 
 
-_OUTCOME_STYLE = {"sent": "green", "blocked": "red", "failed": "yellow", "unknown": "magenta"}
+_OUTCOME_STYLE: dict[str, Any] = {
+    "sent": "green",
+    "blocked": "red",
+    "failed": "yellow",
+    "unknown": "magenta",
+}
 
 
-def _outcome(outcome: str) -> str:
+def _outcome(outcome: str) -> Piece:
     label = "outcome unknown" if outcome == "unknown" else outcome
-    return f"[{_OUTCOME_STYLE.get(outcome, 'white')}]{label}[/]"
+    style = _OUTCOME_STYLE.get(outcome)
+    return styled(label, style) if style else styled(label)
 
 
 def _size(n: int | None) -> str:
@@ -141,14 +123,14 @@ def verify(args: argparse.Namespace) -> int:
     if args.json:
         dump(result.to_dict())
         return code
-    con = console()
-    con.print(f"log      {esc(result.path)}")
+    con = Term()
+    con.print("log      ", str(result.path))
     con.print(
         f"key      {result.key_id} ({'given' if result.key_source == 'given' else 'stored in the log'})"
     )
     span = "-" if result.first_seq is None else f"{result.first_seq}..{result.last_seq}"
     con.print(
-        f"entries  {result.entries} (seq {span}), {result.records} transfers, "
+        f"entries  {result.entries} (seq {span}), {plural(result.records, 'transfer')}, "
         f"{result.pending} with outcome unknown"
     )
     through = (
@@ -177,25 +159,32 @@ def verify(args: argparse.Namespace) -> int:
         con.print(f"MACs     checked with the key file: {held}{since}")
     for r in result.restarts:
         con.print(
-            f"[bold yellow]restart[/]  entry {r.get('seq')} ({esc(str(r.get('at')))}): started "
-            f"over from log {esc(str(r.get('previous_log')))}, which was "
-            f"{esc(str(r.get('found')))}; reason: {esc(str(r.get('reason')))}"
+            styled("restart", "bold", "yellow"),
+            f"  entry {r.get('seq')} ({r.get('at')}): started over from log "
+            f"{r.get('previous_log')}, which was {r.get('found')}; reason: {r.get('reason')}",
         )
     if result.ok:
-        con.print("[bold green]OK[/]: the chain is unbroken and every entry is signed")
+        con.print(
+            styled("OK", "bold", "green"), ": the chain is unbroken and every entry is signed"
+        )
         if result.key_source == "log":
             con.print(
-                "[dim]checked against the key stored in the log; pass --public-key with a copy "
-                "kept elsewhere to rule out a re-signed log[/]"
+                styled(
+                    "checked against the key stored in the log; pass --public-key with a copy "
+                    "kept elsewhere to rule out a re-signed log",
+                    "dim",
+                )
             )
         return code
     first = result.problems[0]
-    tone = "yellow" if result.intact else "red"
+    tone: Any = "yellow" if result.intact else "red"
     con.print(
-        f"[bold {tone}]{'UNSIGNED TAIL' if result.intact else 'TAMPERED'}[/]: {esc(first.message)}"
+        styled("UNSIGNED TAIL" if result.intact else "TAMPERED", "bold", tone),
+        ": ",
+        first.message,
     )
     for p in result.problems[1:20]:
-        con.print(f"  also: {esc(p.message)}")
+        con.print("  also: ", p.message)
     if len(result.problems) > 20:
         con.print(f"  ... and {len(result.problems) - 20} more")
     return code
@@ -209,41 +198,56 @@ def list_records(args: argparse.Namespace) -> int:
     if args.json:
         dump([r.to_dict() for r in recs])
         return EXIT_OK
-    from rich.table import Table
-
-    table = Table(title=f"{len(recs)} of {total} transfers, newest first", title_justify="left")
-    for col in (
-        "id",
-        "begun (UTC)",
-        "app",
-        "vendor",
-        "host",
-        "cc",
-        "imgs",
-        "sent",
-        "unblurred",
-        "outcome",
-    ):
-        table.add_column(col, justify="right" if col in ("imgs", "sent", "unblurred") else "left")
+    con = Term()
+    if not recs:
+        con.print(f"no transfers match (the log holds {total})")
+        return EXIT_OK
+    right = ("imgs", "sent", "unblurred", "unchecked")
+    table = Table(
+        [
+            Column(c, align="right" if c in right else "left", fold=c in ("app", "host"))
+            for c in (
+                "id",
+                "begun (UTC)",
+                "app",
+                "vendor",
+                "host",
+                "cc",
+                "imgs",
+                "sent",
+                "unblurred",
+                "unchecked",
+                "outcome",
+            )
+        ],
+        title=styled(f"{len(recs)} of {plural(total, 'transfer')}, newest first", "bold"),
+        caption=styled(
+            "unblurred: faces sent without blur; unchecked: images sent without a face check "
+            "(their faces are not counted); blocked calls sent nothing",
+            "dim",
+        ),
+    )
     for r in recs:
         blocked = r.outcome == "blocked"
         table.add_row(
             _short(r.id),
             r.begun[:16].replace("T", " "),
-            esc(r.who.get("app") or "-"),
-            esc(r.where.get("vendor") or "-"),
-            esc(r.where.get("host") or "-"),
-            esc(r.where.get("country") or "?"),
+            str(r.who.get("app") or "-"),
+            str(r.where.get("vendor") or "-"),
+            str(r.where.get("host") or "-"),
+            str(r.where.get("country") or "?"),
             str(r.what.get("image_count", 0)),
             "-" if blocked else _size(r.to_dict()["request_bytes"] or r.what.get("bytes_after")),
-            "-" if blocked else str(r.faces_unblurred) + ("+?" if r.faces_unchecked else ""),
+            "-" if blocked else styled(r.faces_unblurred, "yellow") if r.faces_unblurred else "0",
+            "-" if blocked else styled(r.faces_unchecked, "yellow") if r.faces_unchecked else "0",
             _outcome(r.outcome),
         )
-    if not recs:
-        console().print(f"no transfers match (the log holds {total})")
-        return EXIT_OK
-    console().print(table)
+    con.table(table)
     return EXIT_OK
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
 def show(args: argparse.Namespace) -> int:
@@ -256,10 +260,8 @@ def show(args: argparse.Namespace) -> int:
     if args.json:
         dump(d)
         return EXIT_OK
-    from rich.table import Table
-
-    con = console()
-    con.print(f"[bold]transfer {rec.id}[/]  {_outcome(rec.outcome)}")
+    con = Term()
+    con.print(styled(f"transfer {rec.id}", "bold"), "  ", _outcome(rec.outcome))
     rows: list[tuple[str, Any]] = [
         ("begun", d["begun"]),
         ("finished", d["finished"] or "never (outcome unknown)"),
@@ -284,34 +286,33 @@ def show(args: argparse.Namespace) -> int:
         ("controls.unavailable", ", ".join(d["controls"].get("unavailable", [])) or "-"),
         ("retention", d["retention"]),
     ]
-    facts = Table(show_header=False, box=None, pad_edge=False)
-    facts.add_column(style="dim")
-    facts.add_column()
+    facts = Table([Column("", styles=("dim",)), Column("", fold=True)], header=False)
     for k, v in rows:
         if v not in (None, "", {}):
-            facts.add_row(k, esc(v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)))
-    con.print(facts)
+            facts.add_row(k, _text(v))
+    con.table(facts)
     images = d["what"].get("images", [])
     if images:
-        t = Table(title="images", title_justify="left")
-        for col in (
-            "field",
-            "sent as",
-            "before",
-            "after",
-            "metadata found (removed)",
-            "faces",
-            "fingerprint (before)",
-        ):
-            t.add_column(col)
+        t = Table(
+            [
+                Column("field"),
+                Column("sent as", fold=True),
+                Column("before"),
+                Column("after"),
+                Column("metadata found (removed)", fold=True),
+                Column("faces"),
+                Column("fingerprint (before)"),
+            ],
+            title=styled("images", "bold"),
+        )
         for i in images:
             if "error" in i:
                 t.add_row(
-                    esc(i.get("field") or "-"),
+                    str(i.get("field") or "-"),
                     "",
                     _size(i["bytes_before"]),
-                    "[red]not sent[/]",
-                    esc(i["error"]),
+                    styled("not sent", "red"),
+                    str(i["error"]),
                     "",
                     "",
                 )
@@ -322,15 +323,15 @@ def show(args: argparse.Namespace) -> int:
                 else (f"{i.get('faces_found')} found, {i.get('faces_blurred')} blurred")
             )
             t.add_row(
-                esc(i.get("field") or "-"),
-                esc(i.get("filename") or "-"),
+                str(i.get("field") or "-"),
+                str(i.get("filename") or "-"),
                 f"{i['format_before']} {i['width_before']}x{i['height_before']} {_size(i['bytes_before'])}",
                 f"{i['format_after']} {i['width_after']}x{i['height_after']} {_size(i['bytes_after'])}",
                 ", ".join(i.get("metadata_found", {})) or "none",
                 faces,
-                esc(str(i.get("fingerprint_before") or f"[{d['subject']}]")[:16]),
+                str(i.get("fingerprint_before") or f"[{d['subject']}]")[:16],
             )
-        con.print(t)
+        con.table(t)
     return EXIT_OK
 
 
@@ -340,14 +341,10 @@ def stats(args: argparse.Namespace) -> int:
     if args.json:
         dump([r.to_dict() for r in rows])
         return EXIT_OK
-    from rich.table import Table
-
-    table = Table(
-        title="transfers per vendor, country and month",
-        title_justify="left",
-        caption="faces: blurred / sent unblurred; unchecked = images sent without a face check",
-        caption_justify="left",
-    )
+    con = Term()
+    if not rows:
+        con.print("no transfers match")
+        return EXIT_OK
     cols = (
         "month",
         "vendor",
@@ -363,25 +360,29 @@ def stats(args: argparse.Namespace) -> int:
         "unblurred",
         "unchecked",
     )
-    for c in cols:
-        table.add_column(c, justify="left" if c in cols[:3] else "right")
+    table = Table(
+        [Column(c, align="left" if c in cols[:3] else "right") for c in cols],
+        title=styled("transfers per vendor, country and month", "bold"),
+        caption=styled(
+            "faces: blurred / sent unblurred; unchecked = images sent without a face check",
+            "dim",
+        ),
+    )
     for r in rows:
         table.add_row(
             r.month,
-            esc(r.vendor),
-            esc(r.country),
+            str(r.vendor),
+            str(r.country),
             str(r.calls),
             str(r.sent),
-            f"[red]{r.blocked}[/]" if r.blocked else "0",
+            styled(r.blocked, "red") if r.blocked else "0",
             str(r.failed),
-            f"[magenta]{r.unknown}[/]" if r.unknown else "0",
+            styled(r.unknown, "magenta") if r.unknown else "0",
             str(r.images),
             _size(r.bytes_sent),
             str(r.faces_blurred),
-            f"[yellow]{r.faces_unblurred}[/]" if r.faces_unblurred else "0",
+            styled(r.faces_unblurred, "yellow") if r.faces_unblurred else "0",
             str(r.images_unchecked),
         )
-    console().print(table)
-    if not rows:
-        console().print("no transfers match")
+    con.table(table)
     return EXIT_OK

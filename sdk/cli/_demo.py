@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import struct
 import sys
@@ -19,6 +18,7 @@ from PIL import Image, ImageDraw, ImageFont  # noqa: TID253 - drawing is heavy b
 
 from veilpix.cli._inspect import inspection_dict, print_tables
 from veilpix.cli._options import Subparsers
+from veilpix.cli._term import Term, json_text, plural
 from veilpix.image._pipeline import inspect, sanitize
 from veilpix.image._preview import render_preview
 
@@ -167,25 +167,28 @@ def run(args: argparse.Namespace) -> int:
     clean = sanitize(before)
     rep = clean.report
     if args.json:
-        json.dump(rep.to_dict(), sys.stdout, indent=2, ensure_ascii=False)
-        sys.stdout.write("\n")
+        sys.stdout.write(json_text(rep.to_dict(), indent=2) + "\n")
     else:
+        term = Term()
         print("A sample photo, as a phone would send it (built in memory):\n")
         print_tables(
             [inspection_dict("sample.jpg (before)", inspect(before), containers=False)],
             containers=False,
+            term=term,
         )
         print("After veilpix.sanitize():\n")
         print_tables(
             [inspection_dict("sample.jpg (after)", inspect(clean.data), containers=False)],
             containers=False,
+            term=term,
         )
         print(
-            f"{len(rep.removed)} container elements removed, {len(rep.findings)} findings, "
+            f"{plural(len(rep.removed), 'container element')} removed, "
+            f"{plural(len(rep.findings), 'finding')}, "
             f"{rep.bytes_in:,} → {rep.bytes_out:,} bytes, {rep.width_out}×{rep.height_out} upright."
         )
         for note in rep.notes:
-            print(f"  note: {note}")
+            term.print("  note: ", note)
     if args.output:
         os.makedirs(args.output, exist_ok=True)
         files = {

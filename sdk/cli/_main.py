@@ -134,7 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("veilpix: interrupted", file=sys.stderr)
         return 130
     except VeilpixError as exc:
-        print(f"veilpix: error: {exc}", file=sys.stderr)
+        # messages quote paths and log values: their control characters are made visible
+        # (the terminal module is loaded only here, like the commands: start-up stays light)
+        term = importlib.import_module("veilpix.cli._term").Term(sys.stderr)
+        term.print(f"veilpix: error: {exc}")
         return EXIT_USAGE
     except BrokenPipeError:
         return EXIT_OK

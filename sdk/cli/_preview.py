@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
 from veilpix._errors import ConfigError
 from veilpix.cli._options import Subparsers, add_policy_options, policy_from_args
+from veilpix.cli._term import Term, json_text
 from veilpix.image._pipeline import sanitize
 from veilpix.image._preview import legend, render_preview
 
@@ -59,10 +59,10 @@ def run(args: argparse.Namespace) -> int:
         "size_out": [rep.width_out, rep.height_out],
     }
     if args.json:
-        json.dump(result | {"report": rep.to_dict()}, sys.stdout, indent=2, ensure_ascii=False)
-        sys.stdout.write("\n")
+        sys.stdout.write(json_text(result | {"report": rep.to_dict()}, indent=2) + "\n")
     else:
+        term = Term()
         for text, _ in legend(clean):
-            print(text)
-        print(f"wrote {args.output}")
+            term.print(text)
+        term.print("wrote ", args.output)
     return 0

@@ -3,14 +3,19 @@
 Workers read, sanitize and write one file each and send back a small result (the report as a
 dictionary), never image bytes. Output files are written atomically (temporary file in the
 target folder, then rename), so an interrupted run never leaves half-written images.
+
+Permissions: an output is never readable by more people than its source. ``--in-place`` keeps
+the source's permission bits (and its owner and group where the system lets us; where it
+cannot keep the group, the group gets no more than everyone else). An ``-o`` copy gets the
+source's bits less the umask, as ``cp`` would.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
+import stat
 import sys
 import tempfile
 import time
@@ -22,8 +27,10 @@ from typing import Any
 
 from veilpix._errors import VeilpixError
 from veilpix._policy import Policy
-from veilpix.cli._files import Job, collect
+from veilpix.cli._exit import EXIT_FAILED, EXIT_OK
+from veilpix.cli._files import Found, Job, collect, os_error
 from veilpix.cli._options import Subparsers, add_policy_options, policy_from_args, positive_int
+from veilpix.cli._term import Column, Progress, Table, Term, json_text, plural, styled
 from veilpix.formats._registry import FORMATS
 from veilpix.image._pipeline import sanitize
 from veilpix.metadata._facts import CATEGORIES, SENSITIVE
@@ -40,6 +47,7 @@ class _State:
     policy: Policy
     in_place: bool
     consent: str | None = None
+    umask: int = 0o022  # read once by the parent: -o copies get the source's bits less this
 
 
 _STATE: _State | None = None
@@ -50,19 +58,67 @@ def _init(state: _State) -> None:
     _STATE = state
 
 
-def _write_atomic(path: str, data: bytes) -> None:
+def _umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o077)  # elsewhere: set and put back (still one thread at this point)
+    os.umask(mask)
+    return mask
+
+
+def _group_capped(mode: int) -> int:
+    """``mode`` with the group given no more than everyone else: for a file that could not
+    keep its source's group (a new group may hold other people)."""
+    return (mode & ~0o070) | (mode & ((mode & 0o007) << 3))
+
+
+def _write_atomic(
+    path: str, data: bytes, *, mode: int = 0o600, owner: tuple[int, int] | None = None
+) -> None:
+    """Write ``data`` at ``path`` through a temporary file beside it, with exactly ``mode``
+    (whatever the umask). With ``owner`` (uid, gid; ``--in-place``) the file also gets that
+    owner and group where the system allows, and is on disk before it replaces anything:
+    the original it replaces is gone for good."""
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.veilpix-{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    # created private; opened to more people only once it is owned as it should be
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode & 0o600)
     try:
         with os.fdopen(fd, "wb") as fh:
+            if owner is not None:
+                mode = _keep_owner(fh.fileno(), owner, mode)
+            os.fchmod(fh.fileno(), mode)
             fh.write(data)
+            if owner is not None:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _keep_owner(fd: int, owner: tuple[int, int], mode: int) -> int:
+    """Give the new file its source's owner and group where allowed; the mode to set."""
+    uid, gid = owner
+    st = os.fstat(fd)
+    if (st.st_uid, st.st_gid) == (uid, gid):
+        return mode
+    for want in ((uid, gid), (-1, gid)):
+        try:
+            os.fchown(fd, *want)
+            return mode
+        except OSError:
+            continue
+    return _group_capped(mode)
 
 
 def _output_path(state: _State, index: int, fmt: str, extension: str) -> str:
@@ -130,23 +186,22 @@ def _process_into(out: dict[str, Any], state: _State, index: int) -> None:
                 hint="choose another output folder, or pass --in-place",
             )
         with open(job.path, "rb") as fh:
+            source = os.fstat(fh.fileno())
             data = fh.read(state.policy.max_bytes + 1)
         result = sanitize(data, state.policy, consent=state.consent)
         path = _output_path(state, index, result.report.format_out, result.extension)
-        _write_atomic(path, result.data)
+        bits = stat.S_IMODE(source.st_mode) & 0o777  # never setuid, setgid or sticky
+        if state.in_place:
+            _write_atomic(path, result.data, mode=bits, owner=(source.st_uid, source.st_gid))
+        else:
+            _write_atomic(path, result.data, mode=bits & ~state.umask)
         if state.in_place and os.path.normcase(path) != os.path.normcase(job.path):
             os.unlink(job.path)
         out.update(ok=True, output=path, report=result.report.to_dict())
     except VeilpixError as exc:
         out.update(ok=False, error={"type": type(exc).__name__, "message": str(exc)})
     except OSError as exc:
-        out.update(
-            ok=False,
-            error={
-                "type": type(exc).__name__,
-                "message": f"{exc.strerror or exc}: {exc.filename or job.path}",
-            },
-        )
+        out.update(ok=False, error=os_error(exc, job.path))
 
 
 def _size(path: str) -> int:
@@ -159,14 +214,13 @@ def _size(path: str) -> int:
 def _run(state: _State, workers: int, progress: bool) -> list[dict[str, Any]]:
     n = len(state.jobs)
     results: list[dict[str, Any]] = []
-    bar = _Progress(n) if progress else None
+    bar = Progress(n, "scrubbing", enabled=progress)
     try:
         if workers <= 1 or n <= 1:
             _init(state)
             for i in range(n):
                 results.append(_process(i))
-                if bar:
-                    bar.advance()
+                bar.advance()
         else:
             import multiprocessing
 
@@ -177,45 +231,11 @@ def _run(state: _State, workers: int, progress: bool) -> list[dict[str, Any]]:
             with ctx.Pool(min(workers, n), initializer=_init, initargs=(state,)) as pool:
                 for res in pool.imap_unordered(_process, order, chunksize=chunk):
                     results.append(res)
-                    if bar:
-                        bar.advance()
+                    bar.advance()
     finally:
-        if bar:
-            bar.close()
+        bar.close()
     results.sort(key=lambda r: r["index"])
     return results
-
-
-class _Progress:
-    """A rich progress bar on stderr (only used when stderr is a terminal)."""
-
-    def __init__(self, total: int) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.progress = Progress(
-            TextColumn("scrubbing"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=Console(stderr=True),
-        )
-        self.task = self.progress.add_task("scrub", total=total)
-        self.progress.start()
-
-    def advance(self) -> None:
-        self.progress.advance(self.task)
-
-    def close(self) -> None:
-        self.progress.stop()
 
 
 def _stems(targets: list[str]) -> list[str]:
@@ -260,16 +280,25 @@ def add_parser(sub: Subparsers, summary: str) -> None:
     p.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bar and no summary table"
     )
+    p.add_argument(
+        "--include-hidden",
+        action="store_true",
+        help="also scrub hidden files and folders (names starting with a dot) in folders",
+    )
     add_policy_options(p)
 
 
 def run(args: argparse.Namespace) -> int:
     policy = policy_from_args(args)
     started = time.perf_counter()
-    jobs, skipped = collect(args.paths, exclude=args.output)
-    if not jobs:
-        print("veilpix: no image files found in the given paths", file=sys.stderr)
-        return 1
+    found = collect(args.paths, exclude=args.output, include_hidden=args.include_hidden)
+    if not found.jobs and not found.unreadable:
+        hint = ""
+        if found.hidden:
+            hint = f" ({plural(len(found.hidden), 'hidden entry', 'hidden entries')} skipped: --include-hidden takes them)"
+        print(f"veilpix: no image files found in the given paths{hint}", file=sys.stderr)
+        return EXIT_FAILED
+    jobs = found.jobs
     targets = _targets(jobs, args.output)
     state = _State(
         jobs=jobs,
@@ -279,30 +308,38 @@ def run(args: argparse.Namespace) -> int:
         policy=policy,
         consent=args.consent,
         in_place=bool(args.in_place),
+        umask=_umask(),
     )
     workers = args.jobs or os.cpu_count() or 1
-    show_progress = not (args.json or args.quiet) and sys.stderr.isatty()
-    results = _run(state, workers, show_progress)
+    results = _run(state, workers, progress=not (args.json or args.quiet))
+    for k, bad in enumerate(found.unreadable):
+        results.append(
+            {"index": len(jobs) + k, "input": bad.path, "ok": False, "error": bad.error()}
+        )
     elapsed = time.perf_counter() - started
     failed = [r for r in results if not r["ok"]]
-    summary = _summary(results, skipped, elapsed)
+    summary = _summary(results, found, elapsed)
     if args.json:
         # compact: large batches print megabytes of JSON, and the C encoder only runs without
         # indentation (pipe through `jq .` to read it)
-        sys.stdout.write(json.dumps({"summary": summary, "files": results}, ensure_ascii=False))
-        sys.stdout.write("\n")
+        doc = {
+            "summary": summary,
+            "files": results,
+            "skipped": [s.to_dict() for s in found.skipped],
+        }
+        sys.stdout.write(json_text(doc) + "\n")
     elif not args.quiet:
-        _print_summary(summary, failed)
+        _print_summary(Term(), summary, failed)
     elif failed:
+        err = Term(sys.stderr)
         for r in failed:
-            print(
-                f"veilpix: failed: {r['input']}: {r['error']['type']}: {r['error']['message']}",
-                file=sys.stderr,
+            err.print(
+                "veilpix: failed: ", r["input"], f": {r['error']['type']}: {r['error']['message']}"
             )
-    return 1 if failed else 0
+    return EXIT_FAILED if failed else EXIT_OK
 
 
-def _summary(results: list[dict[str, Any]], skipped: list[str], elapsed: float) -> dict[str, Any]:
+def _summary(results: list[dict[str, Any]], found: Found, elapsed: float) -> dict[str, Any]:
     ok = [r for r in results if r["ok"]]
     categories: dict[str, int] = {}
     for r in ok:
@@ -312,7 +349,10 @@ def _summary(results: list[dict[str, Any]], skipped: list[str], elapsed: float) 
         "files": len(results),
         "ok": len(ok),
         "failed": len(results) - len(ok),
-        "skipped": len(skipped),
+        "unreadable": len(found.unreadable),
+        "skipped": len(found.not_images),
+        "hidden": sum(1 for s in found.hidden if not s.folder),
+        "hidden_folders": sum(1 for s in found.hidden if s.folder),
         "lossless": sum(1 for r in ok if r["report"]["lossless"]),
         "reencoded": sum(1 for r in ok if not r["report"]["lossless"]),
         "bytes_in": sum(r["report"]["bytes_in"] for r in ok),
@@ -332,21 +372,29 @@ def _noted(result: dict[str, Any], head: str) -> bool:
     return any(n.startswith(head) for n in result["report"]["notes"])
 
 
-def _print_summary(summary: dict[str, Any], failed: list[dict[str, Any]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(highlight=False)
+def _print_summary(term: Term, summary: dict[str, Any], failed: list[dict[str, Any]]) -> None:
     secs = summary["seconds"]
-    rate = summary["files"] / secs if secs else 0.0
-    console.print(
-        f"[bold]scrubbed {summary['ok']} of {summary['files']} files[/] in {secs:.2f} s ({rate:.0f} files/s): "
+    files = summary["files"] - summary["unreadable"]
+    rate = files / secs if secs else 0.0
+    skipped = []
+    if summary["skipped"]:
+        skipped.append(f"{plural(summary['skipped'], 'non-image file')} skipped")
+    hidden = [
+        plural(summary[key], word)
+        for key, word in (("hidden", "hidden file"), ("hidden_folders", "hidden folder"))
+        if summary[key]
+    ]
+    if hidden:
+        skipped.append(f"{' and '.join(hidden)} skipped (--include-hidden takes them)")
+    term.print(
+        styled(f"scrubbed {summary['ok']} of {plural(files, 'file')}", "bold"),
+        f" in {secs:.2f} s ({rate:.0f} files/s): "
         f"{summary['lossless']} lossless, {summary['reencoded']} re-encoded; "
-        f"{summary['bytes_in']:,} → {summary['bytes_out']:,} bytes"
-        + (f"; {summary['skipped']} non-image files skipped" if summary["skipped"] else "")
+        f"{summary['bytes_in']:,} → {summary['bytes_out']:,} bytes",
+        "".join(f"; {text}" for text in skipped),
     )
     notable = [
-        f"{summary[key]} {label}"
+        f"{plural(summary[key], 'file')} {label}"
         for key, label in (
             ("repaired", "repaired (damaged container, whole picture decoded)"),
             ("hidden_data_removed", "with data hidden in the image data, removed"),
@@ -355,28 +403,29 @@ def _print_summary(summary: dict[str, Any], failed: list[dict[str, Any]]) -> Non
         if summary[key]
     ]
     if notable:
-        console.print("; ".join(notable))
+        term.print("; ".join(notable))
     if summary["faces_found"] or summary["downscaled"]:
-        console.print(
+        term.print(
             f"faces found: {summary['faces_found']}, hidden: {summary['faces_blurred']}; "
-            f"{summary['downscaled']} files downscaled"
+            f"{plural(summary['downscaled'], 'file')} downscaled"
         )
     if summary["files_with"]:
-        table = Table(title="metadata removed", title_justify="left", box=None, header_style="bold")
-        table.add_column("category")
-        table.add_column("files", justify="right")
+        table = Table(
+            [Column("category"), Column("files", align="right")],
+            title=styled("metadata removed", "bold"),
+            indent=1,
+        )
         for cat in CATEGORIES:
             if cat in summary["files_with"]:
-                style = "red" if cat in SENSITIVE else ""
-                table.add_row(cat, str(summary["files_with"][cat]), style=style)
-        console.print(table)
+                style: tuple[Any, ...] = ("red",) if cat in SENSITIVE else ()
+                table.add_row(cat, str(summary["files_with"][cat]), styles=style)
+        term.table(table)
     if failed:
         table = Table(
-            title=f"{len(failed)} failed", title_justify="left", box=None, header_style="bold red"
+            [Column("file"), Column("error"), Column("reason", fold=True)],
+            title=styled(f"{len(failed)} failed", "bold", "red"),
+            indent=1,
         )
-        table.add_column("file")
-        table.add_column("error")
-        table.add_column("reason", overflow="fold")
         for r in failed:
             table.add_row(r["input"], r["error"]["type"], r["error"]["message"])
-        console.print(table)
+        term.table(table)

@@ -125,7 +125,7 @@ def test_scrub_table_output_and_exit_code_zero(tmp_path: Path) -> None:
     (tmp_path / "a.jpg").write_bytes(F.jpeg())
     res = run("scrub", str(tmp_path / "a.jpg"), "-o", str(tmp_path / "out"))
     assert res.returncode == 0, res.stderr
-    assert "scrubbed 1 of 1 files" in res.stdout
+    assert "scrubbed 1 of 1 file in" in res.stdout
     assert "gps" in res.stdout and "serial" in res.stdout
 
 
