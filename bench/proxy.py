@@ -161,13 +161,18 @@ def serve(port: int) -> None:
     uvicorn.Server(config).run()
 
 
-def gateway_cmd(tmp: Path, name: str, port: int, upstream_port: int, workers: int) -> list[str]:
+def gateway_cmd(
+    tmp: Path, name: str, port: int, upstream_port: int, workers: int, durability: str = "disk"
+) -> list[str]:
     """``veilpix proxy`` as users run it, with a veilpix.toml that names the stand-in vendor
-    as OpenAI's base URL, its own log, and ``workers`` processes."""
+    as OpenAI's base URL, its own log (``[log] durability``), and ``workers`` processes."""
     folder = tmp / name
     folder.mkdir()
     toml = folder / "veilpix.toml"
-    toml.write_text(f'[vendors.openai]\nbase_url = "http://127.0.0.1:{upstream_port}/v1"\n')
+    toml.write_text(
+        f'[log]\ndurability = "{durability}"\n'
+        f'[vendors.openai]\nbase_url = "http://127.0.0.1:{upstream_port}/v1"\n'
+    )
     exe = Path(sys.executable).with_name("veilpix")
     return [
         str(exe),
@@ -181,6 +186,24 @@ def gateway_cmd(tmp: Path, name: str, port: int, upstream_port: int, workers: in
         "--workers",
         str(workers),
     ]
+
+
+def fsync_ms(folder: Path, rounds: int = 200) -> float:
+    """The median cost of one 4 KB write + fsync in ``folder``: what a durable begin waits
+    for on this disk (the log's per-call cost beyond CPU work, ``[log] durability``)."""
+    path = folder / "fsync.probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    times = []
+    try:
+        for _ in range(rounds):
+            os.write(fd, b"x" * 4096)
+            t0 = time.perf_counter()
+            os.fsync(fd)
+            times.append(time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return statistics.median(times) * 1000
 
 
 def free_port() -> int:
@@ -588,7 +611,8 @@ def print_report(doc: dict[str, Any]) -> None:
     con.print(
         f"veilpix {doc['veilpix']}, Python {doc['python']}, {doc['cores']} cores, uvicorn "
         f"{doc['uvicorn']} (one worker each), peer: {doc['mitmproxy']}\n"
-        f"log in {doc['dir']}; JPEG {doc['jpeg']['bytes']:,} B "
+        f"log in {doc['dir']} ([log] durability = {doc['durability']!r}; a 4 KB fsync there "
+        f"takes {doc['fsync_ms_p50']:.2f} ms p50); JPEG {doc['jpeg']['bytes']:,} B "
         f"({doc['jpeg']['width']}x{doc['jpeg']['height']}, EXIF+GPS), sanitized to "
         f"{doc['in_process']['sanitized_bytes']:,} B"
     )
@@ -709,6 +733,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="throughput runs (median; 3)")
     ap.add_argument("--dir", type=Path, help="put the gateway's log here (default: temp folder)")
     ap.add_argument("--no-mitmproxy", action="store_true", help="skip the mitmproxy peer")
+    ap.add_argument(
+        "--durability",
+        choices=("disk", "os"),
+        default="disk",
+        help="the gateway log's [log] durability: disk (default: an fsync per call) or os",
+    )
     ap.add_argument("--quick", action="store_true", help="smoke run: 300/15 rounds, 1 x 400")
     ap.add_argument("--json", action="store_true", help="print machine-readable results only")
     ap.add_argument(
@@ -753,6 +783,7 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     tmp = Path(tempfile.mkdtemp(prefix="veilpix-bench-proxy-", dir=args.dir))
+    disk_fsync = fsync_ms(tmp)
     procs: list[Proc] = []
     try:
         progress("starting the servers")
@@ -763,7 +794,7 @@ def main(argv: list[str] | None = None) -> int:
         procs.append(
             start(
                 "gateway",
-                gateway_cmd(tmp, "gateway", gw_port, up.port, 1),
+                gateway_cmd(tmp, "gateway", gw_port, up.port, 1, args.durability),
                 gw_port,
                 tmp,
                 "/_veilpix/health",
@@ -776,7 +807,7 @@ def main(argv: list[str] | None = None) -> int:
         many = f"gateway ×{args.workers}"
         if args.workers > 1:
             port = free_port()
-            cmd = gateway_cmd(tmp, "gateway-many", port, up.port, args.workers)
+            cmd = gateway_cmd(tmp, "gateway-many", port, up.port, args.workers, args.durability)
             procs.append(start(many, cmd, port, tmp, "/_veilpix/health"))
             bases[many] = f"http://127.0.0.1:{port}/openai"
         if mitm_exe:
@@ -857,6 +888,8 @@ def main(argv: list[str] | None = None) -> int:
         "python": platform.python_version(),
         "cores": os.cpu_count(),
         "workers": args.workers,
+        "durability": args.durability,
+        "fsync_ms_p50": round(disk_fsync, 3),
         "uvicorn": uvicorn.__version__,
         "mitmproxy": mitm_note,
         "dir": str(args.dir.resolve() if args.dir else Path(tempfile.gettempdir())),

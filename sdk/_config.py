@@ -9,6 +9,8 @@ It configures the transfer log, the policy (default, per vendor, per app) and th
     checkpoint_seconds = 60              # ... and every T seconds while writing
     encrypt_prompts = false              # also keep prompts, encrypted (erasable per subject)
     retention = "180d"                   # default age for `veilpix audit prune`
+    durability = "disk"                  # "os": no fsync per call (survives a veilpix crash,
+                                         # not a power loss); see docs/benchmarks.md
 
     [vendors.openai]
     transfer_mechanism = "EU-US Data Privacy Framework (adequacy decision)"
@@ -114,6 +116,7 @@ class LogConfig:
     checkpoint_seconds: float = 60.0
     encrypt_prompts: bool = False
     retention: str | None = None
+    durability: str = "disk"  # "disk": each begin is fsynced before the call leaves; "os"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -282,6 +285,7 @@ def _log(table: Mapping[str, Any], base: Path) -> LogConfig:
             "checkpoint_seconds": (int, float),
             "encrypt_prompts": bool,
             "retention": str,
+            "durability": str,
         },
     )
 
@@ -295,7 +299,14 @@ def _log(table: Mapping[str, Any], base: Path) -> LogConfig:
         checkpoint_seconds=float(table.get("checkpoint_seconds", 60.0)),
         encrypt_prompts=table.get("encrypt_prompts", False),
         retention=table.get("retention"),
+        durability=table.get("durability", "disk"),
     )
+    if out.durability not in ("disk", "os"):
+        raise ConfigError(
+            f"log.durability must be 'disk' or 'os', got {out.durability!r}",
+            hint="'disk' (the default) waits for the disk before a call leaves; 'os' hands the "
+            "record to the operating system, which survives a crash of veilpix, not of the machine",
+        )
     if out.checkpoint_every < 1 or out.checkpoint_seconds <= 0:
         raise ConfigError("log.checkpoint_every and log.checkpoint_seconds must be above 0")
     if out.retention is not None:

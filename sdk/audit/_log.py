@@ -185,6 +185,10 @@ class AuditLog(LogSession):
     when the call names a subject, so erasure covers it) in addition to length and fingerprint.
     ``clock`` replaces the wall clock (for imports and tests); times are stored in UTC.
     ``create=False`` opens an existing log for writing and never creates one.
+    ``durability="os"`` lets a call leave once its begin is with the operating system instead
+    of on disk: no fsync per call (about 4 ms less per call on an ordinary disk), at the cost
+    of the newest records if the machine (not veilpix) goes down; checkpoints and closing
+    still fsync.
 
     Every write error becomes :class:`~veilpix.AuditLogError`; a door that gets one does not
     send. Thread-safe; several processes may write the same file.
@@ -215,6 +219,7 @@ class AuditLog(LogSession):
             checkpoint_seconds=cfg.log.checkpoint_seconds,
             encrypt_prompts=cfg.log.encrypt_prompts,
             mechanisms=cfg.mechanisms,
+            durability="os" if cfg.log.durability == "os" else "disk",
         )
 
     @staticmethod
@@ -317,14 +322,14 @@ class AuditLog(LogSession):
         """Record ``transfer`` as pending and commit it durably. Only after this returns may
         the door send; if it raises :class:`~veilpix.AuditLogError` the door must not send."""
         rid, op = self._begin_op(transfer)
-        self._commits.grouped(op)
+        self._commits.grouped(op, durable=self.durability == "disk")
         return PendingTransfer(self, rid)
 
     async def abegin(self, transfer: Transfer) -> PendingTransfer:
         """:meth:`begin` for async code: the commit runs on the log's writer thread, shared
         with whatever else is waiting, and the event loop is free meanwhile."""
         rid, op = self._begin_op(transfer)
-        await self._commits.awaited(op)
+        await self._commits.awaited(op, durable=self.durability == "disk")
         return PendingTransfer(self, rid)
 
     def _begin_op(self, transfer: Transfer) -> tuple[str, Callable[[sqlite3.Connection], None]]:
@@ -399,13 +404,13 @@ class AuditLog(LogSession):
     def block(self, transfer: Transfer, *, reason: str, rule: str) -> str:
         """Record a call that policy stopped before sending (begin and finish, one commit)."""
         rid, op = self._block_op(transfer, reason, rule)
-        self._commits.grouped(op)
+        self._commits.grouped(op, durable=self.durability == "disk")
         return rid
 
     async def ablock(self, transfer: Transfer, *, reason: str, rule: str) -> str:
         """:meth:`block` for async code (see :meth:`abegin`)."""
         rid, op = self._block_op(transfer, reason, rule)
-        await self._commits.awaited(op)
+        await self._commits.awaited(op, durable=self.durability == "disk")
         return rid
 
     def _block_op(

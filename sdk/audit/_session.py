@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext, suppress
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from veilpix._config import default_log_path
 from veilpix._errors import AuditLogError, ConfigError
@@ -57,7 +57,12 @@ from veilpix.audit._store import (
     open_writer,
 )
 
-__all__ = ["LogSession"]
+__all__ = ["Durability", "LogSession"]
+
+# When a begin counts as written: "disk" once fsynced (survives a power loss), "os" once the
+# operating system has it (survives a crash of veilpix, not of the machine; checkpoints and
+# closing still fsync). The fsync is most of what the log adds to a call on a slow disk.
+Durability = Literal["disk", "os"]
 
 _log = logging.getLogger("veilpix.audit")
 
@@ -83,9 +88,13 @@ class LogSession:
         encrypt_prompts: bool = False,
         busy_timeout: float = 30.0,
         clock: Callable[[], datetime] | None = None,
+        durability: Durability = "disk",
     ) -> None:
         if checkpoint_every < 1 or checkpoint_seconds <= 0:
             raise ConfigError("checkpoint_every and checkpoint_seconds must be above 0")
+        if durability not in ("disk", "os"):
+            raise ConfigError(f"durability must be 'disk' or 'os', got {durability!r}")
+        self.durability: Durability = durability
         self.path = Path(path).expanduser() if path is not None else default_log_path()
         key_path = key_path if key_path is not None else os.environ.get("VEILPIX_LOG_KEY") or None
         self.key_path = (

@@ -677,3 +677,40 @@ def test_a_program_that_forgets_close_still_signs_its_tail(tmp_path: Path) -> No
     subprocess.run([sys.executable, "-c", code, str(path)], env=child_env(), check=True, timeout=60)
     result = verify_log(path)
     assert result.ok and result.records == 3
+
+
+@pytest.mark.parametrize("durability", ["disk", "os"])
+def test_durability_os_skips_the_fsync_per_call_and_closing_still_syncs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durability: str
+) -> None:
+    from veilpix.audit import _store
+
+    syncs: list[int] = []
+    real = _store.LogFiles.sync
+
+    def counted(self: object) -> None:
+        syncs.append(1)
+        real(self)  # type: ignore[arg-type]
+
+    log = AuditLog(tmp_path / "a.db", durability=durability)  # type: ignore[arg-type]
+    monkeypatch.setattr(_store.LogFiles, "sync", counted)
+    fill(log, 5)
+    during = len(syncs)
+    log.close()
+    assert during >= 5 if durability == "disk" else during <= 1, during  # (1: a signed head)
+    assert len(syncs) > during  # closing makes everything durable either way
+    assert verify_log(tmp_path / "a.db").records == 5
+
+
+def test_durability_comes_from_the_config_and_a_bad_value_is_refused(tmp_path: Path) -> None:
+    from veilpix import load_config
+
+    cfg = tmp_path / "v.toml"
+    cfg.write_text('[log]\npath = "a.db"\ndurability = "os"\n')
+    with AuditLog.from_config(cfg) as log:
+        assert log.durability == "os"
+    cfg.write_text('[log]\ndurability = "none"\n')
+    with pytest.raises(ConfigError, match="durability"):
+        load_config(cfg)
+    with pytest.raises(ConfigError, match="durability"):
+        AuditLog(tmp_path / "b.db", durability="fast")  # type: ignore[arg-type]
