@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, TextIO
 
+from veilpix._words import plural  # (the CLI takes it from here with the rest)
+
 __all__ = [
     "Column",
     "Piece",
@@ -94,11 +96,6 @@ def width(text: str) -> int:
     if text.isascii():
         return len(text)
     return sum(_char_width(ch) for ch in text)
-
-
-def plural(n: int, word: str, words: str | None = None) -> str:
-    """``1 file``, ``2 files``; ``words`` when the plural is not ``word + "s"``."""
-    return f"{n} {word}" if n == 1 else f"{n} {words or word + 's'}"
 
 
 _JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")

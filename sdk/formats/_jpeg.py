@@ -16,6 +16,7 @@ import struct
 from typing import Any
 
 from veilpix._errors import CorruptImage, UnsupportedImage
+from veilpix._words import plural
 from veilpix.formats._format import Format
 from veilpix.formats._scan import ICC, IMAGE, METADATA, STRUCTURE, TRAILER, UNKNOWN, Scan, need
 
@@ -266,7 +267,7 @@ def _rebuilt(
         len(tables["DQT"]) - len(quant) + (0 if arithmetic else len(tables["DHT"]) - len(coding))
     )
     if unused > 0:
-        scan.add("tables", 0, 0, UNKNOWN, f"{unused} table(s) no component uses")
+        scan.add("tables", 0, 0, UNKNOWN, f"{plural(unused, 'table')} no component uses")
     out = [keep[0], *_markers(keep, ncomp)]  # SOI, one JFIF, one Adobe where it counts
     out.append((1, 1, _segment(0xDB, b"".join(tables["DQT"][t] for t in quant))))
     out.append((1, 1, _segment(scan.extra["sof"], sof)))

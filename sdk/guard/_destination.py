@@ -12,6 +12,7 @@ from veilpix import adapters
 from veilpix._errors import DOCS
 from veilpix._net import is_loopback
 from veilpix._policy import Policy
+from veilpix._words import plural
 from veilpix.guard._record_facts import path_models
 from veilpix.guard._request import Outbound
 from veilpix.guard._rules import Block
@@ -174,8 +175,8 @@ def sort_controls(work: Work) -> None:
     if missing:
         raise Block(
             "controls.required",
-            f"{vendor.display} cannot apply the required control(s) "
-            f"{', '.join(sorted(missing))} on this call",
+            f"{vendor.display} cannot apply the required "
+            f"{plural(len(missing), 'control')} {', '.join(sorted(missing))} on this call",
             f"what each vendor offers per request: {DOCS}vendors.md",
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 
+from veilpix._words import plural
 from veilpix.metadata._facts import Category, Finding
 
 __all__ = ["iim_findings", "irb_findings", "split_irb"]
@@ -94,7 +95,7 @@ def iim_findings(blob: bytes, source: str) -> list[Finding]:
             values.setdefault(dataset, []).append(_decode(data))
     if not count:
         return []
-    found = [Finding("iptc", "IPTC-IIM block", f"{count} datasets", where)]
+    found = [Finding("iptc", "IPTC-IIM block", plural(count, "dataset"), where)]
     for dataset, items in values.items():
         category, label = _DATASETS[dataset]
         shown = "; ".join(dict.fromkeys(x for x in items if x))
@@ -112,7 +113,7 @@ def irb_findings(blob: bytes, source: str) -> tuple[list[Finding], list[bytes], 
     xmp: list[bytes] = []
     resources = split_irb(blob)
     if resources:
-        found.append(Finding("other", "Photoshop resources", f"{len(resources)} resources", where))
+        found.append(Finding("other", "Photoshop resources", plural(len(resources), "resource"), where))
     for rid, data in resources:
         kind = _RESOURCES.get(rid)
         if kind == "IPTC-IIM":
