@@ -61,7 +61,9 @@ def legend(clean: SanitizedImage) -> list[tuple[str, tuple[int, int, int]]]:
         lines.append((f"GPS position removed: {rep.gps}", _RED))
     if rep.removed:
         kinds = sorted({r.container for r in rep.removed})
-        lines.append((f"removed: {plural(len(rep.removed), 'element')} ({', '.join(kinds)})", _GREEN))
+        lines.append(
+            (f"removed: {plural(len(rep.removed), 'element')} ({', '.join(kinds)})", _GREEN)
+        )
     if rep.faces_checked:
         text = f"faces found: {rep.faces_found}, hidden ({rep.face_mode}): {rep.faces_blurred}"
         if rep.consent:
@@ -108,7 +110,10 @@ def render_preview(before: bytes, clean: SanitizedImage, *, as_stored: bool = Fa
     draw = ImageDraw.Draw(canvas)
     what = "as stored" if as_stored else "upright"
     draw.text(
-        (pad, 10), f"before ({what}): {plural(len(rep.findings), 'metadata item')}", fill=_RED, font=font
+        (pad, 10),
+        f"before ({what}): {plural(len(rep.findings), 'metadata item')}",
+        fill=_RED,
+        font=font,
     )
     draw.text((2 * pad + a.width, 10), "after: what veilpix sends", fill=_GREEN, font=font)
     canvas.paste(a, (pad, head))
