@@ -15,6 +15,7 @@ import io
 import re
 import struct
 import warnings
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -676,22 +677,31 @@ def deep_reencode(
 ) -> bytes:
     """Re-encode a single-frame 16-bit PNG or TIFF with its bit depth intact.
 
-    Pillow reads 16-bit RGB(A) as 8-bit, so this path decodes and encodes with OpenCV, whose
-    PNG and TIFF writers emit structure only, and turns the pixels with numpy. With
-    ``policy`` and the declared ``size``, the work is held to the budget first (16-bit
-    samples: twice the memory of an 8-bit frame).
+    Pillow reads 16-bit RGB(A) as 8-bit, so this path decodes and encodes with veilpix's own
+    numpy codecs (``veilpix.image._png16``: PNG, chunk by chunk; ``veilpix.image._tiff16``:
+    TIFF, its strips read as bytes by Pillow's libtiff), whose writers emit structure only,
+    and turns the pixels with numpy. With ``policy`` and the declared ``size``, the work is
+    held to the budget first (16-bit samples: twice the memory of an 8-bit frame). What
+    cannot be decoded exactly raises CorruptImage or UnsupportedImage: the image is blocked.
     """
-    import cv2
     import numpy as np
 
     if policy is not None and size is not None:
         work = estimate(fmt, fmt, frames=1, canvas=size, turn=orientation != 1)
         check_work(policy, dataclasses.replace(work, memory=2 * work.memory))
+    # the codecs import numpy at the top: loaded when a 16-bit image comes, not before
+    from veilpix.image import _png16, _tiff16  # noqa: PLC0415 - see above
 
-    flags = cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-    if arr is None:
-        raise CorruptImage(f"16-bit {fmt} image could not be decoded")
+    limit = (policy or Policy()).max_input_pixels
+    with decoding(f"16-bit {fmt}"):
+        if fmt == "PNG":
+            png = _png16.decode_png(data, max_pixels=limit)
+            arr = png.pixels
+        elif fmt == "TIFF":
+            tiff = _tiff16.decode_tiff(data, max_pixels=limit)
+            arr = tiff.pixels
+        else:  # pragma: no cover - the pipeline sends PNG and TIFF only
+            raise UnsupportedImage(f"no 16-bit path for {fmt}")
     turn = {
         2: lambda a: a[:, ::-1],
         3: lambda a: a[::-1, ::-1],
@@ -702,8 +712,10 @@ def deep_reencode(
         8: lambda a: np.rot90(a, k=1),
     }.get(orientation)
     if turn is not None:
-        arr = np.ascontiguousarray(turn(arr))
-    ok, buf = cv2.imencode(".png" if fmt == "PNG" else ".tiff", arr)
-    if not ok:
-        raise CorruptImage(f"could not encode the 16-bit image as {fmt}")
-    return bytes(buf.tobytes())
+        arr = turn(arr)  # a view: the encoder makes its one contiguous copy
+    try:
+        if fmt == "PNG":
+            return _png16.encode_png(arr, png.colour_type, png.chunks)
+        return _tiff16.encode_tiff(arr, tiff.photometric, tiff.extra)
+    except (ValueError, OverflowError, struct.error, zlib.error) as exc:
+        raise CorruptImage(f"could not encode the 16-bit image as {fmt}: {_said(exc)}") from exc

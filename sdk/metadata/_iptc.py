@@ -113,7 +113,9 @@ def irb_findings(blob: bytes, source: str) -> tuple[list[Finding], list[bytes], 
     xmp: list[bytes] = []
     resources = split_irb(blob)
     if resources:
-        found.append(Finding("other", "Photoshop resources", plural(len(resources), "resource"), where))
+        found.append(
+            Finding("other", "Photoshop resources", plural(len(resources), "resource"), where)
+        )
     for rid, data in resources:
         kind = _RESOURCES.get(rid)
         if kind == "IPTC-IIM":

@@ -278,7 +278,7 @@ def test_every_pixel_path_is_budgeted(fmt_data: Any) -> None:
 
 
 def test_sixteen_bit_reencode_is_budgeted() -> None:
-    """The 16-bit path (OpenCV) takes the budget when it is given the policy and size."""
+    """The 16-bit path (veilpix's own PNG/TIFF codecs) takes the budget when it is given the policy and size."""
     from veilpix.image._pixels import deep_reencode
 
     data, _ = F.png16(orientation=6)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
 import pytest
@@ -113,12 +114,39 @@ def test_mask_of_the_wrong_size_is_refused() -> None:
         veilpix.sanitize_mask(_mask((100, 100), (0, 0, 10, 10)), image)
 
 
+def _tiff16() -> bytes:
+    """A 16-bit RGB TIFF (one uncompressed strip) with an Artist tag."""
+    up = np.asarray(factories.picture((40, 24)), dtype=np.uint16) * 257
+    h, w = up.shape[:2]
+    tags = {
+        256: (3, 1, struct.pack("<H", w)),
+        257: (3, 1, struct.pack("<H", h)),
+        258: (3, 3, struct.pack("<3H", 16, 16, 16)),
+        259: (3, 1, struct.pack("<H", 1)),
+        262: (3, 1, struct.pack("<H", 2)),
+        277: (3, 1, struct.pack("<H", 3)),
+        278: (3, 1, struct.pack("<H", h)),
+        315: (2, 9, factories.SECRET.encode() + b"\x00"),
+    }
+    return factories.tiff_file(tags, up.astype("<u2").tobytes())
+
+
+def test_sixteen_bit_downscale_goes_through_eight_bits() -> None:
+    """Resizing a 16-bit picture works on its 8-bit pixels (the report says so)."""
+    for data in (factories.png16(orientation=6)[0], _tiff16()):
+        out = veilpix.sanitize(data, veilpix.Policy(max_side=20))
+        assert max(out.report.width_out, out.report.height_out) == 20
+        assert "16-bit image processed at 8 bits for face blurring / resizing" in out.report.notes
+        assert factories.SECRET.encode() not in out.data
+
+
 @pytest.mark.parametrize(
     "make",
     [
         lambda: factories.jpeg(cmyk=True),
         lambda: factories.png16()[0],
         lambda: factories.png16(alpha=True)[0],
+        _tiff16,
         factories.gif,
         factories.tiff,
         factories.bmp,
@@ -133,6 +161,7 @@ def test_mask_of_the_wrong_size_is_refused() -> None:
         "cmyk",
         "png16",
         "png16a",
+        "tiff16",
         "gif",
         "tiff",
         "bmp",
