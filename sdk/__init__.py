@@ -6,7 +6,7 @@
 >>> clean.data                # the same picture, upright, with no metadata left
 
 Public names are re-exported here once; everything else lives in private modules. Heavy parts
-(Pillow's plugins, the pixel pipeline, OpenCV) are imported only when first used.
+(Pillow's plugins, the pixel pipeline, numpy) are imported only when first used.
 """
 
 from __future__ import annotations

