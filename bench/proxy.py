@@ -611,7 +611,7 @@ def print_report(doc: dict[str, Any]) -> None:
     con.print(
         f"veilpix {doc['veilpix']}, Python {doc['python']}, {doc['cores']} cores, uvicorn "
         f"{doc['uvicorn']} (one worker each), peer: {doc['mitmproxy']}\n"
-        f"log in {doc['dir']} ([log] durability = {doc['durability']!r}; a 4 KB fsync there "
+        f"log in {doc['dir']} (log durability {doc['durability']!r}; a 4 KB fsync there "
         f"takes {doc['fsync_ms_p50']:.2f} ms p50); JPEG {doc['jpeg']['bytes']:,} B "
         f"({doc['jpeg']['width']}x{doc['jpeg']['height']}, EXIF+GPS), sanitized to "
         f"{doc['in_process']['sanitized_bytes']:,} B"
