@@ -318,9 +318,9 @@ def original_model() -> Path | None:
 
 def network_speed(model: Path, repeat: int) -> list[dict[str, Any]]:
     """ms/MP of the network alone, veilpix's runtime against OpenCV's, at main-pass sizes."""
-    from veilpix.image import _onnx
+    from veilpix.image import onnx
 
-    ours = _onnx.load(model.read_bytes())
+    ours = onnx.load(model.read_bytes())
     rows = []
     rng = np.random.default_rng(1)
     for w, h in [(640, 480), (1280, 960), (1920, 1440)]:

