@@ -174,9 +174,15 @@ def test_inspect_reports_undecodable_file_names(tmp_path: Path) -> None:
 
 def test_error_hints_keep_their_brackets(tmp_path: Path) -> None:
     (tmp_path / "not-an-image.jpg").write_bytes(b"hello, world")
-    res = run("inspect", str(tmp_path / "not-an-image.jpg"))
+    res = run("inspect", str(tmp_path / "not-an-image.jpg"), cwd=tmp_path)
     assert res.returncode == 1
-    assert "pip install 'veilpix[heif]'" in res.stdout
+    # the command names this install's source (a checkout, a wheel, the index), as the
+    # same interpreter sees it from the same folder
+    code = "from veilpix._install import install_command; print(install_command('heif'))"
+    command = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path
+    ).stdout.strip()
+    assert "[heif]" in command and command in res.stdout
 
 
 def test_long_lines_and_links_are_never_broken_in_a_pipe(tmp_path: Path) -> None:
