@@ -2,8 +2,8 @@
 
     python examples/blur_faces.py [OUT]
 
-Needs the face model (pip install 'veilpix[faces]') and scikit-image for the sample picture
-(pip install scikit-image). No files are read: the input is scikit-image's "astronaut"
+Needs scikit-image for the sample picture (pip install scikit-image); the face model ships
+with veilpix. No files are read: the input is scikit-image's "astronaut"
 photo, encoded as a JPEG in memory with a GPS position in its EXIF. The script sanitizes it
 with Policy(faces="blur", max_side=320), prints what was found and changed, then shows the
 consent rule: an image with unblurred faces is refused unless the call carries a consent

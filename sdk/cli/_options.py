@@ -79,7 +79,7 @@ def add_policy_options(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="downscale to at most N pixels in all (e.g. 4000000)",
     )
-    f = p.add_argument_group("faces (needs the 'faces' extra: pip install 'veilpix[faces]')")
+    f = p.add_argument_group("faces (the CenterFace model ships with veilpix)")
     f.add_argument("--blur-faces", action="store_true", help="hide every face found")
     f.add_argument(
         "--blur-mode",
