@@ -40,6 +40,8 @@ from veilpix.formats._scan import (
 )
 
 __all__ = [
+    "ADAM7",
+    "DEPTHS",
     "SIGNATURE",
     "iccp_chunk",
     "inflate_capped",
@@ -108,7 +110,7 @@ _FIXED = {
     b"IEND": 0,
 }
 _CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
-_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
+DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
 # chunks a PNG holds at most once: later copies are not kept (their values are free)
 _ONCE = frozenset(
     {
@@ -224,7 +226,7 @@ def scan_png(data: bytes) -> Scan:
             if (
                 not w
                 or not h
-                or depth not in _DEPTHS.get(ctype, ())
+                or depth not in DEPTHS.get(ctype, ())
                 or method
                 or filtering
                 or interlace > 1
@@ -356,7 +358,7 @@ def _text_chunk(scan: Scan, name: str, body: bytes) -> None:
 
 
 # Adam7: x0, y0, dx, dy of each pass
-_PASSES = (
+ADAM7 = (
     (0, 0, 8, 8),
     (4, 0, 8, 8),
     (0, 4, 4, 8),
@@ -377,7 +379,7 @@ def _rows(info: dict[str, Any], size: tuple[int, int]) -> list[tuple[int, int]]:
     if not info.get("interlace"):
         return [(1 + (width * bpp + 7) // 8, height)]
     out = []
-    for x0, y0, dx, dy in _PASSES:
+    for x0, y0, dx, dy in ADAM7:
         w = (width - x0 + dx - 1) // dx if width > x0 else 0
         h = (height - y0 + dy - 1) // dy if height > y0 else 0
         if w and h:

@@ -46,21 +46,11 @@ import numpy as np  # noqa: TID253 - the 16-bit path imports this module only wh
 import numpy.typing as npt  # noqa: TID253 - as above
 
 from veilpix._errors import CorruptImage, ImageTooLarge, UnsupportedImage
+from veilpix.formats._png import ADAM7, DEPTHS, SIGNATURE
 
 __all__ = ["MAX_STEPS", "Png", "decode_png", "encode_png", "native", "zlib_settings"]
 
-SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}
-_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
-_PASSES = (  # Adam7: (x0, y0, dx, dy) of each pass
-    (0, 0, 8, 8),
-    (4, 0, 8, 8),
-    (0, 4, 4, 8),
-    (2, 0, 4, 4),
-    (0, 2, 2, 4),
-    (1, 0, 2, 2),
-    (0, 1, 1, 2),
-)
+_CHANNELS = {0: 1, 2: 3, 4: 2, 6: 4}  # (palette images never take this path)
 # display chunks kept, with their size (None: depends on the colour type)
 _DISPLAY: dict[bytes, int | None] = {
     b"tRNS": None,
@@ -175,7 +165,7 @@ def _ihdr(body: bytes, max_pixels: int) -> tuple[int, int, int, int, int]:
     width, height, depth, ctype, method, filtering, interlace = struct.unpack(">IIBBBBB", body)
     if not 0 < width < 1 << 31 or not 0 < height < 1 << 31:
         raise CorruptImage(f"PNG IHDR declares an impossible size {width}x{height}")
-    if depth not in _DEPTHS.get(ctype, ()) or method or filtering or interlace > 1:
+    if depth not in DEPTHS.get(ctype, ()) or method or filtering or interlace > 1:
         raise CorruptImage(
             f"PNG IHDR declares bit depth {depth}, colour type {ctype}, methods "
             f"{method}/{filtering}/{interlace}: not a valid combination"
@@ -207,7 +197,7 @@ def _layout(width: int, height: int, interlace: int) -> list[tuple[int, int, int
     if not interlace:
         return [(0, 0, 1, 1, width, height)]
     out = []
-    for x0, y0, dx, dy in _PASSES:
+    for x0, y0, dx, dy in ADAM7:
         w = (width - x0 + dx - 1) // dx if width > x0 else 0
         h = (height - y0 + dy - 1) // dy if height > y0 else 0
         if w and h:

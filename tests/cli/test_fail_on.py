@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import piexif
@@ -14,24 +11,11 @@ import pytest
 from PIL import Image
 
 import factories as F
+from clikit import run
 from veilpix.cli._exit import EXIT_FAILED, EXIT_FOUND, EXIT_OK, EXIT_USAGE
 from veilpix.cli._inspect import FAIL_ON, gate
 from veilpix.cli._main import main
 from veilpix.metadata._facts import CATEGORIES, SENSITIVE
-
-
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    """``veilpix ARGS`` in a fresh process, output in pipes (colours forced off)."""
-    env = {k: v for k, v in os.environ.items() if k != "FORCE_COLOR"}
-    return subprocess.run(
-        [sys.executable, "-m", "veilpix", *args],
-        capture_output=True,
-        text=True,
-        errors="surrogateescape",
-        env=env,
-        timeout=120,
-        check=False,
-    )
 
 
 def _clean_png() -> bytes:

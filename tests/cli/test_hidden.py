@@ -4,28 +4,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import factories as F
-
-
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    """``veilpix ARGS`` in a fresh process, output in pipes (colours forced off)."""
-    env = {k: v for k, v in os.environ.items() if k != "FORCE_COLOR"}
-    return subprocess.run(
-        [sys.executable, "-m", "veilpix", *args],
-        capture_output=True,
-        text=True,
-        errors="surrogateescape",
-        env=env,
-        timeout=120,
-        check=False,
-    )
+from clikit import run
 
 
 @pytest.fixture

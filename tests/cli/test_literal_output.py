@@ -20,28 +20,8 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 import factories as F
+from clikit import clean_env, run
 from veilpix.cli._term import visible
-
-
-def _env(extra: dict[str, str] | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
-    env.update(extra or {})
-    return env
-
-
-def run(
-    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "veilpix", *args],
-        capture_output=True,
-        text=True,
-        errors="surrogateescape",
-        cwd=cwd,
-        env=_env(env),
-        timeout=120,
-        check=False,
-    )
 
 
 def run_tty(*args: str, columns: int = 80, env: dict[str, str] | None = None) -> tuple[int, str]:
@@ -56,7 +36,7 @@ def run_tty(*args: str, columns: int = 80, env: dict[str, str] | None = None) ->
 
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
-    env = _env({"TERM": "xterm-256color", **(env or {})})
+    env = clean_env({"TERM": "xterm-256color", **(env or {})})
     env.pop("COLUMNS", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "veilpix", *args],

@@ -4,32 +4,15 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 import factories as F
+from clikit import run
 from veilpix.cli._main import main
-
-
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    """``veilpix ARGS`` in a fresh process, output in pipes (colours forced off)."""
-    env = {k: v for k, v in os.environ.items() if k != "FORCE_COLOR"}
-    return subprocess.run(
-        [sys.executable, "-m", "veilpix", *args],
-        capture_output=True,
-        text=True,
-        errors="surrogateescape",
-        env=env,
-        timeout=120,
-        check=False,
-    )
-
 
 # "1 files", "1 elements", "1 transfers", "1 entries", "(s)": what the output must never say
 WRONG = re.compile(r"(?<![\d.,])1 (files|elements|findings|transfers|entries|checkpoints)\b|\(s\)")
