@@ -83,21 +83,55 @@ def _is_image(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def collect(paths: list[str], *, exclude: str | None = None, include_hidden: bool = False) -> Found:
+def collect(
+    paths: list[str],
+    *,
+    exclude: str | None = None,
+    include_hidden: bool = False,
+    refuse_links: bool = False,
+) -> Found:
     """Files named directly are always taken; folders are walked recursively for files with
     an image extension. Hidden files with an image extension and hidden folders (names
     starting with a dot) are skipped as ``hidden`` unless ``include_hidden``; other files
-    are skipped as ``not an image``. A folder that cannot be listed is ``unreadable``.
-    Raises ConfigError for a path that does not exist."""
+    are skipped as ``not an image``. A folder that cannot be listed, and anything that is
+    not a regular file (a pipe or a device would block the read), is ``unreadable``; so is
+    a symbolic link with ``refuse_links`` (``scrub --in-place`` would replace the link and
+    leave the photo it points to as it was). Two names of one file are one job, under the
+    name that is not a link. Raises ConfigError for a path that does not exist."""
     found = Found()
-    seen: set[str] = set()
+    seen: dict[str, int] = {}  # real path -> index of its job
     excluded = os.path.realpath(exclude) if exclude else None
 
     def take(path: str, rel: str) -> None:
+        if refuse_links and os.path.islink(path):
+            found.unreadable.append(
+                Unreadable(
+                    path,
+                    "SymbolicLink",
+                    f"a symbolic link: {path} (--in-place would replace the link and leave "
+                    f"the photo it points to, {os.path.realpath(path)}, as it was; scrub "
+                    "that file itself)",
+                )
+            )
+            return
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            unreadable(exc, path, "")
+            return
+        if not stat.S_ISREG(st.st_mode):
+            found.unreadable.append(
+                Unreadable(
+                    path, "NotAFile", f"not a regular file: {path} (a pipe, socket or device)"
+                )
+            )
+            return
         real = os.path.realpath(path)
         if real not in seen:
-            seen.add(real)
+            seen[real] = len(found.jobs)
             found.jobs.append(Job(path, rel))
+        elif os.path.islink(found.jobs[seen[real]].path) and not os.path.islink(path):
+            found.jobs[seen[real]] = Job(path, rel)  # the file under its own name
 
     def unreadable(exc: OSError, path: str, what: str) -> None:
         message = f"{exc.strerror or exc}: {exc.filename or path}{what}"

@@ -291,7 +291,12 @@ def add_parser(sub: Subparsers, summary: str) -> None:
 def run(args: argparse.Namespace) -> int:
     policy = policy_from_args(args)
     started = time.perf_counter()
-    found = collect(args.paths, exclude=args.output, include_hidden=args.include_hidden)
+    found = collect(
+        args.paths,
+        exclude=args.output,
+        include_hidden=args.include_hidden,
+        refuse_links=bool(args.in_place),
+    )
     if not found.jobs and not found.unreadable:
         hint = ""
         if found.hidden:
