@@ -110,6 +110,7 @@ def decode_tiff(data: bytes, *, max_pixels: int) -> Tiff:
     if fill not in (1, 2):
         raise CorruptImage(f"TIFF declares fill order {fill}")
     layout = _Layout.of(tags, width, height, spp, planar)
+    _check_blocks(layout, len(data))
     planes = [
         _plane(data, layout, plane=q, compression=compression, fill=fill, order=reader.e)
         for q in range(spp if planar == 2 else 1)
@@ -187,6 +188,21 @@ class _Layout:
             across=across,
             down=down,
         )
+
+
+def _check_blocks(layout: _Layout, size: int) -> None:
+    """Every strip or tile lies inside the file and apart from the others: blocks that
+    overlap would each be copied for the decoder, so a small file could make it hold its
+    own size many times over (and legitimate writers never share image data)."""
+    end = 0
+    for offset, count in sorted(zip(layout.offsets, layout.counts, strict=True)):
+        if count == 0:
+            continue
+        if offset < end:
+            raise CorruptImage("TIFF strips or tiles overlap; the image is refused")
+        end = offset + count
+    if end > size:
+        raise CorruptImage("TIFF is truncated: image data runs past the end of the file")
 
 
 def _plane(

@@ -964,3 +964,44 @@ def test_everything_here_works_without_opencv(tmp_path: Path) -> None:
         inside = (slice(50, 90), slice(55, 85))
         assert out[inside].std() < 0.5 * face[inside].std(), mode  # the noise is gone there
         assert np.array_equal(out[:10, :10], face[:10, :10])  # and untouched far away
+
+
+def _shared_strips(n: int, blob: bytes) -> bytes:
+    """A 1 x n 16-bit RGB TIFF whose n one-row strips all point at the same ``blob``."""
+    offsets = struct.pack(f"<{n}I", *([8] * n))
+    counts = struct.pack(f"<{n}I", *([len(blob)] * n))
+    bits = struct.pack("<3H", 16, 16, 16)
+    at_bits = 8 + len(blob)
+    at_offsets, at_counts = at_bits + len(bits), at_bits + len(bits) + len(offsets)
+    ifd_at = at_counts + len(counts)
+    entries = [
+        (256, 4, 1, struct.pack("<I", 1)),
+        (257, 4, 1, struct.pack("<I", n)),
+        (258, 3, 3, struct.pack("<I", at_bits)),
+        (259, 3, 1, struct.pack("<HH", 1, 0)),
+        (262, 3, 1, struct.pack("<HH", 2, 0)),
+        (273, 4, n, struct.pack("<I", at_offsets)),
+        (277, 3, 1, struct.pack("<HH", 3, 0)),
+        (278, 4, 1, struct.pack("<I", 1)),
+        (279, 4, n, struct.pack("<I", at_counts)),
+        (284, 3, 1, struct.pack("<HH", 1, 0)),
+    ]
+    ifd = struct.pack("<H", len(entries))
+    ifd += b"".join(struct.pack("<HHI", t, ty, c) + v for t, ty, c, v in entries) + bytes(4)
+    return b"II*\x00" + struct.pack("<I", ifd_at) + blob + bits + offsets + counts + ifd
+
+
+def test_strips_that_overlap_are_refused_before_anything_is_copied() -> None:
+    # 100 strips sharing one 1 MiB blob: copied one by one for the decoder, a 1 MB file
+    # made it hold 100 MB (a review found 838 MiB from 400 strips)
+    data = _shared_strips(100, bytes(1 << 20))
+    tracemalloc.start()
+    try:
+        with pytest.raises(veilpix.CorruptImage, match="overlap"):
+            _tiff16.decode_tiff(data, max_pixels=LIMIT)
+        with pytest.raises(veilpix.CorruptImage):
+            veilpix.sanitize(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20
