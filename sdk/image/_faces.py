@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from veilpix._errors import ConfigError, FaceDetectionError
+from veilpix._install import install_command
 from veilpix.image.models import MODEL_FILE, MODEL_SHA256
 
 if TYPE_CHECKING:
@@ -103,9 +104,7 @@ class FaceDetector(Protocol):
 
 CENTERFACE_OUTPUTS = ("537", "538", "539")  # heat map, box size (log), centre offset
 MAX_MODEL_BYTES = 64 << 20
-_DAMAGED = (
-    "the veilpix installation is damaged: reinstall it (pip install --force-reinstall veilpix)"
-)
+_DAMAGED = "the veilpix installation is damaged: reinstall it ({} --force-reinstall)"
 
 
 def _shipped_model() -> Path:
@@ -133,7 +132,8 @@ def _load_network(path: Path, origin: str) -> Any:
     from veilpix.image import onnx  # noqa: PLC0415 - numpy throughout: loaded on first use
 
     if origin == "shipped":
-        where, hint = "the CenterFace model shipped with veilpix", _DAMAGED
+        where = "the CenterFace model shipped with veilpix"
+        hint = _DAMAGED.format(install_command())
     elif origin == "env":
         where = f"the CenterFace model {str(path)!r} named by {MODEL_ENV}"
         hint = "point it at a centerface.onnx, or unset it to use the model veilpix ships"
@@ -238,6 +238,12 @@ class CenterFace:
             raise FaceDetectionError(
                 f"CenterFace failed on a {rgb.shape[1]}x{rgb.shape[0]} image: {exc}"
             ) from exc
+        if not (np.isfinite(heat).all() and np.isfinite(size).all() and np.isfinite(offset).all()):
+            # NaN passes no threshold: "no face" would send the picture unblurred
+            raise FaceDetectionError(
+                f"CenterFace gave NaN or infinite scores on a {rgb.shape[1]}x{rgb.shape[0]} "
+                "image: the model is not usable"
+            )
         ys, xs = np.nonzero(heat > self.threshold)
         if not len(ys):
             return []

@@ -730,3 +730,27 @@ def test_runs_in_a_forked_child_after_the_parent_ran() -> None:
 
 def _run_shipped(blob: Any) -> Any:
     return onnx.load(_shipped_model().read_bytes()).run(blob, ["537"])[0]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_a_weight_that_is_not_a_number_is_refused_at_load(bad: float) -> None:
+    # a NaN weight makes every score NaN, which passes no threshold: a model that finds no
+    # face would let faces out unblurred (found by review: a poisoned VEILPIX_CENTERFACE_MODEL)
+    weights = rand(2, 3, 1, 1)
+    weights[1, 2, 0, 0] = bad
+    data = model(
+        [node("Conv", ["x", "w"], ["y"], kernel_shape=[1, 1])], [tensor("w", weights)], ["y"]
+    )
+    with pytest.raises(OnnxError, match="NaN or infinite"):
+        onnx.load(data)
+
+
+def test_scores_that_are_not_numbers_block_instead_of_finding_no_face(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    detector = CenterFace()
+    heat = np.full((8, 8), np.nan, np.float32)
+    zeros = np.zeros((2, 8, 8), np.float32)
+    monkeypatch.setattr(detector, "heatmap", lambda rgb, scale=1.0: (heat, zeros, zeros, (1, 1)))
+    with pytest.raises(veilpix.FaceDetectionError, match="NaN"):
+        detector.detect(np.zeros((32, 32, 3), np.uint8))

@@ -66,6 +66,11 @@ class Network:
             consumers[name] = consumers.get(name, 0) + 1  # a graph output is always kept
         produced: dict[str, _Unit | None] = {self.input: None}  # tensor -> the unit ending in it
         constants = dict(graph.initializers)
+        for name, array in constants.items():
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                # a NaN weight makes every score NaN, which no threshold passes: the model
+                # would find no face and the image would go out unblurred
+                raise OnnxError(f"initializer {name!r} holds NaN or infinite values")
 
         def open_unit(name: str) -> _Unit | None:
             """The unit whose output ``name`` is, when it may be extended past it."""
