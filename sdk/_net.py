@@ -213,26 +213,52 @@ def covered(host: str, domains: Iterable[str]) -> bool:
 
 # -- NO_PROXY ----------------------------------------------------------------------------------
 
+_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]*://")
+_NAME = re.compile(r"^[a-z0-9_-]+(\.[a-z0-9_-]+)*$")
 
-def _bypasses(entry: str, patterns: Iterable[str]) -> bool:
-    """Whether a ``NO_PROXY`` entry sends a host matching one of ``patterns`` (exact names or
-    fnmatch patterns) around the proxy. Read as the widest of curl, Python and Node: ``*``
-    is every host; ``name``, ``.name`` and ``*.name`` are the name and every name below it;
-    a port is ignored. Addresses and CIDR blocks cover no vendor host (clients match them
-    against literal addresses only)."""
-    text = entry.strip().lower()
-    if text == "*":
-        return True
-    if text.startswith("[") or _is_address(text.split("/")[0]):
-        return False
+
+def _no_proxy_entry(entry: str) -> tuple[str, bool] | None:
+    """A ``NO_PROXY`` entry as (the name or address it covers, whether it is a plain suffix),
+    read the way the widest client reads it: a ``scheme://`` in front and a path behind are
+    ignored (httpx), a port is ignored, every leading ``*`` and ``.`` is dropped (requests
+    and urllib drop all dots; proxy-from-env makes ``*x`` "ends with x", with no dot
+    needed). None for an entry that is no plain name, address or CIDR block: kept by no
+    rule, so it is taken out."""
+    text = _SCHEME.sub("", entry.strip().lower())
+    if "/" in text:
+        head, _, tail = text.partition("/")
+        text = text if _is_address(head) and tail.isdigit() else head  # CIDR, or a path
+    if text.startswith("[") and "]" in text:  # [v6] or [v6]:port
+        return text[1 : text.index("]")], False
     if text.count(":") == 1:
         text = text.split(":")[0]
-    name = text.removeprefix("*").removeprefix(".").removesuffix(".")
-    if not name:
+    starred = text.startswith("*")
+    name = text.lstrip("*.").removesuffix(".")
+    if _is_address(name.split("/")[0]):
+        return name, False
+    if text == "*" or (starred and not name):
+        return "", True  # every host
+    if not name or not _NAME.match(name):
+        return None
+    return name, starred
+
+
+def _bypasses(entry: str, patterns: Iterable[str]) -> bool:
+    """Whether a ``NO_PROXY`` entry could send a host matching one of ``patterns`` (exact
+    names or fnmatch patterns) around the proxy, in any client (see :func:`_no_proxy_entry`).
+    Addresses and CIDR blocks cover no vendor host (clients match them against literal
+    addresses only)."""
+    read = _no_proxy_entry(entry)
+    if read is None:
+        return True
+    name, suffix = read
+    if _is_address(name.split("/")[0]):
         return False
     for pattern in patterns:
         if not any(c in pattern for c in "*?["):
             if pattern == name or pattern.endswith("." + name):
+                return True
+            if suffix and pattern.endswith(name):
                 return True
             continue
         tail = pattern[pattern.rindex("*") + 1 :]  # what every matching host ends with
@@ -240,6 +266,7 @@ def _bypasses(entry: str, patterns: Iterable[str]) -> bool:
             fnmatch.fnmatchcase(name, pattern)
             or fnmatch.fnmatchcase("x." + name, pattern)
             or tail.endswith("." + name)
+            or (suffix and (tail.endswith(name) or fnmatch.fnmatchcase("x" + name, pattern)))
         ):
             return True
     return False
@@ -254,14 +281,15 @@ def _is_address(text: str) -> bool:
 
 
 def no_proxy_split(value: str, hosts: Iterable[str] = ()) -> tuple[list[str], list[str]]:
-    """``NO_PROXY``'s entries as (kept, removed): removed are those that would send a request
-    to a registered vendor (or to one of ``hosts``, names from the config's base URLs)
-    around the intercept proxy, unchecked."""
+    """``NO_PROXY``'s entries (separated by commas or white space) as (kept, removed):
+    removed are those that would send a request to a registered vendor (or to one of
+    ``hosts``, names from the config's base URLs) around the intercept proxy, unchecked,
+    in some client, and those no client rule reads as a plain name or address."""
     patterns = [p.lower() for v in adapters.vendors() for p in v.host_patterns]
     patterns += [h.lower() for h in hosts]
     kept: list[str] = []
     removed: list[str] = []
-    for entry in (e.strip() for e in value.split(",")):
+    for entry in re.split(r"[,\s]+", value):
         if entry:
             (removed if _bypasses(entry, patterns) else kept).append(entry)
     return kept, removed

@@ -333,11 +333,15 @@ def _bundle(args: argparse.Namespace, authority: Authority) -> int:
 
 
 def _no_proxy(config: Config) -> dict[str, str]:
-    """NO_PROXY and no_proxy without the entries that cover a vendor host (only those that
-    have such entries; "" when nothing is left), each removal said on stderr."""
+    """NO_PROXY (in each spelling) without the entries that could send a vendor's host around
+    the proxy (only the variables that have such entries; "" when nothing is left), each
+    removal said on stderr."""
     hosts = [urlsplit(url).hostname or "" for url in config.base_urls.values()]
     out = {}
-    for name in ("NO_PROXY", "no_proxy"):
+    # every spelling clients read: NO_PROXY, no_proxy, No_Proxy (Python takes any case),
+    # npm_config_no_proxy (read first by Node's proxy-from-env)
+    names = sorted(k for k in os.environ if k.lower() in ("no_proxy", "npm_config_no_proxy"))
+    for name in names:
         value = os.environ.get(name)
         if not value:
             continue

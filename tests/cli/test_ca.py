@@ -876,7 +876,18 @@ def test_env_takes_vendor_hosts_out_of_no_proxy_and_says_so(
         ("openai.com.evil", False),
         ("notopenai.com", False),
         ("", False),
-        (".", False),
+        (".", True),  # no name at all: taken out
+        # found by review: shapes some client reads as a vendor host
+        ("https://api.openai.com", True),  # httpx: scheme and host
+        ("all://*openai.com", True),
+        ("api.openai.com/", True),
+        ("..openai.com", True),  # urllib and requests drop every leading dot
+        ("*ai.com", True),  # proxy-from-env: "ends with ai.com"
+        ("*nai.com", True),
+        ("fal.run:443", True),
+        ("foo$(id)", True),  # no plain name: kept by no rule
+        ("xn--bcher-kva.example", False),
+        ("a_b.corp", False),
     ],
 )
 def test_no_proxy_entries_that_bypass_a_vendor(entry: str, bypasses: bool) -> None:
@@ -885,6 +896,33 @@ def test_no_proxy_entries_that_bypass_a_vendor(entry: str, bypasses: bool) -> No
     kept, removed = no_proxy_split(entry)
     assert removed == ([entry] if bypasses else [])
     assert kept == ([entry] if entry and not bypasses else [])
+
+
+def test_no_proxy_entries_split_on_white_space_too() -> None:
+    from veilpix._net import no_proxy_split
+
+    # curl, undici and proxy-from-env split on spaces; requests removes them
+    assert no_proxy_split("localhost api.openai.com\tintranet") == (
+        ["localhost", "intranet"],
+        ["api.openai.com"],
+    )
+
+
+def test_env_reads_every_spelling_of_no_proxy(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    roots_file(tmp_path, monkeypatch)
+    assert run(capsys, "ca", "init")[0] == 0
+    for name in list(os.environ):
+        if name.lower() in ("no_proxy", "npm_config_no_proxy"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("No_Proxy", "*")
+    monkeypatch.setenv("npm_config_no_proxy", "localhost,.anthropic.com")
+    code, out, err = run(capsys, "env")
+    assert code == 0
+    lines = out.splitlines()
+    assert "unset No_Proxy" in lines and "export npm_config_no_proxy=localhost" in lines
+    assert "No_Proxy" in err and ".anthropic.com" in err
 
 
 def test_env_takes_the_port_from_the_config(
