@@ -8,6 +8,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import sys
 from importlib import resources
 from pathlib import Path
@@ -110,8 +111,9 @@ def _init(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"written": str(path), "bytes": len(text.encode())}))
     else:
-        print(f"wrote {path}; check it with: veilpix config check --config {path}")
-        print(f"  use it: export VEILPIX_CONFIG={path.absolute()}")
+        quoted = shlex.quote(str(path))
+        print(f"wrote {path}; check it with: veilpix config check --config {quoted}")
+        print(f"  use it: export VEILPIX_CONFIG={shlex.quote(str(path.absolute()))}")
     return EXIT_OK
 
 

@@ -53,6 +53,19 @@ def test_init_never_replaces_a_file_unless_forced(
     assert stat.S_IMODE(target.stat().st_mode) == 0o600  # kept as narrow as it was
 
 
+def test_the_lines_it_prints_are_safe_to_paste(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shlex
+
+    target = tmp_path / "cfg dir;$(touch pwned)" / "veilpix.toml"
+    target.parent.mkdir()
+    code, out, _ = run(capsys, "config", "init", "-o", str(target))
+    assert code == 0
+    export = out.splitlines()[1].split("use it: ", 1)[1]
+    assert shlex.split(export) == ["export", f"VEILPIX_CONFIG={target}"]
+
+
 def test_init_to_stdout_and_into_a_folder(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
