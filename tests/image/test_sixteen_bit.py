@@ -160,6 +160,16 @@ def test_each_filter_type_and_mixtures(kinds: Any) -> None:
     assert np.array_equal(decoded.pixels, pixels)
 
 
+@pytest.mark.parametrize("kinds", [(0, 2), (2, 2, 1), (1, 2, 2, 2, 0, 2)])
+def test_many_short_runs_of_up_rows_in_a_tall_narrow_image(kinds: Any) -> None:
+    # one run of Up rows after another, across the decoder's blocks of rows: decoded in one
+    # sweep (a loop per run made a 1 x 4,000,000 file take 15 s)
+    pixels = samples((30_000, 1, 3))
+    pattern = (list(kinds) * 30_000)[:30_000]
+    decoded = _png16.decode_png(png_file(pixels, 2, kinds=pattern), max_pixels=LIMIT)
+    assert np.array_equal(decoded.pixels, pixels)
+
+
 def test_average_and_paeth_rows_between_others() -> None:
     """The wavefront starts below rows decoded directly and hands over to them after."""
     pixels = samples((40, 30, 4))
