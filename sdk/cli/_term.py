@@ -60,8 +60,16 @@ _RESET = "\x1b[0m"
 # What a terminal acts on rather than shows: C0 and C1 controls and DEL, the bidirectional
 # controls (U+202E turns the rest of the line around), the line and paragraph separators, and
 # lone surrogates (bytes of a file name that are not UTF-8, which no stream can encode).
+# what a terminal acts on (C0, DEL, C1, line and paragraph separators, bidi controls), lone
+# surrogates, and the invisible format characters that make two names look alike (soft
+# hyphen, zero-width space, word joiner, BOM, Hangul fillers, tag characters; the zero-width
+# joiners U+200C/D stay: scripts and emoji sequences need them)
+_INVISIBLE = (
+    "\u00ad\u034f\u115f\u1160\u180e\u200b\u200e\u200f\u2060-\u2064\u206a-\u206f\u3164\ufeff"
+    "\uffa0\ufff9-\ufffb\U000e0000-\U000e007f"
+)
 _UNSAFE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]"
+    "[\x00-\x1f\x7f-\x9f\u061c\u2028-\u202e\u2066-\u2069\ud800-\udfff" + _INVISIBLE + "]"
 )
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -75,7 +83,7 @@ def _shown(match: re.Match[str]) -> str:
         return f"\\x{code:02x}"
     if 0xDC80 <= code <= 0xDCFF:  # os.fsdecode's stand-in for an undecodable byte
         return f"\\x{code - 0xDC00:02x}"
-    return f"\\u{code:04x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def visible(value: object) -> str:
@@ -98,7 +106,17 @@ def width(text: str) -> int:
     return sum(_char_width(ch) for ch in text)
 
 
-_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+_JSON_UNSAFE = re.compile(
+    "[\x7f-\x9f\u061c\u2028-\u202e\u2066-\u2069\ud800-\udfff" + _INVISIBLE + "]"
+)
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # JSON writes a character beyond the BMP as its surrogate pair
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
 def json_text(obj: Any, *, indent: int | None = None) -> str:
@@ -108,7 +126,7 @@ def json_text(obj: Any, *, indent: int | None = None) -> str:
     reads back to the same name."""
     text = json.dumps(obj, indent=indent, ensure_ascii=False)
     if _JSON_UNSAFE.search(text):  # these only ever occur inside strings
-        text = _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+        text = _JSON_UNSAFE.sub(_json_escape, text)
     return text
 
 
@@ -310,23 +328,25 @@ def _fold(text: str, limit: int) -> list[str]:
             continue
         if line:
             lines.append(line)
-        rest = word
-        while width(rest) > limit:
-            head, rest = _cut(rest, limit)
-            lines.append(head)
-        line = rest
+        *full, line = _pieces(word, limit)
+        lines.extend(full)
     lines.append(line)
     return lines
 
 
-def _cut(word: str, limit: int) -> tuple[str, str]:
-    used = 0
+def _pieces(word: str, limit: int) -> list[str]:
+    """``word`` cut into pieces of at most ``limit`` cells, in one pass (a piece holds at
+    least one character, however wide)."""
+    pieces: list[str] = []
+    start = used = 0
     for i, ch in enumerate(word):
         w = _char_width(ch)
-        if used + w > limit and i:
-            return word[:i], word[i:]
+        if used + w > limit and i > start:
+            pieces.append(word[start:i])
+            start, used = i, 0
         used += w
-    return word, ""
+    pieces.append(word[start:])
+    return pieces
 
 
 class Progress:

@@ -49,6 +49,13 @@ class Tty(io.StringIO):
         ("bad\udcffbyte", "bad\\xffbyte"),  # a file name byte that is not UTF-8
         ("東京 ✓ café e\u0301", "東京 ✓ café e\u0301"),  # printable text stays as it is
         ("family \U0001f468\u200d\U0001f469", "family \U0001f468\u200d\U0001f469"),
+        # invisible characters that make two names look alike (found by review)
+        ("pass\u200bport.jpg", "pass\\u200bport.jpg"),
+        ("soft\u00adhyphen", "soft\\xadhyphen"),
+        ("\ufeffbom", "\\ufeffbom"),
+        ("word\u2060joiner", "word\\u2060joiner"),
+        ("tag\U000e0041\U000e007f", "tag\\U000e0041\\U000e007f"),
+        ("filler\u3164", "filler\\u3164"),
     ],
 )
 def test_visible_escapes_control_characters_only(value: str, shown: str) -> None:
@@ -66,6 +73,13 @@ def test_plural() -> None:
     assert plural(1, "file") == "1 file"
     assert plural(0, "file") == "0 files"
     assert plural(2, "entry", "entries") == "2 entries"
+
+
+def test_json_text_escapes_invisible_characters_as_valid_json() -> None:
+    value = "pass\u200bport\U000e0041\ufeff.jpg"
+    text = json_text({"path": value})
+    assert "\\u200b" in text and "\\udb40\\udc41" in text and "\\ufeff" in text
+    assert json.loads(text) == {"path": value}
 
 
 def test_json_text_is_the_same_json_with_terminal_controls_escaped() -> None:
@@ -179,3 +193,13 @@ def test_a_stream_that_cannot_encode_gets_escapes_not_a_crash() -> None:
     Term(stream).print("⚠ 東京")
     stream.flush()
     assert raw.getvalue() == b"\\u26a0 \\u6771\\u4eac\n"
+
+
+def test_a_long_word_is_cut_into_lines_that_fit_in_one_pass() -> None:
+    from veilpix.cli._term import _fold
+
+    word = "ö" * 30_001 + "東"  # no space to break at; a wide character at the end
+    lines = _fold(word, 24)
+    assert "".join(lines) == word
+    assert all(width(line) <= 24 for line in lines) and width(lines[-1]) == 3
+    assert _fold("東東東", 1) == ["東", "東", "東"]  # a piece holds one character however wide
