@@ -754,3 +754,38 @@ def test_scores_that_are_not_numbers_block_instead_of_finding_no_face(
     monkeypatch.setattr(detector, "heatmap", lambda rgb, scale=1.0: (heat, zeros, zeros, (1, 1)))
     with pytest.raises(veilpix.FaceDetectionError, match="NaN"):
         detector.detect(np.zeros((32, 32, 3), np.uint8))
+
+
+@pytest.mark.parametrize(
+    ("field", "dtype", "payload"),
+    [
+        (5, 6, b"\x00" * 8_000_000),  # int32_data: 8 million one-byte varints
+        (5, 10, b"\xff\xff\x03" * 3_000_000),  # float16 bit patterns
+        (4, 1, bytes(32_000_000)),  # float_data
+    ],
+)
+def test_a_data_list_longer_than_its_shape_is_refused_before_it_is_read(
+    field: int, dtype: int, payload: bytes
+) -> None:
+    # (found by review: each value became a Python int first: 2 s and 123 MiB for 8 MB)
+    from veilpix.image.onnx import _proto
+
+    body = _field(1, 1) + _field(2, dtype) + _field(8, b"w") + _field(field, payload)
+    tracemalloc.start()
+    try:
+        with pytest.raises(OnnxError, match="declares 1 elements but holds more"):
+            _proto._tensor(body, (0, len(body)))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20
+
+
+def test_packed_varints_decode_every_length() -> None:
+    from veilpix.image.onnx import _proto
+
+    values = [0, 1, 127, 128, 300, 65535, 2**31 - 1, 2**63 - 1, 2**64 - 1]
+    packed = b"".join(_varint(v) for v in values)
+    assert _proto._packed_varints(packed, 0, len(packed)).tolist() == values
+    with pytest.raises(OnnxError, match="ends inside"):
+        _proto._packed_varints(b"\x80\x80", 0, 2)

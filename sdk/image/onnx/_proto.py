@@ -94,16 +94,40 @@ def _text(buf: bytes, span: tuple[int, int]) -> str:
 
 
 def _ints(buf: bytes, wire: int, value: Any, out: list[int]) -> None:
-    """Append a repeated int64 field (packed or not) to ``out``."""
+    """Append a repeated int64 field (packed or not) to ``out``, refusing a list longer than
+    any tensor may be before it is built."""
+    if len(out) >= MAX_TENSOR_ELEMENTS:
+        raise OnnxError(f"an integer list holds more than {MAX_TENSOR_ELEMENTS:,} values")
     if wire == 0:
         out.append(value - (1 << 64) if value >= 1 << 63 else value)
         return
     if wire != 2:
         raise OnnxError("an integer list has the wrong wire type")
-    pos, end = value
-    while pos < end:
-        v, pos = _varint(buf, pos, end)
-        out.append(v - (1 << 64) if v >= 1 << 63 else v)
+    values = _packed_varints(buf, *value)
+    if len(out) + len(values) > MAX_TENSOR_ELEMENTS:
+        raise OnnxError(f"an integer list holds more than {MAX_TENSOR_ELEMENTS:,} values")
+    out.extend(values.view(np.int64).tolist())
+
+
+def _packed_varints(buf: bytes, pos: int, end: int) -> Any:
+    """The varints in ``buf[pos:end]`` as uint64, decoded by numpy in one sweep (a tensor's
+    data may hold millions: one Python step each took seconds and hundreds of MB)."""
+    data = np.frombuffer(buf, np.uint8, end - pos, pos)
+    if not data.size:
+        return np.zeros(0, np.uint64)
+    last = np.flatnonzero(data < 0x80)  # the final byte of each varint
+    if not last.size or last[-1] != data.size - 1:
+        raise OnnxError("a packed integer list ends inside a value")
+    first = np.concatenate(([0], last[:-1] + 1))
+    length = last - first + 1
+    if int(length.max()) > 10:
+        raise OnnxError("a varint is longer than 10 bytes")
+    values = np.zeros(last.size, np.uint64)
+    for k in range(int(length.max())):
+        has = length > k
+        part = (data[first[has] + k] & 0x7F).astype(np.uint64)
+        values[has] |= part << np.uint64(7 * k)
+    return values
 
 
 def _floats(buf: bytes, wire: int, value: Any, out: list[float]) -> None:
@@ -112,6 +136,8 @@ def _floats(buf: bytes, wire: int, value: Any, out: list[float]) -> None:
         return
     if wire != 2 or (value[1] - value[0]) % 4:
         raise OnnxError("a float list has the wrong wire type or length")
+    if len(out) + (value[1] - value[0]) // 4 > MAX_TENSOR_ELEMENTS:
+        raise OnnxError(f"a float list holds more than {MAX_TENSOR_ELEMENTS:,} values")
     out.extend(np.frombuffer(buf, "<f4", (value[1] - value[0]) // 4, value[0]).tolist())
 
 
@@ -176,14 +202,14 @@ class Graph:
 
 
 def _tensor(buf: bytes, span: tuple[int, int]) -> tuple[str, int, Any]:
-    """(name, data type, numpy array) of a TensorProto; checks sizes before allocating."""
+    """(name, data type, numpy array) of a TensorProto. The data fields are only located on
+    the first pass and read once the shape is known, so a list longer than the shape says
+    is refused before it is decoded."""
     dims: list[int] = []
     dtype = 0
     name = ""
     raw: tuple[int, int] | None = None
-    floats: list[float] = []
-    int32s: list[int] = []
-    int64s: list[int] = []
+    lists: dict[int, list[tuple[int, Any]]] = {4: [], 5: [], 7: []}  # floats, int32s, int64s
     for number, wire, value in _fields(buf, *span):
         if number == 1:
             _ints(buf, wire, value, dims)
@@ -193,12 +219,8 @@ def _tensor(buf: bytes, span: tuple[int, int]) -> tuple[str, int, Any]:
             name = _text(buf, value)
         elif number == 9 and wire == 2:
             raw = value
-        elif number == 4:
-            _floats(buf, wire, value, floats)
-        elif number == 5:
-            _ints(buf, wire, value, int32s)
-        elif number == 7:
-            _ints(buf, wire, value, int64s)
+        elif number in lists:
+            lists[number].append((wire, value))
         elif number == 14 and wire == 0 and value != 0:
             raise OnnxError(f"tensor {name!r} keeps its data in an external file")
         elif number in (3, 6, 10, 11, 13):  # segment, strings, doubles, uint64s, external
@@ -222,26 +244,28 @@ def _tensor(buf: bytes, span: tuple[int, int]) -> tuple[str, int, Any]:
             raise OnnxError(
                 f"tensor {name!r} declares {count:,} elements but holds {size:,} bytes of data"
             )
-        array = np.frombuffer(buf, np_type, count, raw[0]).reshape(dims)
+        return name, dtype, np.frombuffer(buf, np_type, count, raw[0]).reshape(dims)
+    if dtype == FLOAT:
+        field = 4
+    elif dtype == INT64:
+        field = 7
+    elif dtype in (INT32, INT16, INT8, UINT16, UINT8, BOOL, FLOAT16):
+        field = 5
     else:
-        values: list[Any]
-        if dtype == FLOAT:
-            values = floats
-        elif dtype == INT64:
-            values = int64s
-        elif dtype in (INT32, INT16, INT8, UINT16, UINT8, BOOL, FLOAT16):
-            values = int32s
-        else:
-            values = []
-        if len(values) != count:
-            raise OnnxError(
-                f"tensor {name!r} declares {count:,} elements but holds {len(values):,}"
-            )
-        if dtype == FLOAT16:  # the bit patterns, one per int32
-            array = np.array(values, dtype="<u2").view("<f2").reshape(dims)
-        else:
-            array = np.array(values, dtype=np_type).reshape(dims)
-    return name, dtype, array
+        field = 0
+    parts = lists.get(field, [])
+    # at least one byte per varint, four per float: more values than declared shows early
+    least = sum((v[1] - v[0]) // (4 if field == 4 else 10) if w == 2 else 1 for w, v in parts)
+    if least > count:
+        raise OnnxError(f"tensor {name!r} declares {count:,} elements but holds more")
+    values: list[Any] = []
+    for wire, value in parts:
+        (_floats if field == 4 else _ints)(buf, wire, value, values)
+    if len(values) != count:
+        raise OnnxError(f"tensor {name!r} declares {count:,} elements but holds {len(values):,}")
+    if dtype == FLOAT16:  # the bit patterns, one per int32
+        return name, dtype, np.array(values, dtype="<u2").view("<f2").reshape(dims)
+    return name, dtype, np.array(values, dtype=np_type).reshape(dims)
 
 
 def _attribute(buf: bytes, span: tuple[int, int]) -> Attribute:
