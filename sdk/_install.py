@@ -10,10 +10,6 @@ source with the extra added, which is what brings the extra's packages in.
 from __future__ import annotations
 
 import functools
-import json
-import shlex
-from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 __all__ = ["install_command"]
 
@@ -21,7 +17,12 @@ __all__ = ["install_command"]
 @functools.cache
 def _source() -> tuple[str, bool] | None:
     """(what pip should install, editable) for a non-index install, else None."""
+    # (imported here: veilpix._errors imports this module, and the CLI's start-up must not
+    # pay for what only an install hint needs)
+    import json  # noqa: PLC0415 - see above
     from importlib import metadata
+    from pathlib import Path  # noqa: PLC0415 - see above
+    from urllib.parse import unquote, urlsplit  # noqa: PLC0415 - see above
 
     try:
         text = metadata.distribution("veilpix").read_text("direct_url.json")
@@ -47,6 +48,7 @@ def _source() -> tuple[str, bool] | None:
 def install_command(extra: str | None = None, *, upgrade: bool = False) -> str:
     """The pip command that adds ``extra`` to this install (or upgrades it), from the same
     source it was installed from: ``pip install '/src/veilpix[heif]'``."""
+    import shlex  # noqa: PLC0415 - see _source
     flags = "-U " if upgrade else ""
     spec = f"[{extra}]" if extra else ""
     source = _source()
