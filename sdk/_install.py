@@ -49,6 +49,7 @@ def install_command(extra: str | None = None, *, upgrade: bool = False) -> str:
     """The pip command that adds ``extra`` to this install (or upgrades it), from the same
     source it was installed from: ``pip install '/src/veilpix[heif]'``."""
     import shlex  # noqa: PLC0415 - see _source
+
     flags = "-U " if upgrade else ""
     spec = f"[{extra}]" if extra else ""
     source = _source()
