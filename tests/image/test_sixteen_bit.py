@@ -793,15 +793,16 @@ def test_tiff_refusals(kwargs: dict[str, Any], error: type[Exception], match: st
         _tiff16.decode_tiff(data, max_pixels=LIMIT)
 
 
-def _set_tag(data: bytes, tag: int, value: int) -> bytes:
-    """Set the inline SHORT value of ``tag`` in a little-endian classic TIFF."""
+def _set_tag(data: bytes, tag: int, value: int, *, kind: str = "H") -> bytes:
+    """Set the inline SHORT (``kind="H"``) or LONG (``"I"``) value of ``tag`` in a
+    little-endian classic TIFF."""
     (ifd,) = struct.unpack_from("<I", data, 4)
     (count,) = struct.unpack_from("<H", data, ifd)
     out = bytearray(data)
     for i in range(count):
         p = ifd + 2 + 12 * i
         if struct.unpack_from("<H", data, p)[0] == tag:
-            struct.pack_into("<H", out, p + 8, value)
+            struct.pack_into("<" + kind, out, p + 8, value)
     return bytes(out)
 
 
@@ -828,14 +829,7 @@ def test_tiff_huge_declared_size() -> None:
 
 
 def _set_long(data: bytes, tag: int, value: int) -> bytes:
-    (ifd,) = struct.unpack_from("<I", data, 4)
-    (count,) = struct.unpack_from("<H", data, ifd)
-    out = bytearray(data)
-    for i in range(count):
-        p = ifd + 2 + 12 * i
-        if struct.unpack_from("<H", data, p)[0] == tag:
-            struct.pack_into("<I", out, p + 8, value)
-    return bytes(out)
+    return _set_tag(data, tag, value, kind="I")
 
 
 # -- the pipeline ----------------------------------------------------------------------------
