@@ -37,7 +37,10 @@ def refusal(exc: RequestBlocked, vendor: str | None = None) -> Refusal:
     the vendor the receipt names; OpenAI's shape when none is known)."""
     status = 400 if exc.rule == "record.header" else 403
     text = f"blocked by veilpix: {exc.message}"
-    if exc.hint:
+    if exc.hint and "pip install" in exc.hint:
+        # an install hint names where this copy of veilpix lives: not the caller's business
+        text = f"{text} (an optional part of veilpix is missing where it runs)"
+    elif exc.hint:
         text = f"{text} ({exc.hint})"
     name = vendor or (exc.receipt.vendor if exc.receipt is not None else "-")
     headers = [(BLOCKED_HEADER, exc.rule), ("x-should-retry", "false")]

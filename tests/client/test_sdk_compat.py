@@ -455,3 +455,25 @@ def test_on_block_raise_keeps_request_blocked_and_a_bad_value_is_refused(log: Au
     assert caught.value.receipt.images == ()  # nothing was sent
     with pytest.raises(veilpix.ConfigError, match="on_block"):
         veilpix.http_client(log=log, on_block="ignore")  # type: ignore[arg-type]
+
+
+def test_an_install_hint_stays_on_the_server(
+    log: AuditLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the hint for a missing extra names where veilpix is installed: the caller gets the rule
+    # and the reason, the operator's log keeps the command
+    from veilpix._errors import RequestBlocked
+    from veilpix.guard import refusal
+
+    exc = RequestBlocked(
+        "an image in the request could not be sanitized: HEIC/HEIF support is not installed",
+        rule="image.unsanitizable",
+        hint="pip install -e '/srv/secret-project/veilpix[heif]'",
+        record_id="r1",
+    )
+    answer = refusal(exc, "openai")
+    text = str(answer.body)
+    assert "secret-project" not in text and "pip install" not in text
+    assert "HEIC/HEIF support is not installed" in text and "is missing where it runs" in text
+    plain = RequestBlocked("x", rule="destination.vendor", hint="add it to allowed_vendors")
+    assert "add it to allowed_vendors" in str(refusal(plain, "openai").body)
