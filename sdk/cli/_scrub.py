@@ -23,6 +23,7 @@ import warnings
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from veilpix._errors import VeilpixError
@@ -104,6 +105,31 @@ def _write_atomic(
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _folders_like(folder: str, job: Job, umask: int) -> None:
+    """Create the output folders a copy needs below the output folder, each no more open
+    than the folder it mirrors (a 0700 folder of photos gives a 0700 copy, not 0755)."""
+    parts = Path(job.rel).parts[:-1]
+    source = Path(job.path).parent
+    missing: list[tuple[str, Path]] = []
+    out = Path(folder)
+    for _ in parts:  # deepest first: the output folder and its source, level by level
+        if out.is_dir():
+            break
+        missing.append((str(out), source))
+        out, source = out.parent, source.parent
+    out.mkdir(parents=True, exist_ok=True)  # the output folder itself: as the user made it
+    for path, src in reversed(missing):
+        try:
+            mode = stat.S_IMODE(os.stat(src).st_mode) & 0o777 & ~umask
+        except OSError:
+            mode = 0o700
+        try:
+            os.mkdir(path, 0o700)  # private until it has its mode
+        except FileExistsError:
+            continue  # another worker made it
+        os.chmod(path, mode)
 
 
 def _keep_owner(fd: int, owner: tuple[int, int], mode: int) -> int:
@@ -194,6 +220,7 @@ def _process_into(out: dict[str, Any], state: _State, index: int) -> None:
         if state.in_place:
             _write_atomic(path, result.data, mode=bits, owner=(source.st_uid, source.st_gid))
         else:
+            _folders_like(os.path.dirname(path), job, state.umask)
             _write_atomic(path, result.data, mode=bits & ~state.umask)
         if state.in_place and os.path.normcase(path) != os.path.normcase(job.path):
             os.unlink(job.path)

@@ -129,3 +129,25 @@ def test_in_place_caps_the_group_when_the_group_cannot_be_kept(
     monkeypatch.setattr("veilpix.cli._scrub.os.fchown", refuse)
     assert main(["scrub", str(photo), "--in-place", "-q", "-j", "1"]) == 0
     assert _mode(photo) == 0o600
+
+
+@pytest.mark.usefixtures("umask_022")
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_copied_folders_are_never_wider_than_the_folders_they_mirror(
+    workers: str, tmp_path: Path
+) -> None:
+    src = tmp_path / "in"
+    private, shared = src / "private" / "deeper", src / "shared"
+    private.mkdir(parents=True)
+    shared.mkdir()
+    for folder in (private, shared):
+        for i in range(3):
+            (folder / f"{i}.jpg").write_bytes(F.jpeg())
+    (src / "private").chmod(0o700)
+    private.chmod(0o750)
+    out = tmp_path / "out" / "new"  # the output folder itself does not exist yet
+    assert main(["scrub", str(src), "-o", str(out), "-q", "-j", workers]) == 0
+    assert _mode(out / "private") == 0o700  # was 0755: the umask's default
+    assert _mode(out / "private" / "deeper") == 0o750
+    assert _mode(out / "shared") == 0o755
+    assert len(list((out / "private" / "deeper").iterdir())) == 3
