@@ -43,6 +43,8 @@ __all__ = [
     "ADAM7",
     "DEPTHS",
     "SIGNATURE",
+    "adam7_passes",
+    "chunk",
     "iccp_chunk",
     "inflate_capped",
     "inflate_exact",
@@ -87,13 +89,14 @@ def inflate_capped(blob: bytes, cap: int = _TEXT_CAP) -> bytes | None:
     return None if d.unconsumed_tail else out
 
 
-def _chunk(kind: bytes, body: bytes) -> bytes:
+def chunk(kind: bytes, body: bytes) -> bytes:
+    """A PNG chunk: length, type, body and CRC."""
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
 def iccp_chunk(icc: bytes) -> bytes:
     """An iCCP chunk for ``icc`` under a neutral profile name."""
-    return _chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(icc))
+    return chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(icc))
 
 
 _FIXED = {
@@ -270,7 +273,7 @@ def scan_png(data: bytes) -> Scan:
                     end - p,
                     STRUCTURE,
                     "trailing bytes removed",
-                    replacement=_chunk(kind, body[:size]),
+                    replacement=chunk(kind, body[:size]),
                 )
             else:
                 scan.add(name, p, end - p, UNKNOWN, "malformed chunk")
@@ -376,14 +379,23 @@ def _rows(info: dict[str, Any], size: tuple[int, int]) -> list[tuple[int, int]]:
     samples = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(int(info.get("color_type", 0)), 1)
     bpp = int(info.get("bit_depth", 8)) * samples
     width, height = size
-    if not info.get("interlace"):
-        return [(1 + (width * bpp + 7) // 8, height)]
+    passes = adam7_passes(width, height, int(bool(info.get("interlace"))))
+    return [(1 + (w * bpp + 7) // 8, h) for *_, w, h in passes]
+
+
+def adam7_passes(
+    width: int, height: int, interlace: int
+) -> list[tuple[int, int, int, int, int, int]]:
+    """(x0, y0, dx, dy, width, height) of each non-empty pass of an image: one pass when it
+    is not interlaced, else Adam7's."""
+    if not interlace:
+        return [(0, 0, 1, 1, width, height)]
     out = []
     for x0, y0, dx, dy in ADAM7:
         w = (width - x0 + dx - 1) // dx if width > x0 else 0
         h = (height - y0 + dy - 1) // dy if height > y0 else 0
         if w and h:
-            out.append((1 + (w * bpp + 7) // 8, h))
+            out.append((x0, y0, dx, dy, w, h))
     return out
 
 
@@ -519,10 +531,10 @@ def _indices(stream: bytes, size: tuple[int, int], depth: int, interlace: int) -
     ihdr = struct.pack(">IIBBBBB", *size, depth, 3, 0, 0, interlace)
     bare = (
         SIGNATURE
-        + _chunk(b"IHDR", ihdr)
-        + _chunk(b"PLTE", bytes(3 << depth))
-        + _chunk(b"IDAT", stream)
-        + _chunk(b"IEND", b"")
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"PLTE", bytes(3 << depth))
+        + chunk(b"IDAT", stream)
+        + chunk(b"IEND", b"")
     )
     try:
         with Image.open(io.BytesIO(bare), formats=["PNG"]) as im:
@@ -607,19 +619,19 @@ def strip_png(data: bytes, scan: Scan, *, icc: bytes | None) -> bytes:
             if part.name != last_kind:  # one chunk for the whole run
                 stream, n, _frame = next(runs)
                 if part.name == "IDAT":
-                    out += _chunk(b"IDAT", stream[:n])
+                    out += chunk(b"IDAT", stream[:n])
                 else:
-                    out += _chunk(b"fdAT", struct.pack(">I", seq) + stream[:n])
+                    out += chunk(b"fdAT", struct.pack(">I", seq) + stream[:n])
                     seq += 1
         elif part.name == "fcTL":
             body = part.bytes_in(data)[8:-4]
-            out += _chunk(b"fcTL", struct.pack(">I", seq) + body[4:])
+            out += chunk(b"fcTL", struct.pack(">I", seq) + body[4:])
             seq += 1
         elif part.name == "PLTE" and palette is not None:
-            out += _chunk(b"PLTE", palette)
+            out += chunk(b"PLTE", palette)
         elif part.name == "tRNS" and alpha is not None:
             if alpha.strip(b"\xff"):
-                out += _chunk(b"tRNS", alpha.rstrip(b"\xff") or alpha[:1])
+                out += chunk(b"tRNS", alpha.rstrip(b"\xff") or alpha[:1])
         else:
             out += part.bytes_in(data)
         last_kind = part.name

@@ -31,7 +31,14 @@ from veilpix.formats._png import inflate_exact
 from veilpix.formats._scan import ICC, IMAGE, METADATA, Scan, Unproved, proved_once
 from veilpix.formats._tiffio import Entry, TiffReader
 
-__all__ = ["STRUCTURAL_TAGS", "not_lossless", "prove_tiff", "rewrite_tiff", "scan_tiff"]
+__all__ = [
+    "STRUCTURAL_TAGS",
+    "not_lossless",
+    "page_blocks",
+    "prove_tiff",
+    "rewrite_tiff",
+    "scan_tiff",
+]
 
 STRUCTURAL_TAGS = frozenset(
     {
@@ -271,7 +278,7 @@ def not_lossless(data: bytes, scan: Scan) -> str | None:
         tile = (_first(reader, entries, 322, 0), _first(reader, entries, 323, 0))
         if tile[0] and tile[1] and (width % tile[0] or height % tile[1]):
             return "tiles that reach past the picture"
-        blocks = _blocks(reader, entries)[2]
+        blocks = page_blocks(reader, entries)[2]
         if compression == 5:
             lzw += sum(n for _o, n in blocks)
             if lzw > LZW_WALK:  # over all pages together
@@ -283,10 +290,11 @@ def not_lossless(data: bytes, scan: Scan) -> str | None:
     return "strips that overlap"
 
 
-def _blocks(
+def page_blocks(
     reader: TiffReader, entries: dict[int, Entry]
 ) -> tuple[int, int, list[tuple[int, int]]]:
-    """(offsets tag, counts tag, [(offset, length), ...]) of a page's strips or tiles."""
+    """(offsets tag, counts tag, [(offset, length), ...]) of a page's strips or tiles, each
+    checked to lie inside the file (CorruptImage otherwise)."""
     if 324 in entries and 325 in entries:
         off_tag, cnt_tag = 324, 325
     elif 273 in entries and 279 in entries:
@@ -349,7 +357,7 @@ def prove_tiff(data: bytes, scan: Scan) -> None:
     share = _lzw_share(reader, scan)
     for _offset, entries in scan.extra["pages"]:
         canon = _canonical(reader, entries)
-        off_tag, cnt_tag, blocks = _blocks(reader, entries)
+        off_tag, cnt_tag, blocks = page_blocks(reader, entries)
         for tag, entry in entries.items():
             if tag in (off_tag, cnt_tag, _ICC_TAG):
                 continue
@@ -374,7 +382,7 @@ def prove_tiff(data: bytes, scan: Scan) -> None:
 
 def _lzw_share(reader: TiffReader, scan: Scan) -> int:
     """The clear codes each strip may walk: the file's budget shared by every strip."""
-    strips = sum(len(_blocks(reader, entries)[2]) for _o, entries in scan.extra["pages"])
+    strips = sum(len(page_blocks(reader, entries)[2]) for _o, entries in scan.extra["pages"])
     return max(1, LZW_SEGMENTS // max(1, strips))
 
 
@@ -480,7 +488,7 @@ def rewrite_tiff(data: bytes, scan: Scan, *, icc: bytes | None, orientation: boo
     prev_link = 4  # where the offset of the next IFD is written
     for offset_pair in scan.extra["pages"]:
         entries: dict[int, Entry] = offset_pair[1]
-        off_tag, cnt_tag, blocks = _blocks(reader, entries)
+        off_tag, cnt_tag, blocks = page_blocks(reader, entries)
         compression = _compression(reader, entries)
         sizes = _raw_sizes(reader, entries, len(blocks))
         if sizes is None:

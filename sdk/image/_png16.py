@@ -46,7 +46,7 @@ import numpy as np  # noqa: TID253 - the 16-bit path imports this module only wh
 import numpy.typing as npt  # noqa: TID253 - as above
 
 from veilpix._errors import CorruptImage, ImageTooLarge, UnsupportedImage
-from veilpix.formats._png import ADAM7, DEPTHS, SIGNATURE
+from veilpix.formats._png import DEPTHS, SIGNATURE, adam7_passes, chunk
 
 __all__ = ["MAX_STEPS", "Png", "decode_png", "encode_png", "native", "zlib_settings"]
 
@@ -82,10 +82,6 @@ class Png:
     pixels: npt.NDArray[Any]
     colour_type: int
     chunks: tuple[tuple[bytes, bytes], ...] = ()
-
-
-def _chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
 # -- decode --------------------------------------------------------------------------------
@@ -192,24 +188,11 @@ def _display_size(kind: bytes, ctype: int) -> int | None:
     return _DISPLAY[kind]
 
 
-def _layout(width: int, height: int, interlace: int) -> list[tuple[int, int, int, int, int, int]]:
-    """(x0, y0, dx, dy, w, h) of each non-empty pass (one pass when not interlaced)."""
-    if not interlace:
-        return [(0, 0, 1, 1, width, height)]
-    out = []
-    for x0, y0, dx, dy in ADAM7:
-        w = (width - x0 + dx - 1) // dx if width > x0 else 0
-        h = (height - y0 + dy - 1) // dy if height > y0 else 0
-        if w and h:
-            out.append((x0, y0, dx, dy, w, h))
-    return out
-
-
 def _pixels(
     idat: list[memoryview], *, width: int, height: int, depth: int, channels: int, interlace: int
 ) -> npt.NDArray[Any]:
     bpp = channels * depth // 8
-    passes = _layout(width, height, interlace)
+    passes = adam7_passes(width, height, interlace)
     expected = sum(h * (1 + w * bpp) for *_, w, h in passes)
     raw = _inflate(idat, expected)
     dtype = np.dtype(">u2") if depth == 16 else np.dtype(np.uint8)
@@ -479,10 +462,10 @@ def encode_png(
     depth = 16 if pixels.dtype == np.uint16 else 8
     bpp = channels * depth // 8
     out = bytearray(SIGNATURE)
-    out += _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0))
+    out += chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour_type, 0, 0, 0))
     for kind, body in chunks:
         if kind in _DISPLAY:
-            out += _chunk(kind, body)
+            out += chunk(kind, body)
     start = len(out)
     out += b"\x00\x00\x00\x00IDAT"  # the length is set when the data is complete
     crc = zlib.crc32(b"IDAT")
@@ -503,7 +486,7 @@ def encode_png(
             out += piece
     struct.pack_into(">I", out, start, len(out) - start - 8)
     out += struct.pack(">I", crc)
-    out += _chunk(b"IEND", b"")
+    out += chunk(b"IEND", b"")
     return bytes(out)
 
 

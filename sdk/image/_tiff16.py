@@ -34,7 +34,7 @@ import numpy as np  # noqa: TID253 - the 16-bit path imports this module only wh
 import numpy.typing as npt  # noqa: TID253 - as above
 
 from veilpix._errors import CorruptImage, ImageTooLarge, UnsupportedImage
-from veilpix.formats._tiff import scan_tiff
+from veilpix.formats._tiff import page_blocks, scan_tiff
 from veilpix.formats._tiffio import Entry, TiffReader
 from veilpix.image._pixels import decoding
 from veilpix.image._png16 import native as _native
@@ -110,7 +110,7 @@ def decode_tiff(data: bytes, *, max_pixels: int) -> Tiff:
     if fill not in (1, 2):
         raise CorruptImage(f"TIFF declares fill order {fill}")
     layout = _Layout.of(tags, width, height, spp, planar)
-    _check_blocks(layout, len(data))
+    _check_apart(layout)
     planes = [
         _plane(data, layout, plane=q, compression=compression, fill=fill, order=reader.e)
         for q in range(spp if planar == 2 else 1)
@@ -164,12 +164,14 @@ class _Layout:
             tile_width, rows = tags.one(322, 0), tags.one(323, 0)
             if tile_width <= 0 or rows <= 0:
                 raise CorruptImage(f"TIFF declares tiles of {tile_width}x{rows}")
-            offsets, counts = tags.all(324, ()), tags.all(325, ())
             across = -(-width // tile_width)
         else:
             rows = min(height, tags.one(278, height) or height)
             tile_width, across = 0, 1
-            offsets, counts = tags.all(273, ()), tags.all(279, ())
+        # read, and checked against the file's size, as for every TIFF page
+        spans = page_blocks(tags.reader, tags.entries)[2]
+        offsets = tuple(o for o, _ in spans)
+        counts = tuple(c for _, c in spans)
         down = -(-height // rows)
         planes = spp if planar == 2 else 1
         if len(offsets) != across * down * planes or len(counts) != len(offsets):
@@ -190,10 +192,10 @@ class _Layout:
         )
 
 
-def _check_blocks(layout: _Layout, size: int) -> None:
-    """Every strip or tile lies inside the file and apart from the others: blocks that
-    overlap would each be copied for the decoder, so a small file could make it hold its
-    own size many times over (and legitimate writers never share image data)."""
+def _check_apart(layout: _Layout) -> None:
+    """No two strips or tiles share bytes: each is copied for the decoder, so blocks that
+    overlap would let a small file make it hold its own size many times over (and
+    legitimate writers never share image data)."""
     end = 0
     for offset, count in sorted(zip(layout.offsets, layout.counts, strict=True)):
         if count == 0:
@@ -201,8 +203,6 @@ def _check_blocks(layout: _Layout, size: int) -> None:
         if offset < end:
             raise CorruptImage("TIFF strips or tiles overlap; the image is refused")
         end = offset + count
-    if end > size:
-        raise CorruptImage("TIFF is truncated: image data runs past the end of the file")
 
 
 def _plane(
@@ -219,11 +219,9 @@ def _plane(
     out = np.empty((layout.height, row_bytes), dtype=np.uint8)
     for down in range(0, layout.down, per_band):
         stop = min(layout.down, down + per_band)
-        blocks = slice(first + down * layout.across, first + stop * layout.across)
+        band = slice(first + down * layout.across, first + stop * layout.across)
         y0, y1 = down * layout.rows, min(layout.height, stop * layout.rows)
-        spans = list(zip(layout.offsets[blocks], layout.counts[blocks], strict=True))
-        if any(o + c > len(data) for o, c in spans):
-            raise CorruptImage("TIFF is truncated: image data runs past the end of the file")
+        spans = list(zip(layout.offsets[band], layout.counts[band], strict=True))
         page = _page(
             data,
             spans,

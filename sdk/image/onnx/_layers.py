@@ -30,24 +30,17 @@ MAX_DILATION = 8
 DW_CHUNK = 4096  # floats of a row a depthwise filter's taps are tiled over
 
 
+_CONV_ATTRS = {
+    "kernel_shape": _A_INTS,
+    "strides": _A_INTS,
+    "pads": _A_INTS,
+    "dilations": _A_INTS,
+    "group": _A_INT,
+    "auto_pad": _A_STRING,
+}
 _ATTRS: dict[str, dict[str, int]] = {
-    "Conv": {
-        "kernel_shape": _A_INTS,
-        "strides": _A_INTS,
-        "pads": _A_INTS,
-        "dilations": _A_INTS,
-        "group": _A_INT,
-        "auto_pad": _A_STRING,
-    },
-    "ConvTranspose": {
-        "kernel_shape": _A_INTS,
-        "strides": _A_INTS,
-        "pads": _A_INTS,
-        "dilations": _A_INTS,
-        "group": _A_INT,
-        "auto_pad": _A_STRING,
-        "output_padding": _A_INTS,
-    },
+    "Conv": _CONV_ATTRS,
+    "ConvTranspose": {**_CONV_ATTRS, "output_padding": _A_INTS},
     "BatchNormalization": {"epsilon": _A_FLOAT, "momentum": _A_FLOAT, "training_mode": _A_INT},
     "Relu": {},
     "Sigmoid": {},
