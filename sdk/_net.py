@@ -228,15 +228,14 @@ def _no_proxy_entry(entry: str) -> tuple[str, bool] | None:
     if "/" in text:
         head, _, tail = text.partition("/")
         text = text if _is_address(head) and tail.isdigit() else head  # CIDR, or a path
-    if text.startswith("[") and "]" in text:  # [v6] or [v6]:port
-        return text[1 : text.index("]")], False
-    if text.count(":") == 1:
-        text = text.split(":")[0]
-    starred = text.startswith("*")
-    name = text.lstrip("*.").removesuffix(".")
-    if _is_address(name.split("/")[0]):
+    if _is_address(text.split("/")[0]):  # an address or a CIDR block (IPv6 without brackets)
+        return text, False
+    host, _ = split_authority(text, None)  # brackets, a port and a trailing dot go
+    starred = host.startswith("*")
+    name = host.lstrip("*.")
+    if _is_address(name):
         return name, False
-    if text == "*" or (starred and not name):
+    if host == "*" or (starred and not name):
         return "", True  # every host
     if not name or not _NAME.match(name):
         return None
