@@ -1,6 +1,7 @@
 """``veilpix.toml``: the settings file shared by the SDK, the CLI and the proxy.
 
-It configures the transfer log, the policy (default, per vendor, per app) and the proxy::
+It configures the transfer log, the policy (default, per vendor, per app), the proxy and what
+the transfer register says about the controller::
 
     [log]
     path = "/var/lib/veilpix/audit.db"   # --log and $VEILPIX_LOG win; default: user data folder
@@ -62,6 +63,16 @@ It configures the transfer log, the policy (default, per vendor, per app) and th
     upstream_ca = "/etc/veilpix/corp-root.pem"  # also trust this CA for upstream connections
     upstream_hosts = { "api.openai.com" = "127.0.0.1:9443" }  # dial here instead (tests, air gaps)
 
+    [register]                           # the controller's side of the register (Art. 30)
+    controller = "Example Shop GmbH"
+    address = "Hauptstrasse 1, 10115 Berlin, Germany"
+    contact = "privacy@shop.example"
+    representative = "not needed: established in the EU"  # Art. 27 EU representative
+    dpo = "Dr. Jane Doe, dpo@shop.example"
+    data_subjects = ["customers", "employees"]
+    security_measures = ["log readable by the privacy team only", "disk encryption"]
+    retention = { "product photos for the shop" = "6 months after contract end", "*" = "180d" }
+
 Unknown sections and keys are errors, not silently ignored: a typo in a privacy setting must
 not quietly fall back to a default. The file is found at ``--config``, else ``$VEILPIX_CONFIG``;
 nothing is read from the working folder unless named. Secrets never live in the file: the
@@ -92,6 +103,12 @@ from veilpix._config_doors import (
     strings,
     table_path,
 )
+from veilpix._config_review import (
+    ConsoleConfig,
+    RegisterConfig,
+    console_table,
+    register_table,
+)
 from veilpix._errors import ConfigError
 from veilpix._net import check_domain
 from veilpix._policy import EEA, Policy
@@ -102,6 +119,7 @@ __all__ = [
     "LogConfig",
     "ProxyConfig",
     "RecordSettings",
+    "RegisterConfig",
     "VendorConfig",
     "check_domain",
     "load_config",
@@ -153,7 +171,8 @@ class RecordSettings:
 class Config:
     """A parsed ``veilpix.toml``. ``source`` is the file it came from (None: built-in).
     ``policy_settings`` are the ``[policy]`` keyword arguments, ``apps`` each app's overrides;
-    :meth:`policy` builds the :class:`~veilpix.Policy` from them."""
+    :meth:`policy` builds the :class:`~veilpix.Policy` from them. ``register`` is what the
+    transfer register says about the controller (``[register]``; empty: every field flagged)."""
 
     log: LogConfig = field(default_factory=LogConfig)
     vendors: Mapping[str, VendorConfig] = field(default_factory=dict)
@@ -166,6 +185,8 @@ class Config:
     record_headers: Mapping[str, frozenset[str]] = field(default_factory=dict)
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     intercept: InterceptConfig = field(default_factory=InterceptConfig)
+    register: RegisterConfig = field(default_factory=RegisterConfig)  # the register's header
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)  # veilpix audit serve
     source: Path | None = None
 
     def record(self, app: str | None = None, *, vendor: str | None = None) -> dict[str, str]:
@@ -540,6 +561,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
             "record": dict,
             "proxy": dict,
             "intercept": dict,
+            "register": dict,
+            "console": dict,
         },
     )
     vendors: dict[str, VendorConfig] = {}
@@ -595,6 +618,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         record_headers=record_headers,
         proxy=proxy_table(doc.get("proxy", {})),
         intercept=intercept_table(doc.get("intercept", {}), file.absolute().parent),
+        register=register_table(doc.get("register", {})),
+        console=console_table(doc.get("console", {})),
         source=file,
     )
     for app in (None, *apps):  # every Policy is built once here, so errors surface on load

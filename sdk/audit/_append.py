@@ -24,7 +24,7 @@ from typing import Any
 from veilpix._errors import AuditLogError
 from veilpix.audit._chain import Kind, canonical, checkpoint_message, entry_hash, genesis, now_text
 from veilpix.audit._checks import authenticate
-from veilpix.audit._entry import EraseBody, FinishBody, PruneBody, well_formed
+from veilpix.audit._entry import EraseBody, FinishBody, PruneBody, ReviewBody, well_formed
 from veilpix.audit._keys import KeyFile, key_id
 from veilpix.audit._record import scrub_secrets
 from veilpix.audit._records import Pruned
@@ -220,6 +220,13 @@ class Appender:
         )
         self._signed = (cp_id, head[0], hashlib.sha256(signature).hexdigest(), ts)
         return cp_id
+
+    def review(
+        self, db: sqlite3.Connection, action: str, by: str, via: str, facts: Mapping[str, Any]
+    ) -> int:
+        """Append what a reviewer did (``action`` by ``by`` via ``via``); its seq."""
+        body: ReviewBody = {"action": action, "by": by, "via": via, "facts": dict(facts)}
+        return self.append(db, "review", None, body)
 
     # -- erasure and retention -----------------------------------------------------------------
 

@@ -26,8 +26,9 @@ __all__ = [
     "now_text",
 ]
 
-Kind = Literal["begin", "finish", "erase", "prune", "restart"]
-KINDS: tuple[Kind, ...] = ("begin", "finish", "erase", "prune", "restart")
+# review: what a reviewer did to or with the log (the console's actions, erase and resolve)
+Kind = Literal["begin", "finish", "erase", "prune", "restart", "review"]
+KINDS: tuple[Kind, ...] = ("begin", "finish", "erase", "prune", "restart", "review")
 
 _ENTRY_DOMAIN = b"veilpix-audit-entry/1\0"
 _CHECKPOINT_DOMAIN = b"veilpix-audit-checkpoint/1\0"

@@ -1,5 +1,5 @@
 """The bodies of the log's entries, typed: version 1 of what a ``begin``, ``finish``,
-``erase`` and ``prune`` entry holds, and :class:`Finish`, how a transfer ended.
+``erase``, ``prune`` and ``review`` entry holds, and :class:`Finish`, how a transfer ended.
 
 A body is stored as canonical JSON (sorted keys, see :func:`veilpix.audit._chain.canonical`)
 and hashed into the chain, so these types describe the stored bytes exactly: a key added,
@@ -14,7 +14,7 @@ plain dicts: these are :class:`typing.TypedDict` types, read back by
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired, TypedDict
 
 from veilpix._errors import ConfigError
 
@@ -31,6 +31,7 @@ __all__ = [
     "Outcome",
     "Prompt",
     "PruneBody",
+    "ReviewBody",
     "What",
     "Where",
     "Who",
@@ -177,6 +178,17 @@ class EraseBody(TypedDict):
     subject_key: str
     records: int
     request_ref: str | None
+
+
+class ReviewBody(TypedDict):
+    """What a reviewer did: ``action`` (erase, resolve, verify, export, ...), ``by`` (who, as
+    the console or the command knew them), ``via`` (console or cli) and the action's facts.
+    Never a subject reference or a credential: facts are counts, ids and request refs."""
+
+    action: str
+    by: str
+    via: str
+    facts: dict[str, Any]
 
 
 class PruneBody(TypedDict):

@@ -4,7 +4,9 @@ horizontal bars), and the page's stylesheet.
 
 Every value is escaped (:func:`esc`) before it goes into the page; functions that return
 HTML take either plain values or HTML already escaped, as their docstrings say. The page loads
-nothing: the stylesheet is inline and charts are inline SVG.
+nothing: the stylesheet is inline and charts are inline SVG. No element carries a ``style``
+attribute (sizes are SVG attributes, colours are classes), so the same HTML can be embedded
+under a Content-Security-Policy of ``style-src 'self'`` with :data:`CSS` served as a file.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ __all__ = [
     "CSS",
     "OUTCOMES",
     "axis_step",
+    "bullets",
     "chips",
     "esc",
     "figure",
@@ -31,6 +34,7 @@ __all__ = [
     "nbytes",
     "num",
     "per_line",
+    "share_bar",
     "when",
 ]
 
@@ -74,11 +78,39 @@ def missing(text: str = "not recorded", *, warn: bool = False) -> str:
     return f'<span class="{"warn" if warn else "missing"}">{esc(text)}</span>'
 
 
-def chips(counts: Mapping[str, int]) -> str:
-    """Short values as small labels, most frequent first, each with its count as a tooltip."""
+def chips(counts: Mapping[str, int], notes: Mapping[str, str] | None = None) -> str:
+    """Short values as small labels, most frequent first, each with its count as a tooltip.
+    ``notes``: HTML (already escaped) shown inside the label of some values."""
     items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    notes = notes or {}
     return " ".join(
-        f'<span class="chip" title="{num(n)} calls">{esc(name)}</span>' for name, n in items
+        f'<span class="chip" title="{num(n)} call{"" if n == 1 else "s"}">{esc(name)}'
+        f"{' ' + notes[name] if notes.get(name) else ''}</span>"
+        for name, n in items
+    )
+
+
+def bullets(items: Iterable[str], *, cls: str = "plain") -> str:
+    """Items (already-escaped HTML) as a list; empty when there are none."""
+    listed = "".join(f"<li>{item}</li>" for item in items)
+    return f'<ul class="{esc(cls)}">{listed}</ul>' if listed else ""
+
+
+def share_bar(parts: Sequence[tuple[str, float]], *, label: str) -> str:
+    """One bar split into ``(outcome class, share)`` parts, as inline SVG: no style
+    attribute, so the page also works under a CSP without ``'unsafe-inline'`` styles."""
+    total = sum(share for _, share in parts) or 1
+    x, rects = 0.0, []
+    for cls, share in parts:
+        width = 100 * share / total
+        if width > 0:
+            rects.append(
+                f'<rect class="o-{esc(cls)}" x="{x:.2f}" y="0" width="{width:.2f}" height="4"/>'
+            )
+        x += width
+    return (
+        '<svg class="share" viewBox="0 0 100 4" preserveAspectRatio="none" role="img" '
+        f'aria-label="{esc(label)}">{"".join(rects)}</svg>'
     )
 
 
@@ -245,15 +277,27 @@ svg .axis{fill:var(--muted);font-size:11px}svg .label{fill:var(--ink);font-size:
 .o-failed{fill:var(--failed);background:var(--failed)}.o-unknown{fill:var(--unknown);background:var(--unknown)}
 .legend{display:flex;gap:16px;font-size:12px;color:var(--muted);margin:4px 0 8px}
 .legend i{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:5px}
-.share{display:flex;height:12px;max-width:520px;border-radius:3px;overflow:hidden;margin:6px 0 2px}
-.share i{display:block;height:100%}
+svg.share{display:block;width:100%;max-width:520px;height:12px;border-radius:3px;margin:6px 0 2px}
+dl.record{display:grid;grid-template-columns:minmax(180px,24%) 1fr;margin:8px 0;font-size:13px;
+border-top:1px solid var(--line)}
+dl.record dt,dl.record dd{margin:0;padding:7px 8px;border-bottom:1px solid var(--line)}
+dl.record dt{font-weight:600;background:var(--head)}
+dl.record dt small{display:block;font-weight:400;font-size:11px;color:var(--muted)}
+dl.record dd .sub{margin-top:6px;color:var(--muted);font-size:12px}
+.lines{white-space:pre-line}
+.hint{color:var(--muted);font-size:11.5px}
+ul.plain,ul.measures{margin:0;padding-left:18px}
+ul.plain li+li,ul.measures li+li{margin-top:3px}
+.chip .warn{font-size:11px}
+.status.incomplete{border-color:#d99a00;background:var(--warn-bg);padding:8px 14px}
+.status.incomplete strong{color:var(--warn)}
 .empty{padding:28px;text-align:center;border:1px dashed var(--line);border-radius:6px;
 color:var(--muted);font-size:16px;margin:20px 0}
 footer{margin-top:36px;font-size:12px;border-top:1px solid var(--line);padding-top:10px}
 @page{size:A4 landscape;margin:12mm}
 @media print{
 body{font-size:9.5pt}main{max-width:none;padding:0}
-h2{break-after:avoid;margin-top:18px}tr,.status,.tiles,figure{break-inside:avoid}
+h2{break-after:avoid;margin-top:18px}tr,.status,.tiles,figure,dl.record dd{break-inside:avoid}
 thead{display:table-header-group}
 *{-webkit-print-color-adjust:exact;print-color-adjust:exact}}
 """

@@ -27,12 +27,13 @@ one transaction and one fsync (:mod:`veilpix.audit._commit`).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -56,7 +57,10 @@ from veilpix.audit._keys import open_sealed, seal
 from veilpix.audit._record import OutboundImage, Transfer, begin_body, clip_text
 from veilpix.audit._records import (
     COUNTS,
+    SELECT_CHAIN_ENTRIES,
+    SELECT_FACTS,
     SELECT_RECORDS,
+    ChainEntry,
     Erasure,
     Pruned,
     SubjectState,
@@ -443,19 +447,76 @@ class AuditLog(LogSession):
         if not pending.finished:
             pending.fail("no response recorded")
 
-    def erase(self, subject_ref: str, *, request_ref: str | None = None) -> Erasure:
+    def erase(
+        self,
+        subject_ref: str,
+        *,
+        request_ref: str | None = None,
+        by: str | None = None,
+        via: str = "cli",
+    ) -> Erasure:
         """GDPR Art. 17: destroy the subject's key, so every field linked to them (subject and
         consent references, image and prompt fingerprints, encrypted prompts) is unreadable
-        for good, and write a signed tombstone. The chain is untouched and still verifies."""
+        for good, and write a signed tombstone. The chain is untouched and still verifies.
+        ``by`` (who asked, as ``via`` knows them) adds a ``review`` entry in the same commit;
+        it names the request and the count, never the subject."""
         if self.keys is None:
             raise AuditLogError("erasure needs the log's key file")
         tag = self.fingerprint(subject_ref.encode(), label="subject")
         with self._write() as db:
-            done = self._writer_chain().erase(db, tag, request_ref)
+            chain = self._writer_chain()
+            done = chain.erase(db, tag, request_ref)
+            if by is not None:
+                facts = {
+                    "request_ref": request_ref,
+                    "records": 0 if done is None else done[0],
+                    "tombstone": None if done is None else done[1],
+                }
+                chain.review(db, "erase", by, via, facts)
+                chain.checkpoint(db, "review")
         if done is None:
             return Erasure(records=0, tombstone_seq=None, physically_overwritten=True)
         count, seq = done
         return Erasure(records=count, tombstone_seq=seq, physically_overwritten=self._flush_wal())
+
+    def resolve(
+        self,
+        record_id: str,
+        *,
+        outcome: Outcome,
+        reason: str,
+        by: str,
+        via: str = "cli",
+        status: int | None = None,
+    ) -> TransferRecord:
+        """Record the outcome of a transfer left "outcome unknown" (its writer died mid-call)
+        once a person found out what happened, with a ``review`` entry naming them; both in
+        one commit. The record as it was; ConfigError when it already has an outcome."""
+        rec = self.get(record_id)
+        if rec.outcome != "unknown":
+            raise ConfigError(
+                f"transfer {rec.id} already has an outcome ({rec.outcome})",
+                hint="only transfers shown as 'outcome unknown' can be resolved",
+            )
+        body = Finish(
+            outcome=outcome, status=status, reason=f"resolved by operator: {reason}"
+        ).body()
+        with self._write() as db:
+            chain = self._writer_chain()
+            chain.append_finish(db, rec.id, body)
+            chain.review(db, "resolve", by, via, {"record": rec.id, "outcome": outcome})
+            chain.checkpoint(db, "review")
+        return rec
+
+    def note(self, action: str, *, by: str, via: str = "console", facts: Mapping[str, Any]) -> int:
+        """Record what a reviewer did with the log (ran verify, exported records, ...) as a
+        signed ``review`` entry; its seq. ``facts`` are counts and references, never personal
+        data: they are stored in the clear."""
+        with self._write() as db:
+            chain = self._writer_chain()
+            seq = chain.review(db, action, by, via, facts)
+            chain.checkpoint(db, "review")
+        return seq
 
     def prune(self, older_than: timedelta | str) -> Pruned:
         """Remove every entry older than ``older_than`` (e.g. ``"180d"``) and bridge the cut
@@ -561,6 +622,98 @@ class AuditLog(LogSession):
         if len(rows) > 1:
             raise ConfigError(f"{record_id!r} matches several transfers; give more of the id")
         return to_record(rows[0], self._open_subject)
+
+    def records_at(self, seqs: Sequence[int]) -> list[TransferRecord]:
+        """The transfers whose begin entries are ``seqs``, in that order (missing ones left
+        out): a page of a list the caller filtered and sorted itself."""
+        self._commits.caught_up()
+        found: dict[int, TransferRecord] = {}
+        for i in range(0, len(seqs), 500):
+            chunk = [int(s) for s in seqs[i : i + 500]]
+            marks = ",".join("?" * len(chunk))
+            with self._lock:
+                rows = (
+                    self._conn()
+                    .execute(
+                        SELECT_RECORDS + f" WHERE b.kind='begin' AND b.seq IN ({marks})", chunk
+                    )
+                    .fetchall()
+                )
+            for row in rows:
+                rec = to_record(row, self._open_subject)
+                found[rec.seq] = rec
+        return [found[s] for s in seqs if s in found]
+
+    def facts(self, after: int = 0, limit: int = 50_000) -> list[tuple[Any, ...]]:
+        """The entries after seq ``after`` (at most ``limit``), oldest first, as the facts a
+        summary of the log needs (see :data:`~veilpix.audit._records.SELECT_FACTS`); read in
+        SQLite, without building records, so a million transfers index in seconds."""
+        self._commits.caught_up()
+        with self._lock:
+            return self._conn().execute(SELECT_FACTS, (after, limit)).fetchall()
+
+    def extent(self) -> tuple[int, int, int]:
+        """(first seq, last seq, entries): what tells a reader the log grew or was cut."""
+        self._commits.caught_up()
+        with self._lock:
+            row = (
+                self._conn().execute("SELECT min(seq), max(seq), count(*) FROM entries").fetchone()
+            )
+        return int(row[0] or 0), int(row[1] or 0), int(row[2])
+
+    def with_image(self, data: bytes) -> list[TransferRecord]:
+        """The transfers that sent ``data`` (a file's bytes, original or as sent), newest
+        first. Needs the key file: the log holds keyed fingerprints. The search runs in
+        SQLite over the bodies that hold the fingerprint in the clear, and opens only the
+        ones whose fingerprints are sealed under a subject's key."""
+        wanted = self.fingerprint(data)
+        self._commits.caught_up()
+        with self._lock:
+            rows = (
+                self._conn()
+                .execute(
+                    SELECT_RECORDS + " WHERE b.kind='begin' AND"
+                    " (instr(b.body, ?) > 0 OR b.subject IS NOT NULL) ORDER BY b.seq DESC",
+                    (wanted,),
+                )
+                .fetchall()
+            )
+        out = []
+        for row in rows:
+            rec = to_record(row, self._open_subject)
+            if wanted in fingerprints_of(rec):
+                out.append(rec)
+        return out
+
+    def entries_of(self, record_id: str) -> list[ChainEntry]:
+        """Where a transfer sits in the chain: its entries (begin, finish) with their hashes,
+        and the newest checkpoint that covers each, if any."""
+        self._commits.caught_up()
+        with self._lock:
+            rows = self._conn().execute(SELECT_CHAIN_ENTRIES, (record_id,)).fetchall()
+        return [ChainEntry(*row) for row in rows]
+
+    def reviews(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest ``review`` entries (what reviewers did), newest first."""
+        self._commits.caught_up()
+        with self._lock:
+            rows = (
+                self._conn()
+                .execute(
+                    "SELECT seq, ts, body FROM entries WHERE kind='review'"
+                    " ORDER BY seq DESC LIMIT ?",
+                    (limit,),
+                )
+                .fetchall()
+            )
+        out = []
+        for seq, ts, body in rows:
+            try:
+                facts = json.loads(body)
+            except ValueError:
+                facts = {}
+            out.append({"seq": seq, "ts": ts, **(facts if isinstance(facts, dict) else {})})
+        return out
 
     def prompt(self, record_id: str) -> str | None:
         """The prompt stored encrypted for ``record_id`` (``encrypt_prompts=True``), or None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, cast
 
 from veilpix._errors import AuditLogError
@@ -20,7 +20,11 @@ from veilpix.audit._keys import KeyFile, SealError, open_sealed
 
 __all__ = [
     "COUNTS",
+    "FACT_PATHS",
+    "SELECT_CHAIN_ENTRIES",
+    "SELECT_FACTS",
     "SELECT_RECORDS",
+    "ChainEntry",
     "Erasure",
     "Pruned",
     "StatsRow",
@@ -29,6 +33,7 @@ __all__ = [
     "fingerprints_of",
     "load_body",
     "record_filters",
+    "sealed_view",
     "summarize",
     "to_record",
     "unseal_subject",
@@ -222,6 +227,65 @@ COUNTS = {
 }
 
 
+# What a summary of the log needs from each entry, pulled out by SQLite in one pass over the
+# body (a begin's facts; a finish's outcome, sizes and rule). The first image's faces come
+# with it; a begin with more images also gets them all (the CASE keeps json_each off the
+# common one-image path).
+FACT_PATHS = (
+    "$.where.vendor",
+    "$.where.country",
+    "$.where.host",
+    "$.where.transfer_mechanism",
+    "$.who.app",
+    "$.who.door",
+    "$.why.purpose",
+    "$.why.legal_basis",
+    "$.rule",
+    "$.what.image_count",
+    "$.what.request_bytes",
+    "$.what.bytes_after",
+    "$.what.bytes_before",
+    "$.what.images[0].faces_blurred",
+    "$.what.images[0].faces_unblurred",
+    "$.what.images[0].faces_checked",
+    "$.outcome",
+    "$.request_bytes",
+)
+# (seq, kind, record, ts, has a subject, facts as a JSON array in FACT_PATHS order, every
+# image's [blurred, unblurred, checked] as a JSON array when there are several, else NULL)
+# (built from the constant paths above: no input reaches it)
+SELECT_FACTS = (
+    "SELECT seq, kind, record, ts, subject IS NOT NULL, json_extract(body, "  # noqa: S608
+    + ", ".join(f"'{p}'" for p in FACT_PATHS)
+    + "), CASE WHEN kind='begin' AND json_extract(body, '$.what.image_count') > 1 THEN"
+    " (SELECT json_group_array(json_array(json_extract(value, '$.faces_blurred'),"
+    " json_extract(value, '$.faces_unblurred'), json_extract(value, '$.faces_checked')))"
+    " FROM json_each(body, '$.what.images')) END"
+    " FROM entries WHERE seq > ? ORDER BY seq LIMIT ?"
+)
+
+
+@dataclass(frozen=True)
+class ChainEntry:
+    """One entry of a transfer as it sits in the chain: its position, kind, time, hash and
+    the newest checkpoint covering it (None: not signed yet)."""
+
+    seq: int
+    kind: str
+    ts: str
+    hash: bytes
+    prev: bytes
+    checkpoint: int | None
+    checkpoint_ts: str | None
+
+
+SELECT_CHAIN_ENTRIES = (
+    "SELECT e.seq, e.kind, e.ts, e.hash, e.prev, c.id, c.ts FROM entries e"
+    " LEFT JOIN checkpoints c ON c.id = (SELECT min(id) FROM checkpoints WHERE seq >= e.seq)"
+    " WHERE e.record = ? ORDER BY e.seq"
+)
+
+
 def record_filters(
     *,
     since: str | None,
@@ -312,6 +376,12 @@ def unseal_subject(
     except (SealError, KeyError, ValueError):
         return "sealed", None
     return "open", linked
+
+
+def sealed_view(rec: TransferRecord) -> TransferRecord:
+    """``rec`` with its subject-linked fields left sealed, as exports and the console show
+    it to whoever may not see who the data was about."""
+    return rec if rec.sealed is None else replace(rec, sealed=None, subject="sealed")
 
 
 def fingerprints_of(rec: TransferRecord) -> set[str]:

@@ -16,6 +16,7 @@ import argparse
 import importlib
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from veilpix._config import parse_age
 from veilpix._errors import AuditLogError, ConfigError
@@ -40,6 +41,7 @@ examples:
   veilpix audit prune --older-than 180d
   veilpix audit resolve 7f3a9c2e --outcome failed --reason "vendor shows no request"
   veilpix audit restart --reason "disk failed, no backup"   start over, on the record
+  veilpix audit serve                        the compliance console in a browser (read-only)
 
 the log: --log FILE, else $VEILPIX_LOG, else [log] path in --config / $VEILPIX_CONFIG,
 else audit.db in the veilpix user data folder. Its key file: --key, $VEILPIX_LOG_KEY,
@@ -243,6 +245,63 @@ def add_audit_parser(sub: Subparsers, summary: str) -> None:
     p.add_argument("--reason", required=True, help="how you know (kept in the log)")
     p.add_argument("--status", type=int, metavar="HTTP", help="the HTTP status, if known")
 
+    _add_serve(asub, common)
+
+
+def _add_serve(asub: Any, common: argparse.ArgumentParser) -> None:
+    p = asub.add_parser(
+        "serve",
+        parents=[common],
+        help="the compliance console: review, verify, erase and export in a browser",
+        description="Serve the compliance console for the log: an overview with integrity, "
+        "every transfer with filters, 'Was this photo sent?', the Art. 30 register, and "
+        "actions (erase, resolve, verify, export). Read-only unless --allow-changes; on "
+        "loopback unless --allow-remote. Prints a one-time login link.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""\
+examples:
+  veilpix audit serve                           read-only, on http://127.0.0.1:8790
+  veilpix audit serve --allow-changes           erase, resolve and export (recorded in the log)
+  veilpix audit serve --port 0 --json           any free port; the URL and login link as JSON
+  veilpix audit serve --hash-password           a password hash for [console.users]
+  veilpix audit serve --host 0.0.0.0 --allow-remote --tls-cert c.pem --tls-key k.pem
+
+[console] in veilpix.toml: host, port, allow_remote, show_subjects (true, or a list of
+user names), and [console.users] name = "scrypt$..." for remote sign-in.
+""",
+    )
+    p.add_argument("--host", help="the address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=_port, help="the port (default 8790; 0 picks a free one)")
+    p.add_argument(
+        "--allow-changes",
+        action="store_true",
+        help="enable erase, resolve and export (each recorded in the log; needs the key file)",
+    )
+    p.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback --host (needs [console.users]; use TLS)",
+    )
+    p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate chain")
+    p.add_argument("--tls-key", metavar="PEM", help="... and this private key")
+    p.add_argument("--access-log", action="store_true", help="print one line per request on stderr")
+    p.add_argument(
+        "--hash-password",
+        action="store_true",
+        help="read a password (twice on a terminal, else one line of stdin), print its hash "
+        "for [console.users] and exit",
+    )
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("a port is 0 to 65535")
+    return value
+
 
 # Each action and the function that runs it, in the module imported when it runs (as the
 # commands themselves are, see veilpix.cli._main): "veilpix audit verify" needs the log, not
@@ -261,6 +320,7 @@ _ACTIONS = {
     "checkpoint": (_MANAGE, "checkpoint"),
     "restart": (_MANAGE, "restart"),
     "resolve": (_MANAGE, "resolve"),
+    "serve": ("veilpix.cli._audit_serve", "serve"),
 }
 
 

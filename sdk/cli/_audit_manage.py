@@ -7,10 +7,10 @@ fields linked to a data subject sealed unless asked.
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
@@ -22,7 +22,7 @@ from veilpix.audit._chain import now_text
 from veilpix.audit._export import export
 from veilpix.audit._keys import key_id, public_key_pem
 from veilpix.audit._log import AuditLog
-from veilpix.audit._records import TransferRecord
+from veilpix.audit._records import TransferRecord, sealed_view
 from veilpix.audit._register import render_report
 from veilpix.audit._restart import restart_log
 from veilpix.cli._audit_review import (
@@ -50,11 +50,7 @@ __all__ = [
 def _without_subjects(records: Iterable[TransferRecord]) -> Iterator[TransferRecord]:
     """Records with their subject-linked fields left sealed: exports travel (to SIEMs,
     spreadsheets, auditors) and should not carry who the data was about unless asked."""
-    for rec in records:
-        if rec.sealed is None:
-            yield rec
-        else:
-            yield replace(rec, sealed=None, subject="sealed")
+    return map(sealed_view, records)
 
 
 def _private_file(path: str) -> TextIO:
@@ -67,6 +63,14 @@ def _private_file(path: str) -> TextIO:
             f"cannot write {path!r}: {exc.strerror}", hint="choose a writable place with -o"
         ) from exc
     return open(fd, "w", encoding="utf-8", newline="")
+
+
+def operator() -> str:
+    """Who runs this command, as the log's review entries name them: the login name."""
+    try:
+        return f"{getpass.getuser()} (veilpix audit)"
+    except (OSError, KeyError):  # no name for this uid (a container)
+        return f"uid {os.getuid()} (veilpix audit)"
 
 
 def _confirm(question: str, args: argparse.Namespace) -> bool:
@@ -123,12 +127,19 @@ def export_records(args: argparse.Namespace) -> int:
 
 
 def report(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
     with open_log(args) as log:
         result = log.verify()
         records = list(_without_subjects(log.records(**filter_args(args))))
         generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
         page = render_report(
-            records, result, log_path=str(log.path), generated=generated, title=args.title
+            records,
+            result,
+            log_path=str(log.path),
+            generated=generated,
+            title=args.title,
+            register=config.register,
+            log_retention=config.log.retention,
         )
     with _private_file(args.output) as out:
         out.write(page)
@@ -158,7 +169,7 @@ def erase(args: argparse.Namespace) -> int:
         ):
             print("nothing erased", file=sys.stderr)
             return EXIT_PROBLEM
-        done = log.erase(args.subject, request_ref=args.request)
+        done = log.erase(args.subject, request_ref=args.request, by=operator())
     if args.json:
         dump(
             {
@@ -279,17 +290,8 @@ def restart(args: argparse.Namespace) -> int:
 
 def resolve(args: argparse.Namespace) -> int:
     with open_log(args, write=True) as log:
-        rec = log.get(args.id)
-        if rec.outcome != "unknown":
-            raise ConfigError(
-                f"transfer {rec.id} already has an outcome ({rec.outcome})",
-                hint="only transfers shown as 'outcome unknown' can be resolved",
-            )
-        log.finish(
-            rec.id,
-            outcome=args.outcome,
-            status=args.status,
-            reason=f"resolved by operator: {args.reason}",
+        rec = log.resolve(
+            args.id, outcome=args.outcome, status=args.status, reason=args.reason, by=operator()
         )
     if args.json:
         dump({"id": rec.id, "outcome": args.outcome})

@@ -3,6 +3,8 @@ from outside, the three integrity states, and an empty log."""
 
 from __future__ import annotations
 
+import dataclasses
+import html
 import re
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -15,10 +17,12 @@ import pytest
 
 import factories
 import veilpix
+from veilpix._config_review import RegisterConfig
+from veilpix.audit._html import CSS
 from veilpix.audit._log import AuditLog
 from veilpix.audit._record import OutboundImage, Transfer
 from veilpix.audit._records import TransferRecord, summarize
-from veilpix.audit._register import render_report
+from veilpix.audit._register import register_body, render_report
 from veilpix.audit._verify import VerifyResult
 
 HOSTILE_APP = "<script>alert('app')</script>"
@@ -510,3 +514,260 @@ def test_restarted_log_says_so_in_the_register(tmp_path: Path) -> None:
     assert "Integrity verified." in page and "This log was started over" in page
     assert "which was missing" in page and "disk &lt;failed&gt;, no backup" in page
     assert "1 of 1 entry MACs hold" in page
+
+
+# -- the record of processing ([register]) -------------------------------------------------------
+
+HOSTILE = "<script>alert(1)</script>"
+FULL_REGISTER = RegisterConfig(
+    controller=f"Shop {HOSTILE} GmbH",
+    address='Rue "Quote" & Sons\n<b>2nd</b> floor',
+    contact="privacy@shop.example & 'support'",
+    representative="EU Rep <Ltd> & Co",
+    dpo='Dr. "Jane" Doe',
+    data_subjects=("customers", f"visitors {HOSTILE}"),
+    retention={
+        "product photo retouching": '6 months "after" contract end',
+        f"purpose {HOSTILE}": "1y & a day",
+        "*": "<i>180d</i>",
+    },
+    security_measures=(f"encryption {HOSTILE}", 'SSO & "MFA"'),
+)
+
+
+def text_of(page: str) -> str:
+    """The words a reader sees: tags (and the stylesheet) removed, entities decoded."""
+    page = re.sub(r"<style>.*?</style>", " ", page, flags=re.S)
+    page = re.sub(r"<title>.*?</title>", " ", page, flags=re.S)
+    return html.unescape(re.sub(r"<[^>]+>", " ", page))
+
+
+def body_of(register: dict[str, Any], **kw: Any) -> str:
+    return register_body(
+        register["records"],
+        register["verify"],
+        log_path="/var/lib/veilpix/audit.db",
+        generated=GENERATED,
+        title="Transfer register",
+        **kw,
+    )
+
+
+def test_every_register_field_is_shown_and_escaped(register: dict[str, Any]) -> None:
+    page = render(register["records"], register["verify"], register=FULL_REGISTER)
+    tags = check_markup(page).tags
+    assert "<script" not in page.lower() and "<i>180d</i>" not in page
+    assert not tags & {"script", "img", "iframe", "object", "embed", "link", "a", "form"}
+    record = section(page, "Record of processing")
+    for value in (
+        "Shop &lt;script&gt;alert(1)&lt;/script&gt; GmbH",
+        "Rue &quot;Quote&quot; &amp; Sons\n&lt;b&gt;2nd&lt;/b&gt; floor",
+        "privacy@shop.example &amp; &#x27;support&#x27;",
+        "EU Rep &lt;Ltd&gt; &amp; Co",
+        "Dr. &quot;Jane&quot; Doe",
+        "visitors &lt;script&gt;alert(1)&lt;/script&gt;",
+        "<b>product photo retouching</b>: 6 months &quot;after&quot; contract end",
+        "<b>purpose &lt;script&gt;alert(1)&lt;/script&gt;</b>: 1y &amp; a day",
+        "<i>every other purpose</i>: &lt;i&gt;180d&lt;/i&gt;",
+        "encryption &lt;script&gt;alert(1)&lt;/script&gt;",
+        "SSO &amp; &quot;MFA&quot;",
+    ):
+        assert value in record, value
+    # the controller also heads the page
+    assert "<dt>Controller</dt><dd>Shop &lt;script&gt;alert(1)&lt;/script&gt; GmbH</dd>" in page
+    assert "not set in veilpix.toml [register]" not in page
+    assert "Every field of [register] is set in veilpix.toml." in record
+    words = text_of(record)
+    for label in (
+        "Controller",
+        "Address",
+        "Contact",
+        "Representative in the EU",
+        "Data protection officer",
+        "Purposes of the processing",
+        "Categories of data subjects",
+        "Categories of personal data",
+        "Recipients",
+        "Transfers to third countries and safeguards",
+        "Time limits for erasure",
+        "Technical and organisational security measures",
+    ):
+        assert re.search(rf" {re.escape(label)} Art\. [\d, ]*30\(1\)\([a-g]\)", words), label
+
+
+def test_the_record_shows_what_the_log_knows(register: dict[str, Any]) -> None:
+    page = render(register["records"], register["verify"], register=FULL_REGISTER)
+    words = " ".join(text_of(section(page, "Record of processing")).split())
+    words = re.sub(r" ([:;,.])", r"\1", words)  # "<b>openai</b>: ..." reads "openai: ..."
+    # purposes (and the transfers that recorded none), recipients with their legal entities
+    assert "product photo retouching support tickets not recorded for 1 transfer" in words
+    assert "openai: OpenAI Ireland Ltd" in words
+    assert "acme: legal entity not recorded" in words
+    # third countries and their safeguards; the blocked call to CN transferred nothing
+    assert "US third country: adequacy decision (EU-US DPF)" in words
+    assert "country not recorded: no transfer mechanism recorded for 1 transfer" in words
+    assert "CN" not in words and "FR" not in words
+    # the purposes of the log without a period: covered by the default here
+    assert "no period set" not in words
+    # what veilpix applied
+    assert "Metadata stripped before sending: 9 images sent" in words
+    assert "Faces blurred before sending: 0 faces; 0 faces sent unblurred; 9 images" in words
+    assert "Policy checked before sending: 1 call blocked before anything left" in words
+    assert "0 records linked to a subject" in words
+
+
+def test_missing_register_fields_are_flagged(register: dict[str, Any]) -> None:
+    for page in (
+        render(register["records"], register["verify"]),
+        render(register["records"], register["verify"], register=RegisterConfig()),
+    ):
+        check_markup(page)
+        record = section(page, "Record of processing")
+        flagged = '<span class="warn">not set in veilpix.toml [register]</span>'
+        assert record.count(flagged) == 8
+        assert "<strong>Record incomplete.</strong> 8 of 8 fields are not set" in record
+        for key in ("controller", "dpo", "data_subjects", "retention", "security_measures"):
+            assert f"<code>{key}</code>" in record
+        assert "<dt>Controller</dt>" not in page.split("</header>")[0]
+    partial = RegisterConfig(controller="Shop GmbH", retention={"support tickets": "2y"})
+    page = render(register["records"], register["verify"], register=partial)
+    record = section(page, "Record of processing")
+    assert "6 of 8 fields are not set" in record
+    assert "<code>controller</code>" not in record and "<code>address</code>" in record
+    # a purpose of the log with no period (and no default) is flagged too
+    assert "no period set for the purpose &quot;product photo retouching&quot;" in record
+    assert "support tickets&quot;" not in record
+    one = dataclasses.replace(FULL_REGISTER, dpo=None)
+    record = section(
+        render(register["records"], register["verify"], register=one), "Record of processing"
+    )
+    assert "1 of 8 fields is not set in veilpix.toml [register]: <code>dpo</code>. Set it" in record
+
+
+def test_the_logs_own_retention(register: dict[str, Any]) -> None:
+    record = section(
+        render(register["records"], register["verify"], log_retention="180d"),
+        "Record of processing",
+    )
+    assert "kept for 180d, then removed by <code>veilpix audit prune</code>" in record
+    assert "retention class recorded with the calls: standard (9)" in record
+    record = section(render(register["records"], register["verify"]), "Record of processing")
+    assert "no period known: veilpix.toml [log] retention is not set" in record
+
+
+def test_the_body_embeds_without_style_attributes(make_log: Callable[..., Log]) -> None:
+    """register_body is the page's content for a console under ``style-src 'self'``: no
+    style attribute anywhere (the faces bar is SVG), no page around it."""
+    log = make_log()
+    clean = log.image.sanitized
+    assert clean is not None
+    faced = dataclasses.replace(
+        clean,
+        report=dataclasses.replace(
+            clean.report, faces_checked=True, faces_found=3, faces_blurred=2
+        ),
+    )
+    log.sent(images=[OutboundImage(factories.jpeg(), faced, "image"), log.image])
+    log.sent(door="gateway")
+    records, verify = log.read()
+    kw: dict[str, Any] = {"log_path": "/l.db", "generated": GENERATED, "register": FULL_REGISTER}
+    body = register_body(records, verify, title="T", **kw)
+    check_markup(f"<main>{body}</main>")
+    assert not re.search(r"\sstyle\s*=", body, re.I)
+    for tag in ("<html", "<head>", "<style", "<main", "<body", "<meta", "<!doctype"):
+        assert tag not in body.lower()
+    assert body.startswith("<header><h1>T</h1>") and body.endswith("</footer>")
+    faces = section(body, "Faces")
+    assert '<svg class="share"' in faces
+    assert 'aria-label="Faces blurred 67%, sent unblurred 33%"' in faces
+    assert '<rect class="o-sent" x="0.00" y="0" width="66.67" height="4"/>' in faces
+    page = render_report(records, verify, title="T", **kw)
+    assert f"<body><main>{body}</main></body>" in page
+    assert not re.search(r"\sstyle\s*=", page.replace("<style>", ""), re.I)
+    assert "<style>" in page and CSS in page
+
+
+def test_no_door_or_checkpoint_jargon(make_log: Callable[..., Log]) -> None:
+    log = make_log()
+    for door in ("sdk", "transport", "gateway", "intercept"):
+        log.sent(door=door)
+        log.log.begin(log.transfer(door=door, app=f"app-{door}"))  # open: listed with its route
+    log.log.checkpoint()
+    records, verify = log.read()
+    assert verify.ok and verify.checkpoints >= 1
+    page = render(records, verify, register=FULL_REGISTER)
+    words = text_of(page).lower()
+    assert "door" not in words and "checkpoint" not in words
+    n = verify.checkpoints
+    signed = f"{n} signature{'s' if n != 1 else ''}, the newest covering entry"
+    assert signed in page and "every signature is valid" in page
+    pending = section(page, "Open records")
+    assert "<th>Route</th>" in pending and "Door" not in pending
+    routes = {r.who["door"]: row_of(pending, r.id)[5] for r in records if r.outcome == "unknown"}
+    assert routes == {
+        "sdk": "SDK",
+        "transport": "SDK (HTTP transport)",
+        "gateway": "gateway",
+        "intercept": "intercept proxy",
+    }
+
+
+def test_an_unsigned_tail_is_told_in_plain_words(register: dict[str, Any]) -> None:
+    verify: VerifyResult = register["verify"]
+    assert verify.intact and not verify.ok
+    page = render(register["records"], verify)
+    assert "checkpoint" not in text_of(page).lower() and "door" not in text_of(page).lower()
+    assert "integrity intact, the newest entries not signed yet" in " ".join(text_of(page).split())
+
+
+def test_images_are_one_category(register: dict[str, Any], make_log: Callable[..., Log]) -> None:
+    """The log keeps "image" and "image (faces not checked)" apart; the register shows one
+    category, images, with how many were not checked for faces."""
+    stored = register["records"][0].what["categories"]
+    assert "image" in stored and "image (faces not checked)" in stored  # unchanged in the log
+    page = render(register["records"], register["verify"])
+    assert "faces not checked" not in page
+    categories = section(page, "Categories of personal data")
+    assert row_of(categories, "openai")[1] == "images 6 not checked for faces"
+    assert row_of(categories, "mistral")[1] == "images 2 not checked for faces"
+    record = section(page, "Record of processing")
+    assert re.findall(r'<span class="chip"[^>]*>(.*?)</span>(?= |</dd>)', record) == [
+        'images <span class="warn">9 not checked for faces</span>'
+    ]
+    # every image checked: just "images"
+    log = make_log()
+    clean = log.image.sanitized
+    assert clean is not None
+    checked = dataclasses.replace(
+        clean, report=dataclasses.replace(clean.report, faces_checked=True, faces_found=0)
+    )
+    log.sent(images=[OutboundImage(factories.jpeg(), checked, "image")])
+    records, verify = log.read()
+    assert records[0].what["categories"] == ["image"]
+    page = render(records, verify)
+    assert row_of(section(page, "Categories of personal data"), "openai")[1] == "images"
+
+
+def test_report_command_shows_the_register_section(
+    register: dict[str, Any], tmp_path: Path
+) -> None:
+    from veilpix.cli._main import main
+
+    log: Log = register["log"]
+    log.log.close()
+    config = tmp_path / "veilpix.toml"
+    config.write_text(
+        '[log]\nretention = "90d"\n\n[register]\ncontroller = "Shop <GmbH> & Co"\n'
+        'data_subjects = ["customers"]\n\n[register.retention]\n"*" = "2y"\n',
+        encoding="utf-8",
+    )
+    out = tmp_path / "r.html"
+    argv = ["audit", "report", "--log", str(log.path), "--config", str(config), "-o", str(out)]
+    assert main(argv) in (0, 3)
+    page = out.read_text()
+    record = section(page, "Record of processing")
+    assert (
+        "Shop &lt;GmbH&gt; &amp; Co" in record and '<span class="chip">customers</span>' in record
+    )
+    assert "<i>every other purpose</i>: 2y" in record and "kept for 90d" in record
+    assert "5 of 8 fields are not set" in record

@@ -1,0 +1,212 @@
+"""Who may use the console: one-time login links, sessions, CSRF tokens and passwords.
+
+- **Login links.** ``veilpix audit serve`` prints a URL holding a one-time token (32 random
+  bytes). Opening it once starts a session and the token is spent; an unused one expires
+  after :data:`LINK_TTL`. Only a SHA-256 of a token is kept, so a memory dump of the server
+  does not hold a working link either. Tokens never reach a log: the server's access lines
+  leave query strings out and the login page redirects to a URL without it.
+- **Sessions.** A session id (32 random bytes) in an ``HttpOnly``, ``SameSite=Strict``
+  cookie (``Secure`` behind TLS), ending after :data:`IDLE` without use or :data:`MAX_AGE`
+  in all. Each session has its own CSRF token, which every form that changes something must
+  send back (:meth:`Session.check_csrf`), and a confirmation key that binds a confirmed
+  action to exactly what the confirmation page showed.
+- **Passwords** (remote access, ``[console.users]``): scrypt hashes made by
+  ``veilpix audit serve --hash-password`` (:func:`hash_password`); failed logins slow down
+  per client address.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+
+from veilpix._errors import ConfigError
+
+__all__ = [
+    "IDLE",
+    "LINK_TTL",
+    "MAX_AGE",
+    "Session",
+    "Sessions",
+    "check_password",
+    "hash_password",
+]
+
+LINK_TTL = 15 * 60  # seconds an unused login link stays valid
+IDLE = 2 * 3600  # a session ends after this long without a request ...
+MAX_AGE = 12 * 3600  # ... and after this long in all
+_SCRYPT = {"n": 1 << 15, "r": 8, "p": 1}
+_FAILS_FREE = 5  # failed logins from one address before each further try waits
+_MAX_SESSIONS = 1000
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+@dataclass
+class Session:
+    """A signed-in viewer. ``user`` is who they are (a configured user name, or the local
+    account that started the console when they came through its login link)."""
+
+    id: str
+    user: str
+    via: str  # "link" or "password"
+    client: str
+    csrf: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    confirm_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
+    created: float = field(default_factory=time.monotonic)
+    seen: float = field(default_factory=time.monotonic)
+
+    def check_csrf(self, sent: str | None) -> bool:
+        return sent is not None and hmac.compare_digest(sent.encode(), self.csrf.encode())
+
+    def seal(self, *parts: str) -> str:
+        """A confirmation code for exactly ``parts`` (an action and its arguments): the
+        confirmation page carries it, and the confirmed request must match it."""
+        text = "\0".join(parts).encode("utf-8", "surrogatepass")
+        return hmac.new(self.confirm_key, text, hashlib.sha256).hexdigest()
+
+    def check_seal(self, code: str | None, *parts: str) -> bool:
+        return code is not None and hmac.compare_digest(code.encode(), self.seal(*parts).encode())
+
+
+class Sessions:
+    """Login links and sessions of one console (in memory: a restart signs everyone out)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._links: dict[bytes, float] = {}  # SHA-256 of a token -> expiry
+        self._sessions: dict[bytes, Session] = {}  # SHA-256 of a session id -> session
+        self._fails: dict[str, tuple[int, float]] = {}  # client -> (failures, last)
+        self._now = time.monotonic  # (tests move the clock)
+
+    def new_link(self) -> str:
+        """A one-time login token (valid for :data:`LINK_TTL` seconds, for one use)."""
+        token = secrets.token_urlsafe(32)
+        with self._lock:
+            now = self._now()
+            self._links = {d: t for d, t in self._links.items() if t > now}
+            self._links[_digest(token)] = now + LINK_TTL
+        return token
+
+    def redeem(self, token: str, *, user: str, client: str) -> Session | None:
+        """The session a login token starts (None: unknown, spent or expired)."""
+        with self._lock:
+            expiry = self._links.pop(_digest(token), None)
+            if expiry is None or expiry < self._now():
+                return None
+        return self.start(user, via="link", client=client)
+
+    def start(self, user: str, *, via: str, client: str) -> Session:
+        session = Session(secrets.token_urlsafe(32), user, via, client)
+        with self._lock:
+            self._expire()
+            if len(self._sessions) >= _MAX_SESSIONS:  # drop the longest idle one
+                oldest = min(self._sessions, key=lambda k: self._sessions[k].seen)
+                del self._sessions[oldest]
+            self._sessions[_digest(session.id)] = session
+        return session
+
+    def get(self, session_id: str | None) -> Session | None:
+        if not session_id:
+            return None
+        with self._lock:
+            session = self._sessions.get(_digest(session_id))
+            if session is None:
+                return None
+            now = self._now()
+            if now - session.seen > IDLE or now - session.created > MAX_AGE:
+                del self._sessions[_digest(session_id)]
+                return None
+            session.seen = now
+            return session
+
+    def end(self, session_id: str) -> None:
+        with self._lock:
+            self._sessions.pop(_digest(session_id), None)
+
+    def _expire(self) -> None:
+        now = self._now()
+        self._sessions = {
+            k: s
+            for k, s in self._sessions.items()
+            if now - s.seen <= IDLE and now - s.created <= MAX_AGE
+        }
+
+    # -- failed logins ---------------------------------------------------------------------------
+
+    def wait_before_login(self, client: str) -> float:
+        """Seconds ``client`` must still wait before its next login try (0: none)."""
+        with self._lock:
+            fails, last = self._fails.get(client, (0, 0.0))
+            if fails < _FAILS_FREE:
+                return 0.0
+            delay = min(2.0 ** (fails - _FAILS_FREE), 300.0)
+            return max(0.0, last + delay - self._now())
+
+    def failed(self, client: str) -> None:
+        with self._lock:
+            fails, _ = self._fails.get(client, (0, 0.0))
+            if len(self._fails) > 10_000:
+                self._fails.clear()
+            self._fails[client] = (fails + 1, self._now())
+
+    def succeeded(self, client: str) -> None:
+        with self._lock:
+            self._fails.pop(client, None)
+
+
+# -- passwords ---------------------------------------------------------------------------------
+
+
+def hash_password(password: str) -> str:
+    """``scrypt$N$r$p$salt$hash`` (base64) for ``[console.users]``."""
+    if len(password) < 12:
+        raise ConfigError(
+            "a console password needs at least 12 characters",
+            hint="a passphrase of several words is easy to type and hard to guess",
+        )
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, maxmem=128 << 20, **_SCRYPT)
+    b64 = base64.b64encode
+    return (
+        f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}$"
+        f"{b64(salt).decode()}${b64(digest).decode()}"
+    )
+
+
+def parse_hash(text: str, where: str) -> tuple[int, int, int, bytes, bytes]:
+    """The parts of a stored hash; ConfigError naming ``where`` when it is not one."""
+    parts = text.split("$")
+    try:
+        if len(parts) != 6 or parts[0] != "scrypt":
+            raise ValueError(text)
+        n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
+        salt, digest = base64.b64decode(parts[4], validate=True), base64.b64decode(parts[5])
+        if not (1 < n <= 1 << 20 and n & (n - 1) == 0 and 0 < r <= 32 and 0 < p <= 16):
+            raise ValueError(text)
+        if len(salt) < 8 or len(digest) != 64:
+            raise ValueError(text)
+    except ValueError:
+        raise ConfigError(
+            f"{where} is not a password hash made by veilpix",
+            hint="make one with: veilpix audit serve --hash-password",
+        ) from None
+    return n, r, p, salt, digest
+
+
+def check_password(password: str, stored: str) -> bool:
+    n, r, p, salt, digest = parse_hash(stored, "the stored hash")
+    try:
+        got = hashlib.scrypt(
+            password.encode("utf-8", "surrogatepass"), salt=salt, n=n, r=r, p=p, maxmem=256 << 20
+        )
+    except ValueError:
+        return False
+    return hmac.compare_digest(got, digest)

@@ -1,0 +1,1 @@
+"""The console's stylesheet and script (package data, served at /static/)."""
