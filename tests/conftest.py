@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import oracle
+from browserkit import browser, browser_session, page  # noqa: F401  (real-browser fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
 
