@@ -59,6 +59,7 @@ from veilpix.audit._records import (
     COUNTS,
     SELECT_CHAIN_ENTRIES,
     SELECT_FACTS,
+    SELECT_IMAGE_CANDIDATES,
     SELECT_RECORDS,
     ChainEntry,
     Erasure,
@@ -67,6 +68,8 @@ from veilpix.audit._records import (
     TransferRecord,
     fingerprints_of,
     record_filters,
+    sealed_fingerprints,
+    subject_key,
     to_record,
     unseal_subject,
 )
@@ -603,14 +606,16 @@ class AuditLog(LogSession):
         self._commits.caught_up()
         if len(record_id) < 8:
             raise ConfigError("give at least 8 characters of the record id")
-        prefix = record_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        # every id starting with the prefix sorts in [prefix, prefix with its last character
+        # raised): a range the record index answers, where LIKE would read every entry
+        upper = record_id[:-1] + chr(ord(record_id[-1]) + 1)
         with self._lock:
             rows = (
                 self._conn()
                 .execute(
-                    SELECT_RECORDS + " WHERE b.kind='begin' AND b.record LIKE ? ESCAPE '\\'"
+                    SELECT_RECORDS + " WHERE b.record >= ? AND b.record < ? AND +b.kind='begin'"
                     " LIMIT 2",
-                    (prefix + "%",),
+                    (record_id, upper),
                 )
                 .fetchall()
             )
@@ -635,7 +640,9 @@ class AuditLog(LogSession):
                 rows = (
                     self._conn()
                     .execute(
-                        SELECT_RECORDS + f" WHERE b.kind='begin' AND b.seq IN ({marks})", chunk
+                        # (+b.kind: look the seqs up by the primary key, not the kind index)
+                        SELECT_RECORDS + f" WHERE +b.kind='begin' AND b.seq IN ({marks})",
+                        chunk,
                     )
                     .fetchall()
                 )
@@ -652,38 +659,45 @@ class AuditLog(LogSession):
         with self._lock:
             return self._conn().execute(SELECT_FACTS, (after, limit)).fetchall()
 
-    def extent(self) -> tuple[int, int, int]:
-        """(first seq, last seq, entries): what tells a reader the log grew or was cut."""
+    def extent(self) -> tuple[int, int]:
+        """(first seq, last seq): what tells a reader the log grew or was cut (both come
+        from the ends of the primary key, whatever the log's size)."""
         self._commits.caught_up()
         with self._lock:
-            row = (
-                self._conn().execute("SELECT min(seq), max(seq), count(*) FROM entries").fetchone()
+            row = (  # (one min() or max() per SELECT: SQLite then reads one end of the key)
+                self._conn()
+                .execute("SELECT (SELECT min(seq) FROM entries), (SELECT max(seq) FROM entries)")
+                .fetchone()
             )
-        return int(row[0] or 0), int(row[1] or 0), int(row[2])
+        return int(row[0] or 0), int(row[1] or 0)
 
     def with_image(self, data: bytes) -> list[TransferRecord]:
         """The transfers that sent ``data`` (a file's bytes, original or as sent), newest
-        first. Needs the key file: the log holds keyed fingerprints. The search runs in
-        SQLite over the bodies that hold the fingerprint in the clear, and opens only the
-        ones whose fingerprints are sealed under a subject's key."""
+        first. Needs the key file: the log holds keyed fingerprints. SQLite finds the bodies
+        that hold the fingerprint in the clear; of the transfers linked to a subject only the
+        sealed fields are opened (each subject's key once), and only matches become records."""
         wanted = self.fingerprint(data)
+        keys = self.keys
         self._commits.caught_up()
         with self._lock:
-            rows = (
-                self._conn()
-                .execute(
-                    SELECT_RECORDS + " WHERE b.kind='begin' AND"
-                    " (instr(b.body, ?) > 0 OR b.subject IS NOT NULL) ORDER BY b.seq DESC",
-                    (wanted,),
-                )
-                .fetchall()
-            )
-        out = []
-        for row in rows:
-            rec = to_record(row, self._open_subject)
-            if wanted in fingerprints_of(rec):
-                out.append(rec)
-        return out
+            rows = self._conn().execute(SELECT_IMAGE_CANDIDATES, (wanted, wanted)).fetchall()
+        opened: dict[str, bytes | None] = {}
+        seqs = []
+        for seq, rid, kid, clear, sealed in rows:
+            if clear:
+                seqs.append(seq)
+                continue
+            if kid not in opened:
+                with self._lock:
+                    row = (
+                        self._conn()
+                        .execute("SELECT wrapped FROM subject_keys WHERE kid=?", (kid,))
+                        .fetchone()
+                    )
+                opened[kid] = subject_key(None if row is None else row[0], keys, kid)
+            if wanted in sealed_fingerprints(opened[kid], rid, sealed):
+                seqs.append(seq)
+        return [r for r in self.records_at(seqs) if wanted in fingerprints_of(r)]
 
     def entries_of(self, record_id: str) -> list[ChainEntry]:
         """Where a transfer sits in the chain: its entries (begin, finish) with their hashes,

@@ -23,6 +23,7 @@ __all__ = [
     "FACT_PATHS",
     "SELECT_CHAIN_ENTRIES",
     "SELECT_FACTS",
+    "SELECT_IMAGE_CANDIDATES",
     "SELECT_RECORDS",
     "ChainEntry",
     "Erasure",
@@ -33,7 +34,9 @@ __all__ = [
     "fingerprints_of",
     "load_body",
     "record_filters",
+    "sealed_fingerprints",
     "sealed_view",
+    "subject_key",
     "summarize",
     "to_record",
     "unseal_subject",
@@ -227,6 +230,14 @@ COUNTS = {
 }
 
 
+# Begins that may hold an image fingerprint (bound twice): (seq, record, subject key id,
+# whether the fingerprint is in the clear, the sealed fields' hex), newest first
+SELECT_IMAGE_CANDIDATES = (
+    "SELECT seq, record, subject, instr(body, ?) > 0, json_extract(body, '$.sealed')"
+    " FROM entries WHERE kind='begin' AND (instr(body, ?) > 0 OR subject IS NOT NULL)"
+    " ORDER BY seq DESC"
+)
+
 # What a summary of the log needs from each entry, pulled out by SQLite in one pass over the
 # body (a begin's facts; a finish's outcome, sizes and rule). The first image's faces come
 # with it; a begin with more images also gets them all (the CASE keeps json_each off the
@@ -359,6 +370,28 @@ def to_record(
         subject=subject,
         sealed=linked,
     )
+
+
+def subject_key(wrapped: bytes | None, keys: KeyFile | None, kid: str) -> bytes | None:
+    """Subject key ``kid`` unwrapped (None: erased, no key file, or it does not open)."""
+    if wrapped is None or keys is None:
+        return None
+    try:
+        return open_sealed(keys.wrap_key, wrapped, b"subject-key:" + kid.encode())
+    except SealError:
+        return None
+
+
+def sealed_fingerprints(key: bytes | None, rid: str, sealed: object) -> set[str]:
+    """The image fingerprints sealed in a begin body (``sealed``: its hex) under subject
+    ``key``; empty when they do not open."""
+    if key is None or not isinstance(sealed, str):
+        return set()
+    try:
+        linked = json.loads(open_sealed(key, bytes.fromhex(sealed), rid.encode()))
+        return {v for pair in linked.get("fingerprints", ()) for v in pair if isinstance(v, str)}
+    except (SealError, ValueError, TypeError, AttributeError):
+        return set()
 
 
 def unseal_subject(

@@ -21,7 +21,7 @@ from veilpix._errors import ConfigError
 from veilpix.audit._log import AuditLog
 from veilpix.cli._audit_review import dump, open_log
 from veilpix.cli._exit import EXIT_OK
-from veilpix.cli._term import Term, styled
+from veilpix.cli._term import Term, json_text, styled
 from veilpix.console._app import Console, Settings
 from veilpix.console._auth import hash_password
 from veilpix.console._serve import check_address, start
@@ -91,8 +91,9 @@ def serve(args: argparse.Namespace) -> int:
     if warning:
         err.print(styled(warning, "bold", "yellow"))
     if args.json:
-        dump({"url": running.url, "login_url": running.login_url(), "log": str(log.path)})
-        sys.stdout.flush()
+        # one line, printed once the console listens: a script reads it and goes
+        line = {"url": running.url, "login_url": running.login_url(), "log": str(log.path)}
+        print(json_text(line), flush=True)
     else:
         out = Term()
         mode = "changes allowed (every action is recorded)" if args.allow_changes else "read-only"

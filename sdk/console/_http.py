@@ -150,6 +150,10 @@ App = Callable[[Request], Response]
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # (head and body go out as two writes)
+    server_version = "veilpix-console"  # (not the Python version)
+
+    def version_string(self) -> str:
+        return self.server_version
     server: Server
     timeout = READ_TIMEOUT
 

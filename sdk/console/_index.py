@@ -39,6 +39,7 @@ _OUTCOME = {name: i for i, name in enumerate(OUTCOMES)}
 _UNKNOWN = _OUTCOME["unknown"]
 # the text facts kept as codes, in FACT_PATHS' terms; "rule" is a blocked call's rule
 TEXT_COLUMNS = (
+    "month",
     "vendor",
     "country",
     "host",
@@ -154,6 +155,7 @@ class Index:
         self.entries = 0
         self._version = 0
         self._snapshot: tuple[int, dict[str, NDArray[Any]]] | None = None
+        self._memo: dict[tuple[int, Filters | None, str | None], dict[str, Totals]] = {}
 
     # -- building and keeping current ------------------------------------------------------------
 
@@ -161,10 +163,10 @@ class Index:
         """Read the whole log (in chunks; ``progress`` tells how far). Sets ``ready``."""
         self.error = None
         try:
-            first, _last, count = self.log.extent()
+            first, last = self.log.extent()
             with self._lock:
                 self._clear()
-                self.total, self.done = count, 0
+                self.total, self.done = last - first + 1 if last else 0, 0
             self._read_from(0, on_progress)
             with self._lock:
                 self.first = first
@@ -201,10 +203,10 @@ class Index:
             if now - self._last_refresh < at_most_every:
                 return True
             self._last_refresh = now
-            first, last, count = self.log.extent()
-            if last == self.last and count == self.entries and first == self.first:
+            first, last = self.log.extent()
+            if last == self.last and first == self.first:
                 return True
-            if last > self.last and first == self.first and count > self.entries:
+            if last > self.last and first == self.first:
                 self._read_from(self.last, None)
                 return True
             self.ready.clear()
@@ -250,7 +252,18 @@ class Index:
         self.subject.append(1 if has_subject else 0)
         for name, value in zip(
             TEXT_COLUMNS,
-            (vendor, _text(country).upper(), host, mechanism, app, route, purpose, basis, ""),
+            (
+                ts[:7] if isinstance(ts, str) else "",
+                vendor,
+                _text(country).upper(),
+                host,
+                mechanism,
+                app,
+                route,
+                purpose,
+                basis,
+                "",
+            ),
             strict=True,
         ):
             self.cols[name].append(self.vocab[name].code(_text(value)))
@@ -362,17 +375,23 @@ class Index:
         return int((self._mask(c, f) & (c["seq"] >= before)).sum())
 
     def totals(self, f: Filters | None = None, by: str | None = None) -> dict[str, Totals]:
-        """Totals per value of ``by`` (a text column, or ``"month"``), or one ``"*"`` group;
-        over the transfers matching ``f``."""
+        """Totals per value of ``by`` (a text column such as ``"month"`` or ``"vendor"``), or
+        one ``"*"`` group; over the transfers matching ``f``. Kept until the index changes."""
+        key = (self._version, f, by)
+        cached = self._memo.get(key)
+        if cached is not None:
+            return cached
+        if len(self._memo) > 64:
+            self._memo.clear()
+        self._memo[key] = found = self._totals(f, by)
+        return found
+
+    def _totals(self, f: Filters | None, by: str | None) -> dict[str, Totals]:
         c = self._columns()
         mask = self._mask(c, f or Filters())
         if by is None:
             keys = np.zeros(len(mask), dtype=np.int64)
             labels = ["*"]
-        elif by == "month":
-            months = c["ts"].astype("datetime64[s]").astype("datetime64[M]")
-            uniq, keys = np.unique(months, return_inverse=True)
-            labels = [str(m) for m in uniq]
         else:
             keys = c[by].astype(np.int64)
             labels = list(self.vocab[by].names)
@@ -381,11 +400,10 @@ class Index:
         out = {label: Totals() for label in labels}
         if not len(keys):
             return {}
-        counts = np.bincount(keys, minlength=groups)
-        per_outcome = {
-            name: np.bincount(keys[c["outcome"][mask] == i], minlength=groups)
-            for i, name in enumerate(OUTCOMES)
-        }
+        outcomes = c["outcome"][mask].astype(np.int64)
+        per_outcome = np.bincount(keys * len(OUTCOMES) + outcomes, minlength=groups * len(OUTCOMES))
+        per_outcome = per_outcome.reshape(groups, len(OUTCOMES))
+        counts = per_outcome.sum(axis=1)
         sums = {
             name: np.bincount(keys, weights=c[name][mask], minlength=groups) for name in _NUMBERS
         }
@@ -395,8 +413,8 @@ class Index:
                 continue
             t = out[label]
             t.calls = int(counts[i])
-            for name in OUTCOMES:
-                setattr(t, name, int(per_outcome[name][i]))
+            for j, name in enumerate(OUTCOMES):
+                setattr(t, name, int(per_outcome[i, j]))
             for name in _NUMBERS:
                 setattr(t, name, int(sums[name][i]))
         return out
@@ -412,14 +430,14 @@ class Index:
         ("" when none was recorded)."""
         c = self._columns()
         sent = c["outcome"] != _OUTCOME["blocked"]
-        pairs = np.stack([c["country"][sent], c["mechanism"][sent]], axis=1)
-        if not len(pairs):
-            return {}
-        uniq, counts = np.unique(pairs, axis=0, return_counts=True)
+        width = max(1, len(self.vocab["mechanism"].names))
+        pairs = c["country"][sent] * width + c["mechanism"][sent]
+        counts = np.bincount(pairs, minlength=len(self.vocab["country"].names) * width)
         out: dict[str, dict[str, int]] = {}
-        for (country, mech), n in zip(uniq, counts, strict=True):
+        for pair in np.flatnonzero(counts):
+            country, mech = divmod(int(pair), width)
             name = self.vocab["country"].names[country] or "?"
-            out.setdefault(name, {})[self.vocab["mechanism"].names[mech]] = int(n)
+            out.setdefault(name, {})[self.vocab["mechanism"].names[mech]] = int(counts[pair])
         return out
 
     def __len__(self) -> int:

@@ -688,9 +688,12 @@ def transfer(console: Console, request: Request, session: Session) -> Response:
 
 
 def _route(door: Any) -> str:
-    return {"sdk": "SDK (in the app)", "gateway": "gateway", "intercept": "intercept proxy"}.get(
-        str(door), str(door or "")
-    )
+    return {
+        "sdk": "SDK (in the app)",
+        "transport": "SDK (HTTP transport)",
+        "gateway": "gateway",
+        "intercept": "intercept proxy",
+    }.get(str(door), str(door or ""))
 
 
 def _categories(values: list[Any]) -> list[str]:

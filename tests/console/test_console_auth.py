@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from consolekit import HOST, Client, console, fill_log, text
 
+from consolekit import HOST, Client, console, fill_log, text
 from veilpix._errors import ConfigError
 from veilpix.console._app import SECURITY_HEADERS
 from veilpix.console._auth import IDLE, LINK_TTL, check_password, hash_password, parse_hash
