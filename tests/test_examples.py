@@ -343,3 +343,20 @@ def test_log_integrity_example(tmp_path: Path) -> None:
     assert "could not record" not in res.stderr  # a refusal is reported once, to its caller
     moved = list((tmp_path / "out").glob("audit.db.abandoned-*"))
     assert moved == [], moved  # the log was deleted, not moved: nothing to move aside
+
+
+def test_compliance_console_example(tmp_path: Path) -> None:
+    from veilpix._config import load_config
+
+    res = run("compliance_console.py", "demo", "--transfers", "40", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "veilpix audit serve --log demo/audit.db --config demo/veilpix.toml" in res.stdout
+    result = verify_log(tmp_path / "demo" / "audit.db")
+    assert result.ok and result.records == 40
+    config = load_config(tmp_path / "demo" / "veilpix.toml")
+    assert config.register.controller == "Example Shop GmbH" and config.console.show_subjects
+    with AuditLog(tmp_path / "demo" / "audit.db", readonly=True) as log:
+        photo = (tmp_path / "demo" / "photo.jpg").read_bytes()
+        assert len(log.with_image(photo)) == 1
+    again = run("compliance_console.py", "demo", cwd=tmp_path)
+    assert again.returncode == 1 and "exists already" in again.stderr

@@ -55,7 +55,9 @@ SECURITY_HEADERS = (
     ),
     ("X-Content-Type-Options", "nosniff"),
     ("X-Frame-Options", "DENY"),
-    ("Referrer-Policy", "no-referrer"),
+    # (same-origin, not no-referrer: with no-referrer a browser sends "Origin: null" on the
+    # console's own forms, and the origin check below could not tell them from a sandbox)
+    ("Referrer-Policy", "same-origin"),
     ("Cross-Origin-Opener-Policy", "same-origin"),
     ("Cross-Origin-Resource-Policy", "same-origin"),
     ("Cache-Control", "no-store"),
@@ -209,17 +211,20 @@ class Console:
 
     def _same_origin(self, request: Request) -> bool:
         """A POST must come from the console's own pages: ``Sec-Fetch-Site`` (when the
-        browser sends it) is same-origin, and ``Origin`` (when sent) is this host."""
+        browser sends it) is same-origin, and ``Origin`` (when sent) is this host; an
+        ``Origin: null`` (a sandboxed frame, a privacy setting) passes only when the
+        browser's fetch metadata vouches for it."""
         site = request.headers.get("sec-fetch-site")
         if site is not None and site not in ("same-origin", "none"):
             return False
         origin = request.headers.get("origin")
-        if origin is None or origin == "null":
-            return origin is None
+        if origin is None:
+            return True
+        if origin == "null":
+            return site == "same-origin"
         scheme = "https" if request.tls else "http"
-        return hmac.compare_digest(
-            origin.lower(), f"{scheme}://{request.headers.get('host', '').lower()}"
-        )
+        expected = f"{scheme}://{request.headers.get('host', '')}".lower()
+        return hmac.compare_digest(origin.lower().encode(), expected.encode())
 
     def error(
         self, request: Request, status: int, text: str, session: Session | None = None

@@ -154,6 +154,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def version_string(self) -> str:
         return self.server_version
+
     server: Server
     timeout = READ_TIMEOUT
 

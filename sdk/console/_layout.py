@@ -119,8 +119,11 @@ def notice(text_html: str, tone: str = "info") -> str:
     return f'<div class="notice {esc(tone)}"{role}>{text_html}</div>'
 
 
-def page(title: str, body_html: str, frame: Frame | None, *, current: str = "") -> str:
-    """A whole page. ``frame`` None: the signed-out frame (login and errors)."""
+def page(
+    title: str, body_html: str, frame: Frame | None, *, current: str = "", heading: bool = True
+) -> str:
+    """A whole page. ``frame`` None: the signed-out frame (login and errors); ``heading``
+    False when the body brings its own ``<h1>``."""
     nav = ""
     who = ""
     if frame is not None:
@@ -155,7 +158,8 @@ def page(title: str, body_html: str, frame: Frame | None, *, current: str = "") 
         '<a class="skip" href="#main">Skip to content</a>'
         f'<header class="top"><div class="brand"><b>veilpix</b> compliance console {log}</div>'
         f"{who}{nav}</header>"
-        f'<main id="main" tabindex="-1"><h1>{esc(title)}</h1>{body_html}</main>'
+        f'<main id="main" tabindex="-1">{f"<h1>{esc(title)}</h1>" if heading else ""}'
+        f"{body_html}</main>"
         f'<footer class="foot">veilpix {version} · times are UTC · this console shows facts '
         "and keyed fingerprints from the transfer log, never images, prompts or keys</footer>"
         "</body></html>\n"

@@ -81,11 +81,23 @@ def lookup(console: Console, request: Request, session: Session) -> Response:
             "ok",
         )
     else:
-        n = len(found)
-        result = notice(
-            f"{label} was sent in <b>{num(n)}</b> transfer{'s' if n != 1 else ''} (newest first):",
-            "warn",
-        ) + html_table(RECORD_HEADERS, record_rows(found), numeric=(6, 7))
+        left = [r for r in found if r.outcome != "blocked"]
+        blocked = len(found) - len(left)
+        also = (
+            f", and was stopped {num(blocked)} time{'s' if blocked != 1 else ''} by policy"
+            if blocked
+            else ""
+        )
+        if left:
+            head = (
+                f"{label} was sent in <b>{num(len(left))}</b> transfer"
+                f"{'s' if len(left) != 1 else ''}{also} (newest first):"
+            )
+        else:
+            head = f"{label} was never sent: every call with it was blocked by policy:"
+        result = notice(head, "warn" if left else "ok") + html_table(
+            RECORD_HEADERS, record_rows(found), numeric=(6, 7)
+        )
     return html(
         console, session, "Was this photo sent?", _ABOUT + result + _form(session), "/lookup"
     )

@@ -64,8 +64,11 @@ def routes() -> dict[tuple[str, str], Handler]:
     }
 
 
-def html(console: Console, session: Session, title: str, body: str, current: str) -> Response:
-    return Response(200, page(title, body, console.frame(session), current=current).encode())
+def html(
+    console: Console, session: Session, title: str, body: str, current: str, *, heading: bool = True
+) -> Response:
+    frame = console.frame(session)
+    return Response(200, page(title, body, frame, current=current, heading=heading).encode())
 
 
 def _refreshing(
@@ -554,6 +557,13 @@ def transfers(console: Console, request: Request, session: Session) -> Response:
     if more is not None:
         nav.append(link(url("/transfers", {**kept, "before": more}), "Older →", rel="next"))
     body.append(f'<nav class="pager" aria-label="Pages">{" ".join(nav)}</nav>')
+    if console.settings.changes:
+        from veilpix.console._actions import export_form  # noqa: PLC0415 - they import this
+
+        body.append(
+            f'<h2 id="h-export">Export these {num(total)} transfers</h2>'
+            + export_form(console, session, kept)
+        )
     return html(console, session, "Transfers", "".join(body), "/transfers")
 
 
@@ -855,6 +865,7 @@ def register(console: Console, request: Request, session: Session) -> Response:
         "Register",
         tools + f'<div class="register">{job.result}</div>',
         "/register",
+        heading=False,  # the register has its own
     )
 
 
