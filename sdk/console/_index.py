@@ -61,9 +61,13 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-def _count(value: Any) -> int:
-    """A count or a size (0 when absent or not a sane whole number)."""
-    return value if type(value) is int and 0 <= value < 1 << 62 else 0
+def _count(value: Any, limit: int = (1 << 31) - 1) -> int:
+    """A count or a size (0 when absent or not a whole number from 0 to ``limit``)."""
+    return value if type(value) is int and 0 <= value <= limit else 0
+
+
+def _size(value: Any) -> int:
+    return _count(value, (1 << 62) - 1)
 
 
 def _stamp(ts: str) -> int:
@@ -146,8 +150,10 @@ class Index:
         self.ts = array("q")
         self.outcome = array("b")
         self.subject = array("b")
-        self.cols = {name: array("l") for name in TEXT_COLUMNS}
-        self.nums = {name: array("q") for name in _NUMBERS}
+        # (codes and counts in 32 bits, sizes in 64: about 70 bytes a transfer, and as much
+        # again for the numpy copy readers use)
+        self.cols = {name: array("i") for name in TEXT_COLUMNS}
+        self.nums = {name: array("q" if name == "sent_bytes" else "i") for name in _NUMBERS}
         self.vocab = {name: _Vocab() for name in TEXT_COLUMNS}
         self.ids: dict[str, int] = {}  # open transfers (no finish yet): record id -> row
         self.last = 0  # the newest entry read
@@ -274,9 +280,9 @@ class Index:
             except (TypeError, ValueError):
                 faces = []
         self.nums["images"].append(_count(image_count))
-        self.nums["sent_bytes"].append(_count(request_bytes) or _count(bytes_after))
-        self.nums["blurred"].append(sum(_count(f[0]) for f in faces))
-        self.nums["unblurred"].append(sum(_count(f[1]) for f in faces))
+        self.nums["sent_bytes"].append(_size(request_bytes) or _size(bytes_after))
+        self.nums["blurred"].append(_count(sum(_count(f[0]) for f in faces)))
+        self.nums["unblurred"].append(_count(sum(_count(f[1]) for f in faces)))
         self.nums["unchecked"].append(sum(1 for f in faces if f[2] is False))
         if isinstance(record, str):
             self.ids[record] = row_no
@@ -291,8 +297,8 @@ class Index:
             self.cols["rule"][row_no] = self.vocab["rule"].code(_text(rule))
             for name in _NUMBERS:  # a blocked call sent nothing
                 self.nums[name][row_no] = 0
-        elif _count(sent_bytes):
-            self.nums["sent_bytes"][row_no] = _count(sent_bytes)
+        elif _size(sent_bytes):
+            self.nums["sent_bytes"][row_no] = _size(sent_bytes)
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -308,9 +314,10 @@ class Index:
                 "outcome": np.array(self.outcome, dtype=np.int8),
             }
             for name in TEXT_COLUMNS:
-                out[name] = np.array(self.cols[name], dtype=np.int64)
+                out[name] = np.array(self.cols[name], dtype=np.int32)
             for name in _NUMBERS:
-                out[name] = np.array(self.nums[name], dtype=np.int64)
+                wide = name == "sent_bytes"
+                out[name] = np.array(self.nums[name], dtype=np.int64 if wide else np.int32)
             self._snapshot = (self._version, out)
             return out
 
@@ -431,7 +438,7 @@ class Index:
         c = self._columns()
         sent = c["outcome"] != _OUTCOME["blocked"]
         width = max(1, len(self.vocab["mechanism"].names))
-        pairs = c["country"][sent] * width + c["mechanism"][sent]
+        pairs = c["country"][sent].astype(np.int64) * width + c["mechanism"][sent]
         counts = np.bincount(pairs, minlength=len(self.vocab["country"].names) * width)
         out: dict[str, dict[str, int]] = {}
         for pair in np.flatnonzero(counts):
