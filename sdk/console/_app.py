@@ -178,6 +178,8 @@ class Console:
             return Response(421, b"this console does not answer to that host name\n", "text/plain")
         if request.path.startswith("/static/"):
             return _static.serve(request.path)
+        if request.path == "/favicon.ico":  # (browsers ask; there is none)
+            return Response(204, b"", "text/plain")
         if request.method not in ("GET", "HEAD", "POST"):
             return Response(405, b"method not allowed\n", "text/plain", [("Allow", "GET, POST")])
         if request.method == "POST" and not self._same_origin(request):

@@ -65,10 +65,21 @@ def routes() -> dict[tuple[str, str], Handler]:
 
 
 def html(
-    console: Console, session: Session, title: str, body: str, current: str, *, heading: bool = True
+    console: Console,
+    session: Session,
+    title: str,
+    body: str,
+    current: str,
+    *,
+    heading: bool = True,
+    refresh: int | None = None,
 ) -> Response:
-    frame = console.frame(session)
-    return Response(200, page(title, body, frame, current=current, heading=heading).encode())
+    """A page in the console's frame (``refresh``: reload it after so many seconds, while
+    work it waits for runs in the background)."""
+    text = page(title, body, console.frame(session), current=current, heading=heading)
+    if refresh is not None:
+        text = text.replace("<head>", f'<head><meta http-equiv="refresh" content="{refresh}">', 1)
+    return Response(200, text.encode())
 
 
 def _refreshing(
@@ -81,14 +92,18 @@ def _refreshing(
         f"Reading the transfer log: {esc(what)}. {esc(done)} This page reloads itself.", "info"
     )
     if job.error:
-        body = notice(f"Reading the log failed: {esc(job.error)}", "bad")
-    text = page(title, body, console.frame(session), current=current)
-    text = text.replace("<head>", '<head><meta http-equiv="refresh" content="2">', 1)
-    return Response(200, text.encode())
+        body = notice(f"Reading the log failed: {esc(job.error)}. Trying again…", "bad")
+    return html(console, session, title, body, current, refresh=2)
 
 
 def index_ready(console: Console) -> bool:
-    if not console.index.ready.is_set() or console.index_job.running:
+    """Whether the index can answer now (it is brought up to date first). When it failed,
+    or must be built again after a prune, this starts the build and says no."""
+    job = console.index_job
+    if job.running:
+        return False
+    if console.index.error is not None or not console.index.ready.is_set():
+        job.start()  # (a failed build is tried again: the log may be readable now)
         return False
     if not console.index.refresh():
         console.index_job.start()
@@ -322,9 +337,10 @@ def overview(console: Console, request: Request, session: Session) -> Response:
     per_app = index.totals(by="app")
     blocked = index.blocked_by_rule()
     body = [integrity(console, session)]
+    again = 3 if console.verify_job.running else None  # until the verification is in
     if not grand.calls:
         body.append(notice("The log holds no transfers yet.", "info"))
-        return html(console, session, "Overview", "".join(body), "/")
+        return html(console, session, "Overview", "".join(body), "/", refresh=again)
     body.append(_tiles(grand, url("/transfers", {"outcome": "unknown"})))
     body.append(
         figure("Calls per month (UTC), by outcome", month_chart(per_month))
@@ -376,7 +392,7 @@ def overview(console: Console, request: Request, session: Session) -> Response:
             narrow=True,
         )
     )
-    return html(console, session, "Overview", "".join(body), "/")
+    return html(console, session, "Overview", "".join(body), "/", refresh=again)
 
 
 # -- transfers ---------------------------------------------------------------------------------
@@ -839,17 +855,12 @@ def register(console: Console, request: Request, session: Session) -> Response:
                 notice(f"Building the register failed: {esc(job.error)}", "bad"),
                 "/register",
             )
-        pct = job.percent()
-        text = page(
-            "Register",
-            notice(
-                f"Building the register from every transfer… {pct or 0}%. This page reloads itself.",
-                "info",
-            ),
-            console.frame(session),
-            current="/register",
-        ).replace("<head>", '<head><meta http-equiv="refresh" content="2">', 1)
-        return Response(200, text.encode())
+        building = notice(
+            f"Building the register from every transfer… {job.percent() or 0}%. "
+            "This page reloads itself.",
+            "info",
+        )
+        return html(console, session, "Register", building, "/register", refresh=2)
     tools = (
         '<div class="tools noprint">'
         f'<a class="button" href="/register.html" download>Download (HTML)</a> '
