@@ -38,8 +38,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Running, 
         Settings(changes=True, open_writer=lambda: AuditLog(path), local_user="compliance"),
     )
     running = start(console, port=0)
-    console.index_job.wait(30)
-    console.verify_job.wait(30)
+    for job in (console.index_job, console.verify_job, console.register_job):
+        job.start()  # (done before the pages are opened: no page reloads itself meanwhile)
+        job.wait(60)
     ids["path"] = path
     try:
         yield running, ids
@@ -249,8 +250,9 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Running, Pa
         ),
     )
     running = start(console, port=0)
-    console.index_job.wait(30)
-    console.verify_job.wait(30)
+    for job in (console.index_job, console.verify_job, console.register_job):
+        job.start()
+        job.wait(60)
     try:
         yield running, photo
     finally:
