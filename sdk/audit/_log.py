@@ -651,6 +651,28 @@ class AuditLog(LogSession):
                 found[rec.seq] = rec
         return [found[s] for s in seqs if s in found]
 
+    def iter_records(self, *, chunk: int = 2000) -> Iterator[TransferRecord]:
+        """Every transfer, oldest first, read ``chunk`` at a time (the lock is let go between
+        chunks, and at most a chunk of rows is held): for a register of a million."""
+        after = 0
+        while True:
+            self._commits.caught_up()
+            with self._lock:
+                rows = (
+                    self._conn()
+                    .execute(
+                        SELECT_RECORDS
+                        + " WHERE +b.kind='begin' AND b.seq > ? ORDER BY b.seq LIMIT ?",
+                        (after, chunk),
+                    )
+                    .fetchall()
+                )
+            if not rows:
+                return
+            for row in rows:
+                yield to_record(row, self._open_subject)
+            after = rows[-1][0]
+
     def facts(self, after: int = 0, limit: int = 50_000) -> list[tuple[Any, ...]]:
         """The entries after seq ``after`` (at most ``limit``), oldest first, as the facts a
         summary of the log needs (see :data:`~veilpix.audit._records.SELECT_FACTS`); read in

@@ -30,6 +30,7 @@ __all__ = [
     "Pruned",
     "StatsRow",
     "SubjectState",
+    "Summary",
     "TransferRecord",
     "fingerprints_of",
     "load_body",
@@ -182,21 +183,25 @@ class StatsRow:
         return dict(self.__dict__)
 
 
-def summarize(records: Iterable[TransferRecord]) -> list[StatsRow]:
-    """Per vendor, destination country and month (of the begin): calls by outcome, images,
-    bytes before and as sent, faces blurred and sent unblurred, images sent unchecked.
-    Blocked calls count as calls but send no images or bytes."""
-    rows: dict[tuple[str, str, str], StatsRow] = {}
-    for rec in records:
+class Summary:
+    """The totals of :func:`summarize`, added up one record at a time (:meth:`add`), so a
+    caller can stream a log through it without holding the records."""
+
+    def __init__(self) -> None:
+        self._rows: dict[tuple[str, str, str], StatsRow] = {}
+
+    def add(self, rec: TransferRecord) -> None:
         key = (str(rec.where.get("vendor") or "?"), str(rec.where.get("country") or "?"), rec.month)
-        row = rows.get(key)
+        row = self._rows.get(key)
         if row is None:
-            row = rows[key] = StatsRow(*key)
+            row = self._rows[key] = StatsRow(*key)
         row.calls += 1
         outcome = rec.outcome
+        if outcome not in ("sent", "blocked", "failed", "unknown"):
+            outcome = "unknown"  # (a finish veilpix did not write: verify names it)
         setattr(row, outcome, getattr(row, outcome) + 1)
         if outcome == "blocked":
-            continue
+            return
         images = rec.what.get("images", ())
         row.images += len(images)
         row.bytes_before += int(rec.what.get("bytes_before") or 0)
@@ -206,7 +211,19 @@ def summarize(records: Iterable[TransferRecord]) -> list[StatsRow]:
         row.faces_blurred += sum(int(i.get("faces_blurred") or 0) for i in images)
         row.faces_unblurred += rec.faces_unblurred
         row.images_unchecked += rec.faces_unchecked
-    return [rows[k] for k in sorted(rows, key=lambda k: (k[2], k[0], k[1]))]
+
+    def rows(self) -> list[StatsRow]:
+        return [self._rows[k] for k in sorted(self._rows, key=lambda k: (k[2], k[0], k[1]))]
+
+
+def summarize(records: Iterable[TransferRecord]) -> list[StatsRow]:
+    """Per vendor, destination country and month (of the begin): calls by outcome, images,
+    bytes before and as sent, faces blurred and sent unblurred, images sent unchecked.
+    Blocked calls count as calls but send no images or bytes."""
+    summary = Summary()
+    for rec in records:
+        summary.add(rec)
+    return summary.rows()
 
 
 # -- reading the rows --------------------------------------------------------------------------

@@ -32,7 +32,7 @@ prints on A4 landscape. The numbers come from
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -54,7 +54,7 @@ from veilpix.audit._html import (
     share_bar,
     when,
 )
-from veilpix.audit._records import StatsRow, TransferRecord, summarize
+from veilpix.audit._records import StatsRow, Summary, TransferRecord
 from veilpix.audit._verify import VerifyResult
 
 __all__ = ["EEA", "register_body", "render_report", "wrap_page"]
@@ -143,7 +143,7 @@ def _country(rec: TransferRecord) -> str:
     return str(rec.where.get("country") or "?")
 
 
-def _gather(records: Sequence[TransferRecord]) -> _Register:
+def _gather(records: Iterable[TransferRecord]) -> _Register:
     recipients: dict[str, _Recipient] = {}
     countries: dict[str, Counter[str]] = {}
     blocks: dict[str, _Block] = {}
@@ -889,7 +889,7 @@ def _record(
 
 
 def register_body(
-    records: Sequence[TransferRecord],
+    records: Iterable[TransferRecord],
     verify: VerifyResult,
     *,
     log_path: str,
@@ -904,14 +904,24 @@ def register_body(
     every field flagged); ``log_retention`` is ``[log] retention``, the age
     ``veilpix audit prune`` removes (None: not set). See :func:`render_report`."""
     register = register if register is not None else RegisterConfig()
-    stats = summarize(records)
-    reg = _gather(records)
+    # one pass over the records (a generator will do: a million of them are never held)
+    summary, count = Summary(), 0
+
+    def fed() -> Iterator[TransferRecord]:
+        nonlocal count
+        for rec in records:
+            summary.add(rec)
+            count += 1
+            yield rec
+
+    reg = _gather(fed())
+    stats = summary.rows()
     grand = _totals(stats, lambda _: "*").get("*") or StatsRow("*", "*", "*")
     period = (
         f"{when(reg.first)} to {when(reg.last)} (UTC)" if reg.first else missing("no transfers")
     )
-    shown = num(len(records))
-    if verify.records != len(records):
+    shown = num(count)
+    if verify.records != count:
         shown += f" of {num(verify.records)} in the log (filtered)"
     controller = (
         f"<dt>Controller</dt><dd>{esc(register.controller)}</dd>" if register.controller else ""
@@ -930,7 +940,7 @@ def register_body(
         "</dl></header>"
     )
     body = [head, _integrity(verify), _record(reg, grand, verify, register, log_retention)]
-    if not records:
+    if not count:
         body.append('<div class="empty">No transfers recorded.</div>')
     else:
         per_vendor = _totals(stats, lambda r: r.vendor)
@@ -993,7 +1003,7 @@ def register_body(
 
 
 def render_report(
-    records: Sequence[TransferRecord],
+    records: Iterable[TransferRecord],
     verify: VerifyResult,
     *,
     log_path: str,

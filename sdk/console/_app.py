@@ -32,7 +32,7 @@ from veilpix._errors import ConfigError, VeilpixError
 from veilpix._policy import EEA
 from veilpix.console import _static
 from veilpix.console._auth import Session, Sessions, check_password
-from veilpix.console._http import Request, Response
+from veilpix.console._http import FORM_BODY, MAX_BODY, Request, Response
 from veilpix.console._index import Index
 from veilpix.console._jobs import Job
 from veilpix.console._layout import Frame, notice, page
@@ -128,10 +128,18 @@ class Console:
             raise ConfigError("this console is read-only", hint="start it with --allow-changes")
         return self.settings.open_writer()
 
+    def reader(self) -> AuditLog:
+        """The log on a read-only handle of its own, for long work in the background (the
+        pages' handle stays free)."""
+        from veilpix.audit._log import AuditLog  # noqa: PLC0415 - the module is loaded already
+
+        return AuditLog(self.log.path, readonly=True, key_path=self.log.key_path)
+
     def _verify(self, _progress: Callable[[int, int], None]) -> VerifyResult:
         """Verify the log; when a person asked and the console may write, record the result
         (a ``review`` entry: the outcome, the head and how many problems, no more)."""
-        result = self.log.verify()
+        with self.reader() as log:
+            result = log.verify()
         by = self.verify_job.by
         if by is not None and self.settings.changes:
             facts = {
@@ -163,6 +171,22 @@ class Console:
 
     # -- the request pipeline ----------------------------------------------------------------
 
+    def body_limit(self, request: Request) -> int:
+        """How large a body ``request`` (its head: the body is not read yet) may send: a
+        photo for the lookup from a signed-in viewer, a small form from anyone else."""
+        if (
+            request.method == "POST"
+            and request.path == "/lookup"
+            and self._host_ok(request)
+            and self.sessions.get(request.cookies.get(COOKIE), touch=False) is not None
+        ):
+            return MAX_BODY
+        return FORM_BODY
+
+    def _host_ok(self, request: Request) -> bool:
+        hosts = self.settings.hosts
+        return not hosts or request.headers.get("host", "").lower() in hosts
+
     def __call__(self, request: Request) -> Response:
         try:
             response = self._answer(request)
@@ -173,8 +197,7 @@ class Console:
         return response
 
     def _answer(self, request: Request) -> Response:
-        hosts = self.settings.hosts
-        if hosts and request.headers.get("host", "").lower() not in hosts:
+        if not self._host_ok(request):
             return Response(421, b"this console does not answer to that host name\n", "text/plain")
         if request.path.startswith("/static/"):
             return _static.serve(request.path)

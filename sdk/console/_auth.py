@@ -113,7 +113,8 @@ class Sessions:
             self._sessions[_digest(session.id)] = session
         return session
 
-    def get(self, session_id: str | None) -> Session | None:
+    def get(self, session_id: str | None, *, touch: bool = True) -> Session | None:
+        """The live session ``session_id`` names (``touch``: and count this as its use)."""
         if not session_id:
             return None
         with self._lock:
@@ -124,7 +125,8 @@ class Sessions:
             if now - session.seen > IDLE or now - session.created > MAX_AGE:
                 del self._sessions[_digest(session_id)]
                 return None
-            session.seen = now
+            if touch:
+                session.seen = now
             return session
 
     def end(self, session_id: str) -> None:

@@ -5,13 +5,18 @@ The application (:class:`veilpix.console._app.Console`) is a function from a req
 response, so every page and action is tested without a socket; the server adds what a
 socket needs:
 
-- a cap on open connections (more get a quick 503), a read timeout per connection and a
-  deadline for a whole request body, so slow or stalled clients cannot hold it;
-- a body size cap (:data:`MAX_BODY`, the largest photo the lookup takes), a
-  ``Content-Length`` on every body it reads (no chunked uploads) and nothing on disk: a
-  body lives in memory until the response is sent;
-- TLS when given a certificate (the handshake runs in the connection's thread);
-- access lines on stderr that leave the query string out (a login link holds a token).
+- caps on open connections, in all and per client address (more get a quick 503 or are
+  closed), and deadlines a reaper thread enforces: :data:`HEAD_DEADLINE` from the start of
+  a request (or of the wait for the next one on a kept-alive connection) to its last header
+  line, :data:`BODY_DEADLINE` for its body, :data:`READ_TIMEOUT` for any single read or
+  write. A client that trickles bytes cannot hold a connection;
+- body limits decided from the request head before a byte of the body is read (the app's
+  ``body_limit``: a small form, or a photo from a signed-in viewer), a ``Content-Length``
+  made of digits on every body (no chunked uploads), large bodies read a few at a time, into
+  memory only: nothing goes to disk;
+- TLS when given a certificate, wrapped and shaken hands in the connection's own thread;
+- access lines on stderr that leave the query string out (a login link holds a token) and
+  show control characters escaped.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from veilpix._errors import VeilpixError
 from veilpix.codec._multipart import parse_multipart
 
 __all__ = [
+    "FORM_BODY",
     "MAX_BODY",
     "Request",
     "Response",
@@ -40,8 +46,12 @@ __all__ = [
 ]
 
 MAX_BODY = 64 << 20  # the largest request body (a photo for the lookup)
+FORM_BODY = 64 << 10  # the largest body of anything else (a form)
 MAX_CONNECTIONS = 64
-READ_TIMEOUT = 20.0  # seconds a connection may stay silent
+MAX_PER_CLIENT = 16  # open connections from one address
+LARGE_BODIES = 4  # large bodies read at once
+READ_TIMEOUT = 20.0  # seconds any one read or write may wait
+HEAD_DEADLINE = 10.0  # seconds from the start of a request (or the wait for it) to its head
 BODY_DEADLINE = 120.0  # seconds a whole body may take
 
 
@@ -147,75 +157,110 @@ class Response:
 App = Callable[[Request], Response]
 
 
+def printable(text: str) -> str:
+    """``text`` with control and other invisible characters escaped (for a log line)."""
+    return "".join(
+        c if c.isprintable() and c not in "\\" else c.encode("unicode_escape").decode()
+        for c in text
+    )
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # (head and body go out as two writes)
     server_version = "veilpix-console"  # (not the Python version)
+    server: Server
+    timeout = READ_TIMEOUT
 
     def version_string(self) -> str:
         return self.server_version
 
-    server: Server
-    timeout = READ_TIMEOUT
-
     def setup(self) -> None:
+        raw = self.request
+        self.server.watch(raw, HEAD_DEADLINE)
+        if self.server.context is not None:  # the handshake, here, not in the accept loop
+            raw.settimeout(READ_TIMEOUT)
+            try:
+                self.request = self.server.context.wrap_socket(raw, server_side=True)
+            finally:
+                self.server.unwatch(raw)
         super().setup()
-        if isinstance(self.connection, ssl.SSLSocket):
-            self.connection.settimeout(READ_TIMEOUT)
-            self.connection.do_handshake()
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.unwatch(self.request)
+            if isinstance(self.request, ssl.SSLSocket):  # (the server closes the raw one)
+                with contextlib.suppress(OSError):
+                    self.request.close()
 
     def handle_one_request(self) -> None:
+        self.server.watch(self.request, HEAD_DEADLINE)  # the wait for it, and its head
         try:
             super().handle_one_request()
-        except (ssl.SSLError, ConnectionError, TimeoutError, OSError):
+        except (ssl.SSLError, ConnectionError, TimeoutError, OSError, ValueError):
             self.close_connection = True
 
-    def _serve(self) -> None:
-        length_text = self.headers.get("Content-Length")
+    def _length(self) -> int | None:
+        """The body's length: None (answered) when it is refused."""
         if self.headers.get("Transfer-Encoding"):
             self._plain(411, "send the body with a Content-Length")
-            return
-        try:
-            length = int(length_text) if length_text is not None else 0
-        except ValueError:
-            length = -1
-        if length < 0:
+            return None
+        values = self.headers.get_all("Content-Length") or []
+        if not values:
+            return 0
+        text = values[0].strip()
+        if len(values) > 1 or not (text.isascii() and text.isdigit()) or len(text) > 12:
             self._plain(400, "bad Content-Length")
-            return
-        if length > MAX_BODY:
-            self._plain(413, f"the body is over {MAX_BODY >> 20} MiB")
-            return
-        body = self._read(length)
-        if body is None:
-            self.close_connection = True
+            return None
+        return int(text)
+
+    def _serve(self) -> None:
+        length = self._length()
+        if length is None:
             return
         request = Request.of(
             self.command,
             self.path,
             self.headers.items(),
-            body,
+            b"",
             client=self.client_address[0],
-            tls=self.server.tls,
+            tls=self.server.context is not None,
         )
-        try:
-            response = self.server.app(request)
-        except Exception as exc:  # noqa: BLE001 - the console must answer, not die
-            print(f"veilpix console: {type(exc).__name__}: {exc}", file=sys.stderr)
-            response = Response(500, b"internal error", "text/plain; charset=utf-8")
+        if length:
+            limit = self.server.body_limit(request)
+            if length > limit:
+                self._plain(413, f"the body is over {limit >> 10} KiB")
+                return
+            body = self._read(length)
+            if body is None:
+                self.close_connection = True
+                return
+            request.body = body
+        self.server.watch(self.request, None)  # answering: only write timeouts now
+        response = self.server.app(request)
         self._send(response)
         self.server.log_access(self.command, request.path, response.status)
 
     def _read(self, length: int) -> bytes | None:
-        chunks, left, deadline = [], length, time.monotonic() + BODY_DEADLINE
-        while left:
-            if time.monotonic() > deadline:
-                return None
-            chunk = self.rfile.read1(min(left, 1 << 16))
-            if not chunk:
-                return None
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
+        """The body, into one buffer (large ones a few at a time), within its deadline."""
+        gate = self.server.large if length > FORM_BODY else None
+        if gate is not None and not gate.acquire(timeout=READ_TIMEOUT):
+            return None
+        try:
+            self.server.watch(self.request, BODY_DEADLINE)
+            buf = bytearray(length)
+            view, got = memoryview(buf), 0
+            while got < length:
+                n = self.rfile.readinto(view[got:])
+                if not n:
+                    return None
+                got += n
+            return bytes(buf)
+        finally:
+            if gate is not None:
+                gate.release()
 
     do_GET = do_POST = do_HEAD = _serve
 
@@ -253,7 +298,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 class Server(http.server.ThreadingHTTPServer):
-    """The console on a socket: ``app`` answers each request."""
+    """The console on a socket: ``app`` answers each request, ``body_limit`` (from the
+    request's head, before its body is read) says how large a body it may send."""
 
     daemon_threads = True
     block_on_close = False
@@ -264,39 +310,91 @@ class Server(http.server.ThreadingHTTPServer):
         address: tuple[str, int],
         app: App,
         *,
+        body_limit: Callable[[Request], int] = lambda _r: FORM_BODY,
         tls: ssl.SSLContext | None = None,
         access_log: Callable[[str], None] | None = None,
     ) -> None:
         self.app = app
-        self.tls = tls is not None
-        self._context = tls
+        self.body_limit = body_limit
+        self.context = tls
         self._access_log = access_log
-        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.large = threading.BoundedSemaphore(LARGE_BODIES)
+        self._lock = threading.Lock()
+        self._open = 0
+        self._per_client: dict[str, int] = {}
+        self._deadlines: dict[socket.socket, float] = {}
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, _Handler)
+        self._reaper = threading.Thread(target=self._reap, name="console-reaper", daemon=True)
+        self._reaper.start()
 
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, addr = super().get_request()
-        if self._context is not None:
-            sock = self._context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return sock, addr
+    # -- deadlines ---------------------------------------------------------------------------
+
+    def watch(self, sock: Any, seconds: float | None) -> None:
+        """From now, ``sock`` has ``seconds`` (None: no deadline, only the read timeout)."""
+        with self._lock:
+            if seconds is None:
+                self._deadlines.pop(sock, None)
+            else:
+                self._deadlines[sock] = time.monotonic() + seconds
+
+    def unwatch(self, sock: Any) -> None:
+        with self._lock:
+            self._deadlines.pop(sock, None)
+
+    def _reap(self) -> None:
+        while True:
+            time.sleep(0.5)
+            now = time.monotonic()
+            with self._lock:
+                late = [s for s, t in self._deadlines.items() if t < now]
+                for s in late:
+                    del self._deadlines[s]
+            for s in late:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    # -- connections ---------------------------------------------------------------------------
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            with contextlib.suppress(OSError):
-                request.sendall(
-                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
-                    b"Connection: close\r\nRetry-After: 1\r\n\r\n"
-                )
+        client = str(client_address[0])
+        with self._lock:
+            full = (
+                self._open >= MAX_CONNECTIONS or self._per_client.get(client, 0) >= MAX_PER_CLIENT
+            )
+            if not full:
+                self._open += 1
+                self._per_client[client] = self._per_client.get(client, 0) + 1
+        if full:
+            if self.context is None:  # (a TLS client would not read a plain answer)
+                with contextlib.suppress(OSError):
+                    request.settimeout(0.5)
+                    request.sendall(
+                        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                        b"Connection: close\r\nRetry-After: 1\r\n\r\n"
+                    )
             self.shutdown_request(request)
             return
-        super().process_request(request, client_address)
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._release(client)
+            raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self._release(str(client_address[0]))
+
+    def _release(self, client: str) -> None:
+        with self._lock:
+            self._open -= 1
+            left = self._per_client.get(client, 1) - 1
+            if left:
+                self._per_client[client] = left
+            else:
+                self._per_client.pop(client, None)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]
@@ -305,7 +403,7 @@ class Server(http.server.ThreadingHTTPServer):
     def log_access(self, method: str, path: str, status: int) -> None:
         if self._access_log is not None:
             stamp = time.strftime("%H:%M:%S")
-            self._access_log(f"{stamp} {method} {path} {status}")
+            self._access_log(f"{stamp} {printable(method)} {printable(path)} {status}")
 
     @property
     def port(self) -> int:

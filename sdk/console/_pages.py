@@ -7,7 +7,7 @@ need it say how far it got and reload themselves (a ``<meta refresh>``: no scrip
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -819,27 +819,30 @@ def _chain(console: Console, rec: TransferRecord) -> str:
 
 
 def build_register(console: Console, progress: Callable[[int, int], None]) -> str:
-    """The register's HTML (embedded in the page), from every transfer, subjects sealed."""
+    """The register's HTML (embedded in the page), from every transfer, subjects sealed;
+    streamed through a handle of its own (the pages keep reading meanwhile)."""
     from veilpix.audit._register import register_body  # noqa: PLC0415 - loaded on use
 
-    total = console.log.counts()["records"]
-    records: list[TransferRecord] = []
-    for rec in console.log.records():
-        records.append(sealed_view(rec))
-        if len(records) % 5000 == 0:
-            progress(len(records), total)
-    progress(len(records), total)
-    verify = console.verify_job.result or console.log.verify()
-    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return register_body(
-        records,
-        verify,
-        log_path=console.log_name,
-        generated=generated,
-        title="Record of transfers (GDPR Art. 30)",
-        register=console.settings.register,
-        log_retention=console.settings.log_retention,
-    )
+    with console.reader() as log:
+        total = log.counts()["records"]
+
+        def records() -> Iterator[TransferRecord]:
+            for done, rec in enumerate(log.iter_records(), start=1):
+                if done % 5000 == 0:
+                    progress(done, total)
+                yield sealed_view(rec)
+
+        verify = console.verify_job.result or log.verify()
+        generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+        return register_body(
+            records(),
+            verify,
+            log_path=console.log_name,
+            generated=generated,
+            title="Record of transfers (GDPR Art. 30)",
+            register=console.settings.register,
+            log_retention=console.settings.log_retention,
+        )
 
 
 def register(console: Console, request: Request, session: Session) -> Response:

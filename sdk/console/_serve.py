@@ -106,6 +106,7 @@ def start(
         server = Server(
             (host, port),
             console,
+            body_limit=console.body_limit,
             tls=context,
             access_log=(lambda line: print(line, file=sys.stderr)) if access_log else None,
         )
