@@ -28,6 +28,7 @@ Every key is optional: the register flags each one that is missing. Unknown keys
     host = "127.0.0.1"                   # a non-loopback host also needs allow_remote = true
     port = 8790
     allow_remote = false                 # and then [console.users], and TLS
+    public_url = "https://console.example.com"  # behind a TLS proxy: what browsers use
     show_subjects = false                # true, or a list of user names: who sees subject
                                          # references (else sealed, as in exports)
 
@@ -40,6 +41,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from veilpix._config_doors import check_keys
 from veilpix._errors import ConfigError
@@ -188,13 +190,16 @@ def register_table(table: Mapping[str, Any]) -> RegisterConfig:
 @dataclass(frozen=True, kw_only=True)
 class ConsoleConfig:
     """``[console]``: where ``veilpix audit serve`` listens (``host``, ``port``; a host off
-    loopback needs ``allow_remote`` and ``users``), who signs in with a password (``users``:
+    loopback needs ``allow_remote`` and ``users``), the address browsers use behind a TLS
+    proxy (``public_url``: forms must come from it, and only its host name is answered), who
+    signs in with a password (``users``:
     name -> scrypt hash) and who sees subject references (``show_subjects``: True for every
     viewer, a set of user names, or False: sealed for all)."""
 
     host: str = "127.0.0.1"
     port: int = 8790
     allow_remote: bool = False
+    public_url: str | None = None
     show_subjects: bool | frozenset[str] = False
     users: Mapping[str, str] = field(default_factory=dict)
 
@@ -210,6 +215,7 @@ def console_table(table: Mapping[str, Any]) -> ConsoleConfig:
             "host": str,
             "port": int,
             "allow_remote": bool,
+            "public_url": str,
             "show_subjects": (bool, list),
             "users": dict,
         },
@@ -236,8 +242,22 @@ def console_table(table: Mapping[str, Any]) -> ConsoleConfig:
             raise ConfigError(f"{where}: a user name is 1 to 64 printable characters")
         parse_hash(stored, where)
         users[name] = stored
+    public = table.get("public_url")
+    if public is not None:
+        parts = urlsplit(public)
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or parts.path not in ("", "/")
+        ):
+            raise ConfigError(
+                f"console.public_url must be a site's address, not {public!r}",
+                hint='for example public_url = "https://console.example.com"',
+            )
+        public = f"{parts.scheme}://{parts.netloc}".lower()
     return ConsoleConfig(
         host=table.get("host", "127.0.0.1"),
+        public_url=public,
         port=port,
         allow_remote=table.get("allow_remote", False),
         show_subjects=show,

@@ -59,6 +59,7 @@ from veilpix.audit._records import (
     COUNTS,
     SELECT_CHAIN_ENTRIES,
     SELECT_FACTS,
+    SELECT_FACTS_GUARDED,
     SELECT_IMAGE_CANDIDATES,
     SELECT_RECORDS,
     ChainEntry,
@@ -679,7 +680,10 @@ class AuditLog(LogSession):
         SQLite, without building records, so a million transfers index in seconds."""
         self._commits.caught_up()
         with self._lock:
-            return self._conn().execute(SELECT_FACTS, (after, limit)).fetchall()
+            try:
+                return self._conn().execute(SELECT_FACTS, (after, limit)).fetchall()
+            except sqlite3.OperationalError:  # a body that is not JSON: altered
+                return self._conn().execute(SELECT_FACTS_GUARDED, (after, limit)).fetchall()
 
     def extent(self) -> tuple[int, int]:
         """(first seq, last seq): what tells a reader the log grew or was cut (both come

@@ -23,6 +23,7 @@ __all__ = [
     "FACT_PATHS",
     "SELECT_CHAIN_ENTRIES",
     "SELECT_FACTS",
+    "SELECT_FACTS_GUARDED",
     "SELECT_IMAGE_CANDIDATES",
     "SELECT_RECORDS",
     "ChainEntry",
@@ -250,7 +251,8 @@ COUNTS = {
 # Begins that may hold an image fingerprint (bound twice): (seq, record, subject key id,
 # whether the fingerprint is in the clear, the sealed fields' hex), newest first
 SELECT_IMAGE_CANDIDATES = (
-    "SELECT seq, record, subject, instr(body, ?) > 0, json_extract(body, '$.sealed')"
+    "SELECT seq, record, subject, instr(body, ?) > 0,"
+    " CASE WHEN subject IS NOT NULL AND json_valid(body) THEN json_extract(body, '$.sealed') END"
     " FROM entries WHERE kind='begin' AND (instr(body, ?) > 0 OR subject IS NOT NULL)"
     " ORDER BY seq DESC"
 )
@@ -290,6 +292,13 @@ SELECT_FACTS = (
     " json_extract(value, '$.faces_unblurred'), json_extract(value, '$.faces_checked')))"
     " FROM json_each(body, '$.what.images')) END"
     " FROM entries WHERE seq > ? ORDER BY seq LIMIT ?"
+)
+# The same, for a chunk where SQLite found a body that is not JSON (altered: verify names
+# it): such a body reads as {}, so its entry still counts, with no facts.
+SELECT_FACTS_GUARDED = SELECT_FACTS.replace(
+    "FROM entries WHERE seq > ? ORDER BY seq LIMIT ?",
+    "FROM (SELECT seq, kind, record, ts, subject, CASE WHEN json_valid(body) THEN body"
+    " ELSE '{}' END AS body FROM entries WHERE seq > ? ORDER BY seq LIMIT ?)",
 )
 
 

@@ -55,9 +55,9 @@ def serve(args: argparse.Namespace) -> int:
     host = args.host or cfg.host
     port = cfg.port if args.port is None else args.port
     allow_remote = args.allow_remote or cfg.allow_remote
-    warning = check_address(
-        host, allow_remote=allow_remote, users=len(cfg.users), tls=args.tls_cert is not None
-    )
+    public_url = cfg.public_url
+    behind_tls = args.tls_cert is not None or (public_url or "").startswith("https://")
+    warning = check_address(host, allow_remote=allow_remote, users=len(cfg.users), tls=behind_tls)
     log = open_log(args)
     if args.allow_changes and log.keys is None:
         log.close()
@@ -73,6 +73,7 @@ def serve(args: argparse.Namespace) -> int:
         changes=args.allow_changes,
         show_subjects=cfg.show_subjects,
         users=cfg.users,
+        public_url=public_url,
         config_path=args.config,
         register=config.register,
         log_retention=config.log.retention,

@@ -119,11 +119,10 @@ def decode_rfc2231(params: dict[str, str], what: str, error: type[RequestError])
                         f"{what}: {base}* uses charset {parts[0]!r}; only UTF-8 and ISO-8859-1 are accepted"
                     )
                 value = parts[2]
-            raw += (
-                urllib.parse.unquote_to_bytes(value)
-                if extended
-                else value.encode("utf-8", "surrogateescape")
-            )
+            # (the header's undecodable bytes arrive as surrogates: back to bytes first, so
+            # that unquoting sees them as they came, not as text it cannot encode)
+            raw_value = value.encode("utf-8", "surrogateescape")
+            raw += urllib.parse.unquote_to_bytes(raw_value) if extended else raw_value
         try:
             out[base] = bytes(raw).decode(charset)
         except UnicodeDecodeError as exc:

@@ -231,7 +231,8 @@ def _confirm(  # noqa: PLR0917 - the page, the question and the action it confir
 
 
 def _confirmed(session: Session, form: dict[str, str], action: str, args: dict[str, str]) -> bool:
-    return session.check_seal(
+    """Whether this POST confirms exactly ``args`` (once: the code is spent)."""
+    return session.spend_seal(
         form.get("confirm"), action, *(f"{k}={v}" for k, v in sorted(args.items()))
     )
 
@@ -253,24 +254,36 @@ def erase(console: Console, request: Request, session: Session) -> Response:
         )
     args = {"subject": subject, "request": ref}
     if not _confirmed(session, form, "/actions/erase", args):
-        n = sum(1 for _ in console.log.records(subject=subject))
-        what = (
-            f"Erase the subject-linked fields of <b>{num(n)}</b> transfer{'s' if n != 1 else ''} "
-            f"for request <b>{esc(ref)}</b>? This cannot be undone."
-            if n
-            else f"No transfer is linked to this subject (never logged, or already erased). "
-            f"Record the request <b>{esc(ref)}</b> as handled anyway?"
-        )
+        if console.sees_subjects(session):
+            n = sum(1 for _ in console.log.records(subject=subject))
+            what = (
+                f"Erase the subject-linked fields of <b>{num(n)}</b> transfer"
+                f"{'s' if n != 1 else ''} for request <b>{esc(ref)}</b>? This cannot be undone."
+                if n
+                else "No transfer is linked to this subject (never logged, or already erased). "
+                f"Record the request <b>{esc(ref)}</b> as handled anyway?"
+            )
+        else:  # (how many transfers a subject has is theirs to know, and the erasure's)
+            what = (
+                "Erase the subject-linked fields of every transfer linked to this subject, "
+                f"for request <b>{esc(ref)}</b>? This cannot be undone. The count is shown "
+                "after the erasure, and recorded with it."
+            )
         return _confirm(console, session, "Erase", what, "/actions/erase", args)
     with console.open_writer() as log:
         done = log.erase(subject, request_ref=ref, by=_by(session, request), via="console")
     console.register_job.result = None  # what it shows of subjects changed
     text = (
-        f"Erased the subject-linked fields of {num(done.records)} transfer{'s' if done.records != 1 else ''}; "
-        f"tombstone at entry {num(done.tombstone_seq or 0)}."
+        f"Erased the subject-linked fields of {num(done.records)} transfer"
+        f"{'s' if done.records != 1 else ''}; tombstone at entry {num(done.tombstone_seq or 0)}."
         if done.records
         else "No transfer was linked to this subject; the request is recorded."
     )
+    if done.records and not done.physically_overwritten:
+        text += (
+            " Another process still reads the log: the key's old bytes are overwritten on "
+            "the disk when it closes."
+        )
     return _done(console, request, session, esc(text))
 
 

@@ -22,6 +22,8 @@ from __future__ import annotations
 import getpass
 import hmac
 import os
+import sys
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING
 
 from veilpix import __version__
 from veilpix._errors import ConfigError, VeilpixError
+from veilpix._net import is_loopback
 from veilpix._policy import EEA
 from veilpix.console import _static
 from veilpix.console._auth import Session, Sessions, check_password
@@ -91,6 +94,9 @@ class Settings:
     show_subjects: bool | frozenset[str] = False
     users: Mapping[str, str] = field(default_factory=dict)
     hosts: frozenset[str] = frozenset()
+    # the address browsers use when a TLS proxy is in front (https://console.example.com):
+    # the origin forms must come from, and the proxy's X-Forwarded-For is believed
+    public_url: str | None = None
     local_user: str = field(default_factory=local_user)
     config_path: str | None = None
     key_path: str | None = None
@@ -116,6 +122,7 @@ class Console:
         self.register_job: Job[str] = Job("register", lambda p: _pages.build_register(self, p))
         self.log_name = Path(str(log.path)).name
         self._routes = _pages.routes()
+        self._checks = threading.BoundedSemaphore(2)  # password checks at once
 
     def start(self) -> None:
         self.index_job.start()
@@ -164,10 +171,29 @@ class Console:
     def frame(self, session: Session) -> Frame:
         return Frame(session.user, session.csrf, self.settings.changes, self.log_name, __version__)
 
-    def login_password(self, user: str, password: str) -> bool:
-        stored = self.settings.users.get(user)
-        ok = check_password(password, stored or _NOBODY)
+    def login_password(self, user: str, password: str) -> bool | None:
+        """Whether ``password`` is ``user``'s; None when two checks run already (each costs
+        32 MiB and a tenth of a second: a flood of guesses must not take the machine)."""
+        if not self._checks.acquire(blocking=False):
+            return None
+        try:
+            stored = self.settings.users.get(user)
+            ok = check_password(password, stored or _NOBODY)
+        finally:
+            self._checks.release()
         return ok and stored is not None
+
+    def client(self, request: Request) -> str:
+        """Who is asking: the peer's address, or, behind the TLS proxy ``public_url`` names
+        (a peer on loopback), the last address of its ``X-Forwarded-For``."""
+        forwarded = request.headers.get("x-forwarded-for")
+        if self.settings.public_url and forwarded and is_loopback(request.client):
+            return forwarded.split(",")[-1].strip()[:64] or request.client
+        return request.client
+
+    def secure(self, request: Request) -> bool:
+        """Whether the browser reaches the console over HTTPS (its cookie is Secure then)."""
+        return request.tls or (self.settings.public_url or "").startswith("https://")
 
     # -- the request pipeline ----------------------------------------------------------------
 
@@ -192,6 +218,11 @@ class Console:
             response = self._answer(request)
         except VeilpixError as exc:
             response = self.error(request, 400, str(exc))
+        except Exception as exc:  # noqa: BLE001 - an answer, with the headers, not a dead thread
+            print(f"veilpix console: {type(exc).__name__}: {exc}", file=sys.stderr)
+            response = self.error(
+                request, 500, "something went wrong; the error is on the console's terminal"
+            )
         own = {name.lower() for name, _ in response.headers}
         response.headers[:0] = [(k, v) for k, v in SECURITY_HEADERS if k.lower() not in own]
         return response
@@ -248,7 +279,8 @@ class Console:
         if origin == "null":
             return site == "same-origin"
         scheme = "https" if request.tls else "http"
-        expected = f"{scheme}://{request.headers.get('host', '')}".lower()
+        expected = self.settings.public_url or f"{scheme}://{request.headers.get('host', '')}"
+        expected = expected.rstrip("/").lower()
         return hmac.compare_digest(origin.lower().encode(), expected.encode())
 
     def error(

@@ -62,6 +62,8 @@ class Session:
     confirm_key: bytes = field(default_factory=lambda: secrets.token_bytes(32))
     created: float = field(default_factory=time.monotonic)
     seen: float = field(default_factory=time.monotonic)
+    spent: set[str] = field(default_factory=set)  # confirmation codes used
+    _seal_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def check_csrf(self, sent: str | None) -> bool:
         return sent is not None and hmac.compare_digest(sent.encode(), self.csrf.encode())
@@ -74,6 +76,15 @@ class Session:
 
     def check_seal(self, code: str | None, *parts: str) -> bool:
         return code is not None and hmac.compare_digest(code.encode(), self.seal(*parts).encode())
+
+    def spend_seal(self, code: str | None, *parts: str) -> bool:
+        """:meth:`check_seal`, once: a confirmation acts one time (a second submit of the
+        same page, or three at once, asks again)."""
+        with self._seal_lock:
+            if code is None or code in self.spent or not self.check_seal(code, *parts):
+                return False
+            self.spent.add(code)
+            return True
 
 
 class Sessions:
@@ -154,10 +165,10 @@ class Sessions:
 
     def failed(self, client: str) -> None:
         with self._lock:
-            fails, _ = self._fails.get(client, (0, 0.0))
-            if len(self._fails) > 10_000:
-                self._fails.clear()
-            self._fails[client] = (fails + 1, self._now())
+            fails, _ = self._fails.pop(client, (0, 0.0))
+            while len(self._fails) >= 10_000:  # forget the longest quiet address, not all
+                del self._fails[next(iter(self._fails))]
+            self._fails[client] = (fails + 1, self._now())  # (re-inserted: newest last)
 
     def succeeded(self, client: str) -> None:
         with self._lock:

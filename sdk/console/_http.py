@@ -122,7 +122,7 @@ class Request:
         elif media == "multipart/form-data":
             try:
                 form = parse_multipart(self.body, kind, max_parts=20, max_bytes=MAX_BODY)
-            except VeilpixError:
+            except (VeilpixError, ValueError):  # (UnicodeError is a ValueError)
                 form = None
             for part in form.parts if form is not None else ():
                 if part.is_file:

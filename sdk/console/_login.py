@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from veilpix.audit._html import esc
 from veilpix.console._app import COOKIE
-from veilpix.console._auth import IDLE, Session
+from veilpix.console._auth import Session
 from veilpix.console._http import Request, Response
 from veilpix.console._layout import field, notice, page
 
@@ -17,17 +17,18 @@ if TYPE_CHECKING:
 __all__ = ["login", "logout"]
 
 
-def _cookie(value: str, *, tls: bool, max_age: int) -> tuple[str, str]:
-    secure = "; Secure" if tls else ""
-    return (
-        "Set-Cookie",
-        f"{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}",
-    )
+def _cookie(value: str, *, secure: bool, end: bool = False) -> tuple[str, str]:
+    """The session cookie: for this browser session only (the server ends the session after
+    its idle and total limits), or deleted (``end``)."""
+    flags = "; Secure" if secure else ""
+    if end:
+        flags += "; Max-Age=0"
+    return ("Set-Cookie", f"{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict{flags}")
 
 
-def _signed_in(session: Session, request: Request) -> Response:
+def _signed_in(console: Console, session: Session, request: Request) -> Response:
     response = Response.redirect("/")
-    response.headers.append(_cookie(session.id, tls=request.tls, max_age=IDLE))
+    response.headers.append(_cookie(session.id, secure=console.secure(request)))
     return response
 
 
@@ -65,7 +66,9 @@ def _form(console: Console, message: str = "", tone: str = "bad") -> str:
 
 
 def login(console: Console, request: Request) -> Response:
-    client = request.client
+    client = console.client(request)
+    if request.method == "HEAD":  # (never a sign-in, never a failed one)
+        return Response(200, page("Sign in", _form(console), None).encode())
     if request.method == "GET":
         token = request.query.get("token")
         if token is None:
@@ -74,7 +77,7 @@ def login(console: Console, request: Request) -> Response:
         if session is None:
             text = "This login link was used already or has expired. Press Enter where the console runs for a new one."
             return Response(403, page("Sign in", _form(console, text), None).encode())
-        return _signed_in(session, request)
+        return _signed_in(console, session, request)
     wait = console.sessions.wait_before_login(client)
     if wait:
         text = f"Too many failed sign-ins from this address; try again in {wait:.0f} s."
@@ -84,6 +87,8 @@ def login(console: Console, request: Request) -> Response:
             headers=[("Retry-After", str(int(wait) + 1))],
         )
     form = request.form()
+    # counted as failed before it is checked (concurrent guesses all count), cleared on success
+    console.sessions.failed(client)
     session = None
     if form.get("token"):
         session = console.sessions.redeem(
@@ -91,22 +96,20 @@ def login(console: Console, request: Request) -> Response:
         )
     elif form.get("user") and form.get("password") is not None:
         user = form["user"]
-        if console.login_password(user, form["password"]):
+        checked = console.login_password(user, form["password"])
+        if checked is None:  # too many password checks at once
+            return Response(
+                429,
+                page("Sign in", _form(console, "Busy: try again in a moment."), None).encode(),
+                headers=[("Retry-After", "2")],
+            )
+        if checked:
             session = console.sessions.start(user, via="password", client=client)
     if session is None:
-        console.sessions.failed(client)
-        return Response(
-            403,
-            page(
-                "Sign in",
-                _form(
-                    console, "That did not work: check the token, or the user name and password."
-                ),
-                None,
-            ).encode(),
-        )
+        text = "That did not work: check the token, or the user name and password."
+        return Response(403, page("Sign in", _form(console, text), None).encode())
     console.sessions.succeeded(client)
-    return _signed_in(session, request)
+    return _signed_in(console, session, request)
 
 
 def logout(console: Console, request: Request, session: Session) -> Response:
@@ -119,5 +122,5 @@ def logout(console: Console, request: Request, session: Session) -> Response:
             None,
         ).encode(),
     )
-    response.headers.append(_cookie("", tls=request.tls, max_age=0))
+    response.headers.append(_cookie("", secure=console.secure(request), end=True))
     return response

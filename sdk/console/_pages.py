@@ -7,10 +7,11 @@ need it say how far it got and reload themselves (a ``<meta refresh>``: no scrip
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from veilpix._errors import AuditLogError, VeilpixError
 from veilpix.audit._html import (
     esc,
     figure,
@@ -35,6 +36,7 @@ __all__ = ["build_register", "routes"]
 
 Handler = Callable[["Console", Request, "Session"], Response]
 PAGE_SIZE = 50
+MENU_LIMIT = 200  # values a filter menu lists; more, and it is a text field
 _OUTCOME_LABEL = {
     "sent": "sent",
     "blocked": "blocked",
@@ -82,9 +84,10 @@ def html(
     return Response(200, text.encode())
 
 
-def _refreshing(
-    console: Console, session: Session, title: str, what: str, current: str
+def _refreshing(  # noqa: PLR0917 - the page, and what it waits for
+    console: Console, session: Session, title: str, what: str, current: str, first: str = ""
 ) -> Response:
+    """A page that waits for the index (``first``: HTML shown above the wait)."""
     job = console.index_job
     pct = job.percent()
     done = f"{num(job.done)} of {num(job.total)} entries ({pct}%)" if pct is not None else ""
@@ -93,7 +96,7 @@ def _refreshing(
     )
     if job.error:
         body = notice(f"Reading the log failed: {esc(job.error)}. Trying again…", "bad")
-    return html(console, session, title, body, current, refresh=2)
+    return html(console, session, title, first + body, current, refresh=2)
 
 
 def index_ready(console: Console) -> bool:
@@ -327,8 +330,9 @@ def _countries(console: Console, groups: dict[str, Totals]) -> str:
 
 
 def overview(console: Console, request: Request, session: Session) -> Response:
-    if not index_ready(console):
-        return _refreshing(console, session, "Overview", "building the overview", "/")
+    if not index_ready(console):  # the integrity box first, whatever the index does
+        first = integrity(console, session)
+        return _refreshing(console, session, "Overview", "building the overview", "/", first)
     index = console.index
     grand = index.totals().get("*", Totals())
     per_month = {m: _stats(m, t) for m, t in index.totals(by="month").items()}
@@ -451,6 +455,18 @@ def _filter_form(console: Console, kept: dict[str, str]) -> str:
     def options(column: str) -> list[tuple[str, str]]:
         return [(n, n) for n in index.names(column)]
 
+    def choice(column: str, any_: str) -> str:
+        """A menu of the values ``column`` takes; a text field when there are too many to
+        list (an app that records a purpose per call)."""
+        names = index.names(column)
+        if len(names) > MENU_LIMIT:
+            value = esc(kept.get(column, ""))
+            return (
+                f'<input id="f-{column}" name="{column}" value="{value}" '
+                f'placeholder="{esc(any_)} (exact value)">'
+            )
+        return select(column, [(n, n) for n in names], kept.get(column), any_=any_)
+
     countries = [
         ("third", "outside the EEA (transfers)"),
         ("third-no-mechanism", "outside the EEA, no mechanism"),
@@ -465,7 +481,7 @@ def _filter_form(console: Console, kept: dict[str, str]) -> str:
             "To (inclusive)",
             f'<input type="date" id="f-until" name="until" value="{esc(kept.get("until", ""))}">',
         ),
-        field("Vendor", select("vendor", options("vendor"), kept.get("vendor"), any_="any vendor")),
+        field("Vendor", choice("vendor", "any vendor")),
         field("Country", select("country", countries, kept.get("country"), any_="any country")),
         field(
             "Outcome",
@@ -476,15 +492,13 @@ def _filter_form(console: Console, kept: dict[str, str]) -> str:
                 any_="any outcome",
             ),
         ),
-        field("App", select("app", options("app"), kept.get("app"), any_="any app")),
+        field("App", choice("app", "any app")),
         field(
             "Purpose",
-            select("purpose", options("purpose"), kept.get("purpose"), any_="any purpose"),
+            choice("purpose", "any purpose"),
         ),
-        field(
-            "Legal basis", select("basis", options("basis"), kept.get("basis"), any_="any basis")
-        ),
-        field("Rule (blocked)", select("rule", options("rule"), kept.get("rule"), any_="any rule")),
+        field("Legal basis", choice("basis", "any basis")),
+        field("Rule (blocked)", choice("rule", "any rule")),
     ]
     return (
         '<form method="get" action="/transfers" class="filters" aria-label="Filter transfers">'
@@ -512,25 +526,59 @@ def outcome_badge(outcome: str) -> str:
     )
 
 
-def record_rows(records: list[TransferRecord]) -> list[list[str]]:
+def fetch(console: Console, session: Session, seqs: list[int]) -> list[TransferRecord | int]:
+    """The transfers at ``seqs`` as this viewer may see them; the seq alone for one whose
+    entry veilpix cannot read (altered: verification names it)."""
+    try:
+        return [view(console, session, r) for r in console.log.records_at(seqs)]
+    except VeilpixError:
+        pass
+    out: list[TransferRecord | int] = []
+    for seq in seqs:
+        try:
+            out += [view(console, session, r) for r in console.log.records_at([seq])]
+        except VeilpixError:
+            out.append(seq)
+    return out
+
+
+def _damaged_row(what: TransferRecord | int) -> list[str]:
+    rid = f"entry {what}" if isinstance(what, int) else what.id
+    return [
+        esc(rid[:8] if not isinstance(what, int) else rid),
+        '<span class="bad">holds values veilpix did not write: run verification</span>',
+        *[""] * 7,
+        outcome_badge("unknown"),
+    ]
+
+
+def record_rows(records: Sequence[TransferRecord | int]) -> list[list[str]]:
     rows = []
     for rec in records:
-        sent = rec.to_dict()["request_bytes"] or rec.what.get("bytes_after")
-        rows.append(
-            [
-                link(f"/transfers/{rec.id}", rec.id[:8], class_="id", title=rec.id),
-                when(rec.begun),
-                esc(rec.who.get("app") or "") or missing(),
-                esc(rec.where.get("vendor") or "?"),
-                esc(rec.where.get("country") or "") or missing(warn=True),
-                esc(rec.why.get("purpose") or "") or missing(),
-                num(int(rec.what.get("image_count") or 0)),
-                "–" if rec.outcome == "blocked" or not sent else nbytes(int(sent)),
-                _faces(rec),
-                outcome_badge(rec.outcome),
-            ]
-        )
+        if isinstance(rec, int):
+            rows.append(_damaged_row(rec))
+            continue
+        try:
+            rows.append(_record_row(rec))
+        except (ValueError, TypeError, KeyError, AttributeError):
+            rows.append(_damaged_row(rec))
     return rows
+
+
+def _record_row(rec: TransferRecord) -> list[str]:
+    sent = rec.to_dict()["request_bytes"] or rec.what.get("bytes_after")
+    return [
+        link(f"/transfers/{rec.id}", rec.id[:8], class_="id", title=rec.id),
+        when(rec.begun),
+        esc(rec.who.get("app") or "") or missing(),
+        esc(rec.where.get("vendor") or "?"),
+        esc(rec.where.get("country") or "") or missing(warn=True),
+        esc(rec.why.get("purpose") or "") or missing(),
+        num(int(rec.what.get("image_count") or 0)),
+        "–" if rec.outcome == "blocked" or not sent else nbytes(int(sent)),
+        _faces(rec),
+        outcome_badge(rec.outcome),
+    ]
 
 
 RECORD_HEADERS = [
@@ -556,7 +604,7 @@ def transfers(console: Console, request: Request, session: Session) -> Response:
     except ValueError:
         before = None
     seqs, total, more = console.index.page(f, before=before, size=PAGE_SIZE)
-    records = [view(console, session, r) for r in console.log.records_at(seqs)]
+    records = fetch(console, session, seqs)
     body = [_filter_form(console, kept)]
     if not total:
         body.append(notice(f"No transfer matches{' these filters' if kept else ''}.", "info"))
@@ -610,8 +658,29 @@ def transfer(console: Console, request: Request, session: Session) -> Response:
     rid = request.path.removeprefix("/transfers/")
     try:
         rec = view(console, session, console.log.get(rid))
-    except Exception as exc:  # noqa: BLE001 - a missing or ambiguous id is a 404 page
+    except AuditLogError as exc:
+        if "did not write" not in str(exc):  # (no such transfer)
+            return console.error(request, 404, str(exc), session)
+        return _damaged_page(console, session, rid, str(exc))
+    except VeilpixError as exc:  # an id too short, or matching several
         return console.error(request, 404, str(exc), session)
+    try:
+        return _transfer_page(console, session, rec)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        return _damaged_page(console, session, rec.id, f"{type(exc).__name__}: {exc}")
+
+
+def _damaged_page(console: Console, session: Session, rid: str, why: str) -> Response:
+    body = notice(
+        f"Transfer <code>{esc(rid)}</code> holds values veilpix did not write, so it cannot be "
+        f"shown ({esc(why)}). The log was altered: the integrity box on the overview names "
+        "the entry after a verification.",
+        "bad",
+    )
+    return html(console, session, "Transfer (damaged)", body, "/transfers")
+
+
+def _transfer_page(console: Console, session: Session, rec: TransferRecord) -> Response:
     d = rec.to_dict()
     who, where, why, controls = d["who"], d["where"], d["why"], d["controls"]
     parts = [

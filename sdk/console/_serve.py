@@ -8,6 +8,7 @@ import ipaddress
 import ssl
 import threading
 from dataclasses import dataclass, replace
+from urllib.parse import urlsplit
 
 from veilpix._errors import ConfigError
 from veilpix._net import is_loopback
@@ -41,8 +42,14 @@ def check_address(host: str, *, allow_remote: bool, users: int, tls: bool) -> st
     return None
 
 
-def _hosts(host: str, port: int) -> frozenset[str]:
-    """The ``Host`` header values a loopback console answers to (none: any, for remote)."""
+def _hosts(host: str, port: int, public_url: str | None = None) -> frozenset[str]:
+    """The ``Host`` header values the console answers to: its ``public_url``'s, else the
+    loopback names of its port (none: any, for a remote console without a public URL)."""
+    if public_url:
+        parts = urlsplit(public_url)
+        default = 443 if parts.scheme == "https" else 80
+        name = parts.netloc.lower()
+        return frozenset({name, f"{name}:{default}"} if parts.port is None else {name})
     if not is_loopback(host):
         return frozenset()
     names = {"127.0.0.1", "localhost", "[::1]"}
@@ -115,7 +122,8 @@ def start(
             f"cannot listen on {host}:{port}: {exc.strerror}",
             hint="choose another --port (0 picks a free one)",
         ) from exc
-    console.settings = replace(console.settings, hosts=_hosts(host, server.port))
+    hosts = _hosts(host, server.port, console.settings.public_url)
+    console.settings = replace(console.settings, hosts=hosts)
     thread = threading.Thread(target=server.serve_forever, name="console-server", daemon=True)
     thread.start()
     console.start()
@@ -123,4 +131,5 @@ def start(
     if shown in ("0.0.0.0", "[::]"):  # noqa: S104 - naming what was bound, not binding
         shown = "127.0.0.1"
     scheme = "https" if context is not None else "http"
-    return Running(console, server, thread, f"{scheme}://{shown}:{server.port}")
+    url = console.settings.public_url or f"{scheme}://{shown}:{server.port}"
+    return Running(console, server, thread, url)

@@ -595,6 +595,7 @@ REFUSED: list[tuple[str, bytes, str, type[VeilpixError], str]] = [
     ("filename* and continuation", SIMPLE.replace(b'filename="a.png"', b"filename*=UTF-8''a; filename*0=b"), CT, MalformedMultipart, "conflicting"),
     ("filename* gap", SIMPLE.replace(b'filename="a.png"', b"filename*0=a; filename*2=b"), CT, MalformedMultipart, "count up from 0"),
     ("filename* charset", SIMPLE.replace(b'filename="a.png"', b"filename*=koi8-r''a"), CT, MalformedMultipart, "charset"),
+    ("filename* raw bytes", SIMPLE.replace(b'filename="a.png"', b"filename*=UTF-8''\xff.png"), CT, MalformedMultipart, "not valid utf-8"),
     ("two content types", SIMPLE.replace(b"Content-Type: image/png\r\n", b"Content-Type: image/png\r\nContent-Type: text/plain\r\n"), CT, MalformedMultipart, "two Content-Type"),
     ("attachment", SIMPLE.replace(b"form-data; name=\"prompt\"", b"attachment; name=\"prompt\""), CT, MalformedMultipart, "not form-data"),
     ("no name", SIMPLE.replace(b'form-data; name="prompt"', b"form-data"), CT, MalformedMultipart, "no name"),

@@ -70,7 +70,7 @@ def test_a_read_only_console_changes_nothing(logged) -> None:  # type: ignore[no
 
 def test_erase_is_confirmed_and_recorded(logged) -> None:  # type: ignore[no-untyped-def]
     path, ids = logged
-    app = console(path, changes=True)
+    app = console(path, changes=True, show_subjects=True)
     c = Client(app).login()
     asked = c.post("/actions/erase", {"subject": "customer-4711", "request": "DSR-2026-118"})
     page = text(asked)
@@ -90,6 +90,8 @@ def test_erase_is_confirmed_and_recorded(logged) -> None:  # type: ignore[no-unt
     assert "Confirm: Erase" in text(c.post("/actions/erase", dict(fields, confirm="0" * 64)))
     done = c.post("/actions/erase", fields)
     assert "Erased the subject-linked fields of 1 transfer" in text(done)
+    # a confirmation acts once: the same page sent again asks again
+    assert "Confirm: Erase" in text(c.post("/actions/erase", fields))
     reviews = _reviews(path)
     assert len(reviews) == 1
     review = reviews[0]
@@ -109,13 +111,27 @@ def test_erase_is_confirmed_and_recorded(logged) -> None:  # type: ignore[no-unt
 
 def test_erasing_an_unknown_subject_is_recorded_too(logged) -> None:  # type: ignore[no-untyped-def]
     path, _ = logged
-    app = console(path, changes=True)
+    app = console(path, changes=True, show_subjects=True)
     c = Client(app).login()
     page = text(c.post("/actions/erase", {"subject": "nobody", "request": "DSR-9"}))
     assert "No transfer is linked to this subject" in page
     done = c.post("/actions/erase", hidden_fields(page, "/actions/erase"))
     assert "the request is recorded" in text(done)
     assert [r["facts"]["records"] for r in _reviews(path)] == [0]
+    app.log.close()
+
+
+def test_the_erase_question_keeps_counts_from_those_who_may_not_see_subjects(logged) -> None:  # type: ignore[no-untyped-def]
+    """Without show_subjects, asking costs nothing and would tell whether a person is in
+    the log: the count comes only with the erasure, which is recorded."""
+    path, _ = logged
+    app = console(path, changes=True)
+    c = Client(app).login()
+    for subject in ("customer-4711", "nobody"):
+        page = text(c.post("/actions/erase", {"subject": subject, "request": "DSR-7"}))
+        assert "every transfer linked to this subject" in page
+        assert "<b>1</b>" not in page and "No transfer is linked" not in page
+    assert not _reviews(path)
     app.log.close()
 
 

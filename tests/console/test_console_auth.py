@@ -3,6 +3,7 @@ headers and the address rules. Each test drives the application as a browser wou
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -249,3 +250,111 @@ def test_static_files_are_the_packaged_ones(app) -> None:  # type: ignore[no-unt
     assert js.status == 200 and b"dropzone" in js.body
     for bad in ("/static/../_app.py", "/static/console.css/..", "/static/%2e%2e/x", "/static/"):
         assert c.get(bad).status == 404
+
+
+def test_head_requests_never_sign_in_nor_count_as_failures(app) -> None:  # type: ignore[no-untyped-def]
+    c = Client(app, client="192.0.2.50")
+    token = app.sessions.new_link()
+    for _ in range(8):
+        assert c.request("HEAD", f"/login?token={token}").status == 200
+    assert app.sessions.wait_before_login("192.0.2.50") == 0
+    assert c.get(f"/login?token={token}").status == 303  # HEAD did not spend it
+
+
+def test_at_most_two_password_checks_at_once(logged: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import veilpix.console._app as app_module
+
+    gate = threading.Event()
+
+    def slow(password: str, stored: str) -> bool:
+        gate.wait(5)
+        return False
+
+    monkeypatch.setattr(app_module, "check_password", slow)
+    app = console(logged, users={"alice": hash_password("correct horse battery staple")})
+    results: list[bool | None] = []
+    workers = [
+        threading.Thread(target=lambda: results.append(app.login_password("alice", "x")))
+        for _ in range(2)
+    ]
+    for w in workers:
+        w.start()
+    time.sleep(0.2)
+    assert app.login_password("alice", "x") is None  # a third waits for nobody: refused
+    gate.set()
+    for w in workers:
+        w.join(5)
+    assert results == [False, False]
+    app.log.close()
+
+
+def test_behind_a_tls_proxy(logged: Path) -> None:
+    """public_url: forms come from it, the cookie is Secure, the proxy's X-Forwarded-For
+    names the client, and only its host name is answered."""
+    from veilpix.console._http import Request
+
+    app = console(
+        logged,
+        public_url="https://console.example.com",
+        hosts=frozenset({"console.example.com", "console.example.com:443"}),
+    )
+    token = app.sessions.new_link()
+    headers = [("Host", "console.example.com"), ("X-Forwarded-For", "203.0.113.9")]
+    r = app(Request.of("GET", f"/login?token={token}", headers))
+    cookie = r.header("Set-Cookie") or ""
+    assert r.status == 303 and "Secure" in cookie
+    jar = [("Cookie", cookie.split(";")[0])]
+    assert app.client(Request.of("GET", "/", headers)) == "203.0.113.9"
+    assert app.client(Request.of("GET", "/", headers, client="192.0.2.1")) == "192.0.2.1"
+    page = app(Request.of("GET", "/actions", headers + jar)).body.decode()
+    csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    form = [("Content-Type", "application/x-www-form-urlencoded")]
+    ok = app(
+        Request.of(
+            "POST",
+            "/actions/verify",
+            [*headers, *jar, *form, ("Origin", "https://console.example.com")],
+            f"csrf={csrf}".encode(),
+        )
+    )
+    assert ok.status == 303
+    bad = app(
+        Request.of(
+            "POST",
+            "/actions/verify",
+            [*headers, *jar, *form, ("Origin", "http://console.example.com")],
+            f"csrf={csrf}".encode(),
+        )
+    )
+    assert bad.status == 403
+    assert app(Request.of("GET", "/login", [("Host", "127.0.0.1:8790")])).status == 421
+    app.log.close()
+
+
+def test_console_config(tmp_path: Path) -> None:
+    from veilpix._config import load_config
+
+    path = tmp_path / "veilpix.toml"
+    stored = hash_password("correct horse battery staple")
+    path.write_text(
+        '[console]\nport = 9000\nallow_remote = true\npublic_url = "https://Console.Example.com/"\n'
+        f'show_subjects = ["dpo"]\n[console.users]\ndpo = "{stored}"\n'
+    )
+    cfg = load_config(path).console
+    assert cfg.port == 9000 and cfg.allow_remote and cfg.users == {"dpo": stored}
+    assert cfg.public_url == "https://console.example.com"
+    assert cfg.show_subjects == frozenset({"dpo"})
+    for bad, message in (
+        ("[console]\nport = 70000\n", "0 to 65535"),
+        ("[console]\nport = true\n", "number"),
+        ('[console]\npublic_url = "ftp://x"\n', "site's address"),
+        ('[console]\npublic_url = "https://x/console"\n', "site's address"),
+        ('[console]\nshow_subjects = "all"\n', "show_subjects"),
+        ("[console]\nwho = 1\n", "unknown setting console.who"),
+        ('[console.users]\nalice = "plain-text-password"\n', "not a password hash"),
+    ):
+        path.write_text(bad)
+        with pytest.raises(ConfigError, match=message):
+            load_config(path)

@@ -24,6 +24,19 @@ def logged(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+RUNNING: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_server_left() -> object:
+    yield
+    while RUNNING:  # (a failed test must not leave a console running)
+        proc = RUNNING.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 def _serve(*args: str) -> tuple[subprocess.Popen[str], dict]:  # type: ignore[type-arg]
     proc = subprocess.Popen(
         [sys.executable, "-m", "veilpix", "audit", "serve", "--port", "0", "--json", *args],
@@ -33,6 +46,7 @@ def _serve(*args: str) -> tuple[subprocess.Popen[str], dict]:  # type: ignore[ty
         text=True,
         env=clean_env(),
     )
+    RUNNING.append(proc)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line:

@@ -266,3 +266,66 @@ def test_the_index_starts_over_after_a_prune(tmp_path: Path) -> None:
     page = text(c.get("/transfers"))
     assert "No transfer matches" in page
     app.log.close()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "not json at all",  # a body that is not JSON
+        lambda b: b["what"].update(image_count="two", request_bytes="x", bytes_after="y"),
+        lambda b: b["what"]["images"][0].update(faces_blurred="x", metadata_found=["a"]),
+        lambda b: b.update(who=["not", "a", "table"]),
+        lambda b: b["what"].update(prompt={"length": "long"}),
+    ],
+)
+def test_an_altered_row_leaves_the_console_usable(tmp_path: Path, change) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    path = tmp_path / "audit.db"
+    ids = fill_log(path, 4, hostile=False)
+    target = ids["sent"][1]
+    db = auditkit.raw(path)
+    seq, body = db.execute(
+        "SELECT seq, body FROM entries WHERE record=? AND kind='begin'", (target,)
+    ).fetchone()
+    if isinstance(change, str):
+        altered = change
+    else:
+        doc = json.loads(body)
+        change(doc)
+        altered = json.dumps(doc)
+    db.execute("UPDATE entries SET body=? WHERE seq=?", (altered, seq))
+    db.close()
+    app = console(path)
+    c = Client(app).login()
+    overview = c.get("/")
+    assert overview.status == 200
+    assert "Tampering found" in text(overview)  # the integrity box names it
+    listed = c.get("/transfers")
+    assert listed.status == 200
+    assert ids["sent"][0] in text(listed)  # the other transfers are still listed
+    detail = c.get(f"/transfers/{target}")
+    assert detail.status == 200
+    page = text(detail)
+    assert "did not write" in page or "Who" in page
+    assert c.get("/actions").status == 200
+    app.log.close()
+
+
+def test_filter_menus_become_text_fields_when_long(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import veilpix.console._pages as pages
+
+    monkeypatch.setattr(pages, "MENU_LIMIT", 3)
+    path = tmp_path / "audit.db"
+    with AuditLog(path) as log:
+        for i in range(5):
+            log.begin(auditkit.transfer(i, purpose=f"purpose {i}")).finish(status=200)
+    app = console(path)
+    c = Client(app).login()
+    page = text(c.get("/transfers"))
+    assert '<input id="f-purpose" name="purpose"' in page
+    assert '<select id="f-vendor"' in page  # two vendors: still a menu
+    assert "1–1 of 1" in text(c.get("/transfers?purpose=purpose%203"))
+    app.log.close()
