@@ -127,7 +127,7 @@ def main() -> int:
     if not args.serve:
         print("now run: " + " ".join(command))
         return 0
-    from veilpix.cli import main as cli  # noqa: PLC0415 - only with --serve
+    from veilpix.cli import main as cli
 
     return cli(command[1:])
 
