@@ -97,7 +97,9 @@ def fill(path: Path, n: int) -> bytes:
                 prompt="put the product on a white background",
             )
             if country == "GB" and rnd.random() < 0.3:
-                log.block(transfer, reason="GB is not in allowed_countries", rule="allowed_countries")
+                log.block(
+                    transfer, reason="GB is not in allowed_countries", rule="allowed_countries"
+                )
                 continue
             pending = log.begin(transfer)
             if i == n - 3:
