@@ -13,6 +13,8 @@ plain dicts: these are :class:`typing.TypedDict` types, read back by
 
 from __future__ import annotations
 
+import getpass
+import os
 from dataclasses import dataclass
 from typing import Any, Literal, NotRequired, TypedDict
 
@@ -37,6 +39,7 @@ __all__ = [
     "Who",
     "Why",
     "blocked_body",
+    "login_name",
     "well_formed",
 ]
 
@@ -238,6 +241,15 @@ class Finish:
 def blocked_body(reason: str, rule: str) -> FinishBody:
     """The finish of a call policy stopped before sending (written with its begin)."""
     return {"outcome": "blocked", "reason": reason, "rule": rule, "status": None}
+
+
+def login_name() -> str:
+    """Who runs this process, as a review entry's ``by`` names a person at the machine: the
+    login name (``uid N`` where the system has none, as in some containers)."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return f"uid {os.getuid()}"
 
 
 def well_formed(text: str) -> str:

@@ -7,7 +7,6 @@ fields linked to a data subject sealed unless asked.
 from __future__ import annotations
 
 import argparse
-import getpass
 import os
 import sys
 from collections.abc import Iterable, Iterator
@@ -19,6 +18,7 @@ from veilpix import __version__
 from veilpix._config import load_config, parse_age
 from veilpix._errors import ConfigError
 from veilpix.audit._chain import now_text
+from veilpix.audit._entry import login_name
 from veilpix.audit._export import export
 from veilpix.audit._keys import key_id, public_key_pem
 from veilpix.audit._log import AuditLog
@@ -66,11 +66,8 @@ def _private_file(path: str) -> TextIO:
 
 
 def operator() -> str:
-    """Who runs this command, as the log's review entries name them: the login name."""
-    try:
-        return f"{getpass.getuser()} (veilpix audit)"
-    except (OSError, KeyError):  # no name for this uid (a container)
-        return f"uid {os.getuid()} (veilpix audit)"
+    """Who runs this command, as the log's review entries name them."""
+    return f"{login_name()} (veilpix audit)"
 
 
 def _confirm(question: str, args: argparse.Namespace) -> bool:

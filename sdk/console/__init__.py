@@ -9,7 +9,9 @@ against cross-site requests, and itself recorded in the log.
 - :mod:`~veilpix.console._http`: requests, responses and the threaded server
 - :mod:`~veilpix.console._auth`: login links, sessions, CSRF tokens, passwords
 - :mod:`~veilpix.console._index`: the transfers as columns, for filters, paging and totals
-- :mod:`~veilpix.console._pages`: overview, transfers, one transfer, register
+- :mod:`~veilpix.console._pages`: the route table and what the pages share; the pages:
+  :mod:`~veilpix.console._overview`, :mod:`~veilpix.console._transfers`,
+  :mod:`~veilpix.console._transfer`, :mod:`~veilpix.console._register_page`
 - :mod:`~veilpix.console._lookup`: "Was this photo sent?"
 - :mod:`~veilpix.console._actions`: erase, resolve, verify, export
 - :mod:`~veilpix.console._serve`: what ``veilpix audit serve`` starts

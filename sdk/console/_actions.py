@@ -27,7 +27,8 @@ from veilpix.audit._html import esc, html_table, missing, num, when
 from veilpix.audit._records import sealed_view
 from veilpix.console._http import Request, Response
 from veilpix.console._layout import button_form, field, hidden, link, notice, select, url
-from veilpix.console._pages import html, index_ready, read_filters
+from veilpix.console._pages import html, index_ready
+from veilpix.console._transfers import read_filters
 
 if TYPE_CHECKING:
     from veilpix.audit._entry import Outcome

@@ -19,9 +19,7 @@ no caching of pages that show personal data.
 
 from __future__ import annotations
 
-import getpass
 import hmac
-import os
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -33,6 +31,7 @@ from veilpix import __version__
 from veilpix._errors import ConfigError, VeilpixError
 from veilpix._net import is_loopback
 from veilpix._policy import EEA
+from veilpix.audit._entry import login_name
 from veilpix.console import _static
 from veilpix.console._auth import Session, Sessions, check_password
 from veilpix.console._http import FORM_BODY, MAX_BODY, Request, Response
@@ -70,14 +69,6 @@ SECURITY_HEADERS = (
 _NOBODY = "scrypt$32768$8$1$dmVpbHBpeC1ub2JvZHk=$" + "A" * 86 + "=="
 
 
-def local_user() -> str:
-    """The account that started the console: who a login link signs in."""
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):
-        return f"uid {os.getuid()}"
-
-
 @dataclass(frozen=True)
 class Settings:
     """How the console runs.
@@ -97,7 +88,7 @@ class Settings:
     # the address browsers use when a TLS proxy is in front (https://console.example.com):
     # the origin forms must come from, and the proxy's X-Forwarded-For is believed
     public_url: str | None = None
-    local_user: str = field(default_factory=local_user)
+    local_user: str = field(default_factory=login_name)  # who a login link signs in
     config_path: str | None = None
     key_path: str | None = None
     register: RegisterConfig | None = None
@@ -111,7 +102,7 @@ class Console:
     and run the first verification in the background; call it with requests."""
 
     def __init__(self, log: AuditLog, settings: Settings) -> None:
-        from veilpix.console import _pages  # noqa: PLC0415 - the pages import this module
+        from veilpix.console import _pages, _register_page  # noqa: PLC0415 - they import this
 
         self.log = log
         self.settings = settings
@@ -119,7 +110,9 @@ class Console:
         self.index = Index(log, EEA | {"EL"})
         self.index_job: Job[None] = Job("index", self.index.build)
         self.verify_job: Job[VerifyResult] = Job("verify", self._verify)
-        self.register_job: Job[str] = Job("register", lambda p: _pages.build_register(self, p))
+        self.register_job: Job[str] = Job(
+            "register", lambda p: _register_page.build_register(self, p)
+        )
         self.log_name = Path(str(log.path)).name
         self._routes = _pages.routes()
         self._checks = threading.BoundedSemaphore(2)  # password checks at once

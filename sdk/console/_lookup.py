@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 from veilpix.audit._html import esc, html_table, num
 from veilpix.console._http import MAX_BODY, Request, Response
 from veilpix.console._layout import hidden, notice
-from veilpix.console._pages import RECORD_HEADERS, html, record_rows, view
+from veilpix.console._pages import html, view
+from veilpix.console._transfers import RECORD_HEADERS, record_rows
 
 if TYPE_CHECKING:
     from veilpix.console._app import Console

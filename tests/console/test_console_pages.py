@@ -86,7 +86,7 @@ def test_the_overview_adds_up(app, client: Client) -> None:  # type: ignore[no-u
 
 
 def test_transfers_list_filters_and_pages(app, logged, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
-    import veilpix.console._pages as pages
+    import veilpix.console._transfers as pages
 
     monkeypatch.setattr(pages, "PAGE_SIZE", 4)
     c = Client(app).login()
@@ -315,7 +315,7 @@ def test_an_altered_row_leaves_the_console_usable(tmp_path: Path, change) -> Non
 def test_filter_menus_become_text_fields_when_long(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import veilpix.console._pages as pages
+    import veilpix.console._transfers as pages
 
     monkeypatch.setattr(pages, "MENU_LIMIT", 3)
     path = tmp_path / "audit.db"
