@@ -28,6 +28,14 @@ if TYPE_CHECKING:
     from playwright.sync_api import Page
 
 
+def expect(target: Any) -> Any:
+    """Playwright's retrying assertions (imported here: without Playwright the module's tests
+    skip through the page fixture, not fail on import)."""
+    from playwright.sync_api import expect as playwright_expect
+
+    return playwright_expect(target)
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Running, dict[str, Any]]]:
     path = tmp_path_factory.mktemp("browser") / "audit.db"
@@ -124,15 +132,15 @@ def test_filter_and_page_the_transfers(signed_in: Page, served) -> None:  # type
     page.goto(running.url + "/transfers")
     assert page.locator("p.count").inner_text().startswith("1–50 of ")
     page.get_by_role("link", name="Older →").click()
-    assert "51–" in page.locator("p.count").inner_text()
+    expect(page.locator("p.count")).to_contain_text("51–")
     page.get_by_label("Outcome").select_option("unknown")
     page.get_by_role("button", name="Filter").click()
+    expect(page.locator("p.count")).to_contain_text("1–1 of 1")
     assert "outcome=unknown" in page.url
-    assert page.locator("p.count").inner_text().startswith("1–1 of 1")
     page.locator(f'a[href="/transfers/{ids["open"]}"]').click()
-    assert page.get_by_text("never (outcome unknown)").count() == 1
+    expect(page.get_by_text("never (outcome unknown)")).to_have_count(1)
     page.get_by_role("link", name="Resolve this transfer's outcome…").click()
-    assert page.get_by_label("Record id").input_value() == ids["open"]
+    expect(page.get_by_label("Record id")).to_have_value(ids["open"])
 
 
 def test_drop_a_photo(signed_in: Page, served, tmp_path: Path, shots: Path) -> None:  # type: ignore[no-untyped-def]
@@ -169,17 +177,18 @@ def test_erase_resolve_and_export(signed_in: Page, served, shots: Path) -> None:
     page.get_by_role("textbox", name="Subject reference").fill("customer-4711")
     page.get_by_label("Request reference").fill("DSR-2026-118")
     page.get_by_role("button", name="Erase…").click()
+    page.get_by_role("button", name="Yes, erase").wait_for()  # (the next page has loaded)
     assert "Confirm: Erase" in page.title()
     screenshot(page, shots / "console-confirm-erase.png")
     page.get_by_role("button", name="Yes, erase").click()
-    assert page.get_by_text("Erased the subject-linked fields of 1 transfer").count() == 1
+    expect(page.get_by_text("Erased the subject-linked fields of 1 transfer")).to_have_count(1)
     page.allowed_errors = ("status of 400 (Bad Request) (http://127.0.0.1:",)  # type: ignore[attr-defined]
     page.goto(running.url + f"/actions?record={ids['failed']}")
     # a transfer with a known outcome is refused with a message, not a crash
     page.get_by_label("Outcome").select_option("sent")
     page.get_by_label("How you know").fill("dashboard")
     page.get_by_role("button", name="Resolve…").click()
-    assert page.get_by_text("already has an outcome").count() == 1
+    expect(page.get_by_text("already has an outcome")).to_have_count(1)
     with page.expect_download() as download:
         page.locator("#export").get_by_label("Format").select_option("csv")
         page.locator("#export").get_by_role("button", name="Export").click()
@@ -211,11 +220,11 @@ def test_a_spent_link_and_sign_out(page: Page, served) -> None:  # type: ignore[
     link = running.login_url()
     page.goto(link)
     page.get_by_role("button", name="Sign out").click()
-    assert page.get_by_text("You are signed out.").count() == 1
+    expect(page.get_by_text("You are signed out.")).to_have_count(1)
     page.goto(running.url + "/transfers")
     assert page.url.endswith("/login")
     page.goto(link)
-    assert page.get_by_text(re.compile("used already")).count() == 1
+    expect(page.get_by_text(re.compile("used already"))).to_have_count(1)
     errors = [e for e in page_errors(page) if "403" not in e]  # the refused link's status
     assert errors == []
 
@@ -284,5 +293,6 @@ def test_the_demo_as_the_docs_show_it(page: Page, demo, shots: Path) -> None:  #
     page.get_by_role("textbox", name="Subject reference").fill("customer-4711")
     page.get_by_label("Request reference").fill("DSR-2026-118")
     page.get_by_role("button", name="Erase…").click()
+    page.get_by_role("button", name="Yes, erase").wait_for()
     screenshot(page, shots / "console-erase.png", full_page=False)
     assert page_errors(page) == []
