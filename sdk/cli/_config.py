@@ -12,11 +12,14 @@ import shlex
 import sys
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from veilpix._atomic import write_file
 from veilpix._config import Config, load_config
+from veilpix._config_review import REGISTER_KEYS
 from veilpix._errors import ConfigError, VeilpixError
 from veilpix._policy import Policy
+from veilpix._words import plural
 from veilpix.cli._exit import EXIT_OK, EXIT_USAGE
 from veilpix.cli._options import Subparsers
 from veilpix.cli._proxy import CONFIG_HELP
@@ -170,6 +173,11 @@ def run(args: argparse.Namespace) -> int:
                         "token_env": proxy.token_env,
                         "token_set": proxy.token is not None,
                     },
+                    "register": {
+                        "set": _register_set(config),
+                        "unset": list(config.register.unset),
+                    },
+                    "console": _console_summary(config),
                     "intercept": {
                         "port": intercept.port,
                         "ca_dir": str(config.ca_dir()),
@@ -223,7 +231,48 @@ def run(args: argparse.Namespace) -> int:
         bits.append(f"upstream_ca {intercept.upstream_ca}")
     bits += [f"{h} via {_address(*a)}" for h, a in intercept.upstream_hosts.items()]
     print(f"  intercept: {', '.join(bits)}")
+    unset, kept = config.register.unset, _register_set(config)
+    if not kept:
+        print("  register: nothing set (the register flags every field)")
+    else:
+        missing = f"; not set: {', '.join(unset)} (the register flags them)" if unset else ""
+        print(f"  register: {', '.join(kept)}{missing}")
+    c = _console_summary(config)
+    subjects = c["show_subjects"]
+    print(
+        f"  console: {c['host']}:{c['port']}, allow_remote {str(c['allow_remote']).lower()}, "
+        f"{plural(len(c['users']), 'user')}"
+        + (f", public_url {c['public_url']}" if c["public_url"] else "")
+        + ", subjects "
+        + (
+            "shown"
+            if subjects is True
+            else f"shown to {', '.join(subjects)}"
+            if subjects
+            else "sealed"
+        )
+    )
     return EXIT_OK
+
+
+def _register_set(config: Config) -> list[str]:
+    """The [register] keys that are set (the rest: ``config.register.unset``)."""
+    return [k for k in REGISTER_KEYS if k not in config.register.unset]
+
+
+def _console_summary(config: Config) -> dict[str, Any]:
+    """[console] without the password hashes (their user names only)."""
+    c = config.console
+    return {
+        "host": c.host,
+        "port": c.port,
+        "allow_remote": c.allow_remote,
+        "public_url": c.public_url,
+        "users": sorted(c.users),
+        "show_subjects": sorted(c.show_subjects)
+        if isinstance(c.show_subjects, frozenset)
+        else c.show_subjects,
+    }
 
 
 def _record_summary(config: Config, app: str | None) -> dict[str, object]:

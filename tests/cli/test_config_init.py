@@ -81,3 +81,30 @@ def test_the_example_in_the_repository_is_the_starter() -> None:
     if not example.is_file():
         pytest.skip("not run from a checkout")
     assert example.read_text() == starter(), "copy sdk/cli/veilpix.example.toml to examples/"
+
+
+def test_check_shows_the_register_and_the_console(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from veilpix.console._auth import hash_password
+
+    stored = hash_password("correct horse battery staple")
+    cfg = tmp_path / "veilpix.toml"
+    cfg.write_text(
+        '[register]\ncontroller = "Example GmbH"\ndpo = "dpo@example.com"\n'
+        f'[console]\nshow_subjects = ["dpo"]\n[console.users]\ndpo = "{stored}"\n'
+    )
+    code, out, _ = run(capsys, "config", "check", "--config", str(cfg))
+    assert code == 0
+    assert "register: controller, dpo; not set: address, contact, representative" in out
+    assert "console: 127.0.0.1:8790, allow_remote false, 1 user, subjects shown to dpo" in out
+    assert stored not in out  # never a password hash
+    code, out, _ = run(capsys, "config", "check", "--config", str(cfg), "--json")
+    doc = json.loads(out)
+    assert doc["register"]["set"] == ["controller", "dpo"]
+    assert doc["console"]["users"] == ["dpo"] and stored not in out
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    code, out, _ = run(capsys, "config", "check", "--config", str(empty))
+    assert "register: nothing set (the register flags every field)" in out
+    assert "subjects sealed" in out
