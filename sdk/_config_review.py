@@ -222,7 +222,7 @@ def console_table(table: Mapping[str, Any]) -> ConsoleConfig:
     )
     port = table.get("port", 8790)
     if not 0 <= port <= 65535 or isinstance(port, bool):
-        raise ConfigError(f"console.port must be 0 to 65535, not {port!r}")
+        raise ConfigError(f"console.port must be from 0 to 65535, not {port!r}")
     shown = table.get("show_subjects", False)
     if isinstance(shown, list):
         names = _texts("console.show_subjects", shown)

@@ -22,7 +22,7 @@ from veilpix._config import parse_age
 from veilpix._errors import AuditLogError, ConfigError
 from veilpix.audit._chain import now_text
 from veilpix.cli._exit import EXIT_USAGE
-from veilpix.cli._options import Subparsers
+from veilpix.cli._options import Subparsers, port_number
 
 __all__ = ["add_audit_parser", "run_audit"]
 
@@ -271,7 +271,7 @@ user names), and [console.users] name = "scrypt$..." for remote sign-in.
 """,
     )
     p.add_argument("--host", help="the address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=_port, help="the port (default 8790; 0 picks a free one)")
+    p.add_argument("--port", type=port_number, help="the port (default 8790; 0 picks a free one)")
     p.add_argument(
         "--allow-changes",
         action="store_true",
@@ -291,16 +291,6 @@ user names), and [console.users] name = "scrypt$..." for remote sign-in.
         help="read a password (twice on a terminal, else one line of stdin), print its hash "
         "for [console.users] and exit",
     )
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError("a port is 0 to 65535")
-    return value
 
 
 # Each action and the function that runs it, in the module imported when it runs (as the

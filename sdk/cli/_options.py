@@ -1,5 +1,5 @@
-"""What several commands share: the sub-command parser type, whole-number arguments, and
-the image policy options with the :class:`~veilpix.Policy` they ask for."""
+"""What several commands share: the sub-command parser type, whole-number and port
+arguments, and the image policy options with the :class:`~veilpix.Policy` they ask for."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ __all__ = [
     "Subparsers",
     "add_policy_options",
     "policy_from_args",
+    "port_number",
     "positive_int",
 ]
 
@@ -26,6 +27,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a number above 0, got {value}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """A TCP port (0: any free one)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"ports run from 0 to 65535, got {value}")
     return value
 
 

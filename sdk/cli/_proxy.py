@@ -8,7 +8,7 @@ import sys
 from veilpix._config import load_config
 from veilpix._errors import DOCS
 from veilpix.cli._exit import EXIT_OK, EXIT_USAGE
-from veilpix.cli._options import Subparsers
+from veilpix.cli._options import Subparsers, port_number
 from veilpix.proxy._serve import serve
 
 __all__ = ["CONFIG_HELP", "add_parser", "run"]
@@ -32,16 +32,6 @@ Requests to /<vendor>/<path> go to that vendor's base URL (or [vendors.<name>] b
 [apps.<name>]. /_veilpix/health and /_veilpix/metrics report on the proxy itself.
 SIGTERM or Ctrl-C stops it gracefully and closes the log.
 """
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"ports run from 0 to 65535, got {value}")
-    return value
 
 
 def _workers(text: str) -> int:
@@ -73,7 +63,7 @@ def add_parser(sub: Subparsers, summary: str) -> None:
     )
     p.add_argument(
         "--port",
-        type=_port,
+        type=port_number,
         help="port (default: $VEILPIX_PROXY_PORT, [proxy] port, else 8787; 0 picks a free one)",
     )
     p.add_argument("--config", metavar="TOML", help=CONFIG_HELP)
@@ -89,7 +79,7 @@ def add_parser(sub: Subparsers, summary: str) -> None:
     )
     p.add_argument(
         "--intercept-port",
-        type=_port,
+        type=port_number,
         metavar="N",
         help="port of the intercept proxy (default: [intercept] port, else 8788)",
     )

@@ -27,12 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np  # noqa: TID253 - only `veilpix audit serve` loads the console
 
+from veilpix.audit._records import StatsRow
+
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
     from veilpix.audit._log import AuditLog
 
-__all__ = ["OUTCOMES", "TEXT_COLUMNS", "Filters", "Index", "Totals"]
+__all__ = ["OUTCOMES", "TEXT_COLUMNS", "Filters", "Index"]
 
 OUTCOMES = ("sent", "blocked", "failed", "unknown")
 _OUTCOME = {name: i for i, name in enumerate(OUTCOMES)}
@@ -50,7 +52,8 @@ TEXT_COLUMNS = (
     "basis",
     "rule",
 )
-_NUMBERS = ("images", "sent_bytes", "blurred", "unblurred", "unchecked")
+# (named as the StatsRow counters they add up to)
+_NUMBERS = ("images", "bytes_sent", "faces_blurred", "faces_unblurred", "images_unchecked")
 _CHUNK = 20_000
 
 
@@ -98,22 +101,6 @@ class Filters:
         return any(v is not None for v in self.__dict__.values())
 
 
-@dataclass
-class Totals:
-    """Calls by outcome and what the transfers carried, for one group (vendor, month, ...)."""
-
-    calls: int = 0
-    sent: int = 0
-    blocked: int = 0
-    failed: int = 0
-    unknown: int = 0
-    images: int = 0
-    sent_bytes: int = 0
-    blurred: int = 0
-    unblurred: int = 0
-    unchecked: int = 0
-
-
 class _Vocab:
     def __init__(self) -> None:
         self.names: list[str] = []
@@ -153,7 +140,7 @@ class Index:
         # (codes and counts in 32 bits, sizes in 64: about 70 bytes a transfer, and as much
         # again for the numpy copy readers use)
         self.cols = {name: array("i") for name in TEXT_COLUMNS}
-        self.nums = {name: array("q" if name == "sent_bytes" else "i") for name in _NUMBERS}
+        self.nums = {name: array("q" if name == "bytes_sent" else "i") for name in _NUMBERS}
         self.vocab = {name: _Vocab() for name in TEXT_COLUMNS}
         self.ids: dict[str, int] = {}  # open transfers (no finish yet): record id -> row
         self.last = 0  # the newest entry read
@@ -161,7 +148,7 @@ class Index:
         self.entries = 0
         self._version = 0
         self._snapshot: tuple[int, dict[str, NDArray[Any]]] | None = None
-        self._memo: dict[tuple[int, Filters | None, str | None], dict[str, Totals]] = {}
+        self._memo: dict[tuple[int, Filters | None, str | None], dict[str, StatsRow]] = {}
 
     # -- building and keeping current ------------------------------------------------------------
 
@@ -280,10 +267,10 @@ class Index:
             except (TypeError, ValueError):
                 faces = []
         self.nums["images"].append(_count(image_count))
-        self.nums["sent_bytes"].append(_size(request_bytes) or _size(bytes_after))
-        self.nums["blurred"].append(_count(sum(_count(f[0]) for f in faces)))
-        self.nums["unblurred"].append(_count(sum(_count(f[1]) for f in faces)))
-        self.nums["unchecked"].append(sum(1 for f in faces if f[2] is False))
+        self.nums["bytes_sent"].append(_size(request_bytes) or _size(bytes_after))
+        self.nums["faces_blurred"].append(_count(sum(_count(f[0]) for f in faces)))
+        self.nums["faces_unblurred"].append(_count(sum(_count(f[1]) for f in faces)))
+        self.nums["images_unchecked"].append(sum(1 for f in faces if f[2] is False))
         if isinstance(record, str):
             self.ids[record] = row_no
 
@@ -298,7 +285,7 @@ class Index:
             for name in _NUMBERS:  # a blocked call sent nothing
                 self.nums[name][row_no] = 0
         elif _size(sent_bytes):
-            self.nums["sent_bytes"][row_no] = _size(sent_bytes)
+            self.nums["bytes_sent"][row_no] = _size(sent_bytes)
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -316,7 +303,7 @@ class Index:
             for name in TEXT_COLUMNS:
                 out[name] = np.array(self.cols[name], dtype=np.int32)
             for name in _NUMBERS:
-                wide = name == "sent_bytes"
+                wide = name == "bytes_sent"
                 out[name] = np.array(self.nums[name], dtype=np.int64 if wide else np.int32)
             self._snapshot = (self._version, out)
             return out
@@ -381,7 +368,7 @@ class Index:
         c = self._columns()
         return int((self._mask(c, f) & (c["seq"] >= before)).sum())
 
-    def totals(self, f: Filters | None = None, by: str | None = None) -> dict[str, Totals]:
+    def totals(self, f: Filters | None = None, by: str | None = None) -> dict[str, StatsRow]:
         """Totals per value of ``by`` (a text column such as ``"month"`` or ``"vendor"``), or
         one ``"*"`` group; over the transfers matching ``f``. Kept until the index changes."""
         key = (self._version, f, by)
@@ -393,7 +380,7 @@ class Index:
         self._memo[key] = found = self._totals(f, by)
         return found
 
-    def _totals(self, f: Filters | None, by: str | None) -> dict[str, Totals]:
+    def _totals(self, f: Filters | None, by: str | None) -> dict[str, StatsRow]:
         c = self._columns()
         mask = self._mask(c, f or Filters())
         if by is None:
@@ -404,7 +391,7 @@ class Index:
             labels = list(self.vocab[by].names)
         keys = keys[mask]
         groups = len(labels)
-        out = {label: Totals() for label in labels}
+        out = {label: StatsRow(label, label, label) for label in labels}
         if not len(keys):
             return {}
         outcomes = c["outcome"][mask].astype(np.int64)

@@ -18,32 +18,12 @@ from veilpix.audit._html import (
 )
 from veilpix.audit._records import StatsRow
 from veilpix.console._http import Request, Response
-from veilpix.console._index import Totals
 from veilpix.console._layout import button_form, link, notice, url
 from veilpix.console._pages import html, index_ready, stamp, waiting
 
 if TYPE_CHECKING:
     from veilpix.console._app import Console
     from veilpix.console._auth import Session
-
-
-def _stats(label: str, t: Totals) -> StatsRow:
-    """A :class:`StatsRow` (what the register's charts take) from index totals."""
-    return StatsRow(
-        label,
-        label,
-        label,
-        calls=t.calls,
-        sent=t.sent,
-        blocked=t.blocked,
-        failed=t.failed,
-        unknown=t.unknown,
-        images=t.images,
-        bytes_sent=t.sent_bytes,
-        faces_blurred=t.blurred,
-        faces_unblurred=t.unblurred,
-        images_unchecked=t.unchecked,
-    )
 
 
 def integrity(console: Console, session: Session) -> str:
@@ -128,7 +108,7 @@ def integrity(console: Console, session: Session) -> str:
     )
 
 
-def _tiles(t: Totals, pending_link: str) -> str:
+def _tiles(t: StatsRow, pending_link: str) -> str:
     tiles = [
         ("Calls", num(t.calls), None),
         ("Sent", num(t.sent), url("/transfers", {"outcome": "sent"})),
@@ -136,10 +116,10 @@ def _tiles(t: Totals, pending_link: str) -> str:
         ("Failed", num(t.failed), url("/transfers", {"outcome": "failed"})),
         ("Outcome unknown", num(t.unknown), pending_link),
         ("Images sent", num(t.images), None),
-        ("Data sent", nbytes(t.sent_bytes), None),
-        ("Faces blurred", num(t.blurred), None),
-        ("Faces sent unblurred", num(t.unblurred), None),
-        ("Images not checked for faces", num(t.unchecked), None),
+        ("Data sent", nbytes(t.bytes_sent), None),
+        ("Faces blurred", num(t.faces_blurred), None),
+        ("Faces sent unblurred", num(t.faces_unblurred), None),
+        ("Images not checked for faces", num(t.images_unchecked), None),
     ]
     cells = []
     for label, value, href in tiles:
@@ -157,7 +137,7 @@ def _tiles(t: Totals, pending_link: str) -> str:
     return f'<div class="tiles">{"".join(cells)}</div>'
 
 
-def _group_table(groups: dict[str, Totals], column: str, label: str) -> str:
+def _group_table(groups: dict[str, StatsRow], column: str, label: str) -> str:
     rows = []
     for name, t in sorted(groups.items(), key=lambda kv: (-kv[1].calls, kv[0])):
         shown = esc(name) if name else missing()
@@ -170,9 +150,9 @@ def _group_table(groups: dict[str, Totals], column: str, label: str) -> str:
                 num(t.failed),
                 num(t.unknown),
                 num(t.images),
-                nbytes(t.sent_bytes),
-                num(t.blurred),
-                f'<span class="warn">{num(t.unblurred)}</span>' if t.unblurred else "0",
+                nbytes(t.bytes_sent),
+                num(t.faces_blurred),
+                f'<span class="warn">{num(t.faces_unblurred)}</span>' if t.faces_unblurred else "0",
             ]
         )
     headers = [
@@ -190,7 +170,7 @@ def _group_table(groups: dict[str, Totals], column: str, label: str) -> str:
     return html_table(headers, rows, numeric=tuple(range(1, 10)))
 
 
-def _countries(console: Console, groups: dict[str, Totals]) -> str:
+def _countries(console: Console, groups: dict[str, StatsRow]) -> str:
     mechanisms = console.index.mechanisms()
     eea = console.index.eea
     rows = []
@@ -223,7 +203,7 @@ def _countries(console: Console, groups: dict[str, Totals]) -> str:
                 num(t.calls),
                 num(transferred),
                 num(t.images),
-                nbytes(t.sent_bytes),
+                nbytes(t.bytes_sent),
             ]
         )
     return html_table(
@@ -238,8 +218,8 @@ def overview(console: Console, request: Request, session: Session) -> Response:
         first = integrity(console, session)
         return waiting(console, session, "Overview", "building the overview", "/", first)
     index = console.index
-    grand = index.totals().get("*", Totals())
-    per_month = {m: _stats(m, t) for m, t in index.totals(by="month").items()}
+    grand = index.totals().get("*") or StatsRow("*", "*", "*")
+    per_month = index.totals(by="month")
     per_vendor = index.totals(by="vendor")
     per_country = index.totals(by="country")
     per_app = index.totals(by="app")

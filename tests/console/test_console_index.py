@@ -34,8 +34,8 @@ def test_the_index_agrees_with_the_log(tmp_path: Path) -> None:
     for outcome in ("sent", "blocked", "failed", "unknown"):
         assert getattr(grand, outcome) == sum(getattr(r, outcome) for r in stats), outcome
     assert grand.images == sum(r.images for r in stats)
-    assert grand.sent_bytes == sum(r.bytes_sent for r in stats)
-    assert grand.unchecked == sum(r.images_unchecked for r in stats)
+    assert grand.bytes_sent == sum(r.bytes_sent for r in stats)
+    assert grand.images_unchecked == sum(r.images_unchecked for r in stats)
     per_vendor = index.totals(by="vendor")
     for row in stats:
         assert per_vendor[row.vendor].calls >= row.calls
@@ -99,7 +99,7 @@ def test_a_tampered_row_does_not_break_the_index(tmp_path: Path, mutate) -> None
     log, index = _built(path)
     assert len(index) == 3
     grand = index.totals()["*"]
-    assert grand.calls == 3 and grand.images >= 0 and grand.sent_bytes >= 0
+    assert grand.calls == 3 and grand.images >= 0 and grand.bytes_sent >= 0
     index.names("vendor")
     index.mechanisms()
     log.close()
