@@ -575,7 +575,9 @@ class AuditLog(LogSession):
             outcome=outcome,
             app=app,
         )
-        sql = [SELECT_RECORDS + " WHERE b.kind='begin'", *where]
+        # (+b.kind: walk the primary key in log order and stop at the limit; on the kind index
+        # SQLite joins and sorts every begin first, seconds on a million)
+        sql = [SELECT_RECORDS + " WHERE +b.kind='begin'", *where]
         if subject is not None:
             tag = self.fingerprint(subject.encode(), label="subject")
             row = (
@@ -699,9 +701,18 @@ class AuditLog(LogSession):
 
     def with_image(self, data: bytes) -> list[TransferRecord]:
         """The transfers that sent ``data`` (a file's bytes, original or as sent), newest
-        first. Needs the key file: the log holds keyed fingerprints. SQLite finds the bodies
-        that hold the fingerprint in the clear; of the transfers linked to a subject only the
-        sealed fields are opened (each subject's key once), and only matches become records."""
+        first (see :meth:`image_matches`)."""
+        return self.image_matches(data)[0]
+
+    def image_matches(
+        self, data: bytes, *, limit: int | None = None
+    ) -> tuple[list[TransferRecord], int]:
+        """The newest ``limit`` transfers that sent ``data`` (a file's bytes, original or as
+        sent), newest first, and how many did in all. Needs the key file: the log holds
+        keyed fingerprints. SQLite finds the bodies that hold the fingerprint in the clear
+        (a keyed fingerprint in a body is that image's: nothing else there can equal it); of
+        the transfers linked to a subject only the sealed fields are opened (each subject's
+        key once); only the transfers returned become records."""
         wanted = self.fingerprint(data)
         keys = self.keys
         self._commits.caught_up()
@@ -723,7 +734,9 @@ class AuditLog(LogSession):
                 opened[kid] = subject_key(None if row is None else row[0], keys, kid)
             if wanted in sealed_fingerprints(opened[kid], rid, sealed):
                 seqs.append(seq)
-        return [r for r in self.records_at(seqs) if wanted in fingerprints_of(r)]
+        shown = seqs if limit is None else seqs[:limit]
+        found = [r for r in self.records_at(shown) if wanted in fingerprints_of(r)]
+        return found, len(seqs) - len(shown) + len(found)
 
     def entries_of(self, record_id: str) -> list[ChainEntry]:
         """Where a transfer sits in the chain: its entries (begin, finish) with their hashes,

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 __all__ = ["lookup", "lookup_page"]
 
+SHOWN = 200  # matches listed (all are counted)
+
 _ABOUT = (
     '<p class="lead">Drop a photo here to see whether veilpix sent it, when, to whom and why. '
     "It is fingerprinted in this console's memory with the log's key and then let go: it is "
@@ -72,7 +74,8 @@ def lookup(console: Console, request: Request, session: Session) -> Response:
     if console.log.keys is None:
         return lookup_page(console, request, session)
     size = len(data)
-    found = [view(console, session, r) for r in console.log.with_image(data)]
+    records, total = console.log.image_matches(data, limit=SHOWN)
+    found = [view(console, session, r) for r in records]
     del data  # (the request still holds it until the answer is sent; then it is gone)
     label = f"<b>{esc(name)}</b> ({num(size)} bytes)" if name else f"the photo ({num(size)} bytes)"
     if not found:
@@ -84,12 +87,17 @@ def lookup(console: Console, request: Request, session: Session) -> Response:
     else:
         left = [r for r in found if r.outcome != "blocked"]
         blocked = len(found) - len(left)
-        also = (
-            f", and was stopped {num(blocked)} time{'s' if blocked != 1 else ''} by policy"
-            if blocked
-            else ""
-        )
-        if left:
+        if total > len(found):  # (counted in all; the newest shown)
+            head = (
+                f"{label} is in <b>{num(total)}</b> recorded calls; the newest {num(len(found))}"
+                " are listed. Filter the transfers list to see them by time, vendor or app."
+            )
+        elif left:
+            also = (
+                f", and was stopped {num(blocked)} time{'s' if blocked != 1 else ''} by policy"
+                if blocked
+                else ""
+            )
             head = (
                 f"{label} was sent in <b>{num(len(left))}</b> transfer"
                 f"{'s' if len(left) != 1 else ''}{also} (newest first):"

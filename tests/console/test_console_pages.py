@@ -329,3 +329,28 @@ def test_filter_menus_become_text_fields_when_long(
     assert '<select id="f-vendor"' in page  # two vendors: still a menu
     assert "1–1 of 1" in text(c.get("/transfers?purpose=purpose%203"))
     app.log.close()
+
+
+def test_a_photo_sent_often_is_counted_and_the_newest_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import veilpix.console._lookup as lookup
+
+    monkeypatch.setattr(lookup, "SHOWN", 3)
+    path = tmp_path / "audit.db"
+    fill_log(path, 9, hostile=False)
+    app = console(path)
+    c = Client(app).login()
+    r = c.request(
+        "POST",
+        "/lookup",
+        auditkit.PHOTO,
+        [("Content-Type", "application/octet-stream"), ("X-CSRF-Token", c.csrf())],
+    )
+    page = text(r)
+    total = len(app.log.with_image(auditkit.PHOTO))
+    assert f"is in <b>{total}</b> recorded calls; the newest 3 are listed" in page
+    assert page.count('href="/transfers/') == 3
+    newest = [rec.id for rec in app.log.with_image(auditkit.PHOTO)][:3]
+    assert all(rid in page for rid in newest)
+    app.log.close()
