@@ -254,7 +254,10 @@ def console_table(table: Mapping[str, Any]) -> ConsoleConfig:
                 f"console.public_url must be a site's address, not {public!r}",
                 hint='for example public_url = "https://console.example.com"',
             )
-        public = f"{parts.scheme}://{parts.netloc}".lower()
+        default = 443 if parts.scheme == "https" else 80
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        netloc = host if parts.port in (None, default) else parts.netloc
+        public = f"{parts.scheme}://{netloc}".lower()
     return ConsoleConfig(
         host=table.get("host", "127.0.0.1"),
         public_url=public,

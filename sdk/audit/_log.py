@@ -631,9 +631,13 @@ class AuditLog(LogSession):
             raise ConfigError(f"{record_id!r} matches several transfers; give more of the id")
         return to_record(rows[0], self._open_subject)
 
-    def records_at(self, seqs: Sequence[int]) -> list[TransferRecord]:
+    def records_at(
+        self, seqs: Sequence[int], *, damaged: list[int] | None = None
+    ) -> list[TransferRecord]:
         """The transfers whose begin entries are ``seqs``, in that order (missing ones left
-        out): a page of a list the caller filtered and sorted itself."""
+        out): a page of a list the caller filtered and sorted itself. With ``damaged``, an
+        entry veilpix did not write (altered) is left out and its seq appended there;
+        without, it raises :class:`AuditLogError`."""
         self._commits.caught_up()
         found: dict[int, TransferRecord] = {}
         for i in range(0, len(seqs), 500):
@@ -650,13 +654,28 @@ class AuditLog(LogSession):
                     .fetchall()
                 )
             for row in rows:
-                rec = to_record(row, self._open_subject)
-                found[rec.seq] = rec
+                rec = self._record(row, damaged)
+                if rec is not None:
+                    found[rec.seq] = rec
         return [found[s] for s in seqs if s in found]
 
-    def iter_records(self, *, chunk: int = 2000) -> Iterator[TransferRecord]:
+    def _record(self, row: Sequence[Any], damaged: list[int] | None) -> TransferRecord | None:
+        """The record of a ``SELECT_RECORDS`` row; None (its seq noted in ``damaged``) when
+        veilpix did not write it and the caller asked to go on."""
+        if damaged is None:
+            return to_record(row, self._open_subject)
+        try:
+            return to_record(row, self._open_subject)
+        except AuditLogError:
+            damaged.append(int(row[0]))
+            return None
+
+    def iter_records(
+        self, *, chunk: int = 2000, damaged: list[int] | None = None
+    ) -> Iterator[TransferRecord]:
         """Every transfer, oldest first, read ``chunk`` at a time (the lock is let go between
-        chunks, and at most a chunk of rows is held): for a register of a million."""
+        chunks, and at most a chunk of rows is held): for a register of a million.
+        ``damaged`` as for :meth:`records_at`."""
         after = 0
         while True:
             self._commits.caught_up()
@@ -673,7 +692,9 @@ class AuditLog(LogSession):
             if not rows:
                 return
             for row in rows:
-                yield to_record(row, self._open_subject)
+                rec = self._record(row, damaged)
+                if rec is not None:
+                    yield rec
             after = rows[-1][0]
 
     def facts(self, after: int = 0, limit: int = 50_000) -> list[tuple[Any, ...]]:
@@ -735,8 +756,9 @@ class AuditLog(LogSession):
             if wanted in sealed_fingerprints(opened[kid], rid, sealed):
                 seqs.append(seq)
         shown = seqs if limit is None else seqs[:limit]
-        found = [r for r in self.records_at(shown) if wanted in fingerprints_of(r)]
-        return found, len(seqs) - len(shown) + len(found)
+        altered: list[int] = []  # (a match all the same: it holds the fingerprint)
+        found = [r for r in self.records_at(shown, damaged=altered) if wanted in fingerprints_of(r)]
+        return found, len(seqs) - len(shown) + len(found) + len(altered)
 
     def entries_of(self, record_id: str) -> list[ChainEntry]:
         """Where a transfer sits in the chain: its entries (begin, finish) with their hashes,

@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from veilpix._errors import VeilpixError
+from veilpix._net import is_loopback
 from veilpix.codec._multipart import parse_multipart
 
 __all__ = [
@@ -53,6 +54,8 @@ LARGE_BODIES = 4  # large bodies read at once
 READ_TIMEOUT = 20.0  # seconds any one read or write may wait
 HEAD_DEADLINE = 10.0  # seconds from the start of a request (or the wait for it) to its head
 BODY_DEADLINE = 120.0  # seconds a whole body may take
+ANSWER_DEADLINE = 30.0  # seconds a client may take to read an answer (a download: a chunk)
+LINGER = 2.0  # seconds a refused body is drained for, so the refusal can be read
 
 
 @dataclass
@@ -86,7 +89,11 @@ class Request:
         query = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         named: dict[str, str] = {}
         for k, v in headers:
-            named.setdefault(k.lower(), v)
+            key = k.lower()
+            if key == "x-forwarded-for" and key in named:  # (a proxy may add its own line)
+                named[key] += f", {v}"
+            else:
+                named.setdefault(key, v)
         return cls(method.upper(), parts.path or "/", query, named, body, client, tls)
 
     @property
@@ -196,10 +203,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     self.request.close()
 
     def handle_one_request(self) -> None:
-        self.server.watch(self.request, HEAD_DEADLINE)  # the wait for it, and its head
+        self.server.watch(self.request, HEAD_DEADLINE, idle=True)  # the wait, and the head
         try:
             super().handle_one_request()
-        except (ssl.SSLError, ConnectionError, TimeoutError, OSError, ValueError):
+        except (ssl.SSLError, ConnectionError, TimeoutError, OSError, ValueError, AttributeError):
+            # (AttributeError: an SSL socket the reaper shut down under the read)
             self.close_connection = True
 
     def _length(self) -> int | None:
@@ -217,6 +225,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return int(text)
 
     def _serve(self) -> None:
+        self.server.watch(self.request, HEAD_DEADLINE)  # (a head came: no longer idle)
         length = self._length()
         if length is None:
             return
@@ -231,15 +240,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if length:
             limit = self.server.body_limit(request)
             if length > limit:
-                self._plain(413, f"the body is over {limit >> 10} KiB")
+                self._plain(
+                    413, f"the body is over {limit >> 10} KiB; sign in again if it is a photo"
+                )
+                self._linger()
                 return
             body = self._read(length)
             if body is None:
                 self.close_connection = True
                 return
             request.body = body
-        self.server.watch(self.request, None)  # answering: only write timeouts now
+        self.server.watch(self.request, None)  # the app at work: no deadline
         response = self.server.app(request)
+        # a whole answer must be taken within its deadline (a reader that takes 8 kB a few
+        # seconds holds no connection for long); a download, each chunk within it
+        self.server.watch(self.request, ANSWER_DEADLINE)
         self._send(response)
         self.server.log_access(self.command, request.path, response.status)
 
@@ -264,6 +279,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_HEAD = _serve
 
+    def _linger(self) -> None:
+        """After refusing an unread body: stop writing and drain what the client still sends
+        for a moment (nowhere, a bounded time), so it reads the refusal instead of a reset."""
+        with contextlib.suppress(OSError, ValueError):
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(0.5)
+            stop = time.monotonic() + LINGER
+            while time.monotonic() < stop and self.connection.recv(1 << 16):
+                pass
+
     def _plain(self, status: int, text: str) -> None:
         self._send(Response(status, text.encode(), "text/plain; charset=utf-8"))
         self.close_connection = True
@@ -286,6 +312,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         for chunk in response.stream:
             if chunk:
+                self.server.watch(self.request, ANSWER_DEADLINE)
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         self.wfile.write(b"0\r\n\r\n")
 
@@ -311,11 +338,13 @@ class Server(http.server.ThreadingHTTPServer):
         app: App,
         *,
         body_limit: Callable[[Request], int] = lambda _r: FORM_BODY,
+        trusted_proxy: bool = False,
         tls: ssl.SSLContext | None = None,
         access_log: Callable[[str], None] | None = None,
     ) -> None:
         self.app = app
         self.body_limit = body_limit
+        self.trusted_proxy = trusted_proxy  # a TLS proxy on loopback: not capped per address
         self.context = tls
         self._access_log = access_log
         self.large = threading.BoundedSemaphore(LARGE_BODIES)
@@ -323,6 +352,7 @@ class Server(http.server.ThreadingHTTPServer):
         self._open = 0
         self._per_client: dict[str, int] = {}
         self._deadlines: dict[socket.socket, float] = {}
+        self._idle: set[Any] = set()  # kept-alive connections waiting for their next request
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, _Handler)
         self._reaper = threading.Thread(target=self._reap, name="console-reaper", daemon=True)
@@ -330,17 +360,23 @@ class Server(http.server.ThreadingHTTPServer):
 
     # -- deadlines ---------------------------------------------------------------------------
 
-    def watch(self, sock: Any, seconds: float | None) -> None:
-        """From now, ``sock`` has ``seconds`` (None: no deadline, only the read timeout)."""
+    def watch(self, sock: Any, seconds: float | None, *, idle: bool = False) -> None:
+        """From now, ``sock`` has ``seconds`` (None: no deadline, only the read timeout);
+        ``idle``: it waits for its next request (the first to go when the server is full)."""
         with self._lock:
             if seconds is None:
                 self._deadlines.pop(sock, None)
             else:
                 self._deadlines[sock] = time.monotonic() + seconds
+            if idle:
+                self._idle.add(sock)
+            else:
+                self._idle.discard(sock)
 
     def unwatch(self, sock: Any) -> None:
         with self._lock:
             self._deadlines.pop(sock, None)
+            self._idle.discard(sock)
 
     def _reap(self) -> None:
         while True:
@@ -351,7 +387,7 @@ class Server(http.server.ThreadingHTTPServer):
                 for s in late:
                     del self._deadlines[s]
             for s in late:
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError, AttributeError, ValueError):
                     s.shutdown(socket.SHUT_RDWR)
 
     # -- connections ---------------------------------------------------------------------------
@@ -359,9 +395,18 @@ class Server(http.server.ThreadingHTTPServer):
     def process_request(self, request: Any, client_address: Any) -> None:
         client = str(client_address[0])
         with self._lock:
-            full = (
-                self._open >= MAX_CONNECTIONS or self._per_client.get(client, 0) >= MAX_PER_CLIENT
-            )
+            capped = not (self.trusted_proxy and is_loopback(client))  # (its clients vary)
+            over = capped and self._per_client.get(client, 0) >= MAX_PER_CLIENT
+            room = self._open < MAX_CONNECTIONS
+            if not over and not room and self._idle:
+                # a connection only waiting for its next request makes room for a new one
+                # (its browser opens another when it needs one)
+                waiting = self._idle.pop()
+                self._deadlines.pop(waiting, None)
+                with contextlib.suppress(OSError, AttributeError, ValueError):
+                    waiting.shutdown(socket.SHUT_RDWR)
+                room = True  # (one over the cap for the moment its thread takes to end)
+            full = over or not room
             if not full:
                 self._open += 1
                 self._per_client[client] = self._per_client.get(client, 0) + 1
@@ -398,6 +443,8 @@ class Server(http.server.ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         exc = sys.exc_info()[1]
+        if isinstance(exc, (ssl.SSLError, ConnectionError, TimeoutError)):
+            return  # (a failed handshake, a client gone: a port scan must not flood the terminal)
         print(f"veilpix console: {type(exc).__name__}: {exc}", file=sys.stderr)
 
     def log_access(self, method: str, path: str, status: int) -> None:

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from veilpix.audit._html import esc, when
-from veilpix.audit._records import TransferRecord, sealed_view
+from veilpix.audit._html import esc, num, when
+from veilpix.audit._records import Summary, TransferRecord, sealed_view
 from veilpix.console._http import Request, Response
 from veilpix.console._layout import button_form, notice
 from veilpix.console._pages import html, stamp
@@ -25,16 +25,22 @@ def build_register(console: Console, progress: Callable[[int, int], None]) -> st
 
     with console.reader() as log:
         total = log.counts()["records"]
+        damaged: list[int] = []
 
         def records() -> Iterator[TransferRecord]:
-            for done, rec in enumerate(log.iter_records(), start=1):
+            for done, rec in enumerate(log.iter_records(damaged=damaged), start=1):
                 if done % 5000 == 0:
                     progress(done, total)
+                try:  # (values of the wrong type: altered, left out and counted)
+                    Summary().add(rec)
+                except (ValueError, TypeError, KeyError, AttributeError):
+                    damaged.append(rec.seq)
+                    continue
                 yield sealed_view(rec)
 
         verify = console.verify_job.result or log.verify()
         generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-        return register_body(
+        body = register_body(
             records(),
             verify,
             log_path=console.log_name,
@@ -43,6 +49,17 @@ def build_register(console: Console, progress: Callable[[int, int], None]) -> st
             register=console.settings.register,
             log_retention=console.settings.log_retention,
         )
+    if damaged:
+        body = (
+            notice(
+                f"{num(len(damaged))} transfer{'s' if len(damaged) != 1 else ''} hold values "
+                "veilpix did not write (the log was altered) and are left out of this register; "
+                "the overview's verification names the entries.",
+                "bad",
+            )
+            + body
+        )
+    return body
 
 
 def register(console: Console, request: Request, session: Session) -> Response:

@@ -114,6 +114,7 @@ def start(
             (host, port),
             console,
             body_limit=console.body_limit,
+            trusted_proxy=console.settings.public_url is not None,
             tls=context,
             access_log=(lambda line: print(line, file=sys.stderr)) if access_log else None,
         )

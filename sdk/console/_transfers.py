@@ -3,11 +3,11 @@ of the index newest first, and the rows every list of transfers shows (also the 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from veilpix._errors import VeilpixError
 from veilpix.audit._html import esc, html_table, missing, nbytes, num, when
 from veilpix.audit._records import TransferRecord
 from veilpix.console._http import Request, Response
@@ -144,17 +144,11 @@ def _faces(rec: TransferRecord) -> str:
 def fetch(console: Console, session: Session, seqs: list[int]) -> list[TransferRecord | int]:
     """The transfers at ``seqs`` as this viewer may see them; the seq alone for one whose
     entry veilpix cannot read (altered: verification names it)."""
-    try:
-        return [view(console, session, r) for r in console.log.records_at(seqs)]
-    except VeilpixError:
-        pass
-    out: list[TransferRecord | int] = []
-    for seq in seqs:
-        try:
-            out += [view(console, session, r) for r in console.log.records_at([seq])]
-        except VeilpixError:
-            out.append(seq)
-    return out
+    damaged: list[int] = []
+    found = {
+        r.seq: view(console, session, r) for r in console.log.records_at(seqs, damaged=damaged)
+    }
+    return [found.get(seq, seq) for seq in seqs if seq in found or seq in damaged]
 
 
 def _damaged_row(what: TransferRecord | int) -> list[str]:
@@ -175,7 +169,11 @@ def record_rows(records: Sequence[TransferRecord | int]) -> list[list[str]]:
             continue
         try:
             rows.append(_record_row(rec))
-        except (ValueError, TypeError, KeyError, AttributeError):
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            # (values of the wrong type in a row veilpix wrote would be a bug: say which)
+            print(
+                f"veilpix console: transfer {rec.id}: {type(exc).__name__}: {exc}", file=sys.stderr
+            )
             rows.append(_damaged_row(rec))
     return rows
 

@@ -307,6 +307,9 @@ def test_behind_a_tls_proxy(logged: Path) -> None:
     assert r.status == 303 and "Secure" in cookie
     jar = [("Cookie", cookie.split(";")[0])]
     assert app.client(Request.of("GET", "/", headers)) == "203.0.113.9"
+    # a client's own X-Forwarded-For line comes first; the proxy's line, last, is believed
+    two = [*headers[:1], ("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "203.0.113.7")]
+    assert app.client(Request.of("GET", "/", two)) == "203.0.113.7"
     assert app.client(Request.of("GET", "/", headers, client="192.0.2.1")) == "192.0.2.1"
     page = app(Request.of("GET", "/actions", headers + jar)).body.decode()
     csrf = page.split('name="csrf" value="', 1)[1].split('"', 1)[0]
@@ -345,6 +348,13 @@ def test_console_config(tmp_path: Path) -> None:
     cfg = load_config(path).console
     assert cfg.port == 9000 and cfg.allow_remote and cfg.users == {"dpo": stored}
     assert cfg.public_url == "https://console.example.com"
+    for written, kept in (
+        ("https://console.example.com:443", "https://console.example.com"),
+        ("http://console.example.com:80/", "http://console.example.com"),
+        ("https://console.example.com:8443", "https://console.example.com:8443"),
+    ):
+        path.write_text(f'[console]\npublic_url = "{written}"\n')
+        assert load_config(path).console.public_url == kept
     assert cfg.show_subjects == frozenset({"dpo"})
     for bad, message in (
         ("[console]\nport = 70000\n", "0 to 65535"),

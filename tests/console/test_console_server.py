@@ -127,6 +127,40 @@ def test_a_big_body_is_refused_before_it_is_read(served) -> None:  # type: ignor
         sock.close()
 
 
+def test_a_refused_photo_gets_a_readable_answer(served) -> None:  # type: ignore[no-untyped-def]
+    """Signed out (a restarted console, an expired session), a photo's body is refused
+    unread, and the browser still reads the refusal rather than a reset connection."""
+    running, _ = served
+    conn = http.client.HTTPConnection("127.0.0.1", running.server.port, timeout=10)
+    body = b"\xff\xd8" + b"x" * (4 << 20)
+    conn.request(
+        "POST",
+        "/lookup",
+        body,
+        {"Host": f"127.0.0.1:{running.server.port}", "Content-Type": "application/octet-stream"},
+    )
+    r = conn.getresponse()
+    assert r.status == 413 and b"sign in again" in r.read()
+
+
+def test_when_full_a_waiting_connection_makes_room(served, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    running, _ = served
+    monkeypatch.setattr(console_http, "MAX_CONNECTIONS", 3)
+    host = f"127.0.0.1:{running.server.port}"
+    waiting = []
+    for source in ("127.0.0.3", "127.0.0.4", "127.0.0.5"):
+        sock = _connect(running, source=source)
+        sock.sendall(f"GET /login HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        assert b"200 OK" in _answer(sock)  # answered; kept alive, waiting for more
+        waiting.append(sock)
+    time.sleep(0.3)  # (each handler is back waiting for its next request)
+    newcomer = _connect(running, source="127.0.0.6")
+    newcomer.sendall(f"GET /login HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+    assert b"200 OK" in _answer(newcomer)
+    for s in [*waiting, newcomer]:
+        s.close()
+
+
 def test_a_signed_in_viewer_may_send_a_photo(served) -> None:  # type: ignore[no-untyped-def]
     running, _ = served
     link = running.login_url().split(running.url, 1)[1]
