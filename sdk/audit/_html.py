@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CSS",
     "OUTCOMES",
+    "ROUTES",
     "axis_step",
     "bullets",
     "chips",
@@ -34,6 +35,7 @@ __all__ = [
     "nbytes",
     "num",
     "per_line",
+    "route",
     "share_bar",
     "when",
 ]
@@ -72,6 +74,22 @@ def when(stamp: str | None) -> str:
     if not stamp:
         return '<span class="missing">—</span>'
     return f'<span class="when" title="{esc(stamp)}">{esc(stamp[:10])} {esc(stamp[11:16])}</span>'
+
+
+# How each route into veilpix (``who.door`` in the log) is named on a page.
+ROUTES = {
+    "sdk": "SDK",
+    "transport": "SDK (HTTP transport)",
+    "gateway": "gateway",
+    "intercept": "intercept proxy",
+}
+
+
+def route(door: object) -> str:
+    """The route a call came in by, in plain words, as HTML."""
+    if not door:
+        return missing()
+    return esc(ROUTES.get(str(door), str(door)))
 
 
 def missing(text: str = "not recorded", *, warn: bool = False) -> str:

@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from veilpix.image._report import SanitizedImage
 
 __all__ = [
+    "IMAGE_CATEGORY",
     "REDACTED",
+    "UNCHECKED_CATEGORY",
     "OutboundImage",
     "Transfer",
     "begin_body",
@@ -346,17 +348,21 @@ def image_facts(image: OutboundImage) -> ImageEntry:
     return out
 
 
+# The categories a call with images gets: any image, and an image sent without a face check.
+IMAGE_CATEGORY, UNCHECKED_CATEGORY = "image", "image (faces not checked)"
+
+
 def data_categories(transfer: Transfer, facts: Sequence[ImageEntry]) -> list[str]:
     """Categories of personal data in the call, derived from what was found plus the door's."""
     cats = set(transfer.data_categories)
     if facts:
-        cats.add("image")
+        cats.add(IMAGE_CATEGORY)
     if any(f.get("faces_unblurred") for f in facts):
         cats.add("face image (unblurred)")
     if any(f.get("faces_blurred") for f in facts):
         cats.add("face image (blurred)")
     if any(f.get("faces_checked") is False for f in facts if "error" not in f):
-        cats.add("image (faces not checked)")
+        cats.add(UNCHECKED_CATEGORY)
     if transfer.prompt and "system instructions" not in cats:
         cats.add("prompt text")  # (a door that found both lists both itself)
     return sorted(cats)

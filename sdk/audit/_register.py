@@ -51,9 +51,11 @@ from veilpix.audit._html import (
     nbytes,
     num,
     per_line,
+    route,
     share_bar,
     when,
 )
+from veilpix.audit._record import IMAGE_CATEGORY, UNCHECKED_CATEGORY
 from veilpix.audit._records import StatsRow, Summary, TransferRecord
 from veilpix.audit._verify import VerifyResult
 
@@ -63,16 +65,9 @@ __all__ = ["EEA", "register_body", "render_report", "wrap_page"]
 # the EU's own code for Greece (ISO: "GR"); logs may carry either.
 EEA = POLICY_EEA | {"EL"}
 _PENDING_SHOWN = 500  # the register lists at most this many open records
-# How each route into veilpix (``who.door`` in the log) is named on the page.
-_ROUTES = {
-    "sdk": "SDK",
-    "transport": "SDK (HTTP transport)",
-    "gateway": "gateway",
-    "intercept": "intercept proxy",
-}
 # The category the log adds for a call with an image sent without a face check; the register
 # folds it into "images" with the number of images not checked.
-_IMAGE, _UNCHECKED, _IMAGES = "image", "image (faces not checked)", "images"
+_IMAGE, _UNCHECKED, _IMAGES = IMAGE_CATEGORY, UNCHECKED_CATEGORY, "images"
 _UNSET = "not set in veilpix.toml [register]"
 # The counters of a StatsRow (everything but its vendor, country and month).
 _SUMMED = tuple(f.name for f in fields(StatsRow) if f.name not in ("vendor", "country", "month"))
@@ -557,13 +552,6 @@ def _categories(counts: Mapping[str, int], unchecked: int) -> str:
     return chips(merged, notes) or missing("none")
 
 
-def _route(door: object) -> str:
-    """The route a call came in by, in plain words (``who.door`` in the log)."""
-    if not door:
-        return missing()
-    return esc(_ROUTES.get(str(door), str(door)))
-
-
 def _pending(reg: _Register) -> str:
     if not reg.pending:
         return '<p class="okay">None: every recorded call has a known outcome.</p>'
@@ -575,7 +563,7 @@ def _pending(reg: _Register) -> str:
             esc(_vendor(rec)),
             esc(rec.where.get("host") or "") or missing(),
             esc(rec.who.get("app") or "") or missing(),
-            _route(rec.who.get("door")),
+            route(rec.who.get("door")),
         ]
         for rec in shown
     ]

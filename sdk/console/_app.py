@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING
 from veilpix import __version__
 from veilpix._errors import ConfigError, VeilpixError
 from veilpix._net import is_loopback
-from veilpix._policy import EEA
 from veilpix.audit._entry import login_name
+from veilpix.audit._register import EEA
 from veilpix.console import _static
 from veilpix.console._auth import Session, Sessions, check_password
 from veilpix.console._http import FORM_BODY, MAX_BODY, Request, Response
@@ -107,7 +107,7 @@ class Console:
         self.log = log
         self.settings = settings
         self.sessions = Sessions()
-        self.index = Index(log, EEA | {"EL"})
+        self.index = Index(log, EEA)  # (the register's: ISO codes and the EU's "EL")
         self.index_job: Job[None] = Job("index", self.index.build)
         self.verify_job: Job[VerifyResult] = Job("verify", self._verify)
         self.register_job: Job[str] = Job(

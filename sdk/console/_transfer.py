@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from veilpix._errors import AuditLogError, VeilpixError
-from veilpix.audit._html import esc, html_table, missing, nbytes, num, when
+from veilpix.audit._html import esc, html_table, missing, nbytes, num, route, when
+from veilpix.audit._record import IMAGE_CATEGORY, UNCHECKED_CATEGORY
 from veilpix.audit._records import TransferRecord
 from veilpix.console._http import Request, Response
 from veilpix.console._layout import notice, url
@@ -70,7 +71,7 @@ def _transfer_page(console: Console, session: Session, rec: TransferRecord) -> R
                 ("App", _text(who.get("app"))),
                 ("Actor", _text(who.get("actor"))),
                 ("Client", _text(who.get("client"))),
-                ("Route", _text(_route(who.get("door")))),
+                ("Route", route(who.get("door"))),
             ]
         )
         + "</section>",
@@ -160,19 +161,10 @@ def _transfer_page(console: Console, session: Session, rec: TransferRecord) -> R
     return html(console, session, f"Transfer {rec.id[:8]}", "".join(parts), "/transfers")
 
 
-def _route(door: Any) -> str:
-    return {
-        "sdk": "SDK (in the app)",
-        "transport": "SDK (HTTP transport)",
-        "gateway": "gateway",
-        "intercept": "intercept proxy",
-    }.get(str(door), str(door or ""))
-
-
 def _categories(values: list[Any]) -> list[str]:
     names = [str(v) for v in values]
-    if "image (faces not checked)" in names:
-        names = [n for n in names if n not in ("image", "image (faces not checked)")]
+    if UNCHECKED_CATEGORY in names:  # (as the register shows them: one category)
+        names = [n for n in names if n not in (IMAGE_CATEGORY, UNCHECKED_CATEGORY)]
         names.insert(0, "images (faces not checked)")
     return names
 
