@@ -45,6 +45,7 @@ from urllib.parse import urlsplit
 
 from veilpix._config_doors import check_keys
 from veilpix._errors import ConfigError
+from veilpix._passwords import parse_hash
 
 __all__ = [
     "DEFAULT_RETENTION_KEYS",
@@ -206,8 +207,6 @@ class ConsoleConfig:
 
 def console_table(table: Mapping[str, Any]) -> ConsoleConfig:
     """``[console]`` as a :class:`ConsoleConfig`, checked (password hashes too)."""
-    from veilpix.console._auth import parse_hash  # noqa: PLC0415 - only with [console.users]
-
     check_keys(
         "console",
         table,

@@ -18,12 +18,12 @@ from types import FrameType
 
 from veilpix._config import load_config
 from veilpix._errors import ConfigError
+from veilpix._passwords import hash_password
 from veilpix.audit._log import AuditLog
 from veilpix.cli._audit_review import dump, open_log
 from veilpix.cli._exit import EXIT_OK
 from veilpix.cli._term import Term, json_text, styled
 from veilpix.console._app import Console, Settings
-from veilpix.console._auth import hash_password
 from veilpix.console._serve import check_address, start
 
 __all__ = ["serve"]

@@ -30,10 +30,11 @@ from typing import TYPE_CHECKING
 from veilpix import __version__
 from veilpix._errors import ConfigError, VeilpixError
 from veilpix._net import is_loopback
+from veilpix._passwords import check_password
 from veilpix.audit._entry import login_name
 from veilpix.audit._register import EEA
 from veilpix.console import _static
-from veilpix.console._auth import Session, Sessions, check_password
+from veilpix.console._auth import Session, Sessions
 from veilpix.console._http import FORM_BODY, MAX_BODY, Request, Response
 from veilpix.console._index import Index
 from veilpix.console._jobs import Job

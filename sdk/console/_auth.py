@@ -11,13 +11,12 @@
   send back (:meth:`Session.check_csrf`), and a confirmation key that binds a confirmed
   action to exactly what the confirmation page showed.
 - **Passwords** (remote access, ``[console.users]``): scrypt hashes made by
-  ``veilpix audit serve --hash-password`` (:func:`hash_password`); failed logins slow down
-  per client address.
+  ``veilpix audit serve --hash-password`` (:mod:`veilpix._passwords`, which the config
+  checks them with too); failed logins slow down per client address.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import secrets
@@ -25,22 +24,17 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from veilpix._errors import ConfigError
-
 __all__ = [
     "IDLE",
     "LINK_TTL",
     "MAX_AGE",
     "Session",
     "Sessions",
-    "check_password",
-    "hash_password",
 ]
 
 LINK_TTL = 15 * 60  # seconds an unused login link stays valid
 IDLE = 2 * 3600  # a session ends after this long without a request ...
 MAX_AGE = 12 * 3600  # ... and after this long in all
-_SCRYPT = {"n": 1 << 15, "r": 8, "p": 1}
 _FAILS_FREE = 5  # failed logins from one address before each further try waits
 _MAX_SESSIONS = 1000
 
@@ -173,53 +167,3 @@ class Sessions:
     def succeeded(self, client: str) -> None:
         with self._lock:
             self._fails.pop(client, None)
-
-
-# -- passwords ---------------------------------------------------------------------------------
-
-
-def hash_password(password: str) -> str:
-    """``scrypt$N$r$p$salt$hash`` (base64) for ``[console.users]``."""
-    if len(password) < 12:
-        raise ConfigError(
-            "a console password needs at least 12 characters",
-            hint="a passphrase of several words is easy to type and hard to guess",
-        )
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, maxmem=128 << 20, **_SCRYPT)
-    b64 = base64.b64encode
-    return (
-        f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}$"
-        f"{b64(salt).decode()}${b64(digest).decode()}"
-    )
-
-
-def parse_hash(text: str, where: str) -> tuple[int, int, int, bytes, bytes]:
-    """The parts of a stored hash; ConfigError naming ``where`` when it is not one."""
-    parts = text.split("$")
-    try:
-        if len(parts) != 6 or parts[0] != "scrypt":
-            raise ValueError(text)
-        n, r, p = int(parts[1]), int(parts[2]), int(parts[3])
-        salt, digest = base64.b64decode(parts[4], validate=True), base64.b64decode(parts[5])
-        if not (1 < n <= 1 << 20 and n & (n - 1) == 0 and 0 < r <= 32 and 0 < p <= 16):
-            raise ValueError(text)
-        if len(salt) < 8 or len(digest) != 64:
-            raise ValueError(text)
-    except ValueError:
-        raise ConfigError(
-            f"{where} is not a password hash made by veilpix",
-            hint="make one with: veilpix audit serve --hash-password",
-        ) from None
-    return n, r, p, salt, digest
-
-
-def check_password(password: str, stored: str) -> bool:
-    n, r, p, salt, digest = parse_hash(stored, "the stored hash")
-    try:
-        got = hashlib.scrypt(
-            password.encode("utf-8", "surrogatepass"), salt=salt, n=n, r=r, p=p, maxmem=256 << 20
-        )
-    except ValueError:
-        return False
-    return hmac.compare_digest(got, digest)

@@ -86,7 +86,7 @@ def test_the_example_in_the_repository_is_the_starter() -> None:
 def test_check_shows_the_register_and_the_console(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from veilpix.console._auth import hash_password
+    from veilpix._passwords import hash_password
 
     stored = hash_password("correct horse battery staple")
     cfg = tmp_path / "veilpix.toml"

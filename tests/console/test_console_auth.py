@@ -10,8 +10,9 @@ import pytest
 
 from consolekit import HOST, Client, console, fill_log, text
 from veilpix._errors import ConfigError
+from veilpix._passwords import check_password, hash_password, parse_hash
 from veilpix.console._app import SECURITY_HEADERS
-from veilpix.console._auth import IDLE, LINK_TTL, check_password, hash_password, parse_hash
+from veilpix.console._auth import IDLE, LINK_TTL
 from veilpix.console._serve import check_address
 
 

@@ -126,7 +126,7 @@ def test_serve_help_and_hash_password() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     hashed = proc.stdout.strip().strip('"')
-    from veilpix.console._auth import check_password
+    from veilpix._passwords import check_password
 
     assert check_password("correct horse battery staple", hashed)
     short = subprocess.run(
@@ -142,7 +142,7 @@ def test_serve_help_and_hash_password() -> None:
 
 
 def test_remote_with_users_warns_without_tls(logged: Path, tmp_path: Path) -> None:
-    from veilpix.console._auth import hash_password
+    from veilpix._passwords import hash_password
 
     config = tmp_path / "veilpix.toml"
     config.write_text(
