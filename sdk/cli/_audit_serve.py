@@ -22,7 +22,7 @@ from veilpix._passwords import hash_password
 from veilpix.audit._log import AuditLog
 from veilpix.cli._audit_review import dump, open_log
 from veilpix.cli._exit import EXIT_OK
-from veilpix.cli._term import Term, json_text, styled
+from veilpix.cli._term import Term, json_text, styled, visible
 from veilpix.console._app import Console, Settings
 from veilpix.console._serve import check_address, start
 
@@ -45,6 +45,16 @@ def _hash(args: argparse.Namespace) -> int:
             'put it under [console.users] in veilpix.toml, e.g.  alice = "scrypt$..."'
         )
     return EXIT_OK
+
+
+def access_text(method: str, path: str, status: int) -> str:
+    """One request as an access line: time, method, path (the server never passes the query:
+    a login link holds a token), status; control characters shown escaped."""
+    return f"{time.strftime('%H:%M:%S')} {visible(method)} {visible(path)} {status}"
+
+
+def access_line(method: str, path: str, status: int) -> None:
+    print(access_text(method, path, status), file=sys.stderr)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -86,7 +96,7 @@ def serve(args: argparse.Namespace) -> int:
         port=port,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
-        access_log=args.access_log,
+        access_log=access_line if args.access_log else None,
     )
     err = Term(sys.stderr)
     if warning:

@@ -15,8 +15,8 @@ socket needs:
   made of digits on every body (no chunked uploads), large bodies read a few at a time, into
   memory only: nothing goes to disk;
 - TLS when given a certificate, wrapped and shaken hands in the connection's own thread;
-- access lines on stderr that leave the query string out (a login link holds a token) and
-  show control characters escaped.
+- access lines without the query string (a login link holds a token), for whoever shows
+  them (``veilpix audit serve --access-log``: stderr, control characters escaped).
 """
 
 from __future__ import annotations
@@ -162,14 +162,6 @@ class Response:
 
 
 App = Callable[[Request], Response]
-
-
-def printable(text: str) -> str:
-    """``text`` with control and other invisible characters escaped (for a log line)."""
-    return "".join(
-        c if c.isprintable() and c not in "\\" else c.encode("unicode_escape").decode()
-        for c in text
-    )
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -340,7 +332,7 @@ class Server(http.server.ThreadingHTTPServer):
         body_limit: Callable[[Request], int] = lambda _r: FORM_BODY,
         trusted_proxy: bool = False,
         tls: ssl.SSLContext | None = None,
-        access_log: Callable[[str], None] | None = None,
+        access_log: Callable[[str, str, int], None] | None = None,
     ) -> None:
         self.app = app
         self.body_limit = body_limit
@@ -448,9 +440,10 @@ class Server(http.server.ThreadingHTTPServer):
         print(f"veilpix console: {type(exc).__name__}: {exc}", file=sys.stderr)
 
     def log_access(self, method: str, path: str, status: int) -> None:
+        """Hand (method, path without its query, status) to ``access_log``, which shows it
+        (the CLI writes a line, control characters escaped)."""
         if self._access_log is not None:
-            stamp = time.strftime("%H:%M:%S")
-            self._access_log(f"{stamp} {printable(method)} {printable(path)} {status}")
+            self._access_log(method, path, status)
 
     @property
     def port(self) -> int:

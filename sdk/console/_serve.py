@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 import ssl
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
@@ -102,11 +103,10 @@ def start(
     port: int = 0,
     tls_cert: str | None = None,
     tls_key: str | None = None,
-    access_log: bool = False,
+    access_log: Callable[[str, str, int], None] | None = None,
 ) -> Running:
     """Serve ``console`` on ``host``:``port`` (0: any free port) in a thread of its own,
     after the address rules (:func:`check_address` is the caller's, with its warning)."""
-    import sys  # noqa: PLC0415
 
     context = _tls(tls_cert, tls_key)
     try:
@@ -116,7 +116,7 @@ def start(
             body_limit=console.body_limit,
             trusted_proxy=console.settings.public_url is not None,
             tls=context,
-            access_log=(lambda line: print(line, file=sys.stderr)) if access_log else None,
+            access_log=access_log,
         )
     except OSError as exc:
         raise ConfigError(

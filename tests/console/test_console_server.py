@@ -17,6 +17,7 @@ import pytest
 import veilpix.console._http as console_http
 from consolekit import console, fill_log
 from pki import VendorPKI
+from veilpix.cli._audit_serve import access_text
 from veilpix.console._serve import Running, start
 
 
@@ -32,7 +33,8 @@ def served(logged: Path) -> Iterator[tuple[Running, list[str]]]:
     lines: list[str] = []
     app = console(logged, hosts=frozenset())
     running = start(app, port=0)
-    running.server._access_log = lines.append
+    # the lines as veilpix audit serve --access-log writes them
+    running.server._access_log = lambda m, p, s: lines.append(access_text(m, p, s))
     try:
         yield running, lines
     finally:
