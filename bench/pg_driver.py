@@ -29,7 +29,6 @@ import os
 import secrets
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from _common import ROOT, revision
@@ -84,10 +83,9 @@ def run_psycopg_copy(url: str, writer: int, batch: int, seconds: float) -> tuple
         end = t0 + seconds
         seq = 1
         while time.perf_counter() < end:
-            with conn.transaction(), conn.cursor() as cur:
-                with cur.copy(COPY_PG) as copy:
-                    for row in rows(writer, seq, batch):
-                        copy.write_row(row)
+            with conn.transaction(), conn.cursor() as cur, cur.copy(COPY_PG) as copy:
+                for row in rows(writer, seq, batch):
+                    copy.write_row(row)
             seq += batch
             done += batch
         return done, time.perf_counter() - t0
@@ -147,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     reason = pgkit.skip_reason()
     try:
-        import asyncpg  # noqa: F401, PLC0415 - the peer, installed for this script only
+        import asyncpg  # noqa: F401 - the peer, installed for this script only
     except ImportError:
         reason = reason or "asyncpg, the peer, is not installed: pip install asyncpg"
     if reason:

@@ -43,7 +43,7 @@ def skip_reason() -> str | None:
     if shutil.which("psql") is None and not (server_bin() / "psql").exists():  # type: ignore[operator]
         return "psql is not installed (Debian: postgresql-client)"
     try:
-        import psycopg  # noqa: F401, PLC0415 - only the PostgreSQL tests need the driver
+        import psycopg  # noqa: F401 - only the PostgreSQL tests need the driver
     except ImportError:
         return "psycopg is not installed (pip install 'veilpix[postgres]')"
     if os.geteuid() == 0 and _user() is None:
@@ -53,7 +53,7 @@ def skip_reason() -> str | None:
 
 def _user() -> str | None:
     """As root: the unprivileged user the server runs as (initdb refuses root)."""
-    import pwd  # noqa: PLC0415 - POSIX only
+    import pwd
 
     for name in ("postgres", "nobody"):
         try:
@@ -94,7 +94,7 @@ class Cluster:
         kwargs: dict[str, object] = {}
         if self.user is not None:
             kwargs = {"user": self.user, "group": self.user if self.user != "nobody" else "nogroup"}
-        return subprocess.run(  # noqa: PLW1510 - check is passed on
+        return subprocess.run(
             list(args),
             check=check,
             capture_output=True,
@@ -154,7 +154,13 @@ class Cluster:
         """Stop the server (``immediate``: as if it crashed)."""
         if self.running:
             self._run(
-                str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop",
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-m",
+                mode,
+                "-w",
+                "stop",
                 check=False,
             )
             self.running = False
@@ -178,7 +184,7 @@ class Cluster:
 
     def sql(self, statement: str, db: str = "postgres") -> list[tuple[object, ...]]:
         """Run ``statement`` through the driver as the superuser; its rows."""
-        import psycopg  # noqa: PLC0415 - only the PostgreSQL tests need the driver
+        import psycopg
 
         with psycopg.connect(self.url(db), autocommit=True) as conn:
             cur = conn.execute(statement)  # type: ignore[arg-type]

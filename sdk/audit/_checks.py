@@ -27,6 +27,7 @@ __all__ = [
     "Problem",
     "ProblemKind",
     "Start",
+    "Walker",
     "authenticate",
     "blob",
     "chain_start",
@@ -44,6 +45,8 @@ SELECT_ENTRIES = "SELECT seq, kind, record, ts, subject, body, prev, hash, mac F
 ProblemKind = Literal[
     "key-mismatch",
     "key-file",
+    "writer-forged",
+    "writer-removed",
     "gap",
     "broken-link",
     "modified",
@@ -64,20 +67,36 @@ RANK = {k: i for i, k in enumerate(get_args(ProblemKind))}
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with the log. ``seq`` is the entry (or checkpoint id) concerned."""
+    """One thing wrong with the log. ``seq`` is the entry (or checkpoint id) concerned; in a
+    fleet log, ``writer`` is the writer whose chain holds it (None: the fleet as a whole)."""
 
     kind: ProblemKind
     seq: int | None
     message: str
+    writer: int | None = None
 
 
 def walk(
     rows: Iterable[tuple[Any, ...]], seq: int, prev: bytes
 ) -> Iterator[tuple[tuple[Any, ...], Problem | None]]:
     """Check each entry against its predecessor; yield (row, first problem with it)."""
-    last_ts = ""
+    walker = Walker(seq, prev)
     for row in rows:
+        yield row, walker.step(row)
+
+
+class Walker:
+    """:func:`walk` one entry at a time (a fleet's verify feeds each writer's its rows)."""
+
+    __slots__ = ("last_ts", "prev", "seq")
+
+    def __init__(self, seq: int, prev: bytes) -> None:
+        self.seq, self.prev, self.last_ts = seq, prev, ""
+
+    def step(self, row: tuple[Any, ...]) -> Problem | None:
+        """The first problem with the entry in ``row`` (``SELECT_ENTRIES``'s columns)."""
         s, kind, record, ts, subject, body, row_prev, row_hash = row[:8]
+        seq, prev = self.seq, self.prev
         problem = None
         if s != seq:
             what = f"entry {seq} is" if s == seq + 1 else f"entries {seq}..{s - 1} are"
@@ -93,10 +112,10 @@ def walk(
             problem = Problem("modified", s, f"entry {s} ({kind}) was altered after it was written")
         elif kind not in KINDS:
             problem = Problem("modified", s, f"entry {s} has an unknown kind {kind!r}")
-        elif ts < last_ts:
+        elif ts < self.last_ts:
             problem = Problem("out-of-order", s, f"entry {s} is dated before entry {s - 1}")
-        yield row, problem
-        seq, prev, last_ts = s + 1, blob(row_hash), max(ts, last_ts)
+        self.seq, self.prev, self.last_ts = s + 1, blob(row_hash), max(ts, self.last_ts)
+        return problem
 
 
 class Start(NamedTuple):

@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Self, cast
 
 from veilpix._config import Config, default_log_path, load_config, parse_age
 from veilpix._errors import AuditLogError, ConfigError
@@ -200,7 +200,20 @@ class AuditLog(LogSession):
 
     Every write error becomes :class:`~veilpix.AuditLogError`; a door that gets one does not
     send. Thread-safe; several processes may write the same file.
+
+    ``path`` may also be a PostgreSQL URL (``postgresql://user@host/db``): the log is then a
+    fleet's, on that database (:class:`veilpix.audit.fleet.FleetLog`, same API).
     """
+
+    def __new__(
+        cls, path: str | os.PathLike[str] | None = None, *args: Any, **kwargs: Any
+    ) -> Self:
+        if cls is AuditLog:
+            from veilpix.audit.fleet import FleetLog, is_url  # noqa: PLC0415 - no cycle
+
+            if is_url(path if path is not None else os.environ.get("VEILPIX_LOG")):
+                return cast("Self", object.__new__(FleetLog))
+        return object.__new__(cls)
 
     @classmethod
     def from_config(

@@ -314,6 +314,7 @@ class ChainEntry:
     prev: bytes
     checkpoint: int | None
     checkpoint_ts: str | None
+    writer: int | None = None  # a fleet log's: whose chain it is in
 
 
 SELECT_CHAIN_ENTRIES = (

@@ -86,6 +86,8 @@ class VerifyResult:
     mac_since: int | None = None
     restarts: tuple[dict[str, Any], ...] = ()  # signed restart statements in this log
     problems: tuple[Problem, ...] = field(default_factory=tuple)
+    # a fleet log (PostgreSQL): one report per writer (see veilpix.audit.fleet), else empty
+    writers: tuple[dict[str, Any], ...] = ()
 
     @property
     def ok(self) -> bool:

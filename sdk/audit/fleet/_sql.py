@@ -1,0 +1,104 @@
+"""What the fleet log's readers ask PostgreSQL: the same questions as the file log's
+(:mod:`veilpix.audit._records`), with the same row shapes, so records, the register, exports
+and the console read either. ``pos`` (the entries' identity) is the position readers see
+as a record's ``seq``; a writer's own ``seq`` numbers its chain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from veilpix.audit._records import FACT_PATHS
+
+__all__ = [
+    "COUNTS",
+    "SELECT_CHAIN_ENTRIES",
+    "SELECT_FACTS",
+    "SELECT_IMAGE_CANDIDATES",
+    "SELECT_RECORDS",
+    "record_filters",
+]
+
+SELECT_RECORDS = (
+    "SELECT b.pos, b.record, b.ts, b.subject, b.body, f.ts, f.body FROM veilpix.entries b"
+    " LEFT JOIN veilpix.entries f ON f.record = b.record AND f.kind = 'finish'"
+)
+
+COUNTS = {
+    "entries": "SELECT count(*) FROM veilpix.entries",
+    "records": "SELECT count(*) FROM veilpix.entries WHERE kind = 'begin'",
+    "pending": "SELECT count(*) FROM veilpix.entries b WHERE b.kind = 'begin' AND NOT EXISTS"
+    " (SELECT 1 FROM veilpix.entries f WHERE f.record = b.record AND f.kind = 'finish')",
+    "checkpoints": "SELECT count(*) FROM veilpix.checkpoints",
+    "subjects": "SELECT count(*) FROM veilpix.subject_keys",
+    "erasures": "SELECT count(*) FROM veilpix.entries WHERE kind = 'erase'",
+    "prunes": "SELECT count(*) FROM veilpix.entries WHERE kind = 'prune'",
+    "writers": "SELECT count(*) FROM veilpix.writers",
+}
+
+SELECT_IMAGE_CANDIDATES = (
+    "SELECT pos, record, subject, strpos(body, %s) > 0,"
+    " CASE WHEN subject IS NOT NULL THEN body::jsonb ->> 'sealed' END"
+    " FROM veilpix.entries WHERE kind = 'begin' AND (strpos(body, %s) > 0 OR subject IS NOT NULL)"
+    " ORDER BY pos DESC"
+)
+
+
+def _path(path: str) -> str:
+    """``$.what.images[0].faces_blurred`` as a PostgreSQL path: ``'{what,images,0,faces_blurred}'``."""
+    parts = path.removeprefix("$.").replace("[", ".").replace("]", "").split(".")
+    return "'{" + ",".join(parts) + "}'"
+
+
+# (pos, kind, record, ts, has a subject, facts as a JSON array text in FACT_PATHS order, every
+# image's [blurred, unblurred, checked] when a begin has several, else NULL): the file log's
+# SELECT_FACTS, from jsonb (built from constant paths: no input reaches it)
+SELECT_FACTS = (
+    "SELECT pos, kind, record, ts, subject IS NOT NULL, jsonb_build_array("  # noqa: S608
+    + ", ".join(f"d #> {_path(p)}" for p in FACT_PATHS)
+    + ")::text, CASE WHEN kind = 'begin' AND jsonb_typeof(d #> '{what,image_count}') = 'number'"
+    " AND (d #>> '{what,image_count}')::numeric > 1 THEN (SELECT jsonb_agg(jsonb_build_array("
+    "i -> 'faces_blurred', i -> 'faces_unblurred', i -> 'faces_checked'))"
+    " FROM jsonb_array_elements(CASE WHEN jsonb_typeof(d #> '{what,images}') = 'array'"
+    " THEN d #> '{what,images}' ELSE '[]'::jsonb END) i)::text END"
+    " FROM (SELECT pos, kind, record, ts, subject, body::jsonb AS d FROM veilpix.entries"
+    " WHERE pos > %s ORDER BY pos LIMIT %s) e"
+)
+
+SELECT_CHAIN_ENTRIES = (
+    "SELECT e.seq, e.kind, e.ts, e.hash, e.prev, c.id, c.ts, e.writer FROM veilpix.entries e"
+    " LEFT JOIN LATERAL (SELECT id, ts FROM veilpix.checkpoints c WHERE c.writer = e.writer"
+    " AND c.seq >= e.seq ORDER BY c.seq LIMIT 1) c ON true WHERE e.record = %s ORDER BY e.pos"
+)
+
+
+def record_filters(
+    *,
+    since: str | None,
+    until: str | None,
+    vendor: str | None,
+    host: str | None,
+    country: str | None,
+    outcome: str | None,
+    app: str | None,
+) -> tuple[list[str], list[Any]]:
+    """The file log's :func:`~veilpix.audit._records.record_filters` for PostgreSQL."""
+    sql: list[str] = []
+    args: list[Any] = []
+    for value, clause in (
+        (since, "b.ts >= %s"),
+        (until, "b.ts < %s"),
+        (vendor, "lower(b.body::jsonb #>> '{where,vendor}') = lower(%s)"),
+        (host, "b.body::jsonb #>> '{where,host}' = lower(%s)"),
+        (country, "b.body::jsonb #>> '{where,country}' = upper(%s)"),
+        (app, "b.body::jsonb #>> '{who,app}' = %s"),
+    ):
+        if value is not None:
+            sql.append(f"AND {clause}")
+            args.append(value)
+    if outcome is not None:
+        if outcome == "unknown":
+            sql.append("AND f.pos IS NULL")
+        else:
+            sql.append("AND f.body::jsonb ->> 'outcome' = %s")
+            args.append(outcome)
+    return sql, args

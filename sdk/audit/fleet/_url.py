@@ -1,0 +1,120 @@
+"""Where a fleet log lives: a PostgreSQL URL, told apart from a file path, shown without its
+password, and the errors of its driver turned into veilpix's own without any credential.
+
+A log location is a URL when it starts with ``postgresql://`` or ``postgres://`` (libpq's
+two spellings); anything else is a path to an SQLite file. The password may sit in the URL
+or come from libpq's own sources (``PGPASSWORD``, ``~/.pgpass``, a service file): veilpix
+never prints, logs or records it, and every error names the database as :func:`redact`
+shows it (user, host, port and database only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from platformdirs import user_data_path
+
+from veilpix._errors import AuditLogError, ConfigError
+
+__all__ = [
+    "SCHEMES",
+    "default_key_path",
+    "describe",
+    "is_url",
+    "redact",
+    "redact_text",
+    "scrub",
+]
+
+SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_url(location: object) -> bool:
+    """Whether a log location (``--log``, ``[log] url``, ``$VEILPIX_LOG``) names PostgreSQL."""
+    return isinstance(location, str) and location.strip().lower().startswith(SCHEMES)
+
+
+def _parts(url: str) -> tuple[str, str, str, str]:
+    """(user, host, port, database) of ``url``; ConfigError when it is not a URL libpq reads."""
+    try:
+        split = urlsplit(url.strip())
+        port = split.port  # (raises on a port that is not a number)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{redact_text(url)!r} is not a PostgreSQL URL: {exc}",
+            hint="write it as postgresql://USER@HOST:PORT/DATABASE (the password in "
+            "PGPASSWORD or ~/.pgpass rather than in the URL)",
+        ) from None
+    query = dict(parse_qsl(split.query))
+    host = unquote(split.hostname or "") or query.get("host", "") or "localhost"
+    db = unquote(split.path.lstrip("/")) or query.get("dbname", "")
+    return unquote(split.username or "") or query.get("user", ""), host, str(port or 5432), db
+
+
+def redact(url: str) -> str:
+    """``url`` without its password (nor any other query parameter): how veilpix names a
+    database in messages, logs and records."""
+    user, host, port, db = _parts(url)
+    who = f"{user}@" if user else ""
+    return f"postgresql://{who}{host}:{port}/{db}"
+
+
+_SECRETS = re.compile(r"(://[^:/@\s]*:)[^@\s]*@|(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
+
+
+def redact_text(text: str) -> str:
+    """``text`` with anything shaped like a URL password or a ``password=`` setting masked."""
+    return _SECRETS.sub(lambda m: (m[1] + "***@") if m[1] else (m[2] + "***"), text)
+
+
+def scrub(text: str, url: str) -> str:
+    """A driver's message with the URL's password (also percent-decoded) masked, should the
+    driver ever repeat it, and anything else password-shaped too."""
+    try:
+        secret = urlsplit(url.strip()).password
+    except ValueError:
+        secret = None
+    out = redact_text(text)
+    for value in {secret, unquote(secret or "")} - {None, ""}:
+        out = out.replace(str(value), "***")
+    return out
+
+
+def describe(exc: BaseException, url: str, action: str) -> AuditLogError:
+    """The AuditLogError for a driver error while ``action``: what PostgreSQL said (first line,
+    no credentials) and what to do, by its kind."""
+    state = getattr(exc, "sqlstate", None) or ""
+    first = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, url)
+    where = redact(url)
+    if state == "25006" or "read-only" in first:
+        hint = "the database (or this connection) is read-only: point the writers at the primary"
+    elif state.startswith("53"):
+        hint = "the database server is out of space or resources: free some, writing resumes"
+    elif state.startswith("42501") or state == "42501":
+        hint = (
+            "this database role may not do that: writers need the grants in "
+            "docs/many-machines.md (veilpix audit fleet-roles prints them)"
+        )
+    elif state.startswith("28"):
+        hint = "the user or password was refused: check the URL's user, PGPASSWORD or ~/.pgpass"
+    elif state.startswith("08") or not state:
+        hint = "the database cannot be reached: check it is running and the URL's host and port"
+    else:
+        hint = "see the database server's log"
+    return AuditLogError(
+        f"the transfer log at {where} could not {action}: {first}", hint=f"{hint}; nothing was sent"
+    )
+
+
+def default_key_path(url: str) -> Path:
+    """Where a fleet's key file is looked for when none is given: in the user data folder,
+    named after the database (``fleet-HOST-PORT-DB-<8 hex>.key``; the hex tells apart
+    databases whose names only differ in characters a file name cannot hold)."""
+    user, host, port, db = _parts(url)
+    plain = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{host}-{port}-{db}")[:80]
+    tag = hashlib.sha256(f"{host}\0{port}\0{db}".encode()).hexdigest()[:8]
+    del user  # (one key file per database, whoever connects)
+    return user_data_path("veilpix", appauthor=False) / f"fleet-{plain}-{tag}.key"
