@@ -110,7 +110,7 @@ def env_lines(config: Config, url: str) -> list[str]:
 
 
 def _startup_text(
-    config: Config, url: str, log_path: Path, token: bool, intercept_url: str | None = None
+    config: Config, url: str, log_path: Path | str, token: bool, intercept_url: str | None = None
 ) -> str:
     lines = [f"veilpix proxy listening on {url}"]
     if intercept_url is not None:
@@ -304,7 +304,7 @@ def serve(
     log = gateway.guards[""].log
 
     def started(url: str, intercept_url: str | None) -> None:
-        text = _startup_text(config, url, log.path, token is not None, intercept_url)
+        text = _startup_text(config, url, log.location, token is not None, intercept_url)
         print(text, file=stream)
         stream.flush()
 
@@ -470,7 +470,7 @@ class _Supervisor:
         # Open the log once here, so that creating it (and its key) happens before any worker
         # and a broken log stops the start with a clear error.
         log = AuditLog.from_config(self.config, path=self.log_path)
-        log_path = str(log.path)
+        log_path = log.location
         log.close()
         shm = shared_memory.SharedMemory(create=True, size=Metrics.size(self.count))
         ctx = multiprocessing.get_context("spawn")

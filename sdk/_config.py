@@ -129,6 +129,7 @@ __all__ = [
 @dataclass(frozen=True, kw_only=True)
 class LogConfig:
     path: Path | None = None
+    url: str | None = None  # a fleet log on PostgreSQL (postgresql://...), instead of path
     key: Path | None = None
     checkpoint_every: int = 1000
     checkpoint_seconds: float = 60.0
@@ -256,10 +257,13 @@ class Config:
                 message = f"{where}.{message.removeprefix('Policy.')}"
             raise ConfigError(message, hint=exc.hint) from exc
 
-    def log_path(self, path: str | os.PathLike[str] | None = None) -> Path:
-        """Where the log is: ``path``, else ``$VEILPIX_LOG``, else ``[log] path``, else the
-        default (as :meth:`AuditLog.from_config` chooses it)."""
-        chosen = path or os.environ.get("VEILPIX_LOG") or self.log.path
+    def log_path(self, path: str | os.PathLike[str] | None = None) -> Path | str:
+        """Where the log is: ``path``, else ``$VEILPIX_LOG``, else ``[log] url`` or ``[log]
+        path``, else the default (as :meth:`AuditLog.from_config` chooses it). A fleet log's
+        URL is returned as it is given (str); show it with ``redact``, without its password."""
+        chosen = path or os.environ.get("VEILPIX_LOG") or self.log.url or self.log.path
+        if is_log_url(chosen):
+            return str(chosen).strip()
         if chosen:
             return Path(chosen).expanduser()
         return default_log_path()
@@ -301,6 +305,7 @@ def _log(table: Mapping[str, Any], base: Path) -> LogConfig:
         table,
         {
             "path": str,
+            "url": str,
             "key": str,
             "checkpoint_every": int,
             "checkpoint_seconds": (int, float),
@@ -313,8 +318,19 @@ def _log(table: Mapping[str, Any], base: Path) -> LogConfig:
     def where(name: str) -> Path | None:
         return table_path(table, name, base)
 
+    url = table.get("url")
+    if url is not None and not is_log_url(url):
+        raise ConfigError(
+            "log.url must be a PostgreSQL URL (postgresql://USER@HOST:PORT/DATABASE)",
+            hint="a log file is [log] path; [log] url names a fleet's database",
+        )
+    if url is not None and "path" in table:
+        raise ConfigError(
+            "[log] has both path and url: give one (a file, or a fleet's database)",
+        )
     out = LogConfig(
         path=where("path"),
+        url=url.strip() if url is not None else None,
         key=where("key"),
         checkpoint_every=table.get("checkpoint_every", 1000),
         checkpoint_seconds=float(table.get("checkpoint_seconds", 60.0)),
@@ -415,6 +431,15 @@ def parse_age(text: str) -> timedelta:
             hint="write a whole number and a unit: 12h, 180d, 26w or 2y",
         )
     return int(m.group(1)) * _AGE_UNIT[m.group(2).lower()]
+
+
+LOG_URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_log_url(location: object) -> bool:
+    """Whether a log location (``--log``, ``[log] url``, ``$VEILPIX_LOG``) names a fleet log
+    on PostgreSQL rather than a file: it starts with ``postgresql://`` or ``postgres://``."""
+    return isinstance(location, str) and location.strip().lower().startswith(LOG_URL_SCHEMES)
 
 
 def default_log_path() -> Path:

@@ -39,7 +39,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Self, cast
 
-from veilpix._config import Config, default_log_path, load_config, parse_age
+from veilpix._config import Config, default_log_path, is_log_url, load_config, parse_age
 from veilpix._errors import AuditLogError, ConfigError
 from veilpix.audit._chain import canonical, now_text
 from veilpix.audit._checks import Problem
@@ -205,9 +205,7 @@ class AuditLog(LogSession):
     fleet's, on that database (:class:`veilpix.audit.fleet.FleetLog`, same API).
     """
 
-    def __new__(
-        cls, path: str | os.PathLike[str] | None = None, *args: Any, **kwargs: Any
-    ) -> Self:
+    def __new__(cls, path: str | os.PathLike[str] | None = None, *args: Any, **kwargs: Any) -> Self:
         if cls is AuditLog:
             from veilpix.audit.fleet import FleetLog, is_url  # noqa: PLC0415 - no cycle
 
@@ -226,9 +224,9 @@ class AuditLog(LogSession):
         create: bool = True,
     ) -> AuditLog:
         """The log a ``veilpix.toml`` describes (see :func:`veilpix.load_config`). The path is
-        ``path`` if given, else ``$VEILPIX_LOG``, else ``[log] path``, else the default; the
-        key file ``key_path``, else ``$VEILPIX_LOG_KEY``, else ``[log] key``, else beside the
-        log."""
+        ``path`` if given, else ``$VEILPIX_LOG``, else ``[log] url`` or ``[log] path``, else
+        the default; the key file ``key_path``, else ``$VEILPIX_LOG_KEY``, else ``[log] key``,
+        else beside the log (a fleet log's: see :meth:`locate`)."""
         cfg = config if isinstance(config, Config) else load_config(config)
         chosen, key = cls.locate(cfg, path=path, key_path=key_path)
         return cls(
@@ -249,12 +247,20 @@ class AuditLog(LogSession):
         *,
         path: str | os.PathLike[str] | None = None,
         key_path: str | os.PathLike[str] | None = None,
-    ) -> tuple[Path, Path]:
-        """(log, key file) as :meth:`from_config` chooses them, without opening anything."""
+    ) -> tuple[Path | str, Path]:
+        """(log, key file) as :meth:`from_config` chooses them, without opening anything. The
+        log is a Path, or a PostgreSQL URL (str) for a fleet log (``path``, ``$VEILPIX_LOG``
+        or ``[log] url`` naming one); a fleet's key file defaults to one named after its
+        database in the user data folder."""
         cfg = config if isinstance(config, Config) else load_config(config)
-        chosen = path or os.environ.get("VEILPIX_LOG") or cfg.log.path
-        log = Path(chosen).expanduser() if chosen else default_log_path()
+        chosen = path or os.environ.get("VEILPIX_LOG") or cfg.log.url or cfg.log.path
         key = key_path or os.environ.get("VEILPIX_LOG_KEY") or cfg.log.key
+        if is_log_url(chosen):
+            from veilpix.audit.fleet import default_key_path  # noqa: PLC0415 - no cycle
+
+            url = str(chosen).strip()
+            return url, Path(key).expanduser() if key else default_key_path(url)
+        log = Path(chosen).expanduser() if chosen else default_log_path()
         return log, Path(key).expanduser() if key else key_path_for(log)
 
     # -- writing -------------------------------------------------------------------------------
@@ -637,7 +643,7 @@ class AuditLog(LogSession):
             )
         if not rows:
             raise AuditLogError(
-                f"no transfer {record_id!r} in {str(self.path)!r}",
+                f"no transfer {record_id!r} in {self.location!r}",
                 hint="list them with: veilpix audit list",
             )
         if len(rows) > 1:

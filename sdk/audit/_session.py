@@ -96,6 +96,7 @@ class LogSession:
             raise ConfigError(f"durability must be 'disk' or 'os', got {durability!r}")
         self.durability: Durability = durability
         self.path = Path(path).expanduser() if path is not None else default_log_path()
+        self.location = str(self.path)  # how messages name the log (a fleet's: its URL, redacted)
         key_path = key_path if key_path is not None else os.environ.get("VEILPIX_LOG_KEY") or None
         self.key_path = (
             Path(key_path).expanduser() if key_path is not None else key_path_for(self.path)

@@ -33,6 +33,7 @@ from veilpix.cli._audit_review import (
     open_log,
 )
 from veilpix.cli._exit import EXIT_OK
+from veilpix.cli._options import log_location
 from veilpix.cli._term import Progress, Term, plural, styled, visible
 
 __all__ = [
@@ -132,7 +133,7 @@ def report(args: argparse.Namespace) -> int:
         page = render_report(
             records,
             result,
-            log_path=str(log.path),
+            log_path=log.location,
             generated=generated,
             title=args.title,
             register=config.register,
@@ -266,9 +267,13 @@ def checkpoint(args: argparse.Namespace) -> int:
 
 def restart(args: argparse.Namespace) -> int:
     # the log and key file every other command would use (flags, environment, config)
-    path, key = AuditLog.locate(
-        args.config, path=Path(args.log).expanduser() if args.log else None, key_path=args.key
-    )
+    path, key = AuditLog.locate(args.config, path=log_location(args.log), key_path=args.key)
+    if isinstance(path, str):
+        raise ConfigError(
+            "veilpix audit restart starts a file log over; a fleet log on PostgreSQL is never "
+            "started over: each writer's chain is its own",
+            hint="restore the database from a backup, or point the fleet at a new database",
+        )
     done = restart_log(path, reason=args.reason, key_path=key)
     if args.json:
         dump(done.to_dict())

@@ -20,6 +20,7 @@ from veilpix.audit._keys import load_public_key
 from veilpix.audit._log import AuditLog
 from veilpix.audit._records import summarize
 from veilpix.cli._exit import EXIT_FAILED, EXIT_OK, EXIT_UNSIGNED
+from veilpix.cli._options import log_location
 from veilpix.cli._term import Column, Piece, Table, Term, json_text, plural, styled
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ EXIT_PROBLEM = EXIT_FAILED
 def open_log(args: argparse.Namespace, *, write: bool = False) -> AuditLog:
     """The log (and key file) the flags, the environment and the config name; read-only
     unless ``write``. Never creates one."""
-    path = Path(args.log).expanduser() if args.log else None
+    path = log_location(args.log)
     if args.key and not Path(args.key).expanduser().is_file():
         raise ConfigError(f"there is no key file at {args.key!r}", hint="check the --key path")
     return AuditLog.from_config(
@@ -133,10 +134,15 @@ def verify(args: argparse.Namespace) -> int:
         f"entries  {result.entries} (seq {span}), {plural(result.records, 'transfer')}, "
         f"{result.pending} with outcome unknown"
     )
-    through = (
-        "none valid" if result.signed_through is None else f"through entry {result.signed_through}"
-    )
-    con.print(f"signed   {plural(result.checkpoints, 'checkpoint')}, {through}")
+    if result.writers:  # a fleet log: each writer's chain
+        _print_writers(con, result)
+    else:
+        through = (
+            "none valid"
+            if result.signed_through is None
+            else f"through entry {result.signed_through}"
+        )
+        con.print(f"signed   {plural(result.checkpoints, 'checkpoint')}, {through}")
     if result.head:
         con.print(f"head     {result.head}")
     if result.pruned_through:
@@ -164,9 +170,8 @@ def verify(args: argparse.Namespace) -> int:
             f"{r.get('previous_log')}, which was {r.get('found')}; reason: {r.get('reason')}",
         )
     if result.ok:
-        con.print(
-            styled("OK", "bold", "green"), ": the chain is unbroken and every entry is signed"
-        )
+        chains = "every writer's chain is" if result.writers else "the chain is"
+        con.print(styled("OK", "bold", "green"), f": {chains} unbroken and every entry is signed")
         if result.key_source == "log":
             con.print(
                 styled(
@@ -188,6 +193,39 @@ def verify(args: argparse.Namespace) -> int:
     if len(result.problems) > 20:
         con.print(f"  ... and {len(result.problems) - 20} more")
     return code
+
+
+def _print_writers(con: Term, result: VerifyResult) -> None:
+    """A fleet log's verify: its checkpoints, then one line per writer."""
+    con.print(
+        f"signed   {plural(result.checkpoints, 'checkpoint')} in the fleet's line, "
+        f"{plural(len(result.writers), 'writer')}:"
+    )
+    table = Table(
+        [
+            Column("  writer", align="right"),
+            Column("name"),
+            Column("key"),
+            Column("state"),
+            Column("entries", align="right"),
+            Column("signed through", align="right"),
+            Column("unsigned", align="right"),
+            Column("problems", align="right"),
+        ]
+    )
+    for w in result.writers:
+        tone: Any = "red" if w["problems"] else "green" if w["state"] != "stopped" else "yellow"
+        table.add_row(
+            str(w["writer"]),
+            str(w["name"]),
+            str(w["key_id"] or "-"),
+            styled(w["state"], tone),
+            str(w["entries"]),
+            "-" if w["signed_through"] is None else str(w["signed_through"]),
+            str(w["unsigned_tail"]),
+            styled(w["problems"], "red") if w["problems"] else "0",
+        )
+    con.table(table)
 
 
 def list_records(args: argparse.Namespace) -> int:

@@ -103,12 +103,12 @@ def serve(args: argparse.Namespace) -> int:
         err.print(styled(warning, "bold", "yellow"))
     if args.json:
         # one line, printed once the console listens: a script reads it and goes
-        line = {"url": running.url, "login_url": running.login_url(), "log": str(log.path)}
+        line = {"url": running.url, "login_url": running.login_url(), "log": log.location}
         print(json_text(line), flush=True)
     else:
         out = Term()
         mode = "changes allowed (every action is recorded)" if args.allow_changes else "read-only"
-        out.print(styled("veilpix console", "bold"), f" for {log.path} ({mode})")
+        out.print(styled("veilpix console", "bold"), f" for {log.location} ({mode})")
         out.print("  open: ", styled(running.login_url(), "bold"))
         out.print(
             "  the link signs in once; press Enter for a new one, Ctrl+C to stop"

@@ -21,7 +21,7 @@ from veilpix._errors import ConfigError, VeilpixError
 from veilpix._policy import Policy
 from veilpix._words import plural
 from veilpix.cli._exit import EXIT_OK, EXIT_USAGE
-from veilpix.cli._options import Subparsers
+from veilpix.cli._options import Subparsers, shown_log
 from veilpix.cli._proxy import CONFIG_HELP
 from veilpix.proxy._serve import routable_vendors
 
@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
         policies = {"": config.policy(), **{a: config.policy(a) for a in config.apps}}
-        log_path = config.log_path()
+        log_path = shown_log(config.log_path())
     except VeilpixError as exc:
         if args.json:
             print(json.dumps({"valid": False, "error": str(exc)}))

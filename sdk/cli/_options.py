@@ -4,8 +4,10 @@ arguments, and the image policy options with the :class:`~veilpix.Policy` they a
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any, TypeAlias
 
+from veilpix._config import is_log_url
 from veilpix._policy import Policy
 
 __all__ = [
@@ -18,6 +20,22 @@ __all__ = [
 
 # what add_subparsers() returns (subscripted only by the type checker)
 Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def log_location(value: str | None) -> Path | str | None:
+    """``--log``'s value: a PostgreSQL URL as given (a fleet log), else a path."""
+    if not value:
+        return None
+    return value.strip() if is_log_url(value) else Path(value).expanduser()
+
+
+def shown_log(location: Path | str) -> str:
+    """A log's location as veilpix shows it: a URL without its password."""
+    if isinstance(location, str) and is_log_url(location):
+        from veilpix.audit.fleet import redact  # noqa: PLC0415 - fleet logs only
+
+        return redact(location)
+    return str(location)
 
 
 def positive_int(text: str) -> int:

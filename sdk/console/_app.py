@@ -24,7 +24,6 @@ import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from veilpix import __version__
@@ -114,7 +113,7 @@ class Console:
         self.register_job: Job[str] = Job(
             "register", lambda p: _register_page.build_register(self, p)
         )
-        self.log_name = Path(str(log.path)).name
+        self.log_name = log.location if log.location != str(log.path) else log.path.name
         self._routes = _pages.routes()
         self._checks = threading.BoundedSemaphore(2)  # password checks at once
 
@@ -134,7 +133,9 @@ class Console:
         pages' handle stays free)."""
         from veilpix.audit._log import AuditLog  # noqa: PLC0415 - the module is loaded already
 
-        return AuditLog(self.log.path, readonly=True, key_path=self.log.key_path)
+        return AuditLog(
+            getattr(self.log, "url", self.log.path), readonly=True, key_path=self.log.key_path
+        )
 
     def _verify(self, _progress: Callable[[int, int], None]) -> VerifyResult:
         """Verify the log; when a person asked and the console may write, record the result

@@ -178,8 +178,6 @@ class FleetChain:
         self._work = self.state  # inside a transaction
         self._rows: list[_Row] | None = None
         self._signed: Signed | None = None
-        self.begun: set[str] = set()  # records this writer began and has not finished
-        self._begun_txn: list[tuple[str, bool]] = []  # (record, added) of the open transaction
 
     @property
     def head(self) -> tuple[int, bytes]:
@@ -189,17 +187,13 @@ class FleetChain:
 
     def begin(self) -> None:
         self._work, self._signed = self.state, None
-        self._begun_txn = []
 
     def committed(self) -> None:
         self.state = self._work
 
     def end(self) -> None:
-        """The transaction is over; if it did not commit, what it did to ``begun`` is undone."""
-        if self._work is not self.state:  # rolled back
-            self._undo_begun(0)
+        """The transaction is over (committed or not)."""
         self._work = self.state
-        self._begun_txn = []
 
     def take_signed(self) -> Signed | None:
         signed, self._signed = self._signed, None
@@ -214,23 +208,14 @@ class FleetChain:
         finally:
             self._rows = None
 
-    def mark(self) -> tuple[int, _State, int]:
+    def mark(self) -> tuple[int, _State]:
         assert self._rows is not None
-        return len(self._rows), self._work, len(self._begun_txn)
+        return len(self._rows), self._work
 
-    def undo(self, mark: tuple[int, _State, int]) -> None:
+    def undo(self, mark: tuple[int, _State]) -> None:
         assert self._rows is not None
         del self._rows[mark[0] :]
         self._work = mark[1]
-        self._undo_begun(mark[2])
-
-    def _undo_begun(self, keep: int) -> None:
-        for record, added in reversed(self._begun_txn[keep:]):
-            if added:
-                self.begun.discard(record)
-            else:
-                self.begun.add(record)
-        del self._begun_txn[keep:]
 
     def _flush(self, db: Any) -> None:
         if self._rows:
@@ -261,34 +246,25 @@ class FleetChain:
         else:
             db.execute(INSERT_ENTRY, row)
         self._work = replace(w, seq=seq, hash=digest, ts=ts)
-        if kind == "begin" and record is not None:
-            self.begun.add(record)
-            self._begun_txn.append((record, True))
-        elif kind == "finish" and record in self.begun:
-            self.begun.discard(record)
-            self._begun_txn.append((record, False))
         if seq % self.every == 0 or seq == 1:
             self.checkpoint(db, "every" if seq % self.every == 0 else "first")
         return seq
 
     def append_finish(self, db: Any, record_id: str, body: FinishBody) -> None:
         """Append the finish of ``record_id``; AuditLogError (nothing written) unless it was
-        begun (by any writer of the fleet) and is not finished yet. A transfer this writer
-        began and has not finished needs no look: it is in ``begun``."""
-        if record_id not in self.begun or any(
-            r[2] == "finish" and r[3] == record_id for r in self._rows or ()
-        ):
-            self._flush(db)
-            kinds = {
-                k
-                for (k,) in db.execute(
-                    "SELECT kind FROM veilpix.entries WHERE record = %s", (record_id,)
-                ).fetchall()
-            }
-            if "begin" not in kinds:
-                raise AuditLogError(f"no begun transfer {record_id!r} in the log")
-            if "finish" in kinds:
-                raise AuditLogError(f"transfer {record_id!r} is already finished")
+        begun (by any writer of the fleet) and is not finished yet (by any writer either:
+        ``entries_one_finish``, a unique index, settles two writers finishing at once)."""
+        self._flush(db)
+        kinds = {
+            k
+            for (k,) in db.execute(
+                "SELECT kind FROM veilpix.entries WHERE record = %s", (record_id,)
+            ).fetchall()
+        }
+        if "begin" not in kinds:
+            raise AuditLogError(f"no begun transfer {record_id!r} in the log")
+        if "finish" in kinds:
+            raise AuditLogError(f"transfer {record_id!r} is already finished")
         self.append(db, "finish", record_id, body)
 
     def checkpoint(self, db: Any, reason: str, *, only_if_unsigned: bool = True) -> int | None:

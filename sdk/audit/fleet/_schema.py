@@ -58,6 +58,8 @@ _DDL = (
     " prev bytea NOT NULL, hash bytea NOT NULL, mac bytea NOT NULL,"
     " UNIQUE (writer, seq))",
     "CREATE INDEX entries_record ON veilpix.entries (record)",
+    # one finish per transfer, whichever writers finish it at once
+    "CREATE UNIQUE INDEX entries_one_finish ON veilpix.entries (record) WHERE kind = 'finish'",
     "CREATE INDEX entries_kind ON veilpix.entries (kind, pos)",
     "CREATE INDEX entries_subject ON veilpix.entries (subject) WHERE subject IS NOT NULL",
     "CREATE INDEX entries_ts ON veilpix.entries (ts)",

@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from platformdirs import user_data_path
 
+from veilpix._config import LOG_URL_SCHEMES, is_log_url
 from veilpix._errors import AuditLogError, ConfigError
 
 __all__ = [
@@ -29,12 +30,8 @@ __all__ = [
     "scrub",
 ]
 
-SCHEMES = ("postgresql://", "postgres://")
-
-
-def is_url(location: object) -> bool:
-    """Whether a log location (``--log``, ``[log] url``, ``$VEILPIX_LOG``) names PostgreSQL."""
-    return isinstance(location, str) and location.strip().lower().startswith(SCHEMES)
+SCHEMES = LOG_URL_SCHEMES
+is_url = is_log_url
 
 
 def _parts(url: str) -> tuple[str, str, str, str]:

@@ -19,8 +19,10 @@ What is checked, and what each finding means (the kinds are the file log's, see
 - across the fleet: every finish has its begin (``orphan``), an erased subject's key is gone.
 
 Every problem names its writer; the result lists each writer with its state (``running``:
-open, or stopped without closing and not yet closed by another; ``closed``; ``adopted``:
-stopped without closing and closed by another writer, after checking its tail).
+its process holds the chain's lock now; ``stopped``: it stopped without closing
+(killed, or its final checkpoints deleted) and no writer has closed its chain yet;
+``closed``; ``adopted``: stopped without closing and closed by another writer, after checking
+its tail).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from veilpix.audit._chain import founding_statement, genesis
 from veilpix.audit._checks import RANK, Problem, Walker, blob, mac_problem, strange, whole
 from veilpix.audit._keys import KeyFile, key_id, verify_signature
 from veilpix.audit._verify import VerifyResult
-from veilpix.audit.fleet._chain import chain_id, checkpoint_message, registration
+from veilpix.audit.fleet._chain import LOCK_WRITER, chain_id, checkpoint_message, registration
 
 __all__ = ["fleet_head", "parse_fleet_head", "verify_fleet"]
 
@@ -116,9 +118,11 @@ class _Writer:
         self.anchor: bytes | None = None
         self.unsigned = 0
         self.problems = 0
+        self.running = False  # its session lock is held now
 
     def report(self) -> dict[str, Any]:
-        state = {"close": "closed", "adopted": "adopted"}.get(self.final or "", "running")
+        state = {"close": "closed", "adopted": "adopted"}.get(self.final or "", "")
+        state = state or ("running" if self.running else "stopped")
         return {
             "writer": self.writer,
             "name": self.name,
@@ -155,6 +159,7 @@ class _Verify:
     ) -> VerifyResult:
         self._founding(stored, public_key)
         self._registry()
+        self._running()
         valid_fids = self._checkpoints()
         totals = self._chains()
         head = None
@@ -281,6 +286,18 @@ class _Verify:
                 w.valid = True
             expected, prev = writer + 1, blob(row_hash)
 
+    def _running(self) -> None:
+        """Which writers hold their session lock now (a read of pg_locks: nothing is taken)."""
+        with suppress(Exception):  # (a role that may not read pg_locks: states stay unknown)
+            for (objid,) in self.db.execute(
+                "SELECT objid FROM pg_locks WHERE locktype = 'advisory' AND classid = %s"
+                " AND objsubid = 2 AND granted",
+                (LOCK_WRITER & 0xFFFFFFFF,),
+            ):
+                w = self.writers.get(int(objid))
+                if w is not None:
+                    w.running = True
+
     def _checkpoints(self) -> dict[int, bytes]:
         """Check the fleet's line of checkpoints; the valid ones by fid (their signatures)."""
         rows = self.db.execute(
@@ -300,8 +317,10 @@ class _Verify:
                     fid,
                     f"fleet checkpoint{'s' if fid > expected + 1 else ''} "
                     f"{expected}{f'..{fid - 1}' if fid > expected + 1 else ''} "
-                    "missing: a writer's checkpoints were deleted (a writer removed or cut back)",
-                    writer,
+                    f"{'are' if fid > expected + 1 else 'is'} missing before checkpoint {fid} "
+                    "(writer {writer}'s): a writer's checkpoints were deleted (a writer removed "
+                    "or cut back; a writer that stopped without its final checkpoint is the "
+                    "one to look at)".replace("{writer}", str(writer)),
                 )
             elif blob(fprev_) != fleet_prev:
                 self.problem(

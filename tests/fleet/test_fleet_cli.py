@@ -1,0 +1,59 @@
+"""The audit commands on a fleet log, named by --log URL or $VEILPIX_LOG."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pgkit
+
+from auditkit import transfer
+from veilpix import AuditLog
+
+
+def _veilpix(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "veilpix", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env, "NO_COLOR": "1"},
+        timeout=120,
+    )
+
+
+def test_verify_list_and_stats_on_a_fleet(
+    pg: pgkit.Cluster, fleet_url: str, fleet_key: Path
+) -> None:
+    with AuditLog(fleet_url, key_path=fleet_key) as a, AuditLog(fleet_url, key_path=fleet_key) as b:
+        for i in range(3):
+            a.begin(transfer(i)).finish(status=200)
+            b.begin(transfer(i, subject_ref="bob")).finish(status=200)
+    env = {"VEILPIX_LOG_KEY": str(fleet_key)}
+    shown = _veilpix("audit", "verify", "--log", fleet_url, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "2 writers" in shown.stdout and "closed" in shown.stdout
+    assert "every writer's chain is unbroken" in shown.stdout
+    assert pg.password not in shown.stdout + shown.stderr
+    doc = json.loads(
+        _veilpix("audit", "verify", "--json", env={**env, "VEILPIX_LOG": fleet_url}).stdout
+    )
+    assert doc["ok"] and [w["entries"] for w in doc["writers"]] == [6, 6]
+    listed = _veilpix("audit", "list", "--json", "--log", fleet_url, env=env)
+    assert len(json.loads(listed.stdout)) == 6
+    stats = _veilpix("audit", "stats", "--log", fleet_url, env=env)
+    assert stats.returncode == 0 and "openai" in stats.stdout
+    pg.psql(fleet_url, "UPDATE veilpix.entries SET body = body || ' ' WHERE writer = 2 AND seq = 3")
+    bad = _veilpix("audit", "verify", "--log", fleet_url, env=env)
+    assert bad.returncode != 0 and "TAMPERED" in bad.stdout and "writer 2" in bad.stdout
+
+
+def test_a_bad_url_is_a_clear_error_without_the_password(fleet_key: Path) -> None:
+    url = "postgresql://someone:s3cret-pw@127.0.0.1:1/nowhere"
+    r = _veilpix("audit", "verify", "--log", url, env={"VEILPIX_LOG_KEY": str(fleet_key)})
+    assert r.returncode != 0
+    assert "s3cret-pw" not in r.stdout + r.stderr
+    assert "postgresql://someone@127.0.0.1:1/nowhere" in r.stderr

@@ -1,0 +1,143 @@
+"""The fleet log when things go wrong for real: a writer killed with SIGKILL under load, the
+server stopped mid-load and started again, a read-only database, tampering through psql."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pgkit
+import pytest
+
+from auditkit import transfer
+from veilpix import AuditLog, AuditLogError
+
+TESTS = Path(__file__).resolve().parents[1]
+
+# A writer under load: it prints a record's id only once begin() returned (the moment a door
+# would send), then finishes it; the test kills it with SIGKILL mid-stream.
+_LOADER = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {tests!r})
+    from auditkit import transfer
+    from veilpix import AuditLog
+    log = AuditLog({url!r}, key_path={key!r}, checkpoint_every=50)
+    i = 0
+    while True:
+        pending = log.begin(transfer(i))
+        print(pending.id, flush=True)
+        pending.finish(status=200)
+        i += 1
+    """
+)
+
+
+def test_a_writer_killed_mid_load_loses_nothing_sent_and_is_closed_by_the_next(
+    fleet_url: str, fleet_key: Path
+) -> None:
+    with AuditLog(fleet_url, key_path=fleet_key) as founder:
+        del founder
+    script = _LOADER.format(tests=str(TESTS), url=fleet_url, key=str(fleet_key))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=os.environ.copy()
+    )
+    assert proc.stdout is not None
+    sent = []
+    for line in proc.stdout:
+        sent.append(line.strip())
+        if len(sent) == 120:
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    sent += [line.strip() for line in proc.stdout]  # what it printed before it died
+    proc.wait(10)
+    with AuditLog(fleet_url, key_path=fleet_key, readonly=True) as ro:
+        before = ro.verify()
+        logged = {r.id for r in ro.records()}
+    assert set(sent) <= logged  # nothing "sent" without its begin committed
+    assert before.intact, before.problems  # only an unsigned tail, if any
+    # the next writer to open checks the dead writer's tail and closes its chain
+    with AuditLog(fleet_url, key_path=fleet_key) as next_writer:
+        next_writer.begin(transfer(0)).finish(status=200)
+    with AuditLog(fleet_url, key_path=fleet_key, readonly=True) as ro:
+        after = ro.verify()
+    assert after.ok, after.problems
+    states = {w["writer"]: w["state"] for w in after.writers if w["entries"]}
+    assert sorted(states.values()) == ["adopted", "closed"]
+
+
+def test_server_stopped_mid_load_blocks_sends_and_writing_resumes(
+    own_pg: pgkit.Cluster, fleet_key: Path
+) -> None:
+    url = own_pg.database()
+    log = AuditLog(url, key_path=fleet_key)
+    try:
+        pending = log.begin(transfer(1))
+        own_pg.stop("immediate")  # as if the server crashed
+        with pytest.raises(AuditLogError) as caught:
+            log.begin(transfer(2))
+        assert own_pg.password not in str(caught.value)
+        assert "nothing was sent" in caught.value.hint
+        pending.finish(status=200)  # the call is over either way: kept for later
+        own_pg.start()
+        own_pg.wait_ready()
+        deadline = time.monotonic() + 20
+        while True:  # the doors recover by themselves once the database is back
+            try:
+                log.begin(transfer(3)).finish(status=200)
+                break
+            except AuditLogError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert log.get(pending.id).outcome == "sent"  # the kept finish was written
+    finally:
+        log.close()
+    with AuditLog(url, key_path=fleet_key, readonly=True) as ro:
+        result = ro.verify()
+    assert result.ok, result.problems
+
+
+def test_read_only_database_refuses_the_send_with_a_clear_error(
+    pg: pgkit.Cluster, fleet_url: str, fleet_key: Path
+) -> None:
+    db = fleet_url.rsplit("/", 1)[1]
+    with AuditLog(fleet_url, key_path=fleet_key) as log:
+        log.begin(transfer(1)).finish(status=200)
+        pg.sql(f'ALTER DATABASE "{db}" SET default_transaction_read_only = on')
+        try:
+            log._db.close()  # a new session (as after a failover to a replica) is read-only
+            with pytest.raises(AuditLogError, match="read-only") as caught:
+                log.begin(transfer(2))
+            assert "nothing was sent" in caught.value.hint
+        finally:
+            pg.sql(f'ALTER DATABASE "{db}" RESET default_transaction_read_only')
+        log._db.close()
+        log.begin(transfer(3)).finish(status=200)
+        assert log.counts()["records"] == 2
+
+
+def test_a_role_that_may_not_insert_is_refused(
+    pg: pgkit.Cluster, fleet_url: str, fleet_key: Path
+) -> None:
+    with AuditLog(fleet_url, key_path=fleet_key) as log:
+        log.begin(transfer(1)).finish(status=200)
+    db = fleet_url.rsplit("/", 1)[1]
+    pg.sql(f"CREATE ROLE reader_{db} LOGIN PASSWORD 'pw-reader-1'")
+    pg.psql(
+        fleet_url,
+        f"GRANT USAGE ON SCHEMA veilpix TO reader_{db};"
+        f" GRANT SELECT ON ALL TABLES IN SCHEMA veilpix TO reader_{db}",
+    )
+    reader = pg.url(db, user=f"reader_{db}", password="pw-reader-1")
+    with AuditLog(reader, key_path=fleet_key, readonly=True) as ro:
+        assert ro.counts()["records"] == 1 and ro.verify().ok
+    with pytest.raises(AuditLogError) as caught:
+        AuditLog(reader, key_path=fleet_key)  # registering needs INSERT
+    assert "pw-reader-1" not in str(caught.value)
+    assert "may not" in caught.value.hint
