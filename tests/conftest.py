@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
+from pgkit import fleet_key, fleet_url, own_pg, pg  # noqa: F401  (a real PostgreSQL)
 
 import oracle
 from browserkit import browser, browser_session, page  # noqa: F401  (real-browser fixtures)

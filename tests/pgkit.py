@@ -19,8 +19,11 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
+
+import pytest
 
 ADMIN = "veilpix_admin"
 
@@ -212,3 +215,42 @@ class Cluster:
                 return
             time.sleep(0.1)
         raise TimeoutError("PostgreSQL did not come up")
+
+
+# -- fixtures (tests/conftest.py imports them) --------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[Cluster]:
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    cluster = Cluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def fleet_url(pg: Cluster) -> str:
+    """A new, empty database on the shared cluster."""
+    return pg.database()
+
+
+@pytest.fixture
+def fleet_key(tmp_path: Path) -> Path:
+    return tmp_path / "keys" / "fleet.key"
+
+
+@pytest.fixture
+def own_pg() -> Iterator[Cluster]:
+    """A cluster of the test's own, to stop and start."""
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    cluster = Cluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
