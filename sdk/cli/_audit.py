@@ -42,10 +42,13 @@ examples:
   veilpix audit resolve 7f3a9c2e --outcome failed --reason "vendor shows no request"
   veilpix audit restart --reason "disk failed, no backup"   start over, on the record
   veilpix audit serve                        the compliance console in a browser (read-only)
+  veilpix audit verify --log postgresql://veilpix@db/veilpix   a fleet's log, every writer
+  veilpix audit migrate --from audit.db --to postgresql://veilpix@db/veilpix
 
-the log: --log FILE, else $VEILPIX_LOG, else [log] path in --config / $VEILPIX_CONFIG,
-else audit.db in the veilpix user data folder. Its key file: --key, $VEILPIX_LOG_KEY,
-[log] key, else beside the log (audit.db.key).
+the log: --log FILE or URL, else $VEILPIX_LOG, else [log] url or path in --config /
+$VEILPIX_CONFIG, else audit.db in the veilpix user data folder. Its key file: --key,
+$VEILPIX_LOG_KEY, [log] key, else beside the log (audit.db.key); a fleet's, named after
+its database in the user data folder.
 exit codes: 0 fine, 1 problem found, 2 usage error, 3 intact but with an unsigned tail.
 """
 
@@ -79,9 +82,9 @@ def add_audit_parser(sub: Subparsers, summary: str) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--log",
-        metavar="FILE",
-        help="the transfer log (default: $VEILPIX_LOG, else [log] path in the config, else the "
-        "user data folder)",
+        metavar="FILE|URL",
+        help="the transfer log: a file, or a fleet's PostgreSQL URL (default: $VEILPIX_LOG, "
+        "else [log] url or path in the config, else the user data folder)",
     )
     common.add_argument(
         "--config", metavar="TOML", help="veilpix.toml to read (default: $VEILPIX_CONFIG)"
@@ -246,6 +249,44 @@ def add_audit_parser(sub: Subparsers, summary: str) -> None:
     p.add_argument("--status", type=int, metavar="HTTP", help="the HTTP status, if known")
 
     _add_serve(asub, common)
+    _add_fleet(asub)
+
+
+def _add_fleet(asub: Any) -> None:
+    p = asub.add_parser(
+        "migrate",
+        help="move a log file into a fleet log on PostgreSQL",
+        description="Verify the log file (with its key file) and move it, entry by entry with\n"
+        "its own times, into a new fleet log. The fleet takes over the file's fingerprint and\n"
+        "wrap keys, so photos and subjects are found and erased as before. One transaction: a\n"
+        "failed migration leaves nothing and can be run again. The file is not changed.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  veilpix audit migrate --from ~/.local/share/veilpix/audit.db \\\n"
+        "      --to postgresql://veilpix@db.internal/veilpix --to-key /etc/veilpix/fleet.key\n",
+    )
+    p.add_argument("--from", dest="source", required=True, metavar="FILE", help="the log file")
+    p.add_argument("--to", required=True, metavar="URL", help="the fleet's database (empty)")
+    p.add_argument(
+        "--key", metavar="FILE", help="the log file's key file (default: the log's path + .key)"
+    )
+    p.add_argument(
+        "--to-key",
+        metavar="FILE",
+        help="where the fleet's key file is written (default: named after the database in the "
+        "user data folder)",
+    )
+    p.add_argument("--json", action="store_true", help="print what was done as JSON")
+    p = asub.add_parser(
+        "grants",
+        help="print the SQL that gives a fleet's database roles what each may do",
+        description="Writers may only insert (and read what appending needs): none can change "
+        "or delete what is written. Reviewers read (verify, list, export, the console). An "
+        "admin role may also delete, for erasure and retention. Run the output with psql as "
+        "the role that created the log.",
+    )
+    p.add_argument("--writer", required=True, metavar="ROLE", help="the doors' database role")
+    p.add_argument("--reviewer", required=True, metavar="ROLE", help="the reviewers' role")
+    p.add_argument("--admin", metavar="ROLE", help="the role that erases and prunes")
 
 
 def _add_serve(asub: Any, common: argparse.ArgumentParser) -> None:
@@ -311,6 +352,8 @@ _ACTIONS = {
     "restart": (_MANAGE, "restart"),
     "resolve": (_MANAGE, "resolve"),
     "serve": ("veilpix.cli._audit_serve", "serve"),
+    "migrate": ("veilpix.cli._audit_fleet", "migrate"),
+    "grants": ("veilpix.cli._audit_fleet", "grants"),
 }
 
 

@@ -232,11 +232,14 @@ class FleetChain:
         record: str | None,
         body: Mapping[str, Any],
         subject: str | None = None,
+        *,
+        ts: str | None = None,
     ) -> int:
-        """Append an entry to this writer's chain; its seq in the chain."""
+        """Append an entry to this writer's chain; its seq in the chain. ``ts``: its time when
+        it is not now (a migrated entry keeps its own)."""
         w = self._work
         seq = w.seq + 1
-        ts = max(now_text(self._clock()), w.ts)  # never runs backwards along the chain
+        ts = max(ts or now_text(self._clock()), w.ts)  # never runs backwards along the chain
         text = well_formed(scrub_secrets(canonical(body)))
         digest = entry_hash(w.hash, seq, kind, record, ts, subject, text)
         mac = self._keys().entry_mac(digest, self.chain)

@@ -93,7 +93,7 @@ def describe(exc: BaseException, url: str, action: str) -> AuditLogError:
     elif state.startswith("42501") or state == "42501":
         hint = (
             "this database role may not do that: writers need the grants in "
-            "docs/many-machines.md (veilpix audit fleet-roles prints them)"
+            "docs/many-machines.md (veilpix audit grants prints them)"
         )
     elif state.startswith("28"):
         hint = "the user or password was refused: check the URL's user, PGPASSWORD or ~/.pgpass"
