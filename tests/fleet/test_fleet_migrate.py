@@ -9,9 +9,9 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pgkit
 import pytest
 
-import pgkit
 from auditkit import PHOTO, transfer
 from veilpix import AuditLog, AuditLogError, ConfigError
 from veilpix.audit.fleet._migrate import migrate
