@@ -21,7 +21,7 @@ HOSTILE = '<script>alert("x")</script>&\'"'
 HOST = "127.0.0.1:8790"
 
 
-def fill_log(path: Path, n: int = 12, *, hostile: bool = True) -> dict[str, Any]:
+def fill_log(path: Path | str, n: int = 12, *, hostile: bool = True) -> dict[str, Any]:
     """``n`` sent transfers, one blocked, one failed, one left open (outcome unknown), one
     linked to a data subject, and (``hostile``) one whose app, purpose, legal basis, actor and
     legal entity are markup. Returns what was written: ids by kind."""
@@ -59,7 +59,7 @@ def fill_log(path: Path, n: int = 12, *, hostile: bool = True) -> dict[str, Any]
     return out
 
 
-def console(path: Path, **settings: Any) -> Console:
+def console(path: Path | str, **settings: Any) -> Console:
     """A console on the log at ``path`` (read-only handle; a writer per action when
     ``changes=True``), its index built and its first verification done."""
     log = AuditLog(path, readonly=True)

@@ -727,6 +727,20 @@ class AuditLog(LogSession):
             except sqlite3.OperationalError:  # a body that is not JSON: altered
                 return self._conn().execute(SELECT_FACTS_GUARDED, (after, limit)).fetchall()
 
+    def facts_after(
+        self, cursor: Any = None, limit: int = 50_000
+    ) -> tuple[list[tuple[Any, ...]], Any]:
+        """:meth:`facts` of the entries after ``cursor`` (None: from the start) and the cursor
+        after them: what keeps a summary current without reading the log again. The cursor
+        is the log's own (here the last seq read; a fleet log's says how far each writer's
+        chain was read, since its writers commit in no one order)."""
+        after = int(cursor or 0)
+        rows = self.facts(after, limit)
+        return rows, (rows[-1][0] if rows else after)
+
+    # (a file log's entries become visible in seq order; a fleet log's may not: see FleetLog)
+    late_entries = False
+
     def extent(self) -> tuple[int, int]:
         """(first seq, last seq): what tells a reader the log grew or was cut (both come
         from the ends of the primary key, whatever the log's size)."""

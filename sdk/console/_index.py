@@ -145,6 +145,8 @@ class Index:
         self.ids: dict[str, int] = {}  # open transfers (no finish yet): record id -> row
         self.last = 0  # the newest entry read
         self.first = 0  # the oldest entry when built (a prune raises it)
+        self.cursor: Any = None  # how far the log was read (the log's own cursor)
+        self.unsorted = False  # a row came in after rows of a larger seq (a fleet log)
         self.entries = 0
         self._version = 0
         self._snapshot: tuple[int, dict[str, NDArray[Any]]] | None = None
@@ -160,7 +162,7 @@ class Index:
             with self._lock:
                 self._clear()
                 self.total, self.done = last - first + 1 if last else 0, 0
-            self._read_from(0, on_progress)
+            self._read_from(on_progress)
             with self._lock:
                 self.first = first
         except BaseException as exc:
@@ -169,16 +171,17 @@ class Index:
         finally:
             self.ready.set()
 
-    def _read_from(self, after: int, on_progress: Callable[[int, int], None] | None) -> None:
-        """Read every entry after ``after``."""
+    def _read_from(self, on_progress: Callable[[int, int], None] | None) -> None:
+        """Read every entry after the cursor."""
         while True:
-            rows = self.log.facts(after, _CHUNK)
+            rows, cursor = self.log.facts_after(self.cursor, _CHUNK)
             if not rows:
                 return
             with self._lock:
                 for row in rows:
                     self._add(row)
-                after = self.last = rows[-1][0]
+                self.cursor = cursor
+                self.last = max(self.last, *(int(r[0]) for r in rows))
                 self._version += 1
                 self.entries += len(rows)
                 self.done += len(rows)
@@ -197,10 +200,11 @@ class Index:
                 return True
             self._last_refresh = now
             first, last = self.log.extent()
-            if last == self.last and first == self.first:
+            late = self.log.late_entries  # (then entries may appear below the newest read)
+            if last == self.last and first == self.first and not late:
                 return True
-            if last > self.last and first == self.first:
-                self._read_from(self.last, None)
+            if last >= self.last and first == self.first:
+                self._read_from(None)
                 return True
             self.ready.clear()
             return False
@@ -239,6 +243,8 @@ class Index:
             self._finish(record, outcome, rule, finish_bytes)
             return
         row_no = len(self.seq)
+        if row_no and seq < self.seq[-1]:
+            self.unsorted = True
         self.seq.append(seq)
         self.ts.append(_stamp(ts))
         self.outcome.append(_UNKNOWN)
@@ -305,6 +311,9 @@ class Index:
             for name in _NUMBERS:
                 wide = name == "bytes_sent"
                 out[name] = np.array(self.nums[name], dtype=np.int64 if wide else np.int32)
+            if self.unsorted:  # pages are taken in seq order
+                order = np.argsort(out["seq"], kind="stable")
+                out = {name: column[order] for name, column in out.items()}
             self._snapshot = (self._version, out)
             return out
 

@@ -178,6 +178,9 @@ class FleetChain:
         self._work = self.state  # inside a transaction
         self._rows: list[_Row] | None = None
         self._signed: Signed | None = None
+        # checkpoints due in the open batch (reason, seq, hash): signed and inserted at its
+        # end, so that the fleet's checkpoint lock is held only from there to the commit
+        self._due: list[tuple[str, int, bytes]] = []
 
     @property
     def head(self) -> tuple[int, bytes]:
@@ -187,6 +190,7 @@ class FleetChain:
 
     def begin(self) -> None:
         self._work, self._signed = self.state, None
+        self._due = []
 
     def committed(self) -> None:
         self.state = self._work
@@ -205,17 +209,19 @@ class FleetChain:
         try:
             yield
             self._flush(db)
+            self._sign_due(db)
         finally:
             self._rows = None
 
-    def mark(self) -> tuple[int, _State]:
+    def mark(self) -> tuple[int, _State, int]:
         assert self._rows is not None
-        return len(self._rows), self._work
+        return len(self._rows), self._work, len(self._due)
 
-    def undo(self, mark: tuple[int, _State]) -> None:
+    def undo(self, mark: tuple[int, _State, int]) -> None:
         assert self._rows is not None
         del self._rows[mark[0] :]
         self._work = mark[1]
+        del self._due[mark[2] :]
 
     def _flush(self, db: Any) -> None:
         if self._rows:
@@ -250,7 +256,9 @@ class FleetChain:
             db.execute(INSERT_ENTRY, row)
         self._work = replace(w, seq=seq, hash=digest, ts=ts)
         if seq % self.every == 0 or seq == 1:
-            self.checkpoint(db, "every" if seq % self.every == 0 else "first")
+            self._due.append(("every" if seq % self.every == 0 else "first", seq, digest))
+            if self._rows is None:
+                self._sign_due(db)
         return seq
 
     def append_finish(self, db: Any, record_id: str, body: FinishBody) -> None:
@@ -274,26 +282,39 @@ class FleetChain:
         """Sign this writer's head (unless signed already and ``only_if_unsigned``), in the
         fleet's line of checkpoints; the writer's checkpoint number."""
         self._flush(db)
+        self._sign_due(db)
         w = self._work
         if w.seq == 0 or (only_if_unsigned and w.signed_seq == w.seq):
             return None
+        return self._sign(db, reason, w.seq, w.hash)
+
+    def _sign_due(self, db: Any) -> None:
+        """Sign the checkpoints the batch's entries made due, in order (their rows are in)."""
+        self._flush(db)
+        due, self._due = self._due, []
+        for reason, seq, digest in due:
+            self._sign(db, reason, seq, digest)
+
+    def _sign(self, db: Any, reason: str, seq: int, digest: bytes) -> int:
+        w = self._work
         cp_id = w.cp_id + 1
-        signature = insert_checkpoint(
+        fid, signature, ts = insert_checkpoint(
             db,
             fleet_id=self.fleet_id,
             writer=self.writer,
             cp_id=cp_id,
-            head=(w.seq, w.hash),
+            head=(seq, digest),
             prev=w.cp_prev,
             reason=reason,
             signer=self.writer,
             sign=self.key.sign,
             ts=now_text(self._clock()),
         )
+        sighash = hashlib.sha256(signature)
         self._work = replace(
-            w, cp_id=cp_id, cp_prev=hashlib.sha256(signature[1]).digest(), signed_seq=w.seq
+            w, cp_id=cp_id, cp_prev=sighash.digest(), signed_seq=max(w.signed_seq, seq)
         )
-        self._signed = (signature[0], w.seq, hashlib.sha256(signature[1]).hexdigest(), signature[2])
+        self._signed = (fid, seq, sighash.hexdigest(), ts)
         return cp_id
 
     def review(self, db: Any, action: str, by: str, via: str, facts: Mapping[str, Any]) -> int:

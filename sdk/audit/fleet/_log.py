@@ -59,6 +59,7 @@ from veilpix.audit.fleet._sql import (
     COUNTS,
     SELECT_CHAIN_ENTRIES,
     SELECT_FACTS,
+    SELECT_FACTS_AFTER,
     SELECT_IMAGE_CANDIDATES,
     SELECT_RECORDS,
     record_filters,
@@ -726,7 +727,23 @@ class FleetLog(AuditLog):
 
     def facts(self, after: int = 0, limit: int = 50_000) -> list[tuple[Any, ...]]:
         self._commits.caught_up()
-        return [tuple(r) for r in self._rows(SELECT_FACTS, (after, limit))]
+        return [tuple(r[:7]) for r in self._rows(SELECT_FACTS, (after, limit))]
+
+    # Writers commit in no one order: an entry may become visible after entries with a
+    # larger pos. facts_after reads each writer's chain on from where it was read instead.
+    late_entries = True
+
+    def facts_after(
+        self, cursor: Any = None, limit: int = 50_000
+    ) -> tuple[list[tuple[Any, ...]], Any]:
+        """:meth:`facts` after ``cursor``: {writer: the last seq read of its chain}."""
+        self._commits.caught_up()
+        read: dict[int, int] = dict(cursor or {})
+        writers = sorted(read)
+        rows = self._rows(SELECT_FACTS_AFTER, (writers, [read[w] for w in writers], limit, limit))
+        for r in rows:
+            read[int(r[7])] = max(read.get(int(r[7]), 0), int(r[8]))
+        return [tuple(r[:7]) for r in rows], read
 
     def extent(self) -> tuple[int, int]:
         self._commits.caught_up()

@@ -106,6 +106,8 @@ def connect(url: str, *, name: str) -> Any:
         )
         conn.execute("SET synchronous_commit = on")
         conn.execute("SET statement_timeout = '60s'")
+        # a writer stuck inside a transaction must not hold the checkpoints' lock for long
+        conn.execute("SET idle_in_transaction_session_timeout = '60s'")
     except psycopg.Error as exc:
         raise describe(exc, url, "be reached") from None
     return conn

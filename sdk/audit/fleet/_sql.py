@@ -13,6 +13,7 @@ __all__ = [
     "COUNTS",
     "SELECT_CHAIN_ENTRIES",
     "SELECT_FACTS",
+    "SELECT_FACTS_AFTER",
     "SELECT_IMAGE_CANDIDATES",
     "SELECT_RECORDS",
     "record_filters",
@@ -50,18 +51,36 @@ def _path(path: str) -> str:
 
 
 # (pos, kind, record, ts, has a subject, facts as a JSON array text in FACT_PATHS order, every
-# image's [blurred, unblurred, checked] when a begin has several, else NULL): the file log's
-# SELECT_FACTS, from jsonb (built from constant paths: no input reaches it)
-SELECT_FACTS = (
+# image's [blurred, unblurred, checked] when a begin has several, else NULL; then the writer
+# and its seq): the file log's SELECT_FACTS, from jsonb (built from constant paths: no input
+# reaches it)
+_FACTS = (
     "SELECT pos, kind, record, ts, subject IS NOT NULL, jsonb_build_array("  # noqa: S608
     + ", ".join(f"d #> {_path(p)}" for p in FACT_PATHS)
     + ")::text, CASE WHEN kind = 'begin' AND jsonb_typeof(d #> '{what,image_count}') = 'number'"
     " AND (d #>> '{what,image_count}')::numeric > 1 THEN (SELECT jsonb_agg(jsonb_build_array("
     "i -> 'faces_blurred', i -> 'faces_unblurred', i -> 'faces_checked'))"
     " FROM jsonb_array_elements(CASE WHEN jsonb_typeof(d #> '{what,images}') = 'array'"
-    " THEN d #> '{what,images}' ELSE '[]'::jsonb END) i)::text END"
-    " FROM (SELECT pos, kind, record, ts, subject, body::jsonb AS d FROM veilpix.entries"
-    " WHERE pos > %s ORDER BY pos LIMIT %s) e"
+    " THEN d #> '{what,images}' ELSE '[]'::jsonb END) i)::text END, writer, seq"
+)
+SELECT_FACTS = (
+    _FACTS  # noqa: S608 - constants only
+    + " FROM (SELECT pos, kind, record, ts, subject, writer, seq, body::jsonb AS d"
+    " FROM veilpix.entries WHERE pos > %s ORDER BY pos LIMIT %s) e"
+)
+# The same, after a cursor: each writer's chain from the entry after the one last read
+# (arrays of writers and their seqs; a writer not named is read from its start), in the
+# order of pos. Exact whatever order the writers' transactions committed in: a writer's own
+# entries become visible in its order. (Each chain gives at most the limit's positions, the
+# lowest of them all are read.)
+SELECT_FACTS_AFTER = (
+    "WITH picked AS (SELECT e.pos FROM veilpix.writers w"  # noqa: S608 - constants only
+    " LEFT JOIN unnest(%s::int[], %s::bigint[]) AS c(w, s) ON c.w = w.id"
+    " CROSS JOIN LATERAL (SELECT x.pos FROM veilpix.entries x WHERE x.writer = w.id"
+    " AND x.seq > coalesce(c.s, 0) ORDER BY x.seq LIMIT %s) e ORDER BY e.pos LIMIT %s) "
+    + _FACTS
+    + " FROM (SELECT pos, kind, record, ts, subject, writer, seq, body::jsonb AS d"
+    " FROM veilpix.entries WHERE pos IN (SELECT pos FROM picked)) f ORDER BY pos"
 )
 
 SELECT_CHAIN_ENTRIES = (
