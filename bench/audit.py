@@ -910,6 +910,12 @@ def print_report(doc: dict[str, Any]) -> None:
         "with the public key alone can check everything up to the newest one."
     )
 
+    if doc.get("postgres") and "series" in doc["postgres"]:
+        from _fleet import print_fleet
+
+        print_fleet(con, doc)
+    elif doc.get("postgres"):
+        con.print(f"\nPostgreSQL series skipped: {doc['postgres']['skipped']}")
     con.print()
     for line in doc["targets"]:
         con.print(line)
@@ -959,10 +965,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--profile", action="store_true", help="also profile one 1-thread series (cProfile)"
     )
+    ap.add_argument(
+        "--pg-pairs",
+        type=int,
+        default=2000,
+        help="pairs per PostgreSQL series and run (default 2000; 0: skip PostgreSQL)",
+    )
+    ap.add_argument(
+        "--pg-writers",
+        default="1,4,8",
+        help="writer processes of the PostgreSQL series (default 1,4,8)",
+    )
     ap.add_argument("--json", action="store_true", help="print machine-readable results only")
     args = ap.parse_args(argv)
+    try:
+        pg_writers = tuple(int(x) for x in args.pg_writers.split(",") if x.strip())
+    except ValueError:
+        ap.error(f"--pg-writers: expected numbers like 1,4,8, got {args.pg_writers!r}")
+    if not pg_writers or min(pg_writers) < 1:
+        ap.error("--pg-writers: at least one writer each")
     if args.quick:
         args.n, args.repeat, args.verify_n = min(args.n, 100), 3, min(args.verify_n, 2000)
+        args.pg_pairs = min(args.pg_pairs, 200)
     if args.n < max(args.threads, args.procs, 1) or args.repeat < 1:
         ap.error("--n must be at least the number of writers, --repeat at least 1")
     if args.threads < 1 or args.procs < 1 or args.verify_n < 0:
@@ -1002,6 +1026,28 @@ def main(argv: list[str] | None = None) -> int:
         progress("timing entry authentication")
         auth = measure_entry_auth(1e6 / one.ops_per_s)
         profile = profile_serial(ctx, max(args.n, 1000)) if args.profile else None
+        fleet = None
+        if args.pg_pairs:
+            from _fleet import pgkit, run_fleet
+
+            reason = pgkit.skip_reason()
+            if reason:
+                fleet = {"skipped": reason}
+            else:
+                series, server = run_fleet(
+                    ctx,
+                    mp_context(),
+                    progress,
+                    repeat=args.repeat,
+                    pairs=max(args.pg_pairs, max(pg_writers)),
+                    writers=pg_writers,
+                )
+                fleet = {
+                    "server": server,
+                    "pairs": args.pg_pairs,
+                    "repeat": args.repeat,
+                    "series": [asdict(x) for x in series],
+                }
         fs = filesystem_of(tmp)
         progress("")
     finally:
@@ -1041,9 +1087,14 @@ def main(argv: list[str] | None = None) -> int:
         "entry_auth": [asdict(a) for a in auth],
         "targets": targets,
         "profile": profile,
+        "postgres": fleet,
         "profile_pairs": max(args.n, 1000) if profile else None,
         "bench_seconds": round(time.perf_counter() - started, 1),
     }
+    if fleet and "series" in fleet:
+        from _fleet import fleet_targets
+
+        doc["targets"] = [*targets, *fleet_targets(doc)]
     if args.json:
         print(json.dumps(doc, indent=1, ensure_ascii=False))
     else:

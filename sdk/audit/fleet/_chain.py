@@ -146,6 +146,7 @@ class _State:
 
 
 _Row = tuple[int, int, str, str | None, str, str | None, str, bytes, bytes, bytes]
+_BEGUN_MAX = 100_000  # transfers in flight a writer remembers (beyond: looked up)
 Signed = tuple[int, int, str, str]  # (fid, seq, SHA-256 of the signature, ts)
 
 
@@ -181,6 +182,10 @@ class FleetChain:
         # checkpoints due in the open batch (reason, seq, hash): signed and inserted at its
         # end, so that the fleet's checkpoint lock is held only from there to the commit
         self._due: list[tuple[str, int, bytes]] = []
+        # transfers this writer began (committed) and has not finished: their finish needs no
+        # look at the database (``entries_one_finish`` still refuses a second finish)
+        self.begun: set[str] = set()
+        self._begun_txn: list[tuple[str, bool]] = []  # (record, begun?) of the transaction
 
     @property
     def head(self) -> tuple[int, bytes]:
@@ -191,13 +196,26 @@ class FleetChain:
     def begin(self) -> None:
         self._work, self._signed = self.state, None
         self._due = []
+        self._begun_txn = []
 
     def committed(self) -> None:
         self.state = self._work
+        for record, begun in self._begun_txn:
+            if begun and len(self.begun) < _BEGUN_MAX:
+                self.begun.add(record)
+            elif not begun:
+                self.begun.discard(record)
+        self._begun_txn = []
+
+    def forget_begun(self) -> None:
+        """Look every finish up in the database from now on (another writer finished one of
+        this writer's transfers)."""
+        self.begun.clear()
 
     def end(self) -> None:
         """The transaction is over (committed or not)."""
         self._work = self.state
+        self._begun_txn = []
 
     def take_signed(self) -> Signed | None:
         signed, self._signed = self._signed, None
@@ -213,15 +231,16 @@ class FleetChain:
         finally:
             self._rows = None
 
-    def mark(self) -> tuple[int, _State, int]:
+    def mark(self) -> tuple[int, _State, int, int]:
         assert self._rows is not None
-        return len(self._rows), self._work, len(self._due)
+        return len(self._rows), self._work, len(self._due), len(self._begun_txn)
 
-    def undo(self, mark: tuple[int, _State, int]) -> None:
+    def undo(self, mark: tuple[int, _State, int, int]) -> None:
         assert self._rows is not None
         del self._rows[mark[0] :]
         self._work = mark[1]
         del self._due[mark[2] :]
+        del self._begun_txn[mark[3] :]
 
     def _flush(self, db: Any) -> None:
         if self._rows:
@@ -255,6 +274,8 @@ class FleetChain:
         else:
             db.execute(INSERT_ENTRY, row)
         self._work = replace(w, seq=seq, hash=digest, ts=ts)
+        if record is not None and kind in ("begin", "finish"):
+            self._begun_txn.append((record, kind == "begin"))
         if seq % self.every == 0 or seq == 1:
             self._due.append(("every" if seq % self.every == 0 else "first", seq, digest))
             if self._rows is None:
@@ -264,7 +285,12 @@ class FleetChain:
     def append_finish(self, db: Any, record_id: str, body: FinishBody) -> None:
         """Append the finish of ``record_id``; AuditLogError (nothing written) unless it was
         begun (by any writer of the fleet) and is not finished yet (by any writer either:
-        ``entries_one_finish``, a unique index, settles two writers finishing at once)."""
+        ``entries_one_finish``, a unique index, settles two writers finishing at once). A
+        transfer this writer began is not looked up, unless the finish was kept from a
+        failed transaction (``late``)."""
+        if record_id in self.begun and "late" not in body:
+            self.append(db, "finish", record_id, body)
+            return
         self._flush(db)
         kinds = {
             k

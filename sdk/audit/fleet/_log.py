@@ -514,18 +514,26 @@ class FleetLog(AuditLog):
             carried: list[Any] = []
             chain.begin()
             try:
-                db.execute("BEGIN")
-                if not durable:
-                    db.execute("SET LOCAL synchronous_commit = off")
-                carried = self._carried.write(db) if self._carried else []
-                yield db
-                self._attempt = chain._work
-                db.execute("COMMIT")
+                # (pipeline mode: the statements go out together and the transaction costs
+                # one round trip, plus one for each read inside it)
+                with _pipeline(db):
+                    db.execute("BEGIN")
+                    if not durable:
+                        db.execute("SET LOCAL synchronous_commit = off")
+                    carried = self._carried.write(db) if self._carried else []
+                    yield db
+                    self._attempt = chain._work
+                    db.execute("COMMIT")
                 self._attempt = None
                 chain.committed()
             except psycopg.Error as exc:
                 self._rollback(db)
                 self._carried.put_back(carried)
+                if getattr(exc.diag, "constraint_name", "") == "entries_one_finish":
+                    # another writer finished a transfer this one began: the batch is redone
+                    # op by op, each finish looked up, so that only that finish fails
+                    chain.forget_begun()
+                    raise Redo(describe(exc, self.url, "write")) from None
                 raise describe(exc, self.url, "write") from None
             except BaseException:
                 self._rollback(db)
@@ -876,6 +884,21 @@ class FleetLog(AuditLog):
 
     def __repr__(self) -> str:
         return f"FleetLog({self.location!r}, {'readonly' if self.readonly else 'writable'})"
+
+
+@contextmanager
+def _pipeline(db: Any) -> Iterator[None]:
+    """``db``'s pipeline mode for the block. When the block fails, the pipeline's own error
+    on leaving (the aborted rest of the batch) gives way to the block's."""
+    pipeline = db.pipeline()
+    pipeline.__enter__()
+    try:
+        yield
+    except BaseException as exc:
+        with suppress(Exception):
+            pipeline.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    pipeline.__exit__(None, None, None)
 
 
 @contextmanager
