@@ -23,7 +23,6 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from _common import ROOT
@@ -88,11 +87,14 @@ def _worker(
             for i in range(count):
                 rid = str(uuid.uuid4())
                 with db.transaction():
-                    db.execute(RAW_INSERT, (writer, 2 * i, "begin", rid, "t", None, rows.begin, h, h, h))
+                    db.execute(
+                        RAW_INSERT, (writer, 2 * i, "begin", rid, "t", None, rows.begin, h, h, h)
+                    )
                 with db.transaction():
                     db.execute("SET LOCAL synchronous_commit = off")
                     db.execute(
-                        RAW_INSERT, (writer, 2 * i + 1, "finish", rid, "t", None, rows.finish, h, h, h)
+                        RAW_INSERT,
+                        (writer, 2 * i + 1, "finish", rid, "t", None, rows.finish, h, h, h),
                     )
             t1 = time.perf_counter()
             db.close()
@@ -145,7 +147,9 @@ def run_fleet(
                 took: dict[str, float] = {}
                 for kind in order:
                     progress(f"PostgreSQL, {n} writer processes, run {rep + 1}/{repeat}: {kind}")
-                    took[kind] = _run(mp, kind, url if kind == "veilpix" else raw, key, n, pairs, ctx)
+                    took[kind] = _run(
+                        mp, kind, url if kind == "veilpix" else raw, key, n, pairs, ctx
+                    )
                 s.veilpix_runs.append(round(took["veilpix"], 4))
                 s.raw_runs.append(round(took["raw"], 4))
                 s.ratios.append(round(took["raw"] / took["veilpix"], 3))
@@ -178,7 +182,16 @@ def print_fleet(con: Any, doc: dict[str, Any]) -> None:
         title=f"Fleet log on PostgreSQL {pg['server']} (loopback, fsync on): begin+finish pairs",
         title_justify="left",
     )
-    for col in ("writer processes", "veilpix pairs/s", "raw pairs/s", "vp ÷ raw", "≥ 0.50", "runs vp (s)", "runs raw (s)", "chain"):
+    for col in (
+        "writer processes",
+        "veilpix pairs/s",
+        "raw pairs/s",
+        "vp ÷ raw",
+        "≥ 0.50",
+        "runs vp (s)",
+        "runs raw (s)",
+        "chain",
+    ):
         table.add_column(col, justify="left" if col in ("chain",) else "right")
     for s in pg["series"]:
         table.add_row(
@@ -203,13 +216,12 @@ def print_fleet(con: Any, doc: dict[str, Any]) -> None:
 
 
 def fleet_targets(doc: dict[str, Any]) -> list[str]:
-    out = []
-    for s in doc["postgres"]["series"]:
-        out.append(
-            f"target PostgreSQL, {s['writers']} writer processes: {s['ratio']:.2f}× raw inserts "
-            f"(median of {len(s['ratios'])} runs, range {min(s['ratios']):.2f}–"
-            f"{max(s['ratios']):.2f}) ≥ 0.50: {s['verdict']}"
-        )
+    out = [
+        f"target PostgreSQL, {s['writers']} writer processes: {s['ratio']:.2f}× raw inserts "
+        f"(median of {len(s['ratios'])} runs, range {min(s['ratios']):.2f}–"
+        f"{max(s['ratios']):.2f}) ≥ 0.50: {s['verdict']}"
+        for s in doc["postgres"]["series"]
+    ]
     last = doc["postgres"]["series"][-1]
     out.append(
         f"PostgreSQL, {last['writers']} writer processes: {last['veilpix_pairs_s']:,.0f} calls/s "

@@ -1039,7 +1039,7 @@ def main(argv: list[str] | None = None) -> int:
                     mp_context(),
                     progress,
                     repeat=args.repeat,
-                    pairs=max(args.pg_pairs, max(pg_writers)),
+                    pairs=max(args.pg_pairs, *pg_writers),
                     writers=pg_writers,
                 )
                 fleet = {
