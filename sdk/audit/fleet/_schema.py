@@ -60,9 +60,10 @@ _DDL = (
     "CREATE INDEX entries_record ON veilpix.entries (record)",
     # one finish per transfer, whichever writers finish it at once
     "CREATE UNIQUE INDEX entries_one_finish ON veilpix.entries (record) WHERE kind = 'finish'",
-    "CREATE INDEX entries_kind ON veilpix.entries (kind, pos)",
+    # (the rare kinds only: every index costs each of the many begins and finishes an insert)
+    "CREATE INDEX entries_rare ON veilpix.entries (kind, pos)"
+    " WHERE kind NOT IN ('begin', 'finish')",
     "CREATE INDEX entries_subject ON veilpix.entries (subject) WHERE subject IS NOT NULL",
-    "CREATE INDEX entries_ts ON veilpix.entries (ts)",
     "CREATE TABLE veilpix.checkpoints ("
     " fid bigint PRIMARY KEY, writer integer NOT NULL, id integer NOT NULL,"
     " seq bigint NOT NULL, hash bytea NOT NULL, ts text NOT NULL, reason text NOT NULL,"
