@@ -54,6 +54,11 @@ run, ``--repeat`` runs; the median req/s is reported and each ratio is the media
 per-run ratios. The client shares the machine's cores with the servers, equally for every
 path.
 
+* gateway, PostgreSQL log  the same one-worker gateway with ``--log postgresql://...``: its
+             log is a fleet log on a throwaway cluster (tests/pgkit.py, Debian's server,
+             loopback, fsync on), in the small-JSON latency rounds only (``--no-postgres``
+             skips it). Its log is verified afterwards like the others.
+
 Targets (from the issue): gateway p50 added for small JSON <= 2 ms; gateway throughput
 >= 3x mitmproxy's reverse-mode throughput at concurrency 16. Afterwards the gateway's log is
 verified (untimed): intact, one record per gateway call.
@@ -87,7 +92,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
-from _common import SMALL, camera_exif, progress, revision
+from _common import ROOT, SMALL, camera_exif, progress, revision
 
 import veilpix
 
@@ -162,7 +167,13 @@ def serve(port: int) -> None:
 
 
 def gateway_cmd(
-    tmp: Path, name: str, port: int, upstream_port: int, workers: int, durability: str = "disk"
+    tmp: Path,
+    name: str,
+    port: int,
+    upstream_port: int,
+    workers: int,
+    durability: str = "disk",
+    log: str | None = None,
 ) -> list[str]:
     """``veilpix proxy`` as users run it, with a veilpix.toml that names the stand-in vendor
     as OpenAI's base URL, its own log (``[log] durability``), and ``workers`` processes."""
@@ -182,7 +193,7 @@ def gateway_cmd(
         "--port",
         str(port),
         "--log",
-        str(folder / "audit.db"),
+        log or str(folder / "audit.db"),
         "--workers",
         str(workers),
     ]
@@ -229,10 +240,19 @@ class Proc:
                 self.popen.wait()
 
 
-def start(name: str, cmd: list[str], port: int, tmp: Path, ready_path: str) -> Proc:
+def start(
+    name: str,
+    cmd: list[str],
+    port: int,
+    tmp: Path,
+    ready_path: str,
+    env: dict[str, str] | None = None,
+) -> Proc:
     err = tmp / f"{name}.err"
     with err.open("wb") as fh:
-        popen = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=fh)
+        popen = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=fh, env={**os.environ, **(env or {})}
+        )
     proc = Proc(name, popen, port, err)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -246,6 +266,54 @@ def start(name: str, cmd: list[str], port: int, tmp: Path, ready_path: str) -> P
     proc.stop()
     tail = err.read_text(errors="replace")[-800:]
     raise RuntimeError(f"{name} did not start: {tail}")
+
+
+PG_GATEWAY = "gateway, PostgreSQL log"
+_PG: dict[str, Any] = {}  # the cluster, its URL and the fleet's key file, while running
+
+
+def start_pg_gateway(
+    tmp: Path, upstream_port: int, durability: str, procs: list[Proc], bases: dict[str, str]
+) -> str:
+    """A second one-worker gateway whose log is a fleet log on a throwaway PostgreSQL on
+    loopback (tests/pgkit.py); what happened, for the report."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    import pgkit
+
+    reason = pgkit.skip_reason()
+    if reason:
+        return f"unavailable: {reason}"
+    cluster = pgkit.Cluster().start()
+    url = cluster.database()
+    key = tmp / "fleet.key"
+    _PG.update(cluster=cluster, url=url, key=key)
+    port = free_port()
+    cmd = gateway_cmd(tmp, "gateway-pg", port, upstream_port, 1, durability, log=url)
+    env = {"VEILPIX_LOG_KEY": str(key)}
+    procs.append(
+        start(
+            PG_GATEWAY.replace(", ", "-").replace(" ", "-"), cmd, port, tmp, "/_veilpix/health", env
+        )
+    )
+    bases[PG_GATEWAY] = f"http://127.0.0.1:{port}/openai"
+    return f"PostgreSQL {cluster.sql('SHOW server_version')[0][0]} on loopback, fsync on"
+
+
+def check_pg_log(tmp: Path, expected: int) -> str:
+    """Verify the PostgreSQL-logged gateway's log (untimed), then drop the cluster."""
+    del tmp
+    cluster = _PG.pop("cluster")
+    try:
+        with veilpix.AuditLog(_PG["url"], key_path=_PG["key"], readonly=True) as log:
+            res = log.verify()
+    finally:
+        cluster.destroy()
+    return (
+        f"{PG_GATEWAY}: intact, {res.records:,} records, {res.pending} pending "
+        f"(expected {expected:,} from the small-JSON latency rounds)"
+        if res.intact
+        else f"{PG_GATEWAY}: NOT intact"
+    )
 
 
 def upstream_cmd(port: int) -> list[str]:
@@ -632,7 +700,7 @@ def print_report(doc: dict[str, Any]) -> None:
     ):
         lt.add_column(col, justify="left" if col in ("call", "path") else "right")
     for s in doc["latency"]:
-        for t in ("direct", "gateway", "mitmproxy"):
+        for t in ("direct", "gateway", PG_GATEWAY, "mitmproxy"):
             if t not in s:
                 continue
             r = s[t]
@@ -653,7 +721,9 @@ def print_report(doc: dict[str, Any]) -> None:
     con.print(
         "  added = this path's percentile minus direct's; paired Δ = median of per-round "
         "differences (rounds alternate the paths).\n  Through the gateway every call is "
-        "sanitized, checked and logged (begin durable before sending, then finish): part of its cost."
+        "sanitized, checked and logged (begin durable before sending, then finish): part of its cost.\n"
+        f"  {PG_GATEWAY}: a second one-worker gateway whose log is a fleet log on a throwaway "
+        "PostgreSQL on loopback (fsync on)."
     )
     ip = doc["in_process"]
     bt = Table(
@@ -734,6 +804,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", type=Path, help="put the gateway's log here (default: temp folder)")
     ap.add_argument("--no-mitmproxy", action="store_true", help="skip the mitmproxy peer")
     ap.add_argument(
+        "--no-postgres",
+        action="store_true",
+        help="skip the gateway whose log is on PostgreSQL (a throwaway cluster on loopback)",
+    )
+    ap.add_argument(
         "--durability",
         choices=("disk", "os"),
         default="disk",
@@ -810,6 +885,9 @@ def main(argv: list[str] | None = None) -> int:
             cmd = gateway_cmd(tmp, "gateway-many", port, up.port, args.workers, args.durability)
             procs.append(start(many, cmd, port, tmp, "/_veilpix/health"))
             bases[many] = f"http://127.0.0.1:{port}/openai"
+        pg_note = "skipped (--no-postgres)"
+        if not args.no_postgres:
+            pg_note = start_pg_gateway(tmp, up.port, args.durability, procs, bases)
         if mitm_exe:
             mp = free_port()
             cmd = [
@@ -828,6 +906,7 @@ def main(argv: list[str] | None = None) -> int:
             except RuntimeError as exc:
                 mitm_note = f"unavailable: {exc}"
         one = {k: v for k, v in bases.items() if k != many}
+        throughput_bases = {k: v for k, v in bases.items() if k != PG_GATEWAY}
         lat = [
             latency("small JSON", calls["small JSON"], one, args.n, 30, gw_port),
             latency(
@@ -839,7 +918,7 @@ def main(argv: list[str] | None = None) -> int:
                 gw_port,
             ),
         ]
-        tput, ratios = throughput(bases, args.n_tput, args.concurrency, args.repeat)
+        tput, ratios = throughput(throughput_bases, args.n_tput, args.concurrency, args.repeat)
         # every gateway call, warm-ups included, must be in its log
         per_tput = args.repeat * (args.n_tput + 4 * args.concurrency)
         expected = {"gateway": (30 + args.n) + (3 + args.n_jpeg) + per_tput}
@@ -848,6 +927,8 @@ def main(argv: list[str] | None = None) -> int:
         for p in procs:
             p.stop()
         log_check = []
+        if PG_GATEWAY in bases:
+            log_check.append(check_pg_log(tmp, 30 + args.n))
         for name, calls_made in expected.items():
             res = veilpix.verify_log(tmp / name / "audit.db")
             log_check.append(
@@ -863,6 +944,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for p in procs:
             p.stop()
+        if "cluster" in _PG:
+            _PG.pop("cluster").destroy()
         shutil.rmtree(tmp, ignore_errors=True)
 
     small = lat[0].summary()
@@ -881,6 +964,14 @@ def main(argv: list[str] | None = None) -> int:
         )
     if not ratios:
         targets.append(f"target throughput vs mitmproxy: not measured, the peer is {mitm_note}")
+    if PG_GATEWAY in small:
+        pg = small[PG_GATEWAY]
+        targets.append(
+            f"gateway with its log on PostgreSQL (loopback): adds {pg['added_p50_ms']:.2f} ms at "
+            f"p50 (p99 {pg['added_p99_ms']:+.2f} ms); with the log file: {added:.2f} ms"
+        )
+    else:
+        targets.append(f"gateway with its log on PostgreSQL: {pg_note}")
     import uvicorn
 
     doc = {
@@ -892,6 +983,7 @@ def main(argv: list[str] | None = None) -> int:
         "fsync_ms_p50": round(disk_fsync, 3),
         "uvicorn": uvicorn.__version__,
         "mitmproxy": mitm_note,
+        "postgres": pg_note,
         "dir": str(args.dir.resolve() if args.dir else Path(tempfile.gettempdir())),
         "jpeg": {"bytes": len(photo), "width": width, "height": height},
         "concurrency": args.concurrency,
