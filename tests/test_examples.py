@@ -360,3 +360,11 @@ def test_compliance_console_example(tmp_path: Path) -> None:
         assert len(log.with_image(photo)) == 1
     again = run("compliance_console.py", "demo", cwd=tmp_path)
     assert again.returncode == 1 and "exists already" in again.stderr
+
+
+def test_fleet_log_example(tmp_path: Path, fleet_url: str) -> None:
+    res = run("fleet_log.py", fleet_url, str(tmp_path / "fleet.key"), cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "the photo was sent 3 times" in res.stdout
+    assert "every step behaved as described" in res.stdout
+    assert (tmp_path / "fleet.key").stat().st_mode & 0o777 == 0o600

@@ -137,7 +137,7 @@ def test_a_role_that_may_not_insert_is_refused(
     reader = pg.url(db, user=f"reader_{db}", password="pw-reader-1")
     with AuditLog(reader, key_path=fleet_key, readonly=True) as ro:
         assert ro.counts()["records"] == 1 and ro.verify().ok
-    with pytest.raises(AuditLogError) as caught:
-        AuditLog(reader, key_path=fleet_key)  # registering needs INSERT
+    with AuditLog(reader, key_path=fleet_key) as log, pytest.raises(AuditLogError) as caught:
+        log.begin(transfer(2))  # a writer registers at its first write: that needs INSERT
     assert "pw-reader-1" not in str(caught.value)
     assert "may not" in caught.value.hint

@@ -199,8 +199,8 @@ def test_roles_writers_insert_only_reviewers_read(
             doors.erase("dave")
     with AuditLog(url["dpo"], key_path=fleet_key, readonly=True) as dpo:
         assert dpo.verify().ok and dpo.counts()["records"] == 3
-    with pytest.raises(AuditLogError):
-        AuditLog(url["dpo"], key_path=fleet_key)  # a reviewer cannot register as a writer
+    with AuditLog(url["dpo"], key_path=fleet_key) as dpo, pytest.raises(AuditLogError):
+        dpo.begin(transfer(3))  # a reviewer cannot register as a writer
     with AuditLog(url["admin"], key_path=fleet_key) as admin:
         assert admin.erase("dave", request_ref="DSR-1").records == 1
         admin.prune(timedelta(days=0))

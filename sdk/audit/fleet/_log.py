@@ -178,14 +178,11 @@ class FleetLog(AuditLog):
             )
             self._use_meta(meta)
             self._check_state(db)
-            self._db = db
-            self._register(db)
         except BaseException:
             with suppress(Exception):
                 db.close()
-            self._db = None
             raise
-        self._adopt_dead()
+        self._db = db  # (the writer registers at its first write: see _writer_db)
         spilled = self._spill_path()
         written = unspill(
             spilled,
@@ -243,7 +240,7 @@ class FleetLog(AuditLog):
         """Close the chains of writers that stopped without closing (killed, crashed, the
         machine lost): their session lock is free and their chain has no final checkpoint.
         Each tail is checked first (links from the last checkpoint, MACs); one that does not
-        check is left for verify to report. Done once, on open."""
+        check is left for verify to report. Done once, at the writer's first write."""
         chain = self._writer_chain()
         with self._lock:
             db = self._writer_db()
@@ -359,21 +356,28 @@ class FleetLog(AuditLog):
             self._lock = threading.RLock()
             self._commits = self._group_commit()
             self._carried = Carried(self._clock)
-        if self._db is not None and not self._db.closed and not self._db.broken:
-            return self._db
-        if self._db is not None:
+        if self._chain is not None and self._db is not None:
+            if not self._db.closed and not self._db.broken:
+                return self._db
             with suppress(Exception):
                 self._db.close()
             self._db = None
-        db = connect(self.url, name="veilpix writer")
+        if self._db is None or self._db.closed or self._db.broken:
+            self._db = None
+            db = connect(self.url, name="veilpix writer")
+        else:
+            db = self._db  # connected, no writer yet
         try:
             if self._chain is None:
                 self._register(db)
+                self._db = db
+                self._adopt_dead()
             else:
                 self._rejoin(db)
         except BaseException:
             with suppress(Exception):
                 db.close()
+            self._db = None
             raise
         self._db = db
         return db
@@ -487,8 +491,12 @@ class FleetLog(AuditLog):
     # -- writing -------------------------------------------------------------------------------
 
     def _writer_chain(self) -> FleetChain:  # type: ignore[override]
-        if self.readonly or self._chain is None:
+        if self.readonly or self.keys is None:
             raise AuditLogError(f"the transfer log at {self.location} is open read-only")
+        if self._chain is None:  # the first write: register (and close dead writers' chains)
+            with self._lock:
+                self._writer_db()
+        assert self._chain is not None
         return self._chain
 
     def _sync(self) -> None:
