@@ -97,8 +97,8 @@ def main() -> int:
 
     with psycopg.connect(url, autocommit=True) as db:
         writer = min(w["writer"] for w in result.writers if w["entries"] >= 12)
-        for table in ("entries", "checkpoints"):
-            db.execute(f"DELETE FROM veilpix.{table} WHERE writer = %s AND seq > 8", (writer,))
+        db.execute("DELETE FROM veilpix.entries WHERE writer = %s AND seq > 8", (writer,))
+        db.execute("DELETE FROM veilpix.checkpoints WHERE writer = %s AND seq > 8", (writer,))
     with AuditLog(url, key_path=key, readonly=True) as log:
         after = log.verify()
     named = {p.writer for p in after.problems if p.kind != "unsigned-tail"}
