@@ -183,7 +183,14 @@ def erase(args: argparse.Namespace) -> int:
             f"erased the subject-linked fields of {plural(done.records, 'transfer')}; "
             f"tombstone at entry {done.tombstone_seq}"
         )
-        if not done.physically_overwritten:
+        if not done.physically_overwritten and log.location != str(log.path):
+            print(
+                "note: PostgreSQL keeps a deleted row's bytes until the table is vacuumed "
+                "(VACUUM veilpix.subject_keys, as its owner); they stay unreadable without the "
+                "key file, which wrapped the key",
+                file=sys.stderr,
+            )
+        elif not done.physically_overwritten:
             print(
                 "note: another process still reads the log; the key's old bytes are "
                 "overwritten when it closes",

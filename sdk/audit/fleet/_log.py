@@ -23,18 +23,20 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Self
 
 from veilpix._errors import AuditLogError, ConfigError, LogIntegrityError
 from veilpix.audit._chain import genesis, now_text
-from veilpix.audit._checks import Walker, blob, mac_problem
+from veilpix.audit._checks import Problem, Walker, blob, mac_problem
 from veilpix.audit._commit import Carried, Redo, Ticket, nothing_op, spill, unspill
 from veilpix.audit._keys import KeyFile, open_sealed, seal, verify_signature
 from veilpix.audit._log import AuditLog
 from veilpix.audit._records import (
     ChainEntry,
+    Erasure,
     SubjectState,
     TransferRecord,
     fingerprints_of,
@@ -502,6 +504,23 @@ class FleetLog(AuditLog):
     def _sync(self) -> None:
         """Nothing: a durable commit returns once PostgreSQL has it on disk."""
 
+    def erase(
+        self,
+        subject_ref: str,
+        *,
+        request_ref: str | None = None,
+        by: str | None = None,
+        via: str = "cli",
+    ) -> Erasure:
+        done = super().erase(subject_ref, request_ref=request_ref, by=by, via=via)
+        if done.tombstone_seq is None:
+            return done
+        rows = self._rows(
+            "SELECT pos FROM veilpix.entries WHERE writer = %s AND seq = %s",
+            (self._writer_chain().writer, done.tombstone_seq),
+        )
+        return replace(done, tombstone_seq=int(rows[0][0])) if rows else done
+
     def _flush_wal(self) -> bool:
         """Deleted rows stay in PostgreSQL's files until vacuumed and overwritten; not known
         to be overwritten (the subject's fields stay unreadable: their key is gone)."""
@@ -846,10 +865,6 @@ class FleetLog(AuditLog):
                 db, where=self.location, public_key=public_key, expect=expect, keys=self.keys
             )
         if self._key_problem is not None:
-            from dataclasses import replace  # noqa: PLC0415
-
-            from veilpix.audit._checks import Problem  # noqa: PLC0415
-
             note = Problem("key-file", None, self._key_problem)
             result = replace(result, problems=(note, *result.problems))
         return result

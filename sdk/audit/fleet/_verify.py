@@ -22,7 +22,7 @@ Every problem names its writer; the result lists each writer with its state (``r
 its process holds the chain's lock now; ``stopped``: it stopped without closing
 (killed, or its final checkpoints deleted) and no writer has closed its chain yet;
 ``closed``; ``adopted``: stopped without closing and closed by another writer, after checking
-its tail).
+its tail; ``unused``: registered, never wrote).
 """
 
 from __future__ import annotations
@@ -122,6 +122,9 @@ class _Writer:
 
     def report(self) -> dict[str, Any]:
         state = {"close": "closed", "adopted": "adopted"}.get(self.final or "", "")
+        if not state and not self.running and not self.entries and not self.checkpoints:
+            state = "unused"  # registered, never wrote (its entries are not missing: verify
+            # would find the fleet's checkpoints of them)
         state = state or ("running" if self.running else "stopped")
         return {
             "writer": self.writer,
