@@ -42,7 +42,8 @@ examples:
   veilpix audit resolve 7f3a9c2e --outcome failed --reason "vendor shows no request"
   veilpix audit restart --reason "disk failed, no backup"   start over, on the record
   veilpix audit serve                        the compliance console in a browser (read-only)
-  veilpix audit verify --log postgresql://veilpix@db/veilpix   a fleet's log, every writer
+  veilpix audit init --log postgresql://veilpix@db/veilpix     a fleet's log (docs/many-machines.md)
+  veilpix audit verify --log postgresql://veilpix@db/veilpix   ... every writer's chain
   veilpix audit migrate --from audit.db --to postgresql://veilpix@db/veilpix
 
 the log: --log FILE or URL, else $VEILPIX_LOG, else [log] url or path in --config /
@@ -249,10 +250,18 @@ def add_audit_parser(sub: Subparsers, summary: str) -> None:
     p.add_argument("--status", type=int, metavar="HTTP", help="the HTTP status, if known")
 
     _add_serve(asub, common)
-    _add_fleet(asub)
+    _add_fleet(asub, common)
 
 
-def _add_fleet(asub: Any) -> None:
+def _add_fleet(asub: Any, common: argparse.ArgumentParser) -> None:
+    asub.add_parser(
+        "init",
+        parents=[common],
+        help="create the log and its key file (a file, or a fleet's tables in PostgreSQL)",
+        description="Create the transfer log --log names (a file, or with a PostgreSQL URL a "
+        "fleet's tables in schema veilpix) and its key file, or find them. The doors create "
+        "the log on their first call too; this is for doing it up front, as the owner role.",
+    )
     p = asub.add_parser(
         "migrate",
         help="move a log file into a fleet log on PostgreSQL",
@@ -352,6 +361,7 @@ _ACTIONS = {
     "restart": (_MANAGE, "restart"),
     "resolve": (_MANAGE, "resolve"),
     "serve": ("veilpix.cli._audit_serve", "serve"),
+    "init": ("veilpix.cli._audit_fleet", "init"),
     "migrate": ("veilpix.cli._audit_fleet", "migrate"),
     "grants": ("veilpix.cli._audit_fleet", "grants"),
 }

@@ -1,5 +1,6 @@
-"""``veilpix audit migrate`` (a file log into a fleet log on PostgreSQL) and ``veilpix audit
-grants`` (the SQL that gives a fleet's database roles what each may do)."""
+"""``veilpix audit init`` (create a log and its key file), ``veilpix audit migrate`` (a file
+log into a fleet log on PostgreSQL) and ``veilpix audit grants`` (the SQL that gives a
+fleet's database roles what each may do)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from veilpix.cli._audit_review import dump
 from veilpix.cli._exit import EXIT_OK
 from veilpix.cli._term import Progress, Term, plural, styled
 
-__all__ = ["grants", "grants_sql", "migrate"]
+__all__ = ["grants", "grants_sql", "init", "migrate"]
 
 _ROLE = re.compile(r"[A-Za-z_][A-Za-z0-9_$]{0,62}")
 
@@ -70,6 +71,42 @@ def migrate(args: argparse.Namespace) -> int:
     if not done.verified:
         con.print(styled("the fleet log does not verify: run veilpix audit verify", "red"))
         return 1
+    return EXIT_OK
+
+
+def init(args: argparse.Namespace) -> int:
+    """Create the log (a file, or a fleet's tables in PostgreSQL) and its key file."""
+    from veilpix.audit._keys import key_id  # noqa: PLC0415 - (with the command)
+    from veilpix.audit._log import AuditLog  # noqa: PLC0415
+    from veilpix.cli._options import log_location  # noqa: PLC0415
+
+    where, key = AuditLog.locate(args.config, path=log_location(args.log), key_path=args.key)
+    existed = key.exists()
+    with AuditLog.from_config(
+        args.config, path=log_location(args.log), key_path=args.key, create=True
+    ) as log:
+        done = {
+            "log": log.location,
+            "log_id": log.log_id,
+            "key_file": str(log.key_path),
+            "key_id": key_id(log.public_key),
+            "key_file_created": not existed,
+            "fleet": isinstance(where, str),
+        }
+    if args.json:
+        dump(done)
+        return EXIT_OK
+    con = Term()
+    con.print(styled("ready", "bold", "green"), f" {done['log']} (log {done['log_id']})")
+    con.print(
+        f"  key file {done['key_file']} ({'created' if done['key_file_created'] else 'found'}), "
+        f"signing key {done['key_id']}"
+    )
+    if done["fleet"]:
+        con.print(
+            "  next: veilpix audit grants prints the roles' SQL; copy the key file (mode 0600) "
+            "to every machine that writes or erases"
+        )
     return EXIT_OK
 
 

@@ -57,3 +57,31 @@ def test_a_bad_url_is_a_clear_error_without_the_password(fleet_key: Path) -> Non
     assert r.returncode != 0
     assert "s3cret-pw" not in r.stdout + r.stderr
     assert "postgresql://someone@127.0.0.1:1/nowhere" in r.stderr
+
+
+def test_the_documented_setup(pg: pgkit.Cluster, tmp_path: Path) -> None:
+    """docs/many-machines.md, steps 1 to 4: roles, init as the owner, grants, a writer and a
+    reviewer through the CLI."""
+    db = f"setup_{os.getpid()}_{tmp_path.name[-6:]}".replace("-", "_").lower()
+    pg.sql(f'CREATE DATABASE "{db}"')
+    roles = {r: f"{r}_{db}" for r in ("owner", "doors", "dpo")}
+    for role in roles.values():
+        pg.sql(f"CREATE ROLE {role} LOGIN PASSWORD 'pw-{role}'")
+    pg.sql(f'GRANT CREATE ON DATABASE "{db}" TO {roles["owner"]}')
+    url = {r: pg.url(db, user=n, password=f"pw-{n}") for r, n in roles.items()}
+    key = tmp_path / "fleet.key"
+    made = _veilpix("audit", "init", "--log", url["owner"], "--key", str(key), "--json", env={})
+    assert made.returncode == 0, made.stderr
+    doc = json.loads(made.stdout)
+    assert doc["fleet"] and doc["key_file_created"] and key.stat().st_mode & 0o777 == 0o600
+    assert "pw-" not in made.stdout
+    grants = _veilpix(
+        "audit", "grants", "--writer", roles["doors"], "--reviewer", roles["dpo"], env={}
+    )
+    pg.psql(url["owner"], grants.stdout)
+    with AuditLog(url["doors"], key_path=key) as doors:
+        doors.begin(transfer(1)).finish(status=200)
+    shown = _veilpix("audit", "verify", "--log", url["dpo"], "--json", env={})
+    assert json.loads(shown.stdout)["ok"]
+    again = _veilpix("audit", "init", "--log", url["owner"], "--key", str(key), "--json", env={})
+    assert json.loads(again.stdout)["key_file_created"] is False
