@@ -470,7 +470,8 @@ class _Supervisor:
         # Open the log once here, so that creating it (and its key) happens before any worker
         # and a broken log stops the start with a clear error.
         log = AuditLog.from_config(self.config, path=self.log_path)
-        log_path = log.location
+        shown = log.location  # (a fleet's URL without its password)
+        log_path = str(getattr(log, "url", log.path))  # what the workers open
         log.close()
         shm = shared_memory.SharedMemory(create=True, size=Metrics.size(self.count))
         ctx = multiprocessing.get_context("spawn")
@@ -515,7 +516,7 @@ class _Supervisor:
                 start(slot)
             intercept_url = _url(isocks[0]) if isocks[0] is not None else None
             text = _startup_text(
-                self.config, _url(socks[0]), Path(log_path), self.token is not None, intercept_url
+                self.config, _url(socks[0]), shown, self.token is not None, intercept_url
             )
             print(text.replace("\n", f"\n  workers: {self.count}\n", 1), file=stream)
             stream.flush()

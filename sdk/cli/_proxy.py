@@ -69,8 +69,9 @@ def add_parser(sub: Subparsers, summary: str) -> None:
     p.add_argument("--config", metavar="TOML", help=CONFIG_HELP)
     p.add_argument(
         "--log",
-        metavar="FILE",
-        help="the transfer log (default: $VEILPIX_LOG, else [log] path, else the user data folder)",
+        metavar="FILE|URL",
+        help="the transfer log: a file, or a fleet's PostgreSQL URL (default: $VEILPIX_LOG, "
+        "else [log] url or path, else the user data folder)",
     )
     p.add_argument(
         "--intercept",

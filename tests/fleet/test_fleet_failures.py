@@ -141,3 +141,52 @@ def test_a_role_that_may_not_insert_is_refused(
         log.begin(transfer(2))  # a writer registers at its first write: that needs INSERT
     assert "pw-reader-1" not in str(caught.value)
     assert "may not" in caught.value.hint
+
+
+def test_finishes_a_crashed_server_lost_are_written_again(
+    pg: pgkit.Cluster, fleet_url: str, fleet_key: Path
+) -> None:
+    """A finish is committed without waiting for the disk; a crash of the server can lose it
+    (the newest entries of the writer, nothing durable). The writer, reconnecting, finds its
+    chain shorter than it wrote, checks that all it committed durably is there, goes on from
+    there and writes the lost finish again."""
+    with AuditLog(fleet_url, key_path=fleet_key) as log:
+        pending = log.begin(transfer(1))
+        pending.finish(status=200)
+        writer = log._writer_chain().writer
+        # as the crash would: the finish is gone, and so is the writer's session
+        pg.psql(
+            fleet_url, f"DELETE FROM veilpix.entries WHERE writer = {writer} AND kind = 'finish'"
+        )
+        pg.sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            f" WHERE application_name = 'veilpix writer {writer}'"
+        )
+        with pytest.raises(AuditLogError, match="cannot be reached"):
+            log.begin(transfer(2))  # the writer finds its session gone: refused, not sent
+        log.begin(transfer(2)).finish(status=200)  # reconnected
+        assert log.get(pending.id).outcome == "sent"
+        assert log.get(pending.id).finish["late"]["why"].startswith("the database's server lost")
+    with AuditLog(fleet_url, key_path=fleet_key, readonly=True) as ro:
+        result = ro.verify()
+    assert result.ok, result.problems
+
+
+def test_a_durable_entry_missing_after_reconnecting_is_refused(
+    pg: pgkit.Cluster, fleet_url: str, fleet_key: Path
+) -> None:
+    """What a crash cannot take back (a begin, committed durably) missing is tampering."""
+    with AuditLog(fleet_url, key_path=fleet_key) as log:
+        log.begin(transfer(1)).finish(status=200)
+        log.begin(transfer(2))  # the newest entry, durable
+        writer = log._writer_chain().writer
+        pg.psql(fleet_url, f"DELETE FROM veilpix.entries WHERE writer = {writer} AND seq >= 3")
+        pg.sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            f" WHERE application_name = 'veilpix writer {writer}'"
+        )
+        with pytest.raises(AuditLogError, match="cannot be reached"):
+            log.begin(transfer(3))
+        with pytest.raises(AuditLogError, match="restored or altered"):
+            log.begin(transfer(3))
+        log._closed = True  # (leave without the close checkpoint: it is refused too)

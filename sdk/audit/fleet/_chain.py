@@ -177,6 +177,12 @@ class FleetChain:
         start = _State(0, genesis(self.chain), "", 0, genesis(self.chain), 0)
         self.state = state or start  # committed
         self._work = self.state  # inside a transaction
+        # what a crash of the database server may take back: the rows committed without
+        # waiting for the disk (finishes) since the last durable commit, which ended at
+        # ``durable`` (seq, hash)
+        self.durable: tuple[int, bytes] = (0, genesis(self.chain))
+        self.unconfirmed: list[_Row] = []
+        self._txn_rows: list[_Row] = []
         self._rows: list[_Row] | None = None
         self._signed: Signed | None = None
         # checkpoints due in the open batch (reason, seq, hash): signed and inserted at its
@@ -197,9 +203,16 @@ class FleetChain:
         self._work, self._signed = self.state, None
         self._due = []
         self._begun_txn = []
+        self._txn_rows = []
 
-    def committed(self) -> None:
+    def committed(self, *, durable: bool = True) -> None:
         self.state = self._work
+        if durable:
+            self.durable = (self.state.seq, self.state.hash)
+            self.unconfirmed.clear()
+        elif len(self.unconfirmed) < _BEGUN_MAX:
+            self.unconfirmed.extend(self._txn_rows)
+        self._txn_rows = []
         for record, begun in self._begun_txn:
             if begun and len(self.begun) < _BEGUN_MAX:
                 self.begun.add(record)
@@ -235,6 +248,16 @@ class FleetChain:
         assert self._rows is not None
         return len(self._rows), self._work, len(self._due), len(self._begun_txn)
 
+    def resume(self, state: _State) -> list[_Row]:
+        """Go on from ``state``, the chain as the database holds it after its server crashed
+        and lost commits that did not wait for the disk; the rows lost (finishes, to write
+        again)."""
+        lost = [r for r in self.unconfirmed if r[1] > state.seq]
+        self.state = self._work = state
+        self.unconfirmed.clear()
+        self.durable = (state.seq, state.hash)
+        return lost
+
     def undo(self, mark: tuple[int, _State, int, int]) -> None:
         assert self._rows is not None
         del self._rows[mark[0] :]
@@ -246,6 +269,7 @@ class FleetChain:
         if self._rows:
             with db.cursor() as cur:
                 cur.executemany(INSERT_ENTRY, self._rows)
+            self._txn_rows.extend(self._rows)
             self._rows.clear()
 
     # -- entries and checkpoints ---------------------------------------------------------------
@@ -273,6 +297,7 @@ class FleetChain:
             self._rows.append(row)
         else:
             db.execute(INSERT_ENTRY, row)
+            self._txn_rows.append(row)
         self._work = replace(w, seq=seq, hash=digest, ts=ts)
         if record is not None and kind in ("begin", "finish"):
             self._begun_txn.append((record, kind == "begin"))

@@ -31,7 +31,7 @@ from typing import Any, Self
 from veilpix._errors import AuditLogError, ConfigError, LogIntegrityError
 from veilpix.audit._chain import genesis, now_text
 from veilpix.audit._checks import Problem, Walker, blob, mac_problem
-from veilpix.audit._commit import Carried, Redo, Ticket, nothing_op, spill, unspill
+from veilpix.audit._commit import Carried, FinishOp, Redo, Ticket, nothing_op, spill, unspill
 from veilpix.audit._keys import KeyFile, open_sealed, seal, verify_signature
 from veilpix.audit._log import AuditLog
 from veilpix.audit._records import (
@@ -132,6 +132,7 @@ class FleetLog(AuditLog):
         self._pool_lock = threading.Lock()
         self._chain: FleetChain | None = None  # type: ignore[assignment]
         self._attempt: _State | None = None  # the head a commit whose outcome is unknown had
+        self._signed_later: Any = None  # a checkpoint the key file records once on disk
         self.keys: KeyFile | None = None
         self._meta: Any = None
         if readonly:
@@ -419,12 +420,63 @@ class FleetLog(AuditLog):
         if attempt is not None and have == (attempt.seq, attempt.hash):
             chain.state = attempt  # the commit whose answer was lost did commit
             return
+        if chain.durable[0] <= have[0] < chain.head[0] and self._durable_still(db, chain):
+            self._resume(db, chain, have)
+            return
         raise LogIntegrityError(
             f"writer {chain.writer}'s chain in the transfer log at {self.location} ends at entry "
             f"{have[0]}, not at entry {chain.head[0]} which this writer wrote: the database "
             "was restored or altered meanwhile; nothing was written",
             found="changed",
             hint="run veilpix audit verify --log URL; restart the writer once it is understood",
+        )
+
+    def _durable_still(self, db: Any, chain: FleetChain) -> bool:
+        """The entry this writer's last durable commit ended with is in the database as
+        written (what a crash of the server cannot take back)."""
+        seq, digest = chain.durable
+        if seq == 0:
+            return True
+        row = db.execute(
+            "SELECT hash FROM veilpix.entries WHERE writer = %s AND seq = %s",
+            (chain.writer, seq),
+        ).fetchone()
+        return row is not None and bytes(row[0]) == digest
+
+    def _resume(self, db: Any, chain: FleetChain, have: tuple[int, bytes]) -> None:
+        """The database's server crashed and lost this writer's newest commits, which did not
+        wait for the disk (finishes): go on from what it holds, and write those finishes
+        again with the next transaction."""
+        ts_row = db.execute(
+            "SELECT ts FROM veilpix.entries WHERE writer = %s AND seq = %s", (chain.writer, have[0])
+        ).fetchone()
+        cp = db.execute(
+            "SELECT id, seq, signature FROM veilpix.checkpoints WHERE writer = %s"
+            " ORDER BY id DESC LIMIT 1",
+            (chain.writer,),
+        ).fetchone()
+        start = genesis(chain.chain)
+        state = _State(
+            have[0],
+            have[1],
+            "" if ts_row is None else str(ts_row[0]),
+            0 if cp is None else int(cp[0]),
+            start if cp is None else hashlib.sha256(bytes(cp[2])).digest(),
+            0 if cp is None else int(cp[1]),
+        )
+        lost = chain.resume(state)
+        why = AuditLogError("the database's server lost it in a crash before it was on disk")
+        for row in lost:
+            if row[2] == "finish" and row[3] is not None:
+                body = json.loads(row[6])
+                op = FinishOp(self._write_finish, row[3], body)
+                self._carried.keep(Ticket(op), why)
+        _log.warning(
+            "the transfer log's server lost %d of writer %s's newest entries in a crash "
+            "(committed without waiting for the disk); the finishes among them are written "
+            "again",
+            len(lost),
+            chain.writer,
         )
 
     def _get_pool(self) -> Any:
@@ -552,7 +604,7 @@ class FleetLog(AuditLog):
                     self._attempt = chain._work
                     db.execute("COMMIT")
                 self._attempt = None
-                chain.committed()
+                chain.committed(durable=durable)
             except psycopg.Error as exc:
                 self._rollback(db)
                 self._carried.put_back(carried)
@@ -569,8 +621,14 @@ class FleetLog(AuditLog):
             finally:
                 chain.end()
             signed = chain.take_signed()
-            if signed is not None:
-                self._save_state(signed)
+            # (the key file records a checkpoint once it is on disk: one committed without
+            # waiting could be lost in a crash of the server, and the key file would then
+            # refuse the database as cut back)
+            if signed is not None and not durable:
+                self._signed_later = signed
+            elif durable and (signed or self._signed_later) is not None:
+                self._save_state(signed or self._signed_later)
+                self._signed_later = None
         self._wrote = True
         self._start_timer()
 
