@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Self, cast
 
 from veilpix._config import Config, default_log_path, is_log_url, load_config, parse_age
-from veilpix._errors import AuditLogError, ConfigError
+from veilpix._errors import AuditLogError, ConfigError, LogIntegrityError
 from veilpix.audit._chain import canonical, now_text
 from veilpix.audit._checks import Problem
 from veilpix.audit._commit import FinishOp
@@ -78,7 +78,7 @@ from veilpix.audit._session import LogSession
 from veilpix.audit._store import key_path_for
 from veilpix.audit._verify import VerifyResult, verify_connection
 
-__all__ = ["AuditLog", "PendingTransfer", "verify_log"]
+__all__ = ["AuditLog", "PendingTransfer", "check_subject", "verify_log"]
 
 
 class PendingTransfer:
@@ -485,6 +485,9 @@ class AuditLog(LogSession):
         it names the request and the count, never the subject."""
         if self.keys is None:
             raise AuditLogError("erasure needs the log's key file")
+        # the key to destroy must be this subject's (its transfers name them, sealed): a
+        # subject key whose tag was swapped with another's would erase someone else
+        next(self.records(subject=subject_ref, limit=1), None)
         tag = self.fingerprint(subject_ref.encode(), label="subject")
         with self._write() as db:
             chain = self._writer_chain()
@@ -616,6 +619,8 @@ class AuditLog(LogSession):
         shown = 0
         for row in rows:
             rec = to_record(row, self._open_subject)
+            if subject is not None:
+                check_subject(rec, subject, self.location)
             if wanted is not None and wanted not in fingerprints_of(rec):
                 continue
             yield rec
@@ -859,6 +864,20 @@ class AuditLog(LogSession):
     def __repr__(self) -> str:
         mode = "readonly" if self.readonly else "writable"
         return f"AuditLog({str(self.path)!r}, {mode})"
+
+
+def check_subject(rec: TransferRecord, subject: str, where: str) -> None:
+    """Raise LogIntegrityError unless ``rec``, found under ``subject``'s key, names that
+    subject in its sealed fields (when they open): the log's subject keys were altered (a
+    tag moved to another subject's key) otherwise."""
+    if rec.sealed is None or rec.sealed.get("subject_ref") in (None, clip_text(subject)):
+        return
+    raise LogIntegrityError(
+        f"the transfer log at {where} was altered: the key it holds for this subject opens "
+        f"transfer {rec.id}, which names another subject; nothing was read or erased",
+        found="changed",
+        hint="run veilpix audit verify with the key file, and restore the log from a backup",
+    )
 
 
 def verify_log(

@@ -212,6 +212,7 @@ def _verify(  # noqa: PLR0917 - one pass over the log, reporting as it goes
     hashes: dict[int, bytes] = {}
     begun: set[str] = set()
     finished: set[str] = set()
+    subjects: set[str] = set()  # the subject keys the transfers were sealed under
     erased: list[tuple[int, str]] = []
     restarts: list[dict[str, Any]] = []
     entries = records = forged = 0
@@ -243,6 +244,8 @@ def _verify(  # noqa: PLR0917 - one pass over the log, reporting as it goes
         if kind == "begin":
             records += 1
             begun.add(record)
+            if isinstance(subject, str):
+                subjects.add(subject)
         elif kind == "finish":
             if record in finished:
                 problems.append(Problem("orphan", s, f"transfer {record} is finished twice"))
@@ -372,6 +375,17 @@ def _verify(  # noqa: PLR0917 - one pass over the log, reporting as it goes
     for s, kid in erased:
         if kid in kept:
             problems.append(Problem("erasure", s, f"erasure {s}: the subject key still exists"))
+    gone = sorted(subjects - kept - {kid for _, kid in erased})
+    if gone:
+        problems.append(
+            Problem(
+                "erasure",
+                None,
+                f"{len(gone)} subject key{'s are' if len(gone) > 1 else ' is'} missing that no "
+                f"erasure accounts for (first: {gone[0]}): deleted behind veilpix's back, their "
+                "transfers' subject fields unreadable without a record of why",
+            )
+        )
     problems.sort(
         key=lambda p: (p.kind == "unsigned-tail", -1 if p.seq is None else p.seq, RANK[p.kind])
     )

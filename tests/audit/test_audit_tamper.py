@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from auditkit import fill, raw
-from veilpix import AuditLog, AuditLogError, ConfigError, verify_log
+from veilpix import AuditLog, AuditLogError, ConfigError, LogIntegrityError, verify_log
 from veilpix.audit._chain import checkpoint_message, entry_hash, founding_statement, genesis
 from veilpix.audit._keys import KeyFile, key_id
 from veilpix.cli._main import main
@@ -282,7 +282,39 @@ def test_deleted_tombstone_is_caught(tmp_path: Path) -> None:
         fill(log, 1)
     assert verify_log(path).ok
     raw(path).execute("DELETE FROM entries WHERE kind='erase'")
-    assert kinds(path)[0] == ("gap", 7)
+    problems = kinds(path)
+    assert ("gap", 7) in problems
+    assert ("erasure", None) in problems  # and the subject's key is gone with no record why
+
+
+def test_a_subject_key_deleted_without_an_erasure_is_caught(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    with AuditLog(path) as log:
+        fill(log, 2, subject_ref="subject-1")
+    raw(path).execute("DELETE FROM subject_keys")
+    result = verify_log(path)
+    assert not result.ok and [p.kind for p in result.problems] == ["erasure"]
+    assert "no erasure accounts for" in result.problems[0].message
+
+
+def test_subject_keys_whose_tags_were_swapped_erase_nobody(tmp_path: Path) -> None:
+    """Someone who can write the log swaps two subjects' key tags: looking up or erasing one
+    subject would reach the other's transfers. The sealed fields name the subject: refused."""
+    path = tmp_path / "audit.db"
+    with AuditLog(path) as log:
+        fill(log, 1, subject_ref="alice")
+        fill(log, 1, subject_ref="bob")
+    db = raw(path)
+    (a,), (b,) = db.execute("SELECT tag FROM subject_keys ORDER BY created, kid").fetchall()
+    db.execute("UPDATE subject_keys SET tag = 'x' WHERE tag = ?", (a,))
+    db.execute("UPDATE subject_keys SET tag = ? WHERE tag = ?", (a, b))
+    db.execute("UPDATE subject_keys SET tag = ? WHERE tag = 'x'", (b,))
+    with AuditLog(path) as log:
+        with pytest.raises(LogIntegrityError, match="names another subject"):
+            list(log.records(subject="alice"))
+        with pytest.raises(LogIntegrityError, match="names another subject"):
+            log.erase("alice")
+        assert {r.subject for r in log.records()} == {"open"}  # nobody was erased
 
 
 def test_writer_refuses_a_log_whose_unsigned_tail_is_broken(log_path: Path) -> None:

@@ -248,3 +248,29 @@ def test_forked_child_registers_as_a_writer_of_its_own(fleet_url: str, fleet_key
         result = ro.verify()
     assert result.ok, result.problems
     assert sorted(w["entries"] for w in result.writers) == [4, 8]
+
+
+@pytest.mark.parametrize(
+    "password", ["Sup3r@Secret", "my Secret", "a%zzSecret", "ab#Secret", "ab/Secret"]
+)
+def test_a_password_that_needs_encoding_is_refused_unshown(password: str, fleet_key: Path) -> None:
+    """libpq and a URL parser read such a URL differently (an unencoded @ moves the host):
+    refused before connecting, and no piece of the password in the message."""
+    url = f"postgresql://veilpix_admin:{password}@127.0.0.1:1/postgres"
+    with pytest.raises(ConfigError) as caught:
+        AuditLog(url, key_path=fleet_key)
+    text = str(caught.value)
+    assert "Secret" not in text and "Sup3r" not in text and "percent-encode" in text
+
+
+def test_the_drivers_loggers_never_print_the_password(
+    fleet_url: str, pg: pgkit.Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from veilpix.audit.fleet._url import remember_secret
+
+    remember_secret(fleet_url)
+    with caplog.at_level(logging.WARNING):
+        logging.getLogger("psycopg.pool").warning("error connecting with %s", pg.password)
+    assert pg.password not in caplog.text and "***" in caplog.text

@@ -206,3 +206,50 @@ def test_roles_writers_insert_only_reviewers_read(
         admin.prune(timedelta(days=0))
     with AuditLog(fleet_url, key_path=fleet_key, readonly=True) as ro:
         assert ro.verify().ok
+
+
+def test_a_log_file_its_doors_still_write_is_not_migrated(
+    tmp_path: Path, fleet_url: str, fleet_key: Path
+) -> None:
+    """Whatever a running writer added after the move would stay behind in the file."""
+    source = tmp_path / "audit.db"
+    _file_log(source, 2)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from veilpix import AuditLog;"
+            " log = AuditLog(sys.argv[1]); print('open', flush=True); time.sleep(60)",
+            str(source),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "open"
+        with pytest.raises(ConfigError, match=f"open in process {holder.pid}"):
+            migrate(source, fleet_url, target_key=fleet_key)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert migrate(source, fleet_url, target_key=fleet_key).verified  # once it is stopped
+
+
+def test_a_log_written_during_the_migration_moves_nothing(
+    tmp_path: Path, fleet_url: str, fleet_key: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import veilpix.audit.fleet._migrate as m
+
+    source = tmp_path / "audit.db"
+    _file_log(source, 600)  # 1,202 entries: progress is called at the 1000th
+    monkeypatch.setattr(m, "_open_elsewhere", lambda path: [])  # (the writer is in here)
+
+    def write_meanwhile(done: int, total: int) -> None:
+        if done < total:
+            with AuditLog(source) as door:
+                door.begin(transfer(1)).finish(status=200)
+
+    with pytest.raises(ConfigError, match="written during the migration"):
+        migrate(source, fleet_url, target_key=fleet_key, progress=write_meanwhile)
+    with AuditLog(fleet_url, key_path=fleet_key, readonly=True) as fleet:
+        assert fleet.counts()["entries"] == 0  # the fleet's transaction rolled back

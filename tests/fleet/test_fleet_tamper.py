@@ -9,7 +9,7 @@ import pgkit
 import pytest
 
 from auditkit import transfer
-from veilpix import AuditLog
+from veilpix import AuditLog, AuditLogError
 from veilpix.audit._verify import VerifyResult
 
 
@@ -148,3 +148,124 @@ def test_forged_tail_entry_without_the_key_file(
     after = _verify(fleet_url, fleet_key)
     assert ("forged", 1) in _kinds(after)
     assert [w["state"] for w in after.writers if w["writer"] == 1] == ["stopped"]
+
+
+# -- found by review: what a database user without the key file must not get past ------------
+
+
+def _append(url: str, writer: int, kind: str, record: str | None, body: str) -> None:
+    """Append an entry to ``writer``'s chain with its hash right (the algorithm is public)
+    and a MAC nobody without the key file can make."""
+    import psycopg
+
+    from veilpix.audit._chain import entry_hash
+
+    with psycopg.connect(url, autocommit=True) as db:
+        seq, prev, ts = db.execute(
+            "SELECT seq, hash, ts FROM veilpix.entries WHERE writer = %s ORDER BY seq DESC LIMIT 1",
+            (writer,),
+        ).fetchone()
+        digest = entry_hash(prev, seq + 1, kind, record, ts, None, body)
+        db.execute(
+            "INSERT INTO veilpix.entries (writer, seq, kind, record, ts, subject, body, prev,"
+            " hash, mac) VALUES (%s, %s, %s, %s, %s, NULL, %s, %s, %s, '\\x00')",
+            (writer, seq + 1, kind, record, ts, body, prev, digest),
+        )
+
+
+def test_an_entry_appended_to_a_closed_writers_chain(fleet: str) -> None:
+    """Not an unsigned tail: a closed chain takes nothing more, whoever signs."""
+    _append(fleet, 1, "begin", "fake0000-0000-4000-8000-000000000001", '{"where":{}}')
+    result = _verify(fleet, None)
+    assert not result.intact and ("forged", 1) in _kinds(result)
+
+
+def test_a_prune_entry_nobody_signed_accounts_for_nothing(
+    pg: pgkit.Cluster, fleet: str, fleet_key: Path
+) -> None:
+    """Writer 2's first 15 entries deleted and 'explained' by a prune entry put at the end of
+    writer 1's chain: the bridge is not signed, so the entries are missing."""
+    import json
+
+    (anchor,) = pg.sql(
+        "SELECT encode(hash, 'hex') FROM veilpix.entries WHERE writer = 2 AND seq = 15",
+        db=fleet.rsplit("/", 1)[1],
+    )[0]
+    body = json.dumps(
+        {
+            "anchor": anchor,
+            "cutoff": "2000-01-01",
+            "entries": 15,
+            "older_than": "1d",
+            "records": 8,
+            "through": 15,
+            "writer": 2,
+        },
+        separators=(",", ":"),
+        sort_keys=True,
+    )
+    _append(fleet, 1, "prune", None, body)
+    pg.psql(fleet, "DELETE FROM veilpix.entries WHERE writer = 2 AND seq <= 15")
+    for key in (None, fleet_key):
+        result = _verify(fleet, key)
+        assert not result.intact and ("gap", 2) in _kinds(result)
+
+
+def test_the_fleets_key_replaced_in_the_database(
+    pg: pgkit.Cluster, fleet: str, fleet_key: Path
+) -> None:
+    """A new key in meta (the founding statement and the registrations re-signed with it)
+    passes a check against the database's own key, not one against the key file's."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from veilpix.audit._chain import founding_statement
+    from veilpix.audit.fleet._chain import registration
+
+    db = fleet.rsplit("/", 1)[1]
+    evil = Ed25519PrivateKey.generate()
+    raw = evil.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    meta = dict(pg.sql("SELECT key, value FROM veilpix.meta", db=db))  # type: ignore[arg-type]
+    founding = founding_statement(
+        str(meta["log_id"]), int(meta["checkpoint_every"]), str(meta["created"])
+    )
+    pg.psql(
+        fleet,
+        f"UPDATE veilpix.meta SET value = '{raw.hex()}' WHERE key = 'public_key';"
+        f" UPDATE veilpix.meta SET value = '{evil.sign(founding).hex()}'"
+        " WHERE key = 'founding_signature'",
+    )
+    for wid, name, registered, pub, prev in pg.sql(
+        "SELECT id, name, registered, public_key, prev FROM veilpix.writers", db=db
+    ):
+        statement = registration(
+            str(meta["log_id"]), wid, name, registered, bytes(pub), bytes(prev)
+        )  # type: ignore[arg-type]
+        pg.psql(
+            fleet,
+            f"UPDATE veilpix.writers SET fleet_signature = '\\x{evil.sign(statement).hex()}'"
+            f" WHERE id = {wid}",
+        )
+    assert _verify(fleet, None).ok  # (the database alone agrees with itself)
+    result = _verify(fleet, fleet_key)
+    assert ("key-mismatch", None) in _kinds(result) and not result.intact
+    with pytest.raises(AuditLogError, match="key was replaced"):
+        AuditLog(fleet, key_path=fleet_key)
+
+
+def test_settings_veilpix_never_writes(pg: pgkit.Cluster, fleet: str, fleet_key: Path) -> None:
+    pg.psql(fleet, "UPDATE veilpix.meta SET value = 'zz' WHERE key = 'public_key'")
+    result = _verify(fleet, None)
+    assert ("bad-signature", None) in _kinds(result)
+    with pytest.raises(AuditLogError, match="never writes"):
+        AuditLog(fleet, key_path=fleet_key)
+
+
+def test_a_subject_key_deleted_without_an_erasure(
+    pg: pgkit.Cluster, fleet_url: str, fleet_key: Path
+) -> None:
+    with AuditLog(fleet_url, key_path=fleet_key) as log:
+        log.begin(transfer(1, subject_ref="erin")).finish(status=200)
+    pg.psql(fleet_url, "DELETE FROM veilpix.subject_keys")
+    result = _verify(fleet_url, None)
+    assert ("erasure", None) in _kinds(result)

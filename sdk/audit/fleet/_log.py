@@ -33,7 +33,7 @@ from veilpix.audit._chain import genesis, now_text
 from veilpix.audit._checks import Problem, Walker, blob, mac_problem
 from veilpix.audit._commit import Carried, FinishOp, Redo, Ticket, nothing_op, spill, unspill
 from veilpix.audit._keys import KeyFile, open_sealed, seal, verify_signature
-from veilpix.audit._log import AuditLog
+from veilpix.audit._log import AuditLog, check_subject
 from veilpix.audit._records import (
     ChainEntry,
     Erasure,
@@ -49,6 +49,7 @@ from veilpix.audit._session import Durability
 from veilpix.audit._store import next_state
 from veilpix.audit._verify import VerifyResult
 from veilpix.audit.fleet._chain import (
+    LOCK_CHECKPOINTS,
     LOCK_WRITER,
     FleetChain,
     _State,
@@ -66,7 +67,13 @@ from veilpix.audit.fleet._sql import (
     SELECT_RECORDS,
     record_filters,
 )
-from veilpix.audit.fleet._url import default_key_path, describe, is_url, redact
+from veilpix.audit.fleet._url import (
+    default_key_path,
+    describe,
+    is_url,
+    redact,
+    remember_secret,
+)
 from veilpix.audit.fleet._verify import verify_fleet
 
 __all__ = ["FleetLog"]
@@ -105,6 +112,7 @@ class FleetLog(AuditLog):
         if durability not in ("disk", "os"):
             raise ConfigError(f"durability must be 'disk' or 'os', got {durability!r}")
         del busy_timeout  # (PostgreSQL waits for its own locks)
+        remember_secret(url)  # (and ConfigError, naming no secret, for a URL libpq misreads)
         self.url = url.strip()
         self.location = redact(self.url)
         self.path = Path(self.location)
@@ -158,7 +166,7 @@ class FleetLog(AuditLog):
                 self._key_problem = exc.message
             else:
                 if keys.log_id == meta.fleet_id:
-                    self.keys = keys
+                    self.keys = keys  # (verify compares its public key with the database's)
                 else:
                     self._key_problem = f"the key file {str(self.key_path)!r} is another log's"
 
@@ -275,6 +283,16 @@ class FleetLog(AuditLog):
         name = chain_id(self.log_id, writer)
         try:
             db.execute("BEGIN")
+            # (in the checkpoints' order: of two writers that found it dead at once, the second
+            # finds it closed here and leaves it)
+            db.execute("SELECT pg_advisory_xact_lock(%s, 0)", (LOCK_CHECKPOINTS,))
+            if db.execute(
+                "SELECT 1 FROM veilpix.checkpoints WHERE writer = %s AND reason IN"
+                " ('close', 'adopted') LIMIT 1",
+                (writer,),
+            ).fetchone():
+                db.execute("COMMIT")
+                return
             last = db.execute(
                 "SELECT fid, id, seq, hash, ts, reason, signer, fleet_prev, signature"
                 " FROM veilpix.checkpoints WHERE writer = %s ORDER BY id DESC LIMIT 2",
@@ -760,6 +778,8 @@ class FleetLog(AuditLog):
         shown = 0
         for row in self._rows(" ".join(sql), args):
             rec = to_record(row, self._open_subject)
+            if subject is not None:
+                check_subject(rec, subject, self.location)
             if wanted is not None and wanted not in fingerprints_of(rec):
                 continue
             yield rec

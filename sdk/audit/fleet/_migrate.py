@@ -14,8 +14,11 @@ verified head and what was carried over; a prune bridge of the file log is not c
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -66,7 +69,15 @@ def migrate(
     """Move the file log at ``source`` into a new fleet log at ``url`` (see the module).
     ``progress(done, total)`` is called as entries are copied."""
     target_key = target_key or default_key_path(url)
-    with AuditLog(source, key_path=source_key, readonly=True) as src:
+    holders = _open_elsewhere(source)
+    if holders:
+        raise ConfigError(
+            f"the log {str(source)!r} is open in process {', '.join(map(str, holders[:5]))}: "
+            "what its writers add after the move would stay behind in the file",
+            hint="stop the doors that write it (apps, gateways), then migrate; point them at "
+            "the fleet's URL afterwards",
+        )
+    with AuditLog(source, key_path=source_key, readonly=True) as src, _snapshot(src):
         if src.keys is None:
             raise ConfigError(
                 f"migrating needs the key file of {str(source)!r} (its fingerprints and subject "
@@ -104,6 +115,57 @@ def migrate(
         fleet_head=after.head,
         verified=after.intact,
     )
+
+
+def _open_elsewhere(path: Path) -> list[int]:
+    """The other processes that have the log file (or its WAL) open, as far as this system
+    shows them (Linux: /proc, the processes this user may look into; elsewhere: none)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return []
+    names = {os.path.realpath(path), os.path.realpath(str(path) + "-wal")}
+    found = []
+    for pid in proc.iterdir():
+        if not pid.name.isdigit() or int(pid.name) == os.getpid():
+            continue
+        with suppress(OSError):
+            for fd in (pid / "fd").iterdir():
+                with suppress(OSError):
+                    if os.readlink(fd) in names:
+                        found.append(int(pid.name))
+                        break
+    return sorted(found)
+
+
+@contextmanager
+def _snapshot(src: AuditLog) -> Iterator[None]:
+    """One read transaction on the file log for the verification and the copy: what is
+    copied is what was verified, whatever its writers do meanwhile (they are checked for
+    before the fleet's transaction commits)."""
+    db = src._conn()
+    db.execute("BEGIN")
+    try:
+        db.execute("SELECT count(*) FROM entries").fetchone()  # (the snapshot starts here)
+        yield
+    finally:
+        with suppress(sqlite3.Error):
+            db.execute("COMMIT")
+
+
+def _unchanged(src: AuditLog, last: int | None, total: int) -> None:
+    """Raise (the fleet's transaction then rolls back) when the log file was written since
+    the snapshot: its writers were running, and what they wrote would not be moved."""
+    fresh = sqlite3.connect(f"file:{src.path}?mode=ro", uri=True, timeout=30)
+    try:
+        now = fresh.execute("SELECT max(seq), count(*) FROM entries").fetchone()
+    finally:
+        fresh.close()
+    if (now[0], now[1]) != (last, total):
+        raise ConfigError(
+            f"the log {src.location!r} was written during the migration (its writers are "
+            "running): nothing was moved",
+            hint="stop the doors that write it (apps, gateways), then migrate again",
+        )
 
 
 def _fleet_keys(url: str, key_path: Path, keys: KeyFile) -> None:
@@ -163,6 +225,7 @@ def _copy(
 ) -> dict[str, int]:
     db_src = src._conn()
     total = int(db_src.execute("SELECT count(*) FROM entries").fetchone()[0])
+    newest = db_src.execute("SELECT max(seq) FROM entries").fetchone()[0]
     begun = {
         r[0] for r in db_src.execute("SELECT record FROM entries WHERE kind='begin'").fetchall()
     }
@@ -212,6 +275,7 @@ def _copy(
         }
         chain.review(db, "migrate", by, "cli", facts)
         chain.checkpoint(db, "migrate")
+        _unchanged(src, newest, total)
     if progress is not None:
         progress(total, total)
     return {

@@ -80,10 +80,16 @@ class FleetMeta:
 
     def __init__(self, values: dict[str, str]) -> None:
         self.values = values
-        self.fleet_id = values.get("log_id", "")
-        self.public_key = bytes.fromhex(values.get("public_key", ""))
-        self.checkpoint_every = int(values.get("checkpoint_every") or 0)
-        self.created = values.get("created", "")
+        self.fleet_id = str(values.get("log_id", ""))
+        self.created = str(values.get("created", ""))
+        self.problem: str | None = None  # a value veilpix never writes (verify reports it)
+        try:
+            self.public_key = bytes.fromhex(values.get("public_key", ""))
+            self.checkpoint_every = int(values.get("checkpoint_every") or 0)
+            self.schema = int(values.get("schema") or 0)
+        except (ValueError, TypeError) as exc:
+            self.public_key, self.checkpoint_every, self.schema = b"", 0, 0
+            self.problem = f"its settings hold values veilpix never writes ({exc})"
 
 
 def connect(url: str, *, name: str) -> Any:
@@ -132,7 +138,13 @@ def read_meta(db: Any, url: str) -> FleetMeta | None:
 def check_meta(meta: FleetMeta, url: str) -> None:
     """Raise unless the founding statement carries the fleet key's signature, and the
     schema is one this veilpix knows."""
-    version = int(meta.values.get("schema") or 0)
+    if meta.problem is not None:
+        raise LogIntegrityError(
+            f"the transfer log at {redact(url)} is damaged: {meta.problem}; nothing was written",
+            found="changed",
+            hint="run: veilpix audit verify --log URL",
+        )
+    version = meta.schema
     if version > SCHEMA_VERSION:
         raise AuditLogError(
             f"the transfer log at {redact(url)} was made by a newer veilpix (schema {version})",
@@ -184,7 +196,15 @@ def create_or_open(
             "needs it",
         )
     keys = KeyFile.read(key_path)
-    if keys.log_id != meta.fleet_id or keys.public_raw != meta.public_key:
+    if keys.log_id == meta.fleet_id and keys.public_raw != meta.public_key:
+        raise LogIntegrityError(
+            f"the fleet log at {redact(url)} names another signing key than its key file "
+            f"{str(key_path)!r} holds: the fleet's key was replaced in the database; nothing "
+            "was written",
+            found="changed",
+            hint="run veilpix audit verify --log URL with the key file at hand",
+        )
+    if keys.log_id != meta.fleet_id:
         raise AuditLogError(
             f"the key file {str(key_path)!r} belongs to another log than the one at {redact(url)}",
             hint="use the key file of this fleet (veilpix audit verify names its id)",

@@ -11,7 +11,9 @@ shows it (user, host, port and database only).
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
+from contextlib import suppress
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -25,8 +27,10 @@ __all__ = [
     "default_key_path",
     "describe",
     "is_url",
+    "parse",
     "redact",
     "redact_text",
+    "remember_secret",
     "scrub",
 ]
 
@@ -34,21 +38,104 @@ SCHEMES = LOG_URL_SCHEMES
 is_url = is_log_url
 
 
-def _parts(url: str) -> tuple[str, str, str, str]:
-    """(user, host, port, database) of ``url``; ConfigError when it is not a URL libpq reads."""
+_HINT = (
+    "write it as postgresql://USER@HOST:PORT/DATABASE and keep the password in PGPASSWORD or "
+    "~/.pgpass; in a URL, percent-encode the characters @ : / ? # % and spaces of a password"
+)
+_SECRETS_SEEN: set[str] = set()  # passwords of URLs this process opened: masked in logs
+
+
+def _split(url: str) -> dict[str, str]:
+    """The URL's parts as Python's URL parser reads them (ConfigError when it cannot)."""
     try:
         split = urlsplit(url.strip())
         port = split.port  # (raises on a port that is not a number)
-    except ValueError as exc:
+    except ValueError:
+        raise ConfigError(f"{_masked(url)!r} is not a PostgreSQL URL", hint=_HINT) from None
+    parts = {
+        "user": unquote(split.username or ""),
+        "password": unquote(split.password or ""),
+        "host": unquote(split.hostname or ""),
+        "port": str(port or ""),
+        "dbname": unquote(split.path.lstrip("/")),
+    }
+    return dict(parse_qsl(split.query)) | {k: v for k, v in parts.items() if v}
+
+
+def _masked(url: str) -> str:
+    """A URL libpq may not read, for an error message: everything before its last ``@``
+    (user and password, however they are spelt) and any ``password=`` setting masked."""
+    scheme, sep, rest = url.strip().partition("://")
+    if "@" in rest:
+        rest = "***@" + rest.rsplit("@", 1)[1]
+    return redact_text(scheme + sep + rest)
+
+
+def parse(url: str) -> dict[str, str]:
+    """``url`` as libpq reads it (user, password, host, port, dbname, options). ConfigError,
+    naming no secret, when libpq cannot read it, or reads it otherwise than a URL parser
+    would (an unencoded ``@`` in the password: libpq takes the rest for the host, and would
+    name it in its errors)."""
+    mine = _split(url)
+    try:
+        from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415 - fleet logs only
+    except ImportError:
+        return mine
+    try:
+        theirs = {k: str(v) for k, v in conninfo_to_dict(url.strip()).items()}
+    except Exception:  # noqa: BLE001 - its message may quote the password
         raise ConfigError(
-            f"{redact_text(url)!r} is not a PostgreSQL URL: {exc}",
-            hint="write it as postgresql://USER@HOST:PORT/DATABASE (the password in "
-            "PGPASSWORD or ~/.pgpass rather than in the URL)",
+            f"{_masked(url)!r} is not a URL the PostgreSQL driver reads", hint=_HINT
         ) from None
-    query = dict(parse_qsl(split.query))
-    host = unquote(split.hostname or "") or query.get("host", "") or "localhost"
-    db = unquote(split.path.lstrip("/")) or query.get("dbname", "")
-    return unquote(split.username or "") or query.get("user", ""), host, str(port or 5432), db
+    for key in ("user", "password", "host", "port", "dbname"):
+        if mine.get(key, "") != theirs.get(key, ""):
+            raise ConfigError(
+                f"the URL {_masked(url)!r} reads differently to the PostgreSQL driver "
+                f"(its {key} is unclear): a character in it needs percent-encoding",
+                hint=_HINT,
+            )
+    return theirs
+
+
+def remember_secret(url: str) -> None:
+    """Mask ``url``'s password wherever the driver's or the pool's loggers might print it."""
+    secret = parse(url).get("password")
+    if secret:
+        _SECRETS_SEEN.add(secret)
+        _install_mask()
+
+
+class _Mask(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _SECRETS_SEEN:
+            text = record.getMessage()
+            masked = redact_text(text)
+            for secret in _SECRETS_SEEN:
+                masked = masked.replace(secret, "***")
+            if masked != text:
+                record.msg, record.args = masked, ()
+        return True
+
+
+_MASK = _Mask()
+
+
+def _install_mask() -> None:
+    for name in ("psycopg", "psycopg.pool"):
+        logger = logging.getLogger(name)
+        if _MASK not in logger.filters:
+            logger.addFilter(_MASK)
+
+
+def _parts(url: str) -> tuple[str, str, str, str]:
+    """(user, host, port, database) of ``url``, as libpq reads them."""
+    d = parse(url)
+    return (
+        d.get("user", ""),
+        d.get("host", "") or "localhost",
+        d.get("port") or "5432",
+        d.get("dbname", ""),
+    )
 
 
 def redact(url: str) -> str:
@@ -68,14 +155,17 @@ def redact_text(text: str) -> str:
 
 
 def scrub(text: str, url: str) -> str:
-    """A driver's message with the URL's password (also percent-decoded) masked, should the
-    driver ever repeat it, and anything else password-shaped too."""
+    """A driver's message with the URL's password (as written, and as libpq reads it) masked,
+    should the driver ever repeat it, and anything else password-shaped too."""
     try:
         secret = urlsplit(url.strip()).password
     except ValueError:
         secret = None
+    values = {secret, unquote(secret or ""), *_SECRETS_SEEN}
+    with suppress(ConfigError):
+        values.add(parse(url).get("password"))
     out = redact_text(text)
-    for value in {secret, unquote(secret or "")} - {None, ""}:
+    for value in values - {None, ""}:
         out = out.replace(str(value), "***")
     return out
 

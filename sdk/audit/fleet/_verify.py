@@ -83,12 +83,21 @@ def verify_fleet(
     recorded."""
     try:
         meta = dict(db.execute("SELECT key, value FROM veilpix.meta").fetchall())
-        fleet_id, stored = str(meta["log_id"]), bytes.fromhex(meta["public_key"])
+        fleet_id = str(meta["log_id"])
     except Exception as exc:  # noqa: BLE001 - any driver or shape error: not a fleet log
         raise AuditLogError(f"{where} is not a readable veilpix transfer log: {exc}") from None
-    key = stored if public_key is None else public_key
     try:
-        return _Verify(db, meta, fleet_id, key, keys).run(where, stored, public_key, expect)
+        stored = bytes.fromhex(str(meta.get("public_key", "")))
+    except ValueError:
+        stored = b""  # (the founding statement then fails to verify: reported)
+    # The key registrations and checkpoints are checked against: the one given, else the key
+    # file's (a key replaced in the database is found out), else the database's own.
+    own = keys.public_raw if keys is not None and keys.log_id == fleet_id else None
+    key = public_key or own or stored
+    try:
+        return _Verify(db, meta, fleet_id, key, keys).run(
+            where, stored, public_key or own, expect, "given" if public_key else "key file"
+        )
     except (ValueError, TypeError, KeyError, OverflowError, RecursionError) as exc:
         if isinstance(exc, ConfigError):
             raise
@@ -96,7 +105,7 @@ def verify_fleet(
             path=where,
             log_id=fleet_id,
             key_id=key_id(key),
-            key_source="log" if public_key is None else "given",
+            key_source="log" if public_key is None and own is None else "given",
             problems=(strange(exc),),
         )
 
@@ -119,6 +128,11 @@ class _Writer:
         self.unsigned = 0
         self.problems = 0
         self.running = False  # its session lock is held now
+        self.final_seq = 0  # the entry its final checkpoint signed
+        self.bridge_from: tuple[int, int] | None = None  # the prune entry of ``through``
+        self.first_problem: int | None = None  # its first entry with a problem
+        self.matched: set[int] = set()  # entries a valid checkpoint signs, as they are
+        self.ended = False
 
     def report(self) -> dict[str, Any]:
         state = {"close": "closed", "adopted": "adopted"}.get(self.final or "", "")
@@ -158,8 +172,14 @@ class _Verify:
             self.writers[writer].problems += 1
 
     def run(
-        self, where: str, stored: bytes, public_key: bytes | None, expect: str | None
+        self,
+        where: str,
+        stored: bytes,
+        public_key: bytes | None,
+        expect: str | None,
+        source: str,
     ) -> VerifyResult:
+        self.source = source
         self._founding(stored, public_key)
         self._registry()
         self._running()
@@ -174,11 +194,21 @@ class _Verify:
         if self.keys is not None:
             self._state(valid_fids)
         kept = {r[0] for r in self.db.execute("SELECT kid FROM veilpix.subject_keys")}
+        erased = {kid for _, _, kid in totals["erased"]}
         for seq, writer, kid in totals["erased"]:
             if kid in kept:
                 self.problem(
                     "erasure", seq, f"erasure {writer}:{seq}: the subject key still exists", writer
                 )
+        gone = sorted(totals["subjects"] - kept - erased)
+        if gone:
+            self.problem(
+                "erasure",
+                None,
+                f"{len(gone)} subject key{'s are' if len(gone) > 1 else ' is'} missing that no "
+                f"erasure accounts for (first: {gone[0]}): deleted behind veilpix's back, their "
+                "transfers' subject fields unreadable without a record of why",
+            )
         self.problems.sort(
             key=lambda p: (
                 p.kind == "unsigned-tail",
@@ -192,7 +222,7 @@ class _Verify:
             path=where,
             log_id=self.fleet_id,
             key_id=key_id(self.key),
-            key_source="log" if public_key is None else "given",
+            key_source="log" if public_key is None else self.source,
             entries=totals["entries"],
             records=totals["records"],
             pending=totals["pending"],
@@ -232,9 +262,14 @@ class _Verify:
             self.problem(
                 "key-mismatch",
                 None,
-                f"the log names key {key_id(stored)}, not the given {key_id(public_key)}: "
-                "registrations are checked against the given key",
+                f"the log names key {key_id(stored) if stored else '(unreadable)'}, not the "
+                f"{'given' if self.source == 'given' else 'key file'}'s {key_id(public_key)}: "
+                "the fleet's key was replaced in the database, or the key is another fleet's; "
+                "registrations and the founding statement are checked against the "
+                f"{'given' if self.source == 'given' else 'key file'}'s",
             )
+        if not str(self.meta.get("schema", "")).isdigit():
+            self.problem("modified", None, "the log's schema version was altered")
 
     def _registry(self) -> None:
         rows = self.db.execute(
@@ -392,6 +427,7 @@ class _Verify:
             w.checkpoints[cseq] = (cid, chash, sig)
             if reason in ("close", "adopted"):
                 w.final = "close" if reason == "close" else "adopted"
+                w.final_seq = cseq
             valid[fid] = sig
         return valid
 
@@ -408,7 +444,7 @@ class _Verify:
                 anchor = bytes.fromhex(doc["anchor"])
                 if type(through) is not int or through < 1 or len(anchor) != 32:
                     raise ValueError("not a cut")
-            except (ValueError, TypeError, KeyError, RecursionError) as exc:
+            except (ValueError, TypeError, KeyError, OverflowError, RecursionError) as exc:
                 self.problem(
                     "modified", seq, f"prune entry {seq} is not a prune veilpix wrote ({exc})", wid
                 )
@@ -416,11 +452,48 @@ class _Verify:
             w = self.writers.get(cut)
             if w is not None and (w.through is None or through > w.through):
                 w.through, w.anchor = through, anchor
+                w.bridge_from = (int(wid), int(seq))
+
+    def _check_bridges(self) -> None:
+        """A prune bridge counts only when the prune entry is genuine: its own chain checks
+        out up to it and a valid checkpoint of that chain signs it (a real prune signs
+        itself). Else the entries it would account for are missing. And where the cut writer
+        has a valid checkpoint at the cut itself, the bridge's anchor must be what it signed."""
+        for w in self.writers.values():
+            if w.through is None or w.bridge_from is None:
+                continue
+            source = self.writers.get(w.bridge_from[0])
+            at = w.bridge_from[1]
+            genuine = (
+                source is not None
+                and source.valid
+                and (source.first_problem is None or source.first_problem > at)
+                and any(m >= at for m in source.matched)
+            )
+            if not genuine:
+                self.problem(
+                    "gap",
+                    1,
+                    f"entries 1..{w.through} of writer {w.writer} are missing: the prune entry "
+                    f"that would account for them (writer {w.bridge_from[0]}'s entry {at}) is "
+                    "not one a writer signed",
+                    w.writer,
+                )
+            signed = w.checkpoints.get(w.through)
+            if signed is not None and signed[1] != w.anchor:
+                self.problem(
+                    "checkpoint-mismatch",
+                    w.through,
+                    f"the prune bridge of writer {w.writer} does not match what its checkpoint "
+                    f"{signed[0]} signed for entry {w.through}",
+                    w.writer,
+                )
 
     def _chains(self) -> dict[str, Any]:
         self._bridges()
         begun: set[str] = set()
         finished: set[str] = set()
+        subjects: set[str] = set()
         erased: list[tuple[int, int, str]] = []
         entries = records = forged = 0
         orphans: list[tuple[int, int, str]] = []
@@ -450,13 +523,18 @@ class _Verify:
                     start = (current.through or 0) + 1
                     prev = current.anchor or genesis(chain_id(self.fleet_id, writer))
                     walker = _Walk(self, current, start, prev)
-                problem, forged_one = walker.step(row[1:])
+                try:
+                    problem, forged_one = walker.step(row[1:])
+                except (ValueError, TypeError, KeyError, OverflowError, RecursionError) as exc:
+                    problem, forged_one = walker.strange(row[1:], exc), 0
                 forged += forged_one
                 entries += 1
                 s, kind, record, subject = row[1], row[2], row[3], row[5]
                 if kind == "begin":
                     records += 1
                     begun.add(record)
+                    if isinstance(subject, str):
+                        subjects.add(subject)
                 elif kind == "finish":
                     if record in finished:
                         orphans.append((s, writer, f"transfer {record} is finished twice"))
@@ -473,6 +551,7 @@ class _Verify:
         for w in self.writers.values():
             if w.last is None:
                 self._end_chain(w, empty=True)
+        self._check_bridges()
         pruned = any(w.through for w in self.writers.values())
         for s, writer, message in orphans:
             record = message.split()[3] if "never begun" in message else None
@@ -488,6 +567,7 @@ class _Verify:
             "records": records,
             "pending": len(begun - finished),
             "erased": erased,
+            "subjects": subjects,
             "forged": forged,
             "checkpoints": self.checkpoint_count,
             "first": first_pos,
@@ -497,9 +577,9 @@ class _Verify:
     def _end_chain(self, w: _Writer, *, empty: bool = False) -> None:
         """What only the end of a writer's chain shows: checkpoints past it, checkpoints due
         and missing, the unsigned tail."""
-        if getattr(w, "_ended", False):
+        if w.ended:
             return
-        w._ended = True  # type: ignore[attr-defined]
+        w.ended = True
         last = w.last
         signed = [s for s in w.checkpoints if w.through is None or s > w.through]
         for s in sorted(signed):
@@ -515,7 +595,7 @@ class _Verify:
         if empty or last is None or w.first is None:
             return
         every = self.every
-        valid = set(getattr(w, "_matched", set()))
+        valid = set(w.matched)
         if every > 0:
             due = [
                 m for m in range(-(-w.first // every) * every, last + 1, every) if m not in valid
@@ -533,6 +613,17 @@ class _Verify:
                 )
         floor = max(valid | {w.through or 0})
         w.signed_through = max(valid) if valid else None
+        if w.final is not None and last > w.final_seq:
+            # after a writer's final checkpoint nothing is appended to its chain, by anyone
+            self.problem(
+                "forged",
+                w.final_seq + 1,
+                f"{last - w.final_seq} entr{'y' if last - w.final_seq == 1 else 'ies'} of "
+                f"writer {w.writer} after its chain was {w.final}d at entry {w.final_seq}: "
+                "appended by someone other than the writer",
+                w.writer,
+            )
+            return
         w.unsigned = max(last - floor, 0)
         if w.unsigned:
             self.problem(
@@ -591,7 +682,22 @@ class _Walk:
         self.v, self.w = v, w
         self.walker = Walker(seq, prev)
         self.chain = chain_id(v.fleet_id, w.writer)
-        w._matched = set()  # type: ignore[attr-defined]
+
+    def strange(self, row: tuple[Any, ...], exc: BaseException) -> Problem:
+        """An entry whose values veilpix never writes: reported, and the walk goes on."""
+        s = row[0] if type(row[0]) is int else None
+        problem = Problem(
+            "modified",
+            s,
+            f"entry {s} of writer {self.w.writer} holds values veilpix never writes "
+            f"({type(exc).__name__})",
+            self.w.writer,
+        )
+        self.v.problem(problem.kind, problem.seq, problem.message, self.w.writer)
+        if s is not None:
+            self.walker.seq = s + 1
+            self.w.first_problem = min(self.w.first_problem or s, s)
+        return problem
 
     def step(self, row: tuple[Any, ...]) -> tuple[Problem | None, int]:
         v, w = self.v, self.w
@@ -610,17 +716,22 @@ class _Walk:
         if problem is None and v.keys is not None:
             problem = mac_problem(row, v.keys, self.chain)
             forged = problem is not None
-        if problem is None and not w.valid:
-            problem = Problem("writer-forged", s, f"entry {s} of unregistered writer {w.writer}")
+        if problem is None and not w.valid and w.first is None:  # (named once per writer)
+            problem = Problem(
+                "writer-forged", s, f"the entries of writer {w.writer}, whose registration "
+                f"does not hold, from entry {s} on"
+            )
         if problem is not None:
             v.problem(problem.kind, problem.seq, _named_writer(problem.message, w.writer), w.writer)
+            if w.first_problem is None:
+                w.first_problem = s
         w.entries += 1
         w.first = s if w.first is None else w.first
         w.last = s
         cp = w.checkpoints.get(s)
         if cp is not None:
             if cp[1] == blob(row[7]):
-                w._matched.add(s)  # type: ignore[attr-defined]
+                w.matched.add(s)
             else:
                 v.problem(
                     "checkpoint-mismatch",
