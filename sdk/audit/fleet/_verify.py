@@ -718,8 +718,10 @@ class _Walk:
             forged = problem is not None
         if problem is None and not w.valid and w.first is None:  # (named once per writer)
             problem = Problem(
-                "writer-forged", s, f"the entries of writer {w.writer}, whose registration "
-                f"does not hold, from entry {s} on"
+                "writer-forged",
+                s,
+                f"the entries of writer {w.writer}, whose registration "
+                f"does not hold, from entry {s} on",
             )
         if problem is not None:
             v.problem(problem.kind, problem.seq, _named_writer(problem.message, w.writer), w.writer)
