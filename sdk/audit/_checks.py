@@ -32,7 +32,9 @@ __all__ = [
     "blob",
     "chain_start",
     "check_tail",
+    "due_checkpoints",
     "mac_problem",
+    "missing_subject_keys",
     "state_problem",
     "strange",
     "walk",
@@ -116,6 +118,32 @@ class Walker:
             problem = Problem("out-of-order", s, f"entry {s} is dated before entry {s - 1}")
         self.seq, self.prev, self.last_ts = s + 1, blob(row_hash), max(ts, self.last_ts)
         return problem
+
+
+def due_checkpoints(first: int, last: int, every: int, valid: set[int]) -> list[int]:
+    """The multiples of ``every`` from ``first`` to ``last`` that carry no valid checkpoint
+    (every such entry is signed in the transaction that writes it)."""
+    if every <= 0:
+        return []
+    return [m for m in range(-(-first // every) * every, last + 1, every) if m not in valid]
+
+
+def missing_subject_keys(
+    subjects: set[str], kept: set[str], erased: set[str], writer: int | None = None
+) -> Problem | None:
+    """A problem when subject keys the transfers were sealed under are gone and no erasure
+    accounts for them: deleted behind veilpix's back (a subject "erased" without a record)."""
+    gone = sorted(subjects - kept - erased)
+    if not gone:
+        return None
+    return Problem(
+        "erasure",
+        None,
+        f"{len(gone)} subject key{'s are' if len(gone) > 1 else ' is'} missing that no "
+        f"erasure accounts for (first: {gone[0]}): deleted behind veilpix's back, their "
+        "transfers' subject fields unreadable without a record of why",
+        writer,
+    )
 
 
 class Start(NamedTuple):

@@ -56,19 +56,16 @@ from veilpix.audit._entry import (
 from veilpix.audit._keys import open_sealed, seal
 from veilpix.audit._record import OutboundImage, Transfer, begin_body, clip_text
 from veilpix.audit._records import (
-    COUNTS,
-    SELECT_CHAIN_ENTRIES,
     SELECT_FACTS,
     SELECT_FACTS_GUARDED,
-    SELECT_IMAGE_CANDIDATES,
-    SELECT_RECORDS,
+    SQLITE,
     ChainEntry,
     Erasure,
     Pruned,
+    Queries,
     SubjectState,
     TransferRecord,
     fingerprints_of,
-    record_filters,
     sealed_fingerprints,
     subject_key,
     to_record,
@@ -557,17 +554,21 @@ class AuditLog(LogSession):
         return pruned
 
     # -- reading -------------------------------------------------------------------------------
+    # (one set of readers for both storages: the SQL is the storage's, in ``_queries``, and
+    # rows come back through ``_fetch`` in the same shapes)
+
+    _queries: Queries = SQLITE
+
+    def _fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        """The rows of one read."""
+        with self._lock:
+            return self._conn().execute(sql, args).fetchall()
 
     def _open_subject(
         self, rid: str, kid: str, body: Mapping[str, Any]
     ) -> tuple[SubjectState, Linked | None]:
-        with self._lock:
-            row = (
-                self._conn()
-                .execute("SELECT wrapped FROM subject_keys WHERE kid=?", (kid,))
-                .fetchone()
-            )
-        return unseal_subject(None if row is None else row[0], self.keys, rid, kid, body)
+        rows = self._fetch(self._queries.wrapped, (kid,))
+        return unseal_subject(rows[0][0] if rows else None, self.keys, rid, kid, body)
 
     def records(
         self,
@@ -588,7 +589,8 @@ class AuditLog(LogSession):
         ``until`` are ISO dates or times (UTC); ``until`` is exclusive. ``subject`` and
         ``image`` (the bytes of a file, original or as sent) need the key file."""
         self._commits.caught_up()
-        where, args = record_filters(
+        q = self._queries
+        where, args = q.filters(
             since=since,
             until=until,
             vendor=vendor,
@@ -597,27 +599,21 @@ class AuditLog(LogSession):
             outcome=outcome,
             app=app,
         )
-        # (+b.kind: walk the primary key in log order and stop at the limit; on the kind index
-        # SQLite joins and sorts every begin first, seconds on a million)
-        sql = [SELECT_RECORDS + " WHERE +b.kind='begin'", *where]
+        sql = [q.records, *where]
         if subject is not None:
             tag = self.fingerprint(subject.encode(), label="subject")
-            row = (
-                self._conn().execute("SELECT kid FROM subject_keys WHERE tag=?", (tag,)).fetchone()
-            )
-            if row is None:
+            rows = self._fetch(q.subject_kid, (tag,))
+            if not rows:
                 return
-            sql.append("AND b.subject = ?")
-            args.append(row[0])
-        sql.append("ORDER BY b.seq DESC" if newest_first else "ORDER BY b.seq")
+            sql.append(f"AND b.subject = {q.mark}")
+            args.append(rows[0][0])
+        sql.append(f"ORDER BY {q.position} DESC" if newest_first else f"ORDER BY {q.position}")
         wanted = None if image is None else self.fingerprint(image)
         if limit is not None and wanted is None:
-            sql.append("LIMIT ?")
+            sql.append(f"LIMIT {q.mark}")
             args.append(limit)
-        with self._lock:
-            rows = self._conn().execute(" ".join(sql), args).fetchall()
         shown = 0
-        for row in rows:
+        for row in self._fetch(" ".join(sql), args):
             rec = to_record(row, self._open_subject)
             if subject is not None:
                 check_subject(rec, subject, self.location)
@@ -636,16 +632,7 @@ class AuditLog(LogSession):
         # every id starting with the prefix sorts in [prefix, prefix with its last character
         # raised): a range the record index answers, where LIKE would read every entry
         upper = record_id[:-1] + chr(ord(record_id[-1]) + 1)
-        with self._lock:
-            rows = (
-                self._conn()
-                .execute(
-                    SELECT_RECORDS + " WHERE b.record >= ? AND b.record < ? AND +b.kind='begin'"
-                    " LIMIT 2",
-                    (record_id, upper),
-                )
-                .fetchall()
-            )
+        rows = self._fetch(self._queries.by_id, (record_id, upper))
         if not rows:
             raise AuditLogError(
                 f"no transfer {record_id!r} in {self.location!r}",
@@ -665,19 +652,7 @@ class AuditLog(LogSession):
         self._commits.caught_up()
         found: dict[int, TransferRecord] = {}
         for i in range(0, len(seqs), 500):
-            chunk = [int(s) for s in seqs[i : i + 500]]
-            marks = ",".join("?" * len(chunk))
-            with self._lock:
-                rows = (
-                    self._conn()
-                    .execute(
-                        # (+b.kind: look the seqs up by the primary key, not the kind index)
-                        SELECT_RECORDS + f" WHERE +b.kind='begin' AND b.seq IN ({marks})",
-                        chunk,
-                    )
-                    .fetchall()
-                )
-            for row in rows:
+            for row in self._fetch(*self._queries.at([int(s) for s in seqs[i : i + 500]])):
                 rec = self._record(row, damaged)
                 if rec is not None:
                     found[rec.seq] = rec
@@ -703,16 +678,7 @@ class AuditLog(LogSession):
         after = 0
         while True:
             self._commits.caught_up()
-            with self._lock:
-                rows = (
-                    self._conn()
-                    .execute(
-                        SELECT_RECORDS
-                        + " WHERE +b.kind='begin' AND b.seq > ? ORDER BY b.seq LIMIT ?",
-                        (after, chunk),
-                    )
-                    .fetchall()
-                )
+            rows = self._fetch(self._queries.after, (after, chunk))
             if not rows:
                 return
             for row in rows:
@@ -768,15 +734,14 @@ class AuditLog(LogSession):
     ) -> tuple[list[TransferRecord], int]:
         """The newest ``limit`` transfers that sent ``data`` (a file's bytes, original or as
         sent), newest first, and how many did in all. Needs the key file: the log holds
-        keyed fingerprints. SQLite finds the bodies that hold the fingerprint in the clear
-        (a keyed fingerprint in a body is that image's: nothing else there can equal it); of
-        the transfers linked to a subject only the sealed fields are opened (each subject's
-        key once); only the transfers returned become records."""
+        keyed fingerprints. The storage finds the bodies that hold the fingerprint in the
+        clear (a keyed fingerprint in a body is that image's: nothing else there can equal
+        it); of the transfers linked to a subject only the sealed fields are opened (each
+        subject's key once); only the transfers returned become records."""
         wanted = self.fingerprint(data)
         keys = self.keys
         self._commits.caught_up()
-        with self._lock:
-            rows = self._conn().execute(SELECT_IMAGE_CANDIDATES, (wanted, wanted)).fetchall()
+        rows = self._fetch(self._queries.image_candidates, (wanted, wanted))
         opened: dict[str, bytes | None] = {}
         seqs = []
         for seq, rid, kid, clear, sealed in rows:
@@ -784,13 +749,8 @@ class AuditLog(LogSession):
                 seqs.append(seq)
                 continue
             if kid not in opened:
-                with self._lock:
-                    row = (
-                        self._conn()
-                        .execute("SELECT wrapped FROM subject_keys WHERE kid=?", (kid,))
-                        .fetchone()
-                    )
-                opened[kid] = subject_key(None if row is None else row[0], keys, kid)
+                got = self._fetch(self._queries.wrapped, (kid,))
+                opened[kid] = subject_key(got[0][0] if got else None, keys, kid)
             if wanted in sealed_fingerprints(opened[kid], rid, sealed):
                 seqs.append(seq)
         shown = seqs if limit is None else seqs[:limit]
@@ -802,25 +762,13 @@ class AuditLog(LogSession):
         """Where a transfer sits in the chain: its entries (begin, finish) with their hashes,
         and the newest checkpoint that covers each, if any."""
         self._commits.caught_up()
-        with self._lock:
-            rows = self._conn().execute(SELECT_CHAIN_ENTRIES, (record_id,)).fetchall()
-        return [ChainEntry(*row) for row in rows]
+        return [ChainEntry(*row) for row in self._fetch(self._queries.chain_entries, (record_id,))]
 
     def reviews(self, limit: int = 100) -> list[dict[str, Any]]:
         """The newest ``review`` entries (what reviewers did), newest first."""
         self._commits.caught_up()
-        with self._lock:
-            rows = (
-                self._conn()
-                .execute(
-                    "SELECT seq, ts, body FROM entries WHERE kind='review'"
-                    " ORDER BY seq DESC LIMIT ?",
-                    (limit,),
-                )
-                .fetchall()
-            )
         out = []
-        for seq, ts, body in rows:
+        for seq, ts, body in self._fetch(self._queries.reviews, (limit,)):
             try:
                 facts = json.loads(body)
             except ValueError:
@@ -841,11 +789,10 @@ class AuditLog(LogSession):
         return open_sealed(self.keys.wrap_key, bytes.fromhex(sealed), rec.id.encode()).decode()
 
     def counts(self) -> dict[str, int]:
-        """Entries, transfers, pending transfers, checkpoints, subject keys, erasures, prunes."""
+        """Entries, transfers, pending transfers, checkpoints, subject keys, erasures, prunes
+        (and a fleet log's writers)."""
         self._commits.caught_up()
-        with self._lock:
-            db = self._conn()
-            return {name: int(db.execute(sql).fetchone()[0]) for name, sql in COUNTS.items()}
+        return {n: int(self._fetch(sql)[0][0]) for n, sql in self._queries.counts.items()}
 
     def verify(self, public_key: bytes | None = None, *, expect: str | None = None) -> VerifyResult:
         """Check the chain and every signature; see :func:`veilpix.verify_log`."""

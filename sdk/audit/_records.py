@@ -26,9 +26,11 @@ __all__ = [
     "SELECT_FACTS_GUARDED",
     "SELECT_IMAGE_CANDIDATES",
     "SELECT_RECORDS",
+    "SQLITE",
     "ChainEntry",
     "Erasure",
     "Pruned",
+    "Queries",
     "StatsRow",
     "SubjectState",
     "Summary",
@@ -333,29 +335,92 @@ def record_filters(
     country: str | None,
     outcome: str | None,
     app: str | None,
+    field: Callable[[str, str], str] = lambda row, path: f"json_extract({row}.body, '$.{path}')",
+    mark: str = "?",
+    finish_key: str = "f.seq",
 ) -> tuple[list[str], list[Any]]:
     """The WHERE clauses (after ``SELECT_RECORDS ... WHERE b.kind='begin'``) and their
-    arguments for the filters of :meth:`AuditLog.records` that SQL can apply."""
+    arguments for the filters of :meth:`AuditLog.records` that SQL can apply. ``field(row,
+    path)`` is the dialect's expression for a body field (SQLite's by default), ``mark`` its
+    parameter mark, ``finish_key`` a column of the finish that is NULL when there is none."""
     sql: list[str] = []
     args: list[Any] = []
     for value, clause in (
-        (since, "b.ts >= ?"),
-        (until, "b.ts < ?"),
-        (vendor, "lower(json_extract(b.body, '$.where.vendor')) = lower(?)"),
-        (host, "json_extract(b.body, '$.where.host') = lower(?)"),
-        (country, "json_extract(b.body, '$.where.country') = upper(?)"),
-        (app, "json_extract(b.body, '$.who.app') = ?"),  # app names are the operator's own
+        (since, f"b.ts >= {mark}"),
+        (until, f"b.ts < {mark}"),
+        (vendor, f"lower({field('b', 'where.vendor')}) = lower({mark})"),
+        (host, f"{field('b', 'where.host')} = lower({mark})"),
+        (country, f"{field('b', 'where.country')} = upper({mark})"),
+        (app, f"{field('b', 'who.app')} = {mark}"),  # app names are the operator's own
     ):
         if value is not None:
             sql.append(f"AND {clause}")
             args.append(value)
     if outcome is not None:
         if outcome == "unknown":
-            sql.append("AND f.seq IS NULL")
+            sql.append(f"AND {finish_key} IS NULL")
         else:
-            sql.append("AND json_extract(f.body, '$.outcome') = ?")
+            sql.append(f"AND {field('f', 'outcome')} = {mark}")
             args.append(outcome)
     return sql, args
+
+
+@dataclass(frozen=True)
+class Queries:
+    """What the transfer log's readers ask its storage, in the storage's SQL: the file log's
+    (:data:`SQLITE`) and the fleet log's (:mod:`veilpix.audit.fleet._sql`). Rows come back
+    in the same shapes, so the readers (:class:`veilpix.AuditLog`) are written once.
+
+    ``records``: ``SELECT_RECORDS`` of begins, open for ``AND`` clauses; ``position``: the
+    column that orders them (a record's ``seq``); ``at(seqs)``: the records at those
+    positions (SQL, arguments); ``mark``: the parameter mark; ``field(row, path)``: a body
+    field."""
+
+    records: str
+    position: str
+    by_id: str
+    after: str
+    at: Callable[[Sequence[int]], tuple[str, Sequence[Any]]]
+    image_candidates: str
+    chain_entries: str
+    reviews: str
+    subject_kid: str
+    wrapped: str
+    counts: Mapping[str, str]
+    mark: str
+    field: Callable[[str, str], str]
+    finish_key: str
+
+    def filters(self, **values: Any) -> tuple[list[str], list[Any]]:
+        return record_filters(
+            **values, field=self.field, mark=self.mark, finish_key=self.finish_key
+        )
+
+
+def _in(seqs: Sequence[int]) -> tuple[str, Sequence[Any]]:
+    marks = ",".join("?" * len(seqs))
+    # (+b.kind: look the seqs up by the primary key, not the kind index)
+    return SELECT_RECORDS + f" WHERE +b.kind='begin' AND b.seq IN ({marks})", list(seqs)
+
+
+# The file log's readers' SQL. (+b.kind: walk the primary key in log order and stop at the
+# limit; on the kind index SQLite joins and sorts every begin first, seconds on a million.)
+SQLITE = Queries(
+    records=SELECT_RECORDS + " WHERE +b.kind='begin'",
+    position="b.seq",
+    by_id=SELECT_RECORDS + " WHERE b.record >= ? AND b.record < ? AND +b.kind='begin' LIMIT 2",
+    after=SELECT_RECORDS + " WHERE +b.kind='begin' AND b.seq > ? ORDER BY b.seq LIMIT ?",
+    at=_in,
+    image_candidates=SELECT_IMAGE_CANDIDATES,
+    chain_entries=SELECT_CHAIN_ENTRIES,
+    reviews="SELECT seq, ts, body FROM entries WHERE kind='review' ORDER BY seq DESC LIMIT ?",
+    subject_kid="SELECT kid FROM subject_keys WHERE tag=?",
+    wrapped="SELECT wrapped FROM subject_keys WHERE kid=?",
+    counts=COUNTS,
+    mark="?",
+    field=lambda row, path: f"json_extract({row}.body, '$.{path}')",
+    finish_key="f.seq",
+)
 
 
 def load_body(text: str, rid: str, *, begin: bool) -> dict[str, Any]:

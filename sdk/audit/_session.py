@@ -20,7 +20,7 @@ import sqlite3
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal, Self
@@ -318,10 +318,9 @@ class LogSession:
         cannot record the log's state. Someone who moves the key file aside can therefore
         not keep the writers going past the next checkpoint with a key file that forgets
         them."""
-        assert self._files is not None
         keys = self._writer_keys()
         try:
-            with nullcontext() if locked else self._files.exclusive():
+            with self._state_lock(locked):
                 self.keys, save = next_state(self.key_path, keys, self._founded, signed)
                 if save:
                     self.keys.save(self.key_path)
@@ -338,6 +337,12 @@ class LogSession:
                 )
             self._state_due = (signed,)
             return False
+
+    def _state_lock(self, locked: bool) -> AbstractContextManager[None]:
+        """What the processes writing this log take turns on to record its state in the
+        key file (nothing when ``locked``: the caller holds it)."""
+        assert self._files is not None
+        return nullcontext() if locked else self._files.exclusive()
 
     def _founded(self) -> str:
         return meta(self._conn(), self.path, "created")

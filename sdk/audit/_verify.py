@@ -48,7 +48,9 @@ from veilpix.audit._checks import (
     Problem,
     blob,
     chain_start,
+    due_checkpoints,
     mac_problem,
+    missing_subject_keys,
     state_problem,
     strange,
     walk,
@@ -322,7 +324,7 @@ def _verify(  # noqa: PLR0917 - one pass over the log, reporting as it goes
         head = head_token(log_id, cid, cseq, sig)
 
     if every > 0 and first is not None and last is not None:
-        due = [m for m in range(-(-first // every) * every, last + 1, every) if m not in valid_seqs]
+        due = due_checkpoints(first, last, every, valid_seqs)
         if due:
             more = f" (and {len(due) - 1} more)" if len(due) > 1 else ""
             problems.append(
@@ -375,17 +377,9 @@ def _verify(  # noqa: PLR0917 - one pass over the log, reporting as it goes
     for s, kid in erased:
         if kid in kept:
             problems.append(Problem("erasure", s, f"erasure {s}: the subject key still exists"))
-    gone = sorted(subjects - kept - {kid for _, kid in erased})
-    if gone:
-        problems.append(
-            Problem(
-                "erasure",
-                None,
-                f"{len(gone)} subject key{'s are' if len(gone) > 1 else ' is'} missing that no "
-                f"erasure accounts for (first: {gone[0]}): deleted behind veilpix's back, their "
-                "transfers' subject fields unreadable without a record of why",
-            )
-        )
+    gone = missing_subject_keys(subjects, kept, {kid for _, kid in erased})
+    if gone is not None:
+        problems.append(gone)
     problems.sort(
         key=lambda p: (p.kind == "unsigned-tail", -1 if p.seq is None else p.seq, RANK[p.kind])
     )

@@ -22,7 +22,7 @@ import os
 import secrets
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,20 +33,11 @@ from veilpix.audit._chain import genesis, now_text
 from veilpix.audit._checks import Problem, Walker, blob, mac_problem
 from veilpix.audit._commit import Carried, FinishOp, Redo, Ticket, nothing_op, spill, unspill
 from veilpix.audit._keys import KeyFile, open_sealed, seal, verify_signature
-from veilpix.audit._log import AuditLog, check_subject
+from veilpix.audit._log import AuditLog
 from veilpix.audit._records import (
-    ChainEntry,
     Erasure,
-    SubjectState,
-    TransferRecord,
-    fingerprints_of,
-    sealed_fingerprints,
-    subject_key,
-    to_record,
-    unseal_subject,
 )
 from veilpix.audit._session import Durability
-from veilpix.audit._store import next_state
 from veilpix.audit._verify import VerifyResult
 from veilpix.audit.fleet._chain import (
     LOCK_CHECKPOINTS,
@@ -58,15 +49,7 @@ from veilpix.audit.fleet._chain import (
     insert_checkpoint,
 )
 from veilpix.audit.fleet._schema import FleetMeta, connect, create_or_open, read_meta, register
-from veilpix.audit.fleet._sql import (
-    COUNTS,
-    SELECT_CHAIN_ENTRIES,
-    SELECT_FACTS,
-    SELECT_FACTS_AFTER,
-    SELECT_IMAGE_CANDIDATES,
-    SELECT_RECORDS,
-    record_filters,
-)
+from veilpix.audit.fleet._sql import FLEET, SELECT_FACTS, SELECT_FACTS_AFTER
 from veilpix.audit.fleet._url import (
     default_key_path,
     describe,
@@ -585,7 +568,7 @@ class FleetLog(AuditLog):
         done = super().erase(subject_ref, request_ref=request_ref, by=by, via=via)
         if done.tombstone_seq is None:
             return done
-        rows = self._rows(
+        rows = self._fetch(
             "SELECT pos FROM veilpix.entries WHERE writer = %s AND seq = %s",
             (self._writer_chain().writer, done.tombstone_seq),
         )
@@ -677,29 +660,10 @@ class FleetLog(AuditLog):
                 hint="put the key file back and check its folder is writable; writing resumes",
             )
 
-    def _save_state(self, signed: Any, *, locked: bool = False) -> bool:
-        """Record the fleet's newest checkpoint this writer signed in the key file (see the
-        file log's): the processes of one machine race here; the newest wins."""
-        del locked
-        keys = self._writer_keys()
-        try:
-            with _key_lock(self.key_path):
-                self.keys, save = next_state(self.key_path, keys, self._founded, signed)
-                if save:
-                    self.keys.save(self.key_path)
-            self._state_due = None
-            return True
-        except (OSError, ConfigError) as exc:
-            if self._state_due is None:
-                _log.error(
-                    "the key file %s could not record checkpoint %s of the fleet log (%s); "
-                    "writes are refused until it can",
-                    self.key_path,
-                    None if signed is None else signed[0],
-                    exc,
-                )
-            self._state_due = (signed,)
-            return False
+    def _state_lock(self, locked: bool) -> AbstractContextManager[None]:
+        """The machine's processes take turns recording checkpoints in the key file."""
+        del locked  # (nothing else holds it here)
+        return _key_lock(self.key_path)
 
     def _founded(self) -> str:
         return str(self._meta.created)
@@ -724,123 +688,15 @@ class FleetLog(AuditLog):
 
     # -- reading -------------------------------------------------------------------------------
 
-    def _open_subject(
-        self, rid: str, kid: str, body: Mapping[str, Any]
-    ) -> tuple[SubjectState, Any]:
-        with self._read() as db:
-            row = db.execute(
-                "SELECT wrapped FROM veilpix.subject_keys WHERE kid = %s", (kid,)
-            ).fetchone()
-        return unseal_subject(None if row is None else bytes(row[0]), self.keys, rid, kid, body)
+    _queries = FLEET
 
-    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+    def _fetch(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         with self._read() as db:
             return list(db.execute(sql, args).fetchall())
 
-    def records(
-        self,
-        *,
-        since: str | None = None,
-        until: str | None = None,
-        vendor: str | None = None,
-        host: str | None = None,
-        country: str | None = None,
-        outcome: str | None = None,
-        app: str | None = None,
-        subject: str | None = None,
-        image: bytes | None = None,
-        limit: int | None = None,
-        newest_first: bool = False,
-    ) -> Iterator[TransferRecord]:
-        self._commits.caught_up()
-        where, args = record_filters(
-            since=since,
-            until=until,
-            vendor=vendor,
-            host=host,
-            country=country,
-            outcome=outcome,
-            app=app,
-        )
-        sql = [SELECT_RECORDS + " WHERE b.kind = 'begin'", *where]
-        if subject is not None:
-            tag = self.fingerprint(subject.encode(), label="subject")
-            rows = self._rows("SELECT kid FROM veilpix.subject_keys WHERE tag = %s", (tag,))
-            if not rows:
-                return
-            sql.append("AND b.subject = %s")
-            args.append(rows[0][0])
-        sql.append("ORDER BY b.pos DESC" if newest_first else "ORDER BY b.pos")
-        wanted = None if image is None else self.fingerprint(image)
-        if limit is not None and wanted is None:
-            sql.append("LIMIT %s")
-            args.append(limit)
-        shown = 0
-        for row in self._rows(" ".join(sql), args):
-            rec = to_record(row, self._open_subject)
-            if subject is not None:
-                check_subject(rec, subject, self.location)
-            if wanted is not None and wanted not in fingerprints_of(rec):
-                continue
-            yield rec
-            shown += 1
-            if limit is not None and shown >= limit:
-                return
-
-    def get(self, record_id: str) -> TransferRecord:
-        self._commits.caught_up()
-        if len(record_id) < 8:
-            raise ConfigError("give at least 8 characters of the record id")
-        upper = record_id[:-1] + chr(ord(record_id[-1]) + 1)
-        rows = self._rows(
-            SELECT_RECORDS + " WHERE b.record >= %s AND b.record < %s AND b.kind = 'begin' LIMIT 2",
-            (record_id, upper),
-        )
-        if not rows:
-            raise AuditLogError(
-                f"no transfer {record_id!r} in {self.location}",
-                hint="list them with: veilpix audit list",
-            )
-        if len(rows) > 1:
-            raise ConfigError(f"{record_id!r} matches several transfers; give more of the id")
-        return to_record(rows[0], self._open_subject)
-
-    def records_at(
-        self, seqs: Sequence[int], *, damaged: list[int] | None = None
-    ) -> list[TransferRecord]:
-        self._commits.caught_up()
-        found: dict[int, TransferRecord] = {}
-        for i in range(0, len(seqs), 500):
-            chunk = [int(s) for s in seqs[i : i + 500]]
-            for row in self._rows(
-                SELECT_RECORDS + " WHERE b.kind = 'begin' AND b.pos = ANY(%s)", (chunk,)
-            ):
-                rec = self._record(row, damaged)
-                if rec is not None:
-                    found[rec.seq] = rec
-        return [found[s] for s in seqs if s in found]
-
-    def iter_records(
-        self, *, chunk: int = 2000, damaged: list[int] | None = None
-    ) -> Iterator[TransferRecord]:
-        after = 0
-        while True:
-            self._commits.caught_up()
-            rows = self._rows(
-                SELECT_RECORDS + " WHERE b.kind = 'begin' AND b.pos > %s ORDER BY b.pos LIMIT %s",
-                (after, chunk),
-            )
-            if not rows:
-                return
-            for row in rows:
-                rec = self._record(row, damaged)
-                if rec is not None:
-                    yield rec
-            after = rows[-1][0]
-
     def facts(self, after: int = 0, limit: int = 50_000) -> list[tuple[Any, ...]]:
         self._commits.caught_up()
-        return [tuple(r[:7]) for r in self._rows(SELECT_FACTS, (after, limit))]
+        return [tuple(r[:7]) for r in self._fetch(SELECT_FACTS, (after, limit))]
 
     # Writers commit in no one order: an entry may become visible after entries with a
     # larger pos. facts_after reads each writer's chain on from where it was read instead.
@@ -853,70 +709,19 @@ class FleetLog(AuditLog):
         self._commits.caught_up()
         read: dict[int, int] = dict(cursor or {})
         writers = sorted(read)
-        rows = self._rows(SELECT_FACTS_AFTER, (writers, [read[w] for w in writers], limit, limit))
+        rows = self._fetch(SELECT_FACTS_AFTER, (writers, [read[w] for w in writers], limit, limit))
         for r in rows:
             read[int(r[7])] = max(read.get(int(r[7]), 0), int(r[8]))
         return [tuple(r[:7]) for r in rows], read
 
     def extent(self) -> tuple[int, int]:
         self._commits.caught_up()
-        row = self._rows("SELECT min(pos), max(pos) FROM veilpix.entries")[0]
+        row = self._fetch("SELECT min(pos), max(pos) FROM veilpix.entries")[0]
         return int(row[0] or 0), int(row[1] or 0)
-
-    def image_matches(
-        self, data: bytes, *, limit: int | None = None
-    ) -> tuple[list[TransferRecord], int]:
-        wanted = self.fingerprint(data)
-        keys = self.keys
-        self._commits.caught_up()
-        rows = self._rows(SELECT_IMAGE_CANDIDATES, (wanted, wanted))
-        opened: dict[str, bytes | None] = {}
-        seqs = []
-        for seq, rid, kid, clear, sealed in rows:
-            if clear:
-                seqs.append(seq)
-                continue
-            if kid not in opened:
-                got = self._rows("SELECT wrapped FROM veilpix.subject_keys WHERE kid = %s", (kid,))
-                opened[kid] = subject_key(bytes(got[0][0]) if got else None, keys, kid)
-            if wanted in sealed_fingerprints(opened[kid], rid, sealed):
-                seqs.append(seq)
-        shown = seqs if limit is None else seqs[:limit]
-        altered: list[int] = []
-        found = [r for r in self.records_at(shown, damaged=altered) if wanted in fingerprints_of(r)]
-        return found, len(seqs) - len(shown) + len(found) + len(altered)
-
-    def entries_of(self, record_id: str) -> list[ChainEntry]:
-        self._commits.caught_up()
-        return [
-            ChainEntry(r[0], r[1], r[2], bytes(r[3]), bytes(r[4]), r[5], r[6], r[7])
-            for r in self._rows(SELECT_CHAIN_ENTRIES, (record_id,))
-        ]
-
-    def reviews(self, limit: int = 100) -> list[dict[str, Any]]:
-        self._commits.caught_up()
-        rows = self._rows(
-            "SELECT pos, ts, body FROM veilpix.entries WHERE kind = 'review'"
-            " ORDER BY pos DESC LIMIT %s",
-            (limit,),
-        )
-        out = []
-        for seq, ts, body in rows:
-            try:
-                facts = json.loads(body)
-            except ValueError:
-                facts = {}
-            out.append({"seq": seq, "ts": ts, **(facts if isinstance(facts, dict) else {})})
-        return out
-
-    def counts(self) -> dict[str, int]:
-        self._commits.caught_up()
-        with self._read() as db:
-            return {n: int(db.execute(sql).fetchone()[0]) for n, sql in COUNTS.items()}
 
     def writers(self) -> list[dict[str, Any]]:
         """The registered writers: number, name (host:pid), when, how far each chain got."""
-        rows = self._rows(
+        rows = self._fetch(
             "SELECT w.id, w.name, w.registered, (SELECT max(seq) FROM veilpix.entries e"
             " WHERE e.writer = w.id), (SELECT reason FROM veilpix.checkpoints c WHERE"
             " c.writer = w.id ORDER BY c.id DESC LIMIT 1) FROM veilpix.writers w ORDER BY w.id"

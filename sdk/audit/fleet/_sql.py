@@ -5,18 +5,16 @@ as a record's ``seq``; a writer's own ``seq`` numbers its chain."""
 
 from __future__ import annotations
 
-from typing import Any
-
-from veilpix.audit._records import FACT_PATHS
+from veilpix.audit._records import FACT_PATHS, Queries
 
 __all__ = [
     "COUNTS",
+    "FLEET",
     "SELECT_CHAIN_ENTRIES",
     "SELECT_FACTS",
     "SELECT_FACTS_AFTER",
     "SELECT_IMAGE_CANDIDATES",
     "SELECT_RECORDS",
-    "record_filters",
 ]
 
 SELECT_RECORDS = (
@@ -90,34 +88,23 @@ SELECT_CHAIN_ENTRIES = (
 )
 
 
-def record_filters(
-    *,
-    since: str | None,
-    until: str | None,
-    vendor: str | None,
-    host: str | None,
-    country: str | None,
-    outcome: str | None,
-    app: str | None,
-) -> tuple[list[str], list[Any]]:
-    """The file log's :func:`~veilpix.audit._records.record_filters` for PostgreSQL."""
-    sql: list[str] = []
-    args: list[Any] = []
-    for value, clause in (
-        (since, "b.ts >= %s"),
-        (until, "b.ts < %s"),
-        (vendor, "lower(b.body::jsonb #>> '{where,vendor}') = lower(%s)"),
-        (host, "b.body::jsonb #>> '{where,host}' = lower(%s)"),
-        (country, "b.body::jsonb #>> '{where,country}' = upper(%s)"),
-        (app, "b.body::jsonb #>> '{who,app}' = %s"),
-    ):
-        if value is not None:
-            sql.append(f"AND {clause}")
-            args.append(value)
-    if outcome is not None:
-        if outcome == "unknown":
-            sql.append("AND f.pos IS NULL")
-        else:
-            sql.append("AND f.body::jsonb ->> 'outcome' = %s")
-            args.append(outcome)
-    return sql, args
+FLEET = Queries(
+    records=SELECT_RECORDS + " WHERE b.kind = 'begin'",
+    position="b.pos",
+    by_id=SELECT_RECORDS + " WHERE b.record >= %s AND b.record < %s AND b.kind = 'begin' LIMIT 2",
+    after=SELECT_RECORDS + " WHERE b.kind = 'begin' AND b.pos > %s ORDER BY b.pos LIMIT %s",
+    at=lambda seqs: (
+        SELECT_RECORDS + " WHERE b.kind = 'begin' AND b.pos = ANY(%s)",
+        [list(seqs)],
+    ),
+    image_candidates=SELECT_IMAGE_CANDIDATES,
+    chain_entries=SELECT_CHAIN_ENTRIES,
+    reviews="SELECT pos, ts, body FROM veilpix.entries WHERE kind = 'review'"
+    " ORDER BY pos DESC LIMIT %s",
+    subject_kid="SELECT kid FROM veilpix.subject_keys WHERE tag = %s",
+    wrapped="SELECT wrapped FROM veilpix.subject_keys WHERE kid = %s",
+    counts=COUNTS,
+    mark="%s",
+    field=lambda row, path: f"{row}.body::jsonb #>> '{{{path.replace('.', ',')}}}'",
+    finish_key="f.pos",
+)

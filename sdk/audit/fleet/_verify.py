@@ -34,7 +34,17 @@ from typing import Any
 
 from veilpix._errors import AuditLogError, ConfigError
 from veilpix.audit._chain import founding_statement, genesis
-from veilpix.audit._checks import RANK, Problem, Walker, blob, mac_problem, strange, whole
+from veilpix.audit._checks import (
+    RANK,
+    Problem,
+    Walker,
+    blob,
+    due_checkpoints,
+    mac_problem,
+    missing_subject_keys,
+    strange,
+    whole,
+)
 from veilpix.audit._keys import KeyFile, key_id, verify_signature
 from veilpix.audit._verify import VerifyResult
 from veilpix.audit.fleet._chain import LOCK_WRITER, chain_id, checkpoint_message, registration
@@ -200,15 +210,9 @@ class _Verify:
                 self.problem(
                     "erasure", seq, f"erasure {writer}:{seq}: the subject key still exists", writer
                 )
-        gone = sorted(totals["subjects"] - kept - erased)
-        if gone:
-            self.problem(
-                "erasure",
-                None,
-                f"{len(gone)} subject key{'s are' if len(gone) > 1 else ' is'} missing that no "
-                f"erasure accounts for (first: {gone[0]}): deleted behind veilpix's back, their "
-                "transfers' subject fields unreadable without a record of why",
-            )
+        gone = missing_subject_keys(totals["subjects"], kept, erased)
+        if gone is not None:
+            self.problem(gone.kind, gone.seq, gone.message)
         self.problems.sort(
             key=lambda p: (
                 p.kind == "unsigned-tail",
@@ -597,10 +601,8 @@ class _Verify:
         every = self.every
         valid = set(w.matched)
         if every > 0:
-            due = [
-                m for m in range(-(-w.first // every) * every, last + 1, every) if m not in valid
-            ]
-            if w.first == 1 and 1 not in valid:
+            due = due_checkpoints(w.first, last, every, valid)
+            if w.first == 1 and 1 not in valid:  # (a writer's first entry is signed at once)
                 due.insert(0, 1)
             if due:
                 more = f" (and {len(due) - 1} more)" if len(due) > 1 else ""
