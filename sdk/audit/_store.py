@@ -48,6 +48,7 @@ __all__ = [
     "connect",
     "damaged",
     "error",
+    "founding_meta",
     "key_path_for",
     "meta",
     "newest_checkpoint",
@@ -349,21 +350,24 @@ def _create(
     for version in sorted(_MIGRATIONS):
         for stmt in _MIGRATIONS[version]:
             db.execute(stmt)
-    now = now_text(clock())
-    founding = founding_statement(keys.log_id, every, now)
-    db.executemany(
-        "INSERT INTO meta(key, value) VALUES (?, ?)",
-        [
-            ("log_id", keys.log_id),
-            ("public_key", keys.public_raw.hex()),
-            ("key_id", key_id(keys.public_raw)),
-            ("created", now),
-            ("checkpoint_every", str(every)),
-            ("founding_signature", keys.sign(founding).hex()),
-            ("schema", str(SCHEMA_VERSION)),
-        ],
-    )
+    meta_rows = founding_meta(keys, every, now_text(clock()), SCHEMA_VERSION)
+    db.executemany("INSERT INTO meta(key, value) VALUES (?, ?)", meta_rows)
     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+
+def founding_meta(keys: KeyFile, every: int, now: str, schema: int) -> list[tuple[str, str]]:
+    """A new log's settings, as ``meta`` rows: its id, public key, creation time, checkpoint
+    interval and the founding statement's signature over them (a file log's and a fleet's)."""
+    founding = founding_statement(keys.log_id, every, now)
+    return [
+        ("log_id", keys.log_id),
+        ("public_key", keys.public_raw.hex()),
+        ("key_id", key_id(keys.public_raw)),
+        ("created", now),
+        ("checkpoint_every", str(every)),
+        ("founding_signature", keys.sign(founding).hex()),
+        ("schema", str(schema)),
+    ]
 
 
 def check_schema(db: sqlite3.Connection, path: Path) -> int:

@@ -27,7 +27,8 @@ from typing import Any
 from veilpix._errors import AuditLogError, LogIntegrityError
 from veilpix._install import install_command
 from veilpix.audit._chain import founding_statement, genesis, now_text
-from veilpix.audit._keys import KeyFile, key_id, verify_signature
+from veilpix.audit._keys import KeyFile, verify_signature
+from veilpix.audit._store import founding_meta
 from veilpix.audit.fleet._chain import LOCK_REGISTRY, LOCK_WRITER, WriterKey, registration
 from veilpix.audit.fleet._url import describe, redact
 
@@ -240,20 +241,11 @@ def _create(
                 return existing
             for statement in _DDL:
                 db.execute(statement)
-            founding = founding_statement(keys.log_id, every, now)
+            rows = founding_meta(keys, every, now, SCHEMA_VERSION)
             with db.cursor() as cur:
                 cur.executemany(
                     "INSERT INTO veilpix.meta (key, value) VALUES (%s, %s)",
-                    [
-                        ("log_id", keys.log_id),
-                        ("public_key", keys.public_raw.hex()),
-                        ("key_id", key_id(keys.public_raw)),
-                        ("created", now),
-                        ("checkpoint_every", str(every)),
-                        ("founding_signature", keys.sign(founding).hex()),
-                        ("schema", str(SCHEMA_VERSION)),
-                        ("storage", "postgresql"),
-                    ],
+                    [*rows, ("storage", "postgresql")],
                 )
     except psycopg.Error as exc:
         raise describe(exc, url, "create its tables") from None
