@@ -31,7 +31,7 @@ from typing import Any, Self
 from veilpix._errors import AuditLogError, ConfigError, LogIntegrityError
 from veilpix.audit._chain import genesis, now_text
 from veilpix.audit._checks import Problem, Walker, blob, mac_problem
-from veilpix.audit._commit import Carried, FinishOp, Redo, Ticket, nothing_op, spill, unspill
+from veilpix.audit._commit import Carried, Redo, Ticket, nothing_op, spill, unspill
 from veilpix.audit._keys import KeyFile, open_sealed, seal, verify_signature
 from veilpix.audit._log import AuditLog
 from veilpix.audit._records import (
@@ -124,6 +124,7 @@ class FleetLog(AuditLog):
         self._chain: FleetChain | None = None  # type: ignore[assignment]
         self._attempt: _State | None = None  # the head a commit whose outcome is unknown had
         self._signed_later: Any = None  # a checkpoint the key file records once on disk
+        self._replay: list[Any] = []  # entries a crash of the server lost, to write again
         self.keys: KeyFile | None = None
         self._meta: Any = None
         if readonly:
@@ -139,7 +140,7 @@ class FleetLog(AuditLog):
         if meta is None:
             raise AuditLogError(
                 f"there is no transfer log at {self.location}",
-                hint="check the URL's database; a writer creates the log on its first open",
+                hint="check the URL's database; create the log with: veilpix audit init --log URL",
             )
         self._use_meta(meta)
         if self.key_path.is_file():
@@ -446,8 +447,8 @@ class FleetLog(AuditLog):
 
     def _resume(self, db: Any, chain: FleetChain, have: tuple[int, bytes]) -> None:
         """The database's server crashed and lost this writer's newest commits, which did not
-        wait for the disk (finishes): go on from what it holds, and write those finishes
-        again with the next transaction."""
+        wait for the disk (finishes; begins too with ``durability="os"``): go on from what it
+        holds, and write those entries again, as they were, with the next transaction."""
         ts_row = db.execute(
             "SELECT ts FROM veilpix.entries WHERE writer = %s AND seq = %s", (chain.writer, have[0])
         ).fetchone()
@@ -466,16 +467,10 @@ class FleetLog(AuditLog):
             0 if cp is None else int(cp[1]),
         )
         lost = chain.resume(state)
-        why = AuditLogError("the database's server lost it in a crash before it was on disk")
-        for row in lost:
-            if row[2] == "finish" and row[3] is not None:
-                body = json.loads(row[6])
-                op = FinishOp(self._write_finish, row[3], body)
-                self._carried.keep(Ticket(op), why)
+        self._replay.extend(lost)
         _log.warning(
             "the transfer log's server lost %d of writer %s's newest entries in a crash "
-            "(committed without waiting for the disk); the finishes among them are written "
-            "again",
+            "(committed without waiting for the disk); they are written again",
             len(lost),
             chain.writer,
         )
@@ -592,6 +587,7 @@ class FleetLog(AuditLog):
             db = self._writer_db()
             chain = self._writer_chain()
             carried: list[Any] = []
+            replayed: list[Any] = []
             chain.begin()
             try:
                 # (pipeline mode: the statements go out together and the transaction costs
@@ -601,6 +597,9 @@ class FleetLog(AuditLog):
                     if not durable:
                         db.execute("SET LOCAL synchronous_commit = off")
                     carried = self._carried.write(db) if self._carried else []
+                    replayed, self._replay = self._replay, []
+                    for _w, _s, kind, record, ts, subject, body, *_ in replayed:
+                        chain.append(db, kind, record, json.loads(body), subject, ts=ts)
                     yield db
                     self._attempt = chain._work
                     db.execute("COMMIT")
@@ -609,6 +608,7 @@ class FleetLog(AuditLog):
             except psycopg.Error as exc:
                 self._rollback(db)
                 self._carried.put_back(carried)
+                self._replay[:0] = replayed
                 if getattr(exc.diag, "constraint_name", "") == "entries_one_finish":
                     # another writer finished a transfer this one began: the batch is redone
                     # op by op, each finish looked up, so that only that finish fails
@@ -618,6 +618,7 @@ class FleetLog(AuditLog):
             except BaseException:
                 self._rollback(db)
                 self._carried.put_back(carried)
+                self._replay[:0] = replayed
                 raise
             finally:
                 chain.end()
