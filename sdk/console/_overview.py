@@ -17,6 +17,7 @@ from veilpix.audit._html import (
     when,
 )
 from veilpix.audit._records import StatsRow
+from veilpix.audit._verify import VerifyResult
 from veilpix.console._http import Request, Response
 from veilpix.console._layout import button_form, link, notice, url
 from veilpix.console._pages import html, index_ready, stamp, waiting
@@ -43,8 +44,12 @@ def integrity(console: Console, session: Session) -> str:
             else notice("Verifying the chain and every signature now… this page reloads.", "info")
         )
         return f'<section class="integrity" aria-labelledby="h-int"><h2 id="h-int">Integrity</h2>{state}{rerun}</section>'
+    chains = "every writer's chain is" if result.writers else "the chain is"
     if result.ok:
-        tone, head = "ok", "<b>Verified.</b> The chain is unbroken and every entry is signed."
+        tone, head = (
+            "ok",
+            f"<b>Verified.</b> {chains.capitalize()} unbroken and every entry is signed.",
+        )
     elif result.intact:
         tone = "warn"
         head = (
@@ -64,15 +69,7 @@ def integrity(console: Console, session: Session) -> str:
             f"{when(stamp(job.finished_at))} UTC" + (f" by {esc(job.by)}" if job.by else ""),
         ),
         ("Entries", f"{num(result.entries)} ({num(result.records)} transfers)"),
-        (
-            "Signed",
-            f"{num(result.checkpoints)} signatures"
-            + (
-                f", the newest covering entry {num(result.signed_through)}"
-                if result.signed_through is not None
-                else ", none valid"
-            ),
-        ),
+        ("Signed", _signed(result)),
         (
             "Signing key",
             f"<code>{esc(result.key_id)}</code> ({'given' if result.key_source == 'given' else 'stored in the log'})",
@@ -95,6 +92,8 @@ def integrity(console: Console, session: Session) -> str:
                 "no longer contains it.</small>",
             )
         )
+    if result.writers:  # a fleet log: how each writer's chain stands
+        facts.append(("Writers", _writers(result)))
     problems = ""
     bad = [p for p in result.problems if p.kind != "unsigned-tail"]
     if bad:
@@ -281,3 +280,32 @@ def overview(console: Console, request: Request, session: Session) -> Response:
         )
     )
     return html(console, session, "Overview", "".join(body), "/", refresh=again)
+
+
+def _signed(result: VerifyResult) -> str:
+    if result.writers:
+        signed = sum(1 for w in result.writers if w["signed_through"] is not None)
+        return (
+            f"{num(result.checkpoints)} signatures in the fleet's line, "
+            f"{num(signed)} of {num(len(result.writers))} writers' chains signed"
+        )
+    return f"{num(result.checkpoints)} signatures" + (
+        f", the newest covering entry {num(result.signed_through)}"
+        if result.signed_through is not None
+        else ", none valid"
+    )
+
+
+def _writers(result: VerifyResult) -> str:
+    """A fleet log's writers by state (closed, running, adopted, stopped, unused), the ones
+    with problems named."""
+    states: dict[str, int] = {}
+    for w in result.writers:
+        states[w["state"]] = states.get(w["state"], 0) + 1
+    parts = [f"{num(n)} {esc(state)}" for state, n in sorted(states.items())]
+    flagged = [str(w["writer"]) for w in result.writers if w["problems"]]
+    if flagged:
+        parts.append(
+            f"problems in writer{'s' if len(flagged) > 1 else ''} {esc(', '.join(flagged))}"
+        )
+    return ", ".join(parts)

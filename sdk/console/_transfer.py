@@ -235,7 +235,7 @@ def _chain(console: Console, rec: TransferRecord) -> str:
     entries = console.log.entries_of(rec.id)
     rows = [
         [
-            num(e.seq),
+            num(e.seq) if e.writer is None else f"{num(e.seq)} of writer {num(e.writer)}",
             esc(e.kind),
             when(e.ts),
             f'<code class="fp" title="{esc(e.hash.hex())}">{esc(e.hash.hex()[:16])}</code>',
