@@ -85,3 +85,39 @@ def test_the_documented_setup(pg: pgkit.Cluster, tmp_path: Path) -> None:
     assert json.loads(shown.stdout)["ok"]
     again = _veilpix("audit", "init", "--log", url["owner"], "--key", str(key), "--json", env={})
     assert json.loads(again.stdout)["key_file_created"] is False
+
+
+def test_every_audit_command_on_a_fleet(fleet_url: str, fleet_key: Path, tmp_path: Path) -> None:
+    from datetime import UTC, datetime
+
+    old = datetime(2025, 1, 1, tzinfo=UTC)
+    with AuditLog(fleet_url, key_path=fleet_key, clock=lambda: old) as a:
+        a.begin(transfer(7)).finish(status=200)  # old enough to be pruned
+    with AuditLog(fleet_url, key_path=fleet_key) as a:
+        ids = [a.begin(transfer(i, subject_ref="bob")) for i in range(2)]
+        for p in ids:
+            p.finish(status=200)
+        open_id = a.begin(transfer(9)).id
+    env = {"VEILPIX_LOG": fleet_url, "VEILPIX_LOG_KEY": str(fleet_key)}
+    report = tmp_path / "register.html"
+    for args, expect in (
+        (["show", ids[0].id[:8]], "subject"),
+        (["export", "--format", "jsonl"], ids[0].id),
+        (["export", "--format", "ocsf"], "6003"),
+        (["report", "-o", str(report)], "integrity verified"),
+        (["key"], "BEGIN PUBLIC KEY"),
+        (["stats", "--since", "2026-01-01"], "openai"),
+        (["list", "--subject", "bob"], "2 of"),
+        (
+            ["resolve", open_id[:8], "--outcome", "failed", "--reason", "vendor shows none"],
+            "failed",
+        ),
+        (["erase", "--subject", "bob", "--request", "DSR-1", "-y"], "2 transfers"),
+        (["prune", "--older-than", "180d", "-y"], "1"),
+        (["checkpoint"], ""),
+        (["verify"], "every writer's chain is unbroken"),
+    ):
+        r = _veilpix("audit", *args, env=env)
+        assert r.returncode == 0, (args, r.stdout, r.stderr)
+        assert expect in r.stdout + r.stderr, (args, r.stdout, r.stderr)
+    assert report.stat().st_mode & 0o777 == 0o600 and "<html" in report.read_text()
