@@ -4,9 +4,11 @@ server stopped mid-load and started again, a read-only database, tampering throu
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -190,3 +192,53 @@ def test_a_durable_entry_missing_after_reconnecting_is_refused(
         with pytest.raises(AuditLogError, match="restored or altered"):
             log.begin(transfer(3))
         log._closed = True  # (leave without the close checkpoint: it is refused too)
+
+
+def test_a_full_database_refuses_the_send_and_writing_resumes(
+    own_pg: pgkit.Cluster, fleet_key: Path, tmp_path: Path
+) -> None:
+    """The entries live on a 3 MB file system (a tablespace on tmpfs) that fills up: calls
+    are refused with the reason, none is sent; given room, writing goes on by itself."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small file system needs root")
+    disk = Path(tempfile.mkdtemp(prefix="veilpix-full-"))
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(disk)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode(errors='replace')[:100]}")
+    try:
+        if own_pg.user:
+            shutil.chown(disk, own_pg.user)
+        url = own_pg.database()
+        with AuditLog(url, key_path=fleet_key) as founder:
+            founder.begin(transfer(0)).finish(status=200)
+        own_pg.sql(f"CREATE TABLESPACE tiny LOCATION '{disk}'")
+        own_pg.psql(url, "ALTER TABLE veilpix.entries SET TABLESPACE tiny")
+        log = AuditLog(url, key_path=fleet_key)
+        try:
+            sent = 0
+            with pytest.raises(AuditLogError) as caught:
+                for i in range(20_000):
+                    log.begin(transfer(i)).finish(status=200)
+                    sent += 1
+            assert "out of space" in caught.value.hint and "nothing was sent" in caught.value.hint
+            assert sent > 0
+            subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+            for _ in range(50):  # the finishes kept meanwhile go in with the next write
+                try:
+                    log.begin(transfer(1)).finish(status=200)
+                    break
+                except AuditLogError:
+                    time.sleep(0.1)
+            assert log.counts()["records"] >= sent + 2
+        finally:
+            log.close()
+        with AuditLog(url, key_path=fleet_key, readonly=True) as ro:
+            assert ro.verify().ok
+    finally:
+        own_pg.stop("immediate")  # (the tablespace goes with the cluster)
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+        shutil.rmtree(disk, ignore_errors=True)
