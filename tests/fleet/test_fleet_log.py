@@ -274,3 +274,13 @@ def test_the_drivers_loggers_never_print_the_password(
     with caplog.at_level(logging.WARNING):
         logging.getLogger("psycopg.pool").warning("error connecting with %s", pg.password)
     assert pg.password not in caplog.text and "***" in caplog.text
+
+
+def test_without_the_driver_a_clear_error(monkeypatch: pytest.MonkeyPatch, fleet_key: Path) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # (as if not installed)
+    for readonly in (True, False):
+        with pytest.raises(AuditLogError, match="needs the psycopg driver") as caught:
+            AuditLog("postgresql://u@127.0.0.1:1/x", key_path=fleet_key, readonly=readonly)
+        assert "postgres" in caught.value.hint

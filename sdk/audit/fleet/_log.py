@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from veilpix._errors import AuditLogError, ConfigError, LogIntegrityError
+from veilpix._install import install_command
 from veilpix.audit._chain import genesis, now_text
 from veilpix.audit._checks import Problem, Walker, blob, mac_problem
 from veilpix.audit._commit import Carried, Redo, Ticket, nothing_op, spill, unspill
@@ -95,6 +96,7 @@ class FleetLog(AuditLog):
         if durability not in ("disk", "os"):
             raise ConfigError(f"durability must be 'disk' or 'os', got {durability!r}")
         del busy_timeout  # (PostgreSQL waits for its own locks)
+        _need_driver()
         remember_secret(url)  # (and ConfigError, naming no secret, for a URL libpq misreads)
         self.url = url.strip()
         self.location = redact(self.url)
@@ -478,15 +480,8 @@ class FleetLog(AuditLog):
     def _get_pool(self) -> Any:
         with self._pool_lock:
             if self._pool is None:
-                try:
-                    from psycopg_pool import ConnectionPool  # noqa: PLC0415 - fleet only
-                except ImportError as exc:
-                    from veilpix._install import install_command  # noqa: PLC0415
+                from psycopg_pool import ConnectionPool  # noqa: PLC0415 - fleet only
 
-                    raise AuditLogError(
-                        "a transfer log on PostgreSQL needs psycopg and psycopg-pool",
-                        hint=f"install them: {install_command('postgres')}",
-                    ) from exc
                 self._pool = ConnectionPool(
                     self.url,
                     min_size=1,
@@ -791,6 +786,18 @@ class FleetLog(AuditLog):
 
     def __repr__(self) -> str:
         return f"FleetLog({self.location!r}, {'readonly' if self.readonly else 'writable'})"
+
+
+def _need_driver() -> None:
+    """AuditLogError, saying how to install them, when psycopg or its pool is missing."""
+    try:
+        import psycopg  # noqa: F401, PLC0415 - only a fleet log needs the driver
+        import psycopg_pool  # noqa: F401, PLC0415
+    except ImportError:
+        raise AuditLogError(
+            "a transfer log on PostgreSQL needs the psycopg driver and its pool",
+            hint=f"install them: {install_command('postgres')}",
+        ) from None
 
 
 @contextmanager
