@@ -88,15 +88,8 @@ def test_server_stopped_mid_load_blocks_sends_and_writing_resumes(
         pending.finish(status=200)  # the call is over either way: kept for later
         own_pg.start()
         own_pg.wait_ready()
-        deadline = time.monotonic() + 20
-        while True:  # the doors recover by themselves once the database is back
-            try:
-                log.begin(transfer(3)).finish(status=200)
-                break
-            except AuditLogError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        # the doors recover by themselves once the database is back: the first call goes
+        log.begin(transfer(3)).finish(status=200)
         assert log.get(pending.id).outcome == "sent"  # the kept finish was written
     finally:
         log.close()
@@ -164,9 +157,7 @@ def test_finishes_a_crashed_server_lost_are_written_again(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             f" WHERE application_name = 'veilpix writer {writer}'"
         )
-        with pytest.raises(AuditLogError, match="cannot be reached"):
-            log.begin(transfer(2))  # the writer finds its session gone: refused, not sent
-        log.begin(transfer(2)).finish(status=200)  # reconnected
+        log.begin(transfer(2)).finish(status=200)  # its session is gone: it reconnects
         assert log.get(pending.id).outcome == "sent"
         assert len(log.entries_of(pending.id)) == 2  # begin and finish, once each
     with AuditLog(fleet_url, key_path=fleet_key, readonly=True) as ro:
@@ -187,8 +178,6 @@ def test_a_durable_entry_missing_after_reconnecting_is_refused(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             f" WHERE application_name = 'veilpix writer {writer}'"
         )
-        with pytest.raises(AuditLogError, match="cannot be reached"):
-            log.begin(transfer(3))
         with pytest.raises(AuditLogError, match="restored or altered"):
             log.begin(transfer(3))
         log._closed = True  # (leave without the close checkpoint: it is refused too)

@@ -85,15 +85,9 @@ def test_two_gateway_workers_write_one_fleet_log(
         assert len(fake.seen) == 12
         own_pg.start()
         own_pg.wait_ready()
-        ok, last = 0, ""
-        for c in clients:  # each worker reconnects by itself
-            for _ in range(50):
-                r = c.post("/openai/chat/completions", json=CHAT)
-                if r.status_code == 200:
-                    ok += 1
-                    break
-                last = r.text
-        assert ok == 12, last
+        for c in clients:  # each worker reconnects by itself: no call after the restart fails
+            r = c.post("/openai/chat/completions", json=CHAT)
+            assert r.status_code == 200, r.text
         for c in clients:
             c.close()
     finally:

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import secrets
+import select
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
@@ -364,7 +365,7 @@ class FleetLog(AuditLog):
             self._commits = self._group_commit()
             self._carried = Carried(self._clock)
         if self._chain is not None and self._db is not None:
-            if not self._db.closed and not self._db.broken:
+            if not self._db.closed and not self._db.broken and not _hung_up(self._db):
                 return self._db
             with suppress(Exception):
                 self._db.close()
@@ -495,6 +496,9 @@ class FleetLog(AuditLog):
                     open=False,
                     timeout=15,
                     name="veilpix-readers",
+                    # (a connection the server closed meanwhile, say on a restart, is
+                    # replaced before it is handed out)
+                    check=ConnectionPool.check_connection,
                 )
                 try:
                     self._pool.open(wait=True, timeout=15)
@@ -786,6 +790,17 @@ class FleetLog(AuditLog):
 
     def __repr__(self) -> str:
         return f"FleetLog({self.location!r}, {'readonly' if self.readonly else 'writable'})"
+
+
+def _hung_up(db: Any) -> bool:
+    """Whether the server closed the idle connection ``db`` (restarted, or ended the
+    session): between transactions nothing is due from the server, so a socket with
+    something to read has been hung up on. One system call, no round trip."""
+    try:
+        readable, _, _ = select.select([db.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 def _need_driver() -> None:
