@@ -220,8 +220,8 @@ class Cluster:
 # -- fixtures (tests/conftest.py imports them) --------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def pg() -> Iterator[Cluster]:
+def _running() -> Iterator[Cluster]:
+    """A started cluster, destroyed afterwards; a skip with the reason when there is none."""
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
@@ -230,6 +230,12 @@ def pg() -> Iterator[Cluster]:
         yield cluster
     finally:
         cluster.destroy()
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[Cluster]:
+    """The test worker's cluster."""
+    yield from _running()
 
 
 @pytest.fixture
@@ -246,11 +252,4 @@ def fleet_key(tmp_path: Path) -> Path:
 @pytest.fixture
 def own_pg() -> Iterator[Cluster]:
     """A cluster of the test's own, to stop and start."""
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    cluster = Cluster().start()
-    try:
-        yield cluster
-    finally:
-        cluster.destroy()
+    yield from _running()
