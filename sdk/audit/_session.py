@@ -75,6 +75,9 @@ class LogSession:
     newest checkpoint, the checkpoint timer, and what happens after a fork and on close.
     :class:`~veilpix.AuditLog` builds the transfer log's API on it."""
 
+    keys: KeyFile | None  # the key file's keys (a reader may have none)
+    _key_problem: str | None  # read-only: what is wrong with the key file
+
     def __init__(
         self,
         path: str | os.PathLike[str] | None = None,
@@ -90,39 +93,25 @@ class LogSession:
         clock: Callable[[], datetime] | None = None,
         durability: Durability = "disk",
     ) -> None:
-        if checkpoint_every < 1 or checkpoint_seconds <= 0:
-            raise ConfigError("checkpoint_every and checkpoint_seconds must be above 0")
-        if durability not in ("disk", "os"):
-            raise ConfigError(f"durability must be 'disk' or 'os', got {durability!r}")
-        self.durability: Durability = durability
+        self._configure(
+            readonly=readonly,
+            checkpoint_every=checkpoint_every,
+            checkpoint_seconds=checkpoint_seconds,
+            mechanisms=mechanisms,
+            encrypt_prompts=encrypt_prompts,
+            clock=clock,
+            durability=durability,
+        )
         self.path = Path(path).expanduser() if path is not None else default_log_path()
         self.location = str(self.path)  # how messages name the log (a fleet's: its URL, redacted)
         key_path = key_path if key_path is not None else os.environ.get("VEILPIX_LOG_KEY") or None
         self.key_path = (
             Path(key_path).expanduser() if key_path is not None else key_path_for(self.path)
         )
-        self.readonly = readonly
-        self.checkpoint_every = checkpoint_every
-        self.checkpoint_seconds = checkpoint_seconds
-        self.mechanisms = dict(mechanisms or {})
-        self.encrypt_prompts = encrypt_prompts
         self._busy = busy_timeout
-        self._clock = clock or (lambda: datetime.now(UTC))
-        self._lock = threading.RLock()  # the writer lock (and the connection's)
-        self._commits = self._group_commit()
-        self._carried = Carried(self._clock)  # finishes waiting for a transaction that succeeds
-        # a state the key file could not record yet (the next write tries again first)
-        self._state_due: tuple[Signed | None] | None = None
-        self._key_problem: str | None = None  # read-only: what is wrong with the key file
-        self._stop = threading.Event()
-        self._timer: threading.Thread | None = None
-        self._closed = False
-        self._wrote = False
-        self._pid = os.getpid()
         self._db: sqlite3.Connection | None = None
         self._files: LogFiles | None = None  # a writer's
         self._chain: Appender | None = None  # a writer's
-        self.keys: KeyFile | None = None
         if readonly:
             self._db, info, self.keys, self._key_problem = open_reader(
                 self.path, self.key_path, busy=self._busy
@@ -148,6 +137,48 @@ class LogSession:
                 clock=self._clock,
             )
             self._recover()
+
+    def _configure(
+        self,
+        *,
+        readonly: bool,
+        checkpoint_every: int,
+        checkpoint_seconds: float,
+        mechanisms: Mapping[str, str] | None,
+        encrypt_prompts: bool,
+        clock: Callable[[], datetime] | None,
+        durability: Durability,
+    ) -> None:
+        """Check and keep the settings, and set up what a writer needs whatever the log's
+        storage: the writer lock, the group commit, the finishes kept for later, the timer."""
+        if checkpoint_every < 1 or checkpoint_seconds <= 0:
+            raise ConfigError("checkpoint_every and checkpoint_seconds must be above 0")
+        if durability not in ("disk", "os"):
+            raise ConfigError(f"durability must be 'disk' or 'os', got {durability!r}")
+        self.durability: Durability = durability
+        self.readonly = readonly
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_seconds = checkpoint_seconds
+        self.mechanisms = dict(mechanisms or {})
+        self.encrypt_prompts = encrypt_prompts
+        self._clock = clock or (lambda: datetime.now(UTC))
+        # a state the key file could not record yet (the next write tries again first)
+        self._state_due: tuple[Signed | None] | None = None
+        self._key_problem = None
+        self._closed = False
+        self._wrote = False
+        self.keys = None
+        self._forget_parent()
+
+    def _forget_parent(self) -> None:
+        """A writer's own threads and queues (new, or after a fork: the parent's are the
+        parent's, and its lock may have been held by another thread)."""
+        self._pid = os.getpid()
+        self._lock = threading.RLock()  # the writer lock (and the connection's)
+        self._commits = self._group_commit()
+        self._carried = Carried(self._clock)  # finishes waiting for a transaction that succeeds
+        self._stop = threading.Event()
+        self._timer: threading.Thread | None = None
 
     def _use(self, info: Meta) -> None:
         self._meta = info
@@ -220,13 +251,8 @@ class LogSession:
     def _conn(self) -> sqlite3.Connection:
         self._check_open()
         if self._pid != os.getpid():  # forked: SQLite connections must not cross a fork
-            self._pid = os.getpid()
+            self._forget_parent()
             self._db, wal = connect(self.path, readonly=self.readonly, busy=self._busy)
-            self._timer = None
-            self._stop = threading.Event()
-            self._lock = threading.RLock()
-            self._commits = self._group_commit()  # the parent's queue is the parent's
-            self._carried = Carried(self._clock)  # the parent's to write, not a second copy
             if self._files is not None:  # shared with the parent: fds of our own
                 self._files.close()
                 self._files.wal = wal
@@ -416,19 +442,32 @@ class LogSession:
                 with suppress(AuditLogError):
                     self._commits.grouped(nothing_op, durable=True)
             if self._wrote and not self.readonly and here:
-                self.checkpoint("close")
+                self._sign_close()
         finally:
             if self._carried and here:
                 ops = self._carried.take()
                 if ops and self.keys is not None:
-                    spill(spill_path(self.path), ops, self.keys, self.log_id)
+                    spill(self._spill_path(), ops, self.keys, self.log_id)
             with self._lock:
                 self._closed = True
-                if self._db is not None:
-                    self._db.close()
-                    self._db = None
-                if self._files is not None:
-                    self._files.close()
+                self._release(here)
+
+    def _sign_close(self) -> None:
+        """Sign what this handle wrote, on close."""
+        self.checkpoint("close")
+
+    def _spill_path(self) -> Path:
+        """Where finishes the log could not take are set aside on close."""
+        return spill_path(self.path)
+
+    def _release(self, here: bool) -> None:
+        """Close the connection and the files (``here``: in the process that opened them)."""
+        del here  # (SQLite's handles are this process's own after a fork: see _conn)
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        if self._files is not None:
+            self._files.close()
 
     def __enter__(self) -> Self:
         return self

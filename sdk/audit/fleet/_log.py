@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Self
 
@@ -33,7 +33,7 @@ from veilpix._errors import AuditLogError, ConfigError, LogIntegrityError
 from veilpix._install import install_command
 from veilpix.audit._chain import genesis, now_text
 from veilpix.audit._checks import Problem, Walker, blob, mac_problem
-from veilpix.audit._commit import Carried, Redo, Ticket, nothing_op, spill, unspill
+from veilpix.audit._commit import Redo, Ticket, unspill
 from veilpix.audit._keys import KeyFile, open_sealed, seal, verify_signature
 from veilpix.audit._log import AuditLog
 from veilpix.audit._records import (
@@ -92,10 +92,15 @@ class FleetLog(AuditLog):
         url = str(path) if path is not None else os.environ.get("VEILPIX_LOG", "")
         if not is_url(url):
             raise ConfigError(f"{url!r} is not a PostgreSQL URL (postgresql://...)")
-        if checkpoint_every < 1 or checkpoint_seconds <= 0:
-            raise ConfigError("checkpoint_every and checkpoint_seconds must be above 0")
-        if durability not in ("disk", "os"):
-            raise ConfigError(f"durability must be 'disk' or 'os', got {durability!r}")
+        self._configure(
+            readonly=readonly,
+            checkpoint_every=checkpoint_every,
+            checkpoint_seconds=checkpoint_seconds,
+            mechanisms=mechanisms,
+            encrypt_prompts=encrypt_prompts,
+            clock=clock,
+            durability=durability,
+        )
         del busy_timeout  # (PostgreSQL waits for its own locks)
         _need_driver()
         remember_secret(url)  # (and ConfigError, naming no secret, for a URL libpq misreads)
@@ -104,23 +109,6 @@ class FleetLog(AuditLog):
         self.path = Path(self.location)
         chosen = key_path if key_path is not None else os.environ.get("VEILPIX_LOG_KEY") or None
         self.key_path = Path(chosen).expanduser() if chosen else default_key_path(self.url)
-        self.durability: Durability = durability
-        self.readonly = readonly
-        self.checkpoint_every = checkpoint_every
-        self.checkpoint_seconds = checkpoint_seconds
-        self.mechanisms = dict(mechanisms or {})
-        self.encrypt_prompts = encrypt_prompts
-        self._clock = clock or (lambda: datetime.now(UTC))
-        self._lock = threading.RLock()
-        self._commits = self._group_commit()
-        self._carried = Carried(self._clock)
-        self._state_due: tuple[Any] | None = None
-        self._key_problem: str | None = None
-        self._stop = threading.Event()
-        self._timer: threading.Thread | None = None
-        self._closed = False
-        self._wrote = False
-        self._pid = os.getpid()
         self._db: Any = None  # the writer's connection (holds its chain's session lock)
         self._pool: Any = None  # the readers'
         self._pool_lock = threading.Lock()
@@ -128,7 +116,6 @@ class FleetLog(AuditLog):
         self._attempt: _State | None = None  # the head a commit whose outcome is unknown had
         self._signed_later: Any = None  # a checkpoint the key file records once on disk
         self._replay: list[Any] = []  # entries a crash of the server lost, to write again
-        self.keys: KeyFile | None = None
         self._meta: Any = None
         if readonly:
             self._open_reader()
@@ -355,15 +342,10 @@ class FleetLog(AuditLog):
         and a new writer registered."""
         self._check_open()
         if self._pid != os.getpid():  # forked: the parent's connection is the parent's
-            self._pid = os.getpid()
+            self._forget_parent()
             self._db = None  # (not closed: that would end the parent's session)
             self._pool = None
             self._chain = None
-            self._stop = threading.Event()
-            self._timer = None
-            self._lock = threading.RLock()
-            self._commits = self._group_commit()
-            self._carried = Carried(self._clock)
         if self._chain is not None and self._db is not None:
             if not self._db.closed and not self._db.broken and not _hung_up(self._db):
                 return self._db
@@ -754,39 +736,19 @@ class FleetLog(AuditLog):
 
     # -- closing -------------------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Commit what is queued, sign the chain's final checkpoint (when this writer wrote
-        anything) and let its lock go."""
-        if self._closed:
-            return
-        self._stop.set()
-        timer = self._timer
-        if timer is not None and timer is not threading.current_thread():
-            timer.join()
-        self._commits.shutdown()
-        here = self._pid == os.getpid()
-        try:
-            if self._carried and here:
-                with suppress(AuditLogError):
-                    self._commits.grouped(nothing_op, durable=True)
-            if self._wrote and not self.readonly and here:
-                with self._write() as db:
-                    self._writer_chain().checkpoint(db, "close", only_if_unsigned=False)
-        finally:
-            if self._carried and here:
-                ops = self._carried.take()
-                if ops and self.keys is not None:
-                    spill(self._spill_path(), ops, self.keys, self.log_id)
-            with self._lock:
-                self._closed = True
-                if self._db is not None and here:
-                    with suppress(Exception):
-                        self._db.close()
-                self._db = None
-                if self._pool is not None and here:
-                    with suppress(Exception):
-                        self._pool.close()
-                self._pool = None
+    def _sign_close(self) -> None:
+        """The chain's final checkpoint (nobody appends to it after), signed on close."""
+        with self._write() as db:
+            self._writer_chain().checkpoint(db, "close", only_if_unsigned=False)
+
+    def _release(self, here: bool) -> None:
+        """Let the writer's connection (and so its chain's lock) and the pool go; after a
+        fork they are the parent's, not to be closed from here."""
+        for handle in (self._db, self._pool):
+            if handle is not None and here:
+                with suppress(Exception):
+                    handle.close()
+        self._db = self._pool = None
 
     def __repr__(self) -> str:
         return f"FleetLog({self.location!r}, {'readonly' if self.readonly else 'writable'})"
