@@ -106,25 +106,11 @@ def _worker(
 
 
 def _run(mp: Any, kind: str, url: str, key: str, writers: int, pairs: int, ctx: Any) -> float:
+    from audit import in_processes  # (bench/audit.py's: one writer process each)
+
     per = pairs // writers
-    barrier = mp.Barrier(writers)
-    queue = mp.Queue()
-    procs = [
-        mp.Process(
-            target=_worker,
-            args=(kind, url, key, per, ctx.plain[k:] + ctx.plain[:k], ctx.rows, barrier, queue),
-        )
-        for k in range(writers)
-    ]
-    for p in procs:
-        p.start()
-    results = [queue.get(timeout=600) for _ in procs]
-    for p in procs:
-        p.join()
-    errors = [r[1] for r in results if r[0] != "ok"]
-    if errors:
-        raise RuntimeError(f"a {kind} writer process failed: {errors[0]}")
-    return max(r[2] for r in results) - min(r[1] for r in results)
+    args = [(kind, url, key, per, ctx.plain[k:] + ctx.plain[:k], ctx.rows) for k in range(writers)]
+    return in_processes(mp, _worker, args, kind)
 
 
 def run_fleet(

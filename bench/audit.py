@@ -389,25 +389,23 @@ def mp_context() -> Any:
 
 def run_procs(ctx: Ctx, path: Path, kind: str) -> tuple[float, int]:
     per = ctx.n // ctx.procs
-    mp = mp_context()
-    barrier = mp.Barrier(ctx.procs)
-    queue = mp.Queue()
     transfers = ctx.plain if kind == "veilpix" else None
-    procs = [
-        mp.Process(
-            target=_proc_worker,
-            args=(
-                kind,
-                str(path),
-                per,
-                transfers[k:] if transfers else None,
-                ctx.rows,
-                barrier,
-                queue,
-            ),
-        )
+    args = [
+        (kind, str(path), per, transfers[k:] if transfers else None, ctx.rows)
         for k in range(ctx.procs)
     ]
+    return in_processes(mp_context(), _proc_worker, args, kind), per * ctx.procs
+
+
+def in_processes(
+    mp: Any, target: Callable[..., None], args: Sequence[tuple[Any, ...]], kind: str
+) -> float:
+    """Run ``target(*a, barrier, queue)`` in a process per ``a`` in ``args``: the writers
+    start together at the barrier and each reports ("ok", start, end) on the queue. Seconds
+    from the first start to the last end (perf_counter is system-wide)."""
+    barrier = mp.Barrier(len(args))
+    queue = mp.Queue()
+    procs = [mp.Process(target=target, args=(*a, barrier, queue)) for a in args]
     for p in procs:
         p.start()
     results = [queue.get(timeout=600) for _ in procs]
@@ -416,8 +414,7 @@ def run_procs(ctx: Ctx, path: Path, kind: str) -> tuple[float, int]:
     errors = [r[1] for r in results if r[0] != "ok"]
     if errors:
         raise RuntimeError(f"a {kind} writer process failed: {errors[0]}")
-    seconds = max(r[2] for r in results) - min(r[1] for r in results)
-    return seconds, per * ctx.procs
+    return float(max(r[2] for r in results) - min(r[1] for r in results))
 
 
 @dataclass
