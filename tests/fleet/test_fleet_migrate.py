@@ -107,69 +107,29 @@ def test_migrating_into_a_fleet_that_has_entries_is_refused(
         migrate(source, fleet_url, target_key=tmp_path / "new.key")
 
 
-def test_the_migrate_command(tmp_path: Path, pg: pgkit.Cluster, fleet_url: str) -> None:
-    source = tmp_path / "audit.db"
-    _file_log(source, 3)
-    key = tmp_path / "fleet.key"
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "veilpix",
-            "audit",
-            "migrate",
-            "--from",
-            str(source),
-            "--to",
-            fleet_url,
-            "--to-key",
-            str(key),
-            "--json",
-        ],
+def _migrate_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "veilpix", "audit", "migrate", *args],
         capture_output=True,
         text=True,
         check=False,
         env={**os.environ, "NO_COLOR": "1"},
     )
+
+
+def test_the_migrate_command(tmp_path: Path, pg: pgkit.Cluster, fleet_url: str) -> None:
+    source = tmp_path / "audit.db"
+    _file_log(source, 3)
+    key = tmp_path / "fleet.key"
+    where = ("--from", str(source), "--to", fleet_url, "--to-key", str(key))
+    run = _migrate_cli(*where, "--json")
     assert run.returncode == 0, run.stderr
     doc = json.loads(run.stdout)
     assert doc["verified"] and doc["records"] == 4 and pg.password not in run.stdout
-    again = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "veilpix",
-            "audit",
-            "migrate",
-            "--from",
-            str(source),
-            "--to",
-            fleet_url,
-            "--to-key",
-            str(key),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    again = _migrate_cli(*where)
     assert again.returncode == 2 and "holds 9 entries already" in again.stderr
     assert pg.password not in again.stderr
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "veilpix",
-            "audit",
-            "migrate",
-            "--from",
-            str(source),
-            "--to",
-            str(tmp_path / "x.db"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    bad = _migrate_cli("--from", str(source), "--to", str(tmp_path / "x.db"))
     assert bad.returncode == 2 and "PostgreSQL URL" in bad.stderr
 
 
