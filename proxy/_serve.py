@@ -471,7 +471,7 @@ class _Supervisor:
         # and a broken log stops the start with a clear error.
         log = AuditLog.from_config(self.config, path=self.log_path)
         shown = log.location  # (a fleet's URL without its password)
-        log_path = str(getattr(log, "url", log.path))  # what the workers open
+        log_path = log.address  # what the workers open
         log.close()
         shm = shared_memory.SharedMemory(create=True, size=Metrics.size(self.count))
         ctx = multiprocessing.get_context("spawn")

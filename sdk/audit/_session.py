@@ -75,6 +75,7 @@ class LogSession:
     newest checkpoint, the checkpoint timer, and what happens after a fork and on close.
     :class:`~veilpix.AuditLog` builds the transfer log's API on it."""
 
+    storage = "sqlite"  # where the log lives: "sqlite" (a file) or "postgresql" (a fleet's)
     keys: KeyFile | None  # the key file's keys (a reader may have none)
     _key_problem: str | None  # read-only: what is wrong with the key file
 
@@ -137,6 +138,17 @@ class LogSession:
                 clock=self._clock,
             )
             self._recover()
+
+    @property
+    def address(self) -> str:
+        """What opens this log again (``AuditLog(log.address)``): its path; a fleet log's URL,
+        password included (for handing on, never for showing: :attr:`location` is that)."""
+        return str(self.path)
+
+    @property
+    def short_name(self) -> str:
+        """The log's name for a page title: the file's name; a fleet log's location."""
+        return self.path.name
 
     def _configure(
         self,
@@ -232,7 +244,7 @@ class LogSession:
 
     def _writer_chain(self) -> Appender:
         if self.readonly or self._chain is None:
-            raise AuditLogError(f"the transfer log {str(self.path)!r} is open read-only")
+            raise AuditLogError(f"the transfer log {self.location!r} is open read-only")
         return self._chain
 
     def _group_commit(self) -> GroupCommit:
@@ -246,7 +258,7 @@ class LogSession:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise AuditLogError(f"the transfer log {str(self.path)!r} is closed")
+            raise AuditLogError(f"the transfer log {self.location!r} is closed")
 
     def _conn(self) -> sqlite3.Connection:
         self._check_open()
@@ -285,7 +297,7 @@ class LogSession:
         behind this disk flush."""
         chain = self._writer_chain()
         if self.keys is None or self._files is None:
-            raise AuditLogError(f"the transfer log {str(self.path)!r} is open read-only")
+            raise AuditLogError(f"the transfer log {self.location!r} is open read-only")
         with self._lock:
             db = self._conn()
             files = self._files

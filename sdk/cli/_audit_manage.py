@@ -183,7 +183,7 @@ def erase(args: argparse.Namespace) -> int:
             f"erased the subject-linked fields of {plural(done.records, 'transfer')}; "
             f"tombstone at entry {done.tombstone_seq}"
         )
-        if not done.physically_overwritten and log.location != str(log.path):
+        if not done.physically_overwritten and log.storage == "postgresql":
             print(
                 "note: PostgreSQL keeps a deleted row's bytes until the table is vacuumed "
                 "(VACUUM veilpix.subject_keys, as its owner); they stay unreadable without the "

@@ -113,7 +113,7 @@ class Console:
         self.register_job: Job[str] = Job(
             "register", lambda p: _register_page.build_register(self, p)
         )
-        self.log_name = log.location if log.location != str(log.path) else log.path.name
+        self.log_name = log.short_name
         self._routes = _pages.routes()
         self._checks = threading.BoundedSemaphore(2)  # password checks at once
 
@@ -133,9 +133,7 @@ class Console:
         pages' handle stays free)."""
         from veilpix.audit._log import AuditLog  # noqa: PLC0415 - the module is loaded already
 
-        return AuditLog(
-            getattr(self.log, "url", self.log.path), readonly=True, key_path=self.log.key_path
-        )
+        return AuditLog(self.log.address, readonly=True, key_path=self.log.key_path)
 
     def _verify(self, _progress: Callable[[int, int], None]) -> VerifyResult:
         """Verify the log; when a person asked and the console may write, record the result

@@ -71,8 +71,18 @@ class FleetLog(AuditLog):
     for the API. ``key_path`` is the fleet's key file (default: one named after the
     database in the user data folder; every machine that writes needs a copy)."""
 
+    storage = "postgresql"
+
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         return object.__new__(cls)
+
+    @property
+    def address(self) -> str:
+        return self.url
+
+    @property
+    def short_name(self) -> str:
+        return self.location
 
     def __init__(
         self,
