@@ -153,10 +153,7 @@ def test_finishes_a_crashed_server_lost_are_written_again(
         pg.psql(
             fleet_url, f"DELETE FROM veilpix.entries WHERE writer = {writer} AND kind = 'finish'"
         )
-        pg.sql(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            f" WHERE application_name = 'veilpix writer {writer}'"
-        )
+        _end_session(pg, writer)
         log.begin(transfer(2)).finish(status=200)  # its session is gone: it reconnects
         assert log.get(pending.id).outcome == "sent"
         assert len(log.entries_of(pending.id)) == 2  # begin and finish, once each
@@ -174,10 +171,7 @@ def test_a_durable_entry_missing_after_reconnecting_is_refused(
         log.begin(transfer(2))  # the newest entry, durable
         writer = log._writer_chain().writer
         pg.psql(fleet_url, f"DELETE FROM veilpix.entries WHERE writer = {writer} AND seq >= 3")
-        pg.sql(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            f" WHERE application_name = 'veilpix writer {writer}'"
-        )
+        _end_session(pg, writer)
         with pytest.raises(AuditLogError, match="restored or altered"):
             log.begin(transfer(3))
         log._closed = True  # (leave without the close checkpoint: it is refused too)
@@ -231,3 +225,12 @@ def test_a_full_database_refuses_the_send_and_writing_resumes(
         own_pg.stop("immediate")  # (the tablespace goes with the cluster)
         subprocess.run(["umount", "-l", str(disk)], check=False)
         shutil.rmtree(disk, ignore_errors=True)
+
+
+def _end_session(pg: pgkit.Cluster, writer: int) -> None:
+    """End writer ``writer``'s database session, as a crash of the server would, and wait
+    until it is gone (pg_terminate_backend only signals it)."""
+    pg.sql(
+        "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
+        f" WHERE application_name = 'veilpix writer {writer}'"
+    )
